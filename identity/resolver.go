@@ -1,0 +1,153 @@
+package identity
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/jellydator/ttlcache/v3"
+	"golang.org/x/sync/singleflight"
+)
+
+// MaxTokenBytes bounds a credential's length; longer ones are rejected unread.
+const MaxTokenBytes = 8 << 10
+
+// PrefixRoute sends credentials starting with Prefix to Verifier.
+type PrefixRoute struct {
+	Prefix   string
+	Verifier Verifier
+}
+
+// ResolverOptions configure a [Resolver]. Zero values mean the defaults.
+type ResolverOptions struct {
+	// Prefixes route opaque credentials by their prefix ("gk_" → API keys).
+	Prefixes []PrefixRoute
+	// CacheTTL bounds how long a successful validation is reused (default
+	// 60s); an entry never outlives the credential's own expiry.
+	CacheTTL time.Duration
+	// NegativeTTL is how long a rejection is remembered (default 5s).
+	NegativeTTL time.Duration
+	// Capacity bounds the number of cached credentials (default 100,000).
+	Capacity uint64
+	// VerifyTimeout bounds one upstream verification (default 10s).
+	VerifyTimeout time.Duration
+}
+
+// Resolver maps credentials to principals through exactly one verifier
+// each, with a validation cache in front.
+type Resolver struct {
+	opts  ResolverOptions
+	cache *ttlcache.Cache[string, outcome]
+	group singleflight.Group
+}
+
+type outcome struct {
+	p   *Principal
+	err error
+}
+
+// NewResolver returns a Resolver; call Close to stop its cache janitor.
+func NewResolver(opts ResolverOptions) *Resolver {
+	if opts.CacheTTL <= 0 {
+		opts.CacheTTL = time.Minute
+	}
+	if opts.NegativeTTL <= 0 {
+		opts.NegativeTTL = 5 * time.Second
+	}
+	if opts.Capacity == 0 {
+		opts.Capacity = 100_000
+	}
+	if opts.VerifyTimeout <= 0 {
+		opts.VerifyTimeout = 10 * time.Second
+	}
+	r := &Resolver{opts: opts}
+	r.cache = ttlcache.New(
+		ttlcache.WithDisableTouchOnHit[string, outcome](),
+		ttlcache.WithCapacity[string, outcome](opts.Capacity),
+	)
+	go r.cache.Start()
+	return r
+}
+
+// Close stops the cache's background expiry.
+func (r *Resolver) Close() { r.cache.Stop() }
+
+// Resolve returns the principal a credential stands for. The returned
+// Principal is shared with other callers and must not be modified.
+func (r *Resolver) Resolve(ctx context.Context, token string) (*Principal, error) {
+	v, err := r.route(token)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(token))
+	key := string(sum[:])
+	load := ttlcache.LoaderFunc[string, outcome](func(c *ttlcache.Cache[string, outcome], key string) *ttlcache.Item[string, outcome] {
+		// One verification serves every caller waiting on this credential:
+		// one caller going away must not fail the others.
+		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.VerifyTimeout)
+		defer cancel()
+		p, err := v.Verify(vctx, token)
+		o := outcome{p: p, err: err}
+		if ttl := r.ttl(o); ttl > 0 {
+			return c.Set(key, o, ttl)
+		}
+		return ttlcache.NewItem(key, o, 0, false) // handed to the waiters, not cached
+	})
+	item := r.cache.Get(key, ttlcache.WithLoader[string, outcome](ttlcache.NewSuppressedLoader(load, &r.group)))
+	o := item.Value()
+	if o.err != nil {
+		return nil, o.err
+	}
+	if o.p == nil {
+		return nil, errors.New("identity: verifier returned no principal")
+	}
+	if !o.p.Expiry.IsZero() && !time.Now().Before(o.p.Expiry) {
+		return nil, Invalid("the token has expired")
+	}
+	return o.p, nil
+}
+
+// ttl is how long an outcome may be reused: rejections briefly, upstream
+// failures not at all, principals until the cache TTL or their expiry.
+func (r *Resolver) ttl(o outcome) time.Duration {
+	switch {
+	case errors.Is(o.err, ErrInvalidToken):
+		return r.opts.NegativeTTL
+	case o.err != nil || o.p == nil:
+		return 0
+	case o.p.Expiry.IsZero():
+		return r.opts.CacheTTL
+	default:
+		return min(r.opts.CacheTTL, time.Until(o.p.Expiry))
+	}
+}
+
+func (r *Resolver) route(token string) (Verifier, error) {
+	if token == "" || len(token) > MaxTokenBytes {
+		return nil, Invalid("the token is malformed")
+	}
+	for _, pr := range r.opts.Prefixes {
+		if strings.HasPrefix(token, pr.Prefix) {
+			return pr.Verifier, nil
+		}
+	}
+	return nil, Invalid("the token is not issued by an identity provider this server accepts")
+}
+
+// Forget drops every cached principal for which match is true (for example
+// all principals of a revoked API key) and returns how many it dropped.
+func (r *Resolver) Forget(match func(*Principal) bool) int {
+	var keys []string
+	r.cache.Range(func(item *ttlcache.Item[string, outcome]) bool {
+		if p := item.Value().p; p != nil && match(p) {
+			keys = append(keys, item.Key())
+		}
+		return true
+	})
+	for _, k := range keys {
+		r.cache.Delete(k)
+	}
+	return len(keys)
+}

@@ -1,0 +1,122 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+)
+
+func TestAPIKeys(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "acme.com")
+	expires := time.Now().Add(time.Hour).Truncate(time.Microsecond)
+	secret, k := apikey.New(tn.ID, "developer", []string{"mcp:read"}, "ci", "test", expires)
+	if err := db.CreateAPIKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if k.CreatedAt.IsZero() || k.TenantKey != "acme.com" {
+		t.Errorf("created key = %+v", k)
+	}
+	got, err := db.FindAPIKeyByID(ctx, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "ci" || got.Role != "developer" || !got.ExpiresAt.Equal(expires) || len(got.Scopes) != 1 || got.TenantKey != "acme.com" {
+		t.Errorf("found key = %+v", got)
+	}
+	// Only the hash is stored: the secret appears nowhere in the row.
+	var leaked bool
+	if err := db.Pool().QueryRow(ctx, "SELECT strpos(k::text, $1) > 0 FROM gatehouse.api_keys k", secret).Scan(&leaked); err != nil || leaked {
+		t.Errorf("secret stored in the clear: %v %v", leaked, err)
+	}
+	at := time.Now().Truncate(time.Microsecond)
+	if err := db.TouchAPIKey(ctx, k.ID, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.TouchAPIKey(ctx, k.ID, at.Add(-time.Hour)); err != nil { // never moves backwards
+		t.Fatal(err)
+	}
+	got, _ = db.FindAPIKeyByID(ctx, k.ID)
+	if !got.LastUsedAt.Equal(at) {
+		t.Errorf("last used = %v, want %v", got.LastUsedAt, at)
+	}
+	revoked, err := db.RevokeAPIKey(ctx, k.ID)
+	if err != nil || revoked.RevokedAt.IsZero() {
+		t.Fatalf("revoke = %+v, %v", revoked, err)
+	}
+	again, err := db.RevokeAPIKey(ctx, k.ID)
+	if err != nil || !again.RevokedAt.Equal(revoked.RevokedAt) {
+		t.Errorf("second revoke changed revoked_at: %v → %v (%v)", revoked.RevokedAt, again.RevokedAt, err)
+	}
+	if _, err := db.RevokeAPIKey(ctx, "nosuchkeyaaaaaaa"); !errors.Is(err, apikey.ErrNotFound) {
+		t.Errorf("revoke unknown = %v", err)
+	}
+	keys, err := db.FindAPIKeys(ctx, tn.ID)
+	if err != nil || len(keys) != 1 {
+		t.Errorf("FindAPIKeys = %d, %v", len(keys), err)
+	}
+}
+
+func TestRevocationIsBroadcast(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan store.Invalidation, 10)
+	go db.Listen(ctx, func(inv store.Invalidation) { got <- inv })
+	if inv := <-got; inv.Kind != "*" {
+		t.Fatalf("first delivery = %+v, want the reset marker", inv)
+	}
+	tn := mustTenant(t, db, "acme.com")
+	_, k := apikey.New(tn.ID, "viewer", []string{"mcp:read"}, "", "", time.Time{})
+	if err := db.CreateAPIKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RevokeAPIKey(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case inv := <-got:
+		if inv != (store.Invalidation{Kind: store.InvalidateAPIKey, ID: k.ID}) {
+			t.Errorf("invalidation = %+v", inv)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no invalidation within 5s")
+	}
+}
+
+func TestBootstrapOnlyOnEmptyDatabase(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	newKey := func(tenantID string) *apikey.Key {
+		_, k := apikey.New(tenantID, "admin", []string{"mcp:read", "mcp:write", "mcp:admin"}, "bootstrap", "bootstrap", time.Time{})
+		return k
+	}
+	did, err := db.Bootstrap(ctx, "dev", newKey)
+	if err != nil || !did {
+		t.Fatalf("first bootstrap = %v, %v", did, err)
+	}
+	did, err = db.Bootstrap(ctx, "dev", newKey)
+	if err != nil || did {
+		t.Fatalf("second bootstrap = %v, %v; want false", did, err)
+	}
+	dev, err := db.FindTenantByKey(ctx, "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := db.FindAPIKeys(ctx, dev.ID)
+	if len(keys) != 1 || keys[0].Role != "admin" {
+		t.Errorf("dev keys = %+v", keys)
+	}
+	// A database that already has tenants is never bootstrapped.
+	other := storetest.MustOpenDB(t)
+	mustTenant(t, other, "acme.com")
+	if did, err := other.Bootstrap(ctx, "dev", newKey); err != nil || did {
+		t.Errorf("bootstrap of non-empty database = %v, %v", did, err)
+	}
+}

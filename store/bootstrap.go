@@ -1,0 +1,48 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// bootstrapLock serialises first-start bootstrap across replicas.
+const bootstrapLock = int64(0x626f6f74) // "boot"
+
+// Bootstrap runs once per database: if there are no tenants and no
+// bootstrap has happened, it provisions tenant key and stores the key that
+// newKey returns for it, all in one transaction. It reports whether it did;
+// false means the database was not empty (or another process got there first).
+func (db *DB) Bootstrap(ctx context.Context, key string, newKey func(tenantID string) *apikey.Key) (bool, error) {
+	did := false
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", bootstrapLock); err != nil {
+			return err
+		}
+		var empty bool
+		if err := tx.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM gatehouse.tenants)
+			AND NOT EXISTS (SELECT 1 FROM gatehouse.settings WHERE name = 'bootstrapped_at')`).Scan(&empty); err != nil || !empty {
+			return err
+		}
+		t, _, err := ensureTenant(ctx, tx, key, tenancy.Organization)
+		if err != nil {
+			return err
+		}
+		if err := createAPIKey(ctx, tx, newKey(t.ID)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO gatehouse.settings (name, value) VALUES ('bootstrapped_at', now()::text)"); err != nil {
+			return err
+		}
+		did = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("bootstrap: %w", err)
+	}
+	return did, nil
+}

@@ -1,0 +1,359 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrNoPostgres is returned by [StartEmbedded] when no PostgreSQL server
+// binaries can be found on this machine.
+var ErrNoPostgres = errors.New("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or under /usr/lib/postgresql/*/bin; " +
+	"install PostgreSQL (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@16) " +
+	"or set DATABASE_URL to an existing server")
+
+// EmbeddedDatabase is the database Gatehouse creates in its embedded cluster.
+const EmbeddedDatabase = "gatehouse"
+
+// EmbeddedOptions configure [StartEmbedded].
+type EmbeddedOptions struct {
+	// DataDir holds the cluster (DataDir/pgdata) and its log. Created if missing.
+	DataDir string
+	// NoFsync turns off fsync, synchronous_commit and full_page_writes.
+	// For tests only: a crash can lose or corrupt data.
+	NoFsync bool
+	// Settings are extra server settings passed at start (name → value).
+	Settings map[string]string
+	// Logger receives progress; nil discards it.
+	Logger *slog.Logger
+}
+
+// Embedded is a private PostgreSQL cluster run from the machine's binaries.
+// It listens on a unix socket only (no TCP), in a short directory under /tmp
+// whose permissions admit only the cluster's OS user (and root).
+//
+// Several Gatehouse processes may share one data directory: the first to
+// start the cluster starts it, the others connect to it, and whoever leaves it
+// unused stops it ([Embedded.Stop]).
+type Embedded struct {
+	binDir    string
+	dataDir   string
+	pgdata    string
+	socketDir string
+	cred      *syscall.Credential // non-nil when we run the server as another user
+	log       *slog.Logger
+}
+
+// StartEmbedded starts (or joins, when already running) the cluster in
+// opts.DataDir, creating it on first use, and makes sure the
+// [EmbeddedDatabase] database exists.
+func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*Embedded, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dataDir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded postgres: data dir: %w", err)
+	}
+	binDir, err := findPostgresBinaries()
+	if err != nil {
+		return nil, err
+	}
+	e := &Embedded{
+		binDir:  binDir,
+		dataDir: dataDir,
+		pgdata:  filepath.Join(dataDir, "pgdata"),
+		log:     log,
+	}
+	sum := sha256.Sum256([]byte(e.pgdata))
+	// A unix socket path must stay under 107 bytes: keep it short and stable.
+	e.socketDir = "/tmp/gatehouse-" + hex.EncodeToString(sum[:6])
+	if os.Geteuid() == 0 {
+		if e.cred, err = postgresCredential(); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.prepareDirs(); err != nil {
+		return nil, err
+	}
+	if err := e.initdb(ctx, opts.NoFsync); err != nil {
+		return nil, err
+	}
+	if err := e.start(ctx, opts); err != nil {
+		return nil, err
+	}
+	if err := e.ensureDatabase(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// ConnString returns a libpq connection string for database db (empty means
+// [EmbeddedDatabase]) over the cluster's unix socket.
+func (e *Embedded) ConnString(db string) string {
+	if db == "" {
+		db = EmbeddedDatabase
+	}
+	return fmt.Sprintf("host=%s port=5432 user=postgres dbname=%s sslmode=disable", e.socketDir, db)
+}
+
+// DataDir returns the absolute data directory.
+func (e *Embedded) DataDir() string { return e.dataDir }
+
+// Stop stops the cluster unless another process still has a connection open
+// to it (another Gatehouse process sharing the data directory); that process
+// stops it when it leaves. Close your own pools before calling Stop.
+func (e *Embedded) Stop(ctx context.Context) error {
+	others, err := e.otherClients(ctx)
+	if err == nil && others > 0 {
+		e.log.Info("embedded postgres left running: another process is using it", "clients", others)
+		return nil
+	}
+	out, err := e.run(ctx, "pg_ctl", "stop", "-D", e.pgdata, "-m", "fast", "-w", "-t", "60")
+	if err != nil {
+		return fmt.Errorf("embedded postgres: stop: %w: %s", err, out)
+	}
+	_ = os.Remove(e.socketDir) // empty once the server is down
+	e.log.Info("embedded postgres stopped", "data_dir", e.dataDir)
+	return nil
+}
+
+func (e *Embedded) otherClients(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, e.ConnString("postgres"))
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	var n int
+	err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&n)
+	return n, err
+}
+
+// findPostgresBinaries returns the directory holding initdb, pg_ctl and
+// postgres: the one pg_ctl on PATH resolves to, else the newest
+// /usr/lib/postgresql/N/bin.
+func findPostgresBinaries() (string, error) {
+	has := func(dir string) bool {
+		for _, b := range []string{"initdb", "pg_ctl", "postgres"} {
+			if st, err := os.Stat(filepath.Join(dir, b)); err != nil || st.IsDir() {
+				return false
+			}
+		}
+		return true
+	}
+	if p, err := exec.LookPath("pg_ctl"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil && has(filepath.Dir(real)) {
+			return filepath.Dir(real), nil
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return pgMajor(dirs[i]) > pgMajor(dirs[j]) })
+	for _, d := range dirs {
+		if has(d) {
+			return d, nil
+		}
+	}
+	return "", ErrNoPostgres
+}
+
+func pgMajor(binDir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return n
+}
+
+// postgresCredential returns the identity the server runs under when we are
+// root: PostgreSQL refuses to run as root.
+func postgresCredential() (*syscall.Credential, error) {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("embedded postgres: running as root needs a 'postgres' OS user to run the server as " +
+			"(PostgreSQL refuses to run as root): create one (useradd --system postgres), run Gatehouse as a non-root user, " +
+			"or set DATABASE_URL")
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func (e *Embedded) prepareDirs() error {
+	for _, d := range []string{e.dataDir, e.socketDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("embedded postgres: %w", err)
+		}
+		if e.cred != nil {
+			if err := os.Chown(d, int(e.cred.Uid), int(e.cred.Gid)); err != nil {
+				return fmt.Errorf("embedded postgres: %w", err)
+			}
+		}
+	}
+	if e.cred == nil {
+		return nil
+	}
+	// The server's user must be able to reach the data directory.
+	for dir := filepath.Dir(e.dataDir); ; dir = filepath.Dir(dir) {
+		st, err := os.Stat(dir)
+		if err != nil {
+			return fmt.Errorf("embedded postgres: %w", err)
+		}
+		if !traversable(st, e.cred) {
+			return fmt.Errorf("embedded postgres: the postgres user cannot reach %s because %s is not traversable by it; "+
+				"set GATEHOUSE_DATA_DIR to a directory it can reach (for example under /var/lib or /tmp) or run: chmod o+x %s",
+				e.dataDir, dir, dir)
+		}
+		if dir == "/" || dir == filepath.Dir(dir) {
+			return nil
+		}
+	}
+}
+
+func traversable(st fs.FileInfo, cred *syscall.Credential) bool {
+	mode := st.Mode().Perm()
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return true
+	}
+	switch {
+	case sys.Uid == cred.Uid:
+		return mode&0o100 != 0
+	case sys.Gid == cred.Gid:
+		return mode&0o010 != 0
+	default:
+		return mode&0o001 != 0
+	}
+}
+
+func (e *Embedded) initdb(ctx context.Context, noFsync bool) error {
+	version, err := os.ReadFile(filepath.Join(e.pgdata, "PG_VERSION"))
+	if err == nil {
+		have := strings.TrimSpace(string(version))
+		if want := strconv.Itoa(pgMajor(e.binDir)); pgMajor(e.binDir) > 0 && have != want {
+			return fmt.Errorf("embedded postgres: %s holds a PostgreSQL %s cluster but the binaries in %s are version %s; "+
+				"use matching binaries or move the data directory away", e.pgdata, have, e.binDir, want)
+		}
+		return nil
+	}
+	e.log.Info("creating embedded postgres cluster", "data_dir", e.pgdata)
+	args := []string{"-D", e.pgdata, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale", "--no-instructions"}
+	if noFsync {
+		args = append(args, "--no-sync")
+	}
+	if out, err := e.run(ctx, "initdb", args...); err != nil {
+		return fmt.Errorf("embedded postgres: initdb: %w: %s", err, out)
+	}
+	return nil
+}
+
+func (e *Embedded) start(ctx context.Context, opts EmbeddedOptions) error {
+	if _, err := e.run(ctx, "pg_ctl", "status", "-D", e.pgdata); err == nil {
+		if _, err := os.Stat(filepath.Join(e.socketDir, ".s.PGSQL.5432")); err == nil {
+			e.log.Info("joined running embedded postgres", "data_dir", e.dataDir)
+			return nil
+		}
+		return fmt.Errorf("embedded postgres: a server is already running on %s but not on the socket in %s; stop it with: pg_ctl stop -D %s",
+			e.pgdata, e.socketDir, e.pgdata)
+	}
+	settings := map[string]string{
+		"listen_addresses":        "''",
+		"unix_socket_directories": "'" + e.socketDir + "'",
+		"unix_socket_permissions": "0700",
+		"port":                    "5432",
+	}
+	if opts.NoFsync {
+		settings["fsync"] = "off"
+		settings["synchronous_commit"] = "off"
+		settings["full_page_writes"] = "off"
+	}
+	for k, v := range opts.Settings {
+		settings[k] = v
+	}
+	keys := make([]string, 0, len(settings))
+	for k := range settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var o strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&o, " -c %s=%s", k, settings[k])
+	}
+	logFile := filepath.Join(e.dataDir, "postgres.log")
+	out, err := e.run(ctx, "pg_ctl", "start", "-D", e.pgdata, "-l", logFile, "-w", "-t", "60", "-o", strings.TrimSpace(o.String()))
+	if err != nil {
+		return fmt.Errorf("embedded postgres: start: %w: %s%s", err, out, logTail(logFile))
+	}
+	e.log.Info("embedded postgres started", "data_dir", e.dataDir, "socket_dir", e.socketDir)
+	return nil
+}
+
+func logTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return "\nserver log (" + path + "):\n" + string(b)
+}
+
+func (e *Embedded) ensureDatabase(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, e.ConnString("postgres"))
+	if err != nil {
+		return fmt.Errorf("embedded postgres: connect: %w", err)
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", EmbeddedDatabase).Scan(&exists); err != nil {
+		return fmt.Errorf("embedded postgres: %w", err)
+	}
+	if exists {
+		return nil
+	}
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{EmbeddedDatabase}.Sanitize())
+	var pgErr interface{ SQLState() string }
+	if errors.As(err, &pgErr) && pgErr.SQLState() == "42P04" { // created concurrently by another process
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("embedded postgres: create database: %w", err)
+	}
+	return nil
+}
+
+// run executes one of the cluster's binaries, as the postgres user when we
+// are root, and returns its combined output.
+func (e *Embedded) run(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(e.binDir, name), args...)
+	cmd.Dir = e.dataDir
+	cmd.Env = []string{"PATH=" + e.binDir + ":/usr/bin:/bin", "LC_ALL=C", "TZ=UTC"}
+	if e.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: e.cred}
+		cmd.Env = append(cmd.Env, "HOME="+e.dataDir, "USER=postgres")
+	}
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	return strings.TrimSpace(out.String()), err
+}

@@ -1,0 +1,167 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/migrations"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// controlLock is the advisory lock id held while migrating the control schema.
+const controlLock = int64(0x6761746568) // "gateh"
+
+// MigrateControl brings the control schema up to date. Safe to run from
+// several processes at once.
+func (db *DB) MigrateControl(ctx context.Context) error {
+	ms := migrations.Control()
+	for {
+		done, err := db.controlStep(ctx, ms)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// controlStep applies the next pending control migration, if any.
+func (db *DB) controlStep(ctx context.Context, ms []migrations.Migration) (done bool, err error) {
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", controlLock); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS gatehouse;
+			CREATE TABLE IF NOT EXISTS gatehouse.schema_migrations (
+				version integer PRIMARY KEY,
+				name text NOT NULL,
+				applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return err
+		}
+		var v int
+		if err := tx.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM gatehouse.schema_migrations").Scan(&v); err != nil {
+			return err
+		}
+		if v > len(ms) {
+			return fmt.Errorf("the control schema is at version %d, newer than this release knows (%d): run a newer Gatehouse", v, len(ms))
+		}
+		if v == len(ms) {
+			done = true
+			return nil
+		}
+		m := ms[v]
+		if _, err := tx.Exec(ctx, m.SQL); err != nil {
+			return fmt.Errorf("control migration %04d_%s: %w", m.Version, m.Name, err)
+		}
+		db.log.Info("applied control migration", "version", m.Version, "name", m.Name)
+		_, err := tx.Exec(ctx, "INSERT INTO gatehouse.schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name)
+		return err
+	})
+	return done, err
+}
+
+// MigrationStatus reports whether the database is at this release's
+// migrations.
+type MigrationStatus struct {
+	Control, ControlWant int
+	TenantsBehind        int
+}
+
+// Current reports whether nothing is pending.
+func (s MigrationStatus) Current() bool {
+	return s.Control == s.ControlWant && s.TenantsBehind == 0
+}
+
+func (s MigrationStatus) String() string {
+	return fmt.Sprintf("control schema at version %d of %d, %d tenant schema(s) behind", s.Control, s.ControlWant, s.TenantsBehind)
+}
+
+// MigrationStatus reads the applied migration versions.
+func (db *DB) MigrationStatus(ctx context.Context) (MigrationStatus, error) {
+	s := MigrationStatus{ControlWant: len(migrations.Control())}
+	err := db.pool.QueryRow(ctx, `SELECT
+			coalesce((SELECT max(version) FROM gatehouse.schema_migrations), 0),
+			(SELECT count(*) FROM gatehouse.tenants WHERE schema_version < $1)`,
+		len(migrations.Tenant())).Scan(&s.Control, &s.TenantsBehind)
+	if err != nil {
+		return s, fmt.Errorf("reading migration status: %w", err)
+	}
+	return s, nil
+}
+
+// MigrateTenants brings every tenant schema up to date, parallel at a time,
+// calling progress (if not nil) after each tenant. It migrates every tenant
+// it can and returns all failures together.
+func (db *DB) MigrateTenants(ctx context.Context, parallel int, progress func(done, total int)) error {
+	rows, _ := db.pool.Query(ctx, "SELECT id FROM gatehouse.tenants WHERE schema_version < $1 ORDER BY created_at", len(migrations.Tenant()))
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("listing tenants to migrate: %w", err)
+	}
+	var (
+		mu   sync.Mutex
+		errs []error
+		done int
+		wg   sync.WaitGroup
+		work = make(chan string)
+	)
+	for range max(1, parallel) {
+		wg.Go(func() {
+			for id := range work {
+				err := db.migrateTenant(ctx, id)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				}
+				done++
+				if progress != nil {
+					progress(done, len(ids))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, id := range ids {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (db *DB) migrateTenant(ctx context.Context, id string) error {
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		t, err := scanTenant(tx.QueryRow(ctx, selectTenant+" WHERE id = $1 FOR UPDATE", id))
+		if err != nil {
+			return fmt.Errorf("tenant %s: %w", id, err)
+		}
+		return migrateTenantTx(ctx, tx, t)
+	})
+}
+
+// migrateTenantTx applies the tenant migrations t lacks, inside tx, and
+// records the new version on t.
+func migrateTenantTx(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant) error {
+	ms := migrations.Tenant()
+	if t.SchemaVersion >= len(ms) {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", pgx.Identifier{t.Schema}.Sanitize()); err != nil {
+		return err
+	}
+	role := pgx.Identifier{t.DBRole}.Sanitize()
+	for _, m := range ms[t.SchemaVersion:] {
+		sql := strings.ReplaceAll(m.SQL, "{{tenant_role}}", role)
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("tenant %s: migration %04d_%s: %w", t.Key, m.Version, m.Name, err)
+		}
+	}
+	if _, err := tx.Exec(ctx, "UPDATE gatehouse.tenants SET schema_version = $2 WHERE id = $1", t.ID, len(ms)); err != nil {
+		return err
+	}
+	t.SchemaVersion = len(ms)
+	return nil
+}

@@ -1,0 +1,156 @@
+// Package storetest gives tests a real Postgres: one embedded cluster per
+// test binary (started by [Main] from the machine's binaries, fsync off) and
+// a fresh database per test, created from a template that already has the
+// control schema.
+//
+// Use it from a package's TestMain:
+//
+//	func TestMain(m *testing.M) { storetest.Main(m) }
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+)
+
+const template = "gatehouse_template"
+
+var (
+	cluster  *store.Embedded
+	tmplOnce sync.Once
+	tmplErr  error
+	createMu sync.Mutex // CREATE DATABASE ... TEMPLATE needs the template idle
+	seq      atomic.Int64
+)
+
+// Main starts the cluster, runs the tests and stops the cluster.
+func Main(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "gatehouse-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "storetest:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	// The postgres user (when we are root) must be able to traverse it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "storetest:", err)
+		return 1
+	}
+	ctx := context.Background()
+	cluster, err = store.StartEmbedded(ctx, store.EmbeddedOptions{
+		DataDir:  dir,
+		NoFsync:  true,
+		Settings: map[string]string{"max_connections": "300"},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "storetest:", err)
+		return 1
+	}
+	defer func() {
+		if err := cluster.Stop(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "storetest:", err)
+		}
+	}()
+	return m.Run()
+}
+
+// ConnString returns the connection string of a new, migrated, empty
+// database, dropped when the test ends.
+func ConnString(tb testing.TB) string {
+	tb.Helper()
+	if cluster == nil {
+		tb.Fatal("storetest: no cluster; call storetest.Main from TestMain")
+	}
+	ctx := context.Background()
+	tmplOnce.Do(func() { tmplErr = makeTemplate(ctx) })
+	if tmplErr != nil {
+		tb.Fatalf("storetest: template: %v", tmplErr)
+	}
+	name := fmt.Sprintf("test_%d_%d", os.Getpid(), seq.Add(1))
+	admin := connect(tb, "postgres")
+	createMu.Lock()
+	_, err := admin.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, template))
+	createMu.Unlock()
+	if err != nil {
+		tb.Fatalf("storetest: create database: %v", err)
+	}
+	tb.Cleanup(func() {
+		if _, err := admin.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			tb.Errorf("storetest: drop database: %v", err)
+		}
+		admin.Close(ctx)
+	})
+	return cluster.ConnString(name)
+}
+
+// MustOpenDB opens a new, migrated, empty database, closed and dropped when
+// the test ends.
+func MustOpenDB(tb testing.TB) *store.DB {
+	tb.Helper()
+	db, err := store.Open(context.Background(), ConnString(tb), &store.Options{Logger: Logger(tb)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(db.Close) // registered after the drop, so it runs before it
+	return db
+}
+
+// Logger returns a logger writing to the test log; lines logged after the
+// test ends (by background goroutines) are dropped.
+func Logger(tb testing.TB) *slog.Logger {
+	w := &tbWriter{tb: tb}
+	tb.Cleanup(func() { w.done.Store(true) })
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tbWriter struct {
+	tb   testing.TB
+	done atomic.Bool
+}
+
+func (w *tbWriter) Write(p []byte) (int, error) {
+	if !w.done.Load() {
+		w.tb.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func connect(tb testing.TB, db string) *pgx.Conn {
+	tb.Helper()
+	conn, err := pgx.Connect(context.Background(), cluster.ConnString(db))
+	if err != nil {
+		tb.Fatalf("storetest: %v", err)
+	}
+	return conn
+}
+
+func makeTemplate(ctx context.Context) error {
+	admin, err := pgx.Connect(ctx, cluster.ConnString("postgres"))
+	if err != nil {
+		return err
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+template); err != nil {
+		return err
+	}
+	db, err := store.Open(ctx, cluster.ConnString(template), nil)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.MigrateControl(ctx)
+}

@@ -1,0 +1,118 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+const selectTenant = `SELECT id, key, kind, schema_name, role_name, status, schema_version, created_at FROM gatehouse.tenants`
+
+func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
+	var t tenancy.Tenant
+	err := row.Scan(&t.ID, &t.Key, &t.Kind, &t.Schema, &t.DBRole, &t.Status, &t.SchemaVersion, &t.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, tenancy.ErrTenantNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// FindTenantByKey returns the tenant with the given (normalised) key.
+func (db *DB) FindTenantByKey(ctx context.Context, key string) (*tenancy.Tenant, error) {
+	return scanTenant(db.pool.QueryRow(ctx, selectTenant+" WHERE key = $1", key))
+}
+
+// FindTenantByID returns the tenant with the given id.
+func (db *DB) FindTenantByID(ctx context.Context, id string) (*tenancy.Tenant, error) {
+	return scanTenant(db.pool.QueryRow(ctx, selectTenant+" WHERE id = $1", id))
+}
+
+// FindTenants returns every tenant, oldest first.
+func (db *DB) FindTenants(ctx context.Context) ([]*tenancy.Tenant, error) {
+	rows, _ := db.pool.Query(ctx, selectTenant+" ORDER BY created_at, key")
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*tenancy.Tenant, error) { return scanTenant(r) })
+}
+
+// EnsureTenant returns the tenant with the given normalised key, provisioning
+// it (schema, role, migrations) if it does not exist. created reports whether
+// this call provisioned it. Concurrent calls for one key provision it once.
+func (db *DB) EnsureTenant(ctx context.Context, key string, kind tenancy.Kind) (t *tenancy.Tenant, created bool, err error) {
+	t, err = db.FindTenantByKey(ctx, key)
+	if !errors.Is(err, tenancy.ErrTenantNotFound) {
+		return t, false, err
+	}
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		t, created, err = ensureTenant(ctx, tx, key, kind)
+		return err
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("provisioning tenant %s: %w", key, err)
+	}
+	if created {
+		db.log.Info("tenant provisioned", "tenant", t.Key, "tenant_id", t.ID, "kind", t.Kind)
+	}
+	return t, created, nil
+}
+
+func ensureTenant(ctx context.Context, tx pgx.Tx, key string, kind tenancy.Kind) (*tenancy.Tenant, bool, error) {
+	// Serialise provisioning of this key; other keys proceed in parallel.
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.tenant:' || $1, 0))", key); err != nil {
+		return nil, false, err
+	}
+	t, err := scanTenant(tx.QueryRow(ctx, selectTenant+" WHERE key = $1", key))
+	if !errors.Is(err, tenancy.ErrTenantNotFound) {
+		return t, false, err
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	h := hex.EncodeToString(b[:])
+	t = &tenancy.Tenant{Key: key, Kind: kind, Schema: "t_" + h, DBRole: "gatehouse_t_" + h, Status: tenancy.Active}
+	schema, role := pgx.Identifier{t.Schema}.Sanitize(), pgx.Identifier{t.DBRole}.Sanitize()
+	ddl := fmt.Sprintf(`CREATE SCHEMA %[1]s;
+		CREATE ROLE %[2]s NOLOGIN NOINHERIT;
+		GRANT %[2]s TO CURRENT_USER;
+		GRANT USAGE ON SCHEMA %[1]s TO %[2]s`, schema, role)
+	if _, err := tx.Exec(ctx, ddl); err != nil {
+		return nil, false, err
+	}
+	err = tx.QueryRow(ctx, `INSERT INTO gatehouse.tenants (id, key, kind, schema_name, role_name)
+		VALUES ($1, $2, $3, $4, $5) RETURNING created_at`,
+		uuidString(b), t.Key, t.Kind, t.Schema, t.DBRole).Scan(&t.CreatedAt)
+	if err != nil {
+		return nil, false, err
+	}
+	t.ID = uuidString(b)
+	if err := migrateTenantTx(ctx, tx, t); err != nil {
+		return nil, false, err
+	}
+	return t, true, nil
+}
+
+func uuidString(b [16]byte) string {
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// WithTenant runs fn in one transaction confined to t: search_path is t's
+// schema and the current role is t's role, both transaction-local. fn's
+// error (or a commit failure) rolls the transaction back and is returned.
+func (db *DB) WithTenant(ctx context.Context, t *tenancy.Tenant, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true), set_config('role', $2, true)",
+			pgx.Identifier{t.Schema}.Sanitize(), t.DBRole); err != nil {
+			return fmt.Errorf("entering tenant schema: %w", err)
+		}
+		return fn(tx)
+	})
+}

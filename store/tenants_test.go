@@ -1,0 +1,231 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/migrations"
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+func mustTenant(t *testing.T, db *store.DB, key string) *tenancy.Tenant {
+	t.Helper()
+	tn, _, err := db.EnsureTenant(context.Background(), key, tenancy.Organization)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn
+}
+
+func TestEnsureTenantConcurrentFirstUse(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	const n = 16
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		ids     = map[string]int{}
+		created int
+	)
+	for range n {
+		wg.Go(func() {
+			tn, c, err := db.EnsureTenant(ctx, "acme.com", tenancy.Organization)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			ids[tn.ID]++
+			if c {
+				created++
+			}
+		})
+	}
+	wg.Wait()
+	if len(ids) != 1 || created != 1 {
+		t.Fatalf("got tenant ids %v and %d creations; want one id and one creation", ids, created)
+	}
+	var schemas, roles, rows int
+	err := db.Pool().QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM pg_namespace WHERE nspname LIKE 't\_%'),
+		(SELECT count(*) FROM pg_roles r JOIN gatehouse.tenants t ON t.role_name = r.rolname),
+		(SELECT count(*) FROM gatehouse.tenants)`).Scan(&schemas, &roles, &rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if schemas != 1 || roles != 1 || rows != 1 {
+		t.Errorf("schemas=%d roles=%d tenant rows=%d; want 1 each", schemas, roles, rows)
+	}
+}
+
+func TestTenantNamesAreOpaque(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	a := mustTenant(t, db, "acme.com")
+	b := mustTenant(t, db, "globex.com")
+	re := regexp.MustCompile(`^t_[0-9a-f]{32}$`)
+	for _, tn := range []*tenancy.Tenant{a, b} {
+		if !re.MatchString(tn.Schema) || tn.DBRole != "gatehouse_"+tn.Schema {
+			t.Errorf("tenant %s: schema %q role %q; want opaque t_<32 hex> names", tn.Key, tn.Schema, tn.DBRole)
+		}
+		if strings.Contains(tn.Schema, "acme") || strings.Contains(tn.Schema, "globex") {
+			t.Errorf("schema name %q reveals the tenant", tn.Schema)
+		}
+		if tn.SchemaVersion != len(migrations.Tenant()) {
+			t.Errorf("tenant %s at schema version %d", tn.Key, tn.SchemaVersion)
+		}
+	}
+	if a.Schema == b.Schema {
+		t.Error("two tenants share a schema")
+	}
+}
+
+// TestWithTenantConfinement tries to reach another tenant and the control
+// schema from inside a tenant transaction, and checks that nothing of the
+// tenant settings survives on the pooled connection afterwards.
+func TestWithTenantConfinement(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	a := mustTenant(t, db, "acme.com")
+	b := mustTenant(t, db, "globex.com")
+	err := db.WithTenant(ctx, a, func(tx pgx.Tx) error {
+		_, err := store.AddTodo(ctx, tx, "acme secret plan", "", "test")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each attempt runs in its own transaction (a failed statement aborts one).
+	// Not listed: SET ROLE / RESET ROLE, which Postgres checks against the
+	// session user and so do escape; see the store package doc.
+	attempts := map[string]string{
+		"other tenant's table":   `SELECT count(*) FROM ` + pgx.Identifier{a.Schema, "todos"}.Sanitize(),
+		"control tenants":        `SELECT count(*) FROM gatehouse.tenants`,
+		"control api keys":       `SELECT count(*) FROM gatehouse.api_keys`,
+		"create in own schema":   `CREATE TABLE ` + pgx.Identifier{b.Schema, "evil"}.Sanitize() + ` (x int)`,
+		"create in public":       `CREATE TABLE public.evil (x int)`,
+		"drop own table":         `DROP TABLE todos`,
+		"alter own table":        `ALTER TABLE todos ADD COLUMN x int`,
+		"grant self other role":  `GRANT ` + pgx.Identifier{a.DBRole}.Sanitize() + ` TO ` + pgx.Identifier{b.DBRole}.Sanitize(),
+		"read other via catalog": `SELECT count(*) FROM ` + pgx.Identifier{a.Schema}.Sanitize() + `.todos`,
+	}
+	for name, sql := range attempts {
+		err := db.WithTenant(ctx, b, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, sql)
+			return err
+		})
+		if err == nil {
+			t.Errorf("%s: %q succeeded inside tenant %s", name, sql, b.Key)
+		}
+	}
+	// Tenant B sees only its own (empty) todos.
+	err = db.WithTenant(ctx, b, func(tx pgx.Tx) error {
+		todos, _, err := store.ListTodos(ctx, tx, store.TodoFilter{Limit: 10})
+		if len(todos) != 0 {
+			t.Errorf("tenant B sees %d todos", len(todos))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing of the tenant settings survives on any pooled connection.
+	conns := make([]*pgx.Conn, 0)
+	for range 4 {
+		c, err := db.Pool().Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Release()
+		conns = append(conns, c.Conn())
+	}
+	for _, c := range conns {
+		var user, path string
+		if err := c.QueryRow(ctx, "SELECT current_user, current_setting('search_path')").Scan(&user, &path); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(user, "gatehouse_t_") || strings.Contains(path, "t_") {
+			t.Errorf("pooled connection left as user %q with search_path %q", user, path)
+		}
+	}
+}
+
+func TestMigrateTenantsBringsSchemasCurrent(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	var tenants []*tenancy.Tenant
+	for _, k := range []string{"a.com", "b.com", "c.com"} {
+		tenants = append(tenants, mustTenant(t, db, k))
+	}
+	// Pretend two tenants were provisioned before migration 0001 existed.
+	for _, tn := range tenants[:2] {
+		_, err := db.Pool().Exec(ctx, "DROP TABLE "+pgx.Identifier{tn.Schema, "todos"}.Sanitize()+"; UPDATE gatehouse.tenants SET schema_version = 0 WHERE id = '"+tn.ID+"'")
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := db.MigrationStatus(ctx)
+	if err != nil || st.Current() || st.TenantsBehind != 2 {
+		t.Fatalf("status = %v, %v; want 2 tenants behind", st, err)
+	}
+	var calls int
+	if err := db.MigrateTenants(ctx, 4, func(done, total int) { calls++ }); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 2 {
+		t.Errorf("progress called %d times, want 2", calls)
+	}
+	if st, err := db.MigrationStatus(ctx); err != nil || !st.Current() {
+		t.Fatalf("after MigrateTenants: %v, %v", st, err)
+	}
+	for _, tn := range tenants {
+		err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+			_, err := store.AddTodo(ctx, tx, "works", "", "test")
+			return err
+		})
+		if err != nil {
+			t.Errorf("tenant %s after migration: %v", tn.Key, err)
+		}
+	}
+}
+
+func TestMigrateControlIsIdempotentAndConcurrent(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if err := db.MigrateControl(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	st, err := db.MigrationStatus(context.Background())
+	if err != nil || !st.Current() {
+		t.Fatalf("status %v, %v", st, err)
+	}
+}
+
+func TestFindTenant(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	a := mustTenant(t, db, "acme.com")
+	if got, err := db.FindTenantByID(ctx, a.ID); err != nil || got.Key != "acme.com" {
+		t.Errorf("FindTenantByID = %+v, %v", got, err)
+	}
+	if _, err := db.FindTenantByKey(ctx, "nope.com"); !errors.Is(err, tenancy.ErrTenantNotFound) {
+		t.Errorf("FindTenantByKey(unknown) error = %v", err)
+	}
+	all, err := db.FindTenants(ctx)
+	if err != nil || len(all) != 1 {
+		t.Errorf("FindTenants = %d, %v", len(all), err)
+	}
+}
