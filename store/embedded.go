@@ -196,6 +196,26 @@ func postgresCredential() (*syscall.Credential, error) {
 }
 
 func (e *Embedded) prepareDirs() error {
+	if err := os.MkdirAll(filepath.Dir(e.dataDir), 0o755); err != nil {
+		return fmt.Errorf("embedded postgres: %w", err)
+	}
+	if e.cred != nil {
+		// The server's user must be able to reach the data directory.
+		for dir := filepath.Dir(e.dataDir); ; dir = filepath.Dir(dir) {
+			st, err := os.Stat(dir)
+			if err != nil {
+				return fmt.Errorf("embedded postgres: %w", err)
+			}
+			if !traversable(st, e.cred) {
+				return fmt.Errorf("embedded postgres: the postgres user cannot reach %s because %s is not traversable by it; "+
+					"set GATEHOUSE_DATA_DIR to a directory it can reach (for example under /var/lib or /tmp) or run: chmod o+x %s",
+					e.dataDir, dir, dir)
+			}
+			if dir == filepath.Dir(dir) {
+				break
+			}
+		}
+	}
 	for _, d := range []string{e.dataDir, e.socketDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("embedded postgres: %w", err)
@@ -206,24 +226,7 @@ func (e *Embedded) prepareDirs() error {
 			}
 		}
 	}
-	if e.cred == nil {
-		return nil
-	}
-	// The server's user must be able to reach the data directory.
-	for dir := filepath.Dir(e.dataDir); ; dir = filepath.Dir(dir) {
-		st, err := os.Stat(dir)
-		if err != nil {
-			return fmt.Errorf("embedded postgres: %w", err)
-		}
-		if !traversable(st, e.cred) {
-			return fmt.Errorf("embedded postgres: the postgres user cannot reach %s because %s is not traversable by it; "+
-				"set GATEHOUSE_DATA_DIR to a directory it can reach (for example under /var/lib or /tmp) or run: chmod o+x %s",
-				e.dataDir, dir, dir)
-		}
-		if dir == "/" || dir == filepath.Dir(dir) {
-			return nil
-		}
-	}
+	return nil
 }
 
 func traversable(st fs.FileInfo, cred *syscall.Credential) bool {
