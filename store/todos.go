@@ -70,15 +70,15 @@ func ListTodos(ctx context.Context, tx pgx.Tx, f TodoFilter) (todos []*Todo, mor
 
 // CompleteTodo marks a todo done (idempotently) and returns it.
 func CompleteTodo(ctx context.Context, tx pgx.Tx, id string) (*Todo, error) {
-	if !isUUID(id) {
+	if !IsUUID(id) {
 		return nil, ErrNotFound
 	}
 	return scanTodo(tx.QueryRow(ctx, `UPDATE todos SET done = true, completed_at = coalesce(completed_at, clock_timestamp())
 		WHERE id = $1 RETURNING `+todoColumns, id))
 }
 
-// isUUID reports whether s is a UUID in canonical text form.
-func isUUID(s string) bool {
+// IsUUID reports whether s is a UUID in canonical text form.
+func IsUUID(s string) bool {
 	if len(s) != 36 {
 		return false
 	}

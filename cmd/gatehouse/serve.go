@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
+	"github.com/gatehouse-mcp/gatehouse/mcp"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+func cmdServe(ctx context.Context, args []string, e *env) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	cfg, log, err := setup(e)
+	if err != nil {
+		return err
+	}
+	log.Info("starting gatehouse", "version", buildVersion(), "public_url", cfg.PublicURL)
+	db, err := openDatabase(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer db.close(ctx, log)
+	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
+		return fmt.Errorf("migrating tenant schemas: %w", err)
+	}
+	if err := bootstrap(ctx, db, cfg, e, log); err != nil {
+		return err
+	}
+
+	resolver := identity.NewResolver(identity.ResolverOptions{
+		Prefixes: []identity.PrefixRoute{{Prefix: apikey.Prefix, Verifier: apikey.NewVerifier(db, log)}},
+		CacheTTL: cfg.AuthCacheTTL,
+	})
+	defer resolver.Close()
+	tenants := tenancy.NewService(db, tenancy.ServiceOptions{})
+	defer tenants.Close()
+
+	srv, err := mcp.New(mcp.Options{
+		DB: db.DB, Resolver: resolver, Tenancy: tenants,
+		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
+		ToolTimeout: cfg.ToolTimeout, Logger: log, Version: buildVersion(),
+	})
+	if err != nil {
+		return err
+	}
+	lctx, stopFollowing := context.WithCancel(ctx)
+	defer stopFollowing()
+	go srv.FollowInvalidations(lctx)
+	return srv.ListenAndServe(ctx, cfg.Addr, cfg.ShutdownGrace)
+}
+
+// bootstrap issues the first admin key on an empty database and prints it
+// with ready-to-paste client configuration, once. The key is printed only
+// where a person reads it (a terminal, or the embedded development
+// database); elsewhere stdout usually feeds a log drain, so nothing is
+// issued and the log says how to create a key.
+func bootstrap(ctx context.Context, db *database, cfg *Config, e *env, log *slog.Logger) error {
+	if db.embedded == nil && !e.stdoutTTY {
+		if ts, err := db.FindTenants(ctx); err == nil && len(ts) == 0 {
+			log.Info("no tenants yet: create an admin API key with `gatehouse apikey create --tenant <your-domain> --role admin`")
+		}
+		return nil
+	}
+	var secret string
+	did, err := db.Bootstrap(ctx, "dev", func(tenantID string) *apikey.Key {
+		var k *apikey.Key
+		secret, k = apikey.New(tenantID, string(tenancy.Admin), identity.AllScopes, "bootstrap", "gatehouse serve (first start)", time.Time{})
+		return k
+	})
+	if err != nil || !did {
+		return err
+	}
+	log.Info("first start: issued the bootstrap admin API key for tenant dev (printed on stdout, once)")
+	url := cfg.PublicURL + "/mcp"
+	fmt.Fprintf(e.stdout, `
+Gatehouse is running for the first time. An admin API key for tenant "dev"
+(shown once; it cannot be shown again, store it now):
+
+    %[2]s
+
+Connect a client:
+
+  Claude Code
+    claude mcp add --transport http gatehouse %[1]s --header "Authorization: Bearer %[2]s"
+
+  MCP Inspector (CLI)
+    npx @modelcontextprotocol/inspector --cli %[1]s --transport http --header "Authorization: Bearer %[2]s" --method tools/list
+
+  Cursor (~/.cursor/mcp.json)
+    {"mcpServers": {"gatehouse": {"url": "%[1]s", "headers": {"Authorization": "Bearer %[2]s"}}}}
+
+  VS Code (.vscode/mcp.json)
+    {"servers": {"gatehouse": {"type": "http", "url": "%[1]s", "headers": {"Authorization": "Bearer %[2]s"}}}}
+
+More keys: gatehouse apikey create --tenant <domain> --role admin|developer|viewer
+
+`, url, secret)
+	return nil
+}

@@ -1,0 +1,34 @@
+// Package mcp assembles Gatehouse's MCP server: the HTTP surface (echo), the
+// official go-sdk server in stateless Streamable HTTP mode, the tool
+// registry, the request pipeline and the tool handlers.
+//
+// # The request pipeline
+//
+// Every request to /mcp passes, in order:
+//
+//  1. authenticate: the bearer credential resolves to an identity.Principal
+//     (401 with WWW-Authenticate otherwise; 503 when an upstream is down);
+//  2. resolve tenant: tenancy places the principal in a tenant with a role
+//     (403 otherwise);
+//  3. per tool call: authorize the tool for the caller's role and the
+//     credential's scopes, validate the arguments against the tool's schema,
+//     and execute the handler inside store.DB.WithTenant.
+//
+// Steps 1–2 are HTTP middleware; the caller they establish reaches tool
+// handlers through the SDK's auth.TokenInfo (Extra["caller"]). Step 3 is the
+// wrapper every registered [Tool] gets from the registry: a tool cannot
+// opt out, because tools are only ever added to the SDK server through it.
+//
+// Tools are registered with the SDK's raw Server.AddTool: the SDK's typed
+// AddTool would validate arguments before our authorization runs and answer
+// invalid input with a protocol error the model cannot read. Arguments are
+// validated against a schema resolved once at start-up, property names
+// matched exactly (encoding/json alone folds case), and bad input becomes a
+// tool error result that says what is wrong.
+//
+// Errors are translated to HTTP statuses, JSON-RPC errors and tool results in
+// one place (errors.go).
+//
+// This package imports identity, tenancy and store; none of them imports it.
+// The SDK is imported as sdk.
+package mcp

@@ -1,0 +1,82 @@
+package mcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// This file is the one place where Go errors become wire answers: HTTP
+// statuses and OAuth error bodies for the request, tool error results for
+// a tool call. Nothing internal crosses: unexpected errors are logged with
+// the request id and answered with that id only.
+
+// userError is a tool failure whose message is meant for the caller (and
+// the model) verbatim.
+type userError struct{ msg string }
+
+func (e *userError) Error() string { return e.msg }
+
+func userErrorf(format string, args ...any) error {
+	return &userError{msg: fmt.Sprintf(format, args...)}
+}
+
+// notFound reports an object missing from the caller's tenant.
+func notFound(what, id string) error {
+	return fmt.Errorf("%w: %s", &userError{msg: fmt.Sprintf("%s %q not found", what, id)}, store.ErrNotFound)
+}
+
+// authAnswer is the HTTP answer to a request whose caller could not be
+// established.
+type authAnswer struct {
+	status      int
+	code        string // OAuth error code: invalid_token, access_denied, temporarily_unavailable, server_error
+	description string
+}
+
+func authFailure(err error) authAnswer {
+	switch {
+	case errors.Is(err, identity.ErrInvalidToken):
+		return authAnswer{http.StatusUnauthorized, "invalid_token", identity.Reason(err)}
+	case errors.Is(err, tenancy.ErrTenantNotFound):
+		return authAnswer{http.StatusUnauthorized, "invalid_token", "the credential's tenant no longer exists"}
+	case errors.Is(err, identity.ErrUnavailable):
+		return authAnswer{http.StatusServiceUnavailable, "temporarily_unavailable", "the identity provider cannot be reached; retry shortly"}
+	case errors.Is(err, tenancy.ErrSuspended):
+		return authAnswer{http.StatusForbidden, "access_denied", "this organisation's access to Gatehouse is suspended"}
+	case errors.Is(err, tenancy.ErrNoTenant):
+		return authAnswer{http.StatusForbidden, "access_denied", "you do not belong to an organisation on this server"}
+	}
+	return authAnswer{http.StatusInternalServerError, "server_error", "internal error"}
+}
+
+// toolFailure turns a tool's error into a result the model can read.
+// internal reports whether err was unexpected (and must be logged).
+func toolFailure(requestID string, err error) (res *sdk.CallToolResult, outcome string, internal bool) {
+	var ue *userError
+	switch {
+	case errors.Is(err, errInvalidArgs):
+		return errorResult(err.Error()), "invalid_arguments", false
+	case errors.As(err, &ue):
+		if errors.Is(err, store.ErrNotFound) {
+			return errorResult(ue.msg), "not_found", false
+		}
+		return errorResult(ue.msg), "error", false
+	case errors.Is(err, context.DeadlineExceeded):
+		return errorResult("the tool call timed out; try again"), "timeout", false
+	case errors.Is(err, context.Canceled):
+		return errorResult("the tool call was cancelled"), "cancelled", false
+	}
+	return errorResult("internal error (request id " + requestID + "); the operator can find the details in the server log"), "internal_error", true
+}
+
+func errorResult(msg string) *sdk.CallToolResult {
+	return &sdk.CallToolResult{IsError: true, Content: []sdk.Content{&sdk.TextContent{Text: msg}}}
+}

@@ -1,0 +1,291 @@
+package mcp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
+)
+
+func (s *Server) routes() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.IPExtractor = ipExtractor(s.opts.TrustedProxies)
+	e.HTTPErrorHandler = s.httpError
+	e.Pre(s.requestID)
+	e.Use(s.accessLog, s.recover, s.securityHeaders)
+
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()))
+
+	prm := echo.WrapHandler(auth.ProtectedResourceMetadataHandler(&oauthex.ProtectedResourceMetadata{
+		Resource:               s.ResourceURL(),
+		AuthorizationServers:   []string{},
+		ScopesSupported:        identity.AllScopes,
+		BearerMethodsSupported: []string{"header"},
+		ResourceName:           "Gatehouse",
+	}))
+	for _, p := range []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"} {
+		e.GET(p, prm)
+		e.OPTIONS(p, prm)
+	}
+
+	mcpHandler := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
+		Stateless: true,
+		Logger:    s.log.With("component", "mcp-sdk"),
+	})
+	// The SDK carries auth.TokenInfo from the request to tool handlers; only
+	// its RequireBearerToken can put it there, so it re-reads the caller the
+	// authenticate middleware already established.
+	withTokenInfo := auth.RequireBearerToken(func(ctx context.Context, _ string, _ *http.Request) (*auth.TokenInfo, error) {
+		if c := callerFromContext(ctx); c != nil {
+			return c.tokenInfo(), nil
+		}
+		return nil, auth.ErrInvalidToken
+	}, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true})
+	origins := http.NewCrossOriginProtection()
+	for _, o := range s.opts.AllowedOrigins {
+		if err := origins.AddTrustedOrigin(o); err != nil {
+			s.log.Warn("ignoring allowed origin", "origin", o, "error", err)
+		}
+	}
+	e.Any("/mcp", echo.WrapHandler(origins.Handler(withTokenInfo(mcpHandler))), s.authenticate)
+	return e
+}
+
+// requestInfo is filled in as a request passes the middleware, for the
+// access log.
+type requestInfo struct {
+	id      string
+	subject string
+	tenant  string
+}
+
+const requestInfoKey = "gatehouse.request"
+
+var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{8,64}$`)
+
+// requestID assigns each request an id: the caller's X-Request-Id when it is
+// well formed (a proxy's id ties our logs to its logs), else a new one.
+func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(echo.HeaderXRequestID)
+		if !requestIDPattern.MatchString(id) {
+			var b [12]byte
+			_, _ = rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		c.Set(requestInfoKey, &requestInfo{id: id})
+		return next(c)
+	}
+}
+
+func info(c echo.Context) *requestInfo {
+	ri, _ := c.Get(requestInfoKey).(*requestInfo)
+	if ri == nil {
+		ri = &requestInfo{}
+	}
+	return ri
+}
+
+// accessLog writes one structured line per request (never the query string,
+// which may carry credentials) and records the HTTP metrics.
+func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		status, d := c.Response().Status, time.Since(start)
+		s.metrics.httpRequests.WithLabelValues(route, methodLabel(c.Request().Method), strconv.Itoa(status)).Inc()
+		s.metrics.httpDuration.WithLabelValues(route).Observe(d.Seconds())
+		level := slog.LevelInfo
+		switch {
+		case status >= 500:
+			level = slog.LevelError
+		case route == "/healthz" || route == "/readyz" || route == "/metrics":
+			level = slog.LevelDebug
+		}
+		ri := info(c)
+		s.log.LogAttrs(c.Request().Context(), level, "http request",
+			slog.String("request_id", ri.id),
+			slog.String("method", c.Request().Method),
+			slog.String("path", c.Request().URL.Path),
+			slog.Int("status", status),
+			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+			slog.Int64("bytes", c.Response().Size),
+			slog.String("client_ip", c.RealIP()),
+			slog.String("subject", ri.subject),
+			slog.String("tenant", ri.tenant),
+		)
+		return nil
+	}
+}
+
+func (s *Server) recover(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				s.log.Error("panic serving request", "request_id", info(c).id, "panic", fmt.Sprint(r))
+				err = echo.NewHTTPError(http.StatusInternalServerError)
+			}
+		}()
+		return next(c)
+	}
+}
+
+func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	hsts := strings.HasPrefix(s.opts.PublicURL, "https://")
+	return func(c echo.Context) error {
+		h := c.Response().Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+		h.Set("Cross-Origin-Resource-Policy", "same-site")
+		if hsts {
+			h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+		}
+		return next(c)
+	}
+}
+
+// httpError answers echo's own errors (404, 405, panics) as JSON.
+func (s *Server) httpError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code := http.StatusInternalServerError
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code = he.Code
+	}
+	_ = c.JSON(code, map[string]string{"error": strings.ToLower(strings.ReplaceAll(http.StatusText(code), " ", "_")), "request_id": info(c).id})
+}
+
+// authenticate establishes the caller (principal, tenant, role) or answers
+// 401/403/503 with an RFC 6750 WWW-Authenticate challenge.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		ctx := req.Context()
+		token, ok := bearerToken(req)
+		if !ok {
+			return s.refuse(c, nil)
+		}
+		p, err := s.opts.Resolver.Resolve(ctx, token)
+		if err != nil {
+			return s.refuse(c, err)
+		}
+		m, err := s.opts.Tenancy.Resolve(ctx, p)
+		if err != nil {
+			return s.refuse(c, err)
+		}
+		ri := info(c)
+		ri.subject, ri.tenant = p.Subject, m.Tenant.Key
+		caller := &Caller{
+			Principal: p, Tenant: m.Tenant, Role: m.Role,
+			RequestID: ri.id, ClientIP: c.RealIP(), UserAgent: req.UserAgent(),
+		}
+		c.SetRequest(req.WithContext(withCaller(ctx, caller)))
+		return next(c)
+	}
+}
+
+// bearerToken extracts the credential of an "Authorization: Bearer" header.
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	token = strings.TrimSpace(token)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", false
+	}
+	return token, true
+}
+
+// refuse answers a request whose caller could not be established. err nil
+// means no credential was sent: per RFC 6750 §3.1 the challenge then carries
+// no error code, only where to learn how to get one.
+func (s *Server) refuse(c echo.Context, err error) error {
+	a := authAnswer{http.StatusUnauthorized, "invalid_request", "no bearer token: send Authorization: Bearer <token>"}
+	if err != nil {
+		a = authFailure(err)
+	}
+	ri := info(c)
+	s.metrics.authFailures.WithLabelValues(a.code).Inc()
+	if a.status == http.StatusInternalServerError {
+		s.log.Error("authentication failed", "request_id", ri.id, "error", err)
+	} else {
+		s.log.Info("request refused", "request_id", ri.id, "status", a.status, "code", a.code,
+			"reason", a.description, "client_ip", c.RealIP())
+	}
+	h := c.Response().Header()
+	params := []string{`realm="gatehouse"`}
+	if err != nil && a.status == http.StatusUnauthorized {
+		params = append(params, fmt.Sprintf(`error=%q`, a.code), fmt.Sprintf(`error_description=%q`, a.description))
+	}
+	params = append(params,
+		fmt.Sprintf(`resource_metadata=%q`, s.opts.PublicURL+"/.well-known/oauth-protected-resource/mcp"),
+		fmt.Sprintf(`scope=%q`, identity.ScopeRead+" "+identity.ScopeWrite))
+	if a.status == http.StatusUnauthorized || a.status == http.StatusForbidden {
+		h.Set("WWW-Authenticate", "Bearer "+strings.Join(params, ", "))
+	}
+	if a.status == http.StatusServiceUnavailable {
+		h.Set("Retry-After", "5")
+	}
+	h.Set("Cache-Control", "no-store")
+	return c.JSON(a.status, map[string]string{"error": a.code, "error_description": a.description, "request_id": ri.id})
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok", "version": s.opts.Version})
+}
+
+// readyz reports whether this replica should receive traffic: not draining,
+// the database answers, and its migrations are current.
+func (s *Server) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
+	defer cancel()
+	notReady := func(reason string) error {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": reason})
+	}
+	if s.draining.Load() {
+		return notReady("shutting down")
+	}
+	if err := s.db.Ping(ctx); err != nil {
+		s.log.Warn("readiness: database unreachable", "error", err)
+		return notReady("database unreachable")
+	}
+	st, err := s.db.MigrationStatus(ctx)
+	if err != nil {
+		s.log.Warn("readiness: migration status", "error", err)
+		return notReady("cannot read migration status")
+	}
+	if !st.Current() {
+		return notReady("migrations pending: " + st.String())
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,162 @@
+package mcp_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/google/jsonschema-go/jsonschema"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
+	"github.com/gatehouse-mcp/gatehouse/mcp"
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// gatehouse is a Gatehouse server on a fresh database, served over HTTP the
+// way `gatehouse serve` wires it.
+type gatehouse struct {
+	db  *store.DB
+	srv *mcp.Server
+	url string // of /mcp
+	ts  *httptest.Server
+}
+
+func newGatehouse(t *testing.T) *gatehouse {
+	t.Helper()
+	db := storetest.MustOpenDB(t)
+	log := storetest.Logger(t)
+	resolver := identity.NewResolver(identity.ResolverOptions{
+		Prefixes: []identity.PrefixRoute{{Prefix: apikey.Prefix, Verifier: apikey.NewVerifier(db, log)}},
+	})
+	t.Cleanup(resolver.Close)
+	tenants := tenancy.NewService(db, tenancy.ServiceOptions{})
+	t.Cleanup(tenants.Close)
+	g := &gatehouse{db: db}
+	g.ts = httptest.NewUnstartedServer(nil)
+	g.ts.Start()
+	t.Cleanup(g.ts.Close)
+	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, PublicURL: g.ts.URL, Logger: log, Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.ts.Config.Handler = srv.Handler()
+	g.srv, g.url = srv, g.ts.URL+"/mcp"
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go srv.FollowInvalidations(ctx)
+	return g
+}
+
+// key creates an API key in tenant (provisioned if new) and returns its secret.
+func (g *gatehouse) key(t *testing.T, tenant string, role tenancy.Role, scopes ...string) string {
+	t.Helper()
+	secret, _ := g.keyWith(t, tenant, role, time.Time{}, scopes...)
+	return secret
+}
+
+func (g *gatehouse) keyWith(t *testing.T, tenant string, role tenancy.Role, expires time.Time, scopes ...string) (string, *apikey.Key) {
+	t.Helper()
+	ctx := context.Background()
+	tn, _, err := g.db.EnsureTenant(ctx, tenant, tenancy.Organization)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(scopes) == 0 {
+		scopes = identity.AllScopes
+	}
+	secret, k := apikey.New(tn.ID, string(role), scopes, "test", "test", expires)
+	if err := g.db.CreateAPIKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	return secret, k
+}
+
+// bearer adds an Authorization header to every request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
+}
+
+// connect opens an MCP session with the official go-sdk client.
+func (g *gatehouse) connect(t *testing.T, token, protocolVersion string) *sdk.ClientSession {
+	t.Helper()
+	client := sdk.NewClient(&sdk.Implementation{Name: "gatehouse-test", Version: "1"}, nil)
+	cs, err := client.Connect(context.Background(), &sdk.StreamableClientTransport{
+		Endpoint:   g.url,
+		HTTPClient: &http.Client{Transport: bearer{token, http.DefaultTransport}},
+	}, &sdk.ClientSessionOptions{ProtocolVersion: protocolVersion})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// call calls a tool and checks its structured result against the output
+// schema the server advertised, decoding it into out (if not nil).
+func call(t *testing.T, cs *sdk.ClientSession, name string, args map[string]any, out any) *sdk.CallToolResult {
+	t.Helper()
+	ctx := context.Background()
+	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if res.IsError {
+		return res
+	}
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range tools.Tools {
+		if tool.Name != name {
+			continue
+		}
+		b, _ := json.Marshal(tool.OutputSchema)
+		var s jsonschema.Schema
+		if err := json.Unmarshal(b, &s); err != nil {
+			t.Fatal(err)
+		}
+		rs, err := s.Resolve(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ = json.Marshal(res.StructuredContent)
+		var v any
+		_ = json.Unmarshal(b, &v)
+		if err := rs.Validate(v); err != nil {
+			t.Errorf("%s: structured result %s does not match its output schema: %v", name, b, err)
+		}
+		if out != nil {
+			if err := json.Unmarshal(b, out); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return res
+}
+
+func text(res *sdk.CallToolResult) string {
+	var s string
+	for _, c := range res.Content {
+		if tc, ok := c.(*sdk.TextContent); ok {
+			s += tc.Text
+		}
+	}
+	return s
+}

@@ -1,0 +1,208 @@
+package mcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/labstack/echo/v4"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// Options configure a [Server].
+type Options struct {
+	DB       *store.DB
+	Resolver *identity.Resolver
+	Tenancy  *tenancy.Service
+	// PublicURL is the canonical external URL (scheme://host[:port], no
+	// trailing slash); the MCP resource is PublicURL + "/mcp".
+	PublicURL string
+	// TrustedProxies are the networks whose X-Forwarded-For is believed.
+	TrustedProxies []*net.IPNet
+	// AllowedOrigins may send browser requests to /mcp from another origin.
+	AllowedOrigins []string
+	// ToolTimeout bounds one tool call (default 30s).
+	ToolTimeout time.Duration
+	Logger      *slog.Logger
+	Version     string
+}
+
+// Server is Gatehouse's MCP server and HTTP surface.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	db       *store.DB
+	sdk      *sdk.Server
+	tools    map[string]*Tool
+	echo     *echo.Echo
+	metrics  *metrics
+	draining atomic.Bool
+}
+
+// New assembles the server. One *sdk.Server is shared by every request.
+func New(opts Options) (*Server, error) {
+	if opts.DB == nil || opts.Resolver == nil || opts.Tenancy == nil {
+		return nil, errors.New("mcp: DB, Resolver and Tenancy are required")
+	}
+	if opts.PublicURL == "" {
+		return nil, errors.New("mcp: PublicURL is required")
+	}
+	opts.PublicURL = strings.TrimSuffix(opts.PublicURL, "/")
+	if opts.ToolTimeout <= 0 {
+		opts.ToolTimeout = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		opts:    opts,
+		log:     opts.Logger,
+		db:      opts.DB,
+		tools:   map[string]*Tool{},
+		metrics: newMetrics(),
+	}
+	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
+		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
+		Logger:       opts.Logger.With("component", "mcp-sdk"),
+	})
+	for _, t := range tools() {
+		s.register(t)
+	}
+	s.echo = s.routes()
+	return s, nil
+}
+
+func (s *Server) register(t *Tool) {
+	if _, dup := s.tools[t.Name]; dup {
+		panic("mcp: duplicate tool " + t.Name)
+	}
+	s.tools[t.Name] = t
+	s.sdk.AddTool(t.def, s.pipeline(t))
+}
+
+// Handler returns the HTTP handler for every route.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// ResourceURL is the MCP resource identifier: PublicURL + "/mcp".
+func (s *Server) ResourceURL() string { return s.opts.PublicURL + "/mcp" }
+
+// pipeline wraps a tool with the per-call steps every tool passes:
+// authorize, validate, execute in the tenant, account.
+func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
+	return func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
+		c := callerFromRequest(req)
+		if c == nil {
+			// Unreachable behind the authentication middleware; refuse anyway.
+			return nil, errors.New("unauthenticated")
+		}
+		start := time.Now()
+		res, outcome := s.call(ctx, t, c, req.Params.Arguments)
+		s.metrics.toolCall(t.Name, outcome, time.Since(start))
+		return res, nil
+	}
+}
+
+func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string) {
+	if res := authorize(t, c); res != nil {
+		return res, "denied"
+	}
+	args, err := t.validate(raw)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(ctx, s.opts.ToolTimeout)
+		defer cancel()
+		var res *sdk.CallToolResult
+		run := func(tx pgx.Tx) (err error) {
+			res, err = t.run(ctx, &Call{Caller: c, Tx: tx}, args)
+			return err
+		}
+		if t.UsesDB {
+			err = s.db.WithTenant(ctx, c.Tenant, run)
+		} else {
+			err = run(nil)
+		}
+		if err == nil {
+			return res, "ok"
+		}
+	}
+	res, outcome, internal := toolFailure(c.RequestID, err)
+	if internal {
+		s.log.Error("tool call failed", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "subject", c.Principal.Subject, "error", err)
+	}
+	return res, outcome
+}
+
+// authorize allows a tool only if both the caller's role and the
+// credential's scopes do.
+func authorize(t *Tool, c *Caller) *sdk.CallToolResult {
+	if c.Role.Allows(t.Role) && c.Principal.HasScope(t.Scope) {
+		return nil
+	}
+	return errorResult(fmt.Sprintf("ACCESS DENIED: the tool %s needs role %s or higher and scope %s; you have role %s and scopes %q.",
+		t.Name, t.Role, t.Scope, c.Role, strings.Join(c.Principal.Scopes, " ")))
+}
+
+// FollowInvalidations applies changes made by any Gatehouse process sharing
+// the database (revoked keys, changed tenants) to this one's caches, until
+// ctx ends.
+func (s *Server) FollowInvalidations(ctx context.Context) {
+	s.db.Listen(ctx, func(inv store.Invalidation) {
+		switch inv.Kind {
+		case store.InvalidateAPIKey:
+			n := s.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.APIKeyID == inv.ID })
+			s.log.Info("API key revoked: forgot its cached validations", "api_key_id", inv.ID, "entries", n)
+		case store.InvalidateTenant:
+			s.opts.Tenancy.Forget(inv.ID)
+		case "*": // (re)connected: anything may have changed while we were not listening
+			s.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.APIKeyID != "" })
+			s.opts.Tenancy.Forget("")
+		}
+	})
+}
+
+// Drain makes /readyz fail so load balancers stop sending new requests;
+// call it when shutdown begins.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// ListenAndServe serves on addr until ctx ends, then drains: /readyz fails,
+// the listener closes, and in-flight requests get up to grace to finish.
+func (s *Server) ListenAndServe(ctx context.Context, addr string, grace time.Duration) error {
+	srv := &http.Server{
+		Addr:              addr,
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	s.log.Info("listening", "addr", ln.Addr().String(), "mcp", s.ResourceURL())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.Drain()
+	s.log.Info("shutting down: draining in-flight requests", "grace", grace.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
