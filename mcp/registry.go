@@ -29,7 +29,7 @@ type Tool struct {
 	def    *sdk.Tool
 	input  *jsonschema.Resolved
 	output *jsonschema.Resolved // for tests: every result must match it
-	run      func(ctx context.Context, c *Call, args []byte) (*sdk.CallToolResult, error)
+	run    func(ctx context.Context, c *Call, args []byte) (*sdk.CallToolResult, error)
 }
 
 // Call is what a tool handler gets: the caller and, for tools that use the
