@@ -93,7 +93,7 @@ func (r *Resolver) Resolve(ctx context.Context, token string) (*Principal, error
 		if ttl := r.ttl(o); ttl > 0 {
 			return c.Set(key, o, ttl)
 		}
-		return ttlcache.NewItem(key, o, 0, false) // handed to the waiters, not cached
+		return ttlcache.NewItemWithOpts(key, o, 0) // handed to the waiters, not cached
 	})
 	item := r.cache.Get(key, ttlcache.WithLoader[string, outcome](ttlcache.NewSuppressedLoader(load, &r.group)))
 	o := item.Value()

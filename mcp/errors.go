@@ -24,10 +24,6 @@ type userError struct{ msg string }
 
 func (e *userError) Error() string { return e.msg }
 
-func userErrorf(format string, args ...any) error {
-	return &userError{msg: fmt.Sprintf(format, args...)}
-}
-
 // notFound reports an object missing from the caller's tenant.
 func notFound(what, id string) error {
 	return fmt.Errorf("%w: %s", &userError{msg: fmt.Sprintf("%s %q not found", what, id)}, store.ErrNotFound)

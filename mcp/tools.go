@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -89,11 +90,12 @@ func addTodoTool() *Tool {
 			s.Properties["title"].MaxLength = new(500)
 			s.Properties["notes"].MaxLength = new(10000)
 		},
-	}, func(ctx context.Context, c *Call, in addTodoIn) (*store.Todo, error) {
+	}, func(ctx context.Context, c *Call, in addTodoIn) (todoOut, error) {
 		if strings.TrimSpace(in.Title) == "" {
-			return nil, invalidArgs("title must not be blank")
+			return todoOut{}, invalidArgs("title must not be blank")
 		}
-		return store.AddTodo(ctx, c.Tx, in.Title, in.Notes, c.Principal.Subject)
+		t, err := store.AddTodo(ctx, c.Tx, in.Title, in.Notes, c.Principal.Subject)
+		return todoOut{t}, err
 	})
 }
 
@@ -188,13 +190,24 @@ func completeTodoTool() *Tool {
 		Scope:       identity.ScopeWrite,
 		UsesDB:      true,
 		Idempotent:  true,
-	}, func(ctx context.Context, c *Call, in completeTodoIn) (*store.Todo, error) {
+	}, func(ctx context.Context, c *Call, in completeTodoIn) (todoOut, error) {
 		t, err := store.CompleteTodo(ctx, c.Tx, in.ID)
-		if err == store.ErrNotFound {
-			return nil, notFound("todo", in.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return todoOut{}, notFound("todo", in.ID)
 		}
-		return t, err
+		return todoOut{t}, err
 	})
+}
+
+// todoOut is one todo as a tool result.
+type todoOut struct{ *store.Todo }
+
+func (t todoOut) Text() string {
+	state := "open"
+	if t.Done {
+		state = "done"
+	}
+	return fmt.Sprintf("Todo %q (%s), id %s.", t.Title, state, t.ID)
 }
 
 // Cursors are opaque to callers and tagged with the tenant they were issued

@@ -32,7 +32,6 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_SHUTDOWN_GRACE", Default: "25s", Help: "how long in-flight requests may finish after SIGTERM"},
 	{Name: "GATEHOUSE_TRUSTED_PROXIES", Help: "comma-separated CIDRs whose X-Forwarded-For is believed"},
 	{Name: "GATEHOUSE_ALLOWED_ORIGINS", Help: "comma-separated origins allowed to call /mcp from a browser"},
-	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "API key that `gatehouse stdio` authenticates with"},
 }
 
 // Config is the parsed environment.

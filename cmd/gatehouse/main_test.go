@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+)
+
+func TestMain(m *testing.M) { storetest.Main(m) }
+
+// gh runs one gatehouse command in-process with the given environment.
+func gh(t *testing.T, environ map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	e := &env{stdout: &out, stderr: &errb, getenv: func(k string) string { return environ[k] }}
+	code = run(context.Background(), args, e)
+	return code, out.String(), errb.String()
+}
+
+var secretPattern = regexp.MustCompile(`^gk_[a-z2-7]{16}_[A-Za-z0-9_-]{43}\n$`)
+
+func TestConfigListsEveryProblem(t *testing.T) {
+	code, _, stderr := gh(t, map[string]string{
+		"GATEHOUSE_ADDR":            "nonsense",
+		"GATEHOUSE_LOG_LEVEL":       "loud",
+		"GATEHOUSE_AUTH_CACHE_TTL":  "forever",
+		"GATEHOUSE_TRUSTED_PROXIES": "10.0.0.0/8, not-an-ip",
+		"GATEHOUSE_PUBLIC_URL":      "ftp://x/y",
+	}, "serve")
+	if code != 2 {
+		t.Errorf("exit %d, want 2", code)
+	}
+	for _, want := range []string{"GATEHOUSE_ADDR", "GATEHOUSE_LOG_LEVEL", "GATEHOUSE_AUTH_CACHE_TTL", "not-an-ip", "GATEHOUSE_PUBLIC_URL"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr does not mention %s:\n%s", want, stderr)
+		}
+	}
+}
+
+func TestAPIKeyCommands(t *testing.T) {
+	environ := map[string]string{"DATABASE_URL": storetest.ConnString(t)}
+	code, secret, stderr := gh(t, environ, "apikey", "create", "--tenant", "ACME.com", "--role", "developer", "--name", "ci")
+	if code != 0 || !secretPattern.MatchString(secret) {
+		t.Fatalf("create: exit %d, stdout %q, stderr %s", code, secret, stderr)
+	}
+	if strings.Contains(stderr, strings.TrimSpace(secret)) {
+		t.Error("the secret reached stderr")
+	}
+	code, out, _ := gh(t, environ, "apikey", "create", "--tenant", "acme.com", "--role", "viewer", "--expires", "90d", "--json")
+	var created keyJSON
+	if err := json.Unmarshal([]byte(out), &created); code != 0 || err != nil || created.Tenant != "acme.com" || created.ExpiresAt == nil || created.Secret == "" || len(created.Scopes) != 1 {
+		t.Fatalf("create --json: exit %d, %q", code, out)
+	}
+	code, out, _ = gh(t, environ, "apikey", "list", "--tenant", "acme.com", "--json")
+	var keys []keyJSON
+	if err := json.Unmarshal([]byte(out), &keys); code != 0 || err != nil || len(keys) != 2 {
+		t.Fatalf("list: exit %d, %q", code, out)
+	}
+	for _, k := range keys {
+		if k.Secret != "" {
+			t.Error("list shows a secret")
+		}
+	}
+	code, out, _ = gh(t, environ, "apikey", "revoke", created.ID, "--json")
+	var revoked keyJSON
+	if err := json.Unmarshal([]byte(out), &revoked); code != 0 || err != nil || revoked.RevokedAt == nil {
+		t.Fatalf("revoke: exit %d, %q", code, out)
+	}
+	code, out, _ = gh(t, environ, "apikey", "list", "--tenant", "acme.com")
+	if code != 0 || !strings.Contains(out, "LAST USED") || strings.Count(out, "\n") != 3 {
+		t.Errorf("list table:\n%s", out)
+	}
+	if code, _, stderr := gh(t, environ, "apikey", "revoke", "nosuchkeyaaaaaaa"); code != 1 || !strings.Contains(stderr, "no API key") {
+		t.Errorf("revoke unknown: exit %d, %s", code, stderr)
+	}
+	code, out, _ = gh(t, environ, "tenant", "show", "acme.com", "--json")
+	var tn tenantJSON
+	if err := json.Unmarshal([]byte(out), &tn); code != 0 || err != nil || tn.Key != "acme.com" || *tn.APIKeys != 2 {
+		t.Errorf("tenant show: exit %d, %q", code, out)
+	}
+}
+
+func TestAPIKeyCreateListsEveryMistake(t *testing.T) {
+	code, stdout, stderr := gh(t, nil, "apikey", "create", "--role", "owner", "--scopes", "mcp:root", "--expires", "soon")
+	if code != 2 || stdout != "" {
+		t.Errorf("exit %d, stdout %q", code, stdout)
+	}
+	for _, want := range []string{"--tenant is required", "unknown role", "unknown scope", "--expires"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+}
+
+// TestConcurrentFirstUseOfATenant: several operators creating keys for a new
+// organisation at once provision it exactly once.
+func TestConcurrentFirstUseOfATenant(t *testing.T) {
+	environ := map[string]string{"DATABASE_URL": storetest.ConnString(t)}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if code, _, stderr := gh(t, environ, "apikey", "create", "--tenant", "initech.com", "--role", "admin"); code != 0 {
+				t.Errorf("exit %d: %s", code, stderr)
+			}
+		})
+	}
+	wg.Wait()
+	_, out, _ := gh(t, environ, "tenant", "list", "--json")
+	var ts []tenantJSON
+	if err := json.Unmarshal([]byte(out), &ts); err != nil || len(ts) != 1 {
+		t.Fatalf("tenants: %s", out)
+	}
+	_, out, _ = gh(t, environ, "apikey", "list", "--tenant", "initech.com", "--json")
+	var keys []keyJSON
+	if err := json.Unmarshal([]byte(out), &keys); err != nil || len(keys) != 8 {
+		t.Errorf("want 8 keys in the one tenant: %s", out)
+	}
+}
+
+// TestCLIOnEmbeddedDefault: with DATABASE_URL unset, commands start the
+// embedded cluster, use it, and stop it, and the next command finds the data.
+func TestCLIOnEmbeddedDefault(t *testing.T) {
+	if testing.Short() {
+		t.Skip("creates its own cluster")
+	}
+	dir, err := os.MkdirTemp("", "gatehouse-cli-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	environ := map[string]string{"GATEHOUSE_DATA_DIR": filepath.Join(dir, "data")}
+	if code, out, stderr := gh(t, environ, "apikey", "create", "--tenant", "acme.com", "--role", "admin"); code != 0 || !secretPattern.MatchString(out) {
+		t.Fatalf("create on embedded: exit %d %q %s", code, out, stderr)
+	}
+	code, out, stderr := gh(t, environ, "tenant", "list")
+	if code != 0 || !strings.Contains(out, "acme.com") {
+		t.Fatalf("tenant list on embedded: exit %d %q %s", code, out, stderr)
+	}
+	// Each command stopped the cluster it started: no server is left running.
+	if _, err := os.Stat(filepath.Join(environ["GATEHOUSE_DATA_DIR"], "pgdata", "postmaster.pid")); !os.IsNotExist(err) {
+		t.Errorf("embedded cluster left running after the commands (postmaster.pid: %v)", err)
+	}
+}
+
+func TestConfigCommandListsEveryVariable(t *testing.T) {
+	code, out, _ := gh(t, nil, "config")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, v := range envVars {
+		if !strings.Contains(out, v.Name+"=") {
+			t.Errorf("config output lacks %s", v.Name)
+		}
+	}
+}
