@@ -47,7 +47,7 @@ func (s *Server) routes() *echo.Echo {
 
 	mcpHandler := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
 		Stateless: true,
-		Logger:    s.log.With("component", "mcp-sdk"),
+		Logger:    sdkLogger(s.log),
 	})
 	// The SDK carries auth.TokenInfo from the request to tool handlers; only
 	// its RequireBearerToken can put it there, so it re-reads the caller the

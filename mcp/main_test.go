@@ -30,7 +30,7 @@ type gatehouse struct {
 	ts  *httptest.Server
 }
 
-func newGatehouse(t *testing.T) *gatehouse {
+func newGatehouse(t testing.TB) *gatehouse {
 	t.Helper()
 	db := storetest.MustOpenDB(t)
 	log := storetest.Logger(t)
@@ -57,13 +57,13 @@ func newGatehouse(t *testing.T) *gatehouse {
 }
 
 // key creates an API key in tenant (provisioned if new) and returns its secret.
-func (g *gatehouse) key(t *testing.T, tenant string, role tenancy.Role, scopes ...string) string {
+func (g *gatehouse) key(t testing.TB, tenant string, role tenancy.Role, scopes ...string) string {
 	t.Helper()
 	secret, _ := g.keyWith(t, tenant, role, time.Time{}, scopes...)
 	return secret
 }
 
-func (g *gatehouse) keyWith(t *testing.T, tenant string, role tenancy.Role, expires time.Time, scopes ...string) (string, *apikey.Key) {
+func (g *gatehouse) keyWith(t testing.TB, tenant string, role tenancy.Role, expires time.Time, scopes ...string) (string, *apikey.Key) {
 	t.Helper()
 	ctx := context.Background()
 	tn, _, err := g.db.EnsureTenant(ctx, tenant, tenancy.Organization)

@@ -74,7 +74,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
-		Logger:       opts.Logger.With("component", "mcp-sdk"),
+		Logger:       sdkLogger(opts.Logger),
 	})
 	for _, t := range tools() {
 		s.register(t)
@@ -205,4 +205,27 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string, grace time.Dur
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// sdkLogger passes the SDK's warnings and errors to our log. Its INFO lines
+// are per-session lifecycle events, three per stateless request: noise.
+func sdkLogger(log *slog.Logger) *slog.Logger {
+	return slog.New(minLevel{log.Handler(), slog.LevelWarn}).With("component", "mcp-sdk")
+}
+
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.min}
 }

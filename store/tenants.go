@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -107,12 +109,21 @@ func uuidString(b [16]byte) string {
 // WithTenant runs fn in one transaction confined to t: search_path is t's
 // schema and the current role is t's role, both transaction-local. fn's
 // error (or a commit failure) rolls the transaction back and is returned.
+//
+// BEGIN and both set_config calls travel in one message (one round trip);
+// the names are Gatehouse's own, checked against the opaque-name pattern and
+// quoted as literals all the same.
 func (db *DB) WithTenant(ctx context.Context, t *tenancy.Tenant, fn func(pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true), set_config('role', $2, true)",
-			pgx.Identifier{t.Schema}.Sanitize(), t.DBRole); err != nil {
-			return fmt.Errorf("entering tenant schema: %w", err)
-		}
-		return fn(tx)
-	})
+	if !opaqueName.MatchString(t.Schema) || !opaqueName.MatchString(t.DBRole) {
+		return fmt.Errorf("tenant %s: refusing unexpected schema or role name", t.Key)
+	}
+	begin := fmt.Sprintf("BEGIN; SELECT set_config('search_path', %s, true), set_config('role', %s, true)",
+		quoteLiteral(pgx.Identifier{t.Schema}.Sanitize()), quoteLiteral(t.DBRole))
+	return pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{BeginQuery: begin}, fn)
 }
+
+// opaqueName matches the schema and role names Gatehouse generates.
+var opaqueName = regexp.MustCompile(`^(gatehouse_)?t_[0-9a-f]{32}$`)
+
+// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings).
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -32,6 +32,8 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_SHUTDOWN_GRACE", Default: "25s", Help: "how long in-flight requests may finish after SIGTERM"},
 	{Name: "GATEHOUSE_TRUSTED_PROXIES", Help: "comma-separated CIDRs whose X-Forwarded-For is believed"},
 	{Name: "GATEHOUSE_ALLOWED_ORIGINS", Help: "comma-separated origins allowed to call /mcp from a browser"},
+	{Name: "GOGC", Default: "400", Help: "Go garbage collector target (Go's own variable); Gatehouse's default is chosen by benchmark"},
+	{Name: "GOMEMLIMIT", Help: "Go soft memory limit (Go's own variable); default 90% of the container's memory limit, if any"},
 }
 
 // Config is the parsed environment.

@@ -24,6 +24,7 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	log.Info("starting gatehouse", "version", buildVersion(), "public_url", cfg.PublicURL)
+	tuneGC(e.getenv, log)
 	db, err := openDatabase(ctx, cfg, log)
 	if err != nil {
 		return err

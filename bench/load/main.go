@@ -1,0 +1,341 @@
+// Command load measures Gatehouse under a fixed-concurrency load of
+// authenticated MCP tools/call requests, next to a bare go-sdk server (see
+// ../baresdk) measured in the same run, and prints a Markdown table.
+//
+// Both servers run as separate processes; the figures that matter are their
+// CPU time per request (from /proc, user+system), since the load generator
+// shares the machine. PostgreSQL's CPU is reported separately.
+//
+//	go run ./bench/load -bin bin/gatehouse -duration 10s -concurrency 8
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	bin := flag.String("bin", "bin/gatehouse", "gatehouse binary")
+	duration := flag.Duration("duration", 10*time.Second, "measured time per scenario")
+	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured time before each scenario")
+	concurrency := flag.Int("concurrency", 8, "requests in flight")
+	variants := flag.String("variants", "", "extra gatehouse configurations to measure beside the default, separated by ';', "+
+		"each a space-separated list of environment settings (e.g. \"GOGC=400;GATEHOUSE_LOG_LEVEL=warn GOGC=400\")")
+	bareVariants := flag.String("bare-variants", "", "extra configurations of the bare go-sdk baseline, in the same form")
+	flag.Parse()
+	if err := run(*bin, *duration, *warmup, *concurrency, strings.Split(*variants, ";"), strings.Split(*bareVariants, ";")); err != nil {
+		log.Fatal(err)
+	}
+}
+
+type target struct {
+	name    string
+	url     string
+	auth    string
+	pid     int
+	pgPID   int // postmaster, 0 for none
+	cleanup func()
+}
+
+type result struct {
+	target, tool   string
+	requests, errs int
+	elapsed        time.Duration
+	p50, p99       time.Duration
+	cpu, pgCPU     time.Duration
+	peakRSS        int64 // KiB, whole life of the process so far
+}
+
+func run(bin string, duration, warmup time.Duration, concurrency int, variants, bareVariants []string) error {
+	work, err := os.MkdirTemp("", "gatehouse-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if err := os.Chmod(work, 0o755); err != nil {
+		return err
+	}
+	bare := filepath.Join(work, "baresdk")
+	if out, err := exec.Command("go", "build", "-o", bare, "./bench/baresdk").CombinedOutput(); err != nil {
+		return fmt.Errorf("building baresdk: %v\n%s", err, out)
+	}
+
+	var targets []*target
+	for i, v := range append([]string{""}, bareVariants...) {
+		if i > 0 && strings.TrimSpace(v) == "" {
+			continue
+		}
+		t, err := startBare(bare, strings.Fields(v))
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+	}
+	for i, v := range append([]string{""}, variants...) {
+		if i > 0 && strings.TrimSpace(v) == "" {
+			continue
+		}
+		t, err := startGatehouse(bin, filepath.Join(work, fmt.Sprintf("data%d", i)), strings.Fields(v))
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+	}
+	defer func() {
+		for _, t := range targets {
+			t.cleanup()
+		}
+	}()
+
+	var results []result
+	for _, tool := range []string{"whoami", "add_todo"} {
+		for _, t := range targets {
+			fmt.Fprintf(os.Stderr, "%s %s: warming up %s, measuring %s at concurrency %d\n", t.name, tool, warmup, duration, concurrency)
+			load(t, tool, warmup, concurrency)
+			r := load(t, tool, duration, concurrency)
+			results = append(results, r)
+			if r.errs > 0 {
+				return fmt.Errorf("%s %s: %d of %d requests failed", t.name, tool, r.errs, r.requests)
+			}
+		}
+	}
+	report(results, concurrency, duration)
+	return nil
+}
+
+func startBare(bin string, env []string) (*target, error) {
+	addr := freeAddr()
+	cmd := exec.Command(bin, "-addr", addr)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	name := "bare go-sdk"
+	if len(env) > 0 {
+		name += " " + strings.Join(env, " ")
+	}
+	t := &target{name: name, url: "http://" + addr + "/", pid: cmd.Process.Pid,
+		cleanup: func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }}
+	return t, waitUp("http://" + addr + "/")
+}
+
+var keyRe = regexp.MustCompile(`gk_[a-z2-7]{16}_[A-Za-z0-9_-]{43}`)
+
+func startGatehouse(bin, dataDir string, env []string) (*target, error) {
+	addr := freeAddr()
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_DATA_DIR="+dataDir, "DATABASE_URL=")
+	cmd.Env = append(cmd.Env, env...)
+	name := "gatehouse"
+	if len(env) > 0 {
+		name += " " + strings.Join(env, " ")
+	}
+	stdout, _ := cmd.StdoutPipe()
+	logf, err := os.Create(dataDir + ".log")
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = logf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	t := &target{name: name, url: "http://" + addr + "/mcp", pid: cmd.Process.Pid,
+		cleanup: func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait(); logf.Close() }}
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if k := keyRe.FindString(sc.Text()); k != "" {
+			t.auth = "Bearer " + k
+			break
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	if t.auth == "" {
+		return t, errors.New("gatehouse printed no bootstrap key (is the data dir fresh?)")
+	}
+	if err := waitUp("http://" + addr + "/readyz"); err != nil {
+		return t, err
+	}
+	pidFile, err := os.ReadFile(filepath.Join(dataDir, "pgdata", "postmaster.pid"))
+	if err == nil {
+		t.pgPID, _ = strconv.Atoi(strings.SplitN(string(pidFile), "\n", 2)[0])
+	}
+	return t, nil
+}
+
+func body(tool string, i int) string {
+	args := "{}"
+	if tool == "add_todo" {
+		args = fmt.Sprintf(`{"title":"benchmark todo %d","notes":"measured"}`, i)
+	}
+	return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":%s}}`, i, tool, args)
+}
+
+func load(t *target, tool string, d time.Duration, concurrency int) result {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency, MaxConnsPerHost: concurrency}}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	cpu0, pg0 := cpuTime(t.pid), pgCPU(t.pgPID)
+	start := time.Now()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		lats  []time.Duration
+		errs  atomic.Int64
+		count atomic.Int64
+	)
+	for w := range concurrency {
+		wg.Go(func() {
+			var mine []time.Duration
+			for i := w * 1_000_000; ctx.Err() == nil; i++ {
+				req, _ := http.NewRequest(http.MethodPost, t.url, strings.NewReader(body(tool, i)))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+				if t.auth != "" {
+					req.Header.Set("Authorization", t.auth)
+				}
+				s := time.Now()
+				res, err := client.Do(req)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				b, _ := io.ReadAll(res.Body)
+				res.Body.Close()
+				mine = append(mine, time.Since(s))
+				count.Add(1)
+				if res.StatusCode != http.StatusOK || !bytes.Contains(b, []byte(`"result"`)) || bytes.Contains(b, []byte(`"isError":true`)) {
+					errs.Add(1)
+				}
+			}
+			mu.Lock()
+			lats = append(lats, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	slices.Sort(lats)
+	pct := func(p float64) time.Duration {
+		if len(lats) == 0 {
+			return 0
+		}
+		return lats[int(float64(len(lats)-1)*p)]
+	}
+	return result{target: t.name, tool: tool, requests: int(count.Load()), errs: int(errs.Load()), elapsed: elapsed,
+		p50: pct(0.50), p99: pct(0.99), cpu: cpuTime(t.pid) - cpu0, pgCPU: pgCPU(t.pgPID) - pg0, peakRSS: peakRSS(t.pid)}
+}
+
+func report(rs []result, concurrency int, d time.Duration) {
+	fmt.Printf("\nConcurrency %d, %s per scenario, %s.\n\n", concurrency, d, time.Now().UTC().Format("2006-01-02"))
+	fmt.Println("| tool | server | req/s | p50 | p99 | server CPU/req | ratio to bare (default) | Postgres CPU/req | peak RSS |")
+	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+	base := map[string]float64{}
+	for _, r := range rs {
+		per := float64(r.cpu.Microseconds()) / float64(r.requests)
+		if r.target == "bare go-sdk" {
+			base[r.tool] = per
+		}
+		pg := "-"
+		if r.pgCPU > 0 || !strings.HasPrefix(r.target, "bare") {
+			pg = fmt.Sprintf("%.0f µs", float64(r.pgCPU.Microseconds())/float64(r.requests))
+		}
+		fmt.Printf("| %s | %s | %.0f | %s | %s | %.0f µs | %.2f | %s | %d MiB |\n", r.tool, r.target,
+			float64(r.requests)/r.elapsed.Seconds(), ms(r.p50), ms(r.p99), per, per/base[r.tool], pg, r.peakRSS/1024)
+	}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+// cpuTime is a process's user+system CPU time from /proc/<pid>/stat.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+// peakRSS is a process's peak resident set size in KiB (VmHWM).
+func peakRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// pgCPU sums the CPU time of a postmaster and its children (backends).
+func pgCPU(postmaster int) time.Duration {
+	if postmaster == 0 {
+		return 0
+	}
+	total := cpuTime(postmaster)
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+		if ppid, _ := strconv.Atoi(f[1]); ppid == postmaster {
+			total += cpuTime(pid)
+		}
+	}
+	return total
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitUp(url string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if res, err := http.Get(url); err == nil {
+			res.Body.Close()
+			if res.StatusCode < 500 {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not up within 60s", url)
+}
