@@ -164,3 +164,24 @@ func TestConfigCommandListsEveryVariable(t *testing.T) {
 		}
 	}
 }
+
+func TestAddressPrecedence(t *testing.T) {
+	tests := []struct {
+		env             map[string]string
+		addr, publicURL string
+	}{
+		{map[string]string{}, ":8080", "http://localhost:8080"},
+		{map[string]string{"PORT": "3000"}, ":3000", "http://localhost:3000"},
+		{map[string]string{"PORT": "3000", "GATEHOUSE_ADDR": "127.0.0.1:9000"}, "127.0.0.1:9000", "http://127.0.0.1:9000"},
+		{map[string]string{"PORT": "3000", "GATEHOUSE_PUBLIC_URL": "https://mcp.example.com/"}, ":3000", "https://mcp.example.com"},
+	}
+	for _, tt := range tests {
+		c, err := loadConfig(func(k string) string { return tt.env[k] })
+		if err != nil || c.Addr != tt.addr || c.PublicURL != tt.publicURL {
+			t.Errorf("%v: addr %q public %q (%v); want %q %q", tt.env, c.Addr, c.PublicURL, err, tt.addr, tt.publicURL)
+		}
+	}
+	if _, err := loadConfig(func(k string) string { return map[string]string{"PORT": "http"}[k] }); err == nil {
+		t.Error("PORT=http accepted")
+	}
+}
