@@ -10,20 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 )
-
-func tempDataDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "gatehouse-embedded-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(dir, "data")
-}
 
 // TestEmbeddedLifecycle: created on first start, joined by a second process
 // while running, left running while another client uses it, stopped by the
@@ -33,7 +21,7 @@ func TestEmbeddedLifecycle(t *testing.T) {
 		t.Skip("starts a second cluster")
 	}
 	ctx := context.Background()
-	dir := tempDataDir(t)
+	dir := filepath.Join(storetest.TempDir(t), "data")
 	first, err := store.StartEmbedded(ctx, store.EmbeddedOptions{DataDir: dir, NoFsync: true})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 )
 
 // TestEndToEnd builds the gatehouse binary, runs `gatehouse serve` on the
@@ -33,14 +35,7 @@ func TestEndToEnd(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(nodeDir, "node_modules", "@modelcontextprotocol", "inspector")); err != nil {
 		t.Fatalf("MCP Inspector is not installed: run `make test` (or `npm ci --prefix cmd/gatehouse/testdata/e2e`) first")
 	}
-	work, err := os.MkdirTemp("", "gatehouse-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(work)
-	if err := os.Chmod(work, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	work := storetest.TempDir(t)
 	bin := filepath.Join(work, "gatehouse")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

@@ -131,15 +131,7 @@ func TestCLIOnEmbeddedDefault(t *testing.T) {
 	if testing.Short() {
 		t.Skip("creates its own cluster")
 	}
-	dir, err := os.MkdirTemp("", "gatehouse-cli-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	environ := map[string]string{"GATEHOUSE_DATA_DIR": filepath.Join(dir, "data")}
+	environ := map[string]string{"GATEHOUSE_DATA_DIR": filepath.Join(storetest.TempDir(t), "data")}
 	if code, out, stderr := gh(t, environ, "apikey", "create", "--tenant", "acme.com", "--role", "admin"); code != 0 || !secretPattern.MatchString(out) {
 		t.Fatalf("create on embedded: exit %d %q %s", code, out, stderr)
 	}

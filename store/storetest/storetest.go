@@ -154,3 +154,19 @@ func makeTemplate(ctx context.Context) error {
 	defer db.Close()
 	return db.MigrateControl(ctx)
 }
+
+// TempDir returns a new directory, removed when the test ends, that the
+// postgres OS user can traverse (os.MkdirTemp makes it 0700, which blocks
+// the server when tests run as root).
+func TempDir(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "gatehouse-test-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
