@@ -43,19 +43,19 @@ func DoJSON(client *http.Client, req *http.Request, v any) error {
 	}
 	res, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: %s %s: %w", ErrUnavailable, req.Method, req.URL.Redacted(), err)
+		return fmt.Errorf("%w: %s %s: %w", ErrUnavailable, req.Method, where(req), err)
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(res.Body, MaxResponseBytes+1))
 	if err != nil {
-		return fmt.Errorf("%w: reading %s: %w", ErrUnavailable, req.URL.Redacted(), err)
+		return fmt.Errorf("%w: reading %s: %w", ErrUnavailable, where(req), err)
 	}
 	if len(body) > MaxResponseBytes {
-		return fmt.Errorf("%s: response larger than %d bytes", req.URL.Redacted(), MaxResponseBytes)
+		return fmt.Errorf("%s: response larger than %d bytes", where(req), MaxResponseBytes)
 	}
 	switch {
 	case res.StatusCode >= 500 || res.StatusCode == http.StatusTooManyRequests:
-		return fmt.Errorf("%w: %s answered %d", ErrUnavailable, req.URL.Redacted(), res.StatusCode)
+		return fmt.Errorf("%w: %s answered %d", ErrUnavailable, where(req), res.StatusCode)
 	case res.StatusCode < 200 || res.StatusCode > 299:
 		return &HTTPStatusError{Status: res.StatusCode, Body: string(body[:min(len(body), 200)])}
 	}
@@ -63,7 +63,7 @@ func DoJSON(client *http.Client, req *http.Request, v any) error {
 		return nil
 	}
 	if err := json.Unmarshal(body, v); err != nil {
-		return fmt.Errorf("decoding %s: %w", req.URL.Redacted(), err)
+		return fmt.Errorf("decoding %s: %w", where(req), err)
 	}
 	return nil
 }
@@ -80,4 +80,10 @@ func StatusIs(err error, codes ...int) bool {
 		}
 	}
 	return false
+}
+
+// where names a request's endpoint for errors: scheme, host and path only
+// (a query string may carry a credential).
+func where(req *http.Request) string {
+	return req.URL.Scheme + "://" + req.URL.Host + req.URL.Path
 }
