@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +25,12 @@ type PrefixRoute struct {
 type ResolverOptions struct {
 	// Prefixes route opaque credentials by their prefix ("gk_" → API keys).
 	Prefixes []PrefixRoute
+	// Issuers route JWTs by their exact (unverified) iss claim. A JWT whose
+	// iss is not a key here is refused without any network call.
+	Issuers map[string]Verifier
+	// DefaultScopes are given to principals whose credential carries no
+	// Gatehouse scope (default mcp:read mcp:write).
+	DefaultScopes []string
 	// CacheTTL bounds how long a successful validation is reused (default
 	// 60s); an entry never outlives the credential's own expiry.
 	CacheTTL time.Duration
@@ -59,6 +66,9 @@ func NewResolver(opts ResolverOptions) *Resolver {
 	if opts.Capacity == 0 {
 		opts.Capacity = 100_000
 	}
+	if len(opts.DefaultScopes) == 0 {
+		opts.DefaultScopes = []string{ScopeRead, ScopeWrite}
+	}
 	if opts.VerifyTimeout <= 0 {
 		opts.VerifyTimeout = 10 * time.Second
 	}
@@ -89,6 +99,9 @@ func (r *Resolver) Resolve(ctx context.Context, token string) (*Principal, error
 		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.VerifyTimeout)
 		defer cancel()
 		p, err := v.Verify(vctx, token)
+		if err == nil && p != nil {
+			p.Scopes = r.gatehouseScopes(p.Scopes)
+		}
 		o := outcome{p: p, err: err}
 		if ttl := r.ttl(o); ttl > 0 {
 			return c.Set(key, o, ttl)
@@ -133,7 +146,28 @@ func (r *Resolver) route(token string) (Verifier, error) {
 			return pr.Verifier, nil
 		}
 	}
+	if _, iss, ok := PeekJWT(token); ok {
+		if v, ok := r.opts.Issuers[iss]; ok && iss != "" {
+			return v, nil
+		}
+		return nil, Invalid("the token's issuer is not one this server accepts")
+	}
 	return nil, Invalid("the token is not issued by an identity provider this server accepts")
+}
+
+// gatehouseScopes keeps the Gatehouse scopes a credential carries, or
+// gives it the default ones when it carries none.
+func (r *Resolver) gatehouseScopes(scopes []string) []string {
+	var out []string
+	for _, s := range scopes {
+		if slices.Contains(AllScopes, s) && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	if len(out) == 0 {
+		return slices.Clone(r.opts.DefaultScopes)
+	}
+	return out
 }
 
 // Forget drops every cached principal for which match is true (for example
