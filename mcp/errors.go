@@ -47,6 +47,8 @@ func authFailure(err error) authAnswer {
 		return authAnswer{http.StatusServiceUnavailable, "temporarily_unavailable", "the identity provider cannot be reached; retry shortly"}
 	case errors.Is(err, tenancy.ErrSuspended):
 		return authAnswer{http.StatusForbidden, "access_denied", "this organisation's access to Gatehouse is suspended"}
+	case errors.Is(err, tenancy.ErrSignupRefused):
+		return authAnswer{http.StatusForbidden, "access_denied", "your organisation is not registered on this server and sign-up is restricted; ask the server's operator to admit it"}
 	case errors.Is(err, tenancy.ErrNoTenant):
 		return authAnswer{http.StatusForbidden, "access_denied", "you do not belong to an organisation on this server"}
 	}

@@ -30,15 +30,24 @@ type gatehouse struct {
 	ts  *httptest.Server
 }
 
-func newGatehouse(t testing.TB) *gatehouse {
+// setup adjusts a test server's identity routes and tenancy policy.
+type setup struct {
+	resolver identity.ResolverOptions
+	policy   *tenancy.Policy
+}
+
+func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	t.Helper()
 	db := storetest.MustOpenDB(t)
 	log := storetest.Logger(t)
-	resolver := identity.NewResolver(identity.ResolverOptions{
-		Prefixes: []identity.PrefixRoute{{Prefix: apikey.Prefix, Verifier: apikey.NewVerifier(db, log)}},
-	})
+	su := &setup{policy: tenancy.DefaultPolicy()}
+	su.resolver.Prefixes = []identity.PrefixRoute{{Prefix: apikey.Prefix, Verifier: apikey.NewVerifier(db, log)}}
+	for _, m := range mods {
+		m(su)
+	}
+	resolver := identity.NewResolver(su.resolver)
 	t.Cleanup(resolver.Close)
-	tenants := tenancy.NewService(db, tenancy.ServiceOptions{})
+	tenants := tenancy.NewService(db, tenancy.ServiceOptions{Policy: su.policy})
 	t.Cleanup(tenants.Close)
 	g := &gatehouse{db: db}
 	g.ts = httptest.NewUnstartedServer(nil)

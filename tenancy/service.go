@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jellydator/ttlcache/v3"
@@ -18,6 +19,9 @@ var ErrNoTenant = errors.New("no tenant for this principal")
 // Store is what the Service needs from the database.
 type Store interface {
 	FindTenantByID(ctx context.Context, id string) (*Tenant, error)
+	FindTenantByKey(ctx context.Context, key string) (*Tenant, error)
+	EnsureTenant(ctx context.Context, key string, kind Kind) (*Tenant, bool, error)
+	EnsureMember(ctx context.Context, t *Tenant, p *identity.Principal, newRole Role) (*Member, error)
 }
 
 // Membership is a principal's place: its tenant and its role there.
@@ -28,15 +32,20 @@ type Membership struct {
 
 // ServiceOptions configure a [Service]; zero values mean the defaults.
 type ServiceOptions struct {
-	// CacheTTL bounds how long a tenant record is reused (default 30s).
-	// Changes made through this database are also pushed (see [Service.Forget]).
+	// Policy places principals (default DefaultPolicy()).
+	Policy *Policy
+	// CacheTTL bounds how long tenant and member records are reused
+	// (default 30s). Changes made through this database are also pushed
+	// (see [Service.Forget]).
 	CacheTTL time.Duration
 }
 
-// Service maps principals to memberships.
+// Service maps principals to memberships, creating tenants and members on
+// first sign-in as the policy allows.
 type Service struct {
-	store   Store
-	tenants *ttlcache.Cache[string, *Tenant] // by id
+	store  Store
+	policy *Policy
+	cache  *ttlcache.Cache[string, any] // "id:"+id, "key:"+key → *Tenant; "member:"+tenantID+" "+subject → Role
 }
 
 // NewService returns a Service; call Close to stop its cache janitor.
@@ -44,59 +53,125 @@ func NewService(store Store, opts ServiceOptions) *Service {
 	if opts.CacheTTL <= 0 {
 		opts.CacheTTL = 30 * time.Second
 	}
+	if opts.Policy == nil {
+		opts.Policy = DefaultPolicy()
+	}
 	s := &Service{
-		store: store,
-		tenants: ttlcache.New(
-			ttlcache.WithTTL[string, *Tenant](opts.CacheTTL),
-			ttlcache.WithDisableTouchOnHit[string, *Tenant](),
-			ttlcache.WithCapacity[string, *Tenant](100_000),
+		store:  store,
+		policy: opts.Policy,
+		cache: ttlcache.New(
+			ttlcache.WithTTL[string, any](opts.CacheTTL),
+			ttlcache.WithDisableTouchOnHit[string, any](),
+			ttlcache.WithCapacity[string, any](200_000),
 		),
 	}
-	go s.tenants.Start()
+	go s.cache.Start()
 	return s
 }
 
 // Close stops the cache's background expiry.
-func (s *Service) Close() { s.tenants.Stop() }
+func (s *Service) Close() { s.cache.Stop() }
 
-// Resolve returns p's tenant and role. A credential that belongs to a tenant
-// (an API key) places the principal there with the credential's role.
+// Resolve returns p's tenant and role.
+//
+// A credential that belongs to a tenant (an API key) places the principal
+// there with the credential's role. Anyone else is placed by the policy:
+// the tenant is created if it does not exist and sign-up allows it, and the
+// principal becomes (or is linked to) a member. A role carried by the
+// credential caps the member's role.
 func (s *Service) Resolve(ctx context.Context, p *identity.Principal) (*Membership, error) {
-	if p.TenantID == "" {
-		return nil, fmt.Errorf("%w: the credential names no tenant", ErrNoTenant)
+	if p.TenantID != "" {
+		t, err := s.tenant(ctx, "id:"+p.TenantID, func() (*Tenant, error) { return s.store.FindTenantByID(ctx, p.TenantID) })
+		if err != nil {
+			return nil, err
+		}
+		role, err := ParseRole(p.Role)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNoTenant, err)
+		}
+		if t.Status == Suspended {
+			return nil, fmt.Errorf("%w: %s", ErrSuspended, t.Key)
+		}
+		return &Membership{Tenant: t, Role: role}, nil
 	}
-	t, err := s.tenantByID(ctx, p.TenantID)
+	key, kind := s.policy.Place(p)
+	t, err := s.tenant(ctx, "key:"+key, func() (*Tenant, error) { return s.store.FindTenantByKey(ctx, key) })
+	if errors.Is(err, ErrTenantNotFound) {
+		if !s.policy.MaySignUp(key, kind) {
+			return nil, fmt.Errorf("%w: %s", ErrSignupRefused, key)
+		}
+		t, _, err = s.store.EnsureTenant(ctx, key, kind)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if t.Status == Suspended {
 		return nil, fmt.Errorf("%w: %s", ErrSuspended, t.Key)
 	}
-	role, err := ParseRole(p.Role)
+	role, err := s.memberRole(ctx, t, p)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrNoTenant, err)
+		return nil, err
+	}
+	if p.Role != "" {
+		ceiling, err := ParseRole(p.Role)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrNoTenant, err)
+		}
+		role = role.Lesser(ceiling)
 	}
 	return &Membership{Tenant: t, Role: role}, nil
 }
 
-func (s *Service) tenantByID(ctx context.Context, id string) (*Tenant, error) {
-	if item := s.tenants.Get(id); item != nil {
-		return item.Value(), nil
+// tenant returns a cached tenant or loads it, caching it under both its id
+// and its key.
+func (s *Service) tenant(ctx context.Context, cacheKey string, load func() (*Tenant, error)) (*Tenant, error) {
+	if item := s.cache.Get(cacheKey); item != nil {
+		return item.Value().(*Tenant), nil
 	}
-	t, err := s.store.FindTenantByID(ctx, id)
+	t, err := load()
 	if err != nil {
 		return nil, err
 	}
-	s.tenants.Set(id, t, ttlcache.DefaultTTL)
+	s.cache.Set("id:"+t.ID, t, ttlcache.DefaultTTL)
+	s.cache.Set("key:"+t.Key, t, ttlcache.DefaultTTL)
 	return t, nil
 }
 
-// Forget drops a cached tenant (all of them when id is empty), so the next
-// request reads it again.
+func (s *Service) memberRole(ctx context.Context, t *Tenant, p *identity.Principal) (Role, error) {
+	cacheKey := "member:" + t.ID + " " + p.Subject
+	if item := s.cache.Get(cacheKey); item != nil {
+		return item.Value().(Role), nil
+	}
+	m, err := s.store.EnsureMember(ctx, t, p, s.policy.DefaultRole)
+	if err != nil {
+		return "", err
+	}
+	s.cache.Set(cacheKey, m.Role, ttlcache.DefaultTTL)
+	return m.Role, nil
+}
+
+// Forget drops everything cached about a tenant (all tenants when id is
+// empty), so the next request reads it again.
 func (s *Service) Forget(id string) {
 	if id == "" {
-		s.tenants.DeleteAll()
+		s.cache.DeleteAll()
 		return
 	}
-	s.tenants.Delete(id)
+	var keys []string
+	s.cache.Range(func(item *ttlcache.Item[string, any]) bool {
+		switch v := item.Value().(type) {
+		case *Tenant:
+			if v.ID == id {
+				keys = append(keys, item.Key())
+			}
+		case Role:
+			if strings.HasPrefix(item.Key(), "member:"+id+" ") {
+				keys = append(keys, item.Key())
+			}
+		}
+		return true
+	})
+	for _, k := range keys {
+		s.cache.Delete(k)
+	}
 }
