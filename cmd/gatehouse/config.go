@@ -6,9 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
 // envVar documents one environment variable. The table is the single source
@@ -32,6 +36,28 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_SHUTDOWN_GRACE", Default: "25s", Help: "how long in-flight requests may finish after SIGTERM"},
 	{Name: "GATEHOUSE_TRUSTED_PROXIES", Help: "comma-separated CIDRs whose X-Forwarded-For is believed"},
 	{Name: "GATEHOUSE_ALLOWED_ORIGINS", Help: "comma-separated origins allowed to call /mcp from a browser"},
+	{Name: "GATEHOUSE_CONFIG_FILE", Help: "YAML file with settings beyond the environment (more OIDC issuers: oidc_issuers)"},
+	{Name: "GATEHOUSE_ALLOW_INSECURE_ISSUERS", Default: "false", Help: "accept plain-http issuer URLs (local identity providers and tests only)"},
+	{Name: "GATEHOUSE_DEFAULT_SCOPES", Default: "mcp:read mcp:write", Help: "scopes given to tokens that carry no Gatehouse scope (space or comma separated)"},
+	{Name: "GATEHOUSE_GOOGLE_CLIENT_ID", Help: "Google OAuth client id: enables Google ID tokens and access tokens issued to this client"},
+	{Name: "GATEHOUSE_GOOGLE_ISSUER", Default: "https://accounts.google.com", Help: "Google's issuer (override for tests)"},
+	{Name: "GATEHOUSE_GOOGLE_TOKENINFO_URL", Default: "https://oauth2.googleapis.com/tokeninfo", Help: "Google's tokeninfo endpoint (override for tests)"},
+	{Name: "GATEHOUSE_GOOGLE_USERINFO_URL", Default: "https://openidconnect.googleapis.com/v1/userinfo", Help: "Google's userinfo endpoint (override for tests)"},
+	{Name: "GATEHOUSE_AUTH0_DOMAIN", Help: "Auth0 tenant domain, such as example.eu.auth0.com: enables Auth0 (with GATEHOUSE_AUTH0_AUDIENCE)"},
+	{Name: "GATEHOUSE_AUTH0_AUDIENCE", Help: "the Auth0 API identifier access tokens must be issued for"},
+	{Name: "GATEHOUSE_AUTH0_EMAIL_CLAIM", Help: "namespaced claim carrying the email (its flag: <claim>_verified); unset: Auth0's /userinfo, cached"},
+	{Name: "GATEHOUSE_AUTH0_ISSUER", Help: "Auth0 issuer; default https://<domain>/"},
+	{Name: "GATEHOUSE_GITHUB_CLIENT_ID", Help: "GitHub OAuth app client id: enables GitHub user tokens issued to this app (with the secret)"},
+	{Name: "GATEHOUSE_GITHUB_CLIENT_SECRET", Secret: true, Help: "GitHub OAuth app client secret (proves tokens were issued to this app)"},
+	{Name: "GATEHOUSE_GITHUB_API_URL", Default: "https://api.github.com", Help: "GitHub REST API (GitHub Enterprise: https://HOST/api/v3)"},
+	{Name: "GATEHOUSE_OIDC_ISSUER", Help: "an OpenID Connect issuer (Keycloak, Okta, Entra, Dex): enables it (with GATEHOUSE_OIDC_AUDIENCE)"},
+	{Name: "GATEHOUSE_OIDC_AUDIENCE", Help: "audiences accepted from that issuer (comma separated)"},
+	{Name: "GATEHOUSE_OIDC_NAME", Default: "oidc", Help: "short name of that issuer, used in subjects (<name>:<sub>)"},
+	{Name: "GATEHOUSE_TENANT_SIGNUP", Default: "open", Help: "which new tenants may be created on first sign-in: open, allowlist or closed"},
+	{Name: "GATEHOUSE_TENANT_ALLOWLIST", Help: "tenants that may sign up under allowlist (comma separated; 'personal' admits personal tenants)"},
+	{Name: "GATEHOUSE_TENANT_ALIASES", Help: "email domains mapped to a tenant, such as acme.io=acme.com (comma separated)"},
+	{Name: "GATEHOUSE_CONSUMER_DOMAINS", Help: "replaces the built-in list of consumer mail domains (whose users get personal tenants); gmx.* style wildcards"},
+	{Name: "GATEHOUSE_DEFAULT_ROLE", Default: "developer", Help: "role of an organisation's members after its first (who is admin)"},
 	{Name: "GOGC", Default: "400", Help: "Go garbage collector target (Go's own variable); Gatehouse's default is chosen by benchmark"},
 	{Name: "GOMEMLIMIT", Help: "Go soft memory limit (Go's own variable); default 90% of the container's memory limit, if any"},
 }
@@ -48,6 +74,9 @@ type Config struct {
 	ShutdownGrace  time.Duration
 	TrustedProxies []*net.IPNet
 	AllowedOrigins []string
+	DefaultScopes  []string
+	Providers      *providers
+	Policy         *tenancy.Policy
 }
 
 // loadConfig reads the environment and reports every problem at once.
@@ -131,6 +160,33 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		}
 		c.AllowedOrigins = append(c.AllowedOrigins, o)
 	}
+	for _, sc := range strings.FieldsFunc(get("GATEHOUSE_DEFAULT_SCOPES"), func(r rune) bool { return r == ' ' || r == ',' }) {
+		if !slices.Contains(identity.AllScopes, sc) {
+			bad("GATEHOUSE_DEFAULT_SCOPES", "unknown scope %q (want %s)", sc, strings.Join(identity.AllScopes, ", "))
+		}
+		c.DefaultScopes = append(c.DefaultScopes, sc)
+	}
+	insecure := false
+	switch v := get("GATEHOUSE_ALLOW_INSECURE_ISSUERS"); v {
+	case "true", "1", "yes":
+		insecure = true
+	case "false", "0", "no", "":
+	default:
+		bad("GATEHOUSE_ALLOW_INSECURE_ISSUERS", "%q is not true or false", v)
+	}
+	fc, err := readConfigFile(get("GATEHOUSE_CONFIG_FILE"))
+	if err != nil {
+		bad("GATEHOUSE_CONFIG_FILE", "%v", err)
+		fc = &fileConfig{}
+	}
+	var perrs []error
+	c.Providers, perrs = loadProviders(get, insecure, fc)
+	errs = append(errs, perrs...)
+	if _, err := c.Providers.resolverOptions(nil, 0, nil); err != nil {
+		errs = append(errs, err) // two providers claiming one issuer
+	}
+	c.Policy, perrs = loadPolicy(get)
+	errs = append(errs, perrs...)
 	return c, errors.Join(errs...)
 }
 

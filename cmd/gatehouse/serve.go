@@ -37,12 +37,15 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 
-	resolver := identity.NewResolver(identity.ResolverOptions{
-		Prefixes: []identity.PrefixRoute{{Prefix: apikey.Prefix, Verifier: apikey.NewVerifier(db, log)}},
-		CacheTTL: cfg.AuthCacheTTL,
-	})
+	ropts, err := cfg.Providers.resolverOptions(apikey.NewVerifier(db, log), cfg.AuthCacheTTL, cfg.DefaultScopes)
+	if err != nil {
+		return fmt.Errorf("%w:\n%s", errConfig, indent(err))
+	}
+	log.Info("identity providers", "enabled", append([]string{"apikey"}, cfg.Providers.names()...),
+		"tenant_signup", cfg.Policy.Signup, "default_role", cfg.Policy.DefaultRole)
+	resolver := identity.NewResolver(ropts)
 	defer resolver.Close()
-	tenants := tenancy.NewService(db, tenancy.ServiceOptions{})
+	tenants := tenancy.NewService(db, tenancy.ServiceOptions{Policy: cfg.Policy})
 	defer tenants.Close()
 
 	srv, err := mcp.New(mcp.Options{

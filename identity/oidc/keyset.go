@@ -112,13 +112,12 @@ func verifyWith(keys []jose.JSONWebKey, jws *jose.JSONWebSignature, kid string) 
 // returns the keys to use: the new ones, or the old ones if it failed.
 func (k *keySet) refresh(ctx context.Context) ([]jose.JSONWebKey, error) {
 	v, err, _ := k.group.Do("", func() (any, error) {
-		k.mu.Lock()
-		k.lastAttempt = time.Now()
-		k.mu.Unlock()
 		keys, err := k.fetch(context.WithoutCancel(ctx))
 		k.mu.Lock()
 		defer k.mu.Unlock()
-		k.lastErr = err
+		// Recorded when the fetch ends: callers arriving while it runs join it
+		// (singleflight) instead of being refused for want of keys.
+		k.lastAttempt, k.lastErr = time.Now(), err
 		if err != nil {
 			return k.keys, err
 		}

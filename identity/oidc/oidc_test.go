@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,5 +179,27 @@ func TestDiscoveryIssuerMismatchIsRefused(t *testing.T) {
 	_, err := v.Verify(context.Background(), iss.Sign(iss.Claims("u", "gatehouse", map[string]any{"iss": iss.ServerURL()})))
 	if !errors.Is(err, identity.ErrUnavailable) || !strings.Contains(err.Error(), "discovery") {
 		t.Errorf("err = %v, want a discovery error", err)
+	}
+}
+
+// TestColdStartConcurrentTokens: many valid tokens arriving together at a
+// verifier that has not fetched the JWKS yet all verify, with one fetch.
+func TestColdStartConcurrentTokens(t *testing.T) {
+	iss := idptest.NewIssuer(t, nil)
+	v := open(t, iss, nil)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for n := range 20 {
+		wg.Go(func() {
+			<-start
+			if _, err := v.Verify(context.Background(), iss.Sign(iss.Claims(fmt.Sprint("u", n), "gatehouse", nil))); err != nil {
+				t.Errorf("token %d: %v", n, err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if n := iss.JWKSRequests.Load(); n != 1 {
+		t.Errorf("JWKS fetched %d times, want 1", n)
 	}
 }

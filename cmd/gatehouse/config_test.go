@@ -1,0 +1,100 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestProviderConfiguration(t *testing.T) {
+	c, err := loadConfig(func(k string) string {
+		return map[string]string{
+			"GATEHOUSE_GITHUB_CLIENT_ID":       "Ov23",
+			"GATEHOUSE_GITHUB_CLIENT_SECRET":   "s",
+			"GATEHOUSE_GOOGLE_CLIENT_ID":       "123.apps.googleusercontent.com",
+			"GATEHOUSE_AUTH0_DOMAIN":           "example.eu.auth0.com",
+			"GATEHOUSE_AUTH0_AUDIENCE":         "https://mcp.example.com",
+			"GATEHOUSE_OIDC_ISSUER":            "https://sso.example.com/realms/main",
+			"GATEHOUSE_OIDC_AUDIENCE":          "gatehouse",
+			"GATEHOUSE_OIDC_NAME":              "keycloak",
+			"GATEHOUSE_TENANT_ALIASES":         "acme.io=acme.com",
+			"GATEHOUSE_TENANT_SIGNUP":          "allowlist",
+			"GATEHOUSE_TENANT_ALLOWLIST":       "acme.com,personal",
+			"GATEHOUSE_DEFAULT_ROLE":           "viewer",
+			"GATEHOUSE_DEFAULT_SCOPES":         "mcp:read",
+			"GATEHOUSE_ALLOW_INSECURE_ISSUERS": "false",
+		}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Providers.names(), ","); got != "google,auth0,github,keycloak" {
+		t.Errorf("providers = %s", got)
+	}
+	opts, err := c.Providers.resolverOptions(nil, 0, c.DefaultScopes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, iss := range []string{"https://accounts.google.com", "accounts.google.com", "https://example.eu.auth0.com/", "https://sso.example.com/realms/main"} {
+		if opts.Issuers[iss] == nil {
+			t.Errorf("no route for issuer %s", iss)
+		}
+	}
+	var prefixes []string
+	for _, p := range opts.Prefixes {
+		prefixes = append(prefixes, p.Prefix)
+	}
+	if got := strings.Join(prefixes, " "); got != "gk_ ya29. gho_ ghu_ ghp_ github_pat_" {
+		t.Errorf("prefixes = %s", got)
+	}
+	if c.Policy.Aliases["acme.io"] != "acme.com" || c.Policy.DefaultRole != "viewer" || len(c.Policy.Allowlist) != 2 {
+		t.Errorf("policy = %+v", c.Policy)
+	}
+}
+
+// TestProviderConfigurationProblemsAreAllListed: a half-configured
+// provider, an insecure issuer, a clash and bad tenancy values together.
+func TestProviderConfigurationProblemsAreAllListed(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "gatehouse.yaml")
+	if err := os.WriteFile(file, []byte("oidc_issuers:\n  - name: dup\n    issuer: https://sso.example.com\n    audiences: [a]\n  - name: github\n    issuer: https://other.example.com\n    audiences: [a]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(func(k string) string {
+		return map[string]string{
+			"GATEHOUSE_GITHUB_CLIENT_ID": "Ov23", // no secret
+			"GATEHOUSE_OIDC_ISSUER":      "https://sso.example.com",
+			"GATEHOUSE_OIDC_AUDIENCE":    "gatehouse",
+			"GATEHOUSE_AUTH0_DOMAIN":     "example.eu.auth0.com",
+			"GATEHOUSE_AUTH0_AUDIENCE":   "x",
+			"GATEHOUSE_AUTH0_ISSUER":     "http://insecure.example.com/",
+			"GATEHOUSE_CONFIG_FILE":      file,
+			"GATEHOUSE_TENANT_SIGNUP":    "sometimes",
+			"GATEHOUSE_TENANT_ALIASES":   "nonsense",
+			"GATEHOUSE_DEFAULT_ROLE":     "owner",
+			"GATEHOUSE_DEFAULT_SCOPES":   "mcp:everything",
+		}[k]
+	})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{
+		"GATEHOUSE_GITHUB_CLIENT_SECRET", "plain http", "two identity providers are configured for issuer https://sso.example.com",
+		`"github" is reserved`, "sometimes", "nonsense", "owner", "mcp:everything",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestConfigFileRejectsUnknownSettings(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "gatehouse.yaml")
+	if err := os.WriteFile(file, []byte("oidc_issuer:\n  - name: typo\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(func(k string) string { return map[string]string{"GATEHOUSE_CONFIG_FILE": file}[k] })
+	if err == nil || !strings.Contains(err.Error(), "oidc_issuer") {
+		t.Errorf("err = %v", err)
+	}
+}
