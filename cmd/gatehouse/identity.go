@@ -78,7 +78,7 @@ func loadProviders(get func(string) string, insecure bool, fc *fileConfig) (*pro
 	if need("Google", "GATEHOUSE_GOOGLE_CLIENT_ID") {
 		p, err := google.Config{
 			ClientID: get("GATEHOUSE_GOOGLE_CLIENT_ID"),
-			Issuer: get("GATEHOUSE_GOOGLE_ISSUER"), TokenInfoURL: get("GATEHOUSE_GOOGLE_TOKENINFO_URL"),
+			Issuer:   get("GATEHOUSE_GOOGLE_ISSUER"), TokenInfoURL: get("GATEHOUSE_GOOGLE_TOKENINFO_URL"),
 			UserInfoURL: get("GATEHOUSE_GOOGLE_USERINFO_URL"), AllowInsecure: insecure,
 		}.Open()
 		ps.google, errs = p, appendErr(errs, "GATEHOUSE_GOOGLE_*", err)
