@@ -93,6 +93,26 @@ func (r *Resolver) Resolve(ctx context.Context, token string) (*Principal, error
 	}
 	sum := sha256.Sum256([]byte(token))
 	key := string(sum[:])
+	item := r.cache.Get(key)
+	if item == nil {
+		item = r.load(ctx, key, token, v)
+	}
+	o := item.Value()
+	if o.err != nil {
+		return nil, o.err
+	}
+	if o.p == nil {
+		return nil, errors.New("identity: verifier returned no principal")
+	}
+	if !o.p.Expiry.IsZero() && !time.Now().Before(o.p.Expiry) {
+		return nil, Invalid("the token has expired")
+	}
+	return o.p, nil
+}
+
+// load verifies a credential on a cache miss; concurrent misses for one
+// credential share one verification.
+func (r *Resolver) load(ctx context.Context, key, token string, v Verifier) *ttlcache.Item[string, outcome] {
 	load := ttlcache.LoaderFunc[string, outcome](func(c *ttlcache.Cache[string, outcome], key string) *ttlcache.Item[string, outcome] {
 		// One verification serves every caller waiting on this credential:
 		// one caller going away must not fail the others.
@@ -108,18 +128,7 @@ func (r *Resolver) Resolve(ctx context.Context, token string) (*Principal, error
 		}
 		return ttlcache.NewItemWithOpts(key, o, 0) // handed to the waiters, not cached
 	})
-	item := r.cache.Get(key, ttlcache.WithLoader[string, outcome](ttlcache.NewSuppressedLoader(load, &r.group)))
-	o := item.Value()
-	if o.err != nil {
-		return nil, o.err
-	}
-	if o.p == nil {
-		return nil, errors.New("identity: verifier returned no principal")
-	}
-	if !o.p.Expiry.IsZero() && !time.Now().Before(o.p.Expiry) {
-		return nil, Invalid("the token has expired")
-	}
-	return o.p, nil
+	return r.cache.Get(key, ttlcache.WithLoader[string, outcome](ttlcache.NewSuppressedLoader(load, &r.group)))
 }
 
 // ttl is how long an outcome may be reused: rejections briefly, upstream
