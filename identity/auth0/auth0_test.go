@@ -19,14 +19,14 @@ const (
 	scopes     = "openid profile email mcp:read"
 )
 
-var jane = user{Sub: "google-oauth2|103547991597142817347", Email: "janedoe@exampleco.com", Name: "Jane Doe"}
+var jane = idptest.Auth0User{Sub: "google-oauth2|103547991597142817347", Email: "janedoe@exampleco.com", Name: "Jane Doe"}
 
 // setup starts an issuer playing an Auth0 tenant (its iss ends with "/"),
 // its /userinfo fake, and a verifier for it.
-func setup(t *testing.T, mod func(*auth0.Config)) (*idptest.Issuer, *fakeAuth0, *auth0.Verifier) {
+func setup(t *testing.T, mod func(*auth0.Config)) (*idptest.Issuer, *idptest.Auth0, *auth0.Verifier) {
 	t.Helper()
 	iss := idptest.NewIssuer(t, &idptest.Options{Suffix: "/"})
-	f := newFake(t, iss)
+	f := idptest.NewAuth0(t, iss)
 	cfg := auth0.Config{Issuer: iss.URL, Audience: audience, EmailClaim: emailClaim, AllowInsecure: true, HTTPClient: iss.Client()}
 	if mod != nil {
 		mod(&cfg)
@@ -74,7 +74,7 @@ func TestVerify(t *testing.T) {
 			for k, val := range tt.extra {
 				extra[k] = val
 			}
-			p, err := v.Verify(context.Background(), f.mint(jane, tt.aud, extra))
+			p, err := v.Verify(context.Background(), f.Mint(jane, tt.aud, extra))
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
@@ -91,7 +91,7 @@ func TestVerify(t *testing.T) {
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("principal =\n%+v\nwant\n%+v", got, want)
 			}
-			if n := f.count(); n != tt.wantUserInfo {
+			if n := f.UserInfo.Calls(); n != tt.wantUserInfo {
 				t.Errorf("/userinfo called %d times, want %d", n, tt.wantUserInfo)
 			}
 		})
@@ -109,20 +109,20 @@ func cmpOr(a, b []string) []string {
 // it is not asked about others, which are accepted without an email.
 func TestWithoutOpenIDScope(t *testing.T) {
 	_, f, v := setup(t, nil)
-	p, err := v.Verify(context.Background(), f.mint(jane, audience, map[string]any{"scope": "mcp:read"}))
+	p, err := v.Verify(context.Background(), f.Mint(jane, audience, map[string]any{"scope": "mcp:read"}))
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
-	if p.Email != "" || p.EmailVerified || f.count() != 0 {
-		t.Errorf("principal %+v after %d /userinfo calls, want no email and no call", p, f.count())
+	if p.Email != "" || p.EmailVerified || f.UserInfo.Calls() != 0 {
+		t.Errorf("principal %+v after %d /userinfo calls, want no email and no call", p, f.UserInfo.Calls())
 	}
 }
 
 func TestUserInfoIsCachedPerSubject(t *testing.T) {
 	_, f, v := setup(t, nil)
-	john := user{Sub: "auth0|5f7c8ec7c33c6c004bbafe82", Email: "john@exampleco.com", Name: "John Doe"}
-	for n, u := range []user{jane, jane, john, jane, john} {
-		tok := f.mint(u, audience, map[string]any{"scope": scopes, "jti": n}) // a new token each time
+	john := idptest.Auth0User{Sub: "auth0|5f7c8ec7c33c6c004bbafe82", Email: "john@exampleco.com", Name: "John Doe"}
+	for n, u := range []idptest.Auth0User{jane, jane, john, jane, john} {
+		tok := f.Mint(u, audience, map[string]any{"scope": scopes, "jti": n}) // a new token each time
 		p, err := v.Verify(context.Background(), tok)
 		if err != nil {
 			t.Fatalf("token %d: %v", n, err)
@@ -131,7 +131,7 @@ func TestUserInfoIsCachedPerSubject(t *testing.T) {
 			t.Errorf("token %d: email %q, want %q", n, p.Email, u.Email)
 		}
 	}
-	if n := f.count(); n != 2 {
+	if n := f.UserInfo.Calls(); n != 2 {
 		t.Errorf("/userinfo called %d times for two subjects, want 2", n)
 	}
 }
@@ -139,13 +139,13 @@ func TestUserInfoIsCachedPerSubject(t *testing.T) {
 func TestUserInfoConcurrentFirstUse(t *testing.T) {
 	_, f, v := setup(t, nil)
 	// Fetch the signing keys first: the burst below is about /userinfo.
-	if _, err := v.Verify(context.Background(), f.mint(jane, audience, map[string]any{"scope": "mcp:read"})); err != nil {
+	if _, err := v.Verify(context.Background(), f.Mint(jane, audience, map[string]any{"scope": "mcp:read"})); err != nil {
 		t.Fatal(err)
 	}
-	f.slow(100 * time.Millisecond)
+	f.UserInfo.SetDelay(100 * time.Millisecond)
 	var tokens []string
 	for n := range 20 {
-		tokens = append(tokens, f.mint(jane, audience, map[string]any{"scope": scopes, "jti": n}))
+		tokens = append(tokens, f.Mint(jane, audience, map[string]any{"scope": scopes, "jti": n}))
 	}
 	var wg sync.WaitGroup
 	for _, tok := range tokens {
@@ -156,7 +156,7 @@ func TestUserInfoConcurrentFirstUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := f.count(); n != 1 {
+	if n := f.UserInfo.Calls(); n != 1 {
 		t.Errorf("20 concurrent first uses of one subject made %d /userinfo calls, want 1", n)
 	}
 }
@@ -164,12 +164,12 @@ func TestUserInfoConcurrentFirstUse(t *testing.T) {
 func TestUserInfoTTL(t *testing.T) {
 	_, f, v := setup(t, func(c *auth0.Config) { c.UserInfoTTL = 50 * time.Millisecond })
 	for range 2 {
-		if _, err := v.Verify(context.Background(), f.mint(jane, audience, map[string]any{"scope": scopes})); err != nil {
+		if _, err := v.Verify(context.Background(), f.Mint(jane, audience, map[string]any{"scope": scopes})); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(60 * time.Millisecond)
 	}
-	if n := f.count(); n != 2 {
+	if n := f.UserInfo.Calls(); n != 2 {
 		t.Errorf("/userinfo called %d times across an expired TTL, want 2", n)
 	}
 }

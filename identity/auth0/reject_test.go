@@ -40,11 +40,11 @@ func TestRejects(t *testing.T) {
 		{"HS256 keyed with the RSA public key", idptest.SignWith(jose.HS256, iss.PublicKeyPEM(), iss.KeyID(), good), "algorithm"},
 		{"alg none", idptest.Unsigned(good), "algorithm"},
 		{"RS384 (Auth0 signs with RS256 only)", idptest.SignWith(jose.RS384, stranger, iss.KeyID(), good), "algorithm"},
-		{"wrong audience", f.mint(jane, "https://api.other.example.com", map[string]any{"scope": scopes}), "audience"},
+		{"wrong audience", f.Mint(jane, "https://api.other.example.com", map[string]any{"scope": scopes}), "audience"},
 		{"expired", iss.Sign(with("exp", time.Now().Add(-time.Minute).Unix())), "expired"},
 		{"issuer without the trailing slash", iss.Sign(with("iss", strings.TrimSuffix(iss.URL, "/"))), "issued by"},
 		{"/userinfo rejects the token (401)", unknownToUserInfo, "did not accept"},
-		{"/userinfo names another user", f.mint(impostor, audience, map[string]any{"scope": scopes}), "could not be confirmed"},
+		{"/userinfo names another user", f.Mint(impostor, audience, map[string]any{"scope": scopes}), "could not be confirmed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,12 +75,14 @@ func TestUnavailable(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			iss, f, v := setup(t, nil)
 			// Warm the key set with a token that needs no /userinfo.
-			if _, err := v.Verify(context.Background(), f.mint(jane, audience, map[string]any{emailClaim: jane.Email})); err != nil {
+			if _, err := v.Verify(context.Background(), f.Mint(jane, audience, map[string]any{emailClaim: jane.Email})); err != nil {
 				t.Fatal(err)
 			}
-			f.fail(tt.status)
+			if tt.status != 0 {
+				f.UserInfo.FailStatus(tt.status)
+			}
 			iss.SetDown(tt.down)
-			tok := f.mint(jane, audience, map[string]any{"scope": scopes})
+			tok := f.Mint(jane, audience, map[string]any{"scope": scopes})
 			_, err := v.Verify(context.Background(), tok)
 			if !errors.Is(err, identity.ErrUnavailable) || errors.Is(err, identity.ErrInvalidToken) {
 				t.Fatalf("err = %v, want ErrUnavailable", err)
@@ -91,7 +93,7 @@ func TestUnavailable(t *testing.T) {
 	t.Run("Auth0 down before its keys were fetched", func(t *testing.T) {
 		iss, f, v := setup(t, nil)
 		iss.SetDown(true)
-		tok := f.mint(jane, audience, map[string]any{"scope": scopes})
+		tok := f.Mint(jane, audience, map[string]any{"scope": scopes})
 		if _, err := v.Verify(context.Background(), tok); !errors.Is(err, identity.ErrUnavailable) {
 			t.Fatalf("err = %v, want ErrUnavailable", err)
 		}
@@ -102,12 +104,12 @@ func TestUnavailable(t *testing.T) {
 // profile.
 func TestFailuresAreNotCached(t *testing.T) {
 	_, f, v := setup(t, nil)
-	f.fail(http.StatusTooManyRequests)
-	tok := f.mint(jane, audience, map[string]any{"scope": scopes})
+	f.UserInfo.FailStatus(http.StatusTooManyRequests)
+	tok := f.Mint(jane, audience, map[string]any{"scope": scopes})
 	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, identity.ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
-	f.fail(0)
+	f.UserInfo.Restore()
 	if p, err := v.Verify(context.Background(), tok); err != nil || p.Email != jane.Email {
 		t.Errorf("after recovery: %+v, %v", p, err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/github"
+	"github.com/gatehouse-mcp/gatehouse/identity/idptest"
 )
 
 func TestOpenReportsEveryProblem(t *testing.T) {
@@ -58,9 +59,12 @@ func TestOpenAPIURL(t *testing.T) {
 
 // GitHub Enterprise Server serves the REST API under /api/v3.
 func TestVerifyEnterpriseServer(t *testing.T) {
-	f := newFake(t, "/api/v3")
-	f.issue(oauthToken, grant{User: octocat, Emails: emailsOnlyPrimary})
-	for _, base := range []string{f.srv.URL + "/api/v3", f.srv.URL + "/api/v3/"} {
+	f := idptest.NewGitHubEnterprise(t, clientID, clientSecret)
+	if !strings.HasSuffix(f.URL(), "/api/v3") {
+		t.Fatalf("fake GitHub Enterprise Server API URL %q does not end with /api/v3", f.URL())
+	}
+	f.Issue(oauthToken, idptest.GitHubGrant{User: octocat})
+	for _, base := range []string{f.URL(), f.URL() + "/"} {
 		p, err := openVerifier(t, f, base, clientSecret).Verify(context.Background(), oauthToken)
 		if err != nil {
 			t.Fatalf("Verify against %s: %v", base, err)
@@ -74,9 +78,9 @@ func TestVerifyEnterpriseServer(t *testing.T) {
 // The resolver routes every GitHub token shape to this provider and caches
 // the outcome.
 func TestResolverRoutesPrefixes(t *testing.T) {
-	f := newFake(t, "")
-	f.issue(oauthToken, grant{User: octocat, Emails: emailsOnlyPrimary})
-	v := openVerifier(t, f, f.srv.URL, clientSecret)
+	f := idptest.NewGitHub(t, clientID, clientSecret)
+	f.Issue(oauthToken, idptest.GitHubGrant{User: octocat})
+	v := openVerifier(t, f, f.URL(), clientSecret)
 	var routes []identity.PrefixRoute
 	for _, p := range github.Prefixes {
 		routes = append(routes, identity.PrefixRoute{Prefix: p, Verifier: v})
@@ -93,7 +97,7 @@ func TestResolverRoutesPrefixes(t *testing.T) {
 			t.Errorf("principal = %+v", p)
 		}
 	}
-	if n := f.count(epCheck); n != 1 {
+	if n := f.CheckToken.Calls(); n != 1 {
 		t.Errorf("check a token called %d times for two resolutions, want 1", n)
 	}
 	for _, pat := range []string{"ghp_16C7e42F292c6912E7710c838347Ae178B4a", "github_pat_11ABCDEFG0_abc"} {

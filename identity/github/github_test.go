@@ -10,6 +10,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/github"
+	"github.com/gatehouse-mcp/gatehouse/identity/idptest"
 )
 
 const (
@@ -22,12 +23,12 @@ const (
 	reasonPAT     = "GitHub personal access tokens are not accepted; sign in through an MCP client instead"
 )
 
-var octocat = ghUser{ID: 583231, Login: "octocat", Name: "The Octocat", PublicEmail: "octocat-public@example.com"}
+var octocat = octocatWith(emailsOnlyPrimary)
 
-func openVerifier(t *testing.T, f *fakeGitHub, apiURL, secret string) identity.Verifier {
+func openVerifier(t *testing.T, f *idptest.GitHub, apiURL, secret string) identity.Verifier {
 	t.Helper()
 	v, err := github.Config{
-		ClientID: clientID, ClientSecret: secret, APIURL: apiURL, HTTPClient: f.srv.Client(),
+		ClientID: clientID, ClientSecret: secret, APIURL: apiURL, HTTPClient: f.Client(),
 	}.Open()
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -50,48 +51,48 @@ func TestVerify(t *testing.T) {
 	tests := []struct {
 		name        string
 		token       string
-		grant       grant
-		emails      *canned // forced /user/emails answer
+		grant       idptest.GitHubGrant
+		emails      *idptest.Response // forced /user/emails answer
 		wantEmail   string
 		wantName    string
 		wantExpires time.Time
 	}{
 		{"verified primary among decoys", oauthToken,
-			grant{User: octocat, Emails: emailsMixed, ExpiresAt: `"2031-01-02T03:04:05Z"`},
+			idptest.GitHubGrant{User: octocatWith(emailsMixed), ExpiresAt: expiry},
 			nil, "Octocat@GitHub.com", "The Octocat", expiry},
 		{"documented email example", oauthToken,
-			grant{User: octocat, Emails: emailsOnlyPrimary},
+			idptest.GitHubGrant{User: octocat},
 			nil, "octocat@github.com", "The Octocat", time.Time{}},
 		{"GitHub App user token", appToken,
-			grant{User: octocat, Emails: emailsOnlyPrimary, ExpiresAt: `"2031-01-02T03:04:05Z"`},
+			idptest.GitHubGrant{User: octocat, ExpiresAt: expiry},
 			nil, "octocat@github.com", "The Octocat", expiry},
 		{"null name falls back to login", oauthToken,
-			grant{User: noName, Emails: emailsOnlyPrimary},
+			idptest.GitHubGrant{User: noName},
 			nil, "octocat@github.com", "octocat", time.Time{}},
 		{"no verified primary email", oauthToken,
-			grant{User: octocat, Emails: emailsNoVerifiedPrimary},
+			idptest.GitHubGrant{User: octocatWith(emailsNoVerifiedPrimary)},
 			nil, "", "The Octocat", time.Time{}},
 		{"empty email list", oauthToken,
-			grant{User: octocat, Emails: `[]`},
+			idptest.GitHubGrant{User: octocatWith([]idptest.GitHubEmail{})},
 			nil, "", "The Octocat", time.Time{}},
 		{"no user:email scope (404)", oauthToken,
-			grant{User: octocat},
+			idptest.GitHubGrant{User: octocat, NoEmailScope: true},
 			nil, "", "The Octocat", time.Time{}},
 		{"GitHub App without email permission (403)", appToken,
-			grant{User: octocat, Emails: emailsOnlyPrimary},
-			&notAccessible, "", "The Octocat", time.Time{}},
+			idptest.GitHubGrant{User: octocat},
+			&idptest.GitHubNotAccessible, "", "The Octocat", time.Time{}},
 		{"expires_at null", oauthToken,
-			grant{User: octocat, Emails: emailsOnlyPrimary, ExpiresAt: "null"},
+			idptest.GitHubGrant{User: octocat, NullExpiry: true},
 			nil, "octocat@github.com", "The Octocat", time.Time{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFake(t, "")
-			f.issue(tt.token, tt.grant)
+			f := idptest.NewGitHub(t, clientID, clientSecret)
+			f.Issue(tt.token, tt.grant)
 			if tt.emails != nil {
-				f.fail(epEmails, *tt.emails)
+				f.Emails.Fail(*tt.emails)
 			}
-			p, err := openVerifier(t, f, f.srv.URL, clientSecret).Verify(context.Background(), tt.token)
+			p, err := openVerifier(t, f, f.URL(), clientSecret).Verify(context.Background(), tt.token)
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
@@ -112,7 +113,7 @@ func TestVerify(t *testing.T) {
 				t.Errorf("principal =\n%+v\nwant\n%+v", got, want)
 			}
 			for _, ep := range []string{epCheck, epUser, epEmails} {
-				if n := f.count(ep); n != 1 {
+				if n := endpoint(f, ep).Calls(); n != 1 {
 					t.Errorf("%s called %d times, want 1", ep, n)
 				}
 			}
@@ -121,13 +122,13 @@ func TestVerify(t *testing.T) {
 }
 
 func TestVerifyRejects(t *testing.T) {
-	otherApp := grant{App: "Iv1.0ther0app0000000", User: octocat, Emails: emailsOnlyPrimary}
-	ours := grant{User: octocat, Emails: emailsOnlyPrimary}
+	otherApp := idptest.GitHubGrant{App: "Iv1.0ther0app0000000", User: octocat}
+	ours := idptest.GitHubGrant{User: octocat}
 	tests := []struct {
 		name       string
 		token      string
-		grant      *grant
-		fail       map[string]canned
+		grant      *idptest.GitHubGrant
+		fail       map[string]idptest.Response
 		wantReason string
 	}{
 		{"another app's token", oauthToken, &otherApp, nil, reasonNotOurs},
@@ -136,31 +137,31 @@ func TestVerifyRejects(t *testing.T) {
 		{"classic personal access token", "ghp_16C7e42F292c6912E7710c838347Ae178B4a", nil, nil, reasonPAT},
 		{"fine-grained personal access token",
 			"github_pat_11ABCDEFG0123456789abc_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST", nil, nil, reasonPAT},
-		{"validation failed (422)", oauthToken, &ours, map[string]canned{epCheck: validationFailed}, reasonNotOurs},
-		{"forbidden, not rate limited (403)", oauthToken, &ours, map[string]canned{epCheck: forbiddenRaw}, reasonNotOurs},
+		{"validation failed (422)", oauthToken, &ours, map[string]idptest.Response{epCheck: idptest.GitHubValidationFailed}, reasonNotOurs},
+		{"forbidden, not rate limited (403)", oauthToken, &ours, map[string]idptest.Response{epCheck: forbiddenRaw}, reasonNotOurs},
 		{"answer names another app", oauthToken,
-			&grant{ReportedApp: "Iv1.0ther0app0000000", User: octocat, Emails: emailsOnlyPrimary}, nil, reasonNotOurs},
-		{"revoked before /user (401)", oauthToken, &ours, map[string]canned{epUser: badCredentials}, reasonNotOurs},
-		{"revoked before /user/emails (401)", oauthToken, &ours, map[string]canned{epEmails: badCredentials}, reasonNotOurs},
+			&idptest.GitHubGrant{ReportedApp: "Iv1.0ther0app0000000", User: octocat}, nil, reasonNotOurs},
+		{"revoked before /user (401)", oauthToken, &ours, map[string]idptest.Response{epUser: idptest.GitHubBadCredentials}, reasonNotOurs},
+		{"revoked before /user/emails (401)", oauthToken, &ours, map[string]idptest.Response{epEmails: idptest.GitHubBadCredentials}, reasonNotOurs},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFake(t, "")
+			f := idptest.NewGitHub(t, clientID, clientSecret)
 			if tt.grant != nil {
-				f.issue(tt.token, *tt.grant)
+				f.Issue(tt.token, *tt.grant)
 			}
 			for ep, c := range tt.fail {
-				f.fail(ep, c)
+				endpoint(f, ep).Fail(c)
 			}
-			p, err := openVerifier(t, f, f.srv.URL, clientSecret).Verify(context.Background(), tt.token)
+			p, err := openVerifier(t, f, f.URL(), clientSecret).Verify(context.Background(), tt.token)
 			checkInvalid(t, p, err, tt.token, tt.wantReason)
-			if f.count(epCheck) != 1 {
-				t.Errorf("check a token called %d times, want 1", f.count(epCheck))
+			if f.CheckToken.Calls() != 1 {
+				t.Errorf("check a token called %d times, want 1", f.CheckToken.Calls())
 			}
 			_, failsUser := tt.fail[epUser]
 			_, failsEmails := tt.fail[epEmails]
-			if !failsUser && !failsEmails && f.total() != 1 {
-				t.Errorf("GitHub called %d times, want only the token check", f.total())
+			if !failsUser && !failsEmails && total(f) != 1 {
+				t.Errorf("GitHub called %d times, want only the token check", total(f))
 			}
 		})
 	}
@@ -181,13 +182,13 @@ func checkInvalid(t *testing.T, p *identity.Principal, err error, token, wantRea
 }
 
 func TestVerifyRevoked(t *testing.T) {
-	f := newFake(t, "")
-	f.issue(oauthToken, grant{User: octocat, Emails: emailsOnlyPrimary})
-	v := openVerifier(t, f, f.srv.URL, clientSecret)
+	f := idptest.NewGitHub(t, clientID, clientSecret)
+	f.Issue(oauthToken, idptest.GitHubGrant{User: octocat})
+	v := openVerifier(t, f, f.URL(), clientSecret)
 	if _, err := v.Verify(context.Background(), oauthToken); err != nil {
 		t.Fatalf("Verify before revocation: %v", err)
 	}
-	f.revoke(oauthToken)
+	f.Revoke(oauthToken)
 	p, err := v.Verify(context.Background(), oauthToken)
 	checkInvalid(t, p, err, oauthToken, reasonNotOurs)
 }
@@ -196,37 +197,37 @@ func TestVerifyUnavailable(t *testing.T) {
 	tests := []struct {
 		name    string
 		ep      string
-		answer  canned
+		answer  idptest.Response
 		secret  string // "": the right one
 		wantMsg string
 	}{
-		{name: "check: server error", ep: epCheck, answer: serverError},
+		{name: "check: server error", ep: epCheck, answer: idptest.GitHubServerError},
 		{name: "check: bad gateway", ep: epCheck, answer: badGateway},
-		{name: "check: 429", ep: epCheck, answer: tooManyRequests},
-		{name: "check: primary rate limit (403)", ep: epCheck, answer: primaryRateLimit},
-		{name: "check: secondary rate limit (403)", ep: epCheck, answer: secondaryRateLimit},
+		{name: "check: 429", ep: epCheck, answer: idptest.GitHubTooManyRequests},
+		{name: "check: primary rate limit (403)", ep: epCheck, answer: idptest.GitHubRateLimited},
+		{name: "check: secondary rate limit (403)", ep: epCheck, answer: idptest.GitHubSecondaryRateLimited},
 		{name: "check: garbled answer", ep: epCheck, answer: garbled200},
 		{name: "our client credentials rejected", secret: "wrong-secret", wantMsg: "client id/secret"},
-		{name: "user: server error", ep: epUser, answer: serverError},
-		{name: "user: 429", ep: epUser, answer: tooManyRequests},
-		{name: "user: primary rate limit (403)", ep: epUser, answer: primaryRateLimit},
+		{name: "user: server error", ep: epUser, answer: idptest.GitHubServerError},
+		{name: "user: 429", ep: epUser, answer: idptest.GitHubTooManyRequests},
+		{name: "user: primary rate limit (403)", ep: epUser, answer: idptest.GitHubRateLimited},
 		{name: "user: garbled answer", ep: epUser, answer: garbled200},
-		{name: "emails: server error", ep: epEmails, answer: serverError},
-		{name: "emails: 429", ep: epEmails, answer: tooManyRequests},
-		{name: "emails: secondary rate limit (403)", ep: epEmails, answer: secondaryRateLimit},
+		{name: "emails: server error", ep: epEmails, answer: idptest.GitHubServerError},
+		{name: "emails: 429", ep: epEmails, answer: idptest.GitHubTooManyRequests},
+		{name: "emails: secondary rate limit (403)", ep: epEmails, answer: idptest.GitHubSecondaryRateLimited},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFake(t, "")
-			f.issue(oauthToken, grant{User: octocat, Emails: emailsOnlyPrimary})
+			f := idptest.NewGitHub(t, clientID, clientSecret)
+			f.Issue(oauthToken, idptest.GitHubGrant{User: octocat})
 			if tt.ep != "" {
-				f.fail(tt.ep, tt.answer)
+				endpoint(f, tt.ep).Fail(tt.answer)
 			}
 			secret := clientSecret
 			if tt.secret != "" {
 				secret = tt.secret
 			}
-			p, err := openVerifier(t, f, f.srv.URL, secret).Verify(context.Background(), oauthToken)
+			p, err := openVerifier(t, f, f.URL(), secret).Verify(context.Background(), oauthToken)
 			checkUnavailable(t, p, err, oauthToken)
 			if !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Errorf("error %q does not mention %q", err, tt.wantMsg)
@@ -250,16 +251,16 @@ func checkUnavailable(t *testing.T, p *identity.Principal, err error, token stri
 }
 
 func TestVerifyConnectionRefused(t *testing.T) {
-	f := newFake(t, "")
-	v := openVerifier(t, f, f.srv.URL, clientSecret)
-	f.srv.Close()
+	f := idptest.NewGitHub(t, clientID, clientSecret)
+	v := openVerifier(t, f, f.URL(), clientSecret)
+	f.Close()
 	p, err := v.Verify(context.Background(), oauthToken)
 	checkUnavailable(t, p, err, oauthToken)
 }
 
 func TestVerifyMalformed(t *testing.T) {
-	f := newFake(t, "")
-	v := openVerifier(t, f, f.srv.URL, clientSecret)
+	f := idptest.NewGitHub(t, clientID, clientSecret)
+	v := openVerifier(t, f, f.URL(), clientSecret)
 	for _, token := range []string{
 		"",
 		" ",
@@ -284,7 +285,7 @@ func TestVerifyMalformed(t *testing.T) {
 			checkSecretsAbsent(t, err, token)
 		}
 	}
-	if n := f.total(); n != 0 {
+	if n := total(f); n != 0 {
 		t.Errorf("malformed tokens caused %d calls to GitHub, want 0", n)
 	}
 }

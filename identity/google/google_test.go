@@ -15,19 +15,26 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/identity/idptest"
 )
 
-const accessToken = "ya29.a0AfB_byC3xq9Zk1Lw2mN4oP5qR6sT7uV8wX9yZ0aB1cD2eF3gH4iJ5kL6"
+// Gatehouse's OAuth client, and another application's.
+const (
+	clientID      = "407408718192.apps.googleusercontent.com"
+	otherClientID = "1234987819200-other.apps.googleusercontent.com"
+)
+
+// unknownToken is an access token Google never issued.
+const unknownToken = "ya29.a0AfB_byC3xq9Zk1Lw2mN4oP5qR6sT7uV8wX9yZ0aB1cD2eF3gH4iJ5kL6"
 
 // setup starts an issuer playing Google, its tokeninfo and userinfo fakes,
 // and a provider pointed at them.
-func setup(t *testing.T) (*idptest.Issuer, *fakeGoogle, *google.Provider) {
+func setup(t *testing.T) (*idptest.Issuer, *idptest.Google, *google.Provider) {
 	t.Helper()
 	iss := idptest.NewIssuer(t, nil)
-	f := newFake(t, iss)
+	f := idptest.NewGoogle(t, iss, clientID)
 	p, err := google.Config{
 		ClientID:      clientID,
 		Issuer:        iss.URL,
-		TokenInfoURL:  iss.ServerURL() + "/tokeninfo",
-		UserInfoURL:   iss.ServerURL() + "/userinfo",
+		TokenInfoURL:  f.TokenInfoURL(),
+		UserInfoURL:   f.UserInfoURL(),
 		AllowInsecure: true,
 		HTTPClient:    iss.Client(),
 	}.Open()
@@ -100,7 +107,7 @@ func TestIDTokens(t *testing.T) {
 			}
 		})
 	}
-	if n := f.count(epTokenInfo) + f.count(epUserInfo); n != 0 {
+	if n := f.TokenInfo.Calls() + f.UserInfo.Calls(); n != 0 {
 		t.Errorf("ID tokens caused %d tokeninfo/userinfo calls, want 0", n)
 	}
 	if got := p.IDTokens().Issuers(); !slices.Contains(got, iss.URL) || !slices.Contains(got, schemeless) {
@@ -140,7 +147,7 @@ func TestIDTokenRejects(t *testing.T) {
 func TestAccessToken(t *testing.T) {
 	_, f, p := setup(t)
 	expiry := time.Now().Add(50 * time.Minute).Truncate(time.Second)
-	f.issue(accessToken, grant{
+	accessToken := f.Issue(idptest.GoogleGrant{
 		Sub: "110169484474386276334", Scope: "openid https://www.googleapis.com/auth/userinfo.email https://www.googleapis.com/auth/userinfo.profile",
 		Expiry: expiry, Email: "alice@acme.com", Name: "Alice Liddell", HD: "acme.com",
 	})
@@ -157,8 +164,8 @@ func TestAccessToken(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("principal =\n%+v\nwant\n%+v", got, want)
 	}
-	for _, ep := range []string{epTokenInfo, epUserInfo} {
-		if n := f.count(ep); n != 1 {
+	for ep, e := range map[string]*idptest.Endpoint{"tokeninfo": f.TokenInfo, "userinfo": f.UserInfo} {
+		if n := e.Calls(); n != 1 {
 			t.Errorf("%s called %d times, want 1", ep, n)
 		}
 	}
@@ -170,8 +177,8 @@ func TestAccessTokenWithoutProfile(t *testing.T) {
 	for _, status := range []int{http.StatusForbidden, http.StatusUnauthorized} {
 		t.Run(http.StatusText(status), func(t *testing.T) {
 			_, f, p := setup(t)
-			f.issue(accessToken, grant{Sub: "1101", Scope: "openid", Email: "alice@acme.com", HD: "acme.com"})
-			f.fail(epUserInfo, status)
+			accessToken := f.Issue(idptest.GoogleGrant{Sub: "1101", Scope: "openid", Email: "alice@acme.com", HD: "acme.com"})
+			f.UserInfo.FailStatus(status)
 			got, err := p.AccessTokens().Verify(context.Background(), accessToken)
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
@@ -187,22 +194,23 @@ func TestAccessTokenRejects(t *testing.T) {
 	const sub = "110169484474386276334"
 	tests := []struct {
 		name   string
-		grant  *grant // nil: Google does not know the token
+		grant  *idptest.GoogleGrant // nil: Google does not know the token
 		reason string
 	}{
 		{"unknown or revoked (400)", nil, "not valid"},
-		{"expired (400)", &grant{Sub: sub, Expiry: time.Now().Add(-time.Second)}, "not valid"},
-		{"aud is another app", &grant{Sub: sub, Aud: otherClientID}, "another application"},
-		{"aud is another app, no azp", &grant{Sub: sub, Aud: otherClientID, NoAzp: true}, "another application"},
-		{"azp is another app", &grant{Sub: sub, Azp: otherClientID}, "another application"},
-		{"no user (no sub)", &grant{Scope: "https://www.googleapis.com/auth/drive"}, "does not identify a user"},
-		{"userinfo names another user", &grant{Sub: sub, UserInfoSub: "999"}, "could not be confirmed"},
+		{"expired (400)", &idptest.GoogleGrant{Sub: sub, Expiry: time.Now().Add(-time.Second)}, "not valid"},
+		{"aud is another app", &idptest.GoogleGrant{Sub: sub, Aud: otherClientID}, "another application"},
+		{"aud is another app, no azp", &idptest.GoogleGrant{Sub: sub, Aud: otherClientID, NoAzp: true}, "another application"},
+		{"azp is another app", &idptest.GoogleGrant{Sub: sub, Azp: otherClientID}, "another application"},
+		{"no user (no sub)", &idptest.GoogleGrant{Scope: "https://www.googleapis.com/auth/drive"}, "does not identify a user"},
+		{"userinfo names another user", &idptest.GoogleGrant{Sub: sub, UserInfoSub: "999"}, "could not be confirmed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, f, p := setup(t)
+			accessToken := unknownToken
 			if tt.grant != nil {
-				f.issue(accessToken, *tt.grant)
+				accessToken = f.Issue(*tt.grant)
 			}
 			got, err := p.AccessTokens().Verify(context.Background(), accessToken)
 			checkInvalid(t, got, err, accessToken, tt.reason)
@@ -212,7 +220,7 @@ func TestAccessTokenRejects(t *testing.T) {
 		_, f, p := setup(t)
 		got, err := p.AccessTokens().Verify(context.Background(), "ya29.with space")
 		checkInvalid(t, got, err, "ya29.with space", "malformed")
-		if n := f.count(epTokenInfo); n != 0 {
+		if n := f.TokenInfo.Calls(); n != 0 {
 			t.Errorf("a malformed token was sent to Google (%d calls)", n)
 		}
 	})
@@ -221,22 +229,22 @@ func TestAccessTokenRejects(t *testing.T) {
 func TestUnavailable(t *testing.T) {
 	tests := []struct {
 		name   string
-		ep     string
+		ep     func(*idptest.Google) *idptest.Endpoint
 		status int
 		down   bool
 	}{
-		{name: "tokeninfo 503", ep: epTokenInfo, status: http.StatusServiceUnavailable},
-		{name: "tokeninfo 429", ep: epTokenInfo, status: http.StatusTooManyRequests},
-		{name: "tokeninfo 404 (misconfigured URL)", ep: epTokenInfo, status: http.StatusNotFound},
-		{name: "userinfo 500", ep: epUserInfo, status: http.StatusInternalServerError},
+		{name: "tokeninfo 503", ep: tokenInfo, status: http.StatusServiceUnavailable},
+		{name: "tokeninfo 429", ep: tokenInfo, status: http.StatusTooManyRequests},
+		{name: "tokeninfo 404 (misconfigured URL)", ep: tokenInfo, status: http.StatusNotFound},
+		{name: "userinfo 500", ep: userInfo, status: http.StatusInternalServerError},
 		{name: "Google down", down: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			iss, f, p := setup(t)
-			f.issue(accessToken, grant{Sub: "1101", Email: "alice@acme.com"})
-			if tt.ep != "" {
-				f.fail(tt.ep, tt.status)
+			accessToken := f.Issue(idptest.GoogleGrant{Sub: "1101", Email: "alice@acme.com"})
+			if tt.ep != nil {
+				tt.ep(f).FailStatus(tt.status)
 			}
 			iss.SetDown(tt.down)
 			_, err := p.AccessTokens().Verify(context.Background(), accessToken)
@@ -256,6 +264,9 @@ func TestUnavailable(t *testing.T) {
 		})
 	}
 }
+
+func tokenInfo(f *idptest.Google) *idptest.Endpoint { return f.TokenInfo }
+func userInfo(f *idptest.Google) *idptest.Endpoint  { return f.UserInfo }
 
 func TestConfig(t *testing.T) {
 	_, err := google.Config{Issuer: "http://accounts.example.com", UserInfoURL: "ftp://x"}.Open()

@@ -1,7 +1,16 @@
-// Package idptest runs in-process OpenID Connect issuers for tests: a real
-// HTTP server publishing discovery and a JWKS, signing tokens with RSA keys,
-// counting requests, and able to go down or rotate its key, so verifiers
-// are tested through the real protocol rather than mocks.
+// Package idptest runs in-process identity providers for tests, so that
+// verifiers are tested through the real protocols rather than mocks:
+//
+//   - [Issuer], an OpenID Connect issuer: a real HTTP server publishing
+//     discovery and a JWKS, signing tokens with RSA keys, counting requests,
+//     and able to go down or rotate its key;
+//   - [GitHub], GitHub's REST API (checking a token, the user, their emails);
+//   - [Google], Google's tokeninfo and userinfo endpoints on an Issuer;
+//   - [Auth0], Auth0's /userinfo on an Issuer.
+//
+// The fakes answer in the providers' documented shapes, record a test error
+// when Gatehouse does not send what the provider requires, count calls per
+// [Endpoint], and can be made to fail or slow down.
 package idptest
 
 import (

@@ -52,7 +52,7 @@ type outcome struct{ unavailable error }
 type outcomeKey struct{}
 
 func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
-	jws, err := jose.ParseSigned(jwt, k.algs)
+	jws, err := jose.ParseSignedCompact(jwt, k.algs)
 	if err != nil || len(jws.Signatures) != 1 {
 		return nil, errors.New("malformed jwt")
 	}

@@ -1,7 +1,7 @@
-package github_test
+package idptest
 
-// GitHub's documented REST responses (API version 2022-11-28), with the
-// values a test needs substituted into the documented examples.
+// GitHub's documented REST answers (API version 2022-11-28), with the
+// values of a test substituted into the documented examples.
 
 import (
 	"encoding/json"
@@ -117,67 +117,46 @@ func render(name string, data any) (string, error) {
 	return b.String(), err
 }
 
-// GET /user/emails: 200, an array of "email". The documented example is
-// emailOnlyPrimary; emailsMixed adds the entries a careless reader would
-// pick: an unverified primary-looking address and a verified secondary one.
-const (
-	emailsOnlyPrimary = `[
-  {
-    "email": "octocat@github.com",
-    "verified": true,
-    "primary": true,
-    "visibility": "public"
-  }
-]`
-	emailsMixed = `[
-  {
-    "email": "octocat@example.org",
-    "verified": false,
-    "primary": true,
-    "visibility": "private"
-  },
-  {
-    "email": "octo@work.example.com",
-    "verified": true,
-    "primary": false,
-    "visibility": null
-  },
-  {
-    "email": "Octocat@GitHub.com",
-    "verified": true,
-    "primary": true,
-    "visibility": "public"
-  }
-]`
-	emailsNoVerifiedPrimary = `[
-  {
-    "email": "octocat@example.org",
-    "verified": false,
-    "primary": true,
-    "visibility": "private"
-  },
-  {
-    "email": "octo@work.example.com",
-    "verified": true,
-    "primary": false,
-    "visibility": null
-  }
-]`
-)
+// emailsAnswer is GET /user/emails: 200, an array of "email".
+func emailsAnswer(emails []GitHubEmail) (string, error) {
+	type email struct {
+		Email      string  `json:"email"`
+		Verified   bool    `json:"verified"`
+		Primary    bool    `json:"primary"`
+		Visibility *string `json:"visibility"`
+	}
+	list := []email{}
+	for _, e := range emails {
+		var vis *string
+		if e.Visibility != "" {
+			vis = &e.Visibility
+		}
+		list = append(list, email{e.Email, e.Verified, e.Primary, vis})
+	}
+	b, err := json.MarshalIndent(list, "", "  ")
+	return string(b), err
+}
 
-// Error answers, as GitHub sends them.
+// GitHub's error answers, as it sends them, for the fake's own use and for
+// [Endpoint.Fail]. Do not modify them.
 var (
-	notFound = canned{status: 404, body: `{
+	// GitHubNotFound is 404: an unknown, revoked or another app's token
+	// (check a token), or a token without the user:email scope (list emails).
+	GitHubNotFound = Response{Status: 404, Body: `{
   "message": "Not Found",
   "documentation_url": "https://docs.github.com/rest",
   "status": "404"
 }`}
-	badCredentials = canned{status: 401, body: `{
+	// GitHubBadCredentials is 401: wrong client credentials (check a token)
+	// or an invalid Bearer token.
+	GitHubBadCredentials = Response{Status: 401, Body: `{
   "message": "Bad credentials",
   "documentation_url": "https://docs.github.com/rest",
   "status": "401"
 }`}
-	validationFailed = canned{status: 422, body: `{
+	// GitHubValidationFailed is 422: check a token without a usable
+	// access_token.
+	GitHubValidationFailed = Response{Status: 422, Body: `{
   "message": "Validation Failed",
   "errors": [
     {
@@ -189,35 +168,34 @@ var (
   "documentation_url": "https://docs.github.com/rest/apps/oauth-applications#check-a-token",
   "status": "422"
 }`}
-	notAccessible = canned{status: 403, body: `{
+	// GitHubNotAccessible is 403: a GitHub App token without the permission
+	// (list emails without the email addresses permission).
+	GitHubNotAccessible = Response{Status: 403, Body: `{
   "message": "Resource not accessible by integration",
   "documentation_url": "https://docs.github.com/rest/users/emails#list-email-addresses-for-the-authenticated-user",
   "status": "403"
 }`}
-	primaryRateLimit = canned{status: 403, header: map[string]string{
+	// GitHubRateLimited is 403: the primary rate limit is exceeded.
+	GitHubRateLimited = Response{Status: 403, Header: map[string]string{
 		"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "0", "x-ratelimit-used": "5000",
 		"x-ratelimit-reset": "1767225600", "x-ratelimit-resource": "core",
-	}, body: `{
+	}, Body: `{
   "message": "API rate limit exceeded for user ID 583231.",
   "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
   "status": "403"
 }`}
-	secondaryRateLimit = canned{status: 403, header: map[string]string{"retry-after": "60"}, body: `{
+	// GitHubSecondaryRateLimited is 403: a secondary rate limit is exceeded.
+	GitHubSecondaryRateLimited = Response{Status: 403, Header: map[string]string{"retry-after": "60"}, Body: `{
   "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
   "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
   "status": "403"
 }`}
-	tooManyRequests = canned{status: 429, header: map[string]string{"retry-after": "60", "x-ratelimit-remaining": "0"}, body: `{
+	// GitHubTooManyRequests is 429: the rate limit is exceeded.
+	GitHubTooManyRequests = Response{Status: 429, Header: map[string]string{"retry-after": "60", "x-ratelimit-remaining": "0"}, Body: `{
   "message": "API rate limit exceeded for user ID 583231.",
   "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
   "status": "429"
 }`}
-	serverError  = canned{status: 500, body: `{"message":"Server Error"}`}
-	badGateway   = canned{status: 502, body: "<html><body><h1>502 Bad Gateway</h1></body></html>"}
-	garbled200   = canned{status: 200, body: `{"id": 1, "app": {"client_id": `}
-	forbiddenRaw = canned{status: 403, body: `{
-  "message": "Forbidden",
-  "documentation_url": "https://docs.github.com/rest",
-  "status": "403"
-}`}
+	// GitHubServerError is 500.
+	GitHubServerError = Response{Status: 500, Body: `{"message":"Server Error"}`}
 )
