@@ -1,0 +1,205 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+)
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// binary builds the gatehouse binary once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gatehouse-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "gatehouse")
+		if out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+// nodeDir is where the end-to-end tests' npm packages are installed.
+func nodeDir(t *testing.T) string {
+	t.Helper()
+	dir, err := filepath.Abs("testdata/e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "inspector")); err != nil {
+		t.Fatalf("MCP Inspector is not installed: run `make test` (or `npm ci --prefix cmd/gatehouse/testdata/e2e`) first")
+	}
+	return dir
+}
+
+// server is a running `gatehouse serve`.
+type server struct {
+	cmd     *exec.Cmd
+	base    string
+	dataDir string
+	env     []string
+	logs    *syncBuffer
+	banner  string // stdout up to the end of the first-start banner, if any
+	exited  chan error
+	done    bool
+}
+
+// startServer runs `gatehouse serve` on the embedded PostgreSQL in a fresh
+// data directory with extra environment settings, and waits until ready.
+func startServer(t *testing.T, extra ...string) *server {
+	t.Helper()
+	addr := freeAddr(t)
+	s := &server{base: "http://" + addr, dataDir: filepath.Join(storetest.TempDir(t), "data"), logs: &syncBuffer{}, exited: make(chan error, 1)}
+	s.env = append(os.Environ(), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_DATA_DIR="+s.dataDir, "DATABASE_URL=")
+	s.env = append(s.env, extra...)
+	s.cmd = exec.Command(binary(t), "serve")
+	s.cmd.Env = s.env
+	stdout, _ := s.cmd.StdoutPipe()
+	s.cmd.Stderr = s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !s.done {
+			_ = s.cmd.Process.Kill()
+			<-s.exited
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", s.logs.String())
+		}
+	})
+	var banner strings.Builder
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		banner.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "More keys:") {
+			break
+		}
+	}
+	s.banner = banner.String()
+	go func() {
+		_, _ = io.Copy(io.Discard, stdout) // a full pipe would block the server
+		s.exited <- s.cmd.Wait()
+	}()
+	waitReady(t, s.base)
+	return s
+}
+
+// cli runs a gatehouse command against the server's database.
+func (s *server) cli(t *testing.T, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(s.cmd.Path, args...)
+	cmd.Env = s.env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("gatehouse %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+// inspector runs MCP Inspector's CLI against the server with a bearer token.
+func (s *server) inspector(t *testing.T, token string, args ...string) (string, error) {
+	t.Helper()
+	full := append([]string{"--no-install", "@modelcontextprotocol/inspector", "--cli", s.base + "/mcp",
+		"--transport", "http", "--header", "Authorization: Bearer " + token}, args...)
+	cmd := exec.Command("npx", full...)
+	cmd.Dir = nodeDir(t)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("%w: %s", err, stderr.String())
+	}
+	return string(out), nil
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (s *server) stop(t *testing.T) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-s.exited:
+		s.done = true
+		if err != nil {
+			t.Errorf("server exited with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not exit within 30s of SIGTERM")
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+		if res, err := http.DefaultClient.Do(req); err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("server not ready within 60s")
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
