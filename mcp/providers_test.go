@@ -105,7 +105,10 @@ func TestGitHubThroughMCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	withIss, corp := func() (func(*setup), *idptest.Issuer) { i := idptest.NewIssuer(t, nil); return withIssuer(t, "corp", i), i }()
+	withIss, corp := func() (func(*setup), *idptest.Issuer) {
+		i := idptest.NewIssuer(t, nil)
+		return withIssuer(t, "corp", i), i
+	}()
 	g := newGatehouse(t, withIss, func(s *setup) {
 		for _, p := range github.Prefixes {
 			s.resolver.Prefixes = append(s.resolver.Prefixes, identity.PrefixRoute{Prefix: p, Verifier: v})
