@@ -139,7 +139,7 @@ func TestAccessDeniedByRoleAndScope(t *testing.T) {
 	g := newGatehouse(t)
 	viewer := g.connect(t, g.key(t, "acme.com", tenancy.Viewer), "")
 	res := call(t, viewer, "add_todo", map[string]any{"title": "x"}, nil)
-	if !res.IsError || !strings.Contains(text(res), "ACCESS DENIED") || !strings.Contains(text(res), "developer") || !strings.Contains(text(res), "role viewer") {
+	if !res.IsError || !strings.Contains(text(res), "ACCESS DENIED") || !strings.Contains(text(res), "developer") || !strings.Contains(text(res), "your role is viewer") {
 		t.Errorf("viewer add_todo: %q", text(res))
 	}
 	readOnly := g.connect(t, g.key(t, "acme.com", tenancy.Admin, "mcp:read"), "")

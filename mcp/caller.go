@@ -36,14 +36,14 @@ func callerFromContext(ctx context.Context) *Caller {
 	return c
 }
 
-// callerFromRequest returns the caller the HTTP middleware attached to the
-// request's token info.
-func callerFromRequest(req *sdk.CallToolRequest) *Caller {
-	if req == nil || req.Extra == nil || req.Extra.TokenInfo == nil {
-		return nil
+// callerOf returns the caller of a request: the one the HTTP middleware
+// attached to its token info, or the stdio session's caller.
+func (s *Server) callerOf(extra *sdk.RequestExtra) *Caller {
+	if extra != nil && extra.TokenInfo != nil {
+		c, _ := extra.TokenInfo.Extra[callerKey].(*Caller)
+		return c
 	}
-	c, _ := req.Extra.TokenInfo.Extra[callerKey].(*Caller)
-	return c
+	return s.stdioCaller
 }
 
 // tokenInfo is what the SDK carries from the HTTP request to the handlers.

@@ -29,6 +29,9 @@ func notFound(what, id string) error {
 	return fmt.Errorf("%w: %s", &userError{msg: fmt.Sprintf("%s %q not found", what, id)}, store.ErrNotFound)
 }
 
+// errInsufficientScope: the credential lacks a scope the whole request needs.
+var errInsufficientScope = errors.New("insufficient scope")
+
 // authAnswer is the HTTP answer to a request whose caller could not be
 // established.
 type authAnswer struct {
@@ -47,6 +50,8 @@ func authFailure(err error) authAnswer {
 		return authAnswer{http.StatusServiceUnavailable, "temporarily_unavailable", "the identity provider cannot be reached; retry shortly"}
 	case errors.Is(err, tenancy.ErrSuspended):
 		return authAnswer{http.StatusForbidden, "access_denied", "this organisation's access to Gatehouse is suspended"}
+	case errors.Is(err, errInsufficientScope):
+		return authAnswer{http.StatusForbidden, "insufficient_scope", "the token does not carry the scope " + identity.ScopeRead + ", which every request to this server needs"}
 	case errors.Is(err, tenancy.ErrSignupRefused):
 		return authAnswer{http.StatusForbidden, "access_denied", "your organisation is not registered on this server and sign-up is restricted; ask the server's operator to admit it"}
 	case errors.Is(err, tenancy.ErrNoTenant):

@@ -201,6 +201,9 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return s.refuse(c, err)
 		}
+		if !p.HasScope(identity.ScopeRead) {
+			return s.refuse(c, errInsufficientScope)
+		}
 		m, err := s.opts.Tenancy.Resolve(ctx, p)
 		if err != nil {
 			return s.refuse(c, err)
@@ -244,7 +247,7 @@ func (s *Server) refuse(c echo.Context, err error) error {
 	}
 	h := c.Response().Header()
 	params := []string{`realm="gatehouse"`}
-	if err != nil && a.status == http.StatusUnauthorized {
+	if err != nil && (a.status == http.StatusUnauthorized || a.code == "insufficient_scope") {
 		params = append(params, fmt.Sprintf(`error=%q`, a.code), fmt.Sprintf(`error_description=%q`, a.description))
 	}
 	params = append(params,

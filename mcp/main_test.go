@@ -3,6 +3,7 @@ package mcp_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -32,8 +33,9 @@ type gatehouse struct {
 
 // setup adjusts a test server's identity routes and tenancy policy.
 type setup struct {
-	resolver identity.ResolverOptions
-	policy   *tenancy.Policy
+	resolver   identity.ResolverOptions
+	policy     *tenancy.Policy
+	toolPolicy mcp.ToolPolicy
 }
 
 func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
@@ -53,7 +55,7 @@ func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	g.ts = httptest.NewUnstartedServer(nil)
 	g.ts.Start()
 	t.Cleanup(g.ts.Close)
-	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, PublicURL: g.ts.URL, Logger: log, Version: "test"})
+	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, PublicURL: g.ts.URL, Logger: log, Version: "test", ToolPolicy: su.toolPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,6 +160,15 @@ func call(t *testing.T, cs *sdk.ClientSession, name string, args map[string]any,
 		}
 	}
 	return res
+}
+
+func readBody(t *testing.T, res *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func text(res *sdk.CallToolResult) string {

@@ -34,7 +34,9 @@ type Options struct {
 	AllowedOrigins []string
 	// ToolTimeout bounds one tool call (default 30s).
 	ToolTimeout time.Duration
-	Logger      *slog.Logger
+	// ToolPolicy overrides the compiled-in role and scope of some tools.
+	ToolPolicy ToolPolicy
+	Logger     *slog.Logger
 	Version     string
 }
 
@@ -48,6 +50,8 @@ type Server struct {
 	echo     *echo.Echo
 	metrics  *metrics
 	draining atomic.Bool
+
+	stdioCaller *Caller // the caller of a stdio session; nil over HTTP
 }
 
 // New assembles the server. One *sdk.Server is shared by every request.
@@ -77,8 +81,17 @@ func New(opts Options) (*Server, error) {
 		Logger:       sdkLogger(opts.Logger),
 	})
 	for _, t := range tools() {
+		if rule, ok := opts.ToolPolicy[t.Name]; ok {
+			t.Role, t.Scope = rule.Role, rule.Scope
+		}
 		s.register(t)
 	}
+	for name := range opts.ToolPolicy {
+		if s.tools[name] == nil {
+			return nil, fmt.Errorf("mcp: tool policy names unknown tool %q", name)
+		}
+	}
+	s.sdk.AddReceivingMiddleware(s.filterTools)
 	s.echo = s.routes()
 	return s, nil
 }
@@ -101,7 +114,7 @@ func (s *Server) ResourceURL() string { return s.opts.PublicURL + "/mcp" }
 // authorize, validate, execute in the tenant, account.
 func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 	return func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
-		c := callerFromRequest(req)
+		c := s.callerOf(req.Extra)
 		if c == nil {
 			// Unreachable behind the authentication middleware; refuse anyway.
 			return nil, errors.New("unauthenticated")
@@ -114,8 +127,8 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 }
 
 func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string) {
-	if res := authorize(t, c); res != nil {
-		return res, "denied"
+	if !t.allows(c) {
+		return denial(t, c), "denied"
 	}
 	args, err := t.validate(raw)
 	if err == nil {
@@ -140,16 +153,6 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		s.log.Error("tool call failed", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "subject", c.Principal.Subject, "error", err)
 	}
 	return res, outcome
-}
-
-// authorize allows a tool only if both the caller's role and the
-// credential's scopes do.
-func authorize(t *Tool, c *Caller) *sdk.CallToolResult {
-	if c.Role.Allows(t.Role) && c.Principal.HasScope(t.Scope) {
-		return nil
-	}
-	return errorResult(fmt.Sprintf("ACCESS DENIED: the tool %s needs role %s or higher and scope %s; you have role %s and scopes %q.",
-		t.Name, t.Role, t.Scope, c.Role, strings.Join(c.Principal.Scopes, " ")))
 }
 
 // FollowInvalidations applies changes made by any Gatehouse process sharing

@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/mcp"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
@@ -36,6 +38,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_SHUTDOWN_GRACE", Default: "25s", Help: "how long in-flight requests may finish after SIGTERM"},
 	{Name: "GATEHOUSE_TRUSTED_PROXIES", Help: "comma-separated CIDRs whose X-Forwarded-For is believed"},
 	{Name: "GATEHOUSE_ALLOWED_ORIGINS", Help: "comma-separated origins allowed to call /mcp from a browser"},
+	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
 	{Name: "GATEHOUSE_CONFIG_FILE", Help: "YAML file with settings beyond the environment (more OIDC issuers: oidc_issuers)"},
 	{Name: "GATEHOUSE_ALLOW_INSECURE_ISSUERS", Default: "false", Help: "accept plain-http issuer URLs (local identity providers and tests only)"},
 	{Name: "GATEHOUSE_DEFAULT_SCOPES", Default: "mcp:read mcp:write", Help: "scopes given to tokens that carry no Gatehouse scope (space or comma separated)"},
@@ -77,6 +80,7 @@ type Config struct {
 	DefaultScopes  []string
 	Providers      *providers
 	Policy         *tenancy.Policy
+	ToolPolicy     mcp.ToolPolicy
 }
 
 // loadConfig reads the environment and reports every problem at once.
@@ -187,6 +191,17 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	}
 	c.Policy, perrs = loadPolicy(get)
 	errs = append(errs, perrs...)
+	if path := get("GATEHOUSE_POLICY_FILE"); path != "" {
+		if f, err := os.Open(path); err != nil {
+			bad("GATEHOUSE_POLICY_FILE", "%v", err)
+		} else {
+			c.ToolPolicy, err = mcp.LoadToolPolicy(f)
+			f.Close()
+			if err != nil {
+				bad("GATEHOUSE_POLICY_FILE", "%s: %v", path, err)
+			}
+		}
+	}
 	return c, errors.Join(errs...)
 }
 

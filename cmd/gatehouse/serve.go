@@ -51,7 +51,7 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 	srv, err := mcp.New(mcp.Options{
 		DB: db.DB, Resolver: resolver, Tenancy: tenants,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
-		ToolTimeout: cfg.ToolTimeout, Logger: log, Version: buildVersion(),
+		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Logger: log, Version: buildVersion(),
 	})
 	if err != nil {
 		return err

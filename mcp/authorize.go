@@ -1,0 +1,132 @@
+package mcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// ToolRule is who may call a tool: a minimum role and a scope.
+type ToolRule struct {
+	Role  tenancy.Role
+	Scope string
+}
+
+// ToolPolicy overrides the compiled-in rules of some tools (by name).
+type ToolPolicy map[string]ToolRule
+
+// LoadToolPolicy reads a YAML policy file:
+//
+//	tools:
+//	  add_todo: {role: viewer, scope: mcp:write}
+//
+// and reports every problem at once: unknown tools, roles, scopes or fields.
+func LoadToolPolicy(r io.Reader) (ToolPolicy, error) {
+	var doc map[string]any
+	if err := yaml.NewDecoder(r).Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("policy file: %w", err)
+	}
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	for k := range doc {
+		if k != "tools" {
+			bad("%s: unknown setting (want tools)", k)
+		}
+	}
+	entries, ok := doc["tools"].(map[string]any)
+	if !ok && doc["tools"] != nil {
+		bad("tools: want a map of tool name to {role, scope}")
+	}
+	known := ToolNames()
+	pol := ToolPolicy{}
+	for name, v := range entries {
+		fields, ok := v.(map[string]any)
+		if !ok {
+			bad("tools.%s: want {role: …, scope: …}", name)
+			continue
+		}
+		if _, ok := known[name]; !ok {
+			bad("tools.%s: no such tool", name)
+		}
+		for f := range fields {
+			if f != "role" && f != "scope" {
+				bad("tools.%s.%s: unknown field (want role and scope)", name, f)
+			}
+		}
+		role, _ := fields["role"].(string)
+		scope, _ := fields["scope"].(string)
+		if _, err := tenancy.ParseRole(role); err != nil {
+			bad("tools.%s.role: %w", name, err)
+		}
+		if !slices.Contains(identity.AllScopes, scope) {
+			bad("tools.%s.scope: %q is not one of %s", name, scope, strings.Join(identity.AllScopes, ", "))
+		}
+		pol[name] = ToolRule{Role: tenancy.Role(role), Scope: scope}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("policy file:\n%w", err)
+	}
+	return pol, nil
+}
+
+// ToolNames lists every tool Gatehouse serves, with its compiled-in rule.
+func ToolNames() map[string]ToolRule {
+	out := map[string]ToolRule{}
+	for _, t := range tools() {
+		out[t.Name] = ToolRule{Role: t.Role, Scope: t.Scope}
+	}
+	return out
+}
+
+// allows reports whether the caller's role and credential scopes both
+// permit the tool.
+func (t *Tool) allows(c *Caller) bool {
+	return c.Role.Allows(t.Role) && c.Principal.HasScope(t.Scope)
+}
+
+// denial is the tool result of a refused call: what is needed and what the
+// caller has, nothing else.
+func denial(t *Tool, c *Caller) *sdk.CallToolResult {
+	var missing []string
+	if !c.Role.Allows(t.Role) {
+		missing = append(missing, fmt.Sprintf("role %s or higher (your role is %s)", t.Role, c.Role))
+	}
+	if !c.Principal.HasScope(t.Scope) {
+		missing = append(missing, fmt.Sprintf("scope %s (your credential has %s)", t.Scope, strings.Join(c.Principal.Scopes, " ")))
+	}
+	return errorResult(fmt.Sprintf("ACCESS DENIED: the tool %s needs %s. Ask an admin of %s for access.",
+		t.Name, strings.Join(missing, " and "), c.Tenant.Key))
+}
+
+// filterTools is receiving middleware: tools/list shows each caller only the
+// tools it may call, and marks the answer private to the caller. tools/call
+// checks again on its own (see Server.call).
+func (s *Server) filterTools(next sdk.MethodHandler) sdk.MethodHandler {
+	return func(ctx context.Context, method string, req sdk.Request) (sdk.Result, error) {
+		res, err := next(ctx, method, req)
+		list, ok := res.(*sdk.ListToolsResult)
+		if err != nil || !ok {
+			return res, err
+		}
+		c := s.callerOf(req.GetExtra())
+		visible := make([]*sdk.Tool, 0, len(list.Tools))
+		for _, def := range list.Tools {
+			if t := s.tools[def.Name]; t != nil && c != nil && t.allows(c) {
+				visible = append(visible, def)
+			}
+		}
+		filtered := *list
+		filtered.Tools = visible
+		filtered.Cacheable = sdk.Cacheable{TTLMs: 0, CacheScope: "private"}
+		return &filtered, nil
+	}
+}
