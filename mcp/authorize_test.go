@@ -29,7 +29,15 @@ func TestAuthorizationMatrix(t *testing.T) {
 	ctx := context.Background()
 	for _, role := range tenancy.Roles {
 		for _, scopes := range scopeSets {
-			cs := g.connect(t, g.key(t, "acme.com", role, scopes...), "")
+			key := g.key(t, "acme.com", role, scopes...)
+			if !slices.Contains(scopes, "mcp:read") {
+				// Without mcp:read nothing is allowed: refused before MCP (step-up).
+				if res := post(t, g.url, "Bearer "+key, addTodoCall); res.StatusCode != 403 {
+					t.Errorf("%s %v: status %d, want 403", role, scopes, res.StatusCode)
+				}
+				continue
+			}
+			cs := g.connect(t, key, "")
 			listed, err := cs.ListTools(ctx, nil)
 			if err != nil {
 				t.Fatal(err)

@@ -37,7 +37,7 @@ type Options struct {
 	// ToolPolicy overrides the compiled-in role and scope of some tools.
 	ToolPolicy ToolPolicy
 	Logger     *slog.Logger
-	Version     string
+	Version    string
 }
 
 // Server is Gatehouse's MCP server and HTTP surface.
