@@ -193,6 +193,9 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
 		ctx := req.Context()
+		if throttled, err := s.authFailureThrottled(c); throttled {
+			return err
+		}
 		token, ok := bearerToken(req)
 		if !ok {
 			return s.refuse(c, nil)
@@ -214,7 +217,10 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			Principal: p, Tenant: m.Tenant, Role: m.Role,
 			RequestID: ri.id, ClientIP: c.RealIP(), UserAgent: req.UserAgent(),
 		}
-		c.SetRequest(req.WithContext(withCaller(ctx, caller)))
+		if err := s.limitRequest(c, caller); err != nil || c.Response().Committed {
+			return err
+		}
+		c.SetRequest(c.Request().WithContext(withCaller(ctx, caller)))
 		return next(c)
 	}
 }
@@ -239,6 +245,9 @@ func (s *Server) refuse(c echo.Context, err error) error {
 	}
 	ri := info(c)
 	s.metrics.authFailures.WithLabelValues(a.code).Inc()
+	if a.status == http.StatusUnauthorized && err != nil {
+		s.chargeAuthFailure(c) // a missing token is not a guess; a wrong one is
+	}
 	if a.status == http.StatusInternalServerError {
 		s.log.Error("authentication failed", "request_id", ri.id, "error", err)
 	} else {

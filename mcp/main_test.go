@@ -36,6 +36,7 @@ type setup struct {
 	resolver   identity.ResolverOptions
 	policy     *tenancy.Policy
 	toolPolicy mcp.ToolPolicy
+	limits     *tenancy.Limits
 }
 
 func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
@@ -55,7 +56,13 @@ func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	g.ts = httptest.NewUnstartedServer(nil)
 	g.ts.Start()
 	t.Cleanup(g.ts.Close)
-	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, PublicURL: g.ts.URL, Logger: log, Version: "test", ToolPolicy: su.toolPolicy})
+	var limiter *tenancy.Limiter
+	if su.limits != nil {
+		limiter = tenancy.NewLimiter(db, *su.limits)
+		t.Cleanup(limiter.Close)
+	}
+	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, Limiter: limiter, PublicURL: g.ts.URL,
+		Logger: log, Version: "test", ToolPolicy: su.toolPolicy})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ type metrics struct {
 	toolCalls    *prometheus.CounterVec
 	toolDuration *prometheus.HistogramVec
 	authFailures *prometheus.CounterVec
+	rateLimited  *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -40,8 +41,11 @@ func newMetrics() *metrics {
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_auth_failures_total", Help: "Requests refused before reaching a tool, by OAuth error code.",
 		}, []string{"code"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_rate_limited_total", Help: "Requests refused with 429, by the limit's scope (tenant, principal, client).",
+		}, []string{"scope"}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.authFailures,
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.authFailures, m.rateLimited,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -25,6 +25,8 @@ type Options struct {
 	DB       *store.DB
 	Resolver *identity.Resolver
 	Tenancy  *tenancy.Service
+	// Limiter enforces rate limits; nil means none.
+	Limiter *tenancy.Limiter
 	// PublicURL is the canonical external URL (scheme://host[:port], no
 	// trailing slash); the MCP resource is PublicURL + "/mcp".
 	PublicURL string

@@ -14,16 +14,22 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-const selectTenant = `SELECT id, key, kind, schema_name, role_name, status, schema_version, created_at FROM gatehouse.tenants`
+const selectTenant = `SELECT id, key, kind, schema_name, role_name, status, schema_version, created_at,
+	rate_per_minute, rate_burst FROM gatehouse.tenants`
 
 func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
 	var t tenancy.Tenant
-	err := row.Scan(&t.ID, &t.Key, &t.Kind, &t.Schema, &t.DBRole, &t.Status, &t.SchemaVersion, &t.CreatedAt)
+	var perMinute *float64
+	var burst *int
+	err := row.Scan(&t.ID, &t.Key, &t.Kind, &t.Schema, &t.DBRole, &t.Status, &t.SchemaVersion, &t.CreatedAt, &perMinute, &burst)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, tenancy.ErrTenantNotFound
 	}
 	if err != nil {
 		return nil, err
+	}
+	if perMinute != nil && burst != nil {
+		t.RateLimit = &tenancy.Rate{PerMinute: *perMinute, Burst: *burst}
 	}
 	return &t, nil
 }
@@ -127,3 +133,18 @@ var opaqueName = regexp.MustCompile(`^(gatehouse_)?t_[0-9a-f]{32}$`)
 
 // quoteLiteral quotes s as an SQL string literal (standard_conforming_strings).
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// updateTenant runs one UPDATE of a tenant row ($1 is its id) and tells
+// every replica to reload the tenant.
+func (db *DB) updateTenant(ctx context.Context, tenantID, sql string, args ...any) error {
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, sql, append([]any{tenantID}, args...)...)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return tenancy.ErrTenantNotFound
+		}
+		return notify(ctx, tx, Invalidation{Kind: InvalidateTenant, ID: tenantID})
+	})
+}

@@ -44,6 +44,8 @@ type Tenant struct {
 	Status        Status
 	SchemaVersion int
 	CreatedAt     time.Time
+	// RateLimit overrides the default tenant rate limit when set.
+	RateLimit *Rate
 }
 
 // domainProfile maps a domain as a browser would look it up, and rejects

@@ -38,6 +38,12 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_SHUTDOWN_GRACE", Default: "25s", Help: "how long in-flight requests may finish after SIGTERM"},
 	{Name: "GATEHOUSE_TRUSTED_PROXIES", Help: "comma-separated CIDRs whose X-Forwarded-For is believed"},
 	{Name: "GATEHOUSE_ALLOWED_ORIGINS", Help: "comma-separated origins allowed to call /mcp from a browser"},
+	{Name: "GATEHOUSE_TENANT_RATE", Default: "1200/m", Help: "requests a tenant may make (600/m, 10/s, 3600/h or off); per-tenant: gatehouse tenant limits set"},
+	{Name: "GATEHOUSE_TENANT_BURST", Default: "200", Help: "requests a tenant may make at once"},
+	{Name: "GATEHOUSE_PRINCIPAL_RATE", Default: "600/m", Help: "requests one person or key may make in a tenant"},
+	{Name: "GATEHOUSE_PRINCIPAL_BURST", Default: "100", Help: "requests one person or key may make at once"},
+	{Name: "GATEHOUSE_AUTH_FAILURE_RATE", Default: "20/m", Help: "failed authentications allowed from one client IP before 429"},
+	{Name: "GATEHOUSE_AUTH_FAILURE_BURST", Default: "10", Help: "failed authentications allowed from one client IP at once"},
 	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
 	{Name: "GATEHOUSE_CONFIG_FILE", Help: "YAML file with settings beyond the environment (more OIDC issuers: oidc_issuers)"},
 	{Name: "GATEHOUSE_ALLOW_INSECURE_ISSUERS", Default: "false", Help: "accept plain-http issuer URLs (local identity providers and tests only)"},
@@ -81,6 +87,7 @@ type Config struct {
 	Providers      *providers
 	Policy         *tenancy.Policy
 	ToolPolicy     mcp.ToolPolicy
+	Limits         tenancy.Limits
 }
 
 // loadConfig reads the environment and reports every problem at once.
@@ -191,6 +198,22 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	}
 	c.Policy, perrs = loadPolicy(get)
 	errs = append(errs, perrs...)
+	rate := func(prefix string) tenancy.Rate {
+		burst, err := strconv.Atoi(get(prefix + "_BURST"))
+		if err != nil || burst < 1 {
+			bad(prefix+"_BURST", "%q is not a positive number", get(prefix+"_BURST"))
+		}
+		r, err := tenancy.ParseRate(get(prefix+"_RATE"), max(burst, 1))
+		if err != nil {
+			bad(prefix+"_RATE", "%v", err)
+		}
+		return r
+	}
+	c.Limits = tenancy.Limits{
+		Tenant:      rate("GATEHOUSE_TENANT"),
+		Principal:   rate("GATEHOUSE_PRINCIPAL"),
+		AuthFailure: rate("GATEHOUSE_AUTH_FAILURE"),
+	}
 	if path := get("GATEHOUSE_POLICY_FILE"); path != "" {
 		if f, err := os.Open(path); err != nil {
 			bad("GATEHOUSE_POLICY_FILE", "%v", err)

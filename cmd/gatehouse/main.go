@@ -31,6 +31,7 @@ Usage:
   gatehouse apikey revoke ID
   gatehouse tenant list
   gatehouse tenant show T
+  gatehouse tenant limits show|set|clear T [--rate 600/m --burst 60]
   gatehouse config                     list the environment variables Gatehouse reads
   gatehouse version
 

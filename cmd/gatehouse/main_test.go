@@ -177,3 +177,23 @@ func TestAddressPrecedence(t *testing.T) {
 		t.Error("PORT=http accepted")
 	}
 }
+
+func TestTenantLimitsCommand(t *testing.T) {
+	environ := map[string]string{"DATABASE_URL": storetest.ConnString(t)}
+	gh(t, environ, "apikey", "create", "--tenant", "acme.com", "--role", "admin")
+	if code, out, _ := gh(t, environ, "tenant", "limits", "show", "acme.com"); code != 0 || !strings.Contains(out, "1200/m burst 200 (default)") {
+		t.Errorf("show default: %d %q", code, out)
+	}
+	if code, out, stderr := gh(t, environ, "tenant", "limits", "set", "acme.com", "--rate", "600/m", "--burst", "60"); code != 0 || !strings.Contains(out, "600/m burst 60 (tenant override)") {
+		t.Errorf("set: %d %q %s", code, out, stderr)
+	}
+	if code, out, _ := gh(t, environ, "tenant", "limits", "show", "acme.com", "--json"); code != 0 || !strings.Contains(out, `"burst": 60`) {
+		t.Errorf("show override: %d %q", code, out)
+	}
+	if code, out, _ := gh(t, environ, "tenant", "limits", "clear", "acme.com"); code != 0 || !strings.Contains(out, "(default)") {
+		t.Errorf("clear: %d %q", code, out)
+	}
+	if code, _, stderr := gh(t, environ, "tenant", "limits", "set", "acme.com", "--rate", "lots"); code != 2 || !strings.Contains(stderr, "--rate") {
+		t.Errorf("bad rate: %d %s", code, stderr)
+	}
+}

@@ -47,9 +47,13 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 	defer resolver.Close()
 	tenants := tenancy.NewService(db, tenancy.ServiceOptions{Policy: cfg.Policy})
 	defer tenants.Close()
+	limiter := tenancy.NewLimiter(db, cfg.Limits)
+	defer limiter.Close()
+	log.Info("rate limits", "tenant", cfg.Limits.Tenant.String(), "principal", cfg.Limits.Principal.String(),
+		"auth_failures_per_ip", cfg.Limits.AuthFailure.String())
 
 	srv, err := mcp.New(mcp.Options{
-		DB: db.DB, Resolver: resolver, Tenancy: tenants,
+		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
 		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Logger: log, Version: buildVersion(),
 	})
@@ -59,6 +63,7 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 	lctx, stopFollowing := context.WithCancel(ctx)
 	defer stopFollowing()
 	go srv.FollowInvalidations(lctx)
+	go srv.RunMaintenance(lctx, 5*time.Minute)
 	return srv.ListenAndServe(ctx, cfg.Addr, cfg.ShutdownGrace)
 }
 

@@ -1,0 +1,131 @@
+package mcp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// codeRateLimited is the JSON-RPC error code of a rate-limited request
+// (in the implementation-defined server range).
+const codeRateLimited = -32029
+
+// rateHeaders describes the tightest limit of a decision in the IETF
+// RateLimit header fields (draft-ietf-httpapi-ratelimit-headers).
+func rateHeaders(h http.Header, d tenancy.Decision) {
+	if d.Remaining < 0 || d.Limit.Off() {
+		return
+	}
+	h.Set("RateLimit-Policy", fmt.Sprintf("%q;q=%d;w=60", d.Scope, int(math.Ceil(d.Limit.PerMinute))))
+	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", d.Scope, d.Remaining, retrySeconds(d)))
+}
+
+func retrySeconds(d tenancy.Decision) int {
+	if d.Allowed {
+		return 0
+	}
+	return max(1, int(math.Ceil(d.RetryAfter.Seconds())))
+}
+
+// tooMany answers a rate-limited MCP request: HTTP 429 with Retry-After,
+// and a JSON-RPC error (for the request's id) saying when to retry.
+func (s *Server) tooMany(c echo.Context, d tenancy.Decision, what string) error {
+	h := c.Response().Header()
+	rateHeaders(h, d)
+	secs := retrySeconds(d)
+	h.Set("Retry-After", strconv.Itoa(secs))
+	s.metrics.rateLimited.WithLabelValues(d.Scope).Inc()
+	msg := fmt.Sprintf("rate limit exceeded (%s, %s): retry in %d s", what, d.Limit, secs)
+	return c.JSON(http.StatusTooManyRequests, map[string]any{
+		"jsonrpc": "2.0",
+		"id":      peekID(c.Request()),
+		"error":   map[string]any{"code": codeRateLimited, "message": msg, "data": map[string]any{"retry_after_seconds": secs, "scope": d.Scope}},
+	})
+}
+
+// peekID returns the JSON-RPC id of a request body (null when it has none
+// or is a batch), leaving the body readable.
+func peekID(r *http.Request) json.RawMessage {
+	null := json.RawMessage("null")
+	if r.Body == nil {
+		return null
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	var msg struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if err != nil || json.Unmarshal(b, &msg) != nil || len(msg.ID) == 0 {
+		return null
+	}
+	return msg.ID
+}
+
+// limitRequest charges a request to its tenant and principal; nil means go on.
+func (s *Server) limitRequest(c echo.Context, caller *Caller) error {
+	if s.opts.Limiter == nil {
+		return nil
+	}
+	d, err := s.opts.Limiter.AllowRequest(c.Request().Context(), caller.Tenant, caller.Principal.Subject)
+	if err != nil {
+		s.log.Warn("rate limit check failed; request allowed", "request_id", caller.RequestID, "error", err)
+	}
+	if !d.Allowed {
+		return s.tooMany(c, d, d.Scope+" "+caller.Tenant.Key)
+	}
+	rateHeaders(c.Response().Header(), d)
+	return nil
+}
+
+// authFailureThrottled answers 429 to a client IP that failed to
+// authenticate too often; false means go on. It touches no database.
+func (s *Server) authFailureThrottled(c echo.Context) (bool, error) {
+	if s.opts.Limiter == nil {
+		return false, nil
+	}
+	d, denied := s.opts.Limiter.AuthFailureDenied(c.RealIP())
+	if !denied {
+		return false, nil
+	}
+	return true, s.tooMany(c, d, "failed authentications from your address")
+}
+
+// chargeAuthFailure counts a failed authentication against the client IP.
+func (s *Server) chargeAuthFailure(c echo.Context) {
+	if s.opts.Limiter == nil {
+		return
+	}
+	if _, err := s.opts.Limiter.ChargeAuthFailure(c.Request().Context(), c.RealIP()); err != nil {
+		s.log.Warn("counting a failed authentication failed", "error", err)
+	}
+}
+
+// RunMaintenance does periodic housekeeping until ctx ends: it drops
+// rate-limit counters that have fully replenished, so the table holds only
+// active keys. Every replica may run it.
+func (s *Server) RunMaintenance(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n, err := s.db.ForgetRateLimits(ctx); err != nil {
+			s.log.Warn("maintenance: dropping idle rate-limit counters failed", "error", err)
+		} else if n > 0 {
+			s.log.Debug("maintenance: dropped idle rate-limit counters", "count", n)
+		}
+	}
+}

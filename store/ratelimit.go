@@ -1,0 +1,41 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// GCRA implements tenancy.LimitStore with one statement (see migration
+// 0003: an unlogged table and synchronous_commit off).
+func (db *DB) GCRA(ctx context.Context, keys []string, intervals []time.Duration, bursts []int) (tenancy.GCRAResult, error) {
+	ms := make([]float64, len(intervals))
+	for i, d := range intervals {
+		ms[i] = float64(d) / float64(time.Millisecond)
+	}
+	var r tenancy.GCRAResult
+	var retryMS float64
+	err := db.pool.QueryRow(ctx, "SELECT allowed, retry_after_ms, remaining, over FROM gatehouse.gcra($1, $2, $3)",
+		keys, ms, bursts).Scan(&r.Allowed, &retryMS, &r.Remaining, &r.Over)
+	r.RetryAfter = time.Duration(retryMS * float64(time.Millisecond))
+	return r, err
+}
+
+// ForgetRateLimits deletes counters that are fully replenished (their
+// timestamp is in the past), so the table holds only active keys.
+func (db *DB) ForgetRateLimits(ctx context.Context) (int64, error) {
+	tag, err := db.pool.Exec(ctx, "DELETE FROM gatehouse.rate_limits WHERE tat < now() - interval '1 minute'")
+	return tag.RowsAffected(), err
+}
+
+// SetTenantRateLimit sets (or, with nil, clears) a tenant's override of the
+// default tenant limit, and tells every replica.
+func (db *DB) SetTenantRateLimit(ctx context.Context, tenantID string, r *tenancy.Rate) error {
+	var perMinute *float64
+	var burst *int
+	if r != nil {
+		perMinute, burst = &r.PerMinute, &r.Burst
+	}
+	return db.updateTenant(ctx, tenantID, "UPDATE gatehouse.tenants SET rate_per_minute = $2, rate_burst = $3 WHERE id = $1", perMinute, burst)
+}

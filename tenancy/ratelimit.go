@@ -1,0 +1,198 @@
+package tenancy
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jellydator/ttlcache/v3"
+)
+
+// Rate is a GCRA limit: PerMinute requests a minute on average, Burst of
+// them at once. The zero Rate means no limit.
+type Rate struct {
+	PerMinute float64
+	Burst     int
+}
+
+// Off reports whether the rate limits nothing.
+func (r Rate) Off() bool { return r.PerMinute <= 0 }
+
+// interval is the GCRA emission interval.
+func (r Rate) interval() time.Duration {
+	return time.Duration(float64(time.Minute) / r.PerMinute)
+}
+
+func (r Rate) String() string {
+	if r.Off() {
+		return "off"
+	}
+	return fmt.Sprintf("%s/m burst %d", strconv.FormatFloat(r.PerMinute, 'f', -1, 64), r.Burst)
+}
+
+// ParseRate reads "600/m", "10/s" or "3600/h" ("off" or "0" for no limit)
+// with a burst; a burst of 0 means one second's worth, at least 1.
+func ParseRate(s string, burst int) (Rate, error) {
+	if s == "off" || s == "0" {
+		return Rate{}, nil
+	}
+	n, unit, ok := strings.Cut(s, "/")
+	count, err := strconv.ParseFloat(n, 64)
+	per := map[string]float64{"s": 60, "m": 1, "h": 1.0 / 60}[unit]
+	if !ok || err != nil || count <= 0 || per == 0 || math.IsInf(count, 0) {
+		return Rate{}, fmt.Errorf("%q is not a rate such as 600/m, 10/s or 3600/h (or off)", s)
+	}
+	if burst < 0 {
+		return Rate{}, fmt.Errorf("burst %d must not be negative", burst)
+	}
+	r := Rate{PerMinute: count * per, Burst: burst}
+	if r.Burst == 0 {
+		r.Burst = max(1, int(r.PerMinute/60))
+	}
+	return r, nil
+}
+
+// Limits are the default limits.
+type Limits struct {
+	Tenant      Rate // all requests of one tenant (a tenant's override wins)
+	Principal   Rate // all requests of one principal in one tenant
+	AuthFailure Rate // failed authentications from one client IP
+}
+
+// LimitStore applies GCRA to several keys at once: all are charged or none.
+type LimitStore interface {
+	GCRA(ctx context.Context, keys []string, intervals []time.Duration, bursts []int) (GCRAResult, error)
+}
+
+// GCRAResult is the store's answer for the keys of one request.
+type GCRAResult struct {
+	Allowed    bool
+	RetryAfter time.Duration // when denied: until every key would admit the request
+	Remaining  []int         // per key: requests it still admits now
+	Over       []bool        // per key: over its limit (a reason for the denial)
+}
+
+// Decision is the outcome of a rate-limit check.
+type Decision struct {
+	Allowed    bool
+	RetryAfter time.Duration // when denied: until the request would be admitted
+	Remaining  int           // requests still admitted now, under the tightest limit
+	Limit      Rate          // the tightest limit involved
+	Scope      string        // "tenant", "principal" or "client": the tightest limit's scope
+}
+
+// Limiter enforces Limits through a LimitStore shared by every replica.
+// A denied key is remembered here until its retry time, so a flood of
+// requests that would be denied costs no database work.
+type Limiter struct {
+	store  LimitStore
+	limits Limits
+	denied *ttlcache.Cache[string, Decision]
+}
+
+// NewLimiter returns a Limiter; call Close to stop its janitor.
+func NewLimiter(store LimitStore, limits Limits) *Limiter {
+	l := &Limiter{store: store, limits: limits, denied: ttlcache.New(
+		ttlcache.WithDisableTouchOnHit[string, Decision](),
+		ttlcache.WithCapacity[string, Decision](1_000_000),
+	)}
+	go l.denied.Start()
+	return l
+}
+
+// Close stops the janitor.
+func (l *Limiter) Close() { l.denied.Stop() }
+
+// Limits returns the defaults in force.
+func (l *Limiter) Limits() Limits { return l.limits }
+
+// TenantRate is the limit of a tenant: its override, or the default.
+func (l *Limiter) TenantRate(t *Tenant) Rate {
+	if t.RateLimit != nil {
+		return *t.RateLimit
+	}
+	return l.limits.Tenant
+}
+
+// AllowRequest charges one request to the tenant and to the principal.
+func (l *Limiter) AllowRequest(ctx context.Context, t *Tenant, subject string) (Decision, error) {
+	return l.allow(ctx, []limited{
+		{"t:" + t.ID, l.TenantRate(t), "tenant"},
+		{"p:" + t.ID + ":" + subject, l.limits.Principal, "principal"},
+	})
+}
+
+// AuthFailureDenied reports, without touching the database, whether a client
+// IP is currently refused for too many failed authentications.
+func (l *Limiter) AuthFailureDenied(ip string) (Decision, bool) {
+	return l.remembered([]string{"ip:" + ip})
+}
+
+// ChargeAuthFailure records a failed authentication from ip.
+func (l *Limiter) ChargeAuthFailure(ctx context.Context, ip string) (Decision, error) {
+	return l.allow(ctx, []limited{{"ip:" + ip, l.limits.AuthFailure, "client"}})
+}
+
+type limited struct {
+	key   string
+	rate  Rate
+	scope string
+}
+
+func (l *Limiter) allow(ctx context.Context, ls []limited) (Decision, error) {
+	var keys []string
+	var intervals []time.Duration
+	var bursts []int
+	var scopes []string
+	var rates []Rate
+	for _, x := range ls {
+		if x.rate.Off() {
+			continue
+		}
+		keys, intervals, bursts = append(keys, x.key), append(intervals, x.rate.interval()), append(bursts, x.rate.Burst)
+		scopes, rates = append(scopes, x.scope), append(rates, x.rate)
+	}
+	if len(keys) == 0 {
+		return Decision{Allowed: true, Remaining: -1}, nil
+	}
+	if d, ok := l.remembered(keys); ok {
+		return d, nil
+	}
+	res, err := l.store.GCRA(ctx, keys, intervals, bursts)
+	if err != nil || len(res.Remaining) != len(keys) || len(res.Over) != len(keys) {
+		return Decision{Allowed: true, Remaining: -1}, fmt.Errorf("rate limit: %w", err)
+	}
+	// The tightest limit: one that denied, else the fewest remaining.
+	tight := 0
+	for i := range keys {
+		if res.Over[i] && !res.Over[tight] || res.Over[i] == res.Over[tight] && res.Remaining[i] < res.Remaining[tight] {
+			tight = i
+		}
+	}
+	d := Decision{Allowed: res.Allowed, RetryAfter: res.RetryAfter, Remaining: res.Remaining[tight], Limit: rates[tight], Scope: scopes[tight]}
+	if !d.Allowed {
+		// Until its retry time a key over its limit is certainly still over
+		// it: its GCRA timestamp only moves forward. Keys that were not over
+		// (the tenant, when one principal floods) stay free for others.
+		for i, k := range keys {
+			if res.Over[i] {
+				l.denied.Set(k, d, d.RetryAfter)
+			}
+		}
+	}
+	return d, nil
+}
+
+func (l *Limiter) remembered(keys []string) (Decision, bool) {
+	for _, k := range keys {
+		if item := l.denied.Get(k); item != nil {
+			d := item.Value()
+			d.RetryAfter = time.Until(item.ExpiresAt())
+			return d, true
+		}
+	}
+	return Decision{}, false
+}
