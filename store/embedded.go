@@ -106,13 +106,17 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*Embedded, error)
 }
 
 // ConnString returns a libpq connection string for database db (empty means
-// [EmbeddedDatabase]) over the cluster's unix socket.
+// [EmbeddedDatabase]) over the cluster's unix socket. Its application_name
+// names this process, so [Embedded.Stop] can tell its own (closing)
+// connections from other processes'.
 func (e *Embedded) ConnString(db string) string {
 	if db == "" {
 		db = EmbeddedDatabase
 	}
-	return fmt.Sprintf("host=%s port=5432 user=postgres dbname=%s sslmode=disable", e.socketDir, db)
+	return fmt.Sprintf("host=%s port=5432 user=postgres dbname=%s sslmode=disable application_name=%s", e.socketDir, db, e.appName())
 }
+
+func (e *Embedded) appName() string { return "gatehouse-" + strconv.Itoa(os.Getpid()) }
 
 // DataDir returns the absolute data directory.
 func (e *Embedded) DataDir() string { return e.dataDir }
@@ -144,8 +148,10 @@ func (e *Embedded) otherClients(ctx context.Context) (int, error) {
 	}
 	defer conn.Close(ctx)
 	var n int
+	// Our own pool's backends may still be exiting after we closed it: they
+	// carry our application_name and do not count.
 	err = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-		WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`).Scan(&n)
+		WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND application_name <> $1`, e.appName()).Scan(&n)
 	return n, err
 }
 

@@ -43,8 +43,8 @@ func TestEmbeddedLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("joining a running cluster: %v", err)
 	}
-	// While first still has a client connected, second must not stop it.
-	held, err := pgx.Connect(ctx, first.ConnString(""))
+	// While another process has a client connected, second must not stop it.
+	held, err := pgx.Connect(ctx, first.ConnString("")+" application_name=another-process")
 	if err != nil {
 		t.Fatal(err)
 	}
