@@ -165,9 +165,11 @@ func TestMigrateTenantsBringsSchemasCurrent(t *testing.T) {
 	for _, k := range []string{"a.com", "b.com", "c.com"} {
 		tenants = append(tenants, mustTenant(t, db, k))
 	}
-	// Pretend two tenants were provisioned before migration 0001 existed.
+	// Pretend two tenants were provisioned before any tenant migration existed.
 	for _, tn := range tenants[:2] {
-		_, err := db.Pool().Exec(ctx, "DROP TABLE "+pgx.Identifier{tn.Schema, "todos"}.Sanitize()+"; UPDATE gatehouse.tenants SET schema_version = 0 WHERE id = '"+tn.ID+"'")
+		_, err := db.Pool().Exec(ctx, "DROP SCHEMA "+pgx.Identifier{tn.Schema}.Sanitize()+" CASCADE; CREATE SCHEMA "+pgx.Identifier{tn.Schema}.Sanitize()+
+			"; GRANT USAGE ON SCHEMA "+pgx.Identifier{tn.Schema}.Sanitize()+" TO "+pgx.Identifier{tn.DBRole}.Sanitize()+
+			"; UPDATE gatehouse.tenants SET schema_version = 0 WHERE id = '"+tn.ID+"'")
 		if err != nil {
 			t.Fatal(err)
 		}

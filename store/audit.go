@@ -1,0 +1,168 @@
+package store
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// Audit decisions.
+const (
+	Allowed     = "ALLOWED"
+	Denied      = "DENIED"
+	RateLimited = "RATE_LIMITED"
+	Failed      = "ERROR"
+	AuthFailed  = "AUTH_FAILED" // control-plane only (gatehouse.auth_failures)
+)
+
+// AuditRecord is one decision in a tenant's audit log. It never holds a
+// credential or raw arguments: ArgsDigest is a keyed digest of them.
+type AuditRecord struct {
+	ID         int64     `json:"id"`
+	At         time.Time `json:"at"`
+	RequestID  string    `json:"request_id"`
+	Decision   string    `json:"decision"`
+	Tool       string    `json:"tool,omitempty"`
+	Subject    string    `json:"subject"`
+	Email      string    `json:"email,omitempty"`
+	Provider   string    `json:"provider,omitempty"`
+	APIKeyID   string    `json:"api_key_id,omitempty"`
+	ClientIP   string    `json:"client_ip,omitempty"`
+	UserAgent  string    `json:"user_agent,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+	ArgsDigest string    `json:"args_digest,omitempty"`
+	Count      int       `json:"count"`
+	ChainSeq   int64     `json:"chain_seq,omitempty"` // 0: not chained yet
+}
+
+// InsertAudit writes r in the tenant transaction tx (see [DB.WithTenant]),
+// filling in its id and time: the record commits or rolls back with the
+// tool's effect.
+func InsertAudit(ctx context.Context, tx pgx.Tx, r *AuditRecord) error {
+	if r.Count == 0 {
+		r.Count = 1
+	}
+	return tx.QueryRow(ctx, `INSERT INTO audit_log (request_id, decision, tool, subject, email, provider, api_key_id,
+			client_ip, user_agent, reason, args_digest, count)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id, at`,
+		r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
+		r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Count).Scan(&r.ID, &r.At)
+}
+
+// AuditKey keys the audit chain (and argument digests): HMAC-SHA256.
+type AuditKey struct {
+	secret []byte
+	ID     string // identifies the key in each chained record, never reveals it
+}
+
+// NewAuditKey returns a key for secret.
+func NewAuditKey(secret []byte) AuditKey {
+	sum := sha256.Sum256(append([]byte("gatehouse audit key id "), secret...))
+	return AuditKey{secret: secret, ID: hex.EncodeToString(sum[:6])}
+}
+
+// Digest is the keyed digest of arguments: equal arguments give equal
+// digests, and the digest reveals nothing of them without the key.
+func (k AuditKey) Digest(b []byte) string {
+	m := hmac.New(sha256.New, append([]byte("args:"), k.secret...))
+	m.Write(b)
+	return hex.EncodeToString(m.Sum(nil))[:32]
+}
+
+// link is the chain hash of a record at seq after prev.
+func (k AuditKey) link(prev []byte, seq int64, r *AuditRecord) []byte {
+	fields, _ := json.Marshal([]any{seq, r.ID, r.At.UTC().Format("2006-01-02T15:04:05.000000Z"), r.RequestID, r.Decision, r.Tool,
+		r.Subject, r.Email, r.Provider, r.APIKeyID, r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Count})
+	m := hmac.New(sha256.New, k.secret)
+	m.Write(prev)
+	m.Write(fields)
+	return m.Sum(nil)
+}
+
+const auditColumns = "id, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent, reason, args_digest, count, coalesce(chain_seq, 0)"
+
+func scanAudit(row pgx.CollectableRow) (*AuditRecord, error) {
+	var r AuditRecord
+	err := row.Scan(&r.ID, &r.At, &r.RequestID, &r.Decision, &r.Tool, &r.Subject, &r.Email, &r.Provider, &r.APIKeyID,
+		&r.ClientIP, &r.UserAgent, &r.Reason, &r.ArgsDigest, &r.Count, &r.ChainSeq)
+	return &r, err
+}
+
+// ChainAudit links up to batch of a tenant's unchained records onto its
+// chain, oldest first, and records the new head in the control schema. It
+// runs as the owner (the tenant role cannot write chain columns); replicas
+// may run it at once: a per-tenant lock makes them take turns.
+func (db *DB) ChainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, batch int) (int, error) {
+	table := pgx.Identifier{t.Schema, "audit_log"}.Sanitize()
+	n := 0
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.audit-chain:' || $1, 0))", t.ID); err != nil {
+			return err
+		}
+		var seq int64
+		prev := []byte{}
+		err := tx.QueryRow(ctx, "SELECT chain_seq, hash FROM gatehouse.audit_heads WHERE tenant_id = $1", t.ID).Scan(&seq, &prev)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		rows, _ := tx.Query(ctx, "SELECT "+auditColumns+" FROM "+table+" WHERE chain_seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE", batch)
+		recs, err := pgx.CollectRows(rows, scanAudit)
+		if err != nil || len(recs) == 0 {
+			return err
+		}
+		ids, seqs, prevs, hashes := make([]int64, len(recs)), make([]int64, len(recs)), make([][]byte, len(recs)), make([][]byte, len(recs))
+		for i, r := range recs {
+			seq++
+			h := key.link(prev, seq, r)
+			ids[i], seqs[i], prevs[i], hashes[i] = r.ID, seq, prev, h
+			prev = h
+		}
+		_, err = tx.Exec(ctx, "UPDATE "+table+` a SET chain_seq = v.seq, key_id = $5, prev_hash = v.prev, hash = v.hash
+			FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS v(id, seq, prev, hash) WHERE a.id = v.id`,
+			ids, seqs, prevs, hashes, key.ID)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO gatehouse.audit_heads (tenant_id, chain_seq, hash) VALUES ($1, $2, $3)
+			ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq, hash = excluded.hash, updated_at = now()`, t.ID, seq, prev)
+		n = len(recs)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("chaining the audit log of %s: %w", t.Key, err)
+	}
+	return n, nil
+}
+
+// TenantsWithUnchainedAudit lists tenants whose audit logs hold records not
+// chained yet (for the chainer's first pass after a start).
+func (db *DB) TenantsWithUnchainedAudit(ctx context.Context) ([]*tenancy.Tenant, error) {
+	all, err := db.FindTenants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*tenancy.Tenant
+	for _, t := range all {
+		if t.SchemaVersion < 2 { // no audit_log yet
+			continue
+		}
+		var pending bool
+		q := "SELECT EXISTS (SELECT 1 FROM " + pgx.Identifier{t.Schema, "audit_log"}.Sanitize() + " WHERE chain_seq IS NULL)"
+		if err := db.pool.QueryRow(ctx, q).Scan(&pending); err != nil {
+			return nil, err
+		}
+		if pending {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}

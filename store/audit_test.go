@@ -1,0 +1,131 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+var testKey = store.NewAuditKey([]byte("test audit key"))
+
+// auditFixture is a tenant with n chained audit records.
+func auditFixture(t *testing.T, n int) (*store.DB, *tenancy.Tenant) {
+	t.Helper()
+	db := storetest.MustOpenDB(t)
+	tn := mustTenant(t, db, "acme.com")
+	ctx := context.Background()
+	for i := range n {
+		err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+			return store.InsertAudit(ctx, tx, &store.AuditRecord{RequestID: fmt.Sprint("r", i), Decision: store.Allowed, Tool: "add_todo", Subject: "github:1"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := db.ChainAudit(ctx, tn, testKey, 1000); err != nil || got != n {
+		t.Fatalf("chained %d, %v", got, err)
+	}
+	return db, tn
+}
+
+func verify(t *testing.T, db *store.DB, tn *tenancy.Tenant) *store.AuditReport {
+	t.Helper()
+	rep, err := db.VerifyAudit(context.Background(), tn, testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+func TestAuditChainVerifies(t *testing.T) {
+	db, tn := auditFixture(t, 5)
+	ctx := context.Background()
+	if rep := verify(t, db, tn); !rep.OK() || rep.Verified != 5 {
+		t.Fatalf("intact chain: %+v", rep)
+	}
+	// More records chain onto the same chain, in batches.
+	for range 3 {
+		_ = db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+			return store.InsertAudit(ctx, tx, &store.AuditRecord{Decision: store.Denied, Tool: "whoami", Subject: "x"})
+		})
+	}
+	if rep := verify(t, db, tn); !rep.OK() || rep.Pending != 3 {
+		t.Fatalf("with pending records: %+v", rep)
+	}
+	if n, _ := db.ChainAudit(ctx, tn, testKey, 2); n != 2 {
+		t.Errorf("batch of 2 chained %d", n)
+	}
+	if n, _ := db.ChainAudit(ctx, tn, testKey, 2); n != 1 {
+		t.Errorf("rest chained %d", n)
+	}
+	if rep := verify(t, db, tn); !rep.OK() || rep.Verified != 8 || rep.Pending != 0 {
+		t.Fatalf("after more chaining: %+v", rep)
+	}
+	if rep, _ := db.VerifyAudit(ctx, tn, store.NewAuditKey([]byte("another key"))); rep.OK() || !strings.Contains(rep.Problem, "another key") {
+		t.Errorf("verifying with the wrong key: %+v", rep)
+	}
+}
+
+// TestAuditTamperDetection: each kind of tampering by someone with write
+// access to the table is found, and the first bad record is named.
+func TestAuditTamperDetection(t *testing.T) {
+	tests := []struct {
+		name    string
+		tamper  string // SQL on the tenant's audit_log (%s: the table)
+		problem string
+		seq     int64
+	}{
+		{"edited", "UPDATE %[1]s SET reason = 'nothing to see' WHERE chain_seq = 3", "altered", 3},
+		{"edited time", "UPDATE %[1]s SET at = at - interval '1 day' WHERE chain_seq = 2", "altered", 2},
+		{"deleted", "DELETE FROM %[1]s WHERE chain_seq = 4", "missing", 5},
+		{"reordered", "UPDATE %[1]s SET chain_seq = -2 WHERE chain_seq = 2; UPDATE %[1]s SET chain_seq = 2 WHERE chain_seq = 3;" +
+			"UPDATE %[1]s SET chain_seq = 3 WHERE chain_seq = -2", "", 2},
+		{"inserted", "UPDATE %[1]s SET chain_seq = chain_seq + 1000 WHERE chain_seq >= 3; UPDATE %[1]s SET chain_seq = chain_seq - 999 WHERE chain_seq > 1000;" +
+			"INSERT INTO %[1]s (decision, subject, chain_seq, key_id, prev_hash, hash) SELECT 'ALLOWED', 'mallory', 3, key_id, hash, hash FROM %[1]s WHERE chain_seq = 2", "", 3},
+		{"truncated", "DELETE FROM %[1]s WHERE chain_seq >= 5", "removed from the end", 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db, tn := auditFixture(t, 6)
+			table := pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()
+			if _, err := db.Pool().Exec(context.Background(), fmt.Sprintf(tt.tamper, table)); err != nil {
+				t.Fatal(err)
+			}
+			rep := verify(t, db, tn)
+			if rep.OK() || rep.Seq != tt.seq || !strings.Contains(rep.Problem, tt.problem) {
+				t.Errorf("report %+v; want the problem at record %d mentioning %q", rep, tt.seq, tt.problem)
+			}
+		})
+	}
+}
+
+// TestTenantRoleCannotTamper: the role tool calls run as may append and
+// read, nothing else.
+func TestTenantRoleCannotTamper(t *testing.T) {
+	db, tn := auditFixture(t, 2)
+	ctx := context.Background()
+	for _, sql := range []string{
+		"UPDATE audit_log SET reason = 'x'",
+		"DELETE FROM audit_log",
+		"INSERT INTO audit_log (decision, subject, chain_seq) VALUES ('ALLOWED', 'x', 99)",
+		"INSERT INTO audit_log (decision, subject, hash) VALUES ('ALLOWED', 'x', '\\x00')",
+		"INSERT INTO audit_log (decision, subject, at) VALUES ('ALLOWED', 'x', now() - interval '1 year')",
+		"TRUNCATE audit_log",
+		"UPDATE gatehouse.audit_heads SET chain_seq = 0",
+	} {
+		err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error { _, err := tx.Exec(ctx, sql); return err })
+		if err == nil {
+			t.Errorf("tenant role could run %q", sql)
+		}
+	}
+	if rep := verify(t, db, tn); !rep.OK() {
+		t.Errorf("chain after the attempts: %+v", rep)
+	}
+}

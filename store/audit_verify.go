@@ -1,0 +1,163 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// AuditReport is the outcome of verifying a tenant's audit chain.
+type AuditReport struct {
+	Verified int    // chained records whose links check out
+	Pending  int    // records not chained yet (the chainer runs every second)
+	Problem  string // empty when the chain is intact; else the first problem found
+	Seq      int64  // chain position of the first bad record, if any
+	ID       int64  // its id
+}
+
+// OK reports whether the chain is intact.
+func (r *AuditReport) OK() bool { return r.Problem == "" }
+
+// VerifyAudit walks a tenant's audit chain in order and reports the first
+// record that was edited, deleted, inserted or reordered, and records cut
+// off its end (against the head kept in the control schema).
+func (db *DB) VerifyAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey) (*AuditReport, error) {
+	table := pgx.Identifier{t.Schema, "audit_log"}.Sanitize()
+	rep := &AuditReport{}
+	err := pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE chain_seq IS NULL").Scan(&rep.Pending); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, "SELECT "+auditColumns+", coalesce(key_id, ''), coalesce(prev_hash, ''), coalesce(hash, '') FROM "+table+
+			" WHERE chain_seq IS NOT NULL ORDER BY chain_seq")
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		var want int64 = 1
+		prev := []byte{}
+		for rows.Next() {
+			var r AuditRecord
+			var keyID string
+			var prevHash, hash []byte
+			if err := rows.Scan(&r.ID, &r.At, &r.RequestID, &r.Decision, &r.Tool, &r.Subject, &r.Email, &r.Provider, &r.APIKeyID,
+				&r.ClientIP, &r.UserAgent, &r.Reason, &r.ArgsDigest, &r.Count, &r.ChainSeq, &keyID, &prevHash, &hash); err != nil {
+				return err
+			}
+			bad := func(format string, args ...any) {
+				rep.Problem, rep.Seq, rep.ID = fmt.Sprintf(format, args...), r.ChainSeq, r.ID
+			}
+			switch {
+			case r.ChainSeq != want:
+				bad("records %d to %d of the chain are missing (deleted)", want, r.ChainSeq-1)
+			case keyID != key.ID:
+				bad("record %d (id %d) was chained with another key (id %s); verify with that GATEHOUSE_AUDIT_KEY", r.ChainSeq, r.ID, keyID)
+			case !bytes.Equal(prevHash, prev):
+				bad("record %d (id %d) does not follow record %d: records were reordered or inserted", r.ChainSeq, r.ID, r.ChainSeq-1)
+			case !bytes.Equal(key.link(prev, r.ChainSeq, &r), hash):
+				bad("record %d (id %d) was altered: its contents do not match its hash", r.ChainSeq, r.ID)
+			}
+			if !rep.OK() {
+				return nil
+			}
+			rep.Verified++
+			prev, want = hash, want+1
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		var headSeq int64
+		var headHash []byte
+		err = tx.QueryRow(ctx, "SELECT chain_seq, hash FROM gatehouse.audit_heads WHERE tenant_id = $1", t.ID).Scan(&headSeq, &headHash)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			if want > 1 {
+				rep.Problem = "the chain's head record in the control schema is missing"
+			}
+			return nil
+		case err != nil:
+			return err
+		case headSeq > want-1:
+			rep.Problem, rep.Seq = fmt.Sprintf("records %d to %d were removed from the end of the chain", want, headSeq), want
+		case headSeq < want-1 || !bytes.Equal(headHash, prev):
+			rep.Problem, rep.Seq = fmt.Sprintf("the chain does not end at its recorded head (record %d)", headSeq), headSeq
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("verifying the audit log of %s: %w", t.Key, err)
+	}
+	return rep, nil
+}
+
+// AuditFilter selects audit records, newest first.
+type AuditFilter struct {
+	Since, Until time.Time // zero: unbounded
+	Actor        string    // subject or email (case-insensitive)
+	Tool         string
+	Decision     string
+	BeforeID     int64 // page after this id (0: from the newest)
+	Limit        int
+}
+
+// FindAudit returns up to f.Limit records of the tenant of tx and whether
+// more follow.
+func FindAudit(ctx context.Context, tx pgx.Tx, f AuditFilter) ([]*AuditRecord, bool, error) {
+	args := pgx.NamedArgs{"limit": f.Limit + 1}
+	q := "SELECT " + auditColumns + " FROM audit_log WHERE true"
+	add := func(cond, name string, v any) { q += " AND " + cond; args[name] = v }
+	if !f.Since.IsZero() {
+		add("at >= @since", "since", f.Since)
+	}
+	if !f.Until.IsZero() {
+		add("at < @until", "until", f.Until)
+	}
+	if f.Actor != "" {
+		add("(subject = @actor OR lower(email) = lower(@actor))", "actor", f.Actor)
+	}
+	if f.Tool != "" {
+		add("tool = @tool", "tool", f.Tool)
+	}
+	if f.Decision != "" {
+		add("decision = @decision", "decision", f.Decision)
+	}
+	if f.BeforeID > 0 {
+		add("id < @before", "before", f.BeforeID)
+	}
+	rows, _ := tx.Query(ctx, q+" ORDER BY id DESC LIMIT @limit", args)
+	recs, err := pgx.CollectRows(rows, scanAudit)
+	if err != nil || len(recs) <= f.Limit {
+		return recs, false, err
+	}
+	return recs[:f.Limit], true, nil
+}
+
+// AuthFailure is an aggregate of failed authentications from one address
+// for one reason in one minute.
+type AuthFailure struct {
+	Window      time.Time
+	ClientIP    string
+	Reason      string
+	UserAgent   string
+	Count       int64
+	First, Last time.Time
+}
+
+// RecordAuthFailures adds aggregates to the control-plane record.
+func (db *DB) RecordAuthFailures(ctx context.Context, fs []AuthFailure) error {
+	batch := &pgx.Batch{}
+	for _, f := range fs {
+		batch.Queue(`INSERT INTO gatehouse.auth_failures (window_start, client_ip, reason, count, first_at, last_at, user_agent)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)
+			ON CONFLICT (window_start, client_ip, reason) DO UPDATE SET count = auth_failures.count + excluded.count,
+				first_at = least(auth_failures.first_at, excluded.first_at), last_at = greatest(auth_failures.last_at, excluded.last_at)`,
+			f.Window, f.ClientIP, f.Reason, f.Count, f.First, f.Last, f.UserAgent)
+	}
+	return db.pool.SendBatch(ctx, batch).Close()
+}
