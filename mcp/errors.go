@@ -26,7 +26,7 @@ func (e *userError) Error() string { return e.msg }
 
 // notFound reports an object missing from the caller's tenant.
 func notFound(what, id string) error {
-	return fmt.Errorf("%w: %s", &userError{msg: fmt.Sprintf("%s %q not found", what, id)}, store.ErrNotFound)
+	return fmt.Errorf("%w: %w", &userError{msg: fmt.Sprintf("%s %q not found", what, id)}, store.ErrNotFound)
 }
 
 // errInsufficientScope: the credential lacks a scope the whole request needs.

@@ -239,6 +239,7 @@ func bearerToken(r *http.Request) (string, bool) {
 // means no credential was sent: per RFC 6750 §3.1 the challenge then carries
 // no error code, only where to learn how to get one.
 func (s *Server) refuse(c echo.Context, err error) error {
+	req := c.Request()
 	a := authAnswer{http.StatusUnauthorized, "invalid_request", "no bearer token: send Authorization: Bearer <token>"}
 	if err != nil {
 		a = authFailure(err)
@@ -247,6 +248,9 @@ func (s *Server) refuse(c echo.Context, err error) error {
 	s.metrics.authFailures.WithLabelValues(a.code).Inc()
 	if a.status == http.StatusUnauthorized && err != nil {
 		s.chargeAuthFailure(c) // a missing token is not a guess; a wrong one is
+	}
+	if a.status != http.StatusInternalServerError {
+		s.audit.authFailed(c.RealIP(), a.description, req.UserAgent())
 	}
 	if a.status == http.StatusInternalServerError {
 		s.log.Error("authentication failed", "request_id", ri.id, "error", err)

@@ -1,11 +1,14 @@
 package mcp_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,11 +28,33 @@ func TestMain(m *testing.M) { storetest.Main(m) }
 // gatehouse is a Gatehouse server on a fresh database, served over HTTP the
 // way `gatehouse serve` wires it.
 type gatehouse struct {
-	db  *store.DB
-	srv *mcp.Server
-	url string // of /mcp
-	ts  *httptest.Server
+	db    *store.DB
+	srv   *mcp.Server
+	url   string // of /mcp
+	ts    *httptest.Server
+	logs  *lockedBuffer // the server log (also in the test log)
+	audit *lockedBuffer // the audit stream (stdout in serve)
 }
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var testAuditKey = store.NewAuditKey([]byte("test audit key"))
 
 // setup adjusts a test server's identity routes and tenancy policy.
 type setup struct {
@@ -42,7 +67,9 @@ type setup struct {
 func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	t.Helper()
 	db := storetest.MustOpenDB(t)
-	log := storetest.Logger(t)
+	logs, audit := &lockedBuffer{}, &lockedBuffer{}
+	testLog := storetest.Logger(t)
+	log := slog.New(teeHandler{testLog.Handler(), slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})})
 	su := &setup{policy: tenancy.DefaultPolicy()}
 	su.resolver.Prefixes = []identity.PrefixRoute{{Prefix: apikey.Prefix, Verifier: apikey.NewVerifier(db, log)}}
 	for _, m := range mods {
@@ -52,7 +79,7 @@ func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	t.Cleanup(resolver.Close)
 	tenants := tenancy.NewService(db, tenancy.ServiceOptions{Policy: su.policy})
 	t.Cleanup(tenants.Close)
-	g := &gatehouse{db: db}
+	g := &gatehouse{db: db, logs: logs, audit: audit}
 	g.ts = httptest.NewUnstartedServer(nil)
 	g.ts.Start()
 	t.Cleanup(g.ts.Close)
@@ -62,7 +89,7 @@ func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 		t.Cleanup(limiter.Close)
 	}
 	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, Limiter: limiter, PublicURL: g.ts.URL,
-		Logger: log, Version: "test", ToolPolicy: su.toolPolicy})
+		Logger: log, Version: "test", ToolPolicy: su.toolPolicy, AuditKey: testAuditKey, AuditLog: slog.New(slog.NewJSONHandler(audit, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,6 +99,26 @@ func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	t.Cleanup(cancel)
 	go srv.FollowInvalidations(ctx)
 	return g
+}
+
+// teeHandler sends records to two handlers.
+type teeHandler struct{ a, b slog.Handler }
+
+func (h teeHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.a.Enabled(ctx, l) || h.b.Enabled(ctx, l)
+}
+
+func (h teeHandler) Handle(ctx context.Context, r slog.Record) error {
+	_ = h.a.Handle(ctx, r.Clone())
+	return h.b.Handle(ctx, r)
+}
+
+func (h teeHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return teeHandler{h.a.WithAttrs(as), h.b.WithAttrs(as)}
+}
+
+func (h teeHandler) WithGroup(n string) slog.Handler {
+	return teeHandler{h.a.WithGroup(n), h.b.WithGroup(n)}
 }
 
 // key creates an API key in tenant (provisioned if new) and returns its secret.

@@ -46,29 +46,41 @@ func (s *Server) tooMany(c echo.Context, d tenancy.Decision, what string) error 
 	h.Set("Retry-After", strconv.Itoa(secs))
 	s.metrics.rateLimited.WithLabelValues(d.Scope).Inc()
 	msg := fmt.Sprintf("rate limit exceeded (%s, %s): retry in %d s", what, d.Limit, secs)
+	id, _ := peek(c.Request())
 	return c.JSON(http.StatusTooManyRequests, map[string]any{
 		"jsonrpc": "2.0",
-		"id":      peekID(c.Request()),
+		"id":      id,
 		"error":   map[string]any{"code": codeRateLimited, "message": msg, "data": map[string]any{"retry_after_seconds": secs, "scope": d.Scope}},
 	})
 }
 
-// peekID returns the JSON-RPC id of a request body (null when it has none
-// or is a batch), leaving the body readable.
-func peekID(r *http.Request) json.RawMessage {
-	null := json.RawMessage("null")
+// peek reads a request's JSON-RPC id (null when it has none or is a batch)
+// and what it asks for (the tool's name for tools/call, else the method),
+// leaving the body readable.
+func peek(r *http.Request) (id json.RawMessage, what string) {
+	id = json.RawMessage("null")
 	if r.Body == nil {
-		return null
+		return id, ""
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	r.Body = io.NopCloser(bytes.NewReader(b))
 	var msg struct {
-		ID json.RawMessage `json:"id"`
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+		Params struct {
+			Name string `json:"name"`
+		} `json:"params"`
 	}
-	if err != nil || json.Unmarshal(b, &msg) != nil || len(msg.ID) == 0 {
-		return null
+	if err != nil || json.Unmarshal(b, &msg) != nil {
+		return id, ""
 	}
-	return msg.ID
+	if len(msg.ID) > 0 {
+		id = msg.ID
+	}
+	if msg.Method == "tools/call" {
+		return id, truncate(msg.Params.Name, 64)
+	}
+	return id, truncate(msg.Method, 64)
 }
 
 // limitRequest charges a request to its tenant and principal; nil means go on.
@@ -81,6 +93,8 @@ func (s *Server) limitRequest(c echo.Context, caller *Caller) error {
 		s.log.Warn("rate limit check failed; request allowed", "request_id", caller.RequestID, "error", err)
 	}
 	if !d.Allowed {
+		_, what := peek(c.Request())
+		s.audit.rateLimited(caller, what, d.Scope+" limit "+d.Limit.String())
 		return s.tooMany(c, d, d.Scope+" "+caller.Tenant.Key)
 	}
 	rateHeaders(c.Response().Header(), d)
@@ -97,6 +111,7 @@ func (s *Server) authFailureThrottled(c echo.Context) (bool, error) {
 	if !denied {
 		return false, nil
 	}
+	s.audit.authFailed(c.RealIP(), "too many failed authentications", c.Request().UserAgent())
 	return true, s.tooMany(c, d, "failed authentications from your address")
 }
 
@@ -110,10 +125,11 @@ func (s *Server) chargeAuthFailure(c echo.Context) {
 	}
 }
 
-// RunMaintenance does periodic housekeeping until ctx ends: it drops
-// rate-limit counters that have fully replenished, so the table holds only
-// active keys. Every replica may run it.
+// RunMaintenance does background work until ctx ends: it writes and chains
+// audit records every second, and every `every` drops rate-limit counters
+// that have fully replenished. Every replica may run it.
 func (s *Server) RunMaintenance(ctx context.Context, every time.Duration) {
+	go s.audit.run(ctx, time.Second)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

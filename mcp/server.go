@@ -38,8 +38,13 @@ type Options struct {
 	ToolTimeout time.Duration
 	// ToolPolicy overrides the compiled-in role and scope of some tools.
 	ToolPolicy ToolPolicy
-	Logger     *slog.Logger
-	Version    string
+	// AuditKey keys the audit chain and argument digests.
+	AuditKey store.AuditKey
+	// AuditLog receives one JSON line per audit record (stdout in serve);
+	// nil discards them.
+	AuditLog *slog.Logger
+	Logger   *slog.Logger
+	Version  string
 }
 
 // Server is Gatehouse's MCP server and HTTP surface.
@@ -51,6 +56,7 @@ type Server struct {
 	tools    map[string]*Tool
 	echo     *echo.Echo
 	metrics  *metrics
+	audit    *auditor
 	draining atomic.Bool
 
 	stdioCaller *Caller // the caller of a stdio session; nil over HTTP
@@ -71,12 +77,16 @@ func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.AuditLog == nil {
+		opts.AuditLog = slog.New(slog.DiscardHandler)
+	}
 	s := &Server{
 		opts:    opts,
 		log:     opts.Logger,
 		db:      opts.DB,
 		tools:   map[string]*Tool{},
 		metrics: newMetrics(),
+		audit:   newAuditor(opts.DB, opts.AuditKey, opts.AuditLog, opts.Logger),
 	}
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
@@ -128,32 +138,65 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 	}
 }
 
+// call decides and runs one tool call, and audits it in the same
+// transaction as its effect: the tool runs in a savepoint, so a failed call
+// rolls back its effect but keeps its record, and no effect exists without
+// one. A call whose transaction itself fails is recorded in a fresh one.
 func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string) {
+	rec := s.audit.base(c, t.Name, raw)
+	var res *sdk.CallToolResult
+	var outcome string
+	err := s.db.WithTenant(ctx, c.Tenant, func(tx pgx.Tx) error {
+		res, outcome = s.decide(ctx, tx, t, c, raw, rec)
+		return store.InsertAudit(ctx, tx, rec)
+	})
+	if err != nil {
+		var internal bool
+		res, outcome, internal = toolFailure(c.RequestID, err)
+		if internal {
+			s.log.Error("tool call failed", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "subject", c.Principal.Subject, "error", err)
+		}
+		rec.Decision, rec.Reason = store.Failed, outcome
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if aerr := s.db.WithTenant(rctx, c.Tenant, func(tx pgx.Tx) error { return store.InsertAudit(rctx, tx, rec) }); aerr != nil {
+			rec.Reason += "; audit record not stored"
+			s.log.Error("audit record not stored", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", aerr)
+		}
+	}
+	s.audit.written(c.Tenant, rec)
+	return res, outcome
+}
+
+// decide authorizes, validates and runs the tool inside tx, filling in the
+// record's decision and reason (an outcome word, never caller input).
+func (s *Server) decide(ctx context.Context, tx pgx.Tx, t *Tool, c *Caller, raw []byte, rec *store.AuditRecord) (*sdk.CallToolResult, string) {
 	if !t.allows(c) {
+		rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)
 		return denial(t, c), "denied"
 	}
 	args, err := t.validate(raw)
 	if err == nil {
-		ctx, cancel := context.WithTimeout(ctx, s.opts.ToolTimeout)
-		defer cancel()
-		var res *sdk.CallToolResult
-		run := func(tx pgx.Tx) (err error) {
-			res, err = t.run(ctx, &Call{Caller: c, Tx: tx}, args)
-			return err
-		}
-		if t.UsesDB {
-			err = s.db.WithTenant(ctx, c.Tenant, run)
-		} else {
-			err = run(nil)
-		}
-		if err == nil {
-			return res, "ok"
+		var sp pgx.Tx
+		if sp, err = tx.Begin(ctx); err == nil { // a savepoint
+			tctx, cancel := context.WithTimeout(ctx, s.opts.ToolTimeout)
+			var res *sdk.CallToolResult
+			res, err = t.run(tctx, &Call{Caller: c, Tx: sp}, args)
+			cancel()
+			if err == nil {
+				if err = sp.Commit(ctx); err == nil {
+					rec.Decision = store.Allowed
+					return res, "ok"
+				}
+			}
+			_ = sp.Rollback(ctx)
 		}
 	}
 	res, outcome, internal := toolFailure(c.RequestID, err)
 	if internal {
 		s.log.Error("tool call failed", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "subject", c.Principal.Subject, "error", err)
 	}
+	rec.Decision, rec.Reason = store.Failed, outcome
 	return res, outcome
 }
 

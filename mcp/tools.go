@@ -20,7 +20,7 @@ import (
 // tools returns every tool Gatehouse serves: the registry. Each entry says
 // the minimum role and the scope it needs.
 func tools() []*Tool {
-	return []*Tool{whoamiTool(), addTodoTool(), listTodosTool(), completeTodoTool()}
+	return []*Tool{whoamiTool(), addTodoTool(), listTodosTool(), completeTodoTool(), readAuditLogTool()}
 }
 
 type whoamiIn struct{}

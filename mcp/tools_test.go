@@ -39,7 +39,7 @@ func TestToolsWithGoSDKClient(t *testing.T) {
 				}
 			}
 			slices.Sort(names)
-			if want := []string{"add_todo", "complete_todo", "list_todos", "whoami"}; !slices.Equal(names, want) {
+			if want := []string{"add_todo", "complete_todo", "list_todos", "read_audit_log", "whoami"}; !slices.Equal(names, want) {
 				t.Errorf("tools = %v, want %v", names, want)
 			}
 

@@ -55,8 +55,8 @@ func TestEndToEnd(t *testing.T) {
 	for _, tl := range list.Tools {
 		names = append(names, tl.Name)
 	}
-	if got := strings.Join(names, ","); len(names) != 4 || !strings.Contains(got, "add_todo") || !strings.Contains(got, "whoami") {
-		t.Errorf("inspector lists tools %v, want all four", names)
+	if got := strings.Join(names, ","); len(names) != 5 || !strings.Contains(got, "read_audit_log") || !strings.Contains(got, "whoami") {
+		t.Errorf("inspector lists tools %v, want all five (the bootstrap key is an admin)", names)
 	}
 
 	out, err = s.inspector(t, devKey, "--method", "tools/call", "--tool-name", "add_todo", "--tool-arg", "title=Ship the skeleton")

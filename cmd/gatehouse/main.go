@@ -32,6 +32,8 @@ Usage:
   gatehouse tenant list
   gatehouse tenant show T
   gatehouse tenant limits show|set|clear T [--rate 600/m --burst 60]
+  gatehouse audit verify --tenant T    check the tenant's audit chain (exit 1 and the first bad record if tampered)
+  gatehouse audit tail --tenant T [-n 20]
   gatehouse config                     list the environment variables Gatehouse reads
   gatehouse version
 
@@ -71,6 +73,8 @@ func run(ctx context.Context, args []string, e *env) int {
 		err = cmdAPIKey(ctx, args[1:], e)
 	case "tenant":
 		err = cmdTenant(ctx, args[1:], e)
+	case "audit":
+		err = cmdAudit(ctx, args[1:], e)
 	case "config":
 		err = cmdConfig(args[1:], e)
 	case "version", "--version":
@@ -91,6 +95,8 @@ func run(ctx context.Context, args []string, e *env) int {
 	case errors.Is(err, errConfig):
 		fmt.Fprintf(e.stderr, "gatehouse: %v\n", err)
 		return 2
+	case errors.Is(err, errTampered):
+		return 1 // the report is on stdout
 	}
 	fmt.Fprintf(e.stderr, "gatehouse: %v\n", err)
 	return 1

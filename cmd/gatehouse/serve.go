@@ -52,7 +52,12 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 	log.Info("rate limits", "tenant", cfg.Limits.Tenant.String(), "principal", cfg.Limits.Principal.String(),
 		"auth_failures_per_ip", cfg.Limits.AuthFailure.String())
 
+	akey, err := auditKey(ctx, db, e.getenv, log)
+	if err != nil {
+		return err
+	}
 	srv, err := mcp.New(mcp.Options{
+		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(e.stdout, nil)),
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
 		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Logger: log, Version: buildVersion(),

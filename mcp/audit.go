@@ -1,0 +1,182 @@
+package mcp
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// auditor records every decision: tool calls in the tenant's audit log (in
+// the call's own transaction, see Server.call), rate-limited requests and
+// failed authentications aggregated in memory and written once a second, so
+// a flood costs a row per source and second, not a row per request. Every
+// record is also one JSON line on the audit log (stdout), which log drains
+// keep outside the database. A background loop chains new records.
+type auditor struct {
+	db  *store.DB
+	key store.AuditKey
+	out *slog.Logger // one JSON line per record
+	log *slog.Logger // operational problems
+
+	mu      sync.Mutex
+	dirty   map[string]*tenancy.Tenant // tenants with unchained records, by id
+	limited map[limitedKey]*limitedAgg
+	failed  map[store.AuthFailure]*store.AuthFailure // keyed by window, IP, reason (counts zero)
+}
+
+type limitedKey struct{ tenantID, subject, tool string }
+
+type limitedAgg struct {
+	tenant *tenancy.Tenant
+	rec    store.AuditRecord
+}
+
+func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *auditor {
+	return &auditor{db: db, key: key, out: out, log: log, dirty: map[string]*tenancy.Tenant{},
+		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}}
+}
+
+// base is the record of a call by c: who, what, from where, a digest of
+// the arguments (never the arguments).
+func (a *auditor) base(c *Caller, tool string, args []byte) *store.AuditRecord {
+	r := &store.AuditRecord{
+		RequestID: c.RequestID, Tool: tool, Subject: c.Principal.Subject, Email: c.Principal.Email,
+		Provider: c.Principal.Provider, APIKeyID: c.Principal.APIKeyID, ClientIP: c.ClientIP, UserAgent: truncate(c.UserAgent, 256),
+	}
+	if len(args) > 0 {
+		r.ArgsDigest = a.key.Digest(args)
+	}
+	return r
+}
+
+// written notes a record committed in t's audit log and mirrors it.
+func (a *auditor) written(t *tenancy.Tenant, r *store.AuditRecord) {
+	a.mu.Lock()
+	a.dirty[t.ID] = t
+	a.mu.Unlock()
+	a.emit(t.Key, r)
+}
+
+// emit writes one JSON line for a record (slog's JSON escaping keeps every
+// value on its line: no log injection through user agents or reasons).
+func (a *auditor) emit(tenant string, r *store.AuditRecord) {
+	a.out.LogAttrs(context.Background(), slog.LevelInfo, "audit",
+		slog.String("tenant", tenant), slog.String("decision", r.Decision), slog.String("tool", r.Tool),
+		slog.String("subject", r.Subject), slog.String("email", r.Email), slog.String("provider", r.Provider),
+		slog.String("api_key_id", r.APIKeyID), slog.String("client_ip", r.ClientIP), slog.String("user_agent", r.UserAgent),
+		slog.String("reason", r.Reason), slog.String("args_digest", r.ArgsDigest), slog.String("request_id", r.RequestID),
+		slog.Int("count", r.Count), slog.Int64("id", r.ID))
+}
+
+// rateLimited counts a refused request; flush writes the counts.
+func (a *auditor) rateLimited(c *Caller, tool, reason string) {
+	k := limitedKey{c.Tenant.ID, c.Principal.Subject, tool}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	agg := a.limited[k]
+	if agg == nil {
+		rec := a.base(c, tool, nil)
+		rec.Decision, rec.Reason = store.RateLimited, reason
+		agg = &limitedAgg{tenant: c.Tenant, rec: *rec}
+		a.limited[k] = agg
+	}
+	agg.rec.Count++
+}
+
+// authFailed counts a refused credential (no tenant is known).
+func (a *auditor) authFailed(ip, reason, userAgent string) {
+	now := time.Now()
+	k := store.AuthFailure{Window: now.Truncate(time.Minute), ClientIP: ip, Reason: reason}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := a.failed[k]
+	if f == nil {
+		f = &store.AuthFailure{Window: k.Window, ClientIP: ip, Reason: reason, UserAgent: truncate(userAgent, 256), First: now}
+		a.failed[k] = f
+	}
+	f.Count++
+	f.Last = now
+}
+
+// flush writes the aggregates and chains every tenant with new records.
+func (a *auditor) flush(ctx context.Context) {
+	a.mu.Lock()
+	limited, failed, dirty := a.limited, a.failed, a.dirty
+	a.limited, a.failed, a.dirty = map[limitedKey]*limitedAgg{}, map[store.AuthFailure]*store.AuthFailure{}, map[string]*tenancy.Tenant{}
+	a.mu.Unlock()
+
+	for _, agg := range limited {
+		rec := agg.rec
+		err := a.db.WithTenant(ctx, agg.tenant, func(tx pgx.Tx) error { return store.InsertAudit(ctx, tx, &rec) })
+		if err != nil {
+			a.log.Error("audit: writing rate-limited records failed", "tenant", agg.tenant.Key, "count", rec.Count, "error", err)
+		}
+		a.emit(agg.tenant.Key, &rec)
+		dirty[agg.tenant.ID] = agg.tenant
+	}
+	if len(failed) > 0 {
+		fs := make([]store.AuthFailure, 0, len(failed))
+		for _, f := range failed {
+			fs = append(fs, *f)
+			a.out.LogAttrs(ctx, slog.LevelInfo, "audit", slog.String("decision", store.AuthFailed), slog.String("client_ip", f.ClientIP),
+				slog.String("reason", f.Reason), slog.String("user_agent", f.UserAgent), slog.Int64("count", f.Count))
+		}
+		if err := a.db.RecordAuthFailures(ctx, fs); err != nil {
+			a.log.Error("audit: writing failed authentications failed", "error", err)
+		}
+	}
+	for _, t := range dirty {
+		for {
+			n, err := a.db.ChainAudit(ctx, t, a.key, 1000)
+			if err != nil {
+				a.log.Error("audit: chaining failed; will retry", "tenant", t.Key, "error", err)
+				a.mu.Lock()
+				a.dirty[t.ID] = t
+				a.mu.Unlock()
+			}
+			if err != nil || n < 1000 {
+				break
+			}
+		}
+	}
+}
+
+// run flushes every interval until ctx ends, after chaining whatever an
+// earlier process left unchained; a last flush runs on the way out.
+func (a *auditor) run(ctx context.Context, every time.Duration) {
+	if ts, err := a.db.TenantsWithUnchainedAudit(ctx); err == nil {
+		a.mu.Lock()
+		for _, t := range ts {
+			a.dirty[t.ID] = t
+		}
+		a.mu.Unlock()
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.flush(context.WithoutCancel(ctx))
+			return
+		case <-t.C:
+			a.flush(ctx)
+		}
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// FlushAudit writes pending aggregates and chains new records now (the
+// background loop does this every second).
+func (s *Server) FlushAudit(ctx context.Context) { s.audit.flush(ctx) }
