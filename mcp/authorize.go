@@ -117,10 +117,10 @@ func (s *Server) filterTools(next sdk.MethodHandler) sdk.MethodHandler {
 		if err != nil || !ok {
 			return res, err
 		}
-		c := s.callerOf(req.GetExtra())
+		c, cerr := s.callerOf(ctx, req.GetExtra())
 		visible := make([]*sdk.Tool, 0, len(list.Tools))
 		for _, def := range list.Tools {
-			if t := s.tools[def.Name]; t != nil && c != nil && t.allows(c) {
+			if t := s.tools[def.Name]; t != nil && cerr == nil && t.allows(c) {
 				visible = append(visible, def)
 			}
 		}

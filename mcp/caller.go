@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"context"
+	"errors"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
@@ -37,13 +38,17 @@ func callerFromContext(ctx context.Context) *Caller {
 }
 
 // callerOf returns the caller of a request: the one the HTTP middleware
-// attached to its token info, or the stdio session's caller.
-func (s *Server) callerOf(extra *sdk.RequestExtra) *Caller {
+// attached to its token info, or (over stdio) the API key's, checked again.
+func (s *Server) callerOf(ctx context.Context, extra *sdk.RequestExtra) (*Caller, error) {
 	if extra != nil && extra.TokenInfo != nil {
-		c, _ := extra.TokenInfo.Extra[callerKey].(*Caller)
-		return c
+		if c, _ := extra.TokenInfo.Extra[callerKey].(*Caller); c != nil {
+			return c, nil
+		}
 	}
-	return s.stdioCaller
+	if s.stdioToken != "" {
+		return s.stdioCaller(ctx)
+	}
+	return nil, errors.New("unauthenticated")
 }
 
 // tokenInfo is what the SDK carries from the HTTP request to the handlers.

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -127,9 +128,12 @@ func (s *Server) chargeAuthFailure(c echo.Context) {
 
 // RunMaintenance does background work until ctx ends: it writes and chains
 // audit records every second, and every `every` drops rate-limit counters
-// that have fully replenished. Every replica may run it.
+// that have fully replenished. It returns after a last audit flush. Every
+// replica may run it.
 func (s *Server) RunMaintenance(ctx context.Context, every time.Duration) {
-	go s.audit.run(ctx, time.Second)
+	var audit sync.WaitGroup
+	audit.Go(func() { s.audit.run(ctx, time.Second) })
+	defer audit.Wait()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

@@ -59,7 +59,7 @@ type Server struct {
 	audit    *auditor
 	draining atomic.Bool
 
-	stdioCaller *Caller // the caller of a stdio session; nil over HTTP
+	stdioToken string // the credential of a stdio session; empty over HTTP
 }
 
 // New assembles the server. One *sdk.Server is shared by every request.
@@ -126,10 +126,16 @@ func (s *Server) ResourceURL() string { return s.opts.PublicURL + "/mcp" }
 // authorize, validate, execute in the tenant, account.
 func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 	return func(ctx context.Context, req *sdk.CallToolRequest) (*sdk.CallToolResult, error) {
-		c := s.callerOf(req.Extra)
-		if c == nil {
-			// Unreachable behind the authentication middleware; refuse anyway.
-			return nil, errors.New("unauthenticated")
+		c, err := s.callerOf(ctx, req.Extra)
+		if err != nil {
+			// Over HTTP the middleware has refused this already; over stdio
+			// the key was revoked or expired during the session.
+			return nil, err
+		}
+		if req.Extra == nil || req.Extra.TokenInfo == nil {
+			if err := s.limitStdio(ctx, c, t.Name); err != nil {
+				return nil, err
+			}
 		}
 		start := time.Now()
 		res, outcome := s.call(ctx, t, c, req.Params.Arguments)

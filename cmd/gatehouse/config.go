@@ -44,6 +44,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_PRINCIPAL_BURST", Default: "100", Help: "requests one person or key may make at once"},
 	{Name: "GATEHOUSE_AUTH_FAILURE_RATE", Default: "20/m", Help: "failed authentications allowed from one client IP before 429"},
 	{Name: "GATEHOUSE_AUTH_FAILURE_BURST", Default: "10", Help: "failed authentications allowed from one client IP at once"},
+	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
 	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain; unset: a random key kept in the database (weaker: see README)"},
 	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
 	{Name: "GATEHOUSE_CONFIG_FILE", Help: "YAML file with settings beyond the environment (more OIDC issuers: oidc_issuers)"},

@@ -71,9 +71,9 @@ type server struct {
 	done    bool
 }
 
-// startServer runs `gatehouse serve` on the embedded PostgreSQL in a fresh
+// runBinary runs `gatehouse serve` on the embedded PostgreSQL in a fresh
 // data directory with extra environment settings, and waits until ready.
-func startServer(t *testing.T, extra ...string) *server {
+func runBinary(t *testing.T, extra ...string) *server {
 	t.Helper()
 	addr := freeAddr(t)
 	s := &server{base: "http://" + addr, dataDir: filepath.Join(storetest.TempDir(t), "data"), logs: &syncBuffer{}, exited: make(chan error, 1)}

@@ -24,7 +24,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Skip("builds the binary and runs MCP Inspector")
 	}
 	nodeDir(t)
-	s := startServer(t)
+	s := runBinary(t)
 
 	// First start prints the bootstrap key once, with client snippets.
 	bootstrapKey := keyRe.FindString(s.banner)
@@ -131,7 +131,7 @@ func TestEndToEndGitHub(t *testing.T) {
 		{Email: "alice@acme.com", Primary: true, Verified: true},
 	}}})
 	gh.Issue("gho_e2e_other_app", idptest.GitHubGrant{App: "Iv1.other", User: idptest.GitHubUser{ID: 7, Login: "mallory"}})
-	s := startServer(t, "GATEHOUSE_GITHUB_CLIENT_ID=Ov23e2e", "GATEHOUSE_GITHUB_CLIENT_SECRET=e2e-secret", "GATEHOUSE_GITHUB_API_URL="+gh.URL())
+	s := runBinary(t, "GATEHOUSE_GITHUB_CLIENT_ID=Ov23e2e", "GATEHOUSE_GITHUB_CLIENT_SECRET=e2e-secret", "GATEHOUSE_GITHUB_API_URL="+gh.URL())
 
 	out, err := s.inspector(t, "gho_e2e_alice", "--method", "tools/call", "--tool-name", "whoami")
 	if err != nil || !strings.Contains(out, `"tenant": "acme.com"`) || !strings.Contains(out, `"subject": "github:4242"`) || !strings.Contains(out, `"role": "admin"`) {

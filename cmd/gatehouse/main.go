@@ -25,6 +25,7 @@ const usage = `Gatehouse: a multi-tenant MCP server.
 
 Usage:
   gatehouse serve                      run the server (DATABASE_URL, or the embedded PostgreSQL)
+  gatehouse stdio                      MCP on stdin/stdout for a local client, as GATEHOUSE_API_KEY
   gatehouse migrate                    apply migrations to the control schema and every tenant schema
   gatehouse apikey create --tenant T --role R [--name N] [--scopes S,...] [--expires 720h]
   gatehouse apikey list --tenant T
@@ -43,6 +44,7 @@ machine-readable output); progress and logs go to stderr.
 
 // env is what a command gets from the process.
 type env struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	stdoutTTY      bool
@@ -51,7 +53,7 @@ type env struct {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	e := &env{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, stdoutTTY: isTerminal(os.Stdout)}
+	e := &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, stdoutTTY: isTerminal(os.Stdout)}
 	os.Exit(run(ctx, os.Args[1:], e))
 }
 
@@ -67,6 +69,8 @@ func run(ctx context.Context, args []string, e *env) int {
 	switch args[0] {
 	case "serve":
 		err = cmdServe(ctx, args[1:], e)
+	case "stdio":
+		err = cmdStdio(ctx, args[1:], e)
 	case "migrate":
 		err = cmdMigrate(ctx, args[1:], e)
 	case "apikey":

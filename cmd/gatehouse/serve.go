@@ -4,7 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
@@ -37,39 +39,51 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 
+	srv, stop, err := startServer(ctx, cfg, db, log, e.getenv, e.stdout)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	return srv.ListenAndServe(ctx, cfg.Addr, cfg.ShutdownGrace)
+}
+
+// startServer builds the MCP server and starts its background work
+// (invalidations, audit chaining, housekeeping). stop ends the background
+// work, waiting for the last audit flush, and must run before the database
+// closes. Audit lines go to auditOut.
+func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logger, getenv func(string) string, auditOut io.Writer) (*mcp.Server, func(), error) {
 	ropts, err := cfg.Providers.resolverOptions(apikey.NewVerifier(db, log), cfg.AuthCacheTTL, cfg.DefaultScopes)
 	if err != nil {
-		return fmt.Errorf("%w:\n%s", errConfig, indent(err))
+		return nil, nil, fmt.Errorf("%w:\n%s", errConfig, indent(err))
 	}
 	log.Info("identity providers", "enabled", append([]string{"apikey"}, cfg.Providers.names()...),
 		"tenant_signup", cfg.Policy.Signup, "default_role", cfg.Policy.DefaultRole)
-	resolver := identity.NewResolver(ropts)
-	defer resolver.Close()
-	tenants := tenancy.NewService(db, tenancy.ServiceOptions{Policy: cfg.Policy})
-	defer tenants.Close()
-	limiter := tenancy.NewLimiter(db, cfg.Limits)
-	defer limiter.Close()
 	log.Info("rate limits", "tenant", cfg.Limits.Tenant.String(), "principal", cfg.Limits.Principal.String(),
 		"auth_failures_per_ip", cfg.Limits.AuthFailure.String())
-
-	akey, err := auditKey(ctx, db, e.getenv, log)
+	akey, err := auditKey(ctx, db, getenv, log)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
+	resolver := identity.NewResolver(ropts)
+	tenants := tenancy.NewService(db, tenancy.ServiceOptions{Policy: cfg.Policy})
+	limiter := tenancy.NewLimiter(db, cfg.Limits)
+	closeAll := func() { limiter.Close(); tenants.Close(); resolver.Close() }
 	srv, err := mcp.New(mcp.Options{
-		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(e.stdout, nil)),
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
-		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Logger: log, Version: buildVersion(),
+		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy,
+		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(auditOut, nil)),
+		Logger: log, Version: buildVersion(),
 	})
 	if err != nil {
-		return err
+		closeAll()
+		return nil, nil, err
 	}
-	lctx, stopFollowing := context.WithCancel(ctx)
-	defer stopFollowing()
-	go srv.FollowInvalidations(lctx)
-	go srv.RunMaintenance(lctx, 5*time.Minute)
-	return srv.ListenAndServe(ctx, cfg.Addr, cfg.ShutdownGrace)
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var bg sync.WaitGroup
+	bg.Go(func() { srv.FollowInvalidations(bctx) })
+	bg.Go(func() { srv.RunMaintenance(bctx, 5*time.Minute) })
+	return srv, func() { cancel(); bg.Wait(); closeAll() }, nil
 }
 
 // bootstrap issues the first admin key on an empty database and prints it

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+)
+
+// TestStdio runs `gatehouse stdio` as a local client would (Claude Desktop
+// launching it) and drives it with the official go-sdk client over the
+// process's stdin/stdout: same tools, limits, audit and revocation as HTTP.
+func TestStdio(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dbURL := storetest.ConnString(t)
+	environ := map[string]string{"DATABASE_URL": dbURL}
+	_, key, _ := gh(t, environ, "apikey", "create", "--tenant", "acme.com", "--role", "developer")
+	key = strings.TrimSpace(key)
+
+	cmd := exec.Command(binary(t), "stdio")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "GATEHOUSE_API_KEY="+key,
+		"GATEHOUSE_PRINCIPAL_RATE=60/m", "GATEHOUSE_PRINCIPAL_BURST=4")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	client := sdk.NewClient(&sdk.Implementation{Name: "stdio-test", Version: "1"}, nil)
+	cs, err := client.Connect(ctx, &sdk.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v\n%s", err, stderr.String())
+	}
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil || len(tools.Tools) != 4 { // a developer: not read_audit_log
+		t.Errorf("tools/list: %d tools, %v", len(tools.Tools), err)
+	}
+	res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "add_todo", Arguments: map[string]any{"title": "from stdio"}})
+	if err != nil || res.IsError {
+		t.Fatalf("add_todo: %v %+v\n%s", err, res, stderr.String())
+	}
+	res, err = cs.CallTool(ctx, &sdk.CallToolParams{Name: "read_audit_log"})
+	if err != nil || !res.IsError || !strings.Contains(res.Content[0].(*sdk.TextContent).Text, "ACCESS DENIED") {
+		t.Errorf("read_audit_log as a developer: %v %+v", err, res)
+	}
+	// The 5th call is over the principal's burst of 4 (list_tools does not count: only calls do over stdio).
+	var limited error
+	for range 3 {
+		if _, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: "whoami"}); err != nil {
+			limited = err
+		}
+	}
+	if limited == nil || !strings.Contains(limited.Error(), "rate limit exceeded") || !strings.Contains(limited.Error(), "retry in") {
+		t.Errorf("over the limit: %v", limited)
+	}
+	// Revoking the key ends its use within the session.
+	gh(t, environ, "apikey", "revoke", key[3:19])
+	time.Sleep(1500 * time.Millisecond) // past the rate limit's retry, so the refusal is the revocation's
+	_, err = cs.CallTool(ctx, &sdk.CallToolParams{Name: "whoami"})
+	if err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("after revocation: %v", err)
+	}
+	cs.Close()
+	_ = cmd.Wait()
+	if strings.Contains(stderr.String(), key) {
+		t.Error("the API key appears in the log")
+	}
+
+	// The calls were audited, as stdio calls, once the session flushed.
+	db, err := store.Open(ctx, dbURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tn, _ := db.FindTenantByKey(ctx, "acme.com")
+	var decisions []string
+	_ = db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+		recs, _, err := store.FindAudit(ctx, tx, store.AuditFilter{Limit: 100})
+		for _, r := range recs {
+			if r.ClientIP == "stdio" {
+				decisions = append(decisions, r.Decision+":"+r.Tool)
+			}
+		}
+		return err
+	})
+	got := strings.Join(decisions, " ")
+	for _, want := range []string{"ALLOWED:add_todo", "DENIED:read_audit_log", "RATE_LIMITED:whoami"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("audit records %q lack %s", got, want)
+		}
+	}
+}
+
+func TestStdioRefusesABadKey(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	cmd := exec.Command(binary(t), "stdio")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+storetest.ConnString(t), "GATEHOUSE_API_KEY=gk_aaaaaaaaaaaaaaaa_"+strings.Repeat("B", 43))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err == nil || !strings.Contains(stderr.String(), "GATEHOUSE_API_KEY") || !strings.Contains(stderr.String(), "unknown API key") || stdout.Len() != 0 {
+		t.Errorf("exit %v, stdout %q, stderr %s", err, stdout.String(), stderr.String())
+	}
+}
