@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -75,8 +74,15 @@ type server struct {
 // data directory with extra environment settings, and waits until ready.
 func runBinary(t *testing.T, extra ...string) *server {
 	t.Helper()
+	return runBinaryOn(t, filepath.Join(storetest.TempDir(t), "data"), extra...)
+}
+
+// runBinaryOn runs `gatehouse serve` on the embedded PostgreSQL in dataDir
+// (joining the cluster if another server runs there).
+func runBinaryOn(t *testing.T, dataDir string, extra ...string) *server {
+	t.Helper()
 	addr := freeAddr(t)
-	s := &server{base: "http://" + addr, dataDir: filepath.Join(storetest.TempDir(t), "data"), logs: &syncBuffer{}, exited: make(chan error, 1)}
+	s := &server{base: "http://" + addr, dataDir: dataDir, logs: &syncBuffer{}, exited: make(chan error, 1)}
 	s.env = append(os.Environ(), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_DATA_DIR="+s.dataDir, "DATABASE_URL=")
 	s.env = append(s.env, extra...)
 	s.cmd = exec.Command(binary(t), "serve")
@@ -95,20 +101,33 @@ func runBinary(t *testing.T, extra ...string) *server {
 			t.Logf("server log:\n%s", s.logs.String())
 		}
 	})
-	var banner strings.Builder
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		banner.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), "More keys:") {
-			break
-		}
-	}
-	s.banner = banner.String()
+	// The first-start banner comes before the server listens; later starts
+	// print none. Keep the lines up to its end, drain the rest (a full pipe
+	// would block the server).
+	banner := make(chan string, 1)
 	go func() {
-		_, _ = io.Copy(io.Discard, stdout) // a full pipe would block the server
+		var b strings.Builder
+		sc := bufio.NewScanner(stdout)
+		sent := false
+		for sc.Scan() {
+			if !sent {
+				b.WriteString(sc.Text() + "\n")
+				if strings.Contains(sc.Text(), "More keys:") {
+					banner <- b.String()
+					sent = true
+				}
+			}
+		}
+		if !sent {
+			banner <- b.String()
+		}
 		s.exited <- s.cmd.Wait()
 	}()
 	waitReady(t, s.base)
+	select {
+	case s.banner = <-banner:
+	case <-time.After(200 * time.Millisecond): // no banner on this start
+	}
 	return s
 }
 
