@@ -23,8 +23,6 @@ type Tool struct {
 	Name  string
 	Role  tenancy.Role // minimum member role
 	Scope string       // scope the credential must carry
-	// UsesDB runs the handler inside a WithTenant transaction (Call.Tx).
-	UsesDB bool
 
 	def    *sdk.Tool
 	input  *jsonschema.Resolved
@@ -32,8 +30,8 @@ type Tool struct {
 	run    func(ctx context.Context, c *Call, args []byte) (*sdk.CallToolResult, error)
 }
 
-// Call is what a tool handler gets: the caller and, for tools that use the
-// database, the transaction confined to the caller's tenant.
+// Call is what a tool handler gets: the caller and the transaction confined
+// to the caller's tenant (which also carries the call's audit record).
 type Call struct {
 	*Caller
 	Tx pgx.Tx
@@ -44,7 +42,6 @@ type ToolSpec struct {
 	Name, Title, Description string
 	Role                     tenancy.Role
 	Scope                    string
-	UsesDB                   bool
 	ReadOnly, Idempotent     bool
 	Destructive              bool
 	// Input adjusts the schema inferred from the input type (limits, enums).
@@ -76,7 +73,6 @@ func newTool[In, Out any](spec ToolSpec, handle func(ctx context.Context, c *Cal
 		Name:   spec.Name,
 		Role:   spec.Role,
 		Scope:  spec.Scope,
-		UsesDB: spec.UsesDB,
 		input:  resolved,
 		output: resolvedOut,
 		def: &sdk.Tool{

@@ -145,15 +145,22 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 }
 
 // call decides and runs one tool call, and audits it in the same
-// transaction as its effect: the tool runs in a savepoint, so a failed call
-// rolls back its effect but keeps its record, and no effect exists without
-// one. A call whose transaction itself fails is recorded in a fresh one.
+// transaction as its effect, so no effect exists without its record. A call
+// that fails rolls its transaction back and is recorded in a fresh one, so
+// every call leaves a record.
 func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string) {
 	rec := s.audit.base(c, t.Name, raw)
 	var res *sdk.CallToolResult
-	var outcome string
+	outcome := "ok"
 	err := s.db.WithTenant(ctx, c.Tenant, func(tx pgx.Tx) error {
-		res, outcome = s.decide(ctx, tx, t, c, raw, rec)
+		if !t.allows(c) {
+			rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)
+			res, outcome = denial(t, c), "denied"
+		} else if err := s.execute(ctx, tx, t, c, raw, &res); err != nil {
+			return err
+		} else {
+			rec.Decision = store.Allowed
+		}
 		return store.InsertAudit(ctx, tx, rec)
 	})
 	if err != nil {
@@ -174,36 +181,17 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 	return res, outcome
 }
 
-// decide authorizes, validates and runs the tool inside tx, filling in the
-// record's decision and reason (an outcome word, never caller input).
-func (s *Server) decide(ctx context.Context, tx pgx.Tx, t *Tool, c *Caller, raw []byte, rec *store.AuditRecord) (*sdk.CallToolResult, string) {
-	if !t.allows(c) {
-		rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)
-		return denial(t, c), "denied"
-	}
+// execute validates the arguments and runs the tool in tx, within the tool
+// time limit.
+func (s *Server) execute(ctx context.Context, tx pgx.Tx, t *Tool, c *Caller, raw []byte, res **sdk.CallToolResult) error {
 	args, err := t.validate(raw)
-	if err == nil {
-		var sp pgx.Tx
-		if sp, err = tx.Begin(ctx); err == nil { // a savepoint
-			tctx, cancel := context.WithTimeout(ctx, s.opts.ToolTimeout)
-			var res *sdk.CallToolResult
-			res, err = t.run(tctx, &Call{Caller: c, Tx: sp}, args)
-			cancel()
-			if err == nil {
-				if err = sp.Commit(ctx); err == nil {
-					rec.Decision = store.Allowed
-					return res, "ok"
-				}
-			}
-			_ = sp.Rollback(ctx)
-		}
+	if err != nil {
+		return err
 	}
-	res, outcome, internal := toolFailure(c.RequestID, err)
-	if internal {
-		s.log.Error("tool call failed", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "subject", c.Principal.Subject, "error", err)
-	}
-	rec.Decision, rec.Reason = store.Failed, outcome
-	return res, outcome
+	tctx, cancel := context.WithTimeout(ctx, s.opts.ToolTimeout)
+	defer cancel()
+	*res, err = t.run(tctx, &Call{Caller: c, Tx: tx}, args)
+	return err
 }
 
 // FollowInvalidations applies changes made by any Gatehouse process sharing

@@ -84,7 +84,6 @@ func addTodoTool() *Tool {
 		Description: "Adds a todo to your organisation's shared list and returns it with its id.",
 		Role:        tenancy.Developer,
 		Scope:       identity.ScopeWrite,
-		UsesDB:      true,
 		Input: func(s *jsonschema.Schema) {
 			s.Properties["title"].MinLength = new(1)
 			s.Properties["title"].MaxLength = new(500)
@@ -135,7 +134,6 @@ func listTodosTool() *Tool {
 		Description: "Lists your organisation's todos, newest first. Open todos by default; page with cursor.",
 		Role:        tenancy.Viewer,
 		Scope:       identity.ScopeRead,
-		UsesDB:      true,
 		ReadOnly:    true,
 		Idempotent:  true,
 		Input: func(s *jsonschema.Schema) {
@@ -188,7 +186,6 @@ func completeTodoTool() *Tool {
 		Description: "Marks a todo as done. Completing a todo that is already done changes nothing.",
 		Role:        tenancy.Developer,
 		Scope:       identity.ScopeWrite,
-		UsesDB:      true,
 		Idempotent:  true,
 	}, func(ctx context.Context, c *Call, in completeTodoIn) (todoOut, error) {
 		t, err := store.CompleteTodo(ctx, c.Tx, in.ID)

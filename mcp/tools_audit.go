@@ -64,7 +64,6 @@ func readAuditLogTool() *Tool {
 		Description: "Reads your organisation's audit log, newest first: every tool call allowed, denied, rate-limited or failed, by whom and from where. Filter by time, actor, tool and decision.",
 		Role:        tenancy.Admin,
 		Scope:       identity.ScopeAdmin,
-		UsesDB:      true,
 		ReadOnly:    true,
 		Idempotent:  true,
 		Input: func(s *jsonschema.Schema) {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -61,19 +62,29 @@ func InsertAudit(ctx context.Context, tx pgx.Tx, r *AuditRecord) error {
 // AuditKey keys the audit chain (and argument digests): HMAC-SHA256.
 type AuditKey struct {
 	secret []byte
-	ID     string // identifies the key in each chained record, never reveals it
+	ID     string    // identifies the key in each chained record, never reveals it
+	args   hash.Hash // HMAC keyed for argument digests, cloned per use
 }
 
 // NewAuditKey returns a key for secret.
 func NewAuditKey(secret []byte) AuditKey {
 	sum := sha256.Sum256(append([]byte("gatehouse audit key id "), secret...))
-	return AuditKey{secret: secret, ID: hex.EncodeToString(sum[:6])}
+	return AuditKey{secret: secret, ID: hex.EncodeToString(sum[:6]), args: hmac.New(sha256.New, append([]byte("args:"), secret...))}
 }
 
 // Digest is the keyed digest of arguments: equal arguments give equal
-// digests, and the digest reveals nothing of them without the key.
+// digests, and the digest reveals nothing of them without the key. (It is
+// on every call's path: the keyed HMAC is cloned, not keyed again.)
 func (k AuditKey) Digest(b []byte) string {
-	m := hmac.New(sha256.New, append([]byte("args:"), k.secret...))
+	var m hash.Hash
+	if c, ok := k.args.(hash.Cloner); ok {
+		if cl, err := c.Clone(); err == nil {
+			m = cl
+		}
+	}
+	if m == nil { // GOFIPS140=v1.0.0 builds cannot clone
+		m = hmac.New(sha256.New, append([]byte("args:"), k.secret...))
+	}
 	m.Write(b)
 	return hex.EncodeToString(m.Sum(nil))[:32]
 }

@@ -129,3 +129,13 @@ func TestTenantRoleCannotTamper(t *testing.T) {
 		t.Errorf("chain after the attempts: %+v", rep)
 	}
 }
+
+func TestAuditDigest(t *testing.T) {
+	a, b := testKey.Digest([]byte(`{"title":"x"}`)), testKey.Digest([]byte(`{"title":"x"}`))
+	if a != b || len(a) != 32 {
+		t.Errorf("digests of equal arguments: %q %q", a, b)
+	}
+	if a == testKey.Digest([]byte(`{"title":"y"}`)) || a == store.NewAuditKey([]byte("other")).Digest([]byte(`{"title":"x"}`)) {
+		t.Error("different arguments or keys give the same digest")
+	}
+}

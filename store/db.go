@@ -18,13 +18,19 @@ var ErrNotFound = errors.New("not found")
 type Options struct {
 	// MaxConns bounds the pool (default: pgxpool's, max(4, GOMAXPROCS)).
 	MaxConns int32
-	Logger   *slog.Logger
+	// NoPreparedStatements avoids server-side prepared statements entirely
+	// (for poolers such as PgBouncer in transaction mode).
+	NoPreparedStatements bool
+	Logger               *slog.Logger
 }
 
 // DB is Gatehouse's database.
 type DB struct {
 	pool *pgxpool.Pool
 	log  *slog.Logger
+	// hotMode runs the fixed, fully qualified statements of every request
+	// (rate limits): prepared once per connection where allowed.
+	hotMode pgx.QueryExecMode
 }
 
 // Open connects to the database at connString and checks that it answers.
@@ -55,7 +61,11 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &DB{pool: pool, log: log}, nil
+	db := &DB{pool: pool, log: log, hotMode: pgx.QueryExecModeCacheStatement}
+	if opts.NoPreparedStatements {
+		db.hotMode = pgx.QueryExecModeExec
+	}
+	return db, nil
 }
 
 // Close closes every connection.

@@ -16,8 +16,10 @@ func (db *DB) GCRA(ctx context.Context, keys []string, intervals []time.Duration
 	}
 	var r tenancy.GCRAResult
 	var retryMS float64
+	// A prepared statement (parsed and planned once per connection) unless
+	// a pooler in transaction mode forbids them: this runs on every request.
 	err := db.pool.QueryRow(ctx, "SELECT allowed, retry_after_ms, remaining, over FROM gatehouse.gcra($1, $2, $3)",
-		keys, ms, bursts).Scan(&r.Allowed, &retryMS, &r.Remaining, &r.Over)
+		db.hotMode, keys, ms, bursts).Scan(&r.Allowed, &retryMS, &r.Remaining, &r.Over)
 	r.RetryAfter = time.Duration(retryMS * float64(time.Millisecond))
 	return r, err
 }
@@ -25,7 +27,7 @@ func (db *DB) GCRA(ctx context.Context, keys []string, intervals []time.Duration
 // ForgetRateLimits deletes counters that are fully replenished (their
 // timestamp is in the past), so the table holds only active keys.
 func (db *DB) ForgetRateLimits(ctx context.Context) (int64, error) {
-	tag, err := db.pool.Exec(ctx, "DELETE FROM gatehouse.rate_limits WHERE tat < now() - interval '1 minute'")
+	tag, err := db.pool.Exec(ctx, "DELETE FROM gatehouse.rate_limits WHERE tat < extract(epoch FROM now()) * 1000 - 60000")
 	return tag.RowsAffected(), err
 }
 

@@ -88,3 +88,31 @@ func TestTenantRateOverride(t *testing.T) {
 		t.Errorf("override not cleared: %+v", got.RateLimit)
 	}
 }
+
+// TestGCRAHighRates: a limit of a billion a minute (an interval far below a
+// microsecond) never refuses concurrent requests within its burst.
+func TestGCRAHighRates(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	var denied atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				r, err := db.GCRA(context.Background(), []string{"t:busy"}, []time.Duration{60 * time.Nanosecond}, []int{1_000_000})
+				if err != nil {
+					t.Error(err)
+				}
+				if !r.Allowed {
+					denied.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if denied.Load() != 0 {
+		t.Errorf("%d of 400 requests refused under a limit of a billion a minute", denied.Load())
+	}
+	if n, err := db.ForgetRateLimits(context.Background()); err != nil || n != 0 {
+		t.Errorf("ForgetRateLimits dropped %d fresh counters (%v)", n, err)
+	}
+}

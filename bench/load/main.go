@@ -40,8 +40,9 @@ func main() {
 	variants := flag.String("variants", "", "extra gatehouse configurations to measure beside the default, separated by ';', "+
 		"each a space-separated list of environment settings (e.g. \"GOGC=400;GATEHOUSE_LOG_LEVEL=warn GOGC=400\")")
 	bareVariants := flag.String("bare-variants", "", "extra configurations of the bare go-sdk baseline, in the same form")
+	baseline := flag.String("baseline-bin", "", "an older gatehouse binary to measure in the same run, as label=path (e.g. skeleton=/tmp/gatehouse-skeleton)")
 	flag.Parse()
-	if err := run(*bin, *duration, *warmup, *concurrency, strings.Split(*variants, ";"), strings.Split(*bareVariants, ";")); err != nil {
+	if err := run(*bin, *duration, *warmup, *concurrency, strings.Split(*variants, ";"), strings.Split(*bareVariants, ";"), *baseline); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -64,7 +65,7 @@ type result struct {
 	peakRSS        int64 // KiB, whole life of the process so far
 }
 
-func run(bin string, duration, warmup time.Duration, concurrency int, variants, bareVariants []string) error {
+func run(bin string, duration, warmup time.Duration, concurrency int, variants, bareVariants []string, baseline string) error {
 	work, err := os.MkdirTemp("", "gatehouse-bench-")
 	if err != nil {
 		return err
@@ -87,6 +88,14 @@ func run(bin string, duration, warmup time.Duration, concurrency int, variants, 
 		if err != nil {
 			return err
 		}
+		targets = append(targets, t)
+	}
+	if label, path, ok := strings.Cut(baseline, "="); ok {
+		t, err := startGatehouse(path, filepath.Join(work, "data-baseline"), nil)
+		if err != nil {
+			return fmt.Errorf("baseline %s: %w", label, err)
+		}
+		t.name = "gatehouse@" + label
 		targets = append(targets, t)
 	}
 	for i, v := range append([]string{""}, variants...) {
@@ -143,7 +152,10 @@ var keyRe = regexp.MustCompile(`gk_[a-z2-7]{16}_[A-Za-z0-9_-]{43}`)
 func startGatehouse(bin, dataDir string, env []string) (*target, error) {
 	addr := freeAddr()
 	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(os.Environ(), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_DATA_DIR="+dataDir, "DATABASE_URL=")
+	cmd.Env = append(os.Environ(), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_DATA_DIR="+dataDir, "DATABASE_URL=",
+		// Limits so high they never refuse: their checks are measured, not their refusals.
+		"GATEHOUSE_TENANT_RATE=1000000000/m", "GATEHOUSE_TENANT_BURST=1000000",
+		"GATEHOUSE_PRINCIPAL_RATE=1000000000/m", "GATEHOUSE_PRINCIPAL_BURST=1000000")
 	cmd.Env = append(cmd.Env, env...)
 	name := "gatehouse"
 	if len(env) > 0 {
