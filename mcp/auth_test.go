@@ -179,11 +179,22 @@ func TestOperationalEndpoints(t *testing.T) {
 			t.Errorf("%s: no security headers", p)
 		}
 	}
-	post(t, g.url, "Bearer "+g.key(t, "acme.com", tenancy.Admin), addTodoCall)
-	code, _, body := get("/metrics")
+	res := post(t, g.url, "Bearer "+g.key(t, "acme.com", tenancy.Admin), addTodoCall)
+	readBody(t, res)
+	// The access-log middleware counts a request after its handler returns,
+	// which may be just after the client has the whole response: wait for it.
 	for _, want := range []string{`gatehouse_tool_calls_total{outcome="ok",tool="add_todo"} 1`, `gatehouse_http_requests_total{code="200",method="POST",route="/mcp"}`} {
-		if code != 200 || !strings.Contains(body, want) {
-			t.Errorf("/metrics lacks %s", want)
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			code, _, body := get("/metrics")
+			if code == 200 && strings.Contains(body, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("/metrics lacks %s", want)
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	g.srv.Drain()

@@ -126,6 +126,13 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			level = slog.LevelError
 		case route == "/healthz" || route == "/readyz" || route == "/metrics":
 			level = slog.LevelDebug
+		case status == http.StatusTooManyRequests:
+			// A flood is counted (metrics, aggregated audit records), not
+			// logged request by request.
+			level = slog.LevelDebug
+		}
+		if !s.log.Enabled(c.Request().Context(), level) {
+			return nil
 		}
 		ri := info(c)
 		s.log.LogAttrs(c.Request().Context(), level, "http request",

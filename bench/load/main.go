@@ -40,8 +40,15 @@ func main() {
 	variants := flag.String("variants", "", "extra gatehouse configurations to measure beside the default, separated by ';', "+
 		"each a space-separated list of environment settings (e.g. \"GOGC=400;GATEHOUSE_LOG_LEVEL=warn GOGC=400\")")
 	bareVariants := flag.String("bare-variants", "", "extra configurations of the bare go-sdk baseline, in the same form")
+	neighbour := flag.Bool("neighbour", false, "also measure one tenant while another floods past its limit")
 	baseline := flag.String("baseline-bin", "", "an older gatehouse binary to measure in the same run, as label=path (e.g. skeleton=/tmp/gatehouse-skeleton)")
 	flag.Parse()
+	if *neighbour {
+		if err := noisyNeighbour(*bin, *duration, *warmup, *concurrency); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if err := run(*bin, *duration, *warmup, *concurrency, strings.Split(*variants, ";"), strings.Split(*bareVariants, ";"), *baseline); err != nil {
 		log.Fatal(err)
 	}
@@ -127,6 +134,61 @@ func run(bin string, duration, warmup time.Duration, concurrency int, variants, 
 		}
 	}
 	report(results, concurrency, duration)
+	return nil
+}
+
+// noisyNeighbour measures tenant B's whoami calls alone, then while tenant
+// A, limited to 60/m by a tenant override, floods the same server at twice
+// B's concurrency (A's excess is refused with 429).
+func noisyNeighbour(bin string, duration, warmup time.Duration, concurrency int) error {
+	work, err := os.MkdirTemp("", "gatehouse-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if err := os.Chmod(work, 0o755); err != nil {
+		return err
+	}
+	dataDir := filepath.Join(work, "data")
+	b, err := startGatehouse(bin, dataDir, nil)
+	if err != nil {
+		return err
+	}
+	defer b.cleanup()
+	cli := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "GATEHOUSE_DATA_DIR="+dataDir, "DATABASE_URL=")
+		out, err := cmd.Output()
+		return strings.TrimSpace(string(out)), err
+	}
+	floodKey, err := cli("apikey", "create", "--tenant", "flood.example", "--role", "admin")
+	if err != nil {
+		return fmt.Errorf("creating the flooding tenant's key: %w", err)
+	}
+	if _, err := cli("tenant", "limits", "set", "flood.example", "--rate", "60/m", "--burst", "10"); err != nil {
+		return err
+	}
+	a := &target{name: "flood", url: b.url, auth: "Bearer " + floodKey, pid: b.pid}
+	load(b, "whoami", warmup, concurrency)
+	alone := load(b, "whoami", duration, concurrency)
+	var flood result
+	done := make(chan struct{})
+	go func() { flood = load(a, "whoami", duration+time.Second, 2*concurrency); close(done) }()
+	time.Sleep(500 * time.Millisecond)
+	together := load(b, "whoami", duration, concurrency)
+	<-done
+	fmt.Printf("\nNoisy neighbour, %s, concurrency %d for tenant B, %d for tenant A (limited to 60/m):\n\n", time.Now().UTC().Format("2006-01-02"), concurrency, 2*concurrency)
+	fmt.Println("| tenant B's whoami | req/s | p50 | p99 | server CPU (share of one core) | Postgres CPU per B request |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	for _, r := range []struct {
+		name string
+		r    result
+	}{{"alone", alone}, {"while A floods", together}} {
+		fmt.Printf("| %s | %.0f | %s | %s | %.0f %% | %.0f µs |\n", r.name, float64(r.r.requests)/r.r.elapsed.Seconds(), ms(r.r.p50), ms(r.r.p99),
+			100*r.r.cpu.Seconds()/r.r.elapsed.Seconds(), float64(r.r.pgCPU.Microseconds())/float64(r.r.requests))
+	}
+	fmt.Printf("\nTenant A sent %.0f req/s; %d were refused with 429 (its limit admits about 1 a second after a burst of 10).\n",
+		float64(flood.requests)/flood.elapsed.Seconds(), flood.errs)
 	return nil
 }
 
