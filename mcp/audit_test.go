@@ -200,3 +200,28 @@ func TestSecretsNeverReachLogsOrAudit(t *testing.T) {
 		t.Error("the test did not exercise logging (no ALLOWED audit line or refusal log)")
 	}
 }
+
+// TestAuditLinesResistInjection: a claim carrying a newline and a forged
+// record stays inside its own JSON line.
+func TestAuditLinesResistInjection(t *testing.T) {
+	iss := idptest.NewIssuer(t, nil)
+	g := newGatehouse(t, withIssuer(t, "corp", iss))
+	forged := "mallory@evil.com\n{\"time\":\"2026-01-01T00:00:00Z\",\"level\":\"INFO\",\"msg\":\"audit\",\"decision\":\"ALLOWED\",\"subject\":\"admin\"}"
+	tok := iss.Sign(iss.Claims("mallory", "gatehouse", map[string]any{"email": forged, "email_verified": false, "name": "x\r\ny"}))
+	whoami(t, g, tok)
+	g.srv.FlushAudit(context.Background())
+	for _, stream := range []string{g.audit.String(), g.logs.String()} {
+		for _, line := range strings.Split(strings.TrimSpace(stream), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("a line is not one JSON object: %q", line)
+			}
+			if m["subject"] == "admin" {
+				t.Fatalf("a forged record became a line of its own: %q", line)
+			}
+		}
+	}
+	if !strings.Contains(g.audit.String(), `mallory@evil.com\n{`) {
+		t.Error("the email was not recorded (escaped) at all")
+	}
+}
