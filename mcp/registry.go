@@ -34,7 +34,8 @@ type Tool struct {
 // to the caller's tenant (which also carries the call's audit record).
 type Call struct {
 	*Caller
-	Tx pgx.Tx
+	Tx      pgx.Tx
+	cursors cursorKey
 }
 
 // ToolSpec describes a tool for [newTool].

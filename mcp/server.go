@@ -49,15 +49,16 @@ type Options struct {
 
 // Server is Gatehouse's MCP server and HTTP surface.
 type Server struct {
-	opts     Options
-	log      *slog.Logger
-	db       *store.DB
-	sdk      *sdk.Server
-	tools    map[string]*Tool
-	echo     *echo.Echo
-	metrics  *metrics
-	audit    *auditor
-	draining atomic.Bool
+	opts      Options
+	log       *slog.Logger
+	db        *store.DB
+	sdk       *sdk.Server
+	tools     map[string]*Tool
+	echo      *echo.Echo
+	metrics   *metrics
+	audit     *auditor
+	cursorKey cursorKey
+	draining  atomic.Bool
 
 	stdioToken string // the credential of a stdio session; empty over HTTP
 }
@@ -88,6 +89,7 @@ func New(opts Options) (*Server, error) {
 		metrics: newMetrics(),
 		audit:   newAuditor(opts.DB, opts.AuditKey, opts.AuditLog, opts.Logger),
 	}
+	s.cursorKey = opts.AuditKey.Derive("pagination cursors")
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
 		Logger:       sdkLogger(opts.Logger),
@@ -190,7 +192,7 @@ func (s *Server) execute(ctx context.Context, tx pgx.Tx, t *Tool, c *Caller, raw
 	}
 	tctx, cancel := context.WithTimeout(ctx, s.opts.ToolTimeout)
 	defer cancel()
-	*res, err = t.run(tctx, &Call{Caller: c, Tx: tx}, args)
+	*res, err = t.run(tctx, &Call{Caller: c, Tx: tx, cursors: s.cursorKey}, args)
 	return err
 }
 

@@ -210,3 +210,21 @@ func TestConcurrentCalls(t *testing.T) {
 		}
 	}
 }
+
+// TestCursorsAreSealed: a cursor edited by hand, or used with another list,
+// is refused.
+func TestCursorsAreSealed(t *testing.T) {
+	g := newGatehouse(t)
+	cs := g.connect(t, g.key(t, "acme.com", tenancy.Developer), "")
+	for range 3 {
+		call(t, cs, "add_todo", map[string]any{"title": "x"}, nil)
+	}
+	var page todoList
+	call(t, cs, "list_todos", map[string]any{"limit": 1}, &page)
+	payload, mac, _ := strings.Cut(page.NextCursor, ".")
+	for _, forged := range []string{payload, payload + ".AAAAAAAAAAAAAAAAAAAAAA", "e30." + mac} {
+		if res := call(t, cs, "list_todos", map[string]any{"cursor": forged}, nil); !res.IsError || !strings.Contains(text(res), "cursor") {
+			t.Errorf("forged cursor %q accepted: %s", forged, text(res))
+		}
+	}
+}

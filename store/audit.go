@@ -72,6 +72,13 @@ func NewAuditKey(secret []byte) AuditKey {
 	return AuditKey{secret: secret, ID: hex.EncodeToString(sum[:6]), args: hmac.New(sha256.New, append([]byte("args:"), secret...))}
 }
 
+// Derive returns a key for another purpose, independent of the chain key.
+func (k AuditKey) Derive(purpose string) []byte {
+	m := hmac.New(sha256.New, k.secret)
+	m.Write([]byte("derive:" + purpose))
+	return m.Sum(nil)
+}
+
 // Digest is the keyed digest of arguments: equal arguments give equal
 // digests, and the digest reveals nothing of them without the key. (It is
 // on every call's path: the keyed HMAC is cloned, not keyed again.)
