@@ -106,6 +106,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s.sdk.AddReceivingMiddleware(s.filterTools)
+	s.registerResources()
 	s.echo = s.routes()
 	return s, nil
 }
