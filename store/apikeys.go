@@ -87,7 +87,7 @@ func (db *DB) RevokeAPIKey(ctx context.Context, id string) (*apikey.Key, error) 
 		if k, err = scanAPIKey(tx.QueryRow(ctx, selectAPIKey+" WHERE k.id = $1", id)); err != nil {
 			return err
 		}
-		return notify(ctx, tx, Invalidation{Kind: InvalidateAPIKey, ID: id})
+		return db.notify(ctx, tx, Invalidation{Kind: InvalidateAPIKey, ID: id})
 	})
 	return k, err
 }

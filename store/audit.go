@@ -122,8 +122,12 @@ func scanAudit(row pgx.CollectableRow) (*AuditRecord, error) {
 func (db *DB) ChainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, batch int) (int, error) {
 	table := pgx.Identifier{t.Schema, "audit_log"}.Sanitize()
 	n := 0
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.audit-chain:' || $1, 0))", t.ID); err != nil {
+	seed, err := db.lockSeed(ctx)
+	if err != nil {
+		return 0, err
+	}
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.audit-chain:' || $1, $2))", t.ID, seed); err != nil {
 			return err
 		}
 		var seq int64

@@ -19,7 +19,11 @@ const bootstrapLock = int64(0x626f6f74) // "boot"
 // false means the database was not empty (or another process got there first).
 func (db *DB) Bootstrap(ctx context.Context, key string, newKey func(tenantID string) *apikey.Key) (bool, error) {
 	did := false
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	seed, err := db.lockSeed(ctx)
+	if err != nil {
+		return false, err
+	}
+	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", bootstrapLock); err != nil {
 			return err
 		}
@@ -28,7 +32,7 @@ func (db *DB) Bootstrap(ctx context.Context, key string, newKey func(tenantID st
 			AND NOT EXISTS (SELECT 1 FROM gatehouse.settings WHERE name = 'bootstrapped_at')`).Scan(&empty); err != nil || !empty {
 			return err
 		}
-		t, _, err := ensureTenant(ctx, tx, key, tenancy.Organization)
+		t, _, err := ensureTenant(ctx, tx, seed, key, tenancy.Organization)
 		if err != nil {
 			return err
 		}

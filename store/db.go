@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -31,6 +32,9 @@ type DB struct {
 	// hotMode runs the fixed, fully qualified statements of every request
 	// (rate limits): prepared once per connection where allowed.
 	hotMode pgx.QueryExecMode
+	// queryLogins remembers the query roles whose login is enabled.
+	queryLogins sync.Map
+	secrets     sync.Map // name → []byte, see Secret
 }
 
 // Open connects to the database at connString and checks that it answers.

@@ -2,6 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"strings"
 	"time"
 
@@ -23,10 +26,40 @@ type Invalidation struct {
 	ID   string
 }
 
+// Any database user can NOTIFY any channel (a tenant's query session too),
+// so invalidations are signed: kind:id:mac, with an HMAC keyed by an
+// instance secret. Unsigned or forged ones are ignored.
+
 // notify queues inv for delivery when tx commits.
-func notify(ctx context.Context, tx pgx.Tx, inv Invalidation) error {
-	_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", invalidationChannel, inv.Kind+":"+inv.ID)
+func (db *DB) notify(ctx context.Context, tx pgx.Tx, inv Invalidation) error {
+	mac, err := db.invalidationMAC(ctx, inv)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", invalidationChannel, inv.Kind+":"+inv.ID+":"+mac)
 	return err
+}
+
+func (db *DB) invalidationMAC(ctx context.Context, inv Invalidation) (string, error) {
+	secret, err := db.Secret(ctx, "invalidations")
+	if err != nil {
+		return "", err
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(inv.Kind + ":" + inv.ID))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16]), nil
+}
+
+// parseInvalidation checks a notification's signature.
+func (db *DB) parseInvalidation(ctx context.Context, payload string) (Invalidation, bool) {
+	i := strings.LastIndexByte(payload, ':')
+	kind, id, ok := strings.Cut(payload[:max(i, 0)], ":")
+	if i < 0 || !ok {
+		return Invalidation{}, false
+	}
+	inv := Invalidation{Kind: kind, ID: id}
+	mac, err := db.invalidationMAC(ctx, inv)
+	return inv, err == nil && hmac.Equal([]byte(mac), []byte(payload[i+1:]))
 }
 
 // Listen delivers invalidations committed by any process until ctx ends,
@@ -69,11 +102,18 @@ func (db *DB) listenOnce(ctx context.Context, handle func(Invalidation)) (connec
 		if err != nil {
 			return true, err
 		}
-		kind, id, ok := strings.Cut(n.Payload, ":")
+		inv, ok := db.parseInvalidation(ctx, n.Payload)
 		if !ok {
-			db.log.Warn("ignoring malformed invalidation", "payload", n.Payload)
+			db.log.Warn("ignoring an unsigned or forged invalidation", "payload", truncate(n.Payload, 100))
 			continue
 		}
-		handle(Invalidation{Kind: kind, ID: id})
+		handle(inv)
 	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }

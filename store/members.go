@@ -41,8 +41,12 @@ func (db *DB) EnsureMember(ctx context.Context, t *tenancy.Tenant, p *identity.P
 	if !errors.Is(err, ErrNotFound) {
 		return m, err
 	}
+	seed, err := db.lockSeed(ctx)
+	if err != nil {
+		return nil, err
+	}
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.members:' || $1, 0))", t.ID); err != nil {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.members:' || $1, $2))", t.ID, seed); err != nil {
 			return err
 		}
 		if m, err = scanMember(tx.QueryRow(ctx, byIdentity, t.ID, p.Subject)); !errors.Is(err, ErrNotFound) {

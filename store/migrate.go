@@ -152,7 +152,10 @@ func migrateTenantTx(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant) error {
 	if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", pgx.Identifier{t.Schema}.Sanitize()); err != nil {
 		return err
 	}
-	role := pgx.Identifier{t.DBRole}.Sanitize()
+	role := "CURRENT_USER" // no tenant role (roles cannot be created here): grants to ourselves change nothing
+	if t.DBRole != "" {
+		role = pgx.Identifier{t.DBRole}.Sanitize()
+	}
 	for _, m := range ms[t.SchemaVersion:] {
 		sql := strings.ReplaceAll(m.SQL, "{{tenant_role}}", role)
 		if _, err := tx.Exec(ctx, sql); err != nil {
@@ -163,5 +166,36 @@ func migrateTenantTx(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant) error {
 		return err
 	}
 	t.SchemaVersion = len(ms)
-	return nil
+	return grantQueryRole(ctx, tx, t)
+}
+
+// queryHidden are tenant tables the query tool must not read.
+var queryHidden = []string{"audit_log"}
+
+// grantQueryRole gives the tenant's query role (creating it for tenants
+// provisioned before query roles existed) SELECT on every table of the
+// tenant's schema except queryHidden, so tables added by later migrations
+// become queryable without each migration saying so.
+func grantQueryRole(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant) error {
+	if t.QueryRole == "" {
+		if t.DBRole == "" || !canCreateRoles(ctx, tx) {
+			return nil
+		}
+		t.QueryRole = "gatehouse_q_" + strings.TrimPrefix(t.Schema, "t_")
+		r := pgx.Identifier{t.QueryRole}.Sanitize()
+		if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE ROLE %[1]s NOLOGIN NOINHERIT; GRANT %[1]s TO CURRENT_USER; GRANT USAGE ON SCHEMA %[2]s TO %[1]s",
+			r, pgx.Identifier{t.Schema}.Sanitize())); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "UPDATE gatehouse.tenants SET query_role = $2 WHERE id = $1", t.ID, t.QueryRole); err != nil {
+			return err
+		}
+	}
+	r, schema := pgx.Identifier{t.QueryRole}.Sanitize(), pgx.Identifier{t.Schema}.Sanitize()
+	sql := fmt.Sprintf("GRANT SELECT ON ALL TABLES IN SCHEMA %s TO %s", schema, r)
+	for _, hidden := range queryHidden {
+		sql += fmt.Sprintf("; REVOKE ALL ON %s FROM %s", pgx.Identifier{t.Schema, hidden}.Sanitize(), r)
+	}
+	_, err := tx.Exec(ctx, sql)
+	return err
 }

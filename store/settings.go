@@ -4,12 +4,17 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 )
 
 // Secret returns the instance secret called name, creating a random one
-// (32 bytes) on first use. Every process sharing the database gets the same.
+// (32 bytes) on first use. Every process sharing the database gets the same;
+// each process reads it once.
 func (db *DB) Secret(ctx context.Context, name string) ([]byte, error) {
+	if v, ok := db.secrets.Load(name); ok {
+		return v.([]byte), nil
+	}
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	var v string
@@ -20,5 +25,21 @@ func (db *DB) Secret(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secret %s: %w", name, err)
 	}
-	return base64.StdEncoding.DecodeString(v)
+	secret, err := base64.StdEncoding.DecodeString(v)
+	if err == nil {
+		db.secrets.Store(name, secret)
+	}
+	return secret, err
+}
+
+// lockSeed seeds the ids of Gatehouse's per-object advisory locks. Anyone
+// connected may take any advisory lock, a tenant's query session included;
+// seeded ids cannot be computed without the instance secret, so a tenant
+// cannot hold another's provisioning, membership or audit-chain lock.
+func (db *DB) lockSeed(ctx context.Context) (int64, error) {
+	secret, err := db.Secret(ctx, "advisory-locks")
+	if err != nil {
+		return 0, err
+	}
+	return int64(binary.BigEndian.Uint64(secret[:8])), nil
 }

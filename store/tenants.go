@@ -14,14 +14,14 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-const selectTenant = `SELECT id, key, kind, schema_name, role_name, status, schema_version, created_at,
+const selectTenant = `SELECT id, key, kind, schema_name, coalesce(role_name, ''), coalesce(query_role, ''), status, schema_version, created_at,
 	rate_per_minute, rate_burst FROM gatehouse.tenants`
 
 func scanTenant(row pgx.Row) (*tenancy.Tenant, error) {
 	var t tenancy.Tenant
 	var perMinute *float64
 	var burst *int
-	err := row.Scan(&t.ID, &t.Key, &t.Kind, &t.Schema, &t.DBRole, &t.Status, &t.SchemaVersion, &t.CreatedAt, &perMinute, &burst)
+	err := row.Scan(&t.ID, &t.Key, &t.Kind, &t.Schema, &t.DBRole, &t.QueryRole, &t.Status, &t.SchemaVersion, &t.CreatedAt, &perMinute, &burst)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, tenancy.ErrTenantNotFound
 	}
@@ -58,8 +58,12 @@ func (db *DB) EnsureTenant(ctx context.Context, key string, kind tenancy.Kind) (
 	if !errors.Is(err, tenancy.ErrTenantNotFound) {
 		return t, false, err
 	}
+	seed, err := db.lockSeed(ctx)
+	if err != nil {
+		return nil, false, err
+	}
 	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		t, created, err = ensureTenant(ctx, tx, key, kind)
+		t, created, err = ensureTenant(ctx, tx, seed, key, kind)
 		return err
 	})
 	if err != nil {
@@ -71,9 +75,9 @@ func (db *DB) EnsureTenant(ctx context.Context, key string, kind tenancy.Kind) (
 	return t, created, nil
 }
 
-func ensureTenant(ctx context.Context, tx pgx.Tx, key string, kind tenancy.Kind) (*tenancy.Tenant, bool, error) {
+func ensureTenant(ctx context.Context, tx pgx.Tx, lockSeed int64, key string, kind tenancy.Kind) (*tenancy.Tenant, bool, error) {
 	// Serialise provisioning of this key; other keys proceed in parallel.
-	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.tenant:' || $1, 0))", key); err != nil {
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.tenant:' || $1, $2))", key, lockSeed); err != nil {
 		return nil, false, err
 	}
 	t, err := scanTenant(tx.QueryRow(ctx, selectTenant+" WHERE key = $1", key))
@@ -83,18 +87,26 @@ func ensureTenant(ctx context.Context, tx pgx.Tx, key string, kind tenancy.Kind)
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	h := hex.EncodeToString(b[:])
-	t = &tenancy.Tenant{Key: key, Kind: kind, Schema: "t_" + h, DBRole: "gatehouse_t_" + h, Status: tenancy.Active}
-	schema, role := pgx.Identifier{t.Schema}.Sanitize(), pgx.Identifier{t.DBRole}.Sanitize()
-	ddl := fmt.Sprintf(`CREATE SCHEMA %[1]s;
-		CREATE ROLE %[2]s NOLOGIN NOINHERIT;
-		GRANT %[2]s TO CURRENT_USER;
-		GRANT USAGE ON SCHEMA %[1]s TO %[2]s`, schema, role)
-	if _, err := tx.Exec(ctx, ddl); err != nil {
+	t = &tenancy.Tenant{Key: key, Kind: kind, Schema: "t_" + h, Status: tenancy.Active}
+	if _, err := tx.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{t.Schema}.Sanitize()); err != nil {
 		return nil, false, err
 	}
-	err = tx.QueryRow(ctx, `INSERT INTO gatehouse.tenants (id, key, kind, schema_name, role_name)
-		VALUES ($1, $2, $3, $4, $5) RETURNING created_at`,
-		uuidString(b), t.Key, t.Kind, t.Schema, t.DBRole).Scan(&t.CreatedAt)
+	if canCreateRoles(ctx, tx) {
+		t.DBRole, t.QueryRole = "gatehouse_t_"+h, "gatehouse_q_"+h
+		schema := pgx.Identifier{t.Schema}.Sanitize()
+		for _, role := range []string{t.DBRole, t.QueryRole} {
+			r := pgx.Identifier{role}.Sanitize()
+			// NOINHERIT and a member of nothing: the role can use its own
+			// schema and nothing else. We are made a member so that SET ROLE
+			// (tenant role) works for us without superuser rights.
+			if _, err := tx.Exec(ctx, fmt.Sprintf("CREATE ROLE %[1]s NOLOGIN NOINHERIT; GRANT %[1]s TO CURRENT_USER; GRANT USAGE ON SCHEMA %[2]s TO %[1]s", r, schema)); err != nil {
+				return nil, false, err
+			}
+		}
+	}
+	err = tx.QueryRow(ctx, `INSERT INTO gatehouse.tenants (id, key, kind, schema_name, role_name, query_role)
+		VALUES ($1, $2, $3, $4, nullif($5, ''), nullif($6, '')) RETURNING created_at`,
+		uuidString(b), t.Key, t.Kind, t.Schema, t.DBRole, t.QueryRole).Scan(&t.CreatedAt)
 	if err != nil {
 		return nil, false, err
 	}
@@ -120,16 +132,31 @@ func uuidString(b [16]byte) string {
 // the names are Gatehouse's own, checked against the opaque-name pattern and
 // quoted as literals all the same.
 func (db *DB) WithTenant(ctx context.Context, t *tenancy.Tenant, fn func(pgx.Tx) error) error {
-	if !opaqueName.MatchString(t.Schema) || !opaqueName.MatchString(t.DBRole) {
+	if !opaqueName.MatchString(t.Schema) || (t.DBRole != "" && !opaqueName.MatchString(t.DBRole)) {
 		return fmt.Errorf("tenant %s: refusing unexpected schema or role name", t.Key)
 	}
-	begin := fmt.Sprintf("BEGIN; SELECT set_config('search_path', %s, true), set_config('role', %s, true)",
-		quoteLiteral(pgx.Identifier{t.Schema}.Sanitize()), quoteLiteral(t.DBRole))
+	begin := fmt.Sprintf("BEGIN; SELECT set_config('search_path', %s, true)", quoteLiteral(pgx.Identifier{t.Schema}.Sanitize()))
+	if t.DBRole != "" { // else: a database whose account cannot create roles: schema isolation only
+		begin += fmt.Sprintf(", set_config('role', %s, true)", quoteLiteral(t.DBRole))
+	}
 	return pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{BeginQuery: begin}, fn)
 }
 
 // opaqueName matches the schema and role names Gatehouse generates.
-var opaqueName = regexp.MustCompile(`^(gatehouse_)?t_[0-9a-f]{32}$`)
+var opaqueName = regexp.MustCompile(`^(gatehouse_[tq]|t)_[0-9a-f]{32}$`)
+
+// canCreateRoles reports whether the database account may create roles.
+func canCreateRoles(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}) bool {
+	var ok bool
+	_ = q.QueryRow(ctx, "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user").Scan(&ok)
+	return ok
+}
+
+// CanCreateRoles reports whether tenants get their own database roles here
+// (else they are isolated by schema alone and the query tool is off).
+func (db *DB) CanCreateRoles(ctx context.Context) bool { return canCreateRoles(ctx, db.pool) }
 
 // quoteLiteral quotes s as an SQL string literal (standard_conforming_strings).
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
@@ -145,6 +172,6 @@ func (db *DB) updateTenant(ctx context.Context, tenantID, sql string, args ...an
 		if tag.RowsAffected() == 0 {
 			return tenancy.ErrTenantNotFound
 		}
-		return notify(ctx, tx, Invalidation{Kind: InvalidateTenant, ID: tenantID})
+		return db.notify(ctx, tx, Invalidation{Kind: InvalidateTenant, ID: tenantID})
 	})
 }

@@ -40,7 +40,8 @@ type Tenant struct {
 	Key           string // "acme.com", "dev", "personal:github:5678"
 	Kind          Kind
 	Schema        string // opaque schema name, t_<hex>
-	DBRole        string // opaque NOLOGIN role that can use only Schema
+	DBRole        string // opaque NOLOGIN role that can use only Schema; "" where roles cannot be created
+	QueryRole     string // opaque role of query-tool sessions: SELECT on the workspace only; "" where none
 	Status        Status
 	SchemaVersion int
 	CreatedAt     time.Time

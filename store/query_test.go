@@ -1,0 +1,157 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+var queryLimits = store.QueryLimits{Timeout: 2 * time.Second, MaxRows: 50, MaxBytes: 64 << 10}
+
+func queryFixture(t *testing.T) (*store.DB, *tenancy.Tenant, *tenancy.Tenant) {
+	t.Helper()
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	a, b := mustTenant(t, db, "acme.com"), mustTenant(t, db, "globex.com")
+	for _, tn := range []*tenancy.Tenant{a, b} {
+		err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+			_, err := store.AddTodo(ctx, tx, tn.Key+" secret", "", "test")
+			if err == nil {
+				err = store.InsertAudit(ctx, tx, &store.AuditRecord{Decision: store.Allowed, Subject: "x"})
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db, a, b
+}
+
+func TestQueryReadsOwnWorkspace(t *testing.T) {
+	db, a, _ := queryFixture(t)
+	res, err := db.Query(context.Background(), a, "SELECT title, done, 1 AS n, 2 AS n FROM todos;", queryLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(res.Columns, ",") != "title,done,n,n" || len(res.Rows) != 1 || string(res.Rows[0][0]) != `"acme.com secret"` || string(res.Rows[0][3]) != "2" {
+		t.Errorf("result = %+v", res)
+	}
+	big, err := db.Query(context.Background(), a, "SELECT g FROM generate_series(1, 100000) g", queryLimits)
+	if err != nil {
+		t.Fatalf("long result: %v", err)
+	}
+	if len(big.Rows) != 50 || !strings.Contains(big.Truncated, "more than 50 rows") {
+		t.Errorf("huge result: %d rows, %q, %v", len(big.Rows), big.Truncated, err)
+	}
+	// A query whose intermediate result outgrows the role's temp_file_limit
+	// is refused by Postgres (a set-returning function materialises).
+	var qe *store.QueryError
+	if _, err := db.Query(context.Background(), a, "SELECT g FROM generate_series(1, 1000000000) g", queryLimits); !errors.As(err, &qe) || !strings.Contains(qe.Msg, "temp_file_limit") {
+		t.Errorf("huge intermediate result: %v", err)
+	}
+	wide, err := db.Query(context.Background(), a, "SELECT repeat('x', 10000) FROM generate_series(1, 40)", queryLimits)
+	if err != nil {
+		t.Fatalf("wide result: %v", err)
+	}
+	if len(wide.Rows) >= 40 || !strings.Contains(wide.Truncated, "bytes") {
+		t.Errorf("wide result: %d rows, %q, %v", len(wide.Rows), wide.Truncated, err)
+	}
+}
+
+// TestQueryEscapes: every way out we know of fails, and Postgres is what
+// stops it.
+func TestQueryEscapes(t *testing.T) {
+	db, a, b := queryFixture(t)
+	other := pgx.Identifier{b.Schema, "todos"}.Sanitize()
+	attempts := map[string]string{
+		"other tenant by qualified name": "SELECT * FROM " + other,
+		"own audit log":                  "SELECT * FROM audit_log",
+		"control schema":                 "SELECT * FROM gatehouse.api_keys",
+		"reset role":                     "RESET ROLE",
+		"set role none":                  "SET ROLE NONE",
+		"set_config role none then read": "SELECT set_config('role', 'none', true), (SELECT count(*) FROM " + other + ")",
+		"become the tenant role":         fmt.Sprintf("SELECT set_config('role', %s, false)", quote(a.DBRole)),
+		"become another tenant's role":   fmt.Sprintf("SELECT set_config('role', %s, false)", quote(b.QueryRole)),
+		"session authorization":          "SET SESSION AUTHORIZATION postgres",
+		"session authorization function": "SELECT set_config('session_authorization', 'postgres', false)",
+		"several statements":             "SELECT 1; DELETE FROM todos",
+		"do block":                       "DO $$ BEGIN DELETE FROM todos; END $$",
+		"copy":                           "COPY todos TO STDOUT",
+		"write through a CTE":            "WITH d AS (DELETE FROM todos RETURNING *) SELECT * FROM d",
+		"insert returning":               "INSERT INTO todos (title, created_by) VALUES ('x', 'y') RETURNING id",
+		"locking clause":                 "SELECT * FROM todos FOR UPDATE",
+		"sequence side effect":           "SELECT nextval('gatehouse.nope')",
+		"read a server file":             "SELECT pg_read_file('/etc/passwd')",
+		"long-running":                   "SELECT pg_sleep(10)",
+		"close our paren":                "SELECT 1) s, " + other + " t --",
+		"unterminated comment":           "SELECT 1 /*",
+		"empty":                          " ; ",
+	}
+	for name, sql := range attempts {
+		start := time.Now()
+		res, err := db.Query(context.Background(), a, sql, queryLimits)
+		var qe *store.QueryError
+		if !errors.As(err, &qe) {
+			t.Errorf("%s: %q gave %+v, %v; want Postgres to refuse it", name, sql, res, err)
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Errorf("%s: took %v", name, time.Since(start))
+		}
+	}
+	// Nothing changed: each tenant still has its one todo.
+	for _, tn := range []*tenancy.Tenant{a, b} {
+		var n int
+		if err := db.Pool().QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{tn.Schema, "todos"}.Sanitize()).Scan(&n); err != nil || n != 1 {
+			t.Errorf("tenant %s has %d todos (%v)", tn.Key, n, err)
+		}
+	}
+	// The session user is the query role, with nothing to fall back to.
+	res, err := db.Query(context.Background(), a, "SELECT session_user, current_user, set_config('role', 'none', true) IS NOT NULL, current_user", queryLimits)
+	if err != nil || string(res.Rows[0][0]) != `"`+a.QueryRole+`"` || string(res.Rows[0][3]) != `"`+a.QueryRole+`"` {
+		t.Errorf("who the session is: %+v, %v", res, err)
+	}
+}
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// TestForgedInvalidationsAreIgnored: any database user may NOTIFY, a
+// tenant's query session too; only signed invalidations reach the caches.
+func TestForgedInvalidationsAreIgnored(t *testing.T) {
+	db, a, _ := queryFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan store.Invalidation, 10)
+	go db.Listen(ctx, func(inv store.Invalidation) { got <- inv })
+	<-got // the reset marker on connect
+	for _, payload := range []string{"*:x", "apikey:victim", "apikey:victim:AAAAAAAAAAAAAAAAAAAAAA", "tenant:" + a.ID + ":forged"} {
+		if _, err := db.Query(context.Background(), a, "SELECT pg_notify('gatehouse_invalidate', "+quote(payload)+")", queryLimits); err != nil {
+			t.Fatalf("notify from a query session: %v", err)
+		}
+	}
+	if err := db.SetTenantRateLimit(context.Background(), a.ID, nil); err != nil { // a genuine, signed one
+		t.Fatal(err)
+	}
+	select {
+	case inv := <-got:
+		if inv != (store.Invalidation{Kind: store.InvalidateTenant, ID: a.ID}) {
+			t.Errorf("first invalidation delivered: %+v; want the genuine one only", inv)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the genuine invalidation did not arrive")
+	}
+	select {
+	case inv := <-got:
+		t.Errorf("a forged invalidation was delivered: %+v", inv)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
