@@ -17,6 +17,7 @@ type Caller struct {
 	Principal *identity.Principal
 	Tenant    *tenancy.Tenant
 	Role      tenancy.Role
+	MemberID  string // the caller's member id; empty for API keys
 	RequestID string
 	ClientIP  string
 	UserAgent string

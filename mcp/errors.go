@@ -24,6 +24,10 @@ type userError struct{ msg string }
 
 func (e *userError) Error() string { return e.msg }
 
+func userErrorf(format string, args ...any) error {
+	return &userError{msg: fmt.Sprintf(format, args...)}
+}
+
 // notFound reports an object missing from the caller's tenant.
 func notFound(what, id string) error {
 	return fmt.Errorf("%w: %w", &userError{msg: fmt.Sprintf("%s %q not found", what, id)}, store.ErrNotFound)
@@ -52,6 +56,8 @@ func authFailure(err error) authAnswer {
 		return authAnswer{http.StatusForbidden, "access_denied", "this organisation's access to Gatehouse is suspended"}
 	case errors.Is(err, errInsufficientScope):
 		return authAnswer{http.StatusForbidden, "insufficient_scope", "the token does not carry the scope " + identity.ScopeRead + ", which every request to this server needs"}
+	case errors.Is(err, tenancy.ErrRemoved):
+		return authAnswer{http.StatusForbidden, "access_denied", "an admin of your organisation removed you from it on this server; ask them to restore you"}
 	case errors.Is(err, tenancy.ErrSignupRefused):
 		return authAnswer{http.StatusForbidden, "access_denied", "your organisation is not registered on this server and sign-up is restricted; ask the server's operator to admit it"}
 	case errors.Is(err, tenancy.ErrNoTenant):

@@ -221,7 +221,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		ri := info(c)
 		ri.subject, ri.tenant = p.Subject, m.Tenant.Key
 		caller := &Caller{
-			Principal: p, Tenant: m.Tenant, Role: m.Role,
+			Principal: p, Tenant: m.Tenant, Role: m.Role, MemberID: m.MemberID,
 			RequestID: ri.id, ClientIP: c.RealIP(), UserAgent: req.UserAgent(),
 		}
 		if err := s.limitRequest(c, caller); err != nil || c.Response().Committed {
@@ -310,5 +310,9 @@ func (s *Server) readyz(c echo.Context) error {
 	if !st.Current() {
 		return notReady("migrations pending: " + st.String())
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	detail := map[string]string{"status": "ready", "tenant_isolation": "schema and role", "query_tool": "on"}
+	if !s.canQuery {
+		detail["tenant_isolation"], detail["query_tool"] = "schema only", "off: the database account cannot create roles"
+	}
+	return c.JSON(http.StatusOK, detail)
 }

@@ -36,6 +36,10 @@ type Call struct {
 	*Caller
 	Tx      pgx.Tx
 	cursors cursorKey
+	srv     *Server // for the few tools that need more than the tenant's tables
+	// afterCommit runs once the call's transaction has committed (for
+	// caches of this process; other processes hear through NOTIFY).
+	afterCommit []func()
 }
 
 // ToolSpec describes a tool for [newTool].

@@ -61,6 +61,7 @@ type Server struct {
 	draining  atomic.Bool
 
 	stdioToken string // the credential of a stdio session; empty over HTTP
+	canQuery   bool   // the database can confine the query tool
 }
 
 // New assembles the server. One *sdk.Server is shared by every request.
@@ -94,14 +95,23 @@ func New(opts Options) (*Server, error) {
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
 		Logger:       sdkLogger(opts.Logger),
 	})
+	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.canQuery = opts.DB.CanCreateRoles(rctx)
+	cancel()
+	if !s.canQuery {
+		s.log.Warn("the database account cannot create roles: tenants are isolated by schema only, and the query tool is off")
+	}
 	for _, t := range tools() {
+		if t.Name == "query" && !s.canQuery {
+			continue
+		}
 		if rule, ok := opts.ToolPolicy[t.Name]; ok {
 			t.Role, t.Scope = rule.Role, rule.Scope
 		}
 		s.register(t)
 	}
 	for name := range opts.ToolPolicy {
-		if s.tools[name] == nil {
+		if s.tools[name] == nil && name != "query" {
 			return nil, fmt.Errorf("mcp: tool policy names unknown tool %q", name)
 		}
 	}
@@ -155,17 +165,24 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 	rec := s.audit.base(c, t.Name, raw)
 	var res *sdk.CallToolResult
 	outcome := "ok"
+	var after []func()
 	err := s.db.WithTenant(ctx, c.Tenant, func(tx pgx.Tx) error {
+		after = nil
 		if !t.allows(c) {
 			rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)
 			res, outcome = denial(t, c), "denied"
-		} else if err := s.execute(ctx, tx, t, c, raw, &res); err != nil {
+		} else if err := s.execute(ctx, tx, t, c, raw, &res, &after); err != nil {
 			return err
 		} else {
 			rec.Decision = store.Allowed
 		}
 		return store.InsertAudit(ctx, tx, rec)
 	})
+	if err == nil {
+		for _, f := range after {
+			f()
+		}
+	}
 	if err != nil {
 		var internal bool
 		res, outcome, internal = toolFailure(c.RequestID, err)
@@ -186,14 +203,16 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 
 // execute validates the arguments and runs the tool in tx, within the tool
 // time limit.
-func (s *Server) execute(ctx context.Context, tx pgx.Tx, t *Tool, c *Caller, raw []byte, res **sdk.CallToolResult) error {
+func (s *Server) execute(ctx context.Context, tx pgx.Tx, t *Tool, c *Caller, raw []byte, res **sdk.CallToolResult, after *[]func()) error {
 	args, err := t.validate(raw)
 	if err != nil {
 		return err
 	}
 	tctx, cancel := context.WithTimeout(ctx, s.opts.ToolTimeout)
 	defer cancel()
-	*res, err = t.run(tctx, &Call{Caller: c, Tx: tx, cursors: s.cursorKey}, args)
+	call := &Call{Caller: c, Tx: tx, cursors: s.cursorKey, srv: s}
+	*res, err = t.run(tctx, call, args)
+	*after = call.afterCommit
 	return err
 }
 

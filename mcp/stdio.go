@@ -44,7 +44,7 @@ func (s *Server) stdioCaller(ctx context.Context) (*Caller, error) {
 	}
 	var b [12]byte
 	_, _ = rand.Read(b[:])
-	return &Caller{Principal: p, Tenant: m.Tenant, Role: m.Role, RequestID: hex.EncodeToString(b[:]), ClientIP: "stdio", UserAgent: "stdio"}, nil
+	return &Caller{Principal: p, Tenant: m.Tenant, Role: m.Role, MemberID: m.MemberID, RequestID: hex.EncodeToString(b[:]), ClientIP: "stdio", UserAgent: "stdio"}, nil
 }
 
 // errRateLimited is a stdio call refused by a rate limit.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -13,13 +14,15 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-const selectMember = `SELECT m.id, m.tenant_id, m.email, m.name, m.role, m.created_at,
+const selectMember = `SELECT m.id, m.tenant_id, m.email, m.name, m.role, m.created_at, m.removed_at,
 	coalesce((SELECT array_agg(i.subject ORDER BY i.created_at) FROM gatehouse.member_identities i WHERE i.member_id = m.id), '{}')
 	FROM gatehouse.members m`
 
 func scanMember(row pgx.Row) (*tenancy.Member, error) {
 	var m tenancy.Member
-	err := row.Scan(&m.ID, &m.TenantID, &m.Email, &m.Name, &m.Role, &m.CreatedAt, &m.Subjects)
+	var removed *time.Time
+	err := row.Scan(&m.ID, &m.TenantID, &m.Email, &m.Name, &m.Role, &m.CreatedAt, &removed, &m.Subjects)
+	m.RemovedAt = deref(removed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}

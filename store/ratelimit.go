@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+
+	"github.com/jackc/pgx/v5"
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
@@ -40,4 +42,15 @@ func (db *DB) SetTenantRateLimit(ctx context.Context, tenantID string, r *tenanc
 		perMinute, burst = &r.PerMinute, &r.Burst
 	}
 	return db.updateTenant(ctx, tenantID, "UPDATE gatehouse.tenants SET rate_per_minute = $2, rate_burst = $3 WHERE id = $1", perMinute, burst)
+}
+
+// GCRAState reads the GCRA timestamps of keys (epoch milliseconds) without
+// charging anything; unused keys are absent.
+func (db *DB) GCRAState(ctx context.Context, keys []string) (map[string]float64, error) {
+	rows, _ := db.pool.Query(ctx, "SELECT key, tat FROM gatehouse.rate_limits WHERE key = ANY($1)", keys)
+	out := map[string]float64{}
+	var k string
+	var tat float64
+	_, err := pgx.ForEachRow(rows, []any{&k, &tat}, func() error { out[k] = tat; return nil })
+	return out, err
 }

@@ -11,5 +11,6 @@ type Member struct {
 	Name      string
 	Role      Role
 	CreatedAt time.Time
-	Subjects  []string // identities linked to this member
+	RemovedAt time.Time // zero: a member; else removed by an admin (and refused)
+	Subjects  []string  // identities linked to this member
 }

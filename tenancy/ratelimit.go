@@ -67,6 +67,45 @@ type LimitStore interface {
 	GCRA(ctx context.Context, keys []string, intervals []time.Duration, bursts []int) (GCRAResult, error)
 }
 
+// LimitReader reads GCRA state without charging (for usage reports).
+type LimitReader interface {
+	GCRAState(ctx context.Context, keys []string) (map[string]float64, error)
+}
+
+// Standing is how much of a limit is left now.
+type Standing struct {
+	Limit     Rate
+	Remaining int // requests admitted right now
+}
+
+// Standing reports the tenant's and the principal's standing under their
+// limits, charging nothing. A store that cannot read state reports full.
+func (l *Limiter) Standing(ctx context.Context, t *Tenant, subject string) (tenant, principal Standing, err error) {
+	tenant, principal = Standing{Limit: l.TenantRate(t)}, Standing{Limit: l.limits.Principal}
+	tk, pk := "t:"+t.ID, "p:"+t.ID+":"+subject
+	tenant.Remaining, principal.Remaining = tenant.Limit.Burst, principal.Limit.Burst
+	r, ok := l.store.(LimitReader)
+	if !ok {
+		return tenant, principal, nil
+	}
+	tats, err := r.GCRAState(ctx, []string{tk, pk})
+	if err != nil {
+		return tenant, principal, err
+	}
+	now := float64(time.Now().UnixNano()) / 1e6
+	left := func(s *Standing, key string) {
+		tat, ok := tats[key]
+		if !ok || s.Limit.Off() {
+			return
+		}
+		iv := float64(s.Limit.interval()) / float64(time.Millisecond)
+		s.Remaining = max(0, min(s.Limit.Burst, int((now-(max(tat, now)-float64(s.Limit.Burst)*iv))/iv)))
+	}
+	left(&tenant, tk)
+	left(&principal, pk)
+	return tenant, principal, nil
+}
+
 // GCRAResult is the store's answer for the keys of one request.
 type GCRAResult struct {
 	Allowed    bool

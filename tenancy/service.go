@@ -24,10 +24,15 @@ type Store interface {
 	EnsureMember(ctx context.Context, t *Tenant, p *identity.Principal, newRole Role) (*Member, error)
 }
 
-// Membership is a principal's place: its tenant and its role there.
+// ErrRemoved means an admin removed the principal from its tenant.
+var ErrRemoved = errors.New("removed from the organisation")
+
+// Membership is a principal's place: its tenant, its role there and (for
+// people, not API keys) its member id.
 type Membership struct {
-	Tenant *Tenant
-	Role   Role
+	Tenant   *Tenant
+	Role     Role
+	MemberID string
 }
 
 // ServiceOptions configure a [Service]; zero values mean the defaults.
@@ -45,7 +50,7 @@ type ServiceOptions struct {
 type Service struct {
 	store  Store
 	policy *Policy
-	cache  *ttlcache.Cache[string, any] // "id:"+id, "key:"+key → *Tenant; "member:"+tenantID+" "+subject → Role
+	cache  *ttlcache.Cache[string, any] // "id:"+id, "key:"+key → *Tenant; "member:"+tenantID+" "+subject → *Member
 }
 
 // NewService returns a Service; call Close to stop its cache janitor.
@@ -108,10 +113,14 @@ func (s *Service) Resolve(ctx context.Context, p *identity.Principal) (*Membersh
 	if t.Status == Suspended {
 		return nil, fmt.Errorf("%w: %s", ErrSuspended, t.Key)
 	}
-	role, err := s.memberRole(ctx, t, p)
+	m, err := s.member(ctx, t, p)
 	if err != nil {
 		return nil, err
 	}
+	if !m.RemovedAt.IsZero() {
+		return nil, fmt.Errorf("%w: %s", ErrRemoved, t.Key)
+	}
+	role := m.Role
 	if p.Role != "" {
 		ceiling, err := ParseRole(p.Role)
 		if err != nil {
@@ -119,7 +128,7 @@ func (s *Service) Resolve(ctx context.Context, p *identity.Principal) (*Membersh
 		}
 		role = role.Lesser(ceiling)
 	}
-	return &Membership{Tenant: t, Role: role}, nil
+	return &Membership{Tenant: t, Role: role, MemberID: m.ID}, nil
 }
 
 // tenant returns a cached tenant or loads it, caching it under both its id
@@ -137,17 +146,17 @@ func (s *Service) tenant(ctx context.Context, cacheKey string, load func() (*Ten
 	return t, nil
 }
 
-func (s *Service) memberRole(ctx context.Context, t *Tenant, p *identity.Principal) (Role, error) {
+func (s *Service) member(ctx context.Context, t *Tenant, p *identity.Principal) (*Member, error) {
 	cacheKey := "member:" + t.ID + " " + p.Subject
 	if item := s.cache.Get(cacheKey); item != nil {
-		return item.Value().(Role), nil
+		return item.Value().(*Member), nil
 	}
 	m, err := s.store.EnsureMember(ctx, t, p, s.policy.DefaultRole)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	s.cache.Set(cacheKey, m.Role, ttlcache.DefaultTTL)
-	return m.Role, nil
+	s.cache.Set(cacheKey, m, ttlcache.DefaultTTL)
+	return m, nil
 }
 
 // Forget drops everything cached about a tenant (all tenants when id is
@@ -164,7 +173,7 @@ func (s *Service) Forget(id string) {
 			if v.ID == id {
 				keys = append(keys, item.Key())
 			}
-		case Role:
+		case *Member:
 			if strings.HasPrefix(item.Key(), "member:"+id+" ") {
 				keys = append(keys, item.Key())
 			}

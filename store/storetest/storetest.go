@@ -170,3 +170,32 @@ func TempDir(tb testing.TB) string {
 	}
 	return dir
 }
+
+// RestrictedConnString returns the connection string of a new, empty
+// database owned by a new login role that may not create roles (as on some
+// managed PostgreSQL plans), connecting as that role. Migrations have not
+// run: the caller's code runs them as that role.
+func RestrictedConnString(tb testing.TB) string {
+	tb.Helper()
+	ctx := context.Background()
+	n := seq.Add(1)
+	role, name := fmt.Sprintf("app_%d_%d", os.Getpid(), n), fmt.Sprintf("restricted_%d_%d", os.Getpid(), n)
+	admin := connect(tb, "postgres")
+	defer admin.Close(ctx)
+	for _, sql := range []string{
+		"CREATE ROLE " + role + " LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB",
+		"CREATE DATABASE " + name + " OWNER " + role,
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			tb.Fatalf("storetest: %v", err)
+		}
+	}
+	tb.Cleanup(func() {
+		a := connect(tb, "postgres")
+		defer a.Close(ctx)
+		if _, err := a.Exec(ctx, "DROP DATABASE "+name+" WITH (FORCE)"); err != nil {
+			tb.Errorf("storetest: drop database: %v", err)
+		}
+	})
+	return strings.Replace(cluster.ConnString(name), "user=postgres", "user="+role, 1)
+}

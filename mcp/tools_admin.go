@@ -1,0 +1,280 @@
+package mcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/jsonschema-go/jsonschema"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// adminTools manage the tenant's members and API keys. They change the
+// control schema inside the call's transaction (store.AsAdmin), so each
+// change commits with its audit record.
+func adminTools() []*Tool {
+	return []*Tool{listMembersTool(), setMemberRoleTool(), removeMemberTool(), createAPIKeyTool(), listAPIKeysTool(), revokeAPIKeyTool()}
+}
+
+func adminSpec(name, title, desc string) ToolSpec {
+	return ToolSpec{Name: name, Title: title, Description: desc, Role: tenancy.Admin, Scope: identity.ScopeAdmin}
+}
+
+// asAdmin runs fn with the tenant's control-plane records. Once the call
+// commits, this process forgets what it cached about the tenant's members
+// and keys at once (other processes hear through NOTIFY).
+func (c *Call) asAdmin(ctx context.Context, fn func(*store.Admin) error) error {
+	err := c.srv.db.AsAdmin(ctx, c.Tx, c.Tenant, fn)
+	if err == nil {
+		c.afterCommit = append(c.afterCommit, func() {
+			c.srv.opts.Tenancy.Forget(c.Tenant.ID)
+			c.srv.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.TenantID == c.Tenant.ID })
+		})
+	}
+	switch {
+	case errors.Is(err, store.ErrLastAdmin):
+		return userErrorf("%s must keep at least one admin: make someone else admin first", c.Tenant.Key)
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("%w: %w", &userError{msg: "no such member or key in " + c.Tenant.Key}, store.ErrNotFound)
+	}
+	return err
+}
+
+type memberOut struct {
+	ID         string     `json:"id"`
+	Email      string     `json:"email,omitempty"`
+	Name       string     `json:"name,omitempty"`
+	Role       string     `json:"role"`
+	Identities []string   `json:"identities"`
+	Since      time.Time  `json:"since"`
+	RemovedAt  *time.Time `json:"removed_at,omitempty"`
+}
+
+func toMember(m *tenancy.Member) memberOut {
+	out := memberOut{ID: m.ID, Email: m.Email, Name: m.Name, Role: string(m.Role), Identities: m.Subjects, Since: m.CreatedAt}
+	if out.Identities == nil {
+		out.Identities = []string{}
+	}
+	if !m.RemovedAt.IsZero() {
+		out.RemovedAt = &m.RemovedAt
+	}
+	return out
+}
+
+type listMembersIn struct{}
+
+type listMembersOut struct {
+	Members []memberOut `json:"members"`
+}
+
+func (o listMembersOut) Text() string {
+	var b strings.Builder
+	for _, m := range o.Members {
+		who := m.Email
+		if who == "" {
+			who = strings.Join(m.Identities, ", ")
+		}
+		state := m.Role
+		if m.RemovedAt != nil {
+			state = "removed"
+		}
+		fmt.Fprintf(&b, "- %s: %s (id %s)\n", who, state, m.ID)
+	}
+	return b.String()
+}
+
+func listMembersTool() *Tool {
+	spec := adminSpec("list_members", "List members", "Lists the people in your organisation, their roles and the identities they sign in with.")
+	spec.ReadOnly, spec.Idempotent = true, true
+	return newTool(spec, func(ctx context.Context, c *Call, _ listMembersIn) (listMembersOut, error) {
+		out := listMembersOut{Members: []memberOut{}}
+		err := c.asAdmin(ctx, func(a *store.Admin) error {
+			ms, err := a.Members(ctx)
+			for _, m := range ms {
+				out.Members = append(out.Members, toMember(m))
+			}
+			return err
+		})
+		return out, err
+	})
+}
+
+type setMemberRoleIn struct {
+	MemberID string `json:"member_id" jsonschema:"the member's id (list_members)"`
+	Role     string `json:"role" jsonschema:"admin, developer or viewer"`
+}
+
+func roleEnum(s *jsonschema.Schema, prop string) {
+	s.Properties[prop].Enum = []any{string(tenancy.Admin), string(tenancy.Developer), string(tenancy.Viewer)}
+}
+
+func setMemberRoleTool() *Tool {
+	spec := adminSpec("set_member_role", "Set a member's role", "Changes a member's role; restores a removed member. An organisation always keeps one admin.")
+	spec.Idempotent = true
+	spec.Input = func(s *jsonschema.Schema) { roleEnum(s, "role") }
+	return newTool(spec, func(ctx context.Context, c *Call, in setMemberRoleIn) (memberOut, error) {
+		var out memberOut
+		err := c.asAdmin(ctx, func(a *store.Admin) error {
+			m, err := a.SetMemberRole(ctx, in.MemberID, tenancy.Role(in.Role))
+			if err == nil {
+				out = toMember(m)
+			}
+			return err
+		})
+		return out, err
+	})
+}
+
+type removeMemberIn struct {
+	MemberID string `json:"member_id" jsonschema:"the member's id (list_members)"`
+}
+
+type removeMemberOut struct {
+	Member      memberOut `json:"member"`
+	RevokedKeys []string  `json:"revoked_api_keys"`
+}
+
+func removeMemberTool() *Tool {
+	spec := adminSpec("remove_member", "Remove a member",
+		"Removes a member from your organisation: they are refused from now on (until set_member_role restores them) and the API keys they created are revoked at once. Their data stays.")
+	spec.Destructive, spec.Idempotent = true, true
+	return newTool(spec, func(ctx context.Context, c *Call, in removeMemberIn) (removeMemberOut, error) {
+		var out removeMemberOut
+		err := c.asAdmin(ctx, func(a *store.Admin) error {
+			m, revoked, err := a.RemoveMember(ctx, in.MemberID)
+			if err == nil {
+				out = removeMemberOut{Member: toMember(m), RevokedKeys: revoked}
+				if out.RevokedKeys == nil {
+					out.RevokedKeys = []string{}
+				}
+			}
+			return err
+		})
+		return out, err
+	})
+}
+
+type keyOut struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Role      string     `json:"role"`
+	Scopes    []string   `json:"scopes"`
+	CreatedBy string     `json:"created_by"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	LastUsed  *time.Time `json:"last_used_at,omitempty"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+func toKey(k *apikey.Key) keyOut {
+	opt := func(t time.Time) *time.Time {
+		if t.IsZero() {
+			return nil
+		}
+		return &t
+	}
+	return keyOut{ID: k.ID, Name: k.Name, Role: k.Role, Scopes: k.Scopes, CreatedBy: k.CreatedBy, CreatedAt: k.CreatedAt,
+		ExpiresAt: opt(k.ExpiresAt), LastUsed: opt(k.LastUsedAt), RevokedAt: opt(k.RevokedAt)}
+}
+
+type createAPIKeyIn struct {
+	Name          string   `json:"name" jsonschema:"what the key is for"`
+	Role          string   `json:"role" jsonschema:"admin, developer or viewer; not above your own"`
+	Scopes        []string `json:"scopes,omitempty" jsonschema:"mcp:read, mcp:write, mcp:admin; not beyond your own (default: all of yours the role can use)"`
+	ExpiresInDays int      `json:"expires_in_days,omitempty" jsonschema:"days until the key expires, 1 to 3650 (default: never)"`
+}
+
+type createAPIKeyOut struct {
+	Key    keyOut `json:"key"`
+	Secret string `json:"secret" jsonschema:"the key itself: shown this once, stored only as a hash"`
+}
+
+func (o createAPIKeyOut) Text() string {
+	return fmt.Sprintf("API key %s (%s, role %s, scopes %s). Its secret is shown this once; store it now:\n\n%s\n",
+		o.Key.ID, o.Key.Name, o.Key.Role, strings.Join(o.Key.Scopes, " "), o.Secret)
+}
+
+func createAPIKeyTool() *Tool {
+	spec := adminSpec("create_api_key", "Create an API key", "Creates an API key for a service of your organisation. The secret is shown once.")
+	spec.Input = func(s *jsonschema.Schema) {
+		roleEnum(s, "role")
+		s.Properties["name"].MinLength, s.Properties["name"].MaxLength = new(1), new(100)
+		s.Properties["scopes"].Items.Enum = []any{identity.ScopeRead, identity.ScopeWrite, identity.ScopeAdmin}
+		s.Properties["expires_in_days"].Minimum, s.Properties["expires_in_days"].Maximum = new(1.0), new(3650.0)
+	}
+	return newTool(spec, func(ctx context.Context, c *Call, in createAPIKeyIn) (createAPIKeyOut, error) {
+		role := tenancy.Role(in.Role)
+		if !c.Role.Allows(role) {
+			return createAPIKeyOut{}, invalidArgs(fmt.Sprintf("role %s is above your own (%s)", role, c.Role))
+		}
+		scopes := in.Scopes
+		if len(scopes) == 0 {
+			for _, sc := range c.Principal.Scopes {
+				if sc != identity.ScopeAdmin || role == tenancy.Admin {
+					scopes = append(scopes, sc)
+				}
+			}
+		}
+		for _, sc := range scopes {
+			if !c.Principal.HasScope(sc) {
+				return createAPIKeyOut{}, invalidArgs(fmt.Sprintf("scope %s is beyond your own credential's", sc))
+			}
+		}
+		var expires time.Time
+		if in.ExpiresInDays > 0 {
+			expires = time.Now().AddDate(0, 0, in.ExpiresInDays)
+		}
+		secret, k := apikey.New(c.Tenant.ID, string(role), slices.Compact(slices.Sorted(slices.Values(scopes))), in.Name, c.Principal.Subject, expires)
+		err := c.asAdmin(ctx, func(a *store.Admin) error { return a.CreateAPIKey(ctx, k, c.MemberID) })
+		return createAPIKeyOut{Key: toKey(k), Secret: secret}, err
+	})
+}
+
+type listAPIKeysIn struct{}
+
+type listAPIKeysOut struct {
+	Keys []keyOut `json:"keys"`
+}
+
+func listAPIKeysTool() *Tool {
+	spec := adminSpec("list_api_keys", "List API keys", "Lists your organisation's API keys (never their secrets).")
+	spec.ReadOnly, spec.Idempotent = true, true
+	return newTool(spec, func(ctx context.Context, c *Call, _ listAPIKeysIn) (listAPIKeysOut, error) {
+		out := listAPIKeysOut{Keys: []keyOut{}}
+		err := c.asAdmin(ctx, func(a *store.Admin) error {
+			ks, err := a.APIKeys(ctx)
+			for _, k := range ks {
+				out.Keys = append(out.Keys, toKey(k))
+			}
+			return err
+		})
+		return out, err
+	})
+}
+
+type revokeAPIKeyIn struct {
+	ID string `json:"id" jsonschema:"the key's id (list_api_keys)"`
+}
+
+func revokeAPIKeyTool() *Tool {
+	spec := adminSpec("revoke_api_key", "Revoke an API key", "Revokes an API key at once, on every server.")
+	spec.Destructive, spec.Idempotent = true, true
+	return newTool(spec, func(ctx context.Context, c *Call, in revokeAPIKeyIn) (keyOut, error) {
+		var out keyOut
+		err := c.asAdmin(ctx, func(a *store.Admin) error {
+			k, err := a.RevokeAPIKey(ctx, in.ID)
+			if err == nil {
+				out = toKey(k)
+			}
+			return err
+		})
+		return out, err
+	})
+}

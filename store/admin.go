@@ -1,0 +1,154 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// ErrLastAdmin refuses a change that would leave a tenant without an admin.
+var ErrLastAdmin = errors.New("the organisation must keep at least one admin")
+
+// Admin is the control-plane work a tenant's admin may do through the
+// tools: members and API keys of that one tenant. It runs inside the tool
+// call's transaction, so a change commits together with its audit record.
+type Admin struct {
+	db *DB
+	tx pgx.Tx
+	t  *tenancy.Tenant
+}
+
+// AsAdmin runs fn in tx (a WithTenant transaction) with Gatehouse's own
+// privileges, which the control schema needs, then returns tx to the
+// tenant role. Only Gatehouse's fixed SQL runs in fn; every statement
+// names t's id, so fn reaches no other tenant.
+func (db *DB) AsAdmin(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant, fn func(*Admin) error) error {
+	if _, err := tx.Exec(ctx, "SELECT set_config('role', 'none', true)"); err != nil {
+		return err
+	}
+	if err := fn(&Admin{db: db, tx: tx, t: t}); err != nil {
+		return err
+	}
+	if t.DBRole == "" {
+		return nil
+	}
+	_, err := tx.Exec(ctx, "SELECT set_config('role', $1, true)", t.DBRole)
+	return err
+}
+
+// Members lists the tenant's members (removed ones too), oldest first.
+func (a *Admin) Members(ctx context.Context) ([]*tenancy.Member, error) {
+	rows, _ := a.tx.Query(ctx, selectMember+" WHERE m.tenant_id = $1 ORDER BY m.created_at, m.id", a.t.ID)
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*tenancy.Member, error) { return scanMember(r) })
+}
+
+func (a *Admin) member(ctx context.Context, id string) (*tenancy.Member, error) {
+	if !IsUUID(id) {
+		return nil, ErrNotFound
+	}
+	return scanMember(a.tx.QueryRow(ctx, selectMember+" WHERE m.tenant_id = $1 AND m.id = $2 FOR UPDATE OF m", a.t.ID, id))
+}
+
+// keepsAnAdmin refuses to take the admin role away from the last admin.
+func (a *Admin) keepsAnAdmin(ctx context.Context, m *tenancy.Member) error {
+	if m.Role != tenancy.Admin || !m.RemovedAt.IsZero() {
+		return nil
+	}
+	var others int
+	err := a.tx.QueryRow(ctx, `SELECT count(*) FROM gatehouse.members WHERE tenant_id = $1 AND role = 'admin'
+		AND removed_at IS NULL AND id <> $2`, a.t.ID, m.ID).Scan(&others)
+	if err == nil && others == 0 {
+		err = ErrLastAdmin
+	}
+	return err
+}
+
+// SetMemberRole changes a member's role; a removed member is restored.
+func (a *Admin) SetMemberRole(ctx context.Context, memberID string, role tenancy.Role) (*tenancy.Member, error) {
+	m, err := a.member(ctx, memberID)
+	if err != nil {
+		return nil, err
+	}
+	if role != tenancy.Admin {
+		if err := a.keepsAnAdmin(ctx, m); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := a.tx.Exec(ctx, "UPDATE gatehouse.members SET role = $3, removed_at = NULL WHERE tenant_id = $1 AND id = $2", a.t.ID, m.ID, role); err != nil {
+		return nil, err
+	}
+	m.Role, m.RemovedAt = role, time.Time{}
+	return m, a.db.notify(ctx, a.tx, Invalidation{Kind: InvalidateTenant, ID: a.t.ID})
+}
+
+// RemoveMember removes a member (who is then refused, until restored) and
+// revokes the API keys they created; their data stays with the tenant.
+// It returns the revoked keys' ids.
+func (a *Admin) RemoveMember(ctx context.Context, memberID string) (*tenancy.Member, []string, error) {
+	m, err := a.member(ctx, memberID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := a.keepsAnAdmin(ctx, m); err != nil {
+		return nil, nil, err
+	}
+	if _, err := a.tx.Exec(ctx, "UPDATE gatehouse.members SET removed_at = coalesce(removed_at, now()) WHERE tenant_id = $1 AND id = $2", a.t.ID, m.ID); err != nil {
+		return nil, nil, err
+	}
+	rows, _ := a.tx.Query(ctx, `UPDATE gatehouse.api_keys SET revoked_at = now()
+		WHERE tenant_id = $1 AND member_id = $2 AND revoked_at IS NULL RETURNING id`, a.t.ID, m.ID)
+	revoked, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, id := range revoked {
+		if err := a.db.notify(ctx, a.tx, Invalidation{Kind: InvalidateAPIKey, ID: id}); err != nil {
+			return nil, nil, err
+		}
+	}
+	m.RemovedAt = time.Now()
+	return m, revoked, a.db.notify(ctx, a.tx, Invalidation{Kind: InvalidateTenant, ID: a.t.ID})
+}
+
+// CreateAPIKey stores a key of this tenant, made by memberID ("" when the
+// caller is itself a key).
+func (a *Admin) CreateAPIKey(ctx context.Context, k *apikey.Key, memberID string) error {
+	if k.TenantID != a.t.ID {
+		return fmt.Errorf("a key for another tenant")
+	}
+	if err := createAPIKey(ctx, a.tx, k); err != nil {
+		return err
+	}
+	if memberID == "" {
+		return nil
+	}
+	_, err := a.tx.Exec(ctx, "UPDATE gatehouse.api_keys SET member_id = $2 WHERE id = $1", k.ID, memberID)
+	return err
+}
+
+// APIKeys lists the tenant's keys, newest first.
+func (a *Admin) APIKeys(ctx context.Context) ([]*apikey.Key, error) {
+	rows, _ := a.tx.Query(ctx, selectAPIKey+" WHERE k.tenant_id = $1 ORDER BY k.created_at DESC, k.id", a.t.ID)
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*apikey.Key, error) { return scanAPIKey(r) })
+}
+
+// RevokeAPIKey revokes one of the tenant's keys (ErrNotFound for any other).
+func (a *Admin) RevokeAPIKey(ctx context.Context, id string) (*apikey.Key, error) {
+	if _, err := a.tx.Exec(ctx, "UPDATE gatehouse.api_keys SET revoked_at = now() WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL", id, a.t.ID); err != nil {
+		return nil, err
+	}
+	k, err := scanAPIKey(a.tx.QueryRow(ctx, selectAPIKey+" WHERE k.id = $1 AND k.tenant_id = $2", id, a.t.ID))
+	if errors.Is(err, apikey.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	return k, a.db.notify(ctx, a.tx, Invalidation{Kind: InvalidateAPIKey, ID: id})
+}
