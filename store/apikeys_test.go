@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -118,5 +119,34 @@ func TestBootstrapOnlyOnEmptyDatabase(t *testing.T) {
 	mustTenant(t, other, "acme.com")
 	if did, err := other.Bootstrap(ctx, "dev", newKey); err != nil || did {
 		t.Errorf("bootstrap of non-empty database = %v, %v", did, err)
+	}
+}
+
+// TestSecretConcurrentFirstUse: processes asking for a new instance secret
+// at once all get the same one.
+func TestSecretConcurrentFirstUse(t *testing.T) {
+	url := storetest.ConnString(t)
+	var wg sync.WaitGroup
+	got := make([]string, 8)
+	for i := range got {
+		wg.Go(func() {
+			db, err := store.Open(context.Background(), url, nil) // separate processes' caches
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer db.Close()
+			s, err := db.Secret(context.Background(), "shared")
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = string(s)
+		})
+	}
+	wg.Wait()
+	for _, s := range got {
+		if s == "" || s != got[0] {
+			t.Fatalf("secrets differ or are missing: %q", got)
+		}
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Secret returns the instance secret called name, creating a random one
@@ -22,6 +25,11 @@ func (db *DB) Secret(ctx context.Context, name string) ([]byte, error) {
 			INSERT INTO gatehouse.settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING value)
 		SELECT value FROM ins UNION ALL SELECT value FROM gatehouse.settings WHERE name = $1 LIMIT 1`,
 		"secret:"+name, base64.StdEncoding.EncodeToString(b[:])).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Another process created it while this statement ran: its snapshot
+		// predates their commit; a new statement sees it.
+		err = db.pool.QueryRow(ctx, "SELECT value FROM gatehouse.settings WHERE name = $1", "secret:"+name).Scan(&v)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("secret %s: %w", name, err)
 	}
