@@ -35,7 +35,8 @@ Usage:
   gatehouse tenant limits show|set|clear T [--rate 600/m --burst 60]
   gatehouse audit verify --tenant T    check the tenant's audit chain (exit 1 and the first bad record if tampered)
   gatehouse audit tail --tenant T [-n 20]
-  gatehouse config                     list the environment variables Gatehouse reads
+  gatehouse config [--json|--markdown] list the environment variables Gatehouse reads
+  gatehouse healthcheck                exit 0 if the server on this machine answers /healthz (for containers)
   gatehouse version
 
 Commands that print results write only the result to stdout (add --json for
@@ -81,6 +82,8 @@ func run(ctx context.Context, args []string, e *env) int {
 		err = cmdAudit(ctx, args[1:], e)
 	case "config":
 		err = cmdConfig(args[1:], e)
+	case "healthcheck":
+		err = cmdHealthcheck(ctx, e)
 	case "version", "--version":
 		fmt.Fprintln(e.stdout, buildVersion())
 	case "help", "-h", "--help":
@@ -142,8 +145,27 @@ func isTerminal(f *os.File) bool {
 func cmdConfig(args []string, e *env) error {
 	fs := flag.NewFlagSet("config", flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	markdown := fs.Bool("markdown", false, "print docs/configuration.md")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	switch {
+	case *asJSON:
+		type v struct {
+			Name    string `json:"name"`
+			Default string `json:"default"`
+			Secret  bool   `json:"secret"`
+			Help    string `json:"help"`
+		}
+		out := make([]v, 0, len(envVars))
+		for _, e := range envVars {
+			out = append(out, v(e))
+		}
+		return printJSON(e.stdout, out)
+	case *markdown:
+		_, err := fmt.Fprint(e.stdout, configMarkdown())
+		return err
 	}
 	for _, v := range envVars {
 		def := v.Default

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -195,5 +197,22 @@ func TestTenantLimitsCommand(t *testing.T) {
 	}
 	if code, _, stderr := gh(t, environ, "tenant", "limits", "set", "acme.com", "--rate", "lots"); code != 2 || !strings.Contains(stderr, "--rate") {
 		t.Errorf("bad rate: %d %s", code, stderr)
+	}
+}
+
+func TestHealthcheckCommand(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	if code, _, stderr := gh(t, map[string]string{"GATEHOUSE_ADDR": addr}, "healthcheck"); code != 0 {
+		t.Errorf("healthy server: exit %d %s", code, stderr)
+	}
+	srv.Close()
+	if code, _, _ := gh(t, map[string]string{"GATEHOUSE_ADDR": addr}, "healthcheck"); code != 1 {
+		t.Errorf("no server: exit %d, want 1", code)
 	}
 }

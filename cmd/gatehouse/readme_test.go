@@ -34,3 +34,15 @@ func TestREADMEListsEveryTool(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigurationDocIsGenerated: docs/configuration.md is what
+// `gatehouse config --markdown` prints (regenerate it with that command).
+func TestConfigurationDocIsGenerated(t *testing.T) {
+	b, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != configMarkdown() {
+		t.Error("docs/configuration.md is out of date: run `go run ./cmd/gatehouse config --markdown > docs/configuration.md`")
+	}
+}
