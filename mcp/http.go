@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
 )
 
 func (s *Server) routes() *echo.Echo {
@@ -33,9 +35,14 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()))
 
+	servers := []string{}
+	if s.opts.AuthServer != nil && s.opts.AuthServer.SignIn() {
+		servers = []string{s.opts.PublicURL}
+		s.mountAuthServer(e)
+	}
 	prm := echo.WrapHandler(auth.ProtectedResourceMetadataHandler(&oauthex.ProtectedResourceMetadata{
 		Resource:               s.ResourceURL(),
-		AuthorizationServers:   []string{},
+		AuthorizationServers:   servers,
 		ScopesSupported:        identity.AllScopes,
 		BearerMethodsSupported: []string{"header"},
 		ResourceName:           "Gatehouse",
@@ -66,6 +73,22 @@ func (s *Server) routes() *echo.Echo {
 	}
 	e.Any("/mcp", echo.WrapHandler(origins.Handler(withTokenInfo(mcpHandler))), s.authenticate)
 	return e
+}
+
+// mountAuthServer serves the authorization server's endpoints. Its rate
+// limits key on the client's address, so the request it sees carries the
+// address established here (trusted proxies honoured) as RemoteAddr.
+func (s *Server) mountAuthServer(e *echo.Echo) {
+	h := s.opts.AuthServer.Handler()
+	serve := func(c echo.Context) error {
+		r := *c.Request()
+		r.RemoteAddr = net.JoinHostPort(c.RealIP(), "0")
+		h.ServeHTTP(c.Response(), &r)
+		return nil
+	}
+	for _, p := range authserver.Paths {
+		e.Any(p, serve)
+	}
 }
 
 // requestInfo is filled in as a request passes the middleware, for the
@@ -217,6 +240,11 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		m, err := s.opts.Tenancy.Resolve(ctx, p)
 		if err != nil {
 			return s.refuse(c, err)
+		}
+		// A token Gatehouse issued names the tenant its holder consented
+		// in; if the person is placed elsewhere now, it is not theirs to use.
+		if issued, _ := p.Claims[authserver.TenantClaim].(string); issued != "" && issued != m.Tenant.Key {
+			return s.refuse(c, identity.Invalid("the token was issued for tenant %s, where you no longer belong; sign in again", issued))
 		}
 		ri := info(c)
 		ri.subject, ri.tenant = p.Subject, m.Tenant.Key

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
+	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
 	"github.com/gatehouse-mcp/gatehouse/mcp"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
@@ -32,8 +33,9 @@ type gatehouse struct {
 	srv   *mcp.Server
 	url   string // of /mcp
 	ts    *httptest.Server
-	logs  *lockedBuffer // the server log (also in the test log)
-	audit *lockedBuffer // the audit stream (stdout in serve)
+	as    *authserver.Server // when setup.oauth
+	logs  *lockedBuffer      // the server log (also in the test log)
+	audit *lockedBuffer      // the audit stream (stdout in serve)
 }
 
 // lockedBuffer is a bytes.Buffer safe for concurrent writers.
@@ -62,6 +64,11 @@ type setup struct {
 	policy     *tenancy.Policy
 	toolPolicy mcp.ToolPolicy
 	limits     *tenancy.Limits
+	// oauth turns on the authorization server, with these upstreams.
+	oauth     bool
+	upstreams []*authserver.Upstream
+	// asConfig adjusts the authorization server's configuration.
+	asConfig func(*authserver.Config)
 }
 
 func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
@@ -75,8 +82,6 @@ func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	for _, m := range mods {
 		m(su)
 	}
-	resolver := identity.NewResolver(su.resolver)
-	t.Cleanup(resolver.Close)
 	tenants := tenancy.NewService(db, tenancy.ServiceOptions{Policy: su.policy})
 	t.Cleanup(tenants.Close)
 	g := &gatehouse{db: db, logs: logs, audit: audit}
@@ -88,7 +93,16 @@ func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 		limiter = tenancy.NewLimiter(db, *su.limits)
 		t.Cleanup(limiter.Close)
 	}
-	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, Limiter: limiter, PublicURL: g.ts.URL,
+	if su.oauth {
+		g.as = newAuthServer(t, db, tenants, limiter, log, g.ts.URL, su)
+		if su.resolver.Issuers == nil {
+			su.resolver.Issuers = map[string]identity.Verifier{}
+		}
+		su.resolver.Issuers[g.ts.URL] = g.as.Verifier()
+	}
+	resolver := identity.NewResolver(su.resolver)
+	t.Cleanup(resolver.Close)
+	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, Limiter: limiter, PublicURL: g.ts.URL, AuthServer: g.as,
 		Logger: log, Version: "test", ToolPolicy: su.toolPolicy, AuditKey: testAuditKey, AuditLog: slog.New(slog.NewJSONHandler(audit, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -38,6 +39,12 @@ type Options struct {
 	ToolTimeout time.Duration
 	// ToolPolicy overrides the compiled-in role and scope of some tools.
 	ToolPolicy ToolPolicy
+	// AuthServer, when set, is Gatehouse's OAuth authorization server for
+	// MCP clients: when people can sign in with it, its endpoints are
+	// mounted here and the protected resource metadata names it; its keys
+	// are rotated by RunMaintenance. (Its Verifier is the Resolver's
+	// business.)
+	AuthServer *authserver.Server
 	// AuditKey keys the audit chain and argument digests.
 	AuditKey store.AuditKey
 	// AuditLog receives one JSON line per audit record (stdout in serve);

@@ -57,9 +57,10 @@ func ParseRate(s string, burst int) (Rate, error) {
 
 // Limits are the default limits.
 type Limits struct {
-	Tenant      Rate // all requests of one tenant (a tenant's override wins)
-	Principal   Rate // all requests of one principal in one tenant
-	AuthFailure Rate // failed authentications from one client IP
+	Tenant       Rate // all requests of one tenant (a tenant's override wins)
+	Principal    Rate // all requests of one principal in one tenant
+	AuthFailure  Rate // failed authentications from one client IP
+	Registration Rate // OAuth client registrations from one client IP
 }
 
 // LimitStore applies GCRA to several keys at once: all are charged or none.
@@ -173,6 +174,11 @@ func (l *Limiter) AuthFailureDenied(ip string) (Decision, bool) {
 // ChargeAuthFailure records a failed authentication from ip.
 func (l *Limiter) ChargeAuthFailure(ctx context.Context, ip string) (Decision, error) {
 	return l.allow(ctx, []limited{{"ip:" + ip, l.limits.AuthFailure, "client"}})
+}
+
+// AllowRegistration charges one OAuth dynamic client registration to ip.
+func (l *Limiter) AllowRegistration(ctx context.Context, ip string) (Decision, error) {
+	return l.allow(ctx, []limited{{"reg:" + ip, l.limits.Registration, "client"}})
 }
 
 type limited struct {

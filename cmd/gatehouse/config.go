@@ -44,13 +44,20 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_PRINCIPAL_BURST", Default: "100", Help: "requests one person or key may make at once"},
 	{Name: "GATEHOUSE_AUTH_FAILURE_RATE", Default: "20/m", Help: "failed authentications allowed from one client IP before 429"},
 	{Name: "GATEHOUSE_AUTH_FAILURE_BURST", Default: "10", Help: "failed authentications allowed from one client IP at once"},
+	{Name: "GATEHOUSE_REGISTRATION_RATE", Default: "30/h", Help: "OAuth client registrations (RFC 7591) allowed from one client IP"},
+	{Name: "GATEHOUSE_REGISTRATION_BURST", Default: "10", Help: "OAuth client registrations allowed from one client IP at once"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
 	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain; unset: a random key kept in the database (weaker: see README)"},
 	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
 	{Name: "GATEHOUSE_CONFIG_FILE", Help: "YAML file with settings beyond the environment (more OIDC issuers: oidc_issuers)"},
 	{Name: "GATEHOUSE_ALLOW_INSECURE_ISSUERS", Default: "false", Help: "accept plain-http issuer URLs (local identity providers and tests only)"},
 	{Name: "GATEHOUSE_DEFAULT_SCOPES", Default: "mcp:read mcp:write", Help: "scopes given to tokens that carry no Gatehouse scope (space or comma separated)"},
+	{Name: "GATEHOUSE_SIGNING_KEY", Secret: true, Help: "secret (16+ bytes) encrypting the access-token signing keys in the database; comma-separated, newest first, while rotating; unset: a secret kept in the database"},
+	{Name: "GATEHOUSE_TOKEN_TTL", Default: "1h", Help: "lifetime of the access tokens Gatehouse issues (at most 1h)"},
+	{Name: "GATEHOUSE_REFRESH_TTL", Default: "720h", Help: "lifetime of a refresh token (each use issues a new one)"},
+	{Name: "GATEHOUSE_DEV", Default: "false", Help: "developer mode: client metadata documents on private addresses, `gatehouse token mint`; never in production"},
 	{Name: "GATEHOUSE_GOOGLE_CLIENT_ID", Help: "Google OAuth client id: enables Google ID tokens and access tokens issued to this client"},
+	{Name: "GATEHOUSE_GOOGLE_CLIENT_SECRET", Secret: true, Help: "Google OAuth client secret: lets people sign in with Google from MCP clients"},
 	{Name: "GATEHOUSE_GOOGLE_ISSUER", Default: "https://accounts.google.com", Help: "Google's issuer (override for tests)"},
 	{Name: "GATEHOUSE_GOOGLE_TOKENINFO_URL", Default: "https://oauth2.googleapis.com/tokeninfo", Help: "Google's tokeninfo endpoint (override for tests)"},
 	{Name: "GATEHOUSE_GOOGLE_USERINFO_URL", Default: "https://openidconnect.googleapis.com/v1/userinfo", Help: "Google's userinfo endpoint (override for tests)"},
@@ -58,12 +65,18 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_AUTH0_AUDIENCE", Help: "the Auth0 API identifier access tokens must be issued for"},
 	{Name: "GATEHOUSE_AUTH0_EMAIL_CLAIM", Help: "namespaced claim carrying the email (its flag: <claim>_verified); unset: Auth0's /userinfo, cached"},
 	{Name: "GATEHOUSE_AUTH0_ISSUER", Help: "Auth0 issuer; default https://<domain>/"},
+	{Name: "GATEHOUSE_AUTH0_CLIENT_ID", Help: "Auth0 application (Regular Web Application) client id: lets people sign in with Auth0 (with the secret)"},
+	{Name: "GATEHOUSE_AUTH0_CLIENT_SECRET", Secret: true, Help: "that Auth0 application's client secret"},
 	{Name: "GATEHOUSE_GITHUB_CLIENT_ID", Help: "GitHub OAuth app client id: enables GitHub user tokens issued to this app (with the secret)"},
 	{Name: "GATEHOUSE_GITHUB_CLIENT_SECRET", Secret: true, Help: "GitHub OAuth app client secret (proves tokens were issued to this app)"},
 	{Name: "GATEHOUSE_GITHUB_API_URL", Default: "https://api.github.com", Help: "GitHub REST API (GitHub Enterprise: https://HOST/api/v3)"},
+	{Name: "GATEHOUSE_GITHUB_WEB_URL", Default: "https://github.com", Help: "GitHub web host people sign in at (GitHub Enterprise: https://HOST)"},
 	{Name: "GATEHOUSE_OIDC_ISSUER", Help: "an OpenID Connect issuer (Keycloak, Okta, Entra, Dex): enables it (with GATEHOUSE_OIDC_AUDIENCE)"},
 	{Name: "GATEHOUSE_OIDC_AUDIENCE", Help: "audiences accepted from that issuer (comma separated)"},
 	{Name: "GATEHOUSE_OIDC_NAME", Default: "oidc", Help: "short name of that issuer, used in subjects (<name>:<sub>)"},
+	{Name: "GATEHOUSE_OIDC_CLIENT_ID", Help: "client id at that issuer: lets people sign in with it from MCP clients (with the secret)"},
+	{Name: "GATEHOUSE_OIDC_CLIENT_SECRET", Secret: true, Help: "that client's secret"},
+	{Name: "GATEHOUSE_OIDC_LABEL", Help: "that issuer's name on the sign-in page; default GATEHOUSE_OIDC_NAME"},
 	{Name: "GATEHOUSE_TENANT_SIGNUP", Default: "open", Help: "which new tenants may be created on first sign-in: open, allowlist or closed"},
 	{Name: "GATEHOUSE_TENANT_ALLOWLIST", Help: "tenants that may sign up under allowlist (comma separated; 'personal' admits personal tenants)"},
 	{Name: "GATEHOUSE_TENANT_ALIASES", Help: "email domains mapped to a tenant, such as acme.io=acme.com (comma separated)"},
@@ -90,6 +103,10 @@ type Config struct {
 	Policy         *tenancy.Policy
 	ToolPolicy     mcp.ToolPolicy
 	Limits         tenancy.Limits
+	SigningKeys    [][]byte // GATEHOUSE_SIGNING_KEY, newest first; nil: a database secret
+	TokenTTL       time.Duration
+	RefreshTTL     time.Duration
+	Dev            bool
 }
 
 // loadConfig reads the environment and reports every problem at once.
@@ -140,6 +157,17 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(get("GATEHOUSE_LOG_LEVEL"))); err != nil {
 		bad("GATEHOUSE_LOG_LEVEL", "%q is not debug, info, warn or error", get("GATEHOUSE_LOG_LEVEL"))
 	}
+	boolean := func(name string) bool {
+		switch v := strings.ToLower(get(name)); v {
+		case "true", "1", "yes":
+			return true
+		case "false", "0", "no", "":
+			return false
+		default:
+			bad(name, "%q is not true or false", v)
+			return false
+		}
+	}
 	duration := func(name string, dst *time.Duration) {
 		d, err := time.ParseDuration(get(name))
 		if err != nil || d <= 0 {
@@ -150,6 +178,18 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	duration("GATEHOUSE_AUTH_CACHE_TTL", &c.AuthCacheTTL)
 	duration("GATEHOUSE_TOOL_TIMEOUT", &c.ToolTimeout)
 	duration("GATEHOUSE_SHUTDOWN_GRACE", &c.ShutdownGrace)
+	duration("GATEHOUSE_TOKEN_TTL", &c.TokenTTL)
+	if c.TokenTTL > time.Hour {
+		bad("GATEHOUSE_TOKEN_TTL", "%s is longer than 1h; access tokens are short-lived, refresh tokens keep people signed in", c.TokenTTL)
+	}
+	duration("GATEHOUSE_REFRESH_TTL", &c.RefreshTTL)
+	for _, k := range splitList(getenv("GATEHOUSE_SIGNING_KEY")) {
+		if len(k) < 16 {
+			bad("GATEHOUSE_SIGNING_KEY", "a secret is %d bytes; use 16 or more (openssl rand -base64 32)", len(k))
+		}
+		c.SigningKeys = append(c.SigningKeys, []byte(k))
+	}
+	c.Dev = boolean("GATEHOUSE_DEV")
 
 	for _, s := range splitList(get("GATEHOUSE_TRUSTED_PROXIES")) {
 		if !strings.Contains(s, "/") {
@@ -179,14 +219,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		}
 		c.DefaultScopes = append(c.DefaultScopes, sc)
 	}
-	insecure := false
-	switch v := get("GATEHOUSE_ALLOW_INSECURE_ISSUERS"); v {
-	case "true", "1", "yes":
-		insecure = true
-	case "false", "0", "no", "":
-	default:
-		bad("GATEHOUSE_ALLOW_INSECURE_ISSUERS", "%q is not true or false", v)
-	}
+	insecure := boolean("GATEHOUSE_ALLOW_INSECURE_ISSUERS")
 	fc, err := readConfigFile(get("GATEHOUSE_CONFIG_FILE"))
 	if err != nil {
 		bad("GATEHOUSE_CONFIG_FILE", "%v", err)
@@ -212,9 +245,10 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		return r
 	}
 	c.Limits = tenancy.Limits{
-		Tenant:      rate("GATEHOUSE_TENANT"),
-		Principal:   rate("GATEHOUSE_PRINCIPAL"),
-		AuthFailure: rate("GATEHOUSE_AUTH_FAILURE"),
+		Tenant:       rate("GATEHOUSE_TENANT"),
+		Principal:    rate("GATEHOUSE_PRINCIPAL"),
+		AuthFailure:  rate("GATEHOUSE_AUTH_FAILURE"),
+		Registration: rate("GATEHOUSE_REGISTRATION"),
 	}
 	if path := get("GATEHOUSE_POLICY_FILE"); path != "" {
 		if f, err := os.Open(path); err != nil {

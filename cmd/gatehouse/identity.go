@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 	"github.com/gatehouse-mcp/gatehouse/identity/auth0"
+	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
 	"github.com/gatehouse-mcp/gatehouse/identity/github"
 	"github.com/gatehouse-mcp/gatehouse/identity/google"
 	"github.com/gatehouse-mcp/gatehouse/identity/oidc"
@@ -26,6 +29,9 @@ type providers struct {
 	auth0  *auth0.Verifier
 	github identity.Verifier
 	oidc   []*oidc.Verifier
+	// signin are the providers people can sign in with from MCP clients
+	// (those configured with a client secret), in sign-in page order.
+	signin []*authserver.Upstream
 }
 
 // fileConfig is GATEHOUSE_CONFIG_FILE: settings that do not fit in one
@@ -36,6 +42,11 @@ type fileConfig struct {
 		Issuer     string   `yaml:"issuer"`
 		Audiences  []string `yaml:"audiences"`
 		EmailClaim string   `yaml:"email_claim"`
+		// Sign-in from MCP clients: the client at the issuer, its secret
+		// read from the environment variable named here.
+		ClientID        string `yaml:"client_id"`
+		ClientSecretEnv string `yaml:"client_secret_env"`
+		Label           string `yaml:"label"`
 	} `yaml:"oidc_issuers"`
 }
 
@@ -82,6 +93,11 @@ func loadProviders(get func(string) string, insecure bool, fc *fileConfig) (*pro
 			UserInfoURL: get("GATEHOUSE_GOOGLE_USERINFO_URL"), AllowInsecure: insecure,
 		}.Open()
 		ps.google, errs = p, appendErr(errs, "GATEHOUSE_GOOGLE_*", err)
+		if p != nil && get("GATEHOUSE_GOOGLE_CLIENT_SECRET") != "" {
+			ps.signin = append(ps.signin, googleSignIn(p, get("GATEHOUSE_GOOGLE_CLIENT_ID"), get("GATEHOUSE_GOOGLE_CLIENT_SECRET")))
+		}
+	} else if get("GATEHOUSE_GOOGLE_CLIENT_SECRET") != "" {
+		errs = append(errs, errors.New("GATEHOUSE_GOOGLE_CLIENT_SECRET is set without GATEHOUSE_GOOGLE_CLIENT_ID"))
 	}
 	if need("Auth0", "GATEHOUSE_AUTH0_DOMAIN", "GATEHOUSE_AUTH0_AUDIENCE") {
 		v, err := auth0.Config{
@@ -89,6 +105,11 @@ func loadProviders(get func(string) string, insecure bool, fc *fileConfig) (*pro
 			EmailClaim: get("GATEHOUSE_AUTH0_EMAIL_CLAIM"), Issuer: get("GATEHOUSE_AUTH0_ISSUER"), AllowInsecure: insecure,
 		}.Open()
 		ps.auth0, errs = v, appendErr(errs, "GATEHOUSE_AUTH0_*", err)
+		if v != nil && need("Auth0 sign-in", "GATEHOUSE_AUTH0_CLIENT_ID", "GATEHOUSE_AUTH0_CLIENT_SECRET") {
+			ps.signin = append(ps.signin, auth0SignIn(v, get("GATEHOUSE_AUTH0_CLIENT_ID"), get("GATEHOUSE_AUTH0_CLIENT_SECRET"), get("GATEHOUSE_AUTH0_AUDIENCE")))
+		}
+	} else if get("GATEHOUSE_AUTH0_CLIENT_ID") != "" || get("GATEHOUSE_AUTH0_CLIENT_SECRET") != "" {
+		errs = append(errs, errors.New("Auth0 sign-in needs GATEHOUSE_AUTH0_DOMAIN and GATEHOUSE_AUTH0_AUDIENCE"))
 	}
 	if need("GitHub", "GATEHOUSE_GITHUB_CLIENT_ID", "GATEHOUSE_GITHUB_CLIENT_SECRET") {
 		v, err := github.Config{
@@ -96,24 +117,51 @@ func loadProviders(get func(string) string, insecure bool, fc *fileConfig) (*pro
 			APIURL: get("GATEHOUSE_GITHUB_API_URL"),
 		}.Open()
 		ps.github, errs = v, appendErr(errs, "GATEHOUSE_GITHUB_*", err)
+		web, werr := url.Parse(get("GATEHOUSE_GITHUB_WEB_URL"))
+		if werr != nil || (web.Scheme != "https" && !(insecure && web.Scheme == "http")) || web.Host == "" {
+			errs = append(errs, fmt.Errorf("GATEHOUSE_GITHUB_WEB_URL: %q must be an https URL such as https://github.com", get("GATEHOUSE_GITHUB_WEB_URL")))
+		} else if v != nil {
+			ps.signin = append(ps.signin, gitHubSignIn(v, get("GATEHOUSE_GITHUB_CLIENT_ID"), get("GATEHOUSE_GITHUB_CLIENT_SECRET"), strings.TrimSuffix(web.String(), "/")))
+		}
 	}
 	if need("OIDC", "GATEHOUSE_OIDC_ISSUER", "GATEHOUSE_OIDC_AUDIENCE") {
 		name := get("GATEHOUSE_OIDC_NAME")
 		if name == "" {
 			name = "oidc"
 		}
-		v, err := oidc.Config{Name: name, Issuer: get("GATEHOUSE_OIDC_ISSUER"), Audiences: splitList(get("GATEHOUSE_OIDC_AUDIENCE")), AllowInsecure: insecure}.Open()
+		cfg := oidc.Config{Name: name, Issuer: get("GATEHOUSE_OIDC_ISSUER"), Audiences: splitList(get("GATEHOUSE_OIDC_AUDIENCE")), AllowInsecure: insecure}
+		v, err := cfg.Open()
 		if err == nil {
 			ps.oidc = append(ps.oidc, v)
 		}
 		errs = appendErr(errs, "GATEHOUSE_OIDC_*", err)
+		if err == nil && need("OIDC sign-in", "GATEHOUSE_OIDC_CLIENT_ID", "GATEHOUSE_OIDC_CLIENT_SECRET") {
+			u, err := oidcSignIn(cfg, get("GATEHOUSE_OIDC_CLIENT_ID"), get("GATEHOUSE_OIDC_CLIENT_SECRET"), cmp.Or(get("GATEHOUSE_OIDC_LABEL"), name))
+			if err == nil {
+				ps.signin = append(ps.signin, u)
+			}
+			errs = appendErr(errs, "GATEHOUSE_OIDC_CLIENT_ID", err)
+		}
 	}
 	for i, c := range fc.OIDCIssuers {
-		v, err := oidc.Config{Name: c.Name, Issuer: c.Issuer, Audiences: c.Audiences, EmailClaim: c.EmailClaim, AllowInsecure: insecure}.Open()
+		where := fmt.Sprintf("GATEHOUSE_CONFIG_FILE oidc_issuers[%d]", i)
+		cfg := oidc.Config{Name: c.Name, Issuer: c.Issuer, Audiences: c.Audiences, EmailClaim: c.EmailClaim, AllowInsecure: insecure}
+		v, err := cfg.Open()
 		if err == nil {
 			ps.oidc = append(ps.oidc, v)
 		}
-		errs = appendErr(errs, fmt.Sprintf("GATEHOUSE_CONFIG_FILE oidc_issuers[%d]", i), err)
+		errs = appendErr(errs, where, err)
+		switch {
+		case err != nil || (c.ClientID == "" && c.ClientSecretEnv == ""):
+		case c.ClientID == "" || c.ClientSecretEnv == "" || get(c.ClientSecretEnv) == "":
+			errs = append(errs, fmt.Errorf("%s: sign-in needs client_id and client_secret_env naming a set environment variable", where))
+		default:
+			u, err := oidcSignIn(cfg, c.ClientID, get(c.ClientSecretEnv), cmp.Or(c.Label, c.Name))
+			if err == nil {
+				ps.signin = append(ps.signin, u)
+			}
+			errs = appendErr(errs, where, err)
+		}
 	}
 	reserved := []string{"apikey", "google", "github", "auth0", "gatehouse"}
 	for _, v := range ps.oidc {

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
+	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
 	"github.com/gatehouse-mcp/gatehouse/mcp"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -56,20 +59,31 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w:\n%s", errConfig, indent(err))
 	}
+	if _, taken := ropts.Issuers[cfg.PublicURL]; taken {
+		return nil, nil, fmt.Errorf("%w: an identity provider's issuer is GATEHOUSE_PUBLIC_URL (%s), which is Gatehouse's own", errConfig, cfg.PublicURL)
+	}
 	log.Info("identity providers", "enabled", append([]string{"apikey"}, cfg.Providers.names()...),
 		"tenant_signup", cfg.Policy.Signup, "default_role", cfg.Policy.DefaultRole)
 	log.Info("rate limits", "tenant", cfg.Limits.Tenant.String(), "principal", cfg.Limits.Principal.String(),
-		"auth_failures_per_ip", cfg.Limits.AuthFailure.String())
+		"auth_failures_per_ip", cfg.Limits.AuthFailure.String(), "registrations_per_ip", cfg.Limits.Registration.String())
 	akey, err := auditKey(ctx, db, getenv, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	resolver := identity.NewResolver(ropts)
 	tenants := tenancy.NewService(db, tenancy.ServiceOptions{Policy: cfg.Policy})
 	limiter := tenancy.NewLimiter(db, cfg.Limits)
+	as, err := newAuthServer(ctx, cfg, db, tenants, limiter, log)
+	if err != nil {
+		limiter.Close()
+		tenants.Close()
+		return nil, nil, err
+	}
+	// Gatehouse's own tokens are routed by their issuer, the public URL.
+	ropts.Issuers[cfg.PublicURL] = as.Verifier()
+	resolver := identity.NewResolver(ropts)
 	closeAll := func() { limiter.Close(); tenants.Close(); resolver.Close() }
 	srv, err := mcp.New(mcp.Options{
-		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter,
+		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter, AuthServer: as,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
 		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy,
 		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(auditOut, nil)),
@@ -84,6 +98,78 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 	bg.Go(func() { srv.FollowInvalidations(bctx) })
 	bg.Go(func() { srv.RunMaintenance(bctx, 5*time.Minute) })
 	return srv, func() { cancel(); bg.Wait(); closeAll() }, nil
+}
+
+// newAuthServer builds the OAuth authorization server: sign-in for MCP
+// clients when a provider has a client secret, and in any case the keys
+// that sign (and verify) Gatehouse's own access tokens.
+func newAuthServer(ctx context.Context, cfg *Config, db *database, tenants *tenancy.Service, limiter *tenancy.Limiter, log *slog.Logger) (*authserver.Server, error) {
+	keys, err := signingKeys(ctx, cfg, db, log)
+	if err != nil {
+		return nil, err
+	}
+	as, err := authserver.New(authserver.Config{
+		Issuer: cfg.PublicURL, Resource: cfg.PublicURL + "/mcp", Store: db.DB, Keys: keys,
+		Upstreams: cfg.Providers.signin, Place: mcp.Placer(tenants),
+		TokenTTL: cfg.TokenTTL, RefreshTTL: cfg.RefreshTTL, Dev: cfg.Dev,
+		AllowRegistration: func(ctx context.Context, ip string) (bool, time.Duration) {
+			d, err := limiter.AllowRegistration(ctx, ip)
+			if err != nil {
+				log.Warn("registration rate limit unavailable; allowing", "error", err)
+			}
+			return d.Allowed, d.RetryAfter
+		},
+		Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errConfig, err)
+	}
+	if as.SignIn() {
+		var names []string
+		for _, u := range cfg.Providers.signin {
+			names = append(names, u.Name)
+		}
+		log.Info("sign-in for MCP clients", "providers", names, "authorization_server", cfg.PublicURL)
+		if !strings.HasPrefix(cfg.PublicURL, "https://") && !isLoopbackURL(cfg.PublicURL) {
+			log.Warn("GATEHOUSE_PUBLIC_URL is plain http on a non-local host: sign-in cookies and tokens travel unencrypted; put TLS in front and set an https public URL")
+		}
+	} else {
+		log.Info("sign-in for MCP clients is off: give Google, GitHub, Auth0 or an OIDC issuer a client secret to turn it on (docs/clients.md)")
+	}
+	return as, nil
+}
+
+// signingKeys opens the access-token signing keys and makes sure one is
+// active.
+func signingKeys(ctx context.Context, cfg *Config, db *database, log *slog.Logger) (*authserver.Keys, error) {
+	secrets := cfg.SigningKeys
+	if len(secrets) == 0 {
+		s, err := db.Secret(ctx, "signing-key")
+		if err != nil {
+			return nil, err
+		}
+		secrets = [][]byte{s}
+		if db.embedded == nil {
+			log.Warn("GATEHOUSE_SIGNING_KEY is not set: token signing keys are encrypted with a secret kept in the same database; set GATEHOUSE_SIGNING_KEY so a database dump alone cannot sign tokens")
+		}
+	}
+	keys, err := authserver.NewKeys(db.DB, secrets...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: GATEHOUSE_SIGNING_KEY: %w", errConfig, err)
+	}
+	if err := keys.Rotate(ctx); err != nil {
+		return nil, err
+	}
+	return keys, nil
+}
+
+func isLoopbackURL(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	h := p.Hostname()
+	return h == "localhost" || h == "127.0.0.1" || h == "::1"
 }
 
 // bootstrap issues the first admin key on an empty database and prints it

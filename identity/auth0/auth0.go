@@ -168,3 +168,8 @@ func (v *Verifier) Issuers() []string { return v.oidc.Issuers() }
 
 // JWKSFetches counts requests for the tenant's signing keys so far.
 func (v *Verifier) JWKSFetches() int64 { return v.oidc.JWKSFetches() }
+
+// Endpoints returns the tenant's sign-in endpoints, from discovery.
+func (v *Verifier) Endpoints(ctx context.Context) (authURL, tokenURL string, err error) {
+	return v.oidc.Endpoints(ctx)
+}

@@ -49,3 +49,8 @@ func hostedDomain(hd string) map[string]any {
 	}
 	return map[string]any{"hd": hd}
 }
+
+// Endpoints returns Google's sign-in endpoints, from discovery.
+func (v *IDTokenVerifier) Endpoints(ctx context.Context) (authURL, tokenURL string, err error) {
+	return v.oidc.Endpoints(ctx)
+}

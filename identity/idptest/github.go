@@ -69,6 +69,7 @@ type GitHub struct {
 	clientID, clientSecret string
 	prefix                 string
 	srv                    *httptest.Server
+	mux                    *http.ServeMux
 	rep                    *reporter
 
 	mu     sync.Mutex
@@ -101,6 +102,7 @@ func newGitHub(tb testing.TB, clientID, clientSecret, prefix string) *GitHub {
 		grants:       map[string]GitHubGrant{},
 	}
 	mux := http.NewServeMux()
+	f.mux = mux
 	mux.HandleFunc("POST "+prefix+"/applications/{client_id}/token", f.checkToken)
 	mux.HandleFunc("GET "+prefix+"/user", f.user)
 	mux.HandleFunc("GET "+prefix+"/user/emails", f.emails)

@@ -6,7 +6,9 @@
 //     and able to go down or rotate its key;
 //   - [GitHub], GitHub's REST API (checking a token, the user, their emails);
 //   - [Google], Google's tokeninfo and userinfo endpoints on an Issuer;
-//   - [Auth0], Auth0's /userinfo on an Issuer.
+//   - [Auth0], Auth0's /userinfo on an Issuer;
+//   - [Login], an Issuer's sign-in (authorization code + PKCE, auto-login),
+//     and GitHub's OAuth web flow on [GitHub] (see [GitHub.EnableLogin]).
 //
 // The fakes answer in the providers' documented shapes, record a test error
 // when Gatehouse does not send what the provider requires, count calls per
@@ -37,9 +39,10 @@ type Issuer struct {
 	Mux *http.ServeMux
 	srv *httptest.Server
 
-	mu   sync.Mutex
-	keys []*rsa.PrivateKey // keys[0] signs; all are published
-	kids []string
+	mu    sync.Mutex
+	keys  []*rsa.PrivateKey // keys[0] signs; all are published
+	kids  []string
+	login *Login // sign-in, when enabled
 
 	JWKSRequests      atomic.Int64
 	DiscoveryRequests atomic.Int64
@@ -71,10 +74,17 @@ func NewIssuer(tb testing.TB, opts *Options) *Issuer {
 	i.URL = i.srv.URL + opts.Suffix
 	i.Mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		i.DiscoveryRequests.Add(1)
-		writeJSON(w, map[string]any{
+		doc := map[string]any{
 			"issuer": i.URL, "jwks_uri": i.srv.URL + "/jwks",
 			"id_token_signing_alg_values_supported": []string{"RS256"},
-		})
+		}
+		i.mu.Lock()
+		if i.login != nil {
+			doc["authorization_endpoint"], doc["token_endpoint"] = i.srv.URL+"/authorize", i.srv.URL+"/token"
+			doc["code_challenge_methods_supported"] = []string{"S256"}
+		}
+		i.mu.Unlock()
+		writeJSON(w, doc)
 	})
 	i.Mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, r *http.Request) {
 		i.JWKSRequests.Add(1)

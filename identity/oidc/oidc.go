@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -71,8 +70,9 @@ type Verifier struct {
 	keys     *keySet
 	verifier *gooidc.IDTokenVerifier
 
-	discoverOnce sync.Mutex
-	jwksURL      string
+	discoverOnce      sync.Mutex
+	jwksURL           string
+	authURL, tokenURL string // sign-in endpoints (Endpoints)
 }
 
 var _ identity.Verifier = (*Verifier)(nil)
@@ -158,25 +158,9 @@ func (v *Verifier) resolveJWKS(ctx context.Context) (string, error) {
 	if v.jwksURL != "" {
 		return v.jwksURL, nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(v.cfg.Issuer, "/")+"/.well-known/openid-configuration", nil)
+	doc, err := Discover(ctx, v.cfg.HTTPClient, v.cfg.Issuer, v.cfg.AllowInsecure)
 	if err != nil {
 		return "", err
-	}
-	var doc struct {
-		Issuer  string `json:"issuer"`
-		JWKSURI string `json:"jwks_uri"`
-	}
-	if err := identity.DoJSON(v.cfg.HTTPClient, req, &doc); err != nil {
-		if !errors.Is(err, identity.ErrUnavailable) {
-			err = fmt.Errorf("%w: discovery: %w", identity.ErrUnavailable, err)
-		}
-		return "", err
-	}
-	if doc.Issuer != v.cfg.Issuer {
-		return "", fmt.Errorf("%w: discovery document names issuer %q, not %q", identity.ErrUnavailable, doc.Issuer, v.cfg.Issuer)
-	}
-	if err := checkURL(doc.JWKSURI, v.cfg.AllowInsecure); err != nil {
-		return "", fmt.Errorf("%w: discovery jwks_uri: %w", identity.ErrUnavailable, err)
 	}
 	v.jwksURL = doc.JWKSURI
 	return v.jwksURL, nil
