@@ -251,7 +251,13 @@ func (db *DB) RevokeFamily(ctx context.Context, family string) error {
 
 // SigningKeys implements authserver.Store.
 func (db *DB) SigningKeys(ctx context.Context) ([]*authserver.SigningKey, error) {
-	rows, _ := db.pool.Query(ctx, `SELECT kid, alg, public_jwk::text, private_enc, created_at, activate_at, retire_at, expire_at
+	return signingKeys(ctx, db.pool)
+}
+
+func signingKeys(ctx context.Context, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}) ([]*authserver.SigningKey, error) {
+	rows, _ := q.Query(ctx, `SELECT kid, alg, public_jwk::text, private_enc, created_at, activate_at, retire_at, expire_at
 		FROM gatehouse.signing_keys ORDER BY activate_at`)
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*authserver.SigningKey, error) {
 		var k authserver.SigningKey
@@ -271,7 +277,9 @@ func (db *DB) AddSigningKey(ctx context.Context, k *authserver.SigningKey, need 
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", signingKeyLock); err != nil {
 			return err
 		}
-		existing, err := db.SigningKeys(ctx)
+		// Read under the lock, on this transaction's connection (another
+		// would wait for the pool that replicas racing here exhaust).
+		existing, err := signingKeys(ctx, tx)
 		if err != nil || !need(existing) {
 			return err
 		}

@@ -38,6 +38,12 @@ func newFlagSet(name string, e *env) *flag.FlagSet {
 // withDatabase runs fn against the configured database (see openDatabase).
 // CLI logs are warnings and errors only, so stderr stays readable.
 func withDatabase(ctx context.Context, e *env, fn func(db *database, log *slog.Logger) error) error {
+	return withConfigAndDatabase(ctx, e, func(_ *Config, db *database, log *slog.Logger) error { return fn(db, log) })
+}
+
+// withConfigAndDatabase is withDatabase for commands that need the
+// configuration too.
+func withConfigAndDatabase(ctx context.Context, e *env, fn func(cfg *Config, db *database, log *slog.Logger) error) error {
 	cfg, log, err := setup(e)
 	if err != nil {
 		return err
@@ -50,7 +56,7 @@ func withDatabase(ctx context.Context, e *env, fn func(db *database, log *slog.L
 		return err
 	}
 	defer db.close(ctx, log)
-	return fn(db, log)
+	return fn(cfg, db, log)
 }
 
 func printJSON(w io.Writer, v any) error {

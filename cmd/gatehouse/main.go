@@ -35,6 +35,8 @@ Usage:
   gatehouse tenant limits show|set|clear T [--rate 600/m --burst 60]
   gatehouse audit verify --tenant T    check the tenant's audit chain (exit 1 and the first bad record if tampered)
   gatehouse audit tail --tenant T [-n 20]
+  gatehouse token mint --tenant T --subject S [--role R] [--scopes S,...] [--ttl 1h]
+                                       a Gatehouse access token, for local development only
   gatehouse config [--json|--markdown] list the environment variables Gatehouse reads
   gatehouse healthcheck                exit 0 if the server on this machine answers /healthz (for containers)
   gatehouse version
@@ -78,6 +80,8 @@ func run(ctx context.Context, args []string, e *env) int {
 		err = cmdAPIKey(ctx, args[1:], e)
 	case "tenant":
 		err = cmdTenant(ctx, args[1:], e)
+	case "token":
+		err = cmdToken(ctx, args[1:], e)
 	case "audit":
 		err = cmdAudit(ctx, args[1:], e)
 	case "config":
