@@ -15,7 +15,9 @@ import (
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
+	"github.com/gatehouse-mcp/gatehouse/mcp"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
@@ -540,5 +542,43 @@ func TestClientMetadataDocuments(t *testing.T) {
 func forceRefetch(t *testing.T, g *gatehouse, clientID string) {
 	if _, err := g.db.Pool().Exec(context.Background(), "UPDATE gatehouse.oauth_clients SET fetched_until = now() - interval '1 second' WHERE id = $1", clientID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTokenBoundToItsTenant: a Gatehouse token names the tenant its holder
+// consented in. If the rules now place the person elsewhere (here an
+// operator maps acme.com to another tenant), the token is refused rather
+// than used in a tenant the person never approved the client for.
+func TestTokenBoundToItsTenant(t *testing.T) {
+	g := newGatehouse(t, withSignIn(newCorpSSO(t).up))
+	c := g.register(t, loopbackRedirect)
+	tr := c.exchange(c.code(newBrowser(t, g.ts.URL)), nil)
+	if status, _ := g.mcpStatus(t, tr.AccessToken); status != 200 {
+		t.Fatalf("token in its own tenant: %d", status)
+	}
+	// The same deployment (database, keys, public URL), restarted with an
+	// alias that places acme.com people in acme-group.com.
+	policy := tenancy.DefaultPolicy()
+	policy.Aliases = map[string]string{"acme.com": "acme-group.com"}
+	tenants := tenancy.NewService(g.db, tenancy.ServiceOptions{Policy: policy})
+	defer tenants.Close()
+	as, err := authserver.New(authserver.Config{Issuer: g.ts.URL, Store: g.db, Keys: mustKeys(t, g)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolver := identity.NewResolver(identity.ResolverOptions{Issuers: map[string]identity.Verifier{g.ts.URL: as.Verifier()}})
+	defer resolver.Close()
+	restarted, err := mcp.New(mcp.Options{DB: g.db, Resolver: resolver, Tenancy: tenants, PublicURL: g.ts.URL, AuditKey: testAuditKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+	req.Header.Set("Authorization", "Bearer "+tr.AccessToken)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	rec := httptest.NewRecorder()
+	restarted.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Header().Get("WWW-Authenticate"), "issued for tenant acme.com") {
+		t.Errorf("token after the person moved tenant: %d %q", rec.Code, rec.Header().Get("WWW-Authenticate"))
 	}
 }

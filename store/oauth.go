@@ -268,6 +268,12 @@ func signingKeys(ctx context.Context, q interface {
 	})
 }
 
+// ReencryptSigningKey implements authserver.Store.
+func (db *DB) ReencryptSigningKey(ctx context.Context, kid string, privateEnc []byte) error {
+	_, err := db.pool.Exec(ctx, "UPDATE gatehouse.signing_keys SET private_enc = $2 WHERE kid = $1", kid, privateEnc)
+	return err
+}
+
 // signingKeyLock serialises key creation across replicas.
 const signingKeyLock = int64(0x6b657973) // "keys"
 

@@ -24,10 +24,13 @@
 //     rotated one revokes its whole family.
 //
 // Access tokens carry the upstream identity (subject, provider, verified
-// email, Google hd), not a tenant or role: each request places the person
-// again, so removing or demoting a member takes effect at once. Signing
-// keys live in the database, encrypted with a key from the environment,
-// and rotate with overlap (see keys.go).
+// email, Google hd) and the tenant the person consented in, never a role:
+// each request places the person again, so removing or demoting a member
+// takes effect at once, and a token whose holder is now placed in another
+// tenant is refused (mcp checks [TenantClaim]). Signing keys live in the
+// database, encrypted with secrets from the environment, and rotate with
+// overlap (see keys.go). Without upstreams the server signs in nobody but
+// still verifies developer tokens (gatehouse token mint).
 //
 // authserver imports identity (and its verifiers, through Upstream values
 // its caller builds), go-jose and x/oauth2. Persistence is behind [Store];

@@ -36,7 +36,8 @@ const (
 type Keys struct {
 	store Store
 	// aeads encrypt the private keys: the first encrypts new keys, any
-	// decrypts (so the secret can be rotated: see docs/operations.md).
+	// decrypts, and a key opened with another than the first is encrypted
+	// again with the first (so the secret can be rotated: docs/clients.md).
 	aeads []cipher.AEAD
 
 	mu       sync.RWMutex
@@ -143,12 +144,9 @@ func (k *Keys) add(ctx context.Context, activate time.Time, need func([]*Signing
 	if err != nil {
 		return err
 	}
-	aead := k.aeads[0]
-	nonce := make([]byte, aead.NonceSize())
-	_, _ = rand.Read(nonce)
 	retire := activate.Add(activeFor)
 	return k.store.AddSigningKey(ctx, &SigningKey{
-		KID: kid, Alg: string(jose.ES256), PublicJWK: pub, PrivateEnc: aead.Seal(nonce, nonce, der, []byte(kid)),
+		KID: kid, Alg: string(jose.ES256), PublicJWK: pub, PrivateEnc: k.seal(kid, der),
 		ActivateAt: activate, RetireAt: retire, ExpireAt: retire.Add(maxTokenLife + 10*time.Minute),
 	}, need)
 }
@@ -165,9 +163,16 @@ func (k *Keys) load(ctx context.Context) error {
 		if !now.Before(s.ExpireAt) {
 			continue
 		}
-		der, err := k.decrypt(s)
+		der, primary, err := k.decrypt(s)
 		if err != nil {
 			return err
+		}
+		if !primary {
+			// Made under an older secret: encrypt it with the current one,
+			// so the old secret can be dropped.
+			if err := k.store.ReencryptSigningKey(ctx, s.KID, k.seal(s.KID, der)); err != nil {
+				return fmt.Errorf("signing key %s: re-encrypting with the new secret: %w", s.KID, err)
+			}
 		}
 		priv, err := x509.ParseECPrivateKey(der)
 		if err != nil {
@@ -185,17 +190,27 @@ func (k *Keys) load(ctx context.Context) error {
 	return nil
 }
 
-func (k *Keys) decrypt(s *SigningKey) ([]byte, error) {
-	for _, aead := range k.aeads {
+// decrypt opens a key's private part with any of the secrets; primary
+// reports whether it was the first (current) one.
+func (k *Keys) decrypt(s *SigningKey) (der []byte, primary bool, err error) {
+	for i, aead := range k.aeads {
 		n := aead.NonceSize()
 		if len(s.PrivateEnc) < n {
-			return nil, fmt.Errorf("signing key %s: malformed", s.KID)
+			return nil, false, fmt.Errorf("signing key %s: malformed", s.KID)
 		}
 		if der, err := aead.Open(nil, s.PrivateEnc[:n], s.PrivateEnc[n:], []byte(s.KID)); err == nil {
-			return der, nil
+			return der, i == 0, nil
 		}
 	}
-	return nil, fmt.Errorf("signing key %s cannot be decrypted: GATEHOUSE_SIGNING_KEY lacks the secret it was made with", s.KID)
+	return nil, false, fmt.Errorf("signing key %s cannot be decrypted: GATEHOUSE_SIGNING_KEY lacks the secret it was made with", s.KID)
+}
+
+// seal encrypts a private key with the current secret, bound to its kid.
+func (k *Keys) seal(kid string, der []byte) []byte {
+	aead := k.aeads[0]
+	nonce := make([]byte, aead.NonceSize())
+	_, _ = rand.Read(nonce)
+	return aead.Seal(nonce, nonce, der, []byte(kid))
 }
 
 // JWKS is the published key set.

@@ -151,13 +151,19 @@ func TestSigningSecretRotation(t *testing.T) {
 		t.Fatalf("a token from before the secret rotation: %v", err)
 	}
 	_ = keysBA
-	// Without the old secret the existing key cannot be read.
-	keysB, err := authserver.NewKeys(db, secretB)
+	// Opening them with both secrets encrypted the keys again with the
+	// new one: the old secret can go.
+	_, asB := open(t, db, secretB)
+	if _, err := asB.Verifier().Verify(ctx, tokA); err != nil {
+		t.Fatalf("with the new secret alone: %v", err)
+	}
+	// Now the old secret alone cannot read them.
+	keysA, err := authserver.NewKeys(db, secretA)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := keysB.Rotate(ctx); err == nil || !strings.Contains(err.Error(), "GATEHOUSE_SIGNING_KEY lacks the secret") {
-		t.Errorf("rotate without the old secret: %v", err)
+	if err := keysA.Rotate(ctx); err == nil || !strings.Contains(err.Error(), "GATEHOUSE_SIGNING_KEY lacks the secret") {
+		t.Errorf("rotate without the secret the keys are under: %v", err)
 	}
 	// The private key is stored encrypted: its bytes are not a DER key in
 	// the clear, and the public JWK has no private part.

@@ -126,6 +126,9 @@ type Store interface {
 	RevokeFamily(ctx context.Context, family string) error
 
 	SigningKeys(ctx context.Context) ([]*SigningKey, error)
+	// ReencryptSigningKey replaces a key's encrypted private part (after
+	// the signing secret changed).
+	ReencryptSigningKey(ctx context.Context, kid string, privateEnc []byte) error
 	// AddSigningKey stores k unless need (called under a lock with the keys
 	// then stored) says it is no longer needed.
 	AddSigningKey(ctx context.Context, k *SigningKey, need func([]*SigningKey) bool) error
