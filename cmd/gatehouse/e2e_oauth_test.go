@@ -25,6 +25,22 @@ func TestEndToEndSignIn(t *testing.T) {
 	corp := idptest.NewIssuer(t, nil)
 	corp.EnableLogin(t, "gatehouse-web", "corp-client-secret", "").SignInAs("bob-7", map[string]any{
 		"email": "bob@acme.com", "email_verified": true, "name": "Bob"})
+	google := idptest.NewIssuer(t, nil)
+	google.EnableLogin(t, "e2e.apps.googleusercontent.com", "GOCSPX-e2e-secret", "").SignInAs("110248", map[string]any{
+		"email": "dave@gmail.com", "email_verified": true, "name": "Dave"})
+	// Auth0 issues a JWT access token for the API audience Gatehouse asks
+	// for; its /userinfo tells the email.
+	a0 := idptest.NewIssuer(t, &idptest.Options{Suffix: "/"})
+	a0users := idptest.NewAuth0(t, a0)
+	a0login := a0.EnableLogin(t, "auth0-app", "auth0-app-secret", "")
+	a0login.SignInAs("auth0|carol", nil)
+	a0login.AccessToken = func(sub string, _ map[string]any, audience string) string {
+		if audience != "https://mcp.e2e.example/" {
+			t.Errorf("Auth0 sign-in asked for audience %q", audience)
+		}
+		return a0users.Mint(idptest.Auth0User{Sub: sub, Email: "carol@acme.com", Name: "Carol Example"}, []string{audience, a0.URL + "userinfo"},
+			map[string]any{"scope": "openid email profile"})
+	}
 
 	s := runBinary(t,
 		"GATEHOUSE_ALLOW_INSECURE_ISSUERS=true", // the fakes are plain http
@@ -32,14 +48,24 @@ func TestEndToEndSignIn(t *testing.T) {
 		"GATEHOUSE_GITHUB_API_URL="+gh.URL(), "GATEHOUSE_GITHUB_WEB_URL="+gh.WebURL(),
 		"GATEHOUSE_OIDC_ISSUER="+corp.URL, "GATEHOUSE_OIDC_AUDIENCE=corp-api", "GATEHOUSE_OIDC_NAME=corp",
 		"GATEHOUSE_OIDC_LABEL=Corp SSO", "GATEHOUSE_OIDC_CLIENT_ID=gatehouse-web", "GATEHOUSE_OIDC_CLIENT_SECRET=corp-client-secret",
+		"GATEHOUSE_GOOGLE_CLIENT_ID=e2e.apps.googleusercontent.com", "GATEHOUSE_GOOGLE_CLIENT_SECRET=GOCSPX-e2e-secret",
+		"GATEHOUSE_GOOGLE_ISSUER="+google.URL,
+		"GATEHOUSE_AUTH0_DOMAIN=e2e.eu.auth0.com", "GATEHOUSE_AUTH0_ISSUER="+a0.URL, "GATEHOUSE_AUTH0_AUDIENCE=https://mcp.e2e.example/",
+		"GATEHOUSE_AUTH0_CLIENT_ID=auth0-app", "GATEHOUSE_AUTH0_CLIENT_SECRET=auth0-app-secret",
 		"GATEHOUSE_SIGNING_KEY=e2e-signing-key-0123456789abcdef")
-	if !strings.Contains(s.logs.String(), `"msg":"sign-in for MCP clients","providers":["github","corp"]`) {
+	if !strings.Contains(s.logs.String(), `"msg":"sign-in for MCP clients","providers":["google","auth0","github","corp"]`) {
 		t.Errorf("the start-up log does not list the sign-in providers")
 	}
 
 	// Alice (GitHub) signs in first and is acme.com's admin; Bob (Corp SSO)
-	// joins her organisation as a developer.
-	for _, tc := range []struct{ provider, subject, role string }{{"github", "github:4242", "admin"}, {"corp", "corp:bob-7", "developer"}} {
+	// and Carol (Auth0) join her organisation as developers; Dave, a gmail
+	// user (Google), gets a personal tenant of his own.
+	for _, tc := range []struct{ provider, subject, tenant, role string }{
+		{"github", "github:4242", "acme.com", "admin"},
+		{"corp", "corp:bob-7", "acme.com", "developer"},
+		{"auth0", "auth0:auth0|carol", "acme.com", "developer"},
+		{"google", "google:110248", "personal:google:110248", "admin"},
+	} {
 		t.Run(tc.provider, func(t *testing.T) {
 			cmd := exec.Command("node", "oauth-client.mjs", s.base+"/mcp", tc.provider)
 			cmd.Dir = dir
@@ -65,7 +91,7 @@ func TestEndToEndSignIn(t *testing.T) {
 			}
 			for _, name := range []string{"whoami", "whoami-after-refresh"} {
 				who, _ := steps[name]["result"].(map[string]any)
-				if who["subject"] != tc.subject || who["tenant"] != "acme.com" || who["role"] != tc.role {
+				if who["subject"] != tc.subject || who["tenant"] != tc.tenant || who["role"] != tc.role {
 					t.Errorf("%s: %v", name, steps[name])
 				}
 			}
@@ -82,7 +108,7 @@ func TestEndToEndSignIn(t *testing.T) {
 		t.Errorf("developer token via inspector: %v\n%s", err, out)
 	}
 	s.stop(t)
-	for _, secret := range []string{"github-app-secret", "corp-client-secret", "e2e-signing-key", tok} {
+	for _, secret := range []string{"github-app-secret", "corp-client-secret", "GOCSPX-e2e-secret", "auth0-app-secret", "e2e-signing-key", tok} {
 		if strings.Contains(s.logs.String(), secret) {
 			t.Errorf("a secret (%.12s…) appears in the server log", secret)
 		}
