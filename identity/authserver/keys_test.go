@@ -25,18 +25,31 @@ const issuer = "https://mcp.example.com"
 
 func open(t *testing.T, db *store.DB, secrets ...[]byte) (*authserver.Keys, *authserver.Server) {
 	t.Helper()
+	keys, err := newKeys(db, secrets...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys, newServer(t, db, keys)
+}
+
+func newKeys(db *store.DB, secrets ...[]byte) (*authserver.Keys, error) {
+	if len(secrets) == 0 {
+		secrets = [][]byte{secretA}
+	}
 	keys, err := authserver.NewKeys(db, secrets...)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	if err := keys.Rotate(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	return keys, keys.Rotate(context.Background())
+}
+
+func newServer(tb testing.TB, db *store.DB, keys *authserver.Keys) *authserver.Server {
+	tb.Helper()
 	as, err := authserver.New(authserver.Config{Issuer: issuer, Store: db, Keys: keys})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	return keys, as
+	return as
 }
 
 func kidOf(t *testing.T, token string) string {
