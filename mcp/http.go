@@ -21,6 +21,8 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
 func (s *Server) routes() *echo.Echo {
@@ -241,6 +243,11 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return s.refuse(c, err)
 		}
+		if m.Tenant.SchemaVersion < store.TenantSchemaVersion() {
+			if m, err = s.catchUp(ctx, p, m.Tenant.ID); err != nil {
+				return s.refuse(c, err)
+			}
+		}
 		// A token Gatehouse issued names the tenant its holder consented
 		// in; if the person is placed elsewhere now, it is not theirs to use.
 		if issued, _ := p.Claims[authserver.TenantClaim].(string); issued != "" && issued != m.Tenant.Key {
@@ -258,6 +265,17 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		c.SetRequest(c.Request().WithContext(withCaller(ctx, caller)))
 		return next(c)
 	}
+}
+
+// catchUp migrates a tenant the previous release created during a rolling
+// deploy before its first request here, and places the caller again.
+func (s *Server) catchUp(ctx context.Context, p *identity.Principal, tenantID string) (*tenancy.Membership, error) {
+	if err := s.db.CatchUpTenant(ctx, tenantID); err != nil {
+		s.log.Error("bringing a tenant schema up to date failed", "tenant_id", tenantID, "error", err)
+		return nil, err
+	}
+	s.opts.Tenancy.Forget(tenantID)
+	return s.opts.Tenancy.Resolve(ctx, p)
 }
 
 // bearerToken extracts the credential of an "Authorization: Bearer" header.
@@ -335,10 +353,16 @@ func (s *Server) readyz(c echo.Context) error {
 		s.log.Warn("readiness: migration status", "error", err)
 		return notReady("cannot read migration status")
 	}
-	if !st.Current() {
+	if st.Control < st.ControlWant {
 		return notReady("migrations pending: " + st.String())
 	}
 	detail := map[string]string{"status": "ready", "tenant_isolation": "schema and role", "query_tool": "on"}
+	if st.TenantsBehind > 0 {
+		// Tenants the previous release created during a rolling deploy:
+		// each is brought up to date on its first request here, and all
+		// of them by the maintenance loop within a minute.
+		detail["tenant_schemas_catching_up"] = strconv.Itoa(st.TenantsBehind)
+	}
 	if !s.canQuery {
 		detail["tenant_isolation"], detail["query_tool"] = "schema only", "off: the database account cannot create roles"
 	}

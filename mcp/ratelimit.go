@@ -127,8 +127,9 @@ func (s *Server) chargeAuthFailure(c echo.Context) {
 }
 
 // RunMaintenance does background work until ctx ends: it writes and chains
-// audit records every second, and every `every` drops rate-limit counters
-// that have fully replenished. It returns after a last audit flush. Every
+// audit records every second, brings tenant schemas the previous release
+// created up to date (every 30 s at most), and every `every` drops
+// rate-limit counters that have fully replenished and rotates signing keys. It returns after a last audit flush. Every
 // replica may run it.
 func (s *Server) RunMaintenance(ctx context.Context, every time.Duration) {
 	var audit sync.WaitGroup
@@ -136,10 +137,19 @@ func (s *Server) RunMaintenance(ctx context.Context, every time.Duration) {
 	defer audit.Wait()
 	t := time.NewTicker(every)
 	defer t.Stop()
+	// Tenants created by the previous release during a rolling deploy are
+	// brought up to date soon, not only on their first request.
+	catchUp := time.NewTicker(min(every, 30*time.Second))
+	defer catchUp.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-catchUp.C:
+			if err := s.db.MigrateTenants(ctx, 2, nil); err != nil && ctx.Err() == nil {
+				s.log.Warn("maintenance: bringing tenant schemas up to date failed", "error", err)
+			}
+			continue
 		case <-t.C:
 		}
 		if n, err := s.db.ForgetRateLimits(ctx); err != nil {

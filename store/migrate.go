@@ -17,7 +17,10 @@ import (
 const controlLock = int64(0x6761746568) // "gateh"
 
 // MigrateControl brings the control schema up to date. Safe to run from
-// several processes at once.
+// several processes at once. A schema newer than this release is accepted:
+// during a rolling deploy the previous release keeps running on the
+// migrated database, which the migration rule (additive changes only; see
+// docs/deploy.md) keeps safe.
 func (db *DB) MigrateControl(ctx context.Context) error {
 	ms := migrations.Control()
 	for {
@@ -46,7 +49,10 @@ func (db *DB) controlStep(ctx context.Context, ms []migrations.Migration) (done 
 			return err
 		}
 		if v > len(ms) {
-			return fmt.Errorf("the control schema is at version %d, newer than this release knows (%d): run a newer Gatehouse", v, len(ms))
+			db.log.Warn("the control schema is newer than this release: running as the previous release during a rolling deploy (or after a rollback)",
+				"schema_version", v, "release_knows", len(ms))
+			done = true
+			return nil
 		}
 		if v == len(ms) {
 			done = true
@@ -70,9 +76,10 @@ type MigrationStatus struct {
 	TenantsBehind        int
 }
 
-// Current reports whether nothing is pending.
+// Current reports whether nothing is pending (a newer control schema, from
+// the next release, counts as current).
 func (s MigrationStatus) Current() bool {
-	return s.Control == s.ControlWant && s.TenantsBehind == 0
+	return s.Control >= s.ControlWant && s.TenantsBehind == 0
 }
 
 func (s MigrationStatus) String() string {
@@ -131,6 +138,14 @@ func (db *DB) MigrateTenants(ctx context.Context, parallel int, progress func(do
 	wg.Wait()
 	return errors.Join(errs...)
 }
+
+// TenantSchemaVersion is the tenant schema version this release works with.
+func TenantSchemaVersion() int { return len(migrations.Tenant()) }
+
+// CatchUpTenant migrates one tenant's schema to this release's version (a
+// tenant the previous release created during a rolling deploy). Safe to
+// run from several processes at once.
+func (db *DB) CatchUpTenant(ctx context.Context, id string) error { return db.migrateTenant(ctx, id) }
 
 func (db *DB) migrateTenant(ctx context.Context, id string) error {
 	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
