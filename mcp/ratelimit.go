@@ -157,6 +157,9 @@ func (s *Server) RunMaintenance(ctx context.Context, every time.Duration) {
 		} else if n > 0 {
 			s.log.Debug("maintenance: dropped idle rate-limit counters", "count", n)
 		}
+		if err := s.db.ForgetInvalidations(ctx); err != nil {
+			s.log.Warn("maintenance: dropping old invalidations failed", "error", err)
+		}
 		if s.opts.AuthServer != nil {
 			if err := s.opts.AuthServer.Maintain(ctx); err != nil {
 				s.log.Warn("maintenance: signing keys or expired sign-in state", "error", err)

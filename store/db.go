@@ -19,10 +19,11 @@ var ErrNotFound = errors.New("not found")
 type Options struct {
 	// MaxConns bounds the pool (default: pgxpool's, max(4, GOMAXPROCS)).
 	MaxConns int32
-	// NoPreparedStatements avoids server-side prepared statements entirely
-	// (for poolers such as PgBouncer in transaction mode).
-	NoPreparedStatements bool
-	Logger               *slog.Logger
+	// TransactionPooler says the connection string leads to a pooler in
+	// transaction mode (PgBouncer): no server-side prepared statements, no
+	// session state, and invalidations are polled rather than LISTENed to.
+	TransactionPooler bool
+	Logger            *slog.Logger
 }
 
 // DB is Gatehouse's database.
@@ -32,6 +33,8 @@ type DB struct {
 	// hotMode runs the fixed, fully qualified statements of every request
 	// (rate limits): prepared once per connection where allowed.
 	hotMode pgx.QueryExecMode
+	// pooled: behind a transaction pooler (Options.TransactionPooler).
+	pooled bool
 	// queryLogins remembers the query roles whose login is enabled.
 	queryLogins sync.Map
 	secrets     sync.Map // name → []byte, see Secret
@@ -65,8 +68,8 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	db := &DB{pool: pool, log: log, hotMode: pgx.QueryExecModeCacheStatement}
-	if opts.NoPreparedStatements {
+	db := &DB{pool: pool, log: log, hotMode: pgx.QueryExecModeCacheStatement, pooled: opts.TransactionPooler}
+	if opts.TransactionPooler {
 		db.hotMode = pgx.QueryExecModeExec
 	}
 	return db, nil

@@ -36,7 +36,12 @@ func (db *DB) notify(ctx context.Context, tx pgx.Tx, inv Invalidation) error {
 	if err != nil {
 		return err
 	}
-	_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", invalidationChannel, inv.Kind+":"+inv.ID+":"+mac)
+	// NOTIFY for listeners, a row for pollers (behind a transaction pooler).
+	payload := inv.Kind + ":" + inv.ID + ":" + mac
+	_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", invalidationChannel, payload)
+	if err == nil {
+		_, err = tx.Exec(ctx, "INSERT INTO gatehouse.invalidations (payload) VALUES ($1)", payload)
+	}
 	return err
 }
 
@@ -69,8 +74,12 @@ func (db *DB) parseInvalidation(ctx context.Context, payload string) (Invalidati
 func (db *DB) Listen(ctx context.Context, handle func(Invalidation)) {
 	const initial = 100 * time.Millisecond
 	backoff := initial
+	once := db.listenOnce
+	if db.pooled {
+		once = db.pollOnce
+	}
 	for ctx.Err() == nil {
-		connected, err := db.listenOnce(ctx, handle)
+		connected, err := once(ctx, handle)
 		if ctx.Err() != nil {
 			return
 		}
@@ -109,6 +118,61 @@ func (db *DB) listenOnce(ctx context.Context, handle func(Invalidation)) (connec
 		}
 		handle(inv)
 	}
+}
+
+// pollInterval bounds how late a polling replica learns of a change.
+const pollInterval = 200 * time.Millisecond
+
+// pollOnce reads new invalidations every pollInterval until an error. Rows
+// are read by time rather than by id, over a window wider than any
+// transaction that writes one, because ids commit out of order; the ids
+// seen in the window are remembered so each is handled once.
+func (db *DB) pollOnce(ctx context.Context, handle func(Invalidation)) (connected bool, err error) {
+	var since time.Time // the database's clock, not ours
+	if err := db.pool.QueryRow(ctx, "SELECT clock_timestamp()").Scan(&since); err != nil {
+		return false, err
+	}
+	handle(Invalidation{Kind: "*"})
+	seen := map[int64]time.Time{}
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return true, ctx.Err()
+		case <-t.C:
+		}
+		var ids []int64
+		var payloads []string
+		var ats []time.Time
+		err := db.pool.QueryRow(ctx, `SELECT clock_timestamp(), array_agg(id ORDER BY id), array_agg(payload ORDER BY id), array_agg(at ORDER BY id)
+			FROM gatehouse.invalidations WHERE at > $1::timestamptz - interval '10 seconds'`, since).Scan(&since, &ids, &payloads, &ats)
+		if err != nil {
+			return true, err
+		}
+		for i, id := range ids {
+			if _, dup := seen[id]; dup {
+				continue
+			}
+			seen[id] = ats[i]
+			if inv, ok := db.parseInvalidation(ctx, payloads[i]); ok {
+				handle(inv)
+			} else {
+				db.log.Warn("ignoring an unsigned or forged invalidation", "payload", truncate(payloads[i], 100))
+			}
+		}
+		for id, at := range seen {
+			if at.Before(since.Add(-time.Minute)) {
+				delete(seen, id)
+			}
+		}
+	}
+}
+
+// ForgetInvalidations drops invalidation rows every poller has read.
+func (db *DB) ForgetInvalidations(ctx context.Context) error {
+	_, err := db.pool.Exec(ctx, "DELETE FROM gatehouse.invalidations WHERE at < clock_timestamp() - interval '1 minute'")
+	return err
 }
 
 func truncate(s string, n int) string {

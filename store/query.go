@@ -160,7 +160,9 @@ func (db *DB) queryConn(ctx context.Context, t *tenancy.Tenant) (*pgx.Conn, erro
 	cfg := db.pool.Config().ConnConfig.Copy()
 	cfg.User, cfg.Password = t.QueryRole, password
 	cfg.RuntimeParams["application_name"] = "gatehouse-query"
-	cfg.RuntimeParams["search_path"] = pgx.Identifier{t.Schema}.Sanitize()
+	if !db.pooled { // PgBouncer refuses startup parameters it does not track; the role's own setting applies
+		cfg.RuntimeParams["search_path"] = pgx.Identifier{t.Schema}.Sanitize()
+	}
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -168,6 +170,13 @@ func (db *DB) queryConn(ctx context.Context, t *tenancy.Tenant) (*pgx.Conn, erro
 	if err != nil {
 		db.queryLogins.Delete(t.QueryRole) // maybe the role's login was reset: try again next time
 		return nil, fmt.Errorf("%w: cannot log in as the tenant's query role (%w)", ErrQueryUnavailable, err)
+	}
+	// The confinement is the session user: a pooler that logs everyone in
+	// as one user (PgBouncer's forced user) must not run tenant SQL.
+	var who string
+	if err := conn.QueryRow(cctx, "SELECT session_user").Scan(&who); err != nil || who != t.QueryRole {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("%w: the connection runs as %q, not as the tenant's query role (a pooler that forces one user cannot carry it)", ErrQueryUnavailable, who)
 	}
 	return conn, nil
 }

@@ -155,3 +155,43 @@ func TestForgedInvalidationsAreIgnored(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// TestPolledInvalidations: behind a transaction pooler invalidations are
+// polled from a table; only signed rows reach the caches there too.
+func TestPolledInvalidations(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db, err := store.Open(ctx, storetest.ConnString(t), &store.Options{TransactionPooler: true, Logger: storetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tn, _, err := db.EnsureTenant(ctx, "polled.example", tenancy.Organization)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan store.Invalidation, 10)
+	go db.Listen(ctx, func(inv store.Invalidation) { got <- inv })
+	if inv := <-got; inv.Kind != "*" {
+		t.Fatalf("first delivery %+v, want the reset marker", inv)
+	}
+	if _, err := db.Pool().Exec(ctx, "INSERT INTO gatehouse.invalidations (payload) VALUES ('tenant:"+tn.ID+":forged')"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SetTenantRateLimit(ctx, tn.ID, nil); err != nil { // genuine
+		t.Fatal(err)
+	}
+	select {
+	case inv := <-got:
+		if inv != (store.Invalidation{Kind: store.InvalidateTenant, ID: tn.ID}) {
+			t.Errorf("delivered %+v; want the genuine one only", inv)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the genuine invalidation did not arrive by polling")
+	}
+	select {
+	case inv := <-got:
+		t.Errorf("delivered again or forged: %+v", inv)
+	case <-time.After(600 * time.Millisecond): // three polls
+	}
+}

@@ -30,6 +30,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_ADDR", Help: "listen address (host:port); default :$PORT, else :8080"},
 	{Name: "PORT", Help: "listen port when GATEHOUSE_ADDR is unset (set by Railway, Render, Fly)"},
 	{Name: "DATABASE_URL", Secret: true, Help: "PostgreSQL connection string; unset: embedded PostgreSQL in GATEHOUSE_DATA_DIR"},
+	{Name: "GATEHOUSE_PGBOUNCER", Default: "auto", Help: "DATABASE_URL leads to PgBouncer in transaction mode: true, false, or auto (ports 6432 and 6543, hosts named *pgbouncer* or *pooler*)"},
 	{Name: "GATEHOUSE_DATA_DIR", Default: "./.gatehouse", Help: "data directory of the embedded PostgreSQL"},
 	{Name: "GATEHOUSE_PUBLIC_URL", Help: "canonical external URL, e.g. https://mcp.example.com; default http://localhost:<port>"},
 	{Name: "GATEHOUSE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error"},
@@ -107,6 +108,7 @@ type Config struct {
 	TokenTTL       time.Duration
 	RefreshTTL     time.Duration
 	Dev            bool
+	PgBouncer      string // "auto", "true" or "false"
 }
 
 // loadConfig reads the environment and reports every problem at once.
@@ -190,6 +192,11 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		c.SigningKeys = append(c.SigningKeys, []byte(k))
 	}
 	c.Dev = boolean("GATEHOUSE_DEV")
+	switch c.PgBouncer = strings.ToLower(get("GATEHOUSE_PGBOUNCER")); c.PgBouncer {
+	case "auto", "true", "false":
+	default:
+		bad("GATEHOUSE_PGBOUNCER", "%q is not auto, true or false", c.PgBouncer)
+	}
 
 	for _, s := range splitList(get("GATEHOUSE_TRUSTED_PROXIES")) {
 		if !strings.Contains(s, "/") {

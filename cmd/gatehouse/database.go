@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"log/slog"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gatehouse-mcp/gatehouse/store"
 )
@@ -28,7 +31,11 @@ func openDatabase(ctx context.Context, cfg *Config, log *slog.Logger) (*database
 		conn = e.ConnString("")
 		log.Warn("using the EMBEDDED PostgreSQL (development default): set DATABASE_URL for production", "data_dir", e.DataDir())
 	}
-	db, err := store.Open(ctx, conn, &store.Options{Logger: log})
+	pooled := d.embedded == nil && behindPgBouncer(cfg.PgBouncer, conn)
+	if pooled {
+		log.Info("PgBouncer (transaction mode): no prepared statements, invalidations polled every 200ms", "GATEHOUSE_PGBOUNCER", cfg.PgBouncer)
+	}
+	db, err := store.Open(ctx, conn, &store.Options{Logger: log, TransactionPooler: pooled})
 	if err != nil {
 		d.close(ctx, log)
 		return nil, err
@@ -39,6 +46,24 @@ func openDatabase(ctx context.Context, cfg *Config, log *slog.Logger) (*database
 		return nil, err
 	}
 	return d, nil
+}
+
+// behindPgBouncer decides whether the connection string leads to a
+// transaction pooler: as configured, or, for auto, by PgBouncer's usual
+// ports (6432; 6543 on Supabase) and host names.
+func behindPgBouncer(setting, conn string) bool {
+	switch setting {
+	case "true":
+		return true
+	case "false":
+		return false
+	}
+	cfg, err := pgconn.ParseConfig(conn)
+	if err != nil {
+		return false
+	}
+	host := strings.ToLower(cfg.Host)
+	return cfg.Port == 6432 || cfg.Port == 6543 || strings.Contains(host, "pgbouncer") || strings.Contains(host, "pooler")
 }
 
 func (d *database) close(ctx context.Context, log *slog.Logger) {

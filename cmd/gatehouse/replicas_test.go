@@ -1,73 +1,244 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
+	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 )
 
-// TestRateLimitAcrossReplicas: two `gatehouse serve` processes on one
-// database together admit a principal's burst, not twice it.
-func TestRateLimitAcrossReplicas(t *testing.T) {
+// mcpResult is the outcome of one tools/call over plain HTTP.
+type mcpResult struct {
+	status  int
+	isError bool
+	data    map[string]any // structuredContent
+	text    string
+}
+
+// callTool posts one stateless tools/call to base with token.
+func callTool(client *http.Client, base, token, tool string, args map[string]any) (mcpResult, error) {
+	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+		"params": map[string]any{"name": tool, "arguments": args}})
+	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(string(body)))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+	res, err := client.Do(req)
+	if err != nil {
+		return mcpResult{}, err
+	}
+	defer res.Body.Close()
+	r := mcpResult{status: res.StatusCode}
+	if res.StatusCode != http.StatusOK {
+		return r, nil
+	}
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		var msg struct {
+			Result struct {
+				IsError           bool             `json:"isError"`
+				StructuredContent map[string]any   `json:"structuredContent"`
+				Content           []map[string]any `json:"content"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(line), &msg); err != nil {
+			return r, err
+		}
+		r.isError, r.data = msg.Result.IsError, msg.Result.StructuredContent
+		if len(msg.Result.Content) > 0 {
+			r.text, _ = msg.Result.Content[0]["text"].(string)
+		}
+		return r, nil
+	}
+	return r, fmt.Errorf("no result in the answer (%v)", sc.Err())
+}
+
+// TestThreeReplicas runs three `gatehouse serve` processes on one
+// database, the third through PgBouncer in transaction mode, and shows
+// that nothing a request needs lives in one process: any replica serves
+// any request, a rate limit holds across all three, a revocation on one is
+// honoured by the others within a second, and killing one replica
+// mid-load loses no acknowledged write.
+func TestThreeReplicas(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs two servers")
+		t.Skip("runs three servers and PgBouncer")
 	}
-	dataDir := filepath.Join(storetest.TempDir(t), "data")
-	limits := []string{"GATEHOUSE_PRINCIPAL_RATE=6/m", "GATEHOUSE_PRINCIPAL_BURST=20"}
-	a := runBinaryOn(t, dataDir, limits...)
-	b := runBinaryOn(t, dataDir, limits...) // joins a's embedded cluster
-	key := keyRe.FindString(a.banner)
-	if key == "" || b.banner != "" && keyRe.MatchString(b.banner) {
-		t.Fatalf("want one bootstrap key, from the first server only:\n%s\n%s", a.banner, b.banner)
+	direct := storetest.ConnString(t)
+	pooled := pgBouncer(t, direct)
+	dir := storetest.TempDir(t)
+	// Default limits off: the load below is one key's; the rate-limit case
+	// sets its tenant's own limit.
+	env := []string{"GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off"}
+	a := runBinaryOn(t, dir+"/a", append(env, "DATABASE_URL="+direct)...)
+	b := runBinaryOn(t, dir+"/b", append(env, "DATABASE_URL="+direct)...)
+	c := runBinaryOn(t, dir+"/c", append(env, "DATABASE_URL="+pooled, "GATEHOUSE_PGBOUNCER=true")...)
+	if !strings.Contains(c.logs.String(), "PgBouncer (transaction mode)") {
+		t.Fatalf("the third replica is not in PgBouncer mode:\n%s", c.logs.String())
 	}
-	const burst = 60
-	var admitted, limited atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range burst {
-		wg.Go(func() {
-			base := a.base
-			if i%2 == 1 {
-				base = b.base
+	replicas := []*server{a, b, c}
+	client := &http.Client{Timeout: 10 * time.Second}
+	key := strings.TrimSpace(a.cli(t, "apikey", "create", "--tenant", "acme.com", "--role", "admin"))
+
+	t.Run("any replica serves any request", func(t *testing.T) {
+		for i, s := range replicas {
+			if r, err := callTool(client, s.base, key, "add_todo", map[string]any{"title": fmt.Sprintf("from replica %d", i)}); err != nil || r.isError {
+				t.Fatalf("add_todo on replica %d: %v %+v", i, err, r)
 			}
-			req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}`))
-			req.Header.Set("Authorization", "Bearer "+key)
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Accept", "application/json, text/event-stream")
-			req.Header.Set("MCP-Protocol-Version", "2025-06-18")
-			res, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Error(err)
-				return
+		}
+		for i, s := range replicas {
+			r, err := callTool(client, s.base, key, "list_todos", map[string]any{"limit": 200})
+			todos, _ := r.data["todos"].([]any)
+			if err != nil || len(todos) != 3 {
+				t.Errorf("replica %d lists %d todos (%v), want the 3 written through all three", i, len(todos), err)
 			}
-			res.Body.Close()
-			switch res.StatusCode {
-			case http.StatusOK:
-				admitted.Add(1)
-			case http.StatusTooManyRequests:
-				limited.Add(1)
-			default:
-				t.Errorf("status %d", res.StatusCode)
+		}
+	})
+
+	t.Run("a rate limit holds across all three", func(t *testing.T) {
+		limitedKey := strings.TrimSpace(a.cli(t, "apikey", "create", "--tenant", "limited.example", "--role", "viewer"))
+		a.cli(t, "tenant", "limits", "set", "limited.example", "--rate", "6/m", "--burst", "30")
+		const n = 90
+		var admitted, limited atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for i := range n {
+			wg.Go(func() {
+				r, err := callTool(client, replicas[i%3].base, limitedKey, "whoami", nil)
+				switch {
+				case err != nil:
+					t.Error(err)
+				case r.status == http.StatusOK:
+					admitted.Add(1)
+				case r.status == http.StatusTooManyRequests:
+					limited.Add(1)
+				default:
+					t.Errorf("status %d", r.status)
+				}
+			})
+		}
+		wg.Wait()
+		// The burst of 30, plus what the rate (one every 10 s) replenished.
+		tolerance := int64(time.Since(start)/(10*time.Second)) + 1
+		if got := admitted.Load(); got < 30 || got > 30+tolerance || admitted.Load()+limited.Load() != n {
+			t.Errorf("three replicas admitted %d and limited %d of %d, want 30 (+%d) admitted", got, limited.Load(), n, tolerance)
+		}
+		t.Logf("admitted %d, limited %d of %d in %v", admitted.Load(), limited.Load(), n, time.Since(start))
+	})
+
+	t.Run("a revocation on one is honoured by the others within a second", func(t *testing.T) {
+		victim := strings.TrimSpace(a.cli(t, "apikey", "create", "--tenant", "acme.com", "--role", "viewer", "--json"))
+		var k struct{ ID, Secret string }
+		if err := json.Unmarshal([]byte(victim), &k); err != nil {
+			t.Fatal(err)
+		}
+		for i, s := range replicas { // each replica has it cached
+			if r, err := callTool(client, s.base, k.Secret, "whoami", nil); err != nil || r.status != 200 {
+				t.Fatalf("replica %d before revocation: %v %d", i, err, r.status)
 			}
-		})
-	}
-	wg.Wait()
-	// The burst of 20, plus what the rate (one every 10 s) replenished while
-	// the requests ran.
-	tolerance := int64(time.Since(start)/(10*time.Second)) + 1
-	if n := admitted.Load(); n < 20 || n > 20+tolerance {
-		t.Errorf("two replicas admitted %d of %d requests, want 20 (+%d for replenishment)", n, burst, tolerance)
-	}
-	if admitted.Load()+limited.Load() != burst {
-		t.Errorf("admitted %d + limited %d != %d", admitted.Load(), limited.Load(), burst)
-	}
-	t.Logf("admitted %d, limited %d in %v", admitted.Load(), limited.Load(), time.Since(start))
-	b.stop(t)
+		}
+		// Revoked through replica a (its admin tool), not the CLI.
+		if r, err := callTool(client, a.base, key, "revoke_api_key", map[string]any{"id": k.ID}); err != nil || r.isError {
+			t.Fatalf("revoke_api_key: %v %+v", err, r)
+		}
+		revoked := time.Now()
+		for i, s := range replicas[1:] {
+			for {
+				r, err := callTool(client, s.base, k.Secret, "whoami", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.status == http.StatusUnauthorized {
+					t.Logf("replica %d refuses the revoked key after %v", i+1, time.Since(revoked))
+					break
+				}
+				if time.Since(revoked) > time.Second {
+					t.Fatalf("replica %d still accepts a key revoked %v ago", i+1, time.Since(revoked))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+
+	t.Run("killing a replica mid-load loses no acknowledged write", func(t *testing.T) {
+		var mu sync.Mutex
+		acked := map[string]bool{}
+		var failed atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range 6 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					title := fmt.Sprintf("load w%d-%d", w, i)
+					r, err := callTool(client, replicas[w%3].base, key, "add_todo", map[string]any{"title": title})
+					if err != nil || r.status != http.StatusOK || r.isError {
+						failed.Add(1) // refused or cut off: not acknowledged
+						continue
+					}
+					mu.Lock()
+					acked[title] = true
+					mu.Unlock()
+				}
+			})
+		}
+		time.Sleep(time.Second)
+		if err := b.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-b.exited
+		b.done = true
+		time.Sleep(time.Second)
+		close(stop)
+		wg.Wait()
+		// Every acknowledged todo is there, read through the other replicas.
+		found := map[string]bool{}
+		cursor := ""
+		for {
+			args := map[string]any{"limit": 200}
+			if cursor != "" {
+				args["cursor"] = cursor
+			}
+			r, err := callTool(client, c.base, key, "list_todos", args)
+			if err != nil || r.status != http.StatusOK || r.isError {
+				t.Fatalf("list_todos: %v %+v", err, r)
+			}
+			todos, _ := r.data["todos"].([]any)
+			for _, td := range todos {
+				found[td.(map[string]any)["title"].(string)] = true
+			}
+			if cursor, _ = r.data["next_cursor"].(string); cursor == "" {
+				break
+			}
+		}
+		var lost []string
+		for title := range acked {
+			if !found[title] {
+				lost = append(lost, title)
+			}
+		}
+		if len(acked) < 50 || len(lost) > 0 {
+			t.Errorf("%d writes acknowledged, %d lost: %v", len(acked), len(lost), lost)
+		}
+		t.Logf("%d writes acknowledged, all found; %d requests refused or cut off by the kill", len(acked), failed.Load())
+	})
 	a.stop(t)
+	c.stop(t)
 }
