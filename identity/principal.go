@@ -27,6 +27,7 @@ type Principal struct {
 	Expiry        time.Time // when the credential stops being valid; zero: it does not expire
 	APIKeyID      string    // set for API keys
 	TenantID      string    // set when the credential itself belongs to a tenant (API keys)
+	TenantKey     string    // set when the credential names its tenant by key, such as acme.com (client certificates)
 	Role          string    // role ceiling carried by the credential, if any ("admin", ...)
 	Claims        map[string]any
 }

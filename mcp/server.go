@@ -2,6 +2,8 @@ package mcp
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,6 +47,13 @@ type Options struct {
 	// are rotated by RunMaintenance. (Its Verifier is the Resolver's
 	// business.)
 	AuthServer *authserver.Server
+	// TLS, when set, serves HTTPS (TLS 1.3) instead of plain HTTP; its
+	// GetCertificate/GetConfigForClient can swap certificates at run time.
+	TLS *tls.Config
+	// ClientCerts, when set, maps a verified client certificate to the
+	// caller of a request that carries no bearer token (mutual TLS). TLS
+	// must ask for client certificates for there to be any.
+	ClientCerts ClientCertMapper
 	// AuditKey keys the audit chain and argument digests.
 	AuditKey store.AuditKey
 	// AuditLog receives one JSON line per audit record (stdout in serve);
@@ -52,6 +61,13 @@ type Options struct {
 	AuditLog *slog.Logger
 	Logger   *slog.Logger
 	Version  string
+}
+
+// ClientCertMapper says which principal a verified client certificate chain
+// (leaf first) stands for; an error wrapping identity.ErrInvalidToken
+// refuses it.
+type ClientCertMapper interface {
+	Principal(chain []*x509.Certificate) (*identity.Principal, error)
 }
 
 // Server is Gatehouse's MCP server and HTTP surface.
@@ -260,9 +276,14 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string, grace time.Dur
 	if err != nil {
 		return err
 	}
-	s.log.Info("listening", "addr", ln.Addr().String(), "mcp", s.ResourceURL())
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	if srv.TLSConfig = s.opts.TLS; srv.TLSConfig != nil {
+		s.log.Info("listening (TLS 1.3)", "addr", ln.Addr().String(), "mcp", s.ResourceURL(), "client_certificates", s.opts.ClientCerts != nil)
+		go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	} else {
+		s.log.Info("listening", "addr", ln.Addr().String(), "mcp", s.ResourceURL())
+		go func() { errc <- srv.Serve(ln) }()
+	}
 	select {
 	case err := <-errc:
 		return err

@@ -85,8 +85,26 @@ func (s *Service) Close() { s.cache.Stop() }
 // principal becomes (or is linked to) a member. A role carried by the
 // credential caps the member's role.
 func (s *Service) Resolve(ctx context.Context, p *identity.Principal) (*Membership, error) {
-	if p.TenantID != "" {
-		t, err := s.tenant(ctx, "id:"+p.TenantID, func() (*Tenant, error) { return s.store.FindTenantByID(ctx, p.TenantID) })
+	if p.TenantID != "" || p.TenantKey != "" {
+		// The credential belongs to a tenant (an API key, a mapped client
+		// certificate): no placement, no sign-up policy, its role is the
+		// credential's. A tenant named by key is the operator's word (the
+		// client certificate map) and is created on first use, as
+		// `gatehouse apikey create --tenant` creates it.
+		var t *Tenant
+		var err error
+		if p.TenantID != "" {
+			t, err = s.tenant(ctx, "id:"+p.TenantID, func() (*Tenant, error) { return s.store.FindTenantByID(ctx, p.TenantID) })
+		} else {
+			t, err = s.tenant(ctx, "key:"+p.TenantKey, func() (*Tenant, error) {
+				kind := Organization
+				if strings.HasPrefix(p.TenantKey, PersonalPrefix) {
+					kind = Personal
+				}
+				t, _, err := s.store.EnsureTenant(ctx, p.TenantKey, kind)
+				return t, err
+			})
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -38,6 +38,10 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_TOOL_TIMEOUT", Default: "30s", Help: "time limit of one tool call"},
 	{Name: "GATEHOUSE_SHUTDOWN_GRACE", Default: "25s", Help: "how long in-flight requests may finish after SIGTERM"},
 	{Name: "GATEHOUSE_TRUSTED_PROXIES", Help: "comma-separated CIDRs whose X-Forwarded-For is believed"},
+	{Name: "GATEHOUSE_TLS_CERT", Help: "PEM certificate (chain) to serve TLS 1.3 with, for self-hosting; re-read when it changes. Unset: plain HTTP behind the platform's TLS"},
+	{Name: "GATEHOUSE_TLS_KEY", Help: "PEM private key of GATEHOUSE_TLS_CERT"},
+	{Name: "GATEHOUSE_CLIENT_CA", Help: "PEM bundle of the CAs whose client certificates are verified (mutual TLS; needs GATEHOUSE_TLS_CERT)"},
+	{Name: "GATEHOUSE_CLIENT_CERT_MAP", Help: "YAML file mapping client certificates (URI SAN or subject) to a service's tenant and role, with revoked certificates; re-read when it changes"},
 	{Name: "GATEHOUSE_ALLOWED_ORIGINS", Help: "comma-separated origins allowed to call /mcp from a browser"},
 	{Name: "GATEHOUSE_TENANT_RATE", Default: "1200/m", Help: "requests a tenant may make (600/m, 10/s, 3600/h or off); per-tenant: gatehouse tenant limits set"},
 	{Name: "GATEHOUSE_TENANT_BURST", Default: "200", Help: "requests a tenant may make at once"},
@@ -109,6 +113,10 @@ type Config struct {
 	RefreshTTL     time.Duration
 	Dev            bool
 	PgBouncer      string // "auto", "true" or "false"
+	TLSCert        string // files; see tls.go
+	TLSKey         string
+	ClientCA       string
+	ClientCertMap  string
 }
 
 // loadConfig reads the environment and reports every problem at once.
@@ -146,12 +154,20 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		bad("GATEHOUSE_ADDR", "%q is not host:port (for example :8080 or 127.0.0.1:8080)", c.Addr)
 	}
 
+	c.TLSCert, c.TLSKey = get("GATEHOUSE_TLS_CERT"), get("GATEHOUSE_TLS_KEY")
+	c.ClientCA, c.ClientCertMap = get("GATEHOUSE_CLIENT_CA"), get("GATEHOUSE_CLIENT_CERT_MAP")
+	errs = append(errs, checkTLSConfig(c)...)
+
 	c.PublicURL = strings.TrimSuffix(get("GATEHOUSE_PUBLIC_URL"), "/")
 	if c.PublicURL == "" && err == nil {
 		if host == "" || host == "0.0.0.0" || host == "::" {
 			host = "localhost"
 		}
-		c.PublicURL = "http://" + net.JoinHostPort(host, port)
+		scheme := "http://"
+		if c.TLSCert != "" {
+			scheme = "https://"
+		}
+		c.PublicURL = scheme + net.JoinHostPort(host, port)
 	} else if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 		bad("GATEHOUSE_PUBLIC_URL", "%q must be an absolute http(s) URL with no path, such as https://mcp.example.com", c.PublicURL)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -83,6 +84,11 @@ func runBinaryOn(t *testing.T, dataDir string, extra ...string) *server {
 	t.Helper()
 	addr := freeAddr(t)
 	s := &server{base: "http://" + addr, dataDir: dataDir, logs: &syncBuffer{}, exited: make(chan error, 1)}
+	for _, kv := range extra {
+		if strings.HasPrefix(kv, "GATEHOUSE_TLS_CERT=") && kv != "GATEHOUSE_TLS_CERT=" {
+			s.base = "https://" + addr
+		}
+	}
 	s.env = append(os.Environ(), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_DATA_DIR="+s.dataDir, "DATABASE_URL=")
 	s.env = append(s.env, extra...)
 	s.cmd = exec.Command(binary(t), "serve")
@@ -192,9 +198,14 @@ func waitReady(t *testing.T, base string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	client := http.DefaultClient
+	if strings.HasPrefix(base, "https://") {
+		// Readiness only; the tests check the certificate themselves.
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	}
 	for ctx.Err() == nil {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
-		if res, err := http.DefaultClient.Do(req); err == nil {
+		if res, err := client.Do(req); err == nil {
 			res.Body.Close()
 			if res.StatusCode == http.StatusOK {
 				return

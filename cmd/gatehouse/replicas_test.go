@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -20,15 +21,20 @@ type mcpResult struct {
 	status  int
 	isError bool
 	data    map[string]any // structuredContent
-	text    string
+	text    string         // the first content's text; the body of an HTTP error
+	// challenge is the WWW-Authenticate header of a refusal.
+	challenge string
 }
 
-// callTool posts one stateless tools/call to base with token.
+// callTool posts one stateless tools/call to base with token (none when
+// empty: a client certificate, or nothing).
 func callTool(client *http.Client, base, token, tool string, args map[string]any) (mcpResult, error) {
 	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call",
 		"params": map[string]any{"name": tool, "arguments": args}})
 	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(string(body)))
-	req.Header.Set("Authorization", "Bearer "+token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("MCP-Protocol-Version", "2025-06-18")
@@ -37,8 +43,10 @@ func callTool(client *http.Client, base, token, tool string, args map[string]any
 		return mcpResult{}, err
 	}
 	defer res.Body.Close()
-	r := mcpResult{status: res.StatusCode}
+	r := mcpResult{status: res.StatusCode, challenge: res.Header.Get("WWW-Authenticate")}
 	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		r.text = string(b)
 		return r, nil
 	}
 	sc := bufio.NewScanner(res.Body)

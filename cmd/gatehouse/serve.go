@@ -82,7 +82,13 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 	ropts.Issuers[cfg.PublicURL] = as.Verifier()
 	resolver := identity.NewResolver(ropts)
 	closeAll := func() { limiter.Close(); tenants.Close(); resolver.Close() }
+	tlsConfig, clientCerts, err := serverTLS(cfg, log)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
 	srv, err := mcp.New(mcp.Options{
+		TLS: tlsConfig, ClientCerts: clientCerts,
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter, AuthServer: as,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
 		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy,
