@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -70,6 +71,50 @@ func TestAuditChainVerifies(t *testing.T) {
 	}
 	if rep, _ := db.VerifyAudit(ctx, tn, store.NewAuditKey([]byte("another key"))); rep.OK() || !strings.Contains(rep.Problem, "another key") {
 		t.Errorf("verifying with the wrong key: %+v", rep)
+	}
+}
+
+// TestAuditKeyRotation: after GATEHOUSE_AUDIT_KEY is rotated, one run
+// verifies the whole chain with the new and old keys together, reports
+// which stretch each key chained, and refuses records a retired key
+// chained after the rotation.
+func TestAuditKeyRotation(t *testing.T) {
+	db, tn := auditFixture(t, 3) // chained with testKey
+	ctx := context.Background()
+	newKey := store.NewAuditKey([]byte("the new audit key"))
+	add := func(n int, key store.AuditKey) {
+		t.Helper()
+		for range n {
+			_ = db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+				return store.InsertAudit(ctx, tx, &store.AuditRecord{Decision: store.Allowed, Tool: "whoami", Subject: "y"})
+			})
+		}
+		if got, err := db.ChainAudit(ctx, tn, key, 100); err != nil || got != n {
+			t.Fatalf("chained %d, %v", got, err)
+		}
+	}
+	add(2, newKey)
+	if rep, _ := db.VerifyAudit(ctx, tn, newKey); rep.OK() || !strings.Contains(rep.Problem, "record 1 ") {
+		t.Errorf("the new key alone: %+v", rep)
+	}
+	rep, err := db.VerifyAudit(ctx, tn, newKey, testKey)
+	if err != nil || !rep.OK() || rep.Verified != 5 {
+		t.Fatalf("new and old key: %+v %v", rep, err)
+	}
+	want := []store.AuditKeySpan{{KeyID: testKey.ID, First: 1, Last: 3}, {KeyID: newKey.ID, First: 4, Last: 5}}
+	if !slices.Equal(rep.Keys, want) {
+		t.Errorf("spans %+v, want %+v", rep.Keys, want)
+	}
+	// The keys' order says which is newer: listed the wrong way round, the
+	// chain appears to go back to an older key.
+	if rep, _ := db.VerifyAudit(ctx, tn, testKey, newKey); rep.OK() {
+		t.Errorf("keys listed oldest first: %+v", rep)
+	}
+	// Someone holding the retired key chains records after the rotation.
+	add(1, testKey)
+	rep, _ = db.VerifyAudit(ctx, tn, newKey, testKey)
+	if rep.OK() || rep.Seq != 6 || !strings.Contains(rep.Problem, "retired key") {
+		t.Errorf("a record chained with the retired key after the rotation: %+v", rep)
 	}
 }
 

@@ -19,6 +19,16 @@ type AuditReport struct {
 	Problem  string // empty when the chain is intact; else the first problem found
 	Seq      int64  // chain position of the first bad record, if any
 	ID       int64  // its id
+	// Keys are the stretches of the chain each key chained, in chain
+	// order: more than one after a rotation of GATEHOUSE_AUDIT_KEY.
+	Keys []AuditKeySpan
+}
+
+// AuditKeySpan is a stretch of the chain chained with one key.
+type AuditKeySpan struct {
+	KeyID string `json:"key_id"` // the key's fingerprint (AuditKey.ID)
+	First int64  `json:"first"`  // chain positions
+	Last  int64  `json:"last"`
 }
 
 // OK reports whether the chain is intact.
@@ -27,9 +37,21 @@ func (r *AuditReport) OK() bool { return r.Problem == "" }
 // VerifyAudit walks a tenant's audit chain in order and reports the first
 // record that was edited, deleted, inserted or reordered, and records cut
 // off its end (against the head kept in the control schema).
-func (db *DB) VerifyAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey) (*AuditReport, error) {
+//
+// keys are the chain's keys, newest first (GATEHOUSE_AUDIT_KEY while
+// rotating it): each record is checked with the key it names. The chain
+// may only move to newer keys: a record chained with an older key after
+// one chained with a newer key is refused, so a leaked retired key cannot
+// be used to write records after the rotation.
+func (db *DB) VerifyAudit(ctx context.Context, t *tenancy.Tenant, keys ...AuditKey) (*AuditReport, error) {
 	table := pgx.Identifier{t.Schema, "audit_log"}.Sanitize()
 	rep := &AuditReport{}
+	rank := map[string]int{} // key id → position in keys (0: newest)
+	for i, k := range keys {
+		if _, dup := rank[k.ID]; !dup {
+			rank[k.ID] = i
+		}
+	}
 	err := pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE chain_seq IS NULL").Scan(&rep.Pending); err != nil {
 			return err
@@ -53,19 +75,30 @@ func (db *DB) VerifyAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey) 
 			bad := func(format string, args ...any) {
 				rep.Problem, rep.Seq, rep.ID = fmt.Sprintf(format, args...), r.ChainSeq, r.ID
 			}
+			at, known := rank[keyID]
+			var last *AuditKeySpan
+			if n := len(rep.Keys); n > 0 {
+				last = &rep.Keys[n-1]
+			}
 			switch {
 			case r.ChainSeq != want:
 				bad("records %d to %d of the chain are missing (deleted)", want, r.ChainSeq-1)
-			case keyID != key.ID:
-				bad("record %d (id %d) was chained with another key (id %s); verify with that GATEHOUSE_AUDIT_KEY", r.ChainSeq, r.ID, keyID)
+			case !known:
+				bad("record %d (id %d) was chained with another key (id %s); verify with that GATEHOUSE_AUDIT_KEY too (comma-separated, newest first)", r.ChainSeq, r.ID, keyID)
+			case last != nil && last.KeyID != keyID && at > rank[last.KeyID]:
+				bad("record %d (id %d) was chained with the older key %s after records chained with the newer key %s: it was written with a retired key", r.ChainSeq, r.ID, keyID, last.KeyID)
 			case !bytes.Equal(prevHash, prev):
 				bad("record %d (id %d) does not follow record %d: records were reordered or inserted", r.ChainSeq, r.ID, r.ChainSeq-1)
-			case !bytes.Equal(key.link(prev, r.ChainSeq, &r), hash):
+			case !bytes.Equal(keys[at].link(prev, r.ChainSeq, &r), hash):
 				bad("record %d (id %d) was altered: its contents do not match its hash", r.ChainSeq, r.ID)
 			}
 			if !rep.OK() {
 				return nil
 			}
+			if last == nil || last.KeyID != keyID {
+				rep.Keys = append(rep.Keys, AuditKeySpan{KeyID: keyID, First: r.ChainSeq})
+			}
+			rep.Keys[len(rep.Keys)-1].Last = r.ChainSeq
 			rep.Verified++
 			prev, want = hash, want+1
 		}

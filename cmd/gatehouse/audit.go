@@ -14,20 +14,25 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-// auditKey is GATEHOUSE_AUDIT_KEY, or else a random key kept in the
-// database. Only a key kept outside the database makes the chain evidence
-// against someone who can write to the database.
-func auditKey(ctx context.Context, db *database, getenv func(string) string, log *slog.Logger) (store.AuditKey, error) {
-	if k := getenv("GATEHOUSE_AUDIT_KEY"); k != "" {
-		return store.NewAuditKey([]byte(k)), nil
+// auditKeys are the keys of GATEHOUSE_AUDIT_KEY, newest first (several
+// while rotating it: the first chains, all verify), or else a random key
+// kept in the database. Only a key kept outside the database makes the
+// chain evidence against someone who can write to the database.
+func auditKeys(ctx context.Context, db *database, getenv func(string) string, log *slog.Logger) ([]store.AuditKey, error) {
+	var keys []store.AuditKey
+	for _, k := range splitList(getenv("GATEHOUSE_AUDIT_KEY")) {
+		keys = append(keys, store.NewAuditKey([]byte(k)))
+	}
+	if len(keys) > 0 {
+		return keys, nil
 	}
 	secret, err := db.Secret(ctx, "audit-key")
 	if err != nil {
-		return store.AuditKey{}, err
+		return nil, err
 	}
 	log.Warn("GATEHOUSE_AUDIT_KEY is not set: the audit chain is keyed with a secret kept in the database, " +
 		"so it shows tampering by anyone who cannot read that secret; set GATEHOUSE_AUDIT_KEY to make it evidence against database administrators too")
-	return store.NewAuditKey(secret), nil
+	return []store.AuditKey{store.NewAuditKey(secret)}, nil
 }
 
 func cmdAudit(ctx context.Context, args []string, e *env) error {
@@ -57,25 +62,33 @@ func cmdAudit(ctx context.Context, args []string, e *env) error {
 		if op == "tail" {
 			return auditTail(ctx, db, t, *n, *asJSON, e)
 		}
-		ak, err := auditKey(ctx, db, e.getenv, log)
+		keys, err := auditKeys(ctx, db, e.getenv, log)
 		if err != nil {
 			return err
 		}
-		// Chain what is pending first, so the report covers every record.
-		if _, err := db.ChainAudit(ctx, t, ak, 100_000); err != nil {
+		// Chain what is pending first (with the newest key, as the servers
+		// do), so the report covers every record.
+		if _, err := db.ChainAudit(ctx, t, keys[0], 100_000); err != nil {
 			return err
 		}
-		rep, err := db.VerifyAudit(ctx, t, ak)
+		rep, err := db.VerifyAudit(ctx, t, keys...)
 		if err != nil {
 			return err
+		}
+		var spans []string
+		for _, k := range rep.Keys {
+			spans = append(spans, fmt.Sprintf("records %d–%d with key %s", k.First, k.Last, k.KeyID))
 		}
 		if *asJSON {
 			if err := printJSON(e.stdout, map[string]any{"tenant": t.Key, "ok": rep.OK(), "verified": rep.Verified,
-				"pending": rep.Pending, "problem": rep.Problem, "seq": rep.Seq, "id": rep.ID}); err != nil {
+				"pending": rep.Pending, "problem": rep.Problem, "seq": rep.Seq, "id": rep.ID, "keys": rep.Keys}); err != nil {
 				return err
 			}
 		} else if rep.OK() {
 			fmt.Fprintf(e.stdout, "ok: the audit log of %s is intact (%d records verified)\n", t.Key, rep.Verified)
+			if len(rep.Keys) > 1 {
+				fmt.Fprintf(e.stdout, "chained with %d keys: %s\n", len(rep.Keys), strings.Join(spans, ", "))
+			}
 		} else {
 			fmt.Fprintf(e.stdout, "TAMPERED: the audit log of %s is not intact: %s\n", t.Key, rep.Problem)
 		}

@@ -35,6 +35,17 @@ func TestAuditCommands(t *testing.T) {
 	if code, out, _ := gh(t, environ, "audit", "tail", "--tenant", "acme.com", "-n", "2"); code != 0 || strings.Count(out, "ALLOWED") != 2 {
 		t.Errorf("tail: %d %q", code, out)
 	}
+	// Rotation: the new key chains, both verify, in one run.
+	environ["GATEHOUSE_AUDIT_KEY"] = "new cli key, cli test key"
+	for range 2 {
+		_ = db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+			return store.InsertAudit(ctx, tx, &store.AuditRecord{Decision: store.Allowed, Tool: "whoami", Subject: "github:1"})
+		})
+	}
+	if code, out, stderr := gh(t, environ, "audit", "verify", "--tenant", "acme.com"); code != 0 ||
+		!strings.Contains(out, "intact (6 records verified)") || !strings.Contains(out, "chained with 2 keys: records 1–4 with key") {
+		t.Fatalf("verify across a rotation: %d %q %s", code, out, stderr)
+	}
 	if _, err := db.Pool().Exec(ctx, "UPDATE "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()+" SET subject = 'someone else' WHERE chain_seq = 2"); err != nil {
 		t.Fatal(err)
 	}

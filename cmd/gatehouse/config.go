@@ -52,7 +52,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_REGISTRATION_RATE", Default: "30/h", Help: "OAuth client registrations (RFC 7591) allowed from one client IP"},
 	{Name: "GATEHOUSE_REGISTRATION_BURST", Default: "10", Help: "OAuth client registrations allowed from one client IP at once"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
-	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain; unset: a random key kept in the database (weaker: see README)"},
+	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain; comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
 	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
 	{Name: "GATEHOUSE_CONFIG_FILE", Help: "YAML file with settings beyond the environment (more OIDC issuers: oidc_issuers)"},
 	{Name: "GATEHOUSE_ALLOW_INSECURE_ISSUERS", Default: "false", Help: "accept plain-http issuer URLs (local identity providers and tests only)"},

@@ -66,10 +66,11 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		"tenant_signup", cfg.Policy.Signup, "default_role", cfg.Policy.DefaultRole)
 	log.Info("rate limits", "tenant", cfg.Limits.Tenant.String(), "principal", cfg.Limits.Principal.String(),
 		"auth_failures_per_ip", cfg.Limits.AuthFailure.String(), "registrations_per_ip", cfg.Limits.Registration.String())
-	akey, err := auditKey(ctx, db, getenv, log)
+	akeys, err := auditKeys(ctx, db, getenv, log)
 	if err != nil {
 		return nil, nil, err
 	}
+	akey := akeys[0] // the newest chains; older ones only verify
 	tenants := tenancy.NewService(db, tenancy.ServiceOptions{Policy: cfg.Policy})
 	limiter := tenancy.NewLimiter(db, cfg.Limits)
 	as, err := newAuthServer(ctx, cfg, db, tenants, limiter, log)
