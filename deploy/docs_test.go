@@ -16,7 +16,7 @@ var (
 	docHeading = regexp.MustCompile(`(?m)^#{1,6} (.+)$`)
 )
 
-var deployDocs = []string{"docs/deploy.md", "docs/operations.md"}
+var deployDocs = []string{"docs/deploy.md", "docs/operations.md", "docs/scaling.md", "README.md"}
 
 // TestDeployDocs: the deployment and operations guides name only real
 // variables, commands, metrics, files and sections.

@@ -54,9 +54,12 @@ func TestQueryReadsOwnWorkspace(t *testing.T) {
 		t.Errorf("huge result: %d rows, %q, %v", len(big.Rows), big.Truncated, err)
 	}
 	// A query whose intermediate result outgrows the role's temp_file_limit
-	// is refused by Postgres (a set-returning function materialises).
+	// is refused by Postgres (a set-returning function materialises). The
+	// timeout is generous so that a busy machine reaches the limit first.
 	var qe *store.QueryError
-	if _, err := db.Query(context.Background(), a, "SELECT g FROM generate_series(1, 1000000000) g", queryLimits); !errors.As(err, &qe) || !strings.Contains(qe.Msg, "temp_file_limit") {
+	patient := queryLimits
+	patient.Timeout = 25 * time.Second
+	if _, err := db.Query(context.Background(), a, "SELECT g FROM generate_series(1, 1000000000) g", patient); !errors.As(err, &qe) || !strings.Contains(qe.Msg, "temp_file_limit") {
 		t.Errorf("huge intermediate result: %v", err)
 	}
 	wide, err := db.Query(context.Background(), a, "SELECT repeat('x', 10000) FROM generate_series(1, 40)", queryLimits)

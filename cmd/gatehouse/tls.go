@@ -57,7 +57,7 @@ func checkTLSConfig(c *Config) []error {
 	}
 	switch {
 	case c.ClientCA != "" && c.ClientCertMap == "":
-		bad("GATEHOUSE_CLIENT_CERT_MAP", "GATEHOUSE_CLIENT_CA is set but no map says which service each certificate is (docs/deploy.md#mutual-tls)")
+		bad("GATEHOUSE_CLIENT_CERT_MAP", "GATEHOUSE_CLIENT_CA is set but no map says which service each certificate is (docs/deploy.md#mutual-tls-services-with-client-certificates)")
 	case c.ClientCertMap != "" && c.ClientCA == "":
 		bad("GATEHOUSE_CLIENT_CERT_MAP", "set GATEHOUSE_CLIENT_CA too: the CA whose certificates the map's services present")
 	case c.ClientCertMap != "":
@@ -95,6 +95,7 @@ func serverTLS(c *Config, log *slog.Logger) (*tls.Config, mcp.ClientCertMapper, 
 	}
 	base := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
+		NextProtos:     []string{"h2", "http/1.1"},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return pair.Get(), nil },
 	}
 	if c.ClientCA == "" {

@@ -204,11 +204,16 @@ services:
 	renewed.Write(t, dir, "server")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		res, err := httpsClient(nil).Get(s.base + "/healthz")
+		h2 := httpsClient(nil)
+		h2.Transport.(*http.Transport).ForceAttemptHTTP2 = true
+		res, err := h2.Get(s.base + "/healthz")
 		if err != nil {
 			t.Fatal(err)
 		}
 		res.Body.Close()
+		if res.ProtoMajor != 2 {
+			t.Errorf("served %s, want HTTP/2 over TLS", res.Proto)
+		}
 		if res.Header.Get("Strict-Transport-Security") == "" {
 			t.Error("no HSTS header over TLS")
 		}
