@@ -27,7 +27,7 @@ var (
 )
 
 // binary builds the gatehouse binary once per test run.
-func binary(t *testing.T) string {
+func binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "gatehouse-bin-")
@@ -73,14 +73,14 @@ type server struct {
 
 // runBinary runs `gatehouse serve` on the embedded PostgreSQL in a fresh
 // data directory with extra environment settings, and waits until ready.
-func runBinary(t *testing.T, extra ...string) *server {
+func runBinary(t testing.TB, extra ...string) *server {
 	t.Helper()
 	return runBinaryOn(t, filepath.Join(storetest.TempDir(t), "data"), extra...)
 }
 
 // runBinaryOn runs `gatehouse serve` on the embedded PostgreSQL in dataDir
 // (joining the cluster if another server runs there).
-func runBinaryOn(t *testing.T, dataDir string, extra ...string) *server {
+func runBinaryOn(t testing.TB, dataDir string, extra ...string) *server {
 	t.Helper()
 	addr := freeAddr(t)
 	s := &server{base: "http://" + addr, dataDir: dataDir, logs: &syncBuffer{}, exited: make(chan error, 1)}
@@ -100,8 +100,15 @@ func runBinaryOn(t *testing.T, dataDir string, extra ...string) *server {
 	}
 	t.Cleanup(func() {
 		if !s.done {
-			_ = s.cmd.Process.Kill()
-			<-s.exited
+			// SIGTERM, so that a server that started the embedded PostgreSQL
+			// stops it; SIGKILL would leave the cluster running.
+			_ = s.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-s.exited:
+			case <-time.After(30 * time.Second):
+				_ = s.cmd.Process.Kill()
+				<-s.exited
+			}
 		}
 		if t.Failed() {
 			t.Logf("server log:\n%s", s.logs.String())
@@ -138,7 +145,7 @@ func runBinaryOn(t *testing.T, dataDir string, extra ...string) *server {
 }
 
 // cli runs a gatehouse command against the server's database.
-func (s *server) cli(t *testing.T, args ...string) string {
+func (s *server) cli(t testing.TB, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(s.cmd.Path, args...)
 	cmd.Env = s.env
@@ -168,7 +175,7 @@ func (s *server) inspector(t *testing.T, token string, args ...string) (string, 
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (s *server) stop(t *testing.T) {
+func (s *server) stop(t testing.TB) {
 	t.Helper()
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -184,7 +191,7 @@ func (s *server) stop(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -194,7 +201,7 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func waitReady(t *testing.T, base string) {
+func waitReady(t testing.TB, base string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -20,7 +20,15 @@ import (
 // pgBouncer starts Debian's PgBouncer (unpacked under bin/ by `make
 // e2e-deps`) in transaction mode in front of the test database conn, and
 // returns a connection string through it.
-func pgBouncer(t *testing.T, conn string) string {
+func pgBouncer(t testing.TB, conn string) string {
+	t.Helper()
+	pooled, _ := startPgBouncer(t, conn)
+	return pooled
+}
+
+// startPgBouncer is pgBouncer, also returning the PgBouncer process's id
+// (for benchmarks that read its CPU time).
+func startPgBouncer(t testing.TB, conn string) (string, int) {
 	t.Helper()
 	root, err := filepath.Abs("../../bin/pgbouncer/root")
 	if err != nil {
@@ -91,5 +99,5 @@ admin_users = postgres
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", addr, cfg.Database)
+	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", addr, cfg.Database), cmd.Process.Pid
 }
