@@ -36,12 +36,10 @@ func (db *DB) notify(ctx context.Context, tx pgx.Tx, inv Invalidation) error {
 	if err != nil {
 		return err
 	}
-	// NOTIFY for listeners, a row for pollers (behind a transaction pooler).
-	payload := inv.Kind + ":" + inv.ID + ":" + mac
-	_, err = tx.Exec(ctx, "SELECT pg_notify($1, $2)", invalidationChannel, payload)
-	if err == nil {
-		_, err = tx.Exec(ctx, "INSERT INTO gatehouse.invalidations (payload) VALUES ($1)", payload)
-	}
+	// NOTIFY for listeners, a row for pollers (behind a transaction
+	// pooler), in one statement.
+	_, err = tx.Exec(ctx, "INSERT INTO gatehouse.invalidations (payload) SELECT $2::text FROM pg_notify($1, $2)",
+		invalidationChannel, inv.Kind+":"+inv.ID+":"+mac)
 	return err
 }
 

@@ -97,11 +97,7 @@ func (s *Service) Resolve(ctx context.Context, p *identity.Principal) (*Membersh
 			t, err = s.tenant(ctx, "id:"+p.TenantID, func() (*Tenant, error) { return s.store.FindTenantByID(ctx, p.TenantID) })
 		} else {
 			t, err = s.tenant(ctx, "key:"+p.TenantKey, func() (*Tenant, error) {
-				kind := Organization
-				if strings.HasPrefix(p.TenantKey, PersonalPrefix) {
-					kind = Personal
-				}
-				t, _, err := s.store.EnsureTenant(ctx, p.TenantKey, kind)
+				t, _, err := s.store.EnsureTenant(ctx, p.TenantKey, KindOf(p.TenantKey))
 				return t, err
 			})
 		}

@@ -57,6 +57,14 @@ var domainProfile = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.VerifyDN
 // principal's stable subject ("personal:google:1234").
 const PersonalPrefix = "personal:"
 
+// KindOf is the kind of the tenant a (normalised) key names.
+func KindOf(key string) Kind {
+	if strings.HasPrefix(key, PersonalPrefix) {
+		return Personal
+	}
+	return Organization
+}
+
 // NormalizeKey returns the canonical form of a tenant key typed by an
 // operator or derived from an email domain: a domain name is lower-cased and
 // IDNA-normalised ("Bücher.example" → "xn--bcher-kva.example"); a single

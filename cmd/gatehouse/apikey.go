@@ -106,11 +106,7 @@ func cmdAPIKeyCreate(ctx context.Context, args []string, e *env) error {
 		return fmt.Errorf("%w: %s", errUsage, strings.Join(problems, "; "))
 	}
 	return withDatabase(ctx, e, func(db *database, log *slog.Logger) error {
-		kind := tenancy.Organization
-		if strings.HasPrefix(key, tenancy.PersonalPrefix) {
-			kind = tenancy.Personal
-		}
-		t, created, err := db.EnsureTenant(ctx, key, kind)
+		t, created, err := db.EnsureTenant(ctx, key, tenancy.KindOf(key))
 		if err != nil {
 			return err
 		}

@@ -3,9 +3,6 @@ package main
 import (
 	"net/http"
 	"path/filepath"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,48 +25,21 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 	if key == "" || b.banner != "" && keyRe.MatchString(b.banner) {
 		t.Fatalf("want one bootstrap key, from the first server only:\n%s\n%s", a.banner, b.banner)
 	}
-	const burst = 60
-	var admitted, limited atomic.Int64
-	var wg sync.WaitGroup
+	const n = 60
 	start := time.Now()
-	for i := range burst {
-		wg.Go(func() {
-			base := a.base
-			if i%2 == 1 {
-				base = b.base
-			}
-			req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":{}}}`))
-			req.Header.Set("Authorization", "Bearer "+key)
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Accept", "application/json, text/event-stream")
-			req.Header.Set("MCP-Protocol-Version", "2025-06-18")
-			res, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			res.Body.Close()
-			switch res.StatusCode {
-			case http.StatusOK:
-				admitted.Add(1)
-			case http.StatusTooManyRequests:
-				limited.Add(1)
-			default:
-				t.Errorf("status %d", res.StatusCode)
-			}
-		})
-	}
-	wg.Wait()
+	admitted, limited := burst(t, n, func(i int) (mcpResult, error) {
+		return callTool(http.DefaultClient, []string{a.base, b.base}[i%2], key, "whoami", nil)
+	})
 	// The burst of 20, plus what the rate (one every 10 s) replenished while
 	// the requests ran.
 	tolerance := int64(time.Since(start)/(10*time.Second)) + 1
-	if n := admitted.Load(); n < 20 || n > 20+tolerance {
-		t.Errorf("two replicas admitted %d of %d requests, want 20 (+%d for replenishment)", n, burst, tolerance)
+	if admitted < 20 || admitted > 20+tolerance {
+		t.Errorf("two replicas admitted %d of %d requests, want 20 (+%d for replenishment)", admitted, n, tolerance)
 	}
-	if admitted.Load()+limited.Load() != burst {
-		t.Errorf("admitted %d + limited %d != %d", admitted.Load(), limited.Load(), burst)
+	if admitted+limited != n {
+		t.Errorf("admitted %d + limited %d != %d", admitted, limited, n)
 	}
-	t.Logf("admitted %d, limited %d in %v", admitted.Load(), limited.Load(), time.Since(start))
+	t.Logf("admitted %d, limited %d in %v", admitted, limited, time.Since(start))
 	b.stop(t)
 	a.stop(t)
 }

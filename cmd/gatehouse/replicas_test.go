@@ -75,6 +75,31 @@ func callTool(client *http.Client, base, token, tool string, args map[string]any
 	return r, fmt.Errorf("no result in the answer (%v)", sc.Err())
 }
 
+// burst makes n calls at once and counts those admitted (200) and those
+// rate-limited (429); any other outcome fails the test.
+func burst(t *testing.T, n int, call func(i int) (mcpResult, error)) (admitted, limited int64) {
+	t.Helper()
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			r, err := call(i)
+			switch {
+			case err != nil:
+				t.Error(err)
+			case r.status == http.StatusOK:
+				ok.Add(1)
+			case r.status == http.StatusTooManyRequests:
+				refused.Add(1)
+			default:
+				t.Errorf("status %d", r.status)
+			}
+		})
+	}
+	wg.Wait()
+	return ok.Load(), refused.Load()
+}
+
 // TestThreeReplicas runs three `gatehouse serve` processes on one
 // database, the third through PgBouncer in transaction mode, and shows
 // that nothing a request needs lives in one process: any replica serves
@@ -120,31 +145,16 @@ func TestThreeReplicas(t *testing.T) {
 		limitedKey := strings.TrimSpace(a.cli(t, "apikey", "create", "--tenant", "limited.example", "--role", "viewer"))
 		a.cli(t, "tenant", "limits", "set", "limited.example", "--rate", "6/m", "--burst", "30")
 		const n = 90
-		var admitted, limited atomic.Int64
-		var wg sync.WaitGroup
 		start := time.Now()
-		for i := range n {
-			wg.Go(func() {
-				r, err := callTool(client, replicas[i%3].base, limitedKey, "whoami", nil)
-				switch {
-				case err != nil:
-					t.Error(err)
-				case r.status == http.StatusOK:
-					admitted.Add(1)
-				case r.status == http.StatusTooManyRequests:
-					limited.Add(1)
-				default:
-					t.Errorf("status %d", r.status)
-				}
-			})
-		}
-		wg.Wait()
+		admitted, limited := burst(t, n, func(i int) (mcpResult, error) {
+			return callTool(client, replicas[i%3].base, limitedKey, "whoami", nil)
+		})
 		// The burst of 30, plus what the rate (one every 10 s) replenished.
 		tolerance := int64(time.Since(start)/(10*time.Second)) + 1
-		if got := admitted.Load(); got < 30 || got > 30+tolerance || admitted.Load()+limited.Load() != n {
-			t.Errorf("three replicas admitted %d and limited %d of %d, want 30 (+%d) admitted", got, limited.Load(), n, tolerance)
+		if admitted < 30 || admitted > 30+tolerance || admitted+limited != n {
+			t.Errorf("three replicas admitted %d and limited %d of %d, want 30 (+%d) admitted", admitted, limited, n, tolerance)
 		}
-		t.Logf("admitted %d, limited %d of %d in %v", admitted.Load(), limited.Load(), n, time.Since(start))
+		t.Logf("admitted %d, limited %d of %d in %v", admitted, limited, n, time.Since(start))
 	})
 
 	t.Run("a revocation on one is honoured by the others within a second", func(t *testing.T) {

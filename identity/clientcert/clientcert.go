@@ -179,20 +179,20 @@ func (m *Map) Principal(chain []*x509.Certificate) (*identity.Principal, error) 
 			return nil, identity.Invalid("client certificate %s was issued by %s, which is revoked", leaf.Subject, c.Subject)
 		}
 	}
-	var found *Service
+	var candidates []*Service
 	for _, u := range leaf.URIs {
-		if s := m.byURI[u.String()]; s != nil {
-			if found != nil && found != s {
-				return nil, identity.Invalid("client certificate %s matches both %s and %s; give each service its own certificate", leaf.Subject, found.Name, s.Name)
-			}
+		candidates = append(candidates, m.byURI[u.String()])
+	}
+	candidates = append(candidates, m.bySubject[canonicalDN(leaf.Subject.String())])
+	var found *Service
+	for _, s := range candidates {
+		switch {
+		case s == nil || s == found:
+		case found != nil:
+			return nil, identity.Invalid("client certificate %s matches both %s and %s; give each service its own certificate", leaf.Subject, found.Name, s.Name)
+		default:
 			found = s
 		}
-	}
-	if s := m.bySubject[canonicalDN(leaf.Subject.String())]; s != nil {
-		if found != nil && found != s {
-			return nil, identity.Invalid("client certificate %s matches both %s and %s; give each service its own certificate", leaf.Subject, found.Name, s.Name)
-		}
-		found = s
 	}
 	if found == nil {
 		return nil, identity.Invalid("client certificate %s is not mapped to a service on this server", leaf.Subject)

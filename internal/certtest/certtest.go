@@ -33,6 +33,7 @@ type Cert struct {
 	CertPEM []byte // the certificate followed by its issuer's, if an intermediate issued it
 	KeyPEM  []byte
 	TLS     tls.Certificate
+	key     *ecdsa.PrivateKey
 }
 
 // Options describe a certificate to issue. Zero validity means from an hour
@@ -120,6 +121,7 @@ func (ca *CA) Issue(t testing.TB, o Options) *Cert {
 		Cert:    cert,
 		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
+		key:     key,
 	}
 	if ca.Cert.Issuer.String() != ca.Cert.Subject.String() {
 		c.CertPEM = append(c.CertPEM, ca.PEM...) // an intermediate's certificates carry it
@@ -134,12 +136,7 @@ func (ca *CA) Issue(t testing.TB, o Options) *Cert {
 func (ca *CA) Intermediate(t testing.TB, name string) *CA {
 	t.Helper()
 	c := ca.Issue(t, Options{CommonName: name, CA: true})
-	block, _ := pem.Decode(c.KeyPEM)
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &CA{Cert: c.Cert, key: k.(*ecdsa.PrivateKey), PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Cert.Raw})}
+	return &CA{Cert: c.Cert, key: c.key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Cert.Raw})}
 }
 
 // Write stores the certificate and key as PEM files in dir and returns
