@@ -264,17 +264,24 @@ func (s *Server) Drain() { s.draining.Store(true) }
 // ListenAndServe serves on addr until ctx ends, then drains: /readyz fails,
 // the listener closes, and in-flight requests get up to grace to finish.
 func (s *Server) ListenAndServe(ctx context.Context, addr string, grace time.Duration) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, ln, grace)
+}
+
+// Serve is ListenAndServe on a listener the caller bound, so that a busy
+// port is known before anything else starts (the command binds first). It
+// closes ln. The error is the listener's or the shutdown's; nil after a
+// clean drain.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	srv := &http.Server{
-		Addr:              addr,
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
 	}
 	errc := make(chan error, 1)
 	if srv.TLSConfig = s.opts.TLS; srv.TLSConfig != nil {
