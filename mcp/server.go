@@ -59,8 +59,12 @@ type Options struct {
 	// AuditLog receives one JSON line per audit record (stdout in serve);
 	// nil discards them.
 	AuditLog *slog.Logger
-	Logger   *slog.Logger
-	Version  string
+	// ReadyNotes, when set, adds notes to /readyz's detail: configuration
+	// warnings and identity providers that failed their check. They are
+	// for the operator; they do not make the replica unready.
+	ReadyNotes func() map[string]string
+	Logger     *slog.Logger
+	Version    string
 }
 
 // ClientCertMapper says which principal a verified client certificate chain

@@ -121,7 +121,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
 		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy,
 		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(auditOut, nil)),
-		Logger: log, Version: buildVersion(),
+		ReadyNotes: cfg.notes.snapshot, Logger: log, Version: buildVersion(),
 	})
 	if err != nil {
 		closeAll()
@@ -131,6 +131,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 	var bg sync.WaitGroup
 	bg.Go(func() { srv.FollowInvalidations(bctx) })
 	bg.Go(func() { srv.RunMaintenance(bctx, 5*time.Minute) })
+	bg.Go(func() { checkIssuers(bctx, cfg.Providers.issuerChecks(), cfg.notes, log) })
 	return srv, func() { cancel(); bg.Wait(); closeAll() }, nil
 }
 

@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/identity/idptest"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 )
 
@@ -139,5 +142,114 @@ func TestBannerInspectorVersionIsTheTested(t *testing.T) {
 	}
 	if got := pkg.Dependencies["@modelcontextprotocol/inspector"]; got != inspectorVersion {
 		t.Errorf("package.json pins Inspector %s, the banner prints %s", got, inspectorVersion)
+	}
+}
+
+// serveInProcess runs `gatehouse serve` in this process on a fresh test
+// database with environ (GATEHOUSE_ADDR and DATABASE_URL filled in unless
+// given), waits until ready, and stops it when the test ends. It returns
+// the base URL and the server's log.
+func serveInProcess(t *testing.T, environ map[string]string) (string, *syncBuffer) {
+	t.Helper()
+	if environ["GATEHOUSE_ADDR"] == "" {
+		environ["GATEHOUSE_ADDR"] = freeAddr(t)
+	}
+	if _, set := environ["DATABASE_URL"]; !set {
+		environ["DATABASE_URL"] = storetest.ConnString(t)
+	}
+	var out, logs syncBuffer
+	e := &env{stdout: &out, stderr: &logs, getenv: func(k string) string { return environ[k] }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, []string{"serve"}, e) }()
+	t.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve exited %d", code)
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	base := "http://" + environ["GATEHOUSE_ADDR"]
+	waitReady(t, base)
+	return base, &logs
+}
+
+// readyz returns /readyz's detail.
+func readyz(t *testing.T, base string) map[string]string {
+	t.Helper()
+	res, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var detail map[string]string
+	if err := json.NewDecoder(res.Body).Decode(&detail); err != nil {
+		t.Fatal(err)
+	}
+	return detail
+}
+
+// waitFor polls cond for up to 30s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("not within 30s: %s", what)
+}
+
+// TestIssuerCheckedAtStart: a misconfigured OIDC issuer (here the usual
+// trailing slash) is named at start in the log and in /readyz, and a
+// refused token's issuer is named in the log.
+func TestIssuerCheckedAtStart(t *testing.T) {
+	iss := idptest.NewIssuer(t, nil)
+	good := idptest.NewIssuer(t, nil)
+	cfgFile := filepath.Join(t.TempDir(), "gatehouse.yaml")
+	if err := os.WriteFile(cfgFile, []byte("oidc_issuers:\n  - name: good\n    issuer: "+good.URL+"\n    audiences: [gatehouse]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base, logs := serveInProcess(t, map[string]string{
+		"GATEHOUSE_ALLOW_INSECURE_ISSUERS": "true",
+		"GATEHOUSE_OIDC_ISSUER":            iss.URL + "/", // the discovery document says iss.URL
+		"GATEHOUSE_OIDC_AUDIENCE":          "gatehouse",
+		"GATEHOUSE_OIDC_NAME":              "corp",
+		"GATEHOUSE_CONFIG_FILE":            cfgFile,
+	})
+	waitFor(t, "the issuer check's /readyz note", func() bool { return readyz(t, base)["identity_provider_corp"] != "" })
+	detail := readyz(t, base)
+	if note := detail["identity_provider_corp"]; !strings.Contains(note, iss.URL+"/") || !strings.Contains(note, "trailing slash") {
+		t.Errorf("/readyz note = %q", note)
+	}
+	if _, ok := detail["identity_provider_good"]; ok {
+		t.Errorf("the good issuer has a note: %v", detail)
+	}
+	waitFor(t, "the good issuer's log line", func() bool { return strings.Contains(logs.String(), `"issuer":"`+good.URL+`"`) })
+	log := logs.String()
+	if !strings.Contains(log, "failed its check") || !strings.Contains(log, "differ only by a trailing slash") {
+		t.Errorf("the log does not name the failing issuer and the slash:\n%s", log)
+	}
+
+	// A token with the issuer's own iss: refused, the log naming its iss
+	// and the configured issuer that differs by a slash.
+	tok := iss.Sign(iss.Claims("u-1", "gatehouse", map[string]any{"email": "a@acme.com", "email_verified": true}))
+	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Errorf("status %d, want 401", res.StatusCode)
+	}
+	waitFor(t, "the refusal's log line", func() bool { return strings.Contains(logs.String(), `"token_iss":"`+iss.URL+`"`) })
+	if !strings.Contains(logs.String(), "differs from it only by a trailing slash") {
+		t.Errorf("the refusal does not name the slash:\n%s", logs.String())
 	}
 }
