@@ -113,7 +113,7 @@ func (a *auditor) flush(ctx context.Context) {
 
 	for _, agg := range limited {
 		rec := agg.rec
-		err := a.db.WithTenant(ctx, agg.tenant, func(tx pgx.Tx) error { return store.InsertAudit(ctx, tx, &rec) })
+		err := a.db.WithTenantControl(ctx, agg.tenant, func(tx pgx.Tx) error { return store.InsertAudit(ctx, tx, &rec) })
 		if err != nil {
 			a.log.Error("audit: writing rate-limited records failed", "tenant", agg.tenant.Key, "count", rec.Count, "error", err)
 		}

@@ -174,7 +174,7 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 			}
 		}
 		start := time.Now()
-		res, outcome := s.call(ctx, t, c, req.Params.Arguments)
+		res, outcome, _ := s.call(ctx, t, c, req.Params.Arguments)
 		s.metrics.toolCall(t.Name, outcome, time.Since(start))
 		return res, nil
 	}
@@ -183,24 +183,35 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 // call decides and runs one tool call, and audits it in the same
 // transaction as its effect, so no effect exists without its record. A call
 // that fails rolls its transaction back and is recorded in a fresh one, so
-// every call leaves a record.
-func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string) {
+// every call leaves a record. A tool with its own connection (query) runs
+// before its record's transaction, never inside one: a call holds at most
+// one tenant connection at a time. err is the failure, if any, for the
+// caller to classify (the result already says it to the model).
+func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string, error) {
 	rec := s.audit.base(c, t.Name, raw)
 	var res *sdk.CallToolResult
 	outcome := "ok"
 	var after []func()
-	err := s.db.WithTenant(ctx, c.Tenant, func(tx pgx.Tx) error {
-		after = nil
-		if !t.allows(c) {
-			rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)
-			res, outcome = denial(t, c), "denied"
-		} else if err := s.execute(ctx, tx, t, c, raw, &res, &after); err != nil {
-			return err
-		} else {
+	var err error
+	if t.ownConn && t.allows(c) {
+		if err = s.execute(ctx, nil, t, c, raw, &res, &after); err == nil {
 			rec.Decision = store.Allowed
+			err = s.db.WithTenant(ctx, c.Tenant, func(tx pgx.Tx) error { return store.InsertAudit(ctx, tx, rec) })
 		}
-		return store.InsertAudit(ctx, tx, rec)
-	})
+	} else {
+		err = s.db.InTenant(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
+			after = nil
+			if !t.allows(c) {
+				rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)
+				res, outcome = denial(t, c), "denied"
+			} else if err := s.execute(ctx, tx, t, c, raw, &res, &after); err != nil {
+				return err
+			} else {
+				rec.Decision = store.Allowed
+			}
+			return store.InsertAudit(ctx, tx, rec)
+		})
+	}
 	if err == nil {
 		for _, f := range after {
 			f()
@@ -221,7 +232,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		}
 	}
 	s.audit.written(c.Tenant, rec)
-	return res, outcome
+	return res, outcome, err
 }
 
 // execute validates the arguments and runs the tool in tx, within the tool
