@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/mcp"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
@@ -77,7 +78,11 @@ func rawCall(client *http.Client, url, token, tool, args string, id int) answer 
 // cap is refused with 429 and Retry-After, and another tenant's whoami is
 // answered meanwhile. Run it with -race.
 func TestEveryToolConcurrentlyFromColdStart(t *testing.T) {
-	g := newGatehouse(t)
+	// Admission wide open: the pools themselves see the crowd, as they
+	// would with caps set high.
+	g := newGatehouse(t, func(s *setup) {
+		s.admission = &mcp.Admission{Total: 10000, Tenant: 10000, Principal: 10000, TenantQueue: 10000, Wait: time.Minute}
+	})
 	cold := g.key(t, "cold.example", tenancy.Admin)
 	other := g.key(t, "other.example", tenancy.Viewer)
 	n := int(g.db.Limits().TenantConns) + 1
@@ -154,5 +159,67 @@ func TestEveryToolConcurrentlyFromColdStart(t *testing.T) {
 	}
 	if bystander.status != http.StatusOK || !strings.Contains(bystander.body, "other.example") {
 		t.Errorf("another tenant's whoami during the burst: %d %s %v", bystander.status, bystander.body, bystander.err)
+	}
+}
+
+// TestConcurrencyCaps: a tenant at its concurrency cap (two slow queries
+// in progress, no wait allowed) is refused with 429, Retry-After and a
+// JSON-RPC error saying which bound; another tenant's calls are served
+// meanwhile; the refusal is audited.
+func TestConcurrencyCaps(t *testing.T) {
+	g := newGatehouse(t, func(s *setup) {
+		s.admission = &mcp.Admission{Total: 8, Tenant: 2, Principal: 2, TenantQueue: 0, Wait: 0}
+	})
+	a := g.key(t, "a.example", tenancy.Developer)
+	a2 := g.key(t, "a.example", tenancy.Developer)
+	b := g.key(t, "b.example", tenancy.Developer)
+	client := &http.Client{}
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() {
+			for { // until admitted: the poller below may hold a slot for a moment
+				got := rawCall(client, g.url, a, "query", `{"sql":"select pg_sleep(1.5)"}`, i)
+				if got.status == http.StatusTooManyRequests {
+					continue
+				}
+				if got.status != http.StatusOK || strings.Contains(got.body, "isError\":true") {
+					t.Errorf("slow query: %d %s", got.status, got.body)
+				}
+				return
+			}
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var refused answer
+	for time.Now().Before(deadline) {
+		refused = rawCall(client, g.url, a2, "whoami", `{}`, 7)
+		if refused.status == http.StatusTooManyRequests {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if refused.status != http.StatusTooManyRequests || refused.retryAfter != "1" ||
+		!strings.Contains(refused.body, `"code":-32031`) || !strings.Contains(refused.body, `"id":7`) ||
+		!strings.Contains(refused.body, "your organisation (a.example) has 2 in progress") {
+		t.Errorf("third call of tenant A: %d Retry-After %q %s", refused.status, refused.retryAfter, refused.body)
+	}
+	if got := rawCall(client, g.url, b, "whoami", `{}`, 1); got.status != http.StatusOK || !strings.Contains(got.body, "b.example") {
+		t.Errorf("tenant B while A is at its cap: %d %s", got.status, got.body)
+	}
+	// initialize and tools/list do no database work: never refused.
+	list := `{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}`
+	req, _ := http.NewRequest(http.MethodPost, g.url, strings.NewReader(list))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+a)
+	if res, err := client.Do(req); err != nil || res.StatusCode != http.StatusOK {
+		t.Errorf("tools/list at the cap: %v %v", res, err)
+	} else {
+		res.Body.Close()
+	}
+	wg.Wait()
+	g.srv.FlushAudit(context.Background())
+	if !strings.Contains(g.audit.String(), "too many concurrent calls (tenant bound 2)") {
+		t.Errorf("the refusal is not in the audit stream")
 	}
 }

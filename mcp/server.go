@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
@@ -39,6 +40,9 @@ type Options struct {
 	AllowedOrigins []string
 	// ToolTimeout bounds one tool call (default 30s).
 	ToolTimeout time.Duration
+	// Admission bounds the calls in flight; nil means
+	// DefaultAdmission(the tenant-work pool's size).
+	Admission *Admission
 	// ToolPolicy overrides the compiled-in role and scope of some tools.
 	ToolPolicy ToolPolicy
 	// AuthServer, when set, is Gatehouse's OAuth authorization server for
@@ -80,6 +84,7 @@ type Server struct {
 	echo      *echo.Echo
 	metrics   *metrics
 	audit     *auditor
+	admit     *admitter
 	cursorKey cursorKey
 	draining  atomic.Bool
 
@@ -114,6 +119,14 @@ func New(opts Options) (*Server, error) {
 		audit:   newAuditor(opts.DB, opts.AuditKey, opts.AuditLog, opts.Logger),
 	}
 	s.cursorKey = opts.AuditKey.Derive("pagination cursors")
+	adm := DefaultAdmission(int(opts.DB.Limits().TenantConns))
+	if opts.Admission != nil {
+		adm = *opts.Admission
+	}
+	s.admit = newAdmitter(adm)
+	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read) admitted and not finished.",
+	}, func() float64 { return float64(s.admit.inFlight()) }))
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
 		Logger:       sdkLogger(opts.Logger),

@@ -148,3 +148,25 @@ func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 
 // TenantPool exposes the tenant-work pool to tests in this module.
 func (db *DB) TenantPool() *pgxpool.Pool { return db.work }
+
+// CheckConnectionBudget logs the connections this process may open (both
+// pools, the query logins, the invalidation listener) against the
+// server's max_connections less its reserved slots, and warns when one
+// process alone could exhaust them. (Replicas multiply the sum.)
+func (db *DB) CheckConnectionBudget(ctx context.Context) {
+	l := db.limits
+	mine := int(l.TenantConns) + int(l.ControlConns) + l.QueryConns + 1
+	var maxConns, reserved int
+	err := db.pool.QueryRow(ctx, "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int").Scan(&maxConns, &reserved)
+	if err != nil {
+		db.log.Warn("cannot read max_connections", "error", err)
+		return
+	}
+	attrs := []any{"tenant_pool", l.TenantConns, "control_pool", l.ControlConns, "query_logins", l.QueryConns,
+		"query_logins_per_tenant", l.TenantQueryConns, "this_process_at_most", mine, "max_connections", maxConns, "reserved", reserved}
+	if mine > maxConns-reserved {
+		db.log.Warn("this process alone may open more connections than the database allows: lower GATEHOUSE_DB_TENANT_CONNS, GATEHOUSE_DB_CONTROL_CONNS or GATEHOUSE_QUERY_CONNS, or raise max_connections", attrs...)
+		return
+	}
+	db.log.Info("database connections", attrs...)
+}
