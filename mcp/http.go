@@ -269,6 +269,13 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := s.limitRequest(c, caller); err != nil || c.Response().Committed {
 			return err
 		}
+		release, err := s.admitRequest(c, caller)
+		if err != nil || c.Response().Committed {
+			return err
+		}
+		if release != nil {
+			defer release()
+		}
 		r := c.Request().WithContext(withCaller(ctx, caller))
 		if byCertificate {
 			// The SDK's RequireBearerToken (the only way to hand tools a

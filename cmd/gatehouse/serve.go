@@ -47,6 +47,7 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 		return err
 	}
 	defer db.close(ctx, log)
+	db.CheckConnectionBudget(ctx)
 	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
 		return fmt.Errorf("migrating tenant schemas: %w", err)
 	}
@@ -119,7 +120,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		TLS: tlsConfig, ClientCerts: clientCerts,
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter, AuthServer: as,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
-		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy,
+		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Admission: &cfg.Admission,
 		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(auditOut, nil)),
 		ReadyNotes: cfg.notes.snapshot, Logger: log, Version: buildVersion(),
 	})
