@@ -127,9 +127,9 @@ type Config struct {
 	ClientCA       string
 	ClientCertMap  string
 	// notes collects what /readyz reports beyond readiness (see readyNotes).
-	notes *readyNotes
-	DB             store.Options // connection bounds (see bulkheads.go)
-	Admission      mcp.Admission
+	notes     *readyNotes
+	DB        store.Options // connection bounds (see bulkheads.go)
+	Admission mcp.Admission
 }
 
 // loadConfig reads the environment and reports every problem at once.
