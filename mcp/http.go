@@ -74,7 +74,7 @@ func (s *Server) routes() *echo.Echo {
 			s.log.Warn("ignoring allowed origin", "origin", o, "error", err)
 		}
 	}
-	e.Any("/mcp", echo.WrapHandler(origins.Handler(withTokenInfo(mcpHandler))), s.authenticate)
+	e.Any("/mcp", echo.WrapHandler(origins.Handler(withTokenInfo(mcpHandler))), s.authenticate, s.stepUp)
 	return e
 }
 
@@ -244,7 +244,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return s.refuse(c, err)
 		}
 		if !p.HasScope(identity.ScopeRead) {
-			return s.refuse(c, errInsufficientScope)
+			return s.refuseWith(c, errInsufficientScope, identity.UnionScopes(p.Scopes, []string{identity.ScopeRead}))
 		}
 		m, err := s.opts.Tenancy.Resolve(ctx, p)
 		if err != nil {
@@ -316,8 +316,15 @@ func bearerToken(r *http.Request) (string, bool) {
 
 // refuse answers a request whose caller could not be established. err nil
 // means no credential was sent: per RFC 6750 §3.1 the challenge then carries
-// no error code, only where to learn how to get one.
+// no error code, only where to learn how to get one. The challenge's scope
+// is the minimal set a client should ask for (mcp:read mcp:write); the
+// protected resource metadata lists every scope.
 func (s *Server) refuse(c echo.Context, err error) error {
+	return s.refuseWith(c, err, []string{identity.ScopeRead, identity.ScopeWrite})
+}
+
+// refuseWith is refuse with the challenge naming scope.
+func (s *Server) refuseWith(c echo.Context, err error, scope []string) error {
 	req := c.Request()
 	a := authAnswer{http.StatusUnauthorized, "invalid_request", "no bearer token: send Authorization: Bearer <token>"}
 	if s.opts.ClientCerts != nil {
@@ -346,8 +353,8 @@ func (s *Server) refuse(c echo.Context, err error) error {
 		params = append(params, fmt.Sprintf(`error=%q`, a.code), fmt.Sprintf(`error_description=%q`, a.description))
 	}
 	params = append(params,
-		fmt.Sprintf(`resource_metadata=%q`, s.opts.PublicURL+"/.well-known/oauth-protected-resource/mcp"),
-		fmt.Sprintf(`scope=%q`, identity.ScopeRead+" "+identity.ScopeWrite))
+		fmt.Sprintf(`resource_metadata=%q`, s.resourceMetadataURL()),
+		fmt.Sprintf(`scope=%q`, strings.Join(scope, " ")))
 	if a.status == http.StatusUnauthorized || a.status == http.StatusForbidden {
 		h.Set("WWW-Authenticate", "Bearer "+strings.Join(params, ", "))
 	}

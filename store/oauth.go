@@ -106,7 +106,7 @@ func (db *DB) UpdateRequest(ctx context.Context, r *authserver.Request) error {
 		id = new(string(b))
 	}
 	_, err := db.pool.Exec(ctx, `UPDATE gatehouse.oauth_requests SET upstream = $2, upstream_state = nullif($3, ''),
-		upstream_verifier = $4, identity = $5::jsonb WHERE id = $1`, r.ID, r.Upstream, r.UpstreamState, r.UpstreamVerifier, id)
+		upstream_verifier = $4, identity = $5::jsonb, scope = $6 WHERE id = $1`, r.ID, r.Upstream, r.UpstreamState, r.UpstreamVerifier, id, r.Scope)
 	return err
 }
 

@@ -201,21 +201,32 @@ func hash(s string) []byte {
 	return sum[:]
 }
 
-// validScope checks a requested scope and returns it normalised.
-func (s *Server) validScope(requested string) (string, bool) {
+// grantable is the scope granted for a requested one. RFC 6749 §3.3 lets
+// the server grant less than asked: the Gatehouse scopes among those asked
+// are granted (canonically ordered) and any other token (offline_access,
+// which changes nothing since every sign-in gets a refresh token; openid,
+// profile, email of generic OAuth clients; anything unknown) is left out;
+// the token response names what was granted. No scope asked means the
+// default. ok is false only when scopes were asked and none of them is one
+// this server offers.
+func (s *Server) grantable(requested string) (scope string, ok bool) {
 	if strings.TrimSpace(requested) == "" {
 		return s.cfg.DefaultScope, true
 	}
-	var out []string
-	for _, sc := range strings.Fields(requested) {
-		ok := false
-		for _, allowed := range s.cfg.Scopes {
-			ok = ok || sc == allowed
-		}
-		if !ok {
-			return "", false
-		}
-		out = append(out, sc)
+	known, _ := identity.ParseScope(requested)
+	known = identity.IntersectScopes(known, s.cfg.Scopes)
+	if len(known) == 0 {
+		return "", false
 	}
-	return strings.Join(out, " "), true
+	return strings.Join(known, " "), true
+}
+
+// capScope narrows a scope to what the person's placement can use (see
+// [Placement.Scopes]); ok is false when nothing is left.
+func capScope(scope string, place Placement) (string, bool) {
+	if place.Scopes == nil {
+		return scope, scope != ""
+	}
+	left := identity.IntersectScopes(strings.Fields(scope), place.Scopes)
+	return strings.Join(left, " "), len(left) > 0
 }

@@ -101,6 +101,7 @@ type Store interface {
 	CreateRequest(ctx context.Context, r *Request) error
 	FindRequest(ctx context.Context, id string) (*Request, error)
 	FindRequestByUpstreamState(ctx context.Context, state string) (*Request, error)
+	// UpdateRequest stores a request's upstream state, identity and scope.
 	UpdateRequest(ctx context.Context, r *Request) error
 	DeleteRequest(ctx context.Context, id string) error
 
@@ -140,6 +141,10 @@ type Store interface {
 type Placement struct {
 	Tenant string // "acme.com", "personal:github:5678"
 	Role   string
+	// Scopes are the scopes the person's role can make use of: a grant is
+	// narrowed to them (at consent, and again at every token issue, since
+	// the role may have changed). nil means no narrowing.
+	Scopes []string
 }
 
 // Placer places a principal in its tenant with the usual rules. A refusal
