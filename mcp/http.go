@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,8 +52,8 @@ func (s *Server) routes() *echo.Echo {
 		ResourceName:           "Gatehouse",
 	}))
 	for _, p := range []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"} {
-		e.GET(p, prm)
-		e.OPTIONS(p, prm)
+		e.GET(p, prm, publicCORS())
+		e.OPTIONS(p, prm, publicCORS())
 	}
 
 	mcpHandler := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
@@ -68,13 +69,10 @@ func (s *Server) routes() *echo.Echo {
 		}
 		return nil, auth.ErrInvalidToken
 	}, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true})
-	origins := http.NewCrossOriginProtection()
-	for _, o := range s.opts.AllowedOrigins {
-		if err := origins.AddTrustedOrigin(o); err != nil {
-			s.log.Warn("ignoring allowed origin", "origin", o, "error", err)
-		}
-	}
-	e.Any("/mcp", echo.WrapHandler(origins.Handler(withTokenInfo(mcpHandler))), s.authenticate, s.stepUp)
+	// Browsers: CORS and the origin check come before authentication and
+	// rate limiting (cors.go).
+	origins := s.newOrigins()
+	e.Any("/mcp", echo.WrapHandler(withTokenInfo(mcpHandler)), mcpCORS(origins), s.originGuard(origins), s.authenticate, s.stepUp)
 	return e
 }
 
@@ -90,7 +88,14 @@ func (s *Server) mountAuthServer(e *echo.Echo) {
 		return nil
 	}
 	for _, p := range authserver.Paths {
-		e.Any(p, serve)
+		switch {
+		case slices.Contains(authserver.MetadataPaths, p):
+			e.Any(p, serve, publicCORS())
+		case slices.Contains(authserver.APIPaths, p):
+			e.Any(p, serve, oauthAPICORS())
+		default: // the person's browser steps: navigations, no CORS
+			e.Any(p, serve)
+		}
 	}
 }
 

@@ -102,18 +102,13 @@ func New(cfg Config) (*Server, error) {
 		s.cimd = safeClient(cfg.Dev)
 	}
 	// Endpoints a browser-based client (MCP Inspector) calls from its own
-	// origin answer CORS: they use no cookies, so any origin may.
-	api := func(pattern string, h http.HandlerFunc) {
-		method, path, _ := strings.Cut(pattern, " ")
-		s.mux.HandleFunc(pattern, cors(h))
-		s.mux.HandleFunc("OPTIONS "+path, preflight(method))
-	}
-	api("GET /.well-known/oauth-authorization-server", s.metadata)
-	api("GET /.well-known/openid-configuration", s.metadata)
-	api("POST /oauth/register", s.register)
-	api("POST /oauth/token", s.token)
-	api("POST /oauth/revoke", s.revoke)
-	api("GET /oauth/jwks", s.jwks)
+	// origin: the mount answers CORS for them (see MetadataPaths, APIPaths).
+	s.mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.metadata)
+	s.mux.HandleFunc("GET /.well-known/openid-configuration", s.metadata)
+	s.mux.HandleFunc("POST /oauth/register", s.register)
+	s.mux.HandleFunc("POST /oauth/token", s.token)
+	s.mux.HandleFunc("POST /oauth/revoke", s.revoke)
+	s.mux.HandleFunc("GET /oauth/jwks", s.jwks)
 	// The person's browser steps.
 	s.mux.HandleFunc("GET /oauth/authorize", s.authorize)
 	s.mux.HandleFunc("GET /oauth/login/{provider}", s.login)
@@ -122,26 +117,8 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func cors(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Access-Control-Allow-Origin", "*")
-		h(w, r)
-	}
-}
-
-func preflight(method string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Access-Control-Allow-Methods", method+", OPTIONS")
-		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version")
-		h.Set("Access-Control-Max-Age", "86400")
-		w.WriteHeader(http.StatusNoContent)
-	}
-}
-
-// Handler serves every endpoint; mount it for /oauth/ and the two
-// authorization-server metadata paths.
+// Handler serves every endpoint; mount it for [Paths], with CORS for
+// [MetadataPaths] and [APIPaths].
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // SignIn reports whether people can sign in (an upstream is configured).
@@ -155,8 +132,20 @@ func (s *Server) Maintain(ctx context.Context) error {
 	return errors.Join(s.cfg.Keys.Rotate(ctx), s.cfg.Store.DeleteExpiredOAuth(ctx))
 }
 
-// Paths are the paths Handler serves, for mounting.
-var Paths = []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/oauth/*"}
+// Paths are the paths Handler serves, for mounting; "/oauth/*" stands for
+// every other /oauth/ path.
+var Paths = []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/oauth/jwks",
+	"/oauth/register", "/oauth/token", "/oauth/revoke", "/oauth/*"}
+
+// MetadataPaths are the public documents among Paths: the mount lets any
+// web origin read them (CORS).
+var MetadataPaths = []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/oauth/jwks"}
+
+// APIPaths are the endpoints among Paths that a client calls with fetch:
+// the mount answers CORS for any origin, since they use no cookies and are
+// protected by PKCE and client authentication. The other /oauth/ paths are
+// the person's browser steps (navigations), which answer no CORS.
+var APIPaths = []string{"/oauth/register", "/oauth/token", "/oauth/revoke"}
 
 func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 	i := s.cfg.Issuer
