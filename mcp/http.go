@@ -51,10 +51,11 @@ func (s *Server) routes() *echo.Echo {
 		BearerMethodsSupported: []string{"header"},
 		ResourceName:           "Gatehouse",
 	}))
-	for _, p := range []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"} {
-		e.GET(p, prm, publicCORS())
-		e.OPTIONS(p, prm, publicCORS())
-	}
+	// Only the path-inserted form (RFC 9728 §3.1): a document must name the
+	// resource its URL was derived from (§3.3), and the root form's would be
+	// the bare host, which is not the resource Gatehouse issues tokens for.
+	e.GET("/.well-known/oauth-protected-resource/mcp", prm, publicCORS())
+	e.OPTIONS("/.well-known/oauth-protected-resource/mcp", prm, publicCORS())
 
 	mcpHandler := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
 		Stateless: true,

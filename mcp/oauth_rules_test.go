@@ -41,13 +41,11 @@ func getJSON(t *testing.T, u string, h http.Header) (int, http.Header, map[strin
 
 func TestOAuthMetadata(t *testing.T) {
 	g := newGatehouse(t, withSignIn(newCorpSSO(t).up))
-	for _, p := range []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"} {
-		_, _, prm := getJSON(t, g.ts.URL+p, nil)
-		if as, _ := prm["authorization_servers"].([]any); len(as) != 1 || as[0] != g.ts.URL {
-			t.Errorf("%s names authorization servers %v, want [%s]", p, prm["authorization_servers"], g.ts.URL)
-		}
+	_, _, prm := getJSON(t, g.ts.URL+"/.well-known/oauth-protected-resource/mcp", nil)
+	if as, _ := prm["authorization_servers"].([]any); len(as) != 1 || as[0] != g.ts.URL {
+		t.Errorf("the protected resource metadata names authorization servers %v, want [%s]", prm["authorization_servers"], g.ts.URL)
 	}
-	for _, p := range []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
+	for _, p := range []string{"/.well-known/oauth-authorization-server"} {
 		status, h, md := getJSON(t, g.ts.URL+p, http.Header{"Origin": {"http://localhost:6274"}})
 		if status != 200 || md["issuer"] != g.ts.URL || h.Get("Access-Control-Allow-Origin") != "*" {
 			t.Fatalf("%s: %d issuer %v CORS %q", p, status, md["issuer"], h.Get("Access-Control-Allow-Origin"))

@@ -78,7 +78,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	case q.Get("code_challenge") == "" || q.Get("code_challenge_method") != "S256":
 		back("invalid_request", "PKCE with code_challenge_method=S256 is required")
 		return
-	case q.Get("resource") != "" && q.Get("resource") != s.cfg.Resource:
+	case q.Get("resource") != "" && !s.sameResource(q.Get("resource")):
 		back("invalid_target", "the resource must be "+s.cfg.Resource)
 		return
 	}

@@ -104,7 +104,6 @@ func New(cfg Config) (*Server, error) {
 	// Endpoints a browser-based client (MCP Inspector) calls from its own
 	// origin: the mount answers CORS for them (see MetadataPaths, APIPaths).
 	s.mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.metadata)
-	s.mux.HandleFunc("GET /.well-known/openid-configuration", s.metadata)
 	s.mux.HandleFunc("POST /oauth/register", s.register)
 	s.mux.HandleFunc("POST /oauth/token", s.token)
 	s.mux.HandleFunc("POST /oauth/revoke", s.revoke)
@@ -134,12 +133,12 @@ func (s *Server) Maintain(ctx context.Context) error {
 
 // Paths are the paths Handler serves, for mounting; "/oauth/*" stands for
 // every other /oauth/ path.
-var Paths = []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/oauth/jwks",
+var Paths = []string{"/.well-known/oauth-authorization-server", "/oauth/jwks",
 	"/oauth/register", "/oauth/token", "/oauth/revoke", "/oauth/*"}
 
 // MetadataPaths are the public documents among Paths: the mount lets any
 // web origin read them (CORS).
-var MetadataPaths = []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/oauth/jwks"}
+var MetadataPaths = []string{"/.well-known/oauth-authorization-server", "/oauth/jwks"}
 
 // APIPaths are the endpoints among Paths that a client calls with fetch:
 // the mount answers CORS for any origin, since they use no cookies and are
@@ -147,6 +146,10 @@ var MetadataPaths = []string{"/.well-known/oauth-authorization-server", "/.well-
 // the person's browser steps (navigations), which answer no CORS.
 var APIPaths = []string{"/oauth/register", "/oauth/token", "/oauth/revoke"}
 
+// metadata is the authorization server metadata (RFC 8414). It is not
+// served as OpenID Connect discovery (/.well-known/openid-configuration):
+// Gatehouse issues no ID tokens and has no userinfo endpoint, so it is not
+// an OpenID provider, and MCP clients try RFC 8414 first.
 func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 	i := s.cfg.Issuer
 	writeJSON(w, http.StatusOK, map[string]any{

@@ -64,7 +64,7 @@ func (s *Server) exchangeCode(w http.ResponseWriter, r *http.Request, c *Client)
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "redirect_uri does not match the authorization request")
 	case len(verifier) < 43 || len(verifier) > 128 || subtle.ConstantTimeCompare([]byte(s256(verifier)), []byte(code.CodeChallenge)) != 1:
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "the PKCE code_verifier does not match the code_challenge")
-	case f.Get("resource") != "" && f.Get("resource") != code.Resource:
+	case f.Get("resource") != "" && !s.sameResource(f.Get("resource")):
 		oauthError(w, http.StatusBadRequest, "invalid_target", "the resource does not match the authorization request")
 	default:
 		// Place the person again: they may have been removed since consent.
@@ -85,7 +85,7 @@ func (s *Server) exchangeCode(w http.ResponseWriter, r *http.Request, c *Client)
 
 func (s *Server) refresh(w http.ResponseWriter, r *http.Request, c *Client) {
 	f := r.PostForm
-	if res := f.Get("resource"); res != "" && res != s.cfg.Resource {
+	if res := f.Get("resource"); res != "" && !s.sameResource(res) {
 		oauthError(w, http.StatusBadRequest, "invalid_target", "the resource must be "+s.cfg.Resource)
 		return
 	}

@@ -2,6 +2,7 @@ package authserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -53,6 +54,10 @@ type Client struct {
 	RedirectURIs []string
 	SecretHash   []byte // confidential DCR clients
 	ClientURI    string
+	// Metadata is the rest of what a DCR client registered (RFC 7591 §2:
+	// logo_uri, scope, contacts, tos_uri, policy_uri, software_id,
+	// software_version), kept as given and returned as stored.
+	Metadata     json.RawMessage
 	FetchedUntil time.Time // cimd: refetch after
 }
 
