@@ -146,7 +146,7 @@ func newAuthServer(ctx context.Context, cfg *Config, db *database, tenants *tena
 	}
 	as, err := authserver.New(authserver.Config{
 		Issuer: cfg.PublicURL, Resource: cfg.PublicURL + "/mcp", Store: db.DB, Keys: keys,
-		Upstreams: cfg.Providers.signin, Place: mcp.Placer(tenants),
+		Upstreams: cfg.Providers.signin, Place: mcp.Placer(tenants, cfg.ToolPolicy),
 		TokenTTL: cfg.TokenTTL, RefreshTTL: cfg.RefreshTTL, Dev: cfg.Dev,
 		AllowRegistration: func(ctx context.Context, ip string) (bool, time.Duration) {
 			d, err := limiter.AllowRegistration(ctx, ip)
