@@ -32,7 +32,10 @@ var envVars = []envVar{
 	{Name: "DATABASE_URL", Secret: true, Help: "PostgreSQL connection string; unset: embedded PostgreSQL in GATEHOUSE_DATA_DIR"},
 	{Name: "GATEHOUSE_PGBOUNCER", Default: "auto", Help: "DATABASE_URL leads to PgBouncer in transaction mode: true, false, or auto (ports 6432 and 6543, hosts named *pgbouncer* or *pooler*)"},
 	{Name: "GATEHOUSE_DATA_DIR", Default: "./.gatehouse", Help: "data directory of the embedded PostgreSQL"},
-	{Name: "GATEHOUSE_PUBLIC_URL", Help: "canonical external URL, e.g. https://mcp.example.com; default http://localhost:<port>"},
+	{Name: "GATEHOUSE_PUBLIC_URL", Help: "canonical external URL, e.g. https://mcp.example.com (set it for a custom domain); default: the platform's own URL (RENDER_EXTERNAL_URL, RAILWAY_PUBLIC_DOMAIN, FLY_APP_NAME), else http://localhost:<port>"},
+	{Name: "RENDER_EXTERNAL_URL", Help: "set by Render: the service's URL, the default GATEHOUSE_PUBLIC_URL there"},
+	{Name: "RAILWAY_PUBLIC_DOMAIN", Help: "set by Railway: the service's public domain; https://<it> is the default GATEHOUSE_PUBLIC_URL there"},
+	{Name: "FLY_APP_NAME", Help: "set by Fly.io: the app's name; https://<it>.fly.dev is the default GATEHOUSE_PUBLIC_URL there"},
 	{Name: "GATEHOUSE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error"},
 	{Name: "GATEHOUSE_AUTH_CACHE_TTL", Default: "60s", Help: "how long a validated credential is reused (never past its expiry)"},
 	{Name: "GATEHOUSE_TOOL_TIMEOUT", Default: "30s", Help: "time limit of one tool call"},
@@ -93,8 +96,11 @@ var envVars = []envVar{
 
 // Config is the parsed environment.
 type Config struct {
-	Addr           string
-	PublicURL      string
+	Addr      string
+	PublicURL string
+	// PublicURLFrom names the variable PublicURL came from; empty: the
+	// listen address (a local default).
+	PublicURLFrom  string
 	DatabaseURL    string
 	DataDir        string
 	LogLevel       slog.Level
@@ -160,7 +166,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	c.ClientCA, c.ClientCertMap = get("GATEHOUSE_CLIENT_CA"), get("GATEHOUSE_CLIENT_CERT_MAP")
 	errs = append(errs, checkTLSConfig(c)...)
 
-	c.PublicURL = strings.TrimSuffix(get("GATEHOUSE_PUBLIC_URL"), "/")
+	c.PublicURL, c.PublicURLFrom = publicURL(get)
 	if c.PublicURL == "" && err == nil {
 		if host == "" || host == "0.0.0.0" || host == "::" {
 			host = "localhost"
@@ -171,7 +177,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		}
 		c.PublicURL = scheme + net.JoinHostPort(host, port)
 	} else if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		bad("GATEHOUSE_PUBLIC_URL", "%q must be an absolute http(s) URL with no path, such as https://mcp.example.com", c.PublicURL)
+		bad(c.PublicURLFrom, "%q must be an absolute http(s) URL with no path, such as https://mcp.example.com", c.PublicURL)
 	}
 
 	if err := c.LogLevel.UnmarshalText([]byte(get("GATEHOUSE_LOG_LEVEL"))); err != nil {
@@ -287,6 +293,23 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		}
 	}
 	return c, errors.Join(errs...)
+}
+
+// publicURL is GATEHOUSE_PUBLIC_URL, else the URL the platform gives the
+// service (Render, Railway, Fly.io each set their own variable), and the
+// variable it came from; "" when none is set.
+func publicURL(get func(string) string) (u, from string) {
+	switch {
+	case get("GATEHOUSE_PUBLIC_URL") != "":
+		return strings.TrimSuffix(get("GATEHOUSE_PUBLIC_URL"), "/"), "GATEHOUSE_PUBLIC_URL"
+	case get("RENDER_EXTERNAL_URL") != "":
+		return strings.TrimSuffix(get("RENDER_EXTERNAL_URL"), "/"), "RENDER_EXTERNAL_URL"
+	case get("RAILWAY_PUBLIC_DOMAIN") != "":
+		return "https://" + strings.TrimSuffix(get("RAILWAY_PUBLIC_DOMAIN"), "/"), "RAILWAY_PUBLIC_DOMAIN"
+	case get("FLY_APP_NAME") != "":
+		return "https://" + get("FLY_APP_NAME") + ".fly.dev", "FLY_APP_NAME"
+	}
+	return "", ""
 }
 
 func splitList(s string) []string {

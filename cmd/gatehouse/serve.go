@@ -41,6 +41,7 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 	}
 	defer ln.Close()
 	log.Info("starting gatehouse", "version", buildVersion(), "public_url", cfg.PublicURL)
+	reportPublicURL(cfg, log)
 	tuneGC(e.getenv, log)
 	db, err := openDatabase(ctx, cfg, log)
 	if err != nil {

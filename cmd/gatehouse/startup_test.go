@@ -253,3 +253,24 @@ func TestIssuerCheckedAtStart(t *testing.T) {
 		t.Errorf("the refusal does not name the slash:\n%s", logs.String())
 	}
 }
+
+// TestPublicURLWarnings: with DATABASE_URL set (production) and no public
+// URL from anywhere, the start-up log warns loudly and /readyz says so; a
+// platform's variable is used and logged instead.
+func TestPublicURLWarnings(t *testing.T) {
+	base, logs := serveInProcess(t, map[string]string{})
+	if note := readyz(t, base)["public_url"]; !strings.Contains(note, "GATEHOUSE_PUBLIC_URL is not set") || !strings.Contains(note, base) {
+		t.Errorf("/readyz public_url note = %q", note)
+	}
+	if !strings.Contains(logs.String(), `"level":"WARN","msg":"WARNING: GATEHOUSE_PUBLIC_URL is not set`) {
+		t.Errorf("no loud warning:\n%s", logs.String())
+	}
+
+	base, logs = serveInProcess(t, map[string]string{"FLY_APP_NAME": "gatehouse-test"})
+	if note, ok := readyz(t, base)["public_url"]; ok {
+		t.Errorf("/readyz warns although Fly's app name gives the URL: %q", note)
+	}
+	if !strings.Contains(logs.String(), `"public_url":"https://gatehouse-test.fly.dev","from":"FLY_APP_NAME"`) {
+		t.Errorf("the log does not say where the public URL came from:\n%s", logs.String())
+	}
+}
