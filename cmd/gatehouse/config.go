@@ -55,12 +55,12 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_REGISTRATION_RATE", Default: "30/h", Help: "OAuth client registrations (RFC 7591) allowed from one client IP"},
 	{Name: "GATEHOUSE_REGISTRATION_BURST", Default: "10", Help: "OAuth client registrations allowed from one client IP at once"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
-	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain; comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
+	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain, 32+ bytes (openssl rand -base64 32); comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
 	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
 	{Name: "GATEHOUSE_CONFIG_FILE", Help: "YAML file with settings beyond the environment (more OIDC issuers: oidc_issuers)"},
 	{Name: "GATEHOUSE_ALLOW_INSECURE_ISSUERS", Default: "false", Help: "accept plain-http issuer URLs (local identity providers and tests only)"},
 	{Name: "GATEHOUSE_DEFAULT_SCOPES", Default: "mcp:read mcp:write", Help: "scopes given to tokens that carry no Gatehouse scope (space or comma separated)"},
-	{Name: "GATEHOUSE_SIGNING_KEY", Secret: true, Help: "secret (16+ bytes) encrypting the access-token signing keys in the database; comma-separated, newest first, while rotating; unset: a secret kept in the database"},
+	{Name: "GATEHOUSE_SIGNING_KEY", Secret: true, Help: "secret, 32+ bytes (openssl rand -base64 32; 16-byte ones from earlier releases work, with a warning), encrypting the access-token signing keys in the database; comma-separated, newest first, while rotating; unset: a secret kept in the database"},
 	{Name: "GATEHOUSE_TOKEN_TTL", Default: "1h", Help: "lifetime of the access tokens Gatehouse issues (at most 1h)"},
 	{Name: "GATEHOUSE_REFRESH_TTL", Default: "720h", Help: "lifetime of a refresh token (each use issues a new one)"},
 	{Name: "GATEHOUSE_DEV", Default: "false", Help: "developer mode: client metadata documents on private addresses, `gatehouse token mint`; never in production"},
@@ -115,14 +115,17 @@ type Config struct {
 	ToolPolicy     mcp.ToolPolicy
 	Limits         tenancy.Limits
 	SigningKeys    [][]byte // GATEHOUSE_SIGNING_KEY, newest first; nil: a database secret
-	TokenTTL       time.Duration
-	RefreshTTL     time.Duration
-	Dev            bool
-	PgBouncer      string // "auto", "true" or "false"
-	TLSCert        string // files; see tls.go
-	TLSKey         string
-	ClientCA       string
-	ClientCertMap  string
+	AuditKeys      [][]byte // GATEHOUSE_AUDIT_KEY, newest first; nil: a database secret
+	// Warnings are problems that do not stop the server; serve logs them.
+	Warnings      []string
+	TokenTTL      time.Duration
+	RefreshTTL    time.Duration
+	Dev           bool
+	PgBouncer     string // "auto", "true" or "false"
+	TLSCert       string // files; see tls.go
+	TLSKey        string
+	ClientCA      string
+	ClientCertMap string
 	// notes collects what /readyz reports beyond readiness (see readyNotes).
 	notes *readyNotes
 }
@@ -209,12 +212,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		bad("GATEHOUSE_TOKEN_TTL", "%s is longer than 1h; access tokens are short-lived, refresh tokens keep people signed in", c.TokenTTL)
 	}
 	duration("GATEHOUSE_REFRESH_TTL", &c.RefreshTTL)
-	for _, k := range splitList(getenv("GATEHOUSE_SIGNING_KEY")) {
-		if len(k) < 16 {
-			bad("GATEHOUSE_SIGNING_KEY", "a secret is %d bytes; use 16 or more (openssl rand -base64 32)", len(k))
-		}
-		c.SigningKeys = append(c.SigningKeys, []byte(k))
-	}
+	c.SigningKeys, c.AuditKeys = checkSecrets(getenv, bad, &c.Warnings)
 	c.Dev = boolean("GATEHOUSE_DEV")
 	switch c.PgBouncer = strings.ToLower(get("GATEHOUSE_PGBOUNCER")); c.PgBouncer {
 	case "auto", "true", "false":
@@ -259,8 +257,10 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	var perrs []error
 	c.Providers, perrs = loadProviders(get, insecure, fc)
 	errs = append(errs, perrs...)
-	if _, err := c.Providers.resolverOptions(nil, 0, nil); err != nil {
+	if ropts, err := c.Providers.resolverOptions(nil, 0, nil); err != nil {
 		errs = append(errs, err) // two providers claiming one issuer
+	} else if _, taken := ropts.Issuers[c.PublicURL]; taken {
+		bad("GATEHOUSE_PUBLIC_URL", "an identity provider's issuer is %s, which is Gatehouse's own", c.PublicURL)
 	}
 	c.Policy, perrs = loadPolicy(get)
 	errs = append(errs, perrs...)
@@ -293,6 +293,46 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		}
 	}
 	return c, errors.Join(errs...)
+}
+
+// minSecretBytes is the least length, as given, of the secrets the operator
+// generates (GATEHOUSE_AUDIT_KEY, GATEHOUSE_SIGNING_KEY): 32 bytes, what
+// `openssl rand -base64 32` prints 44 of. Third-party secrets (provider
+// client secrets) are not judged.
+const minSecretBytes = 32
+
+// checkSecrets applies one rule to the secrets the operator generates: at
+// least minSecretBytes as given. Signing secrets of 16 to 31 bytes, which
+// earlier releases accepted, keep working with a warning and the rotation
+// steps; an audit key shorter than 32 may stay as a retired (verify-only)
+// key after the first.
+func checkSecrets(getenv func(string) string, bad func(name, format string, args ...any), warnings *[]string) (signing, audit [][]byte) {
+	const make = "openssl rand -base64 32"
+	for i, k := range splitList(getenv("GATEHOUSE_SIGNING_KEY")) {
+		switch {
+		case len(k) >= minSecretBytes:
+		case len(k) < 16:
+			bad("GATEHOUSE_SIGNING_KEY", "secret %d is %d bytes; use %d or more (%s)", i+1, len(k), minSecretBytes, make)
+		case i == 0:
+			*warnings = append(*warnings, fmt.Sprintf("GATEHOUSE_SIGNING_KEY is %d bytes; %d or more are wanted. It keeps working; to replace it, "+
+				"deploy GATEHOUSE_SIGNING_KEY=<new>,<old> with <new> from `%s` (replicas re-encrypt the signing keys with <new>, tokens stay valid), then <new> alone", len(k), minSecretBytes, make))
+		default:
+			*warnings = append(*warnings, fmt.Sprintf("GATEHOUSE_SIGNING_KEY: the older secret %d is %d bytes; drop it once every replica runs with the new one", i+1, len(k)))
+		}
+		signing = append(signing, []byte(k))
+	}
+	for i, k := range splitList(getenv("GATEHOUSE_AUDIT_KEY")) {
+		switch {
+		case len(k) >= minSecretBytes:
+		case i == 0:
+			bad("GATEHOUSE_AUDIT_KEY", "the key that chains (the first) is %d bytes; use %d or more (%s). To keep verifying records chained with a shorter key, "+
+				"put it second: GATEHOUSE_AUDIT_KEY=<new>,<old>", len(k), minSecretBytes, make)
+		default:
+			*warnings = append(*warnings, fmt.Sprintf("GATEHOUSE_AUDIT_KEY: retired key %d is %d bytes; it only verifies the records chained before the rotation", i+1, len(k)))
+		}
+		audit = append(audit, []byte(k))
+	}
+	return signing, audit
 }
 
 // publicURL is GATEHOUSE_PUBLIC_URL, else the URL the platform gives the
