@@ -95,6 +95,10 @@ func TestSecretsRule(t *testing.T) {
 		{"16-byte signing key", long[:16], "", nil, []string{"GATEHOUSE_SIGNING_KEY is 16 bytes; 32 or more are wanted", "GATEHOUSE_SIGNING_KEY=<new>,<old>"}},
 		{"both short at once", "short", "x", []string{"GATEHOUSE_SIGNING_KEY: secret 1 is 5 bytes", "GATEHOUSE_AUDIT_KEY: the key that chains"}, nil},
 	}
+	if _, err := loadConfig(func(k string) string { return map[string]string{"GATEHOUSE_METRICS_TOKEN": "prometheus"}[k] }); err == nil ||
+		!strings.Contains(err.Error(), "GATEHOUSE_METRICS_TOKEN: is 10 bytes; use 32 or more") {
+		t.Errorf("a short metrics token: %v", err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			environ := map[string]string{"GATEHOUSE_SIGNING_KEY": tt.signing, "GATEHOUSE_AUDIT_KEY": tt.audit}

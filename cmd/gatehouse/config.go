@@ -54,6 +54,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_AUTH_FAILURE_BURST", Default: "10", Help: "failed authentications allowed from one client IP at once"},
 	{Name: "GATEHOUSE_REGISTRATION_RATE", Default: "30/h", Help: "OAuth client registrations (RFC 7591) allowed from one client IP"},
 	{Name: "GATEHOUSE_REGISTRATION_BURST", Default: "10", Help: "OAuth client registrations allowed from one client IP at once"},
+	{Name: "GATEHOUSE_METRICS_TOKEN", Secret: true, Help: "bearer token /metrics requires, 32+ bytes (openssl rand -base64 32); unset: /metrics is open (keep it off the public network)"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
 	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain, 32+ bytes (openssl rand -base64 32); comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
 	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
@@ -101,6 +102,7 @@ type Config struct {
 	// PublicURLFrom names the variable PublicURL came from; empty: the
 	// listen address (a local default).
 	PublicURLFrom  string
+	AddrFrom       string // GATEHOUSE_ADDR, PORT, or "" (the default :8080)
 	DatabaseURL    string
 	DataDir        string
 	LogLevel       slog.Level
@@ -116,6 +118,7 @@ type Config struct {
 	Limits         tenancy.Limits
 	SigningKeys    [][]byte // GATEHOUSE_SIGNING_KEY, newest first; nil: a database secret
 	AuditKeys      [][]byte // GATEHOUSE_AUDIT_KEY, newest first; nil: a database secret
+	MetricsToken   string   // GATEHOUSE_METRICS_TOKEN; empty: /metrics is open
 	// Warnings are problems that do not stop the server; serve logs them.
 	Warnings      []string
 	TokenTTL      time.Duration
@@ -150,8 +153,11 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	c := &Config{DatabaseURL: get("DATABASE_URL"), DataDir: get("GATEHOUSE_DATA_DIR"), notes: &readyNotes{}}
 
 	c.Addr = get("GATEHOUSE_ADDR")
-	if c.Addr == "" {
+	if c.Addr != "" {
+		c.AddrFrom = "GATEHOUSE_ADDR"
+	} else {
 		if port := get("PORT"); port != "" {
+			c.AddrFrom = "PORT"
 			if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 				bad("PORT", "%q is not a port number", port)
 			}
@@ -213,6 +219,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	}
 	duration("GATEHOUSE_REFRESH_TTL", &c.RefreshTTL)
 	c.SigningKeys, c.AuditKeys = checkSecrets(getenv, bad, &c.Warnings)
+	c.MetricsToken = strings.TrimSpace(getenv("GATEHOUSE_METRICS_TOKEN"))
 	c.Dev = boolean("GATEHOUSE_DEV")
 	switch c.PgBouncer = strings.ToLower(get("GATEHOUSE_PGBOUNCER")); c.PgBouncer {
 	case "auto", "true", "false":
@@ -296,7 +303,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 }
 
 // minSecretBytes is the least length, as given, of the secrets the operator
-// generates (GATEHOUSE_AUDIT_KEY, GATEHOUSE_SIGNING_KEY): 32 bytes, what
+// generates (GATEHOUSE_AUDIT_KEY, GATEHOUSE_SIGNING_KEY, GATEHOUSE_METRICS_TOKEN): 32 bytes, what
 // `openssl rand -base64 32` prints 44 of. Third-party secrets (provider
 // client secrets) are not judged.
 const minSecretBytes = 32
@@ -307,26 +314,29 @@ const minSecretBytes = 32
 // steps; an audit key shorter than 32 may stay as a retired (verify-only)
 // key after the first.
 func checkSecrets(getenv func(string) string, bad func(name, format string, args ...any), warnings *[]string) (signing, audit [][]byte) {
-	const make = "openssl rand -base64 32"
+	const howTo = "openssl rand -base64 32"
 	for i, k := range splitList(getenv("GATEHOUSE_SIGNING_KEY")) {
 		switch {
 		case len(k) >= minSecretBytes:
 		case len(k) < 16:
-			bad("GATEHOUSE_SIGNING_KEY", "secret %d is %d bytes; use %d or more (%s)", i+1, len(k), minSecretBytes, make)
+			bad("GATEHOUSE_SIGNING_KEY", "secret %d is %d bytes; use %d or more (%s)", i+1, len(k), minSecretBytes, howTo)
 		case i == 0:
 			*warnings = append(*warnings, fmt.Sprintf("GATEHOUSE_SIGNING_KEY is %d bytes; %d or more are wanted. It keeps working; to replace it, "+
-				"deploy GATEHOUSE_SIGNING_KEY=<new>,<old> with <new> from `%s` (replicas re-encrypt the signing keys with <new>, tokens stay valid), then <new> alone", len(k), minSecretBytes, make))
+				"deploy GATEHOUSE_SIGNING_KEY=<new>,<old> with <new> from `%s` (replicas re-encrypt the signing keys with <new>, tokens stay valid), then <new> alone", len(k), minSecretBytes, howTo))
 		default:
 			*warnings = append(*warnings, fmt.Sprintf("GATEHOUSE_SIGNING_KEY: the older secret %d is %d bytes; drop it once every replica runs with the new one", i+1, len(k)))
 		}
 		signing = append(signing, []byte(k))
+	}
+	if t := strings.TrimSpace(getenv("GATEHOUSE_METRICS_TOKEN")); t != "" && len(t) < minSecretBytes {
+		bad("GATEHOUSE_METRICS_TOKEN", "is %d bytes; use %d or more (%s)", len(t), minSecretBytes, howTo)
 	}
 	for i, k := range splitList(getenv("GATEHOUSE_AUDIT_KEY")) {
 		switch {
 		case len(k) >= minSecretBytes:
 		case i == 0:
 			bad("GATEHOUSE_AUDIT_KEY", "the key that chains (the first) is %d bytes; use %d or more (%s). To keep verifying records chained with a shorter key, "+
-				"put it second: GATEHOUSE_AUDIT_KEY=<new>,<old>", len(k), minSecretBytes, make)
+				"put it second: GATEHOUSE_AUDIT_KEY=<new>,<old>", len(k), minSecretBytes, howTo)
 		default:
 			*warnings = append(*warnings, fmt.Sprintf("GATEHOUSE_AUDIT_KEY: retired key %d is %d bytes; it only verifies the records chained before the rotation", i+1, len(k)))
 		}

@@ -51,6 +51,9 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
 		return fmt.Errorf("migrating tenant schemas: %w", err)
 	}
+	if err := db.SetServedURL(ctx, cfg.PublicURL); err != nil {
+		return err
+	}
 	first, err := issueBootstrapKey(ctx, db, e, log)
 	if err != nil {
 		return err
@@ -122,7 +125,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
 		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy,
 		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(auditOut, nil)),
-		ReadyNotes: cfg.notes.snapshot, Logger: log, Version: buildVersion(),
+		ReadyNotes: cfg.notes.snapshot, MetricsToken: cfg.MetricsToken, Logger: log, Version: buildVersion(),
 	})
 	if err != nil {
 		closeAll()

@@ -274,3 +274,30 @@ func TestPublicURLWarnings(t *testing.T) {
 		t.Errorf("the log does not say where the public URL came from:\n%s", logs.String())
 	}
 }
+
+// TestMetricsToken: with GATEHOUSE_METRICS_TOKEN set, /metrics answers only
+// that bearer token.
+func TestMetricsToken(t *testing.T) {
+	token := "metrics token of 32 bytes or more!!"
+	base, _ := serveInProcess(t, map[string]string{"GATEHOUSE_METRICS_TOKEN": token})
+	for _, tt := range []struct {
+		auth string
+		want int
+	}{{"", 401}, {"Bearer wrong", 401}, {"Bearer " + token[:len(token)-1], 401}, {"Basic " + token, 401}, {"Bearer " + token, 200}} {
+		req, _ := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tt.want {
+			t.Errorf("/metrics with %q: %d, want %d", tt.auth, res.StatusCode, tt.want)
+		}
+	}
+	if res, err := http.Get(base + "/healthz"); err != nil || res.StatusCode != 200 {
+		t.Errorf("/healthz needs no token: %v %v", res, err)
+	}
+}
