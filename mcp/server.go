@@ -222,7 +222,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		rec.Decision, rec.Reason = store.Failed, outcome
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if aerr := s.db.WithTenant(rctx, c.Tenant, func(tx pgx.Tx) error { return store.InsertAudit(rctx, tx, rec) }); aerr != nil {
+		if _, aerr := s.db.InsertAuditRecord(rctx, c.Tenant, rec); aerr != nil {
 			rec.Reason += "; audit record not stored"
 			s.log.Error("audit record not stored", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", aerr)
 		}
