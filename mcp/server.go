@@ -67,8 +67,11 @@ type Options struct {
 	// warnings and identity providers that failed their check. They are
 	// for the operator; they do not make the replica unready.
 	ReadyNotes func() map[string]string
-	Logger     *slog.Logger
-	Version    string
+	// MetricsToken, when set, is the bearer token /metrics requires
+	// (Prometheus: authorization.credentials); empty leaves /metrics open.
+	MetricsToken string
+	Logger       *slog.Logger
+	Version      string
 }
 
 // ClientCertMapper says which principal a verified client certificate chain
