@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/internal/testdeps"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 )
 
@@ -46,17 +47,12 @@ func binary(t testing.TB) string {
 	return builtBin
 }
 
-// nodeDir is where the end-to-end tests' npm packages are installed.
+// nodeDir is where the end-to-end tests' npm packages are installed; it
+// skips t where Node.js or the packages are missing (testdeps.Node).
 func nodeDir(t *testing.T) string {
 	t.Helper()
-	dir, err := filepath.Abs("testdata/e2e")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "inspector")); err != nil {
-		t.Fatalf("MCP Inspector is not installed: run `make test` (or `npm ci --prefix cmd/gatehouse/testdata/e2e`) first")
-	}
-	return dir
+	testdeps.Need(t, testdeps.Node)
+	return testdeps.E2EDir()
 }
 
 // server is a running `gatehouse serve`.
