@@ -28,15 +28,17 @@ func E2EDir() string {
 	return filepath.Join(RepoRoot(), "cmd", "gatehouse", "testdata", "e2e")
 }
 
-// Node is Node.js with the end-to-end npm packages installed in [E2EDir]:
-// Need returns the node program the tests run them with.
+// Node is the Node.js that package.json pins (the npm package "node", 22.x:
+// MCP Inspector 2.x needs Node >= 22.19, whatever Node runs npm), with the
+// end-to-end npm packages installed by `npm ci` in [E2EDir]. Need returns
+// that node program; tests run every npm program with it.
 var Node = Dep{
 	Name: "Node.js with the end-to-end npm packages",
 	Find: func() string {
 		if _, err := os.Stat(filepath.Join(E2EDir(), "node_modules", ".installed")); err != nil {
 			return ""
 		}
-		return lookPath("node")()
+		return executable(filepath.Join(E2EDir(), "node_modules", ".bin", "node"))()
 	},
-	How: "install Node.js and npm (https://nodejs.org), then `make test` runs npm ci in cmd/gatehouse/testdata/e2e",
+	How: "install npm (with any Node.js, https://nodejs.org), then `make test` runs npm ci in cmd/gatehouse/testdata/e2e, which also installs the pinned Node.js 22",
 }
