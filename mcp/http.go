@@ -337,8 +337,13 @@ func (s *Server) refuse(c echo.Context, err error) error {
 	if a.status == http.StatusInternalServerError {
 		s.log.Error("authentication failed", "request_id", ri.id, "error", err)
 	} else {
-		s.log.Info("request refused", "request_id", ri.id, "status", a.status, "code", a.code,
-			"reason", a.description, "client_ip", c.RealIP())
+		attrs := []any{"request_id", ri.id, "status", a.status, "code", a.code, "reason", a.description, "client_ip", c.RealIP()}
+		if tok, ok := bearerToken(req); ok {
+			if _, iss, ok := identity.PeekJWT(tok); ok { // the issuer is not secret, and names the provider at fault
+				attrs = append(attrs, "token_iss", identity.ShortIssuer(iss))
+			}
+		}
+		s.log.Info("request refused", attrs...)
 	}
 	h := c.Response().Header()
 	params := []string{`realm="gatehouse"`}
@@ -394,6 +399,11 @@ func (s *Server) readyz(c echo.Context) error {
 	}
 	if !s.canQuery {
 		detail["tenant_isolation"], detail["query_tool"] = "schema only", "off: the database account cannot create roles"
+	}
+	if s.opts.ReadyNotes != nil {
+		for k, v := range s.opts.ReadyNotes() {
+			detail[k] = v
+		}
 	}
 	return c.JSON(http.StatusOK, detail)
 }

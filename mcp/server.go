@@ -59,8 +59,12 @@ type Options struct {
 	// AuditLog receives one JSON line per audit record (stdout in serve);
 	// nil discards them.
 	AuditLog *slog.Logger
-	Logger   *slog.Logger
-	Version  string
+	// ReadyNotes, when set, adds notes to /readyz's detail: configuration
+	// warnings and identity providers that failed their check. They are
+	// for the operator; they do not make the replica unready.
+	ReadyNotes func() map[string]string
+	Logger     *slog.Logger
+	Version    string
 }
 
 // ClientCertMapper says which principal a verified client certificate chain
@@ -215,7 +219,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		rec.Decision, rec.Reason = store.Failed, outcome
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if aerr := s.db.WithTenant(rctx, c.Tenant, func(tx pgx.Tx) error { return store.InsertAudit(rctx, tx, rec) }); aerr != nil {
+		if _, aerr := s.db.InsertAuditRecord(rctx, c.Tenant, rec); aerr != nil {
 			rec.Reason += "; audit record not stored"
 			s.log.Error("audit record not stored", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", aerr)
 		}
@@ -264,17 +268,24 @@ func (s *Server) Drain() { s.draining.Store(true) }
 // ListenAndServe serves on addr until ctx ends, then drains: /readyz fails,
 // the listener closes, and in-flight requests get up to grace to finish.
 func (s *Server) ListenAndServe(ctx context.Context, addr string, grace time.Duration) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx, ln, grace)
+}
+
+// Serve is ListenAndServe on a listener the caller bound, so that a busy
+// port is known before anything else starts (the command binds first). It
+// closes ln. The error is the listener's or the shutdown's; nil after a
+// clean drain.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
 	srv := &http.Server{
-		Addr:              addr,
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
 	}
 	errc := make(chan error, 1)
 	if srv.TLSConfig = s.opts.TLS; srv.TLSConfig != nil {

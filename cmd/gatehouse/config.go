@@ -117,6 +117,8 @@ type Config struct {
 	TLSKey         string
 	ClientCA       string
 	ClientCertMap  string
+	// notes collects what /readyz reports beyond readiness (see readyNotes).
+	notes *readyNotes
 }
 
 // loadConfig reads the environment and reports every problem at once.
@@ -136,7 +138,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
 	}
-	c := &Config{DatabaseURL: get("DATABASE_URL"), DataDir: get("GATEHOUSE_DATA_DIR")}
+	c := &Config{DatabaseURL: get("DATABASE_URL"), DataDir: get("GATEHOUSE_DATA_DIR"), notes: &readyNotes{}}
 
 	c.Addr = get("GATEHOUSE_ADDR")
 	if c.Addr == "" {

@@ -96,9 +96,14 @@ func runBinaryOn(t testing.TB, dataDir string, extra ...string) *server {
 	t.Helper()
 	addr := freeAddr(t)
 	s := &server{base: "http://" + addr, dataDir: dataDir, logs: &syncBuffer{}, exited: make(chan error, 1)}
+	_, err := os.Stat(dataDir)
+	fresh := os.IsNotExist(err) // a first start on the embedded database: the banner follows readiness
 	for _, kv := range extra {
 		if strings.HasPrefix(kv, "GATEHOUSE_TLS_CERT=") && kv != "GATEHOUSE_TLS_CERT=" {
 			s.base = "https://" + addr
+		}
+		if strings.HasPrefix(kv, "DATABASE_URL=") && kv != "DATABASE_URL=" {
+			fresh = false // no banner without a terminal on an external database
 		}
 	}
 	s.env = append(os.Environ(), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_DATA_DIR="+s.dataDir, "DATABASE_URL=")
@@ -126,7 +131,7 @@ func runBinaryOn(t testing.TB, dataDir string, extra ...string) *server {
 			t.Logf("server log:\n%s", s.logs.String())
 		}
 	})
-	// The first-start banner comes before the server listens; later starts
+	// The first-start banner comes once the server serves; later starts
 	// print none. Keep the lines up to its end, drain the rest (a full pipe
 	// would block the server).
 	banner := make(chan string, 1)
@@ -149,9 +154,13 @@ func runBinaryOn(t testing.TB, dataDir string, extra ...string) *server {
 		s.exited <- s.cmd.Wait()
 	}()
 	waitReady(t, s.base)
+	wait := 200 * time.Millisecond // no banner on this start, unless the data dir is new
+	if fresh {
+		wait = 30 * time.Second
+	}
 	select {
 	case s.banner = <-banner:
-	case <-time.After(200 * time.Millisecond): // no banner on this start
+	case <-time.After(wait):
 	}
 	return s
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -51,6 +52,16 @@ type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	stdoutTTY      bool
+	// listenFn binds serve's address; nil is net.Listen (tests inject
+	// listeners that fail).
+	listenFn func(network, addr string) (net.Listener, error)
+}
+
+func (e *env) listen(network, addr string) (net.Listener, error) {
+	if e.listenFn != nil {
+		return e.listenFn(network, addr)
+	}
+	return net.Listen(network, addr)
 }
 
 func main() {
