@@ -14,12 +14,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/labstack/echo/v4"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/httpx"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -70,8 +70,11 @@ type Options struct {
 	// MetricsToken, when set, is the bearer token /metrics requires
 	// (Prometheus: authorization.credentials); empty leaves /metrics open.
 	MetricsToken string
-	Logger       *slog.Logger
-	Version      string
+	// Surface is the HTTP surface to hang the routes off, shared with
+	// the other parts of Gatehouse (the console); nil makes one.
+	Surface *httpx.Surface
+	Logger  *slog.Logger
+	Version string
 }
 
 // ClientCertMapper says which principal a verified client certificate chain
@@ -88,7 +91,7 @@ type Server struct {
 	db        *store.DB
 	sdk       *sdk.Server
 	tools     map[string]*Tool
-	echo      *echo.Echo
+	echo      *httpx.Surface
 	metrics   *metrics
 	audit     *auditor
 	admit     *admitter
@@ -160,7 +163,11 @@ func New(opts Options) (*Server, error) {
 	}
 	s.sdk.AddReceivingMiddleware(s.filterTools)
 	s.registerResources()
-	s.echo = s.routes()
+	s.echo = opts.Surface
+	if s.echo == nil {
+		s.echo = httpx.New(httpx.Options{PublicURL: opts.PublicURL, TrustedProxies: opts.TrustedProxies, Logger: opts.Logger})
+	}
+	s.routes(s.echo)
 	return s, nil
 }
 

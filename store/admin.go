@@ -152,3 +152,30 @@ func (a *Admin) RevokeAPIKey(ctx context.Context, id string) (*apikey.Key, error
 	}
 	return k, a.db.notify(ctx, a.tx, Invalidation{Kind: InvalidateAPIKey, ID: id})
 }
+
+// MemberAPIKeys lists the keys memberID created in the tenant, newest
+// first.
+func (a *Admin) MemberAPIKeys(ctx context.Context, memberID string) ([]*apikey.Key, error) {
+	if !IsUUID(memberID) {
+		return nil, nil
+	}
+	rows, _ := a.tx.Query(ctx, selectAPIKey+" WHERE k.tenant_id = $1 AND k.member_id = $2 ORDER BY k.created_at DESC, k.id", a.t.ID, memberID)
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*apikey.Key, error) { return scanAPIKey(r) })
+}
+
+// RevokeMemberAPIKey revokes key id if memberID created it in the tenant
+// (ErrNotFound for any other key).
+func (a *Admin) RevokeMemberAPIKey(ctx context.Context, id, memberID string) (*apikey.Key, error) {
+	if !IsUUID(memberID) {
+		return nil, ErrNotFound
+	}
+	var mine bool
+	if err := a.tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM gatehouse.api_keys WHERE id = $1 AND tenant_id = $2 AND member_id = $3)",
+		id, a.t.ID, memberID).Scan(&mine); err != nil {
+		return nil, err
+	}
+	if !mine {
+		return nil, ErrNotFound
+	}
+	return a.RevokeAPIKey(ctx, id)
+}
