@@ -74,4 +74,3 @@ func (db *DB) RevokeSignIn(ctx context.Context, subject, family string) error {
 	}
 	return err
 }
-
