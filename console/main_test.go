@@ -2,6 +2,9 @@ package console_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"io"
 	"log/slog"
 	"net/http"
@@ -36,12 +39,13 @@ var testAuditKey = store.NewAuditKey([]byte("console test audit key, 32 bytes"))
 // with one upstream OIDC provider ("corp") that signs in whoever the test
 // names.
 type site struct {
-	t     *testing.T
-	db    *store.DB
-	srv   *mcp.Server
-	ts    *httptest.Server
-	login *idptest.Login
-	con   *console.Console
+	t       *testing.T
+	db      *store.DB
+	srv     *mcp.Server
+	ts      *httptest.Server
+	login   *idptest.Login
+	con     *console.Console
+	tenants *tenancy.Service
 }
 
 type siteOpts struct {
@@ -107,7 +111,7 @@ func newSite(t *testing.T, o siteOpts) *site {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go srv.FollowInvalidations(ctx)
-	return &site{t: t, db: db, srv: srv, ts: ts, login: login, con: con}
+	return &site{t: t, db: db, srv: srv, ts: ts, login: login, con: con, tenants: tenants}
 }
 
 // person is one person's browser: cookies kept, redirects followed by
@@ -215,3 +219,33 @@ func (s *site) signedIn(sub, email string) *person {
 }
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// forgetTenant drops what the site cached about a tenant changed behind
+// its back (as a NOTIFY from another replica would).
+func forgetTenant(s *site, id string) { s.tenants.Forget(id) }
+
+// csrfFor is the token the session of browser b gets for a form posting to
+// action: what the console derives from the session's key (so a test can
+// aim a valid token of this session at any path, leaving only the other
+// checks to stop it).
+func csrfFor(t *testing.T, b *person, action string) string {
+	t.Helper()
+	u, _ := url.Parse(b.s.ts.URL)
+	var token string
+	for _, c := range b.client.Jar.Cookies(u) {
+		if c.Name == "gatehouse-console" {
+			token = c.Value
+		}
+	}
+	if token == "" {
+		t.Fatal("the browser has no session cookie")
+	}
+	h := sha256.Sum256([]byte("console session:" + token))
+	var key []byte
+	if err := b.s.db.Pool().QueryRow(context.Background(), "SELECT csrf_key FROM gatehouse.console_sessions WHERE id_hash = $1", h[:]).Scan(&key); err != nil {
+		t.Fatal(err)
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("console form:" + action))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}

@@ -46,7 +46,7 @@ func (c *Console) Mount(e *httpx.Surface) {
 	a.GET("/audit/export", c.auditExport, c.allows("read_audit_log"))
 	a.GET("/audit/:id", c.auditShow, c.allows("read_audit_log"))
 	a.POST("/audit/verify", c.auditVerify, c.allows("read_audit_log"))
-	a.GET("/usage", c.usageShow, c.allows("get_usage"))
+	a.GET("/usage", c.usageShow, c.allows("read_audit_log"), c.allows("get_usage")) // drawn from the audit log
 
 	o := g.Group("/operator", c.signedIn, c.operatorOnly, c.csrf)
 	o.GET("", c.operatorTenantList)
@@ -164,7 +164,9 @@ func (c *Console) csrf(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		v := visitorOf(ctx)
 		want := csrfToken(v.sess.CSRFKey, r.URL.Path)
-		if !hmac.Equal([]byte(ctx.FormValue("csrf")), []byte(want)) {
+		// From the body only: a token in the URL would leak through logs and
+		// Referer, and a link could carry it.
+		if !hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(want)) {
 			return echo.NewHTTPError(http.StatusForbidden, "This form did not come from your console page (or your session changed). Reload the page and try again.")
 		}
 		return next(ctx)
@@ -178,7 +180,7 @@ func (c *Console) freshOnly(next echo.HandlerFunc) echo.HandlerFunc {
 		if c.fresh(visitorOf(ctx)) {
 			return next(ctx)
 		}
-		back := ctx.FormValue("back")
+		back := ctx.Request().PostFormValue("back")
 		if back == "" {
 			back = ctx.Request().URL.Path
 		}

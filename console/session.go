@@ -8,6 +8,8 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"path"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -105,7 +107,7 @@ func safeNext(next string) string {
 	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" {
 		return home
 	}
-	if !(u.Path == "/console" || len(u.Path) > len(home) && u.Path[:len(home)] == home) {
+	if clean := path.Clean(u.Path); clean != u.Path && clean+"/" != u.Path || !(clean == "/console" || strings.HasPrefix(clean, home)) {
 		return home
 	}
 	for _, ch := range next {
