@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -31,12 +33,15 @@ func TestConformance(t *testing.T) {
 	nodeDir(t)
 	expected := expectedConformanceFailures(t)
 	// The suite sends ~150 requests in a few seconds with one key.
-	s := runBinary(t, "GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off")
+	// The proxy is the server's public address, as a reverse proxy in
+	// front of a deployment is: its origin is the server's own origin.
+	proxy, forward := authProxy(t)
+	s := runBinary(t, "GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off", "GATEHOUSE_PUBLIC_URL="+proxy)
 	key := keyRe.FindString(s.banner)
 	if key == "" {
 		t.Fatalf("no bootstrap key printed:\n%s", s.banner)
 	}
-	proxy := authProxy(t, s.base, key)
+	forward(s.base, key)
 	results := t.TempDir()
 	out, err := nodeCmd(t, "conformance", "server", "--url", proxy+"/mcp", "-o", results).CombinedOutput()
 	// The suite exits 1 because of the expected failures; what counts is
@@ -143,28 +148,42 @@ func conformanceResults(t *testing.T, dir string) map[string][]conformanceCheck 
 	return got
 }
 
-// authProxy is a reverse proxy in front of the server at base that adds
+// authProxy starts a reverse proxy and returns its URL and forward, which
+// points it at the server at base: from then on it adds
 // "Authorization: Bearer <token>" to every request and changes nothing
 // else (Host, Origin and the body pass through; no X-Forwarded-For), so
 // that a client that cannot send a header (the conformance suite's server
 // mode) reaches Gatehouse as an authenticated caller. It lives only in the
-// tests: the shipped binary has no such flag or listener.
-func authProxy(t *testing.T, base, token string) string {
+// tests: the shipped binary has no such flag or listener. Requests before
+// forward is called get 503.
+func authProxy(t *testing.T) (proxyURL string, forward func(base, token string)) {
 	t.Helper()
-	target, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(&httputil.ReverseProxy{
+	var target atomic.Pointer[url.URL]
+	var bearer atomic.Value
+	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(target)
+			r.SetURL(target.Load())
 			r.Out.Host = r.In.Host
-			r.Out.Header.Set("Authorization", "Bearer "+token)
+			r.Out.Header.Set("Authorization", "Bearer "+bearer.Load().(string))
 		},
 		// Clients closing streams early is normal here; the suite's checks
 		// say what matters.
 		ErrorLog: log.New(io.Discard, "", 0),
-	})
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if target.Load() == nil {
+			http.Error(w, "the proxy has no server yet", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
-	return srv.URL
+	return srv.URL, func(base, token string) {
+		u, err := url.Parse(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bearer.Store(token)
+		target.Store(u)
+	}
 }
