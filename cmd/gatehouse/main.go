@@ -34,6 +34,9 @@ Usage:
   gatehouse tenant list
   gatehouse tenant show T
   gatehouse tenant limits show|set|clear T [--rate 600/m --burst 60]
+  gatehouse tenant suspend|resume T
+  gatehouse tenant export T [--out FILE]
+  gatehouse tenant delete T --confirm T
   gatehouse audit verify --tenant T    check the tenant's audit chain (exit 1 and the first bad record if tampered)
   gatehouse audit tail --tenant T [-n 20]
   gatehouse token mint --tenant T --subject S [--role R] [--scopes S,...] [--ttl 1h]

@@ -13,9 +13,15 @@ import (
 
 func cmdTenant(ctx context.Context, args []string, e *env) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: tenant needs a subcommand: list, show or limits", errUsage)
+		return fmt.Errorf("%w: tenant needs a subcommand: list, show, limits, suspend, resume, export or delete", errUsage)
 	}
 	switch args[0] {
+	case "suspend", "resume":
+		return cmdTenantStatus(ctx, args[0], args[1:], e)
+	case "export":
+		return cmdTenantExport(ctx, args[1:], e)
+	case "delete":
+		return cmdTenantDelete(ctx, args[1:], e)
 	case "list":
 		return cmdTenantList(ctx, args[1:], e)
 	case "show":
