@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -217,8 +216,6 @@ func (s *site) signedIn(sub, email string) *person {
 	}
 	return b
 }
-
-func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // forgetTenant drops what the site cached about a tenant changed behind
 // its back (as a NOTIFY from another replica would).
