@@ -10,14 +10,14 @@ import (
 
 // The attacks of issue 14, each a family: every way in is tried.
 
-func (s *site) exec(t *testing.T, sql string, args ...any) {
+func (s *site) exec(t testing.TB, sql string, args ...any) {
 	t.Helper()
 	if _, err := s.db.Pool().Exec(context.Background(), sql, args...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
 }
 
-func (s *site) scalar(t *testing.T, sql string, args ...any) string {
+func (s *site) scalar(t testing.TB, sql string, args ...any) string {
 	t.Helper()
 	var v string
 	if err := s.db.Pool().QueryRow(context.Background(), sql, args...).Scan(&v); err != nil {

@@ -38,7 +38,7 @@ var testAuditKey = store.NewAuditKey([]byte("console test audit key, 32 bytes"))
 // with one upstream OIDC provider ("corp") that signs in whoever the test
 // names.
 type site struct {
-	t       *testing.T
+	t       testing.TB
 	db      *store.DB
 	srv     *mcp.Server
 	ts      *httptest.Server
@@ -52,7 +52,7 @@ type siteOpts struct {
 	mod       func(*console.Options)
 }
 
-func newSite(t *testing.T, o siteOpts) *site {
+func newSite(t testing.TB, o siteOpts) *site {
 	t.Helper()
 	db := storetest.MustOpenDB(t)
 	log := storetest.Logger(t)
@@ -116,7 +116,7 @@ func newSite(t *testing.T, o siteOpts) *site {
 // person is one person's browser: cookies kept, redirects followed by
 // hand so the test sees where they lead.
 type person struct {
-	t      *testing.T
+	t      testing.TB
 	s      *site
 	client *http.Client
 }
@@ -180,7 +180,7 @@ func (b *person) post(path string, form url.Values) page {
 var csrfField = regexp.MustCompile(`<form[^>]*action="([^"]+)"[^>]*>\s*<input type="hidden" name="csrf" value="([^"]+)"`)
 
 // form returns the CSRF token the page gives the form posting to action.
-func (p page) form(t *testing.T, action string) url.Values {
+func (p page) form(t testing.TB, action string) url.Values {
 	t.Helper()
 	for _, m := range csrfField.FindAllStringSubmatch(p.body, -1) {
 		if unescape(m[1]) == action {
@@ -225,7 +225,7 @@ func forgetTenant(s *site, id string) { s.tenants.Forget(id) }
 // action: what the console derives from the session's key (so a test can
 // aim a valid token of this session at any path, leaving only the other
 // checks to stop it).
-func csrfFor(t *testing.T, b *person, action string) string {
+func csrfFor(t testing.TB, b *person, action string) string {
 	t.Helper()
 	u, _ := url.Parse(b.s.ts.URL)
 	var token string

@@ -12,7 +12,7 @@ import (
 )
 
 // callTool calls a tool at /mcp with token and returns the status and body.
-func (s *site) callTool(t *testing.T, token, tool, args string) (int, string) {
+func (s *site) callTool(t testing.TB, token, tool, args string) (int, string) {
 	t.Helper()
 	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tool + `","arguments":` + args + `}}`
 	req, _ := http.NewRequest(http.MethodPost, s.ts.URL+"/mcp", strings.NewReader(body))
@@ -30,7 +30,7 @@ func (s *site) callTool(t *testing.T, token, tool, args string) (int, string) {
 }
 
 // keyOf has b create a key in the console and returns its secret.
-func keyOf(t *testing.T, b *person, name string) string {
+func keyOf(t testing.TB, b *person, name string) string {
 	t.Helper()
 	f := b.get("/console/keys").form(t, "/console/keys")
 	f.Set("name", name)
