@@ -288,8 +288,11 @@ func (s *Server) FollowInvalidations(ctx context.Context) {
 			s.log.Info("API key revoked: forgot its cached validations", "api_key_id", inv.ID, "entries", n)
 		case store.InvalidateTenant:
 			s.opts.Tenancy.Forget(inv.ID)
+		case store.InvalidateFamily:
+			n := s.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.Claims[authserver.FamilyClaim] == inv.ID })
+			s.log.Info("sign-in revoked: forgot its access tokens' cached validations", "entries", n)
 		case "*": // (re)connected: anything may have changed while we were not listening
-			s.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.APIKeyID != "" })
+			s.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.APIKeyID != "" || p.Claims[authserver.FamilyClaim] != nil })
 			s.opts.Tenancy.Forget("")
 		}
 	})

@@ -65,12 +65,21 @@ func (db *DB) FindSignIns(ctx context.Context, subject string) ([]*SignIn, error
 }
 
 // RevokeSignIn revokes family if it is subject's (ErrNotFound otherwise):
-// its refresh tokens stop working at once.
+// its refresh tokens stop working at once, its access tokens on every
+// replica within a second (a minute at most, if a replica missed the
+// notification: the validation cache's lifetime).
 func (db *DB) RevokeSignIn(ctx context.Context, subject, family string) error {
-	tag, err := db.pool.Exec(ctx, `UPDATE gatehouse.oauth_refresh_tokens SET revoked_at = now()
-		WHERE family = $1 AND identity->>'sub' = $2 AND revoked_at IS NULL`, family, subject)
-	if err == nil && tag.RowsAffected() == 0 {
-		err = ErrNotFound
-	}
-	return err
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE gatehouse.oauth_refresh_tokens SET revoked_at = now()
+			WHERE family = $1 AND identity->>'sub' = $2 AND revoked_at IS NULL`, family, subject)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrNotFound
+		}
+		// Its access tokens die too (authserver.Verifier checks the
+		// family); every replica forgets the ones it validated.
+		return db.notify(ctx, tx, Invalidation{Kind: InvalidateFamily, ID: family})
+	})
 }
