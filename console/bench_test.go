@@ -182,4 +182,3 @@ func BenchmarkAuditExport(b *testing.B) {
 			r10, float64(p10)/(1<<20), r100, float64(n100)/(1<<20), d100.Round(time.Millisecond), float64(p100)/(1<<20))
 	}
 }
-
