@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
 // The attacks of issue 14, each a family: every way in is tried.
@@ -443,5 +445,28 @@ func TestCookie(t *testing.T) {
 	}
 	if n := s.scalar(t, "SELECT count(*)::text FROM gatehouse.console_sessions"); n != "1" {
 		t.Errorf("%s sessions stored", n)
+	}
+}
+
+// TestConsoleRateLimited: the console's tool calls count against the
+// person's rate limit like their MCP requests: past it, a page answers 429
+// with Retry-After and the refusal is audited; the limit is shared with
+// their key at /mcp.
+func TestConsoleRateLimited(t *testing.T) {
+	s := newSite(t, siteOpts{limits: &tenancy.Limits{Principal: tenancy.Rate{PerMinute: 1, Burst: 3}}})
+	b := s.signedIn("ada-1", "ada@acme.example")
+	var last page
+	for range 6 {
+		if last = b.get("/console/admin/members"); last.status == http.StatusTooManyRequests {
+			break
+		}
+	}
+	if last.status != http.StatusTooManyRequests || last.header.Get("Retry-After") == "" || !strings.Contains(last.body, "rate limit exceeded") {
+		t.Fatalf("past the limit: %d %q\n%s", last.status, last.header.Get("Retry-After"), last.body)
+	}
+	s.srv.FlushAudit(context.Background())
+	tn, _ := s.db.FindTenantByKey(context.Background(), "acme.example")
+	if n := s.scalar(t, `SELECT count(*)::text FROM "`+tn.Schema+`".audit_log WHERE decision = 'RATE_LIMITED' AND tool = 'list_members'`); n == "0" {
+		t.Error("the console's rate-limited call was not audited")
 	}
 }

@@ -21,8 +21,8 @@ import (
 // Tools runs MCP tools on the console's behalf: *mcp.Server implements it.
 // Invoke authorizes (role × scope), runs the tool in the member's tenant
 // transaction and audits it there with o.Via; a refusal or a failure meant
-// for the person is an error with a Denied() bool method whose Error() is
-// readable. Allows tells whether a role with scopes may call a tool.
+// for the person is an error with Denied() bool and RetryAfter()
+// time.Duration (rate-limited) methods whose Error() is readable. Allows tells whether a role with scopes may call a tool.
 type Tools interface {
 	Invoke(ctx context.Context, p *identity.Principal, m *tenancy.Membership, o httpx.Origin, tool string, args any) (json.RawMessage, error)
 	Allows(tool string, role tenancy.Role, scopes []string) bool

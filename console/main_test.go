@@ -49,6 +49,7 @@ type site struct {
 
 type siteOpts struct {
 	operators []string
+	limits    *tenancy.Limits
 	mod       func(*console.Options)
 }
 
@@ -86,14 +87,19 @@ func newSite(t testing.TB, o siteOpts) *site {
 	})
 	t.Cleanup(resolver.Close)
 	surface := httpx.New(httpx.Options{PublicURL: ts.URL, Logger: log})
-	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, PublicURL: ts.URL, AuthServer: as,
+	var limiter *tenancy.Limiter
+	if o.limits != nil {
+		limiter = tenancy.NewLimiter(db, *o.limits)
+		t.Cleanup(limiter.Close)
+	}
+	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, PublicURL: ts.URL, AuthServer: as, Limiter: limiter,
 		Surface: surface, Logger: log, Version: "test", AuditKey: testAuditKey})
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts := console.Options{PublicURL: ts.URL, DB: db, Tenancy: tenants, SignIn: as, Tools: srv,
 		RoleScopes: func(r tenancy.Role) []string { return mcp.RoleScopes(r, nil) },
-		Operators:  o.operators,
+		Operators:  o.operators, Limiter: limiter,
 		VerifyAudit: func(ctx context.Context, tn *tenancy.Tenant) (*store.AuditReport, error) {
 			return db.VerifyAudit(ctx, tn, testAuditKey)
 		},

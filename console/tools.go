@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/labstack/echo/v4"
 )
@@ -13,6 +15,7 @@ import (
 type toolError interface {
 	error
 	Denied() bool
+	RetryAfter() time.Duration
 }
 
 // invoke calls tool as the visitor (through Tools: the tool's own role ×
@@ -29,6 +32,9 @@ func (c *Console) invoke(ctx echo.Context, tool string, args, out any) error {
 	switch {
 	case errors.As(err, &te) && te.Denied():
 		return echo.NewHTTPError(http.StatusForbidden, te.Error())
+	case errors.As(err, &te) && te.RetryAfter() > 0:
+		ctx.Response().Header().Set("Retry-After", strconv.Itoa(int(te.RetryAfter().Seconds())))
+		return echo.NewHTTPError(http.StatusTooManyRequests, te.Error())
 	case errors.As(err, &te):
 		return &actionError{te.Error()}
 	case err != nil:

@@ -29,7 +29,12 @@ var (
 type ToolError struct {
 	Message string
 	denied  bool
+	retry   time.Duration // rate-limited: when to try again
 }
+
+// RetryAfter is how long a rate-limited caller should wait; 0 when the
+// call was not rate-limited.
+func (e *ToolError) RetryAfter() time.Duration { return e.retry }
 
 func (e *ToolError) Error() string { return e.Message }
 
@@ -47,15 +52,34 @@ func (e *ToolError) Is(target error) bool { return e.denied && target == ErrTool
 // structured result (JSON). It is how Gatehouse's other surfaces (the
 // console) act, so they never grant what the tool would refuse.
 //
+// Calls count against the same rate limits as the person's requests to
+// /mcp (a refusal is recorded the same way, as an aggregated RATE_LIMITED
+// record).
+//
 // Errors: ErrUnknownTool; a *ToolError whose message is for the person
-// (errors.Is(err, ErrToolDenied) for a denial); any other error is
-// internal (logged here with the request id).
+// (errors.Is(err, ErrToolDenied) for a denial, RetryAfter() > 0 when rate
+// limited); any other error is internal (logged here with the request id).
 func (s *Server) Invoke(ctx context.Context, p *identity.Principal, m *tenancy.Membership, o httpx.Origin, tool string, args any) (json.RawMessage, error) {
 	c := &Caller{Principal: p, Tenant: m.Tenant, Role: m.Role, MemberID: m.MemberID,
 		RequestID: o.RequestID, ClientIP: o.ClientIP, UserAgent: o.UserAgent, Via: o.Via}
 	t := s.tools[tool]
 	if t == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownTool, tool)
+	}
+	// The same rate limits as a request to /mcp: the tenant's and the
+	// person's, shared with their MCP clients.
+	if s.opts.Limiter != nil {
+		d, err := s.opts.Limiter.AllowRequest(ctx, c.Tenant, c.Principal.Subject)
+		if err != nil {
+			s.log.Warn("rate limit check failed; call allowed", "request_id", c.RequestID, "error", err)
+		}
+		if !d.Allowed {
+			s.metrics.rateLimited.WithLabelValues(d.Scope).Inc()
+			s.audit.rateLimited(c, tool, d.Scope+" limit "+d.Limit.String())
+			secs := retrySeconds(d)
+			return nil, &ToolError{Message: fmt.Sprintf("rate limit exceeded (%s %s, %s): retry in %d s", d.Scope, c.Tenant.Key, d.Limit, secs),
+				retry: time.Duration(secs) * time.Second}
+		}
 	}
 	raw, err := json.Marshal(args)
 	if err != nil {
