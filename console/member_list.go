@@ -20,6 +20,7 @@ func (c *Console) memberPage(ctx echo.Context, status int, notice, problem strin
 		return err
 	}
 	v := visitorOf(ctx)
+	domains, role := c.opts.Tenancy.JoinsBy(v.m.Tenant.Key)
 	vw := c.newView(ctx, "Members", "members")
 	vw.Notice, vw.Error = notice, problem
 	vw.Data = struct {
@@ -29,6 +30,8 @@ func (c *Console) memberPage(ctx echo.Context, status int, notice, problem strin
 		Tenant  string
 		Self    string
 		Fresh   bool
-	}{out.Members, roleOptions(tenancy.Admin), v.m.Tenant.Kind == tenancy.Organization, v.m.Tenant.Key, v.m.MemberID, c.fresh(v)}
+		Domains []string
+		Default string
+	}{out.Members, roleOptions(tenancy.Admin), v.m.Tenant.Kind == tenancy.Organization, v.m.Tenant.Key, v.m.MemberID, c.fresh(v), domains, string(role)}
 	return c.render(ctx, status, "members", vw)
 }
