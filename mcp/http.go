@@ -194,14 +194,16 @@ func (s *Server) recover(next echo.HandlerFunc) echo.HandlerFunc {
 func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 	hsts := strings.HasPrefix(s.opts.PublicURL, "https://")
 	return func(c echo.Context) error {
+		// Canonical keys assigned directly: every request, refused ones
+		// included, passes here.
 		h := c.Response().Header()
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-		h.Set("Cross-Origin-Resource-Policy", "same-site")
+		h["X-Content-Type-Options"] = []string{"nosniff"}
+		h["X-Frame-Options"] = []string{"DENY"}
+		h["Referrer-Policy"] = []string{"no-referrer"}
+		h["Content-Security-Policy"] = []string{"default-src 'none'; frame-ancestors 'none'"}
+		h["Cross-Origin-Resource-Policy"] = []string{"same-site"}
 		if hsts {
-			h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+			h["Strict-Transport-Security"] = []string{"max-age=63072000; includeSubDomains"}
 		}
 		return next(c)
 	}
@@ -340,7 +342,7 @@ func (s *Server) refuseOrOutage(c echo.Context, err error, token string) error {
 	s.metrics.authFailures.WithLabelValues("temporarily_unavailable").Inc()
 	s.log.Warn("request refused: a dependency cannot be reached", "request_id", info(c).id, "dependency", o.dependency, "provider", o.provider, "error", err)
 	return s.rpcError(c, http.StatusServiceUnavailable, o.retryAfter(), codeUnavailable, o.message(),
-		map[string]any{"retry_after_seconds": o.retryAfter(), "unavailable": o.dependency, "provider": o.provider})
+		rpcErrorData{Unavailable: o.dependency, Provider: o.provider})
 }
 
 // refuse answers a request whose caller could not be established. err nil
