@@ -213,6 +213,10 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 			s.log.Error("tool call failed", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "subject", c.Principal.Subject, "error", err)
 		}
 		rec.Decision, rec.Reason = store.Failed, outcome
+		if refusedByInput(outcome) {
+			// The caller's input broke a rule: a refusal, not a failure.
+			rec.Decision, rec.Reason = store.Denied, errorText(res)
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if _, aerr := s.db.InsertAuditRecord(rctx, c.Tenant, rec); aerr != nil {
