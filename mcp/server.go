@@ -117,6 +117,12 @@ func New(opts Options) (*Server, error) {
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
 		Logger:       sdkLogger(opts.Logger),
+		// A stateless server has no stream to announce list changes on:
+		// advertise no listChanged (the SDK's default says true). Logging
+		// stays advertised as before: the revisions served before
+		// 2026-07-28 define logging/setLevel.
+		//lint:ignore SA1019 logging is deprecated only from protocol 2026-07-28
+		Capabilities: &sdk.ServerCapabilities{Logging: &sdk.LoggingCapabilities{}, Tools: &sdk.ToolCapabilities{}, Resources: &sdk.ResourceCapabilities{}},
 	})
 	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	s.canQuery = opts.DB.CanCreateRoles(rctx)
