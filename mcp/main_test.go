@@ -69,6 +69,8 @@ type setup struct {
 	upstreams []*authserver.Upstream
 	// asConfig adjusts the authorization server's configuration.
 	asConfig func(*authserver.Config)
+	// options adjusts the server's options.
+	options func(*mcp.Options)
 }
 
 func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
@@ -102,8 +104,12 @@ func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	}
 	resolver := identity.NewResolver(su.resolver)
 	t.Cleanup(resolver.Close)
-	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, Limiter: limiter, PublicURL: g.ts.URL, AuthServer: g.as,
-		Logger: log, Version: "test", ToolPolicy: su.toolPolicy, AuditKey: testAuditKey, AuditLog: slog.New(slog.NewJSONHandler(audit, nil))})
+	opts := mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, Limiter: limiter, PublicURL: g.ts.URL, AuthServer: g.as,
+		Logger: log, Version: "test", ToolPolicy: su.toolPolicy, AuditKey: testAuditKey, AuditLog: slog.New(slog.NewJSONHandler(audit, nil))}
+	if su.options != nil {
+		su.options(&opts)
+	}
+	srv, err := mcp.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

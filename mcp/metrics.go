@@ -19,6 +19,7 @@ type metrics struct {
 	toolDuration *prometheus.HistogramVec
 	authFailures *prometheus.CounterVec
 	rateLimited  *prometheus.CounterVec
+	connsRefused prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -31,6 +32,9 @@ func newMetrics() *metrics {
 			Name: "gatehouse_http_request_duration_seconds", Help: "HTTP request latency by route pattern.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
 		}, []string{"route"}),
+		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatehouse_connections_refused_total", Help: "Connections closed on accept: their client address already had the most connections still sending a request.",
+		}),
 		toolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_tool_calls_total", Help: "MCP tool calls by tool and outcome.",
 		}, []string{"tool", "outcome"}),
@@ -45,7 +49,7 @@ func newMetrics() *metrics {
 			Name: "gatehouse_rate_limited_total", Help: "Requests refused with 429, by the limit's scope (tenant, principal, client).",
 		}, []string{"scope"}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.authFailures, m.rateLimited,
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.authFailures, m.rateLimited, m.connsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

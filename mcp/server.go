@@ -39,6 +39,11 @@ type Options struct {
 	AllowedOrigins []string
 	// ToolTimeout bounds one tool call (default 30s).
 	ToolTimeout time.Duration
+	// ReadHeaderTimeout, BodyTimeout and MaxPendingPerIP bound slow clients
+	// (see conns.go); zero means the Default of each.
+	ReadHeaderTimeout time.Duration
+	BodyTimeout       time.Duration
+	MaxPendingPerIP   int
 	// ToolPolicy overrides the compiled-in role and scope of some tools.
 	ToolPolicy ToolPolicy
 	// AuthServer, when set, is Gatehouse's OAuth authorization server for
@@ -98,6 +103,15 @@ func New(opts Options) (*Server, error) {
 	opts.PublicURL = strings.TrimSuffix(opts.PublicURL, "/")
 	if opts.ToolTimeout <= 0 {
 		opts.ToolTimeout = 30 * time.Second
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = DefaultBodyTimeout
+	}
+	if opts.MaxPendingPerIP <= 0 {
+		opts.MaxPendingPerIP = DefaultMaxPendingPerIP
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -274,18 +288,17 @@ func (s *Server) Drain() { s.draining.Store(true) }
 // ListenAndServe serves on addr until ctx ends, then drains: /readyz fails,
 // the listener closes, and in-flight requests get up to grace to finish.
 func (s *Server) ListenAndServe(ctx context.Context, addr string, grace time.Duration) error {
-	srv := &http.Server{
-		Addr:              addr,
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
+	return s.Serve(ctx, ln, grace)
+}
+
+// Serve is ListenAndServe on a listener of the caller's.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	srv, ln := s.httpServer(ln)
+	srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	errc := make(chan error, 1)
 	if srv.TLSConfig = s.opts.TLS; srv.TLSConfig != nil {
 		s.log.Info("listening (TLS 1.3)", "addr", ln.Addr().String(), "mcp", s.ResourceURL(), "client_certificates", s.opts.ClientCerts != nil)

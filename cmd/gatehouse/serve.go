@@ -93,6 +93,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter, AuthServer: as,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
 		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout, BodyTimeout: cfg.BodyTimeout, MaxPendingPerIP: cfg.MaxPendingPerIP,
 		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(auditOut, nil)),
 		Logger: log, Version: buildVersion(),
 	})
