@@ -66,14 +66,22 @@ func authFailure(err error) authAnswer {
 	return authAnswer{http.StatusInternalServerError, "server_error", "internal error"}
 }
 
+// outcomeInvalidArgs is the outcome (metrics, audit) of a call refused for
+// its arguments.
+const outcomeInvalidArgs = "invalid_arguments"
+
 // toolFailure turns a tool's error into a result the model can read.
 // internal reports whether err was unexpected (and must be logged).
+// Refusals of the caller's input (invalid arguments, objects not found,
+// other user errors) are outcomes the audit records as DENIED with their
+// message as the reason (see refusedByInput); only failures of the server
+// (timeouts, cancellations, internal errors) are audited as ERROR.
 func toolFailure(requestID string, err error) (res *sdk.CallToolResult, outcome string, internal bool) {
 	var ue *userError
 	var busy *store.BusyError
 	switch {
 	case errors.Is(err, errInvalidArgs):
-		return errorResult(err.Error()), "invalid_arguments", false
+		return errorResult(err.Error()), outcomeInvalidArgs, false
 	case errors.As(err, &ue):
 		if errors.Is(err, store.ErrNotFound) {
 			return errorResult(ue.msg), "not_found", false
@@ -89,6 +97,29 @@ func toolFailure(requestID string, err error) (res *sdk.CallToolResult, outcome 
 		return errorResult("the tool call was cancelled"), "cancelled", false
 	}
 	return errorResult("internal error (request id " + requestID + "); the operator can find the details in the server log"), "internal_error", true
+}
+
+// refusedByInput reports whether an outcome of toolFailure refuses the
+// caller's input rather than reports a failure of the server.
+func refusedByInput(outcome string) bool {
+	return outcome == outcomeInvalidArgs || outcome == "not_found" || outcome == "error"
+}
+
+// argRefusal is an invalid-arguments error with its own wording (the
+// query tool's refusals of the caller's statement).
+type argRefusal struct{ msg string }
+
+func (e *argRefusal) Error() string        { return e.msg }
+func (e *argRefusal) Is(target error) bool { return target == errInvalidArgs }
+
+// errorText is the message of an errorResult.
+func errorText(res *sdk.CallToolResult) string {
+	if res != nil && len(res.Content) == 1 {
+		if t, ok := res.Content[0].(*sdk.TextContent); ok {
+			return t.Text
+		}
+	}
+	return ""
 }
 
 func errorResult(msg string) *sdk.CallToolResult {

@@ -58,10 +58,16 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/.well-known/oauth-protected-resource/mcp", prm, publicCORS())
 	e.OPTIONS("/.well-known/oauth-protected-resource/mcp", prm, publicCORS())
 
-	mcpHandler := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
-		Stateless: true,
-		Logger:    sdkLogger(s.log),
-	})
+	sdkHandler := func(jsonResponse bool) http.Handler {
+		return sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
+			Stateless:    true,
+			JSONResponse: jsonResponse,
+			Logger:       sdkLogger(s.log),
+		})
+	}
+	// edge (edge.go) does the content negotiation and JSON-RPC error
+	// answers the SDK cannot be configured to do.
+	mcpHandler := &edge{sse: sdkHandler(false), json: sdkHandler(true), maxBody: sdk.DefaultMaxRequestBodyBytes}
 	// The SDK carries auth.TokenInfo from the request to tool handlers; only
 	// its RequireBearerToken can put it there, so it re-reads the caller the
 	// authenticate middleware already established.

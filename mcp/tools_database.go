@@ -170,7 +170,7 @@ func queryTool() *Tool {
 		var qe *store.QueryError
 		switch {
 		case errors.As(err, &qe):
-			return queryOut{}, userErrorf("the query failed: %s", qe.Msg)
+			return queryOut{}, &argRefusal{"the query failed: " + qe.Msg}
 		case errors.Is(err, store.ErrQueryUnavailable):
 			c.srv.log.Warn("query tool unavailable", "tenant", c.Tenant.Key, "error", err)
 			return queryOut{}, userErrorf("the query tool is not available on this server")
