@@ -3,6 +3,7 @@ package mcp
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -37,7 +38,7 @@ func (s *Server) routes() *echo.Echo {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()))
+	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()), s.metricsAuth)
 
 	servers := []string{}
 	if s.opts.AuthServer != nil && s.opts.AuthServer.SignIn() {
@@ -275,6 +276,13 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := s.limitRequest(c, caller); err != nil || c.Response().Committed {
 			return err
 		}
+		release, err := s.admitRequest(c, caller)
+		if err != nil || c.Response().Committed {
+			return err
+		}
+		if release != nil {
+			defer release()
+		}
 		r := c.Request().WithContext(withCaller(ctx, caller))
 		if byCertificate {
 			// The SDK's RequireBearerToken (the only way to hand tools a
@@ -374,6 +382,24 @@ func (s *Server) refuseWith(c echo.Context, err error, scope []string) error {
 	}
 	h.Set("Cache-Control", "no-store")
 	return c.JSON(a.status, map[string]string{"error": a.code, "error_description": a.description, "request_id": ri.id})
+}
+
+// metricsAuth requires Options.MetricsToken as a bearer token on /metrics
+// when one is configured (RFC 6750 §3 challenge otherwise).
+func (s *Server) metricsAuth(next echo.HandlerFunc) echo.HandlerFunc {
+	want := []byte(s.opts.MetricsToken)
+	return func(c echo.Context) error {
+		if len(want) == 0 {
+			return next(c)
+		}
+		got, _ := bearerToken(c.Request())
+		if subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="gatehouse-metrics"`)
+			return c.JSON(http.StatusUnauthorized, map[string]string{"error": "invalid_token",
+				"error_description": "/metrics needs Authorization: Bearer <GATEHOUSE_METRICS_TOKEN>"})
+		}
+		return next(c)
+	}
 }
 
 func (s *Server) healthz(c echo.Context) error {

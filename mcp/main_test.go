@@ -64,6 +64,7 @@ type setup struct {
 	policy     *tenancy.Policy
 	toolPolicy mcp.ToolPolicy
 	limits     *tenancy.Limits
+	admission  *mcp.Admission
 	// oauth turns on the authorization server, with these upstreams.
 	oauth     bool
 	upstreams []*authserver.Upstream
@@ -105,7 +106,7 @@ func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	resolver := identity.NewResolver(su.resolver)
 	t.Cleanup(resolver.Close)
 	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, Limiter: limiter, PublicURL: g.ts.URL, AuthServer: g.as,
-		Logger: log, Version: "test", ToolPolicy: su.toolPolicy, AllowedOrigins: su.origins, AuditKey: testAuditKey, AuditLog: slog.New(slog.NewJSONHandler(audit, nil))})
+		Logger: log, Version: "test", ToolPolicy: su.toolPolicy, Admission: su.admission, AllowedOrigins: su.origins, AuditKey: testAuditKey, AuditLog: slog.New(slog.NewJSONHandler(audit, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
