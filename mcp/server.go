@@ -220,6 +220,9 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 			s.log.Error("tool call failed", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "subject", c.Principal.Subject, "error", err)
 		}
 		rec.Decision, rec.Reason = store.Failed, outcome
+		if rf := (*refusal)(nil); errors.As(err, &rf) {
+			rec.Decision, rec.Reason = store.Denied, rf.msg
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if _, aerr := s.db.InsertAuditRecord(rctx, c.Tenant, rec); aerr != nil {
