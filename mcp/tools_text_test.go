@@ -145,3 +145,70 @@ func TestWorkspaceToolTexts(t *testing.T) {
 		t.Errorf("query: %q", text(res))
 	}
 }
+
+// TestProjectNamesAndDocuments: texts name projects, save_document answers
+// with metadata and an excerpt (not the body twice), and an archived
+// project can be made active again.
+func TestProjectNamesAndDocuments(t *testing.T) {
+	g := newGatehouse(t)
+	dev := g.connect(t, g.key(t, "acme.com", tenancy.Developer), "")
+	var p struct{ ID string }
+	call(t, dev, "create_project", map[string]any{"name": "Launch"}, &p)
+	for _, tc := range []struct {
+		tool string
+		args map[string]any
+	}{
+		{"add_todo", map[string]any{"title": "ship", "project_id": p.ID}},
+		{"list_todos", nil},
+		{"list_documents", nil},
+	} {
+		if tc.tool == "list_documents" {
+			call(t, dev, "save_document", map[string]any{"title": "plan", "body": "short", "project_id": p.ID}, nil)
+		}
+		res := call(t, dev, tc.tool, tc.args, nil)
+		if !strings.Contains(text(res), `project "Launch"`) || strings.Contains(text(res), "project "+p.ID) {
+			t.Errorf("%s does not name the project: %s", tc.tool, text(res))
+		}
+	}
+
+	body := strings.Repeat("All work and no play makes a dull document. ", 20000) // ~900 KB
+	var saved map[string]any
+	res := call(t, dev, "save_document", map[string]any{"title": "big", "body": body}, &saved)
+	if res.IsError {
+		t.Fatal(text(res))
+	}
+	if len(text(res)) > 1000 || !strings.HasPrefix(text(res), `Saved. Document "big" (id `) || !strings.Contains(text(res), "All work and no play") || !strings.HasSuffix(text(res), "…") {
+		t.Errorf("save_document text (%d bytes): %.300s", len(text(res)), text(res))
+	}
+	if _, ok := saved["body"]; ok {
+		t.Error("save_document's structured result carries the body")
+	}
+	if ex, _ := saved["excerpt"].(string); len(ex) == 0 || len(ex) > 1000 || saved["size"] != float64(len(body)) {
+		t.Errorf("structured result: excerpt %d bytes, size %v", len(ex), saved["size"])
+	}
+	var got struct{ Body string }
+	call(t, dev, "get_document", map[string]any{"id": saved["id"]}, &got)
+	if got.Body != body {
+		t.Error("get_document does not return the whole body")
+	}
+
+	// Archive, take the name, unarchive: refused until renamed; then active.
+	call(t, dev, "archive_project", map[string]any{"id": p.ID}, nil)
+	var taker struct{ ID string }
+	call(t, dev, "create_project", map[string]any{"name": "launch"}, &taker)
+	if res := call(t, dev, "unarchive_project", map[string]any{"id": p.ID}, nil); !res.IsError || !strings.Contains(text(res), "already has this project's name") {
+		t.Errorf("unarchive with the name taken: %s", text(res))
+	}
+	call(t, dev, "update_project", map[string]any{"id": taker.ID, "name": "Launch v2"}, nil)
+	var back struct{ Archived bool }
+	if res := call(t, dev, "unarchive_project", map[string]any{"id": p.ID}, &back); res.IsError || back.Archived || strings.Contains(text(res), "archived") {
+		t.Errorf("unarchive: %s", text(res))
+	}
+	if res := call(t, dev, "add_todo", map[string]any{"title": "again", "project_id": p.ID}, nil); res.IsError {
+		t.Errorf("adding to the unarchived project: %s", text(res))
+	}
+	viewer := g.connect(t, g.key(t, "acme.com", tenancy.Viewer, "mcp:read"), "")
+	if res := call(t, viewer, "unarchive_project", map[string]any{"id": p.ID}, nil); !res.IsError {
+		t.Errorf("a viewer unarchived: %s", text(res))
+	}
+}
