@@ -78,6 +78,12 @@ func buildVersion() string {
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}
+	// Built without a version: the commit the platform deployed, if it says.
+	for _, v := range []string{"RENDER_GIT_COMMIT", "RAILWAY_GIT_COMMIT_SHA"} {
+		if c := os.Getenv(v); c != "" {
+			return c[:min(len(c), 12)]
+		}
+	}
 	return "dev"
 }
 
