@@ -28,15 +28,15 @@ func userErrorf(format string, args ...any) error {
 	return &userError{msg: fmt.Sprintf(format, args...)}
 }
 
-// refusal is a tool call the rules refuse (for example removing an
+// ruleRefusal is a tool call the rules refuse (for example removing an
 // organisation's last admin): the caller reads msg, and the call is audited
 // as DENIED with msg as its reason, not as a failure.
-type refusal struct{ msg string }
+type ruleRefusal struct{ msg string }
 
-func (e *refusal) Error() string { return e.msg }
+func (e *ruleRefusal) Error() string { return e.msg }
 
 func refusef(format string, args ...any) error {
-	return &refusal{msg: fmt.Sprintf(format, args...)}
+	return &ruleRefusal{msg: fmt.Sprintf(format, args...)}
 }
 
 // notFound reports an object missing from the caller's tenant.
@@ -81,7 +81,8 @@ func authFailure(err error) authAnswer {
 // internal reports whether err was unexpected (and must be logged).
 func toolFailure(requestID string, err error) (res *sdk.CallToolResult, outcome string, internal bool) {
 	var ue *userError
-	var rf *refusal
+	var rf *ruleRefusal
+	var busy *store.BusyError
 	switch {
 	case errors.As(err, &rf):
 		return errorResult(rf.msg), "denied", false
@@ -92,6 +93,8 @@ func toolFailure(requestID string, err error) (res *sdk.CallToolResult, outcome 
 			return errorResult(ue.msg), "not_found", false
 		}
 		return errorResult(ue.msg), "error", false
+	case errors.As(err, &busy):
+		return errorResult(fmt.Sprintf("busy: %s are all in use (%d); retry in a moment", busy.What, busy.Limit)), "busy", false
 	case errors.Is(err, context.DeadlineExceeded):
 		return errorResult("the tool call timed out; try again"), "timeout", false
 	case errors.Is(err, context.Canceled):

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/mcp"
+	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
@@ -56,6 +57,14 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_AUTH_FAILURE_BURST", Default: "10", Help: "failed authentications allowed from one client IP at once"},
 	{Name: "GATEHOUSE_REGISTRATION_RATE", Default: "30/h", Help: "OAuth client registrations (RFC 7591) allowed from one client IP"},
 	{Name: "GATEHOUSE_REGISTRATION_BURST", Default: "10", Help: "OAuth client registrations allowed from one client IP at once"},
+	{Name: "GATEHOUSE_DB_TENANT_CONNS", Default: "auto", Help: "database connections for tool calls' transactions; auto: max(8, 2 × cores): 8 on 2 cores, 32 on 16"},
+	{Name: "GATEHOUSE_DB_CONTROL_CONNS", Default: "auto", Help: "database connections for the control plane (credentials, rate limits, audit, readiness), never taken by tool calls; auto: max(4, cores): 4 on 2 cores, 16 on 16"},
+	{Name: "GATEHOUSE_QUERY_CONNS", Default: "auto", Help: "the query tool's own logins open at once, all tenants together; auto: max(4, cores): 4 on 2 cores, 16 on 16"},
+	{Name: "GATEHOUSE_TENANT_QUERY_CONNS", Default: "2", Help: "the query tool's logins one tenant may have open at once (the role's own limit over all replicas is 4)"},
+	{Name: "GATEHOUSE_TENANT_CONCURRENCY", Default: "auto", Help: "tool calls one tenant may have in progress; auto: half of GATEHOUSE_DB_TENANT_CONNS, at least 2: 4 on 2 cores, 16 on 16"},
+	{Name: "GATEHOUSE_PRINCIPAL_CONCURRENCY", Default: "auto", Help: "tool calls one person or key may have in progress; auto: half the tenant's, at least 2: 2 on 2 cores, 8 on 16"},
+	{Name: "GATEHOUSE_TENANT_QUEUE", Default: "64", Help: "a tenant's calls that may wait for a free slot (beyond them: 429 at once)"},
+	{Name: "GATEHOUSE_ADMISSION_WAIT", Default: "2s", Help: "longest a call waits for a free slot before 429; waiting tenants are served fewest-in-progress first"},
 	{Name: "GATEHOUSE_METRICS_TOKEN", Secret: true, Help: "bearer token /metrics requires, 32+ bytes (openssl rand -base64 32); unset: /metrics is open (keep it off the public network)"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
 	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain, 32+ bytes (openssl rand -base64 32); comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
@@ -132,7 +141,9 @@ type Config struct {
 	ClientCA      string
 	ClientCertMap string
 	// notes collects what /readyz reports beyond readiness (see readyNotes).
-	notes *readyNotes
+	notes     *readyNotes
+	DB        store.Options // connection bounds (see bulkheads.go)
+	Admission mcp.Admission
 }
 
 // loadConfig reads the environment and reports every problem at once.
@@ -223,6 +234,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	c.SigningKeys, c.AuditKeys = checkSecrets(getenv, bad, &c.Warnings)
 	c.MetricsToken = strings.TrimSpace(getenv("GATEHOUSE_METRICS_TOKEN"))
 	c.Dev = boolean("GATEHOUSE_DEV")
+	c.DB, c.Admission = loadBulkheads(get, bad)
 	switch c.PgBouncer = strings.ToLower(get("GATEHOUSE_PGBOUNCER")); c.PgBouncer {
 	case "auto", "true", "false":
 	default:

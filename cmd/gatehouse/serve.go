@@ -64,6 +64,7 @@ func serve(ctx context.Context, e *env) error {
 		return err
 	}
 	defer db.close(ctx, log)
+	db.CheckConnectionBudget(ctx)
 	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
 		return fmt.Errorf("migrating tenant schemas: %w", err)
 	}
@@ -139,7 +140,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		TLS: tlsConfig, ClientCerts: clientCerts,
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter, AuthServer: as,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
-		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy,
+		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Admission: &cfg.Admission,
 		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(auditOut, nil)),
 		ReadyNotes: cfg.notes.snapshot, MetricsToken: cfg.MetricsToken, Logger: log, Version: buildVersion(),
 	})
@@ -165,7 +166,7 @@ func newAuthServer(ctx context.Context, cfg *Config, db *database, tenants *tena
 	}
 	as, err := authserver.New(authserver.Config{
 		Issuer: cfg.PublicURL, Resource: cfg.PublicURL + "/mcp", Store: db.DB, Keys: keys,
-		Upstreams: cfg.Providers.signin, Place: mcp.Placer(tenants),
+		Upstreams: cfg.Providers.signin, Place: mcp.Placer(tenants, cfg.ToolPolicy),
 		TokenTTL: cfg.TokenTTL, RefreshTTL: cfg.RefreshTTL, Dev: cfg.Dev,
 		AllowRegistration: func(ctx context.Context, ip string) (bool, time.Duration) {
 			d, err := limiter.AllowRegistration(ctx, ip)
