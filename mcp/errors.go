@@ -28,6 +28,17 @@ func userErrorf(format string, args ...any) error {
 	return &userError{msg: fmt.Sprintf(format, args...)}
 }
 
+// ruleRefusal is a tool call the rules refuse (for example removing an
+// organisation's last admin): the caller reads msg, and the call is audited
+// as DENIED with msg as its reason, not as a failure.
+type ruleRefusal struct{ msg string }
+
+func (e *ruleRefusal) Error() string { return e.msg }
+
+func refusef(format string, args ...any) error {
+	return &ruleRefusal{msg: fmt.Sprintf(format, args...)}
+}
+
 // notFound reports an object missing from the caller's tenant.
 func notFound(what, id string) error {
 	return fmt.Errorf("%w: %w", &userError{msg: fmt.Sprintf("%s %q not found", what, id)}, store.ErrNotFound)
@@ -78,8 +89,11 @@ const outcomeInvalidArgs = "invalid_arguments"
 // (timeouts, cancellations, internal errors) are audited as ERROR.
 func toolFailure(requestID string, err error) (res *sdk.CallToolResult, outcome string, internal bool) {
 	var ue *userError
+	var rf *ruleRefusal
 	var busy *store.BusyError
 	switch {
+	case errors.As(err, &rf):
+		return errorResult(rf.msg), "denied", false
 	case errors.Is(err, errInvalidArgs):
 		return errorResult(err.Error()), outcomeInvalidArgs, false
 	case errors.As(err, &ue):

@@ -269,7 +269,9 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 			s.log.Warn("tool call failed: the database is unavailable", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", err)
 		}
 		rec.Decision, rec.Reason = store.Failed, outcome
-		if refusedByInput(outcome) {
+		if rf := (*ruleRefusal)(nil); errors.As(err, &rf) {
+			rec.Decision, rec.Reason = store.Denied, rf.msg
+		} else if refusedByInput(outcome) {
 			// The caller's input broke a rule: a refusal, not a failure.
 			rec.Decision, rec.Reason = store.Denied, errorText(res)
 		}

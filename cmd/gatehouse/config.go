@@ -36,6 +36,8 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_PUBLIC_URL", Help: "canonical external URL, e.g. https://mcp.example.com (set it for a custom domain); default: the platform's own URL (RENDER_EXTERNAL_URL, RAILWAY_PUBLIC_DOMAIN, FLY_APP_NAME), else http://localhost:<port>"},
 	{Name: "RENDER_EXTERNAL_URL", Help: "set by Render: the service's URL, the default GATEHOUSE_PUBLIC_URL there"},
 	{Name: "RAILWAY_PUBLIC_DOMAIN", Help: "set by Railway: the service's public domain; https://<it> is the default GATEHOUSE_PUBLIC_URL there"},
+	{Name: "RENDER_GIT_COMMIT", Help: "set by Render: the commit deployed, the version reported when the binary was built without one"},
+	{Name: "RAILWAY_GIT_COMMIT_SHA", Help: "set by Railway: the commit deployed, the version reported when the binary was built without one"},
 	{Name: "FLY_APP_NAME", Help: "set by Fly.io: the app's name; https://<it>.fly.dev is the default GATEHOUSE_PUBLIC_URL there"},
 	{Name: "GATEHOUSE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error"},
 	{Name: "GATEHOUSE_AUTH_CACHE_TTL", Default: "60s", Help: "how long a validated credential is reused (never past its expiry)"},
