@@ -43,5 +43,5 @@ var Node = Dep{
 		}
 		return executable(filepath.Join(E2EDir(), "node_modules", ".bin", "node"))()
 	},
-	How: "install npm (with any Node.js, https://nodejs.org), then `make test` runs npm ci in cmd/gatehouse/testdata/e2e, which also installs the pinned Node.js 22",
+	How: "install Node.js and npm (https://nodejs.org), then `make test` runs npm ci in cmd/gatehouse/testdata/e2e, which also installs the pinned Node.js 22",
 }
