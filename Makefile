@@ -14,8 +14,10 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/gatehouse ./cmd/gatehouse
 
+# make run listens on this machine only (localhost:$PORT, default 8080);
+# the binary's own default, :$PORT, is for platforms. GATEHOUSE_ADDR overrides.
 run: build
-	./bin/gatehouse serve
+	GATEHOUSE_ADDR="$${GATEHOUSE_ADDR:-localhost:$${PORT:-8080}}" exec ./bin/gatehouse serve
 
 # The tests, then one line per optional program that was missing, naming
 # the tests that skipped for want of it (go test hides the skip messages of

@@ -70,6 +70,7 @@ func authFailure(err error) authAnswer {
 // internal reports whether err was unexpected (and must be logged).
 func toolFailure(requestID string, err error) (res *sdk.CallToolResult, outcome string, internal bool) {
 	var ue *userError
+	var busy *store.BusyError
 	switch {
 	case errors.Is(err, errInvalidArgs):
 		return errorResult(err.Error()), "invalid_arguments", false
@@ -78,6 +79,8 @@ func toolFailure(requestID string, err error) (res *sdk.CallToolResult, outcome 
 			return errorResult(ue.msg), "not_found", false
 		}
 		return errorResult(ue.msg), "error", false
+	case errors.As(err, &busy):
+		return errorResult(fmt.Sprintf("busy: %s are all in use (%d); retry in a moment", busy.What, busy.Limit)), "busy", false
 	case errors.Is(err, context.DeadlineExceeded):
 		return errorResult("the tool call timed out; try again"), "timeout", false
 	case errors.Is(err, context.Canceled):

@@ -64,11 +64,14 @@ type setup struct {
 	policy     *tenancy.Policy
 	toolPolicy mcp.ToolPolicy
 	limits     *tenancy.Limits
+	admission  *mcp.Admission
 	// oauth turns on the authorization server, with these upstreams.
 	oauth     bool
 	upstreams []*authserver.Upstream
 	// asConfig adjusts the authorization server's configuration.
 	asConfig func(*authserver.Config)
+	// origins may call /mcp from a browser (GATEHOUSE_ALLOWED_ORIGINS).
+	origins []string
 }
 
 func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
@@ -103,7 +106,7 @@ func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	resolver := identity.NewResolver(su.resolver)
 	t.Cleanup(resolver.Close)
 	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, Limiter: limiter, PublicURL: g.ts.URL, AuthServer: g.as,
-		Logger: log, Version: "test", ToolPolicy: su.toolPolicy, AuditKey: testAuditKey, AuditLog: slog.New(slog.NewJSONHandler(audit, nil))})
+		Logger: log, Version: "test", ToolPolicy: su.toolPolicy, Admission: su.admission, AllowedOrigins: su.origins, AuditKey: testAuditKey, AuditLog: slog.New(slog.NewJSONHandler(audit, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,8 @@ type metrics struct {
 	toolDuration *prometheus.HistogramVec
 	authFailures *prometheus.CounterVec
 	rateLimited  *prometheus.CounterVec
+	busy         *prometheus.CounterVec
+	unavailable  *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -44,8 +46,14 @@ func newMetrics() *metrics {
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_rate_limited_total", Help: "Requests refused with 429, by the limit's scope (tenant, principal, client).",
 		}, []string{"scope"}),
+		busy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_concurrency_refused_total", Help: "Calls refused with 429 by a concurrency bound, by its scope (tenant, principal, server).",
+		}, []string{"scope"}),
+		unavailable: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_unavailable_total", Help: "Requests answered 503 because a dependency could not be reached, by dependency (database, identity_provider).",
+		}, []string{"dependency"}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.authFailures, m.rateLimited,
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.authFailures, m.rateLimited, m.busy, m.unavailable,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,11 +1,9 @@
 package mcp
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -44,44 +42,44 @@ func (s *Server) tooMany(c echo.Context, d tenancy.Decision, what string) error 
 	h := c.Response().Header()
 	rateHeaders(h, d)
 	secs := retrySeconds(d)
-	h.Set("Retry-After", strconv.Itoa(secs))
 	s.metrics.rateLimited.WithLabelValues(d.Scope).Inc()
 	msg := fmt.Sprintf("rate limit exceeded (%s, %s): retry in %d s", what, d.Limit, secs)
-	id, _ := peek(c.Request())
-	return c.JSON(http.StatusTooManyRequests, map[string]any{
+	return s.rpcError(c, http.StatusTooManyRequests, secs, codeRateLimited, msg, map[string]any{"retry_after_seconds": secs, "scope": d.Scope})
+}
+
+// rpcError answers a request with an HTTP error status, Retry-After, and
+// a JSON-RPC error for the request's id.
+func (s *Server) rpcError(c echo.Context, status, retryAfter, code int, msg string, data map[string]any) error {
+	h := c.Response().Header()
+	h.Set("Retry-After", strconv.Itoa(retryAfter))
+	h.Set("Cache-Control", "no-store")
+	p := peekRequest(c)
+	return c.JSON(status, map[string]any{
 		"jsonrpc": "2.0",
-		"id":      id,
-		"error":   map[string]any{"code": codeRateLimited, "message": msg, "data": map[string]any{"retry_after_seconds": secs, "scope": d.Scope}},
+		"id":      p.id,
+		"error":   map[string]any{"code": code, "message": msg, "data": data},
 	})
 }
 
-// peek reads a request's JSON-RPC id (null when it has none or is a batch)
-// and what it asks for (the tool's name for tools/call, else the method),
-// leaving the body readable.
-func peek(r *http.Request) (id json.RawMessage, what string) {
-	id = json.RawMessage("null")
-	if r.Body == nil {
-		return id, ""
+// peeked is what a request asks for, read once from its body.
+type peeked struct {
+	id     json.RawMessage // null when it has none or is a batch
+	method string
+	what   string // the tool's name for tools/call, else the method
+}
+
+const peekedKey = "gatehouse.peeked"
+
+// peekRequest reads a request's JSON-RPC id, method and tool name, leaving
+// the body readable, once per request.
+func peekRequest(c echo.Context) *peeked {
+	if p, ok := c.Get(peekedKey).(*peeked); ok {
+		return p
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	r.Body = io.NopCloser(bytes.NewReader(b))
-	var msg struct {
-		ID     json.RawMessage `json:"id"`
-		Method string          `json:"method"`
-		Params struct {
-			Name string `json:"name"`
-		} `json:"params"`
-	}
-	if err != nil || json.Unmarshal(b, &msg) != nil {
-		return id, ""
-	}
-	if len(msg.ID) > 0 {
-		id = msg.ID
-	}
-	if msg.Method == "tools/call" {
-		return id, truncate(msg.Params.Name, 64)
-	}
-	return id, truncate(msg.Method, 64)
+	p := &peeked{}
+	p.id, p.method, p.what = peek(c.Request())
+	c.Set(peekedKey, p)
+	return p
 }
 
 // limitRequest charges a request to its tenant and principal; nil means go on.
@@ -94,8 +92,7 @@ func (s *Server) limitRequest(c echo.Context, caller *Caller) error {
 		s.log.Warn("rate limit check failed; request allowed", "request_id", caller.RequestID, "error", err)
 	}
 	if !d.Allowed {
-		_, what := peek(c.Request())
-		s.audit.rateLimited(caller, what, d.Scope+" limit "+d.Limit.String())
+		s.audit.rateLimited(caller, peekRequest(c).what, d.Scope+" limit "+d.Limit.String())
 		return s.tooMany(c, d, d.Scope+" "+caller.Tenant.Key)
 	}
 	rateHeaders(c.Response().Header(), d)

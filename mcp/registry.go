@@ -23,6 +23,10 @@ type Tool struct {
 	Name  string
 	Role  tenancy.Role // minimum member role
 	Scope string       // scope the credential must carry
+	// ownConn: the tool opens its own database connection and runs
+	// outside a tenant transaction (Call.Tx is nil); its audit record is
+	// written after it, in a transaction of its own.
+	ownConn bool
 
 	def    *sdk.Tool
 	input  *jsonschema.Resolved
@@ -51,6 +55,11 @@ type ToolSpec struct {
 	Destructive              bool
 	// Input adjusts the schema inferred from the input type (limits, enums).
 	Input func(*jsonschema.Schema)
+	// OwnConnection: the tool reads nothing through Call.Tx and changes
+	// nothing, and uses a connection of its own (query): it runs outside a
+	// tenant transaction, so it holds no tenant connection while it waits
+	// for its own (see store's "Connections").
+	OwnConnection bool
 }
 
 // Texter lets a tool result provide readable text next to its structured
@@ -75,11 +84,12 @@ func newTool[In, Out any](spec ToolSpec, handle func(ctx context.Context, c *Cal
 	}
 	destructive := spec.Destructive
 	return &Tool{
-		Name:   spec.Name,
-		Role:   spec.Role,
-		Scope:  spec.Scope,
-		input:  resolved,
-		output: resolvedOut,
+		Name:    spec.Name,
+		Role:    spec.Role,
+		Scope:   spec.Scope,
+		ownConn: spec.OwnConnection,
+		input:   resolved,
+		output:  resolvedOut,
 		def: &sdk.Tool{
 			Name:         spec.Name,
 			Title:        spec.Title,

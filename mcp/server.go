@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
@@ -39,6 +40,9 @@ type Options struct {
 	AllowedOrigins []string
 	// ToolTimeout bounds one tool call (default 30s).
 	ToolTimeout time.Duration
+	// Admission bounds the calls in flight; nil means
+	// DefaultAdmission(the tenant-work pool's size).
+	Admission *Admission
 	// ToolPolicy overrides the compiled-in role and scope of some tools.
 	ToolPolicy ToolPolicy
 	// AuthServer, when set, is Gatehouse's OAuth authorization server for
@@ -63,8 +67,11 @@ type Options struct {
 	// warnings and identity providers that failed their check. They are
 	// for the operator; they do not make the replica unready.
 	ReadyNotes func() map[string]string
-	Logger     *slog.Logger
-	Version    string
+	// MetricsToken, when set, is the bearer token /metrics requires
+	// (Prometheus: authorization.credentials); empty leaves /metrics open.
+	MetricsToken string
+	Logger       *slog.Logger
+	Version      string
 }
 
 // ClientCertMapper says which principal a verified client certificate chain
@@ -84,6 +91,7 @@ type Server struct {
 	echo      *echo.Echo
 	metrics   *metrics
 	audit     *auditor
+	admit     *admitter
 	cursorKey cursorKey
 	draining  atomic.Bool
 
@@ -118,6 +126,14 @@ func New(opts Options) (*Server, error) {
 		audit:   newAuditor(opts.DB, opts.AuditKey, opts.AuditLog, opts.Logger),
 	}
 	s.cursorKey = opts.AuditKey.Derive("pagination cursors")
+	adm := DefaultAdmission(int(opts.DB.Limits().TenantConns))
+	if opts.Admission != nil {
+		adm = *opts.Admission
+	}
+	s.admit = newAdmitter(adm)
+	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read) admitted and not finished.",
+	}, func() float64 { return float64(s.admit.inFlight()) }))
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
 		Logger:       sdkLogger(opts.Logger),
@@ -178,7 +194,7 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 			}
 		}
 		start := time.Now()
-		res, outcome := s.call(ctx, t, c, req.Params.Arguments)
+		res, outcome, _ := s.call(ctx, t, c, req.Params.Arguments)
 		s.metrics.toolCall(t.Name, outcome, time.Since(start))
 		return res, nil
 	}
@@ -187,24 +203,35 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 // call decides and runs one tool call, and audits it in the same
 // transaction as its effect, so no effect exists without its record. A call
 // that fails rolls its transaction back and is recorded in a fresh one, so
-// every call leaves a record.
-func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string) {
+// every call leaves a record. A tool with its own connection (query) runs
+// before its record's transaction, never inside one: a call holds at most
+// one tenant connection at a time. err is the failure, if any, for the
+// caller to classify (the result already says it to the model).
+func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string, error) {
 	rec := s.audit.base(c, t.Name, raw)
 	var res *sdk.CallToolResult
 	outcome := "ok"
 	var after []func()
-	err := s.db.WithTenant(ctx, c.Tenant, func(tx pgx.Tx) error {
-		after = nil
-		if !t.allows(c) {
-			rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)
-			res, outcome = denial(t, c), "denied"
-		} else if err := s.execute(ctx, tx, t, c, raw, &res, &after); err != nil {
-			return err
-		} else {
+	var err error
+	if t.ownConn && t.allows(c) {
+		if err = s.execute(ctx, nil, t, c, raw, &res, &after); err == nil {
 			rec.Decision = store.Allowed
+			err = s.db.WithTenant(ctx, c.Tenant, func(tx pgx.Tx) error { return store.InsertAudit(ctx, tx, rec) })
 		}
-		return store.InsertAudit(ctx, tx, rec)
-	})
+	} else {
+		err = s.db.InTenant(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
+			after = nil
+			if !t.allows(c) {
+				rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)
+				res, outcome = denial(t, c), "denied"
+			} else if err := s.execute(ctx, tx, t, c, raw, &res, &after); err != nil {
+				return err
+			} else {
+				rec.Decision = store.Allowed
+			}
+			return store.InsertAudit(ctx, tx, rec)
+		})
+	}
 	if err == nil {
 		for _, f := range after {
 			f()
@@ -225,7 +252,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		}
 	}
 	s.audit.written(c.Tenant, rec)
-	return res, outcome
+	return res, outcome, err
 }
 
 // execute validates the arguments and runs the tool in tx, within the tool

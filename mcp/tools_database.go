@@ -156,7 +156,7 @@ func queryTool() *Tool {
 		Name: "query", Title: "Query the workspace with SQL",
 		Description: "Runs one read-only SQL SELECT over your organisation's workspace tables (see list_tables) and returns the rows as a table. " +
 			"At most 5 seconds, 1000 rows and 512 KB.",
-		Role: tenancy.Developer, Scope: identity.ScopeRead, ReadOnly: true, Idempotent: true,
+		Role: tenancy.Developer, Scope: identity.ScopeRead, ReadOnly: true, Idempotent: true, OwnConnection: true,
 		Input: func(s *jsonschema.Schema) {
 			s.Properties["sql"].MinLength, s.Properties["sql"].MaxLength = new(1), new(10000)
 			s.Properties["limit"].Minimum, s.Properties["limit"].Maximum = new(1.0), new(1000.0)

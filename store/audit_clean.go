@@ -142,7 +142,7 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 	if len(recs) == 0 {
 		return 0, nil
 	}
-	err = db.WithTenant(ctx, t, func(tx pgx.Tx) error {
+	err = db.WithTenantControl(ctx, t, func(tx pgx.Tx) error {
 		for _, r := range recs {
 			if err := InsertAudit(ctx, tx, r); err != nil {
 				return err
@@ -170,12 +170,12 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 // its own, in its reduced form if it cannot be written as it is (reduced
 // reports that). An error means neither form could be written.
 func (db *DB) InsertAuditRecord(ctx context.Context, t *tenancy.Tenant, r *AuditRecord) (reduced bool, err error) {
-	err = db.WithTenant(ctx, t, func(tx pgx.Tx) error { return InsertAudit(ctx, tx, r) })
+	err = db.WithTenantControl(ctx, t, func(tx pgx.Tx) error { return InsertAudit(ctx, tx, r) })
 	if err == nil {
 		return false, nil
 	}
 	red := r.reduced(err)
-	if e := db.WithTenant(ctx, t, func(tx pgx.Tx) error { return InsertAudit(ctx, tx, red) }); e != nil {
+	if e := db.WithTenantControl(ctx, t, func(tx pgx.Tx) error { return InsertAudit(ctx, tx, red) }); e != nil {
 		return false, fmt.Errorf("storing an audit record: %w (reduced form: %w)", err, e)
 	}
 	*r = *red

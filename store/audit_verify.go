@@ -19,6 +19,10 @@ type AuditReport struct {
 	Problem  string // empty when the chain is intact; else the first problem found
 	Seq      int64  // chain position of the first bad record, if any
 	ID       int64  // its id
+	// UnknownKey is set when the chain could not be checked here: record
+	// Seq was chained with this key (its fingerprint), which was not given.
+	// Tampering cannot be told apart from a missing key.
+	UnknownKey string
 	// Keys are the stretches of the chain each key chained, in chain
 	// order: more than one after a rotation of GATEHOUSE_AUDIT_KEY.
 	Keys []AuditKeySpan
@@ -84,7 +88,9 @@ func (db *DB) VerifyAudit(ctx context.Context, t *tenancy.Tenant, keys ...AuditK
 			case r.ChainSeq != want:
 				bad("records %d to %d of the chain are missing (deleted)", want, r.ChainSeq-1)
 			case !known:
-				bad("record %d (id %d) was chained with another key (id %s); verify with that GATEHOUSE_AUDIT_KEY too (comma-separated, newest first)", r.ChainSeq, r.ID, keyID)
+				bad("unverifiable here: record %d (id %d) is chained with key %s, which is not configured (tampering cannot be told apart from a missing key); "+
+					"verify with that GATEHOUSE_AUDIT_KEY too (comma-separated, newest first)", r.ChainSeq, r.ID, keyID)
+				rep.UnknownKey = keyID
 			case last != nil && last.KeyID != keyID && at > rank[last.KeyID]:
 				bad("record %d (id %d) was chained with the older key %s after records chained with the newer key %s: it was written with a retired key", r.ChainSeq, r.ID, keyID, last.KeyID)
 			case !bytes.Equal(prevHash, prev):

@@ -5,20 +5,32 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/semaphore"
+	"golang.org/x/sync/singleflight"
 )
 
 // ErrNotFound is returned when a workspace row does not exist in the
 // caller's tenant.
 var ErrNotFound = errors.New("not found")
 
-// Options configure [Open]. A nil *Options means the defaults.
+// Options configure [Open]. A nil *Options means the defaults; a zero
+// field means its default (see [DefaultLimits]).
 type Options struct {
-	// MaxConns bounds the pool (default: pgxpool's, max(4, GOMAXPROCS)).
-	MaxConns int32
+	// TenantConns bounds the pool of tenant work: the transactions of tool
+	// calls ([DB.WithTenant]).
+	TenantConns int32
+	// ControlConns bounds the control-plane pool: credential and tenant
+	// look-ups, rate limits, audit writes and chaining, readiness,
+	// provisioning, the query roles' set-up.
+	ControlConns int32
+	// QueryConns bounds the query tool's own logins open at once in this
+	// process, over all tenants; TenantQueryConns those of one tenant.
+	QueryConns, TenantQueryConns int
 	// TransactionPooler says the connection string leads to a pooler in
 	// transaction mode (PgBouncer): no server-side prepared statements, no
 	// session state, and invalidations are polled rather than LISTENed to.
@@ -26,18 +38,39 @@ type Options struct {
 	Logger            *slog.Logger
 }
 
+// DefaultLimits are the defaults of Options' connection bounds for n cores
+// (GOMAXPROCS): tenant pool max(8, 2n), control pool max(4, n), query
+// logins max(4, n) in all and 2 per tenant. Two cores: 8 + 4 + 4 (+1 for
+// LISTEN) = 17 connections; sixteen: 32 + 16 + 16 + 1 = 65, within
+// PostgreSQL's default max_connections of 100.
+func DefaultLimits(n int) Options {
+	return Options{TenantConns: int32(max(8, 2*n)), ControlConns: int32(max(4, n)), QueryConns: max(4, n), TenantQueryConns: 2}
+}
+
 // DB is Gatehouse's database.
+//
+// It holds two pools (see the package documentation, "Connections"):
+// work, for tenant transactions, and pool, for everything else.
 type DB struct {
-	pool *pgxpool.Pool
+	pool *pgxpool.Pool // control plane
+	work *pgxpool.Pool // tenant work (WithTenant)
 	log  *slog.Logger
 	// hotMode runs the fixed, fully qualified statements of every request
 	// (rate limits): prepared once per connection where allowed.
 	hotMode pgx.QueryExecMode
 	// pooled: behind a transaction pooler (Options.TransactionPooler).
 	pooled bool
-	// queryLogins remembers the query roles whose login is enabled.
+	// queryLogins remembers the query roles whose login is enabled
+	// (role → password); querySetup runs one set-up per tenant at a time.
 	queryLogins sync.Map
-	secrets     sync.Map // name → []byte, see Secret
+	querySetup  singleflight.Group
+	// queryAll and queryTenant bound the query tool's logins.
+	queryAll       *semaphore.Weighted
+	queryTenantMax int64
+	queryMu        sync.Mutex
+	queryTenant    map[string]*tenantSem
+	secrets        sync.Map // name → []byte, see Secret
+	limits         Options  // the bounds in force
 }
 
 // Open connects to the database at connString and checks that it answers.
@@ -53,9 +86,8 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "gatehouse"
 	}
-	if opts.MaxConns > 0 {
-		cfg.MaxConns = opts.MaxConns
-	}
+	lim := withDefaults(*opts)
+	cfg.MaxConns = lim.ControlConns
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
@@ -64,22 +96,77 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("database: cannot connect to %s@%s/%s: %w", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Database, err)
 	}
+	wcfg := cfg.Copy()
+	wcfg.MaxConns = lim.TenantConns
+	work, err := pgxpool.NewWithConfig(ctx, wcfg)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database: %w", err)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	db := &DB{pool: pool, log: log, hotMode: pgx.QueryExecModeCacheStatement, pooled: opts.TransactionPooler}
+	db := &DB{pool: pool, work: work, log: log, hotMode: pgx.QueryExecModeCacheStatement, pooled: opts.TransactionPooler,
+		queryAll: semaphore.NewWeighted(int64(lim.QueryConns)), queryTenantMax: int64(lim.TenantQueryConns),
+		queryTenant: map[string]*tenantSem{}, limits: lim}
 	if opts.TransactionPooler {
 		db.hotMode = pgx.QueryExecModeExec
 	}
 	return db, nil
 }
 
+func withDefaults(o Options) Options {
+	d := DefaultLimits(runtime.GOMAXPROCS(0))
+	if o.TenantConns <= 0 {
+		o.TenantConns = d.TenantConns
+	}
+	if o.ControlConns <= 0 {
+		o.ControlConns = d.ControlConns
+	}
+	if o.QueryConns <= 0 {
+		o.QueryConns = d.QueryConns
+	}
+	if o.TenantQueryConns <= 0 {
+		o.TenantQueryConns = d.TenantQueryConns
+	}
+	o.TenantQueryConns = min(o.TenantQueryConns, o.QueryConns)
+	return o
+}
+
+// Limits returns the connection bounds in force (defaults filled in).
+func (db *DB) Limits() Options { return db.limits }
+
 // Close closes every connection.
-func (db *DB) Close() { db.pool.Close() }
+func (db *DB) Close() { db.work.Close(); db.pool.Close() }
 
 // Ping checks that the database answers.
 func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
 
-// Pool exposes the pool to tests and benchmarks in this module.
+// Pool exposes the control-plane pool to tests and benchmarks in this module.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }
+
+// TenantPool exposes the tenant-work pool to tests in this module.
+func (db *DB) TenantPool() *pgxpool.Pool { return db.work }
+
+// CheckConnectionBudget logs the connections this process may open (both
+// pools, the query logins, the invalidation listener) against the
+// server's max_connections less its reserved slots, and warns when one
+// process alone could exhaust them. (Replicas multiply the sum.)
+func (db *DB) CheckConnectionBudget(ctx context.Context) {
+	l := db.limits
+	mine := int(l.TenantConns) + int(l.ControlConns) + l.QueryConns + 1
+	var maxConns, reserved int
+	err := db.pool.QueryRow(ctx, "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int").Scan(&maxConns, &reserved)
+	if err != nil {
+		db.log.Warn("cannot read max_connections", "error", err)
+		return
+	}
+	attrs := []any{"tenant_pool", l.TenantConns, "control_pool", l.ControlConns, "query_logins", l.QueryConns,
+		"query_logins_per_tenant", l.TenantQueryConns, "this_process_at_most", mine, "max_connections", maxConns, "reserved", reserved}
+	if mine > maxConns-reserved {
+		db.log.Warn("this process alone may open more connections than the database allows: lower GATEHOUSE_DB_TENANT_CONNS, GATEHOUSE_DB_CONTROL_CONNS or GATEHOUSE_QUERY_CONNS, or raise max_connections", attrs...)
+		return
+	}
+	db.log.Info("database connections", attrs...)
+}

@@ -19,6 +19,43 @@
 // Gatehouse's own fixed SQL runs in WithTenant; user-written SQL needs a
 // session whose session user is the tenant role.
 //
+// # Connections
+//
+// Two pools, so that control-plane work never queues behind tenant work:
+//
+//   - the tenant-work pool serves [DB.WithTenant] and [DB.InTenant], the
+//     transactions of tool calls;
+//   - the control pool serves everything else: credential and tenant
+//     look-ups, rate limits, aggregated audit records and chaining,
+//     readiness, provisioning, secrets, the query roles' set-up.
+//
+// The query tool's sessions are logins of their own (see query.go), bounded
+// per tenant and per process ([Options].TenantQueryConns, QueryConns) and
+// by each query role's CONNECTION LIMIT; a query over a bound waits briefly
+// and is then refused with a [BusyError].
+//
+// The rule that keeps this deadlock-free: no code path holds a connection
+// while it waits for another from the same pool. When every connection of a
+// pool is held by callers that each wait for a second one, none is ever
+// returned (seen: four first query calls at once, each holding a tenant
+// connection while its set-up waited for another, hung until their time
+// limit). So:
+//
+//   - a function that opens a transaction reads what it needs from other
+//     statements (secrets, lock seeds) before it begins, and calls only
+//     (ctx, tx, …) helpers inside;
+//   - a tool call holds at most one tenant connection; code inside it may
+//     use the control pool (whose users never wait for a tenant connection,
+//     so the order tenant → control cannot cycle), never a second tenant
+//     connection: [DB.InTenant] marks its context, and WithTenant or Query
+//     called with it fail at once with [ErrNestedConnection];
+//   - the query tool runs outside any tenant transaction (its audit record
+//     is written after it), so it holds nothing while it waits for a login.
+//
+// Errors of a database that cannot be reached right now (refused or lost
+// connections, restarts, no free slot) satisfy [Unavailable]: callers answer
+// them as temporary.
+//
 // # Migrations
 //
 // The control schema "gatehouse" records its version in

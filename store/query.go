@@ -63,10 +63,11 @@ func (db *DB) Query(ctx context.Context, t *tenancy.Tenant, sql string, lim Quer
 	if sql == "" {
 		return nil, &QueryError{"the query is empty"}
 	}
-	conn, err := db.queryConn(ctx, t)
+	conn, release, err := db.queryConn(ctx, t)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	defer conn.Close(context.WithoutCancel(ctx))
 	res := &QueryResult{}
 	err = pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
@@ -137,28 +138,29 @@ func rowValues(obj string, n int) []json.RawMessage {
 	return vals
 }
 
+// queryLogin is a tenant's query role and its password, once its login is
+// enabled.
+type queryLogin struct{ role, password string }
+
 // queryConn connects as the tenant's query role, enabling its login first.
-func (db *DB) queryConn(ctx context.Context, t *tenancy.Tenant) (*pgx.Conn, error) {
-	if t.QueryRole == "" {
-		if err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return grantQueryRole(ctx, tx, t) }); err != nil {
-			return nil, err
-		}
-		if t.QueryRole == "" {
-			return nil, fmt.Errorf("%w: the database account cannot create roles", ErrQueryUnavailable)
-		}
+// The caller holds no pool connection meanwhile (see "Connections" in the
+// package documentation); the set-up runs on the control pool and the login
+// takes a slot of the tenant's and of the process's query logins, released
+// by release.
+func (db *DB) queryConn(ctx context.Context, t *tenancy.Tenant) (conn *pgx.Conn, release func(), err error) {
+	if holdsTenantConn(ctx) {
+		return nil, nil, ErrNestedConnection
 	}
-	password, err := db.queryPassword(ctx, t.QueryRole)
+	login, err := db.prepareQueryLogin(ctx, t)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if _, ok := db.queryLogins.Load(t.QueryRole); !ok {
-		if err := db.enableQueryLogin(ctx, t, password); err != nil {
-			return nil, err
-		}
-		db.queryLogins.Store(t.QueryRole, true)
+	release, err = db.acquireQueryLogin(ctx, t.ID)
+	if err != nil {
+		return nil, nil, err
 	}
 	cfg := db.pool.Config().ConnConfig.Copy()
-	cfg.User, cfg.Password = t.QueryRole, password
+	cfg.User, cfg.Password = login.role, login.password
 	cfg.RuntimeParams["application_name"] = "gatehouse-query"
 	if !db.pooled { // PgBouncer refuses startup parameters it does not track; the role's own setting applies
 		cfg.RuntimeParams["search_path"] = pgx.Identifier{t.Schema}.Sanitize()
@@ -166,26 +168,94 @@ func (db *DB) queryConn(ctx context.Context, t *tenancy.Tenant) (*pgx.Conn, erro
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := pgx.ConnectConfig(cctx, cfg)
+	conn, err = pgx.ConnectConfig(cctx, cfg)
 	if err != nil {
-		db.queryLogins.Delete(t.QueryRole) // maybe the role's login was reset: try again next time
-		return nil, fmt.Errorf("%w: cannot log in as the tenant's query role (%w)", ErrQueryUnavailable, err)
+		release()
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "53300" && strings.Contains(pgErr.Message, "for role") {
+			// The role's own CONNECTION LIMIT: its logins on every replica.
+			return nil, nil, &BusyError{What: "your organisation's concurrent queries on all servers", Limit: 4}
+		}
+		if Unavailable(err) {
+			return nil, nil, fmt.Errorf("query login: %w", err)
+		}
+		db.queryLogins.Delete(t.ID) // maybe the role's login was reset: set it up again next time
+		return nil, nil, fmt.Errorf("%w: cannot log in as the tenant's query role (%w)", ErrQueryUnavailable, err)
 	}
 	// The confinement is the session user: a pooler that logs everyone in
 	// as one user (PgBouncer's forced user) must not run tenant SQL.
 	var who string
-	if err := conn.QueryRow(cctx, "SELECT session_user").Scan(&who); err != nil || who != t.QueryRole {
+	if err := conn.QueryRow(cctx, "SELECT session_user").Scan(&who); err != nil || who != login.role {
 		conn.Close(context.WithoutCancel(ctx))
-		return nil, fmt.Errorf("%w: the connection runs as %q, not as the tenant's query role (a pooler that forces one user cannot carry it)", ErrQueryUnavailable, who)
+		release()
+		return nil, nil, fmt.Errorf("%w: the connection runs as %q, not as the tenant's query role (a pooler that forces one user cannot carry it)", ErrQueryUnavailable, who)
 	}
-	return conn, nil
+	return conn, release, nil
+}
+
+// prepareQueryLogin creates the tenant's query role if it has none and
+// enables its login, once per process and tenant (concurrent first calls
+// share one set-up) and one process at a time per tenant (an advisory
+// lock: concurrent GRANT and ALTER ROLE on one role fail with "tuple
+// concurrently updated").
+func (db *DB) prepareQueryLogin(ctx context.Context, t *tenancy.Tenant) (queryLogin, error) {
+	if l, ok := db.queryLogins.Load(t.ID); ok {
+		return l.(queryLogin), nil
+	}
+	v, err, _ := db.querySetup.Do(t.ID, func() (any, error) {
+		// Not the caller's cancellation: the set-up serves every waiter.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		// Both secrets are read before the transaction: no code holds a
+		// connection while it waits for another from the same pool.
+		seed, err := db.lockSeed(sctx)
+		if err != nil {
+			return nil, err
+		}
+		secret, err := db.Secret(sctx, "query-roles")
+		if err != nil {
+			return nil, err
+		}
+		tc := *t // the cached tenant is shared: never written
+		var login queryLogin
+		err = pgx.BeginFunc(sctx, db.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(sctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.query-role:' || $1, $2))", tc.ID, seed); err != nil {
+				return err
+			}
+			var role *string
+			if err := tx.QueryRow(sctx, "SELECT query_role FROM gatehouse.tenants WHERE id = $1", tc.ID).Scan(&role); err != nil {
+				return err
+			}
+			if role != nil {
+				tc.QueryRole = *role
+			}
+			if err := grantQueryRole(sctx, tx, &tc); err != nil {
+				return err
+			}
+			if tc.QueryRole == "" {
+				return fmt.Errorf("%w: the database account cannot create roles", ErrQueryUnavailable)
+			}
+			password := queryPassword(secret, tc.QueryRole)
+			login = queryLogin{role: tc.QueryRole, password: password}
+			return enableQueryLogin(sctx, tx, &tc, password)
+		})
+		if err != nil {
+			return nil, err
+		}
+		db.queryLogins.Store(t.ID, login)
+		return login, nil
+	})
+	if err != nil {
+		return queryLogin{}, err
+	}
+	return v.(queryLogin), nil
 }
 
 // enableQueryLogin lets the query role log in, with bounds on what its
 // sessions may cost. Idempotent.
-func (db *DB) enableQueryLogin(ctx context.Context, t *tenancy.Tenant, password string) error {
+func enableQueryLogin(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant, password string) error {
 	r := pgx.Identifier{t.QueryRole}.Sanitize()
-	_, err := db.pool.Exec(ctx, fmt.Sprintf(`ALTER ROLE %[1]s WITH LOGIN NOINHERIT CONNECTION LIMIT 4 PASSWORD %[2]s;
+	_, err := tx.Exec(ctx, fmt.Sprintf(`ALTER ROLE %[1]s WITH LOGIN NOINHERIT CONNECTION LIMIT 4 PASSWORD %[2]s;
 		ALTER ROLE %[1]s SET statement_timeout = '30s';
 		ALTER ROLE %[1]s SET idle_in_transaction_session_timeout = '30s';
 		ALTER ROLE %[1]s SET default_transaction_read_only = on;
@@ -197,16 +267,12 @@ func (db *DB) enableQueryLogin(ctx context.Context, t *tenancy.Tenant, password 
 	return nil
 }
 
-// queryPassword derives a query role's password from the instance secret:
-// nothing stores it, every replica derives the same.
-func (db *DB) queryPassword(ctx context.Context, role string) (string, error) {
-	secret, err := db.Secret(ctx, "query-roles")
-	if err != nil {
-		return "", err
-	}
+// queryPassword derives a query role's password from the instance secret
+// "query-roles": nothing stores it, every replica derives the same.
+func queryPassword(secret []byte, role string) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(role))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)), nil
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
 // scramVerifier is the SCRAM-SHA-256 verifier of password (RFC 5802/7677,

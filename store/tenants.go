@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -131,7 +132,26 @@ func uuidString(b [16]byte) string {
 // BEGIN and both set_config calls travel in one message (one round trip);
 // the names are Gatehouse's own, checked against the opaque-name pattern and
 // quoted as literals all the same.
+//
+// It takes a connection from the tenant-work pool; called while the same
+// call holds one (a context from [DB.InTenant]) it fails with
+// ErrNestedConnection.
 func (db *DB) WithTenant(ctx context.Context, t *tenancy.Tenant, fn func(pgx.Tx) error) error {
+	if holdsTenantConn(ctx) {
+		return ErrNestedConnection
+	}
+	return db.withTenantOn(ctx, db.work, t, fn)
+}
+
+// WithTenantControl is [DB.WithTenant] on the control-plane pool, for the
+// little tenant-confined work that is the control plane's (aggregated audit
+// records of refused requests): it never queues behind tool calls. fn must
+// not wait for another connection.
+func (db *DB) WithTenantControl(ctx context.Context, t *tenancy.Tenant, fn func(pgx.Tx) error) error {
+	return db.withTenantOn(ctx, db.pool, t, fn)
+}
+
+func (db *DB) withTenantOn(ctx context.Context, pool *pgxpool.Pool, t *tenancy.Tenant, fn func(pgx.Tx) error) error {
 	if !opaqueName.MatchString(t.Schema) || (t.DBRole != "" && !opaqueName.MatchString(t.DBRole)) {
 		return fmt.Errorf("tenant %s: refusing unexpected schema or role name", t.Key)
 	}
@@ -139,7 +159,7 @@ func (db *DB) WithTenant(ctx context.Context, t *tenancy.Tenant, fn func(pgx.Tx)
 	if t.DBRole != "" { // else: a database whose account cannot create roles: schema isolation only
 		begin += fmt.Sprintf(", set_config('role', %s, true)", quoteLiteral(t.DBRole))
 	}
-	return pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{BeginQuery: begin}, fn)
+	return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: begin}, fn)
 }
 
 // opaqueName matches the schema and role names Gatehouse generates.

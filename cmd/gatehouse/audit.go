@@ -18,10 +18,10 @@ import (
 // while rotating it: the first chains, all verify), or else a random key
 // kept in the database. Only a key kept outside the database makes the
 // chain evidence against someone who can write to the database.
-func auditKeys(ctx context.Context, db *database, getenv func(string) string, log *slog.Logger) ([]store.AuditKey, error) {
+func auditKeys(ctx context.Context, db *database, cfg *Config, log *slog.Logger) ([]store.AuditKey, error) {
 	var keys []store.AuditKey
-	for _, k := range splitList(getenv("GATEHOUSE_AUDIT_KEY")) {
-		keys = append(keys, store.NewAuditKey([]byte(k)))
+	for _, k := range cfg.AuditKeys {
+		keys = append(keys, store.NewAuditKey(k))
 	}
 	if len(keys) > 0 {
 		return keys, nil
@@ -51,7 +51,7 @@ func cmdAudit(ctx context.Context, args []string, e *env) error {
 	if err != nil {
 		return fmt.Errorf("%w: --tenant: %w", errUsage, err)
 	}
-	return withDatabase(ctx, e, func(db *database, log *slog.Logger) error {
+	return withConfigAndDatabase(ctx, e, func(cfg *Config, db *database, log *slog.Logger) error {
 		t, err := db.FindTenantByKey(ctx, key)
 		if errors.Is(err, tenancy.ErrTenantNotFound) {
 			return fmt.Errorf("no tenant %s", key)
@@ -62,7 +62,7 @@ func cmdAudit(ctx context.Context, args []string, e *env) error {
 		if op == "tail" {
 			return auditTail(ctx, db, t, *n, *asJSON, e)
 		}
-		keys, err := auditKeys(ctx, db, e.getenv, log)
+		keys, err := auditKeys(ctx, db, cfg, log)
 		if err != nil {
 			return err
 		}
@@ -81,7 +81,8 @@ func cmdAudit(ctx context.Context, args []string, e *env) error {
 		}
 		if *asJSON {
 			if err := printJSON(e.stdout, map[string]any{"tenant": t.Key, "ok": rep.OK(), "verified": rep.Verified,
-				"pending": rep.Pending, "problem": rep.Problem, "seq": rep.Seq, "id": rep.ID, "keys": rep.Keys}); err != nil {
+				"pending": rep.Pending, "problem": rep.Problem, "seq": rep.Seq, "id": rep.ID, "keys": rep.Keys,
+				"unverifiable": rep.UnknownKey != "", "unknown_key_id": rep.UnknownKey}); err != nil {
 				return err
 			}
 		} else if rep.OK() {
@@ -89,6 +90,8 @@ func cmdAudit(ctx context.Context, args []string, e *env) error {
 			if len(rep.Keys) > 1 {
 				fmt.Fprintf(e.stdout, "chained with %d keys: %s\n", len(rep.Keys), strings.Join(spans, ", "))
 			}
+		} else if rep.UnknownKey != "" {
+			fmt.Fprintf(e.stdout, "UNVERIFIABLE: the audit log of %s cannot be checked here (%d records verified before it): %s\n", t.Key, rep.Verified, rep.Problem)
 		} else {
 			fmt.Fprintf(e.stdout, "TAMPERED: the audit log of %s is not intact: %s\n", t.Key, rep.Problem)
 		}

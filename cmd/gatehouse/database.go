@@ -35,7 +35,9 @@ func openDatabase(ctx context.Context, cfg *Config, log *slog.Logger) (*database
 	if pooled {
 		log.Info("PgBouncer (transaction mode): no prepared statements, invalidations polled every 200ms", "GATEHOUSE_PGBOUNCER", cfg.PgBouncer)
 	}
-	db, err := store.Open(ctx, conn, &store.Options{Logger: log, TransactionPooler: pooled})
+	opts := cfg.DB
+	opts.Logger, opts.TransactionPooler = log, pooled
+	db, err := store.Open(ctx, conn, &opts)
 	if err != nil {
 		d.close(ctx, log)
 		return nil, err

@@ -168,6 +168,12 @@ func TestAddressPrecedence(t *testing.T) {
 		{map[string]string{"PORT": "3000"}, ":3000", "http://localhost:3000"},
 		{map[string]string{"PORT": "3000", "GATEHOUSE_ADDR": "127.0.0.1:9000"}, "127.0.0.1:9000", "http://127.0.0.1:9000"},
 		{map[string]string{"PORT": "3000", "GATEHOUSE_PUBLIC_URL": "https://mcp.example.com/"}, ":3000", "https://mcp.example.com"},
+		// The platforms' own variables, when GATEHOUSE_PUBLIC_URL is unset.
+		{map[string]string{"PORT": "10000", "RENDER_EXTERNAL_URL": "https://gh.onrender.com"}, ":10000", "https://gh.onrender.com"},
+		{map[string]string{"PORT": "8080", "RAILWAY_PUBLIC_DOMAIN": "gh.up.railway.app"}, ":8080", "https://gh.up.railway.app"},
+		{map[string]string{"PORT": "8080", "FLY_APP_NAME": "gh"}, ":8080", "https://gh.fly.dev"},
+		{map[string]string{"FLY_APP_NAME": "gh", "GATEHOUSE_PUBLIC_URL": "https://mcp.example.com"}, ":8080", "https://mcp.example.com"},
+		{map[string]string{"RENDER_EXTERNAL_URL": "https://a.onrender.com", "FLY_APP_NAME": "gh"}, ":8080", "https://a.onrender.com"},
 	}
 	for _, tt := range tests {
 		c, err := loadConfig(func(k string) string { return tt.env[k] })

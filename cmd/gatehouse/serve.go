@@ -41,20 +41,25 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 	}
 	defer ln.Close()
 	log.Info("starting gatehouse", "version", buildVersion(), "public_url", cfg.PublicURL)
+	reportPublicURL(cfg, log)
 	tuneGC(e.getenv, log)
 	db, err := openDatabase(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer db.close(ctx, log)
+	db.CheckConnectionBudget(ctx)
 	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
 		return fmt.Errorf("migrating tenant schemas: %w", err)
+	}
+	if err := db.SetServedURL(ctx, cfg.PublicURL); err != nil {
+		return err
 	}
 	first, err := issueBootstrapKey(ctx, db, e, log)
 	if err != nil {
 		return err
 	}
-	srv, stop, err := startServer(ctx, cfg, db, log, e.getenv, e.stdout)
+	srv, stop, err := startServer(ctx, cfg, db, log, e.stdout)
 	if err != nil {
 		undoBootstrap(ctx, db, first, log)
 		return err
@@ -81,19 +86,19 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 // (invalidations, audit chaining, housekeeping). stop ends the background
 // work, waiting for the last audit flush, and must run before the database
 // closes. Audit lines go to auditOut.
-func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logger, getenv func(string) string, auditOut io.Writer) (*mcp.Server, func(), error) {
+func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logger, auditOut io.Writer) (*mcp.Server, func(), error) {
 	ropts, err := cfg.Providers.resolverOptions(apikey.NewVerifier(db, log), cfg.AuthCacheTTL, cfg.DefaultScopes)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w:\n%s", errConfig, indent(err))
-	}
-	if _, taken := ropts.Issuers[cfg.PublicURL]; taken {
-		return nil, nil, fmt.Errorf("%w: an identity provider's issuer is GATEHOUSE_PUBLIC_URL (%s), which is Gatehouse's own", errConfig, cfg.PublicURL)
 	}
 	log.Info("identity providers", "enabled", append([]string{"apikey"}, cfg.Providers.names()...),
 		"tenant_signup", cfg.Policy.Signup, "default_role", cfg.Policy.DefaultRole)
 	log.Info("rate limits", "tenant", cfg.Limits.Tenant.String(), "principal", cfg.Limits.Principal.String(),
 		"auth_failures_per_ip", cfg.Limits.AuthFailure.String(), "registrations_per_ip", cfg.Limits.Registration.String())
-	akeys, err := auditKeys(ctx, db, getenv, log)
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	akeys, err := auditKeys(ctx, db, cfg, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -119,9 +124,9 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		TLS: tlsConfig, ClientCerts: clientCerts,
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter, AuthServer: as,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
-		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy,
+		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Admission: &cfg.Admission,
 		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(auditOut, nil)),
-		ReadyNotes: cfg.notes.snapshot, Logger: log, Version: buildVersion(),
+		ReadyNotes: cfg.notes.snapshot, MetricsToken: cfg.MetricsToken, Logger: log, Version: buildVersion(),
 	})
 	if err != nil {
 		closeAll()
@@ -145,7 +150,7 @@ func newAuthServer(ctx context.Context, cfg *Config, db *database, tenants *tena
 	}
 	as, err := authserver.New(authserver.Config{
 		Issuer: cfg.PublicURL, Resource: cfg.PublicURL + "/mcp", Store: db.DB, Keys: keys,
-		Upstreams: cfg.Providers.signin, Place: mcp.Placer(tenants),
+		Upstreams: cfg.Providers.signin, Place: mcp.Placer(tenants, cfg.ToolPolicy),
 		TokenTTL: cfg.TokenTTL, RefreshTTL: cfg.RefreshTTL, Dev: cfg.Dev,
 		AllowRegistration: func(ctx context.Context, ip string) (bool, time.Duration) {
 			d, err := limiter.AllowRegistration(ctx, ip)

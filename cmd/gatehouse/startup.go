@@ -108,3 +108,24 @@ func checkIssuers(ctx context.Context, checks []issuerCheck, notes *readyNotes, 
 	}
 	wg.Wait()
 }
+
+// reportPublicURL says where the public URL came from: a platform's own
+// variable (logged, since a custom domain needs GATEHOUSE_PUBLIC_URL), or
+// nowhere, which is right on a developer's machine and wrong in production
+// (DATABASE_URL set): metadata and sign-in would name http://localhost.
+func reportPublicURL(cfg *Config, log *slog.Logger) {
+	switch cfg.PublicURLFrom {
+	case "GATEHOUSE_PUBLIC_URL":
+	case "":
+		if cfg.DatabaseURL == "" {
+			return // the embedded database: a developer's machine
+		}
+		msg := "GATEHOUSE_PUBLIC_URL is not set: clients are told this server is at " + cfg.PublicURL +
+			" (OAuth metadata, sign-in redirects, the MCP resource); set GATEHOUSE_PUBLIC_URL to the URL clients use, such as https://mcp.example.com"
+		log.Warn("WARNING: " + msg)
+		cfg.notes.set("public_url", msg)
+	default:
+		log.Info("public URL taken from the platform: set GATEHOUSE_PUBLIC_URL for a custom domain",
+			"public_url", cfg.PublicURL, "from", cfg.PublicURLFrom)
+	}
+}

@@ -253,3 +253,51 @@ func TestIssuerCheckedAtStart(t *testing.T) {
 		t.Errorf("the refusal does not name the slash:\n%s", logs.String())
 	}
 }
+
+// TestPublicURLWarnings: with DATABASE_URL set (production) and no public
+// URL from anywhere, the start-up log warns loudly and /readyz says so; a
+// platform's variable is used and logged instead.
+func TestPublicURLWarnings(t *testing.T) {
+	base, logs := serveInProcess(t, map[string]string{})
+	if note := readyz(t, base)["public_url"]; !strings.Contains(note, "GATEHOUSE_PUBLIC_URL is not set") || !strings.Contains(note, base) {
+		t.Errorf("/readyz public_url note = %q", note)
+	}
+	if !strings.Contains(logs.String(), `"level":"WARN","msg":"WARNING: GATEHOUSE_PUBLIC_URL is not set`) {
+		t.Errorf("no loud warning:\n%s", logs.String())
+	}
+
+	base, logs = serveInProcess(t, map[string]string{"FLY_APP_NAME": "gatehouse-test"})
+	if note, ok := readyz(t, base)["public_url"]; ok {
+		t.Errorf("/readyz warns although Fly's app name gives the URL: %q", note)
+	}
+	if !strings.Contains(logs.String(), `"public_url":"https://gatehouse-test.fly.dev","from":"FLY_APP_NAME"`) {
+		t.Errorf("the log does not say where the public URL came from:\n%s", logs.String())
+	}
+}
+
+// TestMetricsToken: with GATEHOUSE_METRICS_TOKEN set, /metrics answers only
+// that bearer token.
+func TestMetricsToken(t *testing.T) {
+	token := "metrics token of 32 bytes or more!!"
+	base, _ := serveInProcess(t, map[string]string{"GATEHOUSE_METRICS_TOKEN": token})
+	for _, tt := range []struct {
+		auth string
+		want int
+	}{{"", 401}, {"Bearer wrong", 401}, {"Bearer " + token[:len(token)-1], 401}, {"Basic " + token, 401}, {"Bearer " + token, 200}} {
+		req, _ := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tt.want {
+			t.Errorf("/metrics with %q: %d, want %d", tt.auth, res.StatusCode, tt.want)
+		}
+	}
+	if res, err := http.Get(base + "/healthz"); err != nil || res.StatusCode != 200 {
+		t.Errorf("/healthz needs no token: %v %v", res, err)
+	}
+}

@@ -32,7 +32,7 @@ func cmdStdio(ctx context.Context, args []string, e *env) error {
 	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
 		return fmt.Errorf("migrating tenant schemas: %w", err)
 	}
-	srv, stop, err := startServer(ctx, cfg, db, log, e.getenv, e.stderr)
+	srv, stop, err := startServer(ctx, cfg, db, log, e.stderr)
 	if err != nil {
 		return err
 	}

@@ -75,7 +75,11 @@ func cmdToken(ctx context.Context, args []string, e *env) error {
 		if err != nil {
 			return err
 		}
-		as, err := authserver.New(authserver.Config{Issuer: cfg.PublicURL, Store: db.DB, Keys: keys})
+		issuer, from, err := tokenIssuer(ctx, cfg, db)
+		if err != nil {
+			return err
+		}
+		as, err := authserver.New(authserver.Config{Issuer: issuer, Store: db.DB, Keys: keys})
 		if err != nil {
 			return err
 		}
@@ -84,13 +88,35 @@ func cmdToken(ctx context.Context, args []string, e *env) error {
 			return err
 		}
 		expires := time.Now().Add(*ttl).UTC().Truncate(time.Second)
-		fmt.Fprintf(e.stderr, "developer token for dev:%s in %s (role %s, scopes %s), valid at %s/mcp until %s\n",
-			*subject, t.Key, r, strings.Join(sc, " "), cfg.PublicURL, expires.Format(time.RFC3339))
+		fmt.Fprintf(e.stderr, "developer token for dev:%s in %s (role %s, scopes %s), for the server at %s/mcp (%s), until %s\n",
+			*subject, t.Key, r, strings.Join(sc, " "), issuer, from, expires.Format(time.RFC3339))
 		if *asJSON {
 			return printJSON(e.stdout, map[string]any{"token": token, "subject": "dev:" + *subject, "tenant": t.Key,
-				"role": r, "scopes": sc, "expires_at": expires, "resource": cfg.PublicURL + "/mcp"})
+				"role": r, "scopes": sc, "expires_at": expires, "resource": issuer + "/mcp"})
 		}
 		_, err = fmt.Fprintln(e.stdout, token)
 		return err
 	})
+}
+
+// tokenIssuer is the public URL a developer token is minted for, resolved
+// as serve resolves it (GATEHOUSE_PUBLIC_URL, the platform's URL, then
+// GATEHOUSE_ADDR or PORT), and, when this shell sets none of them, the URL
+// the last server on this database started with: a token is only accepted
+// by the server whose URL is its issuer. from says which, for the message.
+func tokenIssuer(ctx context.Context, cfg *Config, db *database) (url, from string, err error) {
+	switch {
+	case cfg.PublicURLFrom != "":
+		return cfg.PublicURL, "from " + cfg.PublicURLFrom, nil
+	case cfg.AddrFrom != "":
+		return cfg.PublicURL, "from " + cfg.AddrFrom, nil
+	}
+	served, err := db.ServedURL(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	if served != "" {
+		return served, "the URL the server on this database last started with; set GATEHOUSE_PUBLIC_URL or PORT to choose", nil
+	}
+	return cfg.PublicURL, "the default; no server has started on this database yet", nil
 }

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/mcp"
+	"github.com/gatehouse-mcp/gatehouse/store"
+)
+
+// loadBulkheads reads the connection bounds and concurrency caps
+// (DESIGN §8b); "auto" scales with GOMAXPROCS (store.DefaultLimits,
+// mcp.DefaultAdmission).
+func loadBulkheads(get func(string) string, bad func(name, format string, args ...any)) (store.Options, mcp.Admission) {
+	count := func(name string, auto int) int {
+		v := get(name)
+		if v == "auto" {
+			return auto
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			bad(name, "%q is not auto or a number from 1 to 10000", v)
+			return auto
+		}
+		return n
+	}
+	d := store.DefaultLimits(runtime.GOMAXPROCS(0))
+	db := store.Options{
+		TenantConns:      int32(count("GATEHOUSE_DB_TENANT_CONNS", int(d.TenantConns))),
+		ControlConns:     int32(count("GATEHOUSE_DB_CONTROL_CONNS", int(d.ControlConns))),
+		QueryConns:       count("GATEHOUSE_QUERY_CONNS", d.QueryConns),
+		TenantQueryConns: count("GATEHOUSE_TENANT_QUERY_CONNS", d.TenantQueryConns),
+	}
+	adm := mcp.DefaultAdmission(int(db.TenantConns))
+	adm.Tenant = count("GATEHOUSE_TENANT_CONCURRENCY", adm.Tenant)
+	adm.Principal = count("GATEHOUSE_PRINCIPAL_CONCURRENCY", max(2, adm.Tenant/2))
+	adm.TenantQueue = count("GATEHOUSE_TENANT_QUEUE", adm.TenantQueue)
+	w, err := time.ParseDuration(get("GATEHOUSE_ADMISSION_WAIT"))
+	if err != nil || w < 0 || w > time.Minute {
+		bad("GATEHOUSE_ADMISSION_WAIT", "%q is not a duration from 0s to 1m", get("GATEHOUSE_ADMISSION_WAIT"))
+	} else {
+		adm.Wait = w
+	}
+	return db, adm
+}

@@ -1,0 +1,209 @@
+package mcp
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+)
+
+// peekPrefix is how much of a body peek reads: the id and method of a
+// JSON-RPC request come first in practice, its arguments last.
+const peekPrefix = 64 << 10
+
+// peek reads a request's JSON-RPC id (null when it has none or is a
+// batch), its method, and what it asks for (the tool's name for
+// tools/call, else the method), from the first peekPrefix bytes of the
+// body, leaving the whole body readable. It decodes nothing it does not
+// need: a refused request costs no JSON decoding of its arguments.
+func peek(r *http.Request) (id json.RawMessage, method, what string) {
+	id = json.RawMessage("null")
+	if r.Body == nil {
+		return id, "", ""
+	}
+	buf := make([]byte, peekPrefix)
+	n, err := io.ReadFull(r.Body, buf)
+	buf = buf[:n]
+	if err == nil { // more may follow
+		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
+	} else {
+		r.Body = readCloser{bytes.NewReader(buf), r.Body}
+	}
+	rawID, method, name := scanRequest(buf)
+	if rawID != nil {
+		id = rawID
+	}
+	method = truncate(method, 64)
+	if method == "tools/call" {
+		return id, method, truncate(name, 64)
+	}
+	return id, method, method
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// scanRequest finds the top-level "id" (raw), "method" and params.name of
+// a JSON object, or what of them lies in b (which may be cut short).
+func scanRequest(b []byte) (id json.RawMessage, method, name string) {
+	sc := scanner{b: b}
+	sc.object(func(key []byte) bool {
+		switch string(key) {
+		case "id":
+			sc.ws()
+			start := sc.i
+			if !sc.value() {
+				return false
+			}
+			id = json.RawMessage(b[start:sc.i])
+			return true
+		case "method":
+			var ok bool
+			method, ok = sc.str()
+			return ok
+		case "params":
+			sc.ws()
+			if sc.i < len(b) && b[sc.i] == '{' {
+				return sc.object(func(key []byte) bool {
+					if string(key) == "name" {
+						name, _ = sc.str()
+						return true
+					}
+					return sc.value()
+				})
+			}
+			return sc.value()
+		}
+		return sc.value()
+	})
+	return id, method, name
+}
+
+// scanner walks JSON just enough to find keys; anything malformed or cut
+// short ends the walk (false).
+type scanner struct {
+	b []byte
+	i int
+}
+
+func (s *scanner) ws() {
+	for s.i < len(s.b) && (s.b[s.i] == ' ' || s.b[s.i] == '\t' || s.b[s.i] == '\n' || s.b[s.i] == '\r') {
+		s.i++
+	}
+}
+
+// object walks {"key": value, …}, calling member with the cursor at each
+// value; member must consume the value.
+func (s *scanner) object(member func(key []byte) bool) bool {
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '{' {
+		return false
+	}
+	s.i++
+	for {
+		s.ws()
+		if s.i >= len(s.b) {
+			return false
+		}
+		if s.b[s.i] == '}' {
+			s.i++
+			return true
+		}
+		key, ok := s.str()
+		if !ok {
+			return false
+		}
+		s.ws()
+		if s.i >= len(s.b) || s.b[s.i] != ':' {
+			return false
+		}
+		s.i++
+		if !member([]byte(key)) {
+			return false
+		}
+		s.ws()
+		if s.i >= len(s.b) {
+			return false
+		}
+		switch s.b[s.i] {
+		case ',':
+			s.i++
+		case '}':
+			s.i++
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// str reads a string value (decoding escapes only when there are any).
+func (s *scanner) str() (string, bool) {
+	s.ws()
+	if s.i >= len(s.b) || s.b[s.i] != '"' {
+		return "", false
+	}
+	start := s.i
+	escaped := false
+	for s.i++; s.i < len(s.b); s.i++ {
+		switch s.b[s.i] {
+		case '\\':
+			escaped = true
+			s.i++
+		case '"':
+			s.i++
+			raw := s.b[start:s.i]
+			if !escaped {
+				return string(raw[1 : len(raw)-1]), true
+			}
+			var v string
+			if json.Unmarshal(raw, &v) != nil {
+				return "", false
+			}
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// value skips one value of any kind.
+func (s *scanner) value() bool {
+	s.ws()
+	if s.i >= len(s.b) {
+		return false
+	}
+	switch s.b[s.i] {
+	case '"':
+		_, ok := s.str()
+		return ok
+	case '{', '[':
+		depth := 0
+		for ; s.i < len(s.b); s.i++ {
+			switch s.b[s.i] {
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					s.i++
+					return true
+				}
+			case '"':
+				if _, ok := s.str(); !ok {
+					return false
+				}
+				s.i--
+			}
+		}
+		return false
+	}
+	start := s.i
+	for ; s.i < len(s.b); s.i++ {
+		switch s.b[s.i] {
+		case ',', ' ', '\t', '\r', '\n', '}', ']':
+			return s.i > start
+		}
+	}
+	return false // cut short
+}
