@@ -30,13 +30,16 @@ func TestConformance(t *testing.T) {
 	}
 	nodeDir(t)
 	expected := expectedConformanceFailures(t)
-	// The suite sends ~150 requests in a few seconds with one key.
-	s := runBinary(t, "GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off")
+	// Gatehouse runs behind the proxy, whose URL is its public URL (the
+	// suite sends that as Origin). The suite sends ~150 requests in a few
+	// seconds with one key: rate limits off.
+	proxy, serve := authProxy(t)
+	s := runBinary(t, "GATEHOUSE_PUBLIC_URL="+proxy, "GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off")
 	key := keyRe.FindString(s.banner)
 	if key == "" {
 		t.Fatalf("no bootstrap key printed:\n%s", s.banner)
 	}
-	proxy := authProxy(t, s.base, key)
+	serve(s.base, key)
 	results := t.TempDir()
 	out, err := nodeCmd(t, "conformance", "server", "--url", proxy+"/mcp", "-o", results).CombinedOutput()
 	// The suite exits 1 because of the expected failures; what counts is
@@ -143,28 +146,32 @@ func conformanceResults(t *testing.T, dir string) map[string][]conformanceCheck 
 	return got
 }
 
-// authProxy is a reverse proxy in front of the server at base that adds
+// authProxy listens at once and returns its URL and serve, which starts it
+// as a reverse proxy in front of the server at base that adds
 // "Authorization: Bearer <token>" to every request and changes nothing
 // else (Host, Origin and the body pass through; no X-Forwarded-For), so
 // that a client that cannot send a header (the conformance suite's server
 // mode) reaches Gatehouse as an authenticated caller. It lives only in the
 // tests: the shipped binary has no such flag or listener.
-func authProxy(t *testing.T, base, token string) string {
+func authProxy(t *testing.T) (proxyURL string, serve func(base, token string)) {
 	t.Helper()
-	target, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(&httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(target)
-			r.Out.Host = r.In.Host
-			r.Out.Header.Set("Authorization", "Bearer "+token)
-		},
-		// Clients closing streams early is normal here; the suite's checks
-		// say what matters.
-		ErrorLog: log.New(io.Discard, "", 0),
-	})
+	srv := httptest.NewUnstartedServer(nil)
 	t.Cleanup(srv.Close)
-	return srv.URL
+	return "http://" + srv.Listener.Addr().String(), func(base, token string) {
+		target, err := url.Parse(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Config.Handler = &httputil.ReverseProxy{
+			Rewrite: func(r *httputil.ProxyRequest) {
+				r.SetURL(target)
+				r.Out.Host = r.In.Host
+				r.Out.Header.Set("Authorization", "Bearer "+token)
+			},
+			// Clients closing streams early is normal here; the suite's
+			// checks say what matters.
+			ErrorLog: log.New(io.Discard, "", 0),
+		}
+		srv.Start()
+	}
 }
