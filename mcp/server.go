@@ -194,8 +194,11 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 			}
 		}
 		start := time.Now()
-		res, outcome, _ := s.call(ctx, t, c, req.Params.Arguments)
+		res, outcome := s.call(ctx, t, c, req.Params.Arguments)
 		s.metrics.toolCall(t.Name, outcome, time.Since(start))
+		if outcome == "unavailable" {
+			return nil, s.reportOutage(c, outage{dependency: "database"})
+		}
 		return res, nil
 	}
 }
@@ -205,9 +208,9 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 // that fails rolls its transaction back and is recorded in a fresh one, so
 // every call leaves a record. A tool with its own connection (query) runs
 // before its record's transaction, never inside one: a call holds at most
-// one tenant connection at a time. err is the failure, if any, for the
-// caller to classify (the result already says it to the model).
-func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string, error) {
+// one tenant connection at a time. outcome "unavailable" means the
+// database could not be reached.
+func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string) {
 	rec := s.audit.base(c, t.Name, raw)
 	var res *sdk.CallToolResult
 	outcome := "ok"
@@ -242,6 +245,8 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		res, outcome, internal = toolFailure(c.RequestID, err)
 		if internal {
 			s.log.Error("tool call failed", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "subject", c.Principal.Subject, "error", err)
+		} else if outcome == "unavailable" {
+			s.log.Warn("tool call failed: the database is unavailable", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", err)
 		}
 		rec.Decision, rec.Reason = store.Failed, outcome
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -252,7 +257,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		}
 	}
 	s.audit.written(c.Tenant, rec)
-	return res, outcome, err
+	return res, outcome
 }
 
 // execute validates the arguments and runs the tool in tx, within the tool

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"log"
+	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -30,16 +32,16 @@ func TestConformance(t *testing.T) {
 	}
 	nodeDir(t)
 	expected := expectedConformanceFailures(t)
-	// Gatehouse runs behind the proxy, whose URL is its public URL (the
-	// suite sends that as Origin). The suite sends ~150 requests in a few
-	// seconds with one key: rate limits off.
-	proxy, serve := authProxy(t)
-	s := runBinary(t, "GATEHOUSE_PUBLIC_URL="+proxy, "GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off")
+	// The suite sends ~150 requests in a few seconds with one key.
+	// The proxy is the server's public address, as a reverse proxy in
+	// front of a deployment is: its origin is the server's own origin.
+	proxy, forward := authProxy(t)
+	s := runBinary(t, "GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off", "GATEHOUSE_PUBLIC_URL="+proxy)
 	key := keyRe.FindString(s.banner)
 	if key == "" {
 		t.Fatalf("no bootstrap key printed:\n%s", s.banner)
 	}
-	serve(s.base, key)
+	forward(s.base, key)
 	results := t.TempDir()
 	out, err := nodeCmd(t, "conformance", "server", "--url", proxy+"/mcp", "-o", results).CombinedOutput()
 	// The suite exits 1 because of the expected failures; what counts is
@@ -146,32 +148,42 @@ func conformanceResults(t *testing.T, dir string) map[string][]conformanceCheck 
 	return got
 }
 
-// authProxy listens at once and returns its URL and serve, which starts it
-// as a reverse proxy in front of the server at base that adds
+// authProxy starts a reverse proxy and returns its URL and forward, which
+// points it at the server at base: from then on it adds
 // "Authorization: Bearer <token>" to every request and changes nothing
 // else (Host, Origin and the body pass through; no X-Forwarded-For), so
 // that a client that cannot send a header (the conformance suite's server
 // mode) reaches Gatehouse as an authenticated caller. It lives only in the
-// tests: the shipped binary has no such flag or listener.
-func authProxy(t *testing.T) (proxyURL string, serve func(base, token string)) {
+// tests: the shipped binary has no such flag or listener. Requests before
+// forward is called get 503.
+func authProxy(t *testing.T) (proxyURL string, forward func(base, token string)) {
 	t.Helper()
-	srv := httptest.NewUnstartedServer(nil)
+	var target atomic.Pointer[url.URL]
+	var bearer atomic.Value
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target.Load())
+			r.Out.Host = r.In.Host
+			r.Out.Header.Set("Authorization", "Bearer "+bearer.Load().(string))
+		},
+		// Clients closing streams early is normal here; the suite's checks
+		// say what matters.
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if target.Load() == nil {
+			http.Error(w, "the proxy has no server yet", http.StatusServiceUnavailable)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
-	return "http://" + srv.Listener.Addr().String(), func(base, token string) {
-		target, err := url.Parse(base)
+	return srv.URL, func(base, token string) {
+		u, err := url.Parse(base)
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv.Config.Handler = &httputil.ReverseProxy{
-			Rewrite: func(r *httputil.ProxyRequest) {
-				r.SetURL(target)
-				r.Out.Host = r.In.Host
-				r.Out.Header.Set("Authorization", "Bearer "+token)
-			},
-			// Clients closing streams early is normal here; the suite's
-			// checks say what matters.
-			ErrorLog: log.New(io.Discard, "", 0),
-		}
-		srv.Start()
+		bearer.Store(token)
+		target.Store(u)
 	}
 }
