@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
-	"os/exec"
 	"reflect"
 	"regexp"
 	"slices"
@@ -38,7 +37,7 @@ func TestEndToEndStepUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs the TypeScript SDK")
 	}
-	dir := nodeDir(t)
+	nodeDir(t)
 	corp := idptest.NewIssuer(t, nil)
 	login := corp.EnableLogin(t, "gatehouse-web", "corp-client-secret", "")
 	s := runBinary(t,
@@ -54,8 +53,7 @@ func TestEndToEndStepUp(t *testing.T) {
 		t.Run(tc.sdk, func(t *testing.T) {
 			// Each is the first member, so the admin, of their organisation.
 			login.SignInAs("sub-"+tc.sdk, map[string]any{"email": tc.email, "email_verified": true})
-			cmd := exec.Command("node", "step-up-client.mjs", s.base+"/mcp", "corp", tc.sdk)
-			cmd.Dir = dir
+			cmd := nodeCmd(t, "step-up-client.mjs", s.base+"/mcp", "corp", tc.sdk)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			out, err := cmd.Output()
