@@ -32,6 +32,7 @@ var everyToolArgs = map[string]string{
 	"get_project":       `{"id":"00000000-0000-4000-8000-000000000000"}`,
 	"update_project":    `{"id":"00000000-0000-4000-8000-000000000000","name":"x"}`,
 	"archive_project":   `{"id":"00000000-0000-4000-8000-000000000000"}`,
+	"unarchive_project": `{"id":"00000000-0000-4000-8000-000000000000"}`,
 	"add_todo":          `{"title":"todo %d"}`,
 	"list_todos":        `{}`,
 	"update_todo":       `{"id":"00000000-0000-4000-8000-000000000000","title":"x"}`,

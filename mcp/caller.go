@@ -24,6 +24,8 @@ type Caller struct {
 	// Via names the surface the call came through when it is not MCP
 	// ("console"); the audit record says it.
 	Via string
+
+	outage *outageBox // over HTTP: where a handler reports an outage
 }
 
 const callerKey = "caller"

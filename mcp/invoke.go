@@ -86,10 +86,13 @@ func (s *Server) Invoke(ctx context.Context, p *identity.Principal, m *tenancy.M
 		return nil, err
 	}
 	start := time.Now()
-	res, outcome, err := s.call(ctx, t, c, raw)
+	denied := !t.allows(c) // the role × scope rule, as call decides it
+	res, outcome := s.call(ctx, t, c, raw)
 	s.metrics.toolCall(t.Name, outcome, time.Since(start))
-	if res == nil {
-		return nil, err
+	switch outcome {
+	case "internal_error", "unavailable", "cancelled":
+		// Logged by call; the surface answers "try again".
+		return nil, fmt.Errorf("tool %s: %s (request id %s)", tool, outcome, c.RequestID)
 	}
 	if res.IsError {
 		var text []string
@@ -98,7 +101,7 @@ func (s *Server) Invoke(ctx context.Context, p *identity.Principal, m *tenancy.M
 				text = append(text, tc.Text)
 			}
 		}
-		return nil, &ToolError{Message: strings.Join(text, " "), denied: outcome == "denied"}
+		return nil, &ToolError{Message: strings.Join(text, " "), denied: denied}
 	}
 	return json.Marshal(res.StructuredContent)
 }
