@@ -154,6 +154,9 @@ func TestOperatorLifecycle(t *testing.T) {
 	if code, _ := s.callTool(t, acmeKey, "whoami", `{}`); code != http.StatusUnauthorized {
 		t.Errorf("a deleted tenant's key: %d, want 401", code)
 	}
+	if p := ada.get("/console/connect"); !strings.Contains(p.body, "Sign in to the Gatehouse console") {
+		t.Errorf("a deleted tenant's member is still signed in to the console: %d", p.status)
+	}
 	s.srv.FlushAudit(context.Background())
 	beta, _ := s.db.FindTenantByKey(context.Background(), "beta.example")
 	if rep, err := s.db.VerifyAudit(context.Background(), beta, testAuditKey); err != nil || !rep.OK() {

@@ -158,7 +158,8 @@ func exportRows(ctx context.Context, tx pgx.Tx, zw *zip.Writer, name, sql string
 
 // DeleteTenant deletes t for good: its schema (workspace and audit log),
 // its database roles, and its control-plane rows (members, identities,
-// keys, checkpoints, counters), in one transaction with the operator's
+// keys, checkpoints, counters, its members' console sessions), in one
+// transaction with the operator's
 // record of it, which stays.
 func (db *DB) DeleteTenant(ctx context.Context, t *tenancy.Tenant, a OperatorAction) error {
 	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
@@ -173,6 +174,10 @@ func (db *DB) DeleteTenant(ctx context.Context, t *tenancy.Tenant, a OperatorAct
 			return tenancy.ErrTenantNotFound
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM gatehouse.tenant_calls WHERE tenant_id = $1", t.ID); err != nil {
+			return err
+		}
+		// Its members' console sessions end with it.
+		if _, err := tx.Exec(ctx, "DELETE FROM gatehouse.console_sessions WHERE tenant_key = $1", t.Key); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{t.Schema}.Sanitize()+" CASCADE"); err != nil {
