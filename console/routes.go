@@ -30,8 +30,8 @@ func (c *Console) Mount(e *httpx.Surface) {
 
 	m := g.Group("", c.signedIn, c.member, c.csrf)
 	m.GET("/connect", c.connectShow)
-	m.GET("/signins", c.signInsList)
-	m.POST("/signins/:family/revoke", c.signInRevoke)
+	m.GET("/signins", c.signInsList, c.allows("list_my_sign_ins"))
+	m.POST("/signins/:family/revoke", c.signInRevoke, c.allows("revoke_my_sign_in"))
 	m.GET("/keys", c.keyList, c.allows("list_my_api_keys"))
 	m.POST("/keys", c.keySave, c.allows("create_my_api_key"), c.freshOnly)
 	m.POST("/keys/:id/revoke", c.keyRevoke, c.allows("revoke_my_api_key"))

@@ -41,10 +41,12 @@ type SignIn struct {
 	LastUsed     time.Time // latest refresh
 }
 
-// FindSignIns lists the live sign-ins (refresh families with a token that
-// can still be used) of subject, most recently used first.
-func (db *DB) FindSignIns(ctx context.Context, subject string) ([]*SignIn, error) {
-	rows, _ := db.pool.Query(ctx, `SELECT r.family, r.client_id, coalesce(c.name, ''), coalesce(c.redirect_uris, '{}'),
+// SignIns lists the live sign-ins (refresh families with a token that can
+// still be used) of subject, the caller's own, most recently used first.
+// Sign-ins belong to a person rather than a tenant: the statement names
+// the subject.
+func (a *Admin) SignIns(ctx context.Context, subject string) ([]*SignIn, error) {
+	rows, _ := a.tx.Query(ctx, `SELECT r.family, r.client_id, coalesce(c.name, ''), coalesce(c.redirect_uris, '{}'),
 			(array_agg(r.scope ORDER BY r.created_at DESC))[1], min(r.created_at), max(r.created_at)
 		FROM gatehouse.oauth_refresh_tokens r LEFT JOIN gatehouse.oauth_clients c ON c.id = r.client_id
 		WHERE r.identity->>'sub' = $1
@@ -68,18 +70,16 @@ func (db *DB) FindSignIns(ctx context.Context, subject string) ([]*SignIn, error
 // its refresh tokens stop working at once, its access tokens on every
 // replica within a second (a minute at most, if a replica missed the
 // notification: the validation cache's lifetime).
-func (db *DB) RevokeSignIn(ctx context.Context, subject, family string) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE gatehouse.oauth_refresh_tokens SET revoked_at = now()
-			WHERE family = $1 AND identity->>'sub' = $2 AND revoked_at IS NULL`, family, subject)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return ErrNotFound
-		}
-		// Its access tokens die too (authserver.Verifier checks the
-		// family); every replica forgets the ones it validated.
-		return db.notify(ctx, tx, Invalidation{Kind: InvalidateFamily, ID: family})
-	})
+func (a *Admin) RevokeSignIn(ctx context.Context, subject, family string) error {
+	tag, err := a.tx.Exec(ctx, `UPDATE gatehouse.oauth_refresh_tokens SET revoked_at = now()
+		WHERE family = $1 AND identity->>'sub' = $2 AND revoked_at IS NULL`, family, subject)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	// Its access tokens die too (authserver.Verifier checks the family);
+	// every replica forgets the ones it validated.
+	return a.db.notify(ctx, a.tx, Invalidation{Kind: InvalidateFamily, ID: family})
 }
