@@ -82,6 +82,8 @@ type Server struct {
 	sdk       *sdk.Server
 	tools     map[string]*Tool
 	echo      *echo.Echo
+	handler   http.Handler // echo behind the fast refusal of remembered denials
+	denied    deniedTokens
 	metrics   *metrics
 	audit     *auditor
 	admit     *admitter
@@ -154,6 +156,7 @@ func New(opts Options) (*Server, error) {
 	s.sdk.AddReceivingMiddleware(s.filterTools)
 	s.registerResources()
 	s.echo = s.routes()
+	s.handler = s.fastRefusal(s.echo)
 	return s, nil
 }
 
@@ -166,7 +169,7 @@ func (s *Server) register(t *Tool) {
 }
 
 // Handler returns the HTTP handler for every route.
-func (s *Server) Handler() http.Handler { return s.echo }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // ResourceURL is the MCP resource identifier: PublicURL + "/mcp".
 func (s *Server) ResourceURL() string { return s.opts.PublicURL + "/mcp" }
