@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -8,8 +9,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -90,7 +94,7 @@ func bulkheadsOne(label, bin string, duration, warmup time.Duration) ([]string, 
 	if _, err := cli("tenant", "limits", "set", "flood.example", "--rate", "60/m", "--burst", "10"); err != nil {
 		return nil, err
 	}
-	aClient := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 200}}
+	aClient := &http.Client{Timeout: time.Minute}
 	// Warm up: A's query role (a cold start on main deadlocks four first
 	// queries at once, which is not what is measured here) and B.
 	if st, _, _ := post(aClient, srv.url, "Bearer "+keyA, "query", `{"sql":"select 1"}`, 1); st != http.StatusOK {
@@ -98,50 +102,49 @@ func bulkheadsOne(label, bin string, duration, warmup time.Duration) ([]string, 
 	}
 	paced(srv, warmup)
 
+	type loadA struct {
+		key, tool, args string
+		c               int
+		backoff         bool
+	}
 	phases := []struct {
 		name string
-		run  func(stop <-chan struct{}, served, refused *atomic.Int64)
+		a    *loadA
 	}{
 		{"idle", nil},
-		{"8 × pg_sleep(4) via query", func(stop <-chan struct{}, served, refused *atomic.Int64) {
-			closedLoop(aClient, srv.url, "Bearer "+keyA, "query", func(int) string { return `{"sql":"select pg_sleep(4)"}` }, 8, true, stop, served, refused)
-		}},
-		{"flood at 60/m, c=32", func(stop <-chan struct{}, served, refused *atomic.Int64) {
-			closedLoop(aClient, srv.url, "Bearer "+keyF, "whoami", func(int) string { return `{}` }, 32, false, stop, served, refused)
-		}},
-		{"100 × add_todo", func(stop <-chan struct{}, served, refused *atomic.Int64) {
-			closedLoop(aClient, srv.url, "Bearer "+keyA, "add_todo", func(i int) string { return fmt.Sprintf(`{"title":"load %d"}`, i) }, 100, true, stop, served, refused)
-		}},
+		{"8 × pg_sleep(4) via query", &loadA{keyA, "query", `{"sql":"select pg_sleep(4)"}`, 8, true}},
+		{"flood at 60/m, c=32", &loadA{keyF, "whoami", `{}`, 32, false}},
+		{"100 × add_todo", &loadA{keyA, "add_todo", `{"title":"load %d"}`, 100, true}},
+		{"idle again", nil}, // the machine's noise: compare with the first idle
 	}
 	var rows []string
 	var idle phaseResult
 	for _, ph := range phases {
 		fmt.Fprintf(os.Stderr, "%s: tenant A %s, B paced for %s\n", label, ph.name, duration)
-		var served, refused atomic.Int64
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		if ph.run != nil {
-			wg.Go(func() { ph.run(stop, &served, &refused) })
+		var w *worker
+		if ph.a != nil {
+			if w, err = startWorker(srv.url, "Bearer "+ph.a.key, ph.a.tool, ph.a.args, ph.a.c, ph.a.backoff); err != nil {
+				return nil, err
+			}
 			time.Sleep(time.Second) // A's load reaches its steady state
 		}
-		s0, r0 := served.Load(), refused.Load()
+		s0, r0 := w.counts()
 		cpu0, pg0 := cpuTime(srv.pid), pgCPU(srv.pgPID)
 		start := time.Now()
 		lats, failed := paced(srv, duration)
+		s1, r1 := w.counts()
 		res := phaseResult{bCalls: len(lats), bFailed: failed, elapsed: time.Since(start),
-			cpu: cpuTime(srv.pid) - cpu0, pgCPU: pgCPU(srv.pgPID) - pg0,
-			aServed: served.Load() - s0, aRefused: refused.Load() - r0}
-		close(stop)
-		wg.Wait()
+			cpu: cpuTime(srv.pid) - cpu0, pgCPU: pgCPU(srv.pgPID) - pg0, aServed: s1 - s0, aRefused: r1 - r0}
+		w.stop()
 		slices.Sort(lats)
 		if len(lats) > 0 {
 			res.p50, res.p99 = lats[len(lats)/2], lats[int(float64(len(lats)-1)*0.99)]
 		}
-		if ph.run == nil {
+		if ph.a == nil && idle.bCalls == 0 {
 			idle = res
 		}
 		perRefusal := "-"
-		if res.aRefused > 0 && idle.bCalls > 0 {
+		if strings.HasPrefix(ph.name, "flood") && res.aRefused > 0 && idle.bCalls > 0 {
 			bCPU := time.Duration(float64(idle.cpu) / float64(idle.bCalls) * float64(res.bCalls))
 			perRefusal = fmt.Sprintf("%.0f µs", float64((res.cpu-bCPU).Microseconds())/float64(res.aRefused))
 		}
@@ -237,4 +240,90 @@ func post(client *http.Client, url, auth, tool, args string, id int) (int, []byt
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	return res.StatusCode, b, err
+}
+
+// worker is tenant A's load, in a process of its own pinned to the last
+// core (taskset, when present), so that it does not share a Go scheduler
+// with tenant B's client. It prints "served refused" every 100 ms.
+type worker struct {
+	cmd             *exec.Cmd
+	served, refused atomic.Int64
+	done            chan struct{}
+}
+
+func startWorker(url, auth, tool, args string, c int, backoff bool) (*worker, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	argv := []string{self, "-worker", strings.Join([]string{url, auth, tool, args, strconv.Itoa(c), strconv.FormatBool(backoff)}, "\x1f")}
+	if ts, err := exec.LookPath("taskset"); err == nil {
+		argv = append([]string{ts, "-c", strconv.Itoa(runtime.NumCPU() - 1)}, argv...)
+	}
+	w := &worker{cmd: exec.Command(argv[0], argv[1:]...), done: make(chan struct{})}
+	w.cmd.Stderr = os.Stderr
+	out, err := w.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := w.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		defer close(w.done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var s, r int64
+			if _, err := fmt.Sscan(sc.Text(), &s, &r); err == nil {
+				w.served.Store(s)
+				w.refused.Store(r)
+			}
+		}
+	}()
+	return w, nil
+}
+
+func (w *worker) counts() (served, refused int64) {
+	if w == nil {
+		return 0, 0
+	}
+	time.Sleep(150 * time.Millisecond) // the next report
+	return w.served.Load(), w.refused.Load()
+}
+
+func (w *worker) stop() {
+	if w == nil {
+		return
+	}
+	_ = w.cmd.Process.Signal(os.Interrupt)
+	<-w.done
+	_ = w.cmd.Wait()
+}
+
+// runWorker is the worker process's main: spec is url, auth, tool, args,
+// concurrency and back-off, separated by 0x1f. It stops on SIGINT.
+func runWorker(spec string) {
+	f := strings.Split(spec, "\x1f")
+	c, _ := strconv.Atoi(f[4])
+	backoff, _ := strconv.ParseBool(f[5])
+	stop := make(chan struct{})
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	go func() { <-sig; close(stop) }()
+	var served, refused atomic.Int64
+	go func() {
+		for {
+			fmt.Println(served.Load(), refused.Load())
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 200}}
+	args := func(i int) string {
+		if strings.Contains(f[3], "%d") {
+			return fmt.Sprintf(f[3], i)
+		}
+		return f[3]
+	}
+	closedLoop(client, f[0], f[1], f[2], args, c, backoff, stop, &served, &refused)
+	fmt.Println(served.Load(), refused.Load())
 }

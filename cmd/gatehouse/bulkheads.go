@@ -34,7 +34,7 @@ func loadBulkheads(get func(string) string, bad func(name, format string, args .
 	}
 	adm := mcp.DefaultAdmission(int(db.TenantConns))
 	adm.Tenant = count("GATEHOUSE_TENANT_CONCURRENCY", adm.Tenant)
-	adm.Principal = count("GATEHOUSE_PRINCIPAL_CONCURRENCY", max(2, adm.Tenant/2))
+	adm.Principal = count("GATEHOUSE_PRINCIPAL_CONCURRENCY", min(adm.Tenant, max(4, adm.Tenant/2)))
 	adm.TenantQueue = count("GATEHOUSE_TENANT_QUEUE", adm.TenantQueue)
 	w, err := time.ParseDuration(get("GATEHOUSE_ADMISSION_WAIT"))
 	if err != nil || w < 0 || w > time.Minute {
