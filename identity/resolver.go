@@ -115,6 +115,12 @@ func (r *Resolver) Resolve(ctx context.Context, token string) (*Principal, error
 // credential share one verification.
 func (r *Resolver) load(ctx context.Context, key, token string, v Verifier) *ttlcache.Item[string, outcome] {
 	load := ttlcache.LoaderFunc[string, outcome](func(c *ttlcache.Cache[string, outcome], key string) *ttlcache.Item[string, outcome] {
+		// A caller that missed the cache just before another's verification
+		// stored its outcome reaches here after that verification's
+		// singleflight has ended: look again before verifying again.
+		if item := c.Get(key); item != nil {
+			return item
+		}
 		// One verification serves every caller waiting on this credential:
 		// one caller going away must not fail the others.
 		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.VerifyTimeout)

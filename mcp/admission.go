@@ -267,7 +267,7 @@ func (s *Server) admitRequest(c echo.Context, caller *Caller) (release func(), e
 	default:
 		msg = fmt.Sprintf("the server is at capacity (%d calls in progress); retry in 1 s", r.limit)
 	}
-	return nil, s.rpcError(c, http.StatusTooManyRequests, 1, codeBusy, msg, map[string]any{"retry_after_seconds": 1, "scope": r.scope, "limit": r.limit})
+	return nil, s.rpcError(c, http.StatusTooManyRequests, 1, codeBusy, msg, rpcErrorData{Scope: r.scope, Limit: r.limit})
 }
 
 // waiting reports the calls waiting for admission.

@@ -21,6 +21,8 @@ type Caller struct {
 	RequestID string
 	ClientIP  string
 	UserAgent string
+
+	outage *outageBox // over HTTP: where a handler reports an outage
 }
 
 const callerKey = "caller"

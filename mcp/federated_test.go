@@ -149,6 +149,11 @@ func TestIssuerOutage(t *testing.T) {
 	if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
 		t.Errorf("new token during outage: %d, Retry-After %q", res.StatusCode, res.Header.Get("Retry-After"))
 	}
+	// The answer names the provider's kind and says it is not the database.
+	if body := readBody(t, res); !strings.Contains(body, `"code":-32030`) || !strings.Contains(body, `"unavailable":"identity_provider"`) ||
+		!strings.Contains(body, "the identity provider (OpenID Connect issuer 127.0.0.1) cannot be reached") || strings.Contains(body, "database") {
+		t.Errorf("new token during outage: %s", body)
+	}
 }
 
 func TestFederatedTokenScopesAndErrors(t *testing.T) {

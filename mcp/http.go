@@ -58,10 +58,16 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/.well-known/oauth-protected-resource/mcp", prm, publicCORS())
 	e.OPTIONS("/.well-known/oauth-protected-resource/mcp", prm, publicCORS())
 
-	mcpHandler := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
-		Stateless: true,
-		Logger:    sdkLogger(s.log),
-	})
+	sdkHandler := func(jsonResponse bool) http.Handler {
+		return sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
+			Stateless:    true,
+			JSONResponse: jsonResponse,
+			Logger:       sdkLogger(s.log),
+		})
+	}
+	// edge (edge.go) does the content negotiation and JSON-RPC error
+	// answers the SDK cannot be configured to do.
+	mcpHandler := &edge{sse: sdkHandler(false), json: sdkHandler(true), maxBody: sdk.DefaultMaxRequestBodyBytes}
 	// The SDK carries auth.TokenInfo from the request to tool handlers; only
 	// its RequireBearerToken can put it there, so it re-reads the caller the
 	// authenticate middleware already established.
@@ -201,14 +207,16 @@ func (s *Server) recover(next echo.HandlerFunc) echo.HandlerFunc {
 func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 	hsts := strings.HasPrefix(s.opts.PublicURL, "https://")
 	return func(c echo.Context) error {
+		// Canonical keys assigned directly: every request, refused ones
+		// included, passes here.
 		h := c.Response().Header()
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-		h.Set("Cross-Origin-Resource-Policy", "same-site")
+		h["X-Content-Type-Options"] = []string{"nosniff"}
+		h["X-Frame-Options"] = []string{"DENY"}
+		h["Referrer-Policy"] = []string{"no-referrer"}
+		h["Content-Security-Policy"] = []string{"default-src 'none'; frame-ancestors 'none'"}
+		h["Cross-Origin-Resource-Policy"] = []string{"same-site"}
 		if hsts {
-			h.Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+			h["Strict-Transport-Security"] = []string{"max-age=63072000; includeSubDomains"}
 		}
 		return next(c)
 	}
@@ -239,7 +247,8 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		var p *identity.Principal
 		var err error
 		byCertificate := false
-		if token, ok := bearerToken(req); ok {
+		token, ok := bearerToken(req)
+		if ok {
 			p, err = s.opts.Resolver.Resolve(ctx, token)
 		} else if chain := verifiedClientChain(req); chain != nil && s.opts.ClientCerts != nil {
 			p, err = s.opts.ClientCerts.Principal(chain)
@@ -248,18 +257,18 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return s.refuse(c, nil)
 		}
 		if err != nil {
-			return s.refuse(c, err)
+			return s.refuseOrOutage(c, err, token)
 		}
 		if !p.HasScope(identity.ScopeRead) {
 			return s.refuseWith(c, errInsufficientScope, identity.UnionScopes(p.Scopes, []string{identity.ScopeRead}))
 		}
 		m, err := s.opts.Tenancy.Resolve(ctx, p)
 		if err != nil {
-			return s.refuse(c, err)
+			return s.refuseOrOutage(c, err, token)
 		}
 		if m.Tenant.SchemaVersion < store.TenantSchemaVersion() {
 			if m, err = s.catchUp(ctx, p, m.Tenant.ID); err != nil {
-				return s.refuse(c, err)
+				return s.refuseOrOutage(c, err, token)
 			}
 		}
 		// A token Gatehouse issued names the tenant its holder consented
@@ -283,6 +292,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if release != nil {
 			defer release()
 		}
+		defer s.answerOutages(c, caller)()
 		r := c.Request().WithContext(withCaller(ctx, caller))
 		if byCertificate {
 			// The SDK's RequireBearerToken (the only way to hand tools a
@@ -326,6 +336,26 @@ func bearerToken(r *http.Request) (string, bool) {
 		return "", false
 	}
 	return token, true
+}
+
+// refuseOrOutage answers a request whose caller could not be established:
+// 503 with Retry-After and a JSON-RPC error when the database or the
+// identity provider could not be reached (naming which), else refuse.
+func (s *Server) refuseOrOutage(c echo.Context, err error, token string) error {
+	var o outage
+	switch {
+	case store.Unavailable(err):
+		o = outage{dependency: "database"}
+	case errors.Is(err, identity.ErrUnavailable):
+		o = outage{dependency: "identity_provider", provider: providerClass(token, s.opts.PublicURL)}
+	default:
+		return s.refuse(c, err)
+	}
+	s.metrics.unavailable.WithLabelValues(o.dependency).Inc()
+	s.metrics.authFailures.WithLabelValues("temporarily_unavailable").Inc()
+	s.log.Warn("request refused: a dependency cannot be reached", "request_id", info(c).id, "dependency", o.dependency, "provider", o.provider, "error", err)
+	return s.rpcError(c, http.StatusServiceUnavailable, o.retryAfter(), codeUnavailable, o.message(),
+		rpcErrorData{Unavailable: o.dependency, Provider: o.provider})
 }
 
 // refuse answers a request whose caller could not be established. err nil
@@ -417,9 +447,19 @@ func (s *Server) readyz(c echo.Context) error {
 	if s.draining.Load() {
 		return notReady("shutting down")
 	}
+	busy := false
 	if err := s.db.Ping(ctx); err != nil {
-		s.log.Warn("readiness: database unreachable", "error", err)
-		return notReady("database unreachable")
+		// The control pool is never taken by tool calls; all of it in use
+		// and no answer within the time limit is load, not an outage: the
+		// replica stays in rotation (taking it out would move the load).
+		if !s.db.ControlBusy() || store.Unavailable(err) {
+			s.log.Warn("readiness: database unreachable", "error", err)
+			return notReady("database unreachable")
+		}
+		busy = true
+	}
+	if busy {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ready", "database": "busy: every control connection is in use"})
 	}
 	st, err := s.db.MigrationStatus(ctx)
 	if err != nil {

@@ -65,6 +65,10 @@ type setup struct {
 	toolPolicy mcp.ToolPolicy
 	limits     *tenancy.Limits
 	admission  *mcp.Admission
+	db         *store.DB // instead of a fresh database of the shared test cluster
+	// productionLog logs as serve does (JSON, info), to nowhere: for
+	// benchmarks, which the test log's debug lines would dominate.
+	productionLog bool
 	// oauth turns on the authorization server, with these upstreams.
 	oauth     bool
 	upstreams []*authserver.Upstream
@@ -72,19 +76,27 @@ type setup struct {
 	asConfig func(*authserver.Config)
 	// origins may call /mcp from a browser (GATEHOUSE_ALLOWED_ORIGINS).
 	origins []string
+	// options adjusts the server's options.
+	options func(*mcp.Options)
 }
 
 func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	t.Helper()
-	db := storetest.MustOpenDB(t)
 	logs, audit := &lockedBuffer{}, &lockedBuffer{}
-	testLog := storetest.Logger(t)
-	log := slog.New(teeHandler{testLog.Handler(), slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})})
 	su := &setup{policy: tenancy.DefaultPolicy()}
-	su.resolver.Prefixes = []identity.PrefixRoute{{Prefix: apikey.Prefix, Verifier: apikey.NewVerifier(db, log)}}
 	for _, m := range mods {
 		m(su)
 	}
+	testLog := storetest.Logger(t)
+	log := slog.New(teeHandler{testLog.Handler(), slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})})
+	if su.productionLog {
+		log = slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	db := su.db
+	if db == nil {
+		db = storetest.MustOpenDB(t)
+	}
+	su.resolver.Prefixes = append([]identity.PrefixRoute{{Prefix: apikey.Prefix, Verifier: apikey.NewVerifier(db, log)}}, su.resolver.Prefixes...)
 	tenants := tenancy.NewService(db, tenancy.ServiceOptions{Policy: su.policy})
 	t.Cleanup(tenants.Close)
 	g := &gatehouse{db: db, logs: logs, audit: audit}
@@ -105,8 +117,12 @@ func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	}
 	resolver := identity.NewResolver(su.resolver)
 	t.Cleanup(resolver.Close)
-	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, Limiter: limiter, PublicURL: g.ts.URL, AuthServer: g.as,
-		Logger: log, Version: "test", ToolPolicy: su.toolPolicy, Admission: su.admission, AllowedOrigins: su.origins, AuditKey: testAuditKey, AuditLog: slog.New(slog.NewJSONHandler(audit, nil))})
+	opts := mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, Limiter: limiter, PublicURL: g.ts.URL, AuthServer: g.as,
+		Logger: log, Version: "test", ToolPolicy: su.toolPolicy, Admission: su.admission, AllowedOrigins: su.origins, AuditKey: testAuditKey, AuditLog: slog.New(slog.NewJSONHandler(audit, nil))}
+	if su.options != nil {
+		su.options(&opts)
+	}
+	srv, err := mcp.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

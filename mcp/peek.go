@@ -21,10 +21,17 @@ func peek(r *http.Request) (id json.RawMessage, method, what string) {
 	if r.Body == nil {
 		return id, "", ""
 	}
-	buf := make([]byte, peekPrefix)
-	n, err := io.ReadFull(r.Body, buf)
-	buf = buf[:n]
-	if err == nil { // more may follow
+	var buf []byte
+	var err error
+	if n := r.ContentLength; n > 0 && n <= peekPrefix {
+		buf = make([]byte, n) // the usual case: one allocation of the body's size
+		var got int
+		got, err = io.ReadFull(r.Body, buf)
+		buf = buf[:got]
+	} else {
+		buf, err = io.ReadAll(io.LimitReader(r.Body, peekPrefix))
+	}
+	if err == nil && int64(len(buf)) != r.ContentLength { // more may follow
 		r.Body = readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
 	} else {
 		r.Body = readCloser{bytes.NewReader(buf), r.Body}

@@ -3,7 +3,6 @@ package mcp
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -25,8 +24,10 @@ func rateHeaders(h http.Header, d tenancy.Decision) {
 	if d.Remaining < 0 || d.Limit.Off() {
 		return
 	}
-	h.Set("RateLimit-Policy", fmt.Sprintf("%q;q=%d;w=60", d.Scope, int(math.Ceil(d.Limit.PerMinute))))
-	h.Set("RateLimit", fmt.Sprintf("%q;r=%d;t=%d", d.Scope, d.Remaining, retrySeconds(d)))
+	// Canonical keys assigned directly: this runs on every request.
+	scope := strconv.Quote(d.Scope)
+	h["Ratelimit-Policy"] = []string{scope + ";q=" + strconv.Itoa(int(math.Ceil(d.Limit.PerMinute))) + ";w=60"}
+	h["Ratelimit"] = []string{scope + ";r=" + strconv.Itoa(d.Remaining) + ";t=" + strconv.Itoa(retrySeconds(d))}
 }
 
 func retrySeconds(d tenancy.Decision) int {
@@ -39,26 +40,48 @@ func retrySeconds(d tenancy.Decision) int {
 // tooMany answers a rate-limited MCP request: HTTP 429 with Retry-After,
 // and a JSON-RPC error (for the request's id) saying when to retry.
 func (s *Server) tooMany(c echo.Context, d tenancy.Decision, what string) error {
-	h := c.Response().Header()
-	rateHeaders(h, d)
+	rateHeaders(c.Response().Header(), d)
 	secs := retrySeconds(d)
 	s.metrics.rateLimited.WithLabelValues(d.Scope).Inc()
-	msg := fmt.Sprintf("rate limit exceeded (%s, %s): retry in %d s", what, d.Limit, secs)
-	return s.rpcError(c, http.StatusTooManyRequests, secs, codeRateLimited, msg, map[string]any{"retry_after_seconds": secs, "scope": d.Scope})
+	msg := "rate limit exceeded (" + what + ", " + d.Limit.String() + "): retry in " + strconv.Itoa(secs) + " s"
+	return s.rpcError(c, http.StatusTooManyRequests, secs, codeRateLimited, msg, rpcErrorData{Scope: d.Scope})
+}
+
+// rpcErrorData is the data of Gatehouse's JSON-RPC errors (docs/clients.md).
+type rpcErrorData struct {
+	RetryAfter  int    `json:"retry_after_seconds"`
+	Scope       string `json:"scope,omitempty"`
+	Limit       int    `json:"limit,omitempty"`
+	Unavailable string `json:"unavailable,omitempty"`
+	Provider    string `json:"provider,omitempty"`
+}
+
+type rpcErrorBody struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Error   struct {
+		Code    int          `json:"code"`
+		Message string       `json:"message"`
+		Data    rpcErrorData `json:"data"`
+	} `json:"error"`
 }
 
 // rpcError answers a request with an HTTP error status, Retry-After, and
-// a JSON-RPC error for the request's id.
-func (s *Server) rpcError(c echo.Context, status, retryAfter, code int, msg string, data map[string]any) error {
+// a JSON-RPC error for the request's id. It is the whole cost of a refusal
+// after the decision, so it is kept cheap (no maps, no reflection on
+// interfaces, canonical header keys assigned directly).
+func (s *Server) rpcError(c echo.Context, status, retryAfter, code int, msg string, data rpcErrorData) error {
 	h := c.Response().Header()
-	h.Set("Retry-After", strconv.Itoa(retryAfter))
-	h.Set("Cache-Control", "no-store")
-	p := peekRequest(c)
-	return c.JSON(status, map[string]any{
-		"jsonrpc": "2.0",
-		"id":      p.id,
-		"error":   map[string]any{"code": code, "message": msg, "data": data},
-	})
+	h["Retry-After"] = []string{strconv.Itoa(retryAfter)}
+	h["Cache-Control"] = []string{"no-store"}
+	body := rpcErrorBody{JSONRPC: "2.0", ID: peekRequest(c).id}
+	body.Error.Code, body.Error.Message, body.Error.Data = code, msg, data
+	body.Error.Data.RetryAfter = retryAfter
+	b, err := json.Marshal(&body)
+	if err != nil {
+		return err
+	}
+	return c.Blob(status, echo.MIMEApplicationJSON, b)
 }
 
 // peeked is what a request asks for, read once from its body.

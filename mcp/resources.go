@@ -176,6 +176,8 @@ func (s *Server) resourceCall(ctx context.Context, extra *sdk.RequestExtra, meth
 	s.audit.written(c.Tenant, rec)
 	msg := res.Content[0].(*sdk.TextContent).Text
 	switch {
+	case outcome == "unavailable":
+		return s.reportOutage(c, outage{dependency: "database"})
 	case outcome == "not_found" && uri != "":
 		return sdk.ResourceNotFoundError(uri)
 	case outcome == "invalid_arguments":

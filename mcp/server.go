@@ -43,6 +43,11 @@ type Options struct {
 	// Admission bounds the calls in flight; nil means
 	// DefaultAdmission(the tenant-work pool's size).
 	Admission *Admission
+	// ReadHeaderTimeout, BodyTimeout and MaxPendingPerIP bound slow clients
+	// (see conns.go); zero means the Default of each.
+	ReadHeaderTimeout time.Duration
+	BodyTimeout       time.Duration
+	MaxPendingPerIP   int
 	// ToolPolicy overrides the compiled-in role and scope of some tools.
 	ToolPolicy ToolPolicy
 	// AuthServer, when set, is Gatehouse's OAuth authorization server for
@@ -111,6 +116,15 @@ func New(opts Options) (*Server, error) {
 	if opts.ToolTimeout <= 0 {
 		opts.ToolTimeout = 30 * time.Second
 	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = DefaultBodyTimeout
+	}
+	if opts.MaxPendingPerIP <= 0 {
+		opts.MaxPendingPerIP = DefaultMaxPendingPerIP
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -137,6 +151,12 @@ func New(opts Options) (*Server, error) {
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
 		Logger:       sdkLogger(opts.Logger),
+		// A stateless server has no stream to announce list changes on:
+		// advertise no listChanged (the SDK's default says true). Logging
+		// stays advertised as before: the revisions served before
+		// 2026-07-28 define logging/setLevel.
+		//lint:ignore SA1019 logging is deprecated only from protocol 2026-07-28
+		Capabilities: &sdk.ServerCapabilities{Logging: &sdk.LoggingCapabilities{}, Tools: &sdk.ToolCapabilities{}, Resources: &sdk.ResourceCapabilities{}},
 	})
 	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	s.canQuery = opts.DB.CanCreateRoles(rctx)
@@ -194,8 +214,11 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 			}
 		}
 		start := time.Now()
-		res, outcome, _ := s.call(ctx, t, c, req.Params.Arguments)
+		res, outcome := s.call(ctx, t, c, req.Params.Arguments)
 		s.metrics.toolCall(t.Name, outcome, time.Since(start))
+		if outcome == "unavailable" {
+			return nil, s.reportOutage(c, outage{dependency: "database"})
+		}
 		return res, nil
 	}
 }
@@ -205,9 +228,9 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 // that fails rolls its transaction back and is recorded in a fresh one, so
 // every call leaves a record. A tool with its own connection (query) runs
 // before its record's transaction, never inside one: a call holds at most
-// one tenant connection at a time. err is the failure, if any, for the
-// caller to classify (the result already says it to the model).
-func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string, error) {
+// one tenant connection at a time. outcome "unavailable" means the
+// database could not be reached.
+func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string) {
 	rec := s.audit.base(c, t.Name, raw)
 	var res *sdk.CallToolResult
 	outcome := "ok"
@@ -242,8 +265,16 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		res, outcome, internal = toolFailure(c.RequestID, err)
 		if internal {
 			s.log.Error("tool call failed", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "subject", c.Principal.Subject, "error", err)
+		} else if outcome == "unavailable" {
+			s.log.Warn("tool call failed: the database is unavailable", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", err)
 		}
 		rec.Decision, rec.Reason = store.Failed, outcome
+		if rf := (*ruleRefusal)(nil); errors.As(err, &rf) {
+			rec.Decision, rec.Reason = store.Denied, rf.msg
+		} else if refusedByInput(outcome) {
+			// The caller's input broke a rule: a refusal, not a failure.
+			rec.Decision, rec.Reason = store.Denied, errorText(res)
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if _, aerr := s.db.InsertAuditRecord(rctx, c.Tenant, rec); aerr != nil {
@@ -252,7 +283,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		}
 	}
 	s.audit.written(c.Tenant, rec)
-	return res, outcome, err
+	return res, outcome
 }
 
 // execute validates the arguments and runs the tool in tx, within the tool
@@ -307,13 +338,8 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string, grace time.Dur
 // closes ln. The error is the listener's or the shutdown's; nil after a
 // clean drain.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	srv, ln := s.httpServer(ln)
+	srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	errc := make(chan error, 1)
 	if srv.TLSConfig = s.opts.TLS; srv.TLSConfig != nil {
 		s.log.Info("listening (TLS 1.3)", "addr", ln.Addr().String(), "mcp", s.ResourceURL(), "client_certificates", s.opts.ClientCerts != nil)

@@ -201,6 +201,15 @@ func TestConsentFollowsScopes(t *testing.T) {
 	if consent, _ = c.signInFor(b, "mcp:admin mcp:read"); consent != "" {
 		t.Error("asked again for scopes already consented to")
 	}
+	// Consents add up: a client consented to for read admin, then for
+	// read write, is asked nothing again for either, or for write admin.
+	other := g.register(t, loopbackRedirect)
+	for i, scope := range []string{"mcp:read mcp:admin", "mcp:read mcp:write", "mcp:read mcp:admin", "mcp:write mcp:admin"} {
+		consent, _ := other.signInFor(b, scope)
+		if asked := consent != ""; asked != (i < 2) {
+			t.Errorf("sign-in %d for %q: consent asked %v", i, scope, asked)
+		}
+	}
 
 	// Bob joins as a viewer: asking for everything, he is shown (and
 	// granted) what a viewer can use.

@@ -140,8 +140,15 @@ func (db *DB) Limits() Options { return db.limits }
 // Close closes every connection.
 func (db *DB) Close() { db.work.Close(); db.pool.Close() }
 
-// Ping checks that the database answers.
+// Ping checks that the database answers, over the control pool.
 func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
+
+// ControlBusy reports whether every control-pool connection is in use, so
+// that a Ping that timed out says "busy", not "unreachable".
+func (db *DB) ControlBusy() bool {
+	st := db.pool.Stat()
+	return st.AcquiredConns() >= st.MaxConns()
+}
 
 // Pool exposes the control-plane pool to tests and benchmarks in this module.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }

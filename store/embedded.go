@@ -58,6 +58,7 @@ type Embedded struct {
 	socketDir string
 	cred      *syscall.Credential // non-nil when we run the server as another user
 	log       *slog.Logger
+	opts      EmbeddedOptions
 }
 
 // StartEmbedded starts (or joins, when already running) the cluster in
@@ -81,6 +82,7 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*Embedded, error)
 		dataDir: dataDir,
 		pgdata:  filepath.Join(dataDir, "pgdata"),
 		log:     log,
+		opts:    opts,
 	}
 	sum := sha256.Sum256([]byte(e.pgdata))
 	// A unix socket path must stay under 107 bytes: keep it short and stable.
@@ -144,6 +146,30 @@ func (e *Embedded) Stop(ctx context.Context) error {
 	e.log.Info("embedded postgres stopped", "data_dir", e.dataDir)
 	return nil
 }
+
+// Restart stops the cluster in mode ("fast", or "immediate": no shutdown
+// checkpoint, as after a crash) and starts it again with the same
+// settings, returning once it accepts connections. For outage tests.
+func (e *Embedded) Restart(ctx context.Context, mode string) error {
+	out, err := e.run(ctx, "pg_ctl", "restart", "-D", e.pgdata, "-m", mode, "-w", "-t", "60", "-l", filepath.Join(e.dataDir, "postgres.log"))
+	if err != nil {
+		return fmt.Errorf("embedded postgres: restart: %w: %s", err, out)
+	}
+	return nil
+}
+
+// Halt stops the cluster at once (immediate mode: as after a crash),
+// whoever is connected; Resume starts it again. For outage tests.
+func (e *Embedded) Halt(ctx context.Context) error {
+	out, err := e.run(ctx, "pg_ctl", "stop", "-D", e.pgdata, "-m", "immediate", "-w", "-t", "60")
+	if err != nil {
+		return fmt.Errorf("embedded postgres: halt: %w: %s", err, out)
+	}
+	return nil
+}
+
+// Resume starts a cluster stopped by Halt, with its original settings.
+func (e *Embedded) Resume(ctx context.Context) error { return e.start(ctx, e.opts) }
 
 func (e *Embedded) otherClients(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)

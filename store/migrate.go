@@ -140,7 +140,10 @@ func (db *DB) MigrateTenants(ctx context.Context, parallel int, progress func(do
 }
 
 // TenantSchemaVersion is the tenant schema version this release works with.
-func TenantSchemaVersion() int { return len(migrations.Tenant()) }
+// Every request compares against it: read the embedded files once.
+func TenantSchemaVersion() int { return tenantSchemaVersion() }
+
+var tenantSchemaVersion = sync.OnceValue(func() int { return len(migrations.Tenant()) })
 
 // CatchUpTenant migrates one tenant's schema to this release's version (a
 // tenant the previous release created during a rolling deploy). Safe to

@@ -137,10 +137,13 @@ func (db *DB) Consented(ctx context.Context, subject, clientID, scope string) (b
 	return ok, err
 }
 
-// SaveConsent implements authserver.Store.
+// SaveConsent implements authserver.Store: the scopes consented to now are
+// added to those consented to before.
 func (db *DB) SaveConsent(ctx context.Context, subject, clientID, scope string) error {
 	_, err := db.pool.Exec(ctx, `INSERT INTO gatehouse.oauth_consents (subject, client_id, scope) VALUES ($1, $2, $3)
-		ON CONFLICT (subject, client_id) DO UPDATE SET scope = excluded.scope, granted_at = now()`, subject, clientID, scope)
+		ON CONFLICT (subject, client_id) DO UPDATE SET granted_at = now(), scope = array_to_string(ARRAY(
+			SELECT DISTINCT s FROM unnest(string_to_array(oauth_consents.scope, ' ') || string_to_array(excluded.scope, ' ')) AS s
+			WHERE s <> '' ORDER BY s), ' ')`, subject, clientID, scope)
 	return err
 }
 

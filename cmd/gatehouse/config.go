@@ -36,11 +36,16 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_PUBLIC_URL", Help: "canonical external URL, e.g. https://mcp.example.com (set it for a custom domain); default: the platform's own URL (RENDER_EXTERNAL_URL, RAILWAY_PUBLIC_DOMAIN, FLY_APP_NAME), else http://localhost:<port>"},
 	{Name: "RENDER_EXTERNAL_URL", Help: "set by Render: the service's URL, the default GATEHOUSE_PUBLIC_URL there"},
 	{Name: "RAILWAY_PUBLIC_DOMAIN", Help: "set by Railway: the service's public domain; https://<it> is the default GATEHOUSE_PUBLIC_URL there"},
+	{Name: "RENDER_GIT_COMMIT", Help: "set by Render: the commit deployed, the version reported when the binary was built without one"},
+	{Name: "RAILWAY_GIT_COMMIT_SHA", Help: "set by Railway: the commit deployed, the version reported when the binary was built without one"},
 	{Name: "FLY_APP_NAME", Help: "set by Fly.io: the app's name; https://<it>.fly.dev is the default GATEHOUSE_PUBLIC_URL there"},
 	{Name: "GATEHOUSE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error"},
 	{Name: "GATEHOUSE_AUTH_CACHE_TTL", Default: "60s", Help: "how long a validated credential is reused (never past its expiry)"},
 	{Name: "GATEHOUSE_TOOL_TIMEOUT", Default: "30s", Help: "time limit of one tool call"},
 	{Name: "GATEHOUSE_SHUTDOWN_GRACE", Default: "25s", Help: "how long in-flight requests may finish after SIGTERM"},
+	{Name: "GATEHOUSE_READ_HEADER_TIMEOUT", Default: "10s", Help: "time a client has to send a request's headers; slower connections are closed"},
+	{Name: "GATEHOUSE_BODY_TIMEOUT", Default: "30s", Help: "time a client has to send a request's body after its headers; slower connections are closed"},
+	{Name: "GATEHOUSE_MAX_PENDING_PER_IP", Default: "32", Help: "connections one client address may have still sending their request; more are closed on accept (trusted proxies exempt)"},
 	{Name: "GATEHOUSE_TRUSTED_PROXIES", Help: "comma-separated CIDRs whose X-Forwarded-For is believed"},
 	{Name: "GATEHOUSE_TLS_CERT", Help: "PEM certificate (chain) to serve TLS 1.3 with, for self-hosting; re-read when it changes. Unset: plain HTTP behind the platform's TLS"},
 	{Name: "GATEHOUSE_TLS_KEY", Help: "PEM private key of GATEHOUSE_TLS_CERT"},
@@ -110,24 +115,28 @@ type Config struct {
 	PublicURL string
 	// PublicURLFrom names the variable PublicURL came from; empty: the
 	// listen address (a local default).
-	PublicURLFrom  string
-	AddrFrom       string // GATEHOUSE_ADDR, PORT, or "" (the default :8080)
-	DatabaseURL    string
-	DataDir        string
-	LogLevel       slog.Level
-	AuthCacheTTL   time.Duration
-	ToolTimeout    time.Duration
-	ShutdownGrace  time.Duration
-	TrustedProxies []*net.IPNet
-	AllowedOrigins []string
-	DefaultScopes  []string
-	Providers      *providers
-	Policy         *tenancy.Policy
-	ToolPolicy     mcp.ToolPolicy
-	Limits         tenancy.Limits
-	SigningKeys    [][]byte // GATEHOUSE_SIGNING_KEY, newest first; nil: a database secret
-	AuditKeys      [][]byte // GATEHOUSE_AUDIT_KEY, newest first; nil: a database secret
-	MetricsToken   string   // GATEHOUSE_METRICS_TOKEN; empty: /metrics is open
+	PublicURLFrom string
+	AddrFrom      string // GATEHOUSE_ADDR, PORT, or "" (the default :8080)
+	DatabaseURL   string
+	DataDir       string
+	LogLevel      slog.Level
+	AuthCacheTTL  time.Duration
+	ToolTimeout   time.Duration
+	ShutdownGrace time.Duration
+	// Slow clients (mcp.Options).
+	ReadHeaderTimeout time.Duration
+	BodyTimeout       time.Duration
+	MaxPendingPerIP   int
+	TrustedProxies    []*net.IPNet
+	AllowedOrigins    []string
+	DefaultScopes     []string
+	Providers         *providers
+	Policy            *tenancy.Policy
+	ToolPolicy        mcp.ToolPolicy
+	Limits            tenancy.Limits
+	SigningKeys       [][]byte // GATEHOUSE_SIGNING_KEY, newest first; nil: a database secret
+	AuditKeys         [][]byte // GATEHOUSE_AUDIT_KEY, newest first; nil: a database secret
+	MetricsToken      string   // GATEHOUSE_METRICS_TOKEN; empty: /metrics is open
 	// Warnings are problems that do not stop the server; serve logs them.
 	Warnings      []string
 	TokenTTL      time.Duration
@@ -224,6 +233,13 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	duration("GATEHOUSE_AUTH_CACHE_TTL", &c.AuthCacheTTL)
 	duration("GATEHOUSE_TOOL_TIMEOUT", &c.ToolTimeout)
 	duration("GATEHOUSE_SHUTDOWN_GRACE", &c.ShutdownGrace)
+	duration("GATEHOUSE_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout)
+	duration("GATEHOUSE_BODY_TIMEOUT", &c.BodyTimeout)
+	if n, err := strconv.Atoi(get("GATEHOUSE_MAX_PENDING_PER_IP")); err != nil || n < 1 {
+		bad("GATEHOUSE_MAX_PENDING_PER_IP", "%q is not a positive number", get("GATEHOUSE_MAX_PENDING_PER_IP"))
+	} else {
+		c.MaxPendingPerIP = n
+	}
 	duration("GATEHOUSE_TOKEN_TTL", &c.TokenTTL)
 	if c.TokenTTL > time.Hour {
 		bad("GATEHOUSE_TOKEN_TTL", "%s is longer than 1h; access tokens are short-lived, refresh tokens keep people signed in", c.TokenTTL)

@@ -204,6 +204,22 @@ func TestTenantLimitsCommand(t *testing.T) {
 	if code, _, stderr := gh(t, environ, "tenant", "limits", "set", "acme.com", "--rate", "lots"); code != 2 || !strings.Contains(stderr, "--rate") {
 		t.Errorf("bad rate: %d %s", code, stderr)
 	}
+	// The one rate parser: off is accepted as the environment accepts it,
+	// and an omitted burst is the stated default (GATEHOUSE_TENANT_BURST),
+	// not one second's worth of the rate.
+	if code, out, stderr := gh(t, environ, "tenant", "limits", "set", "acme.com", "--rate", "off"); code != 0 || !strings.Contains(out, "tenant acme.com: off (tenant override)") {
+		t.Errorf("set off: %d %q %s", code, out, stderr)
+	}
+	if code, out, _ := gh(t, environ, "tenant", "limits", "show", "acme.com", "--json"); code != 0 || !strings.Contains(out, `"off": true`) {
+		t.Errorf("show off: %d %q", code, out)
+	}
+	if code, out, stderr := gh(t, environ, "tenant", "limits", "set", "acme.com", "--rate", "3600/h"); code != 0 || !strings.Contains(out, "60/m burst 200 (tenant override)") {
+		t.Errorf("set without --burst: %d %q %s", code, out, stderr)
+	}
+	environ["GATEHOUSE_TENANT_BURST"] = "25"
+	if code, out, stderr := gh(t, environ, "tenant", "limits", "set", "acme.com", "--rate", "10/s"); code != 0 || !strings.Contains(out, "600/m burst 25 (tenant override)") {
+		t.Errorf("set with GATEHOUSE_TENANT_BURST=25: %d %q %s", code, out, stderr)
+	}
 }
 
 func TestHealthcheckCommand(t *testing.T) {

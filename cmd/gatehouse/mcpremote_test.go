@@ -29,7 +29,8 @@ import (
 // this test's hook (BROWSER, and `open`/`xdg-open` first on PATH), and the
 // person is an HTTP client with a cookie jar that follows the sign-in
 // page, the upstream OIDC login (idptest) and the consent form back to
-// mcp-remote's callback. Then tools are listed and called through it.
+// mcp-remote's callback. Then tools are listed and called through it, and
+// again after a restart, which reuses the stored tokens without a browser.
 func TestMCPRemote(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs mcp-remote")
@@ -52,32 +53,57 @@ func TestMCPRemote(t *testing.T) {
 		}
 	}
 	_, port, _ := strings.Cut(strings.TrimPrefix(freeAddr(t), "127.0.0.1"), ":")
-	cmd := nodeCmd(t, "mcp-remote", s.base+"/mcp", port)
-	cmd.Env = append(cmd.Env, "BROWSER="+filepath.Join(hooks, "browser"), "MCP_REMOTE_CONFIG_DIR="+t.TempDir(),
-		"PATH="+hooks+string(os.PathListSeparator)+envValue(cmd.Env, "PATH"))
+	config := t.TempDir() // where mcp-remote keeps its registration and tokens
 	logs := &syncBuffer{}
-	cmd.Stderr = logs
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("mcp-remote log:\n%s", logs.String())
 		}
 	})
+	// start runs mcp-remote (stdio) under a Go MCP client.
+	start := func(ctx context.Context) (*sdk.ClientSession, error) {
+		cmd := nodeCmd(t, "mcp-remote", s.base+"/mcp", port)
+		cmd.Env = append(cmd.Env, "BROWSER="+filepath.Join(hooks, "browser"), "MCP_REMOTE_CONFIG_DIR="+config,
+			"PATH="+hooks+string(os.PathListSeparator)+envValue(cmd.Env, "PATH"))
+		cmd.Stderr = logs
+		client := sdk.NewClient(&sdk.Implementation{Name: "gatehouse-mcp-remote-e2e", Version: "1"}, nil)
+		return client.Connect(ctx, &sdk.CommandTransport{Command: cmd}, nil)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	signedIn := make(chan error, 1)
 	go func() { signedIn <- signInFromBrowser(ctx, opened, "corp", port) }()
-	client := sdk.NewClient(&sdk.Implementation{Name: "gatehouse-mcp-remote-e2e", Version: "1"}, nil)
-	cs, err := client.Connect(ctx, &sdk.CommandTransport{Command: cmd}, nil)
+	cs, err := start(ctx)
 	if err != nil {
 		t.Fatalf("connecting through mcp-remote: %v (sign-in: %v)", err, <-signedIn)
 	}
-	defer cs.Close()
 	if err := <-signedIn; err != nil {
 		t.Fatalf("sign-in: %v", err)
 	}
 	t.Logf("mcp-remote negotiated protocol %s", cs.InitializeResult().ProtocolVersion)
+	listAndCallThrough(ctx, t, cs)
+	if err := cs.Close(); err != nil {
+		t.Logf("closing mcp-remote: %v", err)
+	}
 
+	// A restart (the desktop client relaunched) reuses the stored tokens:
+	// no browser opens.
+	cs, err = start(ctx)
+	if err != nil {
+		t.Fatalf("reconnecting through mcp-remote with stored tokens: %v", err)
+	}
+	defer cs.Close()
+	listAndCallThrough(ctx, t, cs)
+	if b, _ := os.ReadFile(opened); strings.Count(string(b), "\n") != 1 {
+		t.Errorf("the browser was opened again on restart:\n%s", b)
+	}
+}
+
+// listAndCallThrough lists tools and calls whoami through mcp-remote as
+// Erin, acme.com's first member (admin), signed in with Corp SSO.
+func listAndCallThrough(ctx context.Context, t *testing.T, cs *sdk.ClientSession) {
+	t.Helper()
 	tools, err := cs.ListTools(ctx, nil)
 	if err != nil {
 		t.Fatalf("tools/list through mcp-remote: %v", err)
@@ -86,7 +112,6 @@ func TestMCPRemote(t *testing.T) {
 	for _, tool := range tools.Tools {
 		names = append(names, tool.Name)
 	}
-	// Erin is acme.com's first member (admin).
 	for _, want := range []string{"whoami", "add_todo", "list_todos"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("tools/list through mcp-remote lacks %s: %v", want, names)

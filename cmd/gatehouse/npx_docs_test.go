@@ -12,7 +12,8 @@ import (
 // README.md and docs/*.md runs without a prompt (-y: without a terminal npx
 // would wait) and names the exact version of a package the end-to-end tests
 // pin in testdata/e2e/package.json (and that any other package@version of
-// those packages in the docs is the pinned one), so that the documented command is the
+// those packages in the docs, and the first-start banner's Inspector, is
+// the pinned one), so that the documented command is the
 // one the tests run (an unpinned `npx @modelcontextprotocol/inspector`
 // picks Inspector 0.x on Node 20, which fails against a URL).
 func TestDocumentedNpxCommandsArePinned(t *testing.T) {
@@ -58,6 +59,10 @@ func TestDocumentedNpxCommandsArePinned(t *testing.T) {
 				}
 			}
 		}
+	}
+	// The first-start banner's Inspector command runs the pinned version.
+	if want := pkg.Dependencies["@modelcontextprotocol/inspector"]; inspectorVersion != want {
+		t.Errorf("the banner runs Inspector %s; the tests pin %s", inspectorVersion, want)
 	}
 	if found == 0 {
 		t.Error("no npx command found in the docs; the pattern is stale")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
@@ -23,12 +24,27 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-func cmdServe(ctx context.Context, args []string, e *env) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+func serveCmd(ctx context.Context, e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the MCP server (DATABASE_URL, or the embedded PostgreSQL)",
+		Long: `Run the MCP server: Streamable HTTP at /mcp, OAuth sign-in for MCP clients,
+/healthz, /readyz and /metrics.
+
+It listens on GATEHOUSE_ADDR, else :$PORT, else :8080, and uses DATABASE_URL, or
+without it the embedded PostgreSQL in GATEHOUSE_DATA_DIR (for trying Gatehouse on
+one machine). The first start on an empty database prints an admin API key once,
+when the server is serving. Every setting is an environment variable: gatehouse
+config lists them. SIGTERM drains in-flight requests.`,
+		Example: `  gatehouse serve
+  GATEHOUSE_ADDR=localhost:8080 gatehouse serve
+  DATABASE_URL=postgres://gatehouse@db/gatehouse GATEHOUSE_PUBLIC_URL=https://mcp.example.com gatehouse serve`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error { return serve(ctx, e) },
 	}
+}
+
+func serve(ctx context.Context, e *env) error {
 	cfg, log, err := setup(e)
 	if err != nil {
 		return err
@@ -43,7 +59,7 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 	log.Info("starting gatehouse", "version", buildVersion(), "public_url", cfg.PublicURL)
 	reportPublicURL(cfg, log)
 	tuneGC(e.getenv, log)
-	db, err := openDatabase(ctx, cfg, log)
+	db, err := openDatabase(ctx, cfg, log, true)
 	if err != nil {
 		return err
 	}
@@ -125,6 +141,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter, AuthServer: as,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
 		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Admission: &cfg.Admission,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout, BodyTimeout: cfg.BodyTimeout, MaxPendingPerIP: cfg.MaxPendingPerIP,
 		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(auditOut, nil)),
 		ReadyNotes: cfg.notes.snapshot, MetricsToken: cfg.MetricsToken, Logger: log, Version: buildVersion(),
 	})

@@ -125,7 +125,7 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request, c *Client) {
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "unknown, expired or revoked refresh token")
 		return
 	}
-	scope, ok := old.Scope, true
+	scope := old.Scope
 	if len(want) > 0 {
 		scope = strings.Join(want, " ")
 	}
@@ -137,7 +137,8 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request, c *Client) {
 	}
 	// A role lowered since consent narrows what a refresh gives (the
 	// refresh token keeps its grant: a role raised again restores it).
-	if scope, ok = capScope(scope, place); !ok {
+	scope, ok := capScope(scope, place)
+	if !ok {
 		oauthError(w, http.StatusBadRequest, "invalid_scope", "your role ("+place.Role+") no longer allows any of the scopes granted ("+old.Scope+")")
 		return
 	}

@@ -111,6 +111,8 @@ type Store interface {
 	DeleteRequest(ctx context.Context, id string) error
 
 	Consented(ctx context.Context, subject, clientID, scope string) (bool, error)
+	// SaveConsent records consent to scope, in addition to any consent
+	// given before.
 	SaveConsent(ctx context.Context, subject, clientID, scope string) error
 
 	CreateCode(ctx context.Context, c *Code) error

@@ -5,11 +5,14 @@ import (
 	"path/filepath"
 )
 
-// Chromium is a headless-capable Chromium or Chrome browser.
+// Chromium is a headless-capable Chromium or Chrome browser: on PATH, or
+// installed as a macOS app.
 var Chromium = Dep{
 	Name: "Chromium",
-	Find: lookPath("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"),
-	How:  "`make test` installs Debian's chromium where apt-get exists and it runs as root; elsewhere install Chromium or Chrome on PATH",
+	Find: firstOf(lookPath("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"),
+		executable("/Applications/Google Chrome.app/Contents/MacOS/Google Chrome"),
+		executable("/Applications/Chromium.app/Contents/MacOS/Chromium")),
+	How: "`make test` installs Debian's chromium where apt-get exists and it runs as root; elsewhere install Chromium or Chrome on PATH",
 }
 
 // PgBouncer is a PgBouncer program: one on PATH (Homebrew's, a distribution
@@ -40,5 +43,5 @@ var Node = Dep{
 		}
 		return executable(filepath.Join(E2EDir(), "node_modules", ".bin", "node"))()
 	},
-	How: "install npm (with any Node.js, https://nodejs.org), then `make test` runs npm ci in cmd/gatehouse/testdata/e2e, which also installs the pinned Node.js 22",
+	How: "install Node.js and npm (https://nodejs.org), then `make test` runs npm ci in cmd/gatehouse/testdata/e2e, which also installs the pinned Node.js 22",
 }
