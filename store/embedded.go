@@ -169,7 +169,10 @@ func (e *Embedded) Halt(ctx context.Context) error {
 }
 
 // Resume starts a cluster stopped by Halt, with its original settings.
-func (e *Embedded) Resume(ctx context.Context) error { return e.start(ctx, e.opts) }
+func (e *Embedded) Resume(ctx context.Context) error {
+	_, err := e.start(ctx, e.opts)
+	return err
+}
 
 func (e *Embedded) otherClients(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
