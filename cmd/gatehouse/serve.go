@@ -154,6 +154,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 	bg.Go(func() { srv.FollowInvalidations(bctx) })
 	bg.Go(func() { srv.RunMaintenance(bctx, 5*time.Minute) })
 	bg.Go(func() { checkIssuers(bctx, cfg.Providers.issuerChecks(), cfg.notes, log) })
+	bg.Go(func() { watchBackupLocks(bctx, db.BackupLocks, cfg.notes, log, backupLocksEvery) })
 	return srv, func() { cancel(); bg.Wait(); closeAll() }, nil
 }
 
