@@ -84,16 +84,23 @@ var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{8,64}$`)
 // is well formed (a proxy's id ties our logs to its logs), else a new one.
 func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id := c.Request().Header.Get(echo.HeaderXRequestID)
-		if !requestIDPattern.MatchString(id) {
-			var b [12]byte
-			_, _ = rand.Read(b[:])
-			id = hex.EncodeToString(b[:])
-		}
-		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		id := NewRequestID(c.Request())
+		c.Response().Header()[echo.HeaderXRequestID] = []string{id}
 		c.Set(infoKey, &Info{ID: id})
 		return next(c)
 	}
+}
+
+// NewRequestID is the id of request r: its X-Request-Id when well formed,
+// else a new random one (for handlers that answer before the surface).
+func NewRequestID(r *http.Request) string {
+	id := r.Header.Get(echo.HeaderXRequestID)
+	if !requestIDPattern.MatchString(id) {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+	}
+	return id
 }
 
 func (s *Surface) recover(next echo.HandlerFunc) echo.HandlerFunc {
@@ -119,19 +126,23 @@ const DefaultCSP = "default-src 'none'; frame-ancestors 'none'"
 func securityHeaders(hsts bool) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
-			// Canonical keys assigned directly: every request, refused ones
-			// included, passes here.
-			h := c.Response().Header()
-			h["X-Content-Type-Options"] = []string{"nosniff"}
-			h["X-Frame-Options"] = []string{"DENY"}
-			h["Referrer-Policy"] = []string{"no-referrer"}
-			h["Content-Security-Policy"] = []string{DefaultCSP}
-			h["Cross-Origin-Resource-Policy"] = []string{"same-site"}
-			if hsts {
-				h["Strict-Transport-Security"] = []string{"max-age=63072000; includeSubDomains"}
-			}
+			SetSecurityHeaders(c.Response().Header(), hsts)
 			return next(c)
 		}
+	}
+}
+
+// SetSecurityHeaders sets the headers every response carries (hsts: the
+// public URL is https). Canonical keys are assigned directly: every
+// request, refused ones included, passes here.
+func SetSecurityHeaders(h http.Header, hsts bool) {
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	h["X-Frame-Options"] = []string{"DENY"}
+	h["Referrer-Policy"] = []string{"no-referrer"}
+	h["Content-Security-Policy"] = []string{DefaultCSP}
+	h["Cross-Origin-Resource-Policy"] = []string{"same-site"}
+	if hsts {
+		h["Strict-Transport-Security"] = []string{"max-age=63072000; includeSubDomains"}
 	}
 }
 
