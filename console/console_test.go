@@ -113,6 +113,10 @@ func TestSignInCreateKeyRevoke(t *testing.T) {
 	if strings.Contains(exp.body, "revoke_my_api_key") {
 		t.Error("the export ignored its tool filter")
 	}
+	// Ada was seen (her console session): the members page says when.
+	if m := regexp.MustCompile(`(?s)ada@acme\.example.*?<td>[^<]*UTC</td><td>([^<]*)</td>`).FindStringSubmatch(b.get("/console/admin/members").body); m == nil || !strings.HasSuffix(m[1], "UTC") {
+		t.Errorf("the members page shows no last-seen time for ada: %v", m)
+	}
 	for _, path := range []string{"/console/admin/members", "/console/admin/keys", "/console/admin/usage", "/console/signins"} {
 		if p := b.get(path); p.status != http.StatusOK {
 			t.Errorf("%s: %d\n%s", path, p.status, p.body)

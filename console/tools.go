@@ -93,6 +93,7 @@ type memberOut struct {
 	Identities []string `json:"identities"`
 	Since      string   `json:"since"`
 	RemovedAt  string   `json:"removed_at"`
+	LastSeen   string   `json:"last_seen"`
 }
 
 type membersOut struct {

@@ -179,3 +179,28 @@ func (a *Admin) RevokeMemberAPIKey(ctx context.Context, id, memberID string) (*a
 	}
 	return a.RevokeAPIKey(ctx, id)
 }
+
+// LastSeen returns when each member of the tenant who was ever seen was
+// last seen: the latest of their console page loads, their MCP clients'
+// token refreshes (at least hourly while a client is in use) and their API
+// keys' last use — all kept in the control schema, so no tenant schema is
+// read.
+func (a *Admin) LastSeen(ctx context.Context) (map[string]time.Time, error) {
+	rows, _ := a.tx.Query(ctx, `SELECT m.id::text, greatest(
+			(SELECT max(s.last_seen_at) FROM gatehouse.console_sessions s
+				JOIN gatehouse.member_identities i ON i.subject = s.subject AND i.tenant_id = m.tenant_id WHERE i.member_id = m.id),
+			(SELECT max(r.created_at) FROM gatehouse.oauth_refresh_tokens r
+				JOIN gatehouse.member_identities i ON i.subject = r.identity->>'sub' AND i.tenant_id = m.tenant_id WHERE i.member_id = m.id),
+			(SELECT max(k.last_used_at) FROM gatehouse.api_keys k WHERE k.tenant_id = m.tenant_id AND k.member_id = m.id))
+		FROM gatehouse.members m WHERE m.tenant_id = $1`, a.t.ID)
+	out := map[string]time.Time{}
+	var id string
+	var at *time.Time
+	_, err := pgx.ForEachRow(rows, []any{&id, &at}, func() error {
+		if at != nil {
+			out[id] = *at
+		}
+		return nil
+	})
+	return out, err
+}
