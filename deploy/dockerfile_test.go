@@ -173,8 +173,17 @@ func TestDockerfileBuild(t *testing.T) {
 			t.Errorf("Dockerfile: go build lacks %q: %s", want, cmd)
 		}
 	}
-	if b.index("ARG", "VERSION") < 0 || b.index("ARG", "VERSION") > build {
-		t.Error("Dockerfile: no ARG VERSION before go build in the build stage")
+	for _, arg := range []string{"VERSION", "RENDER_GIT_COMMIT", "RAILWAY_GIT_COMMIT_SHA"} {
+		// Render and Railway pass the commit they build to a Dockerfile
+		// that declares these; docker build and fly deploy pass VERSION.
+		if i := b.index("ARG", arg); i < 0 || i > build {
+			t.Errorf("Dockerfile: no ARG %s before go build in the build stage", arg)
+		}
+	}
+	for _, want := range []string{"${RENDER_GIT_COMMIT", "${RAILWAY_GIT_COMMIT_SHA"} {
+		if !strings.Contains(cmd, want) {
+			t.Errorf("Dockerfile: go build's version ignores %s}", want)
+		}
 	}
 	if !strings.Contains(readRepo(t, "cmd/gatehouse/main.go"), "\nvar version =") {
 		t.Error("cmd/gatehouse/main.go: no package-level var version for -X main.version")
@@ -259,15 +268,61 @@ func checkDockerCommands(t *testing.T, f *facts, r *stage) {
 	f.checkCommand(t, "Dockerfile CMD", argv, "serve")
 }
 
-// TestDockerignore: the BuildKit ignore file next to the Dockerfile keeps
-// local state out of the context and nothing the build needs.
-func TestDockerignore(t *testing.T) {
+// ignorePatterns reads an ignore file's patterns.
+func ignorePatterns(t *testing.T, file string) []string {
+	t.Helper()
 	var patterns []string
-	for _, l := range strings.Split(readRepo(t, "deploy/Dockerfile.dockerignore"), "\n") {
+	for _, l := range strings.Split(readRepo(t, file), "\n") {
 		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
 			patterns = append(patterns, l)
 		}
 	}
+	return patterns
+}
+
+// localState are files a developer's checkout has after `make run` and
+// `make test` that must never reach an image build: the embedded database
+// (API key hashes, audit keys), npm packages, build output.
+var localState = []string{
+	".gatehouse/pgdata/PG_VERSION",
+	".gatehouse/pgdata/base/1/1259",
+	"node_modules/left-pad/index.js",
+	"cmd/gatehouse/testdata/e2e/node_modules/@modelcontextprotocol/inspector/package.json",
+	"bin/gatehouse",
+}
+
+// checkContextExcludesLocalState: with these patterns, no local state is in
+// the build context.
+func checkContextExcludesLocalState(t *testing.T, where string, patterns []string) {
+	t.Helper()
+	for _, p := range localState {
+		if !slices.ContainsFunc(patterns, func(pat string) bool { return ignores(strings.TrimSuffix(strings.TrimPrefix(pat, "/"), "/"), p) }) {
+			t.Errorf("%s: %s would be in the build context", where, p)
+		}
+	}
+}
+
+// TestGitignoreKeepsLocalStateOutOfGitBuilds: Render and Railway build from
+// a clone of the repository, so what .gitignore lists never reaches them.
+func TestGitignoreKeepsLocalStateOutOfGitBuilds(t *testing.T) {
+	var patterns []string
+	for _, p := range ignorePatterns(t, ".gitignore") {
+		// gitignore: a pattern with no slash but a trailing one matches at
+		// any depth; a leading slash anchors it at the root.
+		p = strings.TrimSuffix(p, "/")
+		if !strings.Contains(p, "/") {
+			p = "**/" + p
+		}
+		patterns = append(patterns, p)
+	}
+	checkContextExcludesLocalState(t, ".gitignore (Render, Railway)", patterns)
+}
+
+// TestDockerignore: the BuildKit ignore file next to the Dockerfile keeps
+// local state out of the context and nothing the build needs.
+func TestDockerignore(t *testing.T) {
+	patterns := ignorePatterns(t, "deploy/Dockerfile.dockerignore")
+	checkContextExcludesLocalState(t, "deploy/Dockerfile.dockerignore", patterns)
 	for _, want := range []string{".git", ".gatehouse", "bin", "node_modules", "**/testdata/e2e/node_modules"} {
 		if !slices.Contains(patterns, want) {
 			t.Errorf("deploy/Dockerfile.dockerignore lacks %s", want)

@@ -21,7 +21,7 @@ const repoRoot = ".."
 type facts struct {
 	vars     map[string]string // environment variable -> default (docs/configuration.md)
 	routes   map[string]bool   // GET routes (mcp/http.go)
-	commands map[string]bool   // gatehouse subcommands (cmd/gatehouse/main.go)
+	commands map[string]bool   // gatehouse commands (cobra Use lines in cmd/gatehouse)
 	metrics  map[string]bool   // Prometheus series names (mcp/metrics.go)
 	port     int               // the listen port without GATEHOUSE_ADDR or PORT (cmd/gatehouse/config.go)
 	grace    time.Duration     // GATEHOUSE_SHUTDOWN_GRACE's default
@@ -35,8 +35,7 @@ const margin = 5 * time.Second
 var (
 	configRow   = regexp.MustCompile("(?m)^\\| `([A-Z][A-Z0-9_]*)` \\| (?:`([^`]*)`)? *\\|")
 	getRoute    = regexp.MustCompile(`\be\.GET\("([^"]+)"`)
-	caseLine    = regexp.MustCompile(`(?m)^\s*case ("[^\n]*"):`)
-	quoted      = regexp.MustCompile(`"([^"]+)"`)
+	useLine     = regexp.MustCompile(`(?:\bUse:\s*|\bgroup\()"([a-z]+)`)
 	metricName  = regexp.MustCompile(`Name:\s*"(gatehouse_[a-z0-9_]+)"`)
 	defaultAddr = regexp.MustCompile(`c\.Addr = ":(\d+)"`)
 	goDirective = regexp.MustCompile(`(?m)^go (\d+\.\d+)`)
@@ -62,18 +61,24 @@ var loadFacts = sync.OnceValues(func() (*facts, error) {
 	for _, m := range getRoute.FindAllStringSubmatch(src, -1) {
 		f.routes[m[1]] = true
 	}
-	if src, err = read("cmd/gatehouse/main.go"); err != nil {
+	// Commands are cobra commands: the first word of each Use (or group)
+	// in the command's files (subcommand names too, which is harmless
+	// here), and the help and completion commands cobra adds.
+	f.commands["help"], f.commands["completion"] = true, true
+	files, err := filepath.Glob(filepath.Join(repoRoot, "cmd/gatehouse/*.go"))
+	if err != nil {
 		return nil, err
 	}
-	if i := strings.Index(src, "\nfunc run("); i >= 0 {
-		body := src[i+1:]
-		if j := strings.Index(body, "\nfunc "); j >= 0 {
-			body = body[:j]
+	for _, file := range files {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
 		}
-		for _, c := range caseLine.FindAllStringSubmatch(body, -1) {
-			for _, q := range quoted.FindAllStringSubmatch(c[1], -1) {
-				f.commands[q[1]] = true
-			}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range useLine.FindAllStringSubmatch(string(b), -1) {
+			f.commands[m[1]] = true
 		}
 	}
 	if src, err = read("mcp/metrics.go"); err != nil {
@@ -112,7 +117,7 @@ func codeFacts(t testing.TB) *facts {
 	case !f.routes["/healthz"] || !f.routes["/readyz"]:
 		t.Fatalf("mcp/http.go: no e.GET routes /healthz and /readyz (found %v)", keys(f.routes))
 	case !f.commands["serve"] || !f.commands["migrate"] || !f.commands["healthcheck"]:
-		t.Fatalf("cmd/gatehouse/main.go: commands serve, migrate and healthcheck not found (found %v)", keys(f.commands))
+		t.Fatalf("cmd/gatehouse: commands serve, migrate and healthcheck not found (found %v)", keys(f.commands))
 	case f.port == 0:
 		t.Fatal(`cmd/gatehouse/config.go: no default listen address c.Addr = ":<port>"`)
 	case f.grace <= 0:

@@ -25,6 +25,7 @@ type flyConfig struct {
 	KillTimeout   string `toml:"kill_timeout"`
 	Build         struct {
 		Dockerfile string `toml:"dockerfile"`
+		Ignorefile string `toml:"ignorefile"`
 	} `toml:"build"`
 	Deploy struct {
 		ReleaseCommand string `toml:"release_command"`
@@ -77,6 +78,15 @@ func TestFlyToml(t *testing.T) {
 		t.Errorf("fly.toml: [build] dockerfile = %q, want deploy/Dockerfile", c.Build.Dockerfile)
 	}
 	existsInRepo(t, "fly.toml [build]", c.Build.Dockerfile)
+	// flyctl uploads the working tree and reads only the context's
+	// .dockerignore or [build] ignorefile: it must be set, and keep local
+	// state out.
+	if c.Build.Ignorefile == "" {
+		t.Error("fly.toml: [build] ignorefile is not set: fly deploy would upload .gatehouse and node_modules")
+	} else {
+		existsInRepo(t, "fly.toml [build] ignorefile", c.Build.Ignorefile)
+		checkContextExcludesLocalState(t, "fly.toml [build] ignorefile "+c.Build.Ignorefile, ignorePatterns(t, c.Build.Ignorefile))
+	}
 	// Fly runs release_command as the image's command, after its ENTRYPOINT
 	// (/gatehouse), so it must name the subcommand only.
 	release := strings.Fields(c.Deploy.ReleaseCommand)

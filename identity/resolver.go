@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -114,6 +115,12 @@ func (r *Resolver) Resolve(ctx context.Context, token string) (*Principal, error
 // credential share one verification.
 func (r *Resolver) load(ctx context.Context, key, token string, v Verifier) *ttlcache.Item[string, outcome] {
 	load := ttlcache.LoaderFunc[string, outcome](func(c *ttlcache.Cache[string, outcome], key string) *ttlcache.Item[string, outcome] {
+		// A caller that missed the cache just before another's verification
+		// stored its outcome reaches here after that verification's
+		// singleflight has ended: look again before verifying again.
+		if item := c.Get(key); item != nil {
+			return item
+		}
 		// One verification serves every caller waiting on this credential:
 		// one caller going away must not fail the others.
 		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.VerifyTimeout)
@@ -159,10 +166,34 @@ func (r *Resolver) route(token string) (Verifier, error) {
 		if v, ok := r.opts.Issuers[iss]; ok && iss != "" {
 			return v, nil
 		}
-		return nil, Invalid("the token's issuer is not one this server accepts")
+		return nil, Invalid("the token's issuer %s is not one this server accepts%s", QuoteIssuer(iss), r.slashHint(iss))
 	}
 	return nil, Invalid("the token is not issued by an identity provider this server accepts")
 }
+
+// slashHint names a configured issuer that differs from iss only by a
+// trailing slash: the usual configuration mistake (OpenID Connect
+// Discovery 1.0 §4.3 wants them identical).
+func (r *Resolver) slashHint(iss string) string {
+	for configured := range r.opts.Issuers {
+		if configured != iss && strings.TrimSuffix(configured, "/") == strings.TrimSuffix(iss, "/") {
+			return fmt.Sprintf(" (the configured issuer %q differs from it only by a trailing slash)", configured)
+		}
+	}
+	return ""
+}
+
+// ShortIssuer is a token's (unverified) iss for a log line: it is not
+// secret, but it is the sender's text, so it is cut to 200 bytes.
+func ShortIssuer(iss string) string {
+	if len(iss) > 200 {
+		return iss[:200] + "…"
+	}
+	return iss
+}
+
+// QuoteIssuer is ShortIssuer quoted (escaped) for an error message.
+func QuoteIssuer(iss string) string { return fmt.Sprintf("%q", ShortIssuer(iss)) }
 
 // gatehouseScopes keeps the Gatehouse scopes a credential carries, or
 // gives it the default ones when it carries none.

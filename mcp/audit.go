@@ -5,8 +5,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
+	"unicode/utf8"
 
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
@@ -43,11 +42,12 @@ func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *audito
 }
 
 // base is the record of a call by c: who, what, from where, a digest of
-// the arguments (never the arguments).
+// the arguments (never the arguments), computed over the bytes the caller
+// sent. Its text is cleaned when it is stored (store.CleanText).
 func (a *auditor) base(c *Caller, tool string, args []byte) *store.AuditRecord {
 	r := &store.AuditRecord{
 		RequestID: c.RequestID, Tool: tool, Subject: c.Principal.Subject, Email: c.Principal.Email,
-		Provider: c.Principal.Provider, APIKeyID: c.Principal.APIKeyID, ClientIP: c.ClientIP, UserAgent: truncate(c.UserAgent, 256),
+		Provider: c.Principal.Provider, APIKeyID: c.Principal.APIKeyID, ClientIP: c.ClientIP, UserAgent: c.UserAgent,
 	}
 	if len(args) > 0 {
 		r.ArgsDigest = a.key.Digest(args)
@@ -92,12 +92,13 @@ func (a *auditor) rateLimited(c *Caller, tool, reason string) {
 // authFailed counts a refused credential (no tenant is known).
 func (a *auditor) authFailed(ip, reason, userAgent string) {
 	now := time.Now()
+	ip, reason = store.CleanText(ip, 128), store.CleanText(reason, 1024)
 	k := store.AuthFailure{Window: now.Truncate(time.Minute), ClientIP: ip, Reason: reason}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	f := a.failed[k]
 	if f == nil {
-		f = &store.AuthFailure{Window: k.Window, ClientIP: ip, Reason: reason, UserAgent: truncate(userAgent, 256), First: now}
+		f = &store.AuthFailure{Window: k.Window, ClientIP: ip, Reason: reason, UserAgent: store.CleanText(userAgent, 256), First: now}
 		a.failed[k] = f
 	}
 	f.Count++
@@ -111,14 +112,27 @@ func (a *auditor) flush(ctx context.Context) {
 	a.limited, a.failed, a.dirty = map[limitedKey]*limitedAgg{}, map[store.AuthFailure]*store.AuthFailure{}, map[string]*tenancy.Tenant{}
 	a.mu.Unlock()
 
+	// One transaction per tenant for its aggregates; a batch that fails is
+	// written record by record (store.InsertAuditRecords), so one record
+	// never takes the others with it.
+	byTenant := map[string][]*limitedAgg{}
 	for _, agg := range limited {
-		rec := agg.rec
-		err := a.db.WithTenantControl(ctx, agg.tenant, func(tx pgx.Tx) error { return store.InsertAudit(ctx, tx, &rec) })
-		if err != nil {
-			a.log.Error("audit: writing rate-limited records failed", "tenant", agg.tenant.Key, "count", rec.Count, "error", err)
+		byTenant[agg.tenant.ID] = append(byTenant[agg.tenant.ID], agg)
+	}
+	for _, aggs := range byTenant {
+		t := aggs[0].tenant
+		recs := make([]*store.AuditRecord, len(aggs))
+		for i, agg := range aggs {
+			rec := agg.rec
+			recs[i] = &rec
 		}
-		a.emit(agg.tenant.Key, &rec)
-		dirty[agg.tenant.ID] = agg.tenant
+		if lost, err := a.db.InsertAuditRecords(ctx, t, recs); err != nil {
+			a.log.Error("audit: rate-limited records not stored", "tenant", t.Key, "lost", lost, "of", len(recs), "error", err)
+		}
+		for _, rec := range recs {
+			a.emit(t.Key, rec)
+		}
+		dirty[t.ID] = t
 	}
 	if len(failed) > 0 {
 		fs := make([]store.AuthFailure, 0, len(failed))
@@ -170,9 +184,13 @@ func (a *auditor) run(ctx context.Context, every time.Duration) {
 	}
 }
 
+// truncate cuts s to at most n bytes, on a character boundary.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }

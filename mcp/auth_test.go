@@ -169,7 +169,7 @@ func TestOperationalEndpoints(t *testing.T) {
 	if code, _, body := get("/readyz"); code != 200 || !strings.Contains(body, "ready") {
 		t.Errorf("/readyz = %d %s", code, body)
 	}
-	for _, p := range []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"} {
+	for _, p := range []string{"/.well-known/oauth-protected-resource/mcp"} {
 		code, h, body := get(p)
 		var doc map[string]any
 		if err := json.Unmarshal([]byte(body), &doc); err != nil || code != 200 || doc["resource"] != g.url {

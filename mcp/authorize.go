@@ -12,6 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
@@ -93,6 +94,17 @@ func (t *Tool) allows(c *Caller) bool {
 	return c.Role.Allows(t.Role) && c.Principal.HasScope(t.Scope)
 }
 
+// visible reports whether tools/list shows t to c: when c may call it, and
+// also when only the token's scope falls short and the token comes from an
+// OAuth sign-in, whose client can re-authorize for the scope (calling the
+// tool answers HTTP 403 insufficient_scope, see Server.stepUp). Otherwise a
+// signed-in admin's client, holding the default mcp:read mcp:write, could
+// never learn that the admin tools exist. API keys and client certificates
+// cannot widen their scopes: they see only what they can call.
+func (t *Tool) visible(c *Caller) bool {
+	return t.allows(c) || (c.Role.Allows(t.Role) && authserver.SignedIn(c.Principal))
+}
+
 // denial is the tool result of a refused call: what is needed and what the
 // caller has, nothing else.
 func denial(t *Tool, c *Caller) *sdk.CallToolResult {
@@ -108,7 +120,8 @@ func denial(t *Tool, c *Caller) *sdk.CallToolResult {
 }
 
 // filterTools is receiving middleware: tools/list shows each caller only the
-// tools it may call, and marks the answer private to the caller. tools/call
+// tools it may call (or step up to, see visible), and marks the answer
+// private to the caller. tools/call
 // checks again on its own (see Server.call).
 func (s *Server) filterTools(next sdk.MethodHandler) sdk.MethodHandler {
 	return func(ctx context.Context, method string, req sdk.Request) (sdk.Result, error) {
@@ -120,7 +133,7 @@ func (s *Server) filterTools(next sdk.MethodHandler) sdk.MethodHandler {
 		c, cerr := s.callerOf(ctx, req.GetExtra())
 		visible := make([]*sdk.Tool, 0, len(list.Tools))
 		for _, def := range list.Tools {
-			if t := s.tools[def.Name]; t != nil && cerr == nil && t.allows(c) {
+			if t := s.tools[def.Name]; t != nil && cerr == nil && t.visible(c) {
 				visible = append(visible, def)
 			}
 		}

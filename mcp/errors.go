@@ -28,6 +28,17 @@ func userErrorf(format string, args ...any) error {
 	return &userError{msg: fmt.Sprintf(format, args...)}
 }
 
+// ruleRefusal is a tool call the rules refuse (for example removing an
+// organisation's last admin): the caller reads msg, and the call is audited
+// as DENIED with msg as its reason, not as a failure.
+type ruleRefusal struct{ msg string }
+
+func (e *ruleRefusal) Error() string { return e.msg }
+
+func refusef(format string, args ...any) error {
+	return &ruleRefusal{msg: fmt.Sprintf(format, args...)}
+}
+
 // notFound reports an object missing from the caller's tenant.
 func notFound(what, id string) error {
 	return fmt.Errorf("%w: %w", &userError{msg: fmt.Sprintf("%s %q not found", what, id)}, store.ErrNotFound)
@@ -66,14 +77,25 @@ func authFailure(err error) authAnswer {
 	return authAnswer{http.StatusInternalServerError, "server_error", "internal error"}
 }
 
+// outcomeInvalidArgs is the outcome (metrics, audit) of a call refused for
+// its arguments.
+const outcomeInvalidArgs = "invalid_arguments"
+
 // toolFailure turns a tool's error into a result the model can read.
 // internal reports whether err was unexpected (and must be logged).
+// Refusals of the caller's input (invalid arguments, objects not found,
+// other user errors) are outcomes the audit records as DENIED with their
+// message as the reason (see refusedByInput); only failures of the server
+// (timeouts, cancellations, internal errors) are audited as ERROR.
 func toolFailure(requestID string, err error) (res *sdk.CallToolResult, outcome string, internal bool) {
 	var ue *userError
+	var rf *ruleRefusal
 	var busy *store.BusyError
 	switch {
+	case errors.As(err, &rf):
+		return errorResult(rf.msg), "denied", false
 	case errors.Is(err, errInvalidArgs):
-		return errorResult(err.Error()), "invalid_arguments", false
+		return errorResult(err.Error()), outcomeInvalidArgs, false
 	case errors.As(err, &ue):
 		if errors.Is(err, store.ErrNotFound) {
 			return errorResult(ue.msg), "not_found", false
@@ -89,6 +111,29 @@ func toolFailure(requestID string, err error) (res *sdk.CallToolResult, outcome 
 		return errorResult("the tool call was cancelled"), "cancelled", false
 	}
 	return errorResult("internal error (request id " + requestID + "); the operator can find the details in the server log"), "internal_error", true
+}
+
+// refusedByInput reports whether an outcome of toolFailure refuses the
+// caller's input rather than reports a failure of the server.
+func refusedByInput(outcome string) bool {
+	return outcome == outcomeInvalidArgs || outcome == "not_found" || outcome == "error"
+}
+
+// argRefusal is an invalid-arguments error with its own wording (the
+// query tool's refusals of the caller's statement).
+type argRefusal struct{ msg string }
+
+func (e *argRefusal) Error() string        { return e.msg }
+func (e *argRefusal) Is(target error) bool { return target == errInvalidArgs }
+
+// errorText is the message of an errorResult.
+func errorText(res *sdk.CallToolResult) string {
+	if res != nil && len(res.Content) == 1 {
+		if t, ok := res.Content[0].(*sdk.TextContent); ok {
+			return t.Text
+		}
+	}
+	return ""
 }
 
 func errorResult(msg string) *sdk.CallToolResult {

@@ -3,6 +3,7 @@ package mcp
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,7 +38,7 @@ func (s *Server) routes() *echo.Echo {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()))
+	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()), s.metricsAuth)
 
 	servers := []string{}
 	if s.opts.AuthServer != nil && s.opts.AuthServer.SignIn() {
@@ -50,15 +52,22 @@ func (s *Server) routes() *echo.Echo {
 		BearerMethodsSupported: []string{"header"},
 		ResourceName:           "Gatehouse",
 	}))
-	for _, p := range []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"} {
-		e.GET(p, prm)
-		e.OPTIONS(p, prm)
-	}
+	// Only the path-inserted form (RFC 9728 §3.1): a document must name the
+	// resource its URL was derived from (§3.3), and the root form's would be
+	// the bare host, which is not the resource Gatehouse issues tokens for.
+	e.GET("/.well-known/oauth-protected-resource/mcp", prm, publicCORS())
+	e.OPTIONS("/.well-known/oauth-protected-resource/mcp", prm, publicCORS())
 
-	mcpHandler := sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
-		Stateless: true,
-		Logger:    sdkLogger(s.log),
-	})
+	sdkHandler := func(jsonResponse bool) http.Handler {
+		return sdk.NewStreamableHTTPHandler(func(*http.Request) *sdk.Server { return s.sdk }, &sdk.StreamableHTTPOptions{
+			Stateless:    true,
+			JSONResponse: jsonResponse,
+			Logger:       sdkLogger(s.log),
+		})
+	}
+	// edge (edge.go) does the content negotiation and JSON-RPC error
+	// answers the SDK cannot be configured to do.
+	mcpHandler := &edge{sse: sdkHandler(false), json: sdkHandler(true), maxBody: sdk.DefaultMaxRequestBodyBytes}
 	// The SDK carries auth.TokenInfo from the request to tool handlers; only
 	// its RequireBearerToken can put it there, so it re-reads the caller the
 	// authenticate middleware already established.
@@ -68,13 +77,10 @@ func (s *Server) routes() *echo.Echo {
 		}
 		return nil, auth.ErrInvalidToken
 	}, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true})
-	origins := http.NewCrossOriginProtection()
-	for _, o := range s.opts.AllowedOrigins {
-		if err := origins.AddTrustedOrigin(o); err != nil {
-			s.log.Warn("ignoring allowed origin", "origin", o, "error", err)
-		}
-	}
-	e.Any("/mcp", echo.WrapHandler(origins.Handler(withTokenInfo(mcpHandler))), s.authenticate)
+	// Browsers: CORS and the origin check come before authentication and
+	// rate limiting (cors.go).
+	origins := s.newOrigins()
+	e.Any("/mcp", echo.WrapHandler(withTokenInfo(mcpHandler)), mcpCORS(origins), s.originGuard(origins), s.authenticate, s.stepUp)
 	return e
 }
 
@@ -90,7 +96,14 @@ func (s *Server) mountAuthServer(e *echo.Echo) {
 		return nil
 	}
 	for _, p := range authserver.Paths {
-		e.Any(p, serve)
+		switch {
+		case slices.Contains(authserver.MetadataPaths, p):
+			e.Any(p, serve, publicCORS())
+		case slices.Contains(authserver.APIPaths, p):
+			e.Any(p, serve, oauthAPICORS())
+		default: // the person's browser steps: navigations, no CORS
+			e.Any(p, serve)
+		}
 	}
 }
 
@@ -256,7 +269,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return s.refuseOrOutage(c, err, token)
 		}
 		if !p.HasScope(identity.ScopeRead) {
-			return s.refuse(c, errInsufficientScope)
+			return s.refuseWith(c, errInsufficientScope, identity.UnionScopes(p.Scopes, []string{identity.ScopeRead}))
 		}
 		m, err := s.opts.Tenancy.Resolve(ctx, p)
 		if err != nil {
@@ -356,8 +369,15 @@ func (s *Server) refuseOrOutage(c echo.Context, err error, token string) error {
 
 // refuse answers a request whose caller could not be established. err nil
 // means no credential was sent: per RFC 6750 §3.1 the challenge then carries
-// no error code, only where to learn how to get one.
+// no error code, only where to learn how to get one. The challenge's scope
+// is the minimal set a client should ask for (mcp:read mcp:write); the
+// protected resource metadata lists every scope.
 func (s *Server) refuse(c echo.Context, err error) error {
+	return s.refuseWith(c, err, []string{identity.ScopeRead, identity.ScopeWrite})
+}
+
+// refuseWith is refuse with the challenge naming scope.
+func (s *Server) refuseWith(c echo.Context, err error, scope []string) error {
 	req := c.Request()
 	a := authAnswer{http.StatusUnauthorized, "invalid_request", "no bearer token: send Authorization: Bearer <token>"}
 	if s.opts.ClientCerts != nil {
@@ -377,8 +397,13 @@ func (s *Server) refuse(c echo.Context, err error) error {
 	if a.status == http.StatusInternalServerError {
 		s.log.Error("authentication failed", "request_id", ri.id, "error", err)
 	} else {
-		s.log.Info("request refused", "request_id", ri.id, "status", a.status, "code", a.code,
-			"reason", a.description, "client_ip", c.RealIP())
+		attrs := []any{"request_id", ri.id, "status", a.status, "code", a.code, "reason", a.description, "client_ip", c.RealIP()}
+		if tok, ok := bearerToken(req); ok {
+			if _, iss, ok := identity.PeekJWT(tok); ok { // the issuer is not secret, and names the provider at fault
+				attrs = append(attrs, "token_iss", identity.ShortIssuer(iss))
+			}
+		}
+		s.log.Info("request refused", attrs...)
 	}
 	h := c.Response().Header()
 	params := []string{`realm="gatehouse"`}
@@ -386,8 +411,8 @@ func (s *Server) refuse(c echo.Context, err error) error {
 		params = append(params, fmt.Sprintf(`error=%q`, a.code), fmt.Sprintf(`error_description=%q`, a.description))
 	}
 	params = append(params,
-		fmt.Sprintf(`resource_metadata=%q`, s.opts.PublicURL+"/.well-known/oauth-protected-resource/mcp"),
-		fmt.Sprintf(`scope=%q`, identity.ScopeRead+" "+identity.ScopeWrite))
+		fmt.Sprintf(`resource_metadata=%q`, s.resourceMetadataURL()),
+		fmt.Sprintf(`scope=%q`, strings.Join(scope, " ")))
 	if a.status == http.StatusUnauthorized || a.status == http.StatusForbidden {
 		h.Set("WWW-Authenticate", "Bearer "+strings.Join(params, ", "))
 	}
@@ -396,6 +421,24 @@ func (s *Server) refuse(c echo.Context, err error) error {
 	}
 	h.Set("Cache-Control", "no-store")
 	return c.JSON(a.status, map[string]string{"error": a.code, "error_description": a.description, "request_id": ri.id})
+}
+
+// metricsAuth requires Options.MetricsToken as a bearer token on /metrics
+// when one is configured (RFC 6750 §3 challenge otherwise).
+func (s *Server) metricsAuth(next echo.HandlerFunc) echo.HandlerFunc {
+	want := []byte(s.opts.MetricsToken)
+	return func(c echo.Context) error {
+		if len(want) == 0 {
+			return next(c)
+		}
+		got, _ := bearerToken(c.Request())
+		if subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="gatehouse-metrics"`)
+			return c.JSON(http.StatusUnauthorized, map[string]string{"error": "invalid_token",
+				"error_description": "/metrics needs Authorization: Bearer <GATEHOUSE_METRICS_TOKEN>"})
+		}
+		return next(c)
+	}
 }
 
 func (s *Server) healthz(c echo.Context) error {
@@ -444,6 +487,11 @@ func (s *Server) readyz(c echo.Context) error {
 	}
 	if !s.canQuery {
 		detail["tenant_isolation"], detail["query_tool"] = "schema only", "off: the database account cannot create roles"
+	}
+	if s.opts.ReadyNotes != nil {
+		for k, v := range s.opts.ReadyNotes() {
+			detail[k] = v
+		}
 	}
 	return c.JSON(http.StatusOK, detail)
 }

@@ -74,6 +74,10 @@ type setup struct {
 	upstreams []*authserver.Upstream
 	// asConfig adjusts the authorization server's configuration.
 	asConfig func(*authserver.Config)
+	// origins may call /mcp from a browser (GATEHOUSE_ALLOWED_ORIGINS).
+	origins []string
+	// options adjusts the server's options.
+	options func(*mcp.Options)
 }
 
 func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
@@ -113,8 +117,12 @@ func newGatehouse(t testing.TB, mods ...func(*setup)) *gatehouse {
 	}
 	resolver := identity.NewResolver(su.resolver)
 	t.Cleanup(resolver.Close)
-	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, Limiter: limiter, PublicURL: g.ts.URL, AuthServer: g.as,
-		Logger: log, Version: "test", ToolPolicy: su.toolPolicy, Admission: su.admission, AuditKey: testAuditKey, AuditLog: slog.New(slog.NewJSONHandler(audit, nil))})
+	opts := mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, Limiter: limiter, PublicURL: g.ts.URL, AuthServer: g.as,
+		Logger: log, Version: "test", ToolPolicy: su.toolPolicy, Admission: su.admission, AllowedOrigins: su.origins, AuditKey: testAuditKey, AuditLog: slog.New(slog.NewJSONHandler(audit, nil))}
+	if su.options != nil {
+		su.options(&opts)
+	}
+	srv, err := mcp.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ type metrics struct {
 	rateLimited  *prometheus.CounterVec
 	busy         *prometheus.CounterVec
 	unavailable  *prometheus.CounterVec
+	connsRefused prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -33,6 +34,9 @@ func newMetrics() *metrics {
 			Name: "gatehouse_http_request_duration_seconds", Help: "HTTP request latency by route pattern.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
 		}, []string{"route"}),
+		connsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gatehouse_connections_refused_total", Help: "Connections closed on accept: their client address already had the most connections still sending a request.",
+		}),
 		toolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_tool_calls_total", Help: "MCP tool calls by tool and outcome.",
 		}, []string{"tool", "outcome"}),
@@ -53,7 +57,7 @@ func newMetrics() *metrics {
 			Name: "gatehouse_unavailable_total", Help: "Requests answered 503 because a dependency could not be reached, by dependency (database, identity_provider).",
 		}, []string{"dependency"}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.authFailures, m.rateLimited, m.busy, m.unavailable,
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.authFailures, m.rateLimited, m.busy, m.unavailable, m.connsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

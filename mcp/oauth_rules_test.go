@@ -41,13 +41,11 @@ func getJSON(t *testing.T, u string, h http.Header) (int, http.Header, map[strin
 
 func TestOAuthMetadata(t *testing.T) {
 	g := newGatehouse(t, withSignIn(newCorpSSO(t).up))
-	for _, p := range []string{"/.well-known/oauth-protected-resource", "/.well-known/oauth-protected-resource/mcp"} {
-		_, _, prm := getJSON(t, g.ts.URL+p, nil)
-		if as, _ := prm["authorization_servers"].([]any); len(as) != 1 || as[0] != g.ts.URL {
-			t.Errorf("%s names authorization servers %v, want [%s]", p, prm["authorization_servers"], g.ts.URL)
-		}
+	_, _, prm := getJSON(t, g.ts.URL+"/.well-known/oauth-protected-resource/mcp", nil)
+	if as, _ := prm["authorization_servers"].([]any); len(as) != 1 || as[0] != g.ts.URL {
+		t.Errorf("the protected resource metadata names authorization servers %v, want [%s]", prm["authorization_servers"], g.ts.URL)
 	}
-	for _, p := range []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"} {
+	for _, p := range []string{"/.well-known/oauth-authorization-server"} {
 		status, h, md := getJSON(t, g.ts.URL+p, http.Header{"Origin": {"http://localhost:6274"}})
 		if status != 200 || md["issuer"] != g.ts.URL || h.Get("Access-Control-Allow-Origin") != "*" {
 			t.Fatalf("%s: %d issuer %v CORS %q", p, status, md["issuer"], h.Get("Access-Control-Allow-Origin"))
@@ -155,7 +153,7 @@ func TestAuthorizeRules(t *testing.T) {
 	back("plain PKCE", func(q url.Values) { q.Set("code_challenge_method", "plain") }, "invalid_request")
 	back("implicit flow", func(q url.Values) { q.Set("response_type", "token") }, "unsupported_response_type")
 	back("another resource", func(q url.Values) { q.Set("resource", "https://other.example/mcp") }, "invalid_target")
-	back("unknown scope", func(q url.Values) { q.Set("scope", "mcp:read email") }, "invalid_scope")
+	back("no Gatehouse scope", func(q url.Values) { q.Set("scope", "openid email") }, "invalid_scope")
 
 	// RFC 8252 §7.3: a loopback redirect may use any port.
 	p := b.signIn(c.authURL(func(q url.Values) { q.Set("redirect_uri", "http://127.0.0.1:51999/callback") }), "http://127.0.0.1:51999/")
@@ -309,10 +307,14 @@ func TestRefreshRotation(t *testing.T) {
 	if narrowed.Scope != "mcp:read" || narrowed.AccessToken == "" {
 		t.Fatalf("narrowing: %+v", narrowed)
 	}
-	// The narrowed token reads but cannot write.
+	// The narrowed token reads but cannot write: a write is a step-up
+	// challenge (see TestStepUpChallenge).
 	cs := g.connect(t, narrowed.AccessToken, "")
-	if res := call(t, cs, "add_todo", map[string]any{"title": "x"}, nil); !res.IsError {
-		t.Error("a mcp:read token wrote")
+	if res := call(t, cs, "list_todos", nil, nil); res.IsError {
+		t.Errorf("a mcp:read token cannot read: %s", text(res))
+	}
+	if res, _ := g.mcpCall(t, narrowed.AccessToken, toolCall("add_todo")); res.StatusCode != http.StatusForbidden {
+		t.Errorf("a mcp:read token writing: %d, want 403", res.StatusCode)
 	}
 	// An attacker replays the first refresh token: the family dies.
 	if tr := c.refresh(first.RefreshToken); tr.Error != "invalid_grant" || !strings.Contains(tr.ErrorDescription, "already used") {

@@ -38,7 +38,7 @@ func newAuthServer(t testing.TB, db *store.DB, tenants *tenancy.Service, limiter
 	if err := keys.Rotate(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	cfg := authserver.Config{Issuer: publicURL, Store: db, Keys: keys, Upstreams: su.upstreams, Place: mcp.Placer(tenants),
+	cfg := authserver.Config{Issuer: publicURL, Store: db, Keys: keys, Upstreams: su.upstreams, Place: mcp.Placer(tenants, nil),
 		Dev: true, Logger: log}
 	if limiter != nil {
 		cfg.AllowRegistration = func(ctx context.Context, ip string) (bool, time.Duration) {

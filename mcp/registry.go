@@ -73,6 +73,7 @@ func newTool[In, Out any](spec ToolSpec, handle func(ctx context.Context, c *Cal
 	if spec.Input != nil {
 		spec.Input(in)
 	}
+	boundSchema(in)
 	resolved, err := in.Resolve(nil)
 	if err != nil {
 		panic(fmt.Sprintf("tool %s: input schema: %v", spec.Name, err))
@@ -107,7 +108,10 @@ func newTool[In, Out any](spec ToolSpec, handle func(ctx context.Context, c *Cal
 		run: func(ctx context.Context, c *Call, args []byte) (*sdk.CallToolResult, error) {
 			var v In
 			if err := json.Unmarshal(args, &v); err != nil {
-				return nil, invalidArgs(err.Error())
+				// validate has checked the arguments against the schema
+				// inferred from In, so this is a mismatch between the two
+				// (a bug); the decoder's message names Go types.
+				return nil, invalidArgs("the arguments do not match the tool's input schema")
 			}
 			res, err := handle(ctx, c, v)
 			if err != nil {
@@ -172,10 +176,12 @@ func result(v any) (*sdk.CallToolResult, error) {
 	}, nil
 }
 
-// validate checks raw arguments against the tool's schema and returns them
-// ready to decode. Property names must match exactly: the schema forbids
-// unknown properties, so a case-folded duplicate ("Title" next to "title")
-// is rejected here rather than silently merged by encoding/json.
+// validate checks raw arguments against Gatehouse's text rules (see
+// checkText) and the tool's schema, and returns them ready to decode.
+// Property names must match exactly: the schema forbids unknown
+// properties, so a case-folded duplicate ("Title" next to "title") is
+// rejected here rather than silently merged by encoding/json. Errors wrap
+// errInvalidArgs and name the argument and the rule.
 func (t *Tool) validate(raw json.RawMessage) ([]byte, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
@@ -190,7 +196,13 @@ func (t *Tool) validate(raw json.RawMessage) ([]byte, error) {
 	if _, ok := v.(map[string]any); !ok {
 		return nil, invalidArgs("arguments must be a JSON object")
 	}
+	if err := checkText(raw); err != nil {
+		return nil, err
+	}
 	if err := t.input.Validate(normalizeNumbers(v)); err != nil {
+		if msg := explain(t.input.Schema(), v, ""); msg != "" {
+			return nil, invalidArgs(msg)
+		}
 		return nil, invalidArgs(schemaMessage(err))
 	}
 	return raw, nil

@@ -44,6 +44,11 @@ type Options struct {
 	// DefaultAdmission(the tenant-work pool's size), and so do its zero
 	// counts (its Wait is taken as it is).
 	Admission *Admission
+	// ReadHeaderTimeout, BodyTimeout and MaxPendingPerIP bound slow clients
+	// (see conns.go); zero means the Default of each.
+	ReadHeaderTimeout time.Duration
+	BodyTimeout       time.Duration
+	MaxPendingPerIP   int
 	// ToolPolicy overrides the compiled-in role and scope of some tools.
 	ToolPolicy ToolPolicy
 	// AuthServer, when set, is Gatehouse's OAuth authorization server for
@@ -64,8 +69,15 @@ type Options struct {
 	// AuditLog receives one JSON line per audit record (stdout in serve);
 	// nil discards them.
 	AuditLog *slog.Logger
-	Logger   *slog.Logger
-	Version  string
+	// ReadyNotes, when set, adds notes to /readyz's detail: configuration
+	// warnings and identity providers that failed their check. They are
+	// for the operator; they do not make the replica unready.
+	ReadyNotes func() map[string]string
+	// MetricsToken, when set, is the bearer token /metrics requires
+	// (Prometheus: authorization.credentials); empty leaves /metrics open.
+	MetricsToken string
+	Logger       *slog.Logger
+	Version      string
 }
 
 // ClientCertMapper says which principal a verified client certificate chain
@@ -107,6 +119,15 @@ func New(opts Options) (*Server, error) {
 	if opts.ToolTimeout <= 0 {
 		opts.ToolTimeout = 30 * time.Second
 	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = DefaultBodyTimeout
+	}
+	if opts.MaxPendingPerIP <= 0 {
+		opts.MaxPendingPerIP = DefaultMaxPendingPerIP
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -146,6 +167,12 @@ func New(opts Options) (*Server, error) {
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
 		Logger:       sdkLogger(opts.Logger),
+		// A stateless server has no stream to announce list changes on:
+		// advertise no listChanged (the SDK's default says true). Logging
+		// stays advertised as before: the revisions served before
+		// 2026-07-28 define logging/setLevel.
+		//lint:ignore SA1019 logging is deprecated only from protocol 2026-07-28
+		Capabilities: &sdk.ServerCapabilities{Logging: &sdk.LoggingCapabilities{}, Tools: &sdk.ToolCapabilities{}, Resources: &sdk.ResourceCapabilities{}},
 	})
 	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	s.canQuery = opts.DB.CanCreateRoles(rctx)
@@ -259,9 +286,15 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 			s.log.Warn("tool call failed: the database is unavailable", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", err)
 		}
 		rec.Decision, rec.Reason = store.Failed, outcome
+		if rf := (*ruleRefusal)(nil); errors.As(err, &rf) {
+			rec.Decision, rec.Reason = store.Denied, rf.msg
+		} else if refusedByInput(outcome) {
+			// The caller's input broke a rule: a refusal, not a failure.
+			rec.Decision, rec.Reason = store.Denied, errorText(res)
+		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if aerr := s.db.WithTenant(rctx, c.Tenant, func(tx pgx.Tx) error { return store.InsertAudit(rctx, tx, rec) }); aerr != nil {
+		if _, aerr := s.db.InsertAuditRecord(rctx, c.Tenant, rec); aerr != nil {
 			rec.Reason += "; audit record not stored"
 			s.log.Error("audit record not stored", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", aerr)
 		}
@@ -310,18 +343,20 @@ func (s *Server) Drain() { s.draining.Store(true) }
 // ListenAndServe serves on addr until ctx ends, then drains: /readyz fails,
 // the listener closes, and in-flight requests get up to grace to finish.
 func (s *Server) ListenAndServe(ctx context.Context, addr string, grace time.Duration) error {
-	srv := &http.Server{
-		Addr:              addr,
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
+	return s.Serve(ctx, ln, grace)
+}
+
+// Serve is ListenAndServe on a listener the caller bound, so that a busy
+// port is known before anything else starts (the command binds first). It
+// closes ln. The error is the listener's or the shutdown's; nil after a
+// clean drain.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, grace time.Duration) error {
+	srv, ln := s.httpServer(ln)
+	srv.ErrorLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	errc := make(chan error, 1)
 	if srv.TLSConfig = s.opts.TLS; srv.TLSConfig != nil {
 		s.log.Info("listening (TLS 1.3)", "addr", ln.Addr().String(), "mcp", s.ResourceURL(), "client_certificates", s.opts.ClientCerts != nil)

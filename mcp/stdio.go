@@ -1,12 +1,17 @@
 package mcp
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -25,7 +30,122 @@ func (s *Server) ServeStdio(ctx context.Context, token string, in io.Reader, out
 		return err
 	}
 	s.log.Info("serving MCP on stdio", "subject", c.Principal.Subject, "tenant", c.Tenant.Key, "role", c.Role)
-	return s.sdk.Run(ctx, &sdk.IOTransport{Reader: io.NopCloser(in), Writer: nopWriteCloser{out}})
+	p := newPendingRequests(ctx, s.opts.ToolTimeout+5*time.Second)
+	return s.sdk.Run(ctx, &sdk.IOTransport{Reader: io.NopCloser(p.reader(in)), Writer: nopWriteCloser{p.writer(out)}})
+}
+
+// pendingRequests makes stdin's end wait for the answers: a client that
+// writes its last request and closes stdin at once (a script piping
+// requests in) still gets every answer. The SDK closes the connection when
+// its reader ends, dropping answers in flight, so the reader passes EOF on
+// only once every request read has been answered (or after wait, or when
+// ctx ends). Messages are newline-delimited JSON-RPC (MCP stdio transport).
+type pendingRequests struct {
+	ctx  context.Context
+	wait time.Duration
+
+	mu      sync.Mutex
+	open    map[string]bool // ids of requests read and not yet answered
+	changed chan struct{}   // closed and replaced when open shrinks
+}
+
+func newPendingRequests(ctx context.Context, wait time.Duration) *pendingRequests {
+	return &pendingRequests{ctx: ctx, wait: wait, open: map[string]bool{}, changed: make(chan struct{})}
+}
+
+// message is what pendingRequests reads of a JSON-RPC message.
+type message struct {
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
+}
+
+func (p *pendingRequests) reader(in io.Reader) io.Reader {
+	return &pendingReader{p: p, in: bufio.NewReader(in)}
+}
+
+func (p *pendingRequests) writer(out io.Writer) io.Writer { return &pendingWriter{p: p, out: out} }
+
+// saw records a message read (a request opens its id) or written (a
+// response closes it).
+func (p *pendingRequests) saw(line []byte, read bool) {
+	var m message
+	if json.Unmarshal(line, &m) != nil || len(m.ID) == 0 || string(m.ID) == "null" {
+		return // a notification, or not ours to judge
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case read && m.Method != "":
+		p.open[string(m.ID)] = true
+	case !read && m.Method == "":
+		delete(p.open, string(m.ID))
+		close(p.changed)
+		p.changed = make(chan struct{})
+	}
+}
+
+// drained waits until no request is open, wait has passed, or ctx ends.
+func (p *pendingRequests) drained() {
+	deadline := time.After(p.wait)
+	for {
+		p.mu.Lock()
+		n, changed := len(p.open), p.changed
+		p.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			return
+		case <-p.ctx.Done():
+			return
+		}
+	}
+}
+
+type pendingReader struct {
+	p    *pendingRequests
+	in   *bufio.Reader
+	line []byte // what is left of the line being handed out
+}
+
+func (r *pendingReader) Read(b []byte) (int, error) {
+	if len(r.line) == 0 {
+		line, err := r.in.ReadBytes('\n')
+		if len(line) > 0 {
+			r.p.saw(line, true)
+			r.line = line
+		} else if err != nil {
+			if err == io.EOF {
+				r.p.drained()
+			}
+			return 0, err
+		}
+	}
+	n := copy(b, r.line)
+	r.line = r.line[n:]
+	return n, nil
+}
+
+type pendingWriter struct {
+	p   *pendingRequests
+	out io.Writer
+	buf []byte // a message not yet ended by a newline
+}
+
+func (w *pendingWriter) Write(b []byte) (int, error) {
+	n, err := w.out.Write(b)
+	w.buf = append(w.buf, b[:n]...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		w.p.saw(w.buf[:i], false)
+		w.buf = w.buf[i+1:]
+	}
+	return n, err
 }
 
 type nopWriteCloser struct{ io.Writer }

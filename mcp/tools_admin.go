@@ -38,9 +38,13 @@ func (c *Call) asAdmin(ctx context.Context, fn func(*store.Admin) error) error {
 			c.srv.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.TenantID == c.Tenant.ID })
 		})
 	}
+	var ue *userError
 	switch {
+	case errors.As(err, &ue):
+		return err // already says what is wrong
 	case errors.Is(err, store.ErrLastAdmin):
-		return userErrorf("%s must keep at least one admin: make someone else admin first", c.Tenant.Key)
+		// A refusal, audited as DENIED with this reason.
+		return refusef("%s must keep at least one admin: make someone else admin first", c.Tenant.Key)
 	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("%w: %w", &userError{msg: "no such member or key in " + c.Tenant.Key}, store.ErrNotFound)
 	}
@@ -75,19 +79,67 @@ type listMembersOut struct {
 }
 
 func (o listMembersOut) Text() string {
+	if len(o.Members) == 0 {
+		return "Your organisation has no members yet: people become members when they first sign in (the first is admin)."
+	}
 	var b strings.Builder
 	for _, m := range o.Members {
-		who := m.Email
-		if who == "" {
-			who = strings.Join(m.Identities, ", ")
+		fmt.Fprintf(&b, "- %s: %s (id %s", m.who(), m.state(), m.ID)
+		if m.Email != "" && len(m.Identities) > 0 {
+			fmt.Fprintf(&b, "; signs in as %s", strings.Join(m.Identities, ", "))
 		}
-		state := m.Role
-		if m.RemovedAt != nil {
-			state = "removed"
-		}
-		fmt.Fprintf(&b, "- %s: %s (id %s)\n", who, state, m.ID)
+		b.WriteString(")\n")
 	}
 	return b.String()
+}
+
+// who names a member: by email, else by the identities they sign in with.
+func (m memberOut) who() string {
+	if m.Email != "" {
+		return m.Email
+	}
+	if len(m.Identities) > 0 {
+		return strings.Join(m.Identities, ", ")
+	}
+	return "member " + m.ID
+}
+
+func (m memberOut) state() string {
+	if m.RemovedAt != nil {
+		return "removed"
+	}
+	return m.Role
+}
+
+// findMember resolves what a caller (often a model) calls a member: the
+// member's id, email (any case) or a sign-in identity (github:5678) from
+// list_members.
+func findMember(ctx context.Context, c *Call, a *store.Admin, ref string) (string, error) {
+	ref = strings.TrimSpace(ref)
+	ms, err := a.Members(ctx)
+	if err != nil {
+		return "", err
+	}
+	var hits []*tenancy.Member
+	for _, m := range ms {
+		if m.ID == ref {
+			return m.ID, nil
+		}
+		if (m.Email != "" && strings.EqualFold(m.Email, ref)) || slices.Contains(m.Subjects, ref) {
+			hits = append(hits, m)
+		}
+	}
+	switch len(hits) {
+	case 1:
+		return hits[0].ID, nil
+	case 0:
+		return "", fmt.Errorf("%w: %w", &userError{msg: fmt.Sprintf("no member %q in %s: give the id, email or identity list_members shows", ref, c.Tenant.Key)}, store.ErrNotFound)
+	}
+	var ids []string
+	for _, m := range hits {
+		ids = append(ids, m.ID)
+	}
+	return "", userErrorf("%q matches several members (ids %s): give the id", ref, strings.Join(ids, ", "))
 }
 
 func listMembersTool() *Tool {
@@ -107,7 +159,7 @@ func listMembersTool() *Tool {
 }
 
 type setMemberRoleIn struct {
-	MemberID string `json:"member_id" jsonschema:"the member's id (list_members)"`
+	MemberID string `json:"member_id" jsonschema:"the member's id, email or sign-in identity (list_members)"`
 	Role     string `json:"role" jsonschema:"admin, developer or viewer"`
 }
 
@@ -119,12 +171,16 @@ func setMemberRoleTool() *Tool {
 	spec := adminSpec("set_member_role", "Set a member's role", "Changes a member's role; restores a removed member. An organisation always keeps one admin.")
 	spec.Idempotent = true
 	spec.Input = func(s *jsonschema.Schema) { roleEnum(s, "role") }
-	return newTool(spec, func(ctx context.Context, c *Call, in setMemberRoleIn) (memberOut, error) {
-		var out memberOut
+	return newTool(spec, func(ctx context.Context, c *Call, in setMemberRoleIn) (memberRoleOut, error) {
+		var out memberRoleOut
 		err := c.asAdmin(ctx, func(a *store.Admin) error {
-			m, err := a.SetMemberRole(ctx, in.MemberID, tenancy.Role(in.Role))
+			id, err := findMember(ctx, c, a, in.MemberID)
+			if err != nil {
+				return err
+			}
+			m, err := a.SetMemberRole(ctx, id, tenancy.Role(in.Role))
 			if err == nil {
-				out = toMember(m)
+				out = memberRoleOut(toMember(m))
 			}
 			return err
 		})
@@ -132,13 +188,28 @@ func setMemberRoleTool() *Tool {
 	})
 }
 
+// memberRoleOut is a member after set_member_role.
+type memberRoleOut memberOut
+
+func (o memberRoleOut) Text() string {
+	return fmt.Sprintf("%s (id %s) is now %s.", memberOut(o).who(), o.ID, o.Role)
+}
+
 type removeMemberIn struct {
-	MemberID string `json:"member_id" jsonschema:"the member's id (list_members)"`
+	MemberID string `json:"member_id" jsonschema:"the member's id, email or sign-in identity (list_members)"`
 }
 
 type removeMemberOut struct {
 	Member      memberOut `json:"member"`
 	RevokedKeys []string  `json:"revoked_api_keys"`
+}
+
+func (o removeMemberOut) Text() string {
+	keys := "they had created no API keys"
+	if n := len(o.RevokedKeys); n > 0 {
+		keys = fmt.Sprintf("revoked the %s they created: %s", plural(int64(n), "API key", "API keys"), strings.Join(o.RevokedKeys, ", "))
+	}
+	return fmt.Sprintf("Removed %s (id %s) from your organisation; %s. set_member_role restores them.", o.Member.who(), o.Member.ID, keys)
 }
 
 func removeMemberTool() *Tool {
@@ -148,7 +219,11 @@ func removeMemberTool() *Tool {
 	return newTool(spec, func(ctx context.Context, c *Call, in removeMemberIn) (removeMemberOut, error) {
 		var out removeMemberOut
 		err := c.asAdmin(ctx, func(a *store.Admin) error {
-			m, revoked, err := a.RemoveMember(ctx, in.MemberID)
+			id, err := findMember(ctx, c, a, in.MemberID)
+			if err != nil {
+				return err
+			}
+			m, revoked, err := a.RemoveMember(ctx, id)
 			if err == nil {
 				out = removeMemberOut{Member: toMember(m), RevokedKeys: revoked}
 				if out.RevokedKeys == nil {
@@ -243,6 +318,41 @@ type listAPIKeysOut struct {
 	Keys []keyOut `json:"keys"`
 }
 
+func (o listAPIKeysOut) Text() string {
+	if len(o.Keys) == 0 {
+		return "Your organisation has no API keys."
+	}
+	var b strings.Builder
+	for _, k := range o.Keys {
+		b.WriteString("- " + k.line() + "\n")
+	}
+	return b.String()
+}
+
+// line describes a key in one line, never its secret.
+func (k keyOut) line() string {
+	name := k.Name
+	if name == "" {
+		name = "unnamed"
+	}
+	s := fmt.Sprintf("%s (%s): role %s, scopes %s, created %s by %s", k.ID, name, k.Role, strings.Join(k.Scopes, " "),
+		k.CreatedAt.UTC().Format(time.DateOnly), k.CreatedBy)
+	switch {
+	case k.RevokedAt != nil:
+		s += ", revoked " + k.RevokedAt.UTC().Format(time.RFC3339)
+	case k.ExpiresAt != nil && k.ExpiresAt.Before(time.Now()):
+		s += ", expired " + k.ExpiresAt.UTC().Format(time.DateOnly)
+	case k.ExpiresAt != nil:
+		s += ", expires " + k.ExpiresAt.UTC().Format(time.DateOnly)
+	}
+	if k.LastUsed != nil {
+		s += ", last used " + k.LastUsed.UTC().Format(time.RFC3339)
+	} else {
+		s += ", never used"
+	}
+	return s
+}
+
 func listAPIKeysTool() *Tool {
 	spec := adminSpec("list_api_keys", "List API keys", "Lists your organisation's API keys (never their secrets).")
 	spec.ReadOnly, spec.Idempotent = true, true
@@ -266,15 +376,22 @@ type revokeAPIKeyIn struct {
 func revokeAPIKeyTool() *Tool {
 	spec := adminSpec("revoke_api_key", "Revoke an API key", "Revokes an API key at once, on every server.")
 	spec.Destructive, spec.Idempotent = true, true
-	return newTool(spec, func(ctx context.Context, c *Call, in revokeAPIKeyIn) (keyOut, error) {
-		var out keyOut
+	return newTool(spec, func(ctx context.Context, c *Call, in revokeAPIKeyIn) (revokedKeyOut, error) {
+		var out revokedKeyOut
 		err := c.asAdmin(ctx, func(a *store.Admin) error {
 			k, err := a.RevokeAPIKey(ctx, in.ID)
 			if err == nil {
-				out = toKey(k)
+				out = revokedKeyOut(toKey(k))
 			}
 			return err
 		})
 		return out, err
 	})
+}
+
+// revokedKeyOut is a key after revoke_api_key.
+type revokedKeyOut keyOut
+
+func (o revokedKeyOut) Text() string {
+	return fmt.Sprintf("Revoked API key %s; every server refuses it from now on.", keyOut(o).line())
 }

@@ -3,7 +3,6 @@ package mcp
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -50,6 +49,11 @@ func (o readAuditOut) Text() string {
 	return b.String()
 }
 
+// auditPosition is where a page of read_audit_log ends.
+type auditPosition struct {
+	BeforeID int64 `json:"before"`
+}
+
 func orMethod(tool string) string {
 	if tool == "" {
 		return "(request)"
@@ -84,13 +88,13 @@ func readAuditLogTool() *Tool {
 			return readAuditOut{}, err
 		}
 		if in.Cursor != "" {
-			// Cursors are record ids, opaque to callers; a forged one can only
-			// page through this tenant's own log.
-			id, err := strconv.ParseInt(in.Cursor, 36, 64)
-			if err != nil || id <= 0 {
-				return readAuditOut{}, invalidArgs("cursor is not one this tool returned; start again without a cursor")
+			// Sealed like every list's cursor (cursor.go): bound to this
+			// tenant and this list, so a made-up or edited one is refused.
+			var pos auditPosition
+			if err := c.Open("audit", in.Cursor, &pos); err != nil || pos.BeforeID <= 0 {
+				return readAuditOut{}, errCursorRefused
 			}
-			f.BeforeID = id
+			f.BeforeID = pos.BeforeID
 		}
 		recs, more, err := store.FindAudit(ctx, c.Tx, f)
 		if err != nil {
@@ -101,7 +105,7 @@ func readAuditLogTool() *Tool {
 			out.Records = []*store.AuditRecord{}
 		}
 		if more {
-			out.NextCursor = strconv.FormatInt(recs[len(recs)-1].ID, 36)
+			out.NextCursor = c.Seal("audit", auditPosition{BeforeID: recs[len(recs)-1].ID})
 		}
 		return out, nil
 	})

@@ -31,7 +31,8 @@ type listTablesIn struct{}
 type tableInfo struct {
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
-	Rows        int64  `json:"approximate_rows"`
+	Rows        int64  `json:"rows" jsonschema:"the number of rows: exact when rows_exact, else PostgreSQL's estimate"`
+	Exact       bool   `json:"rows_exact"`
 }
 
 type listTablesOut struct {
@@ -39,9 +40,16 @@ type listTablesOut struct {
 }
 
 func (o listTablesOut) Text() string {
+	if len(o.Tables) == 0 {
+		return "Your workspace has no tables the query tool can read."
+	}
 	var b strings.Builder
 	for _, t := range o.Tables {
-		fmt.Fprintf(&b, "- %s (~%d rows)", t.Name, t.Rows)
+		n := plural(t.Rows, "row", "rows")
+		if !t.Exact {
+			n = "about " + n
+		}
+		fmt.Fprintf(&b, "- %s (%s)", t.Name, n)
 		if t.Description != "" {
 			fmt.Fprintf(&b, ": %s", t.Description)
 		}
@@ -50,20 +58,51 @@ func (o listTablesOut) Text() string {
 	return b.String()
 }
 
+// plural is "1 row", "2 rows", "0 rows".
+func plural(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// exactRowsUpTo is how many rows list_tables counts exactly; beyond it, a
+// table's size is PostgreSQL's estimate (planner statistics, which before
+// the first ANALYZE say 0 or nothing: never shown as a count).
+const exactRowsUpTo = 10_000
+
 func listTablesTool() *Tool {
 	return newTool(ToolSpec{
 		Name: "list_tables", Title: "List tables",
-		Description: "Lists the tables of your organisation's workspace that the query tool can read.",
+		Description: "Lists the tables of your organisation's workspace that the query tool can read, with their number of rows.",
 		Role:        tenancy.Viewer, Scope: identity.ScopeRead, ReadOnly: true, Idempotent: true,
 	}, func(ctx context.Context, c *Call, _ listTablesIn) (listTablesOut, error) {
-		rows, _ := c.Tx.Query(ctx, `SELECT c.relname, coalesce(obj_description(c.oid, 'pg_class'), ''), greatest(c.reltuples, 0)::bigint
+		rows, _ := c.Tx.Query(ctx, `SELECT c.relname, coalesce(obj_description(c.oid, 'pg_class'), ''), greatest(c.reltuples, 0)::bigint, false
 			FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v')
 			AND c.relname <> ALL($1) ORDER BY c.relname`, queryHiddenTables)
 		tables, err := pgx.CollectRows(rows, pgx.RowToStructByPos[tableInfo])
+		if err != nil {
+			return listTablesOut{}, err
+		}
+		for i := range tables {
+			// Counting at most exactRowsUpTo+1 rows is cheap and exact for
+			// the tables a workspace usually has; bigger ones keep the
+			// estimate, which is then meaningful.
+			var n int64
+			if err := c.Tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM (SELECT 1 FROM %s LIMIT %d) t",
+				pgx.Identifier{tables[i].Name}.Sanitize(), exactRowsUpTo+1)).Scan(&n); err != nil {
+				return listTablesOut{}, err
+			}
+			if n <= exactRowsUpTo {
+				tables[i].Rows, tables[i].Exact = n, true
+			} else {
+				tables[i].Rows = max(tables[i].Rows, n)
+			}
+		}
 		if tables == nil {
 			tables = []tableInfo{}
 		}
-		return listTablesOut{Tables: tables}, err
+		return listTablesOut{Tables: tables}, nil
 	})
 }
 
@@ -91,7 +130,11 @@ func (o describeTableOut) Text() string {
 		if col.Nullable {
 			null = "null"
 		}
-		fmt.Fprintf(&b, "- %s %s %s\n", col.Name, col.Type, null)
+		fmt.Fprintf(&b, "- %s %s %s", col.Name, col.Type, null)
+		if col.Default != "" {
+			fmt.Fprintf(&b, " default %s", col.Default)
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }
@@ -141,7 +184,7 @@ func (o queryOut) Text() string {
 		}
 		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
 	}
-	fmt.Fprintf(&b, "%d rows", len(o.Rows))
+	b.WriteString(plural(int64(len(o.Rows)), "row", "rows"))
 	if o.Truncated != "" {
 		fmt.Fprintf(&b, " (cut short: %s)", o.Truncated)
 	}
@@ -170,7 +213,7 @@ func queryTool() *Tool {
 		var qe *store.QueryError
 		switch {
 		case errors.As(err, &qe):
-			return queryOut{}, userErrorf("the query failed: %s", qe.Msg)
+			return queryOut{}, &argRefusal{"the query failed: " + qe.Msg}
 		case errors.Is(err, store.ErrQueryUnavailable):
 			c.srv.log.Warn("query tool unavailable", "tenant", c.Tenant.Key, "error", err)
 			return queryOut{}, userErrorf("the query tool is not available on this server")

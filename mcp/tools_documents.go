@@ -36,19 +36,30 @@ type saveDocumentIn struct {
 }
 
 // documentOut is one document as a tool result; its text is the markdown.
-type documentOut struct{ *store.Document }
-
-func (d documentOut) Text() string {
-	return documentHeader(&d.DocumentInfo) + "\n\n" + d.Body
+type documentOut struct {
+	*store.Document
+	projects projectNames
 }
 
-func documentHeader(d *store.DocumentInfo) string {
+func (d documentOut) Text() string {
+	return documentHeader(&d.DocumentInfo, d.projects) + "\n\n" + d.Body
+}
+
+// newDocumentOut names the document's project for the text.
+func newDocumentOut(ctx context.Context, c *Call, d *store.Document) documentOut {
+	if d == nil {
+		return documentOut{}
+	}
+	return documentOut{d, projectNamesOf(ctx, c, d.ProjectID)}
+}
+
+func documentHeader(d *store.DocumentInfo, names projectNames) string {
 	s := fmt.Sprintf("Document %q (id %s, uri %s, %d bytes", d.Title, d.ID, documentURI(d.ID), d.Size)
 	if len(d.Tags) > 0 {
 		s += ", tags " + strings.Join(d.Tags, ", ")
 	}
 	if d.ProjectID != nil {
-		s += ", project " + *d.ProjectID
+		s += ", " + names.of(*d.ProjectID)
 	}
 	return s + ")"
 }
@@ -57,7 +68,7 @@ func saveDocumentTool() *Tool {
 	return newTool(ToolSpec{
 		Name:        "save_document",
 		Title:       "Save a document",
-		Description: "Creates a markdown document (without id: title and body required) or updates one (with id: the fields given replace the document's, the others stay). Returns the document with its id; it is also readable as the resource gatehouse://documents/{id}.",
+		Description: "Creates a markdown document (without id: title and body required) or updates one (with id: the fields given replace the document's, the others stay). Returns the document's id, title, tags, project and size with the start of its body (get_document reads it whole); it is also readable as the resource gatehouse://documents/{id}.",
 		Role:        tenancy.Developer,
 		Scope:       identity.ScopeWrite,
 		Input: func(s *jsonschema.Schema) {
@@ -66,37 +77,82 @@ func saveDocumentTool() *Tool {
 			tagSchema(s.Properties["tags"].Items)
 			s.Properties["tags"].MaxItems = new(store.MaxTags)
 		},
-	}, func(ctx context.Context, c *Call, in saveDocumentIn) (documentOut, error) {
-		tags, err := normalizeTags(in.Tags)
-		if err != nil {
+	}, func(ctx context.Context, c *Call, in saveDocumentIn) (savedDocumentOut, error) {
+		d, err := saveDocument(ctx, c, in)
+		if err != nil || d.Document == nil {
+			return savedDocumentOut{}, err
+		}
+		return savedDocumentOut{DocumentInfo: d.DocumentInfo, Excerpt: excerpt(d.Body, excerptRunes), projects: d.projects}, nil
+	})
+}
+
+// excerptRunes is how much of a saved document's body save_document echoes:
+// enough to recognise it, not the body again (it can be 1 MiB).
+const excerptRunes = 200
+
+// savedDocumentOut is save_document's answer: the document without its
+// body, and the body's start.
+type savedDocumentOut struct {
+	store.DocumentInfo
+	Excerpt  string `json:"excerpt" jsonschema:"the start of the body (get_document returns it whole)"`
+	projects projectNames
+}
+
+func (o savedDocumentOut) Text() string {
+	return "Saved. " + documentHeader(&o.DocumentInfo, o.projects) + ". It begins:\n\n" + o.Excerpt
+}
+
+// excerpt is the first n characters of s, cut at a space where one is
+// near, with "…" when something was left out.
+func excerpt(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	cut := 0
+	for i := range s {
+		if n == 0 {
+			cut = i
+			break
+		}
+		n--
+	}
+	if sp := strings.LastIndexAny(s[:cut], " \n\t"); sp > cut*3/4 {
+		cut = sp
+	}
+	return strings.TrimRight(s[:cut], " \n\t") + "…"
+}
+
+// saveDocument creates or updates a document (see saveDocumentIn).
+func saveDocument(ctx context.Context, c *Call, in saveDocumentIn) (documentOut, error) {
+	tags, err := normalizeTags(in.Tags)
+	if err != nil {
+		return documentOut{}, err
+	}
+	switch {
+	case in.Title != nil && strings.TrimSpace(*in.Title) == "":
+		return documentOut{}, invalidArgs("title must not be blank")
+	case in.Body != nil && len(*in.Body) > store.MaxDocumentBody:
+		return documentOut{}, invalidArgs(fmt.Sprintf("body is %d bytes; a document may have at most %d (1 MiB)", len(*in.Body), store.MaxDocumentBody))
+	case in.ProjectID != nil && in.ClearProject:
+		return documentOut{}, invalidArgs("give project_id or clear_project, not both")
+	}
+	if in.ID == "" {
+		return createDocument(ctx, c, in, tags)
+	}
+	if in.Title == nil && in.Body == nil && in.Tags == nil && in.ProjectID == nil && !in.ClearProject {
+		return documentOut{}, invalidArgs("nothing to change: give at least one of title, body, tags, project_id, clear_project")
+	}
+	if _, err := store.FindDocument(ctx, c.Tx, in.ID); err != nil {
+		return documentOut{}, documentError(err, in.ID)
+	}
+	if in.ProjectID != nil {
+		if err := activeProject(ctx, c, *in.ProjectID); err != nil {
 			return documentOut{}, err
 		}
-		switch {
-		case in.Title != nil && strings.TrimSpace(*in.Title) == "":
-			return documentOut{}, invalidArgs("title must not be blank")
-		case in.Body != nil && len(*in.Body) > store.MaxDocumentBody:
-			return documentOut{}, invalidArgs(fmt.Sprintf("body is %d bytes; a document may have at most %d (1 MiB)", len(*in.Body), store.MaxDocumentBody))
-		case in.ProjectID != nil && in.ClearProject:
-			return documentOut{}, invalidArgs("give project_id or clear_project, not both")
-		}
-		if in.ID == "" {
-			return createDocument(ctx, c, in, tags)
-		}
-		if in.Title == nil && in.Body == nil && in.Tags == nil && in.ProjectID == nil && !in.ClearProject {
-			return documentOut{}, invalidArgs("nothing to change: give at least one of title, body, tags, project_id, clear_project")
-		}
-		if _, err := store.FindDocument(ctx, c.Tx, in.ID); err != nil {
-			return documentOut{}, documentError(err, in.ID)
-		}
-		if in.ProjectID != nil {
-			if err := activeProject(ctx, c, *in.ProjectID); err != nil {
-				return documentOut{}, err
-			}
-		}
-		d, err := store.UpdateDocument(ctx, c.Tx, in.ID, store.DocumentUpdate{Title: in.Title, Body: in.Body, Tags: tags,
-			ProjectID: in.ProjectID, ClearProject: in.ClearProject})
-		return documentOut{d}, documentError(err, in.ID)
-	})
+	}
+	d, err := store.UpdateDocument(ctx, c.Tx, in.ID, store.DocumentUpdate{Title: in.Title, Body: in.Body, Tags: tags,
+		ProjectID: in.ProjectID, ClearProject: in.ClearProject})
+	return newDocumentOut(ctx, c, d), documentError(err, in.ID)
 }
 
 func createDocument(ctx context.Context, c *Call, in saveDocumentIn, tags []string) (documentOut, error) {
@@ -113,7 +169,7 @@ func createDocument(ctx context.Context, c *Call, in saveDocumentIn, tags []stri
 	}
 	d, err := store.CreateDocument(ctx, c.Tx, store.NewDocument{Title: *in.Title, Body: *in.Body, Tags: tags,
 		ProjectID: in.ProjectID, CreatedBy: c.Principal.Subject})
-	return documentOut{d}, err
+	return newDocumentOut(ctx, c, d), err
 }
 
 func tagSchema(s *jsonschema.Schema) {
@@ -167,7 +223,7 @@ func getDocumentTool() *Tool {
 		Idempotent:  true,
 	}, func(ctx context.Context, c *Call, in documentIDIn) (documentOut, error) {
 		d, err := store.FindDocument(ctx, c.Tx, in.ID)
-		return documentOut{d}, documentError(err, in.ID)
+		return newDocumentOut(ctx, c, d), documentError(err, in.ID)
 	})
 }
 
@@ -204,6 +260,7 @@ type listDocumentsIn struct {
 type listDocumentsOut struct {
 	Documents  []*store.DocumentInfo `json:"documents" jsonschema:"the documents, without their bodies (get_document reads one)"`
 	NextCursor string                `json:"next_cursor,omitempty" jsonschema:"pass as cursor to get the next page; absent on the last page"`
+	projects   projectNames
 }
 
 func (o listDocumentsOut) Text() string {
@@ -212,7 +269,7 @@ func (o listDocumentsOut) Text() string {
 	}
 	var b strings.Builder
 	for _, d := range o.Documents {
-		fmt.Fprintf(&b, "- %s\n", documentHeader(d))
+		fmt.Fprintf(&b, "- %s\n", documentHeader(d, o.projects))
 	}
 	if o.NextCursor != "" {
 		fmt.Fprintf(&b, "More documents follow: call again with cursor %q.\n", o.NextCursor)
@@ -252,6 +309,11 @@ func listDocumentsTool() *Tool {
 			return listDocumentsOut{}, err
 		}
 		out := listDocumentsOut{Documents: orEmpty(docs)}
+		ids := make([]*string, len(docs))
+		for i, d := range docs {
+			ids[i] = d.ProjectID
+		}
+		out.projects = projectNamesOf(ctx, c, ids...)
 		if more {
 			last := docs[len(docs)-1]
 			out.NextCursor = c.Seal("documents", store.DocumentPosition{CreatedAt: last.CreatedAt, ID: last.ID})
@@ -272,6 +334,7 @@ type searchDocumentsOut struct {
 	Results    []*store.SearchHit `json:"results" jsonschema:"matching documents, best first, without their bodies"`
 	NextCursor string             `json:"next_cursor,omitempty" jsonschema:"pass as cursor, with the same query and filters, to get the next page"`
 	Note       string             `json:"note,omitempty" jsonschema:"why there are no results, when the query itself is the reason"`
+	projects   projectNames
 }
 
 func (o searchDocumentsOut) Text() string {
@@ -283,7 +346,7 @@ func (o searchDocumentsOut) Text() string {
 	}
 	var b strings.Builder
 	for _, h := range o.Results {
-		fmt.Fprintf(&b, "- %s\n  %s\n", documentHeader(&h.DocumentInfo), h.Snippet)
+		fmt.Fprintf(&b, "- %s\n  %s\n", documentHeader(&h.DocumentInfo, o.projects), h.Snippet)
 	}
 	if o.NextCursor != "" {
 		fmt.Fprintf(&b, "More results follow: call again with cursor %q.\n", o.NextCursor)
@@ -356,6 +419,11 @@ func searchDocumentsTool() *Tool {
 			return searchDocumentsOut{}, err
 		}
 		out := searchDocumentsOut{Results: orEmpty(hits)}
+		ids := make([]*string, len(hits))
+		for i, h := range hits {
+			ids[i] = h.ProjectID
+		}
+		out.projects = projectNamesOf(ctx, c, ids...)
 		if more {
 			last := hits[len(hits)-1]
 			out.NextCursor = c.Seal("search_documents", searchCursor{Search: searchKey(s), Rank: last.Rank, ID: last.ID})

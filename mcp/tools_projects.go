@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/google/jsonschema-go/jsonschema"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/store"
@@ -16,7 +17,7 @@ import (
 // projectTools are the projects of a tenant's workspace: named groups of
 // todos and documents, archived rather than deleted.
 func projectTools() []*Tool {
-	return []*Tool{createProjectTool(), listProjectsTool(), getProjectTool(), updateProjectTool(), archiveProjectTool()}
+	return []*Tool{createProjectTool(), listProjectsTool(), getProjectTool(), updateProjectTool(), archiveProjectTool(), unarchiveProjectTool()}
 }
 
 type createProjectIn struct {
@@ -215,6 +216,23 @@ func archiveProjectTool() *Tool {
 	})
 }
 
+func unarchiveProjectTool() *Tool {
+	return newTool(ToolSpec{
+		Name:        "unarchive_project",
+		Title:       "Unarchive a project",
+		Description: "Makes an archived project active again: it is listed again and todos and documents can be added to it. Refused if an active project has taken its name meanwhile (rename one of them first). Unarchiving an active project changes nothing.",
+		Role:        tenancy.Developer,
+		Scope:       identity.ScopeWrite,
+		Idempotent:  true,
+	}, func(ctx context.Context, c *Call, in projectIDIn) (projectOut, error) {
+		p, err := store.UnarchiveProject(ctx, c.Tx, in.ID)
+		if errors.Is(err, store.ErrProjectNameTaken) {
+			return projectOut{}, &userError{msg: "an active project already has this project's name: rename one of them (update_project), then unarchive it"}
+		}
+		return projectOut{p}, projectError(err, "", in.ID)
+	})
+}
+
 // activeProject checks that a todo or document may be put in project id:
 // it exists in the caller's tenant (another tenant's id does not) and is
 // not archived.
@@ -237,6 +255,41 @@ func existingProject(ctx context.Context, c *Call, id string) error {
 }
 
 // Helpers shared by the workspace tools.
+
+// projectNames maps project ids to names, so that texts name a todo's or a
+// document's project instead of showing its UUID. It is not part of any
+// tool's structured result (unexported: neither JSON nor the schema sees it).
+type projectNames map[string]string
+
+// projectNamesOf looks up the names of the projects ids refers to (nil ids
+// are skipped); a failed look-up leaves the names out, and texts fall back
+// to the id.
+func projectNamesOf(ctx context.Context, c *Call, ids ...*string) projectNames {
+	var want []string
+	for _, id := range ids {
+		if id != nil && store.IsUUID(*id) {
+			want = append(want, *id)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	names := projectNames{}
+	rows, _ := c.Tx.Query(ctx, "SELECT id::text, name FROM projects WHERE id = ANY($1::uuid[])", want)
+	var id, name string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &name}, func() error { names[id] = name; return nil }); err != nil {
+		return nil
+	}
+	return names
+}
+
+// of names project id for a text: its name when known, else its id.
+func (n projectNames) of(id string) string {
+	if name, ok := n[id]; ok {
+		return fmt.Sprintf("project %q", name)
+	}
+	return "project " + id
+}
 
 var errCursorRefused = invalidArgs("cursor is not one this tool returned; start again without a cursor")
 

@@ -28,13 +28,14 @@ func TestDocumentTools(t *testing.T) {
 	if got.Body != "# Runbook\n\nRestart **it**." || got.Title != "Runbook" || !strings.Contains(text(res), "Restart **it**.") {
 		t.Errorf("get_document = %+v (%s)", got, text(res))
 	}
+	got = document{}
 	mustCall(t, cs, "save_document", args{"id": d.ID, "title": "Runbook v2"}, &got)
-	if got.Title != "Runbook v2" || got.Body != d.Body || !slices.Equal(got.Tags, d.Tags) || got.ProjectID == nil {
+	if got.Title != "Runbook v2" || got.Excerpt != "# Runbook\n\nRestart **it**." || got.Body != "" || !slices.Equal(got.Tags, d.Tags) || got.ProjectID == nil {
 		t.Errorf("save_document(title) = %+v", got)
 	}
 	got = document{}
 	mustCall(t, cs, "save_document", args{"id": d.ID, "tags": []string{}, "clear_project": true, "body": "new"}, &got)
-	if len(got.Tags) != 0 || got.ProjectID != nil || got.Body != "new" || got.Title != "Runbook v2" {
+	if len(got.Tags) != 0 || got.ProjectID != nil || got.Excerpt != "new" || got.Title != "Runbook v2" {
 		t.Errorf("save_document(clear) = %+v", got)
 	}
 	var batch document

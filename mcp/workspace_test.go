@@ -31,6 +31,7 @@ type document struct {
 	ID        string   `json:"id"`
 	Title     string   `json:"title"`
 	Body      string   `json:"body"`
+	Excerpt   string   `json:"excerpt"` // save_document answers with the body's start, not the body
 	Tags      []string `json:"tags"`
 	ProjectID *string  `json:"project_id"`
 	Size      int      `json:"size"`

@@ -14,7 +14,9 @@
 //     control schema, so each tenant schema can be distributed on its own
 //     (Citus schema-based sharding);
 //   - tenant migrations grant exactly what the tenant role may do to each
-//     object they create, writing {{tenant_role}} for the role's quoted name.
+//     object they create, writing {{tenant_role}} for the role's quoted name;
+//     a table the query tool may read is also named in store's queryTables
+//     (granted by name, never ON ALL TABLES or by default privileges).
 //
 // This package owns only the SQL text; store applies it.
 package migrations

@@ -114,6 +114,27 @@ func TestBootstrapOnlyOnEmptyDatabase(t *testing.T) {
 	if len(keys) != 1 || keys[0].Role != "admin" {
 		t.Errorf("dev keys = %+v", keys)
 	}
+	// An undone bootstrap (the server never served) revokes its key and
+	// lets the next start issue a fresh one, once.
+	if err := db.UndoBootstrap(ctx, keys[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if did, err := db.Bootstrap(ctx, "dev", newKey); err != nil || !did {
+		t.Fatalf("bootstrap after undo = %v, %v; want true", did, err)
+	}
+	if did, err := db.Bootstrap(ctx, "dev", newKey); err != nil || did {
+		t.Fatalf("bootstrap after the redone one = %v, %v; want false", did, err)
+	}
+	keys, _ = db.FindAPIKeys(ctx, dev.ID)
+	live := 0
+	for _, k := range keys {
+		if k.RevokedAt.IsZero() {
+			live++
+		}
+	}
+	if len(keys) != 2 || live != 1 {
+		t.Errorf("after undo and redo: %d keys, %d live; want 2 and 1", len(keys), live)
+	}
 	// A database that already has tenants is never bootstrapped.
 	other := storetest.MustOpenDB(t)
 	mustTenant(t, other, "acme.com")

@@ -47,11 +47,10 @@ type AuditRecord struct {
 
 // InsertAudit writes r in the tenant transaction tx (see [DB.WithTenant]),
 // filling in its id and time: the record commits or rolls back with the
-// tool's effect.
+// tool's effect. Its text fields are cleaned first (see [CleanText]), in r
+// too, so what is mirrored elsewhere is what was stored.
 func InsertAudit(ctx context.Context, tx pgx.Tx, r *AuditRecord) error {
-	if r.Count == 0 {
-		r.Count = 1
-	}
+	r.clean()
 	return tx.QueryRow(ctx, `INSERT INTO audit_log (request_id, decision, tool, subject, email, provider, api_key_id,
 			client_ip, user_agent, reason, args_digest, count)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id, at`,

@@ -69,7 +69,11 @@ func TestAuditChainVerifies(t *testing.T) {
 	if rep := verify(t, db, tn); !rep.OK() || rep.Verified != 8 || rep.Pending != 0 {
 		t.Fatalf("after more chaining: %+v", rep)
 	}
-	if rep, _ := db.VerifyAudit(ctx, tn, store.NewAuditKey([]byte("another key"))); rep.OK() || !strings.Contains(rep.Problem, "another key") {
+	// With only another key, the chain is unverifiable here, not intact,
+	// and the report names the key it was chained with.
+	if rep, _ := db.VerifyAudit(ctx, tn, store.NewAuditKey([]byte("another key"))); rep.OK() || rep.UnknownKey != testKey.ID ||
+		!strings.Contains(rep.Problem, "unverifiable here: record 1 (id ") ||
+		!strings.Contains(rep.Problem, "chained with key "+testKey.ID+", which is not configured (tampering cannot be told apart from a missing key)") {
 		t.Errorf("verifying with the wrong key: %+v", rep)
 	}
 }

@@ -19,6 +19,10 @@ type AuditReport struct {
 	Problem  string // empty when the chain is intact; else the first problem found
 	Seq      int64  // chain position of the first bad record, if any
 	ID       int64  // its id
+	// UnknownKey is set when the chain could not be checked here: record
+	// Seq was chained with this key (its fingerprint), which was not given.
+	// Tampering cannot be told apart from a missing key.
+	UnknownKey string
 	// Keys are the stretches of the chain each key chained, in chain
 	// order: more than one after a rotation of GATEHOUSE_AUDIT_KEY.
 	Keys []AuditKeySpan
@@ -84,7 +88,9 @@ func (db *DB) VerifyAudit(ctx context.Context, t *tenancy.Tenant, keys ...AuditK
 			case r.ChainSeq != want:
 				bad("records %d to %d of the chain are missing (deleted)", want, r.ChainSeq-1)
 			case !known:
-				bad("record %d (id %d) was chained with another key (id %s); verify with that GATEHOUSE_AUDIT_KEY too (comma-separated, newest first)", r.ChainSeq, r.ID, keyID)
+				bad("unverifiable here: record %d (id %d) is chained with key %s, which is not configured (tampering cannot be told apart from a missing key); "+
+					"verify with that GATEHOUSE_AUDIT_KEY too (comma-separated, newest first)", r.ChainSeq, r.ID, keyID)
+				rep.UnknownKey = keyID
 			case last != nil && last.KeyID != keyID && at > rank[last.KeyID]:
 				bad("record %d (id %d) was chained with the older key %s after records chained with the newer key %s: it was written with a retired key", r.ChainSeq, r.ID, keyID, last.KeyID)
 			case !bytes.Equal(prevHash, prev):
@@ -182,15 +188,38 @@ type AuthFailure struct {
 	First, Last time.Time
 }
 
-// RecordAuthFailures adds aggregates to the control-plane record.
+// RecordAuthFailures adds aggregates to the control-plane record. Their
+// text is cleaned first (see [CleanText]); when the batch fails, each is
+// written alone, so one that cannot be stored never takes the others with
+// it, and one that still fails is stored with its reason and user agent
+// reduced to printable ASCII.
 func (db *DB) RecordAuthFailures(ctx context.Context, fs []AuthFailure) error {
-	batch := &pgx.Batch{}
-	for _, f := range fs {
-		batch.Queue(`INSERT INTO gatehouse.auth_failures (window_start, client_ip, reason, count, first_at, last_at, user_agent)
+	const q = `INSERT INTO gatehouse.auth_failures (window_start, client_ip, reason, count, first_at, last_at, user_agent)
 			VALUES ($1, $2, $3, $4, $5, $6, $7)
 			ON CONFLICT (window_start, client_ip, reason) DO UPDATE SET count = auth_failures.count + excluded.count,
-				first_at = least(auth_failures.first_at, excluded.first_at), last_at = greatest(auth_failures.last_at, excluded.last_at)`,
-			f.Window, f.ClientIP, f.Reason, f.Count, f.First, f.Last, f.UserAgent)
+				first_at = least(auth_failures.first_at, excluded.first_at), last_at = greatest(auth_failures.last_at, excluded.last_at)`
+	batch := &pgx.Batch{}
+	for i := range fs {
+		f := &fs[i]
+		f.ClientIP, f.Reason, f.UserAgent = CleanText(f.ClientIP, auditShortMax), CleanText(f.Reason, auditReasonMax), CleanText(f.UserAgent, auditAgentMax)
+		batch.Queue(q, f.Window, f.ClientIP, f.Reason, f.Count, f.First, f.Last, f.UserAgent)
 	}
-	return db.pool.SendBatch(ctx, batch).Close()
+	err := db.pool.SendBatch(ctx, batch).Close()
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	for _, f := range fs {
+		if _, e := db.pool.Exec(ctx, q, f.Window, f.ClientIP, f.Reason, f.Count, f.First, f.Last, f.UserAgent); e == nil {
+			continue
+		}
+		red := (&AuditRecord{ClientIP: f.ClientIP, Reason: f.Reason, UserAgent: f.UserAgent}).reduced(err)
+		if _, e := db.pool.Exec(ctx, q, f.Window, red.ClientIP, red.Reason, f.Count, f.First, f.Last, red.UserAgent); e != nil {
+			errs = append(errs, e)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%d of %d failed-authentication records not stored: %w", len(errs), len(fs), errors.Join(errs...))
+	}
+	return nil
 }

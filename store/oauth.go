@@ -23,9 +23,17 @@ func notFound(err error) error {
 
 // CreateClient implements authserver.Store.
 func (db *DB) CreateClient(ctx context.Context, c *authserver.Client) error {
-	_, err := db.pool.Exec(ctx, `INSERT INTO gatehouse.oauth_clients (id, kind, name, redirect_uris, secret_hash, client_uri)
-		VALUES ($1, $2, $3, $4, $5, $6)`, c.ID, c.Kind, c.Name, c.RedirectURIs, c.SecretHash, c.ClientURI)
+	_, err := db.pool.Exec(ctx, `INSERT INTO gatehouse.oauth_clients (id, kind, name, redirect_uris, secret_hash, client_uri, metadata)
+		VALUES ($1, $2, $3, $4, $5, $6, coalesce($7::jsonb, '{}'))`, c.ID, c.Kind, c.Name, c.RedirectURIs, c.SecretHash, c.ClientURI, metadataArg(c.Metadata))
 	return err
+}
+
+// metadataArg passes a client's metadata as jsonb text (nil: none).
+func metadataArg(m []byte) *string {
+	if len(m) == 0 {
+		return nil
+	}
+	return new(string(m))
 }
 
 // SaveClient implements authserver.Store.
@@ -42,8 +50,10 @@ func (db *DB) SaveClient(ctx context.Context, c *authserver.Client) error {
 func (db *DB) FindClient(ctx context.Context, id string) (*authserver.Client, error) {
 	var c authserver.Client
 	var fetched *time.Time
-	err := db.pool.QueryRow(ctx, `SELECT id, kind, name, redirect_uris, secret_hash, client_uri, fetched_until
-		FROM gatehouse.oauth_clients WHERE id = $1`, id).Scan(&c.ID, &c.Kind, &c.Name, &c.RedirectURIs, &c.SecretHash, &c.ClientURI, &fetched)
+	var metadata string
+	err := db.pool.QueryRow(ctx, `SELECT id, kind, name, redirect_uris, secret_hash, client_uri, metadata::text, fetched_until
+		FROM gatehouse.oauth_clients WHERE id = $1`, id).Scan(&c.ID, &c.Kind, &c.Name, &c.RedirectURIs, &c.SecretHash, &c.ClientURI, &metadata, &fetched)
+	c.Metadata = []byte(metadata)
 	c.FetchedUntil = deref(fetched)
 	return &c, notFound(err)
 }
@@ -106,7 +116,7 @@ func (db *DB) UpdateRequest(ctx context.Context, r *authserver.Request) error {
 		id = new(string(b))
 	}
 	_, err := db.pool.Exec(ctx, `UPDATE gatehouse.oauth_requests SET upstream = $2, upstream_state = nullif($3, ''),
-		upstream_verifier = $4, identity = $5::jsonb WHERE id = $1`, r.ID, r.Upstream, r.UpstreamState, r.UpstreamVerifier, id)
+		upstream_verifier = $4, identity = $5::jsonb, scope = $6 WHERE id = $1`, r.ID, r.Upstream, r.UpstreamState, r.UpstreamVerifier, id, r.Scope)
 	return err
 }
 
@@ -127,10 +137,13 @@ func (db *DB) Consented(ctx context.Context, subject, clientID, scope string) (b
 	return ok, err
 }
 
-// SaveConsent implements authserver.Store.
+// SaveConsent implements authserver.Store: the scopes consented to now are
+// added to those consented to before.
 func (db *DB) SaveConsent(ctx context.Context, subject, clientID, scope string) error {
 	_, err := db.pool.Exec(ctx, `INSERT INTO gatehouse.oauth_consents (subject, client_id, scope) VALUES ($1, $2, $3)
-		ON CONFLICT (subject, client_id) DO UPDATE SET scope = excluded.scope, granted_at = now()`, subject, clientID, scope)
+		ON CONFLICT (subject, client_id) DO UPDATE SET granted_at = now(), scope = array_to_string(ARRAY(
+			SELECT DISTINCT s FROM unnest(string_to_array(oauth_consents.scope, ' ') || string_to_array(excluded.scope, ' ')) AS s
+			WHERE s <> '' ORDER BY s), ' ')`, subject, clientID, scope)
 	return err
 }
 

@@ -136,3 +136,15 @@ func ArchiveProject(ctx context.Context, tx pgx.Tx, id string) (*Project, error)
 		updated_at = CASE WHEN archived THEN updated_at ELSE clock_timestamp() END
 		WHERE id = $1 RETURNING `+projectColumns, id))
 }
+
+// UnarchiveProject makes an archived project active again (idempotently)
+// and returns it: ErrProjectNameTaken when an active project has taken its
+// name meanwhile.
+func UnarchiveProject(ctx context.Context, tx pgx.Tx, id string) (*Project, error) {
+	if !IsUUID(id) {
+		return nil, ErrNotFound
+	}
+	return scanProject(tx.QueryRow(ctx, `UPDATE projects SET archived = false,
+		updated_at = CASE WHEN archived THEN clock_timestamp() ELSE updated_at END
+		WHERE id = $1 RETURNING `+projectColumns, id))
+}

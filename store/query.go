@@ -82,7 +82,7 @@ func (db *DB) Query(ctx context.Context, t *tenancy.Tenant, sql string, lim Quer
 			res.Columns = append(res.Columns, f.Name)
 		}
 		if _, err := tx.Exec(ctx, "DECLARE q NO SCROLL CURSOR FOR SELECT row_to_json(s)::text FROM ("+sql+"\n) s"); err != nil {
-			return err
+			return &wrapped{err} // PostgreSQL parsed the statement alone, but not as a query
 		}
 		rows, err := tx.Query(ctx, fmt.Sprintf("FETCH FORWARD %d FROM q", lim.MaxRows+1))
 		if err != nil {
@@ -109,7 +109,8 @@ func (db *DB) Query(ctx context.Context, t *tenancy.Tenant, sql string, lim Quer
 	})
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		return nil, &QueryError{pgErr.Message}
+		var w *wrapped
+		return nil, queryRefusal(pgErr, errors.As(err, &w), sql, lim)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)

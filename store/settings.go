@@ -51,3 +51,23 @@ func (db *DB) lockSeed(ctx context.Context) (int64, error) {
 	}
 	return int64(binary.BigEndian.Uint64(secret[:8])), nil
 }
+
+// SetServedURL records the public URL a server on this database started with,
+// so that CLI commands run elsewhere (gatehouse token mint) can name the
+// server their result is for.
+func (db *DB) SetServedURL(ctx context.Context, url string) error {
+	_, err := db.pool.Exec(ctx, `INSERT INTO gatehouse.settings (name, value) VALUES ('served_url', $1)
+		ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()`, url)
+	return err
+}
+
+// ServedURL is the public URL the last server on this database started
+// with; "" when none has.
+func (db *DB) ServedURL(ctx context.Context) (string, error) {
+	var v string
+	err := db.pool.QueryRow(ctx, "SELECT value FROM gatehouse.settings WHERE name = 'served_url'").Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	return v, err
+}

@@ -16,7 +16,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-func mustTenant(t *testing.T, db *store.DB, key string) *tenancy.Tenant {
+func mustTenant(t testing.TB, db *store.DB, key string) *tenancy.Tenant {
 	t.Helper()
 	tn, _, err := db.EnsureTenant(context.Background(), key, tenancy.Organization)
 	if err != nil {

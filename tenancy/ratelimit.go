@@ -33,26 +33,26 @@ func (r Rate) String() string {
 	return strconv.FormatFloat(r.PerMinute, 'f', -1, 64) + "/m burst " + strconv.Itoa(r.Burst) // in every refusal: no fmt
 }
 
-// ParseRate reads "600/m", "10/s" or "3600/h" ("off" or "0" for no limit)
-// with a burst; a burst of 0 means one second's worth, at least 1.
+// ParseRate is the one parser of rates, for the environment
+// (GATEHOUSE_*_RATE) and the CLI (tenant limits set --rate): a count per
+// second, minute or hour ("10/s", "600/m", "3600/h"; also "/sec", "/min",
+// "/hour") with burst, the requests admitted at once, which must be at
+// least 1; or "off" (also "0") for no limit, whatever the burst.
 func ParseRate(s string, burst int) (Rate, error) {
+	s = strings.ToLower(strings.TrimSpace(s))
 	if s == "off" || s == "0" {
 		return Rate{}, nil
 	}
 	n, unit, ok := strings.Cut(s, "/")
-	count, err := strconv.ParseFloat(n, 64)
-	per := map[string]float64{"s": 60, "m": 1, "h": 1.0 / 60}[unit]
-	if !ok || err != nil || count <= 0 || per == 0 || math.IsInf(count, 0) {
-		return Rate{}, fmt.Errorf("%q is not a rate such as 600/m, 10/s or 3600/h (or off)", s)
+	count, err := strconv.ParseFloat(strings.TrimSpace(n), 64)
+	per := map[string]float64{"s": 60, "sec": 60, "second": 60, "m": 1, "min": 1, "minute": 1, "h": 1.0 / 60, "hour": 1.0 / 60}[strings.TrimSpace(unit)]
+	if !ok || err != nil || count <= 0 || per == 0 || math.IsInf(count, 0) || math.IsNaN(count) {
+		return Rate{}, fmt.Errorf("%q is not a rate such as 10/s, 600/m or 3600/h (or off)", s)
 	}
-	if burst < 0 {
-		return Rate{}, fmt.Errorf("burst %d must not be negative", burst)
+	if burst < 1 {
+		return Rate{}, fmt.Errorf("burst %d: want 1 or more requests at once", burst)
 	}
-	r := Rate{PerMinute: count * per, Burst: burst}
-	if r.Burst == 0 {
-		r.Burst = max(1, int(r.PerMinute/60))
-	}
-	return r, nil
+	return Rate{PerMinute: count * per, Burst: burst}, nil
 }
 
 // Limits are the default limits.

@@ -94,18 +94,26 @@ func TestLimiterOverridesAndFailures(t *testing.T) {
 }
 
 func TestParseRate(t *testing.T) {
-	for in, want := range map[string]float64{"600/m": 600, "10/s": 600, "3600/h": 60, "0.5/m": 0.5} {
-		r, err := tenancy.ParseRate(in, 0)
-		if err != nil || r.PerMinute != want || r.Burst < 1 {
-			t.Errorf("ParseRate(%q) = %+v, %v", in, r, err)
+	for in, want := range map[string]float64{"600/m": 600, "10/s": 600, "3600/h": 60, "0.5/m": 0.5, " 60/min ": 60, "120/hour": 2, "1/sec": 60, "600/M": 600} {
+		r, err := tenancy.ParseRate(in, 7)
+		if err != nil || r.PerMinute != want || r.Burst != 7 {
+			t.Errorf("ParseRate(%q, 7) = %+v, %v", in, r, err)
 		}
 	}
-	if r, err := tenancy.ParseRate("off", 0); err != nil || !r.Off() {
-		t.Errorf("off: %+v %v", r, err)
+	for _, in := range []string{"off", "OFF", "0"} {
+		if r, err := tenancy.ParseRate(in, 0); err != nil || !r.Off() {
+			t.Errorf("%s: %+v %v", in, r, err)
+		}
 	}
-	for _, in := range []string{"", "600", "600/d", "-1/m", "x/m", "Inf/m"} {
-		if _, err := tenancy.ParseRate(in, 0); err == nil {
+	for _, in := range []string{"", "600", "600/d", "-1/m", "x/m", "Inf/m", "NaN/m", "0/m"} {
+		if _, err := tenancy.ParseRate(in, 1); err == nil {
 			t.Errorf("ParseRate(%q) accepted", in)
+		}
+	}
+	// The burst is stated, never invented from the rate.
+	for _, b := range []int{0, -1} {
+		if _, err := tenancy.ParseRate("3600/h", b); err == nil {
+			t.Errorf("burst %d accepted", b)
 		}
 	}
 }

@@ -11,24 +11,15 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-func cmdAPIKey(ctx context.Context, args []string, e *env) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: apikey needs a subcommand: create, list or revoke", errUsage)
-	}
-	switch args[0] {
-	case "create":
-		return cmdAPIKeyCreate(ctx, args[1:], e)
-	case "list":
-		return cmdAPIKeyList(ctx, args[1:], e)
-	case "revoke":
-		return cmdAPIKeyRevoke(ctx, args[1:], e)
-	}
-	return fmt.Errorf("%w: unknown apikey subcommand %q", errUsage, args[0])
+func apikeyCmd(ctx context.Context, e *env) *cobra.Command {
+	return group("apikey", "Create, list and revoke API keys", apikeyCreateCmd(ctx, e), apikeyListCmd(ctx, e), apikeyRevokeCmd(ctx, e))
 }
 
 // keyJSON is the --json form of a key.
@@ -65,19 +56,36 @@ func defaultScopes(r tenancy.Role) []string {
 	return []string{identity.ScopeRead}
 }
 
-func cmdAPIKeyCreate(ctx context.Context, args []string, e *env) error {
-	fs := newFlagSet("apikey create", e)
-	tenant := fs.String("tenant", "", "tenant key, such as acme.com (created if it does not exist)")
-	role := fs.String("role", "", "admin, developer or viewer")
-	name := fs.String("name", "", "a name to recognise the key by")
-	scopes := fs.String("scopes", "", "comma-separated scopes (default: all the role can use)")
-	expires := fs.String("expires", "never", "lifetime: a duration (720h), days (90d) or never")
-	asJSON := fs.Bool("json", false, "print the key as JSON, secret included")
-	if pos, err := parse(fs, args); err != nil {
-		return err
-	} else if len(pos) > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
+// apikeyCreate are the flags of apikey create.
+type apikeyCreate struct {
+	tenant, role, name, scopes, expires string
+	asJSON                              bool
+}
+
+func apikeyCreateCmd(ctx context.Context, e *env) *cobra.Command {
+	var o apikeyCreate
+	c := &cobra.Command{
+		Use:   "create --tenant T --role R",
+		Short: "Create an API key and print its secret once",
+		Long: `Create an API key for a tenant (created if it does not exist) and print its
+secret on stdout, once: it is stored hashed and cannot be shown again.`,
+		Example: `  gatehouse apikey create --tenant acme.com --role admin
+  gatehouse apikey create --tenant acme.com --role viewer --name dashboards --expires 90d --json`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error { return o.run(ctx, e) },
 	}
+	f := c.Flags()
+	f.StringVar(&o.tenant, "tenant", "", "tenant key, such as acme.com (created if it does not exist)")
+	f.StringVar(&o.role, "role", "", "admin, developer or viewer")
+	f.StringVar(&o.name, "name", "", "a name to recognise the key by")
+	f.StringVar(&o.scopes, "scopes", "", "comma-separated scopes (default: all the role can use)")
+	f.StringVar(&o.expires, "expires", "never", "lifetime: a duration (720h), days (90d) or never")
+	f.BoolVar(&o.asJSON, "json", false, "print the key as JSON, secret included")
+	return c
+}
+
+func (o *apikeyCreate) run(ctx context.Context, e *env) error {
+	tenant, role, name, scopes, expires, asJSON := &o.tenant, &o.role, &o.name, &o.scopes, &o.expires, &o.asJSON
 	var problems []string
 	key, err := tenancy.NormalizeKey(*tenant)
 	if *tenant == "" {
@@ -103,7 +111,7 @@ func cmdAPIKeyCreate(ctx context.Context, args []string, e *env) error {
 		problems = append(problems, err.Error())
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: %s", errUsage, strings.Join(problems, "; "))
+		return usagef("%s", strings.Join(problems, "; "))
 	}
 	return withDatabase(ctx, e, func(db *database, log *slog.Logger) error {
 		t, created, err := db.EnsureTenant(ctx, key, tenancy.KindOf(key))
@@ -137,16 +145,28 @@ func osUser() string {
 	return "unknown"
 }
 
-func cmdAPIKeyList(ctx context.Context, args []string, e *env) error {
-	fs := newFlagSet("apikey list", e)
-	tenant := fs.String("tenant", "", "tenant key, such as acme.com")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, args); err != nil {
-		return err
+func apikeyListCmd(ctx context.Context, e *env) *cobra.Command {
+	var tenant string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "list --tenant T",
+		Short: "List a tenant's API keys (never their secrets)",
+		Example: `  gatehouse apikey list --tenant acme.com
+  gatehouse apikey list --tenant acme.com --json`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error { return apikeyList(ctx, e, tenant, asJSON) },
 	}
-	key, err := tenancy.NormalizeKey(*tenant)
-	if err != nil {
-		return fmt.Errorf("%w: --tenant: %w", errUsage, err)
+	c.Flags().StringVar(&tenant, "tenant", "", "tenant key, such as acme.com")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (one array)")
+	return c
+}
+
+func apikeyList(ctx context.Context, e *env, tenant string, asJSON bool) error {
+	key, err := tenancy.NormalizeKey(tenant)
+	if tenant == "" {
+		return usagef("--tenant is required (for example --tenant acme.com)")
+	} else if err != nil {
+		return usagef("--tenant: %w", err)
 	}
 	return withDatabase(ctx, e, func(db *database, _ *slog.Logger) error {
 		t, err := db.FindTenantByKey(ctx, key)
@@ -160,7 +180,7 @@ func cmdAPIKeyList(ctx context.Context, args []string, e *env) error {
 		if err != nil {
 			return err
 		}
-		if *asJSON {
+		if asJSON {
 			out := make([]keyJSON, 0, len(keys))
 			for _, k := range keys {
 				out = append(out, toKeyJSON(k))
@@ -184,17 +204,21 @@ func orDash(s string) string {
 	return s
 }
 
-func cmdAPIKeyRevoke(ctx context.Context, args []string, e *env) error {
-	fs := newFlagSet("apikey revoke", e)
-	asJSON := fs.Bool("json", false, "print the revoked key as JSON")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
+func apikeyRevokeCmd(ctx context.Context, e *env) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke an API key (every replica forgets it within a second)",
+		Example: `  gatehouse apikey revoke 3kq7xw2mz5n4b6c8
+  gatehouse apikey revoke 3kq7xw2mz5n4b6c8 --json`,
+		Args: oneArg("the key's id (gatehouse apikey list shows them)"),
+		RunE: func(_ *cobra.Command, args []string) error { return apikeyRevoke(ctx, e, args[0], asJSON) },
 	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: apikey revoke takes one key id (gatehouse apikey list shows them)", errUsage)
-	}
-	id := pos[0]
+	c.Flags().BoolVar(&asJSON, "json", false, "print the revoked key as JSON")
+	return c
+}
+
+func apikeyRevoke(ctx context.Context, e *env, id string, asJSON bool) error {
 	if full, ok := apikey.ParseID(id); ok { // a whole secret was pasted: revoke it, never echo it
 		id = full
 	}
@@ -206,7 +230,7 @@ func cmdAPIKeyRevoke(ctx context.Context, args []string, e *env) error {
 		if err != nil {
 			return err
 		}
-		if *asJSON {
+		if asJSON {
 			return printJSON(e.stdout, toKeyJSON(k))
 		}
 		_, err = fmt.Fprintf(e.stdout, "revoked %s (tenant %s, name %s, revoked at %s)\n", k.ID, k.TenantKey, orDash(k.Name), formatTime(k.RevokedAt))

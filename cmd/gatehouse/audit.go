@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/spf13/cobra"
 
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
@@ -16,12 +18,12 @@ import (
 
 // auditKeys are the keys of GATEHOUSE_AUDIT_KEY, newest first (several
 // while rotating it: the first chains, all verify), or else a random key
-// kept in the database. Only a key kept outside the database makes the
+// kept in the database, which log (nil: say nothing) warns about. Only a key kept outside the database makes the
 // chain evidence against someone who can write to the database.
-func auditKeys(ctx context.Context, db *database, getenv func(string) string, log *slog.Logger) ([]store.AuditKey, error) {
+func auditKeys(ctx context.Context, db *database, cfg *Config, log *slog.Logger) ([]store.AuditKey, error) {
 	var keys []store.AuditKey
-	for _, k := range splitList(getenv("GATEHOUSE_AUDIT_KEY")) {
-		keys = append(keys, store.NewAuditKey([]byte(k)))
+	for _, k := range cfg.AuditKeys {
+		keys = append(keys, store.NewAuditKey(k))
 	}
 	if len(keys) > 0 {
 		return keys, nil
@@ -30,39 +32,103 @@ func auditKeys(ctx context.Context, db *database, getenv func(string) string, lo
 	if err != nil {
 		return nil, err
 	}
+	if log == nil { // a CLI command: the server says it
+		return []store.AuditKey{store.NewAuditKey(secret)}, nil
+	}
 	log.Warn("GATEHOUSE_AUDIT_KEY is not set: the audit chain is keyed with a secret kept in the database, " +
 		"so it shows tampering by anyone who cannot read that secret; set GATEHOUSE_AUDIT_KEY to make it evidence against database administrators too")
 	return []store.AuditKey{store.NewAuditKey(secret)}, nil
 }
 
-func cmdAudit(ctx context.Context, args []string, e *env) error {
-	if len(args) == 0 || (args[0] != "verify" && args[0] != "tail") {
-		return fmt.Errorf("%w: audit verify|tail --tenant T", errUsage)
+func auditCmd(ctx context.Context, e *env) *cobra.Command {
+	return group("audit", "Verify and read a tenant's audit log", auditVerifyCmd(ctx, e), auditTailCmd(ctx, e))
+}
+
+func auditVerifyCmd(ctx context.Context, e *env) *cobra.Command {
+	var tenant string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "verify --tenant T",
+		Short: "Check a tenant's audit hash chain (exit 1 on a break)",
+		Long: `Chain the tenant's pending audit records, then walk the hash chain with the
+keys of GATEHOUSE_AUDIT_KEY (newest first) and report the first record that was
+edited, deleted, inserted or reordered, or cut off the end: TAMPERED, exit 1.
+Records chained with a key that is not configured cannot be checked here:
+UNVERIFIABLE, exit 1. An intact chain: ok, exit 0.`,
+		Example: `  gatehouse audit verify --tenant acme.com
+  GATEHOUSE_AUDIT_KEY=<new>,<old> gatehouse audit verify --tenant acme.com --json`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error { return auditVerify(ctx, e, tenant, asJSON) },
 	}
-	op := args[0]
-	fs := newFlagSet("audit "+op, e)
-	tenant := fs.String("tenant", "", "tenant key, such as acme.com")
-	n := fs.Int("n", 20, "tail: how many records")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, args[1:]); err != nil {
+	c.Flags().StringVar(&tenant, "tenant", "", "tenant key, such as acme.com")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return c
+}
+
+func auditTailCmd(ctx context.Context, e *env) *cobra.Command {
+	var tenant string
+	var n int
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "tail --tenant T [-n 20]",
+		Short: "Print a tenant's latest audit records, oldest first",
+		Example: `  gatehouse audit tail --tenant acme.com
+  gatehouse audit tail --tenant acme.com -n 100 --json | jq .decision`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if n < 1 {
+				return usagef("-n %d: want 1 or more records", n)
+			}
+			key, err := tenantFlag(tenant)
+			if err != nil {
+				return err
+			}
+			return withDatabase(ctx, e, func(db *database, _ *slog.Logger) error {
+				t, err := findTenant(ctx, db, key)
+				if err != nil {
+					return err
+				}
+				return auditTail(ctx, db, t, n, asJSON, e)
+			})
+		},
+	}
+	c.Flags().StringVar(&tenant, "tenant", "", "tenant key, such as acme.com")
+	c.Flags().IntVarP(&n, "lines", "n", 20, "how many records")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON lines: one record per line")
+	return c
+}
+
+// tenantFlag checks a required --tenant.
+func tenantFlag(tenant string) (string, error) {
+	if tenant == "" {
+		return "", usagef("--tenant is required (for example --tenant acme.com)")
+	}
+	key, err := tenancy.NormalizeKey(tenant)
+	if err != nil {
+		return "", usagef("--tenant: %w", err)
+	}
+	return key, nil
+}
+
+func findTenant(ctx context.Context, db *database, key string) (*tenancy.Tenant, error) {
+	t, err := db.FindTenantByKey(ctx, key)
+	if errors.Is(err, tenancy.ErrTenantNotFound) {
+		return nil, fmt.Errorf("no tenant %s (gatehouse tenant list shows them)", key)
+	}
+	return t, err
+}
+
+func auditVerify(ctx context.Context, e *env, tenant string, asJSON bool) error {
+	key, err := tenantFlag(tenant)
+	if err != nil {
 		return err
 	}
-	key, err := tenancy.NormalizeKey(*tenant)
-	if err != nil {
-		return fmt.Errorf("%w: --tenant: %w", errUsage, err)
-	}
-	return withDatabase(ctx, e, func(db *database, log *slog.Logger) error {
-		t, err := db.FindTenantByKey(ctx, key)
-		if errors.Is(err, tenancy.ErrTenantNotFound) {
-			return fmt.Errorf("no tenant %s", key)
-		}
+	return withConfigAndDatabase(ctx, e, func(cfg *Config, db *database, log *slog.Logger) error {
+		t, err := findTenant(ctx, db, key)
 		if err != nil {
 			return err
 		}
-		if op == "tail" {
-			return auditTail(ctx, db, t, *n, *asJSON, e)
-		}
-		keys, err := auditKeys(ctx, db, e.getenv, log)
+		keys, err := auditKeys(ctx, db, cfg, nil)
 		if err != nil {
 			return err
 		}
@@ -79,9 +145,10 @@ func cmdAudit(ctx context.Context, args []string, e *env) error {
 		for _, k := range rep.Keys {
 			spans = append(spans, fmt.Sprintf("records %d–%d with key %s", k.First, k.Last, k.KeyID))
 		}
-		if *asJSON {
+		if asJSON {
 			if err := printJSON(e.stdout, map[string]any{"tenant": t.Key, "ok": rep.OK(), "verified": rep.Verified,
-				"pending": rep.Pending, "problem": rep.Problem, "seq": rep.Seq, "id": rep.ID, "keys": rep.Keys}); err != nil {
+				"pending": rep.Pending, "problem": rep.Problem, "seq": rep.Seq, "id": rep.ID, "keys": rep.Keys,
+				"unverifiable": rep.UnknownKey != "", "unknown_key_id": rep.UnknownKey}); err != nil {
 				return err
 			}
 		} else if rep.OK() {
@@ -89,6 +156,8 @@ func cmdAudit(ctx context.Context, args []string, e *env) error {
 			if len(rep.Keys) > 1 {
 				fmt.Fprintf(e.stdout, "chained with %d keys: %s\n", len(rep.Keys), strings.Join(spans, ", "))
 			}
+		} else if rep.UnknownKey != "" {
+			fmt.Fprintf(e.stdout, "UNVERIFIABLE: the audit log of %s cannot be checked here (%d records verified before it): %s\n", t.Key, rep.Verified, rep.Problem)
 		} else {
 			fmt.Fprintf(e.stdout, "TAMPERED: the audit log of %s is not intact: %s\n", t.Key, rep.Problem)
 		}
@@ -111,10 +180,11 @@ func auditTail(ctx context.Context, db *database, t *tenancy.Tenant, n int, asJS
 	if err != nil {
 		return err
 	}
+	enc := json.NewEncoder(e.stdout)
 	for i := len(recs) - 1; i >= 0; i-- { // oldest first, like tail
 		r := recs[i]
 		if asJSON {
-			if err := printJSON(e.stdout, r); err != nil {
+			if err := enc.Encode(r); err != nil { // JSON lines: one compact record per line
 				return err
 			}
 			continue

@@ -14,7 +14,7 @@ import (
 
 func TestAuditCommands(t *testing.T) {
 	dbURL := storetest.ConnString(t)
-	environ := map[string]string{"DATABASE_URL": dbURL, "GATEHOUSE_AUDIT_KEY": "cli test key"}
+	environ := map[string]string{"DATABASE_URL": dbURL, "GATEHOUSE_AUDIT_KEY": cliKey}
 	gh(t, environ, "apikey", "create", "--tenant", "acme.com", "--role", "admin")
 	ctx := context.Background()
 	db, err := store.Open(ctx, dbURL, nil)
@@ -36,7 +36,7 @@ func TestAuditCommands(t *testing.T) {
 		t.Errorf("tail: %d %q", code, out)
 	}
 	// Rotation: the new key chains, both verify, in one run.
-	environ["GATEHOUSE_AUDIT_KEY"] = "new cli key, cli test key"
+	environ["GATEHOUSE_AUDIT_KEY"] = newKey + ", " + cliKey
 	for range 2 {
 		_ = db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
 			return store.InsertAudit(ctx, tx, &store.AuditRecord{Decision: store.Allowed, Tool: "whoami", Subject: "github:1"})
@@ -57,9 +57,76 @@ func TestAuditCommands(t *testing.T) {
 	if code != 1 || !strings.Contains(out, `"ok": false`) || !strings.Contains(out, `"seq": 2`) {
 		t.Errorf("verify --json after tampering: exit %d, %q", code, out)
 	}
-	// Another key cannot vouch for the chain.
-	environ["GATEHOUSE_AUDIT_KEY"] = "another key"
-	if code, out, _ := gh(t, environ, "audit", "verify", "--tenant", "acme.com"); code != 1 || !strings.Contains(out, "another key") {
+	// Another key cannot vouch for the chain: it is unverifiable here, and
+	// the report names the key it was chained with.
+	environ["GATEHOUSE_AUDIT_KEY"] = "yet another key of 32 bytes or more!"
+	code, out, _ = gh(t, environ, "audit", "verify", "--tenant", "acme.com")
+	want := "unverifiable here: record 1 (id 1) is chained with key " + store.NewAuditKey([]byte(cliKey)).ID +
+		", which is not configured (tampering cannot be told apart from a missing key)"
+	if code != 1 || !strings.Contains(out, "UNVERIFIABLE") || !strings.Contains(out, want) {
 		t.Errorf("verify with another key: exit %d, %q", code, out)
+	}
+	code, out, _ = gh(t, environ, "audit", "verify", "--tenant", "acme.com", "--json")
+	if code != 1 || !strings.Contains(out, `"unverifiable": true`) {
+		t.Errorf("verify --json with another key: exit %d, %q", code, out)
+	}
+}
+
+const (
+	cliKey = "cli test key of 32 bytes or more ......"
+	newKey = "new cli test key of 32 bytes or more .."
+)
+
+// TestSecretsRule: the secrets the operator generates need 32 bytes as
+// given; a 16-byte signing key still works, with a warning and the steps to
+// replace it; a short audit key may stay only as a retired one; every
+// problem is listed at once, exit 2.
+func TestSecretsRule(t *testing.T) {
+	long := "0123456789abcdef0123456789abcdef"
+	tests := []struct {
+		name, signing, audit string
+		errs, warns          []string
+	}{
+		{"long enough", long, long, nil, nil},
+		{"one-byte audit key", "", "x", []string{"GATEHOUSE_AUDIT_KEY: the key that chains (the first) is 1 bytes; use 32 or more (openssl rand -base64 32)"}, nil},
+		{"31-byte audit key", "", long[:31], []string{"GATEHOUSE_AUDIT_KEY: the key that chains (the first) is 31 bytes"}, nil},
+		{"short retired audit key", "", long + ",old", nil, []string{"retired key 2 is 3 bytes"}},
+		{"15-byte signing key", long[:15], "", []string{"GATEHOUSE_SIGNING_KEY: secret 1 is 15 bytes; use 32 or more (openssl rand -base64 32)"}, nil},
+		{"16-byte signing key", long[:16], "", nil, []string{"GATEHOUSE_SIGNING_KEY is 16 bytes; 32 or more are wanted", "GATEHOUSE_SIGNING_KEY=<new>,<old>"}},
+		{"both short at once", "short", "x", []string{"GATEHOUSE_SIGNING_KEY: secret 1 is 5 bytes", "GATEHOUSE_AUDIT_KEY: the key that chains"}, nil},
+	}
+	if _, err := loadConfig(func(k string) string { return map[string]string{"GATEHOUSE_METRICS_TOKEN": "prometheus"}[k] }); err == nil ||
+		!strings.Contains(err.Error(), "GATEHOUSE_METRICS_TOKEN: is 10 bytes; use 32 or more") {
+		t.Errorf("a short metrics token: %v", err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			environ := map[string]string{"GATEHOUSE_SIGNING_KEY": tt.signing, "GATEHOUSE_AUDIT_KEY": tt.audit}
+			c, err := loadConfig(func(k string) string { return environ[k] })
+			if (err != nil) != (tt.errs != nil) {
+				t.Fatalf("err = %v", err)
+			}
+			for _, w := range tt.errs {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+			if err != nil {
+				code, _, stderr := gh(t, environ, "serve")
+				if code != 2 || !strings.Contains(stderr, tt.errs[0]) {
+					t.Errorf("serve: exit %d, %s", code, stderr)
+				}
+				return
+			}
+			warnings := strings.Join(c.Warnings, "\n")
+			if (warnings != "") != (tt.warns != nil) {
+				t.Errorf("warnings = %q", warnings)
+			}
+			for _, w := range tt.warns {
+				if !strings.Contains(warnings, w) {
+					t.Errorf("warnings lack %q:\n%s", w, warnings)
+				}
+			}
+		})
 	}
 }

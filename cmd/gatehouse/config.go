@@ -33,11 +33,19 @@ var envVars = []envVar{
 	{Name: "DATABASE_URL", Secret: true, Help: "PostgreSQL connection string; unset: embedded PostgreSQL in GATEHOUSE_DATA_DIR"},
 	{Name: "GATEHOUSE_PGBOUNCER", Default: "auto", Help: "DATABASE_URL leads to PgBouncer in transaction mode: true, false, or auto (ports 6432 and 6543, hosts named *pgbouncer* or *pooler*)"},
 	{Name: "GATEHOUSE_DATA_DIR", Default: "./.gatehouse", Help: "data directory of the embedded PostgreSQL"},
-	{Name: "GATEHOUSE_PUBLIC_URL", Help: "canonical external URL, e.g. https://mcp.example.com; default http://localhost:<port>"},
+	{Name: "GATEHOUSE_PUBLIC_URL", Help: "canonical external URL, e.g. https://mcp.example.com (set it for a custom domain); default: the platform's own URL (RENDER_EXTERNAL_URL, RAILWAY_PUBLIC_DOMAIN, FLY_APP_NAME), else http://localhost:<port>"},
+	{Name: "RENDER_EXTERNAL_URL", Help: "set by Render: the service's URL, the default GATEHOUSE_PUBLIC_URL there"},
+	{Name: "RAILWAY_PUBLIC_DOMAIN", Help: "set by Railway: the service's public domain; https://<it> is the default GATEHOUSE_PUBLIC_URL there"},
+	{Name: "RENDER_GIT_COMMIT", Help: "set by Render: the commit deployed, the version reported when the binary was built without one"},
+	{Name: "RAILWAY_GIT_COMMIT_SHA", Help: "set by Railway: the commit deployed, the version reported when the binary was built without one"},
+	{Name: "FLY_APP_NAME", Help: "set by Fly.io: the app's name; https://<it>.fly.dev is the default GATEHOUSE_PUBLIC_URL there"},
 	{Name: "GATEHOUSE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error"},
 	{Name: "GATEHOUSE_AUTH_CACHE_TTL", Default: "60s", Help: "how long a validated credential is reused (never past its expiry)"},
 	{Name: "GATEHOUSE_TOOL_TIMEOUT", Default: "30s", Help: "time limit of one tool call"},
 	{Name: "GATEHOUSE_SHUTDOWN_GRACE", Default: "25s", Help: "how long in-flight requests may finish after SIGTERM"},
+	{Name: "GATEHOUSE_READ_HEADER_TIMEOUT", Default: "10s", Help: "time a client has to send a request's headers; slower connections are closed"},
+	{Name: "GATEHOUSE_BODY_TIMEOUT", Default: "30s", Help: "time a client has to send a request's body after its headers; slower connections are closed"},
+	{Name: "GATEHOUSE_MAX_PENDING_PER_IP", Default: "32", Help: "connections one client address may have still sending their request; more are closed on accept (trusted proxies exempt)"},
 	{Name: "GATEHOUSE_TRUSTED_PROXIES", Help: "comma-separated CIDRs whose X-Forwarded-For is believed"},
 	{Name: "GATEHOUSE_TLS_CERT", Help: "PEM certificate (chain) to serve TLS 1.3 with, for self-hosting; re-read when it changes. Unset: plain HTTP behind the platform's TLS"},
 	{Name: "GATEHOUSE_TLS_KEY", Help: "PEM private key of GATEHOUSE_TLS_CERT"},
@@ -60,13 +68,14 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_PRINCIPAL_CONCURRENCY", Default: "auto", Help: "tool calls one person or key may have in progress; auto: half the tenant's, at least 4 (at most the tenant's): 4 on 2 cores, 8 on 16"},
 	{Name: "GATEHOUSE_TENANT_QUEUE", Default: "64", Help: "a tenant's calls that may wait for a free slot (beyond them: 429 at once)"},
 	{Name: "GATEHOUSE_ADMISSION_WAIT", Default: "2s", Help: "longest a call waits for a free slot before 429; waiting tenants are served fewest-in-progress first"},
+	{Name: "GATEHOUSE_METRICS_TOKEN", Secret: true, Help: "bearer token /metrics requires, 32+ bytes (openssl rand -base64 32); unset: /metrics is open (keep it off the public network)"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
-	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain; comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
+	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain, 32+ bytes (openssl rand -base64 32); comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
 	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
 	{Name: "GATEHOUSE_CONFIG_FILE", Help: "YAML file with settings beyond the environment (more OIDC issuers: oidc_issuers)"},
 	{Name: "GATEHOUSE_ALLOW_INSECURE_ISSUERS", Default: "false", Help: "accept plain-http issuer URLs (local identity providers and tests only)"},
 	{Name: "GATEHOUSE_DEFAULT_SCOPES", Default: "mcp:read mcp:write", Help: "scopes given to tokens that carry no Gatehouse scope (space or comma separated)"},
-	{Name: "GATEHOUSE_SIGNING_KEY", Secret: true, Help: "secret (16+ bytes) encrypting the access-token signing keys in the database; comma-separated, newest first, while rotating; unset: a secret kept in the database"},
+	{Name: "GATEHOUSE_SIGNING_KEY", Secret: true, Help: "secret, 32+ bytes (openssl rand -base64 32; 16-byte ones from earlier releases work, with a warning), encrypting the access-token signing keys in the database; comma-separated, newest first, while rotating; unset: a secret kept in the database"},
 	{Name: "GATEHOUSE_TOKEN_TTL", Default: "1h", Help: "lifetime of the access tokens Gatehouse issues (at most 1h)"},
 	{Name: "GATEHOUSE_REFRESH_TTL", Default: "720h", Help: "lifetime of a refresh token (each use issues a new one)"},
 	{Name: "GATEHOUSE_DEV", Default: "false", Help: "developer mode: client metadata documents on private addresses, `gatehouse token mint`; never in production"},
@@ -102,32 +111,46 @@ var envVars = []envVar{
 
 // Config is the parsed environment.
 type Config struct {
-	Addr           string
-	PublicURL      string
-	DatabaseURL    string
-	DataDir        string
-	LogLevel       slog.Level
-	AuthCacheTTL   time.Duration
-	ToolTimeout    time.Duration
-	ShutdownGrace  time.Duration
-	TrustedProxies []*net.IPNet
-	AllowedOrigins []string
-	DefaultScopes  []string
-	Providers      *providers
-	Policy         *tenancy.Policy
-	ToolPolicy     mcp.ToolPolicy
-	Limits         tenancy.Limits
-	SigningKeys    [][]byte // GATEHOUSE_SIGNING_KEY, newest first; nil: a database secret
-	TokenTTL       time.Duration
-	RefreshTTL     time.Duration
-	Dev            bool
-	PgBouncer      string // "auto", "true" or "false"
-	TLSCert        string // files; see tls.go
-	TLSKey         string
-	ClientCA       string
-	ClientCertMap  string
-	DB             store.Options // connection bounds (see bulkheads.go)
-	Admission      mcp.Admission
+	Addr      string
+	PublicURL string
+	// PublicURLFrom names the variable PublicURL came from; empty: the
+	// listen address (a local default).
+	PublicURLFrom string
+	AddrFrom      string // GATEHOUSE_ADDR, PORT, or "" (the default :8080)
+	DatabaseURL   string
+	DataDir       string
+	LogLevel      slog.Level
+	AuthCacheTTL  time.Duration
+	ToolTimeout   time.Duration
+	ShutdownGrace time.Duration
+	// Slow clients (mcp.Options).
+	ReadHeaderTimeout time.Duration
+	BodyTimeout       time.Duration
+	MaxPendingPerIP   int
+	TrustedProxies    []*net.IPNet
+	AllowedOrigins    []string
+	DefaultScopes     []string
+	Providers         *providers
+	Policy            *tenancy.Policy
+	ToolPolicy        mcp.ToolPolicy
+	Limits            tenancy.Limits
+	SigningKeys       [][]byte // GATEHOUSE_SIGNING_KEY, newest first; nil: a database secret
+	AuditKeys         [][]byte // GATEHOUSE_AUDIT_KEY, newest first; nil: a database secret
+	MetricsToken      string   // GATEHOUSE_METRICS_TOKEN; empty: /metrics is open
+	// Warnings are problems that do not stop the server; serve logs them.
+	Warnings      []string
+	TokenTTL      time.Duration
+	RefreshTTL    time.Duration
+	Dev           bool
+	PgBouncer     string // "auto", "true" or "false"
+	TLSCert       string // files; see tls.go
+	TLSKey        string
+	ClientCA      string
+	ClientCertMap string
+	// notes collects what /readyz reports beyond readiness (see readyNotes).
+	notes     *readyNotes
+	DB        store.Options // connection bounds (see bulkheads.go)
+	Admission mcp.Admission
 }
 
 // loadConfig reads the environment and reports every problem at once.
@@ -147,11 +170,14 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	bad := func(name, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
 	}
-	c := &Config{DatabaseURL: get("DATABASE_URL"), DataDir: get("GATEHOUSE_DATA_DIR")}
+	c := &Config{DatabaseURL: get("DATABASE_URL"), DataDir: get("GATEHOUSE_DATA_DIR"), notes: &readyNotes{}}
 
 	c.Addr = get("GATEHOUSE_ADDR")
-	if c.Addr == "" {
+	if c.Addr != "" {
+		c.AddrFrom = "GATEHOUSE_ADDR"
+	} else {
 		if port := get("PORT"); port != "" {
+			c.AddrFrom = "PORT"
 			if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 				bad("PORT", "%q is not a port number", port)
 			}
@@ -169,7 +195,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	c.ClientCA, c.ClientCertMap = get("GATEHOUSE_CLIENT_CA"), get("GATEHOUSE_CLIENT_CERT_MAP")
 	errs = append(errs, checkTLSConfig(c)...)
 
-	c.PublicURL = strings.TrimSuffix(get("GATEHOUSE_PUBLIC_URL"), "/")
+	c.PublicURL, c.PublicURLFrom = publicURL(get)
 	if c.PublicURL == "" && err == nil {
 		if host == "" || host == "0.0.0.0" || host == "::" {
 			host = "localhost"
@@ -180,7 +206,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		}
 		c.PublicURL = scheme + net.JoinHostPort(host, port)
 	} else if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		bad("GATEHOUSE_PUBLIC_URL", "%q must be an absolute http(s) URL with no path, such as https://mcp.example.com", c.PublicURL)
+		bad(c.PublicURLFrom, "%q must be an absolute http(s) URL with no path, such as https://mcp.example.com", c.PublicURL)
 	}
 
 	if err := c.LogLevel.UnmarshalText([]byte(get("GATEHOUSE_LOG_LEVEL"))); err != nil {
@@ -207,17 +233,20 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	duration("GATEHOUSE_AUTH_CACHE_TTL", &c.AuthCacheTTL)
 	duration("GATEHOUSE_TOOL_TIMEOUT", &c.ToolTimeout)
 	duration("GATEHOUSE_SHUTDOWN_GRACE", &c.ShutdownGrace)
+	duration("GATEHOUSE_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout)
+	duration("GATEHOUSE_BODY_TIMEOUT", &c.BodyTimeout)
+	if n, err := strconv.Atoi(get("GATEHOUSE_MAX_PENDING_PER_IP")); err != nil || n < 1 {
+		bad("GATEHOUSE_MAX_PENDING_PER_IP", "%q is not a positive number", get("GATEHOUSE_MAX_PENDING_PER_IP"))
+	} else {
+		c.MaxPendingPerIP = n
+	}
 	duration("GATEHOUSE_TOKEN_TTL", &c.TokenTTL)
 	if c.TokenTTL > time.Hour {
 		bad("GATEHOUSE_TOKEN_TTL", "%s is longer than 1h; access tokens are short-lived, refresh tokens keep people signed in", c.TokenTTL)
 	}
 	duration("GATEHOUSE_REFRESH_TTL", &c.RefreshTTL)
-	for _, k := range splitList(getenv("GATEHOUSE_SIGNING_KEY")) {
-		if len(k) < 16 {
-			bad("GATEHOUSE_SIGNING_KEY", "a secret is %d bytes; use 16 or more (openssl rand -base64 32)", len(k))
-		}
-		c.SigningKeys = append(c.SigningKeys, []byte(k))
-	}
+	c.SigningKeys, c.AuditKeys = checkSecrets(getenv, bad, &c.Warnings)
+	c.MetricsToken = strings.TrimSpace(getenv("GATEHOUSE_METRICS_TOKEN"))
 	c.Dev = boolean("GATEHOUSE_DEV")
 	c.DB, c.Admission = loadBulkheads(get, bad)
 	switch c.PgBouncer = strings.ToLower(get("GATEHOUSE_PGBOUNCER")); c.PgBouncer {
@@ -263,8 +292,10 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	var perrs []error
 	c.Providers, perrs = loadProviders(get, insecure, fc)
 	errs = append(errs, perrs...)
-	if _, err := c.Providers.resolverOptions(nil, 0, nil); err != nil {
+	if ropts, err := c.Providers.resolverOptions(nil, 0, nil); err != nil {
 		errs = append(errs, err) // two providers claiming one issuer
+	} else if _, taken := ropts.Issuers[c.PublicURL]; taken {
+		bad("GATEHOUSE_PUBLIC_URL", "an identity provider's issuer is %s, which is Gatehouse's own", c.PublicURL)
 	}
 	c.Policy, perrs = loadPolicy(get)
 	errs = append(errs, perrs...)
@@ -297,6 +328,66 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		}
 	}
 	return c, errors.Join(errs...)
+}
+
+// minSecretBytes is the least length, as given, of the secrets the operator
+// generates (GATEHOUSE_AUDIT_KEY, GATEHOUSE_SIGNING_KEY, GATEHOUSE_METRICS_TOKEN): 32 bytes, what
+// `openssl rand -base64 32` prints 44 of. Third-party secrets (provider
+// client secrets) are not judged.
+const minSecretBytes = 32
+
+// checkSecrets applies one rule to the secrets the operator generates: at
+// least minSecretBytes as given. Signing secrets of 16 to 31 bytes, which
+// earlier releases accepted, keep working with a warning and the rotation
+// steps; an audit key shorter than 32 may stay as a retired (verify-only)
+// key after the first.
+func checkSecrets(getenv func(string) string, bad func(name, format string, args ...any), warnings *[]string) (signing, audit [][]byte) {
+	const howTo = "openssl rand -base64 32"
+	for i, k := range splitList(getenv("GATEHOUSE_SIGNING_KEY")) {
+		switch {
+		case len(k) >= minSecretBytes:
+		case len(k) < 16:
+			bad("GATEHOUSE_SIGNING_KEY", "secret %d is %d bytes; use %d or more (%s)", i+1, len(k), minSecretBytes, howTo)
+		case i == 0:
+			*warnings = append(*warnings, fmt.Sprintf("GATEHOUSE_SIGNING_KEY is %d bytes; %d or more are wanted. It keeps working; to replace it, "+
+				"deploy GATEHOUSE_SIGNING_KEY=<new>,<old> with <new> from `%s` (replicas re-encrypt the signing keys with <new>, tokens stay valid), then <new> alone", len(k), minSecretBytes, howTo))
+		default:
+			*warnings = append(*warnings, fmt.Sprintf("GATEHOUSE_SIGNING_KEY: the older secret %d is %d bytes; drop it once every replica runs with the new one", i+1, len(k)))
+		}
+		signing = append(signing, []byte(k))
+	}
+	if t := strings.TrimSpace(getenv("GATEHOUSE_METRICS_TOKEN")); t != "" && len(t) < minSecretBytes {
+		bad("GATEHOUSE_METRICS_TOKEN", "is %d bytes; use %d or more (%s)", len(t), minSecretBytes, howTo)
+	}
+	for i, k := range splitList(getenv("GATEHOUSE_AUDIT_KEY")) {
+		switch {
+		case len(k) >= minSecretBytes:
+		case i == 0:
+			bad("GATEHOUSE_AUDIT_KEY", "the key that chains (the first) is %d bytes; use %d or more (%s). To keep verifying records chained with a shorter key, "+
+				"put it second: GATEHOUSE_AUDIT_KEY=<new>,<old>", len(k), minSecretBytes, howTo)
+		default:
+			*warnings = append(*warnings, fmt.Sprintf("GATEHOUSE_AUDIT_KEY: retired key %d is %d bytes; it only verifies the records chained before the rotation", i+1, len(k)))
+		}
+		audit = append(audit, []byte(k))
+	}
+	return signing, audit
+}
+
+// publicURL is GATEHOUSE_PUBLIC_URL, else the URL the platform gives the
+// service (Render, Railway, Fly.io each set their own variable), and the
+// variable it came from; "" when none is set.
+func publicURL(get func(string) string) (u, from string) {
+	switch {
+	case get("GATEHOUSE_PUBLIC_URL") != "":
+		return strings.TrimSuffix(get("GATEHOUSE_PUBLIC_URL"), "/"), "GATEHOUSE_PUBLIC_URL"
+	case get("RENDER_EXTERNAL_URL") != "":
+		return strings.TrimSuffix(get("RENDER_EXTERNAL_URL"), "/"), "RENDER_EXTERNAL_URL"
+	case get("RAILWAY_PUBLIC_DOMAIN") != "":
+		return "https://" + strings.TrimSuffix(get("RAILWAY_PUBLIC_DOMAIN"), "/"), "RAILWAY_PUBLIC_DOMAIN"
+	case get("FLY_APP_NAME") != "":
+		return "https://" + get("FLY_APP_NAME") + ".fly.dev", "FLY_APP_NAME"
+	}
+	return "", ""
 }
 
 func splitList(s string) []string {

@@ -18,8 +18,9 @@ type database struct {
 
 // openDatabase opens DATABASE_URL, or the embedded cluster in DataDir
 // (starting it unless another Gatehouse process already has), and brings the
-// control schema up to date.
-func openDatabase(ctx context.Context, cfg *Config, log *slog.Logger) (*database, error) {
+// control schema up to date. announce (serve) says in the log that the
+// embedded database is in use; CLI commands say nothing about it.
+func openDatabase(ctx context.Context, cfg *Config, log *slog.Logger, announce bool) (*database, error) {
 	d := &database{}
 	conn := cfg.DatabaseURL
 	if conn == "" {
@@ -29,7 +30,9 @@ func openDatabase(ctx context.Context, cfg *Config, log *slog.Logger) (*database
 		}
 		d.embedded = e
 		conn = e.ConnString("")
-		log.Warn("using the EMBEDDED PostgreSQL (development default): set DATABASE_URL for production", "data_dir", e.DataDir())
+		if announce {
+			log.Warn("Using the embedded PostgreSQL in "+e.DataDir()+": fine for trying Gatehouse on this machine; for production set DATABASE_URL", "data_dir", e.DataDir())
+		}
 	}
 	pooled := d.embedded == nil && behindPgBouncer(cfg.PgBouncer, conn)
 	if pooled {

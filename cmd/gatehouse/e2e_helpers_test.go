@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/internal/testdeps"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 )
 
@@ -46,17 +47,28 @@ func binary(t testing.TB) string {
 	return builtBin
 }
 
-// nodeDir is where the end-to-end tests' npm packages are installed.
+// nodeDir is where the end-to-end tests' npm packages are installed; it
+// skips t where Node.js or the packages are missing (testdeps.Node).
 func nodeDir(t *testing.T) string {
 	t.Helper()
-	dir, err := filepath.Abs("testdata/e2e")
-	if err != nil {
-		t.Fatal(err)
+	testdeps.Need(t, testdeps.Node)
+	return testdeps.E2EDir()
+}
+
+// nodeCmd runs the pinned Node.js (testdeps.Node) in nodeDir with args: a
+// script, or the name of an installed npm program (node_modules/.bin). The
+// pinned node comes first on PATH, so anything it starts runs on it too.
+func nodeCmd(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	node := testdeps.Need(t, testdeps.Node)
+	dir := testdeps.E2EDir()
+	if len(args) > 0 && !strings.Contains(args[0], ".") {
+		args[0] = filepath.Join(dir, "node_modules", ".bin", args[0])
 	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "inspector")); err != nil {
-		t.Fatalf("MCP Inspector is not installed: run `make test` (or `npm ci --prefix cmd/gatehouse/testdata/e2e`) first")
-	}
-	return dir
+	cmd := exec.Command(node, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(node)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	return cmd
 }
 
 // server is a running `gatehouse serve`.
@@ -84,9 +96,14 @@ func runBinaryOn(t testing.TB, dataDir string, extra ...string) *server {
 	t.Helper()
 	addr := freeAddr(t)
 	s := &server{base: "http://" + addr, dataDir: dataDir, logs: &syncBuffer{}, exited: make(chan error, 1)}
+	_, err := os.Stat(dataDir)
+	fresh := os.IsNotExist(err) // a first start on the embedded database: the banner follows readiness
 	for _, kv := range extra {
 		if strings.HasPrefix(kv, "GATEHOUSE_TLS_CERT=") && kv != "GATEHOUSE_TLS_CERT=" {
 			s.base = "https://" + addr
+		}
+		if strings.HasPrefix(kv, "DATABASE_URL=") && kv != "DATABASE_URL=" {
+			fresh = false // no banner without a terminal on an external database
 		}
 	}
 	s.env = append(os.Environ(), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_DATA_DIR="+s.dataDir, "DATABASE_URL=")
@@ -114,7 +131,7 @@ func runBinaryOn(t testing.TB, dataDir string, extra ...string) *server {
 			t.Logf("server log:\n%s", s.logs.String())
 		}
 	})
-	// The first-start banner comes before the server listens; later starts
+	// The first-start banner comes once the server serves; later starts
 	// print none. Keep the lines up to its end, drain the rest (a full pipe
 	// would block the server).
 	banner := make(chan string, 1)
@@ -137,9 +154,13 @@ func runBinaryOn(t testing.TB, dataDir string, extra ...string) *server {
 		s.exited <- s.cmd.Wait()
 	}()
 	waitReady(t, s.base)
+	wait := 200 * time.Millisecond // no banner on this start, unless the data dir is new
+	if fresh {
+		wait = 30 * time.Second
+	}
 	select {
 	case s.banner = <-banner:
-	case <-time.After(200 * time.Millisecond): // no banner on this start
+	case <-time.After(wait):
 	}
 	return s
 }
@@ -161,10 +182,9 @@ func (s *server) cli(t testing.TB, args ...string) string {
 // inspector runs MCP Inspector's CLI against the server with a bearer token.
 func (s *server) inspector(t *testing.T, token string, args ...string) (string, error) {
 	t.Helper()
-	full := append([]string{"--no-install", "@modelcontextprotocol/inspector", "--cli", s.base + "/mcp",
+	full := append([]string{"mcp-inspector", "--cli", s.base + "/mcp",
 		"--transport", "http", "--header", "Authorization: Bearer " + token}, args...)
-	cmd := exec.Command("npx", full...)
-	cmd.Dir = nodeDir(t)
+	cmd := nodeCmd(t, full...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

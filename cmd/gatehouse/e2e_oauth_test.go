@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -18,7 +17,7 @@ func TestEndToEndSignIn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs the TypeScript SDK")
 	}
-	dir := nodeDir(t)
+	nodeDir(t)
 	gh := idptest.NewGitHub(t, "Ov23signin", "github-app-secret")
 	gh.EnableLogin("").SignInAs(idptest.GitHubGrant{User: idptest.GitHubUser{ID: 4242, Login: "alice", Name: "Alice",
 		Emails: []idptest.GitHubEmail{{Email: "alice@acme.com", Primary: true, Verified: true}}}})
@@ -67,8 +66,7 @@ func TestEndToEndSignIn(t *testing.T) {
 		{"google", "google:110248", "personal:google:110248", "admin"},
 	} {
 		t.Run(tc.provider, func(t *testing.T) {
-			cmd := exec.Command("node", "oauth-client.mjs", s.base+"/mcp", tc.provider)
-			cmd.Dir = dir
+			cmd := nodeCmd(t, "oauth-client.mjs", s.base+"/mcp", tc.provider)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			out, err := cmd.Output()

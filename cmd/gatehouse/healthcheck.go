@@ -8,11 +8,27 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
-// cmdHealthcheck asks the server on this machine (at GATEHOUSE_ADDR / PORT)
+func healthcheckCmd(ctx context.Context, e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "healthcheck",
+		Short: "Exit 0 if the server on this machine answers /healthz (for containers)",
+		Long: `Ask the server on this machine (at GATEHOUSE_ADDR, else :$PORT, else :8080) for
+/healthz and exit 0 if it answers 200, else 1: a container HEALTHCHECK for
+images without a shell or curl.`,
+		Example: `  gatehouse healthcheck
+  HEALTHCHECK CMD ["/gatehouse", "healthcheck"]`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error { return healthcheck(ctx, e) },
+	}
+}
+
+// healthcheck asks the server on this machine (at GATEHOUSE_ADDR / PORT)
 // for /healthz: a container HEALTHCHECK for images without a shell or curl.
-func cmdHealthcheck(ctx context.Context, e *env) error {
+func healthcheck(ctx context.Context, e *env) error {
 	cfg, err := loadConfig(e.getenv)
 	if cfg == nil || cfg.Addr == "" {
 		return err

@@ -7,43 +7,21 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
 // version is set at build time (-ldflags "-X main.version=v1.2.3").
 var version = ""
-
-const usage = `Gatehouse: a multi-tenant MCP server.
-
-Usage:
-  gatehouse serve                      run the server (DATABASE_URL, or the embedded PostgreSQL)
-  gatehouse stdio                      MCP on stdin/stdout for a local client, as GATEHOUSE_API_KEY
-  gatehouse migrate                    apply migrations to the control schema and every tenant schema
-  gatehouse apikey create --tenant T --role R [--name N] [--scopes S,...] [--expires 720h]
-  gatehouse apikey list --tenant T
-  gatehouse apikey revoke ID
-  gatehouse tenant list
-  gatehouse tenant show T
-  gatehouse tenant limits show|set|clear T [--rate 600/m --burst 60]
-  gatehouse audit verify --tenant T    check the tenant's audit chain (exit 1 and the first bad record if tampered)
-  gatehouse audit tail --tenant T [-n 20]
-  gatehouse token mint --tenant T --subject S [--role R] [--scopes S,...] [--ttl 1h]
-                                       a Gatehouse access token, for local development only
-  gatehouse config [--json|--markdown] list the environment variables Gatehouse reads
-  gatehouse healthcheck                exit 0 if the server on this machine answers /healthz (for containers)
-  gatehouse version
-
-Commands that print results write only the result to stdout (add --json for
-machine-readable output); progress and logs go to stderr.
-`
 
 // env is what a command gets from the process.
 type env struct {
@@ -51,6 +29,16 @@ type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	stdoutTTY      bool
+	// listenFn binds serve's address; nil is net.Listen (tests inject
+	// listeners that fail).
+	listenFn func(network, addr string) (net.Listener, error)
+}
+
+func (e *env) listen(network, addr string) (net.Listener, error) {
+	if e.listenFn != nil {
+		return e.listenFn(network, addr)
+	}
+	return net.Listen(network, addr)
 }
 
 func main() {
@@ -60,48 +48,18 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], e))
 }
 
-// errUsage marks command-line mistakes (exit status 2).
-var errUsage = errors.New("usage")
-
+// run runs one command line and returns its exit status: 0, 1 when the
+// command failed (or an audit chain is broken), 2 for a command-line
+// mistake or an invalid configuration.
 func run(ctx context.Context, args []string, e *env) int {
-	if len(args) == 0 {
-		fmt.Fprint(e.stderr, usage)
-		return 2
-	}
-	var err error
-	switch args[0] {
-	case "serve":
-		err = cmdServe(ctx, args[1:], e)
-	case "stdio":
-		err = cmdStdio(ctx, args[1:], e)
-	case "migrate":
-		err = cmdMigrate(ctx, args[1:], e)
-	case "apikey":
-		err = cmdAPIKey(ctx, args[1:], e)
-	case "tenant":
-		err = cmdTenant(ctx, args[1:], e)
-	case "token":
-		err = cmdToken(ctx, args[1:], e)
-	case "audit":
-		err = cmdAudit(ctx, args[1:], e)
-	case "config":
-		err = cmdConfig(args[1:], e)
-	case "healthcheck":
-		err = cmdHealthcheck(ctx, e)
-	case "version", "--version":
-		fmt.Fprintln(e.stdout, buildVersion())
-	case "help", "-h", "--help":
-		fmt.Fprint(e.stdout, usage)
-	default:
-		err = fmt.Errorf("%w: unknown command %q", errUsage, args[0])
-	}
+	root := newRoot(ctx, e)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteC()
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.Is(err, errUsage):
-		fmt.Fprintf(e.stderr, "gatehouse: %v\n\n%s", err, usage)
+	case isUsage(err):
+		fmt.Fprintf(e.stderr, "gatehouse: %v\nsee %s --help\n", err, cmd.CommandPath())
 		return 2
 	case errors.Is(err, errConfig):
 		fmt.Fprintf(e.stderr, "gatehouse: %v\n", err)
@@ -119,6 +77,12 @@ func buildVersion() string {
 	}
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
+	}
+	// Built without a version: the commit the platform deployed, if it says.
+	for _, v := range []string{"RENDER_GIT_COMMIT", "RAILWAY_GIT_COMMIT_SHA"} {
+		if c := os.Getenv(v); c != "" {
+			return c[:min(len(c), 12)]
+		}
 	}
 	return "dev"
 }
@@ -146,16 +110,41 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-func cmdConfig(args []string, e *env) error {
-	fs := flag.NewFlagSet("config", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
-	markdown := fs.Bool("markdown", false, "print docs/configuration.md")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+func versionCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use: "version", Short: "Print the version (the git commit it was built from)",
+		Example: "  gatehouse version", Args: noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintln(e.stdout, buildVersion())
+			return err
+		},
 	}
+}
+
+func configCmd(e *env) *cobra.Command {
+	var asJSON, markdown bool
+	c := &cobra.Command{
+		Use:   "config",
+		Short: "List the environment variables Gatehouse reads, with defaults",
+		Example: `  gatehouse config
+  gatehouse config --json
+  gatehouse config --markdown > docs/configuration.md`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if asJSON && markdown {
+				return usagef("--json and --markdown: choose one")
+			}
+			return printConfig(e, asJSON, markdown)
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().BoolVar(&markdown, "markdown", false, "print docs/configuration.md")
+	return c
+}
+
+func printConfig(e *env, asJSON, markdown bool) error {
 	switch {
-	case *asJSON:
+	case asJSON:
 		type v struct {
 			Name    string `json:"name"`
 			Default string `json:"default"`
@@ -167,7 +156,7 @@ func cmdConfig(args []string, e *env) error {
 			out = append(out, v(e))
 		}
 		return printJSON(e.stdout, out)
-	case *markdown:
+	case markdown:
 		_, err := fmt.Fprint(e.stdout, configMarkdown())
 		return err
 	}

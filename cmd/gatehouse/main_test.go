@@ -168,6 +168,12 @@ func TestAddressPrecedence(t *testing.T) {
 		{map[string]string{"PORT": "3000"}, ":3000", "http://localhost:3000"},
 		{map[string]string{"PORT": "3000", "GATEHOUSE_ADDR": "127.0.0.1:9000"}, "127.0.0.1:9000", "http://127.0.0.1:9000"},
 		{map[string]string{"PORT": "3000", "GATEHOUSE_PUBLIC_URL": "https://mcp.example.com/"}, ":3000", "https://mcp.example.com"},
+		// The platforms' own variables, when GATEHOUSE_PUBLIC_URL is unset.
+		{map[string]string{"PORT": "10000", "RENDER_EXTERNAL_URL": "https://gh.onrender.com"}, ":10000", "https://gh.onrender.com"},
+		{map[string]string{"PORT": "8080", "RAILWAY_PUBLIC_DOMAIN": "gh.up.railway.app"}, ":8080", "https://gh.up.railway.app"},
+		{map[string]string{"PORT": "8080", "FLY_APP_NAME": "gh"}, ":8080", "https://gh.fly.dev"},
+		{map[string]string{"FLY_APP_NAME": "gh", "GATEHOUSE_PUBLIC_URL": "https://mcp.example.com"}, ":8080", "https://mcp.example.com"},
+		{map[string]string{"RENDER_EXTERNAL_URL": "https://a.onrender.com", "FLY_APP_NAME": "gh"}, ":8080", "https://a.onrender.com"},
 	}
 	for _, tt := range tests {
 		c, err := loadConfig(func(k string) string { return tt.env[k] })
@@ -197,6 +203,22 @@ func TestTenantLimitsCommand(t *testing.T) {
 	}
 	if code, _, stderr := gh(t, environ, "tenant", "limits", "set", "acme.com", "--rate", "lots"); code != 2 || !strings.Contains(stderr, "--rate") {
 		t.Errorf("bad rate: %d %s", code, stderr)
+	}
+	// The one rate parser: off is accepted as the environment accepts it,
+	// and an omitted burst is the stated default (GATEHOUSE_TENANT_BURST),
+	// not one second's worth of the rate.
+	if code, out, stderr := gh(t, environ, "tenant", "limits", "set", "acme.com", "--rate", "off"); code != 0 || !strings.Contains(out, "tenant acme.com: off (tenant override)") {
+		t.Errorf("set off: %d %q %s", code, out, stderr)
+	}
+	if code, out, _ := gh(t, environ, "tenant", "limits", "show", "acme.com", "--json"); code != 0 || !strings.Contains(out, `"off": true`) {
+		t.Errorf("show off: %d %q", code, out)
+	}
+	if code, out, stderr := gh(t, environ, "tenant", "limits", "set", "acme.com", "--rate", "3600/h"); code != 0 || !strings.Contains(out, "60/m burst 200 (tenant override)") {
+		t.Errorf("set without --burst: %d %q %s", code, out, stderr)
+	}
+	environ["GATEHOUSE_TENANT_BURST"] = "25"
+	if code, out, stderr := gh(t, environ, "tenant", "limits", "set", "acme.com", "--rate", "10/s"); code != 0 || !strings.Contains(out, "600/m burst 25 (tenant override)") {
+		t.Errorf("set with GATEHOUSE_TENANT_BURST=25: %d %q %s", code, out, stderr)
 	}
 }
 

@@ -4,19 +4,39 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+
+	"github.com/spf13/cobra"
 )
 
-func cmdMigrate(ctx context.Context, args []string, e *env) error {
-	fs := newFlagSet("migrate", e)
-	parallel := fs.Int("parallel", 4, "tenant schemas migrated at once")
-	asJSON := fs.Bool("json", false, "print the result as JSON")
-	if _, err := parse(fs, args); err != nil {
-		return err
+func migrateCmd(ctx context.Context, e *env) *cobra.Command {
+	var parallel int
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply migrations to the control schema and every tenant schema",
+		Long: `Apply the migrations to the control schema and then to every tenant schema,
+several at once, with progress on stderr. Platforms run it before each release;
+serve also migrates at start.`,
+		Example: `  gatehouse migrate
+  gatehouse migrate --parallel 8 --json`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if parallel < 1 {
+				return usagef("--parallel %d: want 1 or more", parallel)
+			}
+			return migrate(ctx, e, parallel, asJSON)
+		},
 	}
+	c.Flags().IntVar(&parallel, "parallel", 4, "tenant schemas migrated at once")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return c
+}
+
+func migrate(ctx context.Context, e *env, parallel int, asJSON bool) error {
 	return withDatabase(ctx, e, func(db *database, _ *slog.Logger) error {
 		// openDatabase has brought the control schema up to date.
 		migrated := 0
-		err := db.MigrateTenants(ctx, *parallel, func(done, total int) {
+		err := db.MigrateTenants(ctx, parallel, func(done, total int) {
 			migrated = done
 			fmt.Fprintf(e.stderr, "migrated %d/%d tenant schemas\n", done, total)
 		})
@@ -27,7 +47,7 @@ func cmdMigrate(ctx context.Context, args []string, e *env) error {
 		if err != nil {
 			return err
 		}
-		if *asJSON {
+		if asJSON {
 			return printJSON(e.stdout, map[string]int{"control_version": st.Control, "tenants_migrated": migrated, "tenants_behind": st.TenantsBehind})
 		}
 		_, err = fmt.Fprintf(e.stdout, "up to date: control schema at version %d, %d tenant schema(s) migrated\n", st.Control, migrated)

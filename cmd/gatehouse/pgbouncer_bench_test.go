@@ -34,9 +34,9 @@ const benchConcurrency = 8
 // of this test process, the load generator (client-us/op). They share the
 // machine's cores: on a saturated machine the throughput follows their sum.
 //
-// The binary is built by the test (see binary); PgBouncer must be unpacked
-// (`make e2e-deps`). With -count, the repeats of one sub-benchmark run back
-// to back on the same servers.
+// The binary is built by the test (see binary); PgBouncer is found by
+// testdeps.PgBouncer (`make test-deps` gets it where it can). With -count,
+// the repeats of one sub-benchmark run back to back on the same servers.
 //
 //	go test ./cmd/gatehouse -run '^$' -bench BenchmarkPgBouncer -benchtime 3s -count 3
 func BenchmarkPgBouncer(b *testing.B) {

@@ -14,11 +14,12 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/gatehouse-mcp/gatehouse/internal/testdeps"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 )
 
-// pgBouncer starts Debian's PgBouncer (unpacked under bin/ by `make
-// e2e-deps`) in transaction mode in front of the test database conn, and
+// pgBouncer starts PgBouncer (testdeps.PgBouncer: skips the test where it
+// is missing) in transaction mode in front of the test database conn, and
 // returns a connection string through it.
 func pgBouncer(t testing.TB, conn string) string {
 	t.Helper()
@@ -30,15 +31,7 @@ func pgBouncer(t testing.TB, conn string) string {
 // (for benchmarks that read its CPU time).
 func startPgBouncer(t testing.TB, conn string) (string, int) {
 	t.Helper()
-	root, err := filepath.Abs("../../bin/pgbouncer/root")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(root, "usr/sbin/pgbouncer")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatal("PgBouncer is not unpacked: run `make test` (or `make e2e-deps`) first")
-	}
-	libs, _ := filepath.Glob(filepath.Join(root, "usr/lib/*-linux-gnu"))
+	bin := testdeps.Need(t, testdeps.PgBouncer)
 	cfg, err := pgconn.ParseConfig(conn)
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +60,6 @@ admin_users = postgres
 		}
 	}
 	cmd := exec.Command(bin, filepath.Join(dir, "pgbouncer.ini"))
-	cmd.Env = append(os.Environ(), "LD_LIBRARY_PATH="+filepath.Join(libs...))
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if os.Geteuid() == 0 { // PgBouncer refuses to run as root

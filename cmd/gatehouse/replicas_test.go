@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/internal/testdeps"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 )
 
@@ -110,6 +111,7 @@ func TestThreeReplicas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three servers and PgBouncer")
 	}
+	testdeps.Need(t, testdeps.PgBouncer) // before starting anything
 	direct := storetest.ConnString(t)
 	pooled := pgBouncer(t, direct)
 	dir := storetest.TempDir(t)

@@ -1,15 +1,21 @@
 package main
 
 import (
+	"cmp"
 	"context"
-	"flag"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
@@ -18,19 +24,42 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-func cmdServe(ctx context.Context, args []string, e *env) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+func serveCmd(ctx context.Context, e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the MCP server (DATABASE_URL, or the embedded PostgreSQL)",
+		Long: `Run the MCP server: Streamable HTTP at /mcp, OAuth sign-in for MCP clients,
+/healthz, /readyz and /metrics.
+
+It listens on GATEHOUSE_ADDR, else :$PORT, else :8080, and uses DATABASE_URL, or
+without it the embedded PostgreSQL in GATEHOUSE_DATA_DIR (for trying Gatehouse on
+one machine). The first start on an empty database prints an admin API key once,
+when the server is serving. Every setting is an environment variable: gatehouse
+config lists them. SIGTERM drains in-flight requests.`,
+		Example: `  gatehouse serve
+  GATEHOUSE_ADDR=localhost:8080 gatehouse serve
+  DATABASE_URL=postgres://gatehouse@db/gatehouse GATEHOUSE_PUBLIC_URL=https://mcp.example.com gatehouse serve`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error { return serve(ctx, e) },
 	}
+}
+
+func serve(ctx context.Context, e *env) error {
 	cfg, log, err := setup(e)
 	if err != nil {
 		return err
 	}
+	// Bind first: a busy port ends the start before anything is made or
+	// printed (DESIGN §4: the bootstrap key is shown once, when serving).
+	ln, err := e.listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w (another process has the port? set PORT or GATEHOUSE_ADDR)", cfg.Addr, err)
+	}
+	defer ln.Close()
 	log.Info("starting gatehouse", "version", buildVersion(), "public_url", cfg.PublicURL)
+	reportPublicURL(cfg, log)
 	tuneGC(e.getenv, log)
-	db, err := openDatabase(ctx, cfg, log)
+	db, err := openDatabase(ctx, cfg, log, true)
 	if err != nil {
 		return err
 	}
@@ -39,35 +68,53 @@ func cmdServe(ctx context.Context, args []string, e *env) error {
 	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
 		return fmt.Errorf("migrating tenant schemas: %w", err)
 	}
-	if err := bootstrap(ctx, db, cfg, e, log); err != nil {
+	if err := db.SetServedURL(ctx, cfg.PublicURL); err != nil {
 		return err
 	}
-
-	srv, stop, err := startServer(ctx, cfg, db, log, e.getenv, e.stdout)
+	first, err := issueBootstrapKey(ctx, db, e, log)
 	if err != nil {
 		return err
 	}
+	srv, stop, err := startServer(ctx, cfg, db, log, e.stdout)
+	if err != nil {
+		undoBootstrap(ctx, db, first, log)
+		return err
+	}
 	defer stop()
-	return srv.ListenAndServe(ctx, cfg.Addr, cfg.ShutdownGrace)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln, cfg.ShutdownGrace) }()
+	if first == nil {
+		return <-served
+	}
+	if err, done := awaitServing(ctx, ln.Addr(), cfg.TLSCert != "", served); err != nil || done {
+		undoBootstrap(ctx, db, first, log)
+		if !done {
+			err = cmp.Or(<-served, err)
+		}
+		return err
+	}
+	log.Info("first start: issued the bootstrap admin API key for tenant dev (printed on stdout, once)", "api_key_id", first.keyID)
+	first.print(e.stdout, cfg.PublicURL+"/mcp")
+	return <-served
 }
 
 // startServer builds the MCP server and starts its background work
 // (invalidations, audit chaining, housekeeping). stop ends the background
 // work, waiting for the last audit flush, and must run before the database
 // closes. Audit lines go to auditOut.
-func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logger, getenv func(string) string, auditOut io.Writer) (*mcp.Server, func(), error) {
+func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logger, auditOut io.Writer) (*mcp.Server, func(), error) {
 	ropts, err := cfg.Providers.resolverOptions(apikey.NewVerifier(db, log), cfg.AuthCacheTTL, cfg.DefaultScopes)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w:\n%s", errConfig, indent(err))
-	}
-	if _, taken := ropts.Issuers[cfg.PublicURL]; taken {
-		return nil, nil, fmt.Errorf("%w: an identity provider's issuer is GATEHOUSE_PUBLIC_URL (%s), which is Gatehouse's own", errConfig, cfg.PublicURL)
 	}
 	log.Info("identity providers", "enabled", append([]string{"apikey"}, cfg.Providers.names()...),
 		"tenant_signup", cfg.Policy.Signup, "default_role", cfg.Policy.DefaultRole)
 	log.Info("rate limits", "tenant", cfg.Limits.Tenant.String(), "principal", cfg.Limits.Principal.String(),
 		"auth_failures_per_ip", cfg.Limits.AuthFailure.String(), "registrations_per_ip", cfg.Limits.Registration.String())
-	akeys, err := auditKeys(ctx, db, getenv, log)
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
+	akeys, err := auditKeys(ctx, db, cfg, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -94,8 +141,9 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter, AuthServer: as,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
 		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Admission: &cfg.Admission,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout, BodyTimeout: cfg.BodyTimeout, MaxPendingPerIP: cfg.MaxPendingPerIP,
 		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(auditOut, nil)),
-		Logger: log, Version: buildVersion(),
+		ReadyNotes: cfg.notes.snapshot, MetricsToken: cfg.MetricsToken, Logger: log, Version: buildVersion(),
 	})
 	if err != nil {
 		closeAll()
@@ -105,6 +153,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 	var bg sync.WaitGroup
 	bg.Go(func() { srv.FollowInvalidations(bctx) })
 	bg.Go(func() { srv.RunMaintenance(bctx, 5*time.Minute) })
+	bg.Go(func() { checkIssuers(bctx, cfg.Providers.issuerChecks(), cfg.notes, log) })
 	return srv, func() { cancel(); bg.Wait(); closeAll() }, nil
 }
 
@@ -118,7 +167,7 @@ func newAuthServer(ctx context.Context, cfg *Config, db *database, tenants *tena
 	}
 	as, err := authserver.New(authserver.Config{
 		Issuer: cfg.PublicURL, Resource: cfg.PublicURL + "/mcp", Store: db.DB, Keys: keys,
-		Upstreams: cfg.Providers.signin, Place: mcp.Placer(tenants),
+		Upstreams: cfg.Providers.signin, Place: mcp.Placer(tenants, cfg.ToolPolicy),
 		TokenTTL: cfg.TokenTTL, RefreshTTL: cfg.RefreshTTL, Dev: cfg.Dev,
 		AllowRegistration: func(ctx context.Context, ip string) (bool, time.Duration) {
 			d, err := limiter.AllowRegistration(ctx, ip)
@@ -180,30 +229,94 @@ func isLoopbackURL(u string) bool {
 	return h == "localhost" || h == "127.0.0.1" || h == "::1"
 }
 
-// bootstrap issues the first admin key on an empty database and prints it
-// with ready-to-paste client configuration, once. The key is printed only
-// where a person reads it (a terminal, or the embedded development
-// database); elsewhere stdout usually feeds a log drain, so nothing is
-// issued and the log says how to create a key.
-func bootstrap(ctx context.Context, db *database, cfg *Config, e *env, log *slog.Logger) error {
+// firstStart is the bootstrap admin key of a first start, held in memory
+// only until it is printed (the database keeps its hash).
+type firstStart struct {
+	keyID, secret string
+}
+
+// issueBootstrapKey issues the first admin key on an empty database (nil if
+// the database is not empty). The key is printed only where a person reads
+// it (a terminal, or the embedded development database); elsewhere stdout
+// usually feeds a log drain, so nothing is issued and the log says how to
+// create a key.
+func issueBootstrapKey(ctx context.Context, db *database, e *env, log *slog.Logger) (*firstStart, error) {
 	if db.embedded == nil && !e.stdoutTTY {
 		if ts, err := db.FindTenants(ctx); err == nil && len(ts) == 0 {
 			log.Info("no tenants yet: create an admin API key with `gatehouse apikey create --tenant <your-domain> --role admin`")
 		}
-		return nil
+		return nil, nil
 	}
-	var secret string
+	var f firstStart
 	did, err := db.Bootstrap(ctx, "dev", func(tenantID string) *apikey.Key {
 		var k *apikey.Key
-		secret, k = apikey.New(tenantID, string(tenancy.Admin), identity.AllScopes, "bootstrap", "gatehouse serve (first start)", time.Time{})
+		f.secret, k = apikey.New(tenantID, string(tenancy.Admin), identity.AllScopes, "bootstrap", "gatehouse serve (first start)", time.Time{})
+		f.keyID = k.ID
 		return k
 	})
 	if err != nil || !did {
-		return err
+		return nil, err
 	}
-	log.Info("first start: issued the bootstrap admin API key for tenant dev (printed on stdout, once)")
-	url := cfg.PublicURL + "/mcp"
-	fmt.Fprintf(e.stdout, `
+	return &f, nil
+}
+
+// undoBootstrap revokes a bootstrap key that was never shown, because the
+// server stopped before it served, so the next first start issues a fresh
+// one (the secret itself is not kept anywhere to print later).
+func undoBootstrap(ctx context.Context, db *database, f *firstStart, log *slog.Logger) {
+	if f == nil {
+		return
+	}
+	f.secret = ""
+	if err := db.UndoBootstrap(context.WithoutCancel(ctx), f.keyID); err != nil {
+		log.Error("the server stopped before serving and its unseen bootstrap key could not be revoked: revoke it with `gatehouse apikey revoke "+f.keyID+"`", "error", err)
+		return
+	}
+	log.Warn("the server stopped before serving: its bootstrap admin key was revoked unseen; the next successful start issues a fresh one", "api_key_id", f.keyID)
+}
+
+// awaitServing waits until the server on addr answers /healthz (it is then
+// serving), serving ends (its error, done true), or ctx ends.
+func awaitServing(ctx context.Context, addr net.Addr, useTLS bool, served <-chan error) (err error, done bool) {
+	host, port, _ := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	scheme, client := "http://", &http.Client{Timeout: time.Second}
+	if useTLS {
+		// This process's own server on a loopback address: its certificate
+		// names the public host, and no credential is sent.
+		scheme = "https://"
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	}
+	url := scheme + net.JoinHostPort(host, port) + "/healthz"
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if res, err := client.Do(req); err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil, false
+			}
+		}
+		select {
+		case err := <-served:
+			return cmp.Or(err, errors.New("the server stopped before it served")), true
+		case <-ctx.Done():
+			return ctx.Err(), false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// inspectorVersion is the MCP Inspector the banner's command runs: the one
+// the end-to-end tests use (testdata/e2e/package.json; a test keeps them
+// equal). Inspector 2.x needs Node 22 or later.
+const inspectorVersion = "2.12.0"
+
+// print shows the bootstrap key with ready-to-paste client configuration
+// for the MCP endpoint mcpURL, once.
+func (f *firstStart) print(w io.Writer, mcpURL string) {
+	fmt.Fprintf(w, `
 Gatehouse is running for the first time. An admin API key for tenant "dev"
 (shown once; it cannot be shown again, store it now):
 
@@ -214,8 +327,8 @@ Connect a client:
   Claude Code
     claude mcp add --transport http gatehouse %[1]s --header "Authorization: Bearer %[2]s"
 
-  MCP Inspector (CLI)
-    npx @modelcontextprotocol/inspector --cli %[1]s --transport http --header "Authorization: Bearer %[2]s" --method tools/list
+  MCP Inspector (CLI; needs Node.js 22 or later)
+    npx -y @modelcontextprotocol/inspector@%[3]s --cli %[1]s --transport http --header "Authorization: Bearer %[2]s" --method tools/list
 
   Cursor (~/.cursor/mcp.json)
     {"mcpServers": {"gatehouse": {"url": "%[1]s", "headers": {"Authorization": "Bearer %[2]s"}}}}
@@ -225,6 +338,6 @@ Connect a client:
 
 More keys: gatehouse apikey create --tenant <domain> --role admin|developer|viewer
 
-`, url, secret)
-	return nil
+`, mcpURL, f.secret, inspectorVersion)
+	f.secret = ""
 }

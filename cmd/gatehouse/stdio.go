@@ -3,28 +3,39 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+
+	"github.com/spf13/cobra"
 )
 
-// cmdStdio serves MCP on stdin/stdout to a local client (Claude Desktop, an
-// editor) as the holder of GATEHOUSE_API_KEY. Logs and the audit stream go
-// to stderr: stdout carries protocol messages only.
-func cmdStdio(ctx context.Context, args []string, e *env) error {
-	fs := flag.NewFlagSet("stdio", flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+func stdioCmd(ctx context.Context, e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stdio",
+		Short: "Serve MCP on stdin/stdout to a local client, as GATEHOUSE_API_KEY",
+		Long: `Serve MCP on stdin/stdout to a local client (Claude Desktop, an editor) as the
+holder of the API key in GATEHOUSE_API_KEY. Logs and the audit stream go to
+stderr: stdout carries protocol messages only. Every request received before
+stdin closes is answered.`,
+		Example: `  GATEHOUSE_API_KEY=gk_... gatehouse stdio
+  {"mcpServers": {"gatehouse": {"command": "gatehouse", "args": ["stdio"], "env": {"GATEHOUSE_API_KEY": "gk_..."}}}}`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error { return serveStdio(ctx, e) },
 	}
+}
+
+// serveStdio serves MCP on stdin/stdout to a local client as the holder of
+// GATEHOUSE_API_KEY. Logs and the audit stream go to stderr: stdout
+// carries protocol messages only.
+func serveStdio(ctx context.Context, e *env) error {
 	key := e.getenv("GATEHOUSE_API_KEY")
 	if key == "" {
-		return fmt.Errorf("%w: set GATEHOUSE_API_KEY to the API key the local client acts with (gatehouse apikey create)", errUsage)
+		return usagef("set GATEHOUSE_API_KEY to the API key the local client acts with (gatehouse apikey create)")
 	}
 	cfg, log, err := setup(e)
 	if err != nil {
 		return err
 	}
-	db, err := openDatabase(ctx, cfg, log)
+	db, err := openDatabase(ctx, cfg, log, false)
 	if err != nil {
 		return err
 	}
@@ -32,7 +43,7 @@ func cmdStdio(ctx context.Context, args []string, e *env) error {
 	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
 		return fmt.Errorf("migrating tenant schemas: %w", err)
 	}
-	srv, stop, err := startServer(ctx, cfg, db, log, e.getenv, e.stderr)
+	srv, stop, err := startServer(ctx, cfg, db, log, e.stderr)
 	if err != nil {
 		return err
 	}

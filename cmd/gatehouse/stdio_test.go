@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -116,5 +118,44 @@ func TestStdioRefusesABadKey(t *testing.T) {
 	err := cmd.Run()
 	if err == nil || !strings.Contains(stderr.String(), "GATEHOUSE_API_KEY") || !strings.Contains(stderr.String(), "unknown API key") || stdout.Len() != 0 {
 		t.Errorf("exit %v, stdout %q, stderr %s", err, stdout.String(), stderr.String())
+	}
+}
+
+// TestStdioAnswersEverythingBeforeEOF: a client that writes its requests
+// and closes stdin at once (a script piping them in) gets every answer,
+// the last included.
+func TestStdioAnswersEverythingBeforeEOF(t *testing.T) {
+	dbURL := storetest.ConnString(t)
+	environ := map[string]string{"DATABASE_URL": dbURL}
+	_, key, _ := gh(t, environ, "apikey", "create", "--tenant", "acme.com", "--role", "developer")
+	environ["GATEHOUSE_API_KEY"] = strings.TrimSpace(key)
+	var in strings.Builder
+	in.WriteString(`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"pipe","version":"1"}}}` + "\n")
+	in.WriteString(`{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n")
+	const calls = 5
+	for i := 1; i <= calls; i++ {
+		fmt.Fprintf(&in, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"add_todo","arguments":{"title":"piped %d"}}}`+"\n", i, i)
+	}
+	var out, errb bytes.Buffer
+	e := &env{stdin: strings.NewReader(in.String()), stdout: &out, stderr: &errb, getenv: func(k string) string { return environ[k] }}
+	if code := run(context.Background(), []string{"stdio"}, e); code != 0 {
+		t.Fatalf("exit %d\n%s", code, errb.String())
+	}
+	answered := map[int]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var m struct {
+			ID     *int            `json:"id"`
+			Result json.RawMessage `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(line), &m); err != nil || m.ID == nil || m.Result == nil {
+			t.Errorf("not an answer: %s", line)
+			continue
+		}
+		answered[*m.ID] = true
+	}
+	for i := 0; i <= calls; i++ {
+		if !answered[i] {
+			t.Errorf("request %d was not answered:\n%s", i, out.String())
+		}
 	}
 }

@@ -8,22 +8,16 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-func cmdTenant(ctx context.Context, args []string, e *env) error {
-	if len(args) == 0 {
-		return fmt.Errorf("%w: tenant needs a subcommand: list, show or limits", errUsage)
-	}
-	switch args[0] {
-	case "list":
-		return cmdTenantList(ctx, args[1:], e)
-	case "show":
-		return cmdTenantShow(ctx, args[1:], e)
-	case "limits":
-		return cmdTenantLimits(ctx, args[1:], e)
-	}
-	return fmt.Errorf("%w: unknown tenant subcommand %q", errUsage, args[0])
+func tenantCmd(ctx context.Context, e *env) *cobra.Command {
+	limits := group("limits", "Show, set or clear a tenant's own rate limit",
+		tenantLimitsCmd(ctx, e, "show"), tenantLimitsCmd(ctx, e, "set"), tenantLimitsCmd(ctx, e, "clear"))
+	return group("tenant", "List and inspect tenants, and set their rate limits",
+		tenantListCmd(ctx, e), tenantShowCmd(ctx, e), limits)
 }
 
 type tenantJSON struct {
@@ -42,18 +36,27 @@ func toTenantJSON(t *tenancy.Tenant) tenantJSON {
 		Schema: t.Schema, SchemaVersion: t.SchemaVersion, CreatedAt: t.CreatedAt}
 }
 
-func cmdTenantList(ctx context.Context, args []string, e *env) error {
-	fs := newFlagSet("tenant list", e)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parse(fs, args); err != nil {
-		return err
+func tenantListCmd(ctx context.Context, e *env) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "list",
+		Short: "List every tenant",
+		Example: `  gatehouse tenant list
+  gatehouse tenant list --json`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error { return tenantList(ctx, e, asJSON) },
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (one array)")
+	return c
+}
+
+func tenantList(ctx context.Context, e *env, asJSON bool) error {
 	return withDatabase(ctx, e, func(db *database, _ *slog.Logger) error {
 		ts, err := db.FindTenants(ctx)
 		if err != nil {
 			return err
 		}
-		if *asJSON {
+		if asJSON {
 			out := make([]tenantJSON, 0, len(ts))
 			for _, t := range ts {
 				out = append(out, toTenantJSON(t))
@@ -69,19 +72,24 @@ func cmdTenantList(ctx context.Context, args []string, e *env) error {
 	})
 }
 
-func cmdTenantShow(ctx context.Context, args []string, e *env) error {
-	fs := newFlagSet("tenant show", e)
-	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
+func tenantShowCmd(ctx context.Context, e *env) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "show T",
+		Short: "Show one tenant: kind, status, schema, API keys",
+		Example: `  gatehouse tenant show acme.com
+  gatehouse tenant show acme.com --json`,
+		Args: oneArg("a tenant key, such as acme.com"),
+		RunE: func(_ *cobra.Command, args []string) error { return tenantShow(ctx, e, args[0], asJSON) },
 	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: tenant show takes one tenant key, such as acme.com", errUsage)
-	}
-	key, err := tenancy.NormalizeKey(pos[0])
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func tenantShow(ctx context.Context, e *env, tenant string, asJSON bool) error {
+	key, err := tenancy.NormalizeKey(tenant)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
+		return usagef("%w", err)
 	}
 	return withDatabase(ctx, e, func(db *database, _ *slog.Logger) error {
 		t, err := db.FindTenantByKey(ctx, key)
@@ -98,7 +106,7 @@ func cmdTenantShow(ctx context.Context, args []string, e *env) error {
 		j := toTenantJSON(t)
 		n := len(keys)
 		j.APIKeys = &n
-		if *asJSON {
+		if asJSON {
 			return printJSON(e.stdout, j)
 		}
 		fmt.Fprintf(e.stdout, "tenant:          %s\nid:              %s\nkind:            %s\nstatus:          %s\nschema:          %s (version %d)\ncreated:         %s\napi keys:        %d\n",
@@ -107,38 +115,70 @@ func cmdTenantShow(ctx context.Context, args []string, e *env) error {
 	})
 }
 
-// cmdTenantLimits shows, sets or clears a tenant's own rate limit.
-func cmdTenantLimits(ctx context.Context, args []string, e *env) error {
-	if len(args) == 0 || (args[0] != "show" && args[0] != "set" && args[0] != "clear") {
-		return fmt.Errorf("%w: tenant limits show|set|clear T [--rate 600/m --burst 60]", errUsage)
+// tenantLimits are the flags of tenant limits show|set|clear.
+type tenantLimits struct {
+	op     string
+	rate   string
+	burst  int
+	asJSON bool
+}
+
+func tenantLimitsCmd(ctx context.Context, e *env, op string) *cobra.Command {
+	o := &tenantLimits{op: op}
+	c := &cobra.Command{
+		Use:  op + " T",
+		Args: oneArg("a tenant key, such as acme.com"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(ctx, e, args[0], cmd.Flags().Changed("burst"))
+		},
 	}
-	op := args[0]
-	fs := newFlagSet("tenant limits "+op, e)
-	rate := fs.String("rate", "", "requests per period: 600/m, 10/s or 3600/h")
-	burst := fs.Int("burst", 0, "requests admitted at once (default: one second's worth)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parse(fs, args[1:])
+	switch op {
+	case "show":
+		c.Short = "Show the rate limit a tenant gets (its own, or the default)"
+		c.Example = "  gatehouse tenant limits show acme.com\n  gatehouse tenant limits show acme.com --json"
+	case "set":
+		c.Use = "set T --rate R [--burst N]"
+		c.Short = "Give a tenant its own rate limit (or none: --rate off)"
+		c.Long = `Give a tenant its own rate limit, instead of GATEHOUSE_TENANT_RATE and
+GATEHOUSE_TENANT_BURST. --rate takes what GATEHOUSE_TENANT_RATE takes: a number
+per second, minute or hour (10/s, 600/m, 3600/h) or off (no limit for this
+tenant). --burst, how many requests are admitted at once, defaults to
+GATEHOUSE_TENANT_BURST (200 unless set).`
+		c.Example = "  gatehouse tenant limits set acme.com --rate 600/m --burst 60\n  gatehouse tenant limits set acme.com --rate 3600/h\n  gatehouse tenant limits set partner.example --rate off"
+		c.Flags().StringVar(&o.rate, "rate", "", "requests per period: 10/s, 600/m, 3600/h, or off for no limit")
+		c.Flags().IntVar(&o.burst, "burst", 0, "requests admitted at once (default: GATEHOUSE_TENANT_BURST, 200 unless set)")
+	case "clear":
+		c.Short = "Remove a tenant's own rate limit (it gets the default again)"
+		c.Example = "  gatehouse tenant limits clear acme.com"
+	}
+	c.Flags().BoolVar(&o.asJSON, "json", false, "print JSON")
+	return c
+}
+
+// run shows, sets or clears a tenant's own rate limit.
+func (o *tenantLimits) run(ctx context.Context, e *env, tenant string, burstGiven bool) error {
+	key, err := tenancy.NormalizeKey(tenant)
 	if err != nil {
-		return err
-	}
-	if len(pos) != 1 {
-		return fmt.Errorf("%w: tenant limits %s takes one tenant key", errUsage, op)
-	}
-	key, err := tenancy.NormalizeKey(pos[0])
-	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	var r *tenancy.Rate
-	if op == "set" {
-		parsed, err := tenancy.ParseRate(*rate, *burst)
-		if err != nil || parsed.Off() {
-			return fmt.Errorf("%w: --rate: want a rate such as 600/m (clear removes the override)", errUsage)
-		}
-		r = &parsed
+		return usagef("%w", err)
 	}
 	cfg, _, err := setup(e)
 	if err != nil {
 		return err
+	}
+	var r *tenancy.Rate
+	if o.op == "set" {
+		if o.rate == "" {
+			return usagef("--rate is required (such as --rate 600/m, or --rate off for no limit)")
+		}
+		burst := max(cfg.Limits.Tenant.Burst, 1) // GATEHOUSE_TENANT_RATE=off leaves no default burst
+		if burstGiven {
+			burst = o.burst
+		}
+		parsed, err := tenancy.ParseRate(o.rate, burst)
+		if err != nil {
+			return usagef("--rate/--burst: %w", err)
+		}
+		r = &parsed
 	}
 	return withDatabase(ctx, e, func(db *database, _ *slog.Logger) error {
 		t, err := db.FindTenantByKey(ctx, key)
@@ -148,7 +188,7 @@ func cmdTenantLimits(ctx context.Context, args []string, e *env) error {
 		if err != nil {
 			return err
 		}
-		if op != "show" {
+		if o.op != "show" {
 			if err := db.SetTenantRateLimit(ctx, t.ID, r); err != nil {
 				return err
 			}
@@ -158,9 +198,9 @@ func cmdTenantLimits(ctx context.Context, args []string, e *env) error {
 		if t.RateLimit != nil {
 			effective, source = *t.RateLimit, "tenant override"
 		}
-		if *asJSON {
-			return printJSON(e.stdout, map[string]any{"tenant": t.Key, "per_minute": effective.PerMinute, "burst": effective.Burst,
-				"source": source, "principal": cfg.Limits.Principal.String()})
+		if o.asJSON {
+			return printJSON(e.stdout, map[string]any{"tenant": t.Key, "rate": effective.String(), "off": effective.Off(),
+				"per_minute": effective.PerMinute, "burst": effective.Burst, "source": source, "principal": cfg.Limits.Principal.String()})
 		}
 		_, err = fmt.Fprintf(e.stdout, "tenant %s: %s (%s); each principal: %s\n", t.Key, effective, source, cfg.Limits.Principal)
 		return err

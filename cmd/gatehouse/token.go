@@ -9,27 +9,52 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-func cmdToken(ctx context.Context, args []string, e *env) error {
-	if len(args) == 0 || args[0] != "mint" {
-		return fmt.Errorf("%w: token mint --tenant T --subject S [--role R] [--scopes S,...] [--ttl 1h]", errUsage)
+func tokenCmd(ctx context.Context, e *env) *cobra.Command {
+	return group("token", "Mint developer access tokens (local development only)", tokenMintCmd(ctx, e))
+}
+
+// tokenMint are the flags of token mint.
+type tokenMint struct {
+	tenant, subject, role, scopes string
+	ttl                           time.Duration
+	asJSON                        bool
+}
+
+func tokenMintCmd(ctx context.Context, e *env) *cobra.Command {
+	o := &tokenMint{}
+	c := &cobra.Command{
+		Use:   "mint --tenant T --subject S",
+		Short: "Mint a Gatehouse access token for local development",
+		Long: `Mint an access token signed by Gatehouse for a made-up person (dev:<subject>)
+in an existing tenant, bypassing sign-in and membership: for a developer's own
+machine only (the embedded database, or GATEHOUSE_DEV=true). The token is for
+the server at the public URL resolved as serve resolves it, or, when this shell
+sets none, the URL the server on this database last started with; stderr says
+which.`,
+		Example: `  gatehouse token mint --tenant dev --subject alice
+  gatehouse token mint --tenant dev --subject ci --role viewer --ttl 15m --json`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error { return o.run(ctx, e) },
 	}
-	fs := newFlagSet("token mint", e)
-	tenant := fs.String("tenant", "", "tenant key, such as acme.com (must exist: gatehouse tenant list)")
-	subject := fs.String("subject", "", "who the token stands for, such as ci or alice (shown as dev:<subject>)")
-	role := fs.String("role", string(tenancy.Developer), "admin, developer or viewer")
-	scopes := fs.String("scopes", "", "comma-separated scopes (default: all the role can use)")
-	ttl := fs.Duration("ttl", time.Hour, "lifetime, at most 24h")
-	asJSON := fs.Bool("json", false, "print the token and its details as JSON")
-	if pos, err := parse(fs, args[1:]); err != nil {
-		return err
-	} else if len(pos) > 0 {
-		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
-	}
+	f := c.Flags()
+	f.StringVar(&o.tenant, "tenant", "", "tenant key, such as acme.com (must exist: gatehouse tenant list)")
+	f.StringVar(&o.subject, "subject", "", "who the token stands for, such as ci or alice (shown as dev:<subject>)")
+	f.StringVar(&o.role, "role", string(tenancy.Developer), "admin, developer or viewer")
+	f.StringVar(&o.scopes, "scopes", "", "comma-separated scopes (default: all the role can use)")
+	f.DurationVar(&o.ttl, "ttl", time.Hour, "lifetime, at most 24h")
+	f.BoolVar(&o.asJSON, "json", false, "print the token and its details as JSON")
+	return c
+}
+
+func (o *tokenMint) run(ctx context.Context, e *env) error {
+	tenant, subject, role, scopes, ttl, asJSON := &o.tenant, &o.subject, &o.role, &o.scopes, &o.ttl, &o.asJSON
 	var problems []string
 	key, err := tenancy.NormalizeKey(*tenant)
 	if *tenant == "" {
@@ -57,7 +82,7 @@ func cmdToken(ctx context.Context, args []string, e *env) error {
 		problems = append(problems, fmt.Sprintf("--ttl %s: a developer token lives between 1s and 24h", *ttl))
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: %s", errUsage, strings.Join(problems, "; "))
+		return usagef("%s", strings.Join(problems, "; "))
 	}
 	return withConfigAndDatabase(ctx, e, func(cfg *Config, db *database, log *slog.Logger) error {
 		// A developer token bypasses sign-in and membership: it is for a
@@ -75,7 +100,11 @@ func cmdToken(ctx context.Context, args []string, e *env) error {
 		if err != nil {
 			return err
 		}
-		as, err := authserver.New(authserver.Config{Issuer: cfg.PublicURL, Store: db.DB, Keys: keys})
+		issuer, from, err := tokenIssuer(ctx, cfg, db)
+		if err != nil {
+			return err
+		}
+		as, err := authserver.New(authserver.Config{Issuer: issuer, Store: db.DB, Keys: keys})
 		if err != nil {
 			return err
 		}
@@ -84,13 +113,35 @@ func cmdToken(ctx context.Context, args []string, e *env) error {
 			return err
 		}
 		expires := time.Now().Add(*ttl).UTC().Truncate(time.Second)
-		fmt.Fprintf(e.stderr, "developer token for dev:%s in %s (role %s, scopes %s), valid at %s/mcp until %s\n",
-			*subject, t.Key, r, strings.Join(sc, " "), cfg.PublicURL, expires.Format(time.RFC3339))
+		fmt.Fprintf(e.stderr, "developer token for dev:%s in %s (role %s, scopes %s), for the server at %s/mcp (%s), until %s\n",
+			*subject, t.Key, r, strings.Join(sc, " "), issuer, from, expires.Format(time.RFC3339))
 		if *asJSON {
 			return printJSON(e.stdout, map[string]any{"token": token, "subject": "dev:" + *subject, "tenant": t.Key,
-				"role": r, "scopes": sc, "expires_at": expires, "resource": cfg.PublicURL + "/mcp"})
+				"role": r, "scopes": sc, "expires_at": expires, "resource": issuer + "/mcp"})
 		}
 		_, err = fmt.Fprintln(e.stdout, token)
 		return err
 	})
+}
+
+// tokenIssuer is the public URL a developer token is minted for, resolved
+// as serve resolves it (GATEHOUSE_PUBLIC_URL, the platform's URL, then
+// GATEHOUSE_ADDR or PORT), and, when this shell sets none of them, the URL
+// the last server on this database started with: a token is only accepted
+// by the server whose URL is its issuer. from says which, for the message.
+func tokenIssuer(ctx context.Context, cfg *Config, db *database) (url, from string, err error) {
+	switch {
+	case cfg.PublicURLFrom != "":
+		return cfg.PublicURL, "from " + cfg.PublicURLFrom, nil
+	case cfg.AddrFrom != "":
+		return cfg.PublicURL, "from " + cfg.AddrFrom, nil
+	}
+	served, err := db.ServedURL(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	if served != "" {
+		return served, "the URL the server on this database last started with; set GATEHOUSE_PUBLIC_URL or PORT to choose", nil
+	}
+	return cfg.PublicURL, "the default; no server has started on this database yet", nil
 }

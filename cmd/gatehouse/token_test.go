@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -56,5 +58,50 @@ func TestSignInConfiguration(t *testing.T) {
 	}
 	if strings.Contains(stderr, `"s"`) {
 		t.Errorf("a secret's value is echoed:\n%s", stderr)
+	}
+}
+
+// TestTokenMintNamesItsServer: token mint resolves the URL as serve does;
+// in a shell that sets nothing it uses the URL the server on the database
+// started with, so the token works there; it always says which URL.
+func TestTokenMintNamesItsServer(t *testing.T) {
+	dbURL := storetest.ConnString(t)
+	mintEnv := map[string]string{"DATABASE_URL": dbURL, "GATEHOUSE_DEV": "true"}
+	if code, _, stderr := gh(t, mintEnv, "apikey", "create", "--tenant", "acme.com", "--role", "admin"); code != 0 {
+		t.Fatal(stderr)
+	}
+	mint := func(environ map[string]string) (resource, token, stderr string) {
+		t.Helper()
+		code, out, stderr := gh(t, environ, "token", "mint", "--tenant", "acme.com", "--subject", "ci", "--json")
+		var j struct{ Resource, Token string }
+		if err := json.Unmarshal([]byte(out), &j); code != 0 || err != nil {
+			t.Fatalf("mint: exit %d %v\n%s", code, err, stderr)
+		}
+		return j.Resource, j.Token, stderr
+	}
+	if res, _, stderr := mint(mintEnv); res != "http://localhost:8080/mcp" || !strings.Contains(stderr, "for the server at http://localhost:8080/mcp (the default; no server has started") {
+		t.Errorf("before any server: %s, %s", res, stderr)
+	}
+	base, _ := serveInProcess(t, map[string]string{"DATABASE_URL": dbURL, "GATEHOUSE_DEV": "true"})
+	res, tok, stderr := mint(mintEnv)
+	if res != base+"/mcp" || !strings.Contains(stderr, "for the server at "+base+"/mcp (the URL the server on this database last started with") {
+		t.Errorf("with a server on another port: %s, %s", res, stderr)
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != http.StatusOK {
+		t.Errorf("the minted token at its server: %v %v", r, err)
+	} else {
+		r.Body.Close()
+	}
+	mintEnv["PORT"] = "4000"
+	if res, _, stderr := mint(mintEnv); res != "http://localhost:4000/mcp" || !strings.Contains(stderr, "(from PORT)") {
+		t.Errorf("with PORT: %s, %s", res, stderr)
+	}
+	mintEnv["GATEHOUSE_PUBLIC_URL"] = "https://mcp.example.com"
+	if res, _, stderr := mint(mintEnv); res != "https://mcp.example.com/mcp" || !strings.Contains(stderr, "(from GATEHOUSE_PUBLIC_URL)") {
+		t.Errorf("with GATEHOUSE_PUBLIC_URL: %s, %s", res, stderr)
 	}
 }

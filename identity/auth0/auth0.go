@@ -163,6 +163,13 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*identity.Principa
 	return p, nil
 }
 
+// Check fetches the tenant's discovery document and keys now (see
+// [oidc.Verifier.Check]), for the start-up report.
+func (v *Verifier) Check(ctx context.Context) error { return v.oidc.Check(ctx) }
+
+// Issuer is the configured issuer (https://DOMAIN/ unless overridden).
+func (v *Verifier) Issuer() string { return v.oidc.Issuer() }
+
 // Issuers lists the iss values this tenant's tokens carry, for routing.
 func (v *Verifier) Issuers() []string { return v.oidc.Issuers() }
 

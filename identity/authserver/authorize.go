@@ -78,13 +78,13 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) {
 	case q.Get("code_challenge") == "" || q.Get("code_challenge_method") != "S256":
 		back("invalid_request", "PKCE with code_challenge_method=S256 is required")
 		return
-	case q.Get("resource") != "" && q.Get("resource") != s.cfg.Resource:
+	case q.Get("resource") != "" && !s.sameResource(q.Get("resource")):
 		back("invalid_target", "the resource must be "+s.cfg.Resource)
 		return
 	}
-	scope, ok := s.validScope(q.Get("scope"))
+	scope, ok := s.grantable(q.Get("scope"))
 	if !ok {
-		back("invalid_scope", "the scopes offered are: "+strings.Join(s.cfg.Scopes, " "))
+		back("invalid_scope", "none of the scopes asked for is offered here; the scopes offered are: "+strings.Join(s.cfg.Scopes, " "))
 		return
 	}
 	browser := randomString(24)
@@ -214,8 +214,16 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		s.redirectError(w, r, req.RedirectURI, req.State, "access_denied", err.Error())
 		return
 	}
+	// Consent is asked for exactly the scopes requested that the person's
+	// role can use: an admin tool's scope means nothing to a viewer.
+	scope, ok := capScope(req.Scope, place)
+	if !ok {
+		s.redirectError(w, r, req.RedirectURI, req.State, "invalid_scope",
+			"as "+place.Role+" in "+place.Tenant+" you can use none of the scopes asked for ("+req.Scope+")")
+		return
+	}
 	id := identityOf(p)
-	req.Identity = &id
+	req.Identity, req.Scope = &id, scope
 	if err := s.cfg.Store.UpdateRequest(r.Context(), req); err != nil {
 		s.unavailable(w, "storing sign-in state", err)
 		return

@@ -36,10 +36,14 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method"`
 		GrantTypes              []string `json:"grant_types"`
 		ResponseTypes           []string `json:"response_types"`
-		Scope                   string   `json:"scope"`
+		registeredMetadata
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
-		oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "the registration is not a JSON object")
+		oauthError(w, http.StatusBadRequest, "invalid_client_metadata", "the registration is not a JSON object of client metadata (RFC 7591 §2): "+truncate(err.Error(), 200))
+		return
+	}
+	if err := req.registeredMetadata.check(req.ClientURI); err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_client_metadata", err.Error())
 		return
 	}
 	if err := validRedirects(req.RedirectURIs); err != nil {
@@ -62,7 +66,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	if method == "" {
 		method = "client_secret_basic" // RFC 7591 §2's default
 	}
-	c := &Client{ID: "gh_" + randomString(16), Kind: "dcr", Name: truncate(req.ClientName, 200), RedirectURIs: req.RedirectURIs, ClientURI: truncate(req.ClientURI, 500)}
+	metadata, _ := json.Marshal(req.registeredMetadata)
+	c := &Client{ID: "gh_" + randomString(16), Kind: "dcr", Name: truncate(req.ClientName, 200), RedirectURIs: req.RedirectURIs,
+		ClientURI: req.ClientURI, Metadata: metadata}
 	var secret string
 	switch method {
 	case "none":
@@ -78,15 +84,67 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusInternalServerError, "server_error", "registration failed; try again")
 		return
 	}
-	out := map[string]any{
+	// The response is every registered field as stored (RFC 7591 §3.2.1),
+	// including those the server set: the grant and response types it
+	// honours for every client, the authentication method.
+	out := map[string]any{}
+	_ = json.Unmarshal(c.Metadata, &out)
+	for k, v := range map[string]any{
 		"client_id": c.ID, "client_id_issued_at": time.Now().Unix(), "client_name": c.Name, "redirect_uris": c.RedirectURIs,
 		"token_endpoint_auth_method": method, "grant_types": []string{"authorization_code", "refresh_token"}, "response_types": []string{"code"},
+	} {
+		out[k] = v
+	}
+	if c.ClientURI != "" {
+		out["client_uri"] = c.ClientURI
 	}
 	if secret != "" {
 		out["client_secret"], out["client_secret_expires_at"] = secret, 0
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusCreated, out)
+}
+
+// registeredMetadata is the client metadata of RFC 7591 §2 that Gatehouse
+// keeps without acting on it (beyond showing the name and client_uri): it
+// is stored as given and returned as stored. Unknown fields are ignored, as
+// §2 asks.
+type registeredMetadata struct {
+	LogoURI         string   `json:"logo_uri,omitempty"`
+	Scope           string   `json:"scope,omitempty"`
+	Contacts        []string `json:"contacts,omitempty"`
+	TOSURI          string   `json:"tos_uri,omitempty"`
+	PolicyURI       string   `json:"policy_uri,omitempty"`
+	SoftwareID      string   `json:"software_id,omitempty"`
+	SoftwareVersion string   `json:"software_version,omitempty"`
+}
+
+// check refuses metadata Gatehouse would not store as given: URLs that are
+// not absolute http(s) URLs, overlong values (RFC 7591 §2 leaves limits to
+// the server).
+func (m *registeredMetadata) check(clientURI string) error {
+	for name, v := range map[string]string{"client_uri": clientURI, "logo_uri": m.LogoURI, "tos_uri": m.TOSURI, "policy_uri": m.PolicyURI} {
+		if v == "" {
+			continue
+		}
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || len(v) > 2000 {
+			return fmt.Errorf("%s %q is not an http or https URL of at most 2000 characters", name, truncate(v, 100))
+		}
+	}
+	switch {
+	case len(m.Scope) > 1000:
+		return errors.New("scope is longer than 1000 characters")
+	case len(m.Contacts) > 10:
+		return errors.New("at most 10 contacts")
+	case len(m.SoftwareID) > 200 || len(m.SoftwareVersion) > 200:
+		return errors.New("software_id and software_version are at most 200 characters")
+	}
+	for _, c := range m.Contacts {
+		if c == "" || len(c) > 320 {
+			return errors.New("each contact is between 1 and 320 characters")
+		}
+	}
+	return nil
 }
 
 var schemeRe = regexp.MustCompile(`^[a-z][a-z0-9+.-]*$`)

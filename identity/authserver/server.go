@@ -102,18 +102,12 @@ func New(cfg Config) (*Server, error) {
 		s.cimd = safeClient(cfg.Dev)
 	}
 	// Endpoints a browser-based client (MCP Inspector) calls from its own
-	// origin answer CORS: they use no cookies, so any origin may.
-	api := func(pattern string, h http.HandlerFunc) {
-		method, path, _ := strings.Cut(pattern, " ")
-		s.mux.HandleFunc(pattern, cors(h))
-		s.mux.HandleFunc("OPTIONS "+path, preflight(method))
-	}
-	api("GET /.well-known/oauth-authorization-server", s.metadata)
-	api("GET /.well-known/openid-configuration", s.metadata)
-	api("POST /oauth/register", s.register)
-	api("POST /oauth/token", s.token)
-	api("POST /oauth/revoke", s.revoke)
-	api("GET /oauth/jwks", s.jwks)
+	// origin: the mount answers CORS for them (see MetadataPaths, APIPaths).
+	s.mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.metadata)
+	s.mux.HandleFunc("POST /oauth/register", s.register)
+	s.mux.HandleFunc("POST /oauth/token", s.token)
+	s.mux.HandleFunc("POST /oauth/revoke", s.revoke)
+	s.mux.HandleFunc("GET /oauth/jwks", s.jwks)
 	// The person's browser steps.
 	s.mux.HandleFunc("GET /oauth/authorize", s.authorize)
 	s.mux.HandleFunc("GET /oauth/login/{provider}", s.login)
@@ -122,26 +116,8 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func cors(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Access-Control-Allow-Origin", "*")
-		h(w, r)
-	}
-}
-
-func preflight(method string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Access-Control-Allow-Methods", method+", OPTIONS")
-		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version")
-		h.Set("Access-Control-Max-Age", "86400")
-		w.WriteHeader(http.StatusNoContent)
-	}
-}
-
-// Handler serves every endpoint; mount it for /oauth/ and the two
-// authorization-server metadata paths.
+// Handler serves every endpoint; mount it for [Paths], with CORS for
+// [MetadataPaths] and [APIPaths].
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // SignIn reports whether people can sign in (an upstream is configured).
@@ -155,9 +131,25 @@ func (s *Server) Maintain(ctx context.Context) error {
 	return errors.Join(s.cfg.Keys.Rotate(ctx), s.cfg.Store.DeleteExpiredOAuth(ctx))
 }
 
-// Paths are the paths Handler serves, for mounting.
-var Paths = []string{"/.well-known/oauth-authorization-server", "/.well-known/openid-configuration", "/oauth/*"}
+// Paths are the paths Handler serves, for mounting; "/oauth/*" stands for
+// every other /oauth/ path.
+var Paths = []string{"/.well-known/oauth-authorization-server", "/oauth/jwks",
+	"/oauth/register", "/oauth/token", "/oauth/revoke", "/oauth/*"}
 
+// MetadataPaths are the public documents among Paths: the mount lets any
+// web origin read them (CORS).
+var MetadataPaths = []string{"/.well-known/oauth-authorization-server", "/oauth/jwks"}
+
+// APIPaths are the endpoints among Paths that a client calls with fetch:
+// the mount answers CORS for any origin, since they use no cookies and are
+// protected by PKCE and client authentication. The other /oauth/ paths are
+// the person's browser steps (navigations), which answer no CORS.
+var APIPaths = []string{"/oauth/register", "/oauth/token", "/oauth/revoke"}
+
+// metadata is the authorization server metadata (RFC 8414). It is not
+// served as OpenID Connect discovery (/.well-known/openid-configuration):
+// Gatehouse issues no ID tokens and has no userinfo endpoint, so it is not
+// an OpenID provider, and MCP clients try RFC 8414 first.
 func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 	i := s.cfg.Issuer
 	writeJSON(w, http.StatusOK, map[string]any{
@@ -201,21 +193,32 @@ func hash(s string) []byte {
 	return sum[:]
 }
 
-// validScope checks a requested scope and returns it normalised.
-func (s *Server) validScope(requested string) (string, bool) {
+// grantable is the scope granted for a requested one. RFC 6749 §3.3 lets
+// the server grant less than asked: the Gatehouse scopes among those asked
+// are granted (canonically ordered) and any other token (offline_access,
+// which changes nothing since every sign-in gets a refresh token; openid,
+// profile, email of generic OAuth clients; anything unknown) is left out;
+// the token response names what was granted. No scope asked means the
+// default. ok is false only when scopes were asked and none of them is one
+// this server offers.
+func (s *Server) grantable(requested string) (scope string, ok bool) {
 	if strings.TrimSpace(requested) == "" {
 		return s.cfg.DefaultScope, true
 	}
-	var out []string
-	for _, sc := range strings.Fields(requested) {
-		ok := false
-		for _, allowed := range s.cfg.Scopes {
-			ok = ok || sc == allowed
-		}
-		if !ok {
-			return "", false
-		}
-		out = append(out, sc)
+	known, _ := identity.ParseScope(requested)
+	known = identity.IntersectScopes(known, s.cfg.Scopes)
+	if len(known) == 0 {
+		return "", false
 	}
-	return strings.Join(out, " "), true
+	return strings.Join(known, " "), true
+}
+
+// capScope narrows a scope to what the person's placement can use (see
+// [Placement.Scopes]); ok is false when nothing is left.
+func capScope(scope string, place Placement) (string, bool) {
+	if place.Scopes == nil {
+		return scope, scope != ""
+	}
+	left := identity.IntersectScopes(strings.Fields(scope), place.Scopes)
+	return strings.Join(left, " "), len(left) > 0
 }

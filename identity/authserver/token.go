@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
 )
 
 // token is the token endpoint: authorization_code and refresh_token grants.
@@ -62,7 +64,7 @@ func (s *Server) exchangeCode(w http.ResponseWriter, r *http.Request, c *Client)
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "redirect_uri does not match the authorization request")
 	case len(verifier) < 43 || len(verifier) > 128 || subtle.ConstantTimeCompare([]byte(s256(verifier)), []byte(code.CodeChallenge)) != 1:
 		oauthError(w, http.StatusBadRequest, "invalid_grant", "the PKCE code_verifier does not match the code_challenge")
-	case f.Get("resource") != "" && f.Get("resource") != code.Resource:
+	case f.Get("resource") != "" && !s.sameResource(f.Get("resource")):
 		oauthError(w, http.StatusBadRequest, "invalid_target", "the resource does not match the authorization request")
 	default:
 		// Place the person again: they may have been removed since consent.
@@ -71,18 +73,26 @@ func (s *Server) exchangeCode(w http.ResponseWriter, r *http.Request, c *Client)
 			s.placeFailed(w, err, code.Family)
 			return
 		}
+		scope, ok := capScope(code.Scope, place)
+		if !ok {
+			oauthError(w, http.StatusBadRequest, "invalid_scope", "your role ("+place.Role+") no longer allows any of the scopes granted ("+code.Scope+")")
+			return
+		}
 		_ = s.cfg.Store.TouchClient(r.Context(), c.ID)
-		s.respond(w, r, c, code.Identity, place.Tenant, code.Scope, code.Resource, code.Family)
+		s.respond(w, r, c, code.Identity, place.Tenant, scope, code.Resource, code.Family)
 	}
 }
 
 func (s *Server) refresh(w http.ResponseWriter, r *http.Request, c *Client) {
 	f := r.PostForm
-	if res := f.Get("resource"); res != "" && res != s.cfg.Resource {
+	if res := f.Get("resource"); res != "" && !s.sameResource(res) {
 		oauthError(w, http.StatusBadRequest, "invalid_target", "the resource must be "+s.cfg.Resource)
 		return
 	}
-	want := strings.Fields(f.Get("scope"))
+	// Scope tokens Gatehouse does not offer (offline_access, openid, …)
+	// are left out, as at /oauth/authorize; a request naming only such
+	// tokens keeps the scope granted.
+	want, _ := identity.ParseScope(f.Get("scope"))
 	secret := randomString(32)
 	next := &Refresh{Hash: hash(secret), ExpiresAt: time.Now().Add(s.cfg.RefreshTTL)}
 	// A bad request is refused before the token is used up.
@@ -123,6 +133,13 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request, c *Client) {
 	place, err := s.cfg.Place(r.Context(), old.Identity.Principal(strings.Fields(scope), time.Now().Add(s.cfg.TokenTTL)))
 	if err != nil {
 		s.placeFailed(w, err, old.Family)
+		return
+	}
+	// A role lowered since consent narrows what a refresh gives (the
+	// refresh token keeps its grant: a role raised again restores it).
+	scope, ok := capScope(scope, place)
+	if !ok {
+		oauthError(w, http.StatusBadRequest, "invalid_scope", "your role ("+place.Role+") no longer allows any of the scopes granted ("+old.Scope+")")
 		return
 	}
 	s.tokens(w, c, old.Identity, place.Tenant, scope, secret)

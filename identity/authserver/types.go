@@ -2,6 +2,7 @@ package authserver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -53,6 +54,10 @@ type Client struct {
 	RedirectURIs []string
 	SecretHash   []byte // confidential DCR clients
 	ClientURI    string
+	// Metadata is the rest of what a DCR client registered (RFC 7591 §2:
+	// logo_uri, scope, contacts, tos_uri, policy_uri, software_id,
+	// software_version), kept as given and returned as stored.
+	Metadata     json.RawMessage
 	FetchedUntil time.Time // cimd: refetch after
 }
 
@@ -101,10 +106,13 @@ type Store interface {
 	CreateRequest(ctx context.Context, r *Request) error
 	FindRequest(ctx context.Context, id string) (*Request, error)
 	FindRequestByUpstreamState(ctx context.Context, state string) (*Request, error)
+	// UpdateRequest stores a request's upstream state, identity and scope.
 	UpdateRequest(ctx context.Context, r *Request) error
 	DeleteRequest(ctx context.Context, id string) error
 
 	Consented(ctx context.Context, subject, clientID, scope string) (bool, error)
+	// SaveConsent records consent to scope, in addition to any consent
+	// given before.
 	SaveConsent(ctx context.Context, subject, clientID, scope string) error
 
 	CreateCode(ctx context.Context, c *Code) error
@@ -140,6 +148,10 @@ type Store interface {
 type Placement struct {
 	Tenant string // "acme.com", "personal:github:5678"
 	Role   string
+	// Scopes are the scopes the person's role can make use of: a grant is
+	// narrowed to them (at consent, and again at every token issue, since
+	// the role may have changed). nil means no narrowing.
+	Scopes []string
 }
 
 // Placer places a principal in its tenant with the usual rules. A refusal

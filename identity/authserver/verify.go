@@ -130,3 +130,13 @@ func isStoreError(err error) bool {
 	var se storeError
 	return errors.As(err, &se)
 }
+
+// SignedIn reports whether p stands for an access token this server issued
+// through OAuth sign-in (developer tokens are not): its holder's client can
+// sign in again for wider scopes, so a scope the token lacks is answered
+// with a step-up challenge (MCP authorization, scope challenge handling)
+// rather than a refusal nobody can act on.
+func SignedIn(p *identity.Principal) bool {
+	tenant, _ := p.Claims[TenantClaim].(string)
+	return tenant != ""
+}

@@ -143,7 +143,13 @@ func Parse(r io.Reader, rules Rules) (*Map, error) {
 	}
 	for i, r := range f.Revoked {
 		kind, value, _ := strings.Cut(r, ":")
-		b, err := hex.DecodeString(strings.NewReplacer(":", "", " ", "").Replace(value))
+		digits := strings.NewReplacer(":", "", " ", "").Replace(value)
+		if kind == "serial" && len(digits)%2 == 1 {
+			// A serial is a number: tools that print it without leading
+			// zeros (Go's %x, some CA consoles) give odd-length hex.
+			digits = "0" + digits
+		}
+		b, err := hex.DecodeString(digits)
 		switch {
 		case err != nil || len(b) == 0:
 			bad("revoked[%d]: %q: want sha256:<hex fingerprint> or serial:<hex serial>", i, r)

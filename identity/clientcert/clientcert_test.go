@@ -175,3 +175,41 @@ revoked:
 		t.Errorf("an empty map (every service cut off) = %v, %v; want a map of none", m, err)
 	}
 }
+
+// TestRevokedSerialSpellings: a serial number revokes however it is written:
+// with or without leading zeros (odd-length hex, as Go's %x prints it), in
+// either case, with colons or spaces between bytes (as openssl prints it).
+// Other spellings of a non-number are refused at parse time.
+func TestRevokedSerialSpellings(t *testing.T) {
+	ca := certtest.NewCA(t, "CA")
+	opts := certtest.Options{CommonName: "billing", URIs: []string{"spiffe://acme.com/billing"}, Client: true}
+	services := "services:\n  - {name: billing, uri: \"spiffe://acme.com/billing\", tenant: acme.com, role: developer}\n"
+	// Issue until one serial's hex has an odd number of digits (half do).
+	var c *certtest.Cert
+	for c == nil || len(fmt.Sprintf("%x", c.Cert.SerialNumber))%2 == 0 {
+		c = ca.Issue(t, opts)
+	}
+	odd := fmt.Sprintf("%x", c.Cert.SerialNumber)
+	even := "0" + odd
+	var colons []string
+	for i := 0; i < len(even); i += 2 {
+		colons = append(colons, strings.ToUpper(even[i:i+2]))
+	}
+	for name, spelled := range map[string]string{
+		"odd-length hex":       odd,
+		"leading zero":         even,
+		"upper case":           strings.ToUpper(odd),
+		"openssl colons":       strings.Join(colons, ":"),
+		"spaces between bytes": strings.Join(colons, " "),
+	} {
+		m := parse(t, services+"revoked:\n  - \"serial:"+spelled+"\"\n")
+		if _, err := m.Principal([]*x509.Certificate{c.Cert, ca.Cert}); !errors.Is(err, identity.ErrInvalidToken) {
+			t.Errorf("%s (%s) did not revoke: %v", name, spelled, err)
+		}
+	}
+	for _, bad := range []string{"serial:", "serial:xyz", "serial:12g4", "serials:abcd", "abcd"} {
+		if _, err := clientcert.Parse(strings.NewReader(services+"revoked:\n  - \""+bad+"\"\n"), rules); err == nil {
+			t.Errorf("%q was accepted", bad)
+		}
+	}
+}

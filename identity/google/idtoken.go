@@ -35,6 +35,13 @@ func (v *IDTokenVerifier) Verify(ctx context.Context, token string) (*identity.P
 	}, nil
 }
 
+// Check fetches Google's discovery document and keys now (see
+// [oidc.Verifier.Check]), for the start-up report.
+func (v *IDTokenVerifier) Check(ctx context.Context) error { return v.oidc.Check(ctx) }
+
+// Issuer is the configured issuer.
+func (v *IDTokenVerifier) Issuer() string { return v.oidc.Issuer() }
+
 // Issuers lists the iss values Google ID tokens carry, for routing.
 func (v *IDTokenVerifier) Issuers() []string { return v.oidc.Issuers() }
 

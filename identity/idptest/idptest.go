@@ -106,6 +106,9 @@ func (i *Issuer) ServerURL() string { return i.srv.URL }
 // Client is an HTTP client for the server (plain http).
 func (i *Issuer) Client() *http.Client { return i.srv.Client() }
 
+// Close stops the issuer's server: it is then unreachable.
+func (i *Issuer) Close() { i.srv.Close() }
+
 // SetDown makes every endpoint answer 503 (or work again).
 func (i *Issuer) SetDown(down bool) { i.down.Store(down) }
 

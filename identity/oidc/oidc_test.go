@@ -203,3 +203,48 @@ func TestColdStartConcurrentTokens(t *testing.T) {
 		t.Errorf("JWKS fetched %d times, want 1", n)
 	}
 }
+
+// TestCheck: the start-up check says which issuer failed and why, naming a
+// trailing-slash mismatch between the configuration and discovery.
+func TestCheck(t *testing.T) {
+	ctx := context.Background()
+	iss := idptest.NewIssuer(t, nil)
+	slashed := idptest.NewIssuer(t, &idptest.Options{Suffix: "/"})
+	gone := idptest.NewIssuer(t, nil)
+	down := idptest.NewIssuer(t, nil)
+	down.SetDown(true)
+	tests := []struct {
+		name   string
+		issuer string
+		want   []string // in the error; none: the check passes
+	}{
+		{"reachable", iss.URL, nil},
+		{"configured with a slash the issuer lacks", iss.URL + "/", []string{"differ only by a trailing slash", `configure "` + iss.URL + `"`}},
+		{"configured without the issuer's slash", strings.TrimSuffix(slashed.URL, "/"), []string{"differ only by a trailing slash", `configure "` + slashed.URL + `"`}},
+		{"another issuer's discovery", iss.URL + "/realms/x", []string{"404"}},
+		{"down", down.URL, []string{"503"}},
+		{"unreachable", gone.URL, []string{gone.ServerURL()}},
+	}
+	gone.Close()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := open(t, iss, func(c *oidc.Config) { c.Issuer, c.HTTPClient = tt.issuer, nil })
+			err := v.Check(ctx)
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("check failed: %v", err)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, identity.ErrUnavailable) {
+				t.Fatalf("check = %v, want an unavailable error", err)
+			}
+			t.Log(err)
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}

@@ -110,8 +110,13 @@ func MustOpenDB(tb testing.TB) *store.DB {
 }
 
 // Logger returns a logger writing to the test log; lines logged after the
-// test ends (by background goroutines) are dropped.
+// test ends (by background goroutines) are dropped. A fuzz target's log
+// cannot be written while it runs its inputs, so for a *testing.F it
+// discards.
 func Logger(tb testing.TB) *slog.Logger {
+	if _, fuzz := tb.(*testing.F); fuzz {
+		return slog.New(slog.DiscardHandler)
+	}
 	w := &tbWriter{tb: tb}
 	tb.Cleanup(func() { w.done.Store(true) })
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -1,0 +1,183 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// Audit records carry text that callers chose (user agents, request ids,
+// tool names, reasons quoting their input) or that identity providers chose
+// (subjects, emails). PostgreSQL refuses some of it (NUL, invalid UTF-8), an
+// operator's terminal would interpret some of it (escape sequences), and
+// some of it is simply too large to keep. Every record is therefore cleaned
+// before it is written: each text field becomes valid UTF-8 without NUL or
+// control characters, cut (on a character boundary) to a bound. A record is
+// never refused for its content. Argument digests are computed by the
+// caller over the original bytes, before any of this.
+
+// Bounds of the audit record's text fields, in bytes.
+const (
+	auditShortMax  = 128  // ids, tool names, providers, IP addresses
+	auditSubjMax   = 320  // subjects and emails (RFC 5321 paths are at most 256)
+	auditAgentMax  = 256  // user agents
+	auditReasonMax = 1024 // reasons
+)
+
+// CleanText makes s safe to store and show: invalid UTF-8 (including
+// overlong encodings and encoded surrogates) and control characters (NUL
+// among them, but not tab) become U+FFFD, and the result is cut to at most
+// limit bytes on a character boundary, ending in "…" when it was cut.
+func CleanText(s string, limit int) string {
+	clean := true
+	for i, r := range s {
+		if r == utf8.RuneError || (unicode.IsControl(r) && r != '\t') {
+			if r == utf8.RuneError {
+				if _, size := utf8.DecodeRuneInString(s[i:]); size == 3 {
+					continue // a real U+FFFD
+				}
+			}
+			clean = false
+			break
+		}
+	}
+	if !clean {
+		var b strings.Builder
+		for i, r := range s {
+			if r == utf8.RuneError {
+				if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
+					b.WriteRune(utf8.RuneError)
+					continue
+				}
+			}
+			if unicode.IsControl(r) && r != '\t' {
+				r = utf8.RuneError
+			}
+			b.WriteRune(r)
+			if b.Len() > limit+utf8.UTFMax { // enough to cut from
+				break
+			}
+		}
+		s = b.String()
+	}
+	if len(s) <= limit {
+		return s
+	}
+	const ellipsis = "…"
+	cut := limit - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:max(cut, 0)] + ellipsis
+}
+
+// clean makes every text field of r safe to store (see [CleanText]).
+func (r *AuditRecord) clean() {
+	r.RequestID = CleanText(r.RequestID, auditShortMax)
+	r.Decision = CleanText(r.Decision, auditShortMax)
+	r.Tool = CleanText(r.Tool, auditShortMax)
+	r.Subject = CleanText(r.Subject, auditSubjMax)
+	r.Email = CleanText(r.Email, auditSubjMax)
+	r.Provider = CleanText(r.Provider, auditShortMax)
+	r.APIKeyID = CleanText(r.APIKeyID, auditShortMax)
+	r.ClientIP = CleanText(r.ClientIP, auditShortMax)
+	r.UserAgent = CleanText(r.UserAgent, auditAgentMax)
+	r.Reason = CleanText(r.Reason, auditReasonMax)
+	r.ArgsDigest = CleanText(r.ArgsDigest, auditShortMax)
+	if r.Count < 1 {
+		r.Count = 1
+	}
+}
+
+// reduced is r in a form the audit table cannot refuse: a known decision,
+// printable ASCII in short fields, and a reason saying why it was reduced.
+// It is written when r itself could not be (see [DB.InsertAuditRecords]).
+func (r *AuditRecord) reduced(cause error) *AuditRecord {
+	ascii := func(s string, n int) string {
+		s = strings.Map(func(r rune) rune {
+			if r < 0x20 || r > 0x7e {
+				return '?'
+			}
+			return r
+		}, s)
+		if len(s) > n {
+			s = s[:n]
+		}
+		return s
+	}
+	d := r.Decision
+	switch d {
+	case Allowed, Denied, RateLimited, Failed:
+	default:
+		d = Failed
+	}
+	why := "record reduced: the full record could not be stored"
+	var pgErr interface{ SQLState() string }
+	if errors.As(cause, &pgErr) {
+		why += " (SQLSTATE " + pgErr.SQLState() + ")"
+	}
+	return &AuditRecord{
+		RequestID: ascii(r.RequestID, 64), Decision: d, Tool: ascii(r.Tool, 64), Subject: ascii(r.Subject, 128),
+		Provider: ascii(r.Provider, 32), APIKeyID: ascii(r.APIKeyID, 64), ClientIP: ascii(r.ClientIP, 64),
+		Reason: why + "; " + ascii(r.Decision, 16) + " " + ascii(r.Reason, 256), ArgsDigest: ascii(r.ArgsDigest, 64),
+		Count: max(r.Count, 1),
+	}
+}
+
+// InsertAuditRecords writes records to t's audit log: all in one
+// transaction, and when that fails, one by one, each that still fails in
+// its reduced form (see reduced), so one bad record never takes the others
+// with it. It returns how many could not be stored in any form (with the
+// last error): only a database that cannot be written at all loses them.
+// Records are updated with their ids and times, and (when reduced) with
+// what was stored.
+func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []*AuditRecord) (lost int, err error) {
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	err = db.WithTenantControl(ctx, t, func(tx pgx.Tx) error {
+		for _, r := range recs {
+			if err := InsertAudit(ctx, tx, r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		return 0, nil
+	}
+	for _, r := range recs {
+		r.ID = 0
+		if _, e := db.InsertAuditRecord(ctx, t, r); e != nil {
+			lost++
+			err = e
+		}
+	}
+	if lost == 0 {
+		err = nil
+	}
+	return lost, err
+}
+
+// InsertAuditRecord writes one record to t's audit log in a transaction of
+// its own, in its reduced form if it cannot be written as it is (reduced
+// reports that). An error means neither form could be written.
+func (db *DB) InsertAuditRecord(ctx context.Context, t *tenancy.Tenant, r *AuditRecord) (reduced bool, err error) {
+	err = db.WithTenantControl(ctx, t, func(tx pgx.Tx) error { return InsertAudit(ctx, tx, r) })
+	if err == nil {
+		return false, nil
+	}
+	red := r.reduced(err)
+	if e := db.WithTenantControl(ctx, t, func(tx pgx.Tx) error { return InsertAudit(ctx, tx, red) }); e != nil {
+		return false, fmt.Errorf("storing an audit record: %w (reduced form: %w)", err, e)
+	}
+	*r = *red
+	return true, nil
+}
