@@ -68,10 +68,10 @@ type rpcErrorData struct {
 // appended by hand (no reflection) and canonical header keys are assigned
 // directly.
 func (s *Server) rpcError(c echo.Context, status, retryAfter, code int, msg string, data rpcErrorData) error {
-	return writeRetryError(c.Response(), status, peekRequest(c).id, retryAfter, code, msg, data)
+	return writeRefusal(c.Response(), status, peekRequest(c).id, retryAfter, code, msg, data)
 }
 
-func writeRetryError(w http.ResponseWriter, status int, id json.RawMessage, retryAfter, code int, msg string, data rpcErrorData) error {
+func writeRefusal(w http.ResponseWriter, status int, id json.RawMessage, retryAfter, code int, msg string, data rpcErrorData) error {
 	h := w.Header()
 	h["Retry-After"] = []string{strconv.Itoa(retryAfter)}
 	h["Cache-Control"] = []string{"no-store"}

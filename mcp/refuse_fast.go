@@ -14,13 +14,13 @@ import (
 // second that will all be refused until its retry time: the denial is
 // certain (a GCRA timestamp only moves forward). So the first refusal of a
 // credential is remembered under a hash of the credential, and until the
-// retry time its requests without an Origin are answered at the door,
-// before the router,
+// retry time its requests are answered at the door, before the router,
 // the middleware, the credential cache and the tenant look-up: the same
 // 429, headers and JSON-RPC error, counted in the same metrics and the
 // same aggregated audit record, for a fraction of the CPU. A credential
 // revoked meanwhile is refused all the same (429 instead of 401) until
-// then.
+// then. Requests that carry an Origin header (browsers) always take the
+// full path, so that CORS and the origin check answer them as usual.
 
 // deniedTokens remembers refused credentials until their retry time.
 type deniedTokens struct {
@@ -94,9 +94,9 @@ func (s *Server) fastRefusal(next http.Handler) http.Handler {
 	duration := s.metrics.httpDuration.WithLabelValues("/mcp")
 	extractIP := s.echo.IPExtractor
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		// Browsers (an Origin header) take the full path: CORS and the
-		// origin check come first there (cors.go).
-		if r.Method != http.MethodPost || r.URL.Path != "/mcp" || s.denied.n.Load() == 0 || r.Header.Get("Origin") != "" {
+		// A request from a web page (Origin set) takes the full path, whose
+		// CORS answer and origin check come first (cors.go).
+		if r.Method != http.MethodPost || r.URL.Path != "/mcp" || s.denied.n.Load() == 0 || r.Header["Origin"] != nil {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -119,12 +119,12 @@ func (s *Server) fastRefusal(next http.Handler) http.Handler {
 		s.audit.rateLimited(&c, what, d.Scope+" limit "+e.limit)
 		h := w.Header()
 		h["X-Request-Id"] = []string{c.RequestID}
-		h["Vary"] = []string{"Origin"} // as the CORS middleware says on /mcp
+		h["Vary"] = []string{"Origin"} // as the CORS middleware answers a request without Origin
 		setSecurityHeaders(h, hsts)
 		rateHeaders(h, d)
 		secs := retrySeconds(d)
 		s.metrics.rateLimited.WithLabelValues(d.Scope).Inc()
-		_ = writeRetryError(w, http.StatusTooManyRequests, id, secs, codeRateLimited,
+		_ = writeRefusal(w, http.StatusTooManyRequests, id, secs, codeRateLimited,
 			rateLimitMessage(d.Scope+" "+c.Tenant.Key, e.limit, secs), rpcErrorData{Scope: d.Scope})
 		requests.Inc()
 		duration.Observe(time.Since(start).Seconds())

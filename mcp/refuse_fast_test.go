@@ -82,3 +82,45 @@ func TestRememberedRefusalAnsweredAlike(t *testing.T) {
 		t.Errorf("the two refusals are not one aggregated audit record of count 2:\n%s", g.audit.String())
 	}
 }
+
+// TestRememberedRefusalFromBrowsers: a remembered refusal does not bypass
+// what browsers are owed: a page on an allowed origin still reads the 429
+// (Access-Control-Allow-Origin), and a page on any other origin is still
+// refused for its origin (403), for several origins of each kind.
+func TestRememberedRefusalFromBrowsers(t *testing.T) {
+	allowed := []string{"http://localhost:6274", "https://app.example.com"}
+	g := newGatehouse(t, withLimits(tenancy.Limits{Tenant: tenancy.Rate{PerMinute: 1, Burst: 1}}),
+		func(su *setup) { su.origins = allowed })
+	key := g.key(t, "flood.example", tenancy.Admin)
+	call := func(origin string) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, g.url, strings.NewReader(whoamiCall))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+key)
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readBody(t, res)
+		return res
+	}
+	call("")
+	if res := call(""); res.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("second call: %d, want 429 (and remembered)", res.StatusCode)
+	}
+	for _, o := range allowed {
+		res := call(o)
+		if res.StatusCode != http.StatusTooManyRequests || res.Header.Get("Access-Control-Allow-Origin") != o {
+			t.Errorf("allowed origin %s: %d, Access-Control-Allow-Origin %q", o, res.StatusCode, res.Header.Get("Access-Control-Allow-Origin"))
+		}
+	}
+	for _, o := range []string{"https://evil.example", "http://localhost:6275", "null"} {
+		res := call(o)
+		if res.StatusCode != http.StatusForbidden || res.Header.Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("other origin %s: %d, Access-Control-Allow-Origin %q", o, res.StatusCode, res.Header.Get("Access-Control-Allow-Origin"))
+		}
+	}
+}

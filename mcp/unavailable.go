@@ -121,7 +121,7 @@ func (s *Server) answerOutages(c echo.Context, caller *Caller) (done func()) {
 		h := w.Header()
 		h.Del("Content-Length")
 		res.Status = o.status()
-		_ = writeRetryError(w.ResponseWriter, o.status(), peekRequest(c).id, o.retryAfter(), o.code(), o.message(), o.data())
+		_ = writeRefusal(w.ResponseWriter, o.status(), peekRequest(c).id, o.retryAfter(), o.code(), o.message(), o.data())
 	}
 }
 
