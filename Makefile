@@ -11,7 +11,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 FUZZTIME    ?= 10s
 
-.PHONY: build run test lint test-deps node-deps pgbouncer-dep chromium-dep fuzz fuzz-db bench clean
+.PHONY: build run test lint test-deps node-deps pgbouncer-dep chromium-dep fuzz fuzz-db bench test-many-tenants clean
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/gatehouse ./cmd/gatehouse
@@ -105,6 +105,12 @@ chromium-dep:
 
 bench: build
 	$(GO) run ./bench/load -bin bin/gatehouse
+
+# The backup test at PostgreSQL's default settings and 3,000 tenants (make
+# test runs it shrunk: 200 tenants on a smaller lock table). Minutes.
+TENANTS ?= 3000
+test-many-tenants:
+	GATEHOUSE_TEST_BACKUP_TENANTS=$(TENANTS) $(GO) test -count=1 -timeout 60m -run TestBackupAtManyTenants -v ./cmd/gatehouse
 
 clean:
 	rm -rf bin $(E2E)/node_modules
