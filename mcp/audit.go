@@ -27,6 +27,7 @@ type auditor struct {
 	dirty   map[string]*tenancy.Tenant // tenants with unchained records, by id
 	limited map[limitedKey]*limitedAgg
 	failed  map[store.AuthFailure]*store.AuthFailure // keyed by window, IP, reason (counts zero)
+	calls   map[string]int64                         // tool calls per tenant id since the last flush (operators' counter)
 }
 
 type limitedKey struct{ tenantID, subject, tool string }
@@ -38,7 +39,7 @@ type limitedAgg struct {
 
 func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *auditor {
 	return &auditor{db: db, key: key, out: out, log: log, dirty: map[string]*tenancy.Tenant{},
-		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}}
+		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}, calls: map[string]int64{}}
 }
 
 // base is the record of a call by c: who, what, from where, a digest of
@@ -47,7 +48,7 @@ func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *audito
 func (a *auditor) base(c *Caller, tool string, args []byte) *store.AuditRecord {
 	r := &store.AuditRecord{
 		RequestID: c.RequestID, Tool: tool, Subject: c.Principal.Subject, Email: c.Principal.Email,
-		Provider: c.Principal.Provider, APIKeyID: c.Principal.APIKeyID, ClientIP: c.ClientIP, UserAgent: c.UserAgent,
+		Provider: c.Principal.Provider, APIKeyID: c.Principal.APIKeyID, ClientIP: c.ClientIP, UserAgent: c.UserAgent, Via: c.Via,
 	}
 	if len(args) > 0 {
 		r.ArgsDigest = a.key.Digest(args)
@@ -59,6 +60,7 @@ func (a *auditor) base(c *Caller, tool string, args []byte) *store.AuditRecord {
 func (a *auditor) written(t *tenancy.Tenant, r *store.AuditRecord) {
 	a.mu.Lock()
 	a.dirty[t.ID] = t
+	a.calls[t.ID] += int64(max(r.Count, 1))
 	a.mu.Unlock()
 	a.emit(t.Key, r)
 }
@@ -108,9 +110,15 @@ func (a *auditor) authFailed(ip, reason, userAgent string) {
 // flush writes the aggregates and chains every tenant with new records.
 func (a *auditor) flush(ctx context.Context) {
 	a.mu.Lock()
-	limited, failed, dirty := a.limited, a.failed, a.dirty
-	a.limited, a.failed, a.dirty = map[limitedKey]*limitedAgg{}, map[store.AuthFailure]*store.AuthFailure{}, map[string]*tenancy.Tenant{}
+	limited, failed, dirty, calls := a.limited, a.failed, a.dirty, a.calls
+	a.limited, a.failed, a.dirty, a.calls = map[limitedKey]*limitedAgg{}, map[store.AuthFailure]*store.AuthFailure{}, map[string]*tenancy.Tenant{}, map[string]int64{}
 	a.mu.Unlock()
+	for _, agg := range limited {
+		calls[agg.tenant.ID] += int64(agg.rec.Count)
+	}
+	if err := a.db.CountCalls(ctx, calls, time.Now()); err != nil {
+		a.log.Warn("audit: counting calls per tenant failed (the operators' 24-hour figure misses them)", "error", err)
+	}
 
 	// One transaction per tenant for its aggregates; a batch that fails is
 	// written record by record (store.InsertAuditRecords), so one record

@@ -43,6 +43,8 @@ type AuditRecord struct {
 	ArgsDigest string    `json:"args_digest,omitempty"`
 	Count      int       `json:"count"`
 	ChainSeq   int64     `json:"chain_seq,omitempty"` // 0: not chained yet
+	// Via is the surface the call came through: "" for MCP, "console".
+	Via string `json:"via,omitempty"`
 }
 
 // InsertAudit writes r in the tenant transaction tx (see [DB.WithTenant]),
@@ -51,6 +53,13 @@ type AuditRecord struct {
 // too, so what is mirrored elsewhere is what was stored.
 func InsertAudit(ctx context.Context, tx pgx.Tx, r *AuditRecord) error {
 	r.clean()
+	if r.Via != "" {
+		return tx.QueryRow(ctx, `INSERT INTO audit_log (request_id, decision, tool, subject, email, provider, api_key_id,
+			client_ip, user_agent, reason, args_digest, count, via)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id, at`,
+			r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
+			r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Count, r.Via).Scan(&r.ID, &r.At)
+	}
 	return tx.QueryRow(ctx, `INSERT INTO audit_log (request_id, decision, tool, subject, email, provider, api_key_id,
 			client_ip, user_agent, reason, args_digest, count)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id, at`,
@@ -97,20 +106,24 @@ func (k AuditKey) Digest(b []byte) string {
 
 // link is the chain hash of a record at seq after prev.
 func (k AuditKey) link(prev []byte, seq int64, r *AuditRecord) []byte {
-	fields, _ := json.Marshal([]any{seq, r.ID, r.At.UTC().Format("2006-01-02T15:04:05.000000Z"), r.RequestID, r.Decision, r.Tool,
-		r.Subject, r.Email, r.Provider, r.APIKeyID, r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Count})
+	vals := []any{seq, r.ID, r.At.UTC().Format("2006-01-02T15:04:05.000000Z"), r.RequestID, r.Decision, r.Tool,
+		r.Subject, r.Email, r.Provider, r.APIKeyID, r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Count}
+	if r.Via != "" { // hashed only when set: records without it hash as they always did
+		vals = append(vals, r.Via)
+	}
+	fields, _ := json.Marshal(vals)
 	m := hmac.New(sha256.New, k.secret)
 	m.Write(prev)
 	m.Write(fields)
 	return m.Sum(nil)
 }
 
-const auditColumns = "id, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent, reason, args_digest, count, coalesce(chain_seq, 0)"
+const auditColumns = "id, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent, reason, args_digest, count, coalesce(chain_seq, 0), via"
 
 func scanAudit(row pgx.CollectableRow) (*AuditRecord, error) {
 	var r AuditRecord
 	err := row.Scan(&r.ID, &r.At, &r.RequestID, &r.Decision, &r.Tool, &r.Subject, &r.Email, &r.Provider, &r.APIKeyID,
-		&r.ClientIP, &r.UserAgent, &r.Reason, &r.ArgsDigest, &r.Count, &r.ChainSeq)
+		&r.ClientIP, &r.UserAgent, &r.Reason, &r.ArgsDigest, &r.Count, &r.ChainSeq, &r.Via)
 	return &r, err
 }
 

@@ -69,6 +69,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_TENANT_QUEUE", Default: "64", Help: "a tenant's calls that may wait for a free slot (beyond them: 429 at once)"},
 	{Name: "GATEHOUSE_ADMISSION_WAIT", Default: "2s", Help: "longest a call waits for a free slot before 429; waiting tenants are served fewest-in-progress first"},
 	{Name: "GATEHOUSE_METRICS_TOKEN", Secret: true, Help: "bearer token /metrics requires, 32+ bytes (openssl rand -base64 32); unset: /metrics is open (keep it off the public network)"},
+	{Name: "GATEHOUSE_OPERATORS", Help: "people allowed on the console's operator pages (/console/operator), by provider-qualified subject: google:1234,github:5678"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
 	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain, 32+ bytes (openssl rand -base64 32); comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
 	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
@@ -137,6 +138,7 @@ type Config struct {
 	SigningKeys       [][]byte // GATEHOUSE_SIGNING_KEY, newest first; nil: a database secret
 	AuditKeys         [][]byte // GATEHOUSE_AUDIT_KEY, newest first; nil: a database secret
 	MetricsToken      string   // GATEHOUSE_METRICS_TOKEN; empty: /metrics is open
+	Operators         []string // GATEHOUSE_OPERATORS: provider-qualified subjects
 	// Warnings are problems that do not stop the server; serve logs them.
 	Warnings      []string
 	TokenTTL      time.Duration
@@ -269,6 +271,13 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 			continue
 		}
 		c.TrustedProxies = append(c.TrustedProxies, n)
+	}
+	for _, op := range splitList(get("GATEHOUSE_OPERATORS")) {
+		if p, id, ok := strings.Cut(op, ":"); !ok || p == "" || id == "" || strings.ContainsAny(op, " \t") {
+			bad("GATEHOUSE_OPERATORS", "%q is not a provider-qualified subject such as github:5678", op)
+			continue
+		}
+		c.Operators = append(c.Operators, op)
 	}
 	for _, o := range splitList(get("GATEHOUSE_ALLOWED_ORIGINS")) {
 		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" {
