@@ -70,6 +70,7 @@ type DB struct {
 	queryMu        sync.Mutex
 	queryTenant    map[string]*tenantSem
 	secrets        sync.Map // name → []byte, see Secret
+	auditMarks     sync.Map // tenant id → *atomic.Int64: when this process last marked it (audit_pending.go)
 	limits         Options  // the bounds in force
 }
 
