@@ -42,7 +42,23 @@ func main() {
 	bareVariants := flag.String("bare-variants", "", "extra configurations of the bare go-sdk baseline, in the same form")
 	neighbour := flag.Bool("neighbour", false, "also measure one tenant while another floods past its limit")
 	baseline := flag.String("baseline-bin", "", "an older gatehouse binary to measure in the same run, as label=path (e.g. skeleton=/tmp/gatehouse-skeleton)")
+	workerSpec := flag.String("worker", "", "internal: run tenant A's load for -bulkheads")
+	bulk := flag.Bool("bulkheads", false, "measure one tenant's paced calls while another sleeps in queries, floods past its limit, or writes at c=100 (the baseline binary first, if given)")
 	flag.Parse()
+	if *workerSpec != "" {
+		runWorker(*workerSpec)
+		return
+	}
+	if *bulk {
+		bins := []string{"this=" + *bin}
+		if *baseline != "" {
+			bins = append([]string{*baseline}, bins...)
+		}
+		if err := bulkheads(bins, *duration, *warmup); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *neighbour {
 		if err := noisyNeighbour(*bin, *duration, *warmup, *concurrency); err != nil {
 			log.Fatal(err)
