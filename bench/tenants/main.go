@@ -44,6 +44,7 @@ func main() {
 	conc := flag.Int("concurrency", 8, "calls in flight in the throughput runs")
 	migrate := flag.Bool("migrate", true, "apply one tenant migration (ALTER TABLE todos ADD COLUMN ... DEFAULT false) to every schema")
 	dump := flag.Bool("dump", false, "also time pg_dump --format=custom of the database")
+	maxUses := flag.Int("max-uses", 0, "transactions after which a tenant-pool connection is replaced (store.Options.ConnMaxUses; 0: the default, -1: never)")
 	flag.Parse()
 	if *data == "" {
 		d, err := os.MkdirTemp("", "gatehouse-tenants-")
@@ -53,14 +54,14 @@ func main() {
 		_ = os.Chmod(d, 0o755)
 		*data = d
 	}
-	if err := run(*n, *data, *parallel, *spread, *duration, *conc, *migrate, *dump); err != nil {
+	if err := run(*n, *data, *parallel, *spread, *duration, *conc, *migrate, *dump, *maxUses); err != nil {
 		log.Fatal(err)
 	}
 }
 
 type result struct{ what, value string }
 
-func run(n int, data string, parallel, spread int, duration time.Duration, conc int, migrate, dump bool) error {
+func run(n int, data string, parallel, spread int, duration time.Duration, conc int, migrate, dump bool, maxUses int) error {
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	e, err := store.StartEmbedded(ctx, store.EmbeddedOptions{DataDir: data, Logger: logger})
@@ -68,7 +69,7 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 		return err
 	}
 	defer func() { _ = e.Stop(context.Background()) }()
-	db, err := store.Open(ctx, e.ConnString(""), &store.Options{ControlConns: int32(parallel), TenantConns: int32(conc), Logger: logger})
+	db, err := store.Open(ctx, e.ConnString(""), &store.Options{ControlConns: int32(parallel), TenantConns: int32(conc), ConnMaxUses: maxUses, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -183,7 +184,7 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 		add(fmt.Sprintf("tenant pool backends, private memory after calls over all %d", len(tenants)), "%s", backendMemory(ctx, db))
 	}
 
-	fmt.Printf("\n| measure (N = %d) | value |\n|---|---|\n", n)
+	fmt.Printf("\n| measure (N = %d, ConnMaxUses %d) | value |\n|---|---|\n", n, db.Limits().ConnMaxUses)
 	for _, r := range out {
 		fmt.Printf("| %s | %s |\n", r.what, r.value)
 	}
