@@ -169,18 +169,21 @@ func (a *auditor) flush(ctx context.Context) {
 	}
 }
 
+// auditSweep is how often the tenants marked as possibly holding unchained
+// records are chained again (which also removes the marks of tenants idle
+// since; see store.TenantsWithUnchainedAudit).
+const auditSweep = 5 * time.Minute
+
 // run flushes every interval until ctx ends, after chaining whatever an
-// earlier process left unchained; a last flush runs on the way out.
+// earlier process left unchained (the tenants marked in the control
+// schema, not every tenant), and sweeps the marked tenants every
+// auditSweep; a last flush runs on the way out.
 func (a *auditor) run(ctx context.Context, every time.Duration) {
-	if ts, err := a.db.TenantsWithUnchainedAudit(ctx); err == nil {
-		a.mu.Lock()
-		for _, t := range ts {
-			a.dirty[t.ID] = t
-		}
-		a.mu.Unlock()
-	}
+	a.sweep(ctx)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	s := time.NewTicker(auditSweep)
+	defer s.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -188,8 +191,26 @@ func (a *auditor) run(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 			a.flush(ctx)
+		case <-s.C:
+			a.sweep(ctx)
 		}
 	}
+}
+
+// sweep adds the tenants marked in the control schema to the next flush.
+func (a *auditor) sweep(ctx context.Context) {
+	ts, err := a.db.TenantsWithUnchainedAudit(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("audit: listing tenants with unchained records failed; will retry", "error", err)
+		}
+		return
+	}
+	a.mu.Lock()
+	for _, t := range ts {
+		a.dirty[t.ID] = t
+	}
+	a.mu.Unlock()
 }
 
 // truncate cuts s to at most n bytes, on a character boundary.

@@ -87,7 +87,7 @@ func (s *Server) Invoke(ctx context.Context, p *identity.Principal, m *tenancy.M
 	}
 	start := time.Now()
 	denied := !t.allows(c) // the role × scope rule, as call decides it
-	res, outcome := s.call(ctx, t, c, raw)
+	res, outcome, _ := s.call(ctx, t, c, raw) // a failure is in outcome and logged by call
 	s.metrics.toolCall(t.Name, outcome, time.Since(start))
 	switch outcome {
 	case "internal_error", "unavailable", "cancelled":

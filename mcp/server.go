@@ -238,10 +238,14 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 			}
 		}
 		start := time.Now()
-		res, outcome := s.call(ctx, t, c, req.Params.Arguments)
+		res, outcome, err := s.call(ctx, t, c, req.Params.Arguments)
 		s.metrics.toolCall(t.Name, outcome, time.Since(start))
-		if outcome == "unavailable" {
+		var busy *store.BusyError
+		switch {
+		case outcome == "unavailable":
 			return nil, s.reportOutage(c, outage{dependency: "database"})
+		case errors.As(err, &busy):
+			return nil, s.reportOutage(c, outage{busy: busy})
 		}
 		return res, nil
 	}
@@ -253,8 +257,8 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 // every call leaves a record. A tool with its own connection (query) runs
 // before its record's transaction, never inside one: a call holds at most
 // one tenant connection at a time. outcome "unavailable" means the
-// database could not be reached.
-func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string) {
+// database could not be reached; err is the failure, if any.
+func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string, error) {
 	rec := s.audit.base(c, t.Name, raw)
 	var res *sdk.CallToolResult
 	outcome := "ok"
@@ -307,7 +311,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		}
 	}
 	s.audit.written(c.Tenant, rec)
-	return res, outcome
+	return res, outcome, err
 }
 
 // execute validates the arguments and runs the tool in tx, within the tool

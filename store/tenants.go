@@ -155,14 +155,10 @@ func (db *DB) withTenantOn(ctx context.Context, pool *pgxpool.Pool, t *tenancy.T
 	if !opaqueName.MatchString(t.Schema) || (t.DBRole != "" && !opaqueName.MatchString(t.DBRole)) {
 		return fmt.Errorf("tenant %s: refusing unexpected schema or role name", t.Key)
 	}
-	seed, err := db.lockSeed(ctx)
-	if err != nil {
+	if err := db.markAuditPending(ctx, t); err != nil {
 		return err
 	}
-	// Mark the tenant as having unchained audit records (see
-	// markAuditPending), then confine the transaction to it.
-	begin := "BEGIN; " + markAuditPending(t.ID, seed) +
-		fmt.Sprintf("; SELECT set_config('search_path', %s, true)", quoteLiteral(pgx.Identifier{t.Schema}.Sanitize()))
+	begin := fmt.Sprintf("BEGIN; SELECT set_config('search_path', %s, true)", quoteLiteral(pgx.Identifier{t.Schema}.Sanitize()))
 	if t.DBRole != "" { // else: a database whose account cannot create roles: schema isolation only
 		begin += fmt.Sprintf(", set_config('role', %s, true)", quoteLiteral(t.DBRole))
 	}

@@ -61,6 +61,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_REGISTRATION_RATE", Default: "30/h", Help: "OAuth client registrations (RFC 7591) allowed from one client IP"},
 	{Name: "GATEHOUSE_REGISTRATION_BURST", Default: "10", Help: "OAuth client registrations allowed from one client IP at once"},
 	{Name: "GATEHOUSE_DB_TENANT_CONNS", Default: "auto", Help: "database connections for tool calls' transactions; auto: max(8, 2 × cores): 8 on 2 cores, 32 on 16"},
+	{Name: "GATEHOUSE_DB_CONN_MAX_USES", Default: "1000", Help: "transactions after which a tool-call connection is replaced (PostgreSQL keeps ~55 KB per tenant a connection meets: with calls spread over thousands of tenants this bounds it to ~55 MB); off: never"},
 	{Name: "GATEHOUSE_DB_CONTROL_CONNS", Default: "auto", Help: "database connections for the control plane (credentials, rate limits, audit, readiness), never taken by tool calls; auto: max(4, cores): 4 on 2 cores, 16 on 16"},
 	{Name: "GATEHOUSE_QUERY_CONNS", Default: "auto", Help: "the query tool's own logins open at once, all tenants together; auto: max(4, cores): 4 on 2 cores, 16 on 16"},
 	{Name: "GATEHOUSE_TENANT_QUERY_CONNS", Default: "2", Help: "the query tool's logins one tenant may have open at once (the role's own limit over all replicas is 4)"},

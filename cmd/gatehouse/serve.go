@@ -84,7 +84,7 @@ func serve(ctx context.Context, e *env) error {
 	}
 	defer db.close(ctx, log)
 	db.CheckConnectionBudget(ctx)
-	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
+	if err := db.MigrateTenants(ctx, 4, logMigrationProgress(log)); err != nil {
 		return fmt.Errorf("migrating tenant schemas: %w", err)
 	}
 	if err := db.SetServedURL(ctx, cfg.PublicURL); err != nil {
