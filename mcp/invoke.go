@@ -86,7 +86,7 @@ func (s *Server) Invoke(ctx context.Context, p *identity.Principal, m *tenancy.M
 		return nil, err
 	}
 	start := time.Now()
-	denied := !t.allows(c) // the role × scope rule, as call decides it
+	denied := !t.allows(c)                    // the role × scope rule, as call decides it
 	res, outcome, _ := s.call(ctx, t, c, raw) // a failure is in outcome and logged by call
 	s.metrics.toolCall(t.Name, outcome, time.Since(start))
 	switch outcome {
