@@ -145,6 +145,7 @@ func New(opts Options) (*Server, error) {
 		adm = *opts.Admission
 	}
 	s.admit = newAdmitter(adm)
+	s.audit.group.inFlight = s.admit.inFlight
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read) admitted and not finished.",
 	}, func() float64 { return float64(s.admit.inFlight()) }))
@@ -241,15 +242,17 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 	outcome := "ok"
 	var after []func()
 	var err error
+	allowed := t.allows(c)
+	commit := func() error { return s.audit.commit(c.Tenant, rec) }
 	switch {
-	case !t.allows(c):
+	case !allowed:
 		rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)
 		res, outcome = denial(t, c), "denied"
-		err = s.audit.commit(c.Tenant, rec)
+		err = commit()
 	case t.ownConn || t.noTenantData:
 		if err = s.execute(ctx, nil, t, c, raw, &res, &after); err == nil {
 			rec.Decision = store.Allowed
-			err = s.audit.commit(c.Tenant, rec)
+			err = commit()
 		}
 	case t.readOnly:
 		err = s.db.InTenantReadOnly(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
@@ -258,7 +261,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		})
 		if err == nil {
 			rec.Decision = store.Allowed
-			err = s.audit.commit(c.Tenant, rec)
+			err = commit()
 		}
 	default:
 		err = s.db.InTenant(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {

@@ -46,6 +46,7 @@ func main() {
 	baseline := flag.String("baseline-bin", "", "an older gatehouse binary to measure in the same run, as label=path (e.g. skeleton=/tmp/gatehouse-skeleton)")
 	toolList := flag.String("tools", "whoami,list_todos,add_todo", "tools to measure, comma-separated")
 	noBare := flag.Bool("no-bare", false, "skip the bare go-sdk server")
+	flag.IntVar(&rounds, "rounds", 1, "split each scenario into this many rounds, the servers taking turns, so that a noisy machine's changes hit all alike")
 	flag.Parse()
 	benchTools = strings.Split(*toolList, ",")
 	skipBare = *noBare
@@ -63,6 +64,7 @@ func main() {
 var (
 	benchTools []string
 	skipBare   bool
+	rounds     = 1
 )
 
 type target struct {
@@ -83,6 +85,33 @@ type result struct {
 	cpu, pgCPU     time.Duration
 	trips          int64 // PostgreSQL round trips (ReadyForQuery messages)
 	peakRSS        int64 // KiB, whole life of the process so far
+	lats           []time.Duration
+}
+
+// add sums two measurements of one target and tool (rounds).
+func (r result) add(o result) result {
+	r.target, r.tool = o.target, o.tool
+	r.requests += o.requests
+	r.errs += o.errs
+	r.elapsed += o.elapsed
+	r.cpu += o.cpu
+	r.pgCPU += o.pgCPU
+	r.trips += o.trips
+	r.peakRSS = max(r.peakRSS, o.peakRSS)
+	r.lats = append(r.lats, o.lats...)
+	return r
+}
+
+// finish computes the percentiles of the latencies.
+func (r *result) finish() {
+	slices.Sort(r.lats)
+	pct := func(p float64) time.Duration {
+		if len(r.lats) == 0 {
+			return 0
+		}
+		return r.lats[int(float64(len(r.lats)-1)*p)]
+	}
+	r.p50, r.p99 = pct(0.50), pct(0.99)
 }
 
 func run(bin string, duration, warmup time.Duration, concurrency int, variants, bareVariants []string, baseline string) error {
@@ -142,12 +171,21 @@ func run(bin string, duration, warmup time.Duration, concurrency int, variants, 
 	}
 	for _, tool := range benchTools {
 		for _, t := range targets {
-			fmt.Fprintf(os.Stderr, "%s %s: warming up %s, measuring %s at concurrency %d\n", t.name, tool, warmup, duration, concurrency)
+			fmt.Fprintf(os.Stderr, "%s %s: warming up %s\n", t.name, tool, warmup)
 			load(t, tool, warmup, concurrency)
-			r := load(t, tool, duration, concurrency)
+		}
+		sums := make([]result, len(targets))
+		for round := range max(rounds, 1) {
+			for i, t := range targets {
+				fmt.Fprintf(os.Stderr, "%s %s: round %d, measuring %s at concurrency %d\n", t.name, tool, round+1, duration/time.Duration(max(rounds, 1)), concurrency)
+				sums[i] = sums[i].add(load(t, tool, duration/time.Duration(max(rounds, 1)), concurrency))
+			}
+		}
+		for i, r := range sums {
+			r.finish()
 			results = append(results, r)
 			if r.errs > 0 {
-				return fmt.Errorf("%s %s: %d of %d requests failed", t.name, tool, r.errs, r.requests)
+				return fmt.Errorf("%s %s: %d of %d requests failed", targets[i].name, tool, r.errs, r.requests)
 			}
 		}
 	}
@@ -427,7 +465,9 @@ func load(t *target, tool string, d time.Duration, concurrency int) result {
 				mine = append(mine, time.Since(s))
 				count.Add(1)
 				if res.StatusCode != http.StatusOK || !bytes.Contains(b, []byte(`"result"`)) || bytes.Contains(b, []byte(`"isError":true`)) {
-					errs.Add(1)
+					if errs.Add(1) == 1 {
+						fmt.Fprintf(os.Stderr, "%s %s: first failure: HTTP %d %.300s\n", t.name, tool, res.StatusCode, b)
+					}
 				}
 			}
 			mu.Lock()
@@ -445,7 +485,7 @@ func load(t *target, tool string, d time.Duration, concurrency int) result {
 		return lats[int(float64(len(lats)-1)*p)]
 	}
 	return result{target: t.name, tool: tool, requests: int(count.Load()), errs: int(errs.Load()), elapsed: elapsed,
-		p50: pct(0.50), p99: pct(0.99), cpu: cpuTime(t.pid) - cpu0, pgCPU: pgCPU(t.pgPID) - pg0, trips: t.trips.count() - trips0, peakRSS: peakRSS(t.pid)}
+		p50: pct(0.50), p99: pct(0.99), cpu: cpuTime(t.pid) - cpu0, pgCPU: pgCPU(t.pgPID) - pg0, trips: t.trips.count() - trips0, peakRSS: peakRSS(t.pid), lats: lats}
 }
 
 func report(rs []result, concurrency int, d time.Duration) {
