@@ -9,7 +9,9 @@ PGBOUNCER   := bin/pgbouncer
 SKIP_LOG    := $(CURDIR)/bin/testdeps-skipped.log
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build run test lint test-deps node-deps pgbouncer-dep chromium-dep bench clean
+FUZZTIME    ?= 10s
+
+.PHONY: build run test lint test-deps node-deps pgbouncer-dep chromium-dep fuzz bench test-many-tenants clean
 
 build:
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/gatehouse ./cmd/gatehouse
@@ -19,14 +21,25 @@ build:
 run: build
 	GATEHOUSE_ADDR="$${GATEHOUSE_ADDR:-localhost:$${PORT:-8080}}" exec ./bin/gatehouse serve
 
-# The tests, then one line per optional program that was missing, naming
-# the tests that skipped for want of it (go test hides the skip messages of
-# passing packages). With CI=true in the environment a missing program fails
-# its tests and this target (internal/testdeps).
+# The tests (and a bounded fuzzing run, see fuzz), then one line per
+# optional program that was missing, naming the tests that skipped for want
+# of it (go test hides the skip messages of passing packages). With CI=true
+# in the environment a missing program fails its tests and this target
+# (internal/testdeps).
 test: lint test-deps
 	@mkdir -p bin && rm -f $(SKIP_LOG)
 	@status=0; TESTDEPS_SKIP_LOG=$(SKIP_LOG) $(GO) test -race -count=1 ./... || status=$$?; \
+	$(MAKE) --no-print-directory fuzz || status=1; \
 	$(GO) run ./internal/testdeps/skipped $(SKIP_LOG) || status=1; exit $$status
+
+# Go native fuzzing beyond the seed corpora (which every `go test` runs):
+# FUZZTIME per target, each run bounded by -timeout. Odd bytes in audit
+# records, any tool arguments and headers, any JSON-RPC body.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzCleanText$$' -fuzztime $(FUZZTIME) -timeout 5m ./store/
+	$(GO) test -run '^$$' -fuzz '^FuzzInsertAuditAnyBytes$$' -fuzztime $(FUZZTIME) -timeout 5m ./store/
+	$(GO) test -run '^$$' -fuzz '^FuzzToolArguments$$' -fuzztime $(FUZZTIME) -timeout 5m ./mcp/
+	$(GO) test -run '^$$' -fuzz '^FuzzJSONRPCBody$$' -fuzztime $(FUZZTIME) -timeout 5m ./mcp/
 
 lint:
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
@@ -82,6 +95,12 @@ chromium-dep:
 
 bench: build
 	$(GO) run ./bench/load -bin bin/gatehouse
+
+# The backup test at PostgreSQL's default settings and 3,000 tenants (make
+# test runs it shrunk: 200 tenants on a smaller lock table). Minutes.
+TENANTS ?= 3000
+test-many-tenants:
+	GATEHOUSE_TEST_BACKUP_TENANTS=$(TENANTS) $(GO) test -count=1 -timeout 60m -run TestBackupAtManyTenants -v ./cmd/gatehouse
 
 clean:
 	rm -rf bin $(E2E)/node_modules

@@ -37,11 +37,11 @@ type Admission struct {
 
 // DefaultAdmission is the default for a tenant-work pool of pool
 // connections: a tenant may hold half of them (at least 2), a principal
-// half of its tenant's share (at least 2), 64 calls of a tenant may wait,
-// for at most 2 s.
+// half of its tenant's share but at least 4 (a single agent's parallel
+// calls), 64 calls of a tenant may wait, for at most 2 s.
 func DefaultAdmission(pool int) Admission {
 	t := max(2, pool/2)
-	return Admission{Total: pool, Tenant: t, Principal: max(2, t/2), TenantQueue: 64, Wait: 2 * time.Second}
+	return Admission{Total: pool, Tenant: t, Principal: min(t, max(4, t/2)), TenantQueue: 64, Wait: 2 * time.Second}
 }
 
 // refusal says which bound refused a call.

@@ -66,6 +66,9 @@ func boundSchema(s *jsonschema.Schema) {
 // value) that PostgreSQL could not store or that decoding would alter,
 // naming it by its path (title, tags[2]).
 func checkText(raw []byte) error {
+	if utf8.Valid(raw) && !suspectEscape(raw) {
+		return nil // the common case, without walking the JSON
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	type frame struct {
 		obj       bool
@@ -141,6 +144,22 @@ func checkText(raw []byte) error {
 			afterValue()
 		}
 	}
+}
+
+// suspectEscape reports whether raw may hold a \u0000 or a surrogate
+// escape (\uD800-\uDFFF); false positives (an escaped backslash before
+// such text) only send checkText down its exact path.
+func suspectEscape(raw []byte) bool {
+	for i := 0; i+5 < len(raw); i++ {
+		if raw[i] != '\\' || raw[i+1] != 'u' {
+			continue
+		}
+		h := raw[i+2 : i+6]
+		if string(h) == "0000" || ((h[0] == 'd' || h[0] == 'D') && bytes.IndexByte([]byte("89abcdefABCDEF"), h[1]) >= 0) {
+			return true
+		}
+	}
+	return false
 }
 
 // textRule is a broken rule of checkText, worded to follow the argument's

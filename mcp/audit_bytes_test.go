@@ -22,6 +22,13 @@ import (
 // server closed the connection without answering.
 func rawPost(t *testing.T, g *gatehouse, headers []string, body string) (int, string) {
 	t.Helper()
+	status, _, b := rawPostHeaders(t, g, headers, body)
+	return status, b
+}
+
+// rawPostHeaders is rawPost, also returning the answer's headers.
+func rawPostHeaders(t *testing.T, g *gatehouse, headers []string, body string) (int, http.Header, string) {
+	t.Helper()
 	u, _ := url.Parse(g.url)
 	conn, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
 	if err != nil {
@@ -41,11 +48,11 @@ func rawPost(t *testing.T, g *gatehouse, headers []string, body string) (int, st
 	}
 	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
-		return 0, ""
+		return 0, nil, ""
 	}
 	defer res.Body.Close()
 	rb, _ := io.ReadAll(res.Body)
-	return res.StatusCode, string(rb)
+	return res.StatusCode, res.Header, string(rb)
 }
 
 // TestAuditSurvivesAnyBytes sends the odd-bytes family in the User-Agent

@@ -143,19 +143,19 @@ type rejection struct {
 // checkBody checks a POST body: a JSON-RPC message or (before 2025-06-18)
 // a batch of them. nil means pass it to the SDK.
 func checkBody(body []byte, version string) *rejection {
-	var v any
-	if err := json.Unmarshal(body, &v); err != nil {
+	if !json.Valid(body) {
+		var v any
 		var se *json.SyntaxError
-		if errors.As(err, &se) {
+		if err := json.Unmarshal(body, &v); errors.As(err, &se) {
 			return &rejection{status: http.StatusBadRequest, code: codeParseError,
 				msg: fmt.Sprintf("parse error: the body is not valid JSON (at byte %d)", se.Offset)}
 		}
 		return &rejection{status: http.StatusBadRequest, code: codeParseError, msg: "parse error: the body is not valid JSON"}
 	}
-	switch v.(type) {
-	case map[string]any:
+	switch firstByte(body) {
+	case '{':
 		return checkMessage(body, version)
-	case []any:
+	case '[':
 		var batch []json.RawMessage
 		_ = json.Unmarshal(body, &batch)
 		if len(batch) == 0 {
@@ -171,6 +171,16 @@ func checkBody(body []byte, version string) *rejection {
 	}
 	return &rejection{status: http.StatusBadRequest, code: codeInvalidRequest,
 		msg: "invalid request: the body must be a JSON-RPC message, a JSON object with jsonrpc, method and (for a request) id"}
+}
+
+// firstByte is the first byte of valid JSON after white space: it tells
+// the kind of value ('{', '[', '"', 't', 'f', 'n', or a number's first).
+func firstByte(b []byte) byte {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	if len(b) == 0 {
+		return 0
+	}
+	return b[0]
 }
 
 // wireMessage is a JSON-RPC message as sent (JSON-RPC 2.0 §4, §5).
@@ -197,8 +207,8 @@ func checkMessage(raw []byte, version string) *rejection {
 	}
 	isCall := len(m.ID) > 0
 	if isCall {
-		switch jsonKind(decodeAny(m.ID)) {
-		case "a string", "an integer", "a number":
+		switch c := firstByte(m.ID); {
+		case c == '"', c == '-', c >= '0' && c <= '9':
 		default:
 			return bad(`"id" must be a string or a number`)
 		}
@@ -232,7 +242,7 @@ func checkMessage(raw []byte, version string) *rejection {
 		return bad(method + ` is a request: send it with an "id"`)
 	}
 	if len(m.Params) > 0 && !bytes.Equal(m.Params, []byte("null")) {
-		if _, ok := decodeAny(m.Params).(map[string]any); !ok {
+		if firstByte(m.Params) != '{' {
 			return fail(codeInvalidParams, `invalid params: "params" must be a JSON object`)
 		}
 	} else if params.required {
@@ -348,12 +358,6 @@ func jsonValueKind(v string) string {
 		return "a number"
 	}
 	return "another type"
-}
-
-func decodeAny(b []byte) any {
-	var v any
-	_ = json.Unmarshal(b, &v)
-	return v
 }
 
 // writeRPCError answers with a JSON-RPC error object (JSON-RPC 2.0 §5.1);

@@ -200,3 +200,34 @@ func TestNoListChanged(t *testing.T) {
 		t.Errorf("capabilities %s advertise listChanged (or lack tools/resources)", b)
 	}
 }
+
+// FuzzJSONRPCBody: whatever the body and Accept header, /mcp answers
+// without a 5xx and without Go type names.
+func FuzzJSONRPCBody(f *testing.F) {
+	g := newGatehouse(f)
+	key := g.key(f, "acme.com", tenancy.Developer)
+	for _, b := range []string{pingCall, `{`, `[]`, `[{"jsonrpc":"2.0","id":1,"method":"ping"}]`, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":5}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"loud"}}`, `{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`{"jsonrpc":"2.0","id":1,"result":{}}`, `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"gatehouse://nope"}}`} {
+		f.Add(b, "application/json, text/event-stream")
+	}
+	f.Add(pingCall, "text/html;q=0.5, */*;q=0")
+	f.Fuzz(func(t *testing.T, body, accept string) {
+		accept = strings.Map(func(r rune) rune {
+			if r < 0x20 || r >= 0x7f {
+				return -1
+			}
+			return r
+		}, accept)
+		a := postAccept(t, g, key, body, accept)
+		if a.status >= 500 {
+			t.Fatalf("%q (Accept %q): %d %q", body, accept, a.status, a.body)
+		}
+		for _, leak := range goTypeLeaks {
+			if strings.Contains(a.body, leak) && !strings.Contains(body, leak) {
+				t.Fatalf("%q: the answer %q names %q", body, a.body, leak)
+			}
+		}
+	})
+}

@@ -123,16 +123,21 @@ var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{8,64}$`)
 // well formed (a proxy's id ties our logs to its logs), else a new one.
 func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		id := c.Request().Header.Get(echo.HeaderXRequestID)
-		if !requestIDPattern.MatchString(id) {
-			var b [12]byte
-			_, _ = rand.Read(b[:])
-			id = hex.EncodeToString(b[:])
-		}
-		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		id := newRequestID(c.Request())
+		c.Response().Header()[echo.HeaderXRequestID] = []string{id}
 		c.Set(requestInfoKey, &requestInfo{id: id})
 		return next(c)
 	}
+}
+
+func newRequestID(r *http.Request) string {
+	id := r.Header.Get(echo.HeaderXRequestID)
+	if !requestIDPattern.MatchString(id) {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		id = hex.EncodeToString(b[:])
+	}
+	return id
 }
 
 func info(c echo.Context) *requestInfo {
@@ -207,18 +212,22 @@ func (s *Server) recover(next echo.HandlerFunc) echo.HandlerFunc {
 func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
 	hsts := strings.HasPrefix(s.opts.PublicURL, "https://")
 	return func(c echo.Context) error {
-		// Canonical keys assigned directly: every request, refused ones
-		// included, passes here.
-		h := c.Response().Header()
-		h["X-Content-Type-Options"] = []string{"nosniff"}
-		h["X-Frame-Options"] = []string{"DENY"}
-		h["Referrer-Policy"] = []string{"no-referrer"}
-		h["Content-Security-Policy"] = []string{"default-src 'none'; frame-ancestors 'none'"}
-		h["Cross-Origin-Resource-Policy"] = []string{"same-site"}
-		if hsts {
-			h["Strict-Transport-Security"] = []string{"max-age=63072000; includeSubDomains"}
-		}
+		setSecurityHeaders(c.Response().Header(), hsts)
 		return next(c)
+	}
+}
+
+// setSecurityHeaders sets the headers every response carries. Canonical
+// keys are assigned directly: every request, refused ones included,
+// passes here.
+func setSecurityHeaders(h http.Header, hsts bool) {
+	h["X-Content-Type-Options"] = []string{"nosniff"}
+	h["X-Frame-Options"] = []string{"DENY"}
+	h["Referrer-Policy"] = []string{"no-referrer"}
+	h["Content-Security-Policy"] = []string{"default-src 'none'; frame-ancestors 'none'"}
+	h["Cross-Origin-Resource-Policy"] = []string{"same-site"}
+	if hsts {
+		h["Strict-Transport-Security"] = []string{"max-age=63072000; includeSubDomains"}
 	}
 }
 

@@ -37,7 +37,7 @@ func peek(r *http.Request) (id json.RawMessage, method, what string) {
 		r.Body = readCloser{bytes.NewReader(buf), r.Body}
 	}
 	rawID, method, name := scanRequest(buf)
-	if rawID != nil {
+	if rawID != nil && json.Valid(rawID) {
 		id = rawID
 	}
 	method = truncate(method, 64)
@@ -118,7 +118,7 @@ func (s *scanner) object(member func(key []byte) bool) bool {
 			s.i++
 			return true
 		}
-		key, ok := s.str()
+		key, ok := s.strBytes()
 		if !ok {
 			return false
 		}
@@ -127,7 +127,7 @@ func (s *scanner) object(member func(key []byte) bool) bool {
 			return false
 		}
 		s.i++
-		if !member([]byte(key)) {
+		if !member(key) {
 			return false
 		}
 		s.ws()
@@ -148,9 +148,16 @@ func (s *scanner) object(member func(key []byte) bool) bool {
 
 // str reads a string value (decoding escapes only when there are any).
 func (s *scanner) str() (string, bool) {
+	b, ok := s.strBytes()
+	return string(b), ok
+}
+
+// strBytes reads a string value: its bytes within b when it has no
+// escapes (no allocation: keys are compared, not kept), else decoded.
+func (s *scanner) strBytes() ([]byte, bool) {
 	s.ws()
 	if s.i >= len(s.b) || s.b[s.i] != '"' {
-		return "", false
+		return nil, false
 	}
 	start := s.i
 	escaped := false
@@ -163,16 +170,16 @@ func (s *scanner) str() (string, bool) {
 			s.i++
 			raw := s.b[start:s.i]
 			if !escaped {
-				return string(raw[1 : len(raw)-1]), true
+				return raw[1 : len(raw)-1], true
 			}
 			var v string
 			if json.Unmarshal(raw, &v) != nil {
-				return "", false
+				return nil, false
 			}
-			return v, true
+			return []byte(v), true
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 // value skips one value of any kind.
@@ -183,7 +190,7 @@ func (s *scanner) value() bool {
 	}
 	switch s.b[s.i] {
 	case '"':
-		_, ok := s.str()
+		_, ok := s.strBytes()
 		return ok
 	case '{', '[':
 		depth := 0
@@ -197,7 +204,7 @@ func (s *scanner) value() bool {
 					return true
 				}
 			case '"':
-				if _, ok := s.str(); !ok {
+				if _, ok := s.strBytes(); !ok {
 					return false
 				}
 				s.i--

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -39,49 +40,83 @@ func retrySeconds(d tenancy.Decision) int {
 
 // tooMany answers a rate-limited MCP request: HTTP 429 with Retry-After,
 // and a JSON-RPC error (for the request's id) saying when to retry.
-func (s *Server) tooMany(c echo.Context, d tenancy.Decision, what string) error {
+func (s *Server) tooMany(c echo.Context, d tenancy.Decision, what, limit string) error {
 	rateHeaders(c.Response().Header(), d)
 	secs := retrySeconds(d)
 	s.metrics.rateLimited.WithLabelValues(d.Scope).Inc()
-	msg := "rate limit exceeded (" + what + ", " + d.Limit.String() + "): retry in " + strconv.Itoa(secs) + " s"
-	return s.rpcError(c, http.StatusTooManyRequests, secs, codeRateLimited, msg, rpcErrorData{Scope: d.Scope})
+	return s.rpcError(c, http.StatusTooManyRequests, secs, codeRateLimited, rateLimitMessage(what, limit, secs), rpcErrorData{Scope: d.Scope})
+}
+
+func rateLimitMessage(what, limit string, secs int) string {
+	return "rate limit exceeded (" + what + ", " + limit + "): retry in " + strconv.Itoa(secs) + " s"
 }
 
 // rpcErrorData is the data of Gatehouse's JSON-RPC errors (docs/clients.md).
 type rpcErrorData struct {
-	RetryAfter  int    `json:"retry_after_seconds"`
-	Scope       string `json:"scope,omitempty"`
-	Limit       int    `json:"limit,omitempty"`
-	Unavailable string `json:"unavailable,omitempty"`
-	Provider    string `json:"provider,omitempty"`
-}
-
-type rpcErrorBody struct {
-	JSONRPC string          `json:"jsonrpc"`
-	ID      json.RawMessage `json:"id"`
-	Error   struct {
-		Code    int          `json:"code"`
-		Message string       `json:"message"`
-		Data    rpcErrorData `json:"data"`
-	} `json:"error"`
+	Scope       string
+	Limit       int
+	Unavailable string
+	Provider    string
 }
 
 // rpcError answers a request with an HTTP error status, Retry-After, and
-// a JSON-RPC error for the request's id. It is the whole cost of a refusal
-// after the decision, so it is kept cheap (no maps, no reflection on
-// interfaces, canonical header keys assigned directly).
+// a JSON-RPC error for the request's id:
+//
+//	{"jsonrpc":"2.0","id":ID,"error":{"code":C,"message":M,"data":{"retry_after_seconds":N,…}}}
+//
+// It is the whole cost of a refusal after the decision, so the body is
+// appended by hand (no reflection) and canonical header keys are assigned
+// directly.
 func (s *Server) rpcError(c echo.Context, status, retryAfter, code int, msg string, data rpcErrorData) error {
-	h := c.Response().Header()
+	return writeRefusal(c.Response(), status, peekRequest(c).id, retryAfter, code, msg, data)
+}
+
+func writeRefusal(w http.ResponseWriter, status int, id json.RawMessage, retryAfter, code int, msg string, data rpcErrorData) error {
+	h := w.Header()
 	h["Retry-After"] = []string{strconv.Itoa(retryAfter)}
 	h["Cache-Control"] = []string{"no-store"}
-	body := rpcErrorBody{JSONRPC: "2.0", ID: peekRequest(c).id}
-	body.Error.Code, body.Error.Message, body.Error.Data = code, msg, data
-	body.Error.Data.RetryAfter = retryAfter
-	b, err := json.Marshal(&body)
-	if err != nil {
-		return err
+	h["Content-Type"] = []string{echo.MIMEApplicationJSON}
+	b := make([]byte, 0, 256)
+	b = append(b, `{"jsonrpc":"2.0","id":`...)
+	b = append(b, id...)
+	b = append(b, `,"error":{"code":`...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, `,"message":`...)
+	b = appendJSONString(b, msg)
+	b = append(b, `,"data":{"retry_after_seconds":`...)
+	b = strconv.AppendInt(b, int64(retryAfter), 10)
+	for _, f := range [...]struct{ k, v string }{{"scope", data.Scope}, {"unavailable", data.Unavailable}, {"provider", data.Provider}} {
+		if f.v != "" {
+			b = append(b, `,"`+f.k+`":`...)
+			b = appendJSONString(b, f.v)
+		}
 	}
-	return c.Blob(status, echo.MIMEApplicationJSON, b)
+	if data.Limit != 0 {
+		b = append(b, `,"limit":`...)
+		b = strconv.AppendInt(b, int64(data.Limit), 10)
+	}
+	b = append(b, "}}}\n"...)
+	w.WriteHeader(status)
+	_, err := w.Write(b)
+	return err
+}
+
+// appendJSONString appends s as a JSON string (RFC 8259 §7): quotes,
+// backslashes and control characters escaped, invalid UTF-8 replaced.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b = append(b, '\\', byte(r))
+		case r < 0x20:
+			b = append(b, `\u00`...)
+			b = append(b, "0123456789abcdef"[r>>4], "0123456789abcdef"[r&0xf])
+		default:
+			b = utf8.AppendRune(b, r) // utf8.RuneError for invalid bytes
+		}
+	}
+	return append(b, '"')
 }
 
 // peeked is what a request asks for, read once from its body.
@@ -115,8 +150,12 @@ func (s *Server) limitRequest(c echo.Context, caller *Caller) error {
 		s.log.Warn("rate limit check failed; request allowed", "request_id", caller.RequestID, "error", err)
 	}
 	if !d.Allowed {
-		s.audit.rateLimited(caller, peekRequest(c).what, d.Scope+" limit "+d.Limit.String())
-		return s.tooMany(c, d, d.Scope+" "+caller.Tenant.Key)
+		limit := d.Limit.String()
+		s.audit.rateLimited(caller, peekRequest(c).what, d.Scope+" limit "+limit)
+		if token, ok := bearerToken(c.Request()); ok {
+			s.denied.remember(token, caller, d, limit)
+		}
+		return s.tooMany(c, d, d.Scope+" "+caller.Tenant.Key, limit)
 	}
 	rateHeaders(c.Response().Header(), d)
 	return nil
@@ -133,7 +172,7 @@ func (s *Server) authFailureThrottled(c echo.Context) (bool, error) {
 		return false, nil
 	}
 	s.audit.authFailed(c.RealIP(), "too many failed authentications", c.Request().UserAgent())
-	return true, s.tooMany(c, d, "failed authentications from your address")
+	return true, s.tooMany(c, d, "failed authentications from your address", d.Limit.String())
 }
 
 // chargeAuthFailure counts a failed authentication against the client IP.

@@ -41,7 +41,8 @@ type Options struct {
 	// ToolTimeout bounds one tool call (default 30s).
 	ToolTimeout time.Duration
 	// Admission bounds the calls in flight; nil means
-	// DefaultAdmission(the tenant-work pool's size).
+	// DefaultAdmission(the tenant-work pool's size), and so do its zero
+	// counts (its Wait is taken as it is).
 	Admission *Admission
 	// ReadHeaderTimeout, BodyTimeout and MaxPendingPerIP bound slow clients
 	// (see conns.go); zero means the Default of each.
@@ -94,6 +95,8 @@ type Server struct {
 	sdk       *sdk.Server
 	tools     map[string]*Tool
 	echo      *echo.Echo
+	handler   http.Handler // echo behind the fast refusal of remembered denials
+	denied    deniedTokens
 	metrics   *metrics
 	audit     *auditor
 	admit     *admitter
@@ -141,9 +144,22 @@ func New(opts Options) (*Server, error) {
 	}
 	s.cursorKey = opts.AuditKey.Derive("pagination cursors")
 	adm := DefaultAdmission(int(opts.DB.Limits().TenantConns))
-	if opts.Admission != nil {
-		adm = *opts.Admission
+	if a := opts.Admission; a != nil {
+		for _, f := range []struct {
+			dst *int
+			v   int
+		}{{&adm.Total, a.Total}, {&adm.Tenant, a.Tenant}, {&adm.Principal, a.Principal}, {&adm.TenantQueue, a.TenantQueue}} {
+			if f.v > 0 {
+				*f.dst = f.v
+			}
+		}
+		if a.Tenant > 0 && a.Principal == 0 {
+			adm.Principal = min(adm.Tenant, max(4, adm.Tenant/2))
+		}
+		adm.Wait = a.Wait
 	}
+	s.log.Info("admission", "calls_in_flight", adm.Total, "per_tenant", adm.Tenant, "per_principal", adm.Principal,
+		"tenant_queue", adm.TenantQueue, "wait", adm.Wait.String())
 	s.admit = newAdmitter(adm)
 	s.audit.group.inFlight = s.admit.inFlight
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -182,6 +198,7 @@ func New(opts Options) (*Server, error) {
 	s.sdk.AddReceivingMiddleware(s.filterTools)
 	s.registerResources()
 	s.echo = s.routes()
+	s.handler = s.fastRefusal(s.echo)
 	return s, nil
 }
 
@@ -194,7 +211,7 @@ func (s *Server) register(t *Tool) {
 }
 
 // Handler returns the HTTP handler for every route.
-func (s *Server) Handler() http.Handler { return s.echo }
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // ResourceURL is the MCP resource identifier: PublicURL + "/mcp".
 func (s *Server) ResourceURL() string { return s.opts.PublicURL + "/mcp" }

@@ -94,7 +94,7 @@ func TestStepUpChallenge(t *testing.T) {
 		{"admin with read write reads the audit log", admin.AccessToken, "read_audit_log", "mcp:read mcp:write mcp:admin", "read_audit_log"},
 		{"admin with read writes", adminRead.AccessToken, "add_todo", "mcp:read mcp:write", "needs the scope mcp:write"},
 		{"admin with read calls an admin tool", adminRead.AccessToken, "list_members", "mcp:read mcp:admin", "mcp:admin"},
-		{"admin with read write writes", admin.AccessToken, "add_todo", "", "missing properties"},
+		{"admin with read write writes", admin.AccessToken, "add_todo", "", "title is required"},
 		{"developer with read calls an admin tool: role", dev.AccessToken, "list_members", "", "role admin or higher (your role is developer)"},
 		{"developer with read writes", dev.AccessToken, "add_todo", "mcp:read mcp:write", "mcp:write"},
 		{"admin API key with read write", g.key(t, "acme.com", tenancy.Admin, "mcp:read", "mcp:write"), "list_members", "", "scope mcp:admin (your credential has mcp:read mcp:write)"},

@@ -36,30 +36,19 @@ type saveDocumentIn struct {
 }
 
 // documentOut is one document as a tool result; its text is the markdown.
-type documentOut struct {
-	*store.Document
-	projects projectNames
-}
+type documentOut struct{ *store.Document }
 
 func (d documentOut) Text() string {
-	return documentHeader(&d.DocumentInfo, d.projects) + "\n\n" + d.Body
+	return documentHeader(&d.DocumentInfo) + "\n\n" + d.Body
 }
 
-// newDocumentOut names the document's project for the text.
-func newDocumentOut(ctx context.Context, c *Call, d *store.Document) documentOut {
-	if d == nil {
-		return documentOut{}
-	}
-	return documentOut{d, projectNamesOf(ctx, c, d.ProjectID)}
-}
-
-func documentHeader(d *store.DocumentInfo, names projectNames) string {
+func documentHeader(d *store.DocumentInfo) string {
 	s := fmt.Sprintf("Document %q (id %s, uri %s, %d bytes", d.Title, d.ID, documentURI(d.ID), d.Size)
 	if len(d.Tags) > 0 {
 		s += ", tags " + strings.Join(d.Tags, ", ")
 	}
 	if d.ProjectID != nil {
-		s += ", " + names.of(*d.ProjectID)
+		s += ", " + projectLabel(d.ProjectID, d.ProjectName)
 	}
 	return s + ")"
 }
@@ -82,7 +71,7 @@ func saveDocumentTool() *Tool {
 		if err != nil || d.Document == nil {
 			return savedDocumentOut{}, err
 		}
-		return savedDocumentOut{DocumentInfo: d.DocumentInfo, Excerpt: excerpt(d.Body, excerptRunes), projects: d.projects}, nil
+		return savedDocumentOut{DocumentInfo: d.DocumentInfo, Excerpt: excerpt(d.Body, excerptRunes)}, nil
 	})
 }
 
@@ -94,12 +83,11 @@ const excerptRunes = 200
 // body, and the body's start.
 type savedDocumentOut struct {
 	store.DocumentInfo
-	Excerpt  string `json:"excerpt" jsonschema:"the start of the body (get_document returns it whole)"`
-	projects projectNames
+	Excerpt string `json:"excerpt" jsonschema:"the start of the body (get_document returns it whole)"`
 }
 
 func (o savedDocumentOut) Text() string {
-	return "Saved. " + documentHeader(&o.DocumentInfo, o.projects) + ". It begins:\n\n" + o.Excerpt
+	return "Saved. " + documentHeader(&o.DocumentInfo) + ". It begins:\n\n" + o.Excerpt
 }
 
 // excerpt is the first n characters of s, cut at a space where one is
@@ -152,7 +140,7 @@ func saveDocument(ctx context.Context, c *Call, in saveDocumentIn) (documentOut,
 	}
 	d, err := store.UpdateDocument(ctx, c.Tx, in.ID, store.DocumentUpdate{Title: in.Title, Body: in.Body, Tags: tags,
 		ProjectID: in.ProjectID, ClearProject: in.ClearProject})
-	return newDocumentOut(ctx, c, d), documentError(err, in.ID)
+	return documentOut{d}, documentError(err, in.ID)
 }
 
 func createDocument(ctx context.Context, c *Call, in saveDocumentIn, tags []string) (documentOut, error) {
@@ -169,7 +157,7 @@ func createDocument(ctx context.Context, c *Call, in saveDocumentIn, tags []stri
 	}
 	d, err := store.CreateDocument(ctx, c.Tx, store.NewDocument{Title: *in.Title, Body: *in.Body, Tags: tags,
 		ProjectID: in.ProjectID, CreatedBy: c.Principal.Subject})
-	return newDocumentOut(ctx, c, d), err
+	return documentOut{d}, err
 }
 
 func tagSchema(s *jsonschema.Schema) {
@@ -223,7 +211,7 @@ func getDocumentTool() *Tool {
 		Idempotent:  true,
 	}, func(ctx context.Context, c *Call, in documentIDIn) (documentOut, error) {
 		d, err := store.FindDocument(ctx, c.Tx, in.ID)
-		return newDocumentOut(ctx, c, d), documentError(err, in.ID)
+		return documentOut{d}, documentError(err, in.ID)
 	})
 }
 
@@ -260,7 +248,6 @@ type listDocumentsIn struct {
 type listDocumentsOut struct {
 	Documents  []*store.DocumentInfo `json:"documents" jsonschema:"the documents, without their bodies (get_document reads one)"`
 	NextCursor string                `json:"next_cursor,omitempty" jsonschema:"pass as cursor to get the next page; absent on the last page"`
-	projects   projectNames
 }
 
 func (o listDocumentsOut) Text() string {
@@ -269,7 +256,7 @@ func (o listDocumentsOut) Text() string {
 	}
 	var b strings.Builder
 	for _, d := range o.Documents {
-		fmt.Fprintf(&b, "- %s\n", documentHeader(d, o.projects))
+		fmt.Fprintf(&b, "- %s\n", documentHeader(d))
 	}
 	if o.NextCursor != "" {
 		fmt.Fprintf(&b, "More documents follow: call again with cursor %q.\n", o.NextCursor)
@@ -309,11 +296,6 @@ func listDocumentsTool() *Tool {
 			return listDocumentsOut{}, err
 		}
 		out := listDocumentsOut{Documents: orEmpty(docs)}
-		ids := make([]*string, len(docs))
-		for i, d := range docs {
-			ids[i] = d.ProjectID
-		}
-		out.projects = projectNamesOf(ctx, c, ids...)
 		if more {
 			last := docs[len(docs)-1]
 			out.NextCursor = c.Seal("documents", store.DocumentPosition{CreatedAt: last.CreatedAt, ID: last.ID})
@@ -334,7 +316,6 @@ type searchDocumentsOut struct {
 	Results    []*store.SearchHit `json:"results" jsonschema:"matching documents, best first, without their bodies"`
 	NextCursor string             `json:"next_cursor,omitempty" jsonschema:"pass as cursor, with the same query and filters, to get the next page"`
 	Note       string             `json:"note,omitempty" jsonschema:"why there are no results, when the query itself is the reason"`
-	projects   projectNames
 }
 
 func (o searchDocumentsOut) Text() string {
@@ -346,7 +327,7 @@ func (o searchDocumentsOut) Text() string {
 	}
 	var b strings.Builder
 	for _, h := range o.Results {
-		fmt.Fprintf(&b, "- %s\n  %s\n", documentHeader(&h.DocumentInfo, o.projects), h.Snippet)
+		fmt.Fprintf(&b, "- %s\n  %s\n", documentHeader(&h.DocumentInfo), h.Snippet)
 	}
 	if o.NextCursor != "" {
 		fmt.Fprintf(&b, "More results follow: call again with cursor %q.\n", o.NextCursor)
@@ -419,11 +400,6 @@ func searchDocumentsTool() *Tool {
 			return searchDocumentsOut{}, err
 		}
 		out := searchDocumentsOut{Results: orEmpty(hits)}
-		ids := make([]*string, len(hits))
-		for i, h := range hits {
-			ids[i] = h.ProjectID
-		}
-		out.projects = projectNamesOf(ctx, c, ids...)
 		if more {
 			last := hits[len(hits)-1]
 			out.NextCursor = c.Seal("search_documents", searchCursor{Search: searchKey(s), Rank: last.Rank, ID: last.ID})

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/google/jsonschema-go/jsonschema"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/store"
@@ -256,39 +255,13 @@ func existingProject(ctx context.Context, c *Call, id string) error {
 
 // Helpers shared by the workspace tools.
 
-// projectNames maps project ids to names, so that texts name a todo's or a
-// document's project instead of showing its UUID. It is not part of any
-// tool's structured result (unexported: neither JSON nor the schema sees it).
-type projectNames map[string]string
-
-// projectNamesOf looks up the names of the projects ids refers to (nil ids
-// are skipped); a failed look-up leaves the names out, and texts fall back
-// to the id.
-func projectNamesOf(ctx context.Context, c *Call, ids ...*string) projectNames {
-	var want []string
-	for _, id := range ids {
-		if id != nil && store.IsUUID(*id) {
-			want = append(want, *id)
-		}
+// projectLabel names a todo's or a document's project in a text: by its
+// name (read with the item), else by its id.
+func projectLabel(id, name *string) string {
+	if name != nil {
+		return fmt.Sprintf("project %q", *name)
 	}
-	if len(want) == 0 {
-		return nil
-	}
-	names := projectNames{}
-	rows, _ := c.Tx.Query(ctx, "SELECT id::text, name FROM projects WHERE id = ANY($1::uuid[])", want)
-	var id, name string
-	if _, err := pgx.ForEachRow(rows, []any{&id, &name}, func() error { names[id] = name; return nil }); err != nil {
-		return nil
-	}
-	return names
-}
-
-// of names project id for a text: its name when known, else its id.
-func (n projectNames) of(id string) string {
-	if name, ok := n[id]; ok {
-		return fmt.Sprintf("project %q", name)
-	}
-	return "project " + id
+	return "project " + *id
 }
 
 var errCursorRefused = invalidArgs("cursor is not one this tool returned; start again without a cursor")

@@ -171,6 +171,16 @@ func TestProjectNamesAndDocuments(t *testing.T) {
 		}
 	}
 
+	var todos struct {
+		Todos []struct {
+			ProjectName string `json:"project_name"`
+		}
+	}
+	call(t, dev, "list_todos", nil, &todos)
+	if len(todos.Todos) != 1 || todos.Todos[0].ProjectName != "Launch" {
+		t.Errorf("list_todos structured: %+v", todos)
+	}
+
 	body := strings.Repeat("All work and no play makes a dull document. ", 20000) // ~900 KB
 	var saved map[string]any
 	res := call(t, dev, "save_document", map[string]any{"title": "big", "body": body}, &saved)

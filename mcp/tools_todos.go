@@ -82,7 +82,7 @@ func addTodoTool() *Tool {
 			n.ProjectID = &in.ProjectID
 		}
 		t, err := store.CreateTodo(ctx, c.Tx, n)
-		return newTodoOut(ctx, c, t), err
+		return todoOut{t}, err
 	})
 }
 
@@ -97,7 +97,6 @@ type listTodosIn struct {
 type listTodosOut struct {
 	Todos      []*store.Todo `json:"todos"`
 	NextCursor string        `json:"next_cursor,omitempty" jsonschema:"pass as cursor to get the next page; absent on the last page"`
-	projects   projectNames
 }
 
 func (o listTodosOut) Text() string {
@@ -110,7 +109,7 @@ func (o listTodosOut) Text() string {
 		if t.Done {
 			mark = "x"
 		}
-		fmt.Fprintf(&b, "- [%s] %s (id %s%s)\n", mark, t.Title, t.ID, todoDetails(t, o.projects))
+		fmt.Fprintf(&b, "- [%s] %s (id %s%s)\n", mark, t.Title, t.ID, todoDetails(t))
 	}
 	if o.NextCursor != "" {
 		fmt.Fprintf(&b, "More todos follow: call again with cursor %q.\n", o.NextCursor)
@@ -119,7 +118,7 @@ func (o listTodosOut) Text() string {
 }
 
 // todoDetails are a todo's optional fields, for text.
-func todoDetails(t *store.Todo, names projectNames) string {
+func todoDetails(t *store.Todo) string {
 	var s string
 	if t.Priority != "" && t.Priority != "normal" {
 		s += ", " + t.Priority + " priority"
@@ -128,7 +127,7 @@ func todoDetails(t *store.Todo, names projectNames) string {
 		s += ", due " + *t.DueOn
 	}
 	if t.ProjectID != nil {
-		s += ", " + names.of(*t.ProjectID)
+		s += ", " + projectLabel(t.ProjectID, t.ProjectName)
 	}
 	return s
 }
@@ -176,11 +175,6 @@ func listTodosTool() *Tool {
 			return listTodosOut{}, err
 		}
 		out := listTodosOut{Todos: orEmpty(todos)}
-		ids := make([]*string, len(todos))
-		for i, t := range todos {
-			ids[i] = t.ProjectID
-		}
-		out.projects = projectNamesOf(ctx, c, ids...)
 		if more {
 			last := todos[len(todos)-1]
 			out.NextCursor = c.Seal("todos", store.TodoPosition{CreatedAt: last.CreatedAt, ID: last.ID})
@@ -244,7 +238,7 @@ func updateTodoTool() *Tool {
 			}
 		}
 		t, err := store.UpdateTodo(ctx, c.Tx, in.ID, u)
-		return newTodoOut(ctx, c, t), todoError(err, in.ID)
+		return todoOut{t}, todoError(err, in.ID)
 	})
 }
 
@@ -269,7 +263,7 @@ func completeTodoTool() *Tool {
 		Idempotent:  true,
 	}, func(ctx context.Context, c *Call, in todoIDIn) (todoOut, error) {
 		t, err := store.CompleteTodo(ctx, c.Tx, in.ID)
-		return newTodoOut(ctx, c, t), todoError(err, in.ID)
+		return todoOut{t}, todoError(err, in.ID)
 	})
 }
 
@@ -297,23 +291,12 @@ func deleteTodoTool() *Tool {
 }
 
 // todoOut is one todo as a tool result.
-type todoOut struct {
-	*store.Todo
-	projects projectNames
-}
-
-// newTodoOut names the todo's project for the text.
-func newTodoOut(ctx context.Context, c *Call, t *store.Todo) todoOut {
-	if t == nil {
-		return todoOut{}
-	}
-	return todoOut{t, projectNamesOf(ctx, c, t.ProjectID)}
-}
+type todoOut struct{ *store.Todo }
 
 func (t todoOut) Text() string {
 	state := "open"
 	if t.Done {
 		state = "done"
 	}
-	return fmt.Sprintf("Todo %q (%s%s), id %s.", t.Title, state, todoDetails(t.Todo, t.projects), t.ID)
+	return fmt.Sprintf("Todo %q (%s%s), id %s.", t.Title, state, todoDetails(t.Todo), t.ID)
 }

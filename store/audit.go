@@ -137,8 +137,12 @@ func (db *DB) ChainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 		}
 		rows, _ := tx.Query(ctx, "SELECT "+auditColumns+" FROM "+table+" WHERE chain_seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE", batch)
 		recs, err := pgx.CollectRows(rows, scanAudit)
-		if err != nil || len(recs) == 0 {
+		if err != nil {
 			return err
+		}
+		last := len(recs) < batch // then the tenant may leave the pending list
+		if len(recs) == 0 {
+			return clearAuditPending(ctx, tx, t, table, seed)
 		}
 		ids, seqs, prevs, hashes := make([]int64, len(recs)), make([]int64, len(recs)), make([][]byte, len(recs)), make([][]byte, len(recs))
 		for i, r := range recs {
@@ -156,6 +160,9 @@ func (db *DB) ChainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 		_, err = tx.Exec(ctx, `INSERT INTO gatehouse.audit_heads (tenant_id, chain_seq, hash) VALUES ($1, $2, $3)
 			ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq, hash = excluded.hash, updated_at = now()`, t.ID, seq, prev)
 		n = len(recs)
+		if err == nil && last {
+			err = clearAuditPending(ctx, tx, t, table, seed)
+		}
 		return err
 	})
 	if err != nil {
@@ -164,26 +171,42 @@ func (db *DB) ChainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 	return n, nil
 }
 
-// TenantsWithUnchainedAudit lists tenants whose audit logs hold records not
-// chained yet (for the chainer's first pass after a start).
+// markAuditPending is the SQL that marks tenant id as possibly having
+// unchained audit records (gatehouse.audit_pending), run by every tenant
+// transaction before it takes the tenant's role, in the same message as its
+// BEGIN: no round trip of its own, and no write once the mark exists. The
+// transaction holds the mark's advisory lock shared until it ends, so the
+// chainer (which takes it exclusively to remove the mark) never removes it
+// while a record that would need it is being written.
+func markAuditPending(tenantID string, seed int64) string {
+	return fmt.Sprintf(`SELECT pg_advisory_xact_lock_shared(hashtextextended('gatehouse.audit-pending:' || %[1]s, %[2]d));
+		INSERT INTO gatehouse.audit_pending (tenant_id) VALUES (%[1]s) ON CONFLICT (tenant_id) DO NOTHING`, quoteLiteral(tenantID), seed)
+}
+
+// clearAuditPending removes t's mark when every record of its audit log is
+// chained and no tenant transaction of t is in flight (the exclusive side
+// of the mark's lock; taken without waiting, else the mark stays).
+//
+// The lock is taken by a statement of its own: the check that follows
+// then runs on a snapshot taken after every transaction that held the
+// lock shared has ended, so it sees their records.
+func clearAuditPending(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant, table string, seed int64) error {
+	var locked bool
+	err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock(hashtextextended('gatehouse.audit-pending:' || $1, $2))", t.ID, seed).Scan(&locked)
+	if err != nil || !locked {
+		return err
+	}
+	_, err = tx.Exec(ctx, `DELETE FROM gatehouse.audit_pending WHERE tenant_id = $1
+		AND NOT EXISTS (SELECT 1 FROM `+table+` WHERE chain_seq IS NULL)`, t.ID)
+	return err
+}
+
+// TenantsWithUnchainedAudit lists the tenants marked as possibly having
+// unchained audit records (for the chainer's first pass after a start):
+// one query on the control schema, whatever the number of tenants; idle
+// tenants are not touched.
 func (db *DB) TenantsWithUnchainedAudit(ctx context.Context) ([]*tenancy.Tenant, error) {
-	all, err := db.FindTenants(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []*tenancy.Tenant
-	for _, t := range all {
-		if t.SchemaVersion < 2 { // no audit_log yet
-			continue
-		}
-		var pending bool
-		q := "SELECT EXISTS (SELECT 1 FROM " + pgx.Identifier{t.Schema, "audit_log"}.Sanitize() + " WHERE chain_seq IS NULL)"
-		if err := db.pool.QueryRow(ctx, q).Scan(&pending); err != nil {
-			return nil, err
-		}
-		if pending {
-			out = append(out, t)
-		}
-	}
-	return out, nil
+	rows, _ := db.pool.Query(ctx, selectTenant+` t WHERE EXISTS (SELECT 1 FROM gatehouse.audit_pending p WHERE p.tenant_id = t.id)
+		AND schema_version >= 2 ORDER BY created_at`)
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*tenancy.Tenant, error) { return scanTenant(r) })
 }

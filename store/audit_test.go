@@ -2,10 +2,13 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -186,5 +189,125 @@ func TestAuditDigest(t *testing.T) {
 	}
 	if a == testKey.Digest([]byte(`{"title":"y"}`)) || a == store.NewAuditKey([]byte("other")).Digest([]byte(`{"title":"x"}`)) {
 		t.Error("different arguments or keys give the same digest")
+	}
+}
+
+// TestAuditPendingMarksOnlyTenantsWithUnchainedRecords: the chainer's
+// first pass after a start asks the control schema, not every tenant
+// schema, and finds exactly the tenants whose records are not chained.
+func TestAuditPendingMarksOnlyTenantsWithUnchainedRecords(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	key := store.NewAuditKey([]byte("test key"))
+	a, b, idle := mustTenant(t, db, "a.example"), mustTenant(t, db, "b.example"), mustTenant(t, db, "idle.example")
+	pending := func() []string {
+		t.Helper()
+		ts, err := db.TenantsWithUnchainedAudit(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, tn := range ts {
+			keys = append(keys, tn.Key)
+		}
+		return keys
+	}
+	if got := pending(); len(got) != 0 {
+		t.Fatalf("pending after provisioning: %v", got)
+	}
+	write := func(tn *tenancy.Tenant) {
+		t.Helper()
+		err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+			return store.InsertAudit(ctx, tx, &store.AuditRecord{Decision: store.Allowed, Subject: "s"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(a)
+	write(b)
+	// A rolled-back transaction leaves no record and no mark.
+	_ = db.WithTenant(ctx, idle, func(tx pgx.Tx) error {
+		_ = store.InsertAudit(ctx, tx, &store.AuditRecord{Decision: store.Allowed, Subject: "s"})
+		return errors.New("roll back")
+	})
+	if got := strings.Join(pending(), ","); got != "a.example,b.example" {
+		t.Fatalf("pending: %s", got)
+	}
+	for _, tn := range []*tenancy.Tenant{a, idle} {
+		if _, err := db.ChainAudit(ctx, tn, key, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Join(pending(), ","); got != "b.example" {
+		t.Fatalf("pending after chaining a: %s", got)
+	}
+	// A batch that leaves records behind keeps the mark.
+	write(b)
+	write(b)
+	if n, err := db.ChainAudit(ctx, b, key, 2); err != nil || n != 2 {
+		t.Fatalf("chain: %d, %v", n, err)
+	}
+	if got := strings.Join(pending(), ","); got != "b.example" {
+		t.Fatalf("pending with a record left: %s", got)
+	}
+	if n, err := db.ChainAudit(ctx, b, key, 2); err != nil || n != 1 {
+		t.Fatalf("chain: %d, %v", n, err)
+	}
+	if got := pending(); len(got) != 0 {
+		t.Fatalf("pending at the end: %v", got)
+	}
+}
+
+// TestAuditPendingNeverLosesARecord: writers and the chainer run at once
+// (goroutines released together); whenever all stop, every tenant with an
+// unchained record is still marked. The chainer removes a mark only when
+// no writer of that tenant is in flight.
+func TestAuditPendingNeverLosesARecord(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	key := store.NewAuditKey([]byte("test key"))
+	tn := mustTenant(t, db, "busy.example")
+	for round := range 20 {
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range 3 {
+			wg.Go(func() {
+				<-start
+				for i := range 3 {
+					err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+						if (w+i+round)%2 == 0 {
+							time.Sleep(time.Millisecond) // a longer transaction
+						}
+						return store.InsertAudit(ctx, tx, &store.AuditRecord{Decision: store.Allowed, Subject: "s"})
+					})
+					if err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			<-start
+			for range 5 {
+				if _, err := db.ChainAudit(ctx, tn, key, 1000); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+		close(start)
+		wg.Wait()
+		var unchained, marked bool
+		err := db.Pool().QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()+
+			" WHERE chain_seq IS NULL), EXISTS (SELECT 1 FROM gatehouse.audit_pending WHERE tenant_id = $1)", tn.ID).Scan(&unchained, &marked)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if unchained && !marked {
+			t.Fatalf("round %d: unchained records and no mark: the chainer's next start would miss them", round)
+		}
+	}
+	if rep, err := db.VerifyAudit(ctx, tn, key); err != nil || !rep.OK() {
+		t.Fatalf("verify: %+v, %v", rep, err)
 	}
 }

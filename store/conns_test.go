@@ -127,3 +127,28 @@ func TestQueryLoginsBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestPoolSizes: the two pools are sized by Options; an unset tenant pool
+// takes pool_max_conns from the connection string, else the default.
+func TestPoolSizes(t *testing.T) {
+	conn := storetest.ConnString(t)
+	for _, tt := range []struct {
+		conn          string
+		opts          store.Options
+		tenant, contr int32
+	}{
+		{conn, store.Options{TenantConns: 5, ControlConns: 3}, 5, 3},
+		{conn + " pool_max_conns=6", store.Options{ControlConns: 2}, 6, 2},
+		{conn + " pool_max_conns=6", store.Options{TenantConns: 9, ControlConns: 2}, 9, 2},
+	} {
+		db, err := store.Open(context.Background(), tt.conn, &tt.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := db.Limits(); got.TenantConns != tt.tenant || got.ControlConns != tt.contr ||
+			db.TenantPool().Config().MaxConns != tt.tenant || db.Pool().Config().MaxConns != tt.contr {
+			t.Errorf("%+v with %q: limits %+v, pools %d and %d", tt.opts, tt.conn, got, db.TenantPool().Config().MaxConns, db.Pool().Config().MaxConns)
+		}
+		db.Close()
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -22,7 +23,8 @@ var ErrNotFound = errors.New("not found")
 // field means its default (see [DefaultLimits]).
 type Options struct {
 	// TenantConns bounds the pool of tenant work: the transactions of tool
-	// calls ([DB.WithTenant]).
+	// calls ([DB.WithTenant]). Zero: pool_max_conns of the connection
+	// string if it has one, else the default.
 	TenantConns int32
 	// ControlConns bounds the control-plane pool: credential and tenant
 	// look-ups, rate limits, audit writes and chaining, readiness,
@@ -86,7 +88,11 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "gatehouse"
 	}
-	lim := withDefaults(*opts)
+	o := *opts
+	if o.TenantConns <= 0 && strings.Contains(connString, "pool_max_conns") {
+		o.TenantConns = cfg.MaxConns // the URL's pool size sizes the tenant-work pool
+	}
+	lim := withDefaults(o)
 	cfg.MaxConns = lim.ControlConns
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -12,14 +12,16 @@ import (
 // DocumentInfo is a document without its body: what lists and searches
 // return.
 type DocumentInfo struct {
-	ID        string    `json:"id"`
-	Title     string    `json:"title"`
-	Tags      []string  `json:"tags"`
-	ProjectID *string   `json:"project_id,omitempty"`
-	Size      int       `json:"size" jsonschema:"length of the body in bytes"`
-	CreatedBy string    `json:"created_by"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	ID        string   `json:"id"`
+	Title     string   `json:"title"`
+	Tags      []string `json:"tags"`
+	ProjectID *string  `json:"project_id,omitempty"`
+	// ProjectName is the project's name, read with the document.
+	ProjectName *string   `json:"project_name,omitempty"`
+	Size        int       `json:"size" jsonschema:"length of the body in bytes"`
+	CreatedBy   string    `json:"created_by"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
 }
 
 // Document is a markdown document in a tenant's workspace.
@@ -76,12 +78,12 @@ type DocumentFilter struct {
 }
 
 const (
-	documentInfoColumns = "id, title, tags, project_id, octet_length(body), created_by, created_at, updated_at"
+	documentInfoColumns = "id, title, tags, project_id, " + projectNameOf + ", octet_length(body), created_by, created_at, updated_at"
 	documentColumns     = documentInfoColumns + ", body"
 )
 
 func documentInfoFields(d *DocumentInfo) []any {
-	return []any{&d.ID, &d.Title, &d.Tags, &d.ProjectID, &d.Size, &d.CreatedBy, &d.CreatedAt, &d.UpdatedAt}
+	return []any{&d.ID, &d.Title, &d.Tags, &d.ProjectID, &d.ProjectName, &d.Size, &d.CreatedBy, &d.CreatedAt, &d.UpdatedAt}
 }
 
 func scanDocument(row pgx.Row) (*Document, error) {
@@ -235,7 +237,8 @@ func SearchDocuments(ctx context.Context, tx pgx.Tx, s DocumentSearch) (hits []*
 		inner += " AND (ts_rank_cd(search, q), id) < (@after_rank::real, @after_id::uuid)"
 		args["after_rank"], args["after_id"] = s.After.Rank, s.After.ID
 	}
-	rows, _ := tx.Query(ctx, `SELECT d.id, d.title, d.tags, d.project_id, octet_length(d.body), d.created_by, d.created_at, d.updated_at,
+	rows, _ := tx.Query(ctx, `SELECT d.id, d.title, d.tags, d.project_id, (SELECT pn.name FROM projects pn WHERE pn.id = d.project_id),
+		octet_length(d.body), d.created_by, d.created_at, d.updated_at,
 		p.rank, ts_headline('english'::regconfig, left(d.body, 262144), p.q, @headline::text)
 		FROM (`+inner+` ORDER BY rank DESC, id DESC LIMIT @limit) p JOIN documents d ON d.id = p.id
 		ORDER BY p.rank DESC, p.id DESC`, args)

@@ -98,11 +98,17 @@ func StartEmbedded(ctx context.Context, opts EmbeddedOptions) (*Embedded, error)
 	if err := e.initdb(ctx, opts.NoFsync); err != nil {
 		return nil, err
 	}
-	if err := e.start(ctx, opts); err != nil {
+	started, err := e.start(ctx, opts)
+	if err != nil {
 		return nil, err
 	}
 	if err := e.ensureDatabase(ctx); err != nil {
 		return nil, err
+	}
+	if _, set := opts.Settings["max_locks_per_transaction"]; !set {
+		if err := e.sizeLockTable(ctx, started); err != nil {
+			return nil, err
+		}
 	}
 	return e, nil
 }
@@ -167,7 +173,10 @@ func (e *Embedded) Halt(ctx context.Context) error {
 }
 
 // Resume starts a cluster stopped by Halt, with its original settings.
-func (e *Embedded) Resume(ctx context.Context) error { return e.start(ctx, e.opts) }
+func (e *Embedded) Resume(ctx context.Context) error {
+	_, err := e.start(ctx, e.opts)
+	return err
+}
 
 func (e *Embedded) otherClients(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -302,13 +311,14 @@ func (e *Embedded) initdb(ctx context.Context, noFsync bool) error {
 	return nil
 }
 
-func (e *Embedded) start(ctx context.Context, opts EmbeddedOptions) error {
+// start starts the server, or joins it when it runs already (started false).
+func (e *Embedded) start(ctx context.Context, opts EmbeddedOptions) (started bool, err error) {
 	if _, err := e.run(ctx, "pg_ctl", "status", "-D", e.pgdata); err == nil {
 		if _, err := os.Stat(filepath.Join(e.socketDir, ".s.PGSQL.5432")); err == nil {
 			e.log.Info("joined running embedded postgres", "data_dir", e.dataDir)
-			return nil
+			return false, nil
 		}
-		return fmt.Errorf("embedded postgres: a server is already running on %s but not on the socket in %s; stop it with: pg_ctl stop -D %s",
+		return false, fmt.Errorf("embedded postgres: a server is already running on %s but not on the socket in %s; stop it with: pg_ctl stop -D %s",
 			e.pgdata, e.socketDir, e.pgdata)
 	}
 	settings := map[string]string{
@@ -334,14 +344,16 @@ func (e *Embedded) start(ctx context.Context, opts EmbeddedOptions) error {
 	for _, k := range keys {
 		fmt.Fprintf(&o, " -c %s=%s", k, settings[k])
 	}
-	logFile := filepath.Join(e.dataDir, "postgres.log")
+	logFile := e.logFile()
 	out, err := e.run(ctx, "pg_ctl", "start", "-D", e.pgdata, "-l", logFile, "-w", "-t", "60", "-o", strings.TrimSpace(o.String()))
 	if err != nil {
-		return fmt.Errorf("embedded postgres: start: %w: %s%s", err, out, logTail(logFile))
+		return false, fmt.Errorf("embedded postgres: start: %w: %s%s", err, out, logTail(logFile))
 	}
 	e.log.Info("embedded postgres started", "data_dir", e.dataDir, "socket_dir", e.socketDir)
-	return nil
+	return true, nil
 }
+
+func (e *Embedded) logFile() string { return filepath.Join(e.dataDir, "postgres.log") }
 
 func logTail(path string) string {
 	b, err := os.ReadFile(path)
@@ -352,6 +364,53 @@ func logTail(path string) string {
 		b = b[len(b)-2000:]
 	}
 	return "\nserver log (" + path + "):\n" + string(b)
+}
+
+// sizeLockTable keeps max_locks_per_transaction large enough for pg_dump
+// of the database (see [LocksNeeded]) with room to grow: for twice the
+// relations there are now, in steps of 64, never lowered. A raise is
+// written with ALTER SYSTEM (postgresql.auto.conf) and takes a restart,
+// done now when this process started the server (under a second) and
+// left to the next start when it joined a running one.
+func (e *Embedded) sizeLockTable(ctx context.Context, started bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, e.ConnString(""))
+	if err != nil {
+		return fmt.Errorf("embedded postgres: connect: %w", err)
+	}
+	defer conn.Close(ctx)
+	b, err := backupLocks(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("embedded postgres: %w", err)
+	}
+	want := EmbeddedLocks(b.Relations, b.Connections)
+	if want <= b.Setting {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, fmt.Sprintf("ALTER SYSTEM SET max_locks_per_transaction = %d", want)); err != nil {
+		return fmt.Errorf("embedded postgres: raising max_locks_per_transaction: %w", err)
+	}
+	attrs := []any{"relations", b.Relations, "was", b.Setting, "now", want}
+	if !started {
+		e.log.Warn("embedded postgres: max_locks_per_transaction raised for backups; takes effect when the cluster next starts (another process runs it now)", attrs...)
+		return nil
+	}
+	conn.Close(ctx)
+	if out, err := e.run(ctx, "pg_ctl", "restart", "-D", e.pgdata, "-l", e.logFile(), "-m", "fast", "-w", "-t", "60"); err != nil {
+		return fmt.Errorf("embedded postgres: restart: %w: %s%s", err, out, logTail(e.logFile()))
+	}
+	e.log.Info("embedded postgres: max_locks_per_transaction raised so that pg_dump can lock every table (restarted)", attrs...)
+	return nil
+}
+
+// EmbeddedLocks is the max_locks_per_transaction the embedded cluster
+// sets for a database of relations lockable relations: [LocksNeeded] for
+// twice as many, rounded up to a multiple of 64. Each step of 64 costs
+// about 3 MB of shared memory at 100 connections (measured: 149 MB in
+// all at 64, 195 MB at 1,024).
+func EmbeddedLocks(relations, connections int) int {
+	return (LocksNeeded(2*relations, connections) + 63) / 64 * 64
 }
 
 func (e *Embedded) ensureDatabase(ctx context.Context) error {
@@ -378,6 +437,15 @@ func (e *Embedded) ensureDatabase(ctx context.Context) error {
 		return fmt.Errorf("embedded postgres: create database: %w", err)
 	}
 	return nil
+}
+
+// Run executes one of the cluster's client or server programs (pg_dump,
+// pg_restore, psql, ...: the binaries next to its initdb) as the cluster's
+// OS user (postgres, when we are root), with its working directory in the
+// data directory, and returns their combined output. Files it names must be
+// writable by that user.
+func (e *Embedded) Run(ctx context.Context, name string, args ...string) (string, error) {
+	return e.run(ctx, name, args...)
 }
 
 // run executes one of the cluster's binaries, as the postgres user when we

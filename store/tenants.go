@@ -159,7 +159,18 @@ func (db *DB) withTenantMode(ctx context.Context, pool *pgxpool.Pool, t *tenancy
 	if !opaqueName.MatchString(t.Schema) || (t.DBRole != "" && !opaqueName.MatchString(t.DBRole)) {
 		return fmt.Errorf("tenant %s: refusing unexpected schema or role name", t.Key)
 	}
-	begin := fmt.Sprintf("%s; SELECT set_config('search_path', %s, true)", beginStmt, quoteLiteral(pgx.Identifier{t.Schema}.Sanitize()))
+	begin := beginStmt + "; "
+	if beginStmt == "BEGIN" {
+		// A transaction that may write audit records marks the tenant as
+		// having unchained ones (see markAuditPending); a READ ONLY one
+		// writes none (and could not insert the mark).
+		seed, err := db.lockSeed(ctx)
+		if err != nil {
+			return err
+		}
+		begin += markAuditPending(t.ID, seed) + "; "
+	}
+	begin += fmt.Sprintf("SELECT set_config('search_path', %s, true)", quoteLiteral(pgx.Identifier{t.Schema}.Sanitize()))
 	if t.DBRole != "" { // else: a database whose account cannot create roles: schema isolation only
 		begin += fmt.Sprintf(", set_config('role', %s, true)", quoteLiteral(t.DBRole))
 	}

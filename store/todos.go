@@ -16,6 +16,7 @@ type Todo struct {
 	Notes       string     `json:"notes,omitempty"`
 	Done        bool       `json:"done"`
 	ProjectID   *string    `json:"project_id,omitempty"`
+	ProjectName *string    `json:"project_name,omitempty" jsonschema:"the name of the project, read with the todo"`
 	DueOn       *string    `json:"due_on,omitempty" jsonschema:"due date, YYYY-MM-DD"`
 	Priority    string     `json:"priority" jsonschema:"low, normal, high or urgent"`
 	CreatedBy   string     `json:"created_by"`
@@ -62,11 +63,17 @@ type TodoFilter struct {
 	Limit     int
 }
 
-const todoColumns = "id, title, notes, done, project_id, to_char(due_on, 'YYYY-MM-DD'), priority, created_by, created_at, updated_at, completed_at"
+// todoColumns read a todo with its project's name (a sub-select in the
+// same statement, so naming the project costs no round trip).
+const todoColumns = "id, title, notes, done, project_id, " + projectNameOf + ", to_char(due_on, 'YYYY-MM-DD'), priority, created_by, created_at, updated_at, completed_at"
+
+// projectNameOf is the name of the project a row's project_id refers to
+// (projects has no project_id column, so it names the outer row's).
+const projectNameOf = "(SELECT pn.name FROM projects pn WHERE pn.id = project_id)"
 
 func scanTodo(row pgx.Row) (*Todo, error) {
 	var t Todo
-	err := row.Scan(&t.ID, &t.Title, &t.Notes, &t.Done, &t.ProjectID, &t.DueOn, &t.Priority, &t.CreatedBy, &t.CreatedAt, &t.UpdatedAt, &t.CompletedAt)
+	err := row.Scan(&t.ID, &t.Title, &t.Notes, &t.Done, &t.ProjectID, &t.ProjectName, &t.DueOn, &t.Priority, &t.CreatedBy, &t.CreatedAt, &t.UpdatedAt, &t.CompletedAt)
 	if errors.Is(err, pgx.ErrNoRows) || isForeignKeyViolation(err) {
 		return nil, ErrNotFound
 	}

@@ -30,7 +30,7 @@ func (r Rate) String() string {
 	if r.Off() {
 		return "off"
 	}
-	return fmt.Sprintf("%s/m burst %d", strconv.FormatFloat(r.PerMinute, 'f', -1, 64), r.Burst)
+	return strconv.FormatFloat(r.PerMinute, 'f', -1, 64) + "/m burst " + strconv.Itoa(r.Burst) // in every refusal: no fmt
 }
 
 // ParseRate is the one parser of rates, for the environment

@@ -44,12 +44,28 @@ func main() {
 	bareVariants := flag.String("bare-variants", "", "extra configurations of the bare go-sdk baseline, in the same form")
 	neighbour := flag.Bool("neighbour", false, "also measure one tenant while another floods past its limit")
 	baseline := flag.String("baseline-bin", "", "an older gatehouse binary to measure in the same run, as label=path (e.g. skeleton=/tmp/gatehouse-skeleton)")
+	workerSpec := flag.String("worker", "", "internal: run tenant A's load for -bulkheads")
+	bulk := flag.Bool("bulkheads", false, "measure one tenant's paced calls while another sleeps in queries, floods past its limit, or writes at c=100 (the baseline binary first, if given)")
 	toolList := flag.String("tools", "whoami,list_todos,add_todo", "tools to measure, comma-separated")
 	noBare := flag.Bool("no-bare", false, "skip the bare go-sdk server")
 	flag.IntVar(&rounds, "rounds", 1, "split each scenario into this many rounds, the servers taking turns, so that a noisy machine's changes hit all alike")
 	flag.Parse()
 	benchTools = strings.Split(*toolList, ",")
 	skipBare = *noBare
+	if *workerSpec != "" {
+		runWorker(*workerSpec)
+		return
+	}
+	if *bulk {
+		bins := []string{"this=" + *bin}
+		if *baseline != "" {
+			bins = append([]string{*baseline}, bins...)
+		}
+		if err := bulkheads(bins, *duration, *warmup); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if *neighbour {
 		if err := noisyNeighbour(*bin, *duration, *warmup, *concurrency); err != nil {
 			log.Fatal(err)

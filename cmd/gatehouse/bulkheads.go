@@ -27,15 +27,18 @@ func loadBulkheads(get func(string) string, bad func(name, format string, args .
 	}
 	d := store.DefaultLimits(runtime.GOMAXPROCS(0))
 	db := store.Options{
-		TenantConns:      int32(count("GATEHOUSE_DB_TENANT_CONNS", int(d.TenantConns))),
+		TenantConns:      int32(count("GATEHOUSE_DB_TENANT_CONNS", 0)), // 0: pool_max_conns of DATABASE_URL, else the default
 		ControlConns:     int32(count("GATEHOUSE_DB_CONTROL_CONNS", int(d.ControlConns))),
 		QueryConns:       count("GATEHOUSE_QUERY_CONNS", d.QueryConns),
 		TenantQueryConns: count("GATEHOUSE_TENANT_QUERY_CONNS", d.TenantQueryConns),
 	}
-	adm := mcp.DefaultAdmission(int(db.TenantConns))
-	adm.Tenant = count("GATEHOUSE_TENANT_CONCURRENCY", adm.Tenant)
-	adm.Principal = count("GATEHOUSE_PRINCIPAL_CONCURRENCY", max(2, adm.Tenant/2))
-	adm.TenantQueue = count("GATEHOUSE_TENANT_QUEUE", adm.TenantQueue)
+	// Zero fields are filled in from the tenant-work pool's size once the
+	// database is open (mcp.New).
+	adm := mcp.Admission{
+		Tenant:      count("GATEHOUSE_TENANT_CONCURRENCY", 0),
+		Principal:   count("GATEHOUSE_PRINCIPAL_CONCURRENCY", 0),
+		TenantQueue: count("GATEHOUSE_TENANT_QUEUE", 0),
+	}
 	w, err := time.ParseDuration(get("GATEHOUSE_ADMISSION_WAIT"))
 	if err != nil || w < 0 || w > time.Minute {
 		bad("GATEHOUSE_ADMISSION_WAIT", "%q is not a duration from 0s to 1m", get("GATEHOUSE_ADMISSION_WAIT"))

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestProviderConfiguration(t *testing.T) {
@@ -96,5 +97,27 @@ func TestConfigFileRejectsUnknownSettings(t *testing.T) {
 	_, err := loadConfig(func(k string) string { return map[string]string{"GATEHOUSE_CONFIG_FILE": file}[k] })
 	if err == nil || !strings.Contains(err.Error(), "oidc_issuer") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+// TestBulkheadSettings: auto leaves the bounds to the database and the
+// server (zero), numbers are taken, and every bad value is reported.
+func TestBulkheadSettings(t *testing.T) {
+	c, err := loadConfig(func(k string) string {
+		return map[string]string{"GATEHOUSE_DB_TENANT_CONNS": "12", "GATEHOUSE_TENANT_CONCURRENCY": "3", "GATEHOUSE_ADMISSION_WAIT": "500ms"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DB.TenantConns != 12 || c.Admission.Tenant != 3 || c.Admission.Principal != 0 || c.Admission.Wait != 500*time.Millisecond || c.DB.ControlConns < 4 {
+		t.Errorf("parsed %+v %+v", c.DB, c.Admission)
+	}
+	_, err = loadConfig(func(k string) string {
+		return map[string]string{"GATEHOUSE_DB_CONTROL_CONNS": "0", "GATEHOUSE_QUERY_CONNS": "many", "GATEHOUSE_ADMISSION_WAIT": "5m"}[k]
+	})
+	for _, want := range []string{"GATEHOUSE_DB_CONTROL_CONNS", "GATEHOUSE_QUERY_CONNS", "GATEHOUSE_ADMISSION_WAIT"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %s: %v", want, err)
+		}
 	}
 }

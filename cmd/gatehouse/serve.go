@@ -154,6 +154,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 	bg.Go(func() { srv.FollowInvalidations(bctx) })
 	bg.Go(func() { srv.RunMaintenance(bctx, 5*time.Minute) })
 	bg.Go(func() { checkIssuers(bctx, cfg.Providers.issuerChecks(), cfg.notes, log) })
+	bg.Go(func() { watchBackupLocks(bctx, db.BackupLocks, cfg.notes, log, backupLocksEvery) })
 	return srv, func() { cancel(); bg.Wait(); closeAll() }, nil
 }
 
@@ -310,7 +311,7 @@ func awaitServing(ctx context.Context, addr net.Addr, useTLS bool, served <-chan
 
 // inspectorVersion is the MCP Inspector the banner's command runs: the one
 // the end-to-end tests use (testdata/e2e/package.json; a test keeps them
-// equal). Inspector 2.x needs Node 22 or later.
+// equal). Inspector 2.x needs Node.js 22.19 or later.
 const inspectorVersion = "2.12.0"
 
 // print shows the bootstrap key with ready-to-paste client configuration
@@ -327,7 +328,7 @@ Connect a client:
   Claude Code
     claude mcp add --transport http gatehouse %[1]s --header "Authorization: Bearer %[2]s"
 
-  MCP Inspector (CLI; needs Node.js 22 or later)
+  MCP Inspector (CLI; needs Node.js 22.19 or later)
     npx -y @modelcontextprotocol/inspector@%[3]s --cli %[1]s --transport http --header "Authorization: Bearer %[2]s" --method tools/list
 
   Cursor (~/.cursor/mcp.json)

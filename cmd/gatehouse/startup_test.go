@@ -88,7 +88,8 @@ func TestBootstrapKeyOnlyOnceServing(t *testing.T) {
 	if key == "" {
 		t.Fatalf("the start that served printed no key:\n%s", out.String())
 	}
-	if !strings.Contains(out.String(), "@modelcontextprotocol/inspector@"+inspectorVersion) || !strings.Contains(out.String(), "npx -y") {
+	if !strings.Contains(out.String(), "@modelcontextprotocol/inspector@"+inspectorVersion) || !strings.Contains(out.String(), "npx -y") ||
+		!strings.Contains(out.String(), "Node.js 22.19 or later") {
 		t.Errorf("the banner's Inspector command is not pinned:\n%s", out.String())
 	}
 	code, list, _ := gh(t, environ, "apikey", "list", "--tenant", "dev", "--json")
