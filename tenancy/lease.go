@@ -3,6 +3,7 @@ package tenancy
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -59,15 +60,16 @@ type leases struct {
 	store LeaseStore
 	// renew collapses concurrent renewals of the same keys into one
 	// statement (else n calls missing at once would each lease a share).
-	renew singleflight.Group
-	mu    sync.Mutex
-	m     map[string]*lease
-	stop  chan struct{}
-	done  chan struct{}
+	renew   singleflight.Group
+	mu      sync.Mutex
+	m       map[string]*lease
+	waiting map[string]int // requests waiting for a renewal, by key set
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func newLeases(s LeaseStore) *leases {
-	l := &leases{store: s, m: map[string]*lease{}, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &leases{store: s, m: map[string]*lease{}, waiting: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go l.run()
 	return l
 }
@@ -162,13 +164,34 @@ func (l *leases) close() {
 // maxLeaseRounds bounds how often one request renews leases that others
 // emptied before it could take from them; after that it is refused as if
 // over its limit, with the shortest retry.
-const maxLeaseRounds = 8
+const maxLeaseRounds = 32
 
 // lease renews the leases of keys (the missing keys of a request), one
 // statement for all of them, shared by concurrent callers asking for the
 // same keys. It returns the store's answer.
+//
+// Each request waiting for the same keys asks for one more: a lease never
+// falls short of the requests already waiting for it.
 func (l *leases) lease(ctx context.Context, now time.Time, keys []string, intervals []time.Duration, bursts, wants []int) (LeaseResult, error) {
-	v, err, _ := l.renew.Do(strings.Join(keys, "\x00"), func() (any, error) {
+	id := strings.Join(keys, "\x00")
+	l.mu.Lock()
+	l.waiting[id]++
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		if l.waiting[id]--; l.waiting[id] <= 0 {
+			delete(l.waiting, id)
+		}
+		l.mu.Unlock()
+	}()
+	v, err, _ := l.renew.Do(id, func() (any, error) {
+		l.mu.Lock()
+		n := l.waiting[id]
+		l.mu.Unlock()
+		wants := slices.Clone(wants)
+		for i := range wants {
+			wants[i] = max(wants[i], n)
+		}
 		res, err := l.store.GCRALease(ctx, keys, intervals, bursts, wants)
 		if err != nil {
 			return res, err
