@@ -281,14 +281,13 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 			err = commit()
 		}
 	default:
-		err = s.db.InTenant(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
+		// The record travels with COMMIT, the transaction's opening with
+		// the tool's first statement (store.InTenantWrite).
+		rec.Decision = store.Allowed
+		err = s.db.InTenantWrite(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
 			after = nil
-			if err := s.execute(ctx, tx, t, c, raw, &res, &after); err != nil {
-				return err
-			}
-			rec.Decision = store.Allowed
-			return store.InsertAudit(ctx, tx, rec)
-		})
+			return s.execute(ctx, tx, t, c, raw, &res, &after)
+		}, rec)
 	}
 	if err == nil {
 		for _, f := range after {
