@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/mcp"
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
@@ -45,6 +47,11 @@ var everyToolArgs = map[string]string{
 	"create_api_key":    `{"name":"k-%d","role":"viewer"}`,
 	"list_api_keys":     `{}`,
 	"revoke_api_key":    `{"id":"00000000-0000-4000-8000-000000000000"}`,
+	"list_my_api_keys":  `{}`,
+	"create_my_api_key": `{"name":"mine-%d","role":"viewer","scopes":["mcp:read"]}`,
+	"revoke_my_api_key": `{"id":"00000000-0000-4000-8000-000000000000"}`,
+	"list_my_sign_ins":  `{}`,
+	"revoke_my_sign_in": `{"id":"no-such-sign-in"}`,
 }
 
 // answer is what a raw tools/call POST got.
@@ -222,5 +229,40 @@ func TestConcurrencyCaps(t *testing.T) {
 	g.srv.FlushAudit(context.Background())
 	if !strings.Contains(g.audit.String(), "too many concurrent calls (tenant bound 2)") {
 		t.Errorf("the refusal is not in the audit stream")
+	}
+}
+
+// TestQueryLoginCapAnswered429: a query over its tenant's query-login
+// bound waits briefly, then is answered 429 with Retry-After and -32031
+// (not a 200 tool result), and the refusal is audited as a failed call.
+func TestQueryLoginCapAnswered429(t *testing.T) {
+	db, err := store.Open(context.Background(), storetest.ConnString(t), &store.Options{TenantQueryConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	g := newGatehouse(t, func(s *setup) { s.db = db })
+	key := g.key(t, "a.example", tenancy.Developer)
+	client := &http.Client{}
+	if got := rawCall(client, g.url, key, "query", `{"sql":"select 1"}`, 1); got.status != http.StatusOK {
+		t.Fatalf("first query: %d %s", got.status, got.body)
+	}
+	slow := make(chan answer)
+	go func() { slow <- rawCall(client, g.url, key, "query", `{"sql":"select pg_sleep(4)"}`, 2) }()
+	var got answer
+	for range 50 { // until the slow one holds the tenant's one login
+		if got = rawCall(client, g.url, key, "query", `{"sql":"select 1"}`, 3); got.status == http.StatusTooManyRequests {
+			break
+		}
+	}
+	if got.status != http.StatusTooManyRequests || got.retryAfter != "1" || !strings.Contains(got.body, `"code":-32031`) ||
+		!strings.Contains(got.body, `"scope":"tenant"`) || !strings.Contains(got.body, "your organisation's concurrent queries") || !strings.Contains(got.body, `"id":3`) {
+		t.Errorf("a query over the tenant's login bound: %d Retry-After %q %s", got.status, got.retryAfter, got.body)
+	}
+	if a := <-slow; a.status != http.StatusOK || strings.Contains(a.body, `"isError":true`) {
+		t.Errorf("the slow query: %d %s", a.status, a.body)
+	}
+	if !strings.Contains(g.audit.String(), `"reason":"busy"`) {
+		t.Error("the refused query is not audited")
 	}
 }

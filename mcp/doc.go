@@ -12,7 +12,18 @@
 //     (403 otherwise);
 //  3. per tool call: authorize the tool for the caller's role and the
 //     credential's scopes, validate the arguments against the tool's schema,
-//     and execute the handler inside store.DB.WithTenant.
+//     and execute the handler inside store.DB.InTenant (a tool with its own
+//     connection, query, runs outside it: a call never holds two).
+//
+// Between 2 and 3, over HTTP: the rate limits (429, -32029), then admission
+// (admission.go): a call doing database work (tools/call, resources/read)
+// takes a slot among the calls in flight — bounded in all by the
+// tenant-work pool's size, per tenant and per principal — waiting briefly,
+// fairly across tenants, or is refused (429, -32031). A credential refused
+// for its rate limit is remembered until its retry time and refused before
+// all of this (refuse_fast.go). A database or identity provider that cannot
+// be reached turns the answer into 503 with Retry-After (-32030,
+// unavailable.go), never a tool result.
 //
 // Steps 1–2 are HTTP middleware; the caller they establish reaches tool
 // handlers through the SDK's auth.TokenInfo (Extra["caller"]). Step 3 is the

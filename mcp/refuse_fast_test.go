@@ -65,6 +65,18 @@ func TestRememberedRefusalAnsweredAlike(t *testing.T) {
 	if res := post(t, g.url, "Bearer "+other, whoamiCall); res.StatusCode != http.StatusOK {
 		t.Errorf("another tenant: %d", res.StatusCode)
 	}
+	// A browser's request takes the full path, where the origin check
+	// comes first: a foreign origin is refused as such, not rate-limited.
+	req, _ := http.NewRequest(http.MethodPost, g.url, strings.NewReader(whoamiCall))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Origin", "https://elsewhere.example")
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != http.StatusForbidden {
+		t.Errorf("a foreign origin with a refused credential: %v %v, want 403", res, err)
+	} else {
+		res.Body.Close()
+	}
 	g.srv.FlushAudit(context.Background())
 	if !strings.Contains(g.audit.String(), `"decision":"RATE_LIMITED"`) || !strings.Contains(g.audit.String(), `"count":2`) {
 		t.Errorf("the two refusals are not one aggregated audit record of count 2:\n%s", g.audit.String())

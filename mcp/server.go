@@ -14,12 +14,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/labstack/echo/v4"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/httpx"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -76,8 +76,11 @@ type Options struct {
 	// MetricsToken, when set, is the bearer token /metrics requires
 	// (Prometheus: authorization.credentials); empty leaves /metrics open.
 	MetricsToken string
-	Logger       *slog.Logger
-	Version      string
+	// Surface is the HTTP surface to hang the routes off, shared with
+	// the other parts of Gatehouse (the console); nil makes one.
+	Surface *httpx.Surface
+	Logger  *slog.Logger
+	Version string
 }
 
 // ClientCertMapper says which principal a verified client certificate chain
@@ -94,7 +97,7 @@ type Server struct {
 	db        *store.DB
 	sdk       *sdk.Server
 	tools     map[string]*Tool
-	echo      *echo.Echo
+	echo      *httpx.Surface
 	handler   http.Handler // echo behind the fast refusal of remembered denials
 	denied    deniedTokens
 	metrics   *metrics
@@ -197,7 +200,11 @@ func New(opts Options) (*Server, error) {
 	}
 	s.sdk.AddReceivingMiddleware(s.filterTools)
 	s.registerResources()
-	s.echo = s.routes()
+	s.echo = opts.Surface
+	if s.echo == nil {
+		s.echo = httpx.New(httpx.Options{PublicURL: opts.PublicURL, TrustedProxies: opts.TrustedProxies, Logger: opts.Logger})
+	}
+	s.routes(s.echo)
 	s.handler = s.fastRefusal(s.echo)
 	return s, nil
 }
@@ -232,10 +239,14 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 			}
 		}
 		start := time.Now()
-		res, outcome := s.call(ctx, t, c, req.Params.Arguments)
+		res, outcome, err := s.call(ctx, t, c, req.Params.Arguments)
 		s.metrics.toolCall(t.Name, outcome, time.Since(start))
-		if outcome == "unavailable" {
+		var busy *store.BusyError
+		switch {
+		case outcome == "unavailable":
 			return nil, s.reportOutage(c, outage{dependency: "database"})
+		case errors.As(err, &busy):
+			return nil, s.reportOutage(c, outage{busy: busy})
 		}
 		return res, nil
 	}
@@ -252,8 +263,8 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 // record. A tool with its own connection (query) runs before its record is
 // written, never inside a tenant transaction: a call holds at most one
 // tenant connection at a time. outcome "unavailable" means the database
-// could not be reached.
-func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string) {
+// could not be reached; err is the failure, if any.
+func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string, error) {
 	rec := s.audit.base(c, t.Name, raw)
 	var res *sdk.CallToolResult
 	outcome := "ok"
@@ -317,7 +328,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		}
 	}
 	s.audit.written(c.Tenant, rec)
-	return res, outcome
+	return res, outcome, err
 }
 
 // execute validates the arguments and runs the tool in tx, within the tool
@@ -346,8 +357,11 @@ func (s *Server) FollowInvalidations(ctx context.Context) {
 			s.log.Info("API key revoked: forgot its cached validations", "api_key_id", inv.ID, "entries", n)
 		case store.InvalidateTenant:
 			s.opts.Tenancy.Forget(inv.ID)
+		case store.InvalidateFamily:
+			n := s.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.Claims[authserver.FamilyClaim] == inv.ID })
+			s.log.Info("sign-in revoked: forgot its access tokens' cached validations", "entries", n)
 		case "*": // (re)connected: anything may have changed while we were not listening
-			s.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.APIKeyID != "" })
+			s.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.APIKeyID != "" || p.Claims[authserver.FamilyClaim] != nil })
 			s.opts.Tenancy.Forget("")
 		}
 	})

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
+	"github.com/gatehouse-mcp/gatehouse/store"
 )
 
 // codeUnavailable is the JSON-RPC error code of a request that failed
@@ -27,32 +27,62 @@ const (
 	retryProvider = 5
 )
 
-// outage says which dependency could not be reached.
+// outage says which dependency could not be reached, or (busy) which
+// bound on concurrent use refused a call inside its handler.
 type outage struct {
 	dependency string // "database" or "identity_provider"
 	provider   string // the identity provider's class, for identity_provider
+	busy       *store.BusyError
 }
 
 func (o outage) message() string {
-	if o.dependency == "database" {
+	switch {
+	case o.busy != nil:
+		return fmt.Sprintf("too many concurrent calls: %s are all in use (%d); retry in 1 s", o.busy.What, o.busy.Limit)
+	case o.dependency == "database":
 		return fmt.Sprintf("the database is temporarily unavailable; retry in %d s", retryDatabase)
 	}
 	return fmt.Sprintf("the identity provider (%s) cannot be reached to check your credential; retry in %d s", o.provider, retryProvider)
 }
 
 func (o outage) retryAfter() int {
-	if o.dependency == "database" {
+	switch {
+	case o.busy != nil:
+		return 1
+	case o.dependency == "database":
 		return retryDatabase
 	}
 	return retryProvider
 }
 
+func (o outage) status() int {
+	if o.busy != nil {
+		return http.StatusTooManyRequests
+	}
+	return http.StatusServiceUnavailable
+}
+
+func (o outage) code() int {
+	if o.busy != nil {
+		return codeBusy
+	}
+	return codeUnavailable
+}
+
+func (o outage) data() rpcErrorData {
+	if o.busy != nil {
+		return rpcErrorData{Scope: o.busy.Scope, Limit: o.busy.Limit}
+	}
+	return rpcErrorData{Unavailable: o.dependency, Provider: o.provider}
+}
+
 // rpcError is the JSON-RPC error a tool or resource handler returns for
 // the outage (over stdio it is the whole answer; over HTTP the response
-// becomes a 503, see answerOutages).
+// becomes a 503, or a 429 when busy, see answerOutages).
 func (o outage) rpcError() error {
-	data, _ := json.Marshal(map[string]any{"retry_after_seconds": o.retryAfter(), "unavailable": o.dependency})
-	return &jsonrpc.Error{Code: codeUnavailable, Message: o.message(), Data: data}
+	d := o.data()
+	data, _ := json.Marshal(map[string]any{"retry_after_seconds": o.retryAfter(), "unavailable": d.Unavailable, "scope": d.Scope})
+	return &jsonrpc.Error{Code: int64(o.code()), Message: o.message(), Data: data}
 }
 
 // outageBox carries a handler's outage to the HTTP layer of its request.
@@ -61,7 +91,11 @@ type outageBox struct{ p atomic.Pointer[outage] }
 // reportOutage marks c's request as failed by o: its HTTP answer becomes a
 // 503 (see answerOutages). It returns the JSON-RPC error for the handler.
 func (s *Server) reportOutage(c *Caller, o outage) error {
-	s.metrics.unavailable.WithLabelValues(o.dependency).Inc()
+	if o.busy != nil {
+		s.metrics.busy.WithLabelValues(o.busy.Scope).Inc()
+	} else {
+		s.metrics.unavailable.WithLabelValues(o.dependency).Inc()
+	}
 	if c != nil && c.outage != nil {
 		c.outage.p.Store(&o)
 	}
@@ -84,19 +118,10 @@ func (s *Server) answerOutages(c echo.Context, caller *Caller) (done func()) {
 		if o == nil || !w.dropped {
 			return
 		}
-		body, _ := json.Marshal(map[string]any{
-			"jsonrpc": "2.0",
-			"id":      peekRequest(c).id,
-			"error":   map[string]any{"code": codeUnavailable, "message": o.message(), "data": map[string]any{"retry_after_seconds": o.retryAfter(), "unavailable": o.dependency}},
-		})
 		h := w.Header()
 		h.Del("Content-Length")
-		h.Set("Content-Type", "application/json")
-		h.Set("Cache-Control", "no-store")
-		h.Set("Retry-After", strconv.Itoa(o.retryAfter()))
-		res.Status, res.Size = http.StatusServiceUnavailable, int64(len(body))
-		w.ResponseWriter.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.ResponseWriter.Write(body)
+		res.Status = o.status()
+		_ = writeRefusal(w.ResponseWriter, o.status(), peekRequest(c).id, o.retryAfter(), o.code(), o.message(), o.data())
 	}
 }
 

@@ -54,17 +54,14 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error 
 		e.Rec.clean()
 		g.recs = append(g.recs, e.Rec)
 	}
-	seed, err := db.lockSeed(ctx)
-	if err != nil {
-		return err
-	}
 	b := &pgx.Batch{}
 	for _, g := range groups {
-		// Mark the tenant as having unchained records, in this transaction
-		// and under the mark's shared lock, as every tenant transaction does
-		// (markAuditPending; split in two statements: one Parse each).
-		b.Queue("SELECT pg_advisory_xact_lock_shared(hashtextextended('gatehouse.audit-pending:' || $1::text, $2))", g.t.ID, seed)
-		b.Queue("INSERT INTO gatehouse.audit_pending (tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING", g.t.ID)
+		// Mark the tenant as having unchained records, as every tenant
+		// transaction that writes does (markAuditPending: a statement per
+		// tenant and minute at most).
+		if err := db.markAuditPending(ctx, g.t); err != nil {
+			return err
+		}
 		n := len(g.recs)
 		cols := make([][]string, 11)
 		for i := range cols {

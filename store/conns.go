@@ -22,6 +22,7 @@ var ErrNestedConnection = errors.New("store: a second tenant connection was aske
 // reached for the short time a caller may wait: retry in a moment.
 type BusyError struct {
 	What  string // what is bounded, for the caller to read
+	Scope string // whose bound: "tenant" (this process), "tenant_all_servers", "server"
 	Limit int
 }
 
@@ -92,12 +93,12 @@ func (db *DB) acquireQueryLogin(ctx context.Context, tenantID string) (release f
 	defer cancel()
 	if err := ts.sem.Acquire(wctx, 1); err != nil {
 		done()
-		return nil, busyOr(ctx, &BusyError{What: "your organisation's concurrent queries", Limit: int(db.queryTenantMax)})
+		return nil, busyOr(ctx, &BusyError{What: "your organisation's concurrent queries", Scope: "tenant", Limit: int(db.queryTenantMax)})
 	}
 	if err := db.queryAll.Acquire(wctx, 1); err != nil {
 		ts.sem.Release(1)
 		done()
-		return nil, busyOr(ctx, &BusyError{What: "this server's concurrent queries", Limit: db.limits.QueryConns})
+		return nil, busyOr(ctx, &BusyError{What: "this server's concurrent queries", Scope: "server", Limit: db.limits.QueryConns})
 	}
 	return func() { db.queryAll.Release(1); ts.sem.Release(1); done() }, nil
 }

@@ -38,6 +38,13 @@
 // [DB.InsertAuditBatch] (one round trip, one commit); rate limits are
 // leased ([DB.GCRALease]).
 //
+// A tenant-work connection is replaced after [Options].ConnMaxUses
+// transactions: its backend keeps the catalog caches of every tenant
+// schema it has served. Before a tenant transaction, a tenant not marked
+// by this process in the last minute is marked in gatehouse.audit_pending
+// on the control pool (see audit_pending.go), so the audit chainer after a
+// start asks only those tenants.
+//
 // The query tool's sessions are logins of their own (see query.go), bounded
 // per tenant and per process ([Options].TenantQueryConns, QueryConns) and
 // by each query role's CONNECTION LIMIT; a query over a bound waits briefly

@@ -14,9 +14,8 @@ import (
 
 // InTenantWrite is [DB.InTenant] for a call that changes data, with its
 // audit record, in two round trips when fn sends one statement: the
-// transaction's opening statements (BEGIN, the tenant's audit_pending mark,
-// both set_configs) travel in one pipelined message with fn's first
-// statement, and rec's INSERT travels with COMMIT. The record commits with
+// transaction's opening statements (BEGIN, both set_configs) travel in one
+// pipelined message with fn's first statement, and rec's INSERT travels with COMMIT. The record commits with
 // the effect or not at all, as with [InsertAudit] in [DB.InTenant].
 //
 // fn gets a pgx.Tx whose statements run on the transaction's connection;
@@ -30,8 +29,7 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 	if !opaqueName.MatchString(t.Schema) || (t.DBRole != "" && !opaqueName.MatchString(t.DBRole)) {
 		return fmt.Errorf("tenant %s: refusing unexpected schema or role name", t.Key)
 	}
-	seed, err := db.lockSeed(ctx)
-	if err != nil {
+	if err := db.markAuditPending(ctx, t); err != nil {
 		return err
 	}
 	pc, err := db.work.Acquire(ctx)
@@ -45,10 +43,7 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 	tx := &pipeTx{conn: conn}
 	// The same opening as withTenantMode's, as separate statements (one
 	// Parse each in the extended protocol).
-	tx.pre = append(tx.pre,
-		queued{sql: "BEGIN"},
-		queued{sql: "SELECT pg_advisory_xact_lock_shared(hashtextextended('gatehouse.audit-pending:' || $1::text, $2))", args: []any{t.ID, seed}},
-		queued{sql: "INSERT INTO gatehouse.audit_pending (tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING", args: []any{t.ID}})
+	tx.pre = append(tx.pre, queued{sql: "BEGIN"})
 	if t.DBRole != "" {
 		tx.pre = append(tx.pre, queued{sql: "SELECT set_config('search_path', $1, true), set_config('role', $2, true)",
 			args: []any{pgx.Identifier{t.Schema}.Sanitize(), t.DBRole}})

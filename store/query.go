@@ -175,7 +175,7 @@ func (db *DB) queryConn(ctx context.Context, t *tenancy.Tenant) (conn *pgx.Conn,
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "53300" && strings.Contains(pgErr.Message, "for role") {
 			// The role's own CONNECTION LIMIT: its logins on every replica.
-			return nil, nil, &BusyError{What: "your organisation's concurrent queries on all servers", Limit: 4}
+			return nil, nil, &BusyError{What: "your organisation's concurrent queries on all servers", Scope: "tenant_all_servers", Limit: 4}
 		}
 		if Unavailable(err) {
 			return nil, nil, fmt.Errorf("query login: %w", err)

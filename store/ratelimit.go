@@ -56,7 +56,7 @@ func (db *DB) GCRAState(ctx context.Context, keys []string) (map[string]float64,
 }
 
 // GCRALease implements tenancy.LeaseStore with one statement (migration
-// 0012): for each key, up to wants[i] requests charged at once.
+// 0014): for each key, up to wants[i] requests charged at once.
 func (db *DB) GCRALease(ctx context.Context, keys []string, intervals []time.Duration, bursts, wants []int) (tenancy.LeaseResult, error) {
 	ms := make([]float64, len(intervals))
 	for i, d := range intervals {

@@ -163,12 +163,10 @@ func (db *DB) withTenantMode(ctx context.Context, pool *pgxpool.Pool, t *tenancy
 	if beginStmt == "BEGIN" {
 		// A transaction that may write audit records marks the tenant as
 		// having unchained ones (see markAuditPending); a READ ONLY one
-		// writes none (and could not insert the mark).
-		seed, err := db.lockSeed(ctx)
-		if err != nil {
+		// writes none.
+		if err := db.markAuditPending(ctx, t); err != nil {
 			return err
 		}
-		begin += markAuditPending(t.ID, seed) + "; "
 	}
 	begin += fmt.Sprintf("SELECT set_config('search_path', %s, true)", quoteLiteral(pgx.Identifier{t.Schema}.Sanitize()))
 	if t.DBRole != "" { // else: a database whose account cannot create roles: schema isolation only
