@@ -23,6 +23,8 @@ type auditor struct {
 	out *slog.Logger // one JSON line per record
 	log *slog.Logger // operational problems
 
+	group *groupCommitter // records of calls that change nothing
+
 	mu      sync.Mutex
 	dirty   map[string]*tenancy.Tenant // tenants with unchained records, by id
 	limited map[limitedKey]*limitedAgg
@@ -38,7 +40,7 @@ type limitedAgg struct {
 }
 
 func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *auditor {
-	return &auditor{db: db, key: key, out: out, log: log, dirty: map[string]*tenancy.Tenant{},
+	return &auditor{db: db, key: key, out: out, log: log, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*tenancy.Tenant{},
 		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}, calls: map[string]int64{}}
 }
 
@@ -54,6 +56,12 @@ func (a *auditor) base(c *Caller, tool string, args []byte) *store.AuditRecord {
 		r.ArgsDigest = a.key.Digest(args)
 	}
 	return r
+}
+
+// commit writes the record of a call that changed nothing, group-committed
+// with others (see groupCommitter), and returns once it is durable.
+func (a *auditor) commit(t *tenancy.Tenant, r *store.AuditRecord) error {
+	return a.group.write(t, r)
 }
 
 // written notes a record committed in t's audit log and mirrors it.

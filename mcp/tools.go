@@ -52,6 +52,8 @@ func whoamiTool() *Tool {
 		Scope:       identity.ScopeRead,
 		ReadOnly:    true,
 		Idempotent:  true,
+		// Everything it says is the caller's, resolved before the call.
+		NoTenantData: true,
 	}, func(ctx context.Context, c *Call, _ whoamiIn) (whoamiOut, error) {
 		p := c.Principal
 		out := whoamiOut{
