@@ -91,7 +91,9 @@ func TestSignInCreateKeyRevoke(t *testing.T) {
 			seen[r.Tool] = r.Decision
 		}
 	}
-	for _, tool := range []string{"create_my_api_key", "revoke_my_api_key"} {
+	// Changes (their own transaction) and reads (group-committed records)
+	// both say via=console.
+	for _, tool := range []string{"create_my_api_key", "revoke_my_api_key", "list_my_api_keys"} {
 		if seen[tool] != store.Allowed {
 			t.Errorf("no ALLOWED %s record via console by corp:ada-1 (have %v)", tool, seen)
 		}
