@@ -23,10 +23,13 @@ type auditor struct {
 	out *slog.Logger // one JSON line per record
 	log *slog.Logger // operational problems
 
+	group *groupCommitter // records of calls that change nothing
+
 	mu      sync.Mutex
 	dirty   map[string]*tenancy.Tenant // tenants with unchained records, by id
 	limited map[limitedKey]*limitedAgg
 	failed  map[store.AuthFailure]*store.AuthFailure // keyed by window, IP, reason (counts zero)
+	calls   map[string]int64                         // tool calls per tenant id since the last flush (operators' counter)
 }
 
 type limitedKey struct{ tenantID, subject, tool string }
@@ -37,8 +40,8 @@ type limitedAgg struct {
 }
 
 func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *auditor {
-	return &auditor{db: db, key: key, out: out, log: log, dirty: map[string]*tenancy.Tenant{},
-		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}}
+	return &auditor{db: db, key: key, out: out, log: log, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*tenancy.Tenant{},
+		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}, calls: map[string]int64{}}
 }
 
 // base is the record of a call by c: who, what, from where, a digest of
@@ -47,7 +50,7 @@ func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *audito
 func (a *auditor) base(c *Caller, tool string, args []byte) *store.AuditRecord {
 	r := &store.AuditRecord{
 		RequestID: c.RequestID, Tool: tool, Subject: c.Principal.Subject, Email: c.Principal.Email,
-		Provider: c.Principal.Provider, APIKeyID: c.Principal.APIKeyID, ClientIP: c.ClientIP, UserAgent: c.UserAgent,
+		Provider: c.Principal.Provider, APIKeyID: c.Principal.APIKeyID, ClientIP: c.ClientIP, UserAgent: c.UserAgent, Via: c.Via,
 	}
 	if len(args) > 0 {
 		r.ArgsDigest = a.key.Digest(args)
@@ -55,10 +58,17 @@ func (a *auditor) base(c *Caller, tool string, args []byte) *store.AuditRecord {
 	return r
 }
 
+// commit writes the record of a call that changed nothing, group-committed
+// with others (see groupCommitter), and returns once it is durable.
+func (a *auditor) commit(t *tenancy.Tenant, r *store.AuditRecord) error {
+	return a.group.write(t, r)
+}
+
 // written notes a record committed in t's audit log and mirrors it.
 func (a *auditor) written(t *tenancy.Tenant, r *store.AuditRecord) {
 	a.mu.Lock()
 	a.dirty[t.ID] = t
+	a.calls[t.ID] += int64(max(r.Count, 1))
 	a.mu.Unlock()
 	a.emit(t.Key, r)
 }
@@ -108,9 +118,15 @@ func (a *auditor) authFailed(ip, reason, userAgent string) {
 // flush writes the aggregates and chains every tenant with new records.
 func (a *auditor) flush(ctx context.Context) {
 	a.mu.Lock()
-	limited, failed, dirty := a.limited, a.failed, a.dirty
-	a.limited, a.failed, a.dirty = map[limitedKey]*limitedAgg{}, map[store.AuthFailure]*store.AuthFailure{}, map[string]*tenancy.Tenant{}
+	limited, failed, dirty, calls := a.limited, a.failed, a.dirty, a.calls
+	a.limited, a.failed, a.dirty, a.calls = map[limitedKey]*limitedAgg{}, map[store.AuthFailure]*store.AuthFailure{}, map[string]*tenancy.Tenant{}, map[string]int64{}
 	a.mu.Unlock()
+	for _, agg := range limited {
+		calls[agg.tenant.ID] += int64(agg.rec.Count)
+	}
+	if err := a.db.CountCalls(ctx, calls, time.Now()); err != nil {
+		a.log.Warn("audit: counting calls per tenant failed (the operators' 24-hour figure misses them)", "error", err)
+	}
 
 	// One transaction per tenant for its aggregates; a batch that fails is
 	// written record by record (store.InsertAuditRecords), so one record
@@ -161,18 +177,21 @@ func (a *auditor) flush(ctx context.Context) {
 	}
 }
 
+// auditSweep is how often the tenants marked as possibly holding unchained
+// records are chained again (which also removes the marks of tenants idle
+// since; see store.TenantsWithUnchainedAudit).
+const auditSweep = 5 * time.Minute
+
 // run flushes every interval until ctx ends, after chaining whatever an
-// earlier process left unchained; a last flush runs on the way out.
+// earlier process left unchained (the tenants marked in the control
+// schema, not every tenant), and sweeps the marked tenants every
+// auditSweep; a last flush runs on the way out.
 func (a *auditor) run(ctx context.Context, every time.Duration) {
-	if ts, err := a.db.TenantsWithUnchainedAudit(ctx); err == nil {
-		a.mu.Lock()
-		for _, t := range ts {
-			a.dirty[t.ID] = t
-		}
-		a.mu.Unlock()
-	}
+	a.sweep(ctx)
 	t := time.NewTicker(every)
 	defer t.Stop()
+	s := time.NewTicker(auditSweep)
+	defer s.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -180,8 +199,26 @@ func (a *auditor) run(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 			a.flush(ctx)
+		case <-s.C:
+			a.sweep(ctx)
 		}
 	}
+}
+
+// sweep adds the tenants marked in the control schema to the next flush.
+func (a *auditor) sweep(ctx context.Context) {
+	ts, err := a.db.TenantsWithUnchainedAudit(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("audit: listing tenants with unchained records failed; will retry", "error", err)
+		}
+		return
+	}
+	a.mu.Lock()
+	for _, t := range ts {
+		a.dirty[t.ID] = t
+	}
+	a.mu.Unlock()
 }
 
 // truncate cuts s to at most n bytes, on a character boundary.

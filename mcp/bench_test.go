@@ -96,6 +96,9 @@ func BenchmarkOneTenantWithAuditChain(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+			if f, n := g.srv.GroupCommitStats(); f > 0 {
+				b.ReportMetric(float64(n)/float64(f), "records/group-commit")
+			}
 			tn, _ := g.db.FindTenantByKey(context.Background(), "acme.com")
 			var pending int
 			_ = g.db.Pool().QueryRow(context.Background(), "SELECT count(*) FROM "+tn.Schema+".audit_log WHERE chain_seq IS NULL").Scan(&pending)

@@ -47,6 +47,11 @@ var everyToolArgs = map[string]string{
 	"create_api_key":    `{"name":"k-%d","role":"viewer"}`,
 	"list_api_keys":     `{}`,
 	"revoke_api_key":    `{"id":"00000000-0000-4000-8000-000000000000"}`,
+	"list_my_api_keys":  `{}`,
+	"create_my_api_key": `{"name":"mine-%d","role":"viewer","scopes":["mcp:read"]}`,
+	"revoke_my_api_key": `{"id":"00000000-0000-4000-8000-000000000000"}`,
+	"list_my_sign_ins":  `{}`,
+	"revoke_my_sign_in": `{"id":"no-such-sign-in"}`,
 }
 
 // answer is what a raw tools/call POST got.

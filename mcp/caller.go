@@ -21,6 +21,9 @@ type Caller struct {
 	RequestID string
 	ClientIP  string
 	UserAgent string
+	// Via names the surface the call came through when it is not MCP
+	// ("console"); the audit record says it.
+	Via string
 
 	outage *outageBox // over HTTP: where a handler reports an outage
 }

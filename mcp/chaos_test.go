@@ -25,7 +25,10 @@ import (
 // has its audit record, every call that failed was answered 503 with
 // Retry-After and JSON-RPC error -32030 (never a result saying "internal
 // error"), and calls succeed again once PostgreSQL accepts connections
-// (the time it took is logged, not asserted).
+// (the time it took is logged, not asserted). Calls that change nothing
+// (whoami, list_todos: group-committed records) that were answered with a
+// result have their records, no record is of a call never sent, and every
+// tenant's audit chain verifies.
 func TestPostgresRestartUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("restarts a PostgreSQL cluster")
@@ -69,6 +72,8 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	var (
 		mu        sync.Mutex
 		acked     = map[string][]string{} // tenant → titles acknowledged
+		okCalls   = map[[2]string]int{}   // {tenant, tool} → calls answered with a result
+		tried     = map[[2]string]int{}   // {tenant, tool} → calls sent
 		failures  []failure
 		restarted atomic.Int64 // unix nanos when PostgreSQL accepted connections again
 		recovered atomic.Int64 // unix nanos of the first success that started after that
@@ -98,7 +103,9 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 					calls.Add(1)
 					ok := a.err == nil && a.status == http.StatusOK && !strings.Contains(a.body, `"isError":true`)
 					mu.Lock()
+					tried[[2]string{tn, tool}]++
 					if ok {
+						okCalls[[2]string{tn, tool}]++
 						if tool == "add_todo" {
 							acked[tn] = append(acked[tn], fmt.Sprintf("%s w%d #%d", tn, w, i))
 						}
@@ -186,6 +193,27 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 			t.Errorf("%s: %d todos stored, %d allowed add_todo audit records: effects without audit", tn, len(stored), audited)
 		}
 		t.Logf("%s: %d writes acknowledged, %d stored, %d audited", tn, len(acked[tn]), len(stored), audited)
+
+		// Calls that change nothing (group-committed records): every one
+		// answered with a result has its record, and no record is of a
+		// call that was not sent. The chain verifies.
+		for _, tool := range []string{"whoami", "list_todos"} {
+			var recs int
+			err := db.WithTenant(ctx, ten, func(tx pgx.Tx) error {
+				return tx.QueryRow(ctx, "SELECT count(*) FROM audit_log WHERE tool = $1 AND decision = $2", tool, store.Allowed).Scan(&recs)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := [2]string{tn, tool}
+			if recs < okCalls[k] || recs > tried[k] {
+				t.Errorf("%s %s: %d allowed records for %d calls answered with a result and %d sent", tn, tool, recs, okCalls[k], tried[k])
+			}
+			t.Logf("%s %s: %d answered, %d sent, %d audited", tn, tool, okCalls[k], tried[k], recs)
+		}
+		if rep, err := db.VerifyAudit(ctx, ten, testAuditKey); err != nil || !rep.OK() || rep.Pending != 0 {
+			t.Errorf("%s: audit chain after the restart: %+v %v", tn, rep, err)
+		}
 	}
 
 	// While PostgreSQL is down: a credential that must be looked up gets

@@ -8,6 +8,8 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/gatehouse-mcp/gatehouse/internal/httpx"
 )
 
 // CORS (Fetch standard, "CORS protocol") for browser-based MCP clients, with
@@ -126,7 +128,7 @@ func (s *Server) originGuard(o *origins) echo.MiddlewareFunc {
 // refuseOrigin answers a request from a web origin that may not call /mcp
 // (MCP transports: HTTP 403, a JSON-RPC error without id).
 func (s *Server) refuseOrigin(c echo.Context, origin string) error {
-	s.log.Info("cross-origin request refused", "request_id", info(c).id, "origin", truncate(origin, 200), "client_ip", c.RealIP())
+	s.log.Info("cross-origin request refused", "request_id", httpx.RequestInfo(c).ID, "origin", truncate(origin, 200), "client_ip", c.RealIP())
 	return c.JSON(http.StatusForbidden, map[string]any{
 		"jsonrpc": "2.0", "id": nil,
 		"error": map[string]any{"code": -32600, "message": "requests from the web origin " + truncate(origin, 200) +

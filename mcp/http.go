@@ -2,16 +2,13 @@ package mcp
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,17 +21,16 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/httpx"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-func (s *Server) routes() *echo.Echo {
-	e := echo.New()
-	e.HideBanner, e.HidePort = true, true
-	e.IPExtractor = ipExtractor(s.opts.TrustedProxies)
-	e.HTTPErrorHandler = s.httpError
-	e.Pre(s.requestID)
-	e.Use(s.accessLog, s.recover, s.securityHeaders)
+// routes hangs the MCP endpoint, its metadata, the authorization server
+// and the operational endpoints off the shared surface e, and logs every
+// request the surface serves (an access log line and the HTTP metrics).
+func (s *Server) routes(e *httpx.Surface) {
+	e.Pre(s.accessLog) // outside routing and recovery: sees every answer
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
@@ -81,13 +77,12 @@ func (s *Server) routes() *echo.Echo {
 	// rate limiting (cors.go).
 	origins := s.newOrigins()
 	e.Any("/mcp", echo.WrapHandler(withTokenInfo(mcpHandler)), mcpCORS(origins), s.originGuard(origins), s.authenticate, s.stepUp)
-	return e
 }
 
 // mountAuthServer serves the authorization server's endpoints. Its rate
 // limits key on the client's address, so the request it sees carries the
 // address established here (trusted proxies honoured) as RemoteAddr.
-func (s *Server) mountAuthServer(e *echo.Echo) {
+func (s *Server) mountAuthServer(e *httpx.Surface) {
 	h := s.opts.AuthServer.Handler()
 	serve := func(c echo.Context) error {
 		r := *c.Request()
@@ -105,47 +100,6 @@ func (s *Server) mountAuthServer(e *echo.Echo) {
 			e.Any(p, serve)
 		}
 	}
-}
-
-// requestInfo is filled in as a request passes the middleware, for the
-// access log.
-type requestInfo struct {
-	id      string
-	subject string
-	tenant  string
-}
-
-const requestInfoKey = "gatehouse.request"
-
-var requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{8,64}$`)
-
-// requestID assigns each request an id: the caller's X-Request-Id when it is
-// well formed (a proxy's id ties our logs to its logs), else a new one.
-func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		id := newRequestID(c.Request())
-		c.Response().Header()[echo.HeaderXRequestID] = []string{id}
-		c.Set(requestInfoKey, &requestInfo{id: id})
-		return next(c)
-	}
-}
-
-func newRequestID(r *http.Request) string {
-	id := r.Header.Get(echo.HeaderXRequestID)
-	if !requestIDPattern.MatchString(id) {
-		var b [12]byte
-		_, _ = rand.Read(b[:])
-		id = hex.EncodeToString(b[:])
-	}
-	return id
-}
-
-func info(c echo.Context) *requestInfo {
-	ri, _ := c.Get(requestInfoKey).(*requestInfo)
-	if ri == nil {
-		ri = &requestInfo{}
-	}
-	return ri
 }
 
 // accessLog writes one structured line per request (never the query string,
@@ -178,70 +132,20 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if !s.log.Enabled(c.Request().Context(), level) {
 			return nil
 		}
-		ri := info(c)
+		ri := httpx.RequestInfo(c)
 		s.log.LogAttrs(c.Request().Context(), level, "http request",
-			slog.String("request_id", ri.id),
+			slog.String("request_id", ri.ID),
 			slog.String("method", c.Request().Method),
 			slog.String("path", c.Request().URL.Path),
 			slog.Int("status", status),
 			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 			slog.Int64("bytes", c.Response().Size),
 			slog.String("client_ip", c.RealIP()),
-			slog.String("subject", ri.subject),
-			slog.String("tenant", ri.tenant),
+			slog.String("subject", ri.Subject),
+			slog.String("tenant", ri.Tenant),
 		)
 		return nil
 	}
-}
-
-func (s *Server) recover(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				if r == http.ErrAbortHandler {
-					panic(r)
-				}
-				s.log.Error("panic serving request", "request_id", info(c).id, "panic", fmt.Sprint(r))
-				err = echo.NewHTTPError(http.StatusInternalServerError)
-			}
-		}()
-		return next(c)
-	}
-}
-
-func (s *Server) securityHeaders(next echo.HandlerFunc) echo.HandlerFunc {
-	hsts := strings.HasPrefix(s.opts.PublicURL, "https://")
-	return func(c echo.Context) error {
-		setSecurityHeaders(c.Response().Header(), hsts)
-		return next(c)
-	}
-}
-
-// setSecurityHeaders sets the headers every response carries. Canonical
-// keys are assigned directly: every request, refused ones included,
-// passes here.
-func setSecurityHeaders(h http.Header, hsts bool) {
-	h["X-Content-Type-Options"] = []string{"nosniff"}
-	h["X-Frame-Options"] = []string{"DENY"}
-	h["Referrer-Policy"] = []string{"no-referrer"}
-	h["Content-Security-Policy"] = []string{"default-src 'none'; frame-ancestors 'none'"}
-	h["Cross-Origin-Resource-Policy"] = []string{"same-site"}
-	if hsts {
-		h["Strict-Transport-Security"] = []string{"max-age=63072000; includeSubDomains"}
-	}
-}
-
-// httpError answers echo's own errors (404, 405, panics) as JSON.
-func (s *Server) httpError(err error, c echo.Context) {
-	if c.Response().Committed {
-		return
-	}
-	code := http.StatusInternalServerError
-	var he *echo.HTTPError
-	if errors.As(err, &he) {
-		code = he.Code
-	}
-	_ = c.JSON(code, map[string]string{"error": strings.ToLower(strings.ReplaceAll(http.StatusText(code), " ", "_")), "request_id": info(c).id})
 }
 
 // authenticate establishes the caller (principal, tenant, role) or answers
@@ -285,11 +189,11 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		if issued, _ := p.Claims[authserver.TenantClaim].(string); issued != "" && issued != m.Tenant.Key {
 			return s.refuse(c, identity.Invalid("the token was issued for tenant %s, where you no longer belong; sign in again", issued))
 		}
-		ri := info(c)
-		ri.subject, ri.tenant = p.Subject, m.Tenant.Key
+		ri := httpx.RequestInfo(c)
+		ri.Subject, ri.Tenant = p.Subject, m.Tenant.Key
 		caller := &Caller{
 			Principal: p, Tenant: m.Tenant, Role: m.Role, MemberID: m.MemberID,
-			RequestID: ri.id, ClientIP: c.RealIP(), UserAgent: req.UserAgent(),
+			RequestID: ri.ID, ClientIP: c.RealIP(), UserAgent: req.UserAgent(),
 		}
 		if err := s.limitRequest(c, caller); err != nil || c.Response().Committed {
 			return err
@@ -362,7 +266,7 @@ func (s *Server) refuseOrOutage(c echo.Context, err error, token string) error {
 	}
 	s.metrics.unavailable.WithLabelValues(o.dependency).Inc()
 	s.metrics.authFailures.WithLabelValues("temporarily_unavailable").Inc()
-	s.log.Warn("request refused: a dependency cannot be reached", "request_id", info(c).id, "dependency", o.dependency, "provider", o.provider, "error", err)
+	s.log.Warn("request refused: a dependency cannot be reached", "request_id", httpx.RequestInfo(c).ID, "dependency", o.dependency, "provider", o.provider, "error", err)
 	return s.rpcError(c, http.StatusServiceUnavailable, o.retryAfter(), codeUnavailable, o.message(),
 		rpcErrorData{Unavailable: o.dependency, Provider: o.provider})
 }
@@ -386,7 +290,7 @@ func (s *Server) refuseWith(c echo.Context, err error, scope []string) error {
 	if err != nil {
 		a = authFailure(err)
 	}
-	ri := info(c)
+	ri := httpx.RequestInfo(c)
 	s.metrics.authFailures.WithLabelValues(a.code).Inc()
 	if a.status == http.StatusUnauthorized && err != nil {
 		s.chargeAuthFailure(c) // a missing token is not a guess; a wrong one is
@@ -395,9 +299,9 @@ func (s *Server) refuseWith(c echo.Context, err error, scope []string) error {
 		s.audit.authFailed(c.RealIP(), a.description, req.UserAgent())
 	}
 	if a.status == http.StatusInternalServerError {
-		s.log.Error("authentication failed", "request_id", ri.id, "error", err)
+		s.log.Error("authentication failed", "request_id", ri.ID, "error", err)
 	} else {
-		attrs := []any{"request_id", ri.id, "status", a.status, "code", a.code, "reason", a.description, "client_ip", c.RealIP()}
+		attrs := []any{"request_id", ri.ID, "status", a.status, "code", a.code, "reason", a.description, "client_ip", c.RealIP()}
 		if tok, ok := bearerToken(req); ok {
 			if _, iss, ok := identity.PeekJWT(tok); ok { // the issuer is not secret, and names the provider at fault
 				attrs = append(attrs, "token_iss", identity.ShortIssuer(iss))
@@ -420,7 +324,7 @@ func (s *Server) refuseWith(c echo.Context, err error, scope []string) error {
 		h.Set("Retry-After", "5")
 	}
 	h.Set("Cache-Control", "no-store")
-	return c.JSON(a.status, map[string]string{"error": a.code, "error_description": a.description, "request_id": ri.id})
+	return c.JSON(a.status, map[string]string{"error": a.code, "error_description": a.description, "request_id": ri.ID})
 }
 
 // metricsAuth requires Options.MetricsToken as a bearer token on /metrics

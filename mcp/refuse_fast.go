@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gatehouse-mcp/gatehouse/internal/httpx"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
@@ -115,12 +116,12 @@ func (s *Server) fastRefusal(next http.Handler) http.Handler {
 		d.RetryAfter = time.Until(e.until)
 		id, _, what := peek(r)
 		c := e.caller
-		c.RequestID, c.ClientIP, c.UserAgent = newRequestID(r), extractIP(r), r.UserAgent()
+		c.RequestID, c.ClientIP, c.UserAgent = httpx.NewRequestID(r), extractIP(r), r.UserAgent()
 		s.audit.rateLimited(&c, what, d.Scope+" limit "+e.limit)
 		h := w.Header()
 		h["X-Request-Id"] = []string{c.RequestID}
 		h["Vary"] = []string{"Origin"} // as the CORS middleware answers a request without Origin
-		setSecurityHeaders(h, hsts)
+		httpx.SetSecurityHeaders(h, hsts)
 		rateHeaders(h, d)
 		secs := retrySeconds(d)
 		s.metrics.rateLimited.WithLabelValues(d.Scope).Inc()

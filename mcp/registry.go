@@ -27,6 +27,13 @@ type Tool struct {
 	// outside a tenant transaction (Call.Tx is nil); its audit record is
 	// written after it, in a transaction of its own.
 	ownConn bool
+	// readOnly: the tool only reads (ToolSpec.ReadOnly); it runs in a
+	// READ ONLY transaction and its audit record is group-committed.
+	readOnly bool
+	// noTenantData: the tool reads nothing from the database (whoami); it
+	// opens no transaction (Call.Tx is nil) and its audit record is
+	// group-committed.
+	noTenantData bool
 
 	def    *sdk.Tool
 	input  *jsonschema.Resolved
@@ -60,6 +67,10 @@ type ToolSpec struct {
 	// tenant transaction, so it holds no tenant connection while it waits
 	// for its own (see store's "Connections").
 	OwnConnection bool
+	// NoTenantData: the tool reads and changes nothing in the database
+	// (everything it says comes from the caller): it runs outside any
+	// transaction, and Call.Tx is nil. Implies ReadOnly.
+	NoTenantData bool
 }
 
 // Texter lets a tool result provide readable text next to its structured
@@ -85,12 +96,14 @@ func newTool[In, Out any](spec ToolSpec, handle func(ctx context.Context, c *Cal
 	}
 	destructive := spec.Destructive
 	return &Tool{
-		Name:    spec.Name,
-		Role:    spec.Role,
-		Scope:   spec.Scope,
-		ownConn: spec.OwnConnection,
-		input:   resolved,
-		output:  resolvedOut,
+		Name:         spec.Name,
+		Role:         spec.Role,
+		Scope:        spec.Scope,
+		ownConn:      spec.OwnConnection,
+		readOnly:     spec.ReadOnly || spec.NoTenantData,
+		noTenantData: spec.NoTenantData,
+		input:        resolved,
+		output:       resolvedOut,
 		def: &sdk.Tool{
 			Name:         spec.Name,
 			Title:        spec.Title,

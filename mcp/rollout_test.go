@@ -34,6 +34,7 @@ func TestRollingDeploy(t *testing.T) {
 		"DROP FUNCTION " + schema + ".document_tags_text(text[]), " + schema + ".document_tags_valid(text[])",
 		"ALTER TABLE " + schema + ".todos DROP COLUMN project_id, DROP COLUMN due_on, DROP COLUMN priority, DROP COLUMN updated_at",
 		"DROP TABLE " + schema + ".projects",
+		"ALTER TABLE " + schema + ".audit_log DROP COLUMN via",
 		"UPDATE gatehouse.tenants SET schema_version = 2 WHERE id = '" + tn.ID + "'",
 	} {
 		if _, err := g.db.Pool().Exec(ctx, sql); err != nil {

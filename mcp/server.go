@@ -14,12 +14,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/labstack/echo/v4"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/httpx"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -76,8 +76,11 @@ type Options struct {
 	// MetricsToken, when set, is the bearer token /metrics requires
 	// (Prometheus: authorization.credentials); empty leaves /metrics open.
 	MetricsToken string
-	Logger       *slog.Logger
-	Version      string
+	// Surface is the HTTP surface to hang the routes off, shared with
+	// the other parts of Gatehouse (the console); nil makes one.
+	Surface *httpx.Surface
+	Logger  *slog.Logger
+	Version string
 }
 
 // ClientCertMapper says which principal a verified client certificate chain
@@ -94,7 +97,7 @@ type Server struct {
 	db        *store.DB
 	sdk       *sdk.Server
 	tools     map[string]*Tool
-	echo      *echo.Echo
+	echo      *httpx.Surface
 	handler   http.Handler // echo behind the fast refusal of remembered denials
 	denied    deniedTokens
 	metrics   *metrics
@@ -161,6 +164,7 @@ func New(opts Options) (*Server, error) {
 	s.log.Info("admission", "calls_in_flight", adm.Total, "per_tenant", adm.Tenant, "per_principal", adm.Principal,
 		"tenant_queue", adm.TenantQueue, "wait", adm.Wait.String())
 	s.admit = newAdmitter(adm)
+	s.audit.group.inFlight = s.admit.inFlight
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read) admitted and not finished.",
 	}, func() float64 { return float64(s.admit.inFlight()) }))
@@ -196,7 +200,11 @@ func New(opts Options) (*Server, error) {
 	}
 	s.sdk.AddReceivingMiddleware(s.filterTools)
 	s.registerResources()
-	s.echo = s.routes()
+	s.echo = opts.Surface
+	if s.echo == nil {
+		s.echo = httpx.New(httpx.Options{PublicURL: opts.PublicURL, TrustedProxies: opts.TrustedProxies, Logger: opts.Logger})
+	}
+	s.routes(s.echo)
 	s.handler = s.fastRefusal(s.echo)
 	return s, nil
 }
@@ -244,37 +252,53 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 	}
 }
 
-// call decides and runs one tool call, and audits it in the same
-// transaction as its effect, so no effect exists without its record. A call
-// that fails rolls its transaction back and is recorded in a fresh one, so
-// every call leaves a record. A tool with its own connection (query) runs
-// before its record's transaction, never inside one: a call holds at most
-// one tenant connection at a time. outcome "unavailable" means the
-// database could not be reached; err is the failure, if any.
+// call decides and runs one tool call and audits it. A call that changes
+// data writes its record in the same transaction as its effect, so no
+// effect exists without its record. A call that changes nothing (a
+// refusal by role or scope, whoami, a read) has its record group-committed
+// with other calls' records (groupCommitter) after it ran: whoami opens no
+// transaction at all, reads run in a READ ONLY one. Either way the call
+// answers only once its record is durable. A call that fails rolls its
+// transaction back and is recorded in a fresh one, so every call leaves a
+// record. A tool with its own connection (query) runs before its record is
+// written, never inside a tenant transaction: a call holds at most one
+// tenant connection at a time. outcome "unavailable" means the database
+// could not be reached; err is the failure, if any.
 func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk.CallToolResult, string, error) {
 	rec := s.audit.base(c, t.Name, raw)
 	var res *sdk.CallToolResult
 	outcome := "ok"
 	var after []func()
 	var err error
-	if t.ownConn && t.allows(c) {
+	allowed := t.allows(c)
+	commit := func() error { return s.audit.commit(c.Tenant, rec) }
+	switch {
+	case !allowed:
+		rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)
+		res, outcome = denial(t, c), "denied"
+		err = commit()
+	case t.ownConn || t.noTenantData:
 		if err = s.execute(ctx, nil, t, c, raw, &res, &after); err == nil {
 			rec.Decision = store.Allowed
-			err = s.db.WithTenant(ctx, c.Tenant, func(tx pgx.Tx) error { return store.InsertAudit(ctx, tx, rec) })
+			err = commit()
 		}
-	} else {
-		err = s.db.InTenant(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
+	case t.readOnly:
+		err = s.db.InTenantReadOnly(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
 			after = nil
-			if !t.allows(c) {
-				rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)
-				res, outcome = denial(t, c), "denied"
-			} else if err := s.execute(ctx, tx, t, c, raw, &res, &after); err != nil {
-				return err
-			} else {
-				rec.Decision = store.Allowed
-			}
-			return store.InsertAudit(ctx, tx, rec)
+			return s.execute(ctx, tx, t, c, raw, &res, &after)
 		})
+		if err == nil {
+			rec.Decision = store.Allowed
+			err = commit()
+		}
+	default:
+		// The record travels with COMMIT, the transaction's opening with
+		// the tool's first statement (store.InTenantWrite).
+		rec.Decision = store.Allowed
+		err = s.db.InTenantWrite(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
+			after = nil
+			return s.execute(ctx, tx, t, c, raw, &res, &after)
+		}, rec)
 	}
 	if err == nil {
 		for _, f := range after {
@@ -333,8 +357,11 @@ func (s *Server) FollowInvalidations(ctx context.Context) {
 			s.log.Info("API key revoked: forgot its cached validations", "api_key_id", inv.ID, "entries", n)
 		case store.InvalidateTenant:
 			s.opts.Tenancy.Forget(inv.ID)
+		case store.InvalidateFamily:
+			n := s.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.Claims[authserver.FamilyClaim] == inv.ID })
+			s.log.Info("sign-in revoked: forgot its access tokens' cached validations", "entries", n)
 		case "*": // (re)connected: anything may have changed while we were not listening
-			s.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.APIKeyID != "" })
+			s.opts.Resolver.Forget(func(p *identity.Principal) bool { return p.APIKeyID != "" || p.Claims[authserver.FamilyClaim] != nil })
 			s.opts.Tenancy.Forget("")
 		}
 	})

@@ -229,7 +229,7 @@ func TestEveryToolArgumentFamily(t *testing.T) {
 // clear answer: a result or a tool error, never an internal error, a 5xx,
 // a log line above info or an ERROR audit record. The seeds are one plausible
 // call per tool and a few odd ones (TestEveryToolArgumentFamily covers the
-// family exhaustively); `make test` fuzzes from them for a bounded time.
+// family exhaustively); `make fuzz-db` fuzzes from them for a bounded time.
 func FuzzToolArguments(f *testing.F) {
 	p := newInputProbe(f)
 	schemas := toolSchemas(f, p.g, p.key)

@@ -14,7 +14,7 @@ import (
 // the minimum role and the scope it needs; each group lives in its own file.
 func tools() []*Tool {
 	var all []*Tool
-	for _, group := range [][]*Tool{{whoamiTool()}, todoTools(), projectTools(), documentTools(), databaseTools(), adminTools(), {getUsageTool(), readAuditLogTool()}} {
+	for _, group := range [][]*Tool{{whoamiTool()}, todoTools(), projectTools(), documentTools(), databaseTools(), adminTools(), myKeyTools(), mySignInTools(), {getUsageTool(), readAuditLogTool()}} {
 		all = append(all, group...)
 	}
 	return all
@@ -52,6 +52,8 @@ func whoamiTool() *Tool {
 		Scope:       identity.ScopeRead,
 		ReadOnly:    true,
 		Idempotent:  true,
+		// Everything it says is the caller's, resolved before the call.
+		NoTenantData: true,
 	}, func(ctx context.Context, c *Call, _ whoamiIn) (whoamiOut, error) {
 		p := c.Principal
 		out := whoamiOut{

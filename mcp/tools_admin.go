@@ -59,6 +59,8 @@ type memberOut struct {
 	Identities []string   `json:"identities"`
 	Since      time.Time  `json:"since"`
 	RemovedAt  *time.Time `json:"removed_at,omitempty"`
+	// LastSeen: their latest console page, OAuth client refresh or key use.
+	LastSeen *time.Time `json:"last_seen,omitempty"`
 }
 
 func toMember(m *tenancy.Member) memberOut {
@@ -149,8 +151,16 @@ func listMembersTool() *Tool {
 		out := listMembersOut{Members: []memberOut{}}
 		err := c.asAdmin(ctx, func(a *store.Admin) error {
 			ms, err := a.Members(ctx)
+			if err != nil {
+				return err
+			}
+			seen, err := a.LastSeen(ctx)
 			for _, m := range ms {
-				out.Members = append(out.Members, toMember(m))
+				mo := toMember(m)
+				if t, ok := seen[m.ID]; ok {
+					mo.LastSeen = &t
+				}
+				out.Members = append(out.Members, mo)
 			}
 			return err
 		})

@@ -28,6 +28,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 //go:embed control/*.sql tenant/*.sql
@@ -43,8 +44,32 @@ type Migration struct {
 // Control returns the control-schema migrations in order.
 func Control() []Migration { return mustLoad("control") }
 
-// Tenant returns the tenant-schema migrations in order.
-func Tenant() []Migration { return mustLoad("tenant") }
+// Tenant returns the tenant-schema migrations in order (with any added by
+// [AddTenantForBenchmark]).
+func Tenant() []Migration {
+	ms := mustLoad("tenant")
+	extraMu.Lock()
+	defer extraMu.Unlock()
+	for _, m := range extraTenant {
+		ms = append(ms, Migration{Version: len(ms) + 1, Name: m.Name, SQL: m.SQL})
+	}
+	return ms
+}
+
+var (
+	extraMu     sync.Mutex
+	extraTenant []Migration
+)
+
+// AddTenantForBenchmark adds a tenant migration after the embedded ones,
+// in this process only: it stands for the next release's migration in
+// benchmarks that measure applying one to every tenant schema
+// (bench/tenants). Never call it in a server.
+func AddTenantForBenchmark(name, sql string) {
+	extraMu.Lock()
+	defer extraMu.Unlock()
+	extraTenant = append(extraTenant, Migration{Name: name, SQL: sql})
+}
 
 func mustLoad(dir string) []Migration {
 	ms, err := load(files, dir)

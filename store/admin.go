@@ -152,3 +152,55 @@ func (a *Admin) RevokeAPIKey(ctx context.Context, id string) (*apikey.Key, error
 	}
 	return k, a.db.notify(ctx, a.tx, Invalidation{Kind: InvalidateAPIKey, ID: id})
 }
+
+// MemberAPIKeys lists the keys memberID created in the tenant, newest
+// first.
+func (a *Admin) MemberAPIKeys(ctx context.Context, memberID string) ([]*apikey.Key, error) {
+	if !IsUUID(memberID) {
+		return nil, nil
+	}
+	rows, _ := a.tx.Query(ctx, selectAPIKey+" WHERE k.tenant_id = $1 AND k.member_id = $2 ORDER BY k.created_at DESC, k.id", a.t.ID, memberID)
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*apikey.Key, error) { return scanAPIKey(r) })
+}
+
+// RevokeMemberAPIKey revokes key id if memberID created it in the tenant
+// (ErrNotFound for any other key).
+func (a *Admin) RevokeMemberAPIKey(ctx context.Context, id, memberID string) (*apikey.Key, error) {
+	if !IsUUID(memberID) {
+		return nil, ErrNotFound
+	}
+	var mine bool
+	if err := a.tx.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM gatehouse.api_keys WHERE id = $1 AND tenant_id = $2 AND member_id = $3)",
+		id, a.t.ID, memberID).Scan(&mine); err != nil {
+		return nil, err
+	}
+	if !mine {
+		return nil, ErrNotFound
+	}
+	return a.RevokeAPIKey(ctx, id)
+}
+
+// LastSeen returns when each member of the tenant who was ever seen was
+// last seen: the latest of their console page loads, their MCP clients'
+// token refreshes (at least hourly while a client is in use) and their API
+// keys' last use — all kept in the control schema, so no tenant schema is
+// read.
+func (a *Admin) LastSeen(ctx context.Context) (map[string]time.Time, error) {
+	rows, _ := a.tx.Query(ctx, `SELECT m.id::text, greatest(
+			(SELECT max(s.last_seen_at) FROM gatehouse.console_sessions s
+				JOIN gatehouse.member_identities i ON i.subject = s.subject AND i.tenant_id = m.tenant_id WHERE i.member_id = m.id),
+			(SELECT max(r.created_at) FROM gatehouse.oauth_refresh_tokens r
+				JOIN gatehouse.member_identities i ON i.subject = r.identity->>'sub' AND i.tenant_id = m.tenant_id WHERE i.member_id = m.id),
+			(SELECT max(k.last_used_at) FROM gatehouse.api_keys k WHERE k.tenant_id = m.tenant_id AND k.member_id = m.id))
+		FROM gatehouse.members m WHERE m.tenant_id = $1`, a.t.ID)
+	out := map[string]time.Time{}
+	var id string
+	var at *time.Time
+	_, err := pgx.ForEachRow(rows, []any{&id, &at}, func() error {
+		if at != nil {
+			out[id] = *at
+		}
+		return nil
+	})
+	return out, err
+}

@@ -43,6 +43,8 @@ type AuditRecord struct {
 	ArgsDigest string    `json:"args_digest,omitempty"`
 	Count      int       `json:"count"`
 	ChainSeq   int64     `json:"chain_seq,omitempty"` // 0: not chained yet
+	// Via is the surface the call came through: "" for MCP, "console".
+	Via string `json:"via,omitempty"`
 }
 
 // InsertAudit writes r in the tenant transaction tx (see [DB.WithTenant]),
@@ -51,6 +53,13 @@ type AuditRecord struct {
 // too, so what is mirrored elsewhere is what was stored.
 func InsertAudit(ctx context.Context, tx pgx.Tx, r *AuditRecord) error {
 	r.clean()
+	if r.Via != "" {
+		return tx.QueryRow(ctx, `INSERT INTO audit_log (request_id, decision, tool, subject, email, provider, api_key_id,
+			client_ip, user_agent, reason, args_digest, count, via)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id, at`,
+			r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
+			r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Count, r.Via).Scan(&r.ID, &r.At)
+	}
 	return tx.QueryRow(ctx, `INSERT INTO audit_log (request_id, decision, tool, subject, email, provider, api_key_id,
 			client_ip, user_agent, reason, args_digest, count)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id, at`,
@@ -97,20 +106,24 @@ func (k AuditKey) Digest(b []byte) string {
 
 // link is the chain hash of a record at seq after prev.
 func (k AuditKey) link(prev []byte, seq int64, r *AuditRecord) []byte {
-	fields, _ := json.Marshal([]any{seq, r.ID, r.At.UTC().Format("2006-01-02T15:04:05.000000Z"), r.RequestID, r.Decision, r.Tool,
-		r.Subject, r.Email, r.Provider, r.APIKeyID, r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Count})
+	vals := []any{seq, r.ID, r.At.UTC().Format("2006-01-02T15:04:05.000000Z"), r.RequestID, r.Decision, r.Tool,
+		r.Subject, r.Email, r.Provider, r.APIKeyID, r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Count}
+	if r.Via != "" { // hashed only when set: records without it hash as they always did
+		vals = append(vals, r.Via)
+	}
+	fields, _ := json.Marshal(vals)
 	m := hmac.New(sha256.New, k.secret)
 	m.Write(prev)
 	m.Write(fields)
 	return m.Sum(nil)
 }
 
-const auditColumns = "id, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent, reason, args_digest, count, coalesce(chain_seq, 0)"
+const auditColumns = "id, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent, reason, args_digest, count, coalesce(chain_seq, 0), via"
 
 func scanAudit(row pgx.CollectableRow) (*AuditRecord, error) {
 	var r AuditRecord
 	err := row.Scan(&r.ID, &r.At, &r.RequestID, &r.Decision, &r.Tool, &r.Subject, &r.Email, &r.Provider, &r.APIKeyID,
-		&r.ClientIP, &r.UserAgent, &r.Reason, &r.ArgsDigest, &r.Count, &r.ChainSeq)
+		&r.ClientIP, &r.UserAgent, &r.Reason, &r.ArgsDigest, &r.Count, &r.ChainSeq, &r.Via)
 	return &r, err
 }
 
@@ -142,7 +155,7 @@ func (db *DB) ChainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 		}
 		last := len(recs) < batch // then the tenant may leave the pending list
 		if len(recs) == 0 {
-			return clearAuditPending(ctx, tx, t, table, seed)
+			return clearAuditPending(ctx, tx, t, table)
 		}
 		ids, seqs, prevs, hashes := make([]int64, len(recs)), make([]int64, len(recs)), make([][]byte, len(recs)), make([][]byte, len(recs))
 		for i, r := range recs {
@@ -161,7 +174,7 @@ func (db *DB) ChainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 			ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq, hash = excluded.hash, updated_at = now()`, t.ID, seq, prev)
 		n = len(recs)
 		if err == nil && last {
-			err = clearAuditPending(ctx, tx, t, table, seed)
+			err = clearAuditPending(ctx, tx, t, table)
 		}
 		return err
 	})
@@ -169,44 +182,4 @@ func (db *DB) ChainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 		return 0, fmt.Errorf("chaining the audit log of %s: %w", t.Key, err)
 	}
 	return n, nil
-}
-
-// markAuditPending is the SQL that marks tenant id as possibly having
-// unchained audit records (gatehouse.audit_pending), run by every tenant
-// transaction before it takes the tenant's role, in the same message as its
-// BEGIN: no round trip of its own, and no write once the mark exists. The
-// transaction holds the mark's advisory lock shared until it ends, so the
-// chainer (which takes it exclusively to remove the mark) never removes it
-// while a record that would need it is being written.
-func markAuditPending(tenantID string, seed int64) string {
-	return fmt.Sprintf(`SELECT pg_advisory_xact_lock_shared(hashtextextended('gatehouse.audit-pending:' || %[1]s, %[2]d));
-		INSERT INTO gatehouse.audit_pending (tenant_id) VALUES (%[1]s) ON CONFLICT (tenant_id) DO NOTHING`, quoteLiteral(tenantID), seed)
-}
-
-// clearAuditPending removes t's mark when every record of its audit log is
-// chained and no tenant transaction of t is in flight (the exclusive side
-// of the mark's lock; taken without waiting, else the mark stays).
-//
-// The lock is taken by a statement of its own: the check that follows
-// then runs on a snapshot taken after every transaction that held the
-// lock shared has ended, so it sees their records.
-func clearAuditPending(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant, table string, seed int64) error {
-	var locked bool
-	err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock(hashtextextended('gatehouse.audit-pending:' || $1, $2))", t.ID, seed).Scan(&locked)
-	if err != nil || !locked {
-		return err
-	}
-	_, err = tx.Exec(ctx, `DELETE FROM gatehouse.audit_pending WHERE tenant_id = $1
-		AND NOT EXISTS (SELECT 1 FROM `+table+` WHERE chain_seq IS NULL)`, t.ID)
-	return err
-}
-
-// TenantsWithUnchainedAudit lists the tenants marked as possibly having
-// unchained audit records (for the chainer's first pass after a start):
-// one query on the control schema, whatever the number of tenants; idle
-// tenants are not touched.
-func (db *DB) TenantsWithUnchainedAudit(ctx context.Context) ([]*tenancy.Tenant, error) {
-	rows, _ := db.pool.Query(ctx, selectTenant+` t WHERE EXISTS (SELECT 1 FROM gatehouse.audit_pending p WHERE p.tenant_id = t.id)
-		AND schema_version >= 2 ORDER BY created_at`)
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*tenancy.Tenant, error) { return scanTenant(r) })
 }

@@ -91,6 +91,7 @@ func (r *AuditRecord) clean() {
 	r.UserAgent = CleanText(r.UserAgent, auditAgentMax)
 	r.Reason = CleanText(r.Reason, auditReasonMax)
 	r.ArgsDigest = CleanText(r.ArgsDigest, auditShortMax)
+	r.Via = CleanText(r.Via, auditShortMax)
 	if r.Count < 1 {
 		r.Count = 1
 	}

@@ -73,7 +73,7 @@ func (db *DB) VerifyAudit(ctx context.Context, t *tenancy.Tenant, keys ...AuditK
 			var keyID string
 			var prevHash, hash []byte
 			if err := rows.Scan(&r.ID, &r.At, &r.RequestID, &r.Decision, &r.Tool, &r.Subject, &r.Email, &r.Provider, &r.APIKeyID,
-				&r.ClientIP, &r.UserAgent, &r.Reason, &r.ArgsDigest, &r.Count, &r.ChainSeq, &keyID, &prevHash, &hash); err != nil {
+				&r.ClientIP, &r.UserAgent, &r.Reason, &r.ArgsDigest, &r.Count, &r.ChainSeq, &r.Via, &keyID, &prevHash, &hash); err != nil {
 				return err
 			}
 			bad := func(format string, args ...any) {

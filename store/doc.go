@@ -26,8 +26,24 @@
 //   - the tenant-work pool serves [DB.WithTenant] and [DB.InTenant], the
 //     transactions of tool calls;
 //   - the control pool serves everything else: credential and tenant
-//     look-ups, rate limits, aggregated audit records and chaining,
-//     readiness, provisioning, secrets, the query roles' set-up.
+//     look-ups, rate-limit leases, group-committed and aggregated audit
+//     records and chaining, readiness, provisioning, secrets, the query
+//     roles' set-up.
+//
+// The database's share of a call is kept small (DESIGN §8c): a call that
+// changes data runs [DB.InTenantWrite], whose opening statements travel
+// with the tool's first statement and whose audit record travels with
+// COMMIT (two round trips); a read runs [DB.InTenantReadOnly]; audit
+// records of calls that change nothing are written together by
+// [DB.InsertAuditBatch] (one round trip, one commit); rate limits are
+// leased ([DB.GCRALease]).
+//
+// A tenant-work connection is replaced after [Options].ConnMaxUses
+// transactions: its backend keeps the catalog caches of every tenant
+// schema it has served. Before a tenant transaction, a tenant not marked
+// by this process in the last minute is marked in gatehouse.audit_pending
+// on the control pool (see audit_pending.go), so the audit chainer after a
+// start asks only those tenants.
 //
 // The query tool's sessions are logins of their own (see query.go), bounded
 // per tenant and per process ([Options].TenantQueryConns, QueryConns) and

@@ -129,6 +129,10 @@ func (e *Embedded) appName() string { return "gatehouse-" + strconv.Itoa(os.Getp
 // DataDir returns the absolute data directory.
 func (e *Embedded) DataDir() string { return e.dataDir }
 
+// SocketPath is the path of the cluster's unix socket (for tools that
+// reach it without libpq, such as bench/load's round-trip counter).
+func (e *Embedded) SocketPath() string { return filepath.Join(e.socketDir, ".s.PGSQL.5432") }
+
 // Stop stops the cluster unless another process still has a connection open
 // to it (another Gatehouse process sharing the data directory); that process
 // stops it when it leaves. Close your own pools before calling Stop.

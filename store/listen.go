@@ -18,6 +18,7 @@ const invalidationChannel = "gatehouse_invalidate"
 const (
 	InvalidateAPIKey = "apikey" // ID is an API key id
 	InvalidateTenant = "tenant" // ID is a tenant id
+	InvalidateFamily = "family" // ID is a sign-in's refresh-token family (authserver)
 )
 
 // Invalidation tells caches to forget an object that changed.

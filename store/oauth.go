@@ -258,8 +258,20 @@ func (db *DB) RevokeRefresh(ctx context.Context, hash []byte, clientID string) e
 
 // RevokeFamily implements authserver.Store.
 func (db *DB) RevokeFamily(ctx context.Context, family string) error {
-	_, err := db.pool.Exec(ctx, "UPDATE gatehouse.oauth_refresh_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE family = $1", family)
-	return err
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "UPDATE gatehouse.oauth_refresh_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE family = $1", family); err != nil {
+			return err
+		}
+		// Every replica forgets the family's access tokens it validated.
+		return db.notify(ctx, tx, Invalidation{Kind: InvalidateFamily, ID: family})
+	})
+}
+
+// FamilyRevoked implements authserver.Store.
+func (db *DB) FamilyRevoked(ctx context.Context, family string) (bool, error) {
+	var revoked bool
+	err := db.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM gatehouse.oauth_refresh_tokens WHERE family = $1 AND revoked_at IS NOT NULL)", family).Scan(&revoked)
+	return revoked, err
 }
 
 // SigningKeys implements authserver.Store.

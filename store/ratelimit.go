@@ -54,3 +54,32 @@ func (db *DB) GCRAState(ctx context.Context, keys []string) (map[string]float64,
 	_, err := pgx.ForEachRow(rows, []any{&k, &tat}, func() error { out[k] = tat; return nil })
 	return out, err
 }
+
+// GCRALease implements tenancy.LeaseStore with one statement (migration
+// 0014): for each key, up to wants[i] requests charged at once.
+func (db *DB) GCRALease(ctx context.Context, keys []string, intervals []time.Duration, bursts, wants []int) (tenancy.LeaseResult, error) {
+	ms := make([]float64, len(intervals))
+	for i, d := range intervals {
+		ms[i] = float64(d) / float64(time.Millisecond)
+	}
+	var r tenancy.LeaseResult
+	var retryMS []float64
+	err := db.pool.QueryRow(ctx, "SELECT granted, retry_after_ms, remaining FROM gatehouse.gcra_lease($1, $2, $3, $4)",
+		db.hotMode, keys, ms, bursts, wants).Scan(&r.Granted, &retryMS, &r.Remaining)
+	r.RetryAfter = make([]time.Duration, len(retryMS))
+	for i, v := range retryMS {
+		r.RetryAfter[i] = time.Duration(v * float64(time.Millisecond))
+	}
+	return r, err
+}
+
+// GCRAReturn implements tenancy.LeaseStore: unused leased requests go
+// back, all keys in one statement.
+func (db *DB) GCRAReturn(ctx context.Context, keys []string, intervals []time.Duration, counts []int) error {
+	ms := make([]float64, len(intervals))
+	for i, d := range intervals {
+		ms[i] = float64(d) / float64(time.Millisecond)
+	}
+	_, err := db.pool.Exec(ctx, "SELECT gatehouse.gcra_return($1, $2, $3)", db.hotMode, keys, ms, counts)
+	return err
+}

@@ -152,17 +152,23 @@ func (db *DB) WithTenantControl(ctx context.Context, t *tenancy.Tenant, fn func(
 }
 
 func (db *DB) withTenantOn(ctx context.Context, pool *pgxpool.Pool, t *tenancy.Tenant, fn func(pgx.Tx) error) error {
+	return db.withTenantMode(ctx, pool, t, "BEGIN", fn)
+}
+
+func (db *DB) withTenantMode(ctx context.Context, pool *pgxpool.Pool, t *tenancy.Tenant, beginStmt string, fn func(pgx.Tx) error) error {
 	if !opaqueName.MatchString(t.Schema) || (t.DBRole != "" && !opaqueName.MatchString(t.DBRole)) {
 		return fmt.Errorf("tenant %s: refusing unexpected schema or role name", t.Key)
 	}
-	seed, err := db.lockSeed(ctx)
-	if err != nil {
-		return err
+	begin := beginStmt + "; "
+	if beginStmt == "BEGIN" {
+		// A transaction that may write audit records marks the tenant as
+		// having unchained ones (see markAuditPending); a READ ONLY one
+		// writes none.
+		if err := db.markAuditPending(ctx, t); err != nil {
+			return err
+		}
 	}
-	// Mark the tenant as having unchained audit records (see
-	// markAuditPending), then confine the transaction to it.
-	begin := "BEGIN; " + markAuditPending(t.ID, seed) +
-		fmt.Sprintf("; SELECT set_config('search_path', %s, true)", quoteLiteral(pgx.Identifier{t.Schema}.Sanitize()))
+	begin += fmt.Sprintf("SELECT set_config('search_path', %s, true)", quoteLiteral(pgx.Identifier{t.Schema}.Sanitize()))
 	if t.DBRole != "" { // else: a database whose account cannot create roles: schema isolation only
 		begin += fmt.Sprintf(", set_config('role', %s, true)", quoteLiteral(t.DBRole))
 	}

@@ -131,6 +131,7 @@ type Limiter struct {
 	store  LimitStore
 	limits Limits
 	denied *ttlcache.Cache[string, Decision]
+	leases *leases // nil when the store cannot lease
 }
 
 // NewLimiter returns a Limiter; call Close to stop its janitor.
@@ -140,11 +141,19 @@ func NewLimiter(store LimitStore, limits Limits) *Limiter {
 		ttlcache.WithCapacity[string, Decision](1_000_000),
 	)}
 	go l.denied.Start()
+	if ls, ok := store.(LeaseStore); ok {
+		l.leases = newLeases(ls)
+	}
 	return l
 }
 
-// Close stops the janitor.
-func (l *Limiter) Close() { l.denied.Stop() }
+// Close stops the janitor and gives back unused leased requests.
+func (l *Limiter) Close() {
+	l.denied.Stop()
+	if l.leases != nil {
+		l.leases.close()
+	}
+}
 
 // Limits returns the defaults in force.
 func (l *Limiter) Limits() Limits { return l.limits }
@@ -158,7 +167,18 @@ func (l *Limiter) TenantRate(t *Tenant) Rate {
 }
 
 // AllowRequest charges one request to the tenant and to the principal.
+//
+// With a store that can lease (LeaseStore), requests are admitted from
+// this replica's leases of the two keys and reach the database only to
+// renew a lease: accuracy and behaviour are in docs/scaling.md.
 func (l *Limiter) AllowRequest(ctx context.Context, t *Tenant, subject string) (Decision, error) {
+	ls := []limited{
+		{"t:" + t.ID, l.TenantRate(t), "tenant"},
+		{"p:" + t.ID + ":" + subject, l.limits.Principal, "principal"},
+	}
+	if l.leases != nil {
+		return l.allowLeased(ctx, ls)
+	}
 	return l.allow(ctx, []limited{
 		{"t:" + t.ID, l.TenantRate(t), "tenant"},
 		{"p:" + t.ID + ":" + subject, l.limits.Principal, "principal"},
@@ -229,6 +249,72 @@ func (l *Limiter) allow(ctx context.Context, ls []limited) (Decision, error) {
 		}
 	}
 	return d, nil
+}
+
+// allowLeased admits a request from this replica's leases of its keys,
+// renewing the leases of keys that ran out (one statement for all of them,
+// shared by concurrent requests). A key that grants nothing refuses the
+// request, which is remembered until its retry time like any refusal.
+func (l *Limiter) allowLeased(ctx context.Context, all []limited) (Decision, error) {
+	var ls []limited
+	for _, x := range all {
+		if !x.rate.Off() {
+			ls = append(ls, x)
+		}
+	}
+	if len(ls) == 0 {
+		return Decision{Allowed: true, Remaining: -1}, nil
+	}
+	keys := make([]string, len(ls))
+	for i, x := range ls {
+		keys[i] = x.key
+	}
+	if d, ok := l.remembered(keys); ok {
+		return d, nil
+	}
+	// The tightest limit, for the RateLimit headers.
+	tightest := 0
+	for i, x := range ls {
+		if x.rate.PerMinute < ls[tightest].rate.PerMinute {
+			tightest = i
+		}
+	}
+	for range maxLeaseRounds {
+		now := time.Now()
+		missing, remaining := l.leases.take(now, keys)
+		if len(missing) == 0 {
+			return Decision{Allowed: true, Remaining: remaining, Limit: ls[tightest].rate, Scope: ls[tightest].scope}, nil
+		}
+		n := len(missing)
+		mk, miv, mb, mw := make([]string, n), make([]time.Duration, n), make([]int, n), make([]int, n)
+		for j, i := range missing {
+			mk[j], miv[j], mb[j], mw[j] = ls[i].key, ls[i].rate.interval(), ls[i].rate.Burst, leaseSize(ls[i].rate)
+		}
+		res, err := l.leases.lease(ctx, now, mk, miv, mb, mw)
+		if err != nil {
+			return Decision{Allowed: true, Remaining: -1}, fmt.Errorf("rate limit: %w", err)
+		}
+		refused := -1
+		for j := range missing {
+			if res.Granted[j] == 0 && (refused < 0 || res.RetryAfter[j] > res.RetryAfter[refused]) {
+				refused = j
+			}
+		}
+		if refused >= 0 {
+			i := missing[refused]
+			d := Decision{Allowed: false, RetryAfter: res.RetryAfter[refused], Remaining: 0, Limit: ls[i].rate, Scope: ls[i].scope}
+			for j, i := range missing {
+				if res.Granted[j] == 0 {
+					l.denied.Set(ls[i].key, d, d.RetryAfter)
+				}
+			}
+			return d, nil
+		}
+	}
+	// Others kept emptying the renewed leases first: the keys are at
+	// their limits right now.
+	i := tightest
+	return Decision{Allowed: false, RetryAfter: ls[i].rate.interval(), Remaining: 0, Limit: ls[i].rate, Scope: ls[i].scope}, nil
 }
 
 func (l *Limiter) remembered(keys []string) (Decision, bool) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,6 +77,21 @@ func NewService(store Store, opts ServiceOptions) *Service {
 
 // Close stops the cache's background expiry.
 func (s *Service) Close() { s.cache.Stop() }
+
+// JoinsBy describes who the policy places in the organisation tenant key
+// automatically: its own domain and the alias domains mapped to it
+// (sorted), and the role they get.
+func (s *Service) JoinsBy(key string) (domains []string, role Role) {
+	domains = []string{key}
+	var aliases []string
+	for from, to := range s.policy.Aliases {
+		if to == key {
+			aliases = append(aliases, from)
+		}
+	}
+	slices.Sort(aliases)
+	return append(domains, aliases...), s.policy.DefaultRole
+}
 
 // Resolve returns p's tenant and role.
 //

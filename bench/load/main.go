@@ -30,6 +30,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
 )
 
 func main() {
@@ -44,7 +46,12 @@ func main() {
 	baseline := flag.String("baseline-bin", "", "an older gatehouse binary to measure in the same run, as label=path (e.g. skeleton=/tmp/gatehouse-skeleton)")
 	workerSpec := flag.String("worker", "", "internal: run tenant A's load for -bulkheads")
 	bulk := flag.Bool("bulkheads", false, "measure one tenant's paced calls while another sleeps in queries, floods past its limit, or writes at c=100 (the baseline binary first, if given)")
+	toolList := flag.String("tools", "whoami,list_todos,add_todo", "tools to measure, comma-separated")
+	noBare := flag.Bool("no-bare", false, "skip the bare go-sdk server")
+	flag.IntVar(&rounds, "rounds", 1, "split each scenario into this many rounds, the servers taking turns, so that a noisy machine's changes hit all alike")
 	flag.Parse()
+	benchTools = strings.Split(*toolList, ",")
+	skipBare = *noBare
 	if *workerSpec != "" {
 		runWorker(*workerSpec)
 		return
@@ -70,12 +77,19 @@ func main() {
 	}
 }
 
+var (
+	benchTools []string
+	skipBare   bool
+	rounds     = 1
+)
+
 type target struct {
 	name    string
 	url     string
 	auth    string
 	pid     int
-	pgPID   int // postmaster, 0 for none
+	pgPID   int          // postmaster, 0 for none
+	trips   *tripCounter // round trips to PostgreSQL, nil for none
 	cleanup func()
 }
 
@@ -85,7 +99,35 @@ type result struct {
 	elapsed        time.Duration
 	p50, p99       time.Duration
 	cpu, pgCPU     time.Duration
+	trips          int64 // PostgreSQL round trips (ReadyForQuery messages)
 	peakRSS        int64 // KiB, whole life of the process so far
+	lats           []time.Duration
+}
+
+// add sums two measurements of one target and tool (rounds).
+func (r result) add(o result) result {
+	r.target, r.tool = o.target, o.tool
+	r.requests += o.requests
+	r.errs += o.errs
+	r.elapsed += o.elapsed
+	r.cpu += o.cpu
+	r.pgCPU += o.pgCPU
+	r.trips += o.trips
+	r.peakRSS = max(r.peakRSS, o.peakRSS)
+	r.lats = append(r.lats, o.lats...)
+	return r
+}
+
+// finish computes the percentiles of the latencies.
+func (r *result) finish() {
+	slices.Sort(r.lats)
+	pct := func(p float64) time.Duration {
+		if len(r.lats) == 0 {
+			return 0
+		}
+		return r.lats[int(float64(len(r.lats)-1)*p)]
+	}
+	r.p50, r.p99 = pct(0.50), pct(0.99)
 }
 
 func run(bin string, duration, warmup time.Duration, concurrency int, variants, bareVariants []string, baseline string) error {
@@ -104,7 +146,7 @@ func run(bin string, duration, warmup time.Duration, concurrency int, variants, 
 
 	var targets []*target
 	for i, v := range append([]string{""}, bareVariants...) {
-		if i > 0 && strings.TrimSpace(v) == "" {
+		if skipBare || i > 0 && strings.TrimSpace(v) == "" {
 			continue
 		}
 		t, err := startBare(bare, strings.Fields(v))
@@ -138,14 +180,28 @@ func run(bin string, duration, warmup time.Duration, concurrency int, variants, 
 	}()
 
 	var results []result
-	for _, tool := range []string{"whoami", "add_todo"} {
+	for _, t := range targets {
+		if err := seed(t, 20); err != nil {
+			return fmt.Errorf("%s: seeding todos: %w", t.name, err)
+		}
+	}
+	for _, tool := range benchTools {
 		for _, t := range targets {
-			fmt.Fprintf(os.Stderr, "%s %s: warming up %s, measuring %s at concurrency %d\n", t.name, tool, warmup, duration, concurrency)
+			fmt.Fprintf(os.Stderr, "%s %s: warming up %s\n", t.name, tool, warmup)
 			load(t, tool, warmup, concurrency)
-			r := load(t, tool, duration, concurrency)
+		}
+		sums := make([]result, len(targets))
+		for round := range max(rounds, 1) {
+			for i, t := range targets {
+				fmt.Fprintf(os.Stderr, "%s %s: round %d, measuring %s at concurrency %d\n", t.name, tool, round+1, duration/time.Duration(max(rounds, 1)), concurrency)
+				sums[i] = sums[i].add(load(t, tool, duration/time.Duration(max(rounds, 1)), concurrency))
+			}
+		}
+		for i, r := range sums {
+			r.finish()
 			results = append(results, r)
 			if r.errs > 0 {
-				return fmt.Errorf("%s %s: %d of %d requests failed", t.name, tool, r.errs, r.requests)
+				return fmt.Errorf("%s %s: %d of %d requests failed", targets[i].name, tool, r.errs, r.requests)
 			}
 		}
 	}
@@ -228,9 +284,31 @@ func startBare(bin string, env []string) (*target, error) {
 var keyRe = regexp.MustCompile(`gk_[a-z2-7]{16}_[A-Za-z0-9_-]{43}`)
 
 func startGatehouse(bin, dataDir string, env []string) (*target, error) {
+	// The bench starts the embedded cluster itself and lets Gatehouse reach
+	// it over TCP through a proxy that counts round trips (ReadyForQuery
+	// messages); Gatehouse joins a running embedded cluster, so the CLI
+	// (GATEHOUSE_DATA_DIR) still works against it.
+	ctx := context.Background()
+	emb, err := store.StartEmbedded(ctx, store.EmbeddedOptions{DataDir: dataDir})
+	if err != nil {
+		return nil, err
+	}
+	trips, proxyAddr, err := startTripProxy(emb.SocketPath())
+	if err != nil {
+		return nil, err
+	}
+	dbURL := "DATABASE_URL=postgres://postgres@" + proxyAddr + "/" + store.EmbeddedDatabase + "?sslmode=disable"
+	// With DATABASE_URL set, serve issues no bootstrap key: create one.
+	mk := exec.Command(bin, "apikey", "create", "--tenant", "bench.example", "--role", "admin")
+	mk.Env = append(os.Environ(), dbURL, "GATEHOUSE_PGBOUNCER=false")
+	out, err := mk.Output()
+	if err != nil {
+		return nil, fmt.Errorf("creating an API key: %w", err)
+	}
+	key := keyRe.FindString(string(out))
 	addr := freeAddr()
 	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(os.Environ(), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_DATA_DIR="+dataDir, "DATABASE_URL=",
+	cmd.Env = append(os.Environ(), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_DATA_DIR="+dataDir, dbURL, "GATEHOUSE_PGBOUNCER=false",
 		// Limits so high they never refuse: their checks are measured, not their refusals.
 		"GATEHOUSE_TENANT_RATE=1000000000/m", "GATEHOUSE_TENANT_BURST=1000000",
 		"GATEHOUSE_PRINCIPAL_RATE=1000000000/m", "GATEHOUSE_PRINCIPAL_BURST=1000000")
@@ -248,18 +326,17 @@ func startGatehouse(bin, dataDir string, env []string) (*target, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	t := &target{name: name, url: "http://" + addr + "/mcp", pid: cmd.Process.Pid,
-		cleanup: func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait(); logf.Close() }}
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		if k := keyRe.FindString(sc.Text()); k != "" {
-			t.auth = "Bearer " + k
-			break
-		}
-	}
+	t := &target{name: name, url: "http://" + addr + "/mcp", pid: cmd.Process.Pid, trips: trips,
+		cleanup: func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			_ = cmd.Wait()
+			logf.Close()
+			_ = emb.Stop(context.Background())
+		}}
+	t.auth = "Bearer " + key
 	go func() { _, _ = io.Copy(io.Discard, stdout) }()
-	if t.auth == "" {
-		return t, errors.New("gatehouse printed no bootstrap key (is the data dir fresh?)")
+	if key == "" {
+		return t, errors.New("gatehouse apikey create printed no key")
 	}
 	if err := waitUp("http://" + addr + "/readyz"); err != nil {
 		return t, err
@@ -269,6 +346,96 @@ func startGatehouse(bin, dataDir string, env []string) (*target, error) {
 		t.pgPID, _ = strconv.Atoi(strings.SplitN(string(pidFile), "\n", 2)[0])
 	}
 	return t, nil
+}
+
+// seed adds n todos, so that list_todos lists something.
+func seed(t *target, n int) error {
+	if t.pgPID == 0 {
+		return nil
+	}
+	client := &http.Client{}
+	for i := range n {
+		req, _ := http.NewRequest(http.MethodPost, t.url, strings.NewReader(body("add_todo", i)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+		req.Header.Set("Authorization", t.auth)
+		res, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("add_todo: HTTP %d", res.StatusCode)
+		}
+	}
+	return nil
+}
+
+// tripCounter counts PostgreSQL round trips: ReadyForQuery ('Z') messages,
+// one per simple query or per Sync of the extended protocol (a pipelined
+// batch is one).
+type tripCounter struct{ n atomic.Int64 }
+
+func (c *tripCounter) count() int64 {
+	if c == nil {
+		return 0
+	}
+	return c.n.Load()
+}
+
+// startTripProxy listens on a loopback TCP port and forwards each
+// connection to the unix socket, counting the server's ReadyForQuery
+// messages. (sslmode=disable: no SSLRequest, so every server byte is part
+// of a typed message: type, int32 length including itself, body.)
+func startTripProxy(socket string) (*tripCounter, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	c := &tripCounter{}
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer client.Close()
+				server, err := net.Dial("unix", socket)
+				if err != nil {
+					return
+				}
+				defer server.Close()
+				go func() { _, _ = io.Copy(server, client); server.Close() }()
+				r := bufio.NewReaderSize(server, 64<<10)
+				w := bufio.NewWriterSize(client, 64<<10)
+				hdr := make([]byte, 5)
+				for {
+					if _, err := io.ReadFull(r, hdr); err != nil {
+						return
+					}
+					if hdr[0] == 'Z' {
+						c.n.Add(1)
+					}
+					n := int64(hdr[1])<<24 | int64(hdr[2])<<16 | int64(hdr[3])<<8 | int64(hdr[4])
+					if _, err := w.Write(hdr); err != nil {
+						return
+					}
+					if _, err := io.CopyN(w, r, n-4); err != nil {
+						return
+					}
+					if r.Buffered() == 0 {
+						if err := w.Flush(); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return c, ln.Addr().String(), nil
 }
 
 func body(tool string, i int) string {
@@ -283,7 +450,7 @@ func load(t *target, tool string, d time.Duration, concurrency int) result {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency, MaxConnsPerHost: concurrency}}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	cpu0, pg0 := cpuTime(t.pid), pgCPU(t.pgPID)
+	cpu0, pg0, trips0 := cpuTime(t.pid), pgCPU(t.pgPID), t.trips.count()
 	start := time.Now()
 	var (
 		wg    sync.WaitGroup
@@ -314,7 +481,9 @@ func load(t *target, tool string, d time.Duration, concurrency int) result {
 				mine = append(mine, time.Since(s))
 				count.Add(1)
 				if res.StatusCode != http.StatusOK || !bytes.Contains(b, []byte(`"result"`)) || bytes.Contains(b, []byte(`"isError":true`)) {
-					errs.Add(1)
+					if errs.Add(1) == 1 {
+						fmt.Fprintf(os.Stderr, "%s %s: first failure: HTTP %d %.300s\n", t.name, tool, res.StatusCode, b)
+					}
 				}
 			}
 			mu.Lock()
@@ -332,25 +501,52 @@ func load(t *target, tool string, d time.Duration, concurrency int) result {
 		return lats[int(float64(len(lats)-1)*p)]
 	}
 	return result{target: t.name, tool: tool, requests: int(count.Load()), errs: int(errs.Load()), elapsed: elapsed,
-		p50: pct(0.50), p99: pct(0.99), cpu: cpuTime(t.pid) - cpu0, pgCPU: pgCPU(t.pgPID) - pg0, peakRSS: peakRSS(t.pid)}
+		p50: pct(0.50), p99: pct(0.99), cpu: cpuTime(t.pid) - cpu0, pgCPU: pgCPU(t.pgPID) - pg0, trips: t.trips.count() - trips0, peakRSS: peakRSS(t.pid), lats: lats}
 }
 
 func report(rs []result, concurrency int, d time.Duration) {
 	fmt.Printf("\nConcurrency %d, %s per scenario, %s.\n\n", concurrency, d, time.Now().UTC().Format("2006-01-02"))
-	fmt.Println("| tool | server | req/s | p50 | p99 | server CPU/req | ratio to bare (default) | Postgres CPU/req | peak RSS |")
-	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| tool | server | req/s | p50 | p99 | server CPU/req | ratio to bare (default) | Postgres CPU/req | Postgres round trips/req | peak RSS |")
+	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	base := map[string]float64{}
+	type gh struct{ rps, cpu, pg, trips float64 }
+	baseGH := map[string]gh{}
 	for _, r := range rs {
 		per := float64(r.cpu.Microseconds()) / float64(r.requests)
 		if r.target == "bare go-sdk" {
 			base[r.tool] = per
 		}
-		pg := "-"
+		pg, trips := "-", "-"
 		if r.pgCPU > 0 || !strings.HasPrefix(r.target, "bare") {
 			pg = fmt.Sprintf("%.0f µs", float64(r.pgCPU.Microseconds())/float64(r.requests))
+			trips = fmt.Sprintf("%.2f", float64(r.trips)/float64(r.requests))
 		}
-		fmt.Printf("| %s | %s | %.0f | %s | %s | %.0f µs | %.2f | %s | %d MiB |\n", r.tool, r.target,
-			float64(r.requests)/r.elapsed.Seconds(), ms(r.p50), ms(r.p99), per, per/base[r.tool], pg, r.peakRSS/1024)
+		if strings.HasPrefix(r.target, "gatehouse@") {
+			baseGH[r.tool] = gh{float64(r.requests) / r.elapsed.Seconds(), per, float64(r.pgCPU.Microseconds()) / float64(r.requests), float64(r.trips) / float64(r.requests)}
+		}
+		ratio := "-"
+		if base[r.tool] > 0 {
+			ratio = fmt.Sprintf("%.2f", per/base[r.tool])
+		}
+		fmt.Printf("| %s | %s | %.0f | %s | %s | %.0f µs | %s | %s | %s | %d MiB |\n", r.tool, r.target,
+			float64(r.requests)/r.elapsed.Seconds(), ms(r.p50), ms(r.p99), per, ratio, pg, trips, r.peakRSS/1024)
+	}
+	if len(baseGH) == 0 {
+		return
+	}
+	fmt.Println("\nRatios to the baseline binary, same run:")
+	fmt.Println()
+	fmt.Println("| tool | server | req/s | server CPU/req | Postgres CPU/req | round trips/req |")
+	fmt.Println("|---|---|---:|---:|---:|---:|")
+	for _, r := range rs {
+		b, ok := baseGH[r.tool]
+		if !ok || strings.HasPrefix(r.target, "bare") || strings.HasPrefix(r.target, "gatehouse@") {
+			continue
+		}
+		n := float64(r.requests)
+		fmt.Printf("| %s | %s | %.2f× | %.2f× | %.2f× | %.2f (baseline %.2f) |\n", r.tool, r.target,
+			n/r.elapsed.Seconds()/b.rps, float64(r.cpu.Microseconds())/n/b.cpu, float64(r.pgCPU.Microseconds())/n/b.pg,
+			float64(r.trips)/n, b.trips)
 	}
 }
 

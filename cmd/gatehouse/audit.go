@@ -141,6 +141,14 @@ func auditVerify(ctx context.Context, e *env, tenant string, asJSON bool) error 
 		if err != nil {
 			return err
 		}
+		// The console's audit page shows the last verification. One that
+		// could not check the chain here (a key not configured) says
+		// nothing about it, and is not stored.
+		if rep.UnknownKey == "" {
+			if err := db.SaveAuditCheckpoint(ctx, t, rep); err != nil {
+				log.Warn("the verification could not be stored for the console's audit page", "error", err)
+			}
+		}
 		var spans []string
 		for _, k := range rep.Keys {
 			spans = append(spans, fmt.Sprintf("records %d–%d with key %s", k.First, k.Last, k.KeyID))

@@ -32,6 +32,10 @@ func TestAuditCommands(t *testing.T) {
 	if code, out, stderr := gh(t, environ, "audit", "verify", "--tenant", "acme.com"); code != 0 || !strings.Contains(out, "intact (4 records verified)") {
 		t.Fatalf("verify: %d %q %s", code, out, stderr)
 	}
+	// The console's audit page shows this verification.
+	if cp, err := db.FindAuditCheckpoint(ctx, tn); err != nil || cp.Verified != 4 || cp.Problem != "" {
+		t.Errorf("stored checkpoint after verify: %+v %v", cp, err)
+	}
 	if code, out, _ := gh(t, environ, "audit", "tail", "--tenant", "acme.com", "-n", "2"); code != 0 || strings.Count(out, "ALLOWED") != 2 {
 		t.Errorf("tail: %d %q", code, out)
 	}

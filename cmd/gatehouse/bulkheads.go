@@ -32,6 +32,17 @@ func loadBulkheads(get func(string) string, bad func(name, format string, args .
 		QueryConns:       count("GATEHOUSE_QUERY_CONNS", d.QueryConns),
 		TenantQueryConns: count("GATEHOUSE_TENANT_QUERY_CONNS", d.TenantQueryConns),
 	}
+	switch v := get("GATEHOUSE_DB_CONN_MAX_USES"); v {
+	case "off":
+		db.ConnMaxUses = -1
+	default:
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			bad("GATEHOUSE_DB_CONN_MAX_USES", "%q is not off or a number of 1 or more", v)
+		} else {
+			db.ConnMaxUses = n
+		}
+	}
 	// Zero fields are filled in from the tenant-work pool's size once the
 	// database is open (mcp.New).
 	adm := mcp.Admission{

@@ -61,6 +61,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_REGISTRATION_RATE", Default: "30/h", Help: "OAuth client registrations (RFC 7591) allowed from one client IP"},
 	{Name: "GATEHOUSE_REGISTRATION_BURST", Default: "10", Help: "OAuth client registrations allowed from one client IP at once"},
 	{Name: "GATEHOUSE_DB_TENANT_CONNS", Default: "auto", Help: "database connections for tool calls' transactions; auto: max(8, 2 × cores): 8 on 2 cores, 32 on 16"},
+	{Name: "GATEHOUSE_DB_CONN_MAX_USES", Default: "1000", Help: "transactions after which a tool-call connection is replaced (PostgreSQL keeps ~55 KB per tenant a connection meets: with calls spread over thousands of tenants this bounds it to ~55 MB); off: never"},
 	{Name: "GATEHOUSE_DB_CONTROL_CONNS", Default: "auto", Help: "database connections for the control plane (credentials, rate limits, audit, readiness), never taken by tool calls; auto: max(4, cores): 4 on 2 cores, 16 on 16"},
 	{Name: "GATEHOUSE_QUERY_CONNS", Default: "auto", Help: "the query tool's own logins open at once, all tenants together; auto: max(4, cores): 4 on 2 cores, 16 on 16"},
 	{Name: "GATEHOUSE_TENANT_QUERY_CONNS", Default: "2", Help: "the query tool's logins one tenant may have open at once (the role's own limit over all replicas is 4)"},
@@ -69,6 +70,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_TENANT_QUEUE", Default: "64", Help: "a tenant's calls that may wait for a free slot (beyond them: 429 at once)"},
 	{Name: "GATEHOUSE_ADMISSION_WAIT", Default: "2s", Help: "longest a call waits for a free slot before 429; waiting tenants are served fewest-in-progress first"},
 	{Name: "GATEHOUSE_METRICS_TOKEN", Secret: true, Help: "bearer token /metrics requires, 32+ bytes (openssl rand -base64 32); unset: /metrics is open (keep it off the public network)"},
+	{Name: "GATEHOUSE_OPERATORS", Help: "people allowed on the console's operator pages (/console/operator), by provider-qualified subject: google:1234,github:5678"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
 	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain, 32+ bytes (openssl rand -base64 32); comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
 	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
@@ -137,6 +139,7 @@ type Config struct {
 	SigningKeys       [][]byte // GATEHOUSE_SIGNING_KEY, newest first; nil: a database secret
 	AuditKeys         [][]byte // GATEHOUSE_AUDIT_KEY, newest first; nil: a database secret
 	MetricsToken      string   // GATEHOUSE_METRICS_TOKEN; empty: /metrics is open
+	Operators         []string // GATEHOUSE_OPERATORS: provider-qualified subjects
 	// Warnings are problems that do not stop the server; serve logs them.
 	Warnings      []string
 	TokenTTL      time.Duration
@@ -269,6 +272,13 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 			continue
 		}
 		c.TrustedProxies = append(c.TrustedProxies, n)
+	}
+	for _, op := range splitList(get("GATEHOUSE_OPERATORS")) {
+		if p, id, ok := strings.Cut(op, ":"); !ok || p == "" || id == "" || strings.ContainsAny(op, " \t") {
+			bad("GATEHOUSE_OPERATORS", "%q is not a provider-qualified subject such as github:5678", op)
+			continue
+		}
+		c.Operators = append(c.Operators, op)
 	}
 	for _, o := range splitList(get("GATEHOUSE_ALLOWED_ORIGINS")) {
 		if u, err := url.Parse(o); err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" {

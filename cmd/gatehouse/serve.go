@@ -17,12 +17,31 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gatehouse-mcp/gatehouse/console"
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/httpx"
 	"github.com/gatehouse-mcp/gatehouse/mcp"
+	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
+
+// maintainConsole drops expired console sessions every few minutes.
+func maintainConsole(ctx context.Context, con *console.Console, log *slog.Logger) {
+	t := time.NewTicker(5 * time.Minute)
+	defer t.Stop()
+	for {
+		if err := con.MaintainSessions(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("console: dropping expired sessions failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
 
 func serveCmd(ctx context.Context, e *env) *cobra.Command {
 	return &cobra.Command{
@@ -65,7 +84,7 @@ func serve(ctx context.Context, e *env) error {
 	}
 	defer db.close(ctx, log)
 	db.CheckConnectionBudget(ctx)
-	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
+	if err := db.MigrateTenants(ctx, 4, logMigrationProgress(log)); err != nil {
 		return fmt.Errorf("migrating tenant schemas: %w", err)
 	}
 	if err := db.SetServedURL(ctx, cfg.PublicURL); err != nil {
@@ -136,8 +155,9 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		closeAll()
 		return nil, nil, err
 	}
+	surface := httpx.New(httpx.Options{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, Logger: log})
 	srv, err := mcp.New(mcp.Options{
-		TLS: tlsConfig, ClientCerts: clientCerts,
+		Surface: surface, TLS: tlsConfig, ClientCerts: clientCerts,
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter, AuthServer: as,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
 		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Admission: &cfg.Admission,
@@ -149,8 +169,23 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		closeAll()
 		return nil, nil, err
 	}
+	con, err := console.New(console.Options{
+		PublicURL: cfg.PublicURL, DB: db.DB, Tenancy: tenants, SignIn: as, Tools: srv, Limiter: limiter,
+		RoleScopes: func(r tenancy.Role) []string { return mcp.RoleScopes(r, cfg.ToolPolicy) },
+		Operators:  cfg.Operators,
+		VerifyAudit: func(ctx context.Context, t *tenancy.Tenant) (*store.AuditReport, error) {
+			return db.VerifyAudit(ctx, t, akeys...)
+		},
+		Logger: log,
+	})
+	if err != nil {
+		closeAll()
+		return nil, nil, fmt.Errorf("%w: %w", errConfig, err)
+	}
+	con.Mount(surface)
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var bg sync.WaitGroup
+	bg.Go(func() { maintainConsole(bctx, con, log) })
 	bg.Go(func() { srv.FollowInvalidations(bctx) })
 	bg.Go(func() { srv.RunMaintenance(bctx, 5*time.Minute) })
 	bg.Go(func() { checkIssuers(bctx, cfg.Providers.issuerChecks(), cfg.notes, log) })

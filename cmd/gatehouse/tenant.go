@@ -16,8 +16,9 @@ import (
 func tenantCmd(ctx context.Context, e *env) *cobra.Command {
 	limits := group("limits", "Show, set or clear a tenant's own rate limit",
 		tenantLimitsCmd(ctx, e, "show"), tenantLimitsCmd(ctx, e, "set"), tenantLimitsCmd(ctx, e, "clear"))
-	return group("tenant", "List and inspect tenants, and set their rate limits",
-		tenantListCmd(ctx, e), tenantShowCmd(ctx, e), limits)
+	return group("tenant", "List and inspect tenants, set their rate limits, suspend, export and delete them",
+		tenantListCmd(ctx, e), tenantShowCmd(ctx, e), limits,
+		tenantStatusCmd(ctx, e, "suspend"), tenantStatusCmd(ctx, e, "resume"), tenantExportCmd(ctx, e), tenantDeleteCmd(ctx, e))
 }
 
 type tenantJSON struct {

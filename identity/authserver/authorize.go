@@ -159,6 +159,13 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.errorPage(w, http.StatusNotFound, "Unknown sign-in provider.")
 		return
 	}
+	s.toUpstream(w, r, req, u)
+}
+
+// toUpstream records which provider a sign-in goes to, with fresh state
+// and PKCE verifier, and sends the browser there. Every sign-in — an MCP
+// client's and a first-party page's — leaves through here.
+func (s *Server) toUpstream(w http.ResponseWriter, r *http.Request, req *Request, u *Upstream) {
 	cfg, err := s.oauthConfig(r.Context(), u)
 	if err != nil {
 		s.log.Warn("oauth: provider endpoints unavailable", "provider", u.Name, "error", err)
@@ -178,40 +185,20 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 }
 
 // callback learns who signed in, places them, and asks for consent (or
-// goes on, when they consented to this client and these scopes before).
+// goes on, when they consented to this client and these scopes before). A
+// first-party sign-in (the console) is handed over instead.
 func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	req, err := s.cfg.Store.FindRequestByUpstreamState(r.Context(), q.Get("state"))
+	req, err := s.cfg.Store.FindRequestByUpstreamState(r.Context(), r.URL.Query().Get("state"))
 	browser, ok := s.pending(w, r, req, err)
 	if !ok {
 		return
 	}
-	u := s.upstream(r.PathValue("provider"))
-	if u == nil || u.Name != req.Upstream {
-		s.errorPage(w, http.StatusBadRequest, "This sign-in came back from another provider than it went to.")
+	p, place, ok := s.signedIn(w, r, req)
+	if !ok {
 		return
 	}
-	if e := q.Get("error"); e != "" {
-		s.redirectError(w, r, req.RedirectURI, req.State, "access_denied", u.Label+" did not sign you in ("+truncate(e, 100)+")")
-		return
-	}
-	p, err := s.identify(r.Context(), u, q.Get("code"), req.UpstreamVerifier)
-	if err != nil {
-		s.log.Info("oauth: upstream sign-in failed", "provider", u.Name, "error", err)
-		if errors.Is(err, identity.ErrUnavailable) {
-			s.errorPage(w, http.StatusServiceUnavailable, u.Label+" cannot be reached right now; please try again.")
-		} else {
-			s.errorPage(w, http.StatusBadRequest, "Gatehouse could not confirm who you are with "+u.Label+": "+identity.Reason(err))
-		}
-		return
-	}
-	place, err := s.cfg.Place(r.Context(), p)
-	if err != nil {
-		if !errors.Is(err, ErrRefused) {
-			s.unavailable(w, "placing a person in their tenant", err)
-			return
-		}
-		s.redirectError(w, r, req.RedirectURI, req.State, "access_denied", err.Error())
+	if req.ClientID == firstPartyClient {
+		s.handOff(w, r, req, p, place)
 		return
 	}
 	// Consent is asked for exactly the scopes requested that the person's
@@ -238,6 +225,56 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.consentPage(w, c, req, place, csrfToken(browser, req.ID))
+}
+
+// signedIn finishes the upstream step of a sign-in: the provider's answer
+// is checked, exchanged, the person identified with the same verifier as
+// their directly presented tokens, and placed in their tenant with the
+// same rules (and words) as a request to /mcp. On failure it has answered
+// (back to the client, or a page for a first-party sign-in).
+func (s *Server) signedIn(w http.ResponseWriter, r *http.Request, req *Request) (*identity.Principal, Placement, bool) {
+	q := r.URL.Query()
+	u := s.upstream(r.PathValue("provider"))
+	if u == nil || u.Name != req.Upstream {
+		s.errorPage(w, http.StatusBadRequest, "This sign-in came back from another provider than it went to.")
+		return nil, Placement{}, false
+	}
+	if e := q.Get("error"); e != "" {
+		s.refuseSignIn(w, r, req, "access_denied", u.Label+" did not sign you in ("+truncate(e, 100)+")")
+		return nil, Placement{}, false
+	}
+	p, err := s.identify(r.Context(), u, q.Get("code"), req.UpstreamVerifier)
+	if err != nil {
+		s.log.Info("oauth: upstream sign-in failed", "provider", u.Name, "error", err)
+		if errors.Is(err, identity.ErrUnavailable) {
+			s.errorPage(w, http.StatusServiceUnavailable, u.Label+" cannot be reached right now; please try again.")
+		} else {
+			s.errorPage(w, http.StatusBadRequest, "Gatehouse could not confirm who you are with "+u.Label+": "+identity.Reason(err))
+		}
+		return nil, Placement{}, false
+	}
+	place, err := s.cfg.Place(r.Context(), p)
+	if err != nil {
+		if !errors.Is(err, ErrRefused) {
+			s.unavailable(w, "placing a person in their tenant", err)
+			return nil, Placement{}, false
+		}
+		s.refuseSignIn(w, r, req, "access_denied", err.Error())
+		return nil, Placement{}, false
+	}
+	return p, place, true
+}
+
+// refuseSignIn ends a sign-in the person cannot complete: back to the MCP
+// client with an error (RFC 6749 §4.1.2.1), or a page saying why for a
+// first-party sign-in.
+func (s *Server) refuseSignIn(w http.ResponseWriter, r *http.Request, req *Request, code, description string) {
+	if req.ClientID == firstPartyClient {
+		_ = s.cfg.Store.DeleteRequest(r.Context(), req.ID)
+		s.errorPage(w, http.StatusForbidden, "You cannot sign in: "+description+".")
+		return
+	}
+	s.redirectError(w, r, req.RedirectURI, req.State, code, description)
 }
 
 // identify exchanges the upstream code and learns who it is for; the

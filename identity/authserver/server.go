@@ -47,6 +47,8 @@ type Server struct {
 	mux  *http.ServeMux
 	log  *slog.Logger
 	cimd *http.Client
+	// firstParty receives first-party sign-ins (see SetFirstParty).
+	firstParty FirstParty
 }
 
 // New checks the configuration and returns a Server.

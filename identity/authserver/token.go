@@ -142,7 +142,7 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request, c *Client) {
 		oauthError(w, http.StatusBadRequest, "invalid_scope", "your role ("+place.Role+") no longer allows any of the scopes granted ("+old.Scope+")")
 		return
 	}
-	s.tokens(w, c, old.Identity, place.Tenant, scope, secret)
+	s.tokens(w, c, old.Identity, place.Tenant, scope, secret, old.Family)
 }
 
 // placeFailed answers a token request whose person could not be placed: a
@@ -175,11 +175,11 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, c *Client, id I
 		oauthError(w, http.StatusInternalServerError, "server_error", "try again")
 		return
 	}
-	s.tokens(w, c, id, tenant, scope, secret)
+	s.tokens(w, c, id, tenant, scope, secret, family)
 }
 
-func (s *Server) tokens(w http.ResponseWriter, c *Client, id Identity, tenant, scope, refresh string) {
-	access, err := s.issue(id, tenant, c.ID, scope, s.cfg.TokenTTL)
+func (s *Server) tokens(w http.ResponseWriter, c *Client, id Identity, tenant, scope, refresh, family string) {
+	access, err := s.issue(id, tenant, c.ID, scope, family, s.cfg.TokenTTL)
 	if err != nil {
 		s.log.Error("oauth: signing an access token failed", "error", err)
 		oauthError(w, http.StatusInternalServerError, "server_error", "try again")
@@ -193,9 +193,9 @@ func (s *Server) tokens(w http.ResponseWriter, c *Client, id Identity, tenant, s
 	})
 }
 
-// revoke is RFC 7009: revoking a refresh token revokes its family. Access
-// tokens are short-lived JWTs and are not tracked; the answer is 200 for
-// any token, as the RFC asks.
+// revoke is RFC 7009: revoking a refresh token revokes its family, and
+// with it the family's access tokens (see Verifier.Verify); the answer is
+// 200 for any token, as the RFC asks.
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "the request body is not a form")

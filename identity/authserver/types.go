@@ -132,6 +132,9 @@ type Store interface {
 	// issued to clientID; ErrNotFound otherwise.
 	RevokeRefresh(ctx context.Context, hash []byte, clientID string) error
 	RevokeFamily(ctx context.Context, family string) error
+	// FamilyRevoked reports whether a family was revoked (any of its
+	// tokens has revoked_at).
+	FamilyRevoked(ctx context.Context, family string) (bool, error)
 
 	SigningKeys(ctx context.Context) ([]*SigningKey, error)
 	// ReencryptSigningKey replaces a key's encrypted private part (after

@@ -31,6 +31,9 @@ type accessClaims struct {
 	// The tenant the person was placed in when the token was issued: a
 	// token is refused if they are placed elsewhere now.
 	Tenant string `json:"tenant,omitempty"`
+	// The sign-in (refresh-token family) the token was issued in: revoking
+	// the sign-in revokes the token.
+	Family string `json:"fam,omitempty"`
 	// Developer tokens only (gatehouse token mint): a fixed tenant and role.
 	TenantID string `json:"gatehouse_tenant,omitempty"`
 	Role     string `json:"gatehouse_role,omitempty"`
@@ -40,11 +43,15 @@ type accessClaims struct {
 // token was issued in.
 const TenantClaim = "tenant"
 
-// issue signs an access token for id, placed in tenant, with scopes, valid
-// for ttl.
-func (s *Server) issue(id Identity, tenant, clientID, scope string, ttl time.Duration) (string, error) {
+// FamilyClaim is the Principal claim carrying the sign-in (refresh-token
+// family) a Gatehouse token was issued in.
+const FamilyClaim = "fam"
+
+// issue signs an access token for id, placed in tenant, with scopes, in
+// the sign-in family, valid for ttl.
+func (s *Server) issue(id Identity, tenant, clientID, scope, family string, ttl time.Duration) (string, error) {
 	return s.sign(accessClaims{Subject: id.Subject, ClientID: clientID, Scope: scope, Provider: id.Provider,
-		Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, HD: id.HD, Tenant: tenant}, ttl)
+		Email: id.Email, EmailVerified: id.EmailVerified, Name: id.Name, HD: id.HD, Tenant: tenant, Family: family}, ttl)
 }
 
 func (s *Server) sign(c accessClaims, ttl time.Duration) (string, error) {
@@ -109,6 +116,21 @@ func (v Verifier) Verify(ctx context.Context, token string) (*identity.Principal
 	case c.IssuedAt > now.Add(time.Minute).Unix():
 		return nil, identity.Invalid("the token is not valid yet")
 	}
+	if c.Family != "" {
+		// A revoked sign-in (the person revoked it in the console, the
+		// client revoked it, or a refresh token was reused) ends its access
+		// tokens too: checked here, on every validation the resolver does
+		// not answer from its cache, whose entries live at most
+		// GATEHOUSE_AUTH_CACHE_TTL (a minute by default) and are dropped at
+		// once on every replica when the console revokes the sign-in.
+		revoked, err := v.s.cfg.Store.FamilyRevoked(ctx, c.Family)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", identity.ErrUnavailable, err)
+		}
+		if revoked {
+			return nil, identity.Invalid("this sign-in was revoked; sign in again")
+		}
+	}
 	id := Identity{Provider: c.Provider, Subject: c.Subject, Email: c.Email, EmailVerified: c.EmailVerified, Name: c.Name, HD: c.HD}
 	p := id.Principal(splitScope(c.Scope), time.Unix(c.Expiry, 0))
 	p.TenantID, p.Role = c.TenantID, c.Role
@@ -117,6 +139,9 @@ func (v Verifier) Verify(ctx context.Context, token string) (*identity.Principal
 			p.Claims = map[string]any{}
 		}
 		p.Claims[TenantClaim] = c.Tenant
+	}
+	if c.Family != "" {
+		p.Claims[FamilyClaim] = c.Family
 	}
 	return p, nil
 }

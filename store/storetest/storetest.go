@@ -1,5 +1,6 @@
 // Package storetest gives tests a real Postgres: one embedded cluster per
-// test binary (started by [Main] from the machine's binaries, fsync off) and
+// test binary (started on first use from the machine's binaries, fsync off,
+// and stopped by [Main]) and
 // a fresh database per test, created from a template that already has the
 // control schema.
 //
@@ -26,54 +27,70 @@ import (
 const template = "gatehouse_template"
 
 var (
-	cluster  *store.Embedded
-	tmplOnce sync.Once
-	tmplErr  error
-	createMu sync.Mutex // CREATE DATABASE ... TEMPLATE needs the template idle
-	seq      atomic.Int64
+	cluster    *store.Embedded
+	clusterDir string
+	startOnce  sync.Once
+	startErr   error
+	tmplOnce   sync.Once
+	tmplErr    error
+	createMu   sync.Mutex // CREATE DATABASE ... TEMPLATE needs the template idle
+	seq        atomic.Int64
+	mainCalled bool
 )
 
-// Main starts the cluster, runs the tests and stops the cluster.
+// Main runs the tests and stops the cluster, which the first test that
+// asks for a database starts: a test process that needs none (a fuzzing
+// worker of a pure fuzz target, say) starts no PostgreSQL.
 func Main(m *testing.M) {
 	os.Exit(run(m))
 }
 
 func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "gatehouse-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "storetest:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	// The postgres user (when we are root) must be able to traverse it.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, "storetest:", err)
-		return 1
-	}
-	ctx := context.Background()
-	cluster, err = store.StartEmbedded(ctx, store.EmbeddedOptions{
-		DataDir:  dir,
-		NoFsync:  true,
-		Settings: map[string]string{"max_connections": "300"},
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "storetest:", err)
-		return 1
-	}
-	defer func() {
-		if err := cluster.Stop(ctx); err != nil {
+	mainCalled = true
+	code := m.Run()
+	if cluster != nil {
+		if err := cluster.Stop(context.Background()); err != nil {
 			fmt.Fprintln(os.Stderr, "storetest:", err)
 		}
-	}()
-	return m.Run()
+	}
+	if clusterDir != "" {
+		os.RemoveAll(clusterDir)
+	}
+	return code
+}
+
+// start starts the cluster, once.
+func start() error {
+	startOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gatehouse-test-")
+		if err != nil {
+			startErr = err
+			return
+		}
+		clusterDir = dir
+		// The postgres user (when we are root) must be able to traverse it.
+		if err := os.Chmod(dir, 0o755); err != nil {
+			startErr = err
+			return
+		}
+		cluster, startErr = store.StartEmbedded(context.Background(), store.EmbeddedOptions{
+			DataDir:  dir,
+			NoFsync:  true,
+			Settings: map[string]string{"max_connections": "300"},
+		})
+	})
+	return startErr
 }
 
 // ConnString returns the connection string of a new, migrated, empty
 // database, dropped when the test ends.
 func ConnString(tb testing.TB) string {
 	tb.Helper()
-	if cluster == nil {
+	if !mainCalled {
 		tb.Fatal("storetest: no cluster; call storetest.Main from TestMain")
+	}
+	if err := start(); err != nil {
+		tb.Fatalf("storetest: starting PostgreSQL: %v", err)
 	}
 	ctx := context.Background()
 	tmplOnce.Do(func() { tmplErr = makeTemplate(ctx) })
@@ -136,6 +153,9 @@ func (w *tbWriter) Write(p []byte) (int, error) {
 
 func connect(tb testing.TB, db string) *pgx.Conn {
 	tb.Helper()
+	if err := start(); err != nil {
+		tb.Fatalf("storetest: starting PostgreSQL: %v", err)
+	}
 	conn, err := pgx.Connect(context.Background(), cluster.ConnString(db))
 	if err != nil {
 		tb.Fatalf("storetest: %v", err)

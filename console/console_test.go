@@ -1,0 +1,128 @@
+package console_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+)
+
+var secretOnPage = regexp.MustCompile(`<pre id="secret">([^<]+)</pre>`)
+
+// mcpStatus calls tools/list at /mcp with token and returns the status.
+func (s *site) mcpStatus(t *testing.T, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.ts.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
+// TestSignInCreateKeyRevoke: an admin signs in through the upstream,
+// lands in the tenant of their verified domain as its first member
+// (admin), creates a key in the console, the key works at /mcp, they
+// revoke it, it is refused, and the tenant's audit log holds both changes
+// marked via=console, in a chain that verifies.
+func TestSignInCreateKeyRevoke(t *testing.T) {
+	s := newSite(t, siteOpts{})
+	b := s.signedIn("ada-1", "ada@acme.example")
+	p := b.get("/console/connect")
+	for _, want := range []string{s.ts.URL + "/mcp", "claude mcp add --transport http gatehouse " + s.ts.URL + "/mcp",
+		"@modelcontextprotocol/inspector@2.12.0", "acme.example · admin"} {
+		if !strings.Contains(p.body, want) {
+			t.Errorf("the Connect page lacks %q", want)
+		}
+	}
+	keys := b.get("/console/keys")
+	form := keys.form(t, "/console/keys")
+	form.Set("name", "CI deploy")
+	form.Set("role", "developer")
+	form["scope"] = []string{"mcp:read", "mcp:write"}
+	form.Set("expires_in_days", "30")
+	created := b.post("/console/keys", form)
+	m := secretOnPage.FindStringSubmatch(created.body)
+	if created.status != http.StatusOK || m == nil {
+		t.Fatalf("creating a key: %d\n%s", created.status, created.body)
+	}
+	secret := m[1]
+	if code := s.mcpStatus(t, secret); code != http.StatusOK {
+		t.Fatalf("the new key at /mcp: %d", code)
+	}
+	if again := b.get("/console/keys"); strings.Contains(again.body, secret) {
+		t.Error("the secret is shown again after the first time")
+	}
+	var keyID string
+	if err := s.db.Pool().QueryRow(context.Background(), "SELECT id FROM gatehouse.api_keys WHERE name = 'CI deploy'").Scan(&keyID); err != nil {
+		t.Fatal(err)
+	}
+	action := "/console/keys/" + keyID + "/revoke"
+	if p := b.post(action, b.get("/console/keys").form(t, action)); p.status != http.StatusOK || !strings.Contains(p.body, "Key revoked") {
+		t.Fatalf("revoking: %d\n%s", p.status, p.body)
+	}
+	if code := s.mcpStatus(t, secret); code != http.StatusUnauthorized {
+		t.Fatalf("the revoked key at /mcp: %d, want 401", code)
+	}
+	s.srv.FlushAudit(context.Background())
+	tn, err := s.db.FindTenantByKey(context.Background(), "acme.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []*store.AuditRecord
+	_ = s.db.WithTenant(context.Background(), tn, func(tx pgx.Tx) error {
+		recs, _, err = store.FindAudit(context.Background(), tx, store.AuditFilter{Limit: 100})
+		return err
+	})
+	seen := map[string]string{}
+	for _, r := range recs {
+		if r.Via == "console" && r.Subject == "corp:ada-1" {
+			seen[r.Tool] = r.Decision
+		}
+	}
+	for _, tool := range []string{"create_my_api_key", "revoke_my_api_key"} {
+		if seen[tool] != store.Allowed {
+			t.Errorf("no ALLOWED %s record via console by corp:ada-1 (have %v)", tool, seen)
+		}
+	}
+	audit := b.get("/console/admin/audit")
+	for _, want := range []string{"create_my_api_key", "revoke_my_api_key", "console"} {
+		if !strings.Contains(audit.body, want) {
+			t.Errorf("the audit page lacks %q", want)
+		}
+	}
+	verified := b.post("/console/admin/audit/verify", audit.form(t, "/console/admin/audit/verify"))
+	if !strings.Contains(verified.body, "Verified:") {
+		t.Errorf("after Verify now, the audit page does not say verified:\n%s", verified.body)
+	}
+	exp := b.get("/console/admin/audit/export?format=csv&tool=create_my_api_key")
+	if exp.status != http.StatusOK || !strings.Contains(exp.body, "create_my_api_key") || !strings.HasPrefix(exp.body, "id,at,decision") {
+		t.Errorf("CSV export: %d\n%s", exp.status, exp.body)
+	}
+	if strings.Contains(exp.body, "revoke_my_api_key") {
+		t.Error("the export ignored its tool filter")
+	}
+	// Ada was seen (her console session): the members page says when.
+	if m := regexp.MustCompile(`(?s)ada@acme\.example.*?<td>[^<]*UTC</td><td>([^<]*)</td>`).FindStringSubmatch(b.get("/console/admin/members").body); m == nil || !strings.HasSuffix(m[1], "UTC") {
+		t.Errorf("the members page shows no last-seen time for ada: %v", m)
+	}
+	for _, path := range []string{"/console/admin/members", "/console/admin/keys", "/console/admin/usage", "/console/signins"} {
+		if p := b.get(path); p.status != http.StatusOK {
+			t.Errorf("%s: %d\n%s", path, p.status, p.body)
+		}
+	}
+	if !bytes.Contains([]byte(b.get("/console/admin/usage").body), []byte("<svg")) {
+		t.Error("the usage page draws no chart")
+	}
+}

@@ -1,0 +1,119 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// AuditEntry is one record bound for a tenant's audit log, for
+// [DB.InsertAuditBatch].
+type AuditEntry struct {
+	Tenant *tenancy.Tenant
+	Rec    *AuditRecord
+}
+
+// InsertAuditBatch writes records of any number of tenants in one
+// transaction with one commit (one WAL flush) and one round trip: a
+// multi-row INSERT per tenant, pipelined in one extended-protocol batch
+// that ends with a single Sync, which PostgreSQL runs as one implicit
+// transaction (PostgreSQL documentation, "Pipelining" / "Extended Query":
+// statements up to a Sync form an implicit transaction block unless they
+// open one). It uses no session state, so it works through PgBouncer in
+// transaction mode.
+//
+// It runs on the control pool as the owner, into each tenant's schema
+// named by Gatehouse (never by the caller); the records' text is cleaned
+// first (see [CleanText]). On success every record has its id and time,
+// in the order given per tenant. On error nothing was written: callers
+// retry with [DB.InsertAuditRecords] per tenant, which falls back to one
+// record at a time so that one bad record never drops the others.
+func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	type group struct {
+		t    *tenancy.Tenant
+		recs []*AuditRecord
+	}
+	var groups []*group
+	byID := map[string]*group{}
+	for _, e := range entries {
+		g := byID[e.Tenant.ID]
+		if g == nil {
+			if !opaqueName.MatchString(e.Tenant.Schema) {
+				return fmt.Errorf("tenant %s: refusing unexpected schema name", e.Tenant.Key)
+			}
+			g = &group{t: e.Tenant}
+			byID[e.Tenant.ID] = g
+			groups = append(groups, g)
+		}
+		e.Rec.clean()
+		g.recs = append(g.recs, e.Rec)
+	}
+	b := &pgx.Batch{}
+	for _, g := range groups {
+		// Mark the tenant as having unchained records, as every tenant
+		// transaction that writes does (markAuditPending: a statement per
+		// tenant and minute at most).
+		if err := db.markAuditPending(ctx, g.t); err != nil {
+			return err
+		}
+		n := len(g.recs)
+		cols := make([][]string, 12)
+		for i := range cols {
+			cols[i] = make([]string, n)
+		}
+		counts := make([]int32, n)
+		for j, r := range g.recs {
+			for i, v := range []string{r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
+				r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Via} {
+				cols[i][j] = v
+			}
+			counts[j] = int32(max(r.Count, 1))
+		}
+		// unnest keeps the arrays' order, and INSERT … SELECT assigns ids
+		// and returns rows in that order.
+		q := "INSERT INTO " + pgx.Identifier{g.t.Schema, "audit_log"}.Sanitize() + ` (request_id, decision, tool, subject, email,
+			provider, api_key_id, client_ip, user_agent, reason, args_digest, via, count)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+				$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int[])
+			RETURNING id, at`
+		args := make([]any, 0, 13)
+		for _, c := range cols {
+			args = append(args, c)
+		}
+		args = append(args, counts)
+		recs := g.recs
+		i := 0
+		b.Queue(q, args...).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				if i >= len(recs) {
+					return fmt.Errorf("audit batch: more rows returned than inserted")
+				}
+				if err := rows.Scan(&recs[i].ID, &recs[i].At); err != nil {
+					return err
+				}
+				i++
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			if i != len(recs) {
+				return fmt.Errorf("audit batch: %d rows returned for %d records", i, len(recs))
+			}
+			return nil
+		})
+	}
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	// Close reads every result up to the Sync: the implicit transaction
+	// has committed (or rolled back) when it returns.
+	return conn.SendBatch(ctx, b).Close()
+}

@@ -1,0 +1,71 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// Which tenants may have unchained audit records is kept in the control
+// schema (gatehouse.audit_pending), so that the chainer's pass after a
+// start asks those tenants only, not every tenant schema.
+//
+// A process marks a tenant (or renews its mark's time) before a tenant
+// transaction whenever its own last marking of that tenant is older than
+// markRenew: one statement on the control pool per tenant and minute, none
+// on the path of most calls (measured: marking in every transaction, even
+// as an INSERT … ON CONFLICT DO NOTHING that writes nothing, cost about
+// 40% of the throughput of a small tenant transaction). The chainer
+// removes a mark only when the tenant has nothing left to chain and the
+// mark has not been renewed for markStale: a transaction that began while
+// the mark was fresh would have to outlive markStale − markRenew (nine
+// minutes) to be missed, and tool calls end within GATEHOUSE_TOOL_TIMEOUT
+// (30 s by default).
+const (
+	markRenew = time.Minute
+	markStale = 10 * time.Minute
+)
+
+// markAuditPending marks t as possibly holding unchained audit records,
+// unless this process did so less than markRenew ago.
+func (db *DB) markAuditPending(ctx context.Context, t *tenancy.Tenant) error {
+	v, _ := db.auditMarks.LoadOrStore(t.ID, new(atomic.Int64))
+	last := v.(*atomic.Int64)
+	if l := last.Load(); l != 0 && time.Since(time.Unix(0, l)) < markRenew {
+		return nil
+	}
+	sent := time.Now()
+	_, err := db.pool.Exec(ctx, `INSERT INTO gatehouse.audit_pending (tenant_id) VALUES ($1)
+		ON CONFLICT (tenant_id) DO UPDATE SET marked_at = now()`, t.ID)
+	if err != nil {
+		return fmt.Errorf("marking tenant %s's audit log: %w", t.Key, err)
+	}
+	last.Store(sent.UnixNano())
+	return nil
+}
+
+// clearAuditPending removes t's mark when nothing in its audit log is left
+// unchained and the mark has not been renewed for markStale. It runs in
+// the chainer's transaction, after its last batch.
+func clearAuditPending(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant, table string) error {
+	_, err := tx.Exec(ctx, `DELETE FROM gatehouse.audit_pending WHERE tenant_id = $1
+		AND marked_at < now() - make_interval(secs => $2)
+		AND NOT EXISTS (SELECT 1 FROM `+table+` WHERE chain_seq IS NULL)`, t.ID, markStale.Seconds())
+	return err
+}
+
+// TenantsWithUnchainedAudit lists the tenants marked as possibly having
+// unchained audit records: for the chainer's pass after a start, and its
+// sweep every few minutes, which chains what is left and removes the marks
+// of tenants idle since. One query on the control schema, whatever the
+// number of tenants; tenants idle for markStale are not touched.
+func (db *DB) TenantsWithUnchainedAudit(ctx context.Context) ([]*tenancy.Tenant, error) {
+	rows, _ := db.pool.Query(ctx, selectTenant+` t WHERE EXISTS (SELECT 1 FROM gatehouse.audit_pending p WHERE p.tenant_id = t.id)
+		AND schema_version >= 2 ORDER BY created_at`)
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*tenancy.Tenant, error) { return scanTenant(r) })
+}

@@ -1,0 +1,307 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// InTenantWrite is [DB.InTenant] for a call that changes data, with its
+// audit record, in two round trips when fn sends one statement: the
+// transaction's opening statements (BEGIN, both set_configs) travel in one
+// pipelined message with fn's first statement, and rec's INSERT travels with COMMIT. The record commits with
+// the effect or not at all, as with [InsertAudit] in [DB.InTenant].
+//
+// fn gets a pgx.Tx whose statements run on the transaction's connection;
+// it cannot open nested transactions (savepoints) or commit. rec is
+// cleaned (see [CleanText]) and gets its id and time. An error from fn
+// or from the commit rolls everything back and is returned.
+func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx context.Context, tx pgx.Tx) error, rec *AuditRecord) error {
+	if holdsTenantConn(ctx) {
+		return ErrNestedConnection
+	}
+	if !opaqueName.MatchString(t.Schema) || (t.DBRole != "" && !opaqueName.MatchString(t.DBRole)) {
+		return fmt.Errorf("tenant %s: refusing unexpected schema or role name", t.Key)
+	}
+	if err := db.markAuditPending(ctx, t); err != nil {
+		return err
+	}
+	pc, err := db.work.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// A connection left inside a transaction (an error mid-way) is not
+	// idle: the pool closes it on Release instead of reusing it.
+	defer pc.Release()
+	conn := pc.Conn()
+	tx := &pipeTx{conn: conn}
+	// The same opening as withTenantMode's, as separate statements (one
+	// Parse each in the extended protocol).
+	tx.pre = append(tx.pre, queued{sql: "BEGIN"})
+	if t.DBRole != "" {
+		tx.pre = append(tx.pre, queued{sql: "SELECT set_config('search_path', $1, true), set_config('role', $2, true)",
+			args: []any{pgx.Identifier{t.Schema}.Sanitize(), t.DBRole}})
+	} else {
+		tx.pre = append(tx.pre, queued{sql: "SELECT set_config('search_path', $1, true)", args: []any{pgx.Identifier{t.Schema}.Sanitize()}})
+	}
+	rollback := func() {
+		if conn.PgConn().TxStatus() != 'I' && !conn.IsClosed() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), groupRollbackTimeout)
+			defer cancel()
+			_, _ = conn.Exec(rctx, "ROLLBACK")
+		}
+	}
+	if err := fn(context.WithValue(ctx, holdKey{}, true), tx); err != nil {
+		rollback()
+		return err
+	}
+	rec.clean()
+	b := &pgx.Batch{}
+	if !tx.begun {
+		for _, q := range tx.pre {
+			b.Queue(q.sql, q.args...)
+		}
+	}
+	b.Queue(`INSERT INTO audit_log (request_id, decision, tool, subject, email, provider, api_key_id,
+			client_ip, user_agent, reason, args_digest, count, via)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id, at`,
+		rec.RequestID, rec.Decision, rec.Tool, rec.Subject, rec.Email, rec.Provider, rec.APIKeyID,
+		rec.ClientIP, rec.UserAgent, rec.Reason, rec.ArgsDigest, rec.Count, rec.Via).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&rec.ID, &rec.At)
+	})
+	b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() != "COMMIT" {
+			return pgx.ErrTxCommitRollback
+		}
+		return nil
+	})
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		rollback()
+		return err
+	}
+	return nil
+}
+
+// groupRollbackTimeout bounds the ROLLBACK after a failure.
+const groupRollbackTimeout = 5 * time.Second
+
+var _ pgx.Tx = (*pipeTx)(nil)
+
+type queued struct {
+	sql  string
+	args []any
+}
+
+// pipeTx is the pgx.Tx that InTenantWrite hands to fn: the transaction's
+// opening statements are sent with its first statement.
+type pipeTx struct {
+	conn  *pgx.Conn
+	pre   []queued
+	begun bool
+}
+
+var errPipeTx = errors.New("store: a call's write transaction cannot be committed, rolled back or nested by the tool")
+
+// open returns a batch holding the opening statements and sql, and the
+// number of results to read before sql's own.
+func (tx *pipeTx) open(sql string, args []any) (*pgx.Batch, int) {
+	b := &pgx.Batch{}
+	for _, q := range tx.pre {
+		b.Queue(q.sql, q.args...)
+	}
+	b.Queue(sql, args...)
+	tx.begun = true
+	return b, len(tx.pre)
+}
+
+// begin sends the opening statements alone (for the rare calls that start
+// with something other than Exec, Query or QueryRow).
+func (tx *pipeTx) begin(ctx context.Context) error {
+	if tx.begun {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, q := range tx.pre {
+		b.Queue(q.sql, q.args...)
+	}
+	tx.begun = true
+	return tx.conn.SendBatch(ctx, b).Close()
+}
+
+func (tx *pipeTx) Begin(context.Context) (pgx.Tx, error) { return nil, errPipeTx }
+func (tx *pipeTx) Commit(context.Context) error          { return errPipeTx }
+func (tx *pipeTx) Rollback(context.Context) error        { return errPipeTx }
+func (tx *pipeTx) LargeObjects() pgx.LargeObjects        { return pgx.LargeObjects{} }
+func (tx *pipeTx) Conn() *pgx.Conn                       { return tx.conn }
+
+func (tx *pipeTx) CopyFrom(ctx context.Context, table pgx.Identifier, cols []string, src pgx.CopyFromSource) (int64, error) {
+	if err := tx.begin(ctx); err != nil {
+		return 0, err
+	}
+	return tx.conn.CopyFrom(ctx, table, cols, src)
+}
+
+func (tx *pipeTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	// An opening that failed leaves the transaction aborted: the batch then
+	// fails with it.
+	_ = tx.begin(ctx)
+	return tx.conn.SendBatch(ctx, b)
+}
+
+func (tx *pipeTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
+	if err := tx.begin(ctx); err != nil {
+		return nil, err
+	}
+	return tx.conn.Prepare(ctx, name, sql)
+}
+
+func (tx *pipeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if tx.begun {
+		return tx.conn.Exec(ctx, sql, args...)
+	}
+	b, n := tx.open(sql, args)
+	br := tx.conn.SendBatch(ctx, b)
+	for range n {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return pgconn.CommandTag{}, err
+		}
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return tag, err
+}
+
+func (tx *pipeTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if tx.begun {
+		return tx.conn.Query(ctx, sql, args...)
+	}
+	b, n := tx.open(sql, args)
+	br := tx.conn.SendBatch(ctx, b)
+	for range n {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return &batchRows{Rows: nil, err: err}, err
+		}
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return &batchRows{err: err}, err
+	}
+	return &batchRows{Rows: rows, br: br}, nil
+}
+
+func (tx *pipeTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	rows, _ := tx.Query(ctx, sql, args...)
+	return pipeRow{rows}
+}
+
+// batchRows is the rows of a statement sent in a batch: closing them
+// reads the batch to its end.
+type batchRows struct {
+	pgx.Rows // nil when err is set before any row
+	br       pgx.BatchResults
+	err      error
+}
+
+func (r *batchRows) Close() {
+	if r.Rows != nil {
+		r.Rows.Close()
+	}
+	if r.br != nil {
+		if err := r.br.Close(); err != nil && r.err == nil {
+			r.err = err
+		}
+		r.br = nil
+	}
+}
+
+func (r *batchRows) Err() error {
+	if r.Rows != nil {
+		if err := r.Rows.Err(); err != nil {
+			return err
+		}
+	}
+	return r.err
+}
+
+func (r *batchRows) Next() bool {
+	if r.Rows == nil || r.err != nil {
+		return false
+	}
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *batchRows) Scan(dest ...any) error {
+	if r.Rows == nil {
+		return r.err
+	}
+	return r.Rows.Scan(dest...)
+}
+
+func (r *batchRows) Values() ([]any, error) {
+	if r.Rows == nil {
+		return nil, r.err
+	}
+	return r.Rows.Values()
+}
+
+func (r *batchRows) RawValues() [][]byte {
+	if r.Rows == nil {
+		return nil
+	}
+	return r.Rows.RawValues()
+}
+
+func (r *batchRows) CommandTag() pgconn.CommandTag {
+	if r.Rows == nil {
+		return pgconn.CommandTag{}
+	}
+	return r.Rows.CommandTag()
+}
+
+func (r *batchRows) FieldDescriptions() []pgconn.FieldDescription {
+	if r.Rows == nil {
+		return nil
+	}
+	return r.Rows.FieldDescriptions()
+}
+
+func (r *batchRows) Conn() *pgx.Conn {
+	if r.Rows == nil {
+		return nil
+	}
+	return r.Rows.Conn()
+}
+
+// pipeRow is QueryRow's row: pgx's semantics (ErrNoRows, first row only).
+type pipeRow struct{ rows pgx.Rows }
+
+func (r pipeRow) Scan(dest ...any) error {
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		r.rows.Close()
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
+}

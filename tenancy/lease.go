@@ -1,0 +1,211 @@
+package tenancy
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// LeaseStore is a LimitStore that can also lease several requests of a
+// key at once, so that a replica admits most requests without a database
+// round trip (issue 15). Leased requests are charged to the shared GCRA
+// state exactly as single requests are.
+type LeaseStore interface {
+	// GCRALease charges up to wants[i] requests to key i, as many as the
+	// key admits now (possibly 0), keys independently.
+	GCRALease(ctx context.Context, keys []string, intervals []time.Duration, bursts, wants []int) (LeaseResult, error)
+	// GCRAReturn gives back counts[i] unused requests of key i.
+	GCRAReturn(ctx context.Context, keys []string, intervals []time.Duration, counts []int) error
+}
+
+// LeaseResult is the store's answer to a lease, per key.
+type LeaseResult struct {
+	Granted    []int
+	RetryAfter []time.Duration // when none was granted: until one would be
+	Remaining  []int           // requests the key still admits after the grant
+}
+
+const (
+	// LeaseWindow sizes a lease: the requests a key's rate earns in this
+	// time (at least 1, at most a quarter of its burst).
+	LeaseWindow = 50 * time.Millisecond
+	// LeaseLife is how long a replica may use a lease; what is left then
+	// is given back, so a key over its limit is refused everywhere within
+	// this time, and a replica never sits on allowance others need.
+	LeaseLife = 100 * time.Millisecond
+	// leaseReturnEvery is how often expired leases are given back, all
+	// keys in one statement.
+	leaseReturnEvery = 50 * time.Millisecond
+)
+
+type lease struct {
+	tokens   int
+	left     int // what the store said the key admitted after the last grant
+	interval time.Duration
+	expires  time.Time
+}
+
+// leaseSize is how many requests of r one lease takes.
+func leaseSize(r Rate) int {
+	k := int(r.PerMinute / 60 * LeaseWindow.Seconds())
+	return max(1, min(k, r.Burst/4))
+}
+
+type leases struct {
+	store LeaseStore
+	// renew collapses concurrent renewals of the same keys into one
+	// statement (else n calls missing at once would each lease a share).
+	renew   singleflight.Group
+	mu      sync.Mutex
+	m       map[string]*lease
+	waiting map[string]int // requests waiting for a renewal, by key set
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func newLeases(s LeaseStore) *leases {
+	l := &leases{store: s, m: map[string]*lease{}, waiting: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go l.run()
+	return l
+}
+
+// take takes one request from the live lease of every key, all or none,
+// and says which keys had none (missing) or, when none was missing, the
+// fewest requests any key still admits (its lease plus what the store said
+// was left when it was granted: an estimate).
+func (l *leases) take(now time.Time, keys []string) (missing []int, remaining int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	remaining = -1
+	for i, k := range keys {
+		if x := l.m[k]; x == nil || x.tokens < 1 || !now.Before(x.expires) {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) > 0 {
+		return missing, -1
+	}
+	for _, k := range keys {
+		x := l.m[k]
+		x.tokens--
+		if r := x.tokens + x.left; remaining < 0 || r < remaining {
+			remaining = r
+		}
+	}
+	return nil, remaining
+}
+
+// add puts n granted requests into key's lease, renewing its life and
+// its estimate of what the store has left.
+func (l *leases) add(now time.Time, key string, interval time.Duration, n, left int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	x := l.m[key]
+	if x == nil {
+		x = &lease{interval: interval}
+		l.m[key] = x
+	}
+	x.tokens += n
+	x.expires, x.left = now.Add(LeaseLife), left
+}
+
+// run gives back expired leases every leaseReturnEvery, until stopped;
+// then it gives back every lease.
+func (l *leases) run() {
+	defer close(l.done)
+	t := time.NewTicker(leaseReturnEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			l.giveBack(time.Time{})
+			return
+		case now := <-t.C:
+			l.giveBack(now)
+		}
+	}
+}
+
+// giveBack returns the unused requests of leases expired at now (of all
+// leases when now is zero), in one statement.
+func (l *leases) giveBack(now time.Time) {
+	var keys []string
+	var ivs []time.Duration
+	var counts []int
+	l.mu.Lock()
+	for k, x := range l.m {
+		if now.IsZero() || !now.Before(x.expires) {
+			if x.tokens > 0 {
+				keys, ivs, counts = append(keys, k), append(ivs, x.interval), append(counts, x.tokens)
+			}
+			delete(l.m, k)
+		}
+	}
+	l.mu.Unlock()
+	if len(keys) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	// A failed return only under-admits: the requests stay charged.
+	_ = l.store.GCRAReturn(ctx, keys, ivs, counts)
+}
+
+func (l *leases) close() {
+	close(l.stop)
+	<-l.done
+}
+
+// maxLeaseRounds bounds how often one request renews leases that others
+// emptied before it could take from them; after that it is refused as if
+// over its limit, with the shortest retry.
+const maxLeaseRounds = 32
+
+// lease renews the leases of keys (the missing keys of a request), one
+// statement for all of them, shared by concurrent callers asking for the
+// same keys. It returns the store's answer.
+//
+// Each request waiting for the same keys asks for one more: a lease never
+// falls short of the requests already waiting for it.
+func (l *leases) lease(ctx context.Context, now time.Time, keys []string, intervals []time.Duration, bursts, wants []int) (LeaseResult, error) {
+	id := strings.Join(keys, "\x00")
+	l.mu.Lock()
+	l.waiting[id]++
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		if l.waiting[id]--; l.waiting[id] <= 0 {
+			delete(l.waiting, id)
+		}
+		l.mu.Unlock()
+	}()
+	v, err, _ := l.renew.Do(id, func() (any, error) {
+		l.mu.Lock()
+		n := l.waiting[id]
+		l.mu.Unlock()
+		wants := slices.Clone(wants)
+		for i := range wants {
+			wants[i] = max(wants[i], n)
+		}
+		res, err := l.store.GCRALease(ctx, keys, intervals, bursts, wants)
+		if err != nil {
+			return res, err
+		}
+		if len(res.Granted) != len(keys) || len(res.RetryAfter) != len(keys) || len(res.Remaining) != len(keys) {
+			return res, errors.New("rate limit lease: wrong number of results")
+		}
+		for i, k := range keys {
+			if res.Granted[i] > 0 {
+				l.add(now, k, intervals[i], res.Granted[i], res.Remaining[i])
+			}
+		}
+		return res, nil
+	})
+	res, _ := v.(LeaseResult)
+	return res, err
+}
