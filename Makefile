@@ -10,6 +10,8 @@ SKIP_LOG    := $(CURDIR)/bin/testdeps-skipped.log
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 FUZZTIME    ?= 10s
+# A hard bound on each fuzzing run, where coreutils' timeout exists (see fuzz).
+FUZZ_BOUND  := $(shell command -v timeout >/dev/null 2>&1 && echo 'timeout -k 10 360')
 
 .PHONY: build run test lint test-deps node-deps pgbouncer-dep chromium-dep fuzz fuzz-db bench test-many-tenants clean
 
@@ -40,16 +42,17 @@ test: lint test-deps
 # (audit records, every tool's arguments and headers, any body). It is not
 # part of make test: each fuzzing worker starts its own PostgreSQL, and on
 # a loaded machine Go's fuzz coordinator (go1.26) was seen to hang for good
-# when a worker died before its first ping (internal/fuzz worker.stop).
+# when a worker died before its first ping (internal/fuzz worker.stop), so
+# each run is also bounded from outside (FUZZ_BOUND).
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzCleanText$$' -fuzztime $(FUZZTIME) -timeout 5m ./store/
-	$(GO) test -run '^$$' -fuzz '^FuzzCheckText$$' -fuzztime $(FUZZTIME) -timeout 5m ./mcp/
-	$(GO) test -run '^$$' -fuzz '^FuzzCheckBody$$' -fuzztime $(FUZZTIME) -timeout 5m ./mcp/
+	$(FUZZ_BOUND) $(GO) test -run '^$$' -fuzz '^FuzzCleanText$$' -fuzztime $(FUZZTIME) -timeout 5m ./store/
+	$(FUZZ_BOUND) $(GO) test -run '^$$' -fuzz '^FuzzCheckText$$' -fuzztime $(FUZZTIME) -timeout 5m ./mcp/
+	$(FUZZ_BOUND) $(GO) test -run '^$$' -fuzz '^FuzzCheckBody$$' -fuzztime $(FUZZTIME) -timeout 5m ./mcp/
 
 fuzz-db:
-	$(GO) test -run '^$$' -fuzz '^FuzzInsertAuditAnyBytes$$' -fuzztime $(FUZZTIME) -timeout 5m ./store/
-	$(GO) test -run '^$$' -fuzz '^FuzzToolArguments$$' -fuzztime $(FUZZTIME) -timeout 5m ./mcp/
-	$(GO) test -run '^$$' -fuzz '^FuzzJSONRPCBody$$' -fuzztime $(FUZZTIME) -timeout 5m ./mcp/
+	$(FUZZ_BOUND) $(GO) test -run '^$$' -fuzz '^FuzzInsertAuditAnyBytes$$' -fuzztime $(FUZZTIME) -timeout 5m ./store/
+	$(FUZZ_BOUND) $(GO) test -run '^$$' -fuzz '^FuzzToolArguments$$' -fuzztime $(FUZZTIME) -timeout 5m ./mcp/
+	$(FUZZ_BOUND) $(GO) test -run '^$$' -fuzz '^FuzzJSONRPCBody$$' -fuzztime $(FUZZTIME) -timeout 5m ./mcp/
 
 lint:
 	@unformatted="$$(gofmt -l .)"; if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi

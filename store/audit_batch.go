@@ -63,40 +63,30 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error 
 			return err
 		}
 		n := len(g.recs)
-		cols := make([][]string, 11)
+		cols := make([][]string, 12)
 		for i := range cols {
 			cols[i] = make([]string, n)
 		}
 		counts := make([]int32, n)
-		vias, via := make([]string, n), false
 		for j, r := range g.recs {
 			for i, v := range []string{r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
-				r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest} {
+				r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Via} {
 				cols[i][j] = v
 			}
 			counts[j] = int32(max(r.Count, 1))
-			vias[j], via = r.Via, via || r.Via != ""
 		}
 		// unnest keeps the arrays' order, and INSERT … SELECT assigns ids
 		// and returns rows in that order.
 		q := "INSERT INTO " + pgx.Identifier{g.t.Schema, "audit_log"}.Sanitize() + ` (request_id, decision, tool, subject, email,
-			provider, api_key_id, client_ip, user_agent, reason, args_digest, count)
+			provider, api_key_id, client_ip, user_agent, reason, args_digest, via, count)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-				$8::text[], $9::text[], $10::text[], $11::text[], $12::int[])
+				$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int[])
 			RETURNING id, at`
 		args := make([]any, 0, 13)
 		for _, c := range cols {
 			args = append(args, c)
 		}
 		args = append(args, counts)
-		if via { // the console's calls (see InsertAudit)
-			q = "INSERT INTO " + pgx.Identifier{g.t.Schema, "audit_log"}.Sanitize() + ` (request_id, decision, tool, subject, email,
-			provider, api_key_id, client_ip, user_agent, reason, args_digest, count, via)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-				$8::text[], $9::text[], $10::text[], $11::text[], $12::int[], $13::text[])
-			RETURNING id, at`
-			args = append(args, vias)
-		}
 		recs := g.recs
 		i := 0
 		b.Queue(q, args...).Query(func(rows pgx.Rows) error {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -55,6 +56,24 @@ func TestEmbeddedLifecycle(t *testing.T) {
 		t.Fatalf("cluster stopped under a connected client: %v", err)
 	}
 	held.Close(ctx)
+	// Its backend exits a moment after the client leaves (seen under load:
+	// Stop counted it and left the cluster running); wait until it is gone.
+	for range 100 {
+		conn, err := pgx.Connect(ctx, first.ConnString(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		err = conn.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'another-process'").Scan(&n)
+		conn.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err := first.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}

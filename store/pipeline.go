@@ -68,20 +68,13 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 			b.Queue(q.sql, q.args...)
 		}
 	}
-	scan := func(row pgx.Row) error { return row.Scan(&rec.ID, &rec.At) }
-	if rec.Via != "" { // the console's calls (see InsertAudit)
-		b.Queue(`INSERT INTO audit_log (request_id, decision, tool, subject, email, provider, api_key_id,
+	b.Queue(`INSERT INTO audit_log (request_id, decision, tool, subject, email, provider, api_key_id,
 			client_ip, user_agent, reason, args_digest, count, via)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id, at`,
-			rec.RequestID, rec.Decision, rec.Tool, rec.Subject, rec.Email, rec.Provider, rec.APIKeyID,
-			rec.ClientIP, rec.UserAgent, rec.Reason, rec.ArgsDigest, rec.Count, rec.Via).QueryRow(scan)
-	} else {
-		b.Queue(`INSERT INTO audit_log (request_id, decision, tool, subject, email, provider, api_key_id,
-			client_ip, user_agent, reason, args_digest, count)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id, at`,
-			rec.RequestID, rec.Decision, rec.Tool, rec.Subject, rec.Email, rec.Provider, rec.APIKeyID,
-			rec.ClientIP, rec.UserAgent, rec.Reason, rec.ArgsDigest, rec.Count).QueryRow(scan)
-	}
+		rec.RequestID, rec.Decision, rec.Tool, rec.Subject, rec.Email, rec.Provider, rec.APIKeyID,
+		rec.ClientIP, rec.UserAgent, rec.Reason, rec.ArgsDigest, rec.Count, rec.Via).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&rec.ID, &rec.At)
+	})
 	b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
 		if tag.String() != "COMMIT" {
 			return pgx.ErrTxCommitRollback
