@@ -68,6 +68,16 @@ func TestConsoleInChromium(t *testing.T) {
 			t.Fatalf("browser: %s: %v\nat %s:\n%s", what, err, loc, body)
 		}
 	}
+	// submit clicks a form's button and waits for the page it loads: a
+	// WaitVisible right after a click can run in the old page's context,
+	// which the navigation destroys ("Cannot find context with specified
+	// id").
+	submit := func(what, button string) {
+		t.Helper()
+		if _, err := chromedp.RunResponse(ctx, chromedp.Click(chromedp.CSS(button))); err != nil {
+			t.Fatalf("browser: %s: %v", what, err)
+		}
+	}
 	eval := func(js string) string {
 		t.Helper()
 		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
@@ -119,8 +129,9 @@ func TestConsoleInChromium(t *testing.T) {
 	// Create a key for CI.
 	do("creating a key", chromedp.Navigate(base+"/console/keys"), chromedp.WaitVisible(css("#key-name")),
 		chromedp.SendKeys(css("#key-name"), "CI deploy"),
-		chromedp.SetValue(css("#key-role"), "developer"),
-		chromedp.Click(css("button.primary")), chromedp.WaitVisible(css("#secret")))
+		chromedp.SetValue(css("#key-role"), "developer"))
+	submit("creating a key", "button.primary")
+	do("reading the new key", chromedp.WaitVisible(css("#secret")))
 	secret := strings.TrimSpace(text("#secret"))
 	shoot("key-created")
 	if !strings.HasPrefix(secret, "gk_") {
@@ -135,8 +146,9 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 
 	// Revoke it in the console; the other replica refuses it soon after.
-	do("revoking the key", chromedp.Navigate(base+"/console/keys"),
-		chromedp.Click(css(`form[action$="/revoke"] button`)), chromedp.WaitVisible(css("p.notice")))
+	do("opening the keys", chromedp.Navigate(base+"/console/keys"), chromedp.WaitVisible(css(`form[action$="/revoke"] button`)))
+	submit("revoking the key", `form[action$="/revoke"] button`)
+	do("reading the notice", chromedp.WaitVisible(css("p.notice")))
 	shoot("key-revoked")
 	revoked := time.Now()
 	status := 0
@@ -157,8 +169,10 @@ func TestConsoleInChromium(t *testing.T) {
 	var missing []string
 	for try := 0; try < 3; try++ {
 		time.Sleep(1500 * time.Millisecond)
-		do("verifying the chain", chromedp.Navigate(base+"/console/admin/audit"),
-			chromedp.Click(css(`form[action="/console/admin/audit/verify"] button`)), chromedp.WaitVisible(css("#chain-status")))
+		do("opening the audit log", chromedp.Navigate(base+"/console/admin/audit"),
+			chromedp.WaitVisible(css(`form[action="/console/admin/audit/verify"] button`)))
+		submit("verifying the chain", `form[action="/console/admin/audit/verify"] button`)
+		do("reading the chain status", chromedp.WaitVisible(css("#chain-status")))
 		page := text("main")
 		missing = nil
 		for _, want := range []string{"create_my_api_key", "revoke_my_api_key", "whoami", "console", "Verified"} {
