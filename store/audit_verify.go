@@ -145,10 +145,11 @@ type AuditFilter struct {
 	Limit        int
 }
 
-// FindAudit returns up to f.Limit records of the tenant of tx and whether
-// more follow.
-func FindAudit(ctx context.Context, tx pgx.Tx, f AuditFilter) ([]*AuditRecord, bool, error) {
-	args := pgx.NamedArgs{"limit": f.Limit + 1}
+// where is the query selecting the records f's time range, actor, tool
+// and decision choose (not f.Limit or f.BeforeID), and its arguments: one
+// place for the filter rules, shared by the paged and the streamed reads.
+func (f AuditFilter) where() (string, pgx.NamedArgs) {
+	args := pgx.NamedArgs{}
 	q := "SELECT " + auditColumns + " FROM audit_log WHERE true"
 	add := func(cond, name string, v any) { q += " AND " + cond; args[name] = v }
 	if !f.Since.IsZero() {
@@ -166,8 +167,17 @@ func FindAudit(ctx context.Context, tx pgx.Tx, f AuditFilter) ([]*AuditRecord, b
 	if f.Decision != "" {
 		add("decision = @decision", "decision", f.Decision)
 	}
+	return q, args
+}
+
+// FindAudit returns up to f.Limit records of the tenant of tx and whether
+// more follow.
+func FindAudit(ctx context.Context, tx pgx.Tx, f AuditFilter) ([]*AuditRecord, bool, error) {
+	q, args := f.where()
+	args["limit"] = f.Limit + 1
 	if f.BeforeID > 0 {
-		add("id < @before", "before", f.BeforeID)
+		q += " AND id < @before"
+		args["before"] = f.BeforeID
 	}
 	rows, _ := tx.Query(ctx, q+" ORDER BY id DESC LIMIT @limit", args)
 	recs, err := pgx.CollectRows(rows, scanAudit)

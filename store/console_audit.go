@@ -25,24 +25,7 @@ func FindAuditRecord(ctx context.Context, tx pgx.Tx, id int64) (*AuditRecord, er
 // (f.Limit and f.BeforeID ignored), newest first, as the rows arrive: the
 // whole log is never in memory.
 func StreamAudit(ctx context.Context, tx pgx.Tx, f AuditFilter, fn func(*AuditRecord) error) error {
-	args := pgx.NamedArgs{}
-	q := "SELECT " + auditColumns + " FROM audit_log WHERE true"
-	add := func(cond, name string, v any) { q += " AND " + cond; args[name] = v }
-	if !f.Since.IsZero() {
-		add("at >= @since", "since", f.Since)
-	}
-	if !f.Until.IsZero() {
-		add("at < @until", "until", f.Until)
-	}
-	if f.Actor != "" {
-		add("(subject = @actor OR lower(email) = lower(@actor))", "actor", f.Actor)
-	}
-	if f.Tool != "" {
-		add("tool = @tool", "tool", f.Tool)
-	}
-	if f.Decision != "" {
-		add("decision = @decision", "decision", f.Decision)
-	}
+	q, args := f.where()
 	rows, err := tx.Query(ctx, q+" ORDER BY id DESC", args)
 	if err != nil {
 		return err
