@@ -288,38 +288,53 @@ func (o createAPIKeyOut) Text() string {
 
 func createAPIKeyTool() *Tool {
 	spec := adminSpec("create_api_key", "Create an API key", "Creates an API key for a service of your organisation. The secret is shown once.")
-	spec.Input = func(s *jsonschema.Schema) {
-		roleEnum(s, "role")
-		s.Properties["name"].MinLength, s.Properties["name"].MaxLength = new(1), new(100)
-		s.Properties["scopes"].Items.Enum = []any{identity.ScopeRead, identity.ScopeWrite, identity.ScopeAdmin}
-		s.Properties["expires_in_days"].Minimum, s.Properties["expires_in_days"].Maximum = new(1.0), new(3650.0)
-	}
+	spec.Input = createAPIKeyInput
 	return newTool(spec, func(ctx context.Context, c *Call, in createAPIKeyIn) (createAPIKeyOut, error) {
-		role := tenancy.Role(in.Role)
-		if !c.Role.Allows(role) {
-			return createAPIKeyOut{}, invalidArgs(fmt.Sprintf("role %s is above your own (%s)", role, c.Role))
-		}
-		scopes := in.Scopes
-		if len(scopes) == 0 {
+		if len(in.Scopes) == 0 { // the caller's own, less mcp:admin for a key below admin
+			role := tenancy.Role(in.Role)
 			for _, sc := range c.Principal.Scopes {
 				if sc != identity.ScopeAdmin || role == tenancy.Admin {
-					scopes = append(scopes, sc)
+					in.Scopes = append(in.Scopes, sc)
 				}
 			}
 		}
-		for _, sc := range scopes {
-			if !c.Principal.HasScope(sc) {
-				return createAPIKeyOut{}, invalidArgs(fmt.Sprintf("scope %s is beyond your own credential's", sc))
-			}
-		}
-		var expires time.Time
-		if in.ExpiresInDays > 0 {
-			expires = time.Now().AddDate(0, 0, in.ExpiresInDays)
-		}
-		secret, k := apikey.New(c.Tenant.ID, string(role), slices.Compact(slices.Sorted(slices.Values(scopes))), in.Name, c.Principal.Subject, expires)
-		err := c.asAdmin(ctx, func(a *store.Admin) error { return a.CreateAPIKey(ctx, k, c.MemberID) })
-		return createAPIKeyOut{Key: toKey(k), Secret: secret}, err
+		return issueAPIKey(ctx, c, in)
 	})
+}
+
+// createAPIKeyInput is the input schema of the tools that create keys.
+func createAPIKeyInput(s *jsonschema.Schema) {
+	roleEnum(s, "role")
+	s.Properties["name"].MinLength, s.Properties["name"].MaxLength = new(1), new(100)
+	s.Properties["scopes"].Items.Enum = []any{identity.ScopeRead, identity.ScopeWrite, identity.ScopeAdmin}
+	s.Properties["expires_in_days"].Minimum, s.Properties["expires_in_days"].Maximum = new(1.0), new(3650.0)
+}
+
+// issueAPIKey creates the key in describes in c's tenant, made by c, and
+// returns it with its secret (shown once). A key never carries more than
+// its maker holds: its role is at most c's role and its scopes are among
+// c's credential's; otherwise, or with no scope, the call is refused as
+// invalid arguments naming the excess.
+func issueAPIKey(ctx context.Context, c *Call, in createAPIKeyIn) (createAPIKeyOut, error) {
+	role := tenancy.Role(in.Role)
+	if !c.Role.Allows(role) {
+		return createAPIKeyOut{}, invalidArgs(fmt.Sprintf("role %s is above your own (%s)", role, c.Role))
+	}
+	if len(in.Scopes) == 0 {
+		return createAPIKeyOut{}, invalidArgs("name at least one scope")
+	}
+	for _, sc := range in.Scopes {
+		if !c.Principal.HasScope(sc) {
+			return createAPIKeyOut{}, invalidArgs(fmt.Sprintf("scope %s is beyond your own credential's", sc))
+		}
+	}
+	var expires time.Time
+	if in.ExpiresInDays > 0 {
+		expires = time.Now().AddDate(0, 0, in.ExpiresInDays)
+	}
+	secret, k := apikey.New(c.Tenant.ID, string(role), slices.Compact(slices.Sorted(slices.Values(in.Scopes))), in.Name, c.Principal.Subject, expires)
+	err := c.asAdmin(ctx, func(a *store.Admin) error { return a.CreateAPIKey(ctx, k, c.MemberID) })
+	return createAPIKeyOut{Key: toKey(k), Secret: secret}, err
 }
 
 type listAPIKeysIn struct{}

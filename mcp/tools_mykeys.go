@@ -2,14 +2,8 @@ package mcp
 
 import (
 	"context"
-	"fmt"
-	"slices"
-	"time"
-
-	"github.com/google/jsonschema-go/jsonschema"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
-	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -52,36 +46,12 @@ func createMyAPIKeyTool() *Tool {
 	spec := ToolSpec{Name: "create_my_api_key", Title: "Create an API key of my own",
 		Description: "Creates an API key for your own scripts or CI, never above your role or beyond your scopes. The secret is shown once.",
 		Role:        tenancy.Developer, Scope: identity.ScopeWrite}
-	spec.Input = func(s *jsonschema.Schema) {
-		roleEnum(s, "role")
-		s.Properties["name"].MinLength, s.Properties["name"].MaxLength = new(1), new(100)
-		s.Properties["scopes"].Items.Enum = []any{identity.ScopeRead, identity.ScopeWrite, identity.ScopeAdmin}
-		s.Properties["expires_in_days"].Minimum, s.Properties["expires_in_days"].Maximum = new(1.0), new(3650.0)
-	}
+	spec.Input = createAPIKeyInput
 	return newTool(spec, func(ctx context.Context, c *Call, in createAPIKeyIn) (createAPIKeyOut, error) {
 		if err := c.needMember(); err != nil {
 			return createAPIKeyOut{}, err
 		}
-		role := tenancy.Role(in.Role)
-		if !c.Role.Allows(role) {
-			return createAPIKeyOut{}, invalidArgs(fmt.Sprintf("role %s is above your own (%s)", role, c.Role))
-		}
-		scopes := in.Scopes
-		if len(scopes) == 0 {
-			return createAPIKeyOut{}, invalidArgs("name at least one scope")
-		}
-		for _, sc := range scopes {
-			if !c.Principal.HasScope(sc) {
-				return createAPIKeyOut{}, invalidArgs(fmt.Sprintf("scope %s is beyond your own credential's", sc))
-			}
-		}
-		var expires time.Time
-		if in.ExpiresInDays > 0 {
-			expires = time.Now().AddDate(0, 0, in.ExpiresInDays)
-		}
-		secret, k := apikey.New(c.Tenant.ID, string(role), slices.Compact(slices.Sorted(slices.Values(scopes))), in.Name, c.Principal.Subject, expires)
-		err := c.asAdmin(ctx, func(a *store.Admin) error { return a.CreateAPIKey(ctx, k, c.MemberID) })
-		return createAPIKeyOut{Key: toKey(k), Secret: secret}, err
+		return issueAPIKey(ctx, c, in)
 	})
 }
 
