@@ -128,24 +128,12 @@ func (g *groupCommitter) flush(batch []*pendingAudit) {
 	for i, p := range batch {
 		entries[i] = p.entry
 	}
-	err := g.db.InsertAuditBatch(ctx, entries)
-	if err == nil {
-		for _, p := range batch {
-			p.done <- nil
-		}
-		return
+	errs, retried := g.db.WriteAuditEntries(ctx, entries)
+	if retried != nil {
+		g.log.Warn("audit: a group commit failed; its records were written one by one", "records", len(batch), "error", retried)
 	}
-	if store.Unavailable(err) || ctx.Err() != nil {
-		for _, p := range batch {
-			p.done <- err
-		}
-		return
-	}
-	g.log.Warn("audit: a group commit failed; writing its records one by one", "records", len(batch), "error", err)
-	for _, p := range batch {
-		p.entry.Rec.ID = 0
-		_, e := g.db.InsertAuditRecord(ctx, p.entry.Tenant, p.entry.Rec)
-		p.done <- e
+	for i, err := range errs {
+		batch[i].done <- err
 	}
 }
 

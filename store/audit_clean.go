@@ -132,39 +132,52 @@ func (r *AuditRecord) reduced(cause error) *AuditRecord {
 	}
 }
 
-// InsertAuditRecords writes records to t's audit log: all in one
-// transaction, and when that fails, one by one, each that still fails in
-// its reduced form (see reduced), so one bad record never takes the others
-// with it. It returns how many could not be stored in any form (with the
-// last error): only a database that cannot be written at all loses them.
-// Records are updated with their ids and times, and (when reduced) with
-// what was stored.
+// InsertAuditRecords writes records to t's audit log as
+// [DB.WriteAuditEntries] does: all in one batch, and when that fails, one
+// by one, each that still fails in its reduced form (see reduced), so one
+// bad record never takes the others with it. It returns how many could not
+// be stored in any form (with the last error): only a database that cannot
+// be written at all loses them. Records are updated with their ids and
+// times, and (when reduced) with what was stored.
 func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []*AuditRecord) (lost int, err error) {
-	if len(recs) == 0 {
-		return 0, nil
+	entries := make([]AuditEntry, len(recs))
+	for i, r := range recs {
+		entries[i] = AuditEntry{Tenant: t, Rec: r}
 	}
-	err = db.WithTenantControl(ctx, t, func(tx pgx.Tx) error {
-		for _, r := range recs {
-			if err := InsertAudit(ctx, tx, r); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err == nil {
-		return 0, nil
-	}
-	for _, r := range recs {
-		r.ID = 0
-		if _, e := db.InsertAuditRecord(ctx, t, r); e != nil {
+	errs, _ := db.WriteAuditEntries(ctx, entries)
+	for _, e := range errs {
+		if e != nil {
 			lost++
 			err = e
 		}
 	}
-	if lost == 0 {
-		err = nil
-	}
 	return lost, err
+}
+
+// WriteAuditEntries writes entries in one batch ([DB.InsertAuditBatch]).
+// When the batch fails while the database can be reached, each record is
+// written alone ([DB.InsertAuditRecord], in its reduced form if need be),
+// so one bad record never takes the others with it; when it cannot be
+// reached, every entry fails at once, without a try per record. errs[i]
+// is entry i's error, nil when it was stored; retried is the batch's error
+// when the records were then written one by one (worth a warning).
+func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs []error, retried error) {
+	errs = make([]error, len(entries))
+	err := db.InsertAuditBatch(ctx, entries)
+	switch {
+	case err == nil:
+		return errs, nil
+	case Unavailable(err) || ctx.Err() != nil:
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs, nil
+	}
+	for i, e := range entries {
+		e.Rec.ID = 0
+		_, errs[i] = db.InsertAuditRecord(ctx, e.Tenant, e.Rec)
+	}
+	return errs, err
 }
 
 // InsertAuditRecord writes one record to t's audit log in a transaction of
