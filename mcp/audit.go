@@ -12,7 +12,8 @@ import (
 )
 
 // auditor records every decision: tool calls in the tenant's audit log (in
-// the call's own transaction, see Server.call), rate-limited requests and
+// the call's own transaction, see Server.call); rate-limited requests,
+// requests from a network their credential may not be used from, and
 // failed authentications aggregated in memory and written once a second, so
 // a flood costs a row per source and second, not a row per request. Every
 // record is also one JSON line on the audit log (stdout), which log drains
@@ -32,7 +33,10 @@ type auditor struct {
 	calls   map[string]int64                         // tool calls per tenant id since the last flush (operators' counter)
 }
 
-type limitedKey struct{ tenantID, subject, tool string }
+// limitedKey groups refusals counted in memory: rate-limited requests by
+// tenant, principal and tool; network refusals (networks.go) also by
+// client address, which their record names.
+type limitedKey struct{ tenantID, subject, tool, deniedIP string }
 
 type limitedAgg struct {
 	tenant *tenancy.Tenant
@@ -86,13 +90,30 @@ func (a *auditor) emit(tenant string, r *store.AuditRecord) {
 
 // rateLimited counts a refused request; flush writes the counts.
 func (a *auditor) rateLimited(c *Caller, tool, reason string) {
-	k := limitedKey{c.Tenant.ID, c.Principal.Subject, tool}
+	k := limitedKey{c.Tenant.ID, c.Principal.Subject, tool, ""}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	agg := a.limited[k]
 	if agg == nil {
 		rec := a.base(c, tool, nil)
 		rec.Decision, rec.Reason = store.RateLimited, reason
+		agg = &limitedAgg{tenant: c.Tenant, rec: *rec}
+		a.limited[k] = agg
+	}
+	agg.rec.Count++
+}
+
+// networkDenied counts a request refused because its credential may not
+// be used from its client address: one DENIED record per tenant,
+// principal, tool and address each flush, with the count.
+func (a *auditor) networkDenied(c *Caller, tool, reason string) {
+	k := limitedKey{c.Tenant.ID, c.Principal.Subject, tool, c.ClientIP}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	agg := a.limited[k]
+	if agg == nil {
+		rec := a.base(c, tool, nil)
+		rec.Decision, rec.Reason = store.Denied, reason
 		agg = &limitedAgg{tenant: c.Tenant, rec: *rec}
 		a.limited[k] = agg
 	}
@@ -143,7 +164,7 @@ func (a *auditor) flush(ctx context.Context) {
 			recs[i] = &rec
 		}
 		if lost, err := a.db.InsertAuditRecords(ctx, t, recs); err != nil {
-			a.log.Error("audit: rate-limited records not stored", "tenant", t.Key, "lost", lost, "of", len(recs), "error", err)
+			a.log.Error("audit: aggregated records (rate-limited, refused networks) not stored", "tenant", t.Key, "lost", lost, "of", len(recs), "error", err)
 		}
 		for _, rec := range recs {
 			a.emit(t.Key, rec)

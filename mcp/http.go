@@ -195,6 +195,11 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			Principal: p, Tenant: m.Tenant, Role: m.Role, MemberID: m.MemberID,
 			RequestID: ri.ID, ClientIP: c.RealIP(), UserAgent: req.UserAgent(),
 		}
+		// Before the rate limits: a refused request costs the key nothing
+		// (networks.go says why).
+		if !networkAllowed(caller) {
+			return s.refuseNetwork(c, caller)
+		}
 		if err := s.limitRequest(c, caller); err != nil || c.Response().Committed {
 			return err
 		}
