@@ -15,7 +15,9 @@
 //     and execute the handler inside store.DB.InTenant (a tool with its own
 //     connection, query, runs outside it: a call never holds two).
 //
-// Between 2 and 3, over HTTP: the rate limits (429, -32029), then admission
+// Between 2 and 3, over HTTP: the credential's allowed networks (403,
+// -32032, networks.go: before the rate limits, so that a refused request
+// costs the key nothing), the rate limits (429, -32029), then admission
 // (admission.go): a call doing database work (tools/call, resources/read)
 // takes a slot among the calls in flight — bounded in all by the
 // tenant-work pool's size, per tenant and per principal — waiting briefly,
