@@ -157,3 +157,26 @@ func TestNetworksIPv4AnyIsNotIPv6Any(t *testing.T) {
 		t.Error("0.0.0.0/0 should admit every IPv4 address (mapped too) and no IPv6 one")
 	}
 }
+
+// BenchmarkNetworksAllowsIP: the per-request check, from the address in
+// text as the HTTP layer has it: unrestricted, one network, and 64 with
+// the caller in the last.
+func BenchmarkNetworksAllowsIP(b *testing.B) {
+	var many []string
+	for i := range identity.MaxNetworks - 1 {
+		many = append(many, fmt.Sprintf("10.%d.0.0/16", i))
+	}
+	many = append(many, "192.0.2.1")
+	one, _ := identity.ParseNetworks([]string{"192.0.2.0/24"})
+	all, _ := identity.ParseNetworks(many)
+	for name, ns := range map[string]identity.Networks{"unrestricted": nil, "one": one, "64": all} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if !ns.AllowsIP("192.0.2.1") {
+					b.Fatal("refused")
+				}
+			}
+		})
+	}
+}
