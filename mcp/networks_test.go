@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -565,4 +566,50 @@ func BenchmarkNetworkCheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestNetworkRefusalsConcurrently: refusals of one key from several
+// addresses at once, released together, are each answered 403 and each
+// counted once in the aggregated DENIED records of their address, while
+// the key's calls from its network go on.
+func TestNetworkRefusalsConcurrently(t *testing.T) {
+	g := newGatehouse(t, trusting("127.0.0.1/32"))
+	secret, k := g.keyFrom(t, "acme.com", tenancy.Admin, "10.0.0.0/8")
+	const addrs, each = 4, 8
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	codes := make(chan int, addrs*each*2)
+	for a := range addrs {
+		for range each {
+			wg.Go(func() {
+				<-start
+				codes <- postVia(t, g.url, secret, whoamiCall, "X-Forwarded-For", fmt.Sprintf("198.51.100.%d", a+1)).status
+				codes <- postVia(t, g.url, secret, whoamiCall, "X-Forwarded-For", fmt.Sprintf("10.0.0.%d", a+1)).status
+			})
+		}
+	}
+	close(start)
+	wg.Wait()
+	close(codes)
+	got := map[int]int{}
+	for c := range codes {
+		got[c]++
+	}
+	if got[http.StatusForbidden] != addrs*each || got[http.StatusOK] != addrs*each {
+		t.Errorf("answers %v, want %d of 403 and of 200", got, addrs*each)
+	}
+	counts := map[string]int{}
+	for _, r := range auditRows(t, g, "acme.com") {
+		if r.Decision == store.Denied && r.APIKeyID == k.ID {
+			counts[r.ClientIP] += r.Count
+		}
+	}
+	for a := range addrs {
+		if ip := fmt.Sprintf("198.51.100.%d", a+1); counts[ip] != each {
+			t.Errorf("refusals recorded from %s: %d, want %d (all: %v)", ip, counts[ip], each, counts)
+		}
+	}
+	if len(counts) != addrs {
+		t.Errorf("refusals recorded from %v, want only the %d refused addresses", counts, addrs)
+	}
 }
