@@ -1,8 +1,11 @@
 package store_test
 
 import (
+	"archive/zip"
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -244,6 +247,29 @@ func TestAPIKeyNetworks(t *testing.T) {
 	}
 	if _, err := set(tn, k.ID, one); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("a revoked key's networks changed: %v", err)
+	}
+
+	// A tenant's export says where each key may be used from.
+	_, k3 := apikey.New(tn.ID, "viewer", []string{"mcp:read"}, "exported", "test", time.Time{})
+	k3.AllowedNetworks = one
+	if err := db.CreateAPIKey(ctx, k3); err != nil {
+		t.Fatal(err)
+	}
+	var zipped bytes.Buffer
+	if err := db.ExportTenant(ctx, tn, &zipped, store.OperatorAction{Operator: "test", Action: "export", Via: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(zipped.Bytes()), int64(zipped.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := zr.Open("api_keys.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported, _ := io.ReadAll(f)
+	if !strings.Contains(string(exported), `"allowed_networks":[]`) || !strings.Contains(string(exported), `"allowed_networks":["192.0.2.0/24"]`) {
+		t.Errorf("api_keys.jsonl:\n%s", exported)
 	}
 
 	// The column holds canonical networks only, at most 64.
