@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/labstack/echo/v4"
 )
@@ -24,9 +23,7 @@ func parseKeyForm(ctx echo.Context) (keyForm, string) {
 	f := keyForm{Name: strings.TrimSpace(ctx.FormValue("name")), Role: ctx.FormValue("role")}
 	params, _ := ctx.FormParams()
 	f.Scopes = params["scope"]
-	f.AllowedNetworks = strings.FieldsFunc(ctx.FormValue("allowed_networks"), func(r rune) bool {
-		return r == ',' || r == ';' || unicode.IsSpace(r)
-	})
+	f.AllowedNetworks = splitNetworks(ctx.FormValue("allowed_networks"))
 	if d := ctx.FormValue("expires_in_days"); d != "" && d != "0" {
 		n, err := strconv.Atoi(d)
 		if err != nil {

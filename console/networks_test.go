@@ -66,3 +66,61 @@ func TestKeyFormAllowedNetworks(t *testing.T) {
 		t.Errorf("%s keys after the refusals, want %s", after, before)
 	}
 }
+
+// TestAdminSetsKeyNetworks: an admin changes a key's allowed networks on
+// the Organisation keys page (set_api_key_networks): the new list applies
+// at once, a bad entry is refused naming it and changes nothing, an empty
+// field lets the key be used from anywhere; a developer cannot.
+func TestAdminSetsKeyNetworks(t *testing.T) {
+	s := newSite(t, siteOpts{})
+	b := s.signedIn("ada-1", "ada@acme.example")
+	form := b.get("/console/keys").form(t, "/console/keys")
+	form.Set("name", "ci")
+	form.Set("role", "developer")
+	form["scope"] = []string{"mcp:read", "mcp:write"}
+	form.Set("allowed_networks", "127.0.0.1")
+	m := secretOnPage.FindStringSubmatch(b.post("/console/keys", form).body)
+	if m == nil {
+		t.Fatal("no key made")
+	}
+	secret := m[1]
+	id := s.scalar(t, "SELECT id FROM gatehouse.api_keys WHERE name = 'ci'")
+	action := "/console/admin/keys/" + id + "/networks"
+	set := func(nets string) page {
+		f := b.get("/console/admin/keys").form(t, action)
+		f.Set("allowed_networks", nets)
+		return b.post(action, f)
+	}
+	networks := func() string { return s.scalar(t, "SELECT allowed_networks::text FROM gatehouse.api_keys WHERE id = $1", id) }
+
+	if p := set("10.0.0.0/8\n2001:db8::/32"); p.status != http.StatusOK || !strings.Contains(p.body, "Allowed networks changed") {
+		t.Fatalf("setting networks: %d", p.status)
+	}
+	if got := networks(); got != "{10.0.0.0/8,2001:db8::/32}" {
+		t.Errorf("stored %s", got)
+	}
+	if code := s.mcpStatus(t, secret); code != http.StatusForbidden {
+		t.Errorf("the key from 127.0.0.1 after its networks changed: %d, want 403", code)
+	}
+	p := set("10.0.0.0/8, 10.0.0.1/8")
+	if body := html.UnescapeString(p.body); p.status != http.StatusBadRequest || !strings.Contains(body, `network 2 ("10.0.0.1/8"): has host bits set`) {
+		t.Errorf("a bad entry: %d", p.status)
+	}
+	if got := networks(); got != "{10.0.0.0/8,2001:db8::/32}" {
+		t.Errorf("a refused change stored %s", got)
+	}
+	if p := set(""); p.status != http.StatusOK || networks() != "{}" || s.mcpStatus(t, secret) != http.StatusOK {
+		t.Errorf("clearing: %d, stored %s", p.status, networks())
+	}
+
+	// A developer has no such form and is refused the action.
+	dev := s.signedIn("bob-2", "bob@acme.example")
+	if p := dev.get("/console/admin/keys"); p.status != http.StatusForbidden {
+		t.Errorf("a developer's Organisation keys page: %d", p.status)
+	}
+	f := b.get("/console/admin/keys").form(t, action)
+	f.Set("allowed_networks", "192.0.2.0/24")
+	if p := dev.post(action, f); p.status == http.StatusOK || networks() != "{}" {
+		t.Errorf("a developer set a key's networks: %d, stored %s", p.status, networks())
+	}
+}

@@ -42,6 +42,7 @@ func (c *Console) Mount(e *httpx.Surface) {
 	a.POST("/members/:id/remove", c.memberRemove, c.allows("remove_member"), c.freshOnly)
 	a.GET("/keys", c.adminKeyList, c.allows("list_api_keys"))
 	a.POST("/keys/:id/revoke", c.adminKeyRevoke, c.allows("revoke_api_key"))
+	a.POST("/keys/:id/networks", c.adminKeyNetworksSave, c.allows("set_api_key_networks"), c.freshOnly)
 	a.GET("/audit", c.auditList, c.allows("read_audit_log"))
 	a.GET("/audit/export", c.auditExport, c.allows("read_audit_log"))
 	a.GET("/audit/:id", c.auditShow, c.allows("read_audit_log"))
