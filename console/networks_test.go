@@ -91,7 +91,9 @@ func TestAdminSetsKeyNetworks(t *testing.T) {
 		f.Set("allowed_networks", nets)
 		return b.post(action, f)
 	}
-	networks := func() string { return s.scalar(t, "SELECT allowed_networks::text FROM gatehouse.api_keys WHERE id = $1", id) }
+	networks := func() string {
+		return s.scalar(t, "SELECT allowed_networks::text FROM gatehouse.api_keys WHERE id = $1", id)
+	}
 
 	if p := set("10.0.0.0/8\n2001:db8::/32"); p.status != http.StatusOK || !strings.Contains(p.body, "Allowed networks changed") {
 		t.Fatalf("setting networks: %d", p.status)
