@@ -3,8 +3,10 @@ package mcp_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -462,5 +464,53 @@ func TestPromptOddBytes(t *testing.T) {
 		if res.StatusCode >= 500 || strings.Contains(got, "-32603") || strings.Contains(got, `"code":0`) || strings.Contains(got, "internal error") {
 			t.Errorf("%q: %d %s", body, res.StatusCode, got)
 		}
+	}
+}
+
+// TestPromptsConcurrentTenants: prompts/get and completion/complete from
+// two tenants, released together, each see only their own tenant's data.
+func TestPromptsConcurrentTenants(t *testing.T) {
+	g := newGatehouse(t)
+	tenants := []string{"acme.com", "globex.com"}
+	sessions := map[string][]*sdk.ClientSession{}
+	for _, tn := range tenants {
+		key := g.key(t, tn, tenancy.Developer)
+		cs := g.connect(t, key, "")
+		call(t, cs, "create_project", map[string]any{"name": "Plan of " + tn}, nil)
+		call(t, cs, "add_todo", map[string]any{"title": "Todo of " + tn}, nil)
+		for range 4 {
+			sessions[tn] = append(sessions[tn], g.connect(t, key, ""))
+		}
+	}
+	start := make(chan struct{})
+	errs := make(chan string, 64)
+	var wg sync.WaitGroup
+	for _, tn := range tenants {
+		for _, cs := range sessions[tn] {
+			wg.Go(func() {
+				<-start
+				for range 3 {
+					res, err := cs.GetPrompt(context.Background(), &sdk.GetPromptParams{Name: "weekly_review"})
+					if err != nil {
+						errs <- tn + ": " + err.Error()
+						continue
+					}
+					if text := promptText(res); !strings.Contains(text, "Todo of "+tn) || strings.Count(text, "Todo of ") != 1 {
+						errs <- tn + " rendered:\n" + text
+					}
+					done, err := cs.Complete(context.Background(), &sdk.CompleteParams{Ref: &sdk.CompleteReference{Type: "ref/prompt", Name: "weekly_review"},
+						Argument: sdk.CompleteParamsArgument{Name: "project", Value: "plan"}})
+					if err != nil || !slices.Equal(done.Completion.Values, []string{"Plan of " + tn}) {
+						errs <- fmt.Sprintf("%s completes to %+v (%v)", tn, done, err)
+					}
+				}
+			})
+		}
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
