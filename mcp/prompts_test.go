@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -512,5 +514,56 @@ func TestPromptsConcurrentTenants(t *testing.T) {
 	close(errs)
 	for e := range errs {
 		t.Error(e)
+	}
+}
+
+// TestPromptsAdmitted: prompts/get and completion/complete take a slot
+// among the calls in flight like tools/call (refused 429, -32031, at the
+// cap); prompts/list, which reads nothing, is never refused.
+func TestPromptsAdmitted(t *testing.T) {
+	g := newGatehouse(t, func(s *setup) {
+		s.admission = &mcp.Admission{Total: 8, Tenant: 1, Principal: 1, TenantQueue: 0, Wait: 0}
+	})
+	a, a2 := g.key(t, "a.example", tenancy.Developer), g.key(t, "a.example", tenancy.Developer)
+	client := &http.Client{}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for { // until admitted: the requests below may hold the slot for a moment
+			got := rawCall(client, g.url, a, "query", `{"sql":"select pg_sleep(1.5)"}`, 1)
+			if got.status != http.StatusTooManyRequests {
+				return
+			}
+		}
+	})
+	defer wg.Wait()
+	send := func(body string) answer {
+		req, _ := http.NewRequest(http.MethodPost, g.url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+a2)
+		res, err := client.Do(req)
+		if err != nil {
+			return answer{err: err}
+		}
+		defer res.Body.Close()
+		b, err := io.ReadAll(res.Body)
+		return answer{status: res.StatusCode, retryAfter: res.Header.Get("Retry-After"), body: string(b), err: err}
+	}
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":7,"method":"prompts/get","params":{"name":"weekly_review"}}`,
+		`{"jsonrpc":"2.0","id":7,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"weekly_review"},"argument":{"name":"project","value":""}}}`,
+	} {
+		var got answer
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if got = send(body); got.status == http.StatusTooManyRequests {
+				break
+			}
+		}
+		if got.status != http.StatusTooManyRequests || got.retryAfter != "1" || !strings.Contains(got.body, `"code":-32031`) || !strings.Contains(got.body, `"id":7`) {
+			t.Errorf("%s at the cap: %d %q %s", body, got.status, got.retryAfter, got.body)
+		}
+	}
+	if got := send(`{"jsonrpc":"2.0","id":2,"method":"prompts/list"}`); got.status != http.StatusOK || !strings.Contains(got.body, "weekly_review") {
+		t.Errorf("prompts/list at the cap: %d %s", got.status, got.body)
 	}
 }
