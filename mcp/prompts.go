@@ -16,6 +16,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -94,6 +95,14 @@ func (p *Prompt) allows(c *Caller) bool {
 	return c.Role.Allows(p.Role) && c.Principal.HasScope(p.Scope)
 }
 
+// visible reports whether prompts/list shows p to c: as for tools
+// (Tool.visible), when c may get it, and also when only the scope falls
+// short of a token from an OAuth sign-in, whose client can re-authorize
+// (prompts/get then answers HTTP 403 insufficient_scope, see stepUp).
+func (p *Prompt) visible(c *Caller) bool {
+	return p.allows(c) || (c.Role.Allows(p.Role) && authserver.SignedIn(c.Principal))
+}
+
 func (p *Prompt) arg(name string) *promptArg {
 	for _, a := range p.args {
 		if a.name == name {
@@ -132,7 +141,8 @@ func (s *Server) registerPrompts(policy ToolPolicy) error {
 }
 
 // filterPrompts is receiving middleware: prompts/list shows each caller
-// only the prompts it may get, and marks the answer private to the caller.
+// only the prompts it may get (or step up to, see Prompt.visible), and
+// marks the answer private to the caller.
 // prompts/get checks again on its own.
 func (s *Server) filterPrompts(next sdk.MethodHandler) sdk.MethodHandler {
 	return func(ctx context.Context, method string, req sdk.Request) (sdk.Result, error) {
@@ -144,7 +154,7 @@ func (s *Server) filterPrompts(next sdk.MethodHandler) sdk.MethodHandler {
 		c, cerr := s.callerOf(ctx, req.GetExtra())
 		visible := make([]*sdk.Prompt, 0, len(list.Prompts))
 		for _, def := range list.Prompts {
-			if p := s.prompts[def.Name]; p != nil && cerr == nil && p.allows(c) {
+			if p := s.prompts[def.Name]; p != nil && cerr == nil && p.visible(c) {
 				visible = append(visible, def)
 			}
 		}

@@ -567,3 +567,46 @@ func TestPromptsAdmitted(t *testing.T) {
 		t.Errorf("prompts/list at the cap: %d %s", got.status, got.body)
 	}
 }
+
+// TestPromptStepUp: a token from an OAuth sign-in lacking the scope of a
+// prompt its role allows sees the prompt listed, and prompts/get answers
+// HTTP 403 insufficient_scope naming the scopes held plus the one needed
+// (audited); an API key with the same shortfall gets the readable denial.
+func TestPromptStepUp(t *testing.T) {
+	sso := newCorpSSO(t)
+	g := newGatehouse(t, withSignIn(sso.up))
+	c := g.register(t, loopbackRedirect)
+	_, admin := c.signInFor(newBrowser(t, g.ts.URL), "mcp:read mcp:write") // alice, acme.com's first member: admin
+	_, readOnly := c.signInFor(newBrowser(t, g.ts.URL), "mcp:read")
+	get := `{"jsonrpc":"2.0","id":7,"method":"prompts/get","params":{"name":"project_kickoff","arguments":{"name":"Hermes"}}}`
+	list := `{"jsonrpc":"2.0","id":1,"method":"prompts/list"}`
+
+	if _, body := g.mcpCall(t, readOnly.AccessToken, list); !strings.Contains(body, "project_kickoff") {
+		t.Errorf("a signed-in admin holding mcp:read does not see project_kickoff: %s", body)
+	}
+	res, body := g.mcpCall(t, readOnly.AccessToken, get)
+	challenge := res.Header.Get("WWW-Authenticate")
+	if res.StatusCode != http.StatusForbidden || !strings.Contains(challenge, `error="insufficient_scope"`) || !strings.Contains(challenge, `scope="mcp:read mcp:write"`) ||
+		!strings.Contains(body, `"id":7`) || !strings.Contains(body, "the prompt project_kickoff needs the scope mcp:write") {
+		t.Errorf("prompts/get short of mcp:write: %d %q %s", res.StatusCode, challenge, body)
+	}
+	if res, body := g.mcpCall(t, admin.AccessToken, get); res.StatusCode != http.StatusOK || !strings.Contains(body, "create_project") {
+		t.Errorf("prompts/get with mcp:write: %d %s", res.StatusCode, body)
+	}
+	key := g.key(t, "acme.com", tenancy.Admin, "mcp:read")
+	if _, body := g.mcpCall(t, key, list); strings.Contains(body, "project_kickoff") {
+		t.Errorf("an API key holding mcp:read sees project_kickoff: %s", body)
+	}
+	if res, body := g.mcpCall(t, key, get); res.StatusCode != http.StatusOK || !strings.Contains(body, "ACCESS DENIED") {
+		t.Errorf("an API key short of mcp:write: %d %s", res.StatusCode, body)
+	}
+	var challenged int
+	for _, r := range auditRows(t, g, "acme.com") {
+		if r.Tool == "prompts/get:project_kickoff" && r.Decision == store.Denied && strings.Contains(r.Reason, "step-up challenge sent") {
+			challenged++
+		}
+	}
+	if challenged != 1 {
+		t.Errorf("%d step-up records for project_kickoff, want 1", challenged)
+	}
+}
