@@ -331,6 +331,20 @@ func TestSummarizeDocuments(t *testing.T) {
 	if !strings.Contains(text, "[cut: this is the first 50000 characters of 60000 bytes]") {
 		t.Errorf("a long body is not marked as cut short")
 	}
+	// Five bodies of 50,000 characters (as cut) fill the 200,000 budget
+	// after four: the oldest is named, not embedded.
+	for i := range 5 {
+		call(t, dev, "save_document", map[string]any{"title": fmt.Sprintf("Big %d", i), "body": strings.Repeat("x", 60000), "tags": []string{"big"}}, nil)
+	}
+	res, e = getPrompt(t, dev, "summarize_documents", map[string]string{"tag": "big"})
+	if e != nil {
+		t.Fatal(e.Message)
+	}
+	intro := res.Messages[0].Content.(*sdk.TextContent).Text
+	if len(res.Messages) != 5 || !strings.Contains(intro, "These 4 follow") || !strings.Contains(intro, "Not embedded") ||
+		strings.Index(intro, `"Big 0"`) < strings.Index(intro, "Not embedded") {
+		t.Errorf("over the budget: %d messages, intro:\n%s", len(res.Messages), intro)
+	}
 	if _, e := getPrompt(t, dev, "summarize_documents", map[string]string{"tag": "nothing"}); e == nil || e.Code != jsonrpc.CodeInvalidParams || !strings.Contains(e.Message, `"tag"`) {
 		t.Errorf("unused tag: %v", e)
 	}

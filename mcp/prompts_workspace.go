@@ -291,9 +291,12 @@ func summarizeDocuments(ctx context.Context, c *Call, args promptArgs) (*sdk.Get
 	if len(docs) == 0 {
 		return nil, invalidArgs(fmt.Sprintf("argument \"tag\": no document of %s has the tag %q (completion suggests tags)", scope, tag))
 	}
-	msgs, skipped := embedDocuments(docs, promptBudgetChars)
+	msgs, embedded, skipped := embedDocuments(docs, promptBudgetChars)
 	var b strings.Builder
-	fmt.Fprintf(&b, "Summarise the documents tagged %q in %s: %d follow, newest first, as embedded resources.\n", tag, scope, len(docs)-len(skipped))
+	fmt.Fprintf(&b, "Summarise the documents tagged %q in %s. These %d follow, newest first, as embedded resources (by uri):\n", tag, scope, len(embedded))
+	for _, d := range embedded {
+		fmt.Fprintf(&b, "- %s\n", documentHeader(&d.DocumentInfo))
+	}
 	if len(skipped) > 0 || more {
 		b.WriteString("Not embedded, to keep this prompt short (get_document reads one whole by id):\n")
 		for _, d := range skipped {
@@ -313,9 +316,9 @@ func summarizeDocuments(ctx context.Context, c *Call, args promptArgs) (*sdk.Get
 
 // embedDocuments makes one message per document, its text an embedded
 // gatehouse://documents/{id} resource, until budget characters of bodies
-// are used; the documents left out are returned. A body cut short (at
+// are used; it returns the documents embedded and those left out. A body cut short (at
 // promptDocChars by the query) ends with a note saying so.
-func embedDocuments(docs []*store.Document, budget int) (msgs []*sdk.PromptMessage, skipped []*store.Document) {
+func embedDocuments(docs []*store.Document, budget int) (msgs []*sdk.PromptMessage, embedded, skipped []*store.Document) {
 	for _, d := range docs {
 		n := len([]rune(d.Body))
 		if n > budget {
@@ -330,6 +333,7 @@ func embedDocuments(docs []*store.Document, budget int) (msgs []*sdk.PromptMessa
 		msgs = append(msgs, &sdk.PromptMessage{Role: "user", Content: &sdk.EmbeddedResource{
 			Resource: &sdk.ResourceContents{URI: documentURI(d.ID), MIMEType: markdownMIMEType, Text: text},
 		}})
+		embedded = append(embedded, d)
 	}
-	return msgs, skipped
+	return msgs, embedded, skipped
 }
