@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
 	"github.com/gatehouse-mcp/gatehouse/store"
@@ -112,10 +111,6 @@ func (p *Prompt) arg(name string) *promptArg {
 	return nil
 }
 
-// promptMetrics count prompts/get and completion/complete by prompt
-// (registered names only) and outcome.
-type promptMetrics struct{ requests *prometheus.CounterVec }
-
 // registerPrompts adds every prompt, with the policy's overrides, and the
 // prompts/list filter; an override naming no prompt is an error.
 func (s *Server) registerPrompts(policy ToolPolicy) error {
@@ -132,10 +127,6 @@ func (s *Server) registerPrompts(policy ToolPolicy) error {
 			return fmt.Errorf("mcp: prompt policy names unknown prompt %q", name)
 		}
 	}
-	s.promptMetrics = promptMetrics{requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "gatehouse_prompt_requests_total", Help: "MCP prompts/get and completion/complete requests by method, prompt and outcome.",
-	}, []string{"method", "prompt", "outcome"})}
-	s.metrics.reg.MustRegister(s.promptMetrics.requests)
 	s.sdk.AddReceivingMiddleware(s.filterPrompts)
 	return nil
 }
@@ -225,7 +216,7 @@ func (s *Server) promptRequest(ctx context.Context, extra *sdk.RequestExtra, met
 		outcome, msg = s.promptFailure(ctx, c, rec, err)
 	}
 	s.audit.written(c.Tenant, rec)
-	s.promptMetrics.requests.WithLabelValues(method, p.Name, outcome).Inc()
+	s.metrics.prompts.WithLabelValues(method, p.Name, outcome).Inc()
 	switch {
 	case err == nil && outcome == "denied":
 		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: promptDenial(p, c)}

@@ -108,8 +108,6 @@ type Server struct {
 	cursorKey cursorKey
 	draining  atomic.Bool
 
-	promptMetrics promptMetrics
-
 	stdioToken string // the credential of a stdio session; empty over HTTP
 	canQuery   bool   // the database can confine the query tool
 }

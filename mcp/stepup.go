@@ -139,7 +139,7 @@ func (s *Server) challengeScope(c echo.Context, caller *Caller, what, name, scop
 	if what == "tool" {
 		s.metrics.toolCall(name, "insufficient_scope", 0)
 	} else {
-		s.promptMetrics.requests.WithLabelValues("prompts/get", name, "insufficient_scope").Inc()
+		s.metrics.prompts.WithLabelValues("prompts/get", name, "insufficient_scope").Inc()
 	}
 
 	h := c.Response().Header()
