@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -30,11 +31,20 @@ func SuggestProjectNames(ctx context.Context, tx pgx.Tx, typed string, limit int
 		ORDER BY strpos(lower(name), lower(@typed)) = 1 DESC, lower(name), id LIMIT @limit`, typed, limit)
 }
 
-// SuggestTags returns the tags of documents that start with or contain
-// typed (ignoring case; tags are stored in lower case), most used first
-// among equals, at most limit (1 to MaxSuggestions).
+// TagSuggestionWindow is how many of the newest documents SuggestTags
+// reads tags from: no index can list the tags in use, so the cost of a
+// suggestion is bounded by reading a window (by the created_at index), not
+// every document (measured in one run at 50,000 documents: 2 to 3 ms
+// against 92 to 105 ms for a whole scan; at 1,000 documents 1.1 to 1.2
+// times the whole scan's 1.2 to 1.6 ms).
+const TagSuggestionWindow = 2000
+
+// SuggestTags returns the tags of the TagSuggestionWindow newest documents
+// that start with or contain typed (ignoring case; tags are stored in
+// lower case), most used first among equals, at most limit (1 to
+// MaxSuggestions).
 func SuggestTags(ctx context.Context, tx pgx.Tx, typed string, limit int) (Suggestions, error) {
-	return suggest(ctx, tx, `SELECT t FROM documents, unnest(tags) t
+	return suggest(ctx, tx, `SELECT t FROM (SELECT tags FROM documents ORDER BY created_at DESC, id DESC LIMIT `+strconv.Itoa(TagSuggestionWindow)+`) d, unnest(d.tags) t
 		WHERE strpos(t, lower(@typed)) > 0
 		GROUP BY t ORDER BY strpos(t, lower(@typed)) = 1 DESC, count(*) DESC, t LIMIT @limit`, typed, limit)
 }
