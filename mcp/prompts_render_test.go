@@ -1,12 +1,14 @@
 package mcp_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -166,5 +168,30 @@ func TestSummarizeDocuments(t *testing.T) {
 	}
 	if _, e := getPrompt(t, dev, "summarize_documents", map[string]string{"tag": "nothing"}); e == nil || e.Code != jsonrpc.CodeInvalidParams || !strings.Contains(e.Message, `"tag"`) {
 		t.Errorf("unused tag: %v", e)
+	}
+}
+
+// TestWeeklyReviewKeepsOldOverdueTodos: past the prompt's 200 todos, the
+// overdue ones are kept however old, and the prompt says it is cut short.
+func TestWeeklyReviewKeepsOldOverdueTodos(t *testing.T) {
+	g := newGatehouse(t)
+	dev := g.connect(t, g.key(t, "acme.com", tenancy.Developer), "")
+	call(t, dev, "add_todo", map[string]any{"title": "Ancient overdue", "due_on": "2020-01-31"}, nil)
+	tn, err := g.db.FindTenantByKey(context.Background(), "acme.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.db.Pool().Exec(context.Background(), "INSERT INTO "+pgx.Identifier{tn.Schema, "todos"}.Sanitize()+
+		" (title, created_by, created_at) SELECT 'Newer '||i, 'test', clock_timestamp() + i * interval '1 ms' FROM generate_series(1, 210) i"); err != nil {
+		t.Fatal(err)
+	}
+	res, e := getPrompt(t, dev, "weekly_review", nil)
+	if e != nil {
+		t.Fatal(e.Message)
+	}
+	text := promptText(res)
+	if !strings.Contains(text, "## Overdue (1)") || !strings.Contains(text, "Ancient overdue") || !strings.Contains(text, "Only 200 open todos are listed") ||
+		!strings.Contains(text, "Newer 210") || strings.Contains(text, "Newer 11 ") {
+		t.Errorf("weekly review past 200 todos:\n%.1500s", text)
 	}
 }

@@ -63,25 +63,24 @@ func weeklyReviewPrompt() *Prompt {
 		Scope:       identity.ScopeRead,
 		Args:        []*promptArg{projectArg(false, "only the todos of this project")},
 	}, func(ctx context.Context, c *Call, args promptArgs) (*sdk.GetPromptResult, error) {
-		f := store.TodoFilter{Done: new(false), Limit: promptTodos}
-		scope := c.Tenant.Key
+		projectID, scope := "", c.Tenant.Key
 		if ref := args["project"]; ref != "" {
 			p, err := findProject(ctx, c, ref)
 			if err != nil {
 				return nil, err
 			}
-			f.ProjectID, scope = p.ID, fmt.Sprintf("project %q of %s", p.Name, c.Tenant.Key)
+			projectID, scope = p.ID, fmt.Sprintf("project %q of %s", p.Name, c.Tenant.Key)
 		}
-		todos, more, err := store.ListTodos(ctx, c.Tx, f)
+		day := today()
+		todos, more, err := openTodos(ctx, c, projectID, day)
 		if err != nil {
 			return nil, err
 		}
-		day := today()
 		var b strings.Builder
 		fmt.Fprintf(&b, "Weekly review of the open todos of %s, today %s (UTC).\n\n", scope, day.Format(time.DateOnly))
 		overdue := writeTodoSections(&b, todos, day)
 		if more {
-			fmt.Fprintf(&b, "\nOnly the %d newest open todos are listed; list_todos pages through the rest.\n", promptTodos)
+			fmt.Fprintf(&b, "\nOnly %d open todos are listed (every overdue one, up to %d, then the newest); list_todos pages through the rest.\n", len(todos), promptTodos)
 		}
 		b.WriteString("\nPlease write the weekly review: what is overdue and what to do about each (finish, reschedule, drop), " +
 			"what the week should focus on given the due dates and priorities, and anything that looks stale or unowned. " +
@@ -91,6 +90,34 @@ func weeklyReviewPrompt() *Prompt {
 			Messages:    []*sdk.PromptMessage{userText(b.String())},
 		}, nil
 	})
+}
+
+// openTodos returns up to promptTodos open todos (of projectID, when set):
+// the overdue ones first, however old (a review must not miss them), then
+// the newest others; more reports whether any were left out.
+func openTodos(ctx context.Context, c *Call, projectID string, day time.Time) (todos []*store.Todo, more bool, err error) {
+	todos, more, err = store.ListTodos(ctx, c.Tx, store.TodoFilter{Done: new(false), ProjectID: projectID, DueBefore: &day, Limit: promptTodos})
+	if err != nil || more || len(todos) == promptTodos {
+		return todos, more, err
+	}
+	rest, moreRest, err := store.ListTodos(ctx, c.Tx, store.TodoFilter{Done: new(false), ProjectID: projectID, Limit: promptTodos})
+	if err != nil {
+		return nil, false, err
+	}
+	seen := make(map[string]bool, len(todos))
+	for _, t := range todos {
+		seen[t.ID] = true
+	}
+	for _, t := range rest {
+		if seen[t.ID] {
+			continue
+		}
+		if len(todos) == promptTodos {
+			return todos, true, nil
+		}
+		todos = append(todos, t)
+	}
+	return todos, moreRest, nil
 }
 
 // writeTodoSections writes open todos grouped by due date relative to day
@@ -172,7 +199,8 @@ func projectStatusPrompt() *Prompt {
 		if err != nil {
 			return nil, err
 		}
-		todos, moreTodos, err := store.ListTodos(ctx, c.Tx, store.TodoFilter{Done: new(false), ProjectID: p.ID, Limit: promptTodos})
+		day := today()
+		todos, moreTodos, err := openTodos(ctx, c, p.ID, day)
 		if err != nil {
 			return nil, err
 		}
@@ -180,7 +208,6 @@ func projectStatusPrompt() *Prompt {
 		if err != nil {
 			return nil, err
 		}
-		day := today()
 		var b strings.Builder
 		fmt.Fprintf(&b, "Status of the project %q (id %s) of %s, today %s (UTC).", p.Name, p.ID, c.Tenant.Key, day.Format(time.DateOnly))
 		if p.Archived {
@@ -192,7 +219,7 @@ func projectStatusPrompt() *Prompt {
 		b.WriteString("\n\n# Open todos\n")
 		overdue := writeTodoSections(&b, todos, day)
 		if moreTodos {
-			fmt.Fprintf(&b, "Only the %d newest open todos are listed; list_todos with project_id pages through the rest.\n", promptTodos)
+			fmt.Fprintf(&b, "Only %d open todos are listed (every overdue one, up to %d, then the newest); list_todos with project_id pages through the rest.\n", len(todos), promptTodos)
 		}
 		b.WriteString("\n# Documents\n")
 		if len(docs) == 0 {
