@@ -17,6 +17,7 @@ type metrics struct {
 	httpDuration *prometheus.HistogramVec
 	toolCalls    *prometheus.CounterVec
 	toolDuration *prometheus.HistogramVec
+	prompts      *prometheus.CounterVec // prompts/get and completion/complete (prompts.go)
 	authFailures *prometheus.CounterVec
 	rateLimited  *prometheus.CounterVec
 	busy         *prometheus.CounterVec
@@ -44,6 +45,9 @@ func newMetrics() *metrics {
 			Name: "gatehouse_tool_call_duration_seconds", Help: "MCP tool call latency by tool.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 30},
 		}, []string{"tool"}),
+		prompts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_prompt_requests_total", Help: "MCP prompts/get and completion/complete requests by method, prompt and outcome.",
+		}, []string{"method", "prompt", "outcome"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_auth_failures_total", Help: "Requests refused before reaching a tool, by OAuth error code.",
 		}, []string{"code"}),
@@ -57,7 +61,7 @@ func newMetrics() *metrics {
 			Name: "gatehouse_unavailable_total", Help: "Requests answered 503 because a dependency could not be reached, by dependency (database, identity_provider).",
 		}, []string{"dependency"}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.authFailures, m.rateLimited, m.busy, m.unavailable, m.connsRefused,
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.prompts, m.authFailures, m.rateLimited, m.busy, m.unavailable, m.connsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -49,7 +49,8 @@ type Options struct {
 	ReadHeaderTimeout time.Duration
 	BodyTimeout       time.Duration
 	MaxPendingPerIP   int
-	// ToolPolicy overrides the compiled-in role and scope of some tools.
+	// ToolPolicy overrides the compiled-in role and scope of some tools
+	// (by name) and prompts (by "prompts/" + name).
 	ToolPolicy ToolPolicy
 	// AuthServer, when set, is Gatehouse's OAuth authorization server for
 	// MCP clients: when people can sign in with it, its endpoints are
@@ -97,6 +98,7 @@ type Server struct {
 	db        *store.DB
 	sdk       *sdk.Server
 	tools     map[string]*Tool
+	prompts   map[string]*Prompt // prompts.go
 	echo      *httpx.Surface
 	handler   http.Handler // echo behind the fast refusal of remembered denials
 	denied    deniedTokens
@@ -166,7 +168,7 @@ func New(opts Options) (*Server, error) {
 	s.admit = newAdmitter(adm)
 	s.audit.group.inFlight = s.admit.inFlight
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read) admitted and not finished.",
+		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read, prompts/get, completion/complete) admitted and not finished.",
 	}, func() float64 { return float64(s.admit.inFlight()) }))
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
@@ -176,7 +178,9 @@ func New(opts Options) (*Server, error) {
 		// stays advertised as before: the revisions served before
 		// 2026-07-28 define logging/setLevel.
 		//lint:ignore SA1019 logging is deprecated only from protocol 2026-07-28
-		Capabilities: &sdk.ServerCapabilities{Logging: &sdk.LoggingCapabilities{}, Tools: &sdk.ToolCapabilities{}, Resources: &sdk.ResourceCapabilities{}},
+		Capabilities: &sdk.ServerCapabilities{Logging: &sdk.LoggingCapabilities{}, Tools: &sdk.ToolCapabilities{}, Resources: &sdk.ResourceCapabilities{},
+			Prompts: &sdk.PromptCapabilities{}},
+		CompletionHandler: s.complete, // completion.go
 	})
 	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	s.canQuery = opts.DB.CanCreateRoles(rctx)
@@ -194,12 +198,15 @@ func New(opts Options) (*Server, error) {
 		s.register(t)
 	}
 	for name := range opts.ToolPolicy {
-		if s.tools[name] == nil && name != "query" {
+		if s.tools[name] == nil && name != "query" && !strings.HasPrefix(name, promptPolicyPrefix) {
 			return nil, fmt.Errorf("mcp: tool policy names unknown tool %q", name)
 		}
 	}
 	s.sdk.AddReceivingMiddleware(s.filterTools)
 	s.registerResources()
+	if err := s.registerPrompts(opts.ToolPolicy); err != nil {
+		return nil, err
+	}
 	s.echo = opts.Surface
 	if s.echo == nil {
 		s.echo = httpx.New(httpx.Options{PublicURL: opts.PublicURL, TrustedProxies: opts.TrustedProxies, Logger: opts.Logger})

@@ -73,7 +73,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_OPERATORS", Help: "people allowed on the console's operator pages (/console/operator), by provider-qualified subject: google:1234,github:5678"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
 	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain, 32+ bytes (openssl rand -base64 32); comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
-	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
+	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool or prompt needs (tools: {name: {role, scope}}, prompts: {name: {role, scope}})"},
 	{Name: "GATEHOUSE_CONFIG_FILE", Help: "YAML file with settings beyond the environment (more OIDC issuers: oidc_issuers)"},
 	{Name: "GATEHOUSE_ALLOW_INSECURE_ISSUERS", Default: "false", Help: "accept plain-http issuer URLs (local identity providers and tests only)"},
 	{Name: "GATEHOUSE_DEFAULT_SCOPES", Default: "mcp:read mcp:write", Help: "scopes given to tokens that carry no Gatehouse scope (space or comma separated)"},
