@@ -76,6 +76,9 @@ type Options struct {
 	// MetricsToken, when set, is the bearer token /metrics requires
 	// (Prometheus: authorization.credentials); empty leaves /metrics open.
 	MetricsToken string
+	// Alerts configure anomaly alerts (alerts.go); nil means the defaults
+	// (on, no key suspension).
+	Alerts *AlertOptions
 	// Surface is the HTTP surface to hang the routes off, shared with
 	// the other parts of Gatehouse (the console); nil makes one.
 	Surface *httpx.Surface
@@ -102,6 +105,7 @@ type Server struct {
 	denied    deniedTokens
 	metrics   *metrics
 	audit     *auditor
+	alerts    *detector // nil when alerts are off
 	admit     *admitter
 	cursorKey cursorKey
 	draining  atomic.Bool
@@ -197,6 +201,13 @@ func New(opts Options) (*Server, error) {
 		if s.tools[name] == nil && name != "query" {
 			return nil, fmt.Errorf("mcp: tool policy names unknown tool %q", name)
 		}
+	}
+	if opts.Alerts == nil || !opts.Alerts.Off {
+		d, err := newDetector(s, opts.Alerts)
+		if err != nil {
+			return nil, err
+		}
+		s.alerts = d
 	}
 	s.sdk.AddReceivingMiddleware(s.filterTools)
 	s.registerResources()

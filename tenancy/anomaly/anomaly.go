@@ -273,7 +273,7 @@ func (s *State) network(e Event, set Settings) *Alert {
 	}
 	return &Alert{
 		Kind:    NewNetwork,
-		Summary: fmt.Sprintf("first call from network %s (client %s); %d networks known", p, e.ClientIP, len(s.Nets)-1),
+		Summary: fmt.Sprintf("first call from network %s (client %s); known networks: %d", p, e.ClientIP, len(s.Nets)-1),
 		Evidence: map[string]any{"network": p, "client_ip": e.ClientIP, "known_networks": known,
 			"new_networks_recently": recent, "history_since": s.First.UTC().Format(time.RFC3339)},
 	}
