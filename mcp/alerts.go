@@ -99,17 +99,11 @@ func newDetector(s *Server, o *AlertOptions) (*detector, error) {
 		}
 		d.suspend[k] = true
 	}
-	d.raised = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "gatehouse_alerts_total", Help: "Anomaly alerts raised by this replica's detector passes, by kind.",
-	}, []string{"kind"})
-	d.suspended = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "gatehouse_alert_suspensions_total", Help: "API keys revoked by an anomaly alert (GATEHOUSE_ALERT_SUSPEND), by the alert's kind.",
-	}, []string{"kind"})
+	d.raised, d.suspended = s.metrics.alerts, s.metrics.suspensions
 	for _, k := range anomaly.Kinds {
 		d.raised.WithLabelValues(string(k))
 		d.suspended.WithLabelValues(string(k))
 	}
-	s.metrics.reg.MustRegister(d.raised, d.suspended)
 	return d, nil
 }
 
