@@ -320,7 +320,10 @@ func (s *State) volume(e Event, set Settings) *Alert {
 	h := e.At.Truncate(time.Hour)
 	if h.After(s.Hour) {
 		if s.HourCount > 0 {
-			c := min(float64(s.HourCount), s.threshold(set))
+			c := float64(s.HourCount)
+			if s.ActiveHours >= set.VolumeMinHours { // learnt: a burst enters capped
+				c = min(c, s.threshold(set))
+			}
 			if s.ActiveHours == 0 {
 				s.Baseline = c
 			} else {

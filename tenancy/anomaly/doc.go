@@ -26,9 +26,10 @@
 //     baseline, an exponentially weighted moving average (α =
 //     [Settings.VolumeAlpha]) over the hours in which it made any call (idle
 //     hours are skipped, so nights and weekends do not drag it down and a
-//     Monday morning is not a spike). Each hour enters the average capped at
-//     the threshold, so one burst cannot teach a much higher baseline.
-//     Silent until [Settings.VolumeMinHours] active hours are known.
+//     Monday morning is not a spike). Silent until [Settings.VolumeMinHours]
+//     active hours are known; from then on each hour enters the average
+//     capped at the threshold, so one burst cannot teach a much higher
+//     baseline.
 //   - [OffHours]: an admin action (a tool that needs mcp:admin, through MCP
 //     or the console) at a UTC hour where the principal's own history of
 //     admin actions, smoothed over ±2 hours, holds less than
