@@ -317,3 +317,38 @@ func TestAlertPassReplicas(t *testing.T) {
 		t.Fatalf("alerts: %+v", all)
 	}
 }
+
+// TestAlertsStayInTheirTenant: another tenant's admin neither lists nor
+// acknowledges a tenant's alerts, and a developer of the tenant itself
+// may not call the alert tools.
+func TestAlertsStayInTheirTenant(t *testing.T) {
+	g := newGatehouse(t, withAlerts(mcp.AlertOptions{Settings: alertSettings()}))
+	secret := g.key(t, "one.example", tenancy.Developer)
+	g.from(t, "198.51.100.7", secret, "whoami")
+	g.detect(t)
+	g.from(t, "203.0.113.7", secret, "whoami")
+	as := g.detect(t)
+	if len(as) != 1 {
+		t.Fatalf("alerts: %+v", as)
+	}
+	other := g.connect(t, g.key(t, "two.example", tenancy.Admin), "")
+	var list struct{ Alerts []*store.StoredAlert }
+	call(t, other, "list_alerts", map[string]any{}, &list)
+	if len(list.Alerts) != 0 {
+		t.Errorf("another tenant's admin lists %+v", list.Alerts)
+	}
+	if res := call(t, other, "acknowledge_alert", map[string]any{"id": as[0].ID}, nil); !res.IsError || !strings.Contains(text(res), "no alert") {
+		t.Errorf("another tenant's admin acknowledged it: %s", text(res))
+	}
+	dev := g.connect(t, secret, "")
+	for _, tool := range []string{"list_alerts", "acknowledge_alert"} {
+		if res := call(t, dev, tool, map[string]any{"id": as[0].ID}, nil); !res.IsError || !strings.Contains(text(res), "ACCESS DENIED") {
+			t.Errorf("a developer called %s: %s", tool, text(res))
+		}
+	}
+	admin := g.connect(t, g.key(t, "one.example", tenancy.Admin), "")
+	call(t, admin, "list_alerts", map[string]any{"open": true}, &list)
+	if len(list.Alerts) != 1 || list.Alerts[0].AcknowledgedAt != nil {
+		t.Errorf("the tenant's own list: %+v", list.Alerts)
+	}
+}
