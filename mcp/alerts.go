@@ -107,13 +107,18 @@ func newDetector(s *Server, o *AlertOptions) (*detector, error) {
 	return d, nil
 }
 
-// run makes a pass every interval until ctx ends.
+// run makes a pass every interval until ctx ends, then gives up the lease.
 func (d *detector) run(ctx context.Context) {
 	t := time.NewTicker(d.every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			if err := d.s.db.ReleaseAnomalyLease(rctx, d.holder); err != nil {
+				d.s.log.Warn("alerts: releasing the detector's lease failed; another replica takes it when it expires", "error", err)
+			}
 			return
 		case <-t.C:
 			if _, err := d.pass(ctx); err != nil && ctx.Err() == nil {

@@ -316,6 +316,26 @@ func TestAlertPassReplicas(t *testing.T) {
 	if len(all) != 1 || all[0].Kind != "new_network" {
 		t.Fatalf("alerts: %+v", all)
 	}
+	// h holds no lease while g's is valid; g gives it up when it stops,
+	// and h's next pass takes over.
+	other := g.key(t, "replicas.example", tenancy.Developer)
+	h.from(t, "198.51.100.7", other, "whoami")
+	h.srv.FlushAudit(ctx)
+	if as, err := h.srv.DetectAnomalies(ctx); err != nil || len(as) != 0 {
+		t.Fatalf("h without the lease: %+v %v", as, err)
+	}
+	mctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { g.srv.RunMaintenance(mctx, time.Hour); close(done) }()
+	time.Sleep(100 * time.Millisecond)
+	stop()
+	<-done
+	h.from(t, "203.0.113.50", other, "whoami")
+	h.srv.FlushAudit(ctx)
+	as, err := h.srv.DetectAnomalies(ctx)
+	if err != nil || len(as) != 1 || as[0].Kind != "new_network" {
+		t.Fatalf("h after g stopped: %+v %v", as, err)
+	}
 }
 
 // TestAlertsStayInTheirTenant: another tenant's admin neither lists nor

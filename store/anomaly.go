@@ -96,6 +96,13 @@ func (db *DB) TakeAnomalyLease(ctx context.Context, holder string, d time.Durati
 	return err == nil, until, err
 }
 
+// ReleaseAnomalyLease gives up holder's lease, if it has it (on shutdown:
+// another replica takes over at its next pass).
+func (db *DB) ReleaseAnomalyLease(ctx context.Context, holder string) error {
+	_, err := db.pool.Exec(ctx, "UPDATE gatehouse.anomaly_pass SET lease_until = '-infinity' WHERE holder = $1", holder)
+	return err
+}
+
 // SetKeyFailuresRead records that failed authentications naming keys were
 // read up to until (exclusive).
 func (db *DB) SetKeyFailuresRead(ctx context.Context, until time.Time) error {
