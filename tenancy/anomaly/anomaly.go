@@ -164,6 +164,8 @@ type State struct {
 	AdminFirst time.Time   `json:"admin_first"`
 	// The last alert of each kind (for the cooldown).
 	Alerted map[Kind]time.Time `json:"alerted,omitempty"`
+
+	lastIP, lastNet string // the last address seen and its network (not kept)
 }
 
 // Net is a known network and its last use.
@@ -229,22 +231,29 @@ func (s *State) Observe(e Event, set Settings) []Alert {
 // network learns e's network; a new one alerts once learning is over,
 // unless the principal roams.
 func (s *State) network(e Event, set Settings) *Alert {
-	p := Network(e.ClientIP)
+	if e.ClientIP != s.lastIP || s.lastIP == "" { // consecutive records mostly share an address
+		s.lastIP, s.lastNet = e.ClientIP, Network(e.ClientIP)
+	}
+	p := s.lastNet
 	if p == "" {
 		return nil
 	}
-	// Forget networks unused for NetworkTTL and new-network times older
-	// than RoamWindow.
-	s.Nets = slices.DeleteFunc(s.Nets, func(n Net) bool { return e.At.Sub(n.Last) > set.NetworkTTL })
-	s.NewNets = slices.DeleteFunc(s.NewNets, func(t time.Time) bool { return e.At.Sub(t) > set.RoamWindow })
 	for i := range s.Nets {
-		if s.Nets[i].Prefix == p {
+		if s.Nets[i].Prefix != p {
+			continue
+		}
+		if e.At.Sub(s.Nets[i].Last) <= set.NetworkTTL {
 			if e.At.After(s.Nets[i].Last) {
 				s.Nets[i].Last = e.At
 			}
 			return nil
 		}
+		break // known once, unused for NetworkTTL: forgotten (below)
 	}
+	// A network not among those used within NetworkTTL: forget those, and
+	// new-network times older than RoamWindow.
+	s.Nets = slices.DeleteFunc(s.Nets, func(n Net) bool { return e.At.Sub(n.Last) > set.NetworkTTL })
+	s.NewNets = slices.DeleteFunc(s.NewNets, func(t time.Time) bool { return e.At.Sub(t) > set.RoamWindow })
 	known := make([]string, 0, len(s.Nets))
 	for _, n := range s.Nets {
 		known = append(known, n.Prefix)

@@ -46,6 +46,7 @@ type principal struct {
 	start  int  // local hour work starts
 	night  int  // CI: UTC hour of the nightly run
 	r      *rand.Rand
+	hosts  map[string][]string // addresses used in each network
 }
 
 // mix returns n principals in fixed proportions.
@@ -91,11 +92,24 @@ func mix(seed uint64, n int) []*principal {
 
 func (p *principal) person() bool { return p.role == person || p.role == roaming }
 
+// ip is an address in net: one of a few hosts (a /64 of a few, for IPv6)
+// drawn once per network, as a site's handful of machines.
 func (p *principal) ip(net string) string {
-	if net[0] == '2' {
-		return fmt.Sprintf("%s:%x:%x::%x", net, p.r.IntN(4), p.r.IntN(65536), 1+p.r.IntN(65535))
+	hosts := p.hosts[net]
+	if hosts == nil {
+		for range 6 {
+			if net[0] == '2' {
+				hosts = append(hosts, fmt.Sprintf("%s:%x:%x::%x", net, p.r.IntN(4), p.r.IntN(65536), 1+p.r.IntN(65535)))
+			} else {
+				hosts = append(hosts, fmt.Sprintf("%s.%d", net, 1+p.r.IntN(254)))
+			}
+		}
+		if p.hosts == nil {
+			p.hosts = map[string][]string{}
+		}
+		p.hosts[net] = hosts
 	}
-	return fmt.Sprintf("%s.%d", net, 1+p.r.IntN(254))
+	return hosts[p.r.IntN(len(hosts))]
 }
 
 func randomNet(r *rand.Rand) string {
