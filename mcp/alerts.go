@@ -31,9 +31,12 @@ import (
 // (one statement), any alerts, and the cursor's advance. So a call costs
 // the database nothing more; a tenant with traffic costs about six
 // statements per pass, whatever its call rate (a batch holds up to 2,000
-// records), and an idle tenant costs nothing. The price is latency: an
-// alert comes a pass after the chainer linked its record (one to two
-// minutes), and a key is suspended no sooner. Reading committed, chained
+// records), and an idle tenant costs nothing (measured with
+// BenchmarkAlertPass: 13–28 µs of wall time per record, about 1% of a
+// whoami call's time through the handler). The price is latency: an alert
+// comes at the first pass after the chainer linked its record (within a
+// minute; failed authentications, whose minute must close first, within
+// three), and a key is suspended no sooner. Reading committed, chained
 // records also means every replica's calls, the console's, the
 // rate-limited aggregates and the ALERT records themselves (skipped) are
 // seen once, in the order of the chain.
