@@ -372,3 +372,47 @@ func TestAlertsStayInTheirTenant(t *testing.T) {
 		t.Errorf("the tenant's own list: %+v", list.Alerts)
 	}
 }
+
+// TestAlertOffHoursAdmin: admin actions (tools that need mcp:admin) teach
+// the principal's usual hours; one at an hour far from them raises
+// off_hours_admin. Reads by the same principal at that hour do not. (The
+// history's times are moved into the past before the records are chained:
+// the chain covers them.)
+func TestAlertOffHoursAdmin(t *testing.T) {
+	g := newGatehouse(t, withAlerts(mcp.AlertOptions{Settings: alertSettings()}))
+	ctx := context.Background()
+	secret, k := g.keyWith(t, "hours.example", tenancy.Admin, time.Time{})
+	for range 12 {
+		if code := g.from(t, "198.51.100.7", secret, "list_members"); code != http.StatusOK {
+			t.Fatal(code)
+		}
+	}
+	tn, err := g.db.FindTenantByKey(ctx, "hours.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Twelve days of one admin action a day, twelve hours away from now.
+	usual := time.Now().UTC().Add(-12 * time.Hour).Truncate(time.Hour)
+	if _, err := g.db.Pool().Exec(ctx, `UPDATE `+tn.Schema+`.audit_log a SET at = $1::timestamptz - make_interval(days => v.n::int)
+		FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM `+tn.Schema+`.audit_log) v WHERE a.id = v.id AND a.chain_seq IS NULL`, usual); err != nil {
+		t.Fatal(err)
+	}
+	if as := g.detect(t); len(as) != 0 {
+		t.Fatalf("alerts on the usual hours: %+v", as)
+	}
+	g.from(t, "198.51.100.7", secret, "list_todos") // not an admin action
+	if as := g.detect(t); len(as) != 0 {
+		t.Fatalf("alerts on a read: %+v", as)
+	}
+	g.from(t, "198.51.100.7", secret, "list_api_keys")
+	as := g.detect(t)
+	if len(as) != 1 || as[0].Kind != "off_hours_admin" || as[0].APIKeyID != k.ID || as[0].Suspended {
+		t.Fatalf("alerts: %+v", as)
+	}
+	if !strings.Contains(as[0].Summary, "admin action list_api_keys") {
+		t.Errorf("summary: %s", as[0].Summary)
+	}
+	if rep, err := g.db.VerifyAudit(ctx, tn, testAuditKey); err != nil || !rep.OK() {
+		t.Errorf("chain: %+v %v", rep, err)
+	}
+}
