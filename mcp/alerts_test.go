@@ -416,3 +416,28 @@ func TestAlertOffHoursAdmin(t *testing.T) {
 		t.Errorf("chain: %+v %v", rep, err)
 	}
 }
+
+// TestAlertStateUnreadable: a principal's stored state that no longer
+// decodes is started afresh (and said so in the log); the pass goes on
+// with the other principals and raises their alerts.
+func TestAlertStateUnreadable(t *testing.T) {
+	g := newGatehouse(t, withAlerts(mcp.AlertOptions{Settings: alertSettings()}))
+	broken, kb := g.keyWith(t, "state.example", tenancy.Developer, time.Time{})
+	fine, kf := g.keyWith(t, "state.example", tenancy.Developer, time.Time{})
+	g.from(t, "198.51.100.7", broken, "whoami")
+	g.from(t, "198.51.100.7", fine, "whoami")
+	g.detect(t)
+	if _, err := g.db.Pool().Exec(context.Background(), `UPDATE gatehouse.anomaly_principals SET state = '{"nets": "not a list"}' WHERE subject = $1`,
+		"apikey:"+kb.ID); err != nil {
+		t.Fatal(err)
+	}
+	g.from(t, "203.0.113.1", broken, "whoami")
+	g.from(t, "203.0.113.1", fine, "whoami")
+	as := g.detect(t)
+	if len(as) != 1 || as[0].APIKeyID != kf.ID {
+		t.Fatalf("alerts: %+v", as)
+	}
+	if !strings.Contains(g.logs.String(), "starting it afresh") {
+		t.Error("the unreadable state was not reported")
+	}
+}
