@@ -66,6 +66,11 @@ type AlertOptions struct {
 // alertBatch bounds the records one transaction of the pass reads.
 const alertBatch = 2000
 
+// alertHistoryIdle: a tenant the detector has never read whose chain has
+// not grown for this long starts at its head (its old records are not
+// read); others start a batch back, to learn from.
+const alertHistoryIdle = 7 * 24 * time.Hour
+
 // alertStale: records older than this when the pass reads them (after an
 // outage, or the first pass over an old tenant) teach, but raise no alert.
 const alertStale = 24 * time.Hour
@@ -157,13 +162,27 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 			byTenant[f.TenantID] = append(byTenant[f.TenantID], f)
 		}
 	}
+	if n, err := db.SkipIdleAuditHistory(ctx, alertHistoryIdle); err != nil {
+		return nil, err
+	} else if n > 0 {
+		d.s.log.Info("alerts: tenants idle for a week start at their chain's head", "tenants", n)
+	}
 	tcs, err := db.TenantsWithNewAudit(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
 	var all []*store.StoredAlert
 	var errs []error
+	renewed := d.now()
 	for _, tc := range tcs {
+		// A long pass (the first after an upgrade) keeps its lease, and
+		// stops if another replica has taken it meanwhile.
+		if d.now().Sub(renewed) > d.every {
+			if ok, _, err := db.TakeAnomalyLease(ctx, d.holder, 3*d.every); err != nil || !ok {
+				return all, err
+			}
+			renewed = d.now()
+		}
 		fails := byTenant[tc.Tenant.ID]
 		for {
 			var recs []*store.AuditRecord

@@ -441,3 +441,44 @@ func TestAlertStateUnreadable(t *testing.T) {
 		t.Error("the unreadable state was not reported")
 	}
 }
+
+// TestAlertFirstPassSkipsIdleTenants: on the detector's first pass (after
+// an upgrade), a tenant whose chain has not grown for a week starts at its
+// head, its old records unread, in one statement for all such tenants;
+// an active tenant's recent records are read to learn from.
+func TestAlertFirstPassSkipsIdleTenants(t *testing.T) {
+	g := newGatehouse(t, withAlerts(mcp.AlertOptions{Off: true})) // records written before alerts existed
+	ctx := context.Background()
+	g.from(t, "198.51.100.7", g.key(t, "idle.example", tenancy.Developer), "whoami")
+	g.from(t, "198.51.100.7", g.key(t, "busy.example", tenancy.Developer), "whoami")
+	g.srv.FlushAudit(ctx)
+	idle, _ := g.db.FindTenantByKey(ctx, "idle.example")
+	busy, _ := g.db.FindTenantByKey(ctx, "busy.example")
+	if _, err := g.db.Pool().Exec(ctx, "UPDATE gatehouse.audit_heads SET updated_at = now() - interval '8 days' WHERE tenant_id = $1", idle.ID); err != nil {
+		t.Fatal(err)
+	}
+	h := newGatehouse(t, withAlerts(mcp.AlertOptions{Settings: alertSettings()}), func(su *setup) { su.db = g.db })
+	if _, err := h.srv.DetectAnomalies(ctx); err != nil {
+		t.Fatal(err)
+	}
+	count := func(q string, args ...any) int {
+		var n int
+		if err := g.db.Pool().QueryRow(ctx, q, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	states := "SELECT count(*) FROM gatehouse.anomaly_principals WHERE tenant_id = $1"
+	if n := count(states, idle.ID); n != 0 {
+		t.Errorf("the idle tenant's old records were read: %d states", n)
+	}
+	if n := count(states, busy.ID); n != 1 {
+		t.Errorf("the active tenant's records were not read: %d states", n)
+	}
+	cursorAtHead := "SELECT count(*) FROM gatehouse.anomaly_cursors c JOIN gatehouse.audit_heads h USING (tenant_id) WHERE c.tenant_id = $1 AND c.chain_seq = h.chain_seq"
+	for _, tn := range []*tenancy.Tenant{idle, busy} {
+		if count(cursorAtHead, tn.ID) != 1 {
+			t.Errorf("%s: the cursor is not at the chain's head", tn.Key)
+		}
+	}
+}

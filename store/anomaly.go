@@ -147,22 +147,41 @@ type TenantCursor struct {
 // detector's cursor, and the tenants named by ids (failed authentications
 // naming their keys), all at the schema version that accepts ALERT
 // records. One query on the control schema whatever the number of
-// tenants. A tenant the detector has never read starts 10,000 records
-// before its head.
+// tenants. A tenant the detector has never read starts up to
+// historyRecords before its head (see SkipIdleAuditHistory for those idle
+// since long).
 func (db *DB) TenantsWithNewAudit(ctx context.Context, ids []string) ([]TenantCursor, error) {
 	rows, _ := db.pool.Query(ctx, `SELECT t.id, t.key, t.kind, t.schema_name, coalesce(t.role_name, ''), coalesce(t.query_role, ''), t.status,
 			t.schema_version, t.created_at, t.rate_per_minute, t.rate_burst,
-			coalesce(c.chain_seq, greatest(coalesce(h.chain_seq, 0) - 10000, 0)), coalesce(h.chain_seq, 0)
+			coalesce(c.chain_seq, greatest(coalesce(h.chain_seq, 0) - $3, 0)), coalesce(h.chain_seq, 0)
 		FROM gatehouse.tenants t LEFT JOIN gatehouse.audit_heads h ON h.tenant_id = t.id
 			LEFT JOIN gatehouse.anomaly_cursors c ON c.tenant_id = t.id
 		WHERE t.schema_version >= $1 AND (h.chain_seq > coalesce(c.chain_seq, 0) OR t.id::text = ANY($2))
-		ORDER BY t.created_at`, alertVersion(), ids)
+		ORDER BY t.created_at`, alertVersion(), ids, historyRecords)
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (TenantCursor, error) {
 		var tc TenantCursor
 		t, err := scanTenant(cursorRow{r, &tc.From, &tc.Head})
 		tc.Tenant = t
 		return tc, err
 	})
+}
+
+// historyRecords is how far back the detector starts reading a tenant it
+// has never read (the records before teach nothing): one batch.
+const historyRecords = 2000
+
+// SkipIdleAuditHistory sets the detector's cursor at the chain head of
+// every tenant it has never read whose chain has not grown for idle: on
+// the first pass after an upgrade, thousands of idle tenants cost one
+// statement instead of a transaction each, and their old records are not
+// read. It returns how many tenants it skipped.
+func (db *DB) SkipIdleAuditHistory(ctx context.Context, idle time.Duration) (int64, error) {
+	tag, err := db.pool.Exec(ctx, `INSERT INTO gatehouse.anomaly_cursors (tenant_id, chain_seq)
+		SELECT h.tenant_id, h.chain_seq FROM gatehouse.audit_heads h
+		WHERE h.updated_at < now() - make_interval(secs => $1)
+			AND NOT EXISTS (SELECT 1 FROM gatehouse.anomaly_cursors c WHERE c.tenant_id = h.tenant_id)
+		ON CONFLICT (tenant_id) DO NOTHING`, idle.Seconds())
+	return tag.RowsAffected(), err
 }
 
 // cursorRow scans a tenant followed by two more columns.
@@ -207,6 +226,7 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 		}
 		cursor := from
 		err := tx.QueryRow(ctx, "SELECT chain_seq FROM gatehouse.anomaly_cursors WHERE tenant_id = $1", t.ID).Scan(&cursor)
+		hadCursor := err == nil
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
@@ -259,8 +279,11 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 			written = append(written, sa)
 		}
 		if n > 0 {
+			cursor = recs[n-1].ChainSeq
+		}
+		if n > 0 || !hadCursor { // a tenant read for the first time keeps its place even with nothing to read
 			_, err = tx.Exec(ctx, `INSERT INTO gatehouse.anomaly_cursors (tenant_id, chain_seq) VALUES ($1, $2)
-				ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq`, t.ID, recs[n-1].ChainSeq)
+				ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq`, t.ID, cursor)
 		}
 		return err
 	})
