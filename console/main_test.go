@@ -51,6 +51,7 @@ type siteOpts struct {
 	operators []string
 	limits    *tenancy.Limits
 	mod       func(*console.Options)
+	alerts    *mcp.AlertOptions
 }
 
 func newSite(t testing.TB, o siteOpts) *site {
@@ -93,7 +94,7 @@ func newSite(t testing.TB, o siteOpts) *site {
 		t.Cleanup(limiter.Close)
 	}
 	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, PublicURL: ts.URL, AuthServer: as, Limiter: limiter,
-		Surface: surface, Logger: log, Version: "test", AuditKey: testAuditKey})
+		Surface: surface, Logger: log, Version: "test", AuditKey: testAuditKey, Alerts: o.alerts})
 	if err != nil {
 		t.Fatal(err)
 	}

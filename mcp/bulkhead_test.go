@@ -52,6 +52,8 @@ var everyToolArgs = map[string]string{
 	"revoke_my_api_key": `{"id":"00000000-0000-4000-8000-000000000000"}`,
 	"list_my_sign_ins":  `{}`,
 	"revoke_my_sign_in": `{"id":"no-such-sign-in"}`,
+	"list_alerts":       `{}`,
+	"acknowledge_alert": `{"id":999999}`,
 }
 
 // answer is what a raw tools/call POST got.

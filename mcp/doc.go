@@ -48,6 +48,15 @@
 // Errors are translated to HTTP statuses, JSON-RPC errors and tool results in
 // one place (errors.go).
 //
+// # Anomaly alerts
+//
+// alerts.go runs the anomaly detector (model: tenancy/anomaly) off the
+// request path: one replica at a time reads the chained audit records of
+// the tenants whose chain grew, in batches, and writes ALERT records, the
+// admins' alert list and each principal's learned state; a call costs the
+// database nothing more. Its cost per record and the choice behind it are
+// in alerts.go's comment and docs/alerts.md.
+//
 // This package imports identity, tenancy and store; none of them imports it.
 // The SDK is imported as sdk.
 package mcp

@@ -77,6 +77,9 @@ type Options struct {
 	// MetricsToken, when set, is the bearer token /metrics requires
 	// (Prometheus: authorization.credentials); empty leaves /metrics open.
 	MetricsToken string
+	// Alerts configure anomaly alerts (alerts.go); nil means the defaults
+	// (on, no key suspension).
+	Alerts *AlertOptions
 	// Surface is the HTTP surface to hang the routes off, shared with
 	// the other parts of Gatehouse (the console); nil makes one.
 	Surface *httpx.Surface
@@ -104,6 +107,7 @@ type Server struct {
 	denied    deniedTokens
 	metrics   *metrics
 	audit     *auditor
+	alerts    *detector // nil when alerts are off
 	admit     *admitter
 	cursorKey cursorKey
 	draining  atomic.Bool
@@ -201,6 +205,13 @@ func New(opts Options) (*Server, error) {
 		if s.tools[name] == nil && name != "query" && !strings.HasPrefix(name, promptPolicyPrefix) {
 			return nil, fmt.Errorf("mcp: tool policy names unknown tool %q", name)
 		}
+	}
+	if opts.Alerts == nil || !opts.Alerts.Off {
+		d, err := newDetector(s, opts.Alerts)
+		if err != nil {
+			return nil, err
+		}
+		s.alerts = d
 	}
 	s.sdk.AddReceivingMiddleware(s.filterTools)
 	s.registerResources()

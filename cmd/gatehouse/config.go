@@ -73,6 +73,16 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_OPERATORS", Help: "people allowed on the console's operator pages (/console/operator), by provider-qualified subject: google:1234,github:5678"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
 	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain, 32+ bytes (openssl rand -base64 32); comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
+	{Name: "GATEHOUSE_ALERTS", Default: "on", Help: "anomaly alerts on access patterns (docs/alerts.md): on or off"},
+	{Name: "GATEHOUSE_ALERT_INTERVAL", Default: "60s", Help: "time between the anomaly detector's passes over new audit records (one replica at a time runs them)"},
+	{Name: "GATEHOUSE_ALERT_LEARNING", Default: "168h", Help: "history a principal needs before new-network and off-hours alerts fire for it"},
+	{Name: "GATEHOUSE_ALERT_NEW_NETWORK", Default: "keys", Help: "who gets new-network alerts (an IPv4 /24 or IPv6 /48 never used before): keys (API keys and client certificates) or all (people signing in too)"},
+	{Name: "GATEHOUSE_ALERT_DENIALS", Default: "20/10m", Help: "denials plus failed authentications naming a key, per principal, that raise a denial_burst alert: count/window"},
+	{Name: "GATEHOUSE_ALERT_VOLUME_FACTOR", Default: "10", Help: "a volume alert fires when a principal's calls in a clock hour exceed this many times its baseline (an average over its active hours)..."},
+	{Name: "GATEHOUSE_ALERT_VOLUME_FLOOR", Default: "300", Help: "...and this many calls"},
+	{Name: "GATEHOUSE_ALERT_ADMIN_HISTORY", Default: "10", Help: "admin actions a principal needs before an admin action outside its usual hours raises an alert"},
+	{Name: "GATEHOUSE_ALERT_COOLDOWN", Default: "1h", Help: "at most one alert of each kind per principal in this time"},
+	{Name: "GATEHOUSE_ALERT_SUSPEND", Help: "alert kinds that revoke the API key that caused them: new_network, volume, off_hours_admin (comma separated); denial_burst cannot (anyone can name a key id)"},
 	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool or prompt needs (tools: {name: {role, scope}}, prompts: {name: {role, scope}})"},
 	{Name: "GATEHOUSE_CONFIG_FILE", Help: "YAML file with settings beyond the environment (more OIDC issuers: oidc_issuers)"},
 	{Name: "GATEHOUSE_ALLOW_INSECURE_ISSUERS", Default: "false", Help: "accept plain-http issuer URLs (local identity providers and tests only)"},
@@ -154,6 +164,7 @@ type Config struct {
 	notes     *readyNotes
 	DB        store.Options // connection bounds (see bulkheads.go)
 	Admission mcp.Admission
+	Alerts    mcp.AlertOptions // anomaly alerts (see alerts.go)
 }
 
 // loadConfig reads the environment and reports every problem at once.
@@ -252,6 +263,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	c.MetricsToken = strings.TrimSpace(getenv("GATEHOUSE_METRICS_TOKEN"))
 	c.Dev = boolean("GATEHOUSE_DEV")
 	c.DB, c.Admission = loadBulkheads(get, bad)
+	c.Alerts = loadAlerts(get, bad)
 	switch c.PgBouncer = strings.ToLower(get("GATEHOUSE_PGBOUNCER")); c.PgBouncer {
 	case "auto", "true", "false":
 	default:
