@@ -400,8 +400,8 @@ func searchDocumentsTool() *Tool {
 			"Results come best first: matches in the title rank highest, then in tags, then in the body. " +
 			"Each result has a snippet of the best matching passages of the body, with every match marked «like this» " +
 			"(guillemets, so they cannot be confused with the markdown of the body); passages are separated by \" … \". " +
-			"A query of only common words (the, and, of) or punctuation finds nothing. Page with cursor. "+
-			"Where an admin turned semantic search on (set_semantic_search), documents are also found by meaning: mode hybrid (the default then) "+
+			"A query of only common words (the, and, of) or punctuation finds nothing. Page with cursor. " +
+			"Where an admin turned semantic search on (set_semantic_search), documents are also found by meaning: mode hybrid (the default then) " +
 			"fuses the full-text and the semantic ranking, mode semantic ranks by meaning only (at most 100 results in all for both).",
 		Role:       tenancy.Viewer,
 		Scope:      identity.ScopeRead,

@@ -167,7 +167,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 	surface := httpx.New(httpx.Options{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, Logger: log})
 	srv, err := mcp.New(mcp.Options{
 		Embeddings: embedder,
-		Surface: surface, TLS: tlsConfig, ClientCerts: clientCerts,
+		Surface:    surface, TLS: tlsConfig, ClientCerts: clientCerts,
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter, AuthServer: as,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
 		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Admission: &cfg.Admission,
