@@ -70,7 +70,8 @@ func fillChunks(b *testing.B, db *store.DB, schema string, chunks, dims int) {
 	s := pgx.Identifier{schema}.Sanitize()
 	sql := fmt.Sprintf(`
 		INSERT INTO %[1]s.documents (title, body, created_by, embed_state, embed_model)
-XX
+		SELECT 'doc ' || i, (SELECT string_agg((ARRAY['alpha','bravo','charlie','delta','echo','foxtrot','golf','hotel'])[1 + floor(random() * 8)::int], ' ')
+			FROM generate_series(1, 200 + 0 * i)), 'bench', 'embedded', 'bench'
 		FROM generate_series(1, %[2]d) i;
 		INSERT INTO %[1]s.document_chunks (document_id, seq, start_at, end_at, embedding)
 		SELECT d.id, s, s * 100, s * 100 + 100, (SELECT array_agg(random()::real - 0.5) FROM generate_series(1, %[3]d + s * 0))
