@@ -83,8 +83,9 @@ func SemanticCandidates(ctx context.Context, tx pgx.Tx, q VectorQuery) ([]Candid
 		return nil, nil
 	}
 	args := pgx.NamedArgs{"v": q.Vector, "model": q.Model, "dims": len(q.Vector), "n": q.Limit}
-	where := `d.embed_state = 'embedded' AND d.embed_model = @model AND cardinality(c.embedding) = @dims` +
-		filterDocuments(args, q.Tag, q.ProjectID)
+	// The model setting fixes the vectors' size (the exact path need not
+	// check it, which would read every vector twice).
+	where := `d.embed_state = 'embedded' AND d.embed_model = @model` + filterDocuments(args, q.Tag, q.ProjectID)
 	var chunks string
 	if v := q.Index; v != nil && v.Dims == len(q.Vector) {
 		// The index finds the nearest chunks (up to hnsw.ef_search of
@@ -96,7 +97,7 @@ func SemanticCandidates(ctx context.Context, tx pgx.Tx, q VectorQuery) ([]Candid
 		dist := fmt.Sprintf("(c.embedding::%s OPERATOR(%s.<=>) @v::real[]::%s)", vt, ext, vt)
 		chunks = `SELECT c.document_id, c.start_at, c.end_at, (1 - ` + dist + `)::real AS score
 			FROM document_chunks c JOIN documents d ON d.id = c.document_id
-			WHERE ` + where + ` ORDER BY ` + dist + ` LIMIT 400`
+			WHERE ` + where + ` AND cardinality(c.embedding) = @dims ORDER BY ` + dist + ` LIMIT 400`
 	} else {
 		chunks = `SELECT c.document_id, c.start_at, c.end_at,
 			(SELECT sum(x * y) FROM unnest(c.embedding, @v::real[]) t(x, y))::real AS score
