@@ -27,6 +27,11 @@ type EmbedderOptions struct {
 	MaxAttempts int           // failed attempts after which a document is failed [6]
 	Lease       time.Duration // how long a claimed document is held back from other workers [5m]
 	BatchDocs   int           // documents claimed at once from one tenant [8]
+	// SearchTimeout bounds the semantic ranking of one search [3s]: the
+	// exact path's cost grows with the tenant's chunks (docs/scaling.md)
+	// and a search must not hold a database core for long. A hybrid
+	// search past it ranks by words only, with a note.
+	SearchTimeout time.Duration
 }
 
 func (o EmbedderOptions) withDefaults() EmbedderOptions {
@@ -39,6 +44,7 @@ func (o EmbedderOptions) withDefaults() EmbedderOptions {
 	def(&o.RetryBase, 30*time.Second)
 	def(&o.RetryCap, time.Hour)
 	def(&o.Lease, 5*time.Minute)
+	def(&o.SearchTimeout, 3*time.Second)
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 6
 	}

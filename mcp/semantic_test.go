@@ -380,3 +380,36 @@ func grepLines(s, word string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestSemanticRankingTooSlow: past the search's time limit for ranking by
+// meaning, a hybrid search ranks by words with a note and a semantic one
+// says why it failed.
+func TestSemanticRankingTooSlow(t *testing.T) {
+	fake := embeddingstest.New(t)
+	g := newGatehouse(t, withEmbeddings(t, fake, "fake-embed-1", ""), func(su *setup) {
+		mod := su.options
+		su.options = func(o *mcp.Options) { mod(o); o.Embedder.SearchTimeout = time.Millisecond }
+	})
+	admin := g.connect(t, g.key(t, "acme.com", tenancy.Admin), "")
+	mustCall(t, admin, "set_semantic_search", args{"enabled": true}, nil)
+	mustCall(t, admin, "save_document", args{"title": "Alpha", "body": "alpha"}, nil)
+	tn, err := g.db.FindTenantByKey(context.Background(), "acme.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 3,000 chunks of 128 dimensions, as if embedded.
+	if _, err := g.db.Pool().Exec(context.Background(), fmt.Sprintf(`
+		INSERT INTO %[1]q.documents (title, body, created_by, embed_state, embed_model)
+		SELECT 'doc ' || i, 'body', 't', 'embedded', 'fake-embed-1@128' FROM generate_series(1, 300) i;
+		INSERT INTO %[1]q.document_chunks (document_id, seq, start_at, end_at, embedding)
+		SELECT d.id, s, 0, 4, (SELECT array_agg(random()::real) FROM generate_series(1, 128 + s * 0))
+		FROM %[1]q.documents d, generate_series(0, 9) s WHERE d.embed_state = 'embedded'`, tn.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	var r semanticResults
+	mustCall(t, admin, "search_documents", args{"query": "alpha"}, &r)
+	if r.Mode != "hybrid" || !strings.Contains(r.Note, "ranked by words only") || len(r.Results) != 1 || r.Results[0].Title != "Alpha" {
+		t.Errorf("hybrid past the time limit: %+v", r)
+	}
+	expectFailures(t, admin, []badCall{{"search_documents", args{"query": "alpha", "mode": "semantic"}, "took over 1ms"}})
+}

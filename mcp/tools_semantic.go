@@ -126,8 +126,13 @@ func semanticSearch(ctx context.Context, c *Call, s store.DocumentSearch, mode s
 	switch {
 	case err == nil:
 		vectorHits, err = store.SemanticCandidates(ctx, c.Tx, store.VectorQuery{Vector: vec, Model: sem.client.Model(),
-			Tag: s.Tag, ProjectID: s.ProjectID, Limit: semanticDepth, Index: sem.index})
-		if err != nil {
+			Tag: s.Tag, ProjectID: s.ProjectID, Limit: semanticDepth, Index: sem.index, Timeout: sem.opts.SearchTimeout})
+		switch {
+		case errors.Is(err, store.ErrRankingTooSlow) && mode == modeHybrid:
+			out.Note = fmt.Sprintf("ranked by words only: ranking by meaning took over %s (too many chunks for exact ranking; the operator can install pgvector)", sem.opts.SearchTimeout)
+		case errors.Is(err, store.ErrRankingTooSlow):
+			return out, nil, false, userErrorf("semantic search took over %s for your organisation's documents (too many for exact ranking: the server's operator can install pgvector); use mode keyword or hybrid", sem.opts.SearchTimeout)
+		case err != nil:
 			return out, nil, false, err
 		}
 	case errors.As(err, &e) && mode == modeHybrid:

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -214,4 +215,30 @@ func TestSemanticSearchRelations(t *testing.T) {
 	if err != nil || n != 4 {
 		t.Errorf("relations of document_chunks: %d %v, want 4", n, err)
 	}
+}
+
+// TestSemanticRankingTimeout: a ranking past its time limit is
+// ErrRankingTooSlow, and the transaction goes on (the statement timeout
+// restored).
+func TestSemanticRankingTimeout(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	tn := mustTenant(t, db, "acme.com")
+	fillChunks(t, db, tn.Schema, 2000, 256)
+	q := make([]float32, 256)
+	q[0] = 1
+	inTenant(t, db, tn, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := store.SemanticCandidates(ctx, tx, store.VectorQuery{Vector: q, Model: "bench", Limit: 10, Timeout: time.Millisecond})
+		if !errors.Is(err, store.ErrRankingTooSlow) {
+			t.Fatalf("ranking 2,000 chunks within 1 ms: %v", err)
+		}
+		var timeout string
+		if err := tx.QueryRow(ctx, "SELECT current_setting('statement_timeout')").Scan(&timeout); err != nil || timeout != "0" {
+			t.Errorf("after the timeout: statement_timeout %q, %v", timeout, err)
+		}
+		hits, err := store.SemanticCandidates(ctx, tx, store.VectorQuery{Vector: q, Model: "bench", Limit: 10, Timeout: time.Minute})
+		if err != nil || len(hits) != 10 {
+			t.Errorf("with time enough: %d hits, %v", len(hits), err)
+		}
+		return nil
+	})
 }

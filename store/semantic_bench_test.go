@@ -65,7 +65,7 @@ func timed(b *testing.B, fn func(context.Context, pgx.Tx) error, db *store.DB, t
 // fillChunks gives the tenant chunks/10 embedded documents of ten chunks
 // each, with random vectors of dims and bodies of random words, made by
 // the server (a minute for 50,000 chunks of 768).
-func fillChunks(b *testing.B, db *store.DB, schema string, chunks, dims int) {
+func fillChunks(b testing.TB, db *store.DB, schema string, chunks, dims int) {
 	ctx := context.Background()
 	s := pgx.Identifier{schema}.Sanitize()
 	sql := fmt.Sprintf(`

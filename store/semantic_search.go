@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // VectorIndex is the pgvector extension where it is installed: vectors are
@@ -66,7 +69,16 @@ type VectorQuery struct {
 	Tag, ProjectID string
 	Limit          int
 	Index          *VectorIndex // nil: exact ranking over real[]
+	// Timeout, when > 0, bounds the ranking (its own savepoint and
+	// statement_timeout): past it, SemanticCandidates returns
+	// ErrRankingTooSlow and tx is usable as before.
+	Timeout time.Duration
 }
+
+// ErrRankingTooSlow: the semantic ranking did not finish within its
+// VectorQuery.Timeout (the exact path over many chunks; see
+// docs/scaling.md, "Semantic search").
+var ErrRankingTooSlow = errors.New("store: the semantic ranking took longer than its time limit")
 
 // Candidate is a document found by one ranking, with its score; a
 // semantic candidate also has its best chunk's place in the body.
@@ -82,6 +94,40 @@ func SemanticCandidates(ctx context.Context, tx pgx.Tx, q VectorQuery) ([]Candid
 	if q.ProjectID != "" && !IsUUID(q.ProjectID) {
 		return nil, nil
 	}
+	if q.Timeout <= 0 {
+		return semanticCandidates(ctx, tx, q)
+	}
+	var old string
+	if err := tx.QueryRow(ctx, "SELECT current_setting('statement_timeout')").Scan(&old); err != nil {
+		return nil, err
+	}
+	sp, err := tx.Begin(ctx) // a savepoint: a cancelled statement leaves tx usable
+	if err != nil {
+		return nil, err
+	}
+	var hits []Candidate
+	_, err = sp.Exec(ctx, "SELECT set_config('statement_timeout', $1, true)", strconv.FormatInt(max(1, q.Timeout.Milliseconds()), 10))
+	if err == nil {
+		hits, err = semanticCandidates(ctx, sp, q)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "57014" && ctx.Err() == nil {
+		err = ErrRankingTooSlow
+	}
+	if err != nil {
+		if rerr := sp.Rollback(ctx); rerr != nil {
+			return nil, rerr
+		}
+		return nil, err
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return nil, err
+	}
+	_, err = tx.Exec(ctx, "SELECT set_config('statement_timeout', $1, true)", old)
+	return hits, err
+}
+
+func semanticCandidates(ctx context.Context, tx pgx.Tx, q VectorQuery) ([]Candidate, error) {
 	args := pgx.NamedArgs{"v": q.Vector, "model": q.Model, "dims": len(q.Vector), "n": q.Limit}
 	// The model setting fixes the vectors' size (the exact path need not
 	// check it, which would read every vector twice).
