@@ -68,6 +68,7 @@ type semantic struct {
 	mu      sync.Mutex
 	enabled map[string]enabledEntry // tenant id →
 	indexed map[string]bool         // tenant schemas whose HNSW index exists
+	tooSlow map[string]time.Time    // tenant id → until when hybrid searches skip ranking by meaning
 
 	queries *ttlcache.Cache[[32]byte, []float32]
 	wake    chan struct{}
@@ -100,7 +101,7 @@ type enabledEntry struct {
 const enabledTTL = 5 * time.Second
 
 func newSemantic(ctx context.Context, db *store.DB, client *embeddings.Client, opts EmbedderOptions, reg prometheus.Registerer) (*semantic, error) {
-	s := &semantic{client: client, db: db, opts: opts.withDefaults(), enabled: map[string]enabledEntry{}, indexed: map[string]bool{},
+	s := &semantic{client: client, db: db, opts: opts.withDefaults(), enabled: map[string]enabledEntry{}, indexed: map[string]bool{}, tooSlow: map[string]time.Time{},
 		wake: make(chan struct{}, 1),
 		queries: ttlcache.New(ttlcache.WithTTL[[32]byte, []float32](10*time.Minute), ttlcache.WithCapacity[[32]byte, []float32](2000),
 			ttlcache.WithDisableTouchOnHit[[32]byte, []float32]()),
@@ -164,6 +165,28 @@ func (s *semantic) remember(tenantID string, on bool) {
 		clear(s.enabled)
 	}
 	s.enabled[tenantID] = enabledEntry{on: on, seen: time.Now()}
+}
+
+// slowFor is how long hybrid searches of a tenant whose ranking by meaning
+// ran past SearchTimeout rank by words alone (in this process): each
+// attempt would cost the database SearchTimeout of CPU.
+const slowFor = 10 * time.Minute
+
+func (s *semantic) slow(tenantID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Now().Before(s.tooSlow[tenantID])
+}
+
+func (s *semantic) markSlow(tenantID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, until := range s.tooSlow {
+		if time.Now().After(until) {
+			delete(s.tooSlow, id)
+		}
+	}
+	s.tooSlow[tenantID] = time.Now().Add(slowFor)
 }
 
 // kick wakes the worker (a document was saved, a tenant turned it on).

@@ -412,4 +412,10 @@ func TestSemanticRankingTooSlow(t *testing.T) {
 		t.Errorf("hybrid past the time limit: %+v", r)
 	}
 	expectFailures(t, admin, []badCall{{"search_documents", args{"query": "alpha", "mode": "semantic"}, "took over 1ms"}})
+	// Hybrid searches spare the database for a while.
+	before := len(fake.Requests())
+	mustCall(t, admin, "search_documents", args{"query": "another query"}, &r)
+	if !strings.Contains(r.Note, "recently took over 1ms") || len(fake.Requests()) != before {
+		t.Errorf("hybrid after a slow ranking: %+v, %d new requests", r, len(fake.Requests())-before)
+	}
 }

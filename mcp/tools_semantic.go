@@ -121,16 +121,26 @@ func semanticSearch(ctx context.Context, c *Call, s store.DocumentSearch, mode s
 	sem := c.srv.semantic
 	out := searchDocumentsOut{Mode: mode}
 	var vectorHits, wordHits []store.Candidate
-	vec, err := sem.queryVector(ctx, c.Tenant, s.Query)
+	var vec []float32
+	var err error
+	if mode == modeHybrid && sem.slow(c.Tenant.ID) {
+		err = store.ErrRankingTooSlow // a recent search found out: spare the database
+	} else {
+		vec, err = sem.queryVector(ctx, c.Tenant, s.Query)
+	}
 	var e *embeddings.Error
 	switch {
+	case errors.Is(err, store.ErrRankingTooSlow):
+		out.Note = fmt.Sprintf("ranked by words only: ranking your organisation's documents by meaning recently took over %s (too many for exact ranking; the server's operator can install pgvector), so hybrid searches rank by words for a while", sem.opts.SearchTimeout)
 	case err == nil:
 		vectorHits, err = store.SemanticCandidates(ctx, c.Tx, store.VectorQuery{Vector: vec, Model: sem.client.Model(),
 			Tag: s.Tag, ProjectID: s.ProjectID, Limit: semanticDepth, Index: sem.index, Timeout: sem.opts.SearchTimeout})
 		switch {
 		case errors.Is(err, store.ErrRankingTooSlow) && mode == modeHybrid:
-			out.Note = fmt.Sprintf("ranked by words only: ranking by meaning took over %s (too many chunks for exact ranking; the operator can install pgvector)", sem.opts.SearchTimeout)
+			sem.markSlow(c.Tenant.ID)
+			out.Note = fmt.Sprintf("ranked by words only: ranking by meaning took over %s (too many chunks for exact ranking; the server's operator can install pgvector)", sem.opts.SearchTimeout)
 		case errors.Is(err, store.ErrRankingTooSlow):
+			sem.markSlow(c.Tenant.ID)
 			return out, nil, false, userErrorf("semantic search took over %s for your organisation's documents (too many for exact ranking: the server's operator can install pgvector); use mode keyword or hybrid", sem.opts.SearchTimeout)
 		case err != nil:
 			return out, nil, false, err
