@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -131,9 +132,27 @@ func TestSemanticSearchNotConfigured(t *testing.T) {
 // words miss, hybrid fuses both rankings and pages; a changed document is
 // embedded again, a deleted one takes its vectors along; and no request to
 // the provider mixes two tenants' text.
-func TestSemanticSearch(t *testing.T) {
+func TestSemanticSearch(t *testing.T) { semanticSearchScenario(t, false) }
+
+// TestSemanticSearchPgvector is TestSemanticSearch through pgvector's HNSW
+// index, where pgvector is installed into the PostgreSQL the tests use
+// (GATEHOUSE_TEST_PGVECTOR=1; see store's TestPgvectorPath).
+func TestSemanticSearchPgvector(t *testing.T) {
+	if os.Getenv("GATEHOUSE_TEST_PGVECTOR") != "1" {
+		t.Skip("set GATEHOUSE_TEST_PGVECTOR=1 where pgvector is installed into the PostgreSQL the tests use")
+	}
+	semanticSearchScenario(t, true)
+}
+
+func semanticSearchScenario(t *testing.T, pgvector bool) {
 	fake := embeddingstest.New(t)
-	g := newGatehouse(t, withEmbeddings(t, fake, "fake-embed-1", ""))
+	db := storetest.MustOpenDB(t)
+	if pgvector {
+		if _, err := db.Pool().Exec(context.Background(), "CREATE EXTENSION vector"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := newGatehouse(t, withEmbeddings(t, fake, "fake-embed-1", ""), func(su *setup) { su.db = db })
 	runEmbedder(t, g)
 	admin := g.connect(t, g.key(t, "acme.com", tenancy.Admin), "")
 	dev := g.connect(t, g.key(t, "acme.com", tenancy.Developer), "")
@@ -287,7 +306,16 @@ func TestSemanticSearch(t *testing.T) {
 			t.Errorf("a document was sent after semantic search was turned off")
 		}
 	}
-	if _, body := getBody(t, g.ts.URL+"/readyz"); !strings.Contains(body, "exact cosine over real[]") {
+	ranking := "exact cosine over real[] (pgvector is not installed)"
+	if pgvector {
+		ranking = "pgvector 0.8"
+		var n int
+		if err := g.db.Pool().QueryRow(context.Background(), "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND indexname = 'document_chunks_hnsw_128'",
+			tn.Schema).Scan(&n); err != nil || n != 1 {
+			t.Errorf("HNSW index of acme.com: %d %v", n, err)
+		}
+	}
+	if _, body := getBody(t, g.ts.URL+"/readyz"); !strings.Contains(body, ranking) {
 		t.Errorf("/readyz: %s", body)
 	}
 }
