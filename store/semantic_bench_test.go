@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -20,7 +21,9 @@ import (
 // chunks (ten per document) of the given vector size, and, as the same
 // run's baseline, a full-text search of the same documents. It reports the
 // 95th percentile latency (p95-ms) besides the mean. The figures and what
-// they mean are in docs/scaling.md ("Semantic search").
+// they mean are in docs/scaling.md ("Semantic search"). With
+// GATEHOUSE_TEST_PGVECTOR=1 (pgvector installed) it also measures the
+// search through pgvector's HNSW index.
 //
 //	go test ./store/ -run '^$' -bench SemanticSearch -benchtime 20x
 func BenchmarkSemanticSearch(b *testing.B) {
@@ -38,6 +41,25 @@ func BenchmarkSemanticSearch(b *testing.B) {
 				return err
 			}, db, tn)
 		})
+		if os.Getenv("GATEHOUSE_TEST_PGVECTOR") == "1" { // pgvector installed (see TestPgvectorPath)
+			ctx := context.Background()
+			if _, err := db.Pool().Exec(ctx, "CREATE EXTENSION vector"); err != nil {
+				b.Fatal(err)
+			}
+			v, _, err := db.FindVectorIndex(ctx, c.dims)
+			if err == nil {
+				err = db.EnsureVectorIndex(ctx, tn.Schema, v)
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Run(fmt.Sprintf("hnsw/chunks=%d/dims=%d", c.chunks, c.dims), func(b *testing.B) {
+				timed(b, func(ctx context.Context, tx pgx.Tx) error {
+					_, err := store.SemanticCandidates(ctx, tx, store.VectorQuery{Vector: q, Model: "bench", Limit: 100, Index: v})
+					return err
+				}, db, tn)
+			})
+		}
 		b.Run(fmt.Sprintf("keyword/chunks=%d", c.chunks), func(b *testing.B) {
 			timed(b, func(ctx context.Context, tx pgx.Tx) error {
 				_, err := store.KeywordCandidates(ctx, tx, "alpha bravo", "", "", 100)
