@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/jsonschema-go/jsonschema"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/store"
@@ -407,6 +408,10 @@ func searchDocumentsTool() *Tool {
 		Scope:      identity.ScopeRead,
 		ReadOnly:   true,
 		Idempotent: true,
+		// It opens its tenant transaction itself, after asking the
+		// embeddings provider for the query's vector (semantic and hybrid
+		// modes): no database connection waits on the provider.
+		OwnConnection: true,
 		Input: func(s *jsonschema.Schema) {
 			s.Properties["query"].MinLength, s.Properties["query"].MaxLength = new(1), new(500)
 			tagSchema(s.Properties["tag"])
@@ -433,35 +438,52 @@ func searchDocumentsTool() *Tool {
 			}
 			s.After = &store.SearchPosition{Rank: pos.Rank, ID: pos.ID}
 		}
-		if in.ProjectID != "" {
-			if err := existingProject(ctx, c, in.ProjectID); err != nil {
-				return searchDocumentsOut{}, err
-			}
+		var q queryVector
+		if mode != modeKeyword {
+			q = embedQuery(ctx, c, s.Query, mode)
 		}
-		n, err := store.CountSearchTerms(ctx, c.Tx, s.Query)
-		if err != nil {
-			return searchDocumentsOut{}, err
-		}
-		if n == 0 && mode == modeKeyword {
-			return searchDocumentsOut{Results: []*store.SearchHit{}, Mode: mode,
-				Note: "the query has no searchable words (only very common words or punctuation); use more specific words"}, nil
-		}
-		out := searchDocumentsOut{Mode: mode}
-		var hits []*store.SearchHit
-		var more bool
-		if mode == modeKeyword {
-			hits, more, err = store.SearchDocuments(ctx, c.Tx, s)
-		} else {
-			out, hits, more, err = semanticSearch(ctx, c, s, mode, n)
-		}
-		if err != nil {
-			return searchDocumentsOut{}, err
-		}
-		out.Results = orEmpty(hits)
-		if more && len(hits) > 0 {
-			last := hits[len(hits)-1]
-			out.NextCursor = c.Seal("search_documents", searchCursor{Search: searchKey(s, mode), Rank: last.Rank, ID: last.ID})
-		}
-		return out, nil
+		var out searchDocumentsOut
+		err = c.srv.db.InTenantReadOnly(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
+			c.Tx = tx
+			defer func() { c.Tx = nil }()
+			out, err = searchDocuments(ctx, c, s, mode, q)
+			return err
+		})
+		return out, err
 	})
+}
+
+// searchDocuments runs a search in c.Tx (see searchDocumentsTool); q is the
+// query's vector for the semantic and hybrid modes.
+func searchDocuments(ctx context.Context, c *Call, s store.DocumentSearch, mode string, q queryVector) (searchDocumentsOut, error) {
+	if s.ProjectID != "" {
+		if err := existingProject(ctx, c, s.ProjectID); err != nil {
+			return searchDocumentsOut{}, err
+		}
+	}
+	n, err := store.CountSearchTerms(ctx, c.Tx, s.Query)
+	if err != nil {
+		return searchDocumentsOut{}, err
+	}
+	if n == 0 && mode == modeKeyword {
+		return searchDocumentsOut{Results: []*store.SearchHit{}, Mode: mode,
+			Note: "the query has no searchable words (only very common words or punctuation); use more specific words"}, nil
+	}
+	out := searchDocumentsOut{Mode: mode}
+	var hits []*store.SearchHit
+	var more bool
+	if mode == modeKeyword {
+		hits, more, err = store.SearchDocuments(ctx, c.Tx, s)
+	} else {
+		out, hits, more, err = semanticSearch(ctx, c, s, mode, n, q)
+	}
+	if err != nil {
+		return searchDocumentsOut{}, err
+	}
+	out.Results = orEmpty(hits)
+	if more && len(hits) > 0 {
+		last := hits[len(hits)-1]
+		out.NextCursor = c.Seal("search_documents", searchCursor{Search: searchKey(s, mode), Rank: last.Rank, ID: last.ID})
+	}
+	return out, nil
 }

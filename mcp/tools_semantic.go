@@ -113,21 +113,33 @@ func searchMode(ctx context.Context, c *Call, asked string) (string, error) {
 	return asked, nil
 }
 
-// semanticSearch runs a semantic or hybrid search. terms is how many
-// full-text terms the query has (0: only the vectors rank). A hybrid
-// search whose query cannot be embedded (the provider failing) falls back
-// to the full-text ranking, with a note.
-func semanticSearch(ctx context.Context, c *Call, s store.DocumentSearch, mode string, terms int) (searchDocumentsOut, []*store.SearchHit, bool, error) {
+// queryVector is a search query's embedding, or why there is none.
+type queryVector struct {
+	v   []float32
+	err error
+}
+
+// embedQuery embeds a semantic or hybrid search's query, before the
+// search's transaction opens. A hybrid search of a tenant whose ranking by
+// meaning recently ran past its time limit skips it (ErrRankingTooSlow).
+func embedQuery(ctx context.Context, c *Call, query, mode string) queryVector {
+	sem := c.srv.semantic
+	if mode == modeHybrid && sem.slow(c.Tenant.ID) {
+		return queryVector{err: store.ErrRankingTooSlow} // a recent search found out: spare the database
+	}
+	v, err := sem.queryVector(ctx, c.Tenant, query)
+	return queryVector{v, err}
+}
+
+// semanticSearch runs a semantic or hybrid search in c.Tx. terms is how
+// many full-text terms the query has (0: only the vectors rank). A hybrid
+// search whose query could not be embedded (the provider failing) falls
+// back to the full-text ranking, with a note.
+func semanticSearch(ctx context.Context, c *Call, s store.DocumentSearch, mode string, terms int, q queryVector) (searchDocumentsOut, []*store.SearchHit, bool, error) {
 	sem := c.srv.semantic
 	out := searchDocumentsOut{Mode: mode}
 	var vectorHits, wordHits []store.Candidate
-	var vec []float32
-	var err error
-	if mode == modeHybrid && sem.slow(c.Tenant.ID) {
-		err = store.ErrRankingTooSlow // a recent search found out: spare the database
-	} else {
-		vec, err = sem.queryVector(ctx, c.Tenant, s.Query)
-	}
+	vec, err := q.v, q.err
 	var e *embeddings.Error
 	switch {
 	case errors.Is(err, store.ErrRankingTooSlow):
