@@ -127,23 +127,35 @@ func SemanticCandidates(ctx context.Context, tx pgx.Tx, q VectorQuery) ([]Candid
 	return hits, err
 }
 
-func semanticCandidates(ctx context.Context, tx pgx.Tx, q VectorQuery) ([]Candidate, error) {
+func semanticCandidates(ctx context.Context, tx pgx.Tx, q VectorQuery) (hits []Candidate, err error) {
 	args := pgx.NamedArgs{"v": q.Vector, "model": q.Model, "dims": len(q.Vector), "n": q.Limit}
 	// The model setting fixes the vectors' size (the exact path need not
 	// check it, which would read every vector twice).
 	where := `d.embed_state = 'embedded' AND d.embed_model = @model` + filterDocuments(args, q.Tag, q.ProjectID)
 	var chunks string
 	if v := q.Index; v != nil && v.Dims == len(q.Vector) {
-		// The index finds the nearest chunks (up to hnsw.ef_search of
-		// them); the best one of each document counts.
-		ext, vt := pgx.Identifier{v.Schema}.Sanitize(), v.vectorType()
-		if _, err := tx.Exec(ctx, "SELECT set_config('hnsw.ef_search', '400', true)"); err != nil {
+		// The index finds the 400 nearest chunks (hnsw.ef_search of them)
+		// in a subquery of document_chunks alone, where the planner can
+		// use it; the documents' conditions apply to what it found. Its
+		// estimate of the partial index predicate's rows is far too low,
+		// which makes a sequential scan look cheaper: it is turned off
+		// for this statement.
+		var seqscan string
+		if err := tx.QueryRow(ctx, `SELECT current_setting('enable_seqscan'), set_config('hnsw.ef_search', '400', true),
+			set_config('enable_seqscan', 'off', true)`).Scan(&seqscan, new(string), new(string)); err != nil {
 			return nil, err
 		}
+		defer func() {
+			if err == nil {
+				_, err = tx.Exec(ctx, "SELECT set_config('enable_seqscan', $1, true)", seqscan)
+			}
+		}()
+		ext, vt := pgx.Identifier{v.Schema}.Sanitize(), v.vectorType()
 		dist := fmt.Sprintf("(c.embedding::%s OPERATOR(%s.<=>) @v::real[]::%s)", vt, ext, vt)
-		chunks = `SELECT c.document_id, c.start_at, c.end_at, (1 - ` + dist + `)::real AS score
-			FROM document_chunks c JOIN documents d ON d.id = c.document_id
-			WHERE ` + where + ` AND cardinality(c.embedding) = @dims ORDER BY ` + dist + ` LIMIT 400`
+		chunks = `SELECT c.document_id, c.start_at, c.end_at, (1 - c.dist)::real AS score
+			FROM (SELECT c.document_id, c.start_at, c.end_at, ` + dist + ` AS dist FROM document_chunks c
+				WHERE cardinality(c.embedding) = @dims ORDER BY ` + dist + ` LIMIT 400) c
+			JOIN documents d ON d.id = c.document_id WHERE ` + where
 	} else {
 		chunks = `SELECT c.document_id, c.start_at, c.end_at,
 			(SELECT sum(x * y) FROM unnest(c.embedding, @v::real[]) t(x, y))::real AS score
