@@ -25,48 +25,53 @@ import (
 // GATEHOUSE_TEST_PGVECTOR=1 (pgvector installed) it also measures the
 // search through pgvector's HNSW index.
 //
-//	go test ./store/ -run '^$' -bench SemanticSearch -benchtime 20x
+//	go test ./store/ -run '^$' -bench SemanticSearch -benchtime 5x
+//	go test ./store/ -run '^$' -bench 'SemanticSearch/chunks=1000/' -benchtime 5x
 func BenchmarkSemanticSearch(b *testing.B) {
 	for _, c := range []struct{ chunks, dims int }{{1000, 768}, {5000, 768}, {50000, 256}, {50000, 768}} {
-		db := storetest.MustOpenDB(b)
-		tn := mustTenant(b, db, "acme.com")
-		fillChunks(b, db, tn.Schema, c.chunks, c.dims)
-		q := make([]float32, c.dims)
-		for i := range q {
-			q[i] = rand.Float32() - 0.5
+		b.Run(fmt.Sprintf("chunks=%d/dims=%d", c.chunks, c.dims), func(b *testing.B) { benchSemanticSearch(b, c.chunks, c.dims) })
+	}
+}
+
+func benchSemanticSearch(b *testing.B, chunks, dims int) {
+	db := storetest.MustOpenDB(b)
+	tn := mustTenant(b, db, "acme.com")
+	fillChunks(b, db, tn.Schema, chunks, dims)
+	q := make([]float32, dims)
+	for i := range q {
+		q[i] = rand.Float32() - 0.5
+	}
+	b.Run("exact", func(b *testing.B) {
+		timed(b, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := store.SemanticCandidates(ctx, tx, store.VectorQuery{Vector: q, Model: "bench", Limit: 100})
+			return err
+		}, db, tn)
+	})
+	if os.Getenv("GATEHOUSE_TEST_PGVECTOR") == "1" { // pgvector installed (see TestPgvectorPath)
+		ctx := context.Background()
+		if _, err := db.Pool().Exec(ctx, "CREATE EXTENSION vector"); err != nil {
+			b.Fatal(err)
 		}
-		b.Run(fmt.Sprintf("semantic/chunks=%d/dims=%d", c.chunks, c.dims), func(b *testing.B) {
-			timed(b, func(ctx context.Context, tx pgx.Tx) error {
-				_, err := store.SemanticCandidates(ctx, tx, store.VectorQuery{Vector: q, Model: "bench", Limit: 100})
-				return err
-			}, db, tn)
-		})
-		if os.Getenv("GATEHOUSE_TEST_PGVECTOR") == "1" { // pgvector installed (see TestPgvectorPath)
-			ctx := context.Background()
-			if _, err := db.Pool().Exec(ctx, "CREATE EXTENSION vector"); err != nil {
-				b.Fatal(err)
-			}
-			v, _, err := db.FindVectorIndex(ctx, c.dims)
-			if err == nil {
-				err = db.EnsureVectorIndex(ctx, tn.Schema, v)
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Run(fmt.Sprintf("hnsw/chunks=%d/dims=%d", c.chunks, c.dims), func(b *testing.B) {
-				timed(b, func(ctx context.Context, tx pgx.Tx) error {
-					_, err := store.SemanticCandidates(ctx, tx, store.VectorQuery{Vector: q, Model: "bench", Limit: 100, Index: v})
-					return err
-				}, db, tn)
-			})
+		v, _, err := db.FindVectorIndex(ctx, dims)
+		if err == nil {
+			err = db.EnsureVectorIndex(ctx, tn.Schema, v)
 		}
-		b.Run(fmt.Sprintf("keyword/chunks=%d", c.chunks), func(b *testing.B) {
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run("hnsw", func(b *testing.B) {
 			timed(b, func(ctx context.Context, tx pgx.Tx) error {
-				_, err := store.KeywordCandidates(ctx, tx, "alpha bravo", "", "", 100)
+				_, err := store.SemanticCandidates(ctx, tx, store.VectorQuery{Vector: q, Model: "bench", Limit: 100, Index: v})
 				return err
 			}, db, tn)
 		})
 	}
+	b.Run("keyword", func(b *testing.B) {
+		timed(b, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := store.KeywordCandidates(ctx, tx, "alpha bravo", "", "", 100)
+			return err
+		}, db, tn)
+	})
 }
 
 // timed runs fn b.N times in the tenant and reports the p95 latency.
