@@ -49,6 +49,8 @@ func (c *Console) Mount(e *httpx.Surface) {
 	a.POST("/audit/verify", c.auditVerify, c.allows("read_audit_log"))
 	a.GET("/alerts", c.alertList, c.allows("list_alerts"))
 	a.POST("/alerts/:id/acknowledge", c.alertAcknowledge, c.allows("acknowledge_alert"))
+	a.GET("/search", c.searchShow, c.allows("set_semantic_search"))
+	a.POST("/search", c.searchSave, c.allows("set_semantic_search"))
 	a.GET("/usage", c.usageShow, c.allows("read_audit_log"), c.allows("get_usage")) // drawn from the audit log
 
 	o := g.Group("/operator", c.signedIn, c.operatorOnly, c.csrf)

@@ -399,6 +399,7 @@ func (s *Server) readyz(c echo.Context) error {
 		// of them by the maintenance loop within a minute.
 		detail["tenant_schemas_catching_up"] = strconv.Itoa(st.TenantsBehind)
 	}
+	detail["semantic_search"] = s.semantic.ranking
 	if !s.canQuery {
 		detail["tenant_isolation"], detail["query_tool"] = "schema only", "off: the database account cannot create roles"
 	}

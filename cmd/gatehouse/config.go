@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/internal/embeddings"
 	"github.com/gatehouse-mcp/gatehouse/mcp"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
@@ -117,6 +118,10 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_TENANT_ALIASES", Help: "email domains mapped to a tenant, such as acme.io=acme.com (comma separated)"},
 	{Name: "GATEHOUSE_CONSUMER_DOMAINS", Help: "replaces the built-in list of consumer mail domains (whose users get personal tenants); gmx.* style wildcards"},
 	{Name: "GATEHOUSE_DEFAULT_ROLE", Default: "developer", Help: "role of an organisation's members after its first (who is admin)"},
+	{Name: "GATEHOUSE_EMBEDDINGS_URL", Help: "base URL of an OpenAI-compatible embeddings API (POST <url>/embeddings): https://api.openai.com/v1, Ollama http://localhost:11434/v1, Text Embeddings Inference, vLLM; enables semantic search, which each tenant's admin then turns on (set_semantic_search). Unset: semantic search is off"},
+	{Name: "GATEHOUSE_EMBEDDINGS_MODEL", Help: "the embedding model, such as text-embedding-3-small or nomic-embed-text (required with GATEHOUSE_EMBEDDINGS_URL); changing it (or the dimensions) embeds every document again"},
+	{Name: "GATEHOUSE_EMBEDDINGS_DIMENSIONS", Help: "vector size to ask for (sent as dimensions; text-embedding-3 models can shorten theirs); needed for pgvector's HNSW index (at most 2000). Unset: the model's own size, and exact ranking"},
+	{Name: "GATEHOUSE_EMBEDDINGS_API_KEY", Secret: true, Help: "API key sent to the embeddings API (Authorization: Bearer); unset: none (local servers)"},
 	{Name: "GOGC", Default: "400", Help: "Go garbage collector target (Go's own variable); Gatehouse's default is chosen by benchmark"},
 	{Name: "GOMEMLIMIT", Help: "Go soft memory limit (Go's own variable); default 90% of the container's memory limit, if any"},
 }
@@ -160,6 +165,8 @@ type Config struct {
 	TLSKey        string
 	ClientCA      string
 	ClientCertMap string
+	// Embeddings configures semantic search's provider; nil: off.
+	Embeddings *embeddings.Config
 	// notes collects what /readyz reports beyond readiness (see readyNotes).
 	notes     *readyNotes
 	DB        store.Options // connection bounds (see bulkheads.go)
@@ -338,6 +345,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		AuthFailure:  rate("GATEHOUSE_AUTH_FAILURE"),
 		Registration: rate("GATEHOUSE_REGISTRATION"),
 	}
+	c.Embeddings = loadEmbeddings(get, bad)
 	if path := get("GATEHOUSE_POLICY_FILE"); path != "" {
 		if f, err := os.Open(path); err != nil {
 			bad("GATEHOUSE_POLICY_FILE", "%v", err)
@@ -350,6 +358,35 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		}
 	}
 	return c, errors.Join(errs...)
+}
+
+// loadEmbeddings reads the embeddings provider's settings: nil when
+// GATEHOUSE_EMBEDDINGS_URL is unset.
+func loadEmbeddings(get func(string) string, bad func(name, format string, args ...any)) *embeddings.Config {
+	u := get("GATEHOUSE_EMBEDDINGS_URL")
+	if u == "" {
+		for _, name := range []string{"GATEHOUSE_EMBEDDINGS_MODEL", "GATEHOUSE_EMBEDDINGS_DIMENSIONS", "GATEHOUSE_EMBEDDINGS_API_KEY"} {
+			if get(name) != "" {
+				bad(name, "is set but GATEHOUSE_EMBEDDINGS_URL is not: set the URL too, or unset it")
+			}
+		}
+		return nil
+	}
+	cfg := &embeddings.Config{URL: u, Model: get("GATEHOUSE_EMBEDDINGS_MODEL"), APIKey: get("GATEHOUSE_EMBEDDINGS_API_KEY")}
+	if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.RawQuery != "" {
+		bad("GATEHOUSE_EMBEDDINGS_URL", "%q is not an http(s) URL such as https://api.openai.com/v1", u)
+	}
+	if cfg.Model == "" {
+		bad("GATEHOUSE_EMBEDDINGS_MODEL", "is required with GATEHOUSE_EMBEDDINGS_URL (the model to embed with)")
+	}
+	if d := get("GATEHOUSE_EMBEDDINGS_DIMENSIONS"); d != "" {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 1 || n > 16000 {
+			bad("GATEHOUSE_EMBEDDINGS_DIMENSIONS", "%q is not a vector size from 1 to 16000", d)
+		}
+		cfg.Dimensions = n
+	}
+	return cfg
 }
 
 // minSecretBytes is the least length, as given, of the secrets the operator
