@@ -146,8 +146,8 @@ func TestPoolSizes(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := db.Limits(); got.TenantConns != tt.tenant || got.ControlConns != tt.contr ||
-			db.TenantPool().Config().MaxConns != tt.tenant || db.Pool().Config().MaxConns != tt.contr {
-			t.Errorf("%+v with %q: limits %+v, pools %d and %d", tt.opts, tt.conn, got, db.TenantPool().Config().MaxConns, db.Pool().Config().MaxConns)
+			db.TenantPoolSize() != tt.tenant || db.Pool().Config().MaxConns != tt.contr {
+			t.Errorf("%+v with %q: limits %+v, pools %d and %d", tt.opts, tt.conn, got, db.TenantPoolSize(), db.Pool().Config().MaxConns)
 		}
 		db.Close()
 	}

@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -46,6 +45,17 @@ type Options struct {
 	// pool_max_conn_lifetime and pool_max_conn_idle_time in the
 	// connection string change them).
 	ConnMaxUses int
+	// ConnMaxTenants closes a tenant-pool connection once it has served
+	// that many different tenants (zero: DefaultConnMaxTenants; negative:
+	// never): the bound on the PostgreSQL memory a connection gathers
+	// that does not cost warm connections when few tenants are busy.
+	ConnMaxTenants int
+	// TenantLanes splits the tenant pool into that many lanes for tenant
+	// affinity (zero: DefaultTenantLanes of the pool's size; 1: none):
+	// each tenant prefers the connections of its own lanes, so each
+	// backend meets about 1/TenantLanes of the busy tenants. A call never
+	// waits for its lane while another has a free connection (affinity.go).
+	TenantLanes int
 	Logger      *slog.Logger
 }
 
@@ -57,6 +67,15 @@ type Options struct {
 // at most 1,000 tenants (~55 MB). The price, with few tenants, is one new
 // connection per 1,000 transactions.
 const DefaultConnMaxUses = 1000
+
+// DefaultConnMaxTenants is the default of Options.ConnMaxTenants: about
+// 55 KB of PostgreSQL memory per tenant a backend has served keeps a
+// connection near or below 32 MB.
+const DefaultConnMaxTenants = 500
+
+// DefaultTenantLanes is the default of Options.TenantLanes for a tenant
+// pool of conns connections: lanes of two connections each.
+func DefaultTenantLanes(conns int32) int { return max(1, int(conns)/2) }
 
 // DefaultLimits are the defaults of Options' connection bounds for n cores
 // (GOMAXPROCS): tenant pool max(8, 2n), control pool max(4, n), query
@@ -73,7 +92,7 @@ func DefaultLimits(n int) Options {
 // work, for tenant transactions, and pool, for everything else.
 type DB struct {
 	pool *pgxpool.Pool // control plane
-	work *pgxpool.Pool // tenant work (WithTenant)
+	work *tenantPool   // tenant work (WithTenant), with tenant affinity
 	log  *slog.Logger
 	// hotMode runs the fixed, fully qualified statements of every request
 	// (rate limits): prepared once per connection where allowed.
@@ -121,15 +140,10 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("database: cannot connect to %s@%s/%s: %w", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Database, err)
 	}
-	wcfg := cfg.Copy()
-	wcfg.MaxConns = lim.TenantConns
-	if lim.ConnMaxUses > 0 {
-		limitUses(wcfg, lim.ConnMaxUses)
-	}
-	work, err := pgxpool.NewWithConfig(ctx, wcfg)
+	work, err := newTenantPool(ctx, cfg, lim.TenantConns, lim.TenantLanes, lim.ConnMaxUses, lim.ConnMaxTenants)
 	if err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("database: %w", err)
+		return nil, err
 	}
 	log := opts.Logger
 	if log == nil {
@@ -162,6 +176,13 @@ func withDefaults(o Options) Options {
 	if o.ConnMaxUses == 0 {
 		o.ConnMaxUses = DefaultConnMaxUses
 	}
+	if o.ConnMaxTenants == 0 {
+		o.ConnMaxTenants = DefaultConnMaxTenants
+	}
+	if o.TenantLanes <= 0 {
+		o.TenantLanes = DefaultTenantLanes(o.TenantConns)
+	}
+	o.TenantLanes = min(o.TenantLanes, int(o.TenantConns))
 	return o
 }
 
@@ -184,8 +205,13 @@ func (db *DB) ControlBusy() bool {
 // Pool exposes the control-plane pool to tests and benchmarks in this module.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 
-// TenantPool exposes the tenant-work pool to tests in this module.
-func (db *DB) TenantPool() *pgxpool.Pool { return db.work }
+// TenantPoolSize is the number of connections the tenant-work pool may open.
+func (db *DB) TenantPoolSize() int32 { return db.work.Size() }
+
+// TenantBackendPIDs opens every tenant-work connection and returns their
+// backends' process ids, for benchmarks and tests that read the backends'
+// memory. Run it while no tenant work runs.
+func (db *DB) TenantBackendPIDs(ctx context.Context) ([]int, error) { return db.work.backendPIDs(ctx) }
 
 // CheckConnectionBudget logs the connections this process may open (both
 // pools, the query logins, the invalidation listener) against the
@@ -207,15 +233,4 @@ func (db *DB) CheckConnectionBudget(ctx context.Context) {
 		return
 	}
 	db.log.Info("database connections", attrs...)
-}
-
-// limitUses makes the pool close each connection when it comes back from
-// its max-th use (pgxpool's AfterRelease hook: false destroys it).
-func limitUses(cfg *pgxpool.Config, max int) {
-	var uses sync.Map // *pgx.Conn → *atomic.Int64
-	cfg.AfterRelease = func(c *pgx.Conn) bool {
-		v, _ := uses.LoadOrStore(c, new(atomic.Int64))
-		return v.(*atomic.Int64).Add(1) < int64(max)
-	}
-	cfg.BeforeClose = func(c *pgx.Conn) { uses.Delete(c) }
 }

@@ -44,7 +44,9 @@ func main() {
 	conc := flag.Int("concurrency", 8, "calls in flight in the throughput runs")
 	migrate := flag.Bool("migrate", true, "apply one tenant migration (ALTER TABLE todos ADD COLUMN ... DEFAULT false) to every schema")
 	dump := flag.Bool("dump", false, "also time pg_dump --format=custom of the database")
-	maxUses := flag.Int("max-uses", 0, "transactions after which a tenant-pool connection is replaced (store.Options.ConnMaxUses; 0: the default, -1: never)")
+	configs := flag.String("configs", "lanes=1 max-uses=-1 max-tenants=-1; lanes=0 max-uses=-1 max-tenants=-1; lanes=0 max-uses=0 max-tenants=0",
+		"tenant-pool settings whose throughput and backend memory are measured one after the other, each on new connections, separated by ';': "+
+			"lanes (store.Options.TenantLanes), max-uses (ConnMaxUses), max-tenants (ConnMaxTenants), pool (TenantConns); 0: the default, -1: never")
 	flag.Parse()
 	if *data == "" {
 		d, err := os.MkdirTemp("", "gatehouse-tenants-")
@@ -54,14 +56,18 @@ func main() {
 		_ = os.Chmod(d, 0o755)
 		*data = d
 	}
-	if err := run(*n, *data, *parallel, *spread, *duration, *conc, *migrate, *dump, *maxUses); err != nil {
+	cfgs, err := parseConfigs(*configs)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := run(*n, *data, *parallel, *spread, *duration, *conc, *migrate, *dump, cfgs); err != nil {
 		log.Fatal(err)
 	}
 }
 
 type result struct{ what, value string }
 
-func run(n int, data string, parallel, spread int, duration time.Duration, conc int, migrate, dump bool, maxUses int) error {
+func run(n int, data string, parallel, spread int, duration time.Duration, conc int, migrate, dump bool, cfgs []poolConfig) error {
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	e, err := store.StartEmbedded(ctx, store.EmbeddedOptions{DataDir: data, Logger: logger})
@@ -69,7 +75,7 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 		return err
 	}
 	defer func() { _ = e.Stop(context.Background()) }()
-	db, err := store.Open(ctx, e.ConnString(""), &store.Options{ControlConns: int32(parallel), TenantConns: int32(conc), ConnMaxUses: maxUses, Logger: logger})
+	db, err := store.Open(ctx, e.ConnString(""), &store.Options{ControlConns: int32(parallel), TenantConns: int32(conc), Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -168,27 +174,73 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 	if err != nil {
 		return err
 	}
-	mem0 := backendMemory(ctx, db)
-	add("tenant pool backends, private memory before", "%s", mem0)
-	few := throughput(ctx, db, tenants[:10], duration, conc)
-	many := throughput(ctx, db, tenants[:min(spread, len(tenants))], duration, conc)
-	warm := throughput(ctx, db, tenants[:min(spread, len(tenants))], duration, conc)
-	few2 := throughput(ctx, db, tenants[:10], duration, conc)
-	add("list_todos transactions/s, calls over 10 tenants (before / after the runs below)", "%.0f / %.0f", few, few2)
-	few = (few + few2) / 2
-	add(fmt.Sprintf("list_todos transactions/s, calls over %d tenants, first run (each backend meets each tenant)", min(spread, len(tenants))), "%.0f (%.2f× the 10-tenant runs)", many, many/few)
-	add(fmt.Sprintf("list_todos transactions/s, calls over %d tenants, second run (caches warm)", min(spread, len(tenants))), "%.0f (%.2f×)", warm, warm/few)
-	add(fmt.Sprintf("tenant pool backends, private memory after calls over %d tenants", min(spread, len(tenants))), "%s", backendMemory(ctx, db))
-	if len(tenants) > spread {
-		throughput(ctx, db, tenants, duration, conc)
-		add(fmt.Sprintf("tenant pool backends, private memory after calls over all %d", len(tenants)), "%s", backendMemory(ctx, db))
+	db.Close() // its tenant pool's backends have provisioned; each configuration below starts afresh
+	spread = min(spread, len(tenants))
+	for _, pc := range cfgs {
+		o := pc.opts
+		o.ControlConns, o.Logger = 2, logger
+		if o.TenantConns == 0 {
+			o.TenantConns = int32(conc)
+		}
+		cdb, err := store.Open(ctx, e.ConnString(""), &o)
+		if err != nil {
+			return err
+		}
+		l := cdb.Limits()
+		name := fmt.Sprintf("[pool %d, lanes %d, max-uses %d, max-tenants %d]", l.TenantConns, l.TenantLanes, l.ConnMaxUses, l.ConnMaxTenants)
+		add(name+" tenant pool backends, private memory before", "%s", backendMemory(ctx, cdb))
+		few := throughput(ctx, cdb, tenants[:10], duration, conc)
+		many := throughput(ctx, cdb, tenants[:spread], duration, conc)
+		warm := throughput(ctx, cdb, tenants[:spread], duration, conc)
+		few2 := throughput(ctx, cdb, tenants[:10], duration, conc)
+		add(name+" list_todos transactions/s, calls over 10 tenants (before / after the runs below)", "%.0f / %.0f", few, few2)
+		few = (few + few2) / 2
+		add(fmt.Sprintf("%s list_todos transactions/s, calls over %d tenants, first run (each backend meets its tenants)", name, spread), "%.0f (%.2f× the 10-tenant runs)", many, many/few)
+		add(fmt.Sprintf("%s list_todos transactions/s, calls over %d tenants, second run (caches warm)", name, spread), "%.0f (%.2f×)", warm, warm/few)
+		add(fmt.Sprintf("%s tenant pool backends, private memory after calls over %d tenants", name, spread), "%s", backendMemory(ctx, cdb))
+		if len(tenants) > spread {
+			all := throughput(ctx, cdb, tenants, duration, conc)
+			add(fmt.Sprintf("%s list_todos transactions/s over all %d (%.2f×); private memory after", name, len(tenants), all/few), "%s", backendMemory(ctx, cdb))
+		}
+		cdb.Close()
 	}
 
-	fmt.Printf("\n| measure (N = %d, ConnMaxUses %d) | value |\n|---|---|\n", n, db.Limits().ConnMaxUses)
+	fmt.Printf("\n| measure (N = %d) | value |\n|---|---|\n", n)
 	for _, r := range out {
 		fmt.Printf("| %s | %s |\n", r.what, r.value)
 	}
 	return nil
+}
+
+// poolConfig is one tenant-pool setting of -configs.
+type poolConfig struct{ opts store.Options }
+
+func parseConfigs(s string) ([]poolConfig, error) {
+	var out []poolConfig
+	for part := range strings.SplitSeq(s, ";") {
+		var pc poolConfig
+		for kv := range strings.FieldsSeq(part) {
+			k, v, _ := strings.Cut(kv, "=")
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return nil, fmt.Errorf("-configs: %q: %w", kv, err)
+			}
+			switch k {
+			case "lanes":
+				pc.opts.TenantLanes = n
+			case "max-uses":
+				pc.opts.ConnMaxUses = n
+			case "max-tenants":
+				pc.opts.ConnMaxTenants = n
+			case "pool":
+				pc.opts.TenantConns = int32(n)
+			default:
+				return nil, fmt.Errorf("-configs: unknown setting %q", k)
+			}
+		}
+		out = append(out, pc)
+	}
+	return out, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -300,23 +352,12 @@ func throughput(ctx context.Context, db *store.DB, ts []*tenancy.Tenant, d time.
 // (/proc/<pid>/smaps_rollup; the server runs on this machine) and
 // returns min / median / max.
 func backendMemory(ctx context.Context, db *store.DB) string {
+	pids, err := db.TenantBackendPIDs(ctx)
+	if err != nil {
+		return err.Error()
+	}
 	var kbs []int
-	var conns []interface{ Release() }
-	defer func() {
-		for _, c := range conns {
-			c.Release()
-		}
-	}()
-	for range db.TenantPool().Config().MaxConns {
-		c, err := db.TenantPool().Acquire(ctx)
-		if err != nil {
-			return err.Error()
-		}
-		conns = append(conns, c)
-		var pid int
-		if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-			return err.Error()
-		}
+	for _, pid := range pids {
 		if kb, err := privateDirty(pid); err == nil {
 			kbs = append(kbs, kb)
 		}
