@@ -35,6 +35,8 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
+var indexRounds = flag.Int("index-rounds", 0, "if > 0: seed a busy tenant (in the 10-tenant database), run the tools' reads and writes this many times and report each index's scans (pg_stat_user_indexes)")
+
 func main() {
 	n := flag.Int("n", 2000, "tenants")
 	data := flag.String("data", "", "data directory of the embedded PostgreSQL (kept; default: a new one under /tmp)")
@@ -102,6 +104,13 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 		if err := provision(ctx, smallDB, c, 10, 1); err != nil {
 			return err
 		}
+	}
+	if *indexRounds > 0 {
+		u, err := indexUsage(ctx, smallDB, *indexRounds)
+		if err != nil {
+			return err
+		}
+		add("index usage", "%s", u)
 	}
 	have := count(ctx, db)
 	t0 := time.Now()
