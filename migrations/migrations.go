@@ -63,12 +63,18 @@ var (
 
 // AddTenantForBenchmark adds a tenant migration after the embedded ones,
 // in this process only: it stands for the next release's migration in
-// benchmarks that measure applying one to every tenant schema
-// (bench/tenants). Never call it in a server.
-func AddTenantForBenchmark(name, sql string) {
+// benchmarks and tests that apply one to every tenant schema
+// (bench/tenants, the rolling-deploy tests). remove takes every added one
+// away again. Never call it in a server.
+func AddTenantForBenchmark(name, sql string) (remove func()) {
 	extraMu.Lock()
 	defer extraMu.Unlock()
 	extraTenant = append(extraTenant, Migration{Name: name, SQL: sql})
+	return func() {
+		extraMu.Lock()
+		defer extraMu.Unlock()
+		extraTenant = nil
+	}
 }
 
 func mustLoad(dir string) []Migration {
