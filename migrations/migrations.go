@@ -15,6 +15,10 @@
 //     (Citus schema-based sharding);
 //   - tenant migrations grant exactly what the tenant role may do to each
 //     object they create, writing {{tenant_role}} for the role's quoted name;
+//   - a function a tenant migration creates is named with {{tenant_tag}}
+//     (the hex of the schema name) so that no name is shared by thousands
+//     of schemas: PostgreSQL resolves a function name by listing every
+//     function of that name in the database (see tenant/0003);
 //     a table the query tool may read is also named in store's queryTables
 //     (granted by name, never ON ALL TABLES or by default privileges).
 //
