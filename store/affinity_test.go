@@ -29,7 +29,7 @@ func backendOf(t *testing.T, ctx context.Context, db *store.DB, tn *tenancy.Tena
 // connection serves everyone).
 func TestTenantAffinity(t *testing.T) {
 	ctx := context.Background()
-	db, err := store.Open(ctx, storetest.ConnString(t), &store.Options{TenantConns: 8, TenantLanes: 8, ConnMaxUses: -1, ConnMaxTenants: -1})
+	db, err := store.Open(ctx, storetest.ConnString(t), &store.Options{TenantConns: 8, AffinityConns: -1, TenantLanes: 8, ConnMaxUses: -1, ConnMaxTenants: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestTenantAffinity(t *testing.T) {
 // does a call wait, and then it gets the first connection returned.
 func TestAffinityNeverWaitsForABusyLane(t *testing.T) {
 	ctx := context.Background()
-	db, err := store.Open(ctx, storetest.ConnString(t), &store.Options{TenantConns: 4, TenantLanes: 4})
+	db, err := store.Open(ctx, storetest.ConnString(t), &store.Options{TenantConns: 4, AffinityConns: -1, TenantLanes: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,6 +111,8 @@ func TestAffinityNeverWaitsForABusyLane(t *testing.T) {
 	go func() { served <- db.WithTenant(ctx, others[0], func(pgx.Tx) error { return nil }) }()
 	select {
 	case err := <-served:
+		close(release)
+		held.Wait()
 		t.Fatalf("served with every connection held: %v", err)
 	case <-time.After(200 * time.Millisecond):
 	}

@@ -50,6 +50,12 @@ type Options struct {
 	// never): the bound on the PostgreSQL memory a connection gathers
 	// that does not cost warm connections when few tenants are busy.
 	ConnMaxTenants int
+	// AffinityConns are tenant-pool connections beyond TenantConns (zero:
+	// TenantConns/2; negative: none). mcp admits at most TenantConns calls
+	// at once, so with every admitted call in flight AffinityConns
+	// connections are still free, and a call usually finds one in its own
+	// tenant's lane instead of taking whichever was returned last.
+	AffinityConns int
 	// TenantLanes splits the tenant pool into that many lanes for tenant
 	// affinity (zero: DefaultTenantLanes of the pool's size; 1: none):
 	// each tenant prefers the connections of its own lanes, so each
@@ -74,7 +80,8 @@ const DefaultConnMaxUses = 1000
 const DefaultConnMaxTenants = 500
 
 // DefaultTenantLanes is the default of Options.TenantLanes for a tenant
-// pool of conns connections: lanes of two connections each.
+// pool of conns connections (TenantConns + AffinityConns): lanes of two
+// connections each.
 func DefaultTenantLanes(conns int32) int { return max(1, int(conns)/2) }
 
 // DefaultLimits are the defaults of Options' connection bounds for n cores
@@ -140,7 +147,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("database: cannot connect to %s@%s/%s: %w", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Database, err)
 	}
-	work, err := newTenantPool(ctx, cfg, lim.TenantConns, lim.TenantLanes, lim.ConnMaxUses, lim.ConnMaxTenants)
+	work, err := newTenantPool(ctx, cfg, lim.TenantConns+int32(lim.AffinityConns), lim.TenantLanes, lim.ConnMaxUses, lim.ConnMaxTenants)
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -179,10 +186,17 @@ func withDefaults(o Options) Options {
 	if o.ConnMaxTenants == 0 {
 		o.ConnMaxTenants = DefaultConnMaxTenants
 	}
-	if o.TenantLanes <= 0 {
-		o.TenantLanes = DefaultTenantLanes(o.TenantConns)
+	switch {
+	case o.AffinityConns == 0:
+		o.AffinityConns = int(o.TenantConns) / 2
+	case o.AffinityConns < 0:
+		o.AffinityConns = 0
 	}
-	o.TenantLanes = min(o.TenantLanes, int(o.TenantConns))
+	pool := o.TenantConns + int32(o.AffinityConns)
+	if o.TenantLanes <= 0 {
+		o.TenantLanes = DefaultTenantLanes(pool)
+	}
+	o.TenantLanes = min(o.TenantLanes, int(pool))
 	return o
 }
 
@@ -219,14 +233,14 @@ func (db *DB) TenantBackendPIDs(ctx context.Context) ([]int, error) { return db.
 // process alone could exhaust them. (Replicas multiply the sum.)
 func (db *DB) CheckConnectionBudget(ctx context.Context) {
 	l := db.limits
-	mine := int(l.TenantConns) + int(l.ControlConns) + l.QueryConns + 1
+	mine := int(l.TenantConns) + l.AffinityConns + int(l.ControlConns) + l.QueryConns + 1
 	var maxConns, reserved int
 	err := db.pool.QueryRow(ctx, "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int").Scan(&maxConns, &reserved)
 	if err != nil {
 		db.log.Warn("cannot read max_connections", "error", err)
 		return
 	}
-	attrs := []any{"tenant_pool", l.TenantConns, "control_pool", l.ControlConns, "query_logins", l.QueryConns,
+	attrs := []any{"tenant_pool", l.TenantConns, "affinity_conns", l.AffinityConns, "tenant_lanes", l.TenantLanes, "control_pool", l.ControlConns, "query_logins", l.QueryConns,
 		"query_logins_per_tenant", l.TenantQueryConns, "this_process_at_most", mine, "max_connections", maxConns, "reserved", reserved}
 	if mine > maxConns-reserved {
 		db.log.Warn("this process alone may open more connections than the database allows: lower GATEHOUSE_DB_TENANT_CONNS, GATEHOUSE_DB_CONTROL_CONNS or GATEHOUSE_QUERY_CONNS, or raise max_connections", attrs...)

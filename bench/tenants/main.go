@@ -38,6 +38,8 @@ import (
 var (
 	rounds  = flag.Int("rounds", 3, "alternating runs over 10 and over -spread tenants, per configuration")
 	restore = flag.Bool("restore", false, "with -dump: restore the dump (and the roles) into a fresh cluster as docs/operations.md says, then verify every tenant's audit chain there")
+	serveBin = flag.String("serve", "", "also measure `gatehouse serve` (these binaries, comma-separated, one after the other) on the cluster: list_todos over HTTP, one API key per tenant, then its RSS")
+	serveEnv = flag.String("serve-env", "", "settings added to the serve's environment (space-separated NAME=value)")
 	audited = flag.Int("audited", 0, "write and chain one audit record in this many tenants before the dump (so that -restore verifies chains that hold records)")
 )
 
@@ -54,7 +56,7 @@ func main() {
 	dump := flag.Bool("dump", false, "also time pg_dump --format=custom of the database")
 	configs := flag.String("configs", "lanes=1 max-uses=-1 max-tenants=-1; lanes=0 max-uses=-1 max-tenants=-1; lanes=0 max-uses=0 max-tenants=0",
 		"tenant-pool settings whose throughput and backend memory are measured one after the other, each on new connections, separated by ';': "+
-			"lanes (store.Options.TenantLanes), max-uses (ConnMaxUses), max-tenants (ConnMaxTenants), pool (TenantConns); 0: the default, -1: never")
+			"lanes (store.Options.TenantLanes), max-uses (ConnMaxUses), max-tenants (ConnMaxTenants), pool (TenantConns), affinity (AffinityConns); 0: the default, -1: never/none")
 	flag.Parse()
 	if *data == "" {
 		d, err := os.MkdirTemp("", "gatehouse-tenants-")
@@ -205,6 +207,14 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 	if err != nil {
 		return err
 	}
+	for bin := range strings.SplitSeq(*serveBin, ",") {
+		if bin == "" {
+			continue
+		}
+		if err := serveBench(ctx, e, db, bin, *serveEnv, tenants, min(spread, len(tenants)), duration, conc, *rounds, add); err != nil {
+			return err
+		}
+	}
 	db.Close() // its tenant pool's backends have provisioned; each configuration below starts afresh
 	spread = min(spread, len(tenants))
 	for _, pc := range cfgs {
@@ -218,7 +228,7 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 			return err
 		}
 		l := cdb.Limits()
-		name := fmt.Sprintf("[pool %d, lanes %d, max-uses %d, max-tenants %d]", l.TenantConns, l.TenantLanes, l.ConnMaxUses, l.ConnMaxTenants)
+		name := fmt.Sprintf("[conns %d+%d, lanes %d, max-uses %d, max-tenants %d]", l.TenantConns, l.AffinityConns, l.TenantLanes, l.ConnMaxUses, l.ConnMaxTenants)
 		add(name+" tenant pool backends, private memory before", "%s", backendMemory(ctx, cdb))
 		cold := throughput(ctx, cdb, tenants[:spread], duration, conc)
 		// Then the two loads in turn, rounds times, so that both see the
@@ -268,6 +278,8 @@ func parseConfigs(s string) ([]poolConfig, error) {
 				pc.opts.ConnMaxTenants = n
 			case "pool":
 				pc.opts.TenantConns = int32(n)
+			case "affinity":
+				pc.opts.AffinityConns = n
 			default:
 				return nil, fmt.Errorf("-configs: unknown setting %q", k)
 			}
