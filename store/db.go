@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -50,6 +51,13 @@ type Options struct {
 	// never): the bound on the PostgreSQL memory a connection gathers
 	// that does not cost warm connections when few tenants are busy.
 	ConnMaxTenants int
+	// ControlConnMaxUses closes a control-pool connection after that many
+	// uses (zero: 1,000; negative: never). The control pool writes the
+	// group-committed audit records and chains them, in every active
+	// tenant's schema, so its backends too gather the caches of the
+	// tenants they meet: measured at 10,000 tenants without it, up to
+	// 160 MB per control connection after one call in every tenant.
+	ControlConnMaxUses int
 	// AffinityConns are tenant-pool connections beyond TenantConns (zero:
 	// TenantConns/2; negative: none). mcp admits at most TenantConns calls
 	// at once, so with every admitted call in flight AffinityConns
@@ -138,8 +146,12 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 		o.TenantConns = cfg.MaxConns // the URL's pool size sizes the tenant-work pool
 	}
 	lim := withDefaults(o)
-	cfg.MaxConns = lim.ControlConns
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	ccfg := cfg.Copy()
+	ccfg.MaxConns = lim.ControlConns
+	if lim.ControlConnMaxUses > 0 {
+		limitUses(ccfg, lim.ControlConnMaxUses)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, ccfg)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
@@ -182,6 +194,9 @@ func withDefaults(o Options) Options {
 	o.TenantQueryConns = min(o.TenantQueryConns, o.QueryConns)
 	if o.ConnMaxUses == 0 {
 		o.ConnMaxUses = DefaultConnMaxUses
+	}
+	if o.ControlConnMaxUses == 0 {
+		o.ControlConnMaxUses = 1000
 	}
 	if o.ConnMaxTenants == 0 {
 		o.ConnMaxTenants = DefaultConnMaxTenants
@@ -247,4 +262,15 @@ func (db *DB) CheckConnectionBudget(ctx context.Context) {
 		return
 	}
 	db.log.Info("database connections", attrs...)
+}
+
+// limitUses makes the pool close each connection when it comes back from
+// its max-th use (pgxpool's AfterRelease hook: false destroys it).
+func limitUses(cfg *pgxpool.Config, max int) {
+	var uses sync.Map // *pgx.Conn → *atomic.Int64
+	cfg.AfterRelease = func(c *pgx.Conn) bool {
+		v, _ := uses.LoadOrStore(c, new(atomic.Int64))
+		return v.(*atomic.Int64).Add(1) < int64(max)
+	}
+	cfg.BeforeClose = func(c *pgx.Conn) { uses.Delete(c) }
 }
