@@ -147,7 +147,7 @@ func TestConnMaxTenants(t *testing.T) {
 	url := storetest.ConnString(t)
 	run := func(maxTenants int, keys []string) []int {
 		t.Helper()
-		db, err := store.Open(ctx, url, &store.Options{TenantConns: 1, ConnMaxUses: -1, ConnMaxTenants: maxTenants})
+		db, err := store.Open(ctx, url, &store.Options{TenantConns: 1, AffinityConns: -1, ConnMaxUses: -1, ConnMaxTenants: maxTenants})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -151,12 +151,13 @@ func TestPoolSizes(t *testing.T) {
 		}
 		db.Close()
 	}
-	// Affinity connections come on top of TenantConns (half of it by default).
+	// Affinity connections come on top of TenantConns (as many, at most 16, by default).
 	for _, tt := range []struct {
 		opts store.Options
 		pool int32
 	}{
-		{store.Options{TenantConns: 8}, 12},
+		{store.Options{TenantConns: 8}, 16},
+		{store.Options{TenantConns: 32}, 48},
 		{store.Options{TenantConns: 8, AffinityConns: 8}, 16},
 		{store.Options{TenantConns: 8, AffinityConns: -1}, 8},
 	} {

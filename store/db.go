@@ -39,9 +39,9 @@ type Options struct {
 	// session state, and invalidations are polled rather than LISTENed to.
 	TransactionPooler bool
 	// ConnMaxUses closes a tenant-pool connection after that many
-	// transactions (zero: DefaultConnMaxUses; negative: never), which
-	// bounds the PostgreSQL memory a connection gathers from the tenants
-	// it meets (see DefaultConnMaxUses). Connections of both pools are
+	// transactions (zero: DefaultConnMaxUses, never; negative: never).
+	// ConnMaxTenants is what bounds the PostgreSQL memory a connection
+	// gathers from the tenants it meets. Connections of both pools are
 	// also closed after an hour, or 30 minutes idle (pgxpool's defaults;
 	// pool_max_conn_lifetime and pool_max_conn_idle_time in the
 	// connection string change them).
@@ -59,7 +59,7 @@ type Options struct {
 	// 160 MB per control connection after one call in every tenant.
 	ControlConnMaxUses int
 	// AffinityConns are tenant-pool connections beyond TenantConns (zero:
-	// TenantConns/2; negative: none). mcp admits at most TenantConns calls
+	// DefaultAffinityConns; negative: none). mcp admits at most TenantConns calls
 	// at once, so with every admitted call in flight AffinityConns
 	// connections are still free, and a call usually finds one in its own
 	// tenant's lane instead of taking whichever was returned last.
@@ -73,19 +73,29 @@ type Options struct {
 	Logger      *slog.Logger
 }
 
-// DefaultConnMaxUses is the default of Options.ConnMaxUses. A PostgreSQL
-// backend keeps the catalog and relation caches of every tenant schema it
-// has served (measured with bench/tenants: ~55 KB per tenant, never given
-// back), so with calls spread over thousands of tenants each connection
-// would grow to hundreds of megabytes; after 1,000 transactions it has met
-// at most 1,000 tenants (~55 MB). The price, with few tenants, is one new
-// connection per 1,000 transactions.
-const DefaultConnMaxUses = 1000
+// DefaultConnMaxUses is the default of Options.ConnMaxUses: never. A
+// PostgreSQL backend keeps the catalog and relation caches of every tenant
+// schema it has served (25–55 KB each, never given back); ConnMaxTenants
+// bounds that directly, and tenant affinity keeps it small. Replacing
+// connections after a number of transactions as well only threw warm
+// caches away: measured with bench/tenants at 10,000 tenants, calls over
+// 2,000 of them ran at 0.31× the rate over 10 with a bound of 1,000
+// transactions and no affinity, 0.56–0.62× with affinity (same run).
+const DefaultConnMaxUses = -1
 
-// DefaultConnMaxTenants is the default of Options.ConnMaxTenants: about
-// 55 KB of PostgreSQL memory per tenant a backend has served keeps a
-// connection near or below 32 MB.
-const DefaultConnMaxTenants = 500
+// DefaultConnMaxTenants is the default of Options.ConnMaxTenants: 1,000
+// tenants at 25–55 KB each keep a connection under about 64 MB whatever
+// the tools it ran. With affinity, calls over 2,000 tenants never reach it
+// (a backend met ~250–300 of them: 30 MB).
+const DefaultConnMaxTenants = 1000
+
+// DefaultAffinityConns is the default of Options.AffinityConns for
+// tenantConns admitted calls: as many again, at most 16 (on 16 cores:
+// 32 + 16 tool-call connections). Measured with 8 calls in flight over
+// 2,000 of 10,000 tenants: with 8 spare connections in 8 lanes each
+// backend kept 30 MB and the calls ran at 0.62× the rate over 10 tenants;
+// with none, lanes could not help (102 MB, 0.29×).
+func DefaultAffinityConns(tenantConns int32) int { return min(int(tenantConns), 16) }
 
 // DefaultTenantLanes is the default of Options.TenantLanes for a tenant
 // pool of conns connections (TenantConns + AffinityConns): lanes of two
@@ -94,9 +104,10 @@ func DefaultTenantLanes(conns int32) int { return max(1, int(conns)/2) }
 
 // DefaultLimits are the defaults of Options' connection bounds for n cores
 // (GOMAXPROCS): tenant pool max(8, 2n), control pool max(4, n), query
-// logins max(4, n) in all and 2 per tenant. Two cores: 8 + 4 + 4 (+1 for
-// LISTEN) = 17 connections; sixteen: 32 + 16 + 16 + 1 = 65, within
-// PostgreSQL's default max_connections of 100.
+// logins max(4, n) in all and 2 per tenant; the tenant pool also has
+// DefaultAffinityConns spare connections. Two cores: 8 + 8 + 4 + 4 (+1
+// for LISTEN) = 25 connections; sixteen: 32 + 16 + 16 + 16 + 1 = 81,
+// within PostgreSQL's default max_connections of 100 for one replica.
 func DefaultLimits(n int) Options {
 	return Options{TenantConns: int32(max(8, 2*n)), ControlConns: int32(max(4, n)), QueryConns: max(4, n), TenantQueryConns: 2}
 }
@@ -203,7 +214,7 @@ func withDefaults(o Options) Options {
 	}
 	switch {
 	case o.AffinityConns == 0:
-		o.AffinityConns = int(o.TenantConns) / 2
+		o.AffinityConns = DefaultAffinityConns(o.TenantConns)
 	case o.AffinityConns < 0:
 		o.AffinityConns = 0
 	}

@@ -18,7 +18,7 @@ func TestConnMaxUses(t *testing.T) {
 	url := storetest.ConnString(t)
 	pids := func(maxUses, n int) []int {
 		t.Helper()
-		db, err := store.Open(ctx, url, &store.Options{TenantConns: 1, ConnMaxUses: maxUses})
+		db, err := store.Open(ctx, url, &store.Options{TenantConns: 1, AffinityConns: -1, ConnMaxUses: maxUses})
 		if err != nil {
 			t.Fatal(err)
 		}
