@@ -61,7 +61,7 @@ func (db *DB) InTenantReadOnly(ctx context.Context, t *tenancy.Tenant, fn func(c
 	if holdsTenantConn(ctx) {
 		return ErrNestedConnection
 	}
-	return db.withTenantMode(ctx, db.work, t, "BEGIN READ ONLY", func(tx pgx.Tx) error {
+	return db.withTenantMode(ctx, nil, t, "BEGIN READ ONLY", func(tx pgx.Tx) error {
 		return fn(context.WithValue(ctx, holdKey{}, true), tx)
 	})
 }

@@ -32,13 +32,13 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 	if err := db.markAuditPending(ctx, t); err != nil {
 		return err
 	}
-	pc, err := db.work.Acquire(ctx)
+	pc, release, err := db.work.Acquire(ctx, t.ID)
 	if err != nil {
 		return err
 	}
 	// A connection left inside a transaction (an error mid-way) is not
 	// idle: the pool closes it on Release instead of reusing it.
-	defer pc.Release()
+	defer release()
 	conn := pc.Conn()
 	tx := &pipeTx{conn: conn}
 	// The same opening as withTenantMode's, as separate statements (one
