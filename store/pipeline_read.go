@@ -43,12 +43,12 @@ func (db *DB) InTenantReadOnly(ctx context.Context, t *tenancy.Tenant, fn func(c
 	}
 	defer pc.Release()
 	tx := &readTx{conn: pc.Conn()}
+	tx.owner = queued{sql: "SELECT set_config('search_path', $1, true), set_config('transaction_read_only', 'on', true)",
+		args: []any{pgx.Identifier{t.Schema}.Sanitize()}}
+	tx.prelude = tx.owner // a database whose account cannot create roles: schema isolation only
 	if t.DBRole != "" {
 		tx.prelude = queued{sql: "SELECT set_config('search_path', $1, true), set_config('role', $2, true), set_config('transaction_read_only', 'on', true)",
 			args: []any{pgx.Identifier{t.Schema}.Sanitize(), t.DBRole}}
-	} else { // a database whose account cannot create roles: schema isolation only
-		tx.prelude = queued{sql: "SELECT set_config('search_path', $1, true), set_config('transaction_read_only', 'on', true)",
-			args: []any{pgx.Identifier{t.Schema}.Sanitize()}}
 	}
 	return fn(context.WithValue(ctx, holdKey{}, true), tx)
 }
@@ -60,6 +60,10 @@ var _ pgx.Tx = (*readTx)(nil)
 type readTx struct {
 	conn    *pgx.Conn
 	prelude queued
+	// owner is the prelude without the role, used while asOwner is set
+	// (see [DB.AsAdmin]: Gatehouse's own SQL on the control schema).
+	owner   queued
+	asOwner bool
 }
 
 var errReadTx = errors.New("store: a read runs each statement in its own implicit transaction; it cannot commit, roll back, nest, prepare, copy or use its connection directly")
@@ -82,7 +86,11 @@ func (tx *readTx) Prepare(context.Context, string, string) (*pgconn.StatementDes
 // prelude's result.
 func (tx *readTx) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error) {
 	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(b.QueuedQueries)+1)}
-	all.Queue(tx.prelude.sql, tx.prelude.args...)
+	p := tx.prelude
+	if tx.asOwner {
+		p = tx.owner
+	}
+	all.Queue(p.sql, p.args...)
 	all.QueuedQueries = append(all.QueuedQueries, b.QueuedQueries...)
 	br := tx.conn.SendBatch(ctx, all)
 	if _, err := br.Exec(); err != nil {
