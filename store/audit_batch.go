@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -31,7 +33,13 @@ type AuditEntry struct {
 // in the order given per tenant. On error nothing was written: callers
 // retry with [DB.InsertAuditRecords] per tenant, which falls back to one
 // record at a time so that one bad record never drops the others.
-func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error {
+//
+// With chain non-nil, records are also chained as they are written when
+// chain has what it needs for their tenant (see [AuditChain]); such a
+// record's ChainSeq is set. Tenants are then handled in the order of their
+// ids, so that two writers never wait for each other's chain locks in a
+// cycle.
+func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry, chain *AuditChain) (err error) {
 	if len(entries) == 0 {
 		return nil
 	}
@@ -54,6 +62,20 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error 
 		e.Rec.clean()
 		g.recs = append(g.recs, e.Rec)
 	}
+	var seed int64
+	if chain != nil {
+		if seed, err = db.lockSeed(ctx); err != nil {
+			return err
+		}
+		slices.SortFunc(groups, func(a, b *group) int { return strings.Compare(a.t.ID, b.t.ID) })
+		defer func() {
+			if err != nil { // what the failed batch's callbacks saw did not commit
+				for _, g := range groups {
+					chain.forget(g.t.ID)
+				}
+			}
+		}()
+	}
 	b := &pgx.Batch{}
 	for _, g := range groups {
 		// Mark the tenant as having unchained records, as every tenant
@@ -75,9 +97,17 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error 
 			}
 			counts[j] = int32(max(r.Count, 1))
 		}
+		table := pgx.Identifier{g.t.Schema, "audit_log"}.Sanitize()
+		if chain != nil {
+			chained := chain.queueChained(b, table, g.t.ID, seed, g.recs, cols, counts)
+			chain.queueReserve(b, table, g.t.ID, n)
+			if chained {
+				continue
+			}
+		}
 		// unnest keeps the arrays' order, and INSERT … SELECT assigns ids
 		// and returns rows in that order.
-		q := "INSERT INTO " + pgx.Identifier{g.t.Schema, "audit_log"}.Sanitize() + ` (request_id, decision, tool, subject, email,
+		q := "INSERT INTO " + table + ` (request_id, decision, tool, subject, email,
 			provider, api_key_id, client_ip, user_agent, reason, args_digest, via, count)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
 				$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int[])
@@ -103,7 +133,7 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error 
 				return err
 			}
 			if i != len(recs) {
-				return fmt.Errorf("audit batch: %d rows returned for %d records", i, len(recs))
+				return errBatchCount(i, len(recs))
 			}
 			return nil
 		})
@@ -116,4 +146,8 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error 
 	// Close reads every result up to the Sync: the implicit transaction
 	// has committed (or rolled back) when it returns.
 	return conn.SendBatch(ctx, b).Close()
+}
+
+func errBatchCount(got, want int) error {
+	return fmt.Errorf("audit batch: %d rows returned for %d records", got, want)
 }
