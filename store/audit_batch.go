@@ -99,11 +99,10 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry, chain 
 		}
 		table := pgx.Identifier{g.t.Schema, "audit_log"}.Sanitize()
 		if chain != nil {
-			chained := chain.queueChained(b, table, g.t.ID, seed, g.recs, cols, counts)
-			chain.queueReserve(b, table, g.t.ID, n)
-			if chained {
+			if chain.queueChained(b, g.t.Schema, g.t.ID, seed, g.recs, cols, counts) {
 				continue
 			}
+			chain.queueReserve(b, table, g.t.ID, n)
 		}
 		// unnest keeps the arrays' order, and INSERT … SELECT assigns ids
 		// and returns rows in that order.
@@ -143,6 +142,13 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry, chain 
 		return err
 	}
 	defer conn.Release()
+	if chain != nil && !db.pooled {
+		// Once per connection (pgx keeps it): the batch then runs the
+		// prepared statement, parsed and planned once.
+		if _, err := conn.Conn().Prepare(ctx, auditInsertSQL, auditInsertSQL); err != nil {
+			return err
+		}
+	}
 	// Close reads every result up to the Sync: the implicit transaction
 	// has committed (or rolled back) when it returns.
 	return conn.SendBatch(ctx, b).Close()

@@ -107,12 +107,18 @@ func (c *AuditChain) state(tenant string) *chainState {
 // reserveSize is how many ids to reserve after a batch of n records.
 func reserveSize(n int) int { return min(max(2*n, 8), 1024) }
 
-// queueChained queues the INSERT of recs into table with their links
-// (chained after the head c knows, with the reserved ids), moving the head
-// with gatehouse.audit_head_advance; it reports false, queuing nothing,
-// when c has no ids or head at hand for the tenant. cols and counts are
-// the records' columns as InsertAuditBatch builds them.
-func (c *AuditChain) queueChained(b *pgx.Batch, table, tenant string, seed int64, recs []*AuditRecord, cols [][]string, counts []int32) bool {
+// auditInsertSQL is the one statement of a chained batch per tenant: the
+// same text for every tenant, so that it is prepared once per connection
+// (except through a transaction pooler).
+const auditInsertSQL = `SELECT ok, head_seq, head_hash, reserved FROM gatehouse.audit_insert($1, $2, $3, $4, $5, $6, $7,
+	$8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)`
+
+// queueChained queues gatehouse.audit_insert of recs into schema with
+// their links (chained after the head c knows, with the reserved ids) and
+// the reservation of ids for the next batch; it reports false, queuing
+// nothing, when c has no ids or head at hand for the tenant. cols and
+// counts are the records' columns as InsertAuditBatch builds them.
+func (c *AuditChain) queueChained(b *pgx.Batch, schema, tenant string, seed int64, recs []*AuditRecord, cols [][]string, counts []int32) bool {
 	now := time.Now()
 	ids, seq, prev, ok := c.take(tenant, len(recs), now)
 	if !ok {
@@ -120,50 +126,35 @@ func (c *AuditChain) queueChained(b *pgx.Batch, table, tenant string, seed int64
 	}
 	at := now.UTC().Truncate(time.Microsecond)
 	n := len(recs)
-	ats, seqs, prevs, hashes := make([]time.Time, n), make([]int64, n), make([][]byte, n), make([][]byte, n)
+	ats, prevs, hashes := make([]time.Time, n), make([][]byte, n), make([][]byte, n)
 	expectSeq, expectHash := seq, prev
 	for i, r := range recs {
 		r.ID, r.At, r.Count = ids[i], at, int(counts[i])
 		seq++
 		h := c.key.link(prev, seq, r)
-		ats[i], seqs[i], prevs[i], hashes[i] = at, seq, prev, h
+		ats[i], prevs[i], hashes[i] = at, prev, h
 		prev = h
 	}
 	args := make([]any, 0, 24)
-	args = append(args, tenant, seed, expectSeq, expectHash, seq, prev, c.key.ID, ids, ats)
+	args = append(args, schema, tenant, seed, expectSeq, expectHash, c.key.ID, reserveSize(n), ids, ats)
 	for _, col := range cols {
 		args = append(args, col)
 	}
-	args = append(args, counts, seqs, prevs, hashes)
-	// The head moves first (h is materialised: one call), then the
-	// records are inserted, with their links only if it moved.
-	q := `WITH h AS MATERIALIZED (SELECT * FROM gatehouse.audit_head_advance($1, $2, $3, $4, $5, $6)),
-		ins AS (INSERT INTO ` + table + ` (id, at, request_id, decision, tool, subject, email, provider, api_key_id,
-			client_ip, user_agent, reason, args_digest, via, count, chain_seq, key_id, prev_hash, hash) OVERRIDING SYSTEM VALUE
-			SELECT v.id, v.at, v.request_id, v.decision, v.tool, v.subject, v.email, v.provider, v.api_key_id, v.client_ip,
-				v.user_agent, v.reason, v.args_digest, v.via, v.count,
-				CASE WHEN h.ok THEN v.seq END, CASE WHEN h.ok THEN $7 END, CASE WHEN h.ok THEN v.prev END, CASE WHEN h.ok THEN v.hash END
-			FROM h, unnest($8::bigint[], $9::timestamptz[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
-				$15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::int[],
-				$23::bigint[], $24::bytea[], $25::bytea[])
-				AS v(id, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent, reason,
-					args_digest, via, count, seq, prev, hash)
-			RETURNING 1)
-		SELECT h.ok, h.head_seq, h.head_hash, (SELECT count(*) FROM ins) FROM h`
-	b.Queue(q, args...).QueryRow(func(row pgx.Row) error {
+	args = append(args, counts, prevs, hashes)
+	b.Queue(auditInsertSQL, args...).QueryRow(func(row pgx.Row) error {
 		var moved bool
-		var headSeq, inserted int64
+		var headSeq int64
 		var headHash []byte
-		if err := row.Scan(&moved, &headSeq, &headHash, &inserted); err != nil {
+		var next []int64
+		if err := row.Scan(&moved, &headSeq, &headHash, &next); err != nil {
 			return err
 		}
-		if inserted != int64(n) {
-			return errBatchCount(int(inserted), n)
-		}
 		c.head(tenant, headSeq, headHash)
+		slices.Sort(next)
+		c.reserved(tenant, next, time.Now())
 		if moved {
 			for i, r := range recs {
-				r.ChainSeq = seqs[i]
+				r.ChainSeq = expectSeq + int64(i) + 1
 			}
 		}
 		return nil
@@ -171,9 +162,9 @@ func (c *AuditChain) queueChained(b *pgx.Batch, table, tenant string, seed int64
 	return true
 }
 
-// queueReserve queues the reservation of ids for tenant's next batch
-// (after one of n records) and, when the head is not known, the head's
-// read.
+// queueReserve queues, for a batch stored unchained, the reservation of
+// ids for tenant's next batch (after one of n records) and, when the head
+// is not known, the head's read.
 func (c *AuditChain) queueReserve(b *pgx.Batch, table, tenant string, n int) {
 	b.Queue(`SELECT array_agg(nextval(s.seq) ORDER BY g) FROM (SELECT pg_get_serial_sequence($1, 'id')::regclass AS seq) s,
 		generate_series(1, $2) g`, table, reserveSize(n)).QueryRow(func(row pgx.Row) error {
