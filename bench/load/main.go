@@ -366,14 +366,19 @@ func startGatehouse(bin, dataDir string, env []string) (*target, error) {
 	return t, nil
 }
 
-// seed adds n todos, so that list_todos lists something.
+// seed adds n todos and n documents, so that list_todos and
+// search_documents find something.
 func seed(t *target, n int) error {
 	if t.pgPID == 0 {
 		return nil
 	}
 	client := &http.Client{}
-	for i := range n {
-		req, _ := http.NewRequest(http.MethodPost, t.url, strings.NewReader(body("add_todo", i)))
+	for i := range 2 * n {
+		tool := "add_todo"
+		if i >= n {
+			tool = "save_document"
+		}
+		req, _ := http.NewRequest(http.MethodPost, t.url, strings.NewReader(body(tool, i)))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
 		req.Header.Set("MCP-Protocol-Version", "2025-06-18")
@@ -385,7 +390,7 @@ func seed(t *target, n int) error {
 		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 		if res.StatusCode != http.StatusOK {
-			return fmt.Errorf("add_todo: HTTP %d", res.StatusCode)
+			return fmt.Errorf("%s: HTTP %d", tool, res.StatusCode)
 		}
 	}
 	return nil
@@ -458,8 +463,13 @@ func startTripProxy(socket string) (*tripCounter, string, error) {
 
 func body(tool string, i int) string {
 	args := "{}"
-	if tool == "add_todo" {
+	switch tool {
+	case "add_todo":
 		args = fmt.Sprintf(`{"title":"benchmark todo %d","notes":"measured"}`, i)
+	case "save_document":
+		args = fmt.Sprintf(`{"title":"benchmark document %d","body":"deploying the benchmark: measured calls, round trips and the database's share %d"}`, i, i)
+	case "search_documents":
+		args = `{"query":"deploy benchmark"}`
 	}
 	return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":%s}}`, i, tool, args)
 }
