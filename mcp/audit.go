@@ -40,7 +40,7 @@ type limitedAgg struct {
 }
 
 func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *auditor {
-	return &auditor{db: db, key: key, out: out, log: log, group: &groupCommitter{db: db, log: log, chain: store.NewAuditChain(key), wake: make(chan struct{}, 1)}, dirty: map[string]*tenancy.Tenant{},
+	return &auditor{db: db, key: key, out: out, log: log, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*tenancy.Tenant{},
 		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}, calls: map[string]int64{}}
 }
 
@@ -67,9 +67,7 @@ func (a *auditor) commit(t *tenancy.Tenant, r *store.AuditRecord) error {
 // written notes a record committed in t's audit log and mirrors it.
 func (a *auditor) written(t *tenancy.Tenant, r *store.AuditRecord) {
 	a.mu.Lock()
-	if r.ChainSeq == 0 { // else chained as it was written
-		a.dirty[t.ID] = t
-	}
+	a.dirty[t.ID] = t
 	a.calls[t.ID] += int64(max(r.Count, 1))
 	a.mu.Unlock()
 	a.emit(t.Key, r)

@@ -27,8 +27,8 @@ const groupCommitTimeout = 5 * time.Second
 // (whoami, reads, refusals) in shared transactions: a call enqueues its
 // record when it has run, and waits; one writer at a time takes everything
 // queued (up to groupCommitMax records, any tenants), writes it with one
-// round trip and one commit (store.InsertAuditBatch), chaining them as
-// it writes them when it can (store.AuditChain), and wakes the callers. While more calls are in flight than records are queued, the
+// round trip and one commit (store.InsertAuditBatch), and wakes the
+// callers. While more calls are in flight than records are queued, the
 // writer waits for them up to groupCommitDelay; records that arrive during
 // a flush form the next batch. So batches grow with load, and a lone call
 // on an idle server is flushed at once.
@@ -39,9 +39,8 @@ const groupCommitTimeout = 5 * time.Second
 // bad record never drops the others; when the database cannot be reached
 // at all they fail together at once, and their calls answer 503.
 type groupCommitter struct {
-	db    *store.DB
-	log   *slog.Logger
-	chain *store.AuditChain // links records as they are written (nil: the chainer does)
+	db  *store.DB
+	log *slog.Logger
 
 	mu      sync.Mutex
 	queue   []*pendingAudit
@@ -129,7 +128,7 @@ func (g *groupCommitter) flush(batch []*pendingAudit) {
 	for i, p := range batch {
 		entries[i] = p.entry
 	}
-	errs, retried := g.db.WriteAuditEntries(ctx, entries, g.chain)
+	errs, retried := g.db.WriteAuditEntries(ctx, entries)
 	if retried != nil {
 		g.log.Warn("audit: a group commit failed; its records were written one by one", "records", len(batch), "error", retried)
 	}

@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -33,13 +31,7 @@ type AuditEntry struct {
 // in the order given per tenant. On error nothing was written: callers
 // retry with [DB.InsertAuditRecords] per tenant, which falls back to one
 // record at a time so that one bad record never drops the others.
-//
-// With chain non-nil, records are also chained as they are written when
-// chain has what it needs for their tenant (see [AuditChain]); such a
-// record's ChainSeq is set. Tenants are then handled in the order of their
-// ids, so that two writers never wait for each other's chain locks in a
-// cycle.
-func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry, chain *AuditChain) (err error) {
+func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
@@ -62,20 +54,6 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry, chain 
 		e.Rec.clean()
 		g.recs = append(g.recs, e.Rec)
 	}
-	var seed int64
-	if chain != nil {
-		if seed, err = db.lockSeed(ctx); err != nil {
-			return err
-		}
-		slices.SortFunc(groups, func(a, b *group) int { return strings.Compare(a.t.ID, b.t.ID) })
-		defer func() {
-			if err != nil { // what the failed batch's callbacks saw did not commit
-				for _, g := range groups {
-					chain.forget(g.t.ID)
-				}
-			}
-		}()
-	}
 	b := &pgx.Batch{}
 	for _, g := range groups {
 		// Mark the tenant as having unchained records, as every tenant
@@ -97,16 +75,9 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry, chain 
 			}
 			counts[j] = int32(max(r.Count, 1))
 		}
-		table := pgx.Identifier{g.t.Schema, "audit_log"}.Sanitize()
-		if chain != nil {
-			if chain.queueChained(b, g.t.Schema, g.t.ID, seed, g.recs, cols, counts) {
-				continue
-			}
-			chain.queueReserve(b, table, g.t.ID, n)
-		}
 		// unnest keeps the arrays' order, and INSERT … SELECT assigns ids
 		// and returns rows in that order.
-		q := "INSERT INTO " + table + ` (request_id, decision, tool, subject, email,
+		q := "INSERT INTO " + pgx.Identifier{g.t.Schema, "audit_log"}.Sanitize() + ` (request_id, decision, tool, subject, email,
 			provider, api_key_id, client_ip, user_agent, reason, args_digest, via, count)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
 				$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int[])
@@ -132,7 +103,7 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry, chain 
 				return err
 			}
 			if i != len(recs) {
-				return errBatchCount(i, len(recs))
+				return fmt.Errorf("audit batch: %d rows returned for %d records", i, len(recs))
 			}
 			return nil
 		})
@@ -142,18 +113,7 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry, chain 
 		return err
 	}
 	defer conn.Release()
-	if chain != nil && !db.pooled {
-		// Once per connection (pgx keeps it): the batch then runs the
-		// prepared statement, parsed and planned once.
-		if _, err := conn.Conn().Prepare(ctx, auditInsertSQL, auditInsertSQL); err != nil {
-			return err
-		}
-	}
 	// Close reads every result up to the Sync: the implicit transaction
 	// has committed (or rolled back) when it returns.
 	return conn.SendBatch(ctx, b).Close()
-}
-
-func errBatchCount(got, want int) error {
-	return fmt.Errorf("audit batch: %d rows returned for %d records", got, want)
 }

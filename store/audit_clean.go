@@ -144,7 +144,7 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 	for i, r := range recs {
 		entries[i] = AuditEntry{Tenant: t, Rec: r}
 	}
-	errs, _ := db.WriteAuditEntries(ctx, entries, nil)
+	errs, _ := db.WriteAuditEntries(ctx, entries)
 	for _, e := range errs {
 		if e != nil {
 			lost++
@@ -161,9 +161,9 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 // reached, every entry fails at once, without a try per record. errs[i]
 // is entry i's error, nil when it was stored; retried is the batch's error
 // when the records were then written one by one (worth a warning).
-func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry, chain *AuditChain) (errs []error, retried error) {
+func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs []error, retried error) {
 	errs = make([]error, len(entries))
-	err := db.InsertAuditBatch(ctx, entries, chain)
+	err := db.InsertAuditBatch(ctx, entries)
 	switch {
 	case err == nil:
 		return errs, nil
@@ -174,7 +174,7 @@ func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry, chain
 		return errs, nil
 	}
 	for i, e := range entries {
-		e.Rec.ID, e.Rec.ChainSeq = 0, 0
+		e.Rec.ID = 0
 		_, errs[i] = db.InsertAuditRecord(ctx, e.Tenant, e.Rec)
 	}
 	return errs, err

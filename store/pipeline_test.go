@@ -117,7 +117,7 @@ func TestEveryAuditPathStoresEveryField(t *testing.T) {
 	if err := db.InTenantWrite(ctx, tn, func(context.Context, pgx.Tx) error { return nil }, rec("pipelined")); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.InsertAuditBatch(ctx, []store.AuditEntry{{Tenant: tn, Rec: rec("batched")}}, nil); err != nil {
+	if err := db.InsertAuditBatch(ctx, []store.AuditEntry{{Tenant: tn, Rec: rec("batched")}}); err != nil {
 		t.Fatal(err)
 	}
 	var got []*store.AuditRecord
