@@ -43,15 +43,23 @@ func (db *DB) InTenantReadOnly(ctx context.Context, t *tenancy.Tenant, fn func(c
 	}
 	defer pc.Release()
 	tx := &readTx{conn: pc.Conn()}
-	tx.owner = queued{sql: "SELECT set_config('search_path', $1, true), set_config('transaction_read_only', 'on', true)",
-		args: []any{pgx.Identifier{t.Schema}.Sanitize()}}
+	tx.owner = queued{sql: readOpenOwnerSQL, args: []any{pgx.Identifier{t.Schema}.Sanitize()}}
 	tx.prelude = tx.owner // a database whose account cannot create roles: schema isolation only
 	if t.DBRole != "" {
-		tx.prelude = queued{sql: "SELECT set_config('search_path', $1, true), set_config('role', $2, true), set_config('transaction_read_only', 'on', true)",
-			args: []any{pgx.Identifier{t.Schema}.Sanitize(), t.DBRole}}
+		tx.prelude = queued{sql: readOpenSQL, args: []any{pgx.Identifier{t.Schema}.Sanitize(), t.DBRole}}
+	}
+	if err := db.prepare(ctx, tx.conn, t.Schema, readOpenSQL, readOpenOwnerSQL); err != nil {
+		return err
 	}
 	return fn(context.WithValue(ctx, holdKey{}, true), tx)
 }
+
+// readOpenSQL and readOpenOwnerSQL (without the role, see [DB.AsAdmin])
+// travel before each statement of a read.
+const (
+	readOpenSQL      = "SELECT set_config('search_path', $1, true), set_config('role', $2, true), set_config('transaction_read_only', 'on', true)"
+	readOpenOwnerSQL = "SELECT set_config('search_path', $1, true), set_config('transaction_read_only', 'on', true)"
+)
 
 var _ pgx.Tx = (*readTx)(nil)
 

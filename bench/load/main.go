@@ -213,8 +213,12 @@ func run(bin string, duration, warmup time.Duration, concurrency int, variants, 
 		for i, r := range sums {
 			r.finish()
 			results = append(results, r)
-			if r.errs > 0 {
+			if r.errs > 0 && !strings.HasPrefix(targets[i].name, "gatehouse@") {
 				return fmt.Errorf("%s %s: %d of %d requests failed", targets[i].name, tool, r.errs, r.requests)
+			} else if r.errs > 0 {
+				// An old build's known faults (94bb273 refused a few calls under
+				// limits of a billion a minute) are reported, not fatal.
+				fmt.Printf("Note: %s %s: %d of %d requests failed (counted in its figures).\n", targets[i].name, tool, r.errs, r.requests)
 			}
 		}
 	}
