@@ -37,9 +37,10 @@
 // its statements one round trip with no BEGIN or COMMIT (the tenant's
 // settings travel with it in one implicit transaction); audit records of
 // calls that change nothing are written together by [DB.InsertAuditBatch]
-// (one round trip, one commit), chained as they are written when the
-// writer knows the tenant's chain head ([AuditChain]); rate limits are
-// leased ([DB.GCRALease]).
+// (one round trip, one commit); rate limits are leased ([DB.GCRALease]).
+// Gatehouse's own fixed statements on these paths are prepared once per
+// connection (not behind a transaction pooler), since planning them per
+// call cost more than running them; the tools' statements are not.
 //
 // A tenant-work connection is replaced after [Options].ConnMaxUses
 // transactions: its backend keeps the catalog caches of every tenant
