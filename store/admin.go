@@ -29,7 +29,16 @@ type Admin struct {
 // privileges, which the control schema needs, then returns tx to the
 // tenant role. Only Gatehouse's fixed SQL runs in fn; every statement
 // names t's id, so fn reaches no other tenant.
+//
+// In a read ([DB.InTenantReadOnly]), whose statements each carry the
+// tenant's settings, fn's statements carry the schema and read-only
+// settings but not the role.
 func (db *DB) AsAdmin(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant, fn func(*Admin) error) error {
+	if rt, ok := tx.(*readTx); ok {
+		rt.asOwner = true
+		defer func() { rt.asOwner = false }()
+		return fn(&Admin{db: db, tx: tx, t: t})
+	}
 	if _, err := tx.Exec(ctx, "SELECT set_config('role', 'none', true)"); err != nil {
 		return err
 	}
