@@ -168,6 +168,9 @@ type textRule string
 
 func (r textRule) Error() string { return string(r) }
 
+// errNULText is checkText's rule against NUL.
+const errNULText = textRule(`must not contain the NUL character (\u0000)`)
+
 // checkLiteral checks the JSON string literal in b (which may start with
 // separators and whitespace before the opening quote).
 func checkLiteral(b []byte) error {
@@ -194,7 +197,7 @@ func checkLiteral(b []byte) error {
 		i += 5 // the last hex digit
 		switch {
 		case r == 0:
-			return textRule(`must not contain the NUL character (\u0000)`)
+			return errNULText
 		case r >= 0xD800 && r <= 0xDBFF:
 			if i+6 < len(b) && b[i+1] == '\\' && b[i+2] == 'u' {
 				if lo, ok := hex4(b[i+3:]); ok && lo >= 0xDC00 && lo <= 0xDFFF {

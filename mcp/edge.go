@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"reflect"
@@ -249,6 +250,9 @@ func checkMessage(raw []byte, version string) *rejection {
 		return fail(codeInvalidParams, fmt.Sprintf(`invalid params: %s needs "params"`, method))
 	}
 	if len(m.Params) > 0 && params.typ != nil {
+		if msg := promptArgumentText(method, m.Params); msg != "" {
+			return fail(codeInvalidParams, "invalid arguments: "+msg)
+		}
 		p := reflect.New(params.typ).Interface()
 		if err := json.Unmarshal(m.Params, p); err != nil {
 			return fail(codeInvalidParams, "invalid params: "+paramsProblem(err))
@@ -304,6 +308,87 @@ var serverParams = map[string]paramsRule{
 	"notifications/initialized":        paramsOf[sdk.InitializedParams](false),
 	"notifications/roots/list_changed": {},
 	"notifications/progress":           paramsOf[sdk.ProgressNotificationParams](true),
+}
+
+// promptArgumentText checks the argument values of prompts/get
+// (params.arguments) and completion/complete (params.argument.value and
+// params.context.arguments) as tools' arguments are checked (checkLiteral,
+// args.go): valid UTF-8 and no unpaired UTF-16 surrogate escape. The SDK
+// decodes them with encoding/json, which silently replaces both with U+FFFD,
+// so a prompt would otherwise look up, render and echo text the caller never
+// sent. A value that is not a string is named too (encoding/json's error
+// names only the map). NUL and other control characters are left to the
+// prompt's own check (Prompt.validate), which audits the refusal. It returns
+// "" when there is nothing to say, or when params do not have the method's
+// shape (the SDK's decoding then words that).
+func promptArgumentText(method string, params json.RawMessage) string {
+	type value struct {
+		name string
+		raw  json.RawMessage
+	}
+	var values []value
+	add := func(args map[string]json.RawMessage) {
+		for _, name := range slices.Sorted(maps.Keys(args)) {
+			values = append(values, value{name, args[name]})
+		}
+	}
+	switch method {
+	case "prompts/get":
+		var p struct {
+			Arguments map[string]json.RawMessage `json:"arguments"`
+		}
+		if json.Unmarshal(params, &p) != nil {
+			return ""
+		}
+		add(p.Arguments)
+	case "completion/complete":
+		var p struct {
+			Argument *struct {
+				Name  string          `json:"name"`
+				Value json.RawMessage `json:"value"`
+			} `json:"argument"`
+			Context *struct {
+				Arguments map[string]json.RawMessage `json:"arguments"`
+			} `json:"context"`
+		}
+		if json.Unmarshal(params, &p) != nil {
+			return ""
+		}
+		if p.Argument != nil && len(p.Argument.Value) > 0 {
+			values = append(values, value{p.Argument.Name, p.Argument.Value})
+		}
+		if p.Context != nil {
+			add(p.Context.Arguments)
+		}
+	default:
+		return ""
+	}
+	for _, v := range values {
+		name := truncate(strings.ToValidUTF8(v.name, "?"), 64)
+		switch c := firstByte(v.raw); {
+		case c == 'n': // null: absent
+		case c != '"':
+			return fmt.Sprintf("argument %q must be a string, not %s", name, jsonKindOf(c))
+		default:
+			if err := checkLiteral(v.raw); err != nil && !errors.Is(err, errNULText) {
+				return fmt.Sprintf("argument %q %s", name, err)
+			}
+		}
+	}
+	return ""
+}
+
+// jsonKindOf names the kind of JSON value that starts with c.
+func jsonKindOf(c byte) string {
+	switch c {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	}
+	return "a number"
 }
 
 // paramsProblem words a params decoding error without Go type names or

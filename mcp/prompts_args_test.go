@@ -195,3 +195,44 @@ func TestPromptsConcurrentTenants(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// TestPromptArgumentsNotText: prompts/get and completion/complete refuse,
+// with -32602 naming the argument, a value that is not valid UTF-8, holds
+// an unpaired UTF-16 surrogate escape or is not a string, as tools do:
+// encoding/json would turn the first two into U+FFFD, so the prompt would
+// look up (and echo) text the caller never sent. A surrogate pair is
+// valid text and passes.
+func TestPromptArgumentsNotText(t *testing.T) {
+	g := newGatehouse(t)
+	key := g.key(t, "acme.com", tenancy.Developer)
+	get := func(args string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"project_status","arguments":` + args + `}}`
+	}
+	complete := func(value string) string {
+		return `{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"project_status"},"argument":{"name":"project","value":` + value + `}}}`
+	}
+	for _, c := range []struct{ body, want string }{
+		{get("{\"project\":\"Apo\xff\xfello\"}"), `argument "project" must be valid UTF-8 text`},
+		{get("{\"project\":\"a\xc3\"}"), `argument "project" must be valid UTF-8 text`},
+		{get(`{"project":"Apo\ud800llo"}`), `argument "project" contains an unpaired UTF-16 surrogate (\uD800)`},
+		{get(`{"project":"\udc00"}`), `argument "project" contains an unpaired UTF-16 surrogate (\uDC00)`},
+		{get(`{"project":"x\ud83d"}`), `argument "project" contains an unpaired UTF-16 surrogate (\uD83D)`},
+		{get(`{"project":5}`), `argument "project" must be a string, not a number`},
+		{get(`{"project":["Apollo"]}`), `argument "project" must be a string, not an array`},
+		{get(`{"project":{"a":1}}`), `argument "project" must be a string, not an object`},
+		{get(`{"project":true}`), `argument "project" must be a string, not a boolean`},
+		{complete("\"Ap\xff\""), `argument "project" must be valid UTF-8 text`},
+		{complete(`"Ap\ud800"`), `argument "project" contains an unpaired UTF-16 surrogate (\uD800)`},
+		{complete(`7`), `argument "project" must be a string, not a number`},
+		// a valid surrogate pair (an emoji) is text: looked up, not found
+		{get(`{"project":"Apollo \ud83d\ude80"}`), `acme.com has no active project named "Apollo 🚀"`},
+	} {
+		a := postAccept(t, g, key, c.body, "application/json")
+		if a.status != 200 || a.msg.Error == nil || a.msg.Error.Code != jsonrpc.CodeInvalidParams || !strings.Contains(a.msg.Error.Message, c.want) {
+			t.Errorf("%q: %d %s, want -32602 saying %q", c.body, a.status, a.body, c.want)
+		}
+		if strings.Contains(a.body, "\ufffd") {
+			t.Errorf("%q: the answer %s echoes U+FFFD, text the caller did not send", c.body, a.body)
+		}
+	}
+}
