@@ -121,7 +121,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_TENANT_ALIASES", Help: "email domains mapped to a tenant, such as acme.io=acme.com (comma separated)"},
 	{Name: "GATEHOUSE_CONSUMER_DOMAINS", Help: "replaces the built-in list of consumer mail domains (whose users get personal tenants); gmx.* style wildcards"},
 	{Name: "GATEHOUSE_DEFAULT_ROLE", Default: "developer", Help: "role of an organisation's members after its first (who is admin)"},
-	{Name: "GATEHOUSE_EMBEDDINGS_URL", Help: "base URL of an OpenAI-compatible embeddings API (POST <url>/embeddings): https://api.openai.com/v1, Ollama http://localhost:11434/v1, Text Embeddings Inference, vLLM; enables semantic search, which each tenant's admin then turns on (set_semantic_search). Unset: semantic search is off"},
+	{Name: "GATEHOUSE_EMBEDDINGS_URL", Help: "base URL of an OpenAI-compatible embeddings API (POST <url>/embeddings): https://api.openai.com/v1, Ollama http://localhost:11434/v1, Text Embeddings Inference, vLLM; enables semantic search, which each tenant's admin then turns on (set_semantic_search). No credentials, query or fragment in it (it is logged and shown to admins; the key goes in GATEHOUSE_EMBEDDINGS_API_KEY). Unset: semantic search is off"},
 	{Name: "GATEHOUSE_EMBEDDINGS_MODEL", Help: "the embedding model, such as text-embedding-3-small or nomic-embed-text (required with GATEHOUSE_EMBEDDINGS_URL); changing it (or the dimensions) embeds every document again"},
 	{Name: "GATEHOUSE_EMBEDDINGS_DIMENSIONS", Help: "vector size to ask for (sent as dimensions; text-embedding-3 models can shorten theirs); needed for pgvector's HNSW index (at most 2000). Unset: the model's own size, and exact ranking"},
 	{Name: "GATEHOUSE_EMBEDDINGS_API_KEY", Secret: true, Help: "API key sent to the embeddings API (Authorization: Bearer); unset: none (local servers)"},
@@ -376,8 +376,25 @@ func loadEmbeddings(get func(string) string, bad func(name, format string, args 
 		return nil
 	}
 	cfg := &embeddings.Config{URL: u, Model: get("GATEHOUSE_EMBEDDINGS_MODEL"), APIKey: get("GATEHOUSE_EMBEDDINGS_API_KEY")}
-	if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.RawQuery != "" {
-		bad("GATEHOUSE_EMBEDDINGS_URL", "%q is not an http(s) URL such as https://api.openai.com/v1", u)
+	// The URL is logged at start-up and shown to tenants' admins
+	// (set_semantic_search), so it must hold no secret: credentials, a
+	// query (where some APIs take a key) and a fragment (which would cut
+	// "/embeddings" off the path) are refused, and messages repeat the URL
+	// without them.
+	if pu, err := url.Parse(u); err != nil {
+		bad("GATEHOUSE_EMBEDDINGS_URL", "is not a URL such as https://api.openai.com/v1")
+	} else {
+		shown := (&url.URL{Scheme: pu.Scheme, Host: pu.Host, Path: pu.Path}).String()
+		switch {
+		case (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "":
+			bad("GATEHOUSE_EMBEDDINGS_URL", "%q is not an http(s) URL such as https://api.openai.com/v1", shown)
+		case pu.User != nil:
+			bad("GATEHOUSE_EMBEDDINGS_URL", "%q carries a user name or password (user:password@), which would be logged and shown to admins: put the provider's key in GATEHOUSE_EMBEDDINGS_API_KEY (sent as Authorization: Bearer, never shown)", shown)
+		case pu.RawQuery != "" || pu.ForceQuery:
+			bad("GATEHOUSE_EMBEDDINGS_URL", "%q has a query (?…): give the API's base URL alone, such as https://api.openai.com/v1 (a key goes in GATEHOUSE_EMBEDDINGS_API_KEY)", shown)
+		case pu.Fragment != "" || strings.Contains(u, "#"):
+			bad("GATEHOUSE_EMBEDDINGS_URL", "%q has a fragment (#…): give the API's base URL alone, such as https://api.openai.com/v1", shown)
+		}
 	}
 	if cfg.Model == "" {
 		bad("GATEHOUSE_EMBEDDINGS_MODEL", "is required with GATEHOUSE_EMBEDDINGS_URL (the model to embed with)")

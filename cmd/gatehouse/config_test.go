@@ -143,9 +143,22 @@ func TestEmbeddingsSettings(t *testing.T) {
 		{map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "localhost:11434", "GATEHOUSE_EMBEDDINGS_MODEL": "m"}, "GATEHOUSE_EMBEDDINGS_URL"},
 		{map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "http://x/v1", "GATEHOUSE_EMBEDDINGS_MODEL": "m", "GATEHOUSE_EMBEDDINGS_DIMENSIONS": "-3"}, "GATEHOUSE_EMBEDDINGS_DIMENSIONS"},
 		{map[string]string{"GATEHOUSE_EMBEDDINGS_MODEL": "m"}, "GATEHOUSE_EMBEDDINGS_URL is not"},
+		{map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "ftp://x/v1", "GATEHOUSE_EMBEDDINGS_MODEL": "m"}, `"ftp://x/v1" is not an http(s) URL`},
+		// credentials, a query or a fragment in the URL: refused, naming
+		// the part, without echoing what may be a secret
+		{map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "http://user:SECRETPW@x/v1", "GATEHOUSE_EMBEDDINGS_MODEL": "m"}, "GATEHOUSE_EMBEDDINGS_API_KEY"},
+		{map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "https://SECRETUSER@x/v1", "GATEHOUSE_EMBEDDINGS_MODEL": "m"}, "user name or password"},
+		{map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "http://x/v1?key=SECRETQ", "GATEHOUSE_EMBEDDINGS_MODEL": "m"}, `"http://x/v1" has a query`},
+		{map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "http://x/v1?", "GATEHOUSE_EMBEDDINGS_MODEL": "m"}, "has a query"},
+		{map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "http://x/v1#SECRETF", "GATEHOUSE_EMBEDDINGS_MODEL": "m"}, `"http://x/v1" has a fragment`},
+		{map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "ftp://u:SECRETPW@x/v1?k=SECRETQ", "GATEHOUSE_EMBEDDINGS_MODEL": "m"}, `"ftp://x/v1" is not an http(s) URL`},
 	} {
-		if _, err := loadConfig(env(tc.env)); err == nil || !strings.Contains(err.Error(), tc.want) {
+		_, err := loadConfig(env(tc.env))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want %q", tc.env, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "SECRET") {
+			t.Errorf("%v: the error %q repeats a secret of the URL", tc.env, err)
 		}
 	}
 }
