@@ -280,7 +280,8 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		bad("GATEHOUSE_PGBOUNCER", "%q is not auto, true or false", c.PgBouncer)
 	}
 
-	for _, s := range splitList(get("GATEHOUSE_TRUSTED_PROXIES")) {
+	for _, entry := range splitList(get("GATEHOUSE_TRUSTED_PROXIES")) {
+		s := entry
 		if !strings.Contains(s, "/") {
 			if ip := net.ParseIP(s); ip != nil && ip.To4() != nil {
 				s += "/32"
@@ -290,7 +291,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		}
 		_, n, err := net.ParseCIDR(s)
 		if err != nil {
-			bad("GATEHOUSE_TRUSTED_PROXIES", "%q is not an IP address or CIDR", s)
+			bad("GATEHOUSE_TRUSTED_PROXIES", "%q is not an IP address or CIDR", entry)
 			continue
 		}
 		c.TrustedProxies = append(c.TrustedProxies, n)

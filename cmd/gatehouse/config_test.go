@@ -162,3 +162,26 @@ func TestEmbeddingsSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestTrustedProxiesErrorsQuoteTheEntry: a bad GATEHOUSE_TRUSTED_PROXIES
+// entry is quoted as the operator wrote it (not with a /32 or /128 the
+// parser appended), and single addresses are one-address networks.
+func TestTrustedProxiesErrorsQuoteTheEntry(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	_, err := loadConfig(env(map[string]string{"GATEHOUSE_TRUSTED_PROXIES": "bad, 10.0.0.0/33,::1"}))
+	if err == nil || !strings.Contains(err.Error(), `"bad" is not an IP address or CIDR`) || !strings.Contains(err.Error(), `"10.0.0.0/33" is not`) ||
+		strings.Contains(err.Error(), "bad/") || strings.Contains(err.Error(), "::1") {
+		t.Errorf("bad entries: %v", err)
+	}
+	c, err := loadConfig(env(map[string]string{"GATEHOUSE_TRUSTED_PROXIES": "10.1.2.3,::1,192.168.0.0/16"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, n := range c.TrustedProxies {
+		got = append(got, n.String())
+	}
+	if strings.Join(got, " ") != "10.1.2.3/32 ::1/128 192.168.0.0/16" {
+		t.Errorf("trusted proxies %v", got)
+	}
+}
