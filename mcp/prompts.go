@@ -46,12 +46,15 @@ type Prompt struct {
 }
 
 // promptArg is one argument of a prompt. Values are text; maxLen bounds
-// them in characters; complete, when set, suggests values for a partial
-// one from the caller's tenant.
+// them in characters; lines admits line breaks and tabs (prose, such as a
+// description; names, projects and tags take no control character);
+// complete, when set, suggests values for a partial one from the caller's
+// tenant.
 type promptArg struct {
 	name, description string
 	required          bool
 	maxLen            int
+	lines             bool
 	complete          func(ctx context.Context, tx pgx.Tx, typed string, limit int) (store.Suggestions, error)
 }
 
@@ -272,7 +275,8 @@ func promptDenial(p *Prompt, c *Caller) string {
 // validate checks prompts/get arguments: only the prompt's own, the
 // required ones present and not blank, every value within its length and
 // free of control characters (PostgreSQL text cannot hold NUL; the others
-// have no place in a name or a tag). Values are trimmed; an optional
+// have no place in a name or a tag; prose arguments may hold line breaks
+// and tabs). Values are trimmed; an optional
 // argument sent empty counts as absent (some clients send every argument).
 // Errors wrap errInvalidArgs and name the argument (-32602 on the wire, as
 // the specification asks for missing arguments).
@@ -302,7 +306,8 @@ func (p *Prompt) validate(in map[string]string) (promptArgs, error) {
 }
 
 // check refuses a value that is too long, not UTF-8 or holds a control
-// character, naming the argument.
+// character (other than line breaks and tabs in a lines argument), naming
+// the argument.
 func (a *promptArg) check(v string) error {
 	if !utf8.ValidString(v) {
 		return invalidArgs(fmt.Sprintf("argument %q is not valid UTF-8", a.name))
@@ -310,7 +315,9 @@ func (a *promptArg) check(v string) error {
 	if n := utf8.RuneCountInString(v); n > a.maxLen {
 		return invalidArgs(fmt.Sprintf("argument %q has %d characters; the limit is %d", a.name, n, a.maxLen))
 	}
-	if i := strings.IndexFunc(v, unicode.IsControl); i >= 0 {
+	if i := strings.IndexFunc(v, func(r rune) bool {
+		return unicode.IsControl(r) && !(a.lines && (r == '\n' || r == '\r' || r == '\t'))
+	}); i >= 0 {
 		r, _ := utf8.DecodeRuneInString(v[i:])
 		return invalidArgs(fmt.Sprintf("argument %q contains the control character U+%04X", a.name, r))
 	}

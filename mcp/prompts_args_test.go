@@ -236,3 +236,36 @@ func TestPromptArgumentsNotText(t *testing.T) {
 		}
 	}
 }
+
+// TestPromptDescriptionTakesLines: project_kickoff's description is prose
+// (up to 10,000 characters) and may hold line breaks and tabs, as
+// create_project's description does; other control characters are still
+// refused there, and names, projects and tags still take none.
+func TestPromptDescriptionTakesLines(t *testing.T) {
+	g := newGatehouse(t)
+	dev := g.connect(t, g.key(t, "acme.com", tenancy.Developer), "")
+	desc := "Goal: land on the moon.\nScope:\r\n\t- the rocket\n\t- the crew\n\nDeadline: 1969"
+	res, e := getPrompt(t, dev, "project_kickoff", map[string]string{"name": "Apollo", "description": desc})
+	if e != nil {
+		t.Fatalf("a description with line breaks and tabs: %s", e.Message)
+	}
+	if text := promptText(res); !strings.Contains(text, "\t- the rocket\n\t- the crew") {
+		t.Errorf("the description's lines are not in the prompt:\n%s", text)
+	}
+	for _, c := range []struct {
+		prompt string
+		args   map[string]string
+		want   string
+	}{
+		{"project_kickoff", map[string]string{"name": "Apollo", "description": "a\x1b[31mred"}, `argument "description" contains the control character U+001B`},
+		{"project_kickoff", map[string]string{"name": "Apollo", "description": "a\x00b"}, `argument "description" contains the control character U+0000`},
+		{"project_kickoff", map[string]string{"name": "Apo\nllo"}, `argument "name" contains the control character U+000A`},
+		{"project_kickoff", map[string]string{"name": "Apo\tllo"}, `argument "name" contains the control character U+0009`},
+		{"weekly_review", map[string]string{"project": "Apo\nllo"}, `argument "project" contains the control character U+000A`},
+		{"summarize_documents", map[string]string{"tag": "a\nb"}, `argument "tag" contains the control character U+000A`},
+	} {
+		if _, e := getPrompt(t, dev, c.prompt, c.args); e == nil || e.Code != jsonrpc.CodeInvalidParams || !strings.Contains(e.Message, c.want) {
+			t.Errorf("%s %q: %v, want -32602 with %q", c.prompt, c.args, e, c.want)
+		}
+	}
+}

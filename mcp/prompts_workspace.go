@@ -250,7 +250,7 @@ func projectKickoffPrompt() *Prompt {
 		Scope: identity.ScopeWrite,
 		Args: []*promptArg{
 			{name: "name", required: true, maxLen: 200, description: "the new project's name (1 to 200 characters)"},
-			{name: "description", maxLen: 10000, description: "what the project is about: goal, scope, deadline"},
+			{name: "description", maxLen: 10000, lines: true, description: "what the project is about: goal, scope, deadline (several lines if you like)"},
 		},
 	}, func(ctx context.Context, c *Call, args promptArgs) (*sdk.GetPromptResult, error) {
 		name, desc := args["name"], args["description"]
