@@ -621,3 +621,34 @@ func TestNetworkRefusalsConcurrently(t *testing.T) {
 		t.Errorf("refusals recorded from %v, want only the %d refused addresses", counts, addrs)
 	}
 }
+
+// TestSetNetworksRefusesLockingOutTheCallingKey: an admin calling with an
+// API key cannot set that key's networks to ones that leave out the
+// address it is calling from (it would lose the key at its next call, with
+// no way back through it): the call is refused naming the address, the
+// key is unchanged and keeps working; networks that include the address,
+// and any networks for another key, are set.
+func TestSetNetworksRefusesLockingOutTheCallingKey(t *testing.T) {
+	g := newGatehouse(t)
+	secret, k := g.keyFrom(t, "acme.com", tenancy.Admin)
+	admin := g.connect(t, secret, "")
+	for _, nets := range [][]string{{"203.0.113.0/24"}, {"10.0.0.0/8", "::1"}} {
+		res := call(t, admin, "set_api_key_networks", map[string]any{"id": k.ID, "allowed_networks": nets}, nil)
+		if !res.IsError || !strings.Contains(text(res), "127.0.0.1") || !strings.Contains(text(res), "the key you are calling with") {
+			t.Errorf("locking out the calling key with %q: %s", nets, text(res))
+		}
+	}
+	if a := postVia(t, g.url, secret, whoamiCall); a.status != http.StatusOK {
+		t.Fatalf("the calling key after the refusals: %d %s", a.status, a.body)
+	}
+	if res := call(t, admin, "set_api_key_networks", map[string]any{"id": k.ID, "allowed_networks": []string{"203.0.113.0/24", "127.0.0.0/8"}}, nil); res.IsError {
+		t.Errorf("networks including the caller's address: %s", text(res))
+	}
+	if a := postVia(t, g.url, secret, whoamiCall); a.status != http.StatusOK {
+		t.Errorf("the calling key within its networks: %d %s", a.status, a.body)
+	}
+	_, other := g.keyFrom(t, "acme.com", tenancy.Developer)
+	if res := call(t, admin, "set_api_key_networks", map[string]any{"id": other.ID, "allowed_networks": []string{"203.0.113.0/24"}}, nil); res.IsError {
+		t.Errorf("another key's networks: %s", text(res))
+	}
+}

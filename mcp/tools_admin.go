@@ -468,6 +468,9 @@ func setAPIKeyNetworksTool() *Tool {
 		if err != nil {
 			return out, err
 		}
+		if err := lockoutCheck(c.Caller, in.ID, nets); err != nil {
+			return out, err
+		}
 		err = c.asAdmin(ctx, func(a *store.Admin) error {
 			k, err := a.SetAPIKeyNetworks(ctx, in.ID, nets)
 			if err == nil {
@@ -477,6 +480,28 @@ func setAPIKeyNetworksTool() *Tool {
 		})
 		return out, err
 	})
+}
+
+// lockoutCheck refuses networks for the API key c is calling with that
+// leave out the address c calls from: the key would be refused from its
+// next call on, and the admin could not undo it with that key. Over stdio
+// the client counts as loopback (networks.go). Other keys' networks, and
+// callers that are not keys (people, the console), are not checked.
+func lockoutCheck(c *Caller, keyID string, nets identity.Networks) error {
+	if c.Principal.APIKeyID == "" || c.Principal.APIKeyID != keyID || !nets.Restricted() {
+		return nil
+	}
+	ip := c.ClientIP
+	if ip == "stdio" {
+		if nets.AllowsIP("127.0.0.1") || nets.AllowsIP("::1") {
+			return nil
+		}
+		ip = "this machine (127.0.0.1 or ::1 over stdio)"
+	} else if nets.AllowsIP(ip) {
+		return nil
+	}
+	return refusef("not changed: %s is the key you are calling with, and your address %s is not in these networks, so the key would be refused from its next call on. "+
+		"Include your address, or set them with another admin's key or from the console", keyID, ip)
 }
 
 // keyNetworksOut is a key after set_api_key_networks.
