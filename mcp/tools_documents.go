@@ -434,7 +434,7 @@ func searchDocumentsTool() *Tool {
 				return searchDocumentsOut{}, errCursorRefused
 			}
 			if pos.Search != searchKey(s, mode) {
-				return searchDocumentsOut{}, invalidArgs("cursor belongs to another search: repeat the same query, tag and project_id, or start again without a cursor")
+				return searchDocumentsOut{}, invalidArgs("cursor belongs to another search: repeat the same query, mode, tag and project_id (without mode: the default, which changes when an admin turns semantic search on or off), or start again without a cursor")
 			}
 			s.After = &store.SearchPosition{Rank: pos.Rank, ID: pos.ID}
 		}
