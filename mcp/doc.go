@@ -16,10 +16,9 @@
 //     connection, query, runs outside it: a call never holds two).
 //
 // Between 2 and 3, over HTTP: the rate limits (429, -32029), then admission
-// (admission.go): a call doing database work (tools/call, resources/read,
-// prompts/get, completion/complete) takes a slot among the calls in
-// flight — bounded in all by the tenant-work pool's size, per tenant and
-// per principal — waiting briefly,
+// (admission.go): a call doing database work (tools/call, resources/read)
+// takes a slot among the calls in flight — bounded in all by the
+// tenant-work pool's size, per tenant and per principal — waiting briefly,
 // fairly across tenants, or is refused (429, -32031). A credential refused
 // for its rate limit is remembered until its retry time and refused before
 // all of this (refuse_fast.go). A database or identity provider that cannot
@@ -38,10 +37,11 @@
 // matched exactly (encoding/json alone folds case), and bad input becomes a
 // tool error result that says what is wrong.
 //
-// Prompts (prompts.go) pass the same step 3: each has a minimum role and
-// scope like a tool, prompts/list shows a caller only those it may get, and
-// prompts/get and completion/complete read in a READ ONLY transaction of the
-// caller's tenant and are audited like a read.
+// Prompts (prompts.go) pass the same steps: prompts/get and
+// completion/complete are admitted like tools/call; each prompt has a
+// minimum role and scope like a tool, prompts/list shows a caller only
+// those it may get, and prompts/get and completion/complete read in a READ
+// ONLY transaction of the caller's tenant and are audited like a read.
 //
 // Errors are translated to HTTP statuses, JSON-RPC errors and tool results in
 // one place (errors.go).

@@ -61,8 +61,9 @@ func newMetrics() *metrics {
 			Name: "gatehouse_unavailable_total", Help: "Requests answered 503 because a dependency could not be reached, by dependency (database, identity_provider).",
 		}, []string{"dependency"}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.prompts, m.authFailures, m.rateLimited, m.busy, m.unavailable, m.connsRefused,
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.authFailures, m.rateLimited, m.busy, m.unavailable, m.connsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.prompts)
 	return m
 }
 
