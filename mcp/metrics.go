@@ -23,6 +23,8 @@ type metrics struct {
 	busy         *prometheus.CounterVec
 	unavailable  *prometheus.CounterVec
 	connsRefused prometheus.Counter
+	alerts       *prometheus.CounterVec // anomaly alerts (alerts.go)
+	suspensions  *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -61,9 +63,15 @@ func newMetrics() *metrics {
 			Name: "gatehouse_unavailable_total", Help: "Requests answered 503 because a dependency could not be reached, by dependency (database, identity_provider).",
 		}, []string{"dependency"}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.authFailures, m.rateLimited, m.busy, m.unavailable, m.connsRefused,
+	m.alerts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_alerts_total", Help: "Anomaly alerts raised by this replica's detector passes, by kind.",
+	}, []string{"kind"})
+	m.suspensions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_alert_suspensions_total", Help: "API keys revoked by an anomaly alert (GATEHOUSE_ALERT_SUSPEND), by the alert's kind.",
+	}, []string{"kind"})
+	m.reg.MustRegister(m.alerts, m.suspensions)
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.prompts, m.authFailures, m.rateLimited, m.busy, m.unavailable, m.connsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.reg.MustRegister(m.prompts)
 	return m
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/embeddings"
 	"github.com/gatehouse-mcp/gatehouse/internal/httpx"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
@@ -77,6 +78,14 @@ type Options struct {
 	// MetricsToken, when set, is the bearer token /metrics requires
 	// (Prometheus: authorization.credentials); empty leaves /metrics open.
 	MetricsToken string
+	// Alerts configure anomaly alerts (alerts.go); nil means the defaults
+	// (on, no key suspension).
+	Alerts *AlertOptions
+	// Embeddings, when set, is the provider semantic search embeds with;
+	// nil: semantic search is not configured. Embedder tunes the worker
+	// (RunEmbedder) that embeds documents.
+	Embeddings *embeddings.Client
+	Embedder   EmbedderOptions
 	// Surface is the HTTP surface to hang the routes off, shared with
 	// the other parts of Gatehouse (the console); nil makes one.
 	Surface *httpx.Surface
@@ -104,9 +113,11 @@ type Server struct {
 	denied    deniedTokens
 	metrics   *metrics
 	audit     *auditor
+	alerts    *detector // nil when alerts are off
 	admit     *admitter
 	cursorKey cursorKey
 	draining  atomic.Bool
+	semantic  *semantic
 
 	stdioToken string // the credential of a stdio session; empty over HTTP
 	canQuery   bool   // the database can confine the query tool
@@ -148,6 +159,13 @@ func New(opts Options) (*Server, error) {
 		audit:   newAuditor(opts.DB, opts.AuditKey, opts.AuditLog, opts.Logger),
 	}
 	s.cursorKey = opts.AuditKey.Derive("pagination cursors")
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sem, err := newSemantic(sctx, opts.DB, opts.Embeddings, opts.Embedder, s.metrics.reg)
+	scancel()
+	if err != nil {
+		return nil, err
+	}
+	s.semantic = sem
 	adm := DefaultAdmission(int(opts.DB.Limits().TenantConns))
 	if a := opts.Admission; a != nil {
 		for _, f := range []struct {
@@ -201,6 +219,13 @@ func New(opts Options) (*Server, error) {
 		if s.tools[name] == nil && name != "query" && !strings.HasPrefix(name, promptPolicyPrefix) {
 			return nil, fmt.Errorf("mcp: tool policy names unknown tool %q", name)
 		}
+	}
+	if opts.Alerts == nil || !opts.Alerts.Off {
+		d, err := newDetector(s, opts.Alerts)
+		if err != nil {
+			return nil, err
+		}
+		s.alerts = d
 	}
 	s.sdk.AddReceivingMiddleware(s.filterTools)
 	s.registerResources()
@@ -285,14 +310,14 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		res, outcome = denial(t, c), "denied"
 		err = commit()
 	case t.ownConn || t.noTenantData:
-		if err = s.execute(ctx, nil, t, c, raw, &res, &after); err == nil {
+		if err = s.execute(ctx, nil, t, c, raw, &res, &after, rec); err == nil {
 			rec.Decision = store.Allowed
 			err = commit()
 		}
 	case t.readOnly:
 		err = s.db.InTenantReadOnly(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
 			after = nil
-			return s.execute(ctx, tx, t, c, raw, &res, &after)
+			return s.execute(ctx, tx, t, c, raw, &res, &after, rec)
 		})
 		if err == nil {
 			rec.Decision = store.Allowed
@@ -304,7 +329,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		rec.Decision = store.Allowed
 		err = s.db.InTenantWrite(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
 			after = nil
-			return s.execute(ctx, tx, t, c, raw, &res, &after)
+			return s.execute(ctx, tx, t, c, raw, &res, &after, rec)
 		}, rec)
 	}
 	if err == nil {
@@ -339,15 +364,15 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 }
 
 // execute validates the arguments and runs the tool in tx, within the tool
-// time limit.
-func (s *Server) execute(ctx context.Context, tx pgx.Tx, t *Tool, c *Caller, raw []byte, res **sdk.CallToolResult, after *[]func()) error {
+// time limit; rec is the call's audit record (see Call.auditReason).
+func (s *Server) execute(ctx context.Context, tx pgx.Tx, t *Tool, c *Caller, raw []byte, res **sdk.CallToolResult, after *[]func(), rec *store.AuditRecord) error {
 	args, err := t.validate(raw)
 	if err != nil {
 		return err
 	}
 	tctx, cancel := context.WithTimeout(ctx, s.opts.ToolTimeout)
 	defer cancel()
-	call := &Call{Caller: c, Tx: tx, cursors: s.cursorKey, srv: s}
+	call := &Call{Caller: c, Tx: tx, cursors: s.cursorKey, srv: s, rec: rec}
 	*res, err = t.run(tctx, call, args)
 	*after = call.afterCommit
 	return err

@@ -175,7 +175,7 @@ func migrateTenantTx(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant) error {
 		role = pgx.Identifier{t.DBRole}.Sanitize()
 	}
 	for _, m := range ms[t.SchemaVersion:] {
-		sql := strings.ReplaceAll(m.SQL, "{{tenant_role}}", role)
+		sql := strings.NewReplacer("{{tenant_role}}", role, "{{tenant_tag}}", strings.TrimPrefix(t.Schema, "t_")).Replace(m.SQL)
 		if _, err := tx.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("tenant %s: migration %04d_%s: %w", t.Key, m.Version, m.Name, err)
 		}
@@ -191,7 +191,8 @@ func migrateTenantTx(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant) error {
 var queryHidden = []string{"audit_log"}
 
 // queryTables are the tenant tables the query tool may read: every table
-// the tenant migrations create except queryHidden. A migration that adds a
+// the tenant migrations create except queryHidden and document_chunks
+// (semantic search's vectors, never granted to the query role). A migration that adds a
 // table adds its name here (TestQueryRoleSeesEveryTableButTheHidden fails
 // until it does).
 //
