@@ -40,11 +40,10 @@
 // matched exactly (encoding/json alone folds case), and bad input becomes a
 // tool error result that says what is wrong.
 //
-// Prompts (prompts.go) pass the same steps: prompts/get and
-// completion/complete are admitted like tools/call; each prompt has a
-// minimum role and scope like a tool, prompts/list shows a caller only
-// those it may get, and prompts/get and completion/complete read in a READ
-// ONLY transaction of the caller's tenant and are audited like a read.
+// Prompts (prompts.go) pass the same step 3: each has a minimum role and
+// scope like a tool, prompts/list shows a caller only those it may get, and
+// prompts/get and completion/complete read the caller's tenant read-only,
+// as read tools do, and are audited like a read.
 //
 // Errors are translated to HTTP statuses, JSON-RPC errors and tool results in
 // one place (errors.go).
