@@ -266,6 +266,13 @@ func (d *detector) decide(t *tenancy.Tenant, in store.AnomalyInput) store.Anomal
 		if !ok {
 			continue
 		}
+		if r.Decision == store.Denied && r.Reason == networkDeniedReason {
+			// Refused for its address (networks.go): not the key's use,
+			// since whoever holds a copy elsewhere sends these. Like a
+			// failed authentication naming the key, it counts towards a
+			// denial burst, never towards volume or a suspension.
+			o = anomaly.AuthFailed
+		}
 		w := who{email: r.Email, provider: r.Provider, keyID: r.APIKeyID,
 			person: r.Provider != "apikey" && r.Provider != "mtls"}
 		whos[r.Subject] = w
