@@ -191,11 +191,11 @@ func (s *Server) promptRequest(ctx context.Context, extra *sdk.RequestExtra, met
 	check func() error, run func(context.Context, *Call) error) error {
 	c, err := s.callerOf(ctx, extra)
 	if err != nil {
-		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "unauthenticated: " + err.Error()}
+		return err
 	}
 	if extra == nil || extra.TokenInfo == nil {
 		if err := s.limitStdio(ctx, c, method); err != nil {
-			return &jsonrpc.Error{Code: codeRateLimited, Message: err.Error()}
+			return err
 		}
 	}
 	rec := s.audit.base(c, method+":"+p.Name, raw)
