@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -50,5 +51,31 @@ func TestAlertSettings(t *testing.T) {
 	_, err = loadConfig(func(k string) string { return map[string]string{"GATEHOUSE_ALERT_SUSPEND": "volume,denial_burst"}[k] })
 	if err == nil || !strings.Contains(err.Error(), "anyone can send failed authentications naming a key id") {
 		t.Errorf("denial_burst as a suspension trigger: %v", err)
+	}
+}
+
+// TestAlertsStartupLine: start-up says whether anomaly alerts run, and
+// warns, naming the kinds, when some of them revoke keys, so an operator
+// reading the log knows a key may be revoked without anyone's action.
+func TestAlertsStartupLine(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want []string
+	}{
+		{nil, []string{`"level":"INFO"`, `"msg":"anomaly alerts are on`, `"interval":"1m0s"`, `"suspend":"none`}},
+		{map[string]string{"GATEHOUSE_ALERT_SUSPEND": "new_network,volume"}, []string{`"level":"WARN"`, "revoke the API key", `"suspend":"new_network, volume"`}},
+		{map[string]string{"GATEHOUSE_ALERTS": "off"}, []string{`"level":"INFO"`, "anomaly alerts are off"}},
+	} {
+		cfg, err := loadConfig(func(k string) string { return c.env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf strings.Builder
+		logAlerts(slog.New(slog.NewJSONHandler(&buf, nil)), cfg.Alerts)
+		for _, w := range c.want {
+			if !strings.Contains(buf.String(), w) {
+				t.Errorf("%v: start-up line %s lacks %s", c.env, buf.String(), w)
+			}
+		}
 	}
 }

@@ -164,6 +164,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		}
 		log.Info("semantic search: embeddings provider configured (each tenant's admin turns it on)", "endpoint", embedder.Endpoint(), "model", embedder.Model())
 	}
+	logAlerts(log, cfg.Alerts)
 	surface := httpx.New(httpx.Options{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, Logger: log})
 	srv, err := mcp.New(mcp.Options{
 		Embeddings: embedder,
@@ -387,4 +388,25 @@ More keys: gatehouse apikey create --tenant <domain> --role admin|developer|view
 
 `, mcpURL, f.secret, inspectorVersion)
 	f.secret = ""
+}
+
+// logAlerts says at start-up whether anomaly alerts run and how often, and
+// warns when some kinds revoke the key behind them
+// (GATEHOUSE_ALERT_SUSPEND): an operator must know that keys may be
+// revoked without anyone's action (docs/alerts.md).
+func logAlerts(log *slog.Logger, a mcp.AlertOptions) {
+	if a.Off {
+		log.Info("anomaly alerts are off (GATEHOUSE_ALERTS=off)")
+		return
+	}
+	if len(a.Suspend) == 0 {
+		log.Info("anomaly alerts are on; they never revoke a key", "interval", a.Interval.String(), "suspend", "none (GATEHOUSE_ALERT_SUSPEND)")
+		return
+	}
+	kinds := make([]string, len(a.Suspend))
+	for i, k := range a.Suspend {
+		kinds[i] = string(k)
+	}
+	log.Warn("anomaly alerts are on and revoke the API key behind alerts of these kinds (GATEHOUSE_ALERT_SUSPEND)",
+		"interval", a.Interval.String(), "suspend", strings.Join(kinds, ", "))
 }
