@@ -51,6 +51,7 @@ type siteOpts struct {
 	operators []string
 	limits    *tenancy.Limits
 	mod       func(*console.Options)
+	alerts    *mcp.AlertOptions
 	mcpMod    func(*mcp.Options)
 }
 
@@ -94,7 +95,7 @@ func newSite(t testing.TB, o siteOpts) *site {
 		t.Cleanup(limiter.Close)
 	}
 	mopts := mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, PublicURL: ts.URL, AuthServer: as, Limiter: limiter,
-		Surface: surface, Logger: log, Version: "test", AuditKey: testAuditKey}
+		Surface: surface, Logger: log, Version: "test", AuditKey: testAuditKey, Alerts: o.alerts}
 	if o.mcpMod != nil {
 		o.mcpMod(&mopts)
 	}

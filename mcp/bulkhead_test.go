@@ -53,6 +53,8 @@ var everyToolArgs = map[string]string{
 	"list_my_sign_ins":    `{}`,
 	"revoke_my_sign_in":   `{"id":"no-such-sign-in"}`,
 	"set_semantic_search": `{"enabled":false}`,
+	"list_alerts":         `{}`,
+	"acknowledge_alert":   `{"id":999999}`,
 }
 
 // answer is what a raw tools/call POST got.

@@ -136,10 +136,10 @@ func TestSemanticSearch(t *testing.T) { semanticSearchScenario(t, false) }
 
 // TestSemanticSearchPgvector is TestSemanticSearch through pgvector's HNSW
 // index, where pgvector is installed into the PostgreSQL the tests use
-// (GATEHOUSE_TEST_PGVECTOR=1; see store's TestPgvectorPath).
+// (PGVECTOR_TESTS=1; see store's TestPgvectorPath).
 func TestSemanticSearchPgvector(t *testing.T) {
-	if os.Getenv("GATEHOUSE_TEST_PGVECTOR") != "1" {
-		t.Skip("set GATEHOUSE_TEST_PGVECTOR=1 where pgvector is installed into the PostgreSQL the tests use")
+	if os.Getenv("PGVECTOR_TESTS") != "1" {
+		t.Skip("set PGVECTOR_TESTS=1 where pgvector is installed into the PostgreSQL the tests use")
 	}
 	semanticSearchScenario(t, true)
 }
@@ -414,16 +414,6 @@ func TestEmbeddingRetryAndModelChange(t *testing.T) {
 	if len(r.Results) == 0 || r.Results[0].Title != "Runbook" {
 		t.Errorf("semantic search with model-b: %+v", r)
 	}
-}
-
-func grepLines(s, word string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, word) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 // TestSemanticRankingTooSlow: past the search's time limit for ranking by

@@ -50,7 +50,8 @@ type Options struct {
 	ReadHeaderTimeout time.Duration
 	BodyTimeout       time.Duration
 	MaxPendingPerIP   int
-	// ToolPolicy overrides the compiled-in role and scope of some tools.
+	// ToolPolicy overrides the compiled-in role and scope of some tools
+	// (by name) and prompts (by "prompts/" + name).
 	ToolPolicy ToolPolicy
 	// AuthServer, when set, is Gatehouse's OAuth authorization server for
 	// MCP clients: when people can sign in with it, its endpoints are
@@ -77,6 +78,9 @@ type Options struct {
 	// MetricsToken, when set, is the bearer token /metrics requires
 	// (Prometheus: authorization.credentials); empty leaves /metrics open.
 	MetricsToken string
+	// Alerts configure anomaly alerts (alerts.go); nil means the defaults
+	// (on, no key suspension).
+	Alerts *AlertOptions
 	// Embeddings, when set, is the provider semantic search embeds with;
 	// nil: semantic search is not configured. Embedder tunes the worker
 	// (RunEmbedder) that embeds documents.
@@ -103,11 +107,13 @@ type Server struct {
 	db        *store.DB
 	sdk       *sdk.Server
 	tools     map[string]*Tool
+	prompts   map[string]*Prompt // prompts.go
 	echo      *httpx.Surface
 	handler   http.Handler // echo behind the fast refusal of remembered denials
 	denied    deniedTokens
 	metrics   *metrics
 	audit     *auditor
+	alerts    *detector // nil when alerts are off
 	admit     *admitter
 	cursorKey cursorKey
 	draining  atomic.Bool
@@ -180,7 +186,7 @@ func New(opts Options) (*Server, error) {
 	s.admit = newAdmitter(adm)
 	s.audit.group.inFlight = s.admit.inFlight
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read) admitted and not finished.",
+		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read, prompts/get, completion/complete) admitted and not finished.",
 	}, func() float64 { return float64(s.admit.inFlight()) }))
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
@@ -190,7 +196,9 @@ func New(opts Options) (*Server, error) {
 		// stays advertised as before: the revisions served before
 		// 2026-07-28 define logging/setLevel.
 		//lint:ignore SA1019 logging is deprecated only from protocol 2026-07-28
-		Capabilities: &sdk.ServerCapabilities{Logging: &sdk.LoggingCapabilities{}, Tools: &sdk.ToolCapabilities{}, Resources: &sdk.ResourceCapabilities{}},
+		Capabilities: &sdk.ServerCapabilities{Logging: &sdk.LoggingCapabilities{}, Tools: &sdk.ToolCapabilities{}, Resources: &sdk.ResourceCapabilities{},
+			Prompts: &sdk.PromptCapabilities{}},
+		CompletionHandler: s.complete, // completion.go
 	})
 	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	s.canQuery = opts.DB.CanCreateRoles(rctx)
@@ -208,12 +216,22 @@ func New(opts Options) (*Server, error) {
 		s.register(t)
 	}
 	for name := range opts.ToolPolicy {
-		if s.tools[name] == nil && name != "query" {
+		if s.tools[name] == nil && name != "query" && !strings.HasPrefix(name, promptPolicyPrefix) {
 			return nil, fmt.Errorf("mcp: tool policy names unknown tool %q", name)
 		}
 	}
+	if opts.Alerts == nil || !opts.Alerts.Off {
+		d, err := newDetector(s, opts.Alerts)
+		if err != nil {
+			return nil, err
+		}
+		s.alerts = d
+	}
 	s.sdk.AddReceivingMiddleware(s.filterTools)
 	s.registerResources()
+	if err := s.registerPrompts(opts.ToolPolicy); err != nil {
+		return nil, err
+	}
 	s.echo = opts.Surface
 	if s.echo == nil {
 		s.echo = httpx.New(httpx.Options{PublicURL: opts.PublicURL, TrustedProxies: opts.TrustedProxies, Logger: opts.Logger})

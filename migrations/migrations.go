@@ -15,6 +15,10 @@
 //     (Citus schema-based sharding);
 //   - tenant migrations grant exactly what the tenant role may do to each
 //     object they create, writing {{tenant_role}} for the role's quoted name;
+//   - a function a tenant migration creates is named with {{tenant_tag}}
+//     (the hex of the schema name) so that no name is shared by thousands
+//     of schemas: PostgreSQL resolves a function name by listing every
+//     function of that name in the database (see tenant/0003);
 //     a table the query tool may read is also named in store's queryTables
 //     (granted by name, never ON ALL TABLES or by default privileges).
 //
@@ -63,12 +67,18 @@ var (
 
 // AddTenantForBenchmark adds a tenant migration after the embedded ones,
 // in this process only: it stands for the next release's migration in
-// benchmarks that measure applying one to every tenant schema
-// (bench/tenants). Never call it in a server.
-func AddTenantForBenchmark(name, sql string) {
+// benchmarks and tests that apply one to every tenant schema
+// (bench/tenants, the rolling-deploy tests). remove takes every added one
+// away again. Never call it in a server.
+func AddTenantForBenchmark(name, sql string) (remove func()) {
 	extraMu.Lock()
 	defer extraMu.Unlock()
 	extraTenant = append(extraTenant, Migration{Name: name, SQL: sql})
+	return func() {
+		extraMu.Lock()
+		defer extraMu.Unlock()
+		extraTenant = nil
+	}
 }
 
 func mustLoad(dir string) []Migration {

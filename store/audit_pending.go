@@ -40,9 +40,20 @@ func (db *DB) markAuditPending(ctx context.Context, t *tenancy.Tenant) error {
 		return nil
 	}
 	sent := time.Now()
-	_, err := db.pool.Exec(ctx, `INSERT INTO gatehouse.audit_pending (tenant_id) VALUES ($1)
+	// Committed without waiting for its WAL flush (one statement, one
+	// round trip): every audit record this mark is for is committed later,
+	// synchronously, and flushing a later commit flushes the WAL before
+	// it, so a record that survives a crash implies its mark survived too.
+	// A mark lost in a crash marks a tenant whose records were lost with
+	// it. (At 10,000 tenants, calls over 2,000 renewed ~30 marks a second,
+	// each waiting for its own fsync.)
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue("SET LOCAL synchronous_commit = off")
+	b.Queue(`INSERT INTO gatehouse.audit_pending (tenant_id) VALUES ($1)
 		ON CONFLICT (tenant_id) DO UPDATE SET marked_at = now()`, t.ID)
-	if err != nil {
+	b.Queue("COMMIT")
+	if err := db.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("marking tenant %s's audit log: %w", t.Key, err)
 	}
 	last.Store(sent.UnixNano())

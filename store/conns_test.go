@@ -137,17 +137,36 @@ func TestPoolSizes(t *testing.T) {
 		opts          store.Options
 		tenant, contr int32
 	}{
-		{conn, store.Options{TenantConns: 5, ControlConns: 3}, 5, 3},
-		{conn + " pool_max_conns=6", store.Options{ControlConns: 2}, 6, 2},
-		{conn + " pool_max_conns=6", store.Options{TenantConns: 9, ControlConns: 2}, 9, 2},
+		{conn, store.Options{TenantConns: 5, ControlConns: 3, AffinityConns: -1}, 5, 3},
+		{conn + " pool_max_conns=6", store.Options{ControlConns: 2, AffinityConns: -1}, 6, 2},
+		{conn + " pool_max_conns=6", store.Options{TenantConns: 9, ControlConns: 2, AffinityConns: -1}, 9, 2},
 	} {
 		db, err := store.Open(context.Background(), tt.conn, &tt.opts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := db.Limits(); got.TenantConns != tt.tenant || got.ControlConns != tt.contr ||
-			db.TenantPool().Config().MaxConns != tt.tenant || db.Pool().Config().MaxConns != tt.contr {
-			t.Errorf("%+v with %q: limits %+v, pools %d and %d", tt.opts, tt.conn, got, db.TenantPool().Config().MaxConns, db.Pool().Config().MaxConns)
+			db.TenantPoolSize() != tt.tenant || db.Pool().Config().MaxConns != tt.contr {
+			t.Errorf("%+v with %q: limits %+v, pools %d and %d", tt.opts, tt.conn, got, db.TenantPoolSize(), db.Pool().Config().MaxConns)
+		}
+		db.Close()
+	}
+	// Affinity connections come on top of TenantConns (as many, at most 16, by default).
+	for _, tt := range []struct {
+		opts store.Options
+		pool int32
+	}{
+		{store.Options{TenantConns: 8}, 16},
+		{store.Options{TenantConns: 32}, 48},
+		{store.Options{TenantConns: 8, AffinityConns: 8}, 16},
+		{store.Options{TenantConns: 8, AffinityConns: -1}, 8},
+	} {
+		db, err := store.Open(context.Background(), conn, &tt.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if db.TenantPoolSize() != tt.pool || db.Limits().TenantConns != tt.opts.TenantConns {
+			t.Errorf("%+v: tenant pool of %d, limits %+v; want %d", tt.opts, db.TenantPoolSize(), db.Limits(), tt.pool)
 		}
 		db.Close()
 	}

@@ -175,7 +175,7 @@ func migrateTenantTx(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant) error {
 		role = pgx.Identifier{t.DBRole}.Sanitize()
 	}
 	for _, m := range ms[t.SchemaVersion:] {
-		sql := strings.ReplaceAll(m.SQL, "{{tenant_role}}", role)
+		sql := strings.NewReplacer("{{tenant_role}}", role, "{{tenant_tag}}", strings.TrimPrefix(t.Schema, "t_")).Replace(m.SQL)
 		if _, err := tx.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("tenant %s: migration %04d_%s: %w", t.Key, m.Version, m.Name, err)
 		}

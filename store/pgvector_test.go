@@ -17,11 +17,11 @@ import (
 // compares it with the exact ranking. pgvector is not packaged for the
 // PostgreSQL this project's machines run (Debian 12, PostgreSQL 15), so
 // the test runs only where someone installed it into the PostgreSQL the
-// tests start and asks for it: GATEHOUSE_TEST_PGVECTOR=1 (see
+// tests start and asks for it: PGVECTOR_TESTS=1 (see
 // docs/scaling.md, "Semantic search").
 func TestPgvectorPath(t *testing.T) {
-	if os.Getenv("GATEHOUSE_TEST_PGVECTOR") != "1" {
-		t.Skip("set GATEHOUSE_TEST_PGVECTOR=1 where pgvector is installed into the PostgreSQL the tests use")
+	if os.Getenv("PGVECTOR_TESTS") != "1" {
+		t.Skip("set PGVECTOR_TESTS=1 where pgvector is installed into the PostgreSQL the tests use")
 	}
 	db := storetest.MustOpenDB(t)
 	ctx := context.Background()

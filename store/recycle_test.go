@@ -18,7 +18,7 @@ func TestConnMaxUses(t *testing.T) {
 	url := storetest.ConnString(t)
 	pids := func(maxUses, n int) []int {
 		t.Helper()
-		db, err := store.Open(ctx, url, &store.Options{TenantConns: 1, ConnMaxUses: maxUses})
+		db, err := store.Open(ctx, url, &store.Options{TenantConns: 1, AffinityConns: -1, ConnMaxUses: maxUses})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -47,6 +47,41 @@ func TestConnMaxUses(t *testing.T) {
 	for _, p := range never {
 		if p != never[0] {
 			t.Errorf("ConnMaxUses -1 replaced a backend: %v", never)
+		}
+	}
+}
+
+// TestControlConnMaxUses: a control-pool connection (which writes and
+// chains audit records in every active tenant's schema) is closed after
+// ControlConnMaxUses uses; a negative bound never recycles.
+func TestControlConnMaxUses(t *testing.T) {
+	ctx := context.Background()
+	url := storetest.ConnString(t)
+	pids := func(maxUses, n int) []int {
+		t.Helper()
+		db, err := store.Open(ctx, url, &store.Options{ControlConns: 1, ControlConnMaxUses: maxUses})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var out []int
+		for range n {
+			var pid int
+			if err := db.Pool().QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, pid)
+		}
+		return out
+	}
+	got := pids(3, 7)
+	if got[0] == got[3] || got[3] == got[6] || got[1] != got[0] || got[4] != got[3] {
+		t.Errorf("want a new backend every 3 uses: %v", got)
+	}
+	never := pids(-1, 5)
+	for _, p := range never {
+		if p != never[0] {
+			t.Errorf("ControlConnMaxUses -1 replaced a backend: %v", never)
 		}
 	}
 }

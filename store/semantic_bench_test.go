@@ -22,7 +22,7 @@ import (
 // run's baseline, a full-text search of the same documents. It reports the
 // 95th percentile latency (p95-ms) besides the mean. The figures and what
 // they mean are in docs/scaling.md ("Semantic search"). With
-// GATEHOUSE_TEST_PGVECTOR=1 (pgvector installed) it also measures the
+// PGVECTOR_TESTS=1 (pgvector installed) it also measures the
 // search through pgvector's HNSW index.
 //
 //	go test ./store/ -run '^$' -bench SemanticSearch -benchtime 5x
@@ -47,7 +47,7 @@ func benchSemanticSearch(b *testing.B, chunks, dims int) {
 			return err
 		}, db, tn)
 	})
-	if os.Getenv("GATEHOUSE_TEST_PGVECTOR") == "1" { // pgvector installed (see TestPgvectorPath)
+	if os.Getenv("PGVECTOR_TESTS") == "1" { // pgvector installed (see TestPgvectorPath)
 		ctx := context.Background()
 		if _, err := db.Pool().Exec(ctx, "CREATE EXTENSION vector"); err != nil {
 			b.Fatal(err)

@@ -94,6 +94,9 @@ func SemanticCandidates(ctx context.Context, tx pgx.Tx, q VectorQuery) ([]Candid
 	if q.ProjectID != "" && !IsUUID(q.ProjectID) {
 		return nil, nil
 	}
+	if rt, ok := tx.(*readTx); ok {
+		return pipelinedCandidates(ctx, rt, q)
+	}
 	if q.Timeout <= 0 {
 		return semanticCandidates(ctx, tx, q)
 	}
@@ -127,8 +130,72 @@ func SemanticCandidates(ctx context.Context, tx pgx.Tx, q VectorQuery) ([]Candid
 	return hits, err
 }
 
+// pipelinedCandidates is SemanticCandidates in a pipelined read
+// ([DB.InTenantReadOnly]), where each statement is its own implicit
+// transaction: the ranking's settings (its time limit, the index's) travel
+// in the same message as the ranking, so they apply to it alone and end
+// with it; a cancelled ranking leaves nothing to undo.
+func pipelinedCandidates(ctx context.Context, tx *readTx, q VectorQuery) ([]Candidate, error) {
+	sql, args, settings := candidatesSQL(q)
+	if q.Timeout > 0 {
+		settings = append(settings, "statement_timeout", strconv.FormatInt(max(1, q.Timeout.Milliseconds()), 10))
+	}
+	b := &pgx.Batch{}
+	for i := 0; i < len(settings); i += 2 {
+		b.Queue("SELECT set_config($1, $2, true)", settings[i], settings[i+1])
+	}
+	b.Queue(sql, args)
+	br := tx.SendBatch(ctx, b)
+	defer br.Close()
+	for i := 0; i < len(settings); i += 2 {
+		if _, err := br.Exec(); err != nil {
+			return nil, err
+		}
+	}
+	rows, _ := br.Query()
+	hits, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Candidate, error) {
+		var c Candidate
+		return c, r.Scan(&c.ID, &c.Score, &c.Start, &c.End)
+	})
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "57014" && ctx.Err() == nil {
+		err = ErrRankingTooSlow
+	}
+	return hits, err
+}
+
 func semanticCandidates(ctx context.Context, tx pgx.Tx, q VectorQuery) (hits []Candidate, err error) {
-	args := pgx.NamedArgs{"v": q.Vector, "model": q.Model, "dims": len(q.Vector), "n": q.Limit}
+	sql, args, settings := candidatesSQL(q)
+	if len(settings) > 0 {
+		// In a transaction the settings last until its end: each is set
+		// back once the ranking is done.
+		olds := make([]string, 0, len(settings)/2)
+		for i := 0; i < len(settings); i += 2 {
+			var old string
+			if err := tx.QueryRow(ctx, "SELECT coalesce(current_setting($1, true), ''), set_config($1, $2, true)", settings[i], settings[i+1]).Scan(&old, new(string)); err != nil {
+				return nil, err
+			}
+			olds = append(olds, old)
+		}
+		defer func() {
+			for i := 0; err == nil && i < len(olds); i++ {
+				if olds[i] != "" { // a setting not known before (a library not yet loaded): it ends with the transaction
+					_, err = tx.Exec(ctx, "SELECT set_config($1, $2, true)", settings[2*i], olds[i])
+				}
+			}
+		}()
+	}
+	rows, _ := tx.Query(ctx, sql, args)
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Candidate, error) {
+		var c Candidate
+		return c, r.Scan(&c.ID, &c.Score, &c.Start, &c.End)
+	})
+}
+
+// candidatesSQL is the ranking statement of q, its arguments, and the
+// settings (name, value pairs) it must run under.
+func candidatesSQL(q VectorQuery) (sql string, args pgx.NamedArgs, settings []string) {
+	args = pgx.NamedArgs{"v": q.Vector, "model": q.Model, "dims": len(q.Vector), "n": q.Limit}
 	// The model setting fixes the vectors' size (the exact path need not
 	// check it, which would read every vector twice).
 	where := `d.embed_state = 'embedded' AND d.embed_model = @model` + filterDocuments(args, q.Tag, q.ProjectID)
@@ -140,16 +207,7 @@ func semanticCandidates(ctx context.Context, tx pgx.Tx, q VectorQuery) (hits []C
 		// estimate of the partial index predicate's rows is far too low,
 		// which makes a sequential scan look cheaper: it is turned off
 		// for this statement.
-		var seqscan string
-		if err := tx.QueryRow(ctx, `SELECT current_setting('enable_seqscan'), set_config('hnsw.ef_search', '400', true),
-			set_config('enable_seqscan', 'off', true)`).Scan(&seqscan, new(string), new(string)); err != nil {
-			return nil, err
-		}
-		defer func() {
-			if err == nil {
-				_, err = tx.Exec(ctx, "SELECT set_config('enable_seqscan', $1, true)", seqscan)
-			}
-		}()
+		settings = []string{"hnsw.ef_search", "400", "enable_seqscan", "off"}
 		ext, vt := pgx.Identifier{v.Schema}.Sanitize(), v.vectorType()
 		dist := fmt.Sprintf("(c.embedding::%s OPERATOR(%s.<=>) @v::real[]::%s)", vt, ext, vt)
 		chunks = `SELECT c.document_id, c.start_at, c.end_at, (1 - c.dist)::real AS score
@@ -161,13 +219,10 @@ func semanticCandidates(ctx context.Context, tx pgx.Tx, q VectorQuery) (hits []C
 			(SELECT sum(x * y) FROM unnest(c.embedding, @v::real[]) t(x, y))::real AS score
 			FROM document_chunks c JOIN documents d ON d.id = c.document_id WHERE ` + where
 	}
-	rows, _ := tx.Query(ctx, `SELECT document_id, score, start_at, end_at FROM (
-		SELECT DISTINCT ON (document_id) * FROM (`+chunks+`) c ORDER BY document_id, score DESC) best
-		ORDER BY score DESC, document_id DESC LIMIT @n`, args)
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Candidate, error) {
-		var c Candidate
-		return c, r.Scan(&c.ID, &c.Score, &c.Start, &c.End)
-	})
+	sql = `SELECT document_id, score, start_at, end_at FROM (
+		SELECT DISTINCT ON (document_id) * FROM (` + chunks + `) c ORDER BY document_id, score DESC) best
+		ORDER BY score DESC, document_id DESC LIMIT @n`
+	return sql, args, settings
 }
 
 // KeywordCandidates returns the n documents that best match the full-text

@@ -140,7 +140,7 @@ func (db *DB) WithTenant(ctx context.Context, t *tenancy.Tenant, fn func(pgx.Tx)
 	if holdsTenantConn(ctx) {
 		return ErrNestedConnection
 	}
-	return db.withTenantOn(ctx, db.work, t, fn)
+	return db.withTenantMode(ctx, nil, t, "BEGIN", fn)
 }
 
 // WithTenantControl is [DB.WithTenant] on the control-plane pool, for the
@@ -155,6 +155,9 @@ func (db *DB) withTenantOn(ctx context.Context, pool *pgxpool.Pool, t *tenancy.T
 	return db.withTenantMode(ctx, pool, t, "BEGIN", fn)
 }
 
+// withTenantMode runs fn in a tenant transaction opened by beginStmt on a
+// connection of pool, or of the tenant-work pool (with affinity) when pool
+// is nil.
 func (db *DB) withTenantMode(ctx context.Context, pool *pgxpool.Pool, t *tenancy.Tenant, beginStmt string, fn func(pgx.Tx) error) error {
 	if !opaqueName.MatchString(t.Schema) || (t.DBRole != "" && !opaqueName.MatchString(t.DBRole)) {
 		return fmt.Errorf("tenant %s: refusing unexpected schema or role name", t.Key)
@@ -172,7 +175,15 @@ func (db *DB) withTenantMode(ctx context.Context, pool *pgxpool.Pool, t *tenancy
 	if t.DBRole != "" { // else: a database whose account cannot create roles: schema isolation only
 		begin += fmt.Sprintf(", set_config('role', %s, true)", quoteLiteral(t.DBRole))
 	}
-	return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: begin}, fn)
+	if pool != nil {
+		return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: begin}, fn)
+	}
+	c, release, err := db.work.Acquire(ctx, t.ID)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return pgx.BeginTxFunc(ctx, c, pgx.TxOptions{BeginQuery: begin}, fn)
 }
 
 // opaqueName matches the schema and role names Gatehouse generates.

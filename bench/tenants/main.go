@@ -35,6 +35,16 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
+var (
+	rounds   = flag.Int("rounds", 3, "alternating runs over 10 and over -spread tenants, per configuration")
+	restore  = flag.Bool("restore", false, "with -dump: restore the dump (and the roles) into a fresh cluster as docs/operations.md says, then verify every tenant's audit chain there")
+	serveBin = flag.String("serve", "", "also measure `gatehouse serve` (these binaries, comma-separated, one after the other) on the cluster: list_todos over HTTP, one API key per tenant, then its RSS")
+	serveEnv = flag.String("serve-env", "", "settings added to the serve's environment (space-separated NAME=value)")
+	audited  = flag.Int("audited", 0, "write and chain one audit record in this many tenants before the dump (so that -restore verifies chains that hold records)")
+)
+
+var indexRounds = flag.Int("index-rounds", 0, "if > 0: seed a busy tenant (in the 10-tenant database), run the tools' reads and writes this many times and report each index's scans (pg_stat_user_indexes)")
+
 func main() {
 	n := flag.Int("n", 2000, "tenants")
 	data := flag.String("data", "", "data directory of the embedded PostgreSQL (kept; default: a new one under /tmp)")
@@ -44,7 +54,9 @@ func main() {
 	conc := flag.Int("concurrency", 8, "calls in flight in the throughput runs")
 	migrate := flag.Bool("migrate", true, "apply one tenant migration (ALTER TABLE todos ADD COLUMN ... DEFAULT false) to every schema")
 	dump := flag.Bool("dump", false, "also time pg_dump --format=custom of the database")
-	maxUses := flag.Int("max-uses", 0, "transactions after which a tenant-pool connection is replaced (store.Options.ConnMaxUses; 0: the default, -1: never)")
+	configs := flag.String("configs", "lanes=1 max-uses=-1 max-tenants=-1; lanes=0 max-uses=-1 max-tenants=-1; lanes=0 max-uses=0 max-tenants=0",
+		"tenant-pool settings whose throughput and backend memory are measured one after the other, each on new connections, separated by ';': "+
+			"lanes (store.Options.TenantLanes), max-uses (ConnMaxUses), max-tenants (ConnMaxTenants), pool (TenantConns), affinity (AffinityConns); 0: the default, -1: never/none")
 	flag.Parse()
 	if *data == "" {
 		d, err := os.MkdirTemp("", "gatehouse-tenants-")
@@ -54,14 +66,18 @@ func main() {
 		_ = os.Chmod(d, 0o755)
 		*data = d
 	}
-	if err := run(*n, *data, *parallel, *spread, *duration, *conc, *migrate, *dump, *maxUses); err != nil {
+	cfgs, err := parseConfigs(*configs)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := run(*n, *data, *parallel, *spread, *duration, *conc, *migrate, *dump, cfgs); err != nil {
 		log.Fatal(err)
 	}
 }
 
 type result struct{ what, value string }
 
-func run(n int, data string, parallel, spread int, duration time.Duration, conc int, migrate, dump bool, maxUses int) error {
+func run(n int, data string, parallel, spread int, duration time.Duration, conc int, migrate, dump bool, cfgs []poolConfig) error {
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	e, err := store.StartEmbedded(ctx, store.EmbeddedOptions{DataDir: data, Logger: logger})
@@ -69,7 +85,7 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 		return err
 	}
 	defer func() { _ = e.Stop(context.Background()) }()
-	db, err := store.Open(ctx, e.ConnString(""), &store.Options{ControlConns: int32(parallel), TenantConns: int32(conc), ConnMaxUses: maxUses, Logger: logger})
+	db, err := store.Open(ctx, e.ConnString(""), &store.Options{ControlConns: int32(parallel), TenantConns: int32(conc), Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -96,6 +112,13 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 		if err := provision(ctx, smallDB, c, 10, 1); err != nil {
 			return err
 		}
+	}
+	if *indexRounds > 0 {
+		u, err := indexUsage(ctx, smallDB, *indexRounds)
+		if err != nil {
+			return err
+		}
+		add("index usage", "%s", u)
 	}
 	have := count(ctx, db)
 	t0 := time.Now()
@@ -152,6 +175,17 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 		return err
 	}
 	add("backup lock check", "%v: %s", time.Since(t0).Round(time.Millisecond), b)
+	if *audited > 0 {
+		ts, err := db.FindTenants(ctx)
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if err := writeAudit(ctx, db, ts[:min(*audited, len(ts))]); err != nil {
+			return err
+		}
+		add(fmt.Sprintf("one audit record written and chained in each of %d tenants", min(*audited, len(ts))), "%v", time.Since(t0).Round(time.Millisecond))
+	}
 	if dump {
 		file := filepath.Join(data, "bench.dump")
 		t0 = time.Now()
@@ -160,6 +194,11 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 		} else {
 			st, _ := os.Stat(file)
 			add("pg_dump --format=custom", "%v, %d MB", time.Since(t0).Round(time.Millisecond), st.Size()>>20)
+			if *restore {
+				if err := restoreAndVerify(ctx, e, data, file, logger, add); err != nil {
+					return err
+				}
+			}
 			_ = os.Remove(file)
 		}
 	}
@@ -168,27 +207,103 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 	if err != nil {
 		return err
 	}
-	mem0 := backendMemory(ctx, db)
-	add("tenant pool backends, private memory before", "%s", mem0)
-	few := throughput(ctx, db, tenants[:10], duration, conc)
-	many := throughput(ctx, db, tenants[:min(spread, len(tenants))], duration, conc)
-	warm := throughput(ctx, db, tenants[:min(spread, len(tenants))], duration, conc)
-	few2 := throughput(ctx, db, tenants[:10], duration, conc)
-	add("list_todos transactions/s, calls over 10 tenants (before / after the runs below)", "%.0f / %.0f", few, few2)
-	few = (few + few2) / 2
-	add(fmt.Sprintf("list_todos transactions/s, calls over %d tenants, first run (each backend meets each tenant)", min(spread, len(tenants))), "%.0f (%.2f× the 10-tenant runs)", many, many/few)
-	add(fmt.Sprintf("list_todos transactions/s, calls over %d tenants, second run (caches warm)", min(spread, len(tenants))), "%.0f (%.2f×)", warm, warm/few)
-	add(fmt.Sprintf("tenant pool backends, private memory after calls over %d tenants", min(spread, len(tenants))), "%s", backendMemory(ctx, db))
-	if len(tenants) > spread {
-		throughput(ctx, db, tenants, duration, conc)
-		add(fmt.Sprintf("tenant pool backends, private memory after calls over all %d", len(tenants)), "%s", backendMemory(ctx, db))
+	for bin := range strings.SplitSeq(*serveBin, ",") {
+		if bin == "" {
+			continue
+		}
+		if err := serveBench(ctx, e, db, bin, *serveEnv, tenants, min(spread, len(tenants)), duration, conc, *rounds, add); err != nil {
+			return err
+		}
+	}
+	db.Close() // its tenant pool's backends have provisioned; each configuration below starts afresh
+	spread = min(spread, len(tenants))
+	for _, pc := range cfgs {
+		o := pc.opts
+		o.ControlConns, o.Logger = 2, logger
+		if o.TenantConns == 0 {
+			o.TenantConns = int32(conc)
+		}
+		cdb, err := store.Open(ctx, e.ConnString(""), &o)
+		if err != nil {
+			return err
+		}
+		l := cdb.Limits()
+		name := fmt.Sprintf("[conns %d+%d, lanes %d, max-uses %d, max-tenants %d]", l.TenantConns, l.AffinityConns, l.TenantLanes, l.ConnMaxUses, l.ConnMaxTenants)
+		add(name+" tenant pool backends, private memory before", "%s", backendMemory(ctx, cdb))
+		cold := throughput(ctx, cdb, tenants[:spread], duration, conc)
+		// Then the two loads in turn, rounds times, so that both see the
+		// same moments of this noisy machine: the ratio of each pair.
+		var fews, manys, ratios []float64
+		for range *rounds {
+			f := throughput(ctx, cdb, tenants[:10], duration, conc)
+			m := throughput(ctx, cdb, tenants[:spread], duration, conc)
+			fews, manys, ratios = append(fews, f), append(manys, m), append(ratios, m/f)
+		}
+		add(fmt.Sprintf("%s list_todos tx/s over %d tenants, first run (each backend meets its tenants)", name, spread), "%.0f (%.2f× the median over 10)", cold, cold/median(fews))
+		add(fmt.Sprintf("%s list_todos tx/s over 10 / over %d tenants, %d alternating runs (median)", name, spread, *rounds), "%.0f / %.0f: %.2f× (ratios %s)", median(fews), median(manys), median(ratios), fmtList(ratios))
+		add(fmt.Sprintf("%s tenant pool backends, private memory after calls over %d tenants", name, spread), "%s", backendMemory(ctx, cdb))
+		if len(tenants) > spread {
+			all := throughput(ctx, cdb, tenants, duration, conc)
+			add(fmt.Sprintf("%s list_todos tx/s over all %d (%.2f× the median over 10); private memory after", name, len(tenants), all/median(fews)), "%s", backendMemory(ctx, cdb))
+		}
+		cdb.Close()
 	}
 
-	fmt.Printf("\n| measure (N = %d, ConnMaxUses %d) | value |\n|---|---|\n", n, db.Limits().ConnMaxUses)
+	fmt.Printf("\n| measure (N = %d) | value |\n|---|---|\n", n)
 	for _, r := range out {
 		fmt.Printf("| %s | %s |\n", r.what, r.value)
 	}
 	return nil
+}
+
+// poolConfig is one tenant-pool setting of -configs.
+type poolConfig struct{ opts store.Options }
+
+func parseConfigs(s string) ([]poolConfig, error) {
+	var out []poolConfig
+	for part := range strings.SplitSeq(s, ";") {
+		var pc poolConfig
+		for kv := range strings.FieldsSeq(part) {
+			k, v, _ := strings.Cut(kv, "=")
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return nil, fmt.Errorf("-configs: %q: %w", kv, err)
+			}
+			switch k {
+			case "lanes":
+				pc.opts.TenantLanes = n
+			case "max-uses":
+				pc.opts.ConnMaxUses = n
+			case "max-tenants":
+				pc.opts.ConnMaxTenants = n
+			case "pool":
+				pc.opts.TenantConns = int32(n)
+			case "affinity":
+				pc.opts.AffinityConns = n
+			default:
+				return nil, fmt.Errorf("-configs: unknown setting %q", k)
+			}
+		}
+		out = append(out, pc)
+	}
+	return out, nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func fmtList(xs []float64) string {
+	var b []string
+	for _, x := range xs {
+		b = append(b, fmt.Sprintf("%.2f", x))
+	}
+	return strings.Join(b, ", ")
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -300,23 +415,12 @@ func throughput(ctx context.Context, db *store.DB, ts []*tenancy.Tenant, d time.
 // (/proc/<pid>/smaps_rollup; the server runs on this machine) and
 // returns min / median / max.
 func backendMemory(ctx context.Context, db *store.DB) string {
+	pids, err := db.TenantBackendPIDs(ctx)
+	if err != nil {
+		return err.Error()
+	}
 	var kbs []int
-	var conns []interface{ Release() }
-	defer func() {
-		for _, c := range conns {
-			c.Release()
-		}
-	}()
-	for range db.TenantPool().Config().MaxConns {
-		c, err := db.TenantPool().Acquire(ctx)
-		if err != nil {
-			return err.Error()
-		}
-		conns = append(conns, c)
-		var pid int
-		if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-			return err.Error()
-		}
+	for _, pid := range pids {
 		if kb, err := privateDirty(pid); err == nil {
 			kbs = append(kbs, kb)
 		}

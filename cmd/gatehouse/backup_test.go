@@ -184,7 +184,7 @@ func startCluster(t *testing.T, dir string, settings map[string]string) *store.E
 
 func openCluster(t *testing.T, e *store.Embedded, conns int32) *store.DB {
 	t.Helper()
-	db, err := store.Open(context.Background(), e.ConnString(""), &store.Options{ControlConns: conns, TenantConns: 2, QueryConns: 1})
+	db, err := store.Open(context.Background(), e.ConnString(""), &store.Options{ControlConns: conns, TenantConns: 2, AffinityConns: -1, QueryConns: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,16 +32,33 @@ func loadBulkheads(get func(string) string, bad func(name, format string, args .
 		QueryConns:       count("GATEHOUSE_QUERY_CONNS", d.QueryConns),
 		TenantQueryConns: count("GATEHOUSE_TENANT_QUERY_CONNS", d.TenantQueryConns),
 	}
-	switch v := get("GATEHOUSE_DB_CONN_MAX_USES"); v {
-	case "off":
-		db.ConnMaxUses = -1
-	default:
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			bad("GATEHOUSE_DB_CONN_MAX_USES", "%q is not off or a number of 1 or more", v)
-		} else {
-			db.ConnMaxUses = n
+	// offOr reads "off" (-1), "auto" (0, where allowed: the default) or a
+	// number of 1 or more.
+	offOr := func(name string, auto bool) int {
+		switch v := get(name); v {
+		case "off":
+			return -1
+		case "auto":
+			if auto {
+				return 0
+			}
+		default:
+			if n, err := strconv.Atoi(v); err == nil && n >= 1 && n <= 1000000 {
+				return n
+			}
 		}
+		if auto {
+			bad(name, "%q is not auto, off or a number of 1 or more", get(name))
+		} else {
+			bad(name, "%q is not off or a number of 1 or more", get(name))
+		}
+		return 0
+	}
+	db.ConnMaxUses = offOr("GATEHOUSE_DB_CONN_MAX_USES", false)
+	db.ConnMaxTenants = offOr("GATEHOUSE_DB_CONN_MAX_TENANTS", false)
+	db.AffinityConns = offOr("GATEHOUSE_DB_AFFINITY_CONNS", true)
+	if db.TenantLanes = offOr("GATEHOUSE_DB_TENANT_LANES", true); db.TenantLanes < 0 {
+		db.TenantLanes = 1 // off: one lane, no affinity
 	}
 	// Zero fields are filled in from the tenant-work pool's size once the
 	// database is open (mcp.New).

@@ -61,8 +61,11 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_AUTH_FAILURE_BURST", Default: "10", Help: "failed authentications allowed from one client IP at once"},
 	{Name: "GATEHOUSE_REGISTRATION_RATE", Default: "30/h", Help: "OAuth client registrations (RFC 7591) allowed from one client IP"},
 	{Name: "GATEHOUSE_REGISTRATION_BURST", Default: "10", Help: "OAuth client registrations allowed from one client IP at once"},
-	{Name: "GATEHOUSE_DB_TENANT_CONNS", Default: "auto", Help: "database connections for tool calls' transactions; auto: max(8, 2 × cores): 8 on 2 cores, 32 on 16"},
-	{Name: "GATEHOUSE_DB_CONN_MAX_USES", Default: "1000", Help: "transactions after which a tool-call connection is replaced (PostgreSQL keeps ~55 KB per tenant a connection meets: with calls spread over thousands of tenants this bounds it to ~55 MB); off: never"},
+	{Name: "GATEHOUSE_DB_TENANT_CONNS", Default: "auto", Help: "tool calls' transactions at once, each on a database connection of its own (the pool has GATEHOUSE_DB_AFFINITY_CONNS more); auto: max(8, 2 × cores): 8 on 2 cores, 32 on 16"},
+	{Name: "GATEHOUSE_DB_AFFINITY_CONNS", Default: "auto", Help: "tool-call connections beyond GATEHOUSE_DB_TENANT_CONNS, so that with every admitted call in flight a tenant still finds a free connection among those it used before (tenant affinity keeps each connection's PostgreSQL caches to its share of the tenants); auto: as many as GATEHOUSE_DB_TENANT_CONNS, at most 16; off: none"},
+	{Name: "GATEHOUSE_DB_TENANT_LANES", Default: "auto", Help: "lanes the tool-call connections are split into; each tenant prefers its own lanes and takes any free connection when they are busy, never waiting while one is free; auto: one per two connections; off: one lane (no affinity)"},
+	{Name: "GATEHOUSE_DB_CONN_MAX_TENANTS", Default: "1000", Help: "different tenants after which a tool-call connection is replaced: PostgreSQL keeps ~25–55 KB of caches per tenant a connection has served and never gives them back; off: never"},
+	{Name: "GATEHOUSE_DB_CONN_MAX_USES", Default: "off", Help: "transactions after which a tool-call connection is replaced (GATEHOUSE_DB_CONN_MAX_TENANTS is what bounds its memory); off: never"},
 	{Name: "GATEHOUSE_DB_CONTROL_CONNS", Default: "auto", Help: "database connections for the control plane (credentials, rate limits, audit, readiness), never taken by tool calls; auto: max(4, cores): 4 on 2 cores, 16 on 16"},
 	{Name: "GATEHOUSE_QUERY_CONNS", Default: "auto", Help: "the query tool's own logins open at once, all tenants together; auto: max(4, cores): 4 on 2 cores, 16 on 16"},
 	{Name: "GATEHOUSE_TENANT_QUERY_CONNS", Default: "2", Help: "the query tool's logins one tenant may have open at once (the role's own limit over all replicas is 4)"},
@@ -74,7 +77,17 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_OPERATORS", Help: "people allowed on the console's operator pages (/console/operator), by provider-qualified subject: google:1234,github:5678"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
 	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain, 32+ bytes (openssl rand -base64 32); comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
-	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
+	{Name: "GATEHOUSE_ALERTS", Default: "on", Help: "anomaly alerts on access patterns (docs/alerts.md): on or off"},
+	{Name: "GATEHOUSE_ALERT_INTERVAL", Default: "60s", Help: "time between the anomaly detector's passes over new audit records (one replica at a time runs them)"},
+	{Name: "GATEHOUSE_ALERT_LEARNING", Default: "168h", Help: "history a principal needs before new-network and off-hours alerts fire for it"},
+	{Name: "GATEHOUSE_ALERT_NEW_NETWORK", Default: "keys", Help: "who gets new-network alerts (an IPv4 /24 or IPv6 /48 never used before): keys (API keys and client certificates) or all (people signing in too)"},
+	{Name: "GATEHOUSE_ALERT_DENIALS", Default: "20/10m", Help: "denials plus failed authentications naming a key, per principal, that raise a denial_burst alert: count/window"},
+	{Name: "GATEHOUSE_ALERT_VOLUME_FACTOR", Default: "10", Help: "a volume alert fires when a principal's calls in a clock hour exceed this many times its baseline (an average over its active hours)..."},
+	{Name: "GATEHOUSE_ALERT_VOLUME_FLOOR", Default: "300", Help: "...and this many calls"},
+	{Name: "GATEHOUSE_ALERT_ADMIN_HISTORY", Default: "10", Help: "admin actions a principal needs before an admin action outside its usual hours raises an alert"},
+	{Name: "GATEHOUSE_ALERT_COOLDOWN", Default: "1h", Help: "at most one alert of each kind per principal in this time"},
+	{Name: "GATEHOUSE_ALERT_SUSPEND", Help: "alert kinds that revoke the API key that caused them: new_network, volume, off_hours_admin (comma separated); denial_burst cannot (anyone can name a key id)"},
+	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool or prompt needs (tools: {name: {role, scope}}, prompts: {name: {role, scope}})"},
 	{Name: "GATEHOUSE_CONFIG_FILE", Help: "YAML file with settings beyond the environment (more OIDC issuers: oidc_issuers)"},
 	{Name: "GATEHOUSE_ALLOW_INSECURE_ISSUERS", Default: "false", Help: "accept plain-http issuer URLs (local identity providers and tests only)"},
 	{Name: "GATEHOUSE_DEFAULT_SCOPES", Default: "mcp:read mcp:write", Help: "scopes given to tokens that carry no Gatehouse scope (space or comma separated)"},
@@ -161,6 +174,7 @@ type Config struct {
 	notes     *readyNotes
 	DB        store.Options // connection bounds (see bulkheads.go)
 	Admission mcp.Admission
+	Alerts    mcp.AlertOptions // anomaly alerts (see alerts.go)
 }
 
 // loadConfig reads the environment and reports every problem at once.
@@ -259,6 +273,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	c.MetricsToken = strings.TrimSpace(getenv("GATEHOUSE_METRICS_TOKEN"))
 	c.Dev = boolean("GATEHOUSE_DEV")
 	c.DB, c.Admission = loadBulkheads(get, bad)
+	c.Alerts = loadAlerts(get, bad)
 	switch c.PgBouncer = strings.ToLower(get("GATEHOUSE_PGBOUNCER")); c.PgBouncer {
 	case "auto", "true", "false":
 	default:

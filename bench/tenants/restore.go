@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// benchAuditKey chains the bench's audit records.
+var benchAuditKey = store.NewAuditKey([]byte("bench audit key, 32 bytes long.."))
+
+// writeAudit writes one audit record in each tenant and chains it.
+func writeAudit(ctx context.Context, db *store.DB, ts []*tenancy.Tenant) error {
+	for _, t := range ts {
+		err := db.WithTenant(ctx, t, func(tx pgx.Tx) error {
+			return store.InsertAudit(ctx, tx, &store.AuditRecord{Decision: "ALLOWED", Tool: "add_todo", Subject: "bench"})
+		})
+		if err != nil {
+			return err
+		}
+		if _, err := db.ChainAudit(ctx, t, benchAuditKey, 100); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreAndVerify follows docs/operations.md, Backups: the roles
+// (pg_dumpall --roles-only) and the dump restored into a fresh cluster
+// (pg_restore --no-owner), then `audit verify` of every tenant there.
+func restoreAndVerify(ctx context.Context, e *store.Embedded, data, dump string, logger *slog.Logger, add func(what, format string, args ...any)) error {
+	dir := data + "-restore"
+	_ = os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	roles := filepath.Join(data, "roles.sql")
+	if out, err := e.Run(ctx, "pg_dumpall", "--roles-only", "--no-role-passwords", "--file", roles, "--dbname", e.ConnString("")); err != nil {
+		return fmt.Errorf("pg_dumpall: %v: %.300s", err, out)
+	}
+	defer os.Remove(roles)
+	t0 := time.Now()
+	r, err := store.StartEmbedded(ctx, store.EmbeddedOptions{DataDir: dir, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = r.Stop(context.Background()) }()
+	// Errors for roles that exist already (postgres) are expected.
+	_, _ = r.Run(ctx, "psql", "--quiet", "--file", roles, "--dbname", r.ConnString("postgres"))
+	if out, err := r.Run(ctx, "pg_restore", "--no-owner", "--dbname", r.ConnString(""), dump); err != nil {
+		return fmt.Errorf("pg_restore: %v: %.500s", err, out)
+	}
+	add("restore into a fresh cluster (roles, then pg_restore --no-owner)", "%v", time.Since(t0).Round(time.Millisecond))
+	rdb, err := store.Open(ctx, r.ConnString(""), &store.Options{ControlConns: 4, TenantConns: 4, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	ts, err := rdb.FindTenants(ctx)
+	if err != nil {
+		return err
+	}
+	t0 = time.Now()
+	var records int
+	for _, t := range ts {
+		rep, err := rdb.VerifyAudit(ctx, t, benchAuditKey)
+		if err != nil {
+			return fmt.Errorf("audit verify %s: %w", t.Key, err)
+		}
+		if !rep.OK() {
+			return fmt.Errorf("audit verify %s after the restore: %s", t.Key, rep.Problem)
+		}
+		records += rep.Verified
+	}
+	add("audit verify of every tenant in the restored cluster", "%d tenants, %d records, all intact, %v", len(ts), records, time.Since(t0).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,243 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// serveBench runs `bin serve` on the bench's cluster and sends list_todos
+// through HTTP with one API key per tenant: alternating runs over 10
+// tenants and over spread, then one pass over every tenant, and reports
+// calls/s, the server's RSS and its backends' private memory. env adds
+// settings to the server's environment.
+func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env string, ts []*tenancy.Tenant, spread int, d time.Duration, conc, rounds int, add func(what, format string, args ...any)) error {
+	keys, err := benchKeys(ctx, db, ts)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.CommandContext(ctx, bin, "serve")
+	cmd.Env = append(os.Environ(), "DATABASE_URL="+regexp.MustCompile(`application_name=\S+`).ReplaceAllString(e.ConnString(""), "application_name=gatehouse-serve"), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_PUBLIC_URL=http://"+addr,
+		"GATEHOUSE_LOG_LEVEL=warn", "GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off")
+	cmd.Env = append(cmd.Env, strings.Fields(env)...)
+	logf, err := os.CreateTemp("", "gatehouse-tenants-serve-*.log")
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = io.Discard, logf
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
+	url := "http://" + addr
+	up := time.Now().Add(10 * time.Minute) // it migrates every tenant schema before it serves
+	for {
+		res, err := http.Get(url + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(up) {
+			return fmt.Errorf("gatehouse serve not ready (log: %s)", logf.Name())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	name := "[serve " + strings.TrimSpace(bin+" "+env) + "]"
+	run := func(keys []string, d time.Duration) (float64, error) {
+		return httpLoad(ctx, url+"/mcp", keys, d, conc)
+	}
+	if _, err := run(keys[:10], d); err != nil { // warm-up
+		return err
+	}
+	rss0 := rss(cmd.Process.Pid)
+	cold, err := run(keys[:spread], d)
+	if err != nil {
+		return err
+	}
+	var fews, manys, ratios []float64
+	for range rounds {
+		f, err := run(keys[:10], d)
+		if err != nil {
+			return err
+		}
+		m, err := run(keys[:spread], d)
+		if err != nil {
+			return err
+		}
+		fews, manys, ratios = append(fews, f), append(manys, m), append(ratios, m/f)
+	}
+	add(name+" list_todos calls/s over "+strconv.Itoa(spread)+" tenants, first run", "%.0f (%.2f× the median over 10)", cold, cold/median(fews))
+	add(fmt.Sprintf("%s list_todos calls/s over 10 / over %d tenants, %d alternating runs (median)", name, spread, rounds), "%.0f / %.0f: %.2f× (ratios %s)", median(fews), median(manys), median(ratios), fmtList(ratios))
+	// One pass over every tenant (each key used once at least).
+	t0 := time.Now()
+	if err := httpPass(ctx, url+"/mcp", keys, conc); err != nil {
+		return err
+	}
+	add(fmt.Sprintf("%s one call in each of %d tenants", name, len(keys)), "%v", time.Since(t0).Round(time.Millisecond))
+	add(name+" gatehouse RSS after warm-up / after calls over every tenant (VmHWM)", "%s / %s", rss0, rss(cmd.Process.Pid))
+	add(name+" its backends' private memory after calls over every tenant", "%s", gatehouseBackends(ctx, db))
+	return nil
+}
+
+// benchKeys returns an admin API key for each tenant, creating them.
+func benchKeys(ctx context.Context, db *store.DB, ts []*tenancy.Tenant) ([]string, error) {
+	keys := make([]string, len(ts))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for w := range 4 {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(len(ts)); i = next.Add(1) - 1 {
+				secret, k := apikey.New(ts[i].ID, string(tenancy.Admin), identity.AllScopes, "bench", "bench", time.Time{})
+				if err := db.CreateAPIKey(ctx, k); err != nil {
+					errs[w] = err
+					return
+				}
+				keys[i] = secret
+			}
+		})
+	}
+	wg.Wait()
+	return keys, errors.Join(errs...)
+}
+
+var httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
+func callTool(ctx context.Context, url, key string, id int64) error {
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"list_todos","arguments":{}}}`, id)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+	req.Header.Set("Authorization", "Bearer "+key)
+	res, err := httpClient.Do(req)
+	if err != nil {
+		return err
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || strings.Contains(string(b), `"isError":true`) || strings.Contains(string(b), `"error":`) {
+		return fmt.Errorf("list_todos: HTTP %d: %.300s", res.StatusCode, b)
+	}
+	return nil
+}
+
+// httpLoad sends list_todos from conc callers for d, each call with the
+// next key, and returns calls/s.
+func httpLoad(ctx context.Context, url string, keys []string, d time.Duration, conc int) (float64, error) {
+	var calls, next atomic.Int64
+	var first atomic.Value
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				i := next.Add(1)
+				if err := callTool(ctx, url, keys[int(i)%len(keys)], i); err != nil {
+					first.CompareAndSwap(nil, err)
+					return
+				}
+				calls.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := first.Load().(error); err != nil {
+		return 0, err
+	}
+	return float64(calls.Load()) / d.Seconds(), nil
+}
+
+// httpPass calls once with every key.
+func httpPass(ctx context.Context, url string, keys []string, conc int) error {
+	var next atomic.Int64
+	var first atomic.Value
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(len(keys)); i = next.Add(1) - 1 {
+				if err := callTool(ctx, url, keys[i], i); err != nil {
+					first.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := first.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+// rss reads VmRSS and VmHWM of pid.
+func rss(pid int) string {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var cur, peak string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			cur = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+			peak = strings.TrimSpace(v)
+		}
+	}
+	return fmt.Sprintf("%s (peak %s)", cur, peak)
+}
+
+// gatehouseBackends is the private memory of the backends of the
+// gatehouse serve process (application_name gatehouse-serve): min / median / max.
+func gatehouseBackends(ctx context.Context, db *store.DB) string {
+	rows, err := db.Pool().Query(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = 'gatehouse-serve'")
+	if err != nil {
+		return err.Error()
+	}
+	var kbs []int
+	for rows.Next() {
+		var pid int
+		if rows.Scan(&pid) == nil {
+			if kb, err := privateDirty(pid); err == nil {
+				kbs = append(kbs, kb)
+			}
+		}
+	}
+	rows.Close()
+	if len(kbs) == 0 {
+		return "none found"
+	}
+	slices.Sort(kbs)
+	mb := func(kb int) float64 { return float64(kb) / 1024 }
+	return fmt.Sprintf("%.1f / %.1f / %.1f MB (min / median / max of %d connections of both pools)", mb(kbs[0]), mb(kbs[len(kbs)/2]), mb(kbs[len(kbs)-1]), len(kbs))
+}
