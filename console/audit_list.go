@@ -45,6 +45,6 @@ func (c *Console) auditList(ctx echo.Context) error {
 		Checkpoint *store.AuditCheckpoint
 		Decisions  []string
 		CanVerify  bool
-	}{f, out.Records, out.NextCursor, cp, []string{store.Allowed, store.Denied, store.RateLimited, store.Failed}, c.opts.VerifyAudit != nil}
+	}{f, out.Records, out.NextCursor, cp, []string{store.Allowed, store.Denied, store.RateLimited, store.Failed, store.Alerted}, c.opts.VerifyAudit != nil}
 	return c.render(ctx, status, "audit", vw)
 }

@@ -14,12 +14,16 @@ type keyForm struct {
 	Role          string   `json:"role"`
 	Scopes        []string `json:"scopes"`
 	ExpiresInDays int      `json:"expires_in_days,omitempty"`
+	// AllowedNetworks: the text area's entries (one per line or separated
+	// by commas or spaces); the tool checks them and names a bad one.
+	AllowedNetworks []string `json:"allowed_networks,omitempty"`
 }
 
 func parseKeyForm(ctx echo.Context) (keyForm, string) {
 	f := keyForm{Name: strings.TrimSpace(ctx.FormValue("name")), Role: ctx.FormValue("role")}
 	params, _ := ctx.FormParams()
 	f.Scopes = params["scope"]
+	f.AllowedNetworks = splitNetworks(ctx.FormValue("allowed_networks"))
 	if d := ctx.FormValue("expires_in_days"); d != "" && d != "0" {
 		n, err := strconv.Atoi(d)
 		if err != nil {

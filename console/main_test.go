@@ -51,6 +51,8 @@ type siteOpts struct {
 	operators []string
 	limits    *tenancy.Limits
 	mod       func(*console.Options)
+	alerts    *mcp.AlertOptions
+	mcpMod    func(*mcp.Options)
 }
 
 func newSite(t testing.TB, o siteOpts) *site {
@@ -92,8 +94,12 @@ func newSite(t testing.TB, o siteOpts) *site {
 		limiter = tenancy.NewLimiter(db, *o.limits)
 		t.Cleanup(limiter.Close)
 	}
-	srv, err := mcp.New(mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, PublicURL: ts.URL, AuthServer: as, Limiter: limiter,
-		Surface: surface, Logger: log, Version: "test", AuditKey: testAuditKey})
+	mopts := mcp.Options{DB: db, Resolver: resolver, Tenancy: tenants, PublicURL: ts.URL, AuthServer: as, Limiter: limiter,
+		Surface: surface, Logger: log, Version: "test", AuditKey: testAuditKey, Alerts: o.alerts}
+	if o.mcpMod != nil {
+		o.mcpMod(&mopts)
+	}
+	srv, err := mcp.New(mopts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,10 +42,15 @@ func (c *Console) Mount(e *httpx.Surface) {
 	a.POST("/members/:id/remove", c.memberRemove, c.allows("remove_member"), c.freshOnly)
 	a.GET("/keys", c.adminKeyList, c.allows("list_api_keys"))
 	a.POST("/keys/:id/revoke", c.adminKeyRevoke, c.allows("revoke_api_key"))
+	a.POST("/keys/:id/networks", c.adminKeyNetworksSave, c.allows("set_api_key_networks"), c.freshOnly)
 	a.GET("/audit", c.auditList, c.allows("read_audit_log"))
 	a.GET("/audit/export", c.auditExport, c.allows("read_audit_log"))
 	a.GET("/audit/:id", c.auditShow, c.allows("read_audit_log"))
 	a.POST("/audit/verify", c.auditVerify, c.allows("read_audit_log"))
+	a.GET("/alerts", c.alertList, c.allows("list_alerts"))
+	a.POST("/alerts/:id/acknowledge", c.alertAcknowledge, c.allows("acknowledge_alert"))
+	a.GET("/search", c.searchShow, c.allows("set_semantic_search"))
+	a.POST("/search", c.searchSave, c.allows("set_semantic_search"))
 	a.GET("/usage", c.usageShow, c.allows("read_audit_log"), c.allows("get_usage")) // drawn from the audit log
 
 	o := g.Group("/operator", c.signedIn, c.operatorOnly, c.csrf)

@@ -74,6 +74,8 @@ type keyOut struct {
 	ExpiresAt string   `json:"expires_at"`
 	LastUsed  string   `json:"last_used_at"`
 	RevokedAt string   `json:"revoked_at"`
+	// AllowedNetworks: where the key may be used from; empty: anywhere.
+	AllowedNetworks []string `json:"allowed_networks"`
 }
 
 type keysOut struct {

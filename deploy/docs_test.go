@@ -36,7 +36,7 @@ func TestDeployDocs(t *testing.T) {
 				name = strings.TrimSuffix(name, suffix)
 			}
 			if !f.metrics[name] {
-				t.Errorf("%s: %s is not a metric in mcp/metrics.go", doc, m)
+				t.Errorf("%s: %s is not a metric in mcp/*.go", doc, m)
 			}
 		}
 		checkLinks(t, doc, src)

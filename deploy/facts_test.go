@@ -22,7 +22,7 @@ type facts struct {
 	vars     map[string]string // environment variable -> default (docs/configuration.md)
 	routes   map[string]bool   // GET routes (mcp/http.go)
 	commands map[string]bool   // gatehouse commands (cobra Use lines in cmd/gatehouse)
-	metrics  map[string]bool   // Prometheus series names (mcp/metrics.go)
+	metrics  map[string]bool   // Prometheus series names (mcp/*.go)
 	port     int               // the listen port without GATEHOUSE_ADDR or PORT (cmd/gatehouse/config.go)
 	grace    time.Duration     // GATEHOUSE_SHUTDOWN_GRACE's default
 	goMinor  string            // "1.26" from go.mod
@@ -81,11 +81,23 @@ var loadFacts = sync.OnceValues(func() (*facts, error) {
 			f.commands[m[1]] = true
 		}
 	}
-	if src, err = read("mcp/metrics.go"); err != nil {
+	// Metrics: mcp/metrics.go, and the features that keep theirs beside
+	// their code (mcp/semantic.go).
+	mcpFiles, err := filepath.Glob(filepath.Join(repoRoot, "mcp/*.go"))
+	if err != nil {
 		return nil, err
 	}
-	for _, m := range metricName.FindAllStringSubmatch(src, -1) {
-		f.metrics[m[1]] = true
+	for _, file := range mcpFiles {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range metricName.FindAllStringSubmatch(string(b), -1) {
+			f.metrics[m[1]] = true
+		}
 	}
 	if src, err = read("cmd/gatehouse/config.go"); err != nil {
 		return nil, err
@@ -123,7 +135,7 @@ func codeFacts(t testing.TB) *facts {
 	case f.grace <= 0:
 		t.Fatalf("docs/configuration.md: GATEHOUSE_SHUTDOWN_GRACE has no duration default (%q)", f.vars["GATEHOUSE_SHUTDOWN_GRACE"])
 	case len(f.metrics) == 0:
-		t.Fatal("mcp/metrics.go: no gatehouse_* metric names found")
+		t.Fatal("mcp/*.go: no gatehouse_* metric names found")
 	case f.goMinor == "":
 		t.Fatal("go.mod: no go directive")
 	}

@@ -8,6 +8,10 @@
 // are never extended on a hit, and concurrent misses for one credential
 // cause one verification.
 //
+// A principal may carry the source networks its credential may be used
+// from ([Networks], parsed and normalised by [ParseNetworks]); the HTTP
+// layer checks them on every request, cached principals included.
+//
 // Provider sub-packages (apikey, and later google, github, auth0, oidc)
 // implement [Verifier]; they import identity and their protocol libraries
 // only. identity itself must not import tenancy, store, mcp or the MCP SDK:

@@ -29,7 +29,11 @@ type Principal struct {
 	TenantID      string    // set when the credential itself belongs to a tenant (API keys)
 	TenantKey     string    // set when the credential names its tenant by key, such as acme.com (client certificates)
 	Role          string    // role ceiling carried by the credential, if any ("admin", ...)
-	Claims        map[string]any
+	// AllowedNetworks are the source networks the credential may be used
+	// from (API keys, client certificates); empty: anywhere. The HTTP
+	// layer checks them on every request, cached principals included.
+	AllowedNetworks Networks
+	Claims          map[string]any
 }
 
 // HasScope reports whether the credential carries scope s.

@@ -12,7 +12,7 @@ import (
 )
 
 // Admission bounds the calls that do database work (tools/call,
-// resources/read) in flight: in all, per tenant and per principal. The
+// resources/read, prompts/get, completion/complete) in flight: in all, per tenant and per principal. The
 // bound in all is the size of the tenant-work pool, and a call holds at
 // most one of its connections (store's "Connections"), so the pool itself
 // never has a queue: waiting happens here, where it can be fair. A call
@@ -248,7 +248,7 @@ func (s *Server) admitRequest(c echo.Context, caller *Caller) (release func(), e
 		return nil, nil
 	}
 	switch peekRequest(c).method {
-	case "tools/call", "resources/read":
+	case "tools/call", "resources/read", "prompts/get", "completion/complete":
 	default:
 		return nil, nil
 	}

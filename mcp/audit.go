@@ -12,7 +12,8 @@ import (
 )
 
 // auditor records every decision: tool calls in the tenant's audit log (in
-// the call's own transaction, see Server.call), rate-limited requests and
+// the call's own transaction, see Server.call); rate-limited requests,
+// requests from a network their credential may not be used from, and
 // failed authentications aggregated in memory and written once a second, so
 // a flood costs a row per source and second, not a row per request. Every
 // record is also one JSON line on the audit log (stdout), which log drains
@@ -29,10 +30,19 @@ type auditor struct {
 	dirty   map[string]*tenancy.Tenant // tenants with unchained records, by id
 	limited map[limitedKey]*limitedAgg
 	failed  map[store.AuthFailure]*store.AuthFailure // keyed by window, IP, reason (counts zero)
+	byKey   map[keyFailure]*store.KeyFailure         // failed authentications naming a key id, per minute
 	calls   map[string]int64                         // tool calls per tenant id since the last flush (operators' counter)
 }
 
-type limitedKey struct{ tenantID, subject, tool string }
+// limitedKey groups refusals counted in memory: rate-limited requests by
+// tenant, principal and tool; network refusals (networks.go) also by
+// client address, which their record names.
+type limitedKey struct{ tenantID, subject, tool, deniedIP string }
+
+type keyFailure struct {
+	window time.Time
+	id     string
+}
 
 type limitedAgg struct {
 	tenant *tenancy.Tenant
@@ -41,7 +51,8 @@ type limitedAgg struct {
 
 func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *auditor {
 	return &auditor{db: db, key: key, out: out, log: log, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*tenancy.Tenant{},
-		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}, calls: map[string]int64{}}
+		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}, byKey: map[keyFailure]*store.KeyFailure{},
+		calls: map[string]int64{}}
 }
 
 // base is the record of a call by c: who, what, from where, a digest of
@@ -86,7 +97,7 @@ func (a *auditor) emit(tenant string, r *store.AuditRecord) {
 
 // rateLimited counts a refused request; flush writes the counts.
 func (a *auditor) rateLimited(c *Caller, tool, reason string) {
-	k := limitedKey{c.Tenant.ID, c.Principal.Subject, tool}
+	k := limitedKey{c.Tenant.ID, c.Principal.Subject, tool, ""}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	agg := a.limited[k]
@@ -99,8 +110,27 @@ func (a *auditor) rateLimited(c *Caller, tool, reason string) {
 	agg.rec.Count++
 }
 
-// authFailed counts a refused credential (no tenant is known).
-func (a *auditor) authFailed(ip, reason, userAgent string) {
+// networkDenied counts a request refused because its credential may not
+// be used from its client address: one DENIED record per tenant,
+// principal, tool and address each flush, with the count.
+func (a *auditor) networkDenied(c *Caller, tool, reason string) {
+	k := limitedKey{c.Tenant.ID, c.Principal.Subject, tool, c.ClientIP}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	agg := a.limited[k]
+	if agg == nil {
+		rec := a.base(c, tool, nil)
+		rec.Decision, rec.Reason = store.Denied, reason
+		agg = &limitedAgg{tenant: c.Tenant, rec: *rec}
+		a.limited[k] = agg
+	}
+	agg.rec.Count++
+}
+
+// authFailed counts a refused credential (no tenant is known). keyID is
+// the API key id the credential named (gk_<id>_…), if any: the anomaly
+// detector hands those counts to the key's tenant (see alerts.go).
+func (a *auditor) authFailed(ip, reason, userAgent, keyID string) {
 	now := time.Now()
 	ip, reason = store.CleanText(ip, 128), store.CleanText(reason, 1024)
 	k := store.AuthFailure{Window: now.Truncate(time.Minute), ClientIP: ip, Reason: reason}
@@ -113,13 +143,24 @@ func (a *auditor) authFailed(ip, reason, userAgent string) {
 	}
 	f.Count++
 	f.Last = now
+	if keyID != "" {
+		kk := keyFailure{k.Window, keyID}
+		kf := a.byKey[kk]
+		if kf == nil {
+			kf = &store.KeyFailure{APIKeyID: keyID, Window: k.Window, First: now}
+			a.byKey[kk] = kf
+		}
+		kf.Count++
+		kf.Last = now
+	}
 }
 
 // flush writes the aggregates and chains every tenant with new records.
 func (a *auditor) flush(ctx context.Context) {
 	a.mu.Lock()
-	limited, failed, dirty, calls := a.limited, a.failed, a.dirty, a.calls
+	limited, failed, dirty, calls, byKey := a.limited, a.failed, a.dirty, a.calls, a.byKey
 	a.limited, a.failed, a.dirty, a.calls = map[limitedKey]*limitedAgg{}, map[store.AuthFailure]*store.AuthFailure{}, map[string]*tenancy.Tenant{}, map[string]int64{}
+	a.byKey = map[keyFailure]*store.KeyFailure{}
 	a.mu.Unlock()
 	for _, agg := range limited {
 		calls[agg.tenant.ID] += int64(agg.rec.Count)
@@ -143,7 +184,7 @@ func (a *auditor) flush(ctx context.Context) {
 			recs[i] = &rec
 		}
 		if lost, err := a.db.InsertAuditRecords(ctx, t, recs); err != nil {
-			a.log.Error("audit: rate-limited records not stored", "tenant", t.Key, "lost", lost, "of", len(recs), "error", err)
+			a.log.Error("audit: aggregated records (rate-limited, refused networks) not stored", "tenant", t.Key, "lost", lost, "of", len(recs), "error", err)
 		}
 		for _, rec := range recs {
 			a.emit(t.Key, rec)
@@ -159,6 +200,15 @@ func (a *auditor) flush(ctx context.Context) {
 		}
 		if err := a.db.RecordAuthFailures(ctx, fs); err != nil {
 			a.log.Error("audit: writing failed authentications failed", "error", err)
+		}
+	}
+	if len(byKey) > 0 {
+		ks := make([]store.KeyFailure, 0, len(byKey))
+		for _, k := range byKey {
+			ks = append(ks, *k)
+		}
+		if err := a.db.RecordKeyFailures(ctx, ks); err != nil {
+			a.log.Warn("audit: counting failed authentications per key failed (the anomaly detector misses them)", "error", err)
 		}
 	}
 	for _, t := range dirty {

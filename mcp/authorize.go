@@ -22,15 +22,19 @@ type ToolRule struct {
 	Scope string
 }
 
-// ToolPolicy overrides the compiled-in rules of some tools (by name).
+// ToolPolicy overrides the compiled-in rules of some tools (by name) and
+// prompts (by "prompts/" + name).
 type ToolPolicy map[string]ToolRule
 
 // LoadToolPolicy reads a YAML policy file:
 //
 //	tools:
 //	  add_todo: {role: viewer, scope: mcp:write}
+//	prompts:
+//	  project_kickoff: {role: admin, scope: mcp:write}
 //
-// and reports every problem at once: unknown tools, roles, scopes or fields.
+// and reports every problem at once: unknown tools, prompts, roles, scopes
+// or fields. A prompt's entry is keyed "prompts/" + its name.
 func LoadToolPolicy(r io.Reader) (ToolPolicy, error) {
 	var doc map[string]any
 	if err := yaml.NewDecoder(r).Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
@@ -39,39 +43,44 @@ func LoadToolPolicy(r io.Reader) (ToolPolicy, error) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	for k := range doc {
-		if k != "tools" {
-			bad("%s: unknown setting (want tools)", k)
+		if k != "tools" && k != "prompts" {
+			bad("%s: unknown setting (want tools or prompts)", k)
 		}
 	}
-	entries, ok := doc["tools"].(map[string]any)
-	if !ok && doc["tools"] != nil {
-		bad("tools: want a map of tool name to {role, scope}")
-	}
-	known := ToolNames()
 	pol := ToolPolicy{}
-	for name, v := range entries {
-		fields, ok := v.(map[string]any)
-		if !ok {
-			bad("tools.%s: want {role: …, scope: …}", name)
-			continue
+	for _, sec := range []struct {
+		key, what, prefix string
+		known             map[string]ToolRule
+	}{{"tools", "tool", "", ToolNames()}, {"prompts", "prompt", promptPolicyPrefix, PromptNames()}} {
+		entries, ok := doc[sec.key].(map[string]any)
+		if !ok && doc[sec.key] != nil {
+			bad("%s: want a map of %s name to {role, scope}", sec.key, sec.what)
 		}
-		if _, ok := known[name]; !ok {
-			bad("tools.%s: no such tool", name)
-		}
-		for f := range fields {
-			if f != "role" && f != "scope" {
-				bad("tools.%s.%s: unknown field (want role and scope)", name, f)
+		for name, v := range entries {
+			at := sec.key + "." + name
+			fields, ok := v.(map[string]any)
+			if !ok {
+				bad("%s: want {role: …, scope: …}", at)
+				continue
 			}
+			if _, ok := sec.known[name]; !ok {
+				bad("%s: no such %s", at, sec.what)
+			}
+			for f := range fields {
+				if f != "role" && f != "scope" {
+					bad("%s.%s: unknown field (want role and scope)", at, f)
+				}
+			}
+			role, _ := fields["role"].(string)
+			scope, _ := fields["scope"].(string)
+			if _, err := tenancy.ParseRole(role); err != nil {
+				bad("%s.role: %w", at, err)
+			}
+			if !slices.Contains(identity.AllScopes, scope) {
+				bad("%s.scope: %q is not one of %s", at, scope, strings.Join(identity.AllScopes, ", "))
+			}
+			pol[sec.prefix+name] = ToolRule{Role: tenancy.Role(role), Scope: scope}
 		}
-		role, _ := fields["role"].(string)
-		scope, _ := fields["scope"].(string)
-		if _, err := tenancy.ParseRole(role); err != nil {
-			bad("tools.%s.role: %w", name, err)
-		}
-		if !slices.Contains(identity.AllScopes, scope) {
-			bad("tools.%s.scope: %q is not one of %s", name, scope, strings.Join(identity.AllScopes, ", "))
-		}
-		pol[name] = ToolRule{Role: tenancy.Role(role), Scope: scope}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("policy file:\n%w", err)

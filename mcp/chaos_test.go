@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -28,7 +29,9 @@ import (
 // (the time it took is logged, not asserted). Calls that change nothing
 // (whoami, list_todos: group-committed records) that were answered with a
 // result have their records, no record is of a call never sent, and every
-// tenant's audit chain verifies.
+// tenant's audit chain verifies. Each call carries its own X-Request-Id, so
+// these are checked call by call (each answered call has its ALLOWED
+// record; each record is of a call sent to that tenant), not only counted.
 func TestPostgresRestartUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("restarts a PostgreSQL cluster")
@@ -73,6 +76,8 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		mu        sync.Mutex
 		acked     = map[string][]string{} // tenant → titles acknowledged
 		okCalls   = map[[2]string]int{}   // {tenant, tool} → calls answered with a result
+		sentIDs   = map[string]string{}   // request id → tenant, of every call sent
+		okIDs     = map[string]string{}   // request id → tool, of every call answered with a result
 		tried     = map[[2]string]int{}   // {tenant, tool} → calls sent
 		failures  []failure
 		restarted atomic.Int64 // unix nanos when PostgreSQL accepted connections again
@@ -99,12 +104,18 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 						tool, args = "list_todos", `{"limit":5}`
 					}
 					began := time.Now().UnixNano()
-					a := rawCall(client, g.url, keys[tn], tool, args, i)
+					// Each call's own request id, kept in its audit record.
+					id := fmt.Sprintf("chaos-%s-w%d-%d", strings.TrimSuffix(tn, ".example"), w, i)
+					mu.Lock()
+					sentIDs[id] = tn
+					mu.Unlock()
+					a := rawCallID(client, g.url, keys[tn], tool, args, i, id)
 					calls.Add(1)
 					ok := a.err == nil && a.status == http.StatusOK && !strings.Contains(a.body, `"isError":true`)
 					mu.Lock()
 					tried[[2]string{tn, tool}]++
 					if ok {
+						okIDs[id] = tool
 						okCalls[[2]string{tn, tool}]++
 						if tool == "add_todo" {
 							acked[tn] = append(acked[tn], fmt.Sprintf("%s w%d #%d", tn, w, i))
@@ -211,6 +222,34 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 			}
 			t.Logf("%s %s: %d answered, %d sent, %d audited", tn, tool, okCalls[k], tried[k], recs)
 		}
+		// By request id: every call answered with a result has its
+		// ALLOWED record, and every record is of a call that was sent to
+		// this tenant.
+		recorded := map[string]bool{}
+		err = db.WithTenant(ctx, ten, func(tx pgx.Tx) error {
+			rows, _ := tx.Query(ctx, "SELECT request_id, tool, decision FROM audit_log WHERE request_id LIKE 'chaos-%'")
+			for rows.Next() {
+				var id, tool, decision string
+				if err := rows.Scan(&id, &tool, &decision); err != nil {
+					return err
+				}
+				if sentIDs[id] != tn {
+					t.Errorf("%s: audit record %s (%s %s) is of no call sent to this tenant", tn, id, tool, decision)
+				}
+				if okIDs[id] != "" && decision == store.Allowed && tool == okIDs[id] {
+					recorded[id] = true
+				}
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id, tool := range okIDs {
+			if sentIDs[id] == tn && !recorded[id] {
+				t.Errorf("%s: %s call %s was answered but has no ALLOWED audit record", tn, tool, id)
+			}
+		}
 		if rep, err := db.VerifyAudit(ctx, ten, testAuditKey); err != nil || !rep.OK() || rep.Pending != 0 {
 			t.Errorf("%s: audit chain after the restart: %+v %v", tn, rep, err)
 		}
@@ -235,4 +274,23 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 	if err := cluster.Resume(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// rawCallID is rawCall with X-Request-Id set to requestID, which the
+// server takes as the call's request id (and puts in its audit record).
+func rawCallID(client *http.Client, url, token, tool, args string, id int, requestID string) answer {
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":%s}}`, id, tool, args)
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("X-Request-Id", requestID)
+	res, err := client.Do(req)
+	if err != nil {
+		return answer{err: err}
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return answer{status: res.StatusCode, retryAfter: res.Header.Get("Retry-After"), body: string(b), err: err}
 }

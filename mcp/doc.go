@@ -15,10 +15,13 @@
 //     and execute the handler inside store.DB.InTenant (a tool with its own
 //     connection, query, runs outside it: a call never holds two).
 //
-// Between 2 and 3, over HTTP: the rate limits (429, -32029), then admission
-// (admission.go): a call doing database work (tools/call, resources/read)
-// takes a slot among the calls in flight — bounded in all by the
-// tenant-work pool's size, per tenant and per principal — waiting briefly,
+// Between 2 and 3, over HTTP: the credential's allowed networks (403,
+// -32032, networks.go: before the rate limits, so that a refused request
+// costs the key nothing), the rate limits (429, -32029), then admission
+// (admission.go): a call doing database work (tools/call, resources/read,
+// prompts/get, completion/complete) takes a slot among the calls in
+// flight — bounded in all by the tenant-work pool's size, per tenant and
+// per principal — waiting briefly,
 // fairly across tenants, or is refused (429, -32031). A credential refused
 // for its rate limit is remembered until its retry time and refused before
 // all of this (refuse_fast.go). A database or identity provider that cannot
@@ -37,8 +40,22 @@
 // matched exactly (encoding/json alone folds case), and bad input becomes a
 // tool error result that says what is wrong.
 //
+// Prompts (prompts.go) pass the same step 3: each has a minimum role and
+// scope like a tool, prompts/list shows a caller only those it may get, and
+// prompts/get and completion/complete read in a READ ONLY transaction of the
+// caller's tenant and are audited like a read.
+//
 // Errors are translated to HTTP statuses, JSON-RPC errors and tool results in
 // one place (errors.go).
+//
+// # Anomaly alerts
+//
+// alerts.go runs the anomaly detector (model: tenancy/anomaly) off the
+// request path: one replica at a time reads the chained audit records of
+// the tenants whose chain grew, in batches, and writes ALERT records, the
+// admins' alert list and each principal's learned state; a call costs the
+// database nothing more. Its cost per record and the choice behind it are
+// in alerts.go's comment and docs/alerts.md.
 //
 // This package imports identity, tenancy and store; none of them imports it.
 // The SDK is imported as sdk.

@@ -20,6 +20,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
 	"github.com/gatehouse-mcp/gatehouse/internal/httpx"
 	"github.com/gatehouse-mcp/gatehouse/store"
@@ -195,6 +196,11 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			Principal: p, Tenant: m.Tenant, Role: m.Role, MemberID: m.MemberID,
 			RequestID: ri.ID, ClientIP: c.RealIP(), UserAgent: req.UserAgent(),
 		}
+		// Before the rate limits: a refused request costs the key nothing
+		// (networks.go says why).
+		if !networkAllowed(caller) {
+			return s.refuseNetwork(c, caller)
+		}
 		if err := s.limitRequest(c, caller); err != nil || c.Response().Committed {
 			return err
 		}
@@ -296,7 +302,11 @@ func (s *Server) refuseWith(c echo.Context, err error, scope []string) error {
 		s.chargeAuthFailure(c) // a missing token is not a guess; a wrong one is
 	}
 	if a.status != http.StatusInternalServerError {
-		s.audit.authFailed(c.RealIP(), a.description, req.UserAgent())
+		keyID := ""
+		if tok, ok := bearerToken(req); ok && a.status == http.StatusUnauthorized && err != nil {
+			keyID, _ = apikey.ParseID(tok) // public; says which key someone tried, never that it was used
+		}
+		s.audit.authFailed(c.RealIP(), a.description, req.UserAgent(), keyID)
 	}
 	if a.status == http.StatusInternalServerError {
 		s.log.Error("authentication failed", "request_id", ri.ID, "error", err)
@@ -389,6 +399,7 @@ func (s *Server) readyz(c echo.Context) error {
 		// of them by the maintenance loop within a minute.
 		detail["tenant_schemas_catching_up"] = strconv.Itoa(st.TenantsBehind)
 	}
+	detail["semantic_search"] = s.semantic.ranking
 	if !s.canQuery {
 		detail["tenant_isolation"], detail["query_tool"] = "schema only", "off: the database account cannot create roles"
 	}

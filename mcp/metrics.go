@@ -17,11 +17,14 @@ type metrics struct {
 	httpDuration *prometheus.HistogramVec
 	toolCalls    *prometheus.CounterVec
 	toolDuration *prometheus.HistogramVec
+	prompts      *prometheus.CounterVec // prompts/get and completion/complete (prompts.go)
 	authFailures *prometheus.CounterVec
 	rateLimited  *prometheus.CounterVec
 	busy         *prometheus.CounterVec
 	unavailable  *prometheus.CounterVec
 	connsRefused prometheus.Counter
+	alerts       *prometheus.CounterVec // anomaly alerts (alerts.go)
+	suspensions  *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -44,6 +47,9 @@ func newMetrics() *metrics {
 			Name: "gatehouse_tool_call_duration_seconds", Help: "MCP tool call latency by tool.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10, 30},
 		}, []string{"tool"}),
+		prompts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_prompt_requests_total", Help: "MCP prompts/get and completion/complete requests by method, prompt and outcome.",
+		}, []string{"method", "prompt", "outcome"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatehouse_auth_failures_total", Help: "Requests refused before reaching a tool, by OAuth error code.",
 		}, []string{"code"}),
@@ -57,7 +63,14 @@ func newMetrics() *metrics {
 			Name: "gatehouse_unavailable_total", Help: "Requests answered 503 because a dependency could not be reached, by dependency (database, identity_provider).",
 		}, []string{"dependency"}),
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.authFailures, m.rateLimited, m.busy, m.unavailable, m.connsRefused,
+	m.alerts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_alerts_total", Help: "Anomaly alerts raised by this replica's detector passes, by kind.",
+	}, []string{"kind"})
+	m.suspensions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gatehouse_alert_suspensions_total", Help: "API keys revoked by an anomaly alert (GATEHOUSE_ALERT_SUSPEND), by the alert's kind.",
+	}, []string{"kind"})
+	m.reg.MustRegister(m.alerts, m.suspensions)
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.toolCalls, m.toolDuration, m.prompts, m.authFailures, m.rateLimited, m.busy, m.unavailable, m.connsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

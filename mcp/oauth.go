@@ -33,12 +33,16 @@ func Placer(tenants *tenancy.Service, policy ToolPolicy) authserver.Placer {
 
 // RoleScopes lists, canonically ordered, the scopes a member with role can
 // make use of: mcp:read (every request needs it) and the scope of every
-// tool the role may call under the compiled-in rules as policy overrides
-// them. A scope beyond these would let the token do nothing more, so a
+// tool the role may call, and of every prompt it may get, under the
+// compiled-in rules as policy overrides them. A scope beyond these would let the token do nothing more, so a
 // sign-in does not ask for it (DESIGN §6: a tool needs both).
 func RoleScopes(role tenancy.Role, policy ToolPolicy) []string {
 	out := []string{identity.ScopeRead}
-	for name, rule := range ToolNames() {
+	rules := ToolNames()
+	for name, rule := range PromptNames() {
+		rules[promptPolicyPrefix+name] = rule
+	}
+	for name, rule := range rules {
 		if o, ok := policy[name]; ok {
 			rule = o
 		}

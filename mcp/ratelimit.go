@@ -171,7 +171,7 @@ func (s *Server) authFailureThrottled(c echo.Context) (bool, error) {
 	if !denied {
 		return false, nil
 	}
-	s.audit.authFailed(c.RealIP(), "too many failed authentications", c.Request().UserAgent())
+	s.audit.authFailed(c.RealIP(), "too many failed authentications", c.Request().UserAgent(), "")
 	return true, s.tooMany(c, d, "failed authentications from your address", d.Limit.String())
 }
 
@@ -186,13 +186,17 @@ func (s *Server) chargeAuthFailure(c echo.Context) {
 }
 
 // RunMaintenance does background work until ctx ends: it writes and chains
-// audit records every second, brings tenant schemas the previous release
-// created up to date (every 30 s at most), and every `every` drops
-// rate-limit counters that have fully replenished and rotates signing keys. It returns after a last audit flush. Every
-// replica may run it.
+// audit records every second, runs the anomaly detector's passes
+// (alerts.go), brings tenant schemas the previous release created up to
+// date (every 30 s at most), and every `every` drops rate-limit counters
+// that have fully replenished and rotates signing keys. It returns after a
+// last audit flush. Every replica may run it.
 func (s *Server) RunMaintenance(ctx context.Context, every time.Duration) {
 	var audit sync.WaitGroup
 	audit.Go(func() { s.audit.run(ctx, time.Second) })
+	if s.alerts != nil {
+		audit.Go(func() { s.alerts.run(ctx) })
+	}
 	defer audit.Wait()
 	t := time.NewTicker(every)
 	defer t.Stop()

@@ -111,12 +111,20 @@ func (s *Server) fastRefusal(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		ip := extractIP(r)
+		if !e.caller.Principal.AllowedNetworks.AllowsIP(ip) {
+			// Refused for its network on the full path (403), which does
+			// not charge the key: its holder elsewhere must not learn the
+			// key's rate-limit state, nor be answered as its user is.
+			next.ServeHTTP(w, r)
+			return
+		}
 		start := time.Now()
 		d := e.d
 		d.RetryAfter = time.Until(e.until)
 		id, _, what := peek(r)
 		c := e.caller
-		c.RequestID, c.ClientIP, c.UserAgent = httpx.NewRequestID(r), extractIP(r), r.UserAgent()
+		c.RequestID, c.ClientIP, c.UserAgent = httpx.NewRequestID(r), ip, r.UserAgent()
 		s.audit.rateLimited(&c, what, d.Scope+" limit "+e.limit)
 		h := w.Header()
 		h["X-Request-Id"] = []string{c.RequestID}

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
@@ -51,6 +52,15 @@ type Call struct {
 	// afterCommit runs once the call's transaction has committed (for
 	// caches of this process; other processes hear through NOTIFY).
 	afterCommit []func()
+	rec         *store.AuditRecord
+}
+
+// auditReason says in the call's audit record what an allowed call did
+// when its arguments' digest cannot (set_semantic_search: on or off).
+func (c *Call) auditReason(reason string) {
+	if c.rec != nil {
+		c.rec.Reason = reason
+	}
 }
 
 // ToolSpec describes a tool for [newTool].

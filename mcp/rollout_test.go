@@ -30,6 +30,7 @@ func TestRollingDeploy(t *testing.T) {
 	// before the workspace migration) left it.
 	schema := pgx.Identifier{tn.Schema}.Sanitize()
 	for _, sql := range []string{
+		"DROP TABLE " + schema + ".document_chunks",
 		"DROP TABLE " + schema + ".documents",
 		"DROP FUNCTION " + schema + ".document_tags_text_" + strings.TrimPrefix(tn.Schema, "t_") + "(text[]), " + schema + ".document_tags_valid_" + strings.TrimPrefix(tn.Schema, "t_") + "(text[])",
 		"ALTER TABLE " + schema + ".todos DROP COLUMN project_id, DROP COLUMN due_on, DROP COLUMN priority, DROP COLUMN updated_at",

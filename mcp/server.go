@@ -19,6 +19,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/embeddings"
 	"github.com/gatehouse-mcp/gatehouse/internal/httpx"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
@@ -49,7 +50,8 @@ type Options struct {
 	ReadHeaderTimeout time.Duration
 	BodyTimeout       time.Duration
 	MaxPendingPerIP   int
-	// ToolPolicy overrides the compiled-in role and scope of some tools.
+	// ToolPolicy overrides the compiled-in role and scope of some tools
+	// (by name) and prompts (by "prompts/" + name).
 	ToolPolicy ToolPolicy
 	// AuthServer, when set, is Gatehouse's OAuth authorization server for
 	// MCP clients: when people can sign in with it, its endpoints are
@@ -76,6 +78,14 @@ type Options struct {
 	// MetricsToken, when set, is the bearer token /metrics requires
 	// (Prometheus: authorization.credentials); empty leaves /metrics open.
 	MetricsToken string
+	// Alerts configure anomaly alerts (alerts.go); nil means the defaults
+	// (on, no key suspension).
+	Alerts *AlertOptions
+	// Embeddings, when set, is the provider semantic search embeds with;
+	// nil: semantic search is not configured. Embedder tunes the worker
+	// (RunEmbedder) that embeds documents.
+	Embeddings *embeddings.Client
+	Embedder   EmbedderOptions
 	// Surface is the HTTP surface to hang the routes off, shared with
 	// the other parts of Gatehouse (the console); nil makes one.
 	Surface *httpx.Surface
@@ -97,14 +107,17 @@ type Server struct {
 	db        *store.DB
 	sdk       *sdk.Server
 	tools     map[string]*Tool
+	prompts   map[string]*Prompt // prompts.go
 	echo      *httpx.Surface
 	handler   http.Handler // echo behind the fast refusal of remembered denials
 	denied    deniedTokens
 	metrics   *metrics
 	audit     *auditor
+	alerts    *detector // nil when alerts are off
 	admit     *admitter
 	cursorKey cursorKey
 	draining  atomic.Bool
+	semantic  *semantic
 
 	stdioToken string // the credential of a stdio session; empty over HTTP
 	canQuery   bool   // the database can confine the query tool
@@ -146,6 +159,13 @@ func New(opts Options) (*Server, error) {
 		audit:   newAuditor(opts.DB, opts.AuditKey, opts.AuditLog, opts.Logger),
 	}
 	s.cursorKey = opts.AuditKey.Derive("pagination cursors")
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sem, err := newSemantic(sctx, opts.DB, opts.Embeddings, opts.Embedder, s.metrics.reg)
+	scancel()
+	if err != nil {
+		return nil, err
+	}
+	s.semantic = sem
 	adm := DefaultAdmission(int(opts.DB.Limits().TenantConns))
 	if a := opts.Admission; a != nil {
 		for _, f := range []struct {
@@ -166,7 +186,7 @@ func New(opts Options) (*Server, error) {
 	s.admit = newAdmitter(adm)
 	s.audit.group.inFlight = s.admit.inFlight
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read) admitted and not finished.",
+		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read, prompts/get, completion/complete) admitted and not finished.",
 	}, func() float64 { return float64(s.admit.inFlight()) }))
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
@@ -176,7 +196,9 @@ func New(opts Options) (*Server, error) {
 		// stays advertised as before: the revisions served before
 		// 2026-07-28 define logging/setLevel.
 		//lint:ignore SA1019 logging is deprecated only from protocol 2026-07-28
-		Capabilities: &sdk.ServerCapabilities{Logging: &sdk.LoggingCapabilities{}, Tools: &sdk.ToolCapabilities{}, Resources: &sdk.ResourceCapabilities{}},
+		Capabilities: &sdk.ServerCapabilities{Logging: &sdk.LoggingCapabilities{}, Tools: &sdk.ToolCapabilities{}, Resources: &sdk.ResourceCapabilities{},
+			Prompts: &sdk.PromptCapabilities{}},
+		CompletionHandler: s.complete, // completion.go
 	})
 	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	s.canQuery = opts.DB.CanCreateRoles(rctx)
@@ -194,12 +216,22 @@ func New(opts Options) (*Server, error) {
 		s.register(t)
 	}
 	for name := range opts.ToolPolicy {
-		if s.tools[name] == nil && name != "query" {
+		if s.tools[name] == nil && name != "query" && !strings.HasPrefix(name, promptPolicyPrefix) {
 			return nil, fmt.Errorf("mcp: tool policy names unknown tool %q", name)
 		}
 	}
+	if opts.Alerts == nil || !opts.Alerts.Off {
+		d, err := newDetector(s, opts.Alerts)
+		if err != nil {
+			return nil, err
+		}
+		s.alerts = d
+	}
 	s.sdk.AddReceivingMiddleware(s.filterTools)
 	s.registerResources()
+	if err := s.registerPrompts(opts.ToolPolicy); err != nil {
+		return nil, err
+	}
 	s.echo = opts.Surface
 	if s.echo == nil {
 		s.echo = httpx.New(httpx.Options{PublicURL: opts.PublicURL, TrustedProxies: opts.TrustedProxies, Logger: opts.Logger})
@@ -278,14 +310,14 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		res, outcome = denial(t, c), "denied"
 		err = commit()
 	case t.ownConn || t.noTenantData:
-		if err = s.execute(ctx, nil, t, c, raw, &res, &after); err == nil {
+		if err = s.execute(ctx, nil, t, c, raw, &res, &after, rec); err == nil {
 			rec.Decision = store.Allowed
 			err = commit()
 		}
 	case t.readOnly:
 		err = s.db.InTenantReadOnly(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
 			after = nil
-			return s.execute(ctx, tx, t, c, raw, &res, &after)
+			return s.execute(ctx, tx, t, c, raw, &res, &after, rec)
 		})
 		if err == nil {
 			rec.Decision = store.Allowed
@@ -297,7 +329,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		rec.Decision = store.Allowed
 		err = s.db.InTenantWrite(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
 			after = nil
-			return s.execute(ctx, tx, t, c, raw, &res, &after)
+			return s.execute(ctx, tx, t, c, raw, &res, &after, rec)
 		}, rec)
 	}
 	if err == nil {
@@ -332,15 +364,15 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 }
 
 // execute validates the arguments and runs the tool in tx, within the tool
-// time limit.
-func (s *Server) execute(ctx context.Context, tx pgx.Tx, t *Tool, c *Caller, raw []byte, res **sdk.CallToolResult, after *[]func()) error {
+// time limit; rec is the call's audit record (see Call.auditReason).
+func (s *Server) execute(ctx context.Context, tx pgx.Tx, t *Tool, c *Caller, raw []byte, res **sdk.CallToolResult, after *[]func(), rec *store.AuditRecord) error {
 	args, err := t.validate(raw)
 	if err != nil {
 		return err
 	}
 	tctx, cancel := context.WithTimeout(ctx, s.opts.ToolTimeout)
 	defer cancel()
-	call := &Call{Caller: c, Tx: tx, cursors: s.cursorKey, srv: s}
+	call := &Call{Caller: c, Tx: tx, cursors: s.cursorKey, srv: s, rec: rec}
 	*res, err = t.run(tctx, call, args)
 	*after = call.afterCommit
 	return err

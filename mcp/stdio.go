@@ -14,6 +14,8 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
 )
 
 // ServeStdio serves MCP over in and out (stdin and stdout) to one local
@@ -161,6 +163,12 @@ func (s *Server) stdioCaller(ctx context.Context) (*Caller, error) {
 	m, err := s.opts.Tenancy.Resolve(ctx, p)
 	if err != nil {
 		return nil, fmt.Errorf("GATEHOUSE_API_KEY: %w", err)
+	}
+	if p.AllowedNetworks.Restricted() && !p.AllowedNetworks.AllowsIP("127.0.0.1") && !p.AllowedNetworks.AllowsIP("::1") {
+		// A local client has no source network; a restricted key counts
+		// it as loopback (networks.go).
+		return nil, fmt.Errorf("GATEHOUSE_API_KEY: %w", identity.Invalid("API key %s is not allowed from this network: over stdio the client is this machine, "+
+			"so its allowed networks must include 127.0.0.1 or ::1", p.APIKeyID))
 	}
 	var b [12]byte
 	_, _ = rand.Read(b[:])

@@ -31,7 +31,8 @@ const stepUpPeekLimit = 1 << 20
 // stepUp is the step-up authorization of the MCP authorization spec
 // (2025-11-25, "Scope challenge handling"; RFC 6750 §3.1): a tools/call with
 // a token Gatehouse issued through OAuth sign-in, for a tool the person's
-// role allows but the token's scopes do not, is answered HTTP 403 with
+// role allows but the token's scopes do not (or a prompts/get for such a
+// prompt), is answered HTTP 403 with
 //
 //	WWW-Authenticate: Bearer error="insufficient_scope", scope="<held + needed>", resource_metadata="…"
 //
@@ -54,32 +55,45 @@ func (s *Server) stepUp(next echo.HandlerFunc) echo.HandlerFunc {
 		if caller == nil || req.Method != http.MethodPost || !authserver.SignedIn(caller.Principal) || !s.scopeShort(caller) {
 			return next(c)
 		}
-		id, name, args := toolCallOf(req)
+		id, method, name, args := toolCallOf(req)
+		if method == "prompts/get" {
+			p := s.prompts[name]
+			if p == nil || p.allows(caller) || !caller.Role.Allows(p.Role) {
+				return next(c)
+			}
+			return s.challengeScope(c, caller, "prompt", p.Name, p.Scope, "prompts/get:"+p.Name, id, args)
+		}
 		t := s.tools[name]
-		if t == nil || t.allows(caller) || !caller.Role.Allows(t.Role) {
+		if method != "tools/call" || t == nil || t.allows(caller) || !caller.Role.Allows(t.Role) {
 			return next(c)
 		}
-		return s.challengeScope(c, caller, t, id, args)
+		return s.challengeScope(c, caller, "tool", t.Name, t.Scope, t.Name, id, args)
 	}
 }
 
-// scopeShort reports whether some tool the caller's role allows needs a
-// scope the caller's token lacks (the common case, a token with every scope
-// its role can use, then reads no body).
+// scopeShort reports whether some tool or prompt the caller's role allows
+// needs a scope the caller's token lacks (the common case, a token with
+// every scope its role can use, then reads no body).
 func (s *Server) scopeShort(c *Caller) bool {
 	for _, t := range s.tools {
 		if c.Role.Allows(t.Role) && !c.Principal.HasScope(t.Scope) {
 			return true
 		}
 	}
+	for _, p := range s.prompts {
+		if c.Role.Allows(p.Role) && !c.Principal.HasScope(p.Scope) {
+			return true
+		}
+	}
 	return false
 }
 
-// toolCallOf reads the request's JSON-RPC id, and the tool name and
-// arguments when it is a single tools/call; the body stays readable whole.
-func toolCallOf(r *http.Request) (id json.RawMessage, name string, args json.RawMessage) {
+// toolCallOf reads the request's JSON-RPC id, method, and the tool's (or
+// prompt's) name and arguments when it is a single tools/call or
+// prompts/get; the body stays readable whole.
+func toolCallOf(r *http.Request) (id json.RawMessage, method, name string, args json.RawMessage) {
 	if r.Body == nil {
-		return nil, "", nil
+		return nil, "", "", nil
 	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, stepUpPeekLimit))
 	r.Body = struct {
@@ -87,7 +101,7 @@ func toolCallOf(r *http.Request) (id json.RawMessage, name string, args json.Raw
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(b), r.Body), r.Body}
 	if err != nil || len(b) >= stepUpPeekLimit {
-		return nil, "", nil
+		return nil, "", "", nil
 	}
 	var msg struct {
 		ID     json.RawMessage `json:"id"`
@@ -97,31 +111,36 @@ func toolCallOf(r *http.Request) (id json.RawMessage, name string, args json.Raw
 			Arguments json.RawMessage `json:"arguments"`
 		} `json:"params"`
 	}
-	if json.Unmarshal(b, &msg) != nil || msg.Method != "tools/call" || len(msg.ID) == 0 {
-		return nil, "", nil
+	if json.Unmarshal(b, &msg) != nil || (msg.Method != "tools/call" && msg.Method != "prompts/get") || len(msg.ID) == 0 {
+		return nil, "", "", nil
 	}
-	return msg.ID, msg.Params.Name, msg.Params.Arguments
+	return msg.ID, msg.Method, msg.Params.Name, msg.Params.Arguments
 }
 
-// challengeScope answers the step-up challenge for tool t and records it.
-func (s *Server) challengeScope(c echo.Context, caller *Caller, t *Tool, id, args json.RawMessage) error {
+// challengeScope answers the step-up challenge for the tool or prompt
+// (what) name, which needs scope, and records it as audited.
+func (s *Server) challengeScope(c echo.Context, caller *Caller, what, name, scope, audited string, id, args json.RawMessage) error {
 	held := caller.Principal.Scopes
-	want := strings.Join(identity.UnionScopes(held, []string{t.Scope}), " ")
-	desc := fmt.Sprintf("the tool %s needs the scope %s, which this sign-in did not grant (it granted %s); your role (%s) allows it: sign in again and consent to %s",
-		t.Name, t.Scope, strings.Join(held, " "), caller.Role, want)
+	want := strings.Join(identity.UnionScopes(held, []string{scope}), " ")
+	desc := fmt.Sprintf("the %s %s needs the scope %s, which this sign-in did not grant (it granted %s); your role (%s) allows it: sign in again and consent to %s",
+		what, name, scope, strings.Join(held, " "), caller.Role, want)
 
-	rec := s.audit.base(caller, t.Name, args)
-	rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs scope %s; token has %s; step-up challenge sent", t.Scope, strings.Join(held, " "))
+	rec := s.audit.base(caller, audited, args)
+	rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs scope %s; token has %s; step-up challenge sent", scope, strings.Join(held, " "))
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), 5*time.Second)
 	defer cancel()
 	if err := s.db.WithTenant(ctx, caller.Tenant, func(tx pgx.Tx) error { return store.InsertAudit(ctx, tx, rec) }); err != nil {
 		// No record, no answer but "try again": the refusal is not lost.
-		s.log.Error("audit record of a step-up challenge not stored", "tool", t.Name, "request_id", caller.RequestID, "tenant", caller.Tenant.Key, "error", err)
+		s.log.Error("audit record of a step-up challenge not stored", what, name, "request_id", caller.RequestID, "tenant", caller.Tenant.Key, "error", err)
 		c.Response().Header().Set("Retry-After", "5")
 		return c.JSON(http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable", "request_id": caller.RequestID})
 	}
 	s.audit.written(caller.Tenant, rec)
-	s.metrics.toolCall(t.Name, "insufficient_scope", 0)
+	if what == "tool" {
+		s.metrics.toolCall(name, "insufficient_scope", 0)
+	} else {
+		s.metrics.prompts.WithLabelValues("prompts/get", name, "insufficient_scope").Inc()
+	}
 
 	h := c.Response().Header()
 	h.Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="gatehouse", error="insufficient_scope", scope=%q, resource_metadata=%q, error_description=%q`,
@@ -131,7 +150,7 @@ func (s *Server) challengeScope(c echo.Context, caller *Caller, t *Tool, id, arg
 		"jsonrpc": "2.0",
 		"id":      id,
 		"error": map[string]any{"code": codeInsufficientScope, "message": desc,
-			"data": map[string]any{"required_scope": t.Scope, "scope": want}},
+			"data": map[string]any{"required_scope": scope, "scope": want}},
 	})
 }
 

@@ -14,7 +14,7 @@ import (
 // the minimum role and the scope it needs; each group lives in its own file.
 func tools() []*Tool {
 	var all []*Tool
-	for _, group := range [][]*Tool{{whoamiTool()}, todoTools(), projectTools(), documentTools(), databaseTools(), adminTools(), myKeyTools(), mySignInTools(), {getUsageTool(), readAuditLogTool()}} {
+	for _, group := range [][]*Tool{{whoamiTool()}, todoTools(), projectTools(), documentTools(), databaseTools(), adminTools(), {setSemanticSearchTool()}, myKeyTools(), mySignInTools(), {getUsageTool(), readAuditLogTool(), listAlertsTool(), acknowledgeAlertTool()}} {
 		all = append(all, group...)
 	}
 	return all

@@ -20,7 +20,7 @@ import (
 // control schema inside the call's transaction (store.AsAdmin), so each
 // change commits with its audit record.
 func adminTools() []*Tool {
-	return []*Tool{listMembersTool(), setMemberRoleTool(), removeMemberTool(), createAPIKeyTool(), listAPIKeysTool(), revokeAPIKeyTool()}
+	return []*Tool{listMembersTool(), setMemberRoleTool(), removeMemberTool(), createAPIKeyTool(), listAPIKeysTool(), revokeAPIKeyTool(), setAPIKeyNetworksTool()}
 }
 
 func adminSpec(name, title, desc string) ToolSpec {
@@ -256,6 +256,8 @@ type keyOut struct {
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	LastUsed  *time.Time `json:"last_used_at,omitempty"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// AllowedNetworks: where the key may be used from; empty: anywhere.
+	AllowedNetworks []string `json:"allowed_networks" jsonschema:"the source networks the key may be used from (CIDR); empty: anywhere"`
 }
 
 func toKey(k *apikey.Key) keyOut {
@@ -266,7 +268,7 @@ func toKey(k *apikey.Key) keyOut {
 		return &t
 	}
 	return keyOut{ID: k.ID, Name: k.Name, Role: k.Role, Scopes: k.Scopes, CreatedBy: k.CreatedBy, CreatedAt: k.CreatedAt,
-		ExpiresAt: opt(k.ExpiresAt), LastUsed: opt(k.LastUsedAt), RevokedAt: opt(k.RevokedAt)}
+		ExpiresAt: opt(k.ExpiresAt), LastUsed: opt(k.LastUsedAt), RevokedAt: opt(k.RevokedAt), AllowedNetworks: k.AllowedNetworks.Strings()}
 }
 
 type createAPIKeyIn struct {
@@ -274,6 +276,8 @@ type createAPIKeyIn struct {
 	Role          string   `json:"role" jsonschema:"admin, developer or viewer; not above your own"`
 	Scopes        []string `json:"scopes,omitempty" jsonschema:"mcp:read, mcp:write, mcp:admin; not beyond your own (default: all of yours the role can use)"`
 	ExpiresInDays int      `json:"expires_in_days,omitempty" jsonschema:"days until the key expires, 1 to 3650 (default: never)"`
+	// AllowedNetworks restrict where the key may be used from.
+	AllowedNetworks []string `json:"allowed_networks,omitempty" jsonschema:"source networks the key may be used from: CIDRs such as 10.0.0.0/8 or 2001:db8::/32, or single addresses (at most 64; default: anywhere)"`
 }
 
 type createAPIKeyOut struct {
@@ -282,8 +286,26 @@ type createAPIKeyOut struct {
 }
 
 func (o createAPIKeyOut) Text() string {
-	return fmt.Sprintf("API key %s (%s, role %s, scopes %s). Its secret is shown this once; store it now:\n\n%s\n",
-		o.Key.ID, o.Key.Name, o.Key.Role, strings.Join(o.Key.Scopes, " "), o.Secret)
+	return fmt.Sprintf("API key %s (%s, role %s, scopes %s, usable from %s). Its secret is shown this once; store it now:\n\n%s\n",
+		o.Key.ID, o.Key.Name, o.Key.Role, strings.Join(o.Key.Scopes, " "), o.Key.networks(), o.Secret)
+}
+
+// networks says where a key may be used from.
+func (k keyOut) networks() string {
+	if len(k.AllowedNetworks) == 0 {
+		return "anywhere"
+	}
+	return strings.Join(k.AllowedNetworks, ", ")
+}
+
+// parseNetworksArg reads an allowed_networks argument, refusing it as
+// invalid arguments naming each bad entry.
+func parseNetworksArg(entries []string) (identity.Networks, error) {
+	ns, err := identity.ParseNetworks(entries)
+	if err != nil {
+		return nil, invalidArgs("allowed_networks: " + strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	return ns, nil
 }
 
 func createAPIKeyTool() *Tool {
@@ -308,6 +330,7 @@ func createAPIKeyInput(s *jsonschema.Schema) {
 	s.Properties["name"].MinLength, s.Properties["name"].MaxLength = new(1), new(100)
 	s.Properties["scopes"].Items.Enum = []any{identity.ScopeRead, identity.ScopeWrite, identity.ScopeAdmin}
 	s.Properties["expires_in_days"].Minimum, s.Properties["expires_in_days"].Maximum = new(1.0), new(3650.0)
+	s.Properties["allowed_networks"].MaxItems = new(identity.MaxNetworks)
 }
 
 // issueAPIKey creates the key in describes in c's tenant, made by c, and
@@ -328,12 +351,17 @@ func issueAPIKey(ctx context.Context, c *Call, in createAPIKeyIn) (createAPIKeyO
 			return createAPIKeyOut{}, invalidArgs(fmt.Sprintf("scope %s is beyond your own credential's", sc))
 		}
 	}
+	nets, err := parseNetworksArg(in.AllowedNetworks)
+	if err != nil {
+		return createAPIKeyOut{}, err
+	}
 	var expires time.Time
 	if in.ExpiresInDays > 0 {
 		expires = time.Now().AddDate(0, 0, in.ExpiresInDays)
 	}
 	secret, k := apikey.New(c.Tenant.ID, string(role), slices.Compact(slices.Sorted(slices.Values(in.Scopes))), in.Name, c.Principal.Subject, expires)
-	err := c.asAdmin(ctx, func(a *store.Admin) error { return a.CreateAPIKey(ctx, k, c.MemberID) })
+	k.AllowedNetworks = nets
+	err = c.asAdmin(ctx, func(a *store.Admin) error { return a.CreateAPIKey(ctx, k, c.MemberID) })
 	return createAPIKeyOut{Key: toKey(k), Secret: secret}, err
 }
 
@@ -375,7 +403,7 @@ func (k keyOut) line() string {
 	} else {
 		s += ", never used"
 	}
-	return s
+	return s + ", usable from " + k.networks()
 }
 
 func listAPIKeysTool() *Tool {
@@ -419,4 +447,41 @@ type revokedKeyOut keyOut
 
 func (o revokedKeyOut) Text() string {
 	return fmt.Sprintf("Revoked API key %s; every server refuses it from now on.", keyOut(o).line())
+}
+
+type setAPIKeyNetworksIn struct {
+	ID              string   `json:"id" jsonschema:"the key's id (list_api_keys)"`
+	AllowedNetworks []string `json:"allowed_networks" jsonschema:"the source networks the key may be used from from now on: CIDRs such as 10.0.0.0/8 or 2001:db8::/32, or single addresses (at most 64); an empty list lets it be used from anywhere"`
+}
+
+// setAPIKeyNetworksTool replaces where a key may be used from: from the
+// key's next call, on every server (the key's cached validation is
+// forgotten everywhere, as on revocation).
+func setAPIKeyNetworksTool() *Tool {
+	spec := adminSpec("set_api_key_networks", "Set an API key's allowed networks",
+		"Replaces the source networks an API key of your organisation may be used from (an empty list: anywhere). Applies from the key's next call, on every server.")
+	spec.Idempotent = true
+	spec.Input = func(s *jsonschema.Schema) { s.Properties["allowed_networks"].MaxItems = new(identity.MaxNetworks) }
+	return newTool(spec, func(ctx context.Context, c *Call, in setAPIKeyNetworksIn) (keyNetworksOut, error) {
+		var out keyNetworksOut
+		nets, err := parseNetworksArg(in.AllowedNetworks)
+		if err != nil {
+			return out, err
+		}
+		err = c.asAdmin(ctx, func(a *store.Admin) error {
+			k, err := a.SetAPIKeyNetworks(ctx, in.ID, nets)
+			if err == nil {
+				out = keyNetworksOut(toKey(k))
+			}
+			return err
+		})
+		return out, err
+	})
+}
+
+// keyNetworksOut is a key after set_api_key_networks.
+type keyNetworksOut keyOut
+
+func (o keyNetworksOut) Text() string {
+	return fmt.Sprintf("API key %s (%s) may now be used from %s.", o.ID, o.Name, keyOut(o).networks())
 }

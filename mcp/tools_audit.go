@@ -65,13 +65,13 @@ func readAuditLogTool() *Tool {
 	return newTool(ToolSpec{
 		Name:        "read_audit_log",
 		Title:       "Read the audit log",
-		Description: "Reads your organisation's audit log, newest first: every tool call allowed, denied, rate-limited or failed, by whom and from where. Filter by time, actor, tool and decision.",
+		Description: "Reads your organisation's audit log, newest first: every tool call allowed, denied, rate-limited or failed, by whom and from where, and every anomaly alert (ALERT). Filter by time, actor, tool and decision.",
 		Role:        tenancy.Admin,
 		Scope:       identity.ScopeAdmin,
 		ReadOnly:    true,
 		Idempotent:  true,
 		Input: func(s *jsonschema.Schema) {
-			s.Properties["decision"].Enum = []any{store.Allowed, store.Denied, store.RateLimited, store.Failed}
+			s.Properties["decision"].Enum = []any{store.Allowed, store.Denied, store.RateLimited, store.Failed, store.Alerted}
 			s.Properties["limit"].Minimum = new(1.0)
 			s.Properties["limit"].Maximum = new(200.0)
 		},

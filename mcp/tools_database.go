@@ -23,8 +23,10 @@ func databaseTools() []*Tool {
 	return []*Tool{listTablesTool(), describeTableTool(), queryTool()}
 }
 
-// queryHiddenTables are not shown by list_tables (query cannot read them).
-var queryHiddenTables = []string{"audit_log"}
+// queryHiddenTables are not shown by list_tables (query cannot read them):
+// the audit log, and semantic search's vectors (never granted to the query
+// role; derived from documents, which it reads).
+var queryHiddenTables = []string{"audit_log", "document_chunks"}
 
 type listTablesIn struct{}
 

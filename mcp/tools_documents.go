@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/jsonschema-go/jsonschema"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/store"
@@ -71,6 +73,7 @@ func saveDocumentTool() *Tool {
 		if err != nil || d.Document == nil {
 			return savedDocumentOut{}, err
 		}
+		c.afterCommit = append(c.afterCommit, c.srv.semantic.kick)
 		return savedDocumentOut{DocumentInfo: d.DocumentInfo, Excerpt: excerpt(d.Body, excerptRunes)}, nil
 	})
 }
@@ -209,10 +212,43 @@ func getDocumentTool() *Tool {
 		Scope:       identity.ScopeRead,
 		ReadOnly:    true,
 		Idempotent:  true,
-	}, func(ctx context.Context, c *Call, in documentIDIn) (documentOut, error) {
+	}, func(ctx context.Context, c *Call, in documentIDIn) (gotDocumentOut, error) {
 		d, err := store.FindDocument(ctx, c.Tx, in.ID)
-		return documentOut{d}, documentError(err, in.ID)
+		if err != nil {
+			return gotDocumentOut{}, documentError(err, in.ID)
+		}
+		out := gotDocumentOut{documentOut: documentOut{d}}
+		sem := c.srv.semantic
+		if on, err := sem.isEnabled(ctx, c.Tenant); err != nil || !on {
+			return out, err
+		}
+		out.Embedding, err = store.FindEmbeddingState(ctx, c.Tx, d.ID, sem.client.Model())
+		return out, documentError(err, in.ID)
 	})
+}
+
+// gotDocumentOut is get_document's answer: the document and, where
+// semantic search is on, the state of its embedding.
+type gotDocumentOut struct {
+	documentOut
+	Embedding *store.EmbeddingState `json:"embedding,omitempty" jsonschema:"where semantic search is on: whether the document is embedded yet (pending, embedded, failed with the reason)"`
+}
+
+func (o gotDocumentOut) Text() string {
+	if o.Embedding == nil {
+		return o.documentOut.Text()
+	}
+	e := o.Embedding
+	state := e.State
+	switch {
+	case e.State == store.EmbedEmbedded:
+		state = fmt.Sprintf("embedded (%d chunks)", e.Chunks)
+	case e.Error != "" && e.RetryAt != nil:
+		state = fmt.Sprintf("pending: attempt %d failed (%s); next attempt at %s", e.Attempts, e.Error, e.RetryAt.UTC().Format(time.RFC3339))
+	case e.Error != "":
+		state = fmt.Sprintf("failed after %d attempts: %s", e.Attempts, e.Error)
+	}
+	return documentHeader(&o.DocumentInfo) + "\nSemantic search: " + state + "\n\n" + o.Body
 }
 
 type deletedDocumentOut struct {
@@ -310,12 +346,14 @@ type searchDocumentsIn struct {
 	ProjectID string `json:"project_id,omitempty" jsonschema:"only the documents of this project"`
 	Limit     int    `json:"limit,omitempty" jsonschema:"how many to return, 1 to 50 (default 10)"`
 	Cursor    string `json:"cursor,omitempty" jsonschema:"next_cursor from the previous page of the same search"`
+	Mode      string `json:"mode,omitempty" jsonschema:"keyword (full text), semantic (by meaning: the query's embedding against the documents'), or hybrid (both rankings fused); default hybrid where semantic search is on for your organisation, else keyword"`
 }
 
 type searchDocumentsOut struct {
 	Results    []*store.SearchHit `json:"results" jsonschema:"matching documents, best first, without their bodies"`
 	NextCursor string             `json:"next_cursor,omitempty" jsonschema:"pass as cursor, with the same query and filters, to get the next page"`
-	Note       string             `json:"note,omitempty" jsonschema:"why there are no results, when the query itself is the reason"`
+	Note       string             `json:"note,omitempty" jsonschema:"why there are no results, when the query itself is the reason; or why a hybrid search ranked by words only"`
+	Mode       string             `json:"mode" jsonschema:"how results were ranked: keyword (rank: full-text relevance), semantic (rank: cosine similarity of the best chunk) or hybrid (rank: reciprocal rank fusion score)"`
 }
 
 func (o searchDocumentsOut) Text() string {
@@ -326,6 +364,9 @@ func (o searchDocumentsOut) Text() string {
 		return "No documents found."
 	}
 	var b strings.Builder
+	if o.Note != "" {
+		fmt.Fprintf(&b, "Note: %s.\n", o.Note)
+	}
 	for _, h := range o.Results {
 		fmt.Fprintf(&b, "- %s\n  %s\n", documentHeader(&h.DocumentInfo), h.Snippet)
 	}
@@ -343,8 +384,12 @@ type searchCursor struct {
 	ID     string  `json:"i"`
 }
 
-func searchKey(s store.DocumentSearch) string {
-	h := sha256.Sum256([]byte(s.Query + "\x00" + s.Tag + "\x00" + s.ProjectID))
+func searchKey(s store.DocumentSearch, mode string) string {
+	in := s.Query + "\x00" + s.Tag + "\x00" + s.ProjectID
+	if mode != modeKeyword {
+		in += "\x00" + mode // keyword cursors of earlier releases stay valid
+	}
+	h := sha256.Sum256([]byte(in))
 	return base64.RawURLEncoding.EncodeToString(h[:12])
 }
 
@@ -356,15 +401,22 @@ func searchDocumentsTool() *Tool {
 			"Results come best first: matches in the title rank highest, then in tags, then in the body. " +
 			"Each result has a snippet of the best matching passages of the body, with every match marked «like this» " +
 			"(guillemets, so they cannot be confused with the markdown of the body); passages are separated by \" … \". " +
-			"A query of only common words (the, and, of) or punctuation finds nothing. Page with cursor.",
+			"A query of only common words (the, and, of) or punctuation finds nothing. Page with cursor. " +
+			"Where an admin turned semantic search on (set_semantic_search), documents are also found by meaning: mode hybrid (the default then) " +
+			"fuses the full-text and the semantic ranking, mode semantic ranks by meaning only (at most 100 results in all for both).",
 		Role:       tenancy.Viewer,
 		Scope:      identity.ScopeRead,
 		ReadOnly:   true,
 		Idempotent: true,
+		// It opens its tenant transaction itself, after asking the
+		// embeddings provider for the query's vector (semantic and hybrid
+		// modes): no database connection waits on the provider.
+		OwnConnection: true,
 		Input: func(s *jsonschema.Schema) {
 			s.Properties["query"].MinLength, s.Properties["query"].MaxLength = new(1), new(500)
 			tagSchema(s.Properties["tag"])
 			pageLimitSchema(50)(s)
+			s.Properties["mode"].Enum = []any{modeKeyword, modeSemantic, modeHybrid}
 		},
 	}, func(ctx context.Context, c *Call, in searchDocumentsIn) (searchDocumentsOut, error) {
 		s := store.DocumentSearch{Query: strings.TrimSpace(in.Query), Tag: strings.ToLower(strings.TrimSpace(in.Tag)),
@@ -372,38 +424,66 @@ func searchDocumentsTool() *Tool {
 		if s.Query == "" {
 			return searchDocumentsOut{}, invalidArgs("query must not be empty: say what to look for (list_documents lists every document)")
 		}
+		mode, err := searchMode(ctx, c, in.Mode)
+		if err != nil {
+			return searchDocumentsOut{}, err
+		}
 		if in.Cursor != "" {
 			var pos searchCursor
 			if err := c.Open("search_documents", in.Cursor, &pos); err != nil || !store.IsUUID(pos.ID) {
 				return searchDocumentsOut{}, errCursorRefused
 			}
-			if pos.Search != searchKey(s) {
+			if pos.Search != searchKey(s, mode) {
 				return searchDocumentsOut{}, invalidArgs("cursor belongs to another search: repeat the same query, tag and project_id, or start again without a cursor")
 			}
 			s.After = &store.SearchPosition{Rank: pos.Rank, ID: pos.ID}
 		}
-		if in.ProjectID != "" {
-			if err := existingProject(ctx, c, in.ProjectID); err != nil {
-				return searchDocumentsOut{}, err
-			}
+		var q queryVector
+		if mode != modeKeyword {
+			q = embedQuery(ctx, c, s.Query, mode)
 		}
-		n, err := store.CountSearchTerms(ctx, c.Tx, s.Query)
-		if err != nil {
-			return searchDocumentsOut{}, err
-		}
-		if n == 0 {
-			return searchDocumentsOut{Results: []*store.SearchHit{},
-				Note: "the query has no searchable words (only very common words or punctuation); use more specific words"}, nil
-		}
-		hits, more, err := store.SearchDocuments(ctx, c.Tx, s)
-		if err != nil {
-			return searchDocumentsOut{}, err
-		}
-		out := searchDocumentsOut{Results: orEmpty(hits)}
-		if more {
-			last := hits[len(hits)-1]
-			out.NextCursor = c.Seal("search_documents", searchCursor{Search: searchKey(s), Rank: last.Rank, ID: last.ID})
-		}
-		return out, nil
+		var out searchDocumentsOut
+		err = c.srv.db.InTenantReadOnly(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
+			c.Tx = tx
+			defer func() { c.Tx = nil }()
+			out, err = searchDocuments(ctx, c, s, mode, q)
+			return err
+		})
+		return out, err
 	})
+}
+
+// searchDocuments runs a search in c.Tx (see searchDocumentsTool); q is the
+// query's vector for the semantic and hybrid modes.
+func searchDocuments(ctx context.Context, c *Call, s store.DocumentSearch, mode string, q queryVector) (searchDocumentsOut, error) {
+	if s.ProjectID != "" {
+		if err := existingProject(ctx, c, s.ProjectID); err != nil {
+			return searchDocumentsOut{}, err
+		}
+	}
+	n, err := store.CountSearchTerms(ctx, c.Tx, s.Query)
+	if err != nil {
+		return searchDocumentsOut{}, err
+	}
+	if n == 0 && mode == modeKeyword {
+		return searchDocumentsOut{Results: []*store.SearchHit{}, Mode: mode,
+			Note: "the query has no searchable words (only very common words or punctuation); use more specific words"}, nil
+	}
+	out := searchDocumentsOut{Mode: mode}
+	var hits []*store.SearchHit
+	var more bool
+	if mode == modeKeyword {
+		hits, more, err = store.SearchDocuments(ctx, c.Tx, s)
+	} else {
+		out, hits, more, err = semanticSearch(ctx, c, s, mode, n, q)
+	}
+	if err != nil {
+		return searchDocumentsOut{}, err
+	}
+	out.Results = orEmpty(hits)
+	if more && len(hits) > 0 {
+		last := hits[len(hits)-1]
+		out.NextCursor = c.Seal("search_documents", searchCursor{Search: searchKey(s, mode), Rank: last.Rank, ID: last.ID})
+	}
+	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -28,7 +29,16 @@ type Admin struct {
 // privileges, which the control schema needs, then returns tx to the
 // tenant role. Only Gatehouse's fixed SQL runs in fn; every statement
 // names t's id, so fn reaches no other tenant.
+//
+// In a read ([DB.InTenantReadOnly]), whose statements each carry the
+// tenant's settings, fn's statements carry the schema and read-only
+// settings but not the role.
 func (db *DB) AsAdmin(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant, fn func(*Admin) error) error {
+	if rt, ok := tx.(*readTx); ok {
+		rt.asOwner = true
+		defer func() { rt.asOwner = false }()
+		return fn(&Admin{db: db, tx: tx, t: t})
+	}
 	if _, err := tx.Exec(ctx, "SELECT set_config('role', 'none', true)"); err != nil {
 		return err
 	}
@@ -147,6 +157,27 @@ func (a *Admin) RevokeAPIKey(ctx context.Context, id string) (*apikey.Key, error
 	if errors.Is(err, apikey.ErrNotFound) {
 		return nil, ErrNotFound
 	}
+	if err != nil {
+		return nil, err
+	}
+	return k, a.db.notify(ctx, a.tx, Invalidation{Kind: InvalidateAPIKey, ID: id})
+}
+
+// SetAPIKeyNetworks replaces the allowed networks of one of the tenant's
+// keys (ErrNotFound for any other, or a revoked one); empty: anywhere.
+// Every Gatehouse process forgets its cached validation of the key once
+// the transaction commits (the same notice as a revocation), so the new
+// list applies to the key's next call on every replica.
+func (a *Admin) SetAPIKeyNetworks(ctx context.Context, id string, ns identity.Networks) (*apikey.Key, error) {
+	tag, err := a.tx.Exec(ctx, "UPDATE gatehouse.api_keys SET allowed_networks = $3 WHERE id = $1 AND tenant_id = $2 AND revoked_at IS NULL",
+		id, a.t.ID, prefixes(ns))
+	if err != nil {
+		return nil, err
+	}
+	if tag.RowsAffected() == 0 {
+		return nil, ErrNotFound
+	}
+	k, err := scanAPIKey(a.tx.QueryRow(ctx, selectAPIKey+" WHERE k.id = $1 AND k.tenant_id = $2", id, a.t.ID))
 	if err != nil {
 		return nil, err
 	}

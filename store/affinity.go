@@ -220,30 +220,42 @@ func mix64(x uint64) uint64 {
 	return x ^ x>>31
 }
 
-// backendPIDs takes every connection of every lane at once (opening those
-// not yet open) and returns their backends' process ids. For benchmarks
+// each takes every connection of every lane at once (opening those not
+// yet open) and calls fn with each while holding them all. For benchmarks
 // and tests, while no tenant work runs: it bypasses the lanes' accounting.
-func (p *tenantPool) backendPIDs(ctx context.Context) ([]int, error) {
+func (p *tenantPool) each(ctx context.Context, fn func(*pgxpool.Conn) error) error {
 	var held []*pgxpool.Conn
 	defer func() {
 		for _, c := range held {
 			c.Release()
 		}
 	}()
-	var pids []int
 	for i, l := range p.lanes {
 		for range p.size[i] {
 			c, err := l.Acquire(ctx)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			held = append(held, c)
-			var pid int
-			if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
-				return nil, err
+			if err := fn(c); err != nil {
+				return err
 			}
-			pids = append(pids, pid)
 		}
 	}
-	return pids, nil
+	return nil
+}
+
+// backendPIDs returns the process ids of every connection's backend (see
+// each).
+func (p *tenantPool) backendPIDs(ctx context.Context) ([]int, error) {
+	var pids []int
+	err := p.each(ctx, func(c *pgxpool.Conn) error {
+		var pid int
+		if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			return err
+		}
+		pids = append(pids, pid)
+		return nil
+	})
+	return pids, err
 }

@@ -3,22 +3,25 @@ package store
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 )
 
 const selectAPIKey = `SELECT k.id, k.tenant_id, t.key, k.name, k.role, k.scopes, k.created_by, k.created_at,
-	k.expires_at, k.last_used_at, k.revoked_at, k.secret_hash
+	k.expires_at, k.last_used_at, k.revoked_at, k.secret_hash, k.allowed_networks
 	FROM gatehouse.api_keys k JOIN gatehouse.tenants t ON t.id = k.tenant_id`
 
 func scanAPIKey(row pgx.Row) (*apikey.Key, error) {
 	var k apikey.Key
 	var expires, used, revoked *time.Time
+	var nets []netip.Prefix
 	err := row.Scan(&k.ID, &k.TenantID, &k.TenantKey, &k.Name, &k.Role, &k.Scopes, &k.CreatedBy, &k.CreatedAt,
-		&expires, &used, &revoked, &k.SecretHash)
+		&expires, &used, &revoked, &k.SecretHash, &nets)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, apikey.ErrNotFound
 	}
@@ -26,6 +29,9 @@ func scanAPIKey(row pgx.Row) (*apikey.Key, error) {
 		return nil, err
 	}
 	k.ExpiresAt, k.LastUsedAt, k.RevokedAt = deref(expires), deref(used), deref(revoked)
+	if len(nets) > 0 {
+		k.AllowedNetworks = identity.Networks(nets)
+	}
 	return &k, nil
 }
 
@@ -50,10 +56,19 @@ func (db *DB) CreateAPIKey(ctx context.Context, k *apikey.Key) error {
 }
 
 func createAPIKey(ctx context.Context, tx pgx.Tx, k *apikey.Key) error {
-	return tx.QueryRow(ctx, `INSERT INTO gatehouse.api_keys (id, tenant_id, secret_hash, name, role, scopes, created_by, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+	return tx.QueryRow(ctx, `INSERT INTO gatehouse.api_keys (id, tenant_id, secret_hash, name, role, scopes, created_by, expires_at, allowed_networks)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		RETURNING created_at, (SELECT key FROM gatehouse.tenants WHERE id = $2)`,
-		k.ID, k.TenantID, k.SecretHash, k.Name, k.Role, k.Scopes, k.CreatedBy, nullTime(k.ExpiresAt)).Scan(&k.CreatedAt, &k.TenantKey)
+		k.ID, k.TenantID, k.SecretHash, k.Name, k.Role, k.Scopes, k.CreatedBy, nullTime(k.ExpiresAt), prefixes(k.AllowedNetworks)).Scan(&k.CreatedAt, &k.TenantKey)
+}
+
+// prefixes is a key's networks as the cidr[] column takes them (never
+// NULL: the column says "anywhere" with an empty array).
+func prefixes(ns identity.Networks) []netip.Prefix {
+	if ns == nil {
+		return []netip.Prefix{}
+	}
+	return ns
 }
 
 // FindAPIKeyByID implements apikey.Store.

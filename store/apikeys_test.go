@@ -1,15 +1,23 @@
 package store_test
 
 import (
+	"archive/zip"
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
 func TestAPIKeys(t *testing.T) {
@@ -168,6 +176,106 @@ func TestSecretConcurrentFirstUse(t *testing.T) {
 	for _, s := range got {
 		if s == "" || s != got[0] {
 			t.Fatalf("secrets differ or are missing: %q", got)
+		}
+	}
+}
+
+// TestAPIKeyNetworks: a key's allowed networks are stored and read back
+// canonical, replaced by SetAPIKeyNetworks (which tells every process to
+// forget the key, as a revocation does) and never set on another tenant's
+// key or a revoked one; the database refuses what the application would.
+func TestAPIKeyNetworks(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	notices := make(chan store.Invalidation, 10)
+	go db.Listen(ctx, func(inv store.Invalidation) { notices <- inv })
+	<-notices // the reset marker
+	tn, other := mustTenant(t, db, "acme.com"), mustTenant(t, db, "other.com")
+	ns, err := identity.ParseNetworks([]string{"2001:db8::/32", "10.0.0.0/8", "203.0.113.7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, k := apikey.New(tn.ID, "viewer", []string{"mcp:read"}, "ci", "test", time.Time{})
+	k.AllowedNetworks = ns
+	if err := db.CreateAPIKey(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	_, plain := apikey.New(tn.ID, "viewer", []string{"mcp:read"}, "anywhere", "test", time.Time{})
+	if err := db.CreateAPIKey(ctx, plain); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.FindAPIKeyByID(ctx, k.ID)
+	if err != nil || got.AllowedNetworks.String() != "10.0.0.0/8, 203.0.113.7/32, 2001:db8::/32" {
+		t.Fatalf("stored networks = %v (%v)", got.AllowedNetworks, err)
+	}
+	if got, _ := db.FindAPIKeyByID(ctx, plain.ID); got.AllowedNetworks.Restricted() {
+		t.Errorf("a key made without networks reads back restricted: %v", got.AllowedNetworks)
+	}
+
+	set := func(tenant *tenancy.Tenant, id string, ns identity.Networks) (*apikey.Key, error) {
+		var k *apikey.Key
+		err := pgx.BeginFunc(ctx, db.Pool(), func(tx pgx.Tx) error {
+			return db.AsAdmin(ctx, tx, tenant, func(a *store.Admin) (err error) {
+				k, err = a.SetAPIKeyNetworks(ctx, id, ns)
+				return err
+			})
+		})
+		return k, err
+	}
+	one, _ := identity.ParseNetworks([]string{"192.0.2.0/24"})
+	if _, err := set(other, k.ID, one); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("another tenant set the networks: %v", err)
+	}
+	changed, err := set(tn, k.ID, one)
+	if err != nil || changed.AllowedNetworks.String() != "192.0.2.0/24" {
+		t.Fatalf("set = %v, %v", changed, err)
+	}
+	select {
+	case inv := <-notices:
+		if inv.Kind != store.InvalidateAPIKey || inv.ID != k.ID {
+			t.Errorf("notice = %+v", inv)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no invalidation after changing a key's networks")
+	}
+	if cleared, err := set(tn, k.ID, nil); err != nil || cleared.AllowedNetworks.Restricted() {
+		t.Errorf("clearing = %v, %v", cleared, err)
+	}
+	if _, err := db.RevokeAPIKey(ctx, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := set(tn, k.ID, one); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a revoked key's networks changed: %v", err)
+	}
+
+	// A tenant's export says where each key may be used from.
+	_, k3 := apikey.New(tn.ID, "viewer", []string{"mcp:read"}, "exported", "test", time.Time{})
+	k3.AllowedNetworks = one
+	if err := db.CreateAPIKey(ctx, k3); err != nil {
+		t.Fatal(err)
+	}
+	var zipped bytes.Buffer
+	if err := db.ExportTenant(ctx, tn, &zipped, store.OperatorAction{Operator: "test", Action: "export", Via: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := zip.NewReader(bytes.NewReader(zipped.Bytes()), int64(zipped.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := zr.Open("api_keys.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported, _ := io.ReadAll(f)
+	if !strings.Contains(string(exported), `"allowed_networks":[]`) || !strings.Contains(string(exported), `"allowed_networks":["192.0.2.0/24"]`) {
+		t.Errorf("api_keys.jsonl:\n%s", exported)
+	}
+
+	// The column holds canonical networks only, at most 64.
+	for _, bad := range []string{"{10.0.0.1/8}", "{" + strings.Repeat("10.0.0.0/8,", 64) + "10.0.0.0/8}"} {
+		if _, err := db.Pool().Exec(ctx, "UPDATE gatehouse.api_keys SET allowed_networks = $2::cidr[] WHERE id = $1", plain.ID, bad); err == nil {
+			t.Errorf("the database took allowed_networks = %.40s", bad)
 		}
 	}
 }

@@ -23,6 +23,7 @@ const (
 	RateLimited = "RATE_LIMITED"
 	Failed      = "ERROR"
 	AuthFailed  = "AUTH_FAILED" // control-plane only (gatehouse.auth_failures)
+	Alerted     = "ALERT"       // an anomaly alert (written by the detector, see DetectAnomalies)
 )
 
 // AuditRecord is one decision in a tenant's audit log. It never holds a

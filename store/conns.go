@@ -52,20 +52,6 @@ func (db *DB) InTenant(ctx context.Context, t *tenancy.Tenant, fn func(ctx conte
 	})
 }
 
-// InTenantReadOnly is [DB.InTenant] in a READ ONLY transaction, for tools
-// that only read: PostgreSQL refuses any write in it (SQLSTATE 25006), and
-// its commit writes no WAL (a transaction that assigned no transaction id
-// has nothing to flush), so it costs the database less than a read-write
-// one. The call's audit record is written elsewhere (group-committed).
-func (db *DB) InTenantReadOnly(ctx context.Context, t *tenancy.Tenant, fn func(ctx context.Context, tx pgx.Tx) error) error {
-	if holdsTenantConn(ctx) {
-		return ErrNestedConnection
-	}
-	return db.withTenantMode(ctx, nil, t, "BEGIN READ ONLY", func(tx pgx.Tx) error {
-		return fn(context.WithValue(ctx, holdKey{}, true), tx)
-	})
-}
-
 type tenantSem struct {
 	sem   *semaphore.Weighted
 	users int // holders and waiters; the entry goes when it drops to 0

@@ -257,6 +257,13 @@ func (db *DB) TenantPoolSize() int32 { return db.work.Size() }
 // memory. Run it while no tenant work runs.
 func (db *DB) TenantBackendPIDs(ctx context.Context) ([]int, error) { return db.work.backendPIDs(ctx) }
 
+// EachTenantConn takes every tenant-work connection at once (opening those
+// not yet open) and calls fn with each, for tests that inspect what a
+// connection kept. Only while no tenant work runs.
+func (db *DB) EachTenantConn(ctx context.Context, fn func(*pgxpool.Conn) error) error {
+	return db.work.each(ctx, fn)
+}
+
 // CheckConnectionBudget logs the connections this process may open (both
 // pools, the query logins, the invalidation listener) against the
 // server's max_connections less its reserved slots, and warns when one

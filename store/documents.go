@@ -124,7 +124,8 @@ func CreateDocument(ctx context.Context, tx pgx.Tx, n NewDocument) (*Document, e
 		pgx.NamedArgs{"title": n.Title, "body": n.Body, "tags": n.Tags, "project_id": n.ProjectID, "created_by": n.CreatedBy}))
 }
 
-// UpdateDocument changes a document and returns it. A project that does
+// UpdateDocument changes a document and returns it; a new title or body
+// makes its embedding pending. A project that does
 // not exist is ErrNotFound, like a missing document: callers look the
 // project up first to tell them apart.
 func UpdateDocument(ctx context.Context, tx pgx.Tx, id string, u DocumentUpdate) (*Document, error) {
@@ -136,10 +137,17 @@ func UpdateDocument(ctx context.Context, tx pgx.Tx, id string, u DocumentUpdate)
 		body = coalesce(@body::text, body),
 		tags = coalesce(@tags::text[], tags),
 		project_id = CASE WHEN @clear_project::boolean THEN NULL ELSE coalesce(@project_id::uuid, project_id) END,
-		updated_at = clock_timestamp()
+		updated_at = clock_timestamp(),
+		embed_state = CASE WHEN `+contentChanged+` THEN 'pending' ELSE embed_state END,
+		embed_attempts = CASE WHEN `+contentChanged+` THEN 0 ELSE embed_attempts END,
+		embed_after = CASE WHEN `+contentChanged+` THEN NULL ELSE embed_after END
 		WHERE id = @id RETURNING `+documentColumns,
 		pgx.NamedArgs{"id": id, "title": u.Title, "body": u.Body, "tags": u.Tags, "project_id": u.ProjectID, "clear_project": u.ClearProject}))
 }
+
+// contentChanged says whether an update changes what is embedded (the
+// title or the body): the document is then pending again (semantic search).
+const contentChanged = "(coalesce(@title::text, title) <> title OR coalesce(@body::text, body) <> body)"
 
 // FindDocument returns the document with the given id.
 func FindDocument(ctx context.Context, tx pgx.Tx, id string) (*Document, error) {

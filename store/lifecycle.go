@@ -95,7 +95,7 @@ func (db *DB) ExportTenant(ctx context.Context, t *tenancy.Tenant, w io.Writer, 
 			{"members.jsonl", `SELECT row_to_json(x)::text FROM (SELECT m.id, m.email, m.name, m.role, m.created_at, m.removed_at,
 				coalesce((SELECT array_agg(i.subject ORDER BY i.subject) FROM gatehouse.member_identities i WHERE i.member_id = m.id), '{}') AS identities
 				FROM gatehouse.members m WHERE m.tenant_id = $1 ORDER BY m.created_at, m.id) x`},
-			{"api_keys.jsonl", `SELECT row_to_json(x)::text FROM (SELECT id, name, role, scopes, created_by, created_at, expires_at, last_used_at, revoked_at
+			{"api_keys.jsonl", `SELECT row_to_json(x)::text FROM (SELECT id, name, role, scopes, created_by, created_at, expires_at, last_used_at, revoked_at, allowed_networks
 				FROM gatehouse.api_keys WHERE tenant_id = $1 ORDER BY created_at, id) x`},
 		}
 		for _, p := range parts {

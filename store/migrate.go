@@ -191,7 +191,8 @@ func migrateTenantTx(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant) error {
 var queryHidden = []string{"audit_log"}
 
 // queryTables are the tenant tables the query tool may read: every table
-// the tenant migrations create except queryHidden. A migration that adds a
+// the tenant migrations create except queryHidden and document_chunks
+// (semantic search's vectors, never granted to the query role). A migration that adds a
 // table adds its name here (TestQueryRoleSeesEveryTableButTheHidden fails
 // until it does).
 //

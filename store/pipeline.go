@@ -44,11 +44,17 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 	// The same opening as withTenantMode's, as separate statements (one
 	// Parse each in the extended protocol).
 	tx.pre = append(tx.pre, queued{sql: "BEGIN"})
+	open := setSearchPathSQL
 	if t.DBRole != "" {
-		tx.pre = append(tx.pre, queued{sql: "SELECT set_config('search_path', $1, true), set_config('role', $2, true)",
-			args: []any{pgx.Identifier{t.Schema}.Sanitize(), t.DBRole}})
+		open = writeOpenSQL
+		tx.pre = append(tx.pre, queued{sql: open, args: []any{pgx.Identifier{t.Schema}.Sanitize(), t.DBRole}})
 	} else {
-		tx.pre = append(tx.pre, queued{sql: "SELECT set_config('search_path', $1, true)", args: []any{pgx.Identifier{t.Schema}.Sanitize()}})
+		tx.pre = append(tx.pre, queued{sql: open, args: []any{pgx.Identifier{t.Schema}.Sanitize()}})
+	}
+	// Gatehouse's fixed statements run prepared (see DB.prepare); the
+	// tool's own run as they are.
+	if err := db.prepare(ctx, conn, t.Schema, open, writeAuditSQL); err != nil {
+		return err
 	}
 	rollback := func() {
 		if conn.PgConn().TxStatus() != 'I' && !conn.IsClosed() {
@@ -68,9 +74,7 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 			b.Queue(q.sql, q.args...)
 		}
 	}
-	b.Queue(`INSERT INTO audit_log (request_id, decision, tool, subject, email, provider, api_key_id,
-			client_ip, user_agent, reason, args_digest, count, via)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id, at`,
+	b.Queue(writeAuditSQL,
 		rec.RequestID, rec.Decision, rec.Tool, rec.Subject, rec.Email, rec.Provider, rec.APIKeyID,
 		rec.ClientIP, rec.UserAgent, rec.Reason, rec.ArgsDigest, rec.Count, rec.Via).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&rec.ID, &rec.At)
@@ -87,6 +91,14 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 	}
 	return nil
 }
+
+// writeOpenSQL confines the rest of a write transaction to the tenant.
+const writeOpenSQL = "SELECT set_config('search_path', $1, true), set_config('role', $2, true)"
+
+// writeAuditSQL is a write's audit record, in the tenant's transaction.
+const writeAuditSQL = `INSERT INTO audit_log (request_id, decision, tool, subject, email, provider, api_key_id,
+	client_ip, user_agent, reason, args_digest, count, via)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id, at`
 
 // groupRollbackTimeout bounds the ROLLBACK after a failure.
 const groupRollbackTimeout = 5 * time.Second

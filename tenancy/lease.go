@@ -31,8 +31,9 @@ type LeaseResult struct {
 }
 
 const (
-	// LeaseWindow sizes a lease: the requests a key's rate earns in this
-	// time (at least 1, at most a quarter of its burst).
+	// LeaseWindow and the burst size the largest lease: the requests a
+	// key's rate earns in this time or an eighth of its burst, whichever
+	// is more, at least 1 and at most a quarter of its burst.
 	LeaseWindow = 50 * time.Millisecond
 	// LeaseLife is how long a replica may use a lease; what is left then
 	// is given back, so a key over its limit is refused everywhere within
@@ -41,19 +42,37 @@ const (
 	// leaseReturnEvery is how often expired leases are given back, all
 	// keys in one statement.
 	leaseReturnEvery = 50 * time.Millisecond
+	// leaseForget is how long after its lease expired a key's use is
+	// remembered for sizing its next lease.
+	leaseForget = time.Second
 )
 
 type lease struct {
 	tokens   int
+	used     int // requests taken since the last grant
 	left     int // what the store said the key admitted after the last grant
 	interval time.Duration
 	expires  time.Time
 }
 
-// leaseSize is how many requests of r one lease takes.
+// leaseSize is the most requests of r one lease takes.
 func leaseSize(r Rate) int {
-	k := int(r.PerMinute / 60 * LeaseWindow.Seconds())
+	k := max(int(r.PerMinute/60*LeaseWindow.Seconds()), r.Burst/8)
 	return max(1, min(k, r.Burst/4))
+}
+
+// want is how many requests to lease for key: twice what its last lease
+// served (a key in use grows its leases 1, 2, 4, … up to leaseSize, so a
+// busy key costs one statement per many requests while an occasional one
+// charges no more than it uses), at least 1.
+func (l *leases) want(key string, r Rate) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	used := 0
+	if x := l.m[key]; x != nil {
+		used = x.used
+	}
+	return max(1, min(2*used, leaseSize(r)))
 }
 
 type leases struct {
@@ -93,6 +112,7 @@ func (l *leases) take(now time.Time, keys []string) (missing []int, remaining in
 	for _, k := range keys {
 		x := l.m[k]
 		x.tokens--
+		x.used++
 		if r := x.tokens + x.left; remaining < 0 || r < remaining {
 			remaining = r
 		}
@@ -111,6 +131,7 @@ func (l *leases) add(now time.Time, key string, interval time.Duration, n, left 
 		l.m[key] = x
 	}
 	x.tokens += n
+	x.used = 0
 	x.expires, x.left = now.Add(LeaseLife), left
 }
 
@@ -143,7 +164,11 @@ func (l *leases) giveBack(now time.Time) {
 			if x.tokens > 0 {
 				keys, ivs, counts = append(keys, k), append(ivs, x.interval), append(counts, x.tokens)
 			}
-			delete(l.m, k)
+			x.tokens = 0
+			// Its use sizes the key's next lease for a while.
+			if now.IsZero() || now.Sub(x.expires) > leaseForget {
+				delete(l.m, k)
+			}
 		}
 	}
 	l.mu.Unlock()

@@ -288,7 +288,7 @@ func (l *Limiter) allowLeased(ctx context.Context, all []limited) (Decision, err
 		n := len(missing)
 		mk, miv, mb, mw := make([]string, n), make([]time.Duration, n), make([]int, n), make([]int, n)
 		for j, i := range missing {
-			mk[j], miv[j], mb[j], mw[j] = ls[i].key, ls[i].rate.interval(), ls[i].rate.Burst, leaseSize(ls[i].rate)
+			mk[j], miv[j], mb[j], mw[j] = ls[i].key, ls[i].rate.interval(), ls[i].rate.Burst, l.leases.want(ls[i].key, ls[i].rate)
 		}
 		res, err := l.leases.lease(ctx, now, mk, miv, mb, mw)
 		if err != nil {

@@ -43,11 +43,12 @@ func main() {
 		"each a space-separated list of environment settings (e.g. \"GOGC=400;GATEHOUSE_LOG_LEVEL=warn GOGC=400\")")
 	bareVariants := flag.String("bare-variants", "", "extra configurations of the bare go-sdk baseline, in the same form")
 	neighbour := flag.Bool("neighbour", false, "also measure one tenant while another floods past its limit")
-	baseline := flag.String("baseline-bin", "", "an older gatehouse binary to measure in the same run, as label=path (e.g. skeleton=/tmp/gatehouse-skeleton)")
+	baseline := flag.String("baseline-bin", "", "older gatehouse binaries to measure in the same run, as label=path[,label=path…] (e.g. skeleton=/tmp/gatehouse-skeleton)")
 	workerSpec := flag.String("worker", "", "internal: run tenant A's load for -bulkheads")
 	bulk := flag.Bool("bulkheads", false, "measure one tenant's paced calls while another sleeps in queries, floods past its limit, or writes at c=100 (the baseline binary first, if given)")
 	toolList := flag.String("tools", "whoami,list_todos,add_todo", "tools to measure, comma-separated")
 	noBare := flag.Bool("no-bare", false, "skip the bare go-sdk server")
+	flag.BoolVar(&pgss, "pgss", false, "load pg_stat_statements in each embedded cluster and print, per server and tool, the statements that took the most time")
 	flag.IntVar(&rounds, "rounds", 1, "split each scenario into this many rounds, the servers taking turns, so that a noisy machine's changes hit all alike")
 	flag.Parse()
 	benchTools = strings.Split(*toolList, ",")
@@ -59,7 +60,7 @@ func main() {
 	if *bulk {
 		bins := []string{"this=" + *bin}
 		if *baseline != "" {
-			bins = append([]string{*baseline}, bins...)
+			bins = append(strings.Split(*baseline, ","), bins...)
 		}
 		if err := bulkheads(bins, *duration, *warmup); err != nil {
 			log.Fatal(err)
@@ -81,6 +82,7 @@ var (
 	benchTools []string
 	skipBare   bool
 	rounds     = 1
+	pgss       bool
 )
 
 type target struct {
@@ -90,6 +92,7 @@ type target struct {
 	pid     int
 	pgPID   int          // postmaster, 0 for none
 	trips   *tripCounter // round trips to PostgreSQL, nil for none
+	dbURL   string       // for -pgss
 	cleanup func()
 }
 
@@ -155,8 +158,12 @@ func run(bin string, duration, warmup time.Duration, concurrency int, variants, 
 		}
 		targets = append(targets, t)
 	}
-	if label, path, ok := strings.Cut(baseline, "="); ok {
-		t, err := startGatehouse(path, filepath.Join(work, "data-baseline"), nil)
+	for i, b := range strings.Split(baseline, ",") {
+		label, path, ok := strings.Cut(b, "=")
+		if !ok {
+			continue
+		}
+		t, err := startGatehouse(path, filepath.Join(work, fmt.Sprintf("data-baseline%d", i)), nil)
 		if err != nil {
 			return fmt.Errorf("baseline %s: %w", label, err)
 		}
@@ -190,6 +197,9 @@ func run(bin string, duration, warmup time.Duration, concurrency int, variants, 
 			fmt.Fprintf(os.Stderr, "%s %s: warming up %s\n", t.name, tool, warmup)
 			load(t, tool, warmup, concurrency)
 		}
+		for _, t := range targets {
+			statements(t, tool, 0)
+		}
 		sums := make([]result, len(targets))
 		for round := range max(rounds, 1) {
 			for i, t := range targets {
@@ -197,11 +207,18 @@ func run(bin string, duration, warmup time.Duration, concurrency int, variants, 
 				sums[i] = sums[i].add(load(t, tool, duration/time.Duration(max(rounds, 1)), concurrency))
 			}
 		}
+		for i, t := range targets {
+			statements(t, tool, sums[i].requests)
+		}
 		for i, r := range sums {
 			r.finish()
 			results = append(results, r)
-			if r.errs > 0 {
+			if r.errs > 0 && !strings.HasPrefix(targets[i].name, "gatehouse@") {
 				return fmt.Errorf("%s %s: %d of %d requests failed", targets[i].name, tool, r.errs, r.requests)
+			} else if r.errs > 0 {
+				// An old build's known faults (94bb273 refused a few calls under
+				// limits of a billion a minute) are reported, not fatal.
+				fmt.Printf("Note: %s %s: %d of %d requests failed (counted in its figures).\n", targets[i].name, tool, r.errs, r.requests)
 			}
 		}
 	}
@@ -289,7 +306,11 @@ func startGatehouse(bin, dataDir string, env []string) (*target, error) {
 	// messages); Gatehouse joins a running embedded cluster, so the CLI
 	// (GATEHOUSE_DATA_DIR) still works against it.
 	ctx := context.Background()
-	emb, err := store.StartEmbedded(ctx, store.EmbeddedOptions{DataDir: dataDir})
+	opts := store.EmbeddedOptions{DataDir: dataDir}
+	if pgss {
+		opts.Settings = map[string]string{"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
+	}
+	emb, err := store.StartEmbedded(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -334,6 +355,7 @@ func startGatehouse(bin, dataDir string, env []string) (*target, error) {
 			_ = emb.Stop(context.Background())
 		}}
 	t.auth = "Bearer " + key
+	t.dbURL = strings.TrimPrefix(dbURL, "DATABASE_URL=")
 	go func() { _, _ = io.Copy(io.Discard, stdout) }()
 	if key == "" {
 		return t, errors.New("gatehouse apikey create printed no key")
@@ -348,14 +370,19 @@ func startGatehouse(bin, dataDir string, env []string) (*target, error) {
 	return t, nil
 }
 
-// seed adds n todos, so that list_todos lists something.
+// seed adds n todos and n documents, so that list_todos and
+// search_documents find something.
 func seed(t *target, n int) error {
 	if t.pgPID == 0 {
 		return nil
 	}
 	client := &http.Client{}
-	for i := range n {
-		req, _ := http.NewRequest(http.MethodPost, t.url, strings.NewReader(body("add_todo", i)))
+	for i := range 2 * n {
+		tool := "add_todo"
+		if i >= n {
+			tool = "save_document"
+		}
+		req, _ := http.NewRequest(http.MethodPost, t.url, strings.NewReader(body(tool, i)))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
 		req.Header.Set("MCP-Protocol-Version", "2025-06-18")
@@ -367,7 +394,7 @@ func seed(t *target, n int) error {
 		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
 		if res.StatusCode != http.StatusOK {
-			return fmt.Errorf("add_todo: HTTP %d", res.StatusCode)
+			return fmt.Errorf("%s: HTTP %d", tool, res.StatusCode)
 		}
 	}
 	return nil
@@ -440,8 +467,13 @@ func startTripProxy(socket string) (*tripCounter, string, error) {
 
 func body(tool string, i int) string {
 	args := "{}"
-	if tool == "add_todo" {
+	switch tool {
+	case "add_todo":
 		args = fmt.Sprintf(`{"title":"benchmark todo %d","notes":"measured"}`, i)
+	case "save_document":
+		args = fmt.Sprintf(`{"title":"benchmark document %d","body":"deploying the benchmark: measured calls, round trips and the database's share %d"}`, i, i)
+	case "search_documents":
+		args = `{"query":"deploy benchmark"}`
 	}
 	return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":%s}}`, i, tool, args)
 }
@@ -510,7 +542,9 @@ func report(rs []result, concurrency int, d time.Duration) {
 	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	base := map[string]float64{}
 	type gh struct{ rps, cpu, pg, trips float64 }
-	baseGH := map[string]gh{}
+	type labelTool struct{ label, tool string }
+	baseGH := map[labelTool]gh{}
+	var labels []string
 	for _, r := range rs {
 		per := float64(r.cpu.Microseconds()) / float64(r.requests)
 		if r.target == "bare go-sdk" {
@@ -521,8 +555,11 @@ func report(rs []result, concurrency int, d time.Duration) {
 			pg = fmt.Sprintf("%.0f µs", float64(r.pgCPU.Microseconds())/float64(r.requests))
 			trips = fmt.Sprintf("%.2f", float64(r.trips)/float64(r.requests))
 		}
-		if strings.HasPrefix(r.target, "gatehouse@") {
-			baseGH[r.tool] = gh{float64(r.requests) / r.elapsed.Seconds(), per, float64(r.pgCPU.Microseconds()) / float64(r.requests), float64(r.trips) / float64(r.requests)}
+		if label, ok := strings.CutPrefix(r.target, "gatehouse@"); ok {
+			if !slices.Contains(labels, label) {
+				labels = append(labels, label)
+			}
+			baseGH[labelTool{label, r.tool}] = gh{float64(r.requests) / r.elapsed.Seconds(), per, float64(r.pgCPU.Microseconds()) / float64(r.requests), float64(r.trips) / float64(r.requests)}
 		}
 		ratio := "-"
 		if base[r.tool] > 0 {
@@ -534,19 +571,30 @@ func report(rs []result, concurrency int, d time.Duration) {
 	if len(baseGH) == 0 {
 		return
 	}
-	fmt.Println("\nRatios to the baseline binary, same run:")
+	fmt.Println("\nRatios to the baseline binaries, same run:")
 	fmt.Println()
-	fmt.Println("| tool | server | req/s | server CPU/req | Postgres CPU/req | round trips/req |")
-	fmt.Println("|---|---|---:|---:|---:|---:|")
+	fmt.Println("| tool | server | baseline | req/s | server CPU/req | Postgres CPU/req | round trips/req | p99 |")
+	fmt.Println("|---|---|---|---:|---:|---:|---:|---:|")
+	p99 := map[labelTool]time.Duration{}
 	for _, r := range rs {
-		b, ok := baseGH[r.tool]
-		if !ok || strings.HasPrefix(r.target, "bare") || strings.HasPrefix(r.target, "gatehouse@") {
+		if label, ok := strings.CutPrefix(r.target, "gatehouse@"); ok {
+			p99[labelTool{label, r.tool}] = r.p99
+		}
+	}
+	for _, r := range rs {
+		if strings.HasPrefix(r.target, "bare") || strings.HasPrefix(r.target, "gatehouse@") {
 			continue
 		}
-		n := float64(r.requests)
-		fmt.Printf("| %s | %s | %.2f× | %.2f× | %.2f× | %.2f (baseline %.2f) |\n", r.tool, r.target,
-			n/r.elapsed.Seconds()/b.rps, float64(r.cpu.Microseconds())/n/b.cpu, float64(r.pgCPU.Microseconds())/n/b.pg,
-			float64(r.trips)/n, b.trips)
+		for _, label := range labels {
+			b, ok := baseGH[labelTool{label, r.tool}]
+			if !ok {
+				continue
+			}
+			n := float64(r.requests)
+			fmt.Printf("| %s | %s | %s | %.2f× | %.2f× | %.2f× | %.2f (baseline %.2f) | %.2f× |\n", r.tool, r.target, label,
+				n/r.elapsed.Seconds()/b.rps, float64(r.cpu.Microseconds())/n/b.cpu, float64(r.pgCPU.Microseconds())/n/b.pg,
+				float64(r.trips)/n, b.trips, float64(r.p99)/float64(p99[labelTool{label, r.tool}]))
+		}
 	}
 }
 
@@ -562,6 +610,19 @@ func cpuTime(pid int) time.Duration {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+// childrenCPU is the CPU time of a process's exited and reaped children
+// (cutime+cstime in /proc/<pid>/stat).
+func childrenCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	cu, _ := strconv.ParseInt(f[13], 10, 64)
+	cs, _ := strconv.ParseInt(f[14], 10, 64)
+	return time.Duration(cu+cs) * time.Second / 100
 }
 
 // peakRSS is a process's peak resident set size in KiB (VmHWM).
@@ -584,7 +645,10 @@ func pgCPU(postmaster int) time.Duration {
 	if postmaster == 0 {
 		return 0
 	}
-	total := cpuTime(postmaster)
+	// The postmaster's own time, plus that of its children: the live ones
+	// from /proc, and those that exited (connections recycled or closed),
+	// which the postmaster reaped into its cutime and cstime.
+	total := cpuTime(postmaster) + childrenCPU(postmaster)
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())

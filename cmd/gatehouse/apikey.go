@@ -34,14 +34,16 @@ type keyJSON struct {
 	ExpiresAt  *time.Time `json:"expires_at"`
 	LastUsedAt *time.Time `json:"last_used_at"`
 	RevokedAt  *time.Time `json:"revoked_at"`
-	Secret     string     `json:"secret,omitempty"`
+	// AllowedNetworks: where the key may be used from; empty: anywhere.
+	AllowedNetworks []string `json:"allowed_networks"`
+	Secret          string   `json:"secret,omitempty"`
 }
 
 func toKeyJSON(k *apikey.Key) keyJSON {
 	return keyJSON{
 		ID: k.ID, Tenant: k.TenantKey, Name: k.Name, Role: k.Role, Scopes: k.Scopes,
 		CreatedBy: k.CreatedBy, CreatedAt: k.CreatedAt, ExpiresAt: timePtr(k.ExpiresAt),
-		LastUsedAt: timePtr(k.LastUsedAt), RevokedAt: timePtr(k.RevokedAt),
+		LastUsedAt: timePtr(k.LastUsedAt), RevokedAt: timePtr(k.RevokedAt), AllowedNetworks: k.AllowedNetworks.Strings(),
 	}
 }
 
@@ -59,6 +61,7 @@ func defaultScopes(r tenancy.Role) []string {
 // apikeyCreate are the flags of apikey create.
 type apikeyCreate struct {
 	tenant, role, name, scopes, expires string
+	allowIP                             []string
 	asJSON                              bool
 }
 
@@ -70,7 +73,8 @@ func apikeyCreateCmd(ctx context.Context, e *env) *cobra.Command {
 		Long: `Create an API key for a tenant (created if it does not exist) and print its
 secret on stdout, once: it is stored hashed and cannot be shown again.`,
 		Example: `  gatehouse apikey create --tenant acme.com --role admin
-  gatehouse apikey create --tenant acme.com --role viewer --name dashboards --expires 90d --json`,
+  gatehouse apikey create --tenant acme.com --role viewer --name dashboards --expires 90d --json
+  gatehouse apikey create --tenant acme.com --role developer --name ci --allow-ip 10.0.0.0/8 --allow-ip 2001:db8::/32`,
 		Args: noArgs,
 		RunE: func(*cobra.Command, []string) error { return o.run(ctx, e) },
 	}
@@ -80,6 +84,7 @@ secret on stdout, once: it is stored hashed and cannot be shown again.`,
 	f.StringVar(&o.name, "name", "", "a name to recognise the key by")
 	f.StringVar(&o.scopes, "scopes", "", "comma-separated scopes (default: all the role can use)")
 	f.StringVar(&o.expires, "expires", "never", "lifetime: a duration (720h), days (90d) or never")
+	f.StringArrayVar(&o.allowIP, "allow-ip", nil, "a network the key may be used from (10.0.0.0/8, 2001:db8::/32 or one address); repeat it or separate with commas, at most 64 (default: anywhere)")
 	f.BoolVar(&o.asJSON, "json", false, "print the key as JSON, secret included")
 	return c
 }
@@ -110,6 +115,10 @@ func (o *apikeyCreate) run(ctx context.Context, e *env) error {
 	if err != nil {
 		problems = append(problems, err.Error())
 	}
+	nets, problem := parseAllowIP(o.allowIP)
+	if problem != "" {
+		problems = append(problems, problem)
+	}
 	if len(problems) > 0 {
 		return usagef("%s", strings.Join(problems, "; "))
 	}
@@ -122,10 +131,12 @@ func (o *apikeyCreate) run(ctx context.Context, e *env) error {
 			fmt.Fprintf(e.stderr, "created tenant %s\n", t.Key)
 		}
 		secret, k := apikey.New(t.ID, string(r), sc, *name, "cli:"+osUser(), exp)
+		k.AllowedNetworks = nets
 		if err := db.CreateAPIKey(ctx, k); err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stderr, "API key %s for tenant %s (role %s, scopes %s): the secret below is shown once\n", k.ID, t.Key, r, strings.Join(sc, " "))
+		fmt.Fprintf(e.stderr, "API key %s for tenant %s (role %s, scopes %s, usable from %s): the secret below is shown once\n",
+			k.ID, t.Key, r, strings.Join(sc, " "), nets)
 		if *asJSON {
 			j := toKeyJSON(k)
 			j.Secret = secret
@@ -134,6 +145,26 @@ func (o *apikeyCreate) run(ctx context.Context, e *env) error {
 		_, err = fmt.Fprintln(e.stdout, secret)
 		return err
 	})
+}
+
+// parseAllowIP reads the --allow-ip values (each one network, or several
+// separated by commas) or says what is wrong with them. A value with no
+// network in it is refused rather than read as "anywhere": it is usually
+// an unset shell variable, and must not lift the restriction it meant.
+func parseAllowIP(values []string) (identity.Networks, string) {
+	var entries []string
+	for _, v := range values {
+		parts := splitList(v)
+		if len(parts) == 0 {
+			return nil, "--allow-ip: an empty value; give a network such as 10.0.0.0/8 or an address (leave the flag out for a key usable from anywhere)"
+		}
+		entries = append(entries, parts...)
+	}
+	nets, err := identity.ParseNetworks(entries)
+	if err != nil {
+		return nil, "--allow-ip: " + strings.ReplaceAll(err.Error(), "\n", "; ")
+	}
+	return nets, ""
 }
 
 func osUser() string {
@@ -188,10 +219,10 @@ func apikeyList(ctx context.Context, e *env, tenant string, asJSON bool) error {
 			return printJSON(e.stdout, out)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tROLE\tSCOPES\tCREATED\tEXPIRES\tLAST USED\tREVOKED")
+		fmt.Fprintln(tw, "ID\tNAME\tROLE\tSCOPES\tCREATED\tEXPIRES\tLAST USED\tREVOKED\tALLOWED NETWORKS")
 		for _, k := range keys {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, orDash(k.Name), k.Role, strings.Join(k.Scopes, ","),
-				formatTime(k.CreatedAt), formatTime(k.ExpiresAt), formatTime(k.LastUsedAt), formatTime(k.RevokedAt))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, orDash(k.Name), k.Role, strings.Join(k.Scopes, ","),
+				formatTime(k.CreatedAt), formatTime(k.ExpiresAt), formatTime(k.LastUsedAt), formatTime(k.RevokedAt), k.AllowedNetworks)
 		}
 		return tw.Flush()
 	})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/internal/embeddings"
 	"github.com/gatehouse-mcp/gatehouse/mcp"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
@@ -76,7 +77,17 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_OPERATORS", Help: "people allowed on the console's operator pages (/console/operator), by provider-qualified subject: google:1234,github:5678"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
 	{Name: "GATEHOUSE_AUDIT_KEY", Secret: true, Help: "key of the audit hash chain, 32+ bytes (openssl rand -base64 32); comma-separated, newest first, after rotating it (the first chains, all verify); unset: a random key kept in the database (weaker: see README)"},
-	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool needs (tools: {name: {role, scope}})"},
+	{Name: "GATEHOUSE_ALERTS", Default: "on", Help: "anomaly alerts on access patterns (docs/alerts.md): on or off"},
+	{Name: "GATEHOUSE_ALERT_INTERVAL", Default: "60s", Help: "time between the anomaly detector's passes over new audit records (one replica at a time runs them)"},
+	{Name: "GATEHOUSE_ALERT_LEARNING", Default: "168h", Help: "history a principal needs before new-network and off-hours alerts fire for it"},
+	{Name: "GATEHOUSE_ALERT_NEW_NETWORK", Default: "keys", Help: "who gets new-network alerts (an IPv4 /24 or IPv6 /48 never used before): keys (API keys and client certificates) or all (people signing in too)"},
+	{Name: "GATEHOUSE_ALERT_DENIALS", Default: "20/10m", Help: "denials plus failed authentications naming a key, per principal, that raise a denial_burst alert: count/window"},
+	{Name: "GATEHOUSE_ALERT_VOLUME_FACTOR", Default: "10", Help: "a volume alert fires when a principal's calls in a clock hour exceed this many times its baseline (an average over its active hours)..."},
+	{Name: "GATEHOUSE_ALERT_VOLUME_FLOOR", Default: "300", Help: "...and this many calls"},
+	{Name: "GATEHOUSE_ALERT_ADMIN_HISTORY", Default: "10", Help: "admin actions a principal needs before an admin action outside its usual hours raises an alert"},
+	{Name: "GATEHOUSE_ALERT_COOLDOWN", Default: "1h", Help: "at most one alert of each kind per principal in this time"},
+	{Name: "GATEHOUSE_ALERT_SUSPEND", Help: "alert kinds that revoke the API key that caused them: new_network, volume, off_hours_admin (comma separated); denial_burst cannot (anyone can name a key id)"},
+	{Name: "GATEHOUSE_POLICY_FILE", Help: "YAML file overriding the role and scope each tool or prompt needs (tools: {name: {role, scope}}, prompts: {name: {role, scope}})"},
 	{Name: "GATEHOUSE_CONFIG_FILE", Help: "YAML file with settings beyond the environment (more OIDC issuers: oidc_issuers)"},
 	{Name: "GATEHOUSE_ALLOW_INSECURE_ISSUERS", Default: "false", Help: "accept plain-http issuer URLs (local identity providers and tests only)"},
 	{Name: "GATEHOUSE_DEFAULT_SCOPES", Default: "mcp:read mcp:write", Help: "scopes given to tokens that carry no Gatehouse scope (space or comma separated)"},
@@ -110,6 +121,10 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_TENANT_ALIASES", Help: "email domains mapped to a tenant, such as acme.io=acme.com (comma separated)"},
 	{Name: "GATEHOUSE_CONSUMER_DOMAINS", Help: "replaces the built-in list of consumer mail domains (whose users get personal tenants); gmx.* style wildcards"},
 	{Name: "GATEHOUSE_DEFAULT_ROLE", Default: "developer", Help: "role of an organisation's members after its first (who is admin)"},
+	{Name: "GATEHOUSE_EMBEDDINGS_URL", Help: "base URL of an OpenAI-compatible embeddings API (POST <url>/embeddings): https://api.openai.com/v1, Ollama http://localhost:11434/v1, Text Embeddings Inference, vLLM; enables semantic search, which each tenant's admin then turns on (set_semantic_search). Unset: semantic search is off"},
+	{Name: "GATEHOUSE_EMBEDDINGS_MODEL", Help: "the embedding model, such as text-embedding-3-small or nomic-embed-text (required with GATEHOUSE_EMBEDDINGS_URL); changing it (or the dimensions) embeds every document again"},
+	{Name: "GATEHOUSE_EMBEDDINGS_DIMENSIONS", Help: "vector size to ask for (sent as dimensions; text-embedding-3 models can shorten theirs); needed for pgvector's HNSW index (at most 2000). Unset: the model's own size, and exact ranking"},
+	{Name: "GATEHOUSE_EMBEDDINGS_API_KEY", Secret: true, Help: "API key sent to the embeddings API (Authorization: Bearer); unset: none (local servers)"},
 	{Name: "GOGC", Default: "400", Help: "Go garbage collector target (Go's own variable); Gatehouse's default is chosen by benchmark"},
 	{Name: "GOMEMLIMIT", Help: "Go soft memory limit (Go's own variable); default 90% of the container's memory limit, if any"},
 }
@@ -153,10 +168,13 @@ type Config struct {
 	TLSKey        string
 	ClientCA      string
 	ClientCertMap string
+	// Embeddings configures semantic search's provider; nil: off.
+	Embeddings *embeddings.Config
 	// notes collects what /readyz reports beyond readiness (see readyNotes).
 	notes     *readyNotes
 	DB        store.Options // connection bounds (see bulkheads.go)
 	Admission mcp.Admission
+	Alerts    mcp.AlertOptions // anomaly alerts (see alerts.go)
 }
 
 // loadConfig reads the environment and reports every problem at once.
@@ -255,6 +273,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	c.MetricsToken = strings.TrimSpace(getenv("GATEHOUSE_METRICS_TOKEN"))
 	c.Dev = boolean("GATEHOUSE_DEV")
 	c.DB, c.Admission = loadBulkheads(get, bad)
+	c.Alerts = loadAlerts(get, bad)
 	switch c.PgBouncer = strings.ToLower(get("GATEHOUSE_PGBOUNCER")); c.PgBouncer {
 	case "auto", "true", "false":
 	default:
@@ -329,6 +348,7 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		AuthFailure:  rate("GATEHOUSE_AUTH_FAILURE"),
 		Registration: rate("GATEHOUSE_REGISTRATION"),
 	}
+	c.Embeddings = loadEmbeddings(get, bad)
 	if path := get("GATEHOUSE_POLICY_FILE"); path != "" {
 		if f, err := os.Open(path); err != nil {
 			bad("GATEHOUSE_POLICY_FILE", "%v", err)
@@ -341,6 +361,35 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 		}
 	}
 	return c, errors.Join(errs...)
+}
+
+// loadEmbeddings reads the embeddings provider's settings: nil when
+// GATEHOUSE_EMBEDDINGS_URL is unset.
+func loadEmbeddings(get func(string) string, bad func(name, format string, args ...any)) *embeddings.Config {
+	u := get("GATEHOUSE_EMBEDDINGS_URL")
+	if u == "" {
+		for _, name := range []string{"GATEHOUSE_EMBEDDINGS_MODEL", "GATEHOUSE_EMBEDDINGS_DIMENSIONS", "GATEHOUSE_EMBEDDINGS_API_KEY"} {
+			if get(name) != "" {
+				bad(name, "is set but GATEHOUSE_EMBEDDINGS_URL is not: set the URL too, or unset it")
+			}
+		}
+		return nil
+	}
+	cfg := &embeddings.Config{URL: u, Model: get("GATEHOUSE_EMBEDDINGS_MODEL"), APIKey: get("GATEHOUSE_EMBEDDINGS_API_KEY")}
+	if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" || pu.RawQuery != "" {
+		bad("GATEHOUSE_EMBEDDINGS_URL", "%q is not an http(s) URL such as https://api.openai.com/v1", u)
+	}
+	if cfg.Model == "" {
+		bad("GATEHOUSE_EMBEDDINGS_MODEL", "is required with GATEHOUSE_EMBEDDINGS_URL (the model to embed with)")
+	}
+	if d := get("GATEHOUSE_EMBEDDINGS_DIMENSIONS"); d != "" {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 1 || n > 16000 {
+			bad("GATEHOUSE_EMBEDDINGS_DIMENSIONS", "%q is not a vector size from 1 to 16000", d)
+		}
+		cfg.Dimensions = n
+	}
+	return cfg
 }
 
 // minSecretBytes is the least length, as given, of the secrets the operator

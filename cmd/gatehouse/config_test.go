@@ -121,3 +121,31 @@ func TestBulkheadSettings(t *testing.T) {
 		}
 	}
 }
+
+// TestEmbeddingsSettings: the provider is off without a URL; with one the
+// model is required, dimensions must be a size, and each problem is named.
+func TestEmbeddingsSettings(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	c, err := loadConfig(env(nil))
+	if err != nil || c.Embeddings != nil {
+		t.Fatalf("default: %+v %v", c.Embeddings, err)
+	}
+	c, err = loadConfig(env(map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "http://localhost:11434/v1", "GATEHOUSE_EMBEDDINGS_MODEL": "nomic-embed-text",
+		"GATEHOUSE_EMBEDDINGS_DIMENSIONS": "768", "GATEHOUSE_EMBEDDINGS_API_KEY": "sk-x"}))
+	if err != nil || c.Embeddings == nil || c.Embeddings.Model != "nomic-embed-text" || c.Embeddings.Dimensions != 768 || c.Embeddings.APIKey != "sk-x" {
+		t.Fatalf("configured: %+v %v", c.Embeddings, err)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "http://x/v1"}, "GATEHOUSE_EMBEDDINGS_MODEL: is required"},
+		{map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "localhost:11434", "GATEHOUSE_EMBEDDINGS_MODEL": "m"}, "GATEHOUSE_EMBEDDINGS_URL"},
+		{map[string]string{"GATEHOUSE_EMBEDDINGS_URL": "http://x/v1", "GATEHOUSE_EMBEDDINGS_MODEL": "m", "GATEHOUSE_EMBEDDINGS_DIMENSIONS": "-3"}, "GATEHOUSE_EMBEDDINGS_DIMENSIONS"},
+		{map[string]string{"GATEHOUSE_EMBEDDINGS_MODEL": "m"}, "GATEHOUSE_EMBEDDINGS_URL is not"},
+	} {
+		if _, err := loadConfig(env(tc.env)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want %q", tc.env, err, tc.want)
+		}
+	}
+}

@@ -194,6 +194,7 @@ func TestConsoleInChromium(t *testing.T) {
 		{"members", "/console/admin/members", "table"},
 		{"organisation-keys", "/console/admin/keys", "table"},
 		{"usage", "/console/admin/usage", "svg.chart"},
+		{"alerts", "/console/admin/alerts", "table"},
 		{"signins", "/console/signins", "table"},
 		{"operator", "/console/operator", "table"},
 	} {

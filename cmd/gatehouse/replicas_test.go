@@ -33,9 +33,18 @@ type mcpResult struct {
 // callTool posts one stateless tools/call to base with token (none when
 // empty: a client certificate, or nothing).
 func callTool(client *http.Client, base, token, tool string, args map[string]any) (mcpResult, error) {
+	return callToolID(client, base, token, tool, args, "")
+}
+
+// callToolID is callTool with the request id the server takes from
+// X-Request-Id (and puts in the call's audit record), unless "".
+func callToolID(client *http.Client, base, token, tool string, args map[string]any, requestID string) (mcpResult, error) {
 	body, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call",
 		"params": map[string]any{"name": tool, "arguments": args}})
 	req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(string(body)))
+	if requestID != "" {
+		req.Header.Set("X-Request-Id", requestID)
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -245,19 +254,33 @@ func TestThreeReplicas(t *testing.T) {
 		var wg sync.WaitGroup
 		// Calls that change nothing have their records group-committed:
 		// every one answered must be audited, even on the killed replica.
+		// Every call carries its own request id (X-Request-Id), which its
+		// audit record keeps: each answered call must have its record, and
+		// each record must be of a call that was sent.
 		var whoSent, whoAcked atomic.Int64
+		sent, answered := map[string]bool{}, map[string]string{} // request id → tool
+		note := func(m map[string]bool, id string) {
+			mu.Lock()
+			m[id] = true
+			mu.Unlock()
+		}
 		for w := range 3 {
 			wg.Go(func() {
-				for {
+				for i := 0; ; i++ {
 					select {
 					case <-stop:
 						return
 					default:
 					}
 					whoSent.Add(1)
-					r, err := callTool(client, replicas[w].base, key, "whoami", nil)
+					id := fmt.Sprintf("kill-who-%d-%d", w, i)
+					note(sent, id)
+					r, err := callToolID(client, replicas[w].base, key, "whoami", nil, id)
 					if err == nil && r.status == http.StatusOK && !r.isError {
 						whoAcked.Add(1)
+						mu.Lock()
+						answered[id] = "whoami"
+						mu.Unlock()
 					}
 				}
 			})
@@ -271,13 +294,16 @@ func TestThreeReplicas(t *testing.T) {
 					default:
 					}
 					title := fmt.Sprintf("load w%d-%d", w, i)
-					r, err := callTool(client, replicas[w%3].base, key, "add_todo", map[string]any{"title": title})
+					id := fmt.Sprintf("kill-add-%d-%d", w, i)
+					note(sent, id)
+					r, err := callToolID(client, replicas[w%3].base, key, "add_todo", map[string]any{"title": title}, id)
 					if err != nil || r.status != http.StatusOK || r.isError {
 						failed.Add(1) // refused or cut off: not acknowledged
 						continue
 					}
 					mu.Lock()
 					acked[title] = true
+					answered[id] = "add_todo"
 					mu.Unlock()
 				}
 			})
@@ -341,6 +367,38 @@ func TestThreeReplicas(t *testing.T) {
 			t.Errorf("whoami: %d answered, %d sent, %d audited: want answered <= audited <= sent", whoAcked.Load(), whoSent.Load(), recs)
 		}
 		t.Logf("whoami: %d answered, %d sent, %d audited", whoAcked.Load(), whoSent.Load(), recs)
+		rows, _ := conn.Query(context.Background(), "SELECT request_id, tool, decision FROM "+pgx.Identifier{schema, "audit_log"}.Sanitize()+
+			" WHERE request_id LIKE 'kill-%'")
+		audited := map[string]bool{}
+		for rows.Next() {
+			var id, tool, decision string
+			if err := rows.Scan(&id, &tool, &decision); err != nil {
+				t.Fatal(err)
+			}
+			if !sent[id] {
+				t.Errorf("audit record %s (%s, %s) is of no call that was sent", id, tool, decision)
+			}
+			if audited[id] {
+				t.Errorf("call %s has two audit records", id)
+			}
+			audited[id] = true
+			if want := answered[id]; want != "" && (tool != want || decision != "ALLOWED") {
+				t.Errorf("answered call %s (%s) is audited as %s %s", id, want, tool, decision)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		missing := 0
+		for id := range answered {
+			if !audited[id] {
+				missing++
+			}
+		}
+		if missing > 0 {
+			t.Errorf("%d of %d answered calls have no audit record", missing, len(answered))
+		}
+		t.Logf("%d calls sent, %d answered, %d audited by request id", len(sent), len(answered), len(audited))
 		// The survivors chain what the killed replica wrote: the chain verifies.
 		deadline := time.Now().Add(10 * time.Second)
 		for {

@@ -21,6 +21,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
+	"github.com/gatehouse-mcp/gatehouse/internal/embeddings"
 	"github.com/gatehouse-mcp/gatehouse/internal/httpx"
 	"github.com/gatehouse-mcp/gatehouse/mcp"
 	"github.com/gatehouse-mcp/gatehouse/store"
@@ -155,12 +156,21 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		closeAll()
 		return nil, nil, err
 	}
+	var embedder *embeddings.Client
+	if cfg.Embeddings != nil {
+		if embedder, err = embeddings.New(*cfg.Embeddings); err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("%w: %w", errConfig, err)
+		}
+		log.Info("semantic search: embeddings provider configured (each tenant's admin turns it on)", "endpoint", embedder.Endpoint(), "model", embedder.Model())
+	}
 	surface := httpx.New(httpx.Options{PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, Logger: log})
 	srv, err := mcp.New(mcp.Options{
-		Surface: surface, TLS: tlsConfig, ClientCerts: clientCerts,
+		Embeddings: embedder,
+		Surface:    surface, TLS: tlsConfig, ClientCerts: clientCerts,
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter, AuthServer: as,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
-		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Admission: &cfg.Admission,
+		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Admission: &cfg.Admission, Alerts: &cfg.Alerts,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout, BodyTimeout: cfg.BodyTimeout, MaxPendingPerIP: cfg.MaxPendingPerIP,
 		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(auditOut, nil)),
 		ReadyNotes: cfg.notes.snapshot, MetricsToken: cfg.MetricsToken, Logger: log, Version: buildVersion(),
@@ -188,6 +198,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 	bg.Go(func() { maintainConsole(bctx, con, log) })
 	bg.Go(func() { srv.FollowInvalidations(bctx) })
 	bg.Go(func() { srv.RunMaintenance(bctx, 5*time.Minute) })
+	bg.Go(func() { srv.RunEmbedder(bctx) })
 	bg.Go(func() { checkIssuers(bctx, cfg.Providers.issuerChecks(), cfg.notes, log) })
 	bg.Go(func() { watchBackupLocks(bctx, db.BackupLocks, cfg.notes, log, backupLocksEvery) })
 	return srv, func() { cancel(); bg.Wait(); closeAll() }, nil

@@ -47,6 +47,9 @@ type Key struct {
 	LastUsedAt time.Time // zero: never used
 	RevokedAt  time.Time // zero: not revoked
 	SecretHash []byte    // SHA-256 of the whole secret
+	// AllowedNetworks are where the key may be used from (canonical, see
+	// identity.ParseNetworks); empty: anywhere.
+	AllowedNetworks identity.Networks
 }
 
 // Store reads keys for the [Verifier].
@@ -145,5 +148,8 @@ func (v *Verifier) Verify(ctx context.Context, secret string) (*identity.Princip
 		APIKeyID: k.ID,
 		TenantID: k.TenantID,
 		Role:     k.Role,
+		// Carried in the cached principal: the HTTP layer checks the
+		// caller's address against them on every request.
+		AllowedNetworks: k.AllowedNetworks,
 	}, nil
 }

@@ -13,6 +13,7 @@
 //	    tenant: acme.com                    # the tenant's key
 //	    role: developer                     # admin, developer or viewer
 //	    scopes: [mcp:read, mcp:write]       # default: all the role can use
+//	    allowed_networks: [10.0.0.0/8]      # where it may call from (CIDRs or addresses; default: anywhere)
 //	  - name: reports
 //	    subject: CN=reports,O=Acme Corp     # the subject DN (RFC 2253, as openssl -nameopt RFC2253 prints it)
 //	    tenant: acme.com
@@ -20,6 +21,11 @@
 //	revoked:                                # refused although they verify
 //	  - sha256:9f86d081884c7d65…            # a certificate's SHA-256 fingerprint (colons allowed)
 //	  - serial:4a:3b:…                      # or its serial number, in hex
+//
+// A service with allowed_networks may be used only from those source
+// networks (identity.ParseNetworks: IPv4 or IPv6 CIDRs, bare addresses,
+// at most 64); the HTTP layer refuses a call from elsewhere with 403, as
+// for an API key with allowed networks.
 //
 // A certificate maps to one service or is refused: matched by none, by two,
 // or revoked (itself or any certificate of its chain, so an intermediate
@@ -60,6 +66,32 @@ type Service struct {
 	Tenant  string   `yaml:"tenant"`
 	Role    string   `yaml:"role"`
 	Scopes  []string `yaml:"scopes"`
+	// AllowedNetworks restrict where the service may call from: a YAML
+	// list, or one string of networks separated by commas.
+	AllowedNetworks NetworkList `yaml:"allowed_networks"`
+
+	networks identity.Networks
+}
+
+// NetworkList is allowed_networks as written: a list of strings, or one
+// string of comma-separated entries (10.0.0.0/8, 192.0.2.7).
+type NetworkList []string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (l *NetworkList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode && n.Tag != "!!null" {
+		*l = NetworkList{}
+		for _, e := range strings.Split(n.Value, ",") {
+			*l = append(*l, strings.TrimSpace(e))
+		}
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return err
+	}
+	*l = list
+	return nil
 }
 
 // Map maps verified certificate chains to services.
@@ -140,6 +172,15 @@ func Parse(r io.Reader, rules Rules) (*Map, error) {
 		if len(s.Scopes) == 0 {
 			s.Scopes = rules.DefaultScopes(s.Role)
 		}
+		if s.AllowedNetworks != nil && len(s.AllowedNetworks) == 0 {
+			// allowed_networks: [] reads as a restriction left empty by
+			// mistake; leave the key out for a service usable from anywhere.
+			bad("%s: allowed_networks is empty; list the networks the service calls from, or leave allowed_networks out", at)
+		} else if ns, err := identity.ParseNetworks(s.AllowedNetworks); err != nil {
+			bad("%s: allowed_networks: %s", at, strings.ReplaceAll(err.Error(), "\n", "; "))
+		} else {
+			s.networks = ns
+		}
 	}
 	for i, r := range f.Revoked {
 		kind, value, _ := strings.Cut(r, ":")
@@ -211,6 +252,8 @@ func (m *Map) Principal(chain []*x509.Certificate) (*identity.Principal, error) 
 		Expiry:    leaf.NotAfter,
 		TenantKey: found.Tenant,
 		Role:      found.Role,
+		// Checked by the HTTP layer against the caller's address.
+		AllowedNetworks: found.networks,
 		Claims: map[string]any{
 			"certificate_serial": serial(leaf),
 			"certificate_expiry": leaf.NotAfter.UTC().Format(time.RFC3339),
