@@ -43,7 +43,7 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 	ln.Close()
 	cmd := exec.CommandContext(ctx, bin, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+regexp.MustCompile(`application_name=\S+`).ReplaceAllString(e.ConnString(""), "application_name=gatehouse-serve"), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_PUBLIC_URL=http://"+addr,
-		"GATEHOUSE_LOG_LEVEL=warn", "GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off")
+		"GATEHOUSE_LOG_LEVEL=warn", "GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off", "GATEHOUSE_AUDIT_KEY="+benchSecret)
 	cmd.Env = append(cmd.Env, strings.Fields(env)...)
 	logf, err := os.CreateTemp("", "gatehouse-tenants-serve-*.log")
 	if err != nil {
