@@ -32,7 +32,7 @@ import (
 // the database nothing more; a tenant with traffic costs about six
 // statements per pass, whatever its call rate (a batch holds up to 2,000
 // records), and an idle tenant costs nothing (measured with
-// BenchmarkAlertPass: 3–4 µs of PostgreSQL CPU per record, about 1.2% of a
+// BenchmarkAlertPass: 3–4.3 µs of PostgreSQL CPU per record, 1.2–1.8% of a
 // whoami call's, and 13–37 µs of wall time, about 1% of a whoami call's
 // time through the handler). The price is latency: an alert
 // comes at the first pass after the chainer linked its record (within a
@@ -265,6 +265,13 @@ func (d *detector) decide(t *tenancy.Tenant, in store.AnomalyInput) store.Anomal
 		o, ok := outcomeOf(r.Decision)
 		if !ok {
 			continue
+		}
+		if r.Decision == store.Denied && r.Reason == networkDeniedReason {
+			// Refused for its address (networks.go): not the key's use,
+			// since whoever holds a copy elsewhere sends these. Like a
+			// failed authentication naming the key, it counts towards a
+			// denial burst, never towards volume or a suspension.
+			o = anomaly.AuthFailed
 		}
 		w := who{email: r.Email, provider: r.Provider, keyID: r.APIKeyID,
 			person: r.Provider != "apikey" && r.Provider != "mtls"}

@@ -3,11 +3,14 @@ package mcp
 import (
 	"context"
 	"errors"
+	"net/http"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
@@ -52,9 +55,31 @@ func (s *Server) callerOf(ctx context.Context, extra *sdk.RequestExtra) (*Caller
 		}
 	}
 	if s.stdioToken != "" {
-		return s.stdioCaller(ctx)
+		c, err := s.stdioCaller(ctx)
+		if err != nil {
+			return nil, stdioAuthError(err)
+		}
+		return c, nil
 	}
-	return nil, errors.New("unauthenticated")
+	return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "unauthenticated"}
+}
+
+// stdioAuthError is the JSON-RPC error for a stdio session whose key no
+// longer resolves (revoked, expired, tenant suspended or removed; over
+// HTTP these are 401/403 answers, see authFailure) or whose identity
+// check cannot run now (the database or provider is unreachable: -32030,
+// as HTTP's 503). Its message is authFailure's description, never the
+// key.
+func stdioAuthError(err error) error {
+	if errors.Is(err, identity.ErrUnavailable) || errors.Is(err, store.ErrUnavailable) {
+		return outage{dependency: "database"}.rpcError()
+	}
+	a := authFailure(err)
+	msg := a.description
+	if a.status == http.StatusInternalServerError {
+		msg = "GATEHOUSE_API_KEY could not be checked"
+	}
+	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "GATEHOUSE_API_KEY: " + msg}
 }
 
 // tokenInfo is what the SDK carries from the HTTP request to the handlers.

@@ -15,8 +15,8 @@ import (
 // complete answers completion/complete (MCP specification, server
 // utilities, completion). For a prompt's argument that has suggestions
 // (project names, tags) it reads them from the caller's tenant, like
-// prompts/get: the caller must be allowed the prompt, the read runs in a
-// READ ONLY transaction of the caller's tenant, and the decision is audited
+// prompts/get: the caller must be allowed the prompt, the read is a
+// read-only one in the caller's tenant, and the decision is audited
 // as "completion/complete:NAME". Other arguments, and resource templates'
 // (document ids are not typed by people), get no suggestions.
 //

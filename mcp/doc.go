@@ -42,8 +42,8 @@
 //
 // Prompts (prompts.go) pass the same step 3: each has a minimum role and
 // scope like a tool, prompts/list shows a caller only those it may get, and
-// prompts/get and completion/complete read in a READ ONLY transaction of the
-// caller's tenant and are audited like a read.
+// prompts/get and completion/complete read the caller's tenant read-only,
+// as read tools do, and are audited like a read.
 //
 // Errors are translated to HTTP statuses, JSON-RPC errors and tool results in
 // one place (errors.go).

@@ -21,6 +21,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/mcp"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
+	"github.com/gatehouse-mcp/gatehouse/tenancy/anomaly"
 )
 
 // keyFrom creates an API key in tenant that may be used only from
@@ -619,5 +620,37 @@ func TestNetworkRefusalsConcurrently(t *testing.T) {
 	}
 	if len(counts) != addrs {
 		t.Errorf("refusals recorded from %v, want only the %d refused addresses", counts, addrs)
+	}
+}
+
+// TestNetworkRefusalsNeverSuspend: requests refused because the key may
+// not be used from their address are not the key's use (whoever holds a
+// copy elsewhere sends them), so however many there are, they raise at
+// most a denial_burst alert and never a volume alert or a suspension, even
+// with every suspendable kind asked to suspend; the key keeps working from
+// its network.
+func TestNetworkRefusalsNeverSuspend(t *testing.T) {
+	g := newGatehouse(t, withAlerts(mcp.AlertOptions{Settings: alertSettings(),
+		Suspend: []anomaly.Kind{anomaly.NewNetwork, anomaly.Volume, anomaly.OffHours}}))
+	secret, k := g.keyFrom(t, "netalerts.example", tenancy.Developer, "10.0.0.0/8")
+	if code := g.from(t, "10.0.0.5", secret, "whoami"); code != http.StatusOK {
+		t.Fatal(code)
+	}
+	g.detect(t)
+	for i := range 40 {
+		if code := g.from(t, fmt.Sprintf("198.51.%d.%d", 100+i%5, 1+i), secret, "whoami"); code != http.StatusForbidden {
+			t.Fatalf("from elsewhere: %d", code)
+		}
+	}
+	for _, a := range g.detect(t) {
+		if a.Kind != "denial_burst" || a.Suspended {
+			t.Errorf("alert on refusals from other networks: %s %s (suspended %v)", a.Kind, a.Summary, a.Suspended)
+		}
+	}
+	if k2, _ := g.db.FindAPIKeyByID(context.Background(), k.ID); !k2.RevokedAt.IsZero() {
+		t.Fatal("refusals from other networks suspended the key")
+	}
+	if code := g.from(t, "10.0.0.5", secret, "whoami"); code != http.StatusOK {
+		t.Errorf("the key from its network after the refusals: %d", code)
 	}
 }

@@ -25,8 +25,10 @@ import (
 // rate-limited by the HTTP middleware (admitted like tools/call); then each
 // prompt's minimum role and scope decide (compiled in, overridable in the
 // policy file under "prompts:"), prompts/list shows only the prompts the
-// caller may get, and prompts/get renders in a READ ONLY transaction of the
-// caller's tenant, its decision audited like a read tool's
+// caller may get (or step up to, as for tools), and prompts/get renders
+// with the caller's tenant's data read as a read tool reads it
+// (store.DB.InTenantReadOnly: every statement as the tenant's role, in its
+// schema, read-only), its decision audited like a read tool's
 // (group-committed) as "prompts/get:NAME". Completion of their arguments
 // (completion/complete) is decided and audited the same way, as
 // "completion/complete:NAME". Prompts never change anything: the text they
@@ -66,6 +68,11 @@ type PromptSpec struct {
 	Args                     []*promptArg
 }
 
+// newPrompt builds a Prompt. render gets the validated arguments and a
+// Call whose Tx reads the caller's tenant read-only (statements run as
+// the tenant's role in its schema; see store.DB.InTenantReadOnly); an
+// error wrapping errInvalidArgs becomes -32602 with its message, other
+// errors are worded as tool failures are (toolFailure).
 func newPrompt(spec PromptSpec, render func(ctx context.Context, c *Call, args promptArgs) (*sdk.GetPromptResult, error)) *Prompt {
 	def := &sdk.Prompt{Name: spec.Name, Title: spec.Title, Description: spec.Description}
 	for _, a := range spec.Args {
@@ -184,11 +191,11 @@ func (s *Server) promptRequest(ctx context.Context, extra *sdk.RequestExtra, met
 	check func() error, run func(context.Context, *Call) error) error {
 	c, err := s.callerOf(ctx, extra)
 	if err != nil {
-		return &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "unauthenticated: " + err.Error()}
+		return err
 	}
 	if extra == nil || extra.TokenInfo == nil {
 		if err := s.limitStdio(ctx, c, method); err != nil {
-			return &jsonrpc.Error{Code: codeRateLimited, Message: err.Error()}
+			return err
 		}
 	}
 	rec := s.audit.base(c, method+":"+p.Name, raw)

@@ -12,6 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/gatehouse-mcp/gatehouse/mcp"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -193,5 +194,34 @@ func TestWeeklyReviewKeepsOldOverdueTodos(t *testing.T) {
 	if !strings.Contains(text, "## Overdue (1)") || !strings.Contains(text, "Ancient overdue") || !strings.Contains(text, "Only 200 open todos are listed") ||
 		!strings.Contains(text, "Newer 210") || strings.Contains(text, "Newer 11 ") {
 		t.Errorf("weekly review past 200 todos:\n%.1500s", text)
+	}
+}
+
+// TestPromptsAtEveryRevision: prompts are listed, rendered (with an
+// embedded resource) and completed at each protocol revision Gatehouse
+// serves.
+func TestPromptsAtEveryRevision(t *testing.T) {
+	g := newGatehouse(t)
+	key := g.key(t, "acme.com", tenancy.Developer)
+	setup := g.connect(t, key, "")
+	call(t, setup, "create_project", map[string]any{"name": "Apollo"}, nil)
+	call(t, setup, "save_document", map[string]any{"title": "Plan", "body": "The plan.", "tags": []string{"plans"}}, nil)
+	for _, version := range []string{"2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"} {
+		t.Run(version, func(t *testing.T) {
+			cs := g.connect(t, key, version)
+			if got := cs.InitializeResult().ProtocolVersion; got != version {
+				t.Errorf("negotiated protocol %s, want %s", got, version)
+			}
+			if got := listedPrompts(t, cs); len(got) != len(mcp.PromptNames()) {
+				t.Errorf("prompts/list: %v", got)
+			}
+			res, e := getPrompt(t, cs, "summarize_documents", map[string]string{"tag": "plans"})
+			if e != nil || !strings.Contains(promptText(res), "The plan.") {
+				t.Errorf("summarize_documents: %v %+v", e, res)
+			}
+			if got, e := completeArg(t, cs, "weekly_review", "project", "ap"); e != nil || !slices.Equal(got, []string{"Apollo"}) {
+				t.Errorf("completion: %v %v", got, e)
+			}
+		})
 	}
 }

@@ -93,31 +93,10 @@ func weeklyReviewPrompt() *Prompt {
 }
 
 // openTodos returns up to promptTodos open todos (of projectID, when set):
-// the overdue ones first, however old (a review must not miss them), then
-// the newest others; more reports whether any were left out.
+// the overdue ones first, however old, then the newest others (see
+// store.ListOpenTodosForReview); more reports whether any were left out.
 func openTodos(ctx context.Context, c *Call, projectID string, day time.Time) (todos []*store.Todo, more bool, err error) {
-	todos, more, err = store.ListTodos(ctx, c.Tx, store.TodoFilter{Done: new(false), ProjectID: projectID, DueBefore: &day, Limit: promptTodos})
-	if err != nil || more || len(todos) == promptTodos {
-		return todos, more, err
-	}
-	rest, moreRest, err := store.ListTodos(ctx, c.Tx, store.TodoFilter{Done: new(false), ProjectID: projectID, Limit: promptTodos})
-	if err != nil {
-		return nil, false, err
-	}
-	seen := make(map[string]bool, len(todos))
-	for _, t := range todos {
-		seen[t.ID] = true
-	}
-	for _, t := range rest {
-		if seen[t.ID] {
-			continue
-		}
-		if len(todos) == promptTodos {
-			return todos, true, nil
-		}
-		todos = append(todos, t)
-	}
-	return todos, moreRest, nil
+	return store.ListOpenTodosForReview(ctx, c.Tx, projectID, day, promptTodos)
 }
 
 // writeTodoSections writes open todos grouped by due date relative to day

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
@@ -179,7 +180,9 @@ func (s *Server) stdioCaller(ctx context.Context) (*Caller, error) {
 var errRateLimited = errors.New("rate limit exceeded")
 
 // limitStdio charges a stdio tool call to its tenant and principal (over
-// HTTP the middleware does this per request).
+// HTTP the middleware does this per request). A refusal is a JSON-RPC
+// error with the code HTTP answers carry (-32029, docs/clients.md) and
+// retry_after_seconds in its data.
 func (s *Server) limitStdio(ctx context.Context, c *Caller, tool string) error {
 	if s.opts.Limiter == nil {
 		return nil
@@ -192,5 +195,6 @@ func (s *Server) limitStdio(ctx context.Context, c *Caller, tool string) error {
 		return nil
 	}
 	s.audit.rateLimited(c, tool, d.Scope+" limit "+d.Limit.String())
-	return fmt.Errorf("%w (%s, %s): retry in %d s", errRateLimited, d.Scope, d.Limit, retrySeconds(d))
+	data, _ := json.Marshal(map[string]any{"retry_after_seconds": retrySeconds(d), "scope": d.Scope})
+	return &jsonrpc.Error{Code: codeRateLimited, Message: fmt.Sprintf("%v (%s, %s): retry in %d s", errRateLimited, d.Scope, d.Limit, retrySeconds(d)), Data: data}
 }

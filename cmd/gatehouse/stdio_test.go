@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/gatehouse-mcp/gatehouse/store"
@@ -66,15 +68,19 @@ func TestStdio(t *testing.T) {
 			limited = err
 		}
 	}
-	if limited == nil || !strings.Contains(limited.Error(), "rate limit exceeded") || !strings.Contains(limited.Error(), "retry in") {
-		t.Errorf("over the limit: %v", limited)
+	// A refusal is a JSON-RPC error with HTTP's code (-32029), not an
+	// error without a code.
+	var rpc *jsonrpc.Error
+	if !errors.As(limited, &rpc) || rpc.Code != -32029 || !strings.Contains(rpc.Message, "rate limit exceeded") || !strings.Contains(rpc.Message, "retry in") ||
+		!strings.Contains(string(rpc.Data), "retry_after_seconds") {
+		t.Errorf("over the limit: %#v", limited)
 	}
 	// Revoking the key ends its use within the session.
 	gh(t, environ, "apikey", "revoke", key[3:19])
 	time.Sleep(1500 * time.Millisecond) // past the rate limit's retry, so the refusal is the revocation's
 	_, err = cs.CallTool(ctx, &sdk.CallToolParams{Name: "whoami"})
-	if err == nil || !strings.Contains(err.Error(), "revoked") {
-		t.Errorf("after revocation: %v", err)
+	if !errors.As(err, &rpc) || rpc.Code != jsonrpc.CodeInvalidRequest || !strings.Contains(rpc.Message, "revoked") || strings.Contains(rpc.Message, key) {
+		t.Errorf("after revocation: %#v", err)
 	}
 	cs.Close()
 	_ = cmd.Wait()
