@@ -295,6 +295,23 @@ func semanticSearchScenario(t *testing.T, pgvector bool) {
 	if strings.Contains(r.titles(), "Acme") || !strings.Contains(r.titles(), "Globex") {
 		t.Errorf("globex's semantic search: %s", r.titles())
 	}
+	// The query vectors are cached per tenant: the same query from another
+	// tenant is its own request (no answer, nor its timing, crosses over).
+	queried := func() int {
+		n := 0
+		for _, req := range fake.Requests() {
+			if len(req.Inputs) == 1 && req.Inputs[0] == "production releases" {
+				n++
+			}
+		}
+		return n
+	}
+	before = queried()
+	mustCall(t, dev, "search_documents", args{"query": "production releases", "mode": "semantic"}, &r)
+	mustCall(t, dev, "search_documents", args{"query": "production releases", "mode": "semantic"}, &r)
+	if n := queried() - before; n != 1 {
+		t.Errorf("the same query in a second tenant, twice: %d requests, want 1", n)
+	}
 
 	// Turned off: searches are keyword again, and nothing more is sent.
 	mustCall(t, admin, "set_semantic_search", args{"enabled": false}, nil)

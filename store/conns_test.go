@@ -160,6 +160,7 @@ func TestPoolSizes(t *testing.T) {
 		{store.Options{TenantConns: 32}, 48},
 		{store.Options{TenantConns: 8, AffinityConns: 8}, 16},
 		{store.Options{TenantConns: 8, AffinityConns: -1}, 8},
+		{store.Options{TenantConns: 8, TransactionPooler: true}, 8}, // PgBouncer chooses the server connections
 	} {
 		db, err := store.Open(context.Background(), conn, &tt.opts)
 		if err != nil {

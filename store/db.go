@@ -213,6 +213,10 @@ func withDefaults(o Options) Options {
 		o.ConnMaxTenants = DefaultConnMaxTenants
 	}
 	switch {
+	case o.AffinityConns == 0 && o.TransactionPooler:
+		// The pooler chooses the server connection: spare client
+		// connections would bring no affinity (docs/deploy.md, Scaling out).
+		o.AffinityConns = 0
 	case o.AffinityConns == 0:
 		o.AffinityConns = DefaultAffinityConns(o.TenantConns)
 	case o.AffinityConns < 0:

@@ -42,12 +42,21 @@
 // connection (not behind a transaction pooler), since planning them per
 // call cost more than running them; the tools' statements are not.
 //
-// A tenant-work connection is replaced after [Options].ConnMaxUses
-// transactions: its backend keeps the catalog caches of every tenant
-// schema it has served. Before a tenant transaction, a tenant not marked
-// by this process in the last minute is marked in gatehouse.audit_pending
-// on the control pool (see audit_pending.go), so the audit chainer after a
-// start asks only those tenants.
+// A PostgreSQL backend keeps the catalog caches of every tenant schema it
+// has served (25–55 KB each, never given back), so the tenant-work pool
+// has tenant affinity (affinity.go): its connections are split into lanes,
+// each tenant takes a connection from its own lanes first (rendezvous
+// hashing of its id) and any free one when they are busy, so a call never
+// waits while a connection is free; [Options].AffinityConns spare
+// connections beyond the calls mcp admits keep a tenant's own lane free
+// most of the time. A tenant-work connection is replaced once it has
+// served [Options].ConnMaxTenants different tenants (and, if set, after
+// ConnMaxUses transactions); a control-pool connection, which writes and
+// chains audit records in every active tenant's schema, after
+// ControlConnMaxUses uses. Before a tenant transaction, a tenant not
+// marked by this process in the last minute is marked in
+// gatehouse.audit_pending on the control pool (see audit_pending.go), so
+// the audit chainer after a start asks only those tenants.
 //
 // The query tool's sessions are logins of their own (see query.go), bounded
 // per tenant and per process ([Options].TenantQueryConns, QueryConns) and

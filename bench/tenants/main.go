@@ -36,11 +36,12 @@ import (
 )
 
 var (
-	rounds   = flag.Int("rounds", 3, "alternating runs over 10 and over -spread tenants, per configuration")
-	restore  = flag.Bool("restore", false, "with -dump: restore the dump (and the roles) into a fresh cluster as docs/operations.md says, then verify every tenant's audit chain there")
-	serveBin = flag.String("serve", "", "also measure `gatehouse serve` (these binaries, comma-separated, one after the other) on the cluster: list_todos over HTTP, one API key per tenant, then its RSS")
-	serveEnv = flag.String("serve-env", "", "settings added to the serve's environment (space-separated NAME=value)")
-	audited  = flag.Int("audited", 0, "write and chain one audit record in this many tenants before the dump (so that -restore verifies chains that hold records)")
+	rounds       = flag.Int("rounds", 3, "alternating runs over 10 and over -spread tenants, per configuration")
+	restore      = flag.Bool("restore", false, "with -dump: restore the dump (and the roles) into a fresh cluster as docs/operations.md says, then verify every tenant's audit chain there")
+	serveBin     = flag.String("serve", "", "also measure `gatehouse serve` (these binaries, comma-separated, one after the other) on the cluster: list_todos over HTTP, one API key per tenant, then its RSS")
+	serveMigrate = flag.Bool("serve-migrate", false, "with -serve: instead of the throughput runs, apply one tenant migration to every schema while the server serves calls over -spread tenants (a rolling deploy), and count failed calls")
+	serveEnv     = flag.String("serve-env", "", "settings added to the serve's environment (space-separated NAME=value)")
+	audited      = flag.Int("audited", 0, "write and chain one audit record in this many tenants before the dump (so that -restore verifies chains that hold records)")
 )
 
 var indexRounds = flag.Int("index-rounds", 0, "if > 0: seed a busy tenant (in the 10-tenant database), run the tools' reads and writes this many times and report each index's scans (pg_stat_user_indexes)")

@@ -14,8 +14,11 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-// benchAuditKey chains the bench's audit records.
-var benchAuditKey = store.NewAuditKey([]byte("bench audit key, 32 bytes long.."))
+// benchSecret chains the bench's audit records, and those of the servers
+// -serve starts (GATEHOUSE_AUDIT_KEY), so that -restore can verify them.
+const benchSecret = "bench audit key, 32 bytes long.."
+
+var benchAuditKey = store.NewAuditKey([]byte(benchSecret))
 
 // writeAudit writes one audit record in each tenant and chains it.
 func writeAudit(ctx context.Context, db *store.DB, ts []*tenancy.Tenant) error {
@@ -69,10 +72,16 @@ func restoreAndVerify(ctx context.Context, e *store.Embedded, data, dump string,
 	if err != nil {
 		return err
 	}
+	// Records chained by -serve's gatehouse serve use the bench key too
+	// (GATEHOUSE_AUDIT_KEY); older runs' used the key kept in the database.
+	keys := []store.AuditKey{benchAuditKey}
+	if secret, err := rdb.Secret(ctx, "audit-key"); err == nil && len(secret) > 0 {
+		keys = append(keys, store.NewAuditKey(secret))
+	}
 	t0 = time.Now()
 	var records int
 	for _, t := range ts {
-		rep, err := rdb.VerifyAudit(ctx, t, benchAuditKey)
+		rep, err := rdb.VerifyAudit(ctx, t, keys...)
 		if err != nil {
 			return fmt.Errorf("audit verify %s: %w", t.Key, err)
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
+	"github.com/gatehouse-mcp/gatehouse/migrations"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -42,7 +43,7 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 	ln.Close()
 	cmd := exec.CommandContext(ctx, bin, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+regexp.MustCompile(`application_name=\S+`).ReplaceAllString(e.ConnString(""), "application_name=gatehouse-serve"), "GATEHOUSE_ADDR="+addr, "GATEHOUSE_PUBLIC_URL=http://"+addr,
-		"GATEHOUSE_LOG_LEVEL=warn", "GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off")
+		"GATEHOUSE_LOG_LEVEL=warn", "GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off", "GATEHOUSE_AUDIT_KEY="+benchSecret)
 	cmd.Env = append(cmd.Env, strings.Fields(env)...)
 	logf, err := os.CreateTemp("", "gatehouse-tenants-serve-*.log")
 	if err != nil {
@@ -72,6 +73,9 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 	name := "[serve " + strings.TrimSpace(bin+" "+env) + "]"
 	run := func(keys []string, d time.Duration) (float64, error) {
 		return httpLoad(ctx, url+"/mcp", keys, d, conc)
+	}
+	if *serveMigrate {
+		return rollingMigration(ctx, db, url+"/mcp", keys, spread, conc, name, add)
 	}
 	if _, err := run(keys[:10], d); err != nil { // warm-up
 		return err
@@ -240,4 +244,67 @@ func gatehouseBackends(ctx context.Context, db *store.DB) string {
 	slices.Sort(kbs)
 	mb := func(kb int) float64 { return float64(kb) / 1024 }
 	return fmt.Sprintf("%.1f / %.1f / %.1f MB (min / median / max of %d connections of both pools)", mb(kbs[0]), mb(kbs[len(kbs)/2]), mb(kbs[len(kbs)-1]), len(kbs))
+}
+
+// rollingMigration is a rolling deploy at scale: the running server keeps
+// serving list_todos over spread tenants (one API key each) while the
+// next release's migration (one ALTER TABLE todos ADD COLUMN, added in
+// this process) is applied to every tenant schema, 4 at a time, on
+// connections of its own. It reports the calls served and failed before
+// and during the migration.
+func rollingMigration(ctx context.Context, db *store.DB, url string, keys []string, spread, conc int, name string, add func(what, format string, args ...any)) error {
+	var v int
+	_ = db.Pool().QueryRow(ctx, "SELECT coalesce(max(schema_version), 0) FROM gatehouse.tenants").Scan(&v)
+	for i := len(migrations.Tenant()); i <= v; i++ {
+		migrations.AddTenantForBenchmark(fmt.Sprint("bench_flag_", i),
+			fmt.Sprintf("ALTER TABLE todos ADD COLUMN IF NOT EXISTS bench_flag_%d boolean NOT NULL DEFAULT false", i))
+	}
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	var worst atomic.Int64 // slowest call, ns
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for range conc {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				i := next.Add(1)
+				t0 := time.Now()
+				err := callTool(ctx, url, keys[int(i)%spread], i)
+				for d, w := int64(time.Since(t0)), worst.Load(); d > w && !worst.CompareAndSwap(w, d); w = worst.Load() {
+				}
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				ok.Add(1)
+			}
+		})
+	}
+	time.Sleep(10 * time.Second)
+	before, beforeFailed := ok.Load(), failed.Load()
+	worst.Store(0)
+	t0 := time.Now()
+	st, _ := db.MigrationStatus(ctx)
+	err := db.MigrateTenants(ctx, 4, nil)
+	d := time.Since(t0)
+	during, duringFailed := ok.Load()-before, failed.Load()-beforeFailed
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	add(name+" rolling deploy: calls served (failed) in the 10 s before / during the migration of "+fmt.Sprint(st.TenantsBehind)+" schemas",
+		"%d (%d) / %d (%d) in %v: %.0f / %.0f calls/s, slowest call during %v", before, beforeFailed, during, duringFailed, d.Round(time.Millisecond),
+		float64(before)/10, float64(during)/d.Seconds(), time.Duration(worst.Load()).Round(time.Millisecond))
+	if e, _ := firstErr.Load().(error); e != nil {
+		add(name+" rolling deploy: first failure", "%.300v", e)
+	}
+	return nil
 }

@@ -3,7 +3,10 @@ package embeddings_test
 import (
 	"context"
 	"errors"
+	"io"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -92,5 +95,38 @@ func TestEmbedErrors(t *testing.T) {
 	}
 	if _, err := embeddings.New(embeddings.Config{URL: "ftp://x", Model: "m"}); err == nil {
 		t.Error("ftp URL accepted")
+	}
+}
+
+// TestEmbedRefusesBadAnswers: an answer that is not one unit-able vector
+// per input, of one size, is an error (not retried: the provider would
+// answer the same), never vectors in the wrong places.
+func TestEmbedRefusesBadAnswers(t *testing.T) {
+	for name, body := range map[string]string{
+		"fewer vectors":    `{"data": [{"index": 0, "embedding": [1, 0]}]}`,
+		"repeated index":   `{"data": [{"index": 0, "embedding": [1, 0]}, {"index": 0, "embedding": [0, 1]}]}`,
+		"index past end":   `{"data": [{"index": 0, "embedding": [1, 0]}, {"index": 2, "embedding": [0, 1]}]}`,
+		"sizes differ":     `{"data": [{"index": 0, "embedding": [1, 0]}, {"index": 1, "embedding": [0, 1, 0]}]}`,
+		"zero vector":      `{"data": [{"index": 0, "embedding": [0, 0]}, {"index": 1, "embedding": [0, 1]}]}`,
+		"empty vector":     `{"data": [{"index": 0, "embedding": []}, {"index": 1, "embedding": []}]}`,
+		"not JSON":         `<html>gateway</html>`,
+		"base64 embedding": `{"data": [{"index": 0, "embedding": "AAAA"}, {"index": 1, "embedding": "AAAA"}]}`,
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) }))
+		c, _ := embeddings.New(embeddings.Config{URL: srv.URL, Model: "m"})
+		vs, err := c.Embed(context.Background(), []string{"a", "b"})
+		var e *embeddings.Error
+		if !errors.As(err, &e) || e.Retryable || vs != nil {
+			t.Errorf("%s: %v %v", name, vs, err)
+		}
+		srv.Close()
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"data": [{"index": 0, "embedding": [1, 0, 0]}]}`)
+	}))
+	defer srv.Close()
+	c, _ := embeddings.New(embeddings.Config{URL: srv.URL, Model: "m", Dimensions: 2})
+	if _, err := c.Embed(context.Background(), []string{"a"}); err == nil || !strings.Contains(err.Error(), "3 dimensions, want 2") {
+		t.Errorf("dimensions other than configured: %v", err)
 	}
 }
