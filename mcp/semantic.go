@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -64,6 +65,7 @@ type semantic struct {
 	ranking string             // for /readyz
 	opts    EmbedderOptions
 	db      *store.DB
+	log     *slog.Logger // the server's; details of provider failures tenants are told only in brief
 
 	mu      sync.Mutex
 	enabled map[string]enabledEntry // tenant id →

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -457,5 +458,47 @@ func TestSemanticRankingTooSlow(t *testing.T) {
 	mustCall(t, admin, "search_documents", args{"query": "another query"}, &r)
 	if !strings.Contains(r.Note, "recently took over 1ms") || len(fake.Requests()) != before {
 		t.Errorf("hybrid after a slow ranking: %+v, %d new requests", r, len(fake.Requests())-before)
+	}
+}
+
+// TestEmbeddingsProviderUnreachable: when the provider does not answer,
+// tenants are told so without its address (an operator's internal
+// network is not theirs to see): a semantic search's error, a hybrid
+// search's note and a document's failed state; the operator's log has
+// the details.
+func TestEmbeddingsProviderUnreachable(t *testing.T) {
+	gone := httptest.NewServer(http.NotFoundHandler())
+	addr := strings.TrimPrefix(gone.URL, "http://")
+	gone.Close() // nothing listens there now
+	client, err := embeddings.New(embeddings.Config{URL: gone.URL + "/v1", Model: "m", Dimensions: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGatehouse(t, func(su *setup) {
+		su.options = func(o *mcp.Options) {
+			o.Embeddings = client
+			o.Embedder = mcp.EmbedderOptions{Poll: 20 * time.Millisecond, RetryBase: 10 * time.Millisecond, RetryCap: 20 * time.Millisecond, MaxAttempts: 2}
+		}
+	})
+	runEmbedder(t, g)
+	admin := g.connect(t, g.key(t, "acme.com", tenancy.Admin), "")
+	mustCall(t, admin, "set_semantic_search", args{"enabled": true}, nil)
+	var doc document
+	mustCall(t, admin, "save_document", args{"title": "Runbook", "body": "restart the web server"}, &doc)
+	st := waitEmbedded(t, admin, doc.ID, "failed")
+	expectFailures(t, admin, []badCall{{"search_documents", args{"query": "restart", "mode": "semantic"}, "could not be reached"}})
+	var r semanticResults
+	mustCall(t, admin, "search_documents", args{"query": "restart"}, &r)
+	if !strings.Contains(r.Note, "could not be reached") || len(r.Results) != 1 {
+		t.Errorf("hybrid with the provider unreachable: %+v", r)
+	}
+	res := call(t, admin, "search_documents", args{"query": "restart", "mode": "semantic"}, nil)
+	for what, s := range map[string]string{"document state": st.Error, "search error": text(res), "note": r.Note} {
+		if strings.Contains(s, addr) || strings.Contains(s, "dial") || strings.Contains(s, "127.0.0.1") {
+			t.Errorf("%s shows the provider's address or the dial error: %q", what, s)
+		}
+	}
+	if !strings.Contains(g.logs.String(), addr) {
+		t.Errorf("the log does not say which provider could not be reached")
 	}
 }

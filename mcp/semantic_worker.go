@@ -115,6 +115,12 @@ func (s *semantic) failure(err error) store.EmbeddingFailure {
 	var e *embeddings.Error
 	if errors.As(err, &e) {
 		f.Reason, f.Retry, f.RetryAfter = e.Error(), e.Retryable, e.RetryAfter
+		if e.Status == 0 {
+			// No answer: the reason (shown to the tenant by get_document)
+			// says so without the provider's address; the log has it.
+			f.Reason = e.Public()
+			s.log.Warn("embeddings provider not reached", "error", e)
+		}
 		if e.Status == 429 {
 			wait := e.RetryAfter
 			if wait <= 0 {
@@ -125,7 +131,8 @@ func (s *semantic) failure(err error) store.EmbeddingFailure {
 			s.mu.Unlock()
 		}
 	} else if err != nil {
-		f.Reason, f.Retry = err.Error(), true
+		s.log.Warn("embedding failed", "error", err)
+		f.Retry = true
 	}
 	return f
 }

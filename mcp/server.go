@@ -165,6 +165,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	sem.log = s.log
 	s.semantic = sem
 	adm := DefaultAdmission(int(opts.DB.Limits().TenantConns))
 	if a := opts.Admission; a != nil {

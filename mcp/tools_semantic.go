@@ -158,9 +158,11 @@ func semanticSearch(ctx context.Context, c *Call, s store.DocumentSearch, mode s
 			return out, nil, false, err
 		}
 	case errors.As(err, &e) && mode == modeHybrid:
-		out.Note = "ranked by words only: the query could not be embedded (" + e.Error() + ")"
+		c.srv.log.Warn("search query not embedded", "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", e)
+		out.Note = "ranked by words only: the query could not be embedded (" + e.Public() + ")"
 	case errors.As(err, &e):
-		return out, nil, false, userErrorf("semantic search is unavailable right now (%s): try again, or use mode keyword", e.Error())
+		c.srv.log.Warn("search query not embedded", "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", e)
+		return out, nil, false, userErrorf("semantic search is unavailable right now (%s): try again, or use mode keyword", e.Public())
 	default:
 		return out, nil, false, err
 	}

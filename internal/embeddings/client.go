@@ -93,6 +93,16 @@ type Error struct {
 	Msg        string        // safe to log and show: no key in it
 }
 
+// Public is what a tenant's user may be told: whether the provider
+// answered, and its HTTP status, without its message or the provider's
+// address (operators find those in the log: Error).
+func (e *Error) Public() string {
+	if e.Status == 0 {
+		return "the embeddings provider could not be reached"
+	}
+	return fmt.Sprintf("the embeddings provider answered HTTP %d", e.Status)
+}
+
 func (e *Error) Error() string {
 	if e.Status != 0 {
 		return fmt.Sprintf("embeddings provider answered %d: %s", e.Status, e.Msg)
