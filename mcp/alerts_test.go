@@ -159,8 +159,19 @@ func TestAlertNewNetworkSuspendsKey(t *testing.T) {
 	if len(list.Alerts) != 2 {
 		t.Fatalf("list_alerts: %+v", list.Alerts)
 	}
-	if res := call(t, admin, "acknowledge_alert", map[string]any{"id": as[0].ID}, nil); res.IsError {
+	if res := call(t, admin, "acknowledge_alert", map[string]any{"id": as[0].ID}, nil); res.IsError || !strings.HasPrefix(text(res), "Acknowledged: ") {
 		t.Fatal(text(res))
+	}
+	// A second acknowledgement says so and keeps the first.
+	var again struct {
+		Alert struct {
+			AcknowledgedBy string `json:"acknowledged_by"`
+		}
+		AlreadyAcknowledged bool `json:"already_acknowledged"`
+	}
+	if res := call(t, admin, "acknowledge_alert", map[string]any{"id": as[0].ID}, &again); res.IsError || !again.AlreadyAcknowledged ||
+		!strings.HasPrefix(text(res), "Already acknowledged") || again.Alert.AcknowledgedBy == "" {
+		t.Errorf("acknowledging twice: %q %+v", text(res), again)
 	}
 	call(t, admin, "list_alerts", map[string]any{"open": true}, &list)
 	if len(list.Alerts) != 1 || list.Alerts[0].ID != as[1].ID {

@@ -138,9 +138,17 @@ type acknowledgeAlertIn struct {
 
 type acknowledgedAlertOut struct {
 	Alert *alertOut `json:"alert"`
+	// AlreadyAcknowledged: someone acknowledged it before (alert says who
+	// and when); this call changed nothing.
+	AlreadyAcknowledged bool `json:"already_acknowledged,omitempty"`
 }
 
-func (o acknowledgedAlertOut) Text() string { return "Acknowledged: " + alertLine(o.Alert) }
+func (o acknowledgedAlertOut) Text() string {
+	if o.AlreadyAcknowledged {
+		return "Already acknowledged (nothing changed): " + alertLine(o.Alert)
+	}
+	return "Acknowledged: " + alertLine(o.Alert)
+}
 
 func acknowledgeAlertTool() *Tool {
 	spec := adminSpec("acknowledge_alert", "Acknowledge an anomaly alert",
@@ -154,9 +162,9 @@ func acknowledgeAlertTool() *Tool {
 			by = c.Principal.Subject
 		}
 		err := c.srv.db.AsAdmin(ctx, c.Tx, c.Tenant, func(a *store.Admin) error {
-			al, err := a.AcknowledgeAlert(ctx, in.ID, by)
+			al, already, err := a.AcknowledgeAlert(ctx, in.ID, by)
 			if err == nil {
-				out.Alert = toAlert(al)
+				out.Alert, out.AlreadyAcknowledged = toAlert(al), already
 			}
 			return err
 		})

@@ -47,13 +47,20 @@ func (a *Admin) Alerts(ctx context.Context, f AlertFilter) (alerts []*StoredAler
 
 // AcknowledgeAlert marks one of the tenant's alerts as seen by subject
 // (ErrNotFound for any other id). Acknowledging twice keeps the first.
-func (a *Admin) AcknowledgeAlert(ctx context.Context, id int64, by string) (*StoredAlert, error) {
+//
+// already reports an alert acknowledged before (its first acknowledger
+// and time are kept).
+func (a *Admin) AcknowledgeAlert(ctx context.Context, id int64, by string) (al *StoredAlert, already bool, err error) {
+	now := time.Now().Truncate(time.Microsecond) // PostgreSQL's precision: compared below
 	rows, _ := a.tx.Query(ctx, `UPDATE gatehouse.alerts SET acknowledged_at = coalesce(acknowledged_at, $3),
 			acknowledged_by = CASE WHEN acknowledged_at IS NULL THEN $4 ELSE acknowledged_by END
-		WHERE tenant_id = $1 AND id = $2 RETURNING `+alertColumns, a.t.ID, id, time.Now(), CleanText(by, auditShortMax))
-	al, err := pgx.CollectExactlyOneRow(rows, scanAlert)
+		WHERE tenant_id = $1 AND id = $2 RETURNING `+alertColumns, a.t.ID, id, now, CleanText(by, auditShortMax))
+	al, err = pgx.CollectExactlyOneRow(rows, scanAlert)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, ErrNotFound
+		return nil, false, ErrNotFound
 	}
-	return al, err
+	if err != nil {
+		return nil, false, err
+	}
+	return al, al.AcknowledgedAt == nil || !al.AcknowledgedAt.Equal(now), nil
 }
