@@ -71,12 +71,22 @@ func LoadToolPolicy(r io.Reader) (ToolPolicy, error) {
 					bad("%s.%s: unknown field (want role and scope)", at, f)
 				}
 			}
-			role, _ := fields["role"].(string)
-			scope, _ := fields["scope"].(string)
-			if _, err := tenancy.ParseRole(role); err != nil {
+			role, roleIsText := fields["role"].(string)
+			scope, scopeIsText := fields["scope"].(string)
+			switch _, err := tenancy.ParseRole(role); {
+			case fields["role"] == nil:
+				bad("%s.role: missing (every entry names both role and scope)", at)
+			case !roleIsText:
+				bad("%s.role: want a role name, not %v", at, fields["role"])
+			case err != nil:
 				bad("%s.role: %w", at, err)
 			}
-			if !slices.Contains(identity.AllScopes, scope) {
+			switch {
+			case fields["scope"] == nil:
+				bad("%s.scope: missing (every entry names both role and scope: one of %s)", at, strings.Join(identity.AllScopes, ", "))
+			case !scopeIsText:
+				bad("%s.scope: want a scope name, not %v", at, fields["scope"])
+			case !slices.Contains(identity.AllScopes, scope):
 				bad("%s.scope: %q is not one of %s", at, scope, strings.Join(identity.AllScopes, ", "))
 			}
 			pol[sec.prefix+name] = ToolRule{Role: tenancy.Role(role), Scope: scope}

@@ -89,6 +89,16 @@ func TestToolPolicyFile(t *testing.T) {
 			t.Errorf("LoadToolPolicy error %v does not mention %q", err, want)
 		}
 	}
+	// A missing or mistyped field is named as such, not as an empty value.
+	_, err = mcp.LoadToolPolicy(strings.NewReader("tools:\n  add_todo: {role: viewer}\n  whoami: {scope: mcp:read}\n  list_todos: {role: 3, scope: [mcp:read]}\n"))
+	for _, want := range []string{"tools.add_todo.scope: missing", "tools.whoami.role: missing", "tools.list_todos.role: want a role name", "tools.list_todos.scope: want a scope name"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadToolPolicy error %v does not mention %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), `""`) {
+		t.Errorf("LoadToolPolicy reports a missing field as an empty value: %v", err)
+	}
 }
 
 // TestStepUpWithoutReadScope: a credential that carries no mcp:read can do
