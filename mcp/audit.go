@@ -97,30 +97,26 @@ func (a *auditor) emit(tenant string, r *store.AuditRecord) {
 
 // rateLimited counts a refused request; flush writes the counts.
 func (a *auditor) rateLimited(c *Caller, tool, reason string) {
-	k := limitedKey{c.Tenant.ID, c.Principal.Subject, tool, ""}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	agg := a.limited[k]
-	if agg == nil {
-		rec := a.base(c, tool, nil)
-		rec.Decision, rec.Reason = store.RateLimited, reason
-		agg = &limitedAgg{tenant: c.Tenant, rec: *rec}
-		a.limited[k] = agg
-	}
-	agg.rec.Count++
+	a.refused(c, tool, store.RateLimited, reason, "")
 }
 
 // networkDenied counts a request refused because its credential may not
 // be used from its client address: one DENIED record per tenant,
 // principal, tool and address each flush, with the count.
 func (a *auditor) networkDenied(c *Caller, tool, reason string) {
-	k := limitedKey{c.Tenant.ID, c.Principal.Subject, tool, c.ClientIP}
+	a.refused(c, tool, store.Denied, reason, c.ClientIP)
+}
+
+// refused counts a request refused before it ran, in one record per
+// tenant, principal, tool (and deniedIP, when not empty) each flush.
+func (a *auditor) refused(c *Caller, tool, decision, reason, deniedIP string) {
+	k := limitedKey{c.Tenant.ID, c.Principal.Subject, tool, deniedIP}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	agg := a.limited[k]
 	if agg == nil {
 		rec := a.base(c, tool, nil)
-		rec.Decision, rec.Reason = store.Denied, reason
+		rec.Decision, rec.Reason = decision, reason
 		agg = &limitedAgg{tenant: c.Tenant, rec: *rec}
 		a.limited[k] = agg
 	}
