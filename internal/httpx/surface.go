@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -175,7 +176,10 @@ func (s *Surface) httpError(err error, c echo.Context) {
 
 // IPExtractor decides the client IP: the connection's peer, unless that
 // peer is a trusted proxy, in which case the nearest untrusted
-// X-Forwarded-For hop.
+// X-Forwarded-For hop. Hops written with a port (203.0.113.7:5555,
+// [2001:db8::1]:443, as some proxies such as Azure Application Gateway
+// write them) count as their address; echo's extractor would skip them
+// and fall back to the proxy's own address.
 func IPExtractor(trusted []*net.IPNet) echo.IPExtractor {
 	if len(trusted) == 0 {
 		return echo.ExtractIPDirect()
@@ -184,7 +188,54 @@ func IPExtractor(trusted []*net.IPNet) echo.IPExtractor {
 	for _, n := range trusted {
 		opts = append(opts, echo.TrustIPRange(n))
 	}
-	return echo.ExtractIPFromXFFHeader(opts...)
+	extract := echo.ExtractIPFromXFFHeader(opts...)
+	return func(r *http.Request) string {
+		values := r.Header.Values(echo.HeaderXForwardedFor)
+		var fixed []string
+		for i, v := range values {
+			if w := withoutPorts(v); w != v {
+				if fixed == nil {
+					fixed = slices.Clone(values)
+				}
+				fixed[i] = w
+			}
+		}
+		if fixed == nil {
+			return extract(r)
+		}
+		r2 := *r // the handlers keep seeing the request as it came
+		r2.Header = r.Header.Clone()
+		r2.Header[echo.HeaderXForwardedFor] = fixed
+		return extract(&r2)
+	}
+}
+
+// withoutPorts rewrites the hops of one X-Forwarded-For value that carry
+// a port (host:port, [v6]:port) or brackets ([v6]) as the bare address;
+// every other hop, valid or not, is left as it is.
+func withoutPorts(v string) string {
+	if !strings.ContainsAny(v, ":[") {
+		return v
+	}
+	hops := strings.Split(v, ",")
+	changed := false
+	for i, h := range hops {
+		h = strings.TrimSpace(h)
+		if net.ParseIP(h) != nil {
+			continue
+		}
+		host := strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
+		if hp, _, err := net.SplitHostPort(h); err == nil {
+			host = hp
+		}
+		if ip := net.ParseIP(host); ip != nil {
+			hops[i], changed = host, true
+		}
+	}
+	if !changed {
+		return v
+	}
+	return strings.Join(hops, ",")
 }
 
 // Origin is where an action reaches Gatehouse from, for its audit record:
