@@ -1,13 +1,9 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -15,33 +11,14 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/mcp"
 	"github.com/gatehouse-mcp/gatehouse/store"
-	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 )
 
 // TestStdioPrompts: over `gatehouse stdio` prompts are listed, rendered,
 // completed, rate-limited (a JSON-RPC -32029 error) and audited as over
 // HTTP.
 func TestStdioPrompts(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	dbURL := storetest.ConnString(t)
-	environ := map[string]string{"DATABASE_URL": dbURL}
-	_, key, _ := gh(t, environ, "apikey", "create", "--tenant", "acme.com", "--role", "developer")
-	key = strings.TrimSpace(key)
-
-	cmd := exec.Command(binary(t), "stdio")
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "GATEHOUSE_API_KEY="+key,
-		"GATEHOUSE_PRINCIPAL_RATE=60/m", "GATEHOUSE_PRINCIPAL_BURST=4")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	client := sdk.NewClient(&sdk.Implementation{Name: "stdio-test", Version: "1"}, nil)
-	cs, err := client.Connect(ctx, &sdk.CommandTransport{Command: cmd}, nil)
-	if err != nil {
-		t.Fatalf("connect: %v\n%s", err, stderr.String())
-	}
+	ss := startStdio(t)
+	ctx, cs, cmd, stderr, dbURL, key := ss.ctx, ss.cs, ss.cmd, ss.stderr, ss.dbURL, ss.key
 	list, err := cs.ListPrompts(ctx, nil)
 	if err != nil || len(list.Prompts) != len(mcp.PromptNames()) {
 		t.Errorf("prompts/list for a developer: %+v, %v", list, err)

@@ -25,26 +25,8 @@ import (
 // launching it) and drives it with the official go-sdk client over the
 // process's stdin/stdout: same tools, limits, audit and revocation as HTTP.
 func TestStdio(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
-	dbURL := storetest.ConnString(t)
-	environ := map[string]string{"DATABASE_URL": dbURL}
-	_, key, _ := gh(t, environ, "apikey", "create", "--tenant", "acme.com", "--role", "developer")
-	key = strings.TrimSpace(key)
-
-	cmd := exec.Command(binary(t), "stdio")
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "GATEHOUSE_API_KEY="+key,
-		"GATEHOUSE_PRINCIPAL_RATE=60/m", "GATEHOUSE_PRINCIPAL_BURST=4")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	client := sdk.NewClient(&sdk.Implementation{Name: "stdio-test", Version: "1"}, nil)
-	cs, err := client.Connect(ctx, &sdk.CommandTransport{Command: cmd}, nil)
-	if err != nil {
-		t.Fatalf("connect: %v\n%s", err, stderr.String())
-	}
+	ss := startStdio(t)
+	ctx, cs, cmd, stderr, environ, dbURL, key := ss.ctx, ss.cs, ss.cmd, ss.stderr, ss.environ, ss.dbURL, ss.key
 	tools, err := cs.ListTools(ctx, nil)
 	var names []string
 	for _, tl := range tools.Tools {
@@ -164,4 +146,41 @@ func TestStdioAnswersEverythingBeforeEOF(t *testing.T) {
 			t.Errorf("request %d was not answered:\n%s", i, out.String())
 		}
 	}
+}
+
+// stdioSession is `gatehouse stdio` started for a developer key of
+// acme.com (burst 4 per principal), with the go-sdk client connected to
+// it over the process's stdin/stdout.
+type stdioSession struct {
+	ctx        context.Context // ends with the test, a minute at most
+	cs         *sdk.ClientSession
+	cmd        *exec.Cmd
+	stderr     *syncBuffer
+	environ    map[string]string // for further gatehouse commands on the same database
+	dbURL, key string
+}
+
+func startStdio(t *testing.T) *stdioSession {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	s := &stdioSession{dbURL: storetest.ConnString(t), stderr: &syncBuffer{}}
+	s.environ = map[string]string{"DATABASE_URL": s.dbURL}
+	_, key, _ := gh(t, s.environ, "apikey", "create", "--tenant", "acme.com", "--role", "developer")
+	s.key = strings.TrimSpace(key)
+
+	s.cmd = exec.Command(binary(t), "stdio")
+	s.cmd.Stderr = s.stderr
+	s.cmd.Env = append(os.Environ(), "DATABASE_URL="+s.dbURL, "GATEHOUSE_API_KEY="+s.key,
+		"GATEHOUSE_PRINCIPAL_RATE=60/m", "GATEHOUSE_PRINCIPAL_BURST=4")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	s.ctx = ctx
+	client := sdk.NewClient(&sdk.Implementation{Name: "stdio-test", Version: "1"}, nil)
+	var err error
+	if s.cs, err = client.Connect(ctx, &sdk.CommandTransport{Command: s.cmd}, nil); err != nil {
+		t.Fatalf("connect: %v\n%s", err, s.stderr.String())
+	}
+	return s
 }
