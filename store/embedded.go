@@ -331,6 +331,17 @@ func (e *Embedded) start(ctx context.Context, opts EmbeddedOptions) (started boo
 		settings["fsync"] = "off"
 		settings["synchronous_commit"] = "off"
 		settings["full_page_writes"] = "off"
+	} else {
+		// Sized for many tenants (EmbeddedSizing), unless the operator set
+		// the setting with ALTER SYSTEM. Test clusters (NoFsync) keep
+		// PostgreSQL's defaults: small and quick to start.
+		auto, _ := os.ReadFile(filepath.Join(e.pgdata, "postgresql.auto.conf"))
+		for k, v := range EmbeddedSizing(MachineMemory()) {
+			if !setIn(string(auto), k) {
+				settings[k] = v
+			}
+		}
+		keepFileLimit()
 	}
 	for k, v := range opts.Settings {
 		settings[k] = v
@@ -351,6 +362,81 @@ func (e *Embedded) start(ctx context.Context, opts EmbeddedOptions) (started boo
 	}
 	e.log.Info("embedded postgres started", "data_dir", e.dataDir, "socket_dir", e.socketDir)
 	return true, nil
+}
+
+// EmbeddedSizing returns the server settings the embedded cluster starts
+// with (besides max_locks_per_transaction, see sizeLockTable) on a machine
+// with mem bytes of memory (0: unknown). Both bound what a spread of calls
+// over many tenants costs; measured with bench/tenants at 10,000 tenants,
+// calls over 2,000 of them (bench/README.md, "Calls spread over many
+// tenants"):
+//
+//   - shared_buffers: a quarter of the memory (PostgreSQL's documented
+//     starting point, "Resource Consumption"), at least PostgreSQL's
+//     default of 128 MB and at most 2 GB, since Gatehouse and the OS page
+//     cache share the machine. Each tenant a call touches keeps a few pages
+//     of its own (a table's and its indexes' first pages, read by every
+//     plan); at the default 128 MB (16,384 pages) calls over 2,000 tenants
+//     read 4–5 pages a call back from the OS page cache.
+//   - max_files_per_process: 16,384 instead of 1,000. A backend keeps one
+//     file open per relation it uses; one serving hundreds of tenants
+//     closed and reopened table and index files in every call (open and
+//     close were ~8% of its time). PostgreSQL itself lowers it to the
+//     descriptors the process may open (keepFileLimit passes ours on).
+func EmbeddedSizing(mem uint64) map[string]string {
+	const mb = 1 << 20
+	buffers := min(max(mem/4, 128*mb), 2048*mb)
+	return map[string]string{
+		"shared_buffers":        fmt.Sprintf("%dMB", buffers/mb),
+		"max_files_per_process": "16384",
+	}
+}
+
+// setIn reports whether the postgresql.auto.conf text conf sets name
+// (ALTER SYSTEM SET name = …), which a command-line setting would
+// override.
+func setIn(conf, name string) bool {
+	for line := range strings.Lines(conf) {
+		k, _, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if ok && strings.EqualFold(strings.TrimSpace(k), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// MachineMemory returns the memory this process may use, in bytes: the
+// machine's (MemTotal in /proc/meminfo), or its cgroup's limit when lower
+// (memory.max, cgroup v2). 0 when unknown (not Linux).
+func MachineMemory() uint64 {
+	var total uint64
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+				total = kb << 10
+			}
+		}
+	}
+	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
+		if limit, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && limit > 0 && (total == 0 || limit < total) {
+			total = limit
+		}
+	}
+	return total
+}
+
+// keepFileLimit makes the programs this process starts (the server)
+// inherit its open-file limit. Go raises its own soft RLIMIT_NOFILE to the
+// hard limit at start but gives children the original soft limit (often
+// 1,024 under systemd), which would cap max_files_per_process; setting
+// the limit explicitly tells Go to leave it to children
+// (syscall.Setrlimit's documentation).
+func keepFileLimit() {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
 }
 
 func (e *Embedded) logFile() string { return filepath.Join(e.dataDir, "postgres.log") }
