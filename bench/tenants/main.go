@@ -40,6 +40,8 @@ var (
 	restore      = flag.Bool("restore", false, "with -dump: restore the dump (and the roles) into a fresh cluster as docs/operations.md says, then verify every tenant's audit chain there")
 	serveBin     = flag.String("serve", "", "also measure `gatehouse serve` (these binaries, comma-separated, one after the other) on the cluster: list_todos over HTTP, one API key per tenant, then its RSS")
 	serveMigrate = flag.Bool("serve-migrate", false, "with -serve: instead of the throughput runs, apply one tenant migration to every schema while the server serves calls over -spread tenants (a rolling deploy), and count failed calls")
+	pgSettings   = flag.String("pg-settings", "", "server settings for the embedded cluster (name=value,name=value), e.g. shared_buffers=128MB,max_files_per_process=1000 for PostgreSQL's defaults instead of store.EmbeddedSizing's")
+	serveAll     = flag.Bool("serve-all", true, "with -serve: keys for every tenant, and after the throughput runs one call in each tenant and the memory it leaves (false: keys for the -spread tenants only, throughput only)")
 	serveEnv     = flag.String("serve-env", "", "settings added to the serve's environment (space-separated NAME=value)")
 	audited      = flag.Int("audited", 0, "write and chain one audit record in this many tenants before the dump (so that -restore verifies chains that hold records)")
 )
@@ -57,7 +59,7 @@ func main() {
 	dump := flag.Bool("dump", false, "also time pg_dump --format=custom of the database")
 	configs := flag.String("configs", "lanes=1 max-uses=-1 max-tenants=-1; lanes=0 max-uses=-1 max-tenants=-1; lanes=0 max-uses=0 max-tenants=0",
 		"tenant-pool settings whose throughput and backend memory are measured one after the other, each on new connections, separated by ';': "+
-			"lanes (store.Options.TenantLanes), max-uses (ConnMaxUses), max-tenants (ConnMaxTenants), pool (TenantConns), affinity (AffinityConns); 0: the default, -1: never/none")
+			"lanes (store.Options.TenantLanes), max-uses (ConnMaxUses), max-tenants (ConnMaxTenants), pool (TenantConns), affinity (AffinityConns); 0: the default, -1: never/none; an empty part: the defaults; \"none\": no store-level runs")
 	flag.Parse()
 	if *data == "" {
 		d, err := os.MkdirTemp("", "gatehouse-tenants-")
@@ -81,7 +83,18 @@ type result struct{ what, value string }
 func run(n int, data string, parallel, spread int, duration time.Duration, conc int, migrate, dump bool, cfgs []poolConfig) error {
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	e, err := store.StartEmbedded(ctx, store.EmbeddedOptions{DataDir: data, Logger: logger})
+	eo := store.EmbeddedOptions{DataDir: data, Logger: logger}
+	if *pgSettings != "" {
+		eo.Settings = map[string]string{}
+		for kv := range strings.SplitSeq(*pgSettings, ",") {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok {
+				return fmt.Errorf("-pg-settings: %q is not name=value", kv)
+			}
+			eo.Settings[k] = v
+		}
+	}
+	e, err := store.StartEmbedded(ctx, eo)
 	if err != nil {
 		return err
 	}
@@ -262,6 +275,9 @@ type poolConfig struct{ opts store.Options }
 
 func parseConfigs(s string) ([]poolConfig, error) {
 	var out []poolConfig
+	if s == "none" {
+		return nil, nil
+	}
 	for part := range strings.SplitSeq(s, ";") {
 		var pc poolConfig
 		for kv := range strings.FieldsSeq(part) {

@@ -16,7 +16,14 @@ import (
 
 // benchSecret chains the bench's audit records, and those of the servers
 // -serve starts (GATEHOUSE_AUDIT_KEY), so that -restore can verify them.
-const benchSecret = "bench audit key, 32 bytes long.."
+// GATEHOUSE_AUDIT_KEY is a comma-separated list, so the secret has no comma
+// (with one, gatehouse serve refused to start: "the key that chains is 15
+// bytes"). Records the bench itself chained before were chained with
+// oldBenchSecret.
+const (
+	benchSecret    = "bench audit key: 32 bytes long.."
+	oldBenchSecret = "bench audit key, 32 bytes long.."
+)
 
 var benchAuditKey = store.NewAuditKey([]byte(benchSecret))
 
@@ -74,7 +81,7 @@ func restoreAndVerify(ctx context.Context, e *store.Embedded, data, dump string,
 	}
 	// Records chained by -serve's gatehouse serve use the bench key too
 	// (GATEHOUSE_AUDIT_KEY); older runs' used the key kept in the database.
-	keys := []store.AuditKey{benchAuditKey}
+	keys := []store.AuditKey{benchAuditKey, store.NewAuditKey([]byte(oldBenchSecret))}
 	if secret, err := rdb.Secret(ctx, "audit-key"); err == nil && len(secret) > 0 {
 		keys = append(keys, store.NewAuditKey(secret))
 	}
