@@ -75,10 +75,6 @@ func restoreAndVerify(ctx context.Context, e *store.Embedded, data, dump string,
 		return err
 	}
 	defer rdb.Close()
-	ts, err := rdb.FindTenants(ctx)
-	if err != nil {
-		return err
-	}
 	// Records chained by -serve's gatehouse serve use the bench key too
 	// (GATEHOUSE_AUDIT_KEY); older runs' used the key kept in the database.
 	keys := []store.AuditKey{benchAuditKey, store.NewAuditKey([]byte(oldBenchSecret))}
@@ -86,17 +82,70 @@ func restoreAndVerify(ctx context.Context, e *store.Embedded, data, dump string,
 		keys = append(keys, store.NewAuditKey(secret))
 	}
 	t0 = time.Now()
+	restored, records, err := verifyAll(ctx, rdb, keys)
+	if err != nil {
+		return err
+	}
+	d := time.Since(t0)
+	// A kept cluster may hold chains that do not verify for reasons of its
+	// own (earlier bench runs chained one tenant with the bench's key and the
+	// database's in turn: "written with a retired key"). The restore is
+	// right when every tenant verifies there exactly as in the source.
+	sdb, err := store.Open(ctx, e.ConnString(""), &store.Options{ControlConns: 4, TenantConns: 4, Logger: logger})
+	if err != nil {
+		return err
+	}
+	defer sdb.Close()
+	source, _, err := verifyAll(ctx, sdb, keys)
+	if err != nil {
+		return err
+	}
+	var intact, same, differ int
+	var example string
+	for k, p := range source {
+		q, ok := restored[k]
+		switch {
+		case !ok || p != q:
+			differ++
+			if differ <= 3 {
+				fmt.Fprintf(os.Stderr, "audit verify %s: source %q, restored %q (present: %v)\n", k, p, q, ok)
+			}
+		case p == "":
+			intact++
+		default:
+			same++
+			example = k + ": " + p
+		}
+	}
+	for k := range restored {
+		if _, ok := source[k]; !ok {
+			differ++ // a tenant only in the restore
+		}
+	}
+	add("audit verify of every tenant in the restored cluster, compared with the source", "%d tenants, %d records, %v: %d intact, %d with the same finding as in the source (%.200s), %d different",
+		len(restored), records, d.Round(time.Millisecond), intact, same, example, differ)
+	if differ > 0 {
+		return fmt.Errorf("audit verify: %d tenants verify differently after the restore", differ)
+	}
+	return nil
+}
+
+// verifyAll verifies every tenant's audit chain with keys and returns each
+// tenant's finding (empty: intact) by key, and the records verified.
+func verifyAll(ctx context.Context, db *store.DB, keys []store.AuditKey) (map[string]string, int, error) {
+	ts, err := db.FindTenants(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make(map[string]string, len(ts))
 	var records int
 	for _, t := range ts {
-		rep, err := rdb.VerifyAudit(ctx, t, keys...)
+		rep, err := db.VerifyAudit(ctx, t, keys...)
 		if err != nil {
-			return fmt.Errorf("audit verify %s: %w", t.Key, err)
+			return nil, 0, fmt.Errorf("audit verify %s: %w", t.Key, err)
 		}
-		if !rep.OK() {
-			return fmt.Errorf("audit verify %s after the restore: %s", t.Key, rep.Problem)
-		}
+		out[t.Key] = rep.Problem
 		records += rep.Verified
 	}
-	add("audit verify of every tenant in the restored cluster", "%d tenants, %d records, all intact, %v", len(ts), records, time.Since(t0).Round(time.Millisecond))
-	return nil
+	return out, records, nil
 }
