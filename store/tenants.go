@@ -45,6 +45,14 @@ func (db *DB) FindTenantByID(ctx context.Context, id string) (*tenancy.Tenant, e
 	return scanTenant(db.pool.QueryRow(ctx, selectTenant+" WHERE id = $1", id))
 }
 
+// FindTenantsByID returns those of the tenants with the given ids that
+// exist, in any order, in one statement (tenancy.Service refreshes the
+// tenants in use with it).
+func (db *DB) FindTenantsByID(ctx context.Context, ids []string) ([]*tenancy.Tenant, error) {
+	rows, _ := db.pool.Query(ctx, selectTenant+" WHERE id = ANY($1::uuid[])", ids)
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*tenancy.Tenant, error) { return scanTenant(r) })
+}
+
 // FindTenants returns every tenant, oldest first.
 func (db *DB) FindTenants(ctx context.Context) ([]*tenancy.Tenant, error) {
 	rows, _ := db.pool.Query(ctx, selectTenant+" ORDER BY created_at, key")

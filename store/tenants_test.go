@@ -231,3 +231,28 @@ func TestFindTenant(t *testing.T) {
 		t.Errorf("FindTenants = %d, %v", len(all), err)
 	}
 }
+
+// TestFindTenantsByID: the tenants that exist among the ids, in one
+// statement; unknown ids and an empty list are no error.
+func TestFindTenantsByID(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	a, b, c := mustTenant(t, db, "a.example"), mustTenant(t, db, "b.example"), mustTenant(t, db, "c.example")
+	got, err := db.FindTenantsByID(ctx, []string{a.ID, c.ID, "00000000-0000-4000-8000-000000000000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]string{}
+	for _, tn := range got {
+		keys[tn.ID] = tn.Key
+	}
+	if len(got) != 2 || keys[a.ID] != "a.example" || keys[c.ID] != "c.example" {
+		t.Errorf("FindTenantsByID(a, c, unknown) = %v, want a and c", keys)
+	}
+	if _, ok := keys[b.ID]; ok {
+		t.Error("FindTenantsByID returned a tenant not asked for")
+	}
+	if got, err := db.FindTenantsByID(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("FindTenantsByID(none) = %v, %v", got, err)
+	}
+}
