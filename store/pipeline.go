@@ -66,9 +66,10 @@ func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, 
 	} else {
 		tx.pre = append(tx.pre, queued{sql: open, args: []any{pgx.Identifier{t.Schema}.Sanitize()}})
 	}
-	// Gatehouse's fixed statements run prepared (see DB.prepare); the
-	// tool's own are prepared per tenant as they recur (prepared.go).
-	if err := db.prepare(ctx, conn, t.Schema, open, writeAuditSQL); err != nil {
+	// The opening runs prepared (see DB.prepare); the tool's statements
+	// and the audit INSERT, which name the tenant's tables, are prepared
+	// per tenant as they recur (prepared.go).
+	if err := db.prepare(ctx, conn, t.Schema, open); err != nil {
 		return err
 	}
 	rollback := func() {
@@ -89,7 +90,11 @@ func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, 
 			b.Queue(q.sql, q.args...)
 		}
 	}
-	b.Queue(writeAuditSQL,
+	auditSQL := writeAuditSQL
+	if tx.begun && !unprepared {
+		auditSQL = db.tenantStatement(ctx, conn, t.Schema, writeAuditSQL, true)
+	}
+	b.Queue(auditSQL,
 		rec.RequestID, rec.Decision, rec.Tool, rec.Subject, rec.Email, rec.Provider, rec.APIKeyID,
 		rec.ClientIP, rec.UserAgent, rec.Reason, rec.ArgsDigest, rec.Count, rec.Via).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&rec.ID, &rec.At)

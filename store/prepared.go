@@ -45,10 +45,13 @@ import (
 // Defaults of Options.PreparedStatements and Options.PrepareAfter.
 const (
 	// DefaultPreparedStatements bounds each tenant-pool connection's
-	// prepared statements: at ~10–30 KB of PostgreSQL memory each (a
-	// statement with its generic plan), 256 cost a backend a few MB,
-	// within issue 17's 64 MB per connection.
-	DefaultPreparedStatements = 256
+	// prepared statements: list_todos' statement with its generic plan
+	// took ~41 KB of a backend's memory (pg_backend_memory_contexts, 300
+	// tenants' statements prepared in one session, PostgreSQL 15), so 128
+	// cost at most ~5 MB per connection, beside the ~34 KB of caches per
+	// tenant the connection has served; issue 17 bounds a connection at
+	// 64 MB.
+	DefaultPreparedStatements = 128
 	// DefaultPrepareAfter: a statement is prepared on its second use on a
 	// connection; one that is seen once (a rare tenant, a one-off filter
 	// combination) costs no preparation and no slot.
@@ -158,6 +161,9 @@ func isOption(a any) bool {
 // tenantStatement returns the prepared name of sql in schema on conn, or
 // sql itself (see tenantSQL).
 func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql string, inTx bool) string {
+	if db.pooled || db.preparedCap <= 0 {
+		return sql
+	}
 	s := statementsOf(conn)
 	key := stmtKey{schema, sql}
 	el, ok := s.byKey[key]

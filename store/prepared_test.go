@@ -259,3 +259,29 @@ func TestPreparedStatementsConcurrent(t *testing.T) {
 	close(start)
 	wg.Wait()
 }
+
+// TestNothingPreparedBehindAPooler: behind a transaction pooler the next
+// transaction may run on another backend, so no tool statement is
+// prepared, however often it runs.
+func TestNothingPreparedBehindAPooler(t *testing.T) {
+	db, err := store.Open(context.Background(), storetest.ConnString(t), &store.Options{
+		TransactionPooler: true, TenantConns: 1, AffinityConns: -1, PrepareAfter: 1, Logger: storetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tn := mustTenant(t, db, "prepared-pooler.example")
+	for range 3 {
+		titles(t, db, tn, "SELECT title FROM todos")
+		rec := &store.AuditRecord{RequestID: "pooler", Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
+		if err := db.InTenantWrite(context.Background(), tn, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := store.AddTodo(ctx, tx, "pooled", "", "s")
+			return err
+		}, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if names := preparedNames(t, db, tn); len(names) != 0 {
+		t.Errorf("behind a pooler, %d statements were prepared: %v", len(names), names)
+	}
+}
