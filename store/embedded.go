@@ -368,8 +368,8 @@ func (e *Embedded) start(ctx context.Context, opts EmbeddedOptions) (started boo
 // with (besides max_locks_per_transaction, see sizeLockTable) on a machine
 // with mem bytes of memory (0: unknown). Both bound what a spread of calls
 // over many tenants costs; measured with bench/tenants at 10,000 tenants,
-// calls over 2,000 of them (bench/README.md, "Calls spread over many
-// tenants"):
+// calls over 2,000 of them (bench/README.md, "why calls spread over many
+// tenants are slower"):
 //
 //   - shared_buffers: a quarter of the memory (PostgreSQL's documented
 //     starting point, "Resource Consumption"), at least PostgreSQL's

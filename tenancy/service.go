@@ -127,8 +127,8 @@ const refreshBatch = 1000
 // expires and costs a row of a shared statement every CacheTTL/3, instead
 // of a statement of its own on the request path every CacheTTL: measured
 // at 10,000 tenants with calls spread over 2,000 of them, about a third of
-// the calls waited for their tenant's record (bench/README.md, "Calls
-// spread over many tenants"). A record is never reused longer after it was
+// the calls waited for their tenant's record (bench/README.md, "why calls
+// spread over many tenants are slower"). A record is never reused longer after it was
 // read than before. A tenant no longer found (deleted) is left to expire;
 // when the store fails, the records expire as they would without refresh.
 func (s *Service) refresh(ctx context.Context) {
