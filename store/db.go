@@ -70,7 +70,14 @@ type Options struct {
 	// backend meets about 1/TenantLanes of the busy tenants. A call never
 	// waits for its lane while another has a free connection (affinity.go).
 	TenantLanes int
-	Logger      *slog.Logger
+	// PreparedStatements bounds the tools' statements each tenant-pool
+	// connection keeps prepared (zero: DefaultPreparedStatements;
+	// negative: none), and PrepareAfter is how often a statement is seen
+	// on a connection before it is prepared there (zero:
+	// DefaultPrepareAfter). See prepared.go. Nothing is prepared behind a
+	// transaction pooler.
+	PreparedStatements, PrepareAfter int
+	Logger                           *slog.Logger
 }
 
 // DefaultConnMaxUses is the default of Options.ConnMaxUses: never. A
@@ -137,6 +144,9 @@ type DB struct {
 	secrets        sync.Map // name → []byte, see Secret
 	auditMarks     sync.Map // tenant id → *atomic.Int64: when this process last marked it (audit_pending.go)
 	limits         Options  // the bounds in force
+	// preparedCap and prepareAfter: Options.PreparedStatements and
+	// Options.PrepareAfter in force (prepared.go).
+	preparedCap, prepareAfter int
 }
 
 // Open connects to the database at connString and checks that it answers.
@@ -181,7 +191,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 	}
 	db := &DB{pool: pool, work: work, log: log, hotMode: pgx.QueryExecModeCacheStatement, pooled: opts.TransactionPooler,
 		queryAll: semaphore.NewWeighted(int64(lim.QueryConns)), queryTenantMax: int64(lim.TenantQueryConns),
-		queryTenant: map[string]*tenantSem{}, limits: lim}
+		queryTenant: map[string]*tenantSem{}, limits: lim, preparedCap: lim.PreparedStatements, prepareAfter: lim.PrepareAfter}
 	if opts.TransactionPooler {
 		db.hotMode = pgx.QueryExecModeExec
 	}
@@ -227,6 +237,15 @@ func withDefaults(o Options) Options {
 		o.TenantLanes = DefaultTenantLanes(pool)
 	}
 	o.TenantLanes = min(o.TenantLanes, int(pool))
+	switch {
+	case o.PreparedStatements == 0:
+		o.PreparedStatements = DefaultPreparedStatements
+	case o.PreparedStatements < 0:
+		o.PreparedStatements = 0
+	}
+	if o.PrepareAfter <= 0 {
+		o.PrepareAfter = DefaultPrepareAfter
+	}
 	return o
 }
 

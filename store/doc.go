@@ -95,9 +95,14 @@
 // choice; its single global advisory lock id would serialise every tenant's
 // migration and its RESET ALL between steps drops the tenant search_path.)
 //
-// Queries use pgx's QueryExecModeExec: no server-side prepared statements,
-// so nothing goes stale when search_path changes between tenants at different
-// migration versions, and it works through PgBouncer in transaction mode.
+// Queries use pgx's QueryExecModeExec: no server-side prepared statements
+// unless named below, so it works through PgBouncer in transaction mode.
+// Gatehouse's fixed hot-path statements are prepared once per connection
+// (DB.prepare), and the tools' own statements in reads and writes are
+// prepared per tenant schema and connection once they recur, in a bounded
+// cache (prepared.go: why a tenant at another migration version, or one
+// migrating, never runs a statement bound to other tables). Neither
+// behind a transaction pooler.
 //
 // store imports identity and tenancy for their types; it must not import mcp.
 package store

@@ -40,7 +40,22 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 	// idle: the pool closes it on Release instead of reusing it.
 	defer release()
 	conn := pc.Conn()
-	tx := &pipeTx{conn: conn}
+	err = db.writeOnce(ctx, conn, t, fn, rec, false)
+	if planChanged(err) {
+		// A prepared statement of the tool's saw its result columns
+		// change (a migration) and the transaction rolled back: the
+		// tenant's statements are dropped and the write runs again,
+		// unprepared (prepared.go).
+		forgetTenantStatements(conn, t.Schema)
+		err = db.writeOnce(ctx, conn, t, fn, rec, true)
+	}
+	return err
+}
+
+// writeOnce is one attempt of [DB.InTenantWrite] on conn; unprepared
+// keeps the tool's statements unprepared.
+func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, fn func(ctx context.Context, tx pgx.Tx) error, rec *AuditRecord, unprepared bool) error {
+	tx := &pipeTx{conn: conn, db: db, schema: t.Schema, unprepared: unprepared}
 	// The same opening as withTenantMode's, as separate statements (one
 	// Parse each in the extended protocol).
 	tx.pre = append(tx.pre, queued{sql: "BEGIN"})
@@ -51,9 +66,10 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 	} else {
 		tx.pre = append(tx.pre, queued{sql: open, args: []any{pgx.Identifier{t.Schema}.Sanitize()}})
 	}
-	// Gatehouse's fixed statements run prepared (see DB.prepare); the
-	// tool's own run as they are.
-	if err := db.prepare(ctx, conn, t.Schema, open, writeAuditSQL); err != nil {
+	// The opening runs prepared (see DB.prepare); the tool's statements
+	// and the audit INSERT, which name the tenant's tables, are prepared
+	// per tenant as they recur (prepared.go).
+	if err := db.prepare(ctx, conn, t.Schema, open); err != nil {
 		return err
 	}
 	rollback := func() {
@@ -74,7 +90,11 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 			b.Queue(q.sql, q.args...)
 		}
 	}
-	b.Queue(writeAuditSQL,
+	auditSQL := writeAuditSQL
+	if tx.begun && !unprepared {
+		auditSQL = db.tenantStatement(ctx, conn, t.Schema, writeAuditSQL, true)
+	}
+	b.Queue(auditSQL,
 		rec.RequestID, rec.Decision, rec.Tool, rec.Subject, rec.Email, rec.Provider, rec.APIKeyID,
 		rec.ClientIP, rec.UserAgent, rec.Reason, rec.ArgsDigest, rec.Count, rec.Via).QueryRow(func(row pgx.Row) error {
 		return row.Scan(&rec.ID, &rec.At)
@@ -116,18 +136,33 @@ type pipeTx struct {
 	conn  *pgx.Conn
 	pre   []queued
 	begun bool
+	// db and schema prepare the tool's statements for the tenant
+	// (prepared.go), unless unprepared is set.
+	db         *DB
+	schema     string
+	unprepared bool
+}
+
+// sql is what to send for the tool's statement sql with args: its
+// prepared name or sql itself (prepared.go).
+func (tx *pipeTx) sql(ctx context.Context, sql string, args []any) (string, []any) {
+	if tx.unprepared {
+		return sql, args
+	}
+	return tx.db.tenantSQL(ctx, tx.conn, tx.schema, sql, args, tx.begun)
 }
 
 var errPipeTx = errors.New("store: a call's write transaction cannot be committed, rolled back or nested by the tool")
 
 // open returns a batch holding the opening statements and sql, and the
 // number of results to read before sql's own.
-func (tx *pipeTx) open(sql string, args []any) (*pgx.Batch, int) {
+func (tx *pipeTx) open(ctx context.Context, sql string, args []any) (*pgx.Batch, int) {
 	b := &pgx.Batch{}
 	for _, q := range tx.pre {
 		b.Queue(q.sql, q.args...)
 	}
-	b.Queue(sql, args...)
+	psql, pargs := tx.sql(ctx, sql, args)
+	b.Queue(psql, pargs...)
 	tx.begun = true
 	return b, len(tx.pre)
 }
@@ -175,9 +210,10 @@ func (tx *pipeTx) Prepare(ctx context.Context, name, sql string) (*pgconn.Statem
 
 func (tx *pipeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	if tx.begun {
+		sql, args = tx.sql(ctx, sql, args)
 		return tx.conn.Exec(ctx, sql, args...)
 	}
-	b, n := tx.open(sql, args)
+	b, n := tx.open(ctx, sql, args)
 	br := tx.conn.SendBatch(ctx, b)
 	for range n {
 		if _, err := br.Exec(); err != nil {
@@ -194,9 +230,10 @@ func (tx *pipeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 
 func (tx *pipeTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	if tx.begun {
+		sql, args = tx.sql(ctx, sql, args)
 		return tx.conn.Query(ctx, sql, args...)
 	}
-	b, n := tx.open(sql, args)
+	b, n := tx.open(ctx, sql, args)
 	br := tx.conn.SendBatch(ctx, b)
 	for range n {
 		if _, err := br.Exec(); err != nil {

@@ -42,7 +42,7 @@ func (db *DB) InTenantReadOnly(ctx context.Context, t *tenancy.Tenant, fn func(c
 		return err
 	}
 	defer release()
-	tx := &readTx{conn: pc.Conn()}
+	tx := &readTx{conn: pc.Conn(), db: db, schema: t.Schema}
 	tx.owner = queued{sql: readOpenOwnerSQL, args: []any{pgx.Identifier{t.Schema}.Sanitize()}}
 	tx.prelude = tx.owner // a database whose account cannot create roles: schema isolation only
 	if t.DBRole != "" {
@@ -72,6 +72,10 @@ type readTx struct {
 	// (see [DB.AsAdmin]: Gatehouse's own SQL on the control schema).
 	owner   queued
 	asOwner bool
+	// db and schema prepare the tool's statements for the tenant
+	// (prepared.go).
+	db     *DB
+	schema string
 }
 
 var errReadTx = errors.New("store: a read runs each statement in its own implicit transaction; it cannot commit, roll back, nest, prepare, copy or use its connection directly")
@@ -91,15 +95,25 @@ func (tx *readTx) Prepare(context.Context, string, string) (*pgconn.StatementDes
 }
 
 // send sends the prelude and b's statements in one batch, and reads the
-// prelude's result.
-func (tx *readTx) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error) {
+// prelude's result. b's statements run prepared for the tenant where
+// prepared.go says so, unless unprepared is set.
+func (tx *readTx) send(ctx context.Context, b *pgx.Batch, unprepared bool) (pgx.BatchResults, error) {
 	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(b.QueuedQueries)+1)}
 	p := tx.prelude
 	if tx.asOwner {
 		p = tx.owner
 	}
 	all.Queue(p.sql, p.args...)
-	all.QueuedQueries = append(all.QueuedQueries, b.QueuedQueries...)
+	for _, q := range b.QueuedQueries {
+		if !unprepared {
+			if sql, args := tx.db.tenantSQL(ctx, tx.conn, tx.schema, q.SQL, q.Arguments, false); sql != q.SQL {
+				pq := *q
+				pq.SQL, pq.Arguments = sql, args
+				q = &pq
+			}
+		}
+		all.QueuedQueries = append(all.QueuedQueries, q)
+	}
 	br := tx.conn.SendBatch(ctx, all)
 	if _, err := br.Exec(); err != nil {
 		_ = br.Close()
@@ -108,8 +122,23 @@ func (tx *readTx) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, err
 	return br, nil
 }
 
+// retry says whether a statement that failed with err is sent once more,
+// unprepared: PostgreSQL refused its prepared form because its result
+// columns changed (a migration), and the tenant's statements on this
+// connection are dropped.
+func (tx *readTx) retry(err error) bool {
+	if !planChanged(err) {
+		return false
+	}
+	forgetTenantStatements(tx.conn, tx.schema)
+	return true
+}
+
+// SendBatch sends b after the prelude. A batch is not sent again when a
+// prepared statement's result type changed (its callbacks may have run):
+// that error is returned and the next call runs unprepared.
 func (tx *readTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	br, err := tx.send(ctx, b)
+	br, err := tx.send(ctx, b, false)
 	if err != nil {
 		return failedBatch{err}
 	}
@@ -117,9 +146,17 @@ func (tx *readTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults 
 }
 
 func (tx *readTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	tag, err := tx.exec(ctx, sql, args, false)
+	if tx.retry(err) {
+		tag, err = tx.exec(ctx, sql, args, true)
+	}
+	return tag, err
+}
+
+func (tx *readTx) exec(ctx context.Context, sql string, args []any, unprepared bool) (pgconn.CommandTag, error) {
 	b := &pgx.Batch{}
 	b.Queue(sql, args...)
-	br, err := tx.send(ctx, b)
+	br, err := tx.send(ctx, b, unprepared)
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
@@ -131,9 +168,17 @@ func (tx *readTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 }
 
 func (tx *readTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	rows, err := tx.query(ctx, sql, args, false)
+	if tx.retry(err) {
+		rows, err = tx.query(ctx, sql, args, true)
+	}
+	return rows, err
+}
+
+func (tx *readTx) query(ctx context.Context, sql string, args []any, unprepared bool) (pgx.Rows, error) {
 	b := &pgx.Batch{}
 	b.Queue(sql, args...)
-	br, err := tx.send(ctx, b)
+	br, err := tx.send(ctx, b, unprepared)
 	if err != nil {
 		return &batchRows{err: err}, err
 	}

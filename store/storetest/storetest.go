@@ -115,10 +115,12 @@ func ConnString(tb testing.TB) string {
 }
 
 // MustOpenDB opens a new, migrated, empty database, closed and dropped when
-// the test ends.
+// the test ends. Its tools' statements are prepared on their first use
+// (store.Options.PrepareAfter 1), so every test through it runs them
+// prepared, as a busy server does.
 func MustOpenDB(tb testing.TB) *store.DB {
 	tb.Helper()
-	db, err := store.Open(context.Background(), ConnString(tb), &store.Options{Logger: Logger(tb)})
+	db, err := store.Open(context.Background(), ConnString(tb), &store.Options{Logger: Logger(tb), PrepareAfter: 1})
 	if err != nil {
 		tb.Fatal(err)
 	}

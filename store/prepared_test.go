@@ -1,0 +1,287 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// openOneConn opens a database whose tenant work runs on one connection,
+// so that every tenant's statements meet on the same backend.
+func openOneConn(t *testing.T, prepared int) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), storetest.ConnString(t), &store.Options{
+		TenantConns: 1, AffinityConns: -1, ConnMaxTenants: -1, PreparedStatements: prepared, PrepareAfter: 1,
+		Logger: storetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
+
+// titles reads the titles of tn's todos with sql, in a read.
+func titles(t *testing.T, db *store.DB, tn *tenancy.Tenant, sql string) []string {
+	t.Helper()
+	var got []string
+	err := db.InTenantReadOnly(context.Background(), tn, func(ctx context.Context, tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, sql)
+		var err error
+		got, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", tn.Key, err)
+	}
+	slices.Sort(got)
+	return got
+}
+
+// preparedNames lists the tools' statements prepared on the tenant
+// connection, as seen from a read of tn.
+func preparedNames(t *testing.T, db *store.DB, tn *tenancy.Tenant) map[string]string {
+	t.Helper()
+	names := map[string]string{}
+	err := db.InTenantReadOnly(context.Background(), tn, func(ctx context.Context, tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, "SELECT name, statement FROM pg_prepared_statements WHERE name LIKE 'gh\\_%'")
+		var name, stmt string
+		_, err := pgx.ForEachRow(rows, []any{&name, &stmt}, func() error { names[name] = stmt; return nil })
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// TestPreparedStatementsStayInTheirTenant tries to make one tenant's
+// prepared statement serve another: the same SQL, reads and writes, from
+// tenants taking turns on one connection, must each see and change only
+// their own tables; and a statement prepared for one tenant, run by its
+// name in another tenant's read, reads that other tenant's tables
+// (PostgreSQL re-analyses it under the current search_path), never the
+// tenant it was prepared for.
+func TestPreparedStatementsStayInTheirTenant(t *testing.T) {
+	db := openOneConn(t, 0)
+	ctx := context.Background()
+	a := mustTenant(t, db, "prepared-a.example")
+	b := mustTenant(t, db, "prepared-b.example")
+	if a.DBRole == "" {
+		t.Skip("this database cannot create roles")
+	}
+	const list = "SELECT title FROM todos"
+	for round := range 3 {
+		for _, tn := range []*tenancy.Tenant{a, b} {
+			rec := &store.AuditRecord{RequestID: "prep", Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
+			if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+				_, err := store.AddTodo(ctx, tx, fmt.Sprintf("%s-%d", tn.Key, round), "", "s")
+				return err
+			}, rec); err != nil {
+				t.Fatal(err)
+			}
+			got := titles(t, db, tn, list)
+			want := []string{}
+			for r := range round + 1 {
+				want = append(want, fmt.Sprintf("%s-%d", tn.Key, r))
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("round %d, %s read %v, want %v", round, tn.Key, got, want)
+			}
+		}
+	}
+	names := preparedNames(t, db, a)
+	var listNames []string
+	for name, stmt := range names {
+		if stmt == list {
+			listNames = append(listNames, name)
+		}
+	}
+	if len(listNames) != 2 {
+		t.Fatalf("the read was prepared as %d statements (%v), want one per tenant", len(listNames), names)
+	}
+	// Each of the two, run by name in b's read, reads b's todos.
+	for _, name := range listNames {
+		got := titles(t, db, b, name)
+		if len(got) != 3 || !strings.HasPrefix(got[0], b.Key) {
+			t.Errorf("statement %s run in %s's read returned %v", name, b.Key, got)
+		}
+	}
+}
+
+// TestPreparedStatementsBounded: a connection keeps at most its bound of
+// the tools' statements prepared, however many different ones it runs,
+// and each still returns its own result.
+func TestPreparedStatementsBounded(t *testing.T) {
+	const bound = 4
+	db := openOneConn(t, bound)
+	tn := mustTenant(t, db, "prepared-bound.example")
+	for round := range 2 {
+		for i := range 3 * bound {
+			var got int
+			err := db.InTenantReadOnly(context.Background(), tn, func(ctx context.Context, tx pgx.Tx) error {
+				return tx.QueryRow(ctx, fmt.Sprintf("SELECT %d + count(*)::int FROM todos", i)).Scan(&got)
+			})
+			if err != nil || got != i {
+				t.Fatalf("round %d, statement %d: %d, %v", round, i, got, err)
+			}
+		}
+	}
+	// preparedNames' own statement is one of them.
+	if n := len(preparedNames(t, db, tn)); n > bound {
+		t.Errorf("%d statements prepared on the connection, bound %d", n, bound)
+	} else if n < 2 {
+		t.Errorf("only %d statements prepared: preparing is not on", n)
+	}
+}
+
+// TestPreparedStatementsAcrossMigration: a tenant migration that changes
+// what a prepared read and a prepared write return (PostgreSQL: "cached
+// plan must not change result type") costs no call: the read returns the
+// new columns, and the write commits once, with its audit record once.
+func TestPreparedStatementsAcrossMigration(t *testing.T) {
+	db := openOneConn(t, 0)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "prepared-migrate.example")
+	read := func() []string {
+		var cols []string
+		err := db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, "SELECT * FROM projects LIMIT 0")
+			if err != nil {
+				return err
+			}
+			for _, f := range rows.FieldDescriptions() {
+				cols = append(cols, f.Name)
+			}
+			rows.Close()
+			return rows.Err()
+		})
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		return cols
+	}
+	write := func(name string) []string {
+		var cols []string
+		rec := &store.AuditRecord{RequestID: "migrate-" + name, Decision: store.Allowed, Tool: "add_project", Subject: "s", Count: 1}
+		err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, "INSERT INTO projects (name, created_by) VALUES ($1, 's') RETURNING *", name)
+			if err != nil {
+				return err
+			}
+			cols = nil
+			for _, f := range rows.FieldDescriptions() {
+				cols = append(cols, f.Name)
+			}
+			rows.Close()
+			return rows.Err()
+		}, rec)
+		if err != nil {
+			t.Fatalf("write %s: %v", name, err)
+		}
+		return cols
+	}
+	before := read()
+	write("before") // both prepared now
+	alter := fmt.Sprintf("ALTER TABLE %s ADD COLUMN colour text NOT NULL DEFAULT ''",
+		pgx.Identifier{tn.Schema, "projects"}.Sanitize())
+	if _, err := db.Pool().Exec(ctx, alter); err != nil {
+		t.Fatal(err)
+	}
+	after := read()
+	if len(after) != len(before)+1 || after[len(after)-1] != "colour" {
+		t.Errorf("read after the migration: columns %v, before %v", after, before)
+	}
+	if cols := write("after"); len(cols) != len(before)+1 {
+		t.Errorf("write after the migration returned columns %v", cols)
+	}
+	var projects, records int
+	q := fmt.Sprintf("SELECT (SELECT count(*) FROM %s WHERE name = 'after'), (SELECT count(*) FROM %s WHERE request_id = 'migrate-after')",
+		pgx.Identifier{tn.Schema, "projects"}.Sanitize(), pgx.Identifier{tn.Schema, "audit_log"}.Sanitize())
+	if err := db.Pool().QueryRow(ctx, q).Scan(&projects, &records); err != nil {
+		t.Fatal(err)
+	}
+	if projects != 1 || records != 1 {
+		t.Errorf("the write across the migration left %d projects and %d records, want 1 and 1", projects, records)
+	}
+}
+
+// TestPreparedStatementsConcurrent: many tenants' reads and writes at once
+// over a small pool, every statement prepared on first use, each call
+// seeing only its tenant's rows (-race).
+func TestPreparedStatementsConcurrent(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, storetest.ConnString(t), &store.Options{TenantConns: 3, AffinityConns: -1, PreparedStatements: 5, PrepareAfter: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var tenants []*tenancy.Tenant
+	for i := range 6 {
+		tenants = append(tenants, mustTenant(t, db, fmt.Sprintf("prepared-c%d.example", i)))
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, tn := range tenants {
+		for w := range 3 {
+			wg.Go(func() {
+				<-start
+				for n := range 8 {
+					title := fmt.Sprintf("%s/%d/%d", tn.Key, w, n)
+					rec := &store.AuditRecord{RequestID: title, Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
+					if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+						_, err := store.AddTodo(ctx, tx, title, "", "s")
+						return err
+					}, rec); err != nil {
+						t.Error(err)
+						return
+					}
+					var foreign int
+					err := db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+						return tx.QueryRow(ctx, "SELECT count(*) FROM todos WHERE title NOT LIKE $1", tn.Key+"/%").Scan(&foreign)
+					})
+					if err != nil || foreign != 0 {
+						t.Errorf("tenant %d read %d foreign todos (%v)", i, foreign, err)
+						return
+					}
+				}
+			})
+		}
+	}
+	close(start)
+	wg.Wait()
+}
+
+// TestNothingPreparedBehindAPooler: behind a transaction pooler the next
+// transaction may run on another backend, so no tool statement is
+// prepared, however often it runs.
+func TestNothingPreparedBehindAPooler(t *testing.T) {
+	db, err := store.Open(context.Background(), storetest.ConnString(t), &store.Options{
+		TransactionPooler: true, TenantConns: 1, AffinityConns: -1, PrepareAfter: 1, Logger: storetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tn := mustTenant(t, db, "prepared-pooler.example")
+	for range 3 {
+		titles(t, db, tn, "SELECT title FROM todos")
+		rec := &store.AuditRecord{RequestID: "pooler", Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
+		if err := db.InTenantWrite(context.Background(), tn, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := store.AddTodo(ctx, tx, "pooled", "", "s")
+			return err
+		}, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if names := preparedNames(t, db, tn); len(names) != 0 {
+		t.Errorf("behind a pooler, %d statements were prepared: %v", len(names), names)
+	}
+}
