@@ -60,14 +60,13 @@ func (db *DB) markAuditPending(ctx context.Context, t *tenancy.Tenant) error {
 	return nil
 }
 
-// clearAuditPending removes t's mark when nothing in its audit log is left
-// unchained and the mark has not been renewed for markStale. It runs in
-// the chainer's transaction, after its last batch.
-func clearAuditPending(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant, table string) error {
-	_, err := tx.Exec(ctx, `DELETE FROM gatehouse.audit_pending WHERE tenant_id = $1
+// queueClearAuditPending queues the removal of t's mark for when nothing in
+// its audit log is left unchained and the mark has not been renewed for
+// markStale. It runs in the chainer's transaction, after its last batch.
+func queueClearAuditPending(b *pgx.Batch, t *tenancy.Tenant, table string) {
+	b.Queue(`DELETE FROM gatehouse.audit_pending WHERE tenant_id = $1
 		AND marked_at < now() - make_interval(secs => $2)
 		AND NOT EXISTS (SELECT 1 FROM `+table+` WHERE chain_seq IS NULL)`, t.ID, markStale.Seconds())
-	return err
 }
 
 // TenantsWithUnchainedAudit lists the tenants marked as possibly having
