@@ -138,9 +138,10 @@ func scanAudit(row pgx.CollectableRow) (*AuditRecord, error) {
 // row locks (SELECT … FOR UPDATE wrote a lock into every row, WAL
 // included, only for the UPDATE to write it again).
 //
-// A pass is two round trips, whatever it finds: BEGIN, the lock, the head
-// and the records in one pipelined batch; the UPDATE, the new head, the
-// pending mark and COMMIT in another (it runs every second for every
+// A pass is two round trips, whatever it finds: BEGIN, the lock, the head,
+// the records and the age of the tenant's pending mark in one pipelined
+// batch; the UPDATE, the new head, the pending mark's removal (when
+// nothing is left and the mark is stale) and COMMIT in another (it runs every second for every
 // tenant with new records, so at many quiet tenants its round trips, seven
 // or eight one by one, were most of its cost). A statement that fails
 // aborts the transaction and the statements after it in its batch; the
@@ -190,6 +191,7 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 	var seq int64
 	prev := []byte{}
 	var recs []*AuditRecord
+	var stale bool // the tenant's pending mark is old enough to be removed
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(chainLockSQL, t.ID, seed)
@@ -204,6 +206,7 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 		recs, err = pgx.CollectRows(rows, scanAudit)
 		return err
 	})
+	queueStaleAuditPending(b, t, &stale)
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, err
 	}
@@ -227,7 +230,7 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 			ids, seqs, prevs, hashes, key.ID, ids[0], ids[len(ids)-1])
 		b.Queue(chainHeadUpsertSQL, t.ID, seq, prev)
 	}
-	if len(recs) < batch { // nothing left: the tenant may leave the pending list
+	if len(recs) < batch && stale { // nothing left: the tenant may leave the pending list
 		queueClearAuditPending(b, t, table)
 	}
 	b.Queue("COMMIT")
