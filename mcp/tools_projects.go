@@ -55,7 +55,9 @@ func createProjectTool() *Tool {
 		if name == "" {
 			return projectOut{}, invalidArgs("name must not be blank")
 		}
-		p, err := store.CreateProject(ctx, c.Tx, name, in.Description, c.Principal.Subject)
+		// The write's last statement (see add_todo); a taken name is
+		// PostgreSQL's unique violation, which rolls everything back.
+		p, err := store.CreateProject(store.Final(ctx), c.Tx, name, in.Description, c.Principal.Subject)
 		return projectOut{p}, projectError(err, name, "")
 	})
 }

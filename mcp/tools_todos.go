@@ -81,7 +81,10 @@ func addTodoTool() *Tool {
 			}
 			n.ProjectID = &in.ProjectID
 		}
-		t, err := store.CreateTodo(ctx, c.Tx, n)
+		// The INSERT is the write's last statement: its audit record and
+		// COMMIT travel with it (one round trip). Its failures are
+		// PostgreSQL's, which roll everything back.
+		t, err := store.CreateTodo(store.Final(ctx), c.Tx, n)
 		return todoOut{t}, err
 	})
 }

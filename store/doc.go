@@ -33,14 +33,16 @@
 // The database's share of a call is kept small (DESIGN §8c): a call that
 // changes data runs [DB.InTenantWrite], whose opening statements travel
 // with the tool's first statement and whose audit record travels with
-// COMMIT (two round trips); a read runs [DB.InTenantReadOnly], each of
+// COMMIT (two round trips), or with the tool's last statement when the
+// tool marks it [Final] (add_todo, create_project: one round trip); a read runs [DB.InTenantReadOnly], each of
 // its statements one round trip with no BEGIN or COMMIT (the tenant's
 // settings travel with it in one implicit transaction); audit records of
 // calls that change nothing are written together by [DB.InsertAuditBatch]
 // (one round trip, one commit); rate limits are leased ([DB.GCRALease]).
 // Gatehouse's own fixed statements on these paths are prepared once per
-// connection (not behind a transaction pooler), since planning them per
-// call cost more than running them; the tools' statements are not.
+// connection, and the tools' statements per tenant as they recur
+// (prepared.go), not behind a transaction pooler: planning them per call
+// cost more than running them.
 //
 // A PostgreSQL backend keeps the catalog caches of every tenant schema it
 // has served (25–55 KB each, never given back), so the tenant-work pool

@@ -15,13 +15,18 @@ import (
 // InTenantWrite is [DB.InTenant] for a call that changes data, with its
 // audit record, in two round trips when fn sends one statement: the
 // transaction's opening statements (BEGIN, both set_configs) travel in one
-// pipelined message with fn's first statement, and rec's INSERT travels with COMMIT. The record commits with
-// the effect or not at all, as with [InsertAudit] in [DB.InTenant].
+// pipelined message with fn's first statement, and rec's INSERT travels
+// with COMMIT. A statement fn marks with [Final] carries rec's INSERT and
+// COMMIT itself, so a write of one final statement takes one round trip.
+// The record commits with the effect or not at all, as with [InsertAudit]
+// in [DB.InTenant].
 //
 // fn gets a pgx.Tx whose statements run on the transaction's connection;
 // it cannot open nested transactions (savepoints) or commit. rec is
 // cleaned (see [CleanText]) and gets its id and time. An error from fn
-// or from the commit rolls everything back and is returned.
+// or from the commit rolls everything back and is returned; an error
+// from fn after its final statement committed is returned wrapped in one
+// that says the write committed.
 func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx context.Context, tx pgx.Tx) error, rec *AuditRecord) error {
 	if holdsTenantConn(ctx) {
 		return ErrNestedConnection
@@ -55,7 +60,7 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 // writeOnce is one attempt of [DB.InTenantWrite] on conn; unprepared
 // keeps the tool's statements unprepared.
 func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, fn func(ctx context.Context, tx pgx.Tx) error, rec *AuditRecord, unprepared bool) error {
-	tx := &pipeTx{conn: conn, db: db, schema: t.Schema, unprepared: unprepared}
+	tx := &pipeTx{conn: conn, db: db, schema: t.Schema, unprepared: unprepared, rec: rec}
 	// The same opening as withTenantMode's, as separate statements (one
 	// Parse each in the extended protocol).
 	tx.pre = append(tx.pre, queued{sql: "BEGIN"})
@@ -79,7 +84,25 @@ func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, 
 			_, _ = conn.Exec(rctx, "ROLLBACK")
 		}
 	}
-	if err := fn(context.WithValue(ctx, holdKey{}, true), tx); err != nil {
+	err := fn(context.WithValue(ctx, holdKey{}, true), tx)
+	if ferr := tx.finish(); err == nil {
+		err = ferr
+	}
+	if tx.ended {
+		// The final statement carried the record and COMMIT.
+		switch {
+		case err != nil && tx.committed:
+			return fmt.Errorf("store: the write committed with its final statement, then the tool failed: %w", err)
+		case err != nil:
+			rollback()
+			return err
+		case !tx.committed:
+			rollback()
+			return pgx.ErrTxCommitRollback
+		}
+		return nil
+	}
+	if err != nil {
 		rollback()
 		return err
 	}
@@ -141,7 +164,34 @@ type pipeTx struct {
 	db         *DB
 	schema     string
 	unprepared bool
+	// rec is the write's audit record. A statement sent with a context
+	// from [Final] carries it and COMMIT (ended); committed is set once
+	// PostgreSQL has answered that COMMIT with COMMIT; endRows are that
+	// statement's rows, whose closing reads the record and COMMIT.
+	rec       *AuditRecord
+	ended     bool
+	committed bool
+	endRows   *batchRows
 }
+
+// finalKey marks a statement as its write's last (see Final).
+type finalKey struct{}
+
+// Final returns ctx marking the statement sent with it, in a write
+// ([DB.InTenantWrite]), as the write's last: the write's audit record and
+// COMMIT travel in the same message as that statement, so a write whose
+// only statement is final takes one round trip (BEGIN, the tenant's
+// settings, the statement, the record, COMMIT) instead of two. The
+// record is written as it stands when the statement is sent. After it,
+// the tool may read the statement's result but send nothing more, and
+// must not fail: the write has committed (InTenantWrite returns an error
+// that says so if it does). If the statement fails, PostgreSQL rolls the
+// whole transaction back, record included, as it would have at COMMIT.
+// Outside a write, or in a read, Final changes nothing.
+func Final(ctx context.Context) context.Context { return context.WithValue(ctx, finalKey{}, true) }
+
+// errAfterFinal refuses a statement sent after a write's final one.
+var errAfterFinal = errors.New("store: a statement was sent after the write's final statement (store.Final)")
 
 // sql is what to send for the tool's statement sql with args: its
 // prepared name or sql itself (prepared.go).
@@ -154,17 +204,78 @@ func (tx *pipeTx) sql(ctx context.Context, sql string, args []any) (string, []an
 
 var errPipeTx = errors.New("store: a call's write transaction cannot be committed, rolled back or nested by the tool")
 
-// open returns a batch holding the opening statements and sql, and the
-// number of results to read before sql's own.
-func (tx *pipeTx) open(ctx context.Context, sql string, args []any) (*pgx.Batch, int) {
+// send sends sql (prepared where prepared.go says so) in one message
+// with the transaction's opening statements if they have not been sent,
+// and with the write's record and COMMIT if ctx marks it final, and reads
+// the results before sql's. direct is set (and nothing sent) when sql is
+// neither first nor final: it then runs on the connection as it is.
+func (tx *pipeTx) send(ctx context.Context, sql string, args []any) (br pgx.BatchResults, direct bool, err error) {
+	if tx.ended {
+		return nil, false, errAfterFinal
+	}
+	final := tx.rec != nil && ctx.Value(finalKey{}) != nil
+	if tx.begun && !final {
+		return nil, true, nil
+	}
 	b := &pgx.Batch{}
-	for _, q := range tx.pre {
-		b.Queue(q.sql, q.args...)
+	n := 0
+	if !tx.begun {
+		for _, q := range tx.pre {
+			b.Queue(q.sql, q.args...)
+		}
+		n = len(tx.pre)
 	}
 	psql, pargs := tx.sql(ctx, sql, args)
 	b.Queue(psql, pargs...)
+	if final {
+		tx.queueEnd(ctx, b)
+	}
 	tx.begun = true
-	return b, len(tx.pre)
+	br = tx.conn.SendBatch(ctx, b)
+	for range n {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return nil, false, err
+		}
+	}
+	return br, false, nil
+}
+
+// queueEnd queues the write's audit record and COMMIT on b, and marks the
+// write ended.
+func (tx *pipeTx) queueEnd(ctx context.Context, b *pgx.Batch) {
+	rec := tx.rec
+	rec.clean()
+	auditSQL := writeAuditSQL
+	if !tx.unprepared {
+		auditSQL = tx.db.tenantStatement(ctx, tx.conn, tx.schema, writeAuditSQL, tx.begun)
+	}
+	b.Queue(auditSQL,
+		rec.RequestID, rec.Decision, rec.Tool, rec.Subject, rec.Email, rec.Provider, rec.APIKeyID,
+		rec.ClientIP, rec.UserAgent, rec.Reason, rec.ArgsDigest, rec.Count, rec.Via).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&rec.ID, &rec.At)
+	})
+	b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
+		if tag.String() != "COMMIT" {
+			return pgx.ErrTxCommitRollback
+		}
+		tx.committed = true
+		return nil
+	})
+	tx.ended = true
+}
+
+// finish reads what is left of the final statement's message (the
+// record, COMMIT) if the tool left its rows open, and returns the first
+// error in it.
+func (tx *pipeTx) finish() error {
+	if tx.endRows == nil {
+		return nil
+	}
+	tx.endRows.Close()
+	err := tx.endRows.Err()
+	tx.endRows = nil
+	return err
 }
 
 // begin sends the opening statements alone (for the rare calls that start
@@ -209,17 +320,13 @@ func (tx *pipeTx) Prepare(ctx context.Context, name, sql string) (*pgconn.Statem
 }
 
 func (tx *pipeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if tx.begun {
+	br, direct, err := tx.send(ctx, sql, args)
+	if direct {
 		sql, args = tx.sql(ctx, sql, args)
 		return tx.conn.Exec(ctx, sql, args...)
 	}
-	b, n := tx.open(ctx, sql, args)
-	br := tx.conn.SendBatch(ctx, b)
-	for range n {
-		if _, err := br.Exec(); err != nil {
-			_ = br.Close()
-			return pgconn.CommandTag{}, err
-		}
+	if err != nil {
+		return pgconn.CommandTag{}, err
 	}
 	tag, err := br.Exec()
 	if cerr := br.Close(); err == nil {
@@ -229,24 +336,25 @@ func (tx *pipeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 }
 
 func (tx *pipeTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if tx.begun {
+	br, direct, err := tx.send(ctx, sql, args)
+	if direct {
 		sql, args = tx.sql(ctx, sql, args)
 		return tx.conn.Query(ctx, sql, args...)
 	}
-	b, n := tx.open(ctx, sql, args)
-	br := tx.conn.SendBatch(ctx, b)
-	for range n {
-		if _, err := br.Exec(); err != nil {
-			_ = br.Close()
-			return &batchRows{Rows: nil, err: err}, err
-		}
+	if err != nil {
+		return &batchRows{err: err}, err
 	}
 	rows, err := br.Query()
 	if err != nil {
 		_ = br.Close()
 		return &batchRows{err: err}, err
 	}
-	return &batchRows{Rows: rows, br: br}, nil
+	r := &batchRows{Rows: rows, br: br}
+	if tx.ended {
+		// Closing the rows reads the record and COMMIT.
+		tx.endRows = r
+	}
+	return r, nil
 }
 
 func (tx *pipeTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {

@@ -169,10 +169,13 @@ func TestPreparedStatementsAcrossMigration(t *testing.T) {
 		}
 		return cols
 	}
-	write := func(name string) []string {
+	write := func(name string, final bool) []string {
 		var cols []string
 		rec := &store.AuditRecord{RequestID: "migrate-" + name, Decision: store.Allowed, Tool: "add_project", Subject: "s", Count: 1}
 		err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			if final {
+				ctx = store.Final(ctx)
+			}
 			rows, err := tx.Query(ctx, "INSERT INTO projects (name, created_by) VALUES ($1, 's') RETURNING *", name)
 			if err != nil {
 				return err
@@ -190,27 +193,36 @@ func TestPreparedStatementsAcrossMigration(t *testing.T) {
 		return cols
 	}
 	before := read()
-	write("before") // both prepared now
-	alter := fmt.Sprintf("ALTER TABLE %s ADD COLUMN colour text NOT NULL DEFAULT ''",
-		pgx.Identifier{tn.Schema, "projects"}.Sanitize())
-	if _, err := db.Pool().Exec(ctx, alter); err != nil {
-		t.Fatal(err)
-	}
-	after := read()
-	if len(after) != len(before)+1 || after[len(after)-1] != "colour" {
-		t.Errorf("read after the migration: columns %v, before %v", after, before)
-	}
-	if cols := write("after"); len(cols) != len(before)+1 {
-		t.Errorf("write after the migration returned columns %v", cols)
-	}
-	var projects, records int
-	q := fmt.Sprintf("SELECT (SELECT count(*) FROM %s WHERE name = 'after'), (SELECT count(*) FROM %s WHERE request_id = 'migrate-after')",
-		pgx.Identifier{tn.Schema, "projects"}.Sanitize(), pgx.Identifier{tn.Schema, "audit_log"}.Sanitize())
-	if err := db.Pool().QueryRow(ctx, q).Scan(&projects, &records); err != nil {
-		t.Fatal(err)
-	}
-	if projects != 1 || records != 1 {
-		t.Errorf("the write across the migration left %d projects and %d records, want 1 and 1", projects, records)
+	// Both prepared now, the write in two forms: its statement first and
+	// its record with COMMIT, or all three final (store.Final).
+	write("before", false)
+	write("before final", true)
+	for i, column := range []string{"colour", "shade"} {
+		alter := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s text NOT NULL DEFAULT ''",
+			pgx.Identifier{tn.Schema, "projects"}.Sanitize(), column)
+		if _, err := db.Pool().Exec(ctx, alter); err != nil {
+			t.Fatal(err)
+		}
+		// The write first (its prepared INSERT now returns a column
+		// more), as it stands and then final.
+		name := "after " + column
+		if cols := write(name, i == 1); len(cols) != len(before)+i+1 {
+			t.Errorf("write after adding %s returned columns %v", column, cols)
+		}
+		after := read()
+		if len(after) != len(before)+i+1 || after[len(after)-1] != column {
+			t.Errorf("read after adding %s: columns %v, before %v", column, after, before)
+		}
+		write(name+" again", false) // prepared again for the next round
+		var projects, records int
+		q := fmt.Sprintf("SELECT (SELECT count(*) FROM %s WHERE name = $1), (SELECT count(*) FROM %s WHERE request_id = $2)",
+			pgx.Identifier{tn.Schema, "projects"}.Sanitize(), pgx.Identifier{tn.Schema, "audit_log"}.Sanitize())
+		if err := db.Pool().QueryRow(ctx, q, name, "migrate-"+name).Scan(&projects, &records); err != nil {
+			t.Fatal(err)
+		}
+		if projects != 1 || records != 1 {
+			t.Errorf("the write across adding %s left %d projects and %d records, want 1 and 1", column, projects, records)
+		}
 	}
 }
 
