@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -95,7 +96,7 @@ func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, 
 			return fmt.Errorf("store: the write committed with its final statement, then the tool failed: %w", err)
 		case err != nil:
 			rollback()
-			return err
+			return cancelled(tx.endCause, err)
 		case !tx.committed:
 			rollback()
 			return pgx.ErrTxCommitRollback
@@ -128,11 +129,79 @@ func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, 
 		}
 		return nil
 	})
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+	cctx, stop := commitContext(ctx, conn)
+	err = conn.SendBatch(cctx, b).Close()
+	if cause := stop(); err != nil {
 		rollback()
-		return err
+		return cancelled(cause, err)
 	}
 	return nil
+}
+
+// commitContext returns the context to send a message that carries COMMIT
+// with (the write's record and COMMIT, or a final statement with them),
+// and stop, to call once the message's results are read. Once PostgreSQL
+// has that message it runs it to the end whether or not anyone reads the
+// answer: a statement waiting for a lock, say, commits when the lock is
+// released. So the end of ctx must not merely stop reading (pgx's way,
+// which leaves the caller believing the write failed while it commits);
+// instead PostgreSQL is asked to cancel what is still running (a cancel
+// request, PostgreSQL documentation, "Canceling Requests in Progress"),
+// and its answer says whether the write committed. Only if no answer
+// comes within groupRollbackTimeout more is the connection abandoned
+// (the outcome is then unknown). stop waits for a cancel request in
+// flight, so none reaches the connection's next statement, and returns
+// ctx's error if one was sent.
+func commitContext(ctx context.Context, conn *pgx.Conn) (context.Context, func() error) {
+	cctx, abandon := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	var timer *time.Timer
+	var cause error
+	stopCancel := context.AfterFunc(ctx, func() {
+		defer close(done)
+		cause = ctx.Err()
+		timer = time.AfterFunc(groupRollbackTimeout, abandon)
+		rctx, cancel := context.WithTimeout(cctx, groupRollbackTimeout)
+		defer cancel()
+		_ = conn.PgConn().CancelRequest(rctx)
+	})
+	var once sync.Once
+	return cctx, func() error {
+		once.Do(func() {
+			if !stopCancel() {
+				<-done
+				timer.Stop()
+			}
+			abandon()
+		})
+		return cause
+	}
+}
+
+// cancelled returns err, a write's failure, as cause (the end of the
+// context a message carrying COMMIT was sent with, see commitContext)
+// too, so that callers see a timeout as one: PostgreSQL reports the
+// statement it cancelled on request.
+func cancelled(cause, err error) error {
+	if cause != nil && err != nil && !errors.Is(err, cause) {
+		return fmt.Errorf("%w (%w)", cause, err)
+	}
+	return err
+}
+
+// commitBatch is the results of a message carrying COMMIT, sent with
+// commitContext: closing them stops that context's cancel request and
+// sets *cause.
+type commitBatch struct {
+	pgx.BatchResults
+	stop  func() error
+	cause *error
+}
+
+func (b *commitBatch) Close() error {
+	err := b.BatchResults.Close()
+	*b.cause = b.stop()
+	return err
 }
 
 // writeOpenSQL confines the rest of a write transaction to the tenant.
@@ -172,6 +241,9 @@ type pipeTx struct {
 	ended     bool
 	committed bool
 	endRows   *batchRows
+	// endCause is the end of the final statement's context if it ended
+	// before PostgreSQL answered (see commitContext).
+	endCause error
 }
 
 // finalKey marks a statement as its write's last (see Final).
@@ -231,7 +303,12 @@ func (tx *pipeTx) send(ctx context.Context, sql string, args []any) (br pgx.Batc
 		tx.queueEnd(ctx, b)
 	}
 	tx.begun = true
-	br = tx.conn.SendBatch(ctx, b)
+	if final {
+		cctx, stop := commitContext(ctx, tx.conn)
+		br = &commitBatch{tx.conn.SendBatch(cctx, b), stop, &tx.endCause}
+	} else {
+		br = tx.conn.SendBatch(ctx, b)
+	}
 	for range n {
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()

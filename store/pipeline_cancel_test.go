@@ -1,0 +1,115 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+)
+
+// TestInTenantWriteFinalCancelled: a write whose final statement
+// (store.Final) waits for a lock when its context ends must not commit
+// behind its caller's back. The statement, its record and COMMIT travel
+// in one message; a client that merely stops reading leaves PostgreSQL to
+// run them all once the lock is released, so the caller would be told
+// the call failed (and mcp would record a failure) while the effect and
+// an ALLOWED record commit. Either InTenantWrite reports success and both
+// exist, or it fails and neither ever appears. Members: add_todo's INSERT
+// waiting on its project row (foreign key), create_project's INSERT
+// waiting on the unique name of an uncommitted project.
+func TestInTenantWriteFinalCancelled(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "final-cancel.example")
+	var projectID string
+	if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+		p, err := store.CreateProject(store.Final(ctx), tx, "locked", "", "s")
+		if err == nil {
+			projectID = p.ID
+		}
+		return err
+	}, &store.AuditRecord{RequestID: "setup", Decision: store.Allowed, Tool: "create_project", Subject: "s", Count: 1}); err != nil {
+		t.Fatal(err)
+	}
+	q := func(table string) string { return pgx.Identifier{tn.Schema, table}.Sanitize() }
+	count := func(sql string, args ...any) int {
+		t.Helper()
+		var n int
+		if err := db.Pool().QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	for _, c := range []struct {
+		name  string
+		lock  string // run in the holder's transaction
+		write func(ctx context.Context, tx pgx.Tx) error
+		done  string // counts the write's effect
+	}{{
+		name: "add_todo",
+		lock: fmt.Sprintf("SELECT 1 FROM %s WHERE id = '%s' FOR UPDATE", q("projects"), projectID),
+		write: func(ctx context.Context, tx pgx.Tx) error {
+			_, err := store.CreateTodo(store.Final(ctx), tx, store.NewTodo{Title: "blocked todo", ProjectID: &projectID, CreatedBy: "s"})
+			return err
+		},
+		done: "SELECT count(*) FROM " + q("todos") + " WHERE title = 'blocked todo'",
+	}, {
+		name: "create_project",
+		lock: fmt.Sprintf("INSERT INTO %s (name, created_by) VALUES ('contended', 'holder')", q("projects")),
+		write: func(ctx context.Context, tx pgx.Tx) error {
+			_, err := store.CreateProject(store.Final(ctx), tx, "contended", "", "s")
+			return err
+		},
+		done: "SELECT count(*) FROM " + q("projects") + " WHERE name = 'contended'",
+	}} {
+		t.Run(c.name, func(t *testing.T) {
+			holder, err := db.Pool().Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := holder.Exec(ctx, c.lock); err != nil {
+				t.Fatal(err)
+			}
+			reqID := "cancelled-" + c.name
+			wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			werr := db.InTenantWrite(wctx, tn, c.write,
+				&store.AuditRecord{RequestID: reqID, Decision: store.Allowed, Tool: c.name, Subject: "s", Count: 1})
+			cancel()
+			// The holder gives way: a write still queued in PostgreSQL
+			// would now run and commit.
+			if err := holder.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var effect, records int
+			for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				effect = count(c.done)
+				records = count("SELECT count(*) FROM "+q("audit_log")+" WHERE request_id = $1", reqID)
+				if effect+records > 0 {
+					break
+				}
+			}
+			switch {
+			case werr == nil && (effect != 1 || records != 1):
+				t.Errorf("reported committed, but %d effects and %d records", effect, records)
+			case werr != nil && (effect != 0 || records != 0):
+				t.Errorf("reported failed (%v), but %d effects and %d records committed", werr, effect, records)
+			case werr != nil && !errors.Is(werr, context.DeadlineExceeded):
+				t.Errorf("a write stopped by its deadline: %v, want an error matching context.DeadlineExceeded", werr)
+			}
+			// The connection serves the next write.
+			if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+				_, err := store.AddTodo(store.Final(ctx), tx, "after "+c.name, "", "s")
+				return err
+			}, &store.AuditRecord{RequestID: "after", Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}); err != nil {
+				t.Fatalf("the next write: %v", err)
+			}
+		})
+	}
+}
