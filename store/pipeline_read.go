@@ -51,7 +51,15 @@ func (db *DB) InTenantReadOnly(ctx context.Context, t *tenancy.Tenant, fn func(c
 	if err := db.prepare(ctx, tx.conn, t.Schema, readOpenSQL, readOpenOwnerSQL); err != nil {
 		return err
 	}
-	return fn(context.WithValue(ctx, holdKey{}, true), tx)
+	err = fn(context.WithValue(ctx, holdKey{}, true), tx)
+	if planChanged(err) {
+		// A statement that was not retried (one of a batch) met a
+		// prepared statement whose result columns changed: the tenant's
+		// statements are dropped, or every later call on this connection
+		// would meet the same refusal.
+		forgetTenantStatements(tx.conn, tx.schema)
+	}
+	return err
 }
 
 // readOpenSQL and readOpenOwnerSQL (without the role, see [DB.AsAdmin])
@@ -136,7 +144,9 @@ func (tx *readTx) retry(err error) bool {
 
 // SendBatch sends b after the prelude. A batch is not sent again when a
 // prepared statement's result type changed (its callbacks may have run):
-// that error is returned and the next call runs unprepared.
+// that error is returned and, once fn returns it to
+// [DB.InTenantReadOnly], the tenant's statements on the connection are
+// dropped, so the next call runs unprepared.
 func (tx *readTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	br, err := tx.send(ctx, b, false)
 	if err != nil {

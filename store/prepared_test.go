@@ -297,3 +297,53 @@ func TestNothingPreparedBehindAPooler(t *testing.T) {
 		t.Errorf("behind a pooler, %d statements were prepared: %v", len(names), names)
 	}
 }
+
+// TestPreparedBatchAcrossMigration: a read's batch (tx.SendBatch, as the
+// semantic ranking sends) whose prepared statement PostgreSQL refuses
+// after a migration changed its result columns fails once, as documented,
+// and the next call on the connection runs again; it must not go on
+// failing for as long as the connection keeps the statement.
+func TestPreparedBatchAcrossMigration(t *testing.T) {
+	db := openOneConn(t, 0)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "prepared-batch.example")
+	batch := func() (int, error) {
+		var cols int
+		err := db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue("SELECT set_config('statement_timeout', '5000', true)")
+			b.Queue("SELECT * FROM projects LIMIT 0")
+			br := tx.SendBatch(ctx, b)
+			defer br.Close()
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+			rows, err := br.Query()
+			if err != nil {
+				return err
+			}
+			cols = len(rows.FieldDescriptions())
+			rows.Close()
+			return rows.Err()
+		})
+		return cols, err
+	}
+	before, err := batch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := batch(); err != nil { // prepared by now
+		t.Fatal(err)
+	}
+	alter := fmt.Sprintf("ALTER TABLE %s ADD COLUMN colour text", pgx.Identifier{tn.Schema, "projects"}.Sanitize())
+	if _, err := db.Pool().Exec(ctx, alter); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = batch() // may fail once: "cached plan must not change result type"
+	for i := range 3 {
+		cols, err := batch()
+		if err != nil || cols != before+1 {
+			t.Fatalf("batch %d after the migration: %d columns (before %d), %v", i, cols, before, err)
+		}
+	}
+}
