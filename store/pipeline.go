@@ -115,6 +115,7 @@ func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, 
 		}
 	}
 	auditSQL := writeAuditSQL
+	db.startMessage(conn)
 	if tx.begun && !unprepared {
 		auditSQL = db.tenantStatement(ctx, conn, t.Schema, writeAuditSQL, true)
 	}
@@ -285,6 +286,7 @@ func (tx *pipeTx) send(ctx context.Context, sql string, args []any) (br pgx.Batc
 	if tx.ended {
 		return nil, false, errAfterFinal
 	}
+	tx.db.startMessage(tx.conn)
 	final := tx.rec != nil && ctx.Value(finalKey{}) != nil
 	if tx.begun && !final {
 		return nil, true, nil

@@ -112,6 +112,7 @@ func (tx *readTx) send(ctx context.Context, b *pgx.Batch, unprepared bool) (pgx.
 		p = tx.owner
 	}
 	all.Queue(p.sql, p.args...)
+	tx.db.startMessage(tx.conn)
 	for _, q := range b.QueuedQueries {
 		if !unprepared {
 			if sql, args := tx.db.tenantSQL(ctx, tx.conn, tx.schema, q.SQL, q.Arguments, false); sql != q.SQL {

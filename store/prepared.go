@@ -35,7 +35,10 @@ import (
 //
 // Each connection keeps at most Options.PreparedStatements statements,
 // least recently used first out (DEALLOCATEd on the next preparation);
-// statements seen fewer than PrepareAfter times are only counted. A
+// statements seen fewer than PrepareAfter times are only counted; a
+// statement is never deallocated before the message that runs it by name
+// is sent (a bound smaller than one message's statements runs the rest of
+// them unprepared). A
 // statement whose result columns change under it (a migration changing a
 // column's type; PostgreSQL refuses with "cached plan must not change
 // result type") is dropped and the statement or write is run once more,
@@ -83,6 +86,10 @@ type tenantStatements struct {
 	// one evicted (still good to use if its statement comes back), false
 	// for one PostgreSQL refused (see planChanged).
 	stale map[string]bool
+	// pinned are the names handed out for the message being built (see
+	// startMessage): that message runs them by name, so none of them is
+	// deallocated before it is sent.
+	pinned map[string]bool
 }
 
 // statementsOf returns conn's statement cache, creating it.
@@ -91,10 +98,25 @@ func statementsOf(conn *pgx.Conn) *tenantStatements {
 	if s, ok := data[tenantStatementsKey].(*tenantStatements); ok {
 		return s
 	}
-	s := &tenantStatements{byKey: map[stmtKey]*list.Element{}, stale: map[string]bool{}}
+	s := &tenantStatements{byKey: map[stmtKey]*list.Element{}, stale: map[string]bool{}, pinned: map[string]bool{}}
 	data[tenantStatementsKey] = s
 	return s
 }
+
+// startMessage says that a new message to PostgreSQL is being built on
+// conn: the names handed out for the previous one, sent by now, may be
+// deallocated again.
+func (db *DB) startMessage(conn *pgx.Conn) {
+	if db.pooled || db.preparedCap <= 0 {
+		return
+	}
+	clear(statementsOf(conn).pinned)
+}
+
+// errPinned: preparing a statement would first deallocate one that the
+// message being built runs by name (a bound smaller than the message's
+// statements); the statement runs unprepared this time.
+var errPinned = errors.New("a statement the message runs is due to be deallocated")
 
 // statementName is the prepared statement's name for key: the same on
 // every connection, distinct per schema and text.
@@ -185,6 +207,7 @@ func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql s
 	}
 	e := el.Value.(*stmtEntry)
 	if e.name != "" {
+		s.pinned[e.name] = true
 		return e.name
 	}
 	if e.uses < 0 {
@@ -200,9 +223,14 @@ func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql s
 		// good.
 		delete(s.stale, name)
 		e.name = name
+		s.pinned[name] = true
 		return name
 	}
-	if err := db.prepareTenant(ctx, conn, schema, s, name, sql, inTx); err != nil {
+	if err := db.prepareTenant(ctx, conn, schema, s, name, sql, inTx); errors.Is(err, errPinned) {
+		// Prepared later, once the message that needs the other one is
+		// sent: the bound holds.
+		return sql
+	} else if err != nil {
 		if ctx.Err() == nil {
 			db.log.Debug("preparing a tenant statement failed; it runs unprepared on this connection", "err", err)
 		}
@@ -210,18 +238,28 @@ func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql s
 		return sql
 	}
 	e.name = name
+	s.pinned[name] = true
 	return name
 }
 
 // prepareTenant deallocates s's stale statements and prepares sql as name
 // with search_path set to schema. It returns an error only when sql is not
-// prepared.
+// prepared; errPinned when a stale statement is pinned (the connection
+// would hold more than its bound).
 func (db *DB) prepareTenant(ctx context.Context, conn *pgx.Conn, schema string, s *tenantStatements, name, sql string, inTx bool) error {
+	pinned := false
 	for stale := range s.stale {
+		if s.pinned[stale] {
+			pinned = true
+			continue
+		}
 		if err := conn.Deallocate(ctx, stale); err != nil {
 			return err
 		}
 		delete(s.stale, stale)
+	}
+	if pinned {
+		return errPinned
 	}
 	if inTx {
 		_, err := conn.Prepare(ctx, name, sql)

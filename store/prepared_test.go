@@ -347,3 +347,55 @@ func TestPreparedBatchAcrossMigration(t *testing.T) {
 		}
 	}
 }
+
+// TestPreparedStatementsSmallBound: a bound smaller than the statements of
+// one message (a final write: the tool's statement and the audit record;
+// a read's batch of several statements) must not deallocate a statement
+// that message is about to run by name. Every bound from 1 up.
+func TestPreparedStatementsSmallBound(t *testing.T) {
+	ctx := context.Background()
+	for _, bound := range []int{1, 2, 3} {
+		db := openOneConn(t, bound)
+		tn := mustTenant(t, db, fmt.Sprintf("prepared-small-%d.example", bound))
+		for i := range 4 {
+			title := fmt.Sprintf("small %d/%d", bound, i)
+			rec := &store.AuditRecord{RequestID: title, Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
+			if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+				if i%2 == 1 {
+					var n int
+					if err := tx.QueryRow(ctx, "SELECT count(*) FROM todos").Scan(&n); err != nil {
+						return err
+					}
+				}
+				_, err := store.AddTodo(store.Final(ctx), tx, title, "", "s")
+				return err
+			}, rec); err != nil {
+				t.Fatalf("bound %d, final write %d: %v", bound, i, err)
+			}
+			err := db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+				b := &pgx.Batch{}
+				for k := range 4 {
+					b.Queue(fmt.Sprintf("SELECT %d + count(*)::int FROM todos", k))
+				}
+				br := tx.SendBatch(ctx, b)
+				defer br.Close()
+				for k := range 4 {
+					var got int
+					if err := br.QueryRow().Scan(&got); err != nil {
+						return fmt.Errorf("statement %d: %w", k, err)
+					}
+					if got != k+i+1 {
+						return fmt.Errorf("statement %d: %d, want %d", k, got, k+i+1)
+					}
+				}
+				return br.Close()
+			})
+			if err != nil {
+				t.Fatalf("bound %d, batch %d: %v", bound, i, err)
+			}
+		}
+		if n := len(preparedNames(t, db, tn)); n > bound {
+			t.Errorf("bound %d: %d statements prepared", bound, n)
+		}
+	}
+}
