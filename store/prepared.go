@@ -262,7 +262,18 @@ func (db *DB) prepareTenant(ctx context.Context, conn *pgx.Conn, schema string, 
 		return errPinned
 	}
 	if inTx {
-		_, err := conn.Prepare(ctx, name, sql)
+		// In a savepoint: a statement that cannot be prepared must not
+		// abort the write's transaction, or the write would fail with
+		// "current transaction is aborted" instead of the statement's own
+		// error when it runs unprepared.
+		if _, err := conn.Exec(ctx, "SAVEPOINT gatehouse_prepare"); err != nil {
+			return err
+		}
+		if _, err := conn.Prepare(ctx, name, sql); err != nil {
+			_, _ = conn.Exec(ctx, "ROLLBACK TO SAVEPOINT gatehouse_prepare")
+			return err
+		}
+		_, err := conn.Exec(ctx, "RELEASE SAVEPOINT gatehouse_prepare")
 		return err
 	}
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
@@ -397,5 +399,38 @@ func TestPreparedStatementsSmallBound(t *testing.T) {
 		if n := len(preparedNames(t, db, tn)); n > bound {
 			t.Errorf("bound %d: %d statements prepared", bound, n)
 		}
+	}
+}
+
+// TestPreparedStatementFailsInAWrite: a statement of a write that cannot
+// be prepared (a column this tenant's tables do not have, as during a
+// rolling migration) fails with PostgreSQL's own error, not with "current
+// transaction is aborted" from a failed preparation inside the
+// transaction; a tool that expects such an error can tell it; and the
+// connection serves the next write.
+func TestPreparedStatementFailsInAWrite(t *testing.T) {
+	db := openOneConn(t, 0)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "prepared-fails.example")
+	for i := range 3 {
+		rec := &store.AuditRecord{RequestID: fmt.Sprintf("fails-%d", i), Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
+		err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := store.AddTodo(ctx, tx, "first", "", "s"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "UPDATE todos SET no_such_column = 1")
+			return err
+		}, rec)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "42703" {
+			t.Fatalf("write %d: %v, want undefined_column (42703)", i, err)
+		}
+	}
+	rec := &store.AuditRecord{RequestID: "after", Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
+	if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := store.AddTodo(store.Final(ctx), tx, "after", "", "s")
+		return err
+	}, rec); err != nil {
+		t.Fatal(err)
 	}
 }
