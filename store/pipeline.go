@@ -107,29 +107,14 @@ func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, 
 		rollback()
 		return err
 	}
-	rec.clean()
 	b := &pgx.Batch{}
 	if !tx.begun {
 		for _, q := range tx.pre {
 			b.Queue(q.sql, q.args...)
 		}
 	}
-	auditSQL := writeAuditSQL
 	db.startMessage(conn)
-	if tx.begun && !unprepared {
-		auditSQL = db.tenantStatement(ctx, conn, t.Schema, writeAuditSQL, true)
-	}
-	b.Queue(auditSQL,
-		rec.RequestID, rec.Decision, rec.Tool, rec.Subject, rec.Email, rec.Provider, rec.APIKeyID,
-		rec.ClientIP, rec.UserAgent, rec.Reason, rec.ArgsDigest, rec.Count, rec.Via).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&rec.ID, &rec.At)
-	})
-	b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
-		if tag.String() != "COMMIT" {
-			return pgx.ErrTxCommitRollback
-		}
-		return nil
-	})
+	tx.queueEnd(ctx, b)
 	cctx, stop := commitContext(ctx, conn)
 	err = conn.SendBatch(cctx, b).Close()
 	if cause := stop(); err != nil {
