@@ -46,22 +46,24 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 	// idle: the pool closes it on Release instead of reusing it.
 	defer release()
 	conn := pc.Conn()
-	err = db.writeOnce(ctx, conn, t, fn, rec, false)
-	if planChanged(err) {
-		// A prepared statement of the tool's saw its result columns
-		// change (a migration) and the transaction rolled back: the
+	tx := &pipeTx{conn: conn, db: db, schema: t.Schema, rec: rec}
+	err = db.writeOnce(ctx, conn, t, fn, tx)
+	if tx.prepared && !tx.committed && staleStatement(err) {
+		// A prepared statement of the write's may have been refused
+		// (its result columns or its parameters' types no longer fit
+		// after a migration) and the transaction rolled back: the
 		// tenant's statements are dropped and the write runs again,
 		// unprepared (prepared.go).
 		forgetTenantStatements(conn, t.Schema)
-		err = db.writeOnce(ctx, conn, t, fn, rec, true)
+		err = db.writeOnce(ctx, conn, t, fn, &pipeTx{conn: conn, db: db, schema: t.Schema, rec: rec, unprepared: true})
 	}
 	return err
 }
 
-// writeOnce is one attempt of [DB.InTenantWrite] on conn; unprepared
-// keeps the tool's statements unprepared.
-func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, fn func(ctx context.Context, tx pgx.Tx) error, rec *AuditRecord, unprepared bool) error {
-	tx := &pipeTx{conn: conn, db: db, schema: t.Schema, unprepared: unprepared, rec: rec}
+// writeOnce is one attempt of [DB.InTenantWrite] on conn, with tx, a
+// fresh pipeTx of conn (its unprepared set to keep the tool's statements
+// unprepared).
+func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, fn func(ctx context.Context, tx pgx.Tx) error, tx *pipeTx) error {
 	// The same opening as withTenantMode's, as separate statements (one
 	// Parse each in the extended protocol).
 	tx.pre = append(tx.pre, queued{sql: "BEGIN"})
@@ -215,10 +217,12 @@ type pipeTx struct {
 	pre   []queued
 	begun bool
 	// db and schema prepare the tool's statements for the tenant
-	// (prepared.go), unless unprepared is set.
+	// (prepared.go), unless unprepared is set; prepared says that a
+	// statement was sent by its prepared name.
 	db         *DB
 	schema     string
 	unprepared bool
+	prepared   bool
 	// rec is the write's audit record. A statement sent with a context
 	// from [Final] carries it and COMMIT (ended); committed is set once
 	// PostgreSQL has answered that COMMIT with COMMIT; endRows are that
@@ -257,7 +261,11 @@ func (tx *pipeTx) sql(ctx context.Context, sql string, args []any) (string, []an
 	if tx.unprepared {
 		return sql, args
 	}
-	return tx.db.tenantSQL(ctx, tx.conn, tx.schema, sql, args, tx.begun)
+	psql, pargs := tx.db.tenantSQL(ctx, tx.conn, tx.schema, sql, args, tx.begun)
+	if psql != sql {
+		tx.prepared = true
+	}
+	return psql, pargs
 }
 
 var errPipeTx = errors.New("store: a call's write transaction cannot be committed, rolled back or nested by the tool")
@@ -313,6 +321,7 @@ func (tx *pipeTx) queueEnd(ctx context.Context, b *pgx.Batch) {
 	auditSQL := writeAuditSQL
 	if !tx.unprepared {
 		auditSQL = tx.db.tenantStatement(ctx, tx.conn, tx.schema, writeAuditSQL, tx.begun)
+		tx.prepared = tx.prepared || auditSQL != writeAuditSQL
 	}
 	b.Queue(auditSQL,
 		rec.RequestID, rec.Decision, rec.Tool, rec.Subject, rec.Email, rec.Provider, rec.APIKeyID,

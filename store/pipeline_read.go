@@ -52,11 +52,11 @@ func (db *DB) InTenantReadOnly(ctx context.Context, t *tenancy.Tenant, fn func(c
 		return err
 	}
 	err = fn(context.WithValue(ctx, holdKey{}, true), tx)
-	if planChanged(err) {
-		// A statement that was not retried (one of a batch) met a
-		// prepared statement whose result columns changed: the tenant's
-		// statements are dropped, or every later call on this connection
-		// would meet the same refusal.
+	if tx.anyPrepared && staleStatement(err) {
+		// A statement that was not retried (one of a batch) may have met
+		// a prepared statement PostgreSQL now refuses (staleStatement):
+		// the tenant's statements are dropped, or every later call on
+		// this connection would meet the same refusal.
 		forgetTenantStatements(tx.conn, tx.schema)
 	}
 	return err
@@ -84,6 +84,9 @@ type readTx struct {
 	// (prepared.go).
 	db     *DB
 	schema string
+	// sentPrepared: the last message ran a statement by its prepared
+	// name; anyPrepared: one of the read's messages did.
+	sentPrepared, anyPrepared bool
 }
 
 var errReadTx = errors.New("store: a read runs each statement in its own implicit transaction; it cannot commit, roll back, nest, prepare, copy or use its connection directly")
@@ -113,12 +116,14 @@ func (tx *readTx) send(ctx context.Context, b *pgx.Batch, unprepared bool) (pgx.
 	}
 	all.Queue(p.sql, p.args...)
 	tx.db.startMessage(tx.conn)
+	tx.sentPrepared = false
 	for _, q := range b.QueuedQueries {
 		if !unprepared {
 			if sql, args := tx.db.tenantSQL(ctx, tx.conn, tx.schema, q.SQL, q.Arguments, false); sql != q.SQL {
 				pq := *q
 				pq.SQL, pq.Arguments = sql, args
 				q = &pq
+				tx.sentPrepared, tx.anyPrepared = true, true
 			}
 		}
 		all.QueuedQueries = append(all.QueuedQueries, q)
@@ -132,11 +137,12 @@ func (tx *readTx) send(ctx context.Context, b *pgx.Batch, unprepared bool) (pgx.
 }
 
 // retry says whether a statement that failed with err is sent once more,
-// unprepared: PostgreSQL refused its prepared form because its result
-// columns changed (a migration), and the tenant's statements on this
-// connection are dropped.
+// unprepared: it was sent by its prepared name and PostgreSQL may have
+// refused the prepared form (staleStatement: its result columns or its
+// parameters' types no longer fit the tables after a migration), and the
+// tenant's statements on this connection are dropped.
 func (tx *readTx) retry(err error) bool {
-	if !planChanged(err) {
+	if !tx.sentPrepared || !staleStatement(err) {
 		return false
 	}
 	forgetTenantStatements(tx.conn, tx.schema)

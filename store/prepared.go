@@ -41,8 +41,10 @@ import (
 // them unprepared). A
 // statement whose result columns change under it (a migration changing a
 // column's type; PostgreSQL refuses with "cached plan must not change
-// result type") is dropped and the statement or write is run once more,
-// unprepared. Behind a transaction pooler nothing is prepared: the next
+// result type"), or whose parameters no longer fit (a parameter keeps the
+// type it was prepared with; see staleStatement), is dropped with the
+// tenant's other statements on the connection and the statement or write
+// is run once more, unprepared. Behind a transaction pooler nothing is prepared: the next
 // transaction may run on another backend.
 
 // Defaults of Options.PreparedStatements and Options.PrepareAfter.
@@ -302,6 +304,27 @@ func forgetTenantStatements(conn *pgx.Conn, schema string) {
 		}
 		el = next
 	}
+}
+
+// staleStatement reports whether err, met by a call that ran some of the
+// tenant's statements by their prepared names, may be PostgreSQL refusing
+// a prepared form rather than the statement itself, so that the call is
+// worth running once more unprepared: the statement's result columns
+// changed (planChanged), or re-analysing it against the tables as they
+// are now failed (SQLSTATE class 42, syntax error or access rule
+// violation) where the statement analysed afresh may not: a prepared
+// statement's parameters keep the types they were given when it was
+// prepared (PostgreSQL documentation, PREPARE), so a migration changing
+// the type of a column compared with a parameter leaves it refused with
+// "operator does not exist: text = date" for as long as it is kept.
+// Insufficient privilege (42501) is left out: it is checked when a
+// statement runs, prepared or not.
+func staleStatement(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	return planChanged(err) || (strings.HasPrefix(pe.Code, "42") && pe.Code != "42501")
 }
 
 // planChanged reports whether err is PostgreSQL refusing a prepared

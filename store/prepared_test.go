@@ -434,3 +434,52 @@ func TestPreparedStatementFailsInAWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPreparedStatementsAcrossParameterTypeChange: a migration that
+// changes the type of a column a statement compares with a parameter
+// leaves the prepared statement's parameter with its old type, which
+// PostgreSQL now refuses ("operator does not exist: text = date") though
+// the same statement unprepared runs; reads and writes must still work,
+// on the first call after the migration and every later one.
+func TestPreparedStatementsAcrossParameterTypeChange(t *testing.T) {
+	db := openOneConn(t, 0)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "prepared-param-type.example")
+	const (
+		read  = "SELECT count(*) FROM todos WHERE due_on = $1"
+		write = "UPDATE todos SET done = done WHERE due_on = $1"
+	)
+	run := func() error {
+		var n int
+		if err := db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			return tx.QueryRow(ctx, read, "2026-01-01").Scan(&n)
+		}); err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		rec := &store.AuditRecord{RequestID: "param-type", Decision: store.Allowed, Tool: "update_todo", Subject: "s", Count: 1}
+		if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, write, "2026-01-01"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(store.Final(ctx), write, "2026-01-02")
+			return err
+		}, rec); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		return nil
+	}
+	for range 2 {
+		if err := run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alter := fmt.Sprintf("ALTER TABLE %s ALTER COLUMN due_on TYPE text", pgx.Identifier{tn.Schema, "todos"}.Sanitize())
+	if _, err := db.Pool().Exec(ctx, alter); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := run(); err != nil {
+			t.Fatalf("call %d after the migration: %v", i, err)
+		}
+	}
+}
