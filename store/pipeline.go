@@ -297,6 +297,11 @@ func (tx *pipeTx) send(ctx context.Context, sql string, args []any) (br pgx.Batc
 	if final {
 		tx.queueEnd(ctx, b)
 	}
+	if err := ctx.Err(); err != nil {
+		// A preparation cut short by ctx has closed the connection
+		// (see readTx.send).
+		return nil, false, err
+	}
 	tx.begun = true
 	if final {
 		cctx, stop := commitContext(ctx, tx.conn)
@@ -396,6 +401,9 @@ func (tx *pipeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 	br, direct, err := tx.send(ctx, sql, args)
 	if direct {
 		sql, args = tx.sql(ctx, sql, args)
+		if err := ctx.Err(); err != nil {
+			return pgconn.CommandTag{}, err
+		}
 		return tx.conn.Exec(ctx, sql, args...)
 	}
 	if err != nil {
@@ -412,6 +420,9 @@ func (tx *pipeTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows,
 	br, direct, err := tx.send(ctx, sql, args)
 	if direct {
 		sql, args = tx.sql(ctx, sql, args)
+		if err := ctx.Err(); err != nil {
+			return &batchRows{err: err}, err
+		}
 		return tx.conn.Query(ctx, sql, args...)
 	}
 	if err != nil {

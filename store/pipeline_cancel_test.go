@@ -113,3 +113,83 @@ func TestInTenantWriteFinalCancelled(t *testing.T) {
 		})
 	}
 }
+
+// TestPreparationCutShortByItsContext: preparing a tool's statement takes
+// the locks its tables need, so a migration holding one (ALTER TABLE's
+// ACCESS EXCLUSIVE) holds the preparation up. When the call's time runs
+// out there, pgx closes the connection; the call must then fail as a
+// call whose time ran out (context.DeadlineExceeded), never as a
+// database that cannot be reached (store.Unavailable: mcp would answer
+// 503 and report an outage). Members: a read, a write's first statement
+// (prepared in a transaction of its own), a write's later statement
+// (prepared inside the write), a write's record (prepared with COMMIT).
+func TestPreparationCutShortByItsContext(t *testing.T) {
+	db := storetest.MustOpenDB(t) // PrepareAfter 1: every statement is prepared on first use
+	ctx := context.Background()
+	tn := mustTenant(t, db, "prepare-cut-short.example")
+	rec := func() *store.AuditRecord {
+		return &store.AuditRecord{RequestID: "cut-short", Decision: store.Allowed, Tool: "t", Subject: "s", Count: 1}
+	}
+	for _, c := range []struct {
+		name, table string
+		call        func(ctx context.Context) error
+	}{{
+		name: "read", table: "todos",
+		call: func(ctx context.Context) error {
+			return db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+				var n int
+				return tx.QueryRow(ctx, "SELECT count(*) FROM todos WHERE title <> 'read'").Scan(&n)
+			})
+		},
+	}, {
+		name: "write's first statement", table: "todos",
+		call: func(ctx context.Context) error {
+			return db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, "UPDATE todos SET done = done WHERE title = 'first'")
+				return err
+			}, rec())
+		},
+	}, {
+		name: "write's later statement", table: "projects",
+		call: func(ctx context.Context) error {
+			return db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, "SELECT 1"); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, "UPDATE projects SET name = name WHERE name = 'later'")
+				return err
+			}, rec())
+		},
+	}, {
+		name: "write's record", table: "audit_log",
+		call: func(ctx context.Context) error {
+			return db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, "SELECT 2")
+				return err
+			}, rec())
+		},
+	}} {
+		t.Run(c.name, func(t *testing.T) {
+			holder, err := db.Pool().Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = holder.Rollback(ctx) }()
+			if _, err := holder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{tn.Schema, c.table}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+				t.Fatal(err)
+			}
+			cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			err = c.call(cctx)
+			cancel()
+			if !errors.Is(err, context.DeadlineExceeded) || store.Unavailable(err) {
+				t.Errorf("held up past its time: %v (unavailable: %v), want context.DeadlineExceeded", err, store.Unavailable(err))
+			}
+			if err := holder.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.call(ctx); err != nil {
+				t.Errorf("once the lock is gone: %v", err)
+			}
+		})
+	}
+}

@@ -128,6 +128,12 @@ func (tx *readTx) send(ctx context.Context, b *pgx.Batch, unprepared bool) (pgx.
 		}
 		all.QueuedQueries = append(all.QueuedQueries, q)
 	}
+	if err := ctx.Err(); err != nil {
+		// A preparation cut short by ctx (held up by a lock, say) has
+		// closed the connection: the call's time ran out, the database
+		// is not unavailable.
+		return nil, err
+	}
 	br := tx.conn.SendBatch(ctx, all)
 	if _, err := br.Exec(); err != nil {
 		_ = br.Close()
