@@ -105,6 +105,10 @@ func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, 
 		}
 		return nil
 	}
+	if err == nil {
+		// No COMMIT is sent for a call whose time has already run out.
+		err = ctx.Err()
+	}
 	if err != nil {
 		rollback()
 		return err
