@@ -285,18 +285,51 @@ func TestNothingPreparedBehindAPooler(t *testing.T) {
 	}
 	defer db.Close()
 	tn := mustTenant(t, db, "prepared-pooler.example")
-	for range 3 {
+	ctx := context.Background()
+	for i := range 3 {
 		titles(t, db, tn, "SELECT title FROM todos")
-		rec := &store.AuditRecord{RequestID: "pooler", Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
-		if err := db.InTenantWrite(context.Background(), tn, func(ctx context.Context, tx pgx.Tx) error {
-			_, err := store.AddTodo(ctx, tx, "pooled", "", "s")
+		rec := func() *store.AuditRecord {
+			return &store.AuditRecord{RequestID: "pooler", Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
+		}
+		// A write of two statements, then one of a final statement.
+		if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := store.AddTodo(ctx, tx, "pooled", "", "s"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "UPDATE todos SET done = true WHERE title = $1", "nothing")
 			return err
-		}, rec); err != nil {
+		}, rec()); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := store.AddTodo(store.Final(ctx), tx, fmt.Sprint("pooled final ", i), "", "s")
+			return err
+		}, rec()); err != nil {
+			t.Fatal(err)
+		}
+		// A read's batch.
+		if err := db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue("SELECT set_config('statement_timeout', '5000', true)")
+			b.Queue("SELECT count(*) FROM todos")
+			return tx.SendBatch(ctx, b).Close()
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if names := preparedNames(t, db, tn); len(names) != 0 {
-		t.Errorf("behind a pooler, %d statements were prepared: %v", len(names), names)
+	// Nothing at all: neither the tools' statements nor Gatehouse's fixed
+	// ones (named by their text).
+	var all []string
+	if err := db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, "SELECT name FROM pg_prepared_statements")
+		var err error
+		all, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 0 {
+		t.Errorf("behind a pooler, %d statements were prepared: %v", len(all), all)
 	}
 }
 
