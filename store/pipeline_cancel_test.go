@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,4 +193,76 @@ func TestPreparationCutShortByItsContext(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestInTenantWriteDeadlinesConsistent: writers released together, each
+// with a deadline somewhere in its own run (final writes, some after a
+// first statement, some whose final statement waits for a lock other
+// writers hold until their COMMIT): whatever
+// InTenantWrite answers must be what committed: success with its effect
+// and one record, or failure with neither (-race).
+func TestInTenantWriteDeadlinesConsistent(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.Open(ctx, storetest.ConnString(t), &store.Options{TenantConns: 4, AffinityConns: -1, PrepareAfter: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tn := mustTenant(t, db, "deadlines.example")
+	const writers, rounds = 8, 12
+	errs := make([][]error, writers)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range writers {
+		errs[w] = make([]error, rounds)
+		wg.Go(func() {
+			<-start
+			for r := range rounds {
+				title := fmt.Sprintf("w%d-r%d", w, r)
+				wctx, cancel := context.WithTimeout(ctx, time.Duration(2+(w*rounds+r)*7%80)*time.Millisecond)
+				errs[w][r] = db.InTenantWrite(wctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+					if r%3 == 0 {
+						var n int
+						if err := tx.QueryRow(ctx, "SELECT count(*) FROM todos").Scan(&n); err != nil {
+							return err
+						}
+					}
+					if r%2 == 1 {
+						// The final statement waits for a lock that every
+						// such writer holds until its COMMIT.
+						_, err := tx.Exec(store.Final(ctx), "INSERT INTO todos (title, created_by) SELECT $1, 's' FROM pg_advisory_xact_lock(42)", title)
+						return err
+					}
+					_, err := store.AddTodo(store.Final(ctx), tx, title, "", "s")
+					return err
+				}, &store.AuditRecord{RequestID: title, Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1})
+				cancel()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	time.Sleep(500 * time.Millisecond) // anything still queued in PostgreSQL has run by now
+	q := func(table string) string { return pgx.Identifier{tn.Schema, table}.Sanitize() }
+	ok := 0
+	for w := range writers {
+		for r := range rounds {
+			title := fmt.Sprintf("w%d-r%d", w, r)
+			var todos, records int
+			if err := db.Pool().QueryRow(ctx, fmt.Sprintf("SELECT (SELECT count(*) FROM %s WHERE title = $1), (SELECT count(*) FROM %s WHERE request_id = $1)",
+				q("todos"), q("audit_log")), title).Scan(&todos, &records); err != nil {
+				t.Fatal(err)
+			}
+			err := errs[w][r]
+			switch {
+			case err == nil && (todos != 1 || records != 1):
+				t.Errorf("%s succeeded with %d todos and %d records", title, todos, records)
+			case err != nil && (todos != 0 || records != 0):
+				t.Errorf("%s failed (%v) with %d todos and %d records", title, err, todos, records)
+			case err == nil:
+				ok++
+			}
+		}
+	}
+	t.Logf("%d of %d writes committed before their deadline", ok, writers*rounds)
 }
