@@ -198,7 +198,8 @@ func TestPreparationCutShortByItsContext(t *testing.T) {
 // TestInTenantWriteDeadlinesConsistent: writers released together, each
 // with a deadline somewhere in its own run (final writes, some after a
 // first statement, some whose final statement waits for a lock other
-// writers hold until their COMMIT): whatever
+// writers hold until their COMMIT; writes whose record and COMMIT follow
+// in a message of their own): whatever
 // InTenantWrite answers must be what committed: success with its effect
 // and one record, or failure with neither (-race).
 func TestInTenantWriteDeadlinesConsistent(t *testing.T) {
@@ -231,6 +232,12 @@ func TestInTenantWriteDeadlinesConsistent(t *testing.T) {
 						// The final statement waits for a lock that every
 						// such writer holds until its COMMIT.
 						_, err := tx.Exec(store.Final(ctx), "INSERT INTO todos (title, created_by) SELECT $1, 's' FROM pg_advisory_xact_lock(42)", title)
+						return err
+					}
+					if r%4 == 2 {
+						// Not final: the record and COMMIT follow in a
+						// message of their own.
+						_, err := store.AddTodo(ctx, tx, title, "", "s")
 						return err
 					}
 					_, err := store.AddTodo(store.Final(ctx), tx, title, "", "s")
