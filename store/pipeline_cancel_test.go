@@ -273,3 +273,60 @@ func TestInTenantWriteDeadlinesConsistent(t *testing.T) {
 	}
 	t.Logf("%d of %d writes committed before their deadline", ok, writers*rounds)
 }
+
+// TestInsertAuditBatchCancelled: a group commit of records (one message
+// ending in its Sync, which commits) whose context ends while PostgreSQL
+// still runs it must not commit behind its caller's back: the caller,
+// told it failed, answers its calls with an error and records their
+// failures (a second record per call). Either it succeeds and the
+// records exist, or it fails and they never appear.
+func TestInsertAuditBatchCancelled(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "batch-cancel.example")
+	// Every control connection has the batch's statement prepared (its
+	// preparation would wait for the lock too).
+	var warm sync.WaitGroup
+	for i := range 8 {
+		warm.Go(func() {
+			if err := db.InsertAuditBatch(ctx, []store.AuditEntry{{Tenant: tn, Rec: &store.AuditRecord{
+				RequestID: fmt.Sprint("warm-", i), Decision: store.Allowed, Tool: "whoami", Subject: "s", Count: 1}}}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	warm.Wait()
+	holder, err := db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = holder.Rollback(ctx) }()
+	if _, err := holder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()+" IN SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	var entries []store.AuditEntry
+	for i := range 3 {
+		entries = append(entries, store.AuditEntry{Tenant: tn, Rec: &store.AuditRecord{
+			RequestID: fmt.Sprint("batch-cancel-", i), Decision: store.Allowed, Tool: "whoami", Subject: "s", Count: 1}})
+	}
+	bctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	berr := db.InsertAuditBatch(bctx, entries)
+	cancel()
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // a batch still queued in PostgreSQL has committed by now
+	var n int
+	if err := db.Pool().QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()+
+		" WHERE request_id LIKE 'batch-cancel-%'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case berr == nil && n != 3:
+		t.Errorf("the batch succeeded with %d of 3 records", n)
+	case berr != nil && n != 0:
+		t.Errorf("the batch failed (%v), but %d records committed", berr, n)
+	case berr != nil && !errors.Is(berr, context.DeadlineExceeded):
+		t.Errorf("a batch stopped by its deadline: %v, want an error matching context.DeadlineExceeded", berr)
+	}
+}
