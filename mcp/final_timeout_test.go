@@ -104,3 +104,40 @@ func TestFinalWriteTimesOutWaitingForALock(t *testing.T) {
 		}
 	}
 }
+
+// TestToolFailingAfterItsFinalStatement: a tool that fails after its final
+// statement (store.Final) committed its effect with the call's ALLOWED
+// record is answered with an error, and the call keeps that one record: a
+// second, failure record would say the call both did and did not happen.
+func TestToolFailingAfterItsFinalStatement(t *testing.T) {
+	g := newGatehouse(t)
+	mcp.RegisterFailAfterFinal(g.srv)
+	cs := g.connect(t, g.key(t, "fail-after-final.example", tenancy.Admin), "")
+	res, err := cs.CallTool(context.Background(), &sdk.CallToolParams{Name: "fail_after_final", Arguments: map[string]any{"title": "made"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.IsError {
+		t.Errorf("a tool that failed was answered as a success: %+v", res.Content)
+	}
+	ctx := context.Background()
+	tn, err := g.db.FindTenantByKey(ctx, "fail-after-final.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var todos int
+	if err := g.db.Pool().QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{tn.Schema, "todos"}.Sanitize()+" WHERE title = 'made'").Scan(&todos); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := g.db.Pool().Query(ctx, "SELECT decision FROM "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()+" WHERE tool = 'fail_after_final'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	decisions, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if todos != 1 || len(decisions) != 1 || decisions[0] != "ALLOWED" {
+		t.Errorf("%d todos, records %v; want the todo and its one ALLOWED record", todos, decisions)
+	}
+}

@@ -95,7 +95,7 @@ func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, 
 		// The final statement carried the record and COMMIT.
 		switch {
 		case err != nil && tx.committed:
-			return fmt.Errorf("store: the write committed with its final statement, then the tool failed: %w", err)
+			return fmt.Errorf("%w, then the tool failed: %w", ErrWriteCommitted, err)
 		case err != nil:
 			rollback()
 			return cancelled(tx.endCause, err)
@@ -251,10 +251,17 @@ type finalKey struct{}
 // record is written as it stands when the statement is sent. After it,
 // the tool may read the statement's result but send nothing more, and
 // must not fail: the write has committed (InTenantWrite returns an error
-// that says so if it does). If the statement fails, PostgreSQL rolls the
-// whole transaction back, record included, as it would have at COMMIT.
+// wrapping [ErrWriteCommitted] if it does). If the statement fails,
+// PostgreSQL rolls the whole transaction back, record included, as it
+// would have at COMMIT.
 // Outside a write, or in a read, Final changes nothing.
 func Final(ctx context.Context) context.Context { return context.WithValue(ctx, finalKey{}, true) }
+
+// ErrWriteCommitted is wrapped in the error [DB.InTenantWrite] returns
+// when the tool failed after its final statement ([Final]) had committed
+// the write and its audit record: the call's effect and its record exist,
+// so a caller must not record the call a second time.
+var ErrWriteCommitted = errors.New("store: the write committed with its final statement")
 
 // errAfterFinal refuses a statement sent after a write's final one.
 var errAfterFinal = errors.New("store: a statement was sent after the write's final statement (store.Final)")
