@@ -21,7 +21,8 @@ import (
 // with the fewest calls in flight is admitted next (the longest waiting of
 // equals first), not first-come, so a tenant with a hundred calls queued
 // delays another's next call by at most one call's time. A call that
-// cannot wait is refused with 429.
+// cannot wait is refused with 429. A call whose only work left is waiting
+// for its audit record's group commit gives its slot back (yield).
 type Admission struct {
 	// Total bounds the calls in flight in this process (default: the
 	// tenant-work pool's size).
@@ -29,7 +30,9 @@ type Admission struct {
 	// Tenant and Principal bound one tenant's, and one principal's
 	// within a tenant, calls in flight.
 	Tenant, Principal int
-	// TenantQueue bounds the calls of one tenant waiting for admission.
+	// TenantQueue bounds the calls of one tenant waiting for admission,
+	// and those that gave their slot back to wait only for their audit
+	// record's group commit (see admitter.yield).
 	TenantQueue int
 	// Wait is the longest a call waits for admission.
 	Wait time.Duration
@@ -58,6 +61,9 @@ type admitter struct {
 	lanes      map[string]*lane // by tenant id
 	principals map[principalKey]int
 	ready      []*lane // lanes with waiters, in turn order
+	// committing counts, by tenant id, the calls that gave their slot
+	// back to wait for their audit record's group commit (yield).
+	committing map[string]int
 }
 
 type principalKey struct{ tenant, subject string }
@@ -76,7 +82,7 @@ type waiter struct {
 }
 
 func newAdmitter(cfg Admission) *admitter {
-	return &admitter{cfg: cfg, lanes: map[string]*lane{}, principals: map[principalKey]int{}}
+	return &admitter{cfg: cfg, lanes: map[string]*lane{}, principals: map[principalKey]int{}, committing: map[string]int{}}
 }
 
 // acquire admits a call of subject in tenant, waiting if it must; release
@@ -131,6 +137,40 @@ func (a *admitter) acquire(ctx context.Context, tenant, subject string) (release
 	a.unqueue(l)
 	a.forget(l)
 	return nil, r
+}
+
+// yield gives back the slot of an admitted call of tenant (release is the
+// one acquire returned) for the time it waits for its audit record's
+// group commit, and returns the function to call when that wait ends. A
+// call waiting there holds no connection (the group commit writes on the
+// control-plane pool) and does no more database work of its own, so its
+// slot is free for the next call: admission bounds connections and each
+// tenant's share of them, and one key's calls, which would otherwise wait
+// here four at a time for commits of four records, fill group commits as
+// large as their number. A tenant may have at most TenantQueue calls
+// waiting this way (the same bound as its calls waiting for admission;
+// its Tenant bound if that is larger): beyond it a call keeps its slot while it waits, as before, so one tenant
+// cannot fill every group commit with its records. nil (the slot kept):
+// the tenant is at that bound.
+func (a *admitter) yield(tenant string, release func()) (done func()) {
+	a.mu.Lock()
+	if a.committing[tenant] >= max(a.cfg.TenantQueue, a.cfg.Tenant) {
+		a.mu.Unlock()
+		return nil
+	}
+	a.committing[tenant]++
+	a.mu.Unlock()
+	release()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if a.committing[tenant]--; a.committing[tenant] <= 0 {
+				delete(a.committing, tenant)
+			}
+		})
+	}
 }
 
 // runnable: a call of who in l may start now (under mu).

@@ -69,10 +69,23 @@ func (a *auditor) base(c *Caller, tool string, args []byte) *store.AuditRecord {
 	return r
 }
 
-// commit writes the record of a call that changed nothing, group-committed
-// with others (see groupCommitter), and returns once it is durable.
-func (a *auditor) commit(t *tenancy.Tenant, r *store.AuditRecord) error {
-	return a.group.write(t, r)
+// commitAudit writes the record of c's call, which changed nothing,
+// group-committed with others (see groupCommitter), and returns once it is
+// durable: only then may the call answer. The call holds no connection
+// while it waits, so it gives its admission slot to the next call first
+// (admitter.yield); it does no database work of its own afterwards, except
+// writing its record alone if the group commit failed, which happens on
+// the control-plane pool, outside admission's bounds anyway.
+func (s *Server) commitAudit(c *Caller, r *store.AuditRecord) error {
+	if c.slot != nil {
+		if done := s.admit.yield(c.Tenant.ID, c.slot); done != nil {
+			c.slot = nil
+			defer done()
+			return s.audit.group.write(c.Tenant, r, false)
+		}
+		return s.audit.group.write(c.Tenant, r, true)
+	}
+	return s.audit.group.write(c.Tenant, r, false)
 }
 
 // written notes a record committed in t's audit log and mirrors it.

@@ -29,6 +29,10 @@ type Caller struct {
 	Via string
 
 	outage *outageBox // over HTTP: where a handler reports an outage
+	// slot releases the request's admission slot (over HTTP, for calls
+	// that do database work; nil otherwise): the call gives it back
+	// while it waits for its audit record's group commit (commitAudit).
+	slot func()
 }
 
 const callerKey = "caller"

@@ -33,3 +33,16 @@ func RegisterFailAfterFinal(s *Server) {
 			return out{}, errors.New("the tool failed after its final statement")
 		}))
 }
+
+// SetBeforeGroupCommit makes f run as each group commit of s begins,
+// before its records are written (tests: holding a commit back).
+func SetBeforeGroupCommit(s *Server, f func()) { s.audit.group.beforeFlush = f }
+
+// AdmissionState reports s's calls admitted and in flight, waiting for
+// admission, and records queued for the next group commit.
+func AdmissionState(s *Server) (inFlight, waiting, queued int) {
+	s.audit.group.mu.Lock()
+	queued = len(s.audit.group.queue)
+	s.audit.group.mu.Unlock()
+	return s.admit.inFlight(), s.admit.waiting(), queued
+}

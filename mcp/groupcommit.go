@@ -46,12 +46,16 @@ type groupCommitter struct {
 	queue   []*pendingAudit
 	running bool // a writer goroutine is draining the queue
 	wake    chan struct{}
-	// inFlight counts the calls admitted and not answered (the records
-	// queued are among them): while it exceeds the queue, more records
-	// may be on their way.
+	// inFlight counts the calls admitted and not answered; holding, the
+	// records queued whose calls are among them (calls that kept their
+	// admission slot, see Server.commitAudit). While inFlight exceeds
+	// holding, admitted calls have yet to queue their records: more may
+	// be on their way.
 	inFlight func() int
+	holding  int
 
 	flushes, records atomic.Int64 // for tests and benchmarks
+	beforeFlush      func()       // tests: runs as each flush begins
 }
 
 func (g *groupCommitter) signal() {
@@ -64,16 +68,21 @@ func (g *groupCommitter) signal() {
 type pendingAudit struct {
 	entry store.AuditEntry
 	done  chan error
+	holds bool // its call holds an admission slot while it waits
 }
 
 // write enqueues rec for t's audit log and waits until it is durable (or
 // could not be written). It waits even if ctx ends: the record may be
 // committing, and the call must not answer before knowing. The wait is
-// bounded by groupCommitTimeout per flush.
-func (g *groupCommitter) write(t *tenancy.Tenant, rec *store.AuditRecord) error {
-	p := &pendingAudit{entry: store.AuditEntry{Tenant: t, Rec: rec}, done: make(chan error, 1)}
+// bounded by groupCommitTimeout per flush. holds says the call keeps its
+// admission slot while it waits.
+func (g *groupCommitter) write(t *tenancy.Tenant, rec *store.AuditRecord, holds bool) error {
+	p := &pendingAudit{entry: store.AuditEntry{Tenant: t, Rec: rec}, done: make(chan error, 1), holds: holds}
 	g.mu.Lock()
 	g.queue = append(g.queue, p)
+	if holds {
+		g.holding++
+	}
 	if !g.running {
 		g.running = true
 		go g.drain()
@@ -89,7 +98,7 @@ func (g *groupCommitter) drain() {
 	var timer *time.Timer
 	for {
 		g.mu.Lock()
-		if n := len(g.queue); n > 0 && n < groupCommitMax && g.inFlight != nil && n < g.inFlight() {
+		if n := len(g.queue); n > 0 && n < groupCommitMax && g.inFlight != nil && g.holding < g.inFlight() {
 			// More records are on their way: wait for them, briefly.
 			if timer == nil {
 				timer = time.NewTimer(groupCommitDelay)
@@ -114,12 +123,20 @@ func (g *groupCommitter) drain() {
 			g.mu.Unlock()
 			return
 		}
+		for _, p := range batch {
+			if p.holds {
+				g.holding--
+			}
+		}
 		g.mu.Unlock()
 		g.flush(batch)
 	}
 }
 
 func (g *groupCommitter) flush(batch []*pendingAudit) {
+	if g.beforeFlush != nil {
+		g.beforeFlush()
+	}
 	g.flushes.Add(1)
 	g.records.Add(int64(len(batch)))
 	ctx, cancel := context.WithTimeout(context.Background(), groupCommitTimeout)

@@ -210,6 +210,7 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if release != nil {
 			defer release()
+			caller.slot = release
 		}
 		defer s.answerOutages(c, caller)()
 		r := c.Request().WithContext(withCaller(ctx, caller))

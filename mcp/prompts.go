@@ -207,7 +207,7 @@ func (s *Server) promptRequest(ctx context.Context, extra *sdk.RequestExtra, met
 	case !p.allows(c):
 		rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", p.Role, p.Scope, c.Role)
 		outcome = "denied"
-		err = s.audit.commit(c.Tenant, rec)
+		err = s.commitAudit(c, rec)
 	default:
 		if err = check(); err == nil && run != nil {
 			err = s.db.InTenantReadOnly(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
@@ -218,7 +218,7 @@ func (s *Server) promptRequest(ctx context.Context, extra *sdk.RequestExtra, met
 		}
 		if err == nil {
 			rec.Decision = store.Allowed
-			err = s.audit.commit(c.Tenant, rec)
+			err = s.commitAudit(c, rec)
 		}
 	}
 	var msg string

@@ -187,7 +187,7 @@ func New(opts Options) (*Server, error) {
 	s.admit = newAdmitter(adm)
 	s.audit.group.inFlight = s.admit.inFlight
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read, prompts/get, completion/complete) admitted and not finished.",
+		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read, prompts/get, completion/complete) admitted and not finished (not counting those waiting only for their audit record's group commit).",
 	}, func() float64 { return float64(s.admit.inFlight()) }))
 	s.sdk = sdk.NewServer(&sdk.Implementation{Name: "gatehouse", Title: "Gatehouse", Version: opts.Version}, &sdk.ServerOptions{
 		Instructions: "Gatehouse gives you your organisation's shared workspace. Call whoami to see who you are acting as.",
@@ -306,7 +306,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 	var after []func()
 	var err error
 	allowed := t.allows(c)
-	commit := func() error { return s.audit.commit(c.Tenant, rec) }
+	commit := func() error { return s.commitAudit(c, rec) }
 	switch {
 	case !allowed:
 		rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)

@@ -60,14 +60,28 @@ func (db *DB) markAuditPending(ctx context.Context, t *tenancy.Tenant) error {
 	return nil
 }
 
-// clearAuditPending removes t's mark when nothing in its audit log is left
-// unchained and the mark has not been renewed for markStale. It runs in
-// the chainer's transaction, after its last batch.
-func clearAuditPending(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant, table string) error {
-	_, err := tx.Exec(ctx, `DELETE FROM gatehouse.audit_pending WHERE tenant_id = $1
+// queueStaleAuditPending queues the check whether t's mark has not been
+// renewed for markStale, into *stale: only then does the chainer queue
+// queueClearAuditPending. (Its NOT EXISTS over the audit log runs before
+// anything else in that DELETE, whatever the mark's age, and right after
+// the chainer's UPDATE it visits every index entry the UPDATE left dead:
+// 2.2 ms per pass at c=16 under pg_stat_statements, on every pass.)
+func queueStaleAuditPending(b *pgx.Batch, t *tenancy.Tenant, stale *bool) {
+	b.Queue(`SELECT EXISTS (SELECT 1 FROM gatehouse.audit_pending WHERE tenant_id = $1
+		AND marked_at < now() - make_interval(secs => $2))`, t.ID, markStale.Seconds()).QueryRow(func(row pgx.Row) error {
+		return row.Scan(stale)
+	})
+}
+
+// queueClearAuditPending queues the removal of t's mark for when nothing in
+// its audit log is left unchained and the mark has not been renewed for
+// markStale (checked again here: the mark may have been renewed since
+// queueStaleAuditPending). It runs in the chainer's transaction, after
+// its last batch.
+func queueClearAuditPending(b *pgx.Batch, t *tenancy.Tenant, table string) {
+	b.Queue(`DELETE FROM gatehouse.audit_pending WHERE tenant_id = $1
 		AND marked_at < now() - make_interval(secs => $2)
 		AND NOT EXISTS (SELECT 1 FROM `+table+` WHERE chain_seq IS NULL)`, t.ID, markStale.Seconds())
-	return err
 }
 
 // TenantsWithUnchainedAudit lists the tenants marked as possibly having

@@ -72,7 +72,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_TENANT_QUERY_CONNS", Default: "2", Help: "the query tool's logins one tenant may have open at once (the role's own limit over all replicas is 4)"},
 	{Name: "GATEHOUSE_TENANT_CONCURRENCY", Default: "auto", Help: "tool calls one tenant may have in progress; auto: half of GATEHOUSE_DB_TENANT_CONNS, at least 2: 4 on 2 cores, 16 on 16"},
 	{Name: "GATEHOUSE_PRINCIPAL_CONCURRENCY", Default: "auto", Help: "tool calls one person or key may have in progress; auto: half the tenant's, at least 4 (at most the tenant's): 4 on 2 cores, 8 on 16"},
-	{Name: "GATEHOUSE_TENANT_QUEUE", Default: "64", Help: "a tenant's calls that may wait for a free slot (beyond them: 429 at once)"},
+	{Name: "GATEHOUSE_TENANT_QUEUE", Default: "64", Help: "a tenant's calls that may wait for a free slot (beyond them: 429 at once); also how many of its calls may give their slot back while they wait only for their audit record's commit"},
 	{Name: "GATEHOUSE_ADMISSION_WAIT", Default: "2s", Help: "longest a call waits for a free slot before 429; waiting tenants are served fewest-in-progress first"},
 	{Name: "GATEHOUSE_METRICS_TOKEN", Secret: true, Help: "bearer token /metrics requires, 32+ bytes (openssl rand -base64 32); unset: /metrics is open (keep it off the public network)"},
 	{Name: "GATEHOUSE_OPERATORS", Help: "people allowed on the console's operator pages (/console/operator), by provider-qualified subject: google:1234,github:5678"},
