@@ -1,10 +1,38 @@
 package mcp
 
-import "time"
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
 
 // SetAlertClock sets the clock of s's anomaly detector (tests: closing the
 // minutes of failed authentications without waiting for them).
 func SetAlertClock(s *Server, now func() time.Time) { s.alerts.now = now }
+
+// RegisterFailAfterFinal registers a tool, fail_after_final, that adds a
+// todo with its write's final statement (store.Final), which commits the
+// todo with the call's audit record, and then fails: the case
+// store.ErrWriteCommitted reports (tests: how such a call is answered and
+// audited).
+func RegisterFailAfterFinal(s *Server) {
+	type in struct {
+		Title string `json:"title"`
+	}
+	type out struct{}
+	s.register(newTool(ToolSpec{Name: "fail_after_final", Title: "Fail after final", Description: "Test tool.",
+		Role: tenancy.Developer, Scope: identity.ScopeWrite},
+		func(ctx context.Context, c *Call, in in) (out, error) {
+			if _, err := store.AddTodo(store.Final(ctx), c.Tx, in.Title, "", c.Principal.Subject); err != nil {
+				return out{}, err
+			}
+			return out{}, errors.New("the tool failed after its final statement")
+		}))
+}
 
 // SetBeforeGroupCommit makes f run as each group commit of s begins,
 // before its records are written (tests: holding a commit back).

@@ -293,7 +293,9 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 // transaction at all, reads run in a READ ONLY one. Either way the call
 // answers only once its record is durable. A call that fails rolls its
 // transaction back and is recorded in a fresh one, so every call leaves a
-// record. A tool with its own connection (query) runs before its record is
+// record — one: a tool failing after its final statement (store.Final)
+// had committed its effect with the ALLOWED record keeps that record
+// alone (store.ErrWriteCommitted), and is answered with its error. A tool with its own connection (query) runs before its record is
 // written, never inside a tenant transaction: a call holds at most one
 // tenant connection at a time. outcome "unavailable" means the database
 // could not be reached; err is the failure, if any.
@@ -345,6 +347,13 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 			s.log.Error("tool call failed", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "subject", c.Principal.Subject, "error", err)
 		} else if outcome == "unavailable" {
 			s.log.Warn("tool call failed: the database is unavailable", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", err)
+		}
+		if errors.Is(err, store.ErrWriteCommitted) {
+			// The tool failed after its final statement committed the
+			// effect with the call's ALLOWED record (store.Final): that
+			// record stays the call's only one.
+			s.audit.written(c.Tenant, rec)
+			return res, outcome, err
 		}
 		rec.Decision, rec.Reason = store.Failed, outcome
 		if rf := (*ruleRefusal)(nil); errors.As(err, &rf) {

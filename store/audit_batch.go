@@ -117,9 +117,17 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error 
 	if err := db.prepare(ctx, conn.Conn(), groups[0].t.Schema, setSearchPathSQL, auditBatchSQL); err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	// Close reads every result up to the Sync: the implicit transaction
-	// has committed (or rolled back) when it returns.
-	return conn.SendBatch(ctx, b).Close()
+	// has committed (or rolled back) when it returns. PostgreSQL runs the
+	// message to its commit whether or not anyone reads the answer, so
+	// the end of ctx cancels it in PostgreSQL and the answer is read
+	// (commitContext): an error then means nothing was written.
+	cctx, stop := commitContext(ctx, conn.Conn())
+	err = conn.SendBatch(cctx, b).Close()
+	return cancelled(stop(), err)
 }
 
 // setSearchPathSQL points the rest of the transaction at one tenant's

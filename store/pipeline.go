@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,22 +46,24 @@ func (db *DB) InTenantWrite(ctx context.Context, t *tenancy.Tenant, fn func(ctx 
 	// idle: the pool closes it on Release instead of reusing it.
 	defer release()
 	conn := pc.Conn()
-	err = db.writeOnce(ctx, conn, t, fn, rec, false)
-	if planChanged(err) {
-		// A prepared statement of the tool's saw its result columns
-		// change (a migration) and the transaction rolled back: the
+	tx := &pipeTx{conn: conn, db: db, schema: t.Schema, rec: rec}
+	err = db.writeOnce(ctx, conn, t, fn, tx)
+	if tx.prepared && !tx.committed && staleStatement(err) {
+		// A prepared statement of the write's may have been refused
+		// (its result columns or its parameters' types no longer fit
+		// after a migration) and the transaction rolled back: the
 		// tenant's statements are dropped and the write runs again,
 		// unprepared (prepared.go).
 		forgetTenantStatements(conn, t.Schema)
-		err = db.writeOnce(ctx, conn, t, fn, rec, true)
+		err = db.writeOnce(ctx, conn, t, fn, &pipeTx{conn: conn, db: db, schema: t.Schema, rec: rec, unprepared: true})
 	}
 	return err
 }
 
-// writeOnce is one attempt of [DB.InTenantWrite] on conn; unprepared
-// keeps the tool's statements unprepared.
-func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, fn func(ctx context.Context, tx pgx.Tx) error, rec *AuditRecord, unprepared bool) error {
-	tx := &pipeTx{conn: conn, db: db, schema: t.Schema, unprepared: unprepared, rec: rec}
+// writeOnce is one attempt of [DB.InTenantWrite] on conn, with tx, a
+// fresh pipeTx of conn (its unprepared set to keep the tool's statements
+// unprepared).
+func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, fn func(ctx context.Context, tx pgx.Tx) error, tx *pipeTx) error {
 	// The same opening as withTenantMode's, as separate statements (one
 	// Parse each in the extended protocol).
 	tx.pre = append(tx.pre, queued{sql: "BEGIN"})
@@ -92,47 +95,105 @@ func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, 
 		// The final statement carried the record and COMMIT.
 		switch {
 		case err != nil && tx.committed:
-			return fmt.Errorf("store: the write committed with its final statement, then the tool failed: %w", err)
+			return fmt.Errorf("%w, then the tool failed: %w", ErrWriteCommitted, err)
 		case err != nil:
 			rollback()
-			return err
+			return cancelled(tx.endCause, err)
 		case !tx.committed:
 			rollback()
 			return pgx.ErrTxCommitRollback
 		}
 		return nil
 	}
+	if err == nil {
+		// No COMMIT is sent for a call whose time has already run out.
+		err = ctx.Err()
+	}
 	if err != nil {
 		rollback()
 		return err
 	}
-	rec.clean()
 	b := &pgx.Batch{}
 	if !tx.begun {
 		for _, q := range tx.pre {
 			b.Queue(q.sql, q.args...)
 		}
 	}
-	auditSQL := writeAuditSQL
-	if tx.begun && !unprepared {
-		auditSQL = db.tenantStatement(ctx, conn, t.Schema, writeAuditSQL, true)
-	}
-	b.Queue(auditSQL,
-		rec.RequestID, rec.Decision, rec.Tool, rec.Subject, rec.Email, rec.Provider, rec.APIKeyID,
-		rec.ClientIP, rec.UserAgent, rec.Reason, rec.ArgsDigest, rec.Count, rec.Via).QueryRow(func(row pgx.Row) error {
-		return row.Scan(&rec.ID, &rec.At)
-	})
-	b.Queue("COMMIT").Exec(func(tag pgconn.CommandTag) error {
-		if tag.String() != "COMMIT" {
-			return pgx.ErrTxCommitRollback
-		}
-		return nil
-	})
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+	db.startMessage(conn)
+	tx.queueEnd(ctx, b)
+	cctx, stop := commitContext(ctx, conn)
+	err = conn.SendBatch(cctx, b).Close()
+	if cause := stop(); err != nil {
 		rollback()
-		return err
+		return cancelled(cause, err)
 	}
 	return nil
+}
+
+// commitContext returns the context to send a message that carries COMMIT
+// with (the write's record and COMMIT, or a final statement with them),
+// and stop, to call once the message's results are read. Once PostgreSQL
+// has that message it runs it to the end whether or not anyone reads the
+// answer: a statement waiting for a lock, say, commits when the lock is
+// released. So the end of ctx must not merely stop reading (pgx's way,
+// which leaves the caller believing the write failed while it commits);
+// instead PostgreSQL is asked to cancel what is still running (a cancel
+// request, PostgreSQL documentation, "Canceling Requests in Progress"),
+// and its answer says whether the write committed. Only if no answer
+// comes within groupRollbackTimeout more is the connection abandoned
+// (the outcome is then unknown). stop waits for a cancel request in
+// flight, so none reaches the connection's next statement, and returns
+// ctx's error if one was sent.
+func commitContext(ctx context.Context, conn *pgx.Conn) (context.Context, func() error) {
+	cctx, abandon := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	var timer *time.Timer
+	var cause error
+	stopCancel := context.AfterFunc(ctx, func() {
+		defer close(done)
+		cause = ctx.Err()
+		timer = time.AfterFunc(groupRollbackTimeout, abandon)
+		rctx, cancel := context.WithTimeout(cctx, groupRollbackTimeout)
+		defer cancel()
+		_ = conn.PgConn().CancelRequest(rctx)
+	})
+	var once sync.Once
+	return cctx, func() error {
+		once.Do(func() {
+			if !stopCancel() {
+				<-done
+				timer.Stop()
+			}
+			abandon()
+		})
+		return cause
+	}
+}
+
+// cancelled returns err, a write's failure, as cause (the end of the
+// context a message carrying COMMIT was sent with, see commitContext)
+// too, so that callers see a timeout as one: PostgreSQL reports the
+// statement it cancelled on request.
+func cancelled(cause, err error) error {
+	if cause != nil && err != nil && !errors.Is(err, cause) {
+		return fmt.Errorf("%w (%w)", cause, err)
+	}
+	return err
+}
+
+// commitBatch is the results of a message carrying COMMIT, sent with
+// commitContext: closing them stops that context's cancel request and
+// sets *cause.
+type commitBatch struct {
+	pgx.BatchResults
+	stop  func() error
+	cause *error
+}
+
+func (b *commitBatch) Close() error {
+	err := b.BatchResults.Close()
+	*b.cause = b.stop()
+	return err
 }
 
 // writeOpenSQL confines the rest of a write transaction to the tenant.
@@ -160,10 +221,12 @@ type pipeTx struct {
 	pre   []queued
 	begun bool
 	// db and schema prepare the tool's statements for the tenant
-	// (prepared.go), unless unprepared is set.
+	// (prepared.go), unless unprepared is set; prepared says that a
+	// statement was sent by its prepared name.
 	db         *DB
 	schema     string
 	unprepared bool
+	prepared   bool
 	// rec is the write's audit record. A statement sent with a context
 	// from [Final] carries it and COMMIT (ended); committed is set once
 	// PostgreSQL has answered that COMMIT with COMMIT; endRows are that
@@ -172,6 +235,9 @@ type pipeTx struct {
 	ended     bool
 	committed bool
 	endRows   *batchRows
+	// endCause is the end of the final statement's context if it ended
+	// before PostgreSQL answered (see commitContext).
+	endCause error
 }
 
 // finalKey marks a statement as its write's last (see Final).
@@ -185,10 +251,17 @@ type finalKey struct{}
 // record is written as it stands when the statement is sent. After it,
 // the tool may read the statement's result but send nothing more, and
 // must not fail: the write has committed (InTenantWrite returns an error
-// that says so if it does). If the statement fails, PostgreSQL rolls the
-// whole transaction back, record included, as it would have at COMMIT.
+// wrapping [ErrWriteCommitted] if it does). If the statement fails,
+// PostgreSQL rolls the whole transaction back, record included, as it
+// would have at COMMIT.
 // Outside a write, or in a read, Final changes nothing.
 func Final(ctx context.Context) context.Context { return context.WithValue(ctx, finalKey{}, true) }
+
+// ErrWriteCommitted is wrapped in the error [DB.InTenantWrite] returns
+// when the tool failed after its final statement ([Final]) had committed
+// the write and its audit record: the call's effect and its record exist,
+// so a caller must not record the call a second time.
+var ErrWriteCommitted = errors.New("store: the write committed with its final statement")
 
 // errAfterFinal refuses a statement sent after a write's final one.
 var errAfterFinal = errors.New("store: a statement was sent after the write's final statement (store.Final)")
@@ -199,7 +272,11 @@ func (tx *pipeTx) sql(ctx context.Context, sql string, args []any) (string, []an
 	if tx.unprepared {
 		return sql, args
 	}
-	return tx.db.tenantSQL(ctx, tx.conn, tx.schema, sql, args, tx.begun)
+	psql, pargs := tx.db.tenantSQL(ctx, tx.conn, tx.schema, sql, args, tx.begun)
+	if psql != sql {
+		tx.prepared = true
+	}
+	return psql, pargs
 }
 
 var errPipeTx = errors.New("store: a call's write transaction cannot be committed, rolled back or nested by the tool")
@@ -213,6 +290,7 @@ func (tx *pipeTx) send(ctx context.Context, sql string, args []any) (br pgx.Batc
 	if tx.ended {
 		return nil, false, errAfterFinal
 	}
+	tx.db.startMessage(tx.conn)
 	final := tx.rec != nil && ctx.Value(finalKey{}) != nil
 	if tx.begun && !final {
 		return nil, true, nil
@@ -230,8 +308,18 @@ func (tx *pipeTx) send(ctx context.Context, sql string, args []any) (br pgx.Batc
 	if final {
 		tx.queueEnd(ctx, b)
 	}
+	if err := ctx.Err(); err != nil {
+		// A preparation cut short by ctx has closed the connection
+		// (see readTx.send).
+		return nil, false, err
+	}
 	tx.begun = true
-	br = tx.conn.SendBatch(ctx, b)
+	if final {
+		cctx, stop := commitContext(ctx, tx.conn)
+		br = &commitBatch{tx.conn.SendBatch(cctx, b), stop, &tx.endCause}
+	} else {
+		br = tx.conn.SendBatch(ctx, b)
+	}
 	for range n {
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()
@@ -249,6 +337,7 @@ func (tx *pipeTx) queueEnd(ctx context.Context, b *pgx.Batch) {
 	auditSQL := writeAuditSQL
 	if !tx.unprepared {
 		auditSQL = tx.db.tenantStatement(ctx, tx.conn, tx.schema, writeAuditSQL, tx.begun)
+		tx.prepared = tx.prepared || auditSQL != writeAuditSQL
 	}
 	b.Queue(auditSQL,
 		rec.RequestID, rec.Decision, rec.Tool, rec.Subject, rec.Email, rec.Provider, rec.APIKeyID,
@@ -323,6 +412,9 @@ func (tx *pipeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 	br, direct, err := tx.send(ctx, sql, args)
 	if direct {
 		sql, args = tx.sql(ctx, sql, args)
+		if err := ctx.Err(); err != nil {
+			return pgconn.CommandTag{}, err
+		}
 		return tx.conn.Exec(ctx, sql, args...)
 	}
 	if err != nil {
@@ -339,6 +431,9 @@ func (tx *pipeTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows,
 	br, direct, err := tx.send(ctx, sql, args)
 	if direct {
 		sql, args = tx.sql(ctx, sql, args)
+		if err := ctx.Err(); err != nil {
+			return &batchRows{err: err}, err
+		}
 		return tx.conn.Query(ctx, sql, args...)
 	}
 	if err != nil {

@@ -51,7 +51,15 @@ func (db *DB) InTenantReadOnly(ctx context.Context, t *tenancy.Tenant, fn func(c
 	if err := db.prepare(ctx, tx.conn, t.Schema, readOpenSQL, readOpenOwnerSQL); err != nil {
 		return err
 	}
-	return fn(context.WithValue(ctx, holdKey{}, true), tx)
+	err = fn(context.WithValue(ctx, holdKey{}, true), tx)
+	if tx.anyPrepared && staleStatement(err) {
+		// A statement that was not retried (one of a batch) may have met
+		// a prepared statement PostgreSQL now refuses (staleStatement):
+		// the tenant's statements are dropped, or every later call on
+		// this connection would meet the same refusal.
+		forgetTenantStatements(tx.conn, tx.schema)
+	}
+	return err
 }
 
 // readOpenSQL and readOpenOwnerSQL (without the role, see [DB.AsAdmin])
@@ -76,6 +84,9 @@ type readTx struct {
 	// (prepared.go).
 	db     *DB
 	schema string
+	// sentPrepared: the last message ran a statement by its prepared
+	// name; anyPrepared: one of the read's messages did.
+	sentPrepared, anyPrepared bool
 }
 
 var errReadTx = errors.New("store: a read runs each statement in its own implicit transaction; it cannot commit, roll back, nest, prepare, copy or use its connection directly")
@@ -104,15 +115,24 @@ func (tx *readTx) send(ctx context.Context, b *pgx.Batch, unprepared bool) (pgx.
 		p = tx.owner
 	}
 	all.Queue(p.sql, p.args...)
+	tx.db.startMessage(tx.conn)
+	tx.sentPrepared = false
 	for _, q := range b.QueuedQueries {
 		if !unprepared {
 			if sql, args := tx.db.tenantSQL(ctx, tx.conn, tx.schema, q.SQL, q.Arguments, false); sql != q.SQL {
 				pq := *q
 				pq.SQL, pq.Arguments = sql, args
 				q = &pq
+				tx.sentPrepared, tx.anyPrepared = true, true
 			}
 		}
 		all.QueuedQueries = append(all.QueuedQueries, q)
+	}
+	if err := ctx.Err(); err != nil {
+		// A preparation cut short by ctx (held up by a lock, say) has
+		// closed the connection: the call's time ran out, the database
+		// is not unavailable.
+		return nil, err
 	}
 	br := tx.conn.SendBatch(ctx, all)
 	if _, err := br.Exec(); err != nil {
@@ -123,11 +143,12 @@ func (tx *readTx) send(ctx context.Context, b *pgx.Batch, unprepared bool) (pgx.
 }
 
 // retry says whether a statement that failed with err is sent once more,
-// unprepared: PostgreSQL refused its prepared form because its result
-// columns changed (a migration), and the tenant's statements on this
-// connection are dropped.
+// unprepared: it was sent by its prepared name and PostgreSQL may have
+// refused the prepared form (staleStatement: its result columns or its
+// parameters' types no longer fit the tables after a migration), and the
+// tenant's statements on this connection are dropped.
 func (tx *readTx) retry(err error) bool {
-	if !planChanged(err) {
+	if !tx.sentPrepared || !staleStatement(err) {
 		return false
 	}
 	forgetTenantStatements(tx.conn, tx.schema)
@@ -136,7 +157,9 @@ func (tx *readTx) retry(err error) bool {
 
 // SendBatch sends b after the prelude. A batch is not sent again when a
 // prepared statement's result type changed (its callbacks may have run):
-// that error is returned and the next call runs unprepared.
+// that error is returned and, once fn returns it to
+// [DB.InTenantReadOnly], the tenant's statements on the connection are
+// dropped, so the next call runs unprepared.
 func (tx *readTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	br, err := tx.send(ctx, b, false)
 	if err != nil {

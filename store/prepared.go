@@ -35,11 +35,16 @@ import (
 //
 // Each connection keeps at most Options.PreparedStatements statements,
 // least recently used first out (DEALLOCATEd on the next preparation);
-// statements seen fewer than PrepareAfter times are only counted. A
+// statements seen fewer than PrepareAfter times are only counted; a
+// statement is never deallocated before the message that runs it by name
+// is sent (a bound smaller than one message's statements runs the rest of
+// them unprepared). A
 // statement whose result columns change under it (a migration changing a
 // column's type; PostgreSQL refuses with "cached plan must not change
-// result type") is dropped and the statement or write is run once more,
-// unprepared. Behind a transaction pooler nothing is prepared: the next
+// result type"), or whose parameters no longer fit (a parameter keeps the
+// type it was prepared with; see staleStatement), is dropped with the
+// tenant's other statements on the connection and the statement or write
+// is run once more, unprepared. Behind a transaction pooler nothing is prepared: the next
 // transaction may run on another backend.
 
 // Defaults of Options.PreparedStatements and Options.PrepareAfter.
@@ -83,6 +88,10 @@ type tenantStatements struct {
 	// one evicted (still good to use if its statement comes back), false
 	// for one PostgreSQL refused (see planChanged).
 	stale map[string]bool
+	// pinned are the names handed out for the message being built (see
+	// startMessage): that message runs them by name, so none of them is
+	// deallocated before it is sent.
+	pinned map[string]bool
 }
 
 // statementsOf returns conn's statement cache, creating it.
@@ -91,10 +100,25 @@ func statementsOf(conn *pgx.Conn) *tenantStatements {
 	if s, ok := data[tenantStatementsKey].(*tenantStatements); ok {
 		return s
 	}
-	s := &tenantStatements{byKey: map[stmtKey]*list.Element{}, stale: map[string]bool{}}
+	s := &tenantStatements{byKey: map[stmtKey]*list.Element{}, stale: map[string]bool{}, pinned: map[string]bool{}}
 	data[tenantStatementsKey] = s
 	return s
 }
+
+// startMessage says that a new message to PostgreSQL is being built on
+// conn: the names handed out for the previous one, sent by now, may be
+// deallocated again.
+func (db *DB) startMessage(conn *pgx.Conn) {
+	if db.pooled || db.preparedCap <= 0 {
+		return
+	}
+	clear(statementsOf(conn).pinned)
+}
+
+// errPinned: preparing a statement would first deallocate one that the
+// message being built runs by name (a bound smaller than the message's
+// statements); the statement runs unprepared this time.
+var errPinned = errors.New("a statement the message runs is due to be deallocated")
 
 // statementName is the prepared statement's name for key: the same on
 // every connection, distinct per schema and text.
@@ -185,6 +209,7 @@ func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql s
 	}
 	e := el.Value.(*stmtEntry)
 	if e.name != "" {
+		s.pinned[e.name] = true
 		return e.name
 	}
 	if e.uses < 0 {
@@ -200,9 +225,14 @@ func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql s
 		// good.
 		delete(s.stale, name)
 		e.name = name
+		s.pinned[name] = true
 		return name
 	}
-	if err := db.prepareTenant(ctx, conn, schema, s, name, sql, inTx); err != nil {
+	if err := db.prepareTenant(ctx, conn, schema, s, name, sql, inTx); errors.Is(err, errPinned) {
+		// Prepared later, once the message that needs the other one is
+		// sent: the bound holds.
+		return sql
+	} else if err != nil {
 		if ctx.Err() == nil {
 			db.log.Debug("preparing a tenant statement failed; it runs unprepared on this connection", "err", err)
 		}
@@ -210,21 +240,42 @@ func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql s
 		return sql
 	}
 	e.name = name
+	s.pinned[name] = true
 	return name
 }
 
 // prepareTenant deallocates s's stale statements and prepares sql as name
 // with search_path set to schema. It returns an error only when sql is not
-// prepared.
+// prepared; errPinned when a stale statement is pinned (the connection
+// would hold more than its bound).
 func (db *DB) prepareTenant(ctx context.Context, conn *pgx.Conn, schema string, s *tenantStatements, name, sql string, inTx bool) error {
+	pinned := false
 	for stale := range s.stale {
+		if s.pinned[stale] {
+			pinned = true
+			continue
+		}
 		if err := conn.Deallocate(ctx, stale); err != nil {
 			return err
 		}
 		delete(s.stale, stale)
 	}
+	if pinned {
+		return errPinned
+	}
 	if inTx {
-		_, err := conn.Prepare(ctx, name, sql)
+		// In a savepoint: a statement that cannot be prepared must not
+		// abort the write's transaction, or the write would fail with
+		// "current transaction is aborted" instead of the statement's own
+		// error when it runs unprepared.
+		if _, err := conn.Exec(ctx, "SAVEPOINT gatehouse_prepare"); err != nil {
+			return err
+		}
+		if _, err := conn.Prepare(ctx, name, sql); err != nil {
+			_, _ = conn.Exec(ctx, "ROLLBACK TO SAVEPOINT gatehouse_prepare")
+			return err
+		}
+		_, err := conn.Exec(ctx, "RELEASE SAVEPOINT gatehouse_prepare")
 		return err
 	}
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
@@ -253,6 +304,27 @@ func forgetTenantStatements(conn *pgx.Conn, schema string) {
 		}
 		el = next
 	}
+}
+
+// staleStatement reports whether err, met by a call that ran some of the
+// tenant's statements by their prepared names, may be PostgreSQL refusing
+// a prepared form rather than the statement itself, so that the call is
+// worth running once more unprepared: the statement's result columns
+// changed (planChanged), or re-analysing it against the tables as they
+// are now failed (SQLSTATE class 42, syntax error or access rule
+// violation) where the statement analysed afresh may not: a prepared
+// statement's parameters keep the types they were given when it was
+// prepared (PostgreSQL documentation, PREPARE), so a migration changing
+// the type of a column compared with a parameter leaves it refused with
+// "operator does not exist: text = date" for as long as it is kept.
+// Insufficient privilege (42501) is left out: it is checked when a
+// statement runs, prepared or not.
+func staleStatement(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	return planChanged(err) || (strings.HasPrefix(pe.Code, "42") && pe.Code != "42501")
 }
 
 // planChanged reports whether err is PostgreSQL refusing a prepared

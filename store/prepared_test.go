@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
@@ -283,17 +285,234 @@ func TestNothingPreparedBehindAPooler(t *testing.T) {
 	}
 	defer db.Close()
 	tn := mustTenant(t, db, "prepared-pooler.example")
-	for range 3 {
+	ctx := context.Background()
+	for i := range 3 {
 		titles(t, db, tn, "SELECT title FROM todos")
-		rec := &store.AuditRecord{RequestID: "pooler", Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
-		if err := db.InTenantWrite(context.Background(), tn, func(ctx context.Context, tx pgx.Tx) error {
-			_, err := store.AddTodo(ctx, tx, "pooled", "", "s")
+		rec := func() *store.AuditRecord {
+			return &store.AuditRecord{RequestID: "pooler", Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
+		}
+		// A write of two statements, then one of a final statement.
+		if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := store.AddTodo(ctx, tx, "pooled", "", "s"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "UPDATE todos SET done = true WHERE title = $1", "nothing")
 			return err
-		}, rec); err != nil {
+		}, rec()); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			_, err := store.AddTodo(store.Final(ctx), tx, fmt.Sprint("pooled final ", i), "", "s")
+			return err
+		}, rec()); err != nil {
+			t.Fatal(err)
+		}
+		// A read's batch.
+		if err := db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue("SELECT set_config('statement_timeout', '5000', true)")
+			b.Queue("SELECT count(*) FROM todos")
+			return tx.SendBatch(ctx, b).Close()
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if names := preparedNames(t, db, tn); len(names) != 0 {
-		t.Errorf("behind a pooler, %d statements were prepared: %v", len(names), names)
+	// Nothing at all: neither the tools' statements nor Gatehouse's fixed
+	// ones (named by their text).
+	var all []string
+	if err := db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, "SELECT name FROM pg_prepared_statements")
+		var err error
+		all, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 0 {
+		t.Errorf("behind a pooler, %d statements were prepared: %v", len(all), all)
+	}
+}
+
+// TestPreparedBatchAcrossMigration: a read's batch (tx.SendBatch, as the
+// semantic ranking sends) whose prepared statement PostgreSQL refuses
+// after a migration changed its result columns fails once, as documented,
+// and the next call on the connection runs again; it must not go on
+// failing for as long as the connection keeps the statement.
+func TestPreparedBatchAcrossMigration(t *testing.T) {
+	db := openOneConn(t, 0)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "prepared-batch.example")
+	batch := func() (int, error) {
+		var cols int
+		err := db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue("SELECT set_config('statement_timeout', '5000', true)")
+			b.Queue("SELECT * FROM projects LIMIT 0")
+			br := tx.SendBatch(ctx, b)
+			defer br.Close()
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+			rows, err := br.Query()
+			if err != nil {
+				return err
+			}
+			cols = len(rows.FieldDescriptions())
+			rows.Close()
+			return rows.Err()
+		})
+		return cols, err
+	}
+	before, err := batch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := batch(); err != nil { // prepared by now
+		t.Fatal(err)
+	}
+	alter := fmt.Sprintf("ALTER TABLE %s ADD COLUMN colour text", pgx.Identifier{tn.Schema, "projects"}.Sanitize())
+	if _, err := db.Pool().Exec(ctx, alter); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = batch() // may fail once: "cached plan must not change result type"
+	for i := range 3 {
+		cols, err := batch()
+		if err != nil || cols != before+1 {
+			t.Fatalf("batch %d after the migration: %d columns (before %d), %v", i, cols, before, err)
+		}
+	}
+}
+
+// TestPreparedStatementsSmallBound: a bound smaller than the statements of
+// one message (a final write: the tool's statement and the audit record;
+// a read's batch of several statements) must not deallocate a statement
+// that message is about to run by name. Every bound from 1 up.
+func TestPreparedStatementsSmallBound(t *testing.T) {
+	ctx := context.Background()
+	for _, bound := range []int{1, 2, 3} {
+		db := openOneConn(t, bound)
+		tn := mustTenant(t, db, fmt.Sprintf("prepared-small-%d.example", bound))
+		for i := range 4 {
+			title := fmt.Sprintf("small %d/%d", bound, i)
+			rec := &store.AuditRecord{RequestID: title, Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
+			if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+				if i%2 == 1 {
+					var n int
+					if err := tx.QueryRow(ctx, "SELECT count(*) FROM todos").Scan(&n); err != nil {
+						return err
+					}
+				}
+				_, err := store.AddTodo(store.Final(ctx), tx, title, "", "s")
+				return err
+			}, rec); err != nil {
+				t.Fatalf("bound %d, final write %d: %v", bound, i, err)
+			}
+			err := db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+				b := &pgx.Batch{}
+				for k := range 4 {
+					b.Queue(fmt.Sprintf("SELECT %d + count(*)::int FROM todos", k))
+				}
+				br := tx.SendBatch(ctx, b)
+				defer br.Close()
+				for k := range 4 {
+					var got int
+					if err := br.QueryRow().Scan(&got); err != nil {
+						return fmt.Errorf("statement %d: %w", k, err)
+					}
+					if got != k+i+1 {
+						return fmt.Errorf("statement %d: %d, want %d", k, got, k+i+1)
+					}
+				}
+				return br.Close()
+			})
+			if err != nil {
+				t.Fatalf("bound %d, batch %d: %v", bound, i, err)
+			}
+		}
+		if n := len(preparedNames(t, db, tn)); n > bound {
+			t.Errorf("bound %d: %d statements prepared", bound, n)
+		}
+	}
+}
+
+// TestPreparedStatementFailsInAWrite: a statement of a write that cannot
+// be prepared (a column this tenant's tables do not have, as during a
+// rolling migration) fails with PostgreSQL's own error, not with "current
+// transaction is aborted" from a failed preparation inside the
+// transaction; a tool that expects such an error can tell it; and the
+// connection serves the next write.
+func TestPreparedStatementFailsInAWrite(t *testing.T) {
+	db := openOneConn(t, 0)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "prepared-fails.example")
+	for i := range 3 {
+		rec := &store.AuditRecord{RequestID: fmt.Sprintf("fails-%d", i), Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
+		err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := store.AddTodo(ctx, tx, "first", "", "s"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "UPDATE todos SET no_such_column = 1")
+			return err
+		}, rec)
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "42703" {
+			t.Fatalf("write %d: %v, want undefined_column (42703)", i, err)
+		}
+	}
+	rec := &store.AuditRecord{RequestID: "after", Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
+	if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := store.AddTodo(store.Final(ctx), tx, "after", "", "s")
+		return err
+	}, rec); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPreparedStatementsAcrossParameterTypeChange: a migration that
+// changes the type of a column a statement compares with a parameter
+// leaves the prepared statement's parameter with its old type, which
+// PostgreSQL now refuses ("operator does not exist: text = date") though
+// the same statement unprepared runs; reads and writes must still work,
+// on the first call after the migration and every later one.
+func TestPreparedStatementsAcrossParameterTypeChange(t *testing.T) {
+	db := openOneConn(t, 0)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "prepared-param-type.example")
+	const (
+		read  = "SELECT count(*) FROM todos WHERE due_on = $1"
+		write = "UPDATE todos SET done = done WHERE due_on = $1"
+	)
+	run := func() error {
+		var n int
+		if err := db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			return tx.QueryRow(ctx, read, "2026-01-01").Scan(&n)
+		}); err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		rec := &store.AuditRecord{RequestID: "param-type", Decision: store.Allowed, Tool: "update_todo", Subject: "s", Count: 1}
+		if err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, write, "2026-01-01"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(store.Final(ctx), write, "2026-01-02")
+			return err
+		}, rec); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		return nil
+	}
+	for range 2 {
+		if err := run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alter := fmt.Sprintf("ALTER TABLE %s ALTER COLUMN due_on TYPE text", pgx.Identifier{tn.Schema, "todos"}.Sanitize())
+	if _, err := db.Pool().Exec(ctx, alter); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := run(); err != nil {
+			t.Fatalf("call %d after the migration: %v", i, err)
+		}
 	}
 }
