@@ -23,17 +23,8 @@ func TestInTenantWriteFinal(t *testing.T) {
 	db := storetest.MustOpenDB(t)
 	ctx := context.Background()
 	tn := mustTenant(t, db, "final.example")
-	count := func(sql string) int {
-		t.Helper()
-		var n int
-		if err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error { return tx.QueryRow(ctx, sql).Scan(&n) }); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	rec := func(reqID string) *store.AuditRecord {
-		return &store.AuditRecord{RequestID: reqID, Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
-	}
+	count := func(sql string) int { t.Helper(); return countIn(t, db, tn, sql) }
+	rec := writeRecord
 	both := func(title, reqID string) (int, int) {
 		t.Helper()
 		return count("SELECT count(*) FROM todos WHERE title = '" + title + "'"),

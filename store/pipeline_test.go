@@ -10,6 +10,7 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
 // TestInTenantWrite: the effect and its audit record commit together in
@@ -22,16 +23,8 @@ func TestInTenantWrite(t *testing.T) {
 	ctx := context.Background()
 	tn := mustTenant(t, db, "pipeline.example")
 	other := mustTenant(t, db, "other-pipeline.example")
-	count := func(sql string) int {
-		var n int
-		if err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error { return tx.QueryRow(ctx, sql).Scan(&n) }); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	rec := func(reqID string) *store.AuditRecord {
-		return &store.AuditRecord{RequestID: reqID, Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
-	}
+	count := func(sql string) int { return countIn(t, db, tn, sql) }
+	rec := writeRecord
 
 	ok := rec("ok")
 	err := db.InTenantWrite(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
@@ -138,4 +131,21 @@ func TestEveryAuditPathStoresEveryField(t *testing.T) {
 			t.Errorf("%s stored as\n%+v\nwant\n%+v", r.RequestID, *r, *want)
 		}
 	}
+}
+
+// countIn runs sql, a count, in tenant tn's schema.
+func countIn(t *testing.T, db *store.DB, tn *tenancy.Tenant, sql string) int {
+	t.Helper()
+	var n int
+	ctx := context.Background()
+	if err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error { return tx.QueryRow(ctx, sql).Scan(&n) }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// writeRecord is the audit record of an allowed add_todo call with
+// request id reqID.
+func writeRecord(reqID string) *store.AuditRecord {
+	return &store.AuditRecord{RequestID: reqID, Decision: store.Allowed, Tool: "add_todo", Subject: "s", Count: 1}
 }
