@@ -72,6 +72,47 @@ func TestQueryConcurrentFirstCalls(t *testing.T) {
 	}
 }
 
+// TestQueryLoginsBackToBack: two processes each running as many queries
+// at once as their share of the role's CONNECTION LIMIT, one after another
+// without pause, are never refused: a login closed a moment ago still
+// counts in PostgreSQL until its backend has exited, and a refusal then is
+// not the limit being reached.
+func TestQueryLoginsBackToBack(t *testing.T) {
+	conn := storetest.ConnString(t)
+	var dbs []*store.DB
+	for range 2 {
+		db, err := store.Open(context.Background(), conn, &store.Options{TenantQueryConns: 2, QueryConns: 8}) // 2 × 2: the role's limit is 4
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(db.Close)
+		dbs = append(dbs, db)
+	}
+	tn := mustTenant(t, dbs[0], "backtoback.example")
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	refused := 0
+	for i := range 4 {
+		wg.Go(func() {
+			<-release
+			for range 25 {
+				if _, err := dbs[i%2].Query(context.Background(), tn, "select 1", queryLimits); err != nil {
+					mu.Lock()
+					refused++
+					mu.Unlock()
+					t.Logf("query: %v", err)
+				}
+			}
+		})
+	}
+	close(release)
+	wg.Wait()
+	if refused > 0 {
+		t.Errorf("%d of 100 queries refused although no process was over its share of the role's limit", refused)
+	}
+}
+
 // TestQueryLoginsBounded: a tenant's query logins are bounded in this
 // process, and so are all tenants' together; a query over a bound waits
 // briefly, then is refused with a BusyError, and the others are served.

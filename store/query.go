@@ -139,6 +139,14 @@ func rowValues(obj string, n int) []json.RawMessage {
 	return vals
 }
 
+// roleLimit reports whether err is PostgreSQL refusing a login over its
+// role's CONNECTION LIMIT (SQLSTATE 53300, "too many connections for
+// role").
+func roleLimit(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "53300" && strings.Contains(pgErr.Message, "for role")
+}
+
 // queryLogin is a tenant's query role and its password, once its login is
 // enabled.
 type queryLogin struct{ role, password string }
@@ -170,10 +178,22 @@ func (db *DB) queryConn(ctx context.Context, t *tenancy.Tenant) (conn *pgx.Conn,
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	conn, err = pgx.ConnectConfig(cctx, cfg)
+	// A login closed a moment ago (here or on another replica) still
+	// counts against the role's CONNECTION LIMIT until its backend has
+	// exited, which PostgreSQL does after the client has gone: a refusal
+	// is tried again for a little while before it is believed.
+	for wait := 10 * time.Millisecond; err != nil && roleLimit(err) && wait <= 160*time.Millisecond; wait *= 2 {
+		select {
+		case <-cctx.Done():
+		case <-time.After(wait):
+			conn, err = pgx.ConnectConfig(cctx, cfg)
+			continue
+		}
+		break
+	}
 	if err != nil {
 		release()
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "53300" && strings.Contains(pgErr.Message, "for role") {
+		if roleLimit(err) {
 			// The role's own CONNECTION LIMIT: its logins on every replica.
 			return nil, nil, &BusyError{What: "your organisation's concurrent queries on all servers", Scope: "tenant_all_servers", Limit: 4}
 		}
