@@ -63,6 +63,10 @@ const (
 	DefaultPrepareAfter = 2
 )
 
+// prepareRetryAfter is how many uses on a connection a statement whose
+// preparation failed runs unprepared before it is prepared again.
+const prepareRetryAfter = 64
+
 // tenantStatementsKey keys a connection's [tenantStatements] in its
 // pgconn CustomData.
 const tenantStatementsKey = "gatehouse.tenant-statements"
@@ -71,8 +75,10 @@ const tenantStatementsKey = "gatehouse.tenant-statements"
 type stmtKey struct{ schema, sql string }
 
 // stmtEntry is a statement seen on a connection: name is set once it is
-// prepared; uses counts its uses until then (-1: preparing failed, never
-// again on this connection).
+// prepared; uses counts its uses until then, from -prepareRetryAfter
+// after a preparation failed (the statement runs unprepared meanwhile,
+// and a cause that has passed, such as a table a migration had not yet
+// created, costs one failed preparation per that many uses at most).
 type stmtEntry struct {
 	key  stmtKey
 	name string
@@ -212,9 +218,6 @@ func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql s
 		s.pinned[e.name] = true
 		return e.name
 	}
-	if e.uses < 0 {
-		return sql
-	}
 	e.uses++
 	if e.uses < db.prepareAfter {
 		return sql
@@ -236,7 +239,7 @@ func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql s
 		if ctx.Err() == nil {
 			db.log.Debug("preparing a tenant statement failed; it runs unprepared on this connection", "err", err)
 		}
-		e.uses = -1
+		e.uses = -prepareRetryAfter
 		return sql
 	}
 	e.name = name

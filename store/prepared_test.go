@@ -516,3 +516,42 @@ func TestPreparedStatementsAcrossParameterTypeChange(t *testing.T) {
 		}
 	}
 }
+
+// TestPreparationRetriedAfterItFailed: a statement whose preparation
+// failed (its table did not exist yet) is prepared after all once the
+// cause has passed (a migration created the table), instead of running
+// unprepared for the connection's whole life.
+func TestPreparationRetriedAfterItFailed(t *testing.T) {
+	db := openOneConn(t, 0)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "prepared-retry.example")
+	const sql = "SELECT count(*) FROM later_notes"
+	count := func() error {
+		return db.InTenantReadOnly(ctx, tn, func(ctx context.Context, tx pgx.Tx) error {
+			var n int
+			return tx.QueryRow(ctx, sql).Scan(&n)
+		})
+	}
+	if err := count(); err == nil {
+		t.Fatal("a read of a table that does not exist succeeded")
+	}
+	table := pgx.Identifier{tn.Schema, "later_notes"}.Sanitize()
+	ddl := "CREATE TABLE " + table + " (id int)"
+	if tn.DBRole != "" {
+		ddl += "; GRANT SELECT ON " + table + " TO " + pgx.Identifier{tn.DBRole}.Sanitize()
+	}
+	if _, err := db.Pool().Exec(ctx, ddl); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if err := count(); err != nil {
+			t.Fatalf("read %d after the table was created: %v", i, err)
+		}
+	}
+	for _, stmt := range preparedNames(t, db, tn) {
+		if stmt == sql {
+			return
+		}
+	}
+	t.Error("the statement was never prepared again after its preparation failed once")
+}
