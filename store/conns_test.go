@@ -36,21 +36,30 @@ func TestNestedTenantConnectionRefused(t *testing.T) {
 	}
 }
 
-// TestQueryConcurrentFirstCalls: the first queries of a tenant, started at
-// once on a cold process, set its query role up once: none fails (the
-// race made one fail with "tuple concurrently updated", SQLSTATE XX000).
-// Two processes (two DBs on one database) race as well.
-func TestQueryConcurrentFirstCalls(t *testing.T) {
+// twoQueryProcesses opens two DBs on one new database, as two Gatehouse
+// processes, each allowed 2 query logins per tenant: together the query
+// role's own connection limit of 4.
+func twoQueryProcesses(t *testing.T) []*store.DB {
+	t.Helper()
 	conn := storetest.ConnString(t)
 	var dbs []*store.DB
 	for range 2 {
-		db, err := store.Open(context.Background(), conn, &store.Options{TenantQueryConns: 2, QueryConns: 8}) // 2 × 2: the role's own connection limit is 4
+		db, err := store.Open(context.Background(), conn, &store.Options{TenantQueryConns: 2, QueryConns: 8})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(db.Close)
 		dbs = append(dbs, db)
 	}
+	return dbs
+}
+
+// TestQueryConcurrentFirstCalls: the first queries of a tenant, started at
+// once on a cold process, set its query role up once: none fails (the
+// race made one fail with "tuple concurrently updated", SQLSTATE XX000).
+// Two processes (two DBs on one database) race as well.
+func TestQueryConcurrentFirstCalls(t *testing.T) {
+	dbs := twoQueryProcesses(t)
 	tn := mustTenant(t, dbs[0], "acme.com")
 	release := make(chan struct{})
 	var wg sync.WaitGroup
@@ -78,16 +87,7 @@ func TestQueryConcurrentFirstCalls(t *testing.T) {
 // counts in PostgreSQL until its backend has exited, and a refusal then is
 // not the limit being reached.
 func TestQueryLoginsBackToBack(t *testing.T) {
-	conn := storetest.ConnString(t)
-	var dbs []*store.DB
-	for range 2 {
-		db, err := store.Open(context.Background(), conn, &store.Options{TenantQueryConns: 2, QueryConns: 8}) // 2 × 2: the role's limit is 4
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(db.Close)
-		dbs = append(dbs, db)
-	}
+	dbs := twoQueryProcesses(t)
 	tn := mustTenant(t, dbs[0], "backtoback.example")
 	release := make(chan struct{})
 	var wg sync.WaitGroup

@@ -151,7 +151,8 @@ func TestEmbeddedSized(t *testing.T) {
 	}
 	ctx := context.Background()
 	want := store.EmbeddedSizing(store.MachineMemory())
-	show := func(e *store.Embedded, name string) string {
+	// ask returns what sql, one text value, gives on e's cluster.
+	ask := func(e *store.Embedded, sql string, args ...any) string {
 		t.Helper()
 		conn, err := pgx.Connect(ctx, e.ConnString(""))
 		if err != nil {
@@ -159,24 +160,19 @@ func TestEmbeddedSized(t *testing.T) {
 		}
 		defer conn.Close(ctx)
 		var v string
-		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v); err != nil {
+		if err := conn.QueryRow(ctx, sql, args...).Scan(&v); err != nil {
 			t.Fatal(err)
 		}
 		return v
 	}
+	show := func(e *store.Embedded, name string) string {
+		t.Helper()
+		return ask(e, "SELECT current_setting($1)", name)
+	}
 	// PostgreSQL shows shared_buffers in its largest whole unit (2GB).
 	mb := func(e *store.Embedded) string {
 		t.Helper()
-		conn, err := pgx.Connect(ctx, e.ConnString(""))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close(ctx)
-		var v string
-		if err := conn.QueryRow(ctx, "SELECT (pg_size_bytes(current_setting('shared_buffers')) / 1048576)::text || 'MB'").Scan(&v); err != nil {
-			t.Fatal(err)
-		}
-		return v
+		return ask(e, "SELECT (pg_size_bytes(current_setting('shared_buffers')) / 1048576)::text || 'MB'")
 	}
 	dir := filepath.Join(storetest.TempDir(t), "data")
 	e, err := store.StartEmbedded(ctx, store.EmbeddedOptions{DataDir: dir})
