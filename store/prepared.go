@@ -33,12 +33,24 @@ import (
 // prelude sets ([readOpenSQL], [writeOpenSQL]); preparing changes nothing
 // in what a tenant role may read or write.
 //
-// Each connection keeps at most Options.PreparedStatements statements,
-// least recently used first out (DEALLOCATEd on the next preparation);
-// statements seen fewer than PrepareAfter times are only counted; a
-// statement is never deallocated before the message that runs it by name
-// is sent (a bound smaller than one message's statements runs the rest of
-// them unprepared). A
+// Each connection keeps at most Options.PreparedStatements statements. A
+// statement is prepared once it has been seen PrepareAfter times there;
+// while the connection holds its bound, it takes the place of the
+// prepared statement used least (uses since the last ageing, see
+// ageEvery) only if it has been used more than that one, else it runs
+// unprepared and keeps counting (an admission by frequency, as in
+// TinyLFU: Einziger, Friedman and Manes, ACM TOS 2017). A least recently
+// used order failed here: a connection serving more tenants than its
+// bound (250–500 of 2,000 busy tenants with tenant affinity) evicted each
+// statement before it came back, and spread calls paid a preparation (a
+// transaction of four round trips) and a plan on top of every call (0.27×
+// the throughput over 10 tenants on the store, against 0.56–0.70× with
+// every statement prepared; bench/README.md). A statement dropped is
+// DEALLOCATEd on the next preparation; statements seen but not prepared
+// are only counted, in Gatehouse's memory (at most seenPerPrepared times
+// the bound). A statement is never deallocated before the message that
+// runs it by name is sent (a bound smaller than one message's statements
+// runs the rest of them unprepared). A
 // statement whose result columns change under it (a migration changing a
 // column's type; PostgreSQL refuses with "cached plan must not change
 // result type"), or whose parameters no longer fit (a parameter keeps the
@@ -67,6 +79,16 @@ const (
 // preparation failed runs unprepared before it is prepared again.
 const prepareRetryAfter = 64
 
+// seenPerPrepared bounds the statements a connection counts without
+// preparing them, as a multiple of its bound of prepared ones (the least
+// recently seen is forgotten first).
+const seenPerPrepared = 4
+
+// ageEvery: after this many uses per prepared-statement slot on a
+// connection, every statement's count of uses is halved, so that a
+// statement used often long ago gives its place to one used often now.
+const ageEvery = 8
+
 // tenantStatementsKey keys a connection's [tenantStatements] in its
 // pgconn CustomData.
 const tenantStatementsKey = "gatehouse.tenant-statements"
@@ -83,13 +105,22 @@ type stmtEntry struct {
 	key  stmtKey
 	name string
 	uses int
+	// seen is the entry's element in tenantStatements.seen while it is
+	// not prepared.
+	seen *list.Element
 }
 
-// tenantStatements is one connection's statements, most recently used
-// first. Only the connection's current holder touches it.
+// tenantStatements is one connection's statements. Only the connection's
+// current holder touches it.
 type tenantStatements struct {
-	lru   list.List // of *stmtEntry
-	byKey map[stmtKey]*list.Element
+	byKey map[stmtKey]*stmtEntry
+	// prepared holds the entries with a name (at most the bound); seen
+	// the others, most recently used first (at most seenPerPrepared times
+	// the bound).
+	prepared map[*stmtEntry]struct{}
+	seen     list.List // of *stmtEntry
+	// sinceAge counts uses since the counts were last halved.
+	sinceAge int
 	// stale are prepared names dropped and not yet deallocated: true for
 	// one evicted (still good to use if its statement comes back), false
 	// for one PostgreSQL refused (see planChanged).
@@ -106,7 +137,7 @@ func statementsOf(conn *pgx.Conn) *tenantStatements {
 	if s, ok := data[tenantStatementsKey].(*tenantStatements); ok {
 		return s
 	}
-	s := &tenantStatements{byKey: map[stmtKey]*list.Element{}, stale: map[string]bool{}, pinned: map[string]bool{}}
+	s := &tenantStatements{byKey: map[stmtKey]*stmtEntry{}, prepared: map[*stmtEntry]struct{}{}, stale: map[string]bool{}, pinned: map[string]bool{}}
 	data[tenantStatementsKey] = s
 	return s
 }
@@ -195,40 +226,47 @@ func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql s
 		return sql
 	}
 	s := statementsOf(conn)
+	s.age(db.preparedCap)
 	key := stmtKey{schema, sql}
-	el, ok := s.byKey[key]
+	e, ok := s.byKey[key]
 	if !ok {
-		e := &stmtEntry{key: key}
-		el = s.lru.PushFront(e)
-		s.byKey[key] = el
-		for s.lru.Len() > db.preparedCap {
-			old := s.lru.Back()
-			oe := old.Value.(*stmtEntry)
-			s.lru.Remove(old)
-			delete(s.byKey, oe.key)
-			if oe.name != "" {
-				s.stale[oe.name] = true
-			}
+		e = &stmtEntry{key: key}
+		e.seen = s.seen.PushFront(e)
+		s.byKey[key] = e
+		for s.seen.Len() > seenPerPrepared*db.preparedCap {
+			old := s.seen.Remove(s.seen.Back()).(*stmtEntry)
+			delete(s.byKey, old.key)
 		}
-	} else {
-		s.lru.MoveToFront(el)
 	}
-	e := el.Value.(*stmtEntry)
+	e.uses++
 	if e.name != "" {
 		s.pinned[e.name] = true
 		return e.name
 	}
-	e.uses++
+	s.seen.MoveToFront(e.seen)
 	if e.uses < db.prepareAfter {
 		return sql
 	}
+	if len(s.prepared) >= db.preparedCap {
+		victim := s.leastUsed()
+		if victim == nil || victim.uses >= e.uses {
+			// Not used more than any statement prepared here: it runs
+			// unprepared and keeps counting.
+			return sql
+		}
+		s.unprepare(victim, true)
+	}
 	name := statementName(key)
 	if s.stale[name] {
-		// Evicted and back before it was deallocated: still prepared and
-		// good.
+		// Dropped and back before it was deallocated: still prepared
+		// and good. The others dropped go now, as a preparation would
+		// have them go, so that the bound holds.
 		delete(s.stale, name)
-		e.name = name
-		s.pinned[name] = true
+		if err := deallocateStale(ctx, conn, s); err != nil {
+			s.stale[name] = true
+			return sql
+		}
+		s.setPrepared(e, name)
 		return name
 	}
 	if err := db.prepareTenant(ctx, conn, schema, s, name, sql, inTx); errors.Is(err, errPinned) {
@@ -242,9 +280,54 @@ func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql s
 		e.uses = -prepareRetryAfter
 		return sql
 	}
-	e.name = name
-	s.pinned[name] = true
+	s.setPrepared(e, name)
 	return name
+}
+
+// age halves every statement's count of uses once per ageEvery uses per
+// slot of the bound (the counts of statements whose preparation failed,
+// negative, are left to run up).
+func (s *tenantStatements) age(bound int) {
+	s.sinceAge++
+	if s.sinceAge < ageEvery*bound {
+		return
+	}
+	s.sinceAge = 0
+	for _, e := range s.byKey {
+		if e.uses > 0 {
+			e.uses /= 2
+		}
+	}
+}
+
+// leastUsed returns the prepared statement with the fewest uses that the
+// message being built does not run, or nil.
+func (s *tenantStatements) leastUsed() *stmtEntry {
+	var least *stmtEntry
+	for e := range s.prepared {
+		if !s.pinned[e.name] && (least == nil || e.uses < least.uses) {
+			least = e
+		}
+	}
+	return least
+}
+
+// setPrepared records e as prepared under name, pinned for the message
+// being built.
+func (s *tenantStatements) setPrepared(e *stmtEntry, name string) {
+	s.seen.Remove(e.seen)
+	e.seen, e.name = nil, name
+	s.prepared[e] = struct{}{}
+	s.pinned[name] = true
+}
+
+// unprepare drops e's prepared statement (DEALLOCATEd at the next
+// preparation; good, says stale, if it is still good to run should its
+// statement come back first) and forgets e.
+func (s *tenantStatements) unprepare(e *stmtEntry, good bool) {
+	delete(s.prepared, e)
+	delete(s.byKey, e.key)
+	s.stale[e.name] = good
 }
 
 // prepareTenant deallocates s's stale statements and prepares sql as name
@@ -252,19 +335,8 @@ func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql s
 // prepared; errPinned when a stale statement is pinned (the connection
 // would hold more than its bound).
 func (db *DB) prepareTenant(ctx context.Context, conn *pgx.Conn, schema string, s *tenantStatements, name, sql string, inTx bool) error {
-	pinned := false
-	for stale := range s.stale {
-		if s.pinned[stale] {
-			pinned = true
-			continue
-		}
-		if err := conn.Deallocate(ctx, stale); err != nil {
-			return err
-		}
-		delete(s.stale, stale)
-	}
-	if pinned {
-		return errPinned
+	if err := deallocateStale(ctx, conn, s); err != nil {
+		return err
 	}
 	if inTx {
 		// In a savepoint: a statement that cannot be prepared must not
@@ -290,22 +362,41 @@ func (db *DB) prepareTenant(ctx context.Context, conn *pgx.Conn, schema string, 
 	})
 }
 
+// deallocateStale deallocates s's dropped statements but those the message
+// being built runs by name; errPinned if there were such.
+func deallocateStale(ctx context.Context, conn *pgx.Conn, s *tenantStatements) error {
+	pinned := false
+	for stale := range s.stale {
+		if s.pinned[stale] {
+			pinned = true
+			continue
+		}
+		if err := conn.Deallocate(ctx, stale); err != nil {
+			return err
+		}
+		delete(s.stale, stale)
+	}
+	if pinned {
+		return errPinned
+	}
+	return nil
+}
+
 // forgetTenantStatements drops conn's prepared statements of schema (after
 // PostgreSQL refused one whose result type changed): they are deallocated
 // at the next preparation and run unprepared until seen again.
 func forgetTenantStatements(conn *pgx.Conn, schema string) {
 	s := statementsOf(conn)
-	for el := s.lru.Front(); el != nil; {
-		next := el.Next()
-		e := el.Value.(*stmtEntry)
-		if e.key.schema == schema {
-			s.lru.Remove(el)
-			delete(s.byKey, e.key)
-			if e.name != "" {
-				s.stale[e.name] = false
-			}
+	for key, e := range s.byKey {
+		if key.schema != schema {
+			continue
 		}
-		el = next
+		if e.name != "" {
+			s.unprepare(e, false)
+			continue
+		}
+		s.seen.Remove(e.seen)
+		delete(s.byKey, key)
 	}
 }
 

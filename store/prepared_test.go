@@ -145,6 +145,64 @@ func TestPreparedStatementsBounded(t *testing.T) {
 	}
 }
 
+// TestPreparedStatementsKeepTheMostUsed: a connection meeting more
+// statements than its bound (a backend serving more busy tenants than it
+// has slots) keeps its most used statements prepared instead of trading
+// them for each newcomer, which a least-recently-used order did: a stream
+// of statements seen once, interleaved with a few used often, never
+// displaces those; a statement that comes to be used more than one
+// prepared gets its place; and the bound holds throughout.
+func TestPreparedStatementsKeepTheMostUsed(t *testing.T) {
+	const bound = 4
+	db := openOneConn(t, bound)
+	tn := mustTenant(t, db, "prepared-most-used.example")
+	sql := func(i int) string { return fmt.Sprintf("SELECT %d + count(*)::int FROM todos", i) }
+	run := func(i int) {
+		t.Helper()
+		var got int
+		err := db.InTenantReadOnly(context.Background(), tn, func(ctx context.Context, tx pgx.Tx) error {
+			return tx.QueryRow(ctx, sql(i)).Scan(&got)
+		})
+		if err != nil || got != i {
+			t.Fatalf("statement %d: %d, %v", i, got, err)
+		}
+	}
+	prepared := func() map[string]bool {
+		t.Helper()
+		on := map[string]bool{}
+		for _, stmt := range preparedNames(t, db, tn) {
+			on[stmt] = true
+		}
+		if len(on) > bound {
+			t.Fatalf("%d statements prepared, bound %d: %v", len(on), bound, on)
+		}
+		return on
+	}
+	for range 6 {
+		for hot := range bound {
+			run(hot)
+		}
+	}
+	for cold := 100; cold < 160; cold++ {
+		run(cold)
+		run(cold % bound)
+		if cold%10 == 0 {
+			on := prepared()
+			for hot := range bound {
+				if !on[sql(hot)] {
+					t.Fatalf("after %d statements seen once, the often used statement %d is no longer prepared: %v", cold-99, hot, on)
+				}
+			}
+		}
+	}
+	for range 50 {
+		run(200)
+	}
+	if on := prepared(); !on[sql(200)] {
+		t.Errorf("a statement used more than every prepared one was not prepared: %v", on)
+	}
+}
+
 // TestPreparedStatementsAcrossMigration: a tenant migration that changes
 // what a prepared read and a prepared write return (PostgreSQL: "cached
 // plan must not change result type") costs no call: the read returns the
