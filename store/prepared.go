@@ -62,13 +62,16 @@ import (
 // Defaults of Options.PreparedStatements and Options.PrepareAfter.
 const (
 	// DefaultPreparedStatements bounds each tenant-pool connection's
-	// prepared statements: list_todos' statement with its generic plan
-	// took ~41 KB of a backend's memory (pg_backend_memory_contexts, 300
-	// tenants' statements prepared in one session, PostgreSQL 15), so 128
-	// cost at most ~5 MB per connection, beside the ~34 KB of caches per
-	// tenant the connection has served; issue 17 bounds a connection at
-	// 64 MB.
-	DefaultPreparedStatements = 128
+	// prepared statements, chosen by measurement (bench/tenants, list_todos
+	// through InTenantReadOnly over 2,000 of 10,000 tenants, 8 + 8
+	// connections in 8 lanes, bench/README.md): each backend met ~500 of
+	// the tenants and list_todos' statement with its generic plan took
+	// ~43 KB (pg_backend_memory_contexts), beside ~80 KB of catalog and
+	// relation caches per tenant met. 128 left the spread calls at 0.30×
+	// the rate over 10 tenants; 384 ran them at 0.64× with the backends at
+	// 57 MB (at most 60), under issue 17's 64 MB; 512 at 0.55× and 61 MB
+	// (at most 67).
+	DefaultPreparedStatements = 384
 	// DefaultPrepareAfter: a statement is prepared on its second use on a
 	// connection; one that is seen once (a rare tenant, a one-off filter
 	// combination) costs no preparation and no slot.

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse-mcp/gatehouse/migrations"
 	"github.com/gatehouse-mcp/gatehouse/store"
@@ -43,8 +44,12 @@ var (
 	pgSettings   = flag.String("pg-settings", "", "server settings for the embedded cluster (name=value,name=value), e.g. shared_buffers=128MB,max_files_per_process=1000 for PostgreSQL's defaults instead of store.EmbeddedSizing's")
 	serveAll     = flag.Bool("serve-all", true, "with -serve: keys for every tenant, and after the throughput runs one call in each tenant and the memory it leaves (false: keys for the -spread tenants only, throughput only)")
 	serveEnv     = flag.String("serve-env", "", "settings added to the serve's environment (space-separated NAME=value)")
+	statements   = flag.Bool("statements", false, "with -serve: print the statements that took most of PostgreSQL's time in each run, per call (needs -pg-settings shared_preload_libraries=pg_stat_statements; the bench creates the extension)")
 	audited      = flag.Int("audited", 0, "write and chain one audit record in this many tenants before the dump (so that -restore verifies chains that hold records)")
 )
+
+// pgData is the cluster's data directory (its postmaster.pid).
+var pgData string
 
 var indexRounds = flag.Int("index-rounds", 0, "if > 0: seed a busy tenant (in the 10-tenant database), run the tools' reads and writes this many times and report each index's scans (pg_stat_user_indexes)")
 
@@ -59,7 +64,8 @@ func main() {
 	dump := flag.Bool("dump", false, "also time pg_dump --format=custom of the database")
 	configs := flag.String("configs", "lanes=1 max-uses=-1 max-tenants=-1; lanes=0 max-uses=-1 max-tenants=-1; lanes=0 max-uses=0 max-tenants=0",
 		"tenant-pool settings whose throughput and backend memory are measured one after the other, each on new connections, separated by ';': "+
-			"lanes (store.Options.TenantLanes), max-uses (ConnMaxUses), max-tenants (ConnMaxTenants), pool (TenantConns), affinity (AffinityConns); 0: the default, -1: never/none; an empty part: the defaults; \"none\": no store-level runs")
+			"lanes (store.Options.TenantLanes), max-uses (ConnMaxUses), max-tenants (ConnMaxTenants), pool (TenantConns), affinity (AffinityConns), prepared (PreparedStatements); 0: the default, -1: never/none; "+
+			"read=1: each transaction is the list_todos tool's read (InTenantReadOnly, whose statements are prepared per tenant) instead of WithTenant; an empty part: the defaults; \"none\": no store-level runs")
 	flag.Parse()
 	if *data == "" {
 		d, err := os.MkdirTemp("", "gatehouse-tenants-")
@@ -82,6 +88,7 @@ type result struct{ what, value string }
 
 func run(n int, data string, parallel, spread int, duration time.Duration, conc int, migrate, dump bool, cfgs []poolConfig) error {
 	ctx := context.Background()
+	pgData = data
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	eo := store.EmbeddedOptions{DataDir: data, Logger: logger}
 	if *pgSettings != "" {
@@ -106,6 +113,11 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 	defer db.Close()
 	if err := db.MigrateControl(ctx); err != nil {
 		return err
+	}
+	if *statements {
+		if _, err := db.Pool().Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"); err != nil {
+			return err
+		}
 	}
 	var out []result
 	add := func(what, format string, args ...any) {
@@ -242,22 +254,25 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 			return err
 		}
 		l := cdb.Limits()
-		name := fmt.Sprintf("[conns %d+%d, lanes %d, max-uses %d, max-tenants %d]", l.TenantConns, l.AffinityConns, l.TenantLanes, l.ConnMaxUses, l.ConnMaxTenants)
+		name := fmt.Sprintf("[conns %d+%d, lanes %d, max-uses %d, max-tenants %d, prepared %d, %s]", l.TenantConns, l.AffinityConns, l.TenantLanes, l.ConnMaxUses, l.ConnMaxTenants, l.PreparedStatements, pc.path())
 		add(name+" tenant pool backends, private memory before", "%s", backendMemory(ctx, cdb))
-		cold := throughput(ctx, cdb, tenants[:spread], duration, conc)
+		cold, _ := throughput(ctx, cdb, tenants[:spread], duration, conc, pc.read)
 		// Then the two loads in turn, rounds times, so that both see the
 		// same moments of this noisy machine: the ratio of each pair.
-		var fews, manys, ratios []float64
+		var fews, manys, ratios, fewCPU, manyCPU []float64
 		for range *rounds {
-			f := throughput(ctx, cdb, tenants[:10], duration, conc)
-			m := throughput(ctx, cdb, tenants[:spread], duration, conc)
+			f, fc := throughput(ctx, cdb, tenants[:10], duration, conc, pc.read)
+			m, mc := throughput(ctx, cdb, tenants[:spread], duration, conc, pc.read)
 			fews, manys, ratios = append(fews, f), append(manys, m), append(ratios, m/f)
+			fewCPU, manyCPU = append(fewCPU, fc), append(manyCPU, mc)
 		}
 		add(fmt.Sprintf("%s list_todos tx/s over %d tenants, first run (each backend meets its tenants)", name, spread), "%.0f (%.2f× the median over 10)", cold, cold/median(fews))
 		add(fmt.Sprintf("%s list_todos tx/s over 10 / over %d tenants, %d alternating runs (median)", name, spread, *rounds), "%.0f / %.0f: %.2f× (ratios %s)", median(fews), median(manys), median(ratios), fmtList(ratios))
+		add(fmt.Sprintf("%s tenant pool backends' CPU per transaction over 10 / over %d tenants (median)", name, spread), "%.0f / %.0f µs (%s / %s)", median(fewCPU), median(manyCPU), fmtList(fewCPU), fmtList(manyCPU))
 		add(fmt.Sprintf("%s tenant pool backends, private memory after calls over %d tenants", name, spread), "%s", backendMemory(ctx, cdb))
+		add(fmt.Sprintf("%s tenant pool backends after calls over %d tenants, median", name, spread), "%s", backendContents(ctx, cdb))
 		if len(tenants) > spread {
-			all := throughput(ctx, cdb, tenants, duration, conc)
+			all, _ := throughput(ctx, cdb, tenants, duration, conc, pc.read)
 			add(fmt.Sprintf("%s list_todos tx/s over all %d (%.2f× the median over 10); private memory after", name, len(tenants), all/median(fews)), "%s", backendMemory(ctx, cdb))
 		}
 		cdb.Close()
@@ -270,8 +285,19 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 	return nil
 }
 
-// poolConfig is one tenant-pool setting of -configs.
-type poolConfig struct{ opts store.Options }
+// poolConfig is one tenant-pool setting of -configs; read: each
+// transaction is the list_todos tool's (InTenantReadOnly).
+type poolConfig struct {
+	opts store.Options
+	read bool
+}
+
+func (pc poolConfig) path() string {
+	if pc.read {
+		return "InTenantReadOnly"
+	}
+	return "WithTenant"
+}
 
 func parseConfigs(s string) ([]poolConfig, error) {
 	var out []poolConfig
@@ -297,6 +323,10 @@ func parseConfigs(s string) ([]poolConfig, error) {
 				pc.opts.TenantConns = int32(n)
 			case "affinity":
 				pc.opts.AffinityConns = n
+			case "prepared":
+				pc.opts.PreparedStatements = n
+			case "read":
+				pc.read = n == 1
 			default:
 				return nil, fmt.Errorf("-configs: unknown setting %q", k)
 			}
@@ -404,19 +434,31 @@ func openSmall(ctx context.Context, e *store.Embedded, logger *slog.Logger) (*st
 }
 
 // throughput runs conc callers, each a list_todos transaction in the next
-// tenant of ts, for d, and returns transactions per second.
-func throughput(ctx context.Context, db *store.DB, ts []*tenancy.Tenant, d time.Duration, conc int) float64 {
+// tenant of ts (through InTenantReadOnly, as the tool runs it, when read
+// is set; else WithTenant), for d, and returns transactions per second and
+// the tenant pool backends' CPU time per transaction in µs (utime + stime
+// of /proc/<pid>/stat; 0 when unreadable).
+func throughput(ctx context.Context, db *store.DB, ts []*tenancy.Tenant, d time.Duration, conc int, read bool) (float64, float64) {
 	var calls, next atomic.Int64
+	cpu0 := backendCPU(ctx, db)
 	deadline := time.Now().Add(d)
 	var wg sync.WaitGroup
 	for range conc {
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
 				t := ts[int(next.Add(1))%len(ts)]
-				err := db.WithTenant(ctx, t, func(tx pgx.Tx) error {
-					_, _, err := store.ListTodos(ctx, tx, store.TodoFilter{Limit: 20})
-					return err
-				})
+				var err error
+				if read {
+					err = db.InTenantReadOnly(ctx, t, func(ctx context.Context, tx pgx.Tx) error {
+						_, _, err := store.ListTodos(ctx, tx, store.TodoFilter{Limit: 20})
+						return err
+					})
+				} else {
+					err = db.WithTenant(ctx, t, func(tx pgx.Tx) error {
+						_, _, err := store.ListTodos(ctx, tx, store.TodoFilter{Limit: 20})
+						return err
+					})
+				}
 				if err != nil {
 					log.Fatal(err)
 				}
@@ -425,7 +467,47 @@ func throughput(ctx context.Context, db *store.DB, ts []*tenancy.Tenant, d time.
 		})
 	}
 	wg.Wait()
-	return float64(calls.Load()) / d.Seconds()
+	n := calls.Load()
+	var perTx float64
+	if cpu0 > 0 && n > 0 {
+		perTx = float64(backendCPU(ctx, db)-cpu0) / float64(n)
+	}
+	return float64(n) / d.Seconds(), perTx
+}
+
+// backendCPU sums the CPU time of the tenant pool's backends, in µs; 0
+// when unreadable. A connection replaced during the run takes its time
+// with it.
+func backendCPU(ctx context.Context, db *store.DB) int64 {
+	pids, err := db.TenantBackendPIDs(ctx)
+	if err != nil {
+		return 0
+	}
+	return procsCPU(pids)
+}
+
+// procsCPU sums utime + stime of the processes pids, in µs (clock ticks of
+// 10 ms: USER_HZ is 100 on Linux); those unreadable count 0.
+func procsCPU(pids []int) int64 {
+	var sum int64
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the command's closing parenthesis: utime and
+		// stime are the 14th and 15th of the line, the 12th and 13th
+		// after it.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		sum += (u + st) * 10_000
+	}
+	return sum
 }
 
 // backendMemory reads Private_Dirty of each tenant-pool backend
@@ -448,6 +530,29 @@ func backendMemory(ctx context.Context, db *store.DB) string {
 	slices.Sort(kbs)
 	mb := func(kb int) float64 { return float64(kb) / 1024 }
 	return fmt.Sprintf("%.1f / %.1f / %.1f MB (min / median / max of %d)", mb(kbs[0]), mb(kbs[len(kbs)/2]), mb(kbs[len(kbs)-1]), len(kbs))
+}
+
+// backendContents reads, in each tenant-pool connection's own session, its
+// prepared statements (pg_prepared_statements) and memory contexts
+// (pg_backend_memory_contexts): the medians of the statements, of the
+// CacheMemoryContext and its children but the plans' (catalog and relation caches) and of
+// CachedPlanSource and CachedPlan contexts' total bytes, in MB.
+func backendContents(ctx context.Context, db *store.DB) string {
+	var stmts, cache, plans []float64
+	err := db.EachTenantConn(ctx, func(c *pgxpool.Conn) error {
+		var n int
+		var cm, pm int64
+		err := c.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_prepared_statements),
+			(SELECT coalesce(sum(total_bytes), 0) FROM pg_backend_memory_contexts WHERE (name = 'CacheMemoryContext' OR parent = 'CacheMemoryContext')
+				AND name NOT IN ('CachedPlanSource', 'CachedPlanQuery', 'CachedPlan')),
+			(SELECT coalesce(sum(total_bytes), 0) FROM pg_backend_memory_contexts WHERE name IN ('CachedPlanSource', 'CachedPlanQuery', 'CachedPlan'))`).Scan(&n, &cm, &pm)
+		stmts, cache, plans = append(stmts, float64(n)), append(cache, float64(cm)/(1<<20)), append(plans, float64(pm)/(1<<20))
+		return err
+	})
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%.0f prepared statements, CacheMemoryContext %.1f MB, statements' contexts %.1f MB", median(stmts), median(cache), median(plans))
 }
 
 func privateDirty(pid int) (int, error) {

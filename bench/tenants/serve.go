@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -74,8 +76,25 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 		time.Sleep(200 * time.Millisecond)
 	}
 	name := "[serve " + strings.TrimSpace(bin+" "+env) + "]"
+	// cpu is the CPU time per call of the server, of PostgreSQL (every
+	// process of the cluster, the connections closed meanwhile included)
+	// and of this process (the callers), µs, of the last run.
+	var cpu [3]float64
 	run := func(keys []string, d time.Duration) (float64, error) {
-		return httpLoad(ctx, url+"/mcp", keys, d, conc)
+		if *statements {
+			_, _ = db.Pool().Exec(ctx, "SELECT pg_stat_statements_reset()")
+		}
+		c0 := [3]int64{procsCPU([]int{cmd.Process.Pid}), clusterCPU(), procsCPU([]int{os.Getpid()})}
+		r, err := httpLoad(ctx, url+"/mcp", keys, d, conc)
+		c1 := [3]int64{procsCPU([]int{cmd.Process.Pid}), clusterCPU(), procsCPU([]int{os.Getpid()})}
+		calls := r * d.Seconds()
+		for i := range cpu {
+			cpu[i] = float64(c1[i]-c0[i]) / max(calls, 1)
+		}
+		if *statements {
+			fmt.Fprintf(os.Stderr, "%s statements over %d tenants:\n%s", name, len(keys), topStatements(ctx, db, calls))
+		}
+		return r, err
 	}
 	if *serveMigrate {
 		return rollingMigration(ctx, db, url+"/mcp", keys, spread, conc, name, add)
@@ -89,19 +108,28 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 		return err
 	}
 	var fews, manys, ratios []float64
+	var fewCPU, manyCPU [3][]float64
 	for range rounds {
 		f, err := run(keys[:10], d)
 		if err != nil {
 			return err
 		}
+		for i := range cpu {
+			fewCPU[i] = append(fewCPU[i], cpu[i])
+		}
 		m, err := run(keys[:spread], d)
 		if err != nil {
 			return err
+		}
+		for i := range cpu {
+			manyCPU[i] = append(manyCPU[i], cpu[i])
 		}
 		fews, manys, ratios = append(fews, f), append(manys, m), append(ratios, m/f)
 	}
 	add(name+" list_todos calls/s over "+strconv.Itoa(spread)+" tenants, first run", "%.0f (%.2f× the median over 10)", cold, cold/median(fews))
 	add(fmt.Sprintf("%s list_todos calls/s over 10 / over %d tenants, %d alternating runs (median)", name, spread, rounds), "%.0f / %.0f: %.2f× (ratios %s)", median(fews), median(manys), median(ratios), fmtList(ratios))
+	add(fmt.Sprintf("%s CPU per call over 10 / over %d tenants (medians): gatehouse; PostgreSQL (the whole cluster); the callers", name, spread), "%.0f / %.0f; %.0f / %.0f; %.0f / %.0f µs",
+		median(fewCPU[0]), median(manyCPU[0]), median(fewCPU[1]), median(manyCPU[1]), median(fewCPU[2]), median(manyCPU[2]))
 	if !*serveAll {
 		return nil
 	}
@@ -225,6 +253,64 @@ func rss(pid int) string {
 		}
 	}
 	return fmt.Sprintf("%s (peak %s)", cur, peak)
+}
+
+// topStatements lists the statements (pg_stat_statements, reset before
+// the run) that took most of PostgreSQL's time, per call of the run:
+// executions, planning and execution time in µs.
+func topStatements(ctx context.Context, db *store.DB, calls float64) string {
+	rows, err := db.Pool().Query(ctx, `SELECT sum(calls)::float8, sum(total_plan_time)::float8, sum(total_exec_time)::float8, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+		FROM pg_stat_statements GROUP BY 4 ORDER BY sum(total_plan_time + total_exec_time) DESC LIMIT 14`)
+	if err != nil {
+		return err.Error() + "\n"
+	}
+	defer rows.Close()
+	var b strings.Builder
+	var n, plan, exec float64
+	var q string
+	for rows.Next() {
+		if rows.Scan(&n, &plan, &exec, &q) == nil {
+			fmt.Fprintf(&b, "  %6.3f/call plan %6.1f exec %6.1f µs  %s\n", n/calls, plan*1000/calls, exec*1000/calls, q)
+		}
+	}
+	return b.String()
+}
+
+// clusterCPU is the CPU time of the bench cluster's processes, µs: the
+// postmaster's, its children's, and that of its children that have ended
+// (cutime and cstime of the postmaster, which waits for them).
+func clusterCPU() int64 {
+	b, err := os.ReadFile(filepath.Join(pgData, "pgdata", "postmaster.pid")) // store.StartEmbedded's layout
+	if err != nil {
+		return 0
+	}
+	pm, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	procs, _ := os.ReadDir("/proc")
+	pids := []int{pm}
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + p.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pm) {
+			pids = append(pids, pid)
+		}
+	}
+	sum := procsCPU(pids)
+	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pm) + "/stat"); err == nil {
+		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		if len(f) >= 15 {
+			cu, _ := strconv.ParseInt(f[13], 10, 64)
+			cs, _ := strconv.ParseInt(f[14], 10, 64)
+			sum += (cu + cs) * 10_000
+		}
+	}
+	return sum
 }
 
 // gatehouseBackends is the private memory of the backends of the
