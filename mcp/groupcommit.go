@@ -23,15 +23,28 @@ const groupCommitDelay = 2 * time.Millisecond
 // its record when the database hangs).
 const groupCommitTimeout = 5 * time.Second
 
+// DefaultAuditCommitWindow is Options.AuditCommitWindow's default,
+// chosen by measurement (bench/README.md, "The commit window").
+const DefaultAuditCommitWindow = 3 * time.Millisecond
+
 // groupCommitter writes the audit records of calls that change nothing
 // (whoami, reads, refusals) in shared transactions: a call enqueues its
 // record when it has run, and waits; one writer at a time takes everything
 // queued (up to groupCommitMax records, any tenants), writes it with one
 // round trip and one commit (store.InsertAuditBatch), and wakes the
-// callers. While more calls are in flight than records are queued, the
-// writer waits for them up to groupCommitDelay; records that arrive during
-// a flush form the next batch. So batches grow with load, and a lone call
-// on an idle server is flushed at once.
+// callers. Records that arrive during a flush form the next batch, and
+// before flushing it the writer may wait (see [groupCommitter.hold]):
+//   - while more calls are in flight than records are queued, for them, up
+//     to groupCommitDelay;
+//   - while fewer calls are in the server than a moment ago and records
+//     arrive fast enough to expect another, for the calls on their way
+//     back, until window has passed since the previous flush began
+//     (PostgreSQL's commit_delay and commit_siblings idea: a busy server
+//     flushes at most once per window, trading up to a window of latency
+//     for fewer commits, the cost that does not scale out).
+//
+// So batches grow with load, and a lone call on an idle server is flushed
+// at once.
 //
 // A call answers only after its record committed: an acknowledged call is
 // never unaudited. If a batch fails, its records are written one by one
@@ -39,8 +52,9 @@ const groupCommitTimeout = 5 * time.Second
 // bad record never drops the others; when the database cannot be reached
 // at all they fail together at once, and their calls answer 503.
 type groupCommitter struct {
-	db  *store.DB
-	log *slog.Logger
+	db     *store.DB
+	log    *slog.Logger
+	window time.Duration // zero: no window
 
 	mu      sync.Mutex
 	queue   []*pendingAudit
@@ -53,6 +67,16 @@ type groupCommitter struct {
 	// be on their way.
 	inFlight func() int
 	holding  int
+	// lastStart is when the last flush began; peakCur and peakPrev, the
+	// most calls seen in the server (records queued and calls running) in
+	// the period that began at peakSince and in the one before.
+	lastStart         time.Time
+	peakCur, peakPrev int
+	peakSince         time.Time
+	// rate is the records per second that arrived over recent flushes (a
+	// moving average of each batch's size over the time since the flush
+	// before it began).
+	rate float64
 
 	flushes, records atomic.Int64 // for tests and benchmarks
 	beforeFlush      func()       // tests: runs as each flush begins
@@ -92,26 +116,83 @@ func (g *groupCommitter) write(t *tenancy.Tenant, rec *store.AuditRecord, holds 
 	return <-p.done
 }
 
+// hold says until when the writer waits before flushing the queue at
+// now, the zero time for not at all; waitFor is when the writer began
+// waiting for this batch's calls in flight. Called with mu held.
+//
+// Beyond the calls in flight, it waits for calls still to come, until
+// window has passed since the last flush began, while both hold:
+//   - fewer calls are in the server (records queued and calls running)
+//     than at the recent peak: the calls answered a moment ago are
+//     expected back from their clients. A client making one call after
+//     another is never made to wait for itself (alone, it is the peak),
+//     nor are a few clients once all of them are in;
+//   - records arrive fast enough (rate) to expect one more before then.
+//
+// This is PostgreSQL's commit_delay and commit_siblings idea, bounded by
+// the window.
+func (g *groupCommitter) hold(now, waitFor time.Time) time.Time {
+	n := len(g.queue)
+	if n == 0 || n >= groupCommitMax {
+		return time.Time{}
+	}
+	var until time.Time
+	running := 0
+	if g.inFlight != nil {
+		running = max(g.inFlight()-g.holding, 0)
+	}
+	if running > 0 {
+		// More records are on their way: wait for them, briefly.
+		until = waitFor.Add(groupCommitDelay)
+	}
+	if inside := n + running; g.window > 0 && inside < g.peak(now, inside) {
+		if w := g.lastStart.Add(g.window); w.After(until) && g.rate*w.Sub(now).Seconds() >= 1 {
+			until = w
+		}
+	}
+	if !now.Before(until) {
+		return time.Time{}
+	}
+	return until
+}
+
+// peakPeriod is how long a peak of calls in the server counts: it is the
+// highest of the current and the previous period.
+const peakPeriod = 100 * time.Millisecond
+
+// peak notes inside, the calls in the server at now, and returns the
+// recent peak. Called with mu held.
+func (g *groupCommitter) peak(now time.Time, inside int) int {
+	if since := now.Sub(g.peakSince); since >= 2*peakPeriod {
+		g.peakPrev, g.peakCur, g.peakSince = 0, 0, now
+	} else if since >= peakPeriod {
+		g.peakPrev, g.peakCur, g.peakSince = g.peakCur, 0, now
+	}
+	g.peakCur = max(g.peakCur, inside)
+	return max(g.peakPrev, g.peakCur)
+}
+
 // drain flushes batches until the queue is empty, then exits (no goroutine
 // outlives the work).
 func (g *groupCommitter) drain() {
-	var timer *time.Timer
+	var waitFor time.Time
 	for {
 		g.mu.Lock()
-		if n := len(g.queue); n > 0 && n < groupCommitMax && g.inFlight != nil && g.holding < g.inFlight() {
-			// More records are on their way: wait for them, briefly.
-			if timer == nil {
-				timer = time.NewTimer(groupCommitDelay)
-			}
+		now := time.Now()
+		if waitFor.IsZero() {
+			waitFor = now
+		}
+		if until := g.hold(now, waitFor); !until.IsZero() {
 			g.mu.Unlock()
+			timer := time.NewTimer(until.Sub(now))
 			select {
 			case <-g.wake:
-				continue
 			case <-timer.C:
 			}
-			g.mu.Lock()
+			timer.Stop()
+			continue
 		}
-		timer = nil
+		waitFor = time.Time{}
 		batch := g.queue
 		if len(batch) > groupCommitMax {
 			batch, g.queue = batch[:groupCommitMax:groupCommitMax], batch[groupCommitMax:]
@@ -128,6 +209,10 @@ func (g *groupCommitter) drain() {
 				g.holding--
 			}
 		}
+		if d := now.Sub(g.lastStart).Seconds(); d > 0 && !g.lastStart.IsZero() {
+			g.rate += (float64(len(batch))/d - g.rate) / 4
+		}
+		g.lastStart = now
 		g.mu.Unlock()
 		g.flush(batch)
 	}

@@ -68,6 +68,12 @@ type Options struct {
 	ClientCerts ClientCertMapper
 	// AuditKey keys the audit chain and argument digests.
 	AuditKey store.AuditKey
+	// AuditCommitWindow is the shortest time between the starts of two
+	// group commits of audit records while records arrive fast enough to
+	// expect another within it (see groupCommitter): up to this much
+	// latency per call, for fewer commits. Zero means
+	// DefaultAuditCommitWindow; negative, none.
+	AuditCommitWindow time.Duration
 	// AuditLog receives one JSON line per audit record (stdout in serve);
 	// nil discards them.
 	AuditLog *slog.Logger
@@ -186,6 +192,12 @@ func New(opts Options) (*Server, error) {
 		"tenant_queue", adm.TenantQueue, "wait", adm.Wait.String())
 	s.admit = newAdmitter(adm)
 	s.audit.group.inFlight = s.admit.inFlight
+	switch w := opts.AuditCommitWindow; {
+	case w == 0:
+		s.audit.group.window = DefaultAuditCommitWindow
+	case w > 0:
+		s.audit.group.window = w
+	}
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "gatehouse_calls_in_flight", Help: "Calls doing database work (tools/call, resources/read, prompts/get, completion/complete) admitted and not finished (not counting those waiting only for their audit record's group commit).",
 	}, func() float64 { return float64(s.admit.inFlight()) }))

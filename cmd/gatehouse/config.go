@@ -74,6 +74,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_PRINCIPAL_CONCURRENCY", Default: "auto", Help: "tool calls one person or key may have in progress; auto: half the tenant's, at least 4 (at most the tenant's): 4 on 2 cores, 8 on 16"},
 	{Name: "GATEHOUSE_TENANT_QUEUE", Default: "64", Help: "a tenant's calls that may wait for a free slot (beyond them: 429 at once); also how many of its calls may give their slot back while they wait only for their audit record's commit"},
 	{Name: "GATEHOUSE_ADMISSION_WAIT", Default: "2s", Help: "longest a call waits for a free slot before 429; waiting tenants are served fewest-in-progress first"},
+	{Name: "GATEHOUSE_AUDIT_COMMIT_WINDOW", Default: "3ms", Help: "the audit records of calls that change nothing are committed together; while calls overlap and arrive fast enough, the commit waits for the calls answered a moment ago to come back, up to this long after the previous commit began: fewer database commits per call for up to this much more latency (PostgreSQL's commit_delay idea; a client calling one call after another never waits); off: commit as soon as the calls in flight have queued their records"},
 	{Name: "GATEHOUSE_METRICS_TOKEN", Secret: true, Help: "bearer token /metrics requires, 32+ bytes (openssl rand -base64 32); unset: /metrics is open (keep it off the public network)"},
 	{Name: "GATEHOUSE_OPERATORS", Help: "people allowed on the console's operator pages (/console/operator), by provider-qualified subject: google:1234,github:5678"},
 	{Name: "GATEHOUSE_API_KEY", Secret: true, Help: "the API key `gatehouse stdio` acts with"},
@@ -143,7 +144,9 @@ type Config struct {
 	LogLevel      slog.Level
 	AuthCacheTTL  time.Duration
 	ToolTimeout   time.Duration
-	ShutdownGrace time.Duration
+	// AuditCommitWindow is mcp.Options.AuditCommitWindow (-1: off).
+	AuditCommitWindow time.Duration
+	ShutdownGrace     time.Duration
 	// Slow clients (mcp.Options).
 	ReadHeaderTimeout time.Duration
 	BodyTimeout       time.Duration
@@ -260,6 +263,15 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	duration("GATEHOUSE_SHUTDOWN_GRACE", &c.ShutdownGrace)
 	duration("GATEHOUSE_READ_HEADER_TIMEOUT", &c.ReadHeaderTimeout)
 	duration("GATEHOUSE_BODY_TIMEOUT", &c.BodyTimeout)
+	if v := strings.ToLower(strings.TrimSpace(get("GATEHOUSE_AUDIT_COMMIT_WINDOW"))); v == "off" {
+		c.AuditCommitWindow = -1
+	} else if d, err := time.ParseDuration(v); err == nil && d == 0 {
+		c.AuditCommitWindow = -1
+	} else if err != nil || d < 0 || d > 100*time.Millisecond {
+		bad("GATEHOUSE_AUDIT_COMMIT_WINDOW", "%q is not off or a duration up to 100ms such as 3ms", get("GATEHOUSE_AUDIT_COMMIT_WINDOW"))
+	} else {
+		c.AuditCommitWindow = d
+	}
 	if n, err := strconv.Atoi(get("GATEHOUSE_MAX_PENDING_PER_IP")); err != nil || n < 1 {
 		bad("GATEHOUSE_MAX_PENDING_PER_IP", "%q is not a positive number", get("GATEHOUSE_MAX_PENDING_PER_IP"))
 	} else {

@@ -122,6 +122,33 @@ func TestBulkheadSettings(t *testing.T) {
 	}
 }
 
+// TestAuditCommitWindowSetting: the default is 3ms, off and any zero
+// turn the window off (-1), durations up to 100ms are taken, and each
+// other value is reported with the accepted forms, beside the other
+// problems.
+func TestAuditCommitWindowSetting(t *testing.T) {
+	for v, want := range map[string]time.Duration{"": 3 * time.Millisecond, "off": -1, "OFF": -1, "0": -1, "0ms": -1, "500us": 500 * time.Microsecond, "100ms": 100 * time.Millisecond} {
+		c, err := loadConfig(func(k string) string {
+			if k == "GATEHOUSE_AUDIT_COMMIT_WINDOW" && v != "" {
+				return v
+			}
+			return ""
+		})
+		if err != nil || c.AuditCommitWindow != want {
+			t.Errorf("%q: %v %v, want %v", v, c.AuditCommitWindow, err, want)
+		}
+	}
+	for _, v := range []string{"101ms", "1s", "-3ms", "fast", "3", "0x"} {
+		_, err := loadConfig(func(k string) string {
+			return map[string]string{"GATEHOUSE_AUDIT_COMMIT_WINDOW": v, "GATEHOUSE_QUERY_CONNS": "many"}[k]
+		})
+		if err == nil || !strings.Contains(err.Error(), "GATEHOUSE_AUDIT_COMMIT_WINDOW: \""+v+"\" is not off or a duration up to 100ms") ||
+			!strings.Contains(err.Error(), "GATEHOUSE_QUERY_CONNS") {
+			t.Errorf("%q: %v", v, err)
+		}
+	}
+}
+
 // TestEmbeddingsSettings: the provider is off without a URL; with one the
 // model is required, dimensions must be a size, and each problem is named.
 func TestEmbeddingsSettings(t *testing.T) {

@@ -171,7 +171,7 @@ func startServer(ctx context.Context, cfg *Config, db *database, log *slog.Logge
 		Surface:    surface, TLS: tlsConfig, ClientCerts: clientCerts,
 		DB: db.DB, Resolver: resolver, Tenancy: tenants, Limiter: limiter, AuthServer: as,
 		PublicURL: cfg.PublicURL, TrustedProxies: cfg.TrustedProxies, AllowedOrigins: cfg.AllowedOrigins,
-		ToolTimeout: cfg.ToolTimeout, ToolPolicy: cfg.ToolPolicy, Admission: &cfg.Admission, Alerts: &cfg.Alerts,
+		ToolTimeout: cfg.ToolTimeout, AuditCommitWindow: cfg.AuditCommitWindow, ToolPolicy: cfg.ToolPolicy, Admission: &cfg.Admission, Alerts: &cfg.Alerts,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout, BodyTimeout: cfg.BodyTimeout, MaxPendingPerIP: cfg.MaxPendingPerIP,
 		AuditKey: akey, AuditLog: slog.New(slog.NewJSONHandler(auditOut, nil)),
 		ReadyNotes: cfg.notes.snapshot, MetricsToken: cfg.MetricsToken, Logger: log, Version: buildVersion(),
