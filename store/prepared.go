@@ -68,9 +68,9 @@ const (
 	// the tenants and list_todos' statement with its generic plan took
 	// ~43 KB (pg_backend_memory_contexts), beside ~80 KB of catalog and
 	// relation caches per tenant met. 128 left the spread calls at 0.30×
-	// the rate over 10 tenants; 384 ran them at 0.64× with the backends at
-	// 57 MB (at most 60), under issue 17's 64 MB; 512 at 0.55× and 61 MB
-	// (at most 67).
+	// the rate over 10 tenants; 384 ran them at 0.47–0.64× (three runs)
+	// with the backends at 56–57 MB (at most 60), under issue 17's 64 MB;
+	// 512 at 0.55× and 61 MB (at most 67).
 	DefaultPreparedStatements = 384
 	// DefaultPrepareAfter: a statement is prepared on its second use on a
 	// connection; one that is seen once (a rare tenant, a one-off filter
