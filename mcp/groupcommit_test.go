@@ -1,0 +1,121 @@
+package mcp_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/mcp"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// TestGroupCommitIgnoresOwnRecordCalls: the audit writer waits for calls
+// in flight only when their records will come to it. A call that writes
+// its record in its own transaction (a tool that changes data, a resource
+// read) never queues one, so while such a call of tenant A is in flight
+// (held inside its transaction by a table lock), tenant B's whoami calls,
+// made one after another, are flushed at once: none of their group
+// commits is held back. Before, each waited groupCommitDelay (or the
+// commit window) for a record that never came: one tenant's slow
+// statements made every other tenant's calls slower. For each kind of
+// such call; every call is answered and audited.
+func TestGroupCommitIgnoresOwnRecordCalls(t *testing.T) {
+	for _, tc := range []struct {
+		name, table string
+		request     func(g *gatehouse, key string) answer
+	}{
+		{"a tool that changes data", "todos", func(g *gatehouse, key string) answer {
+			return rawCall(&http.Client{}, g.url, key, "add_todo", `{"title":"behind a lock"}`, 1)
+		}},
+		{"a resource read", "documents", func(g *gatehouse, key string) answer {
+			return rawRPC(g.url, key, `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"gatehouse://documents/00000000-0000-4000-8000-000000000000"}}`)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGatehouse(t)
+			keyA := g.key(t, "slow.example", tenancy.Developer)
+			keyB := g.key(t, "quick.example", tenancy.Developer)
+			ctx := context.Background()
+			// Tenant A's first call prepares its schema; then lock the table.
+			if a := rawCall(&http.Client{}, g.url, keyA, "whoami", `{}`, 1); a.status != http.StatusOK {
+				t.Fatalf("whoami A: %d %v %s", a.status, a.err, a.body)
+			}
+			var schema string
+			if err := g.db.Pool().QueryRow(ctx, "SELECT schema_name FROM gatehouse.tenants WHERE key = 'slow.example'").Scan(&schema); err != nil {
+				t.Fatal(err)
+			}
+			lock, err := g.db.Pool().Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lock.Rollback(ctx)
+			if _, err := lock.Exec(ctx, "LOCK TABLE "+pgx.Identifier{schema, tc.table}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+				t.Fatal(err)
+			}
+			slow := make(chan answer, 1)
+			go func() { slow <- tc.request(g, keyA) }()
+			// Wait until A's call is in flight and waits for the lock.
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				var n int
+				if err := g.db.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if inFlight, _, _ := mcp.AdmissionState(g.srv); n == 1 && inFlight == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("tenant A's call never waited for the lock")
+				}
+			}
+			before := mcp.GroupCommitWaits(g.srv)
+			for i := range 5 {
+				if a := rawCall(&http.Client{}, g.url, keyB, "whoami", `{}`, i+2); a.status != http.StatusOK || !strings.Contains(a.body, "quick.example") {
+					t.Fatalf("whoami B %d: %d %v %s", i, a.status, a.err, a.body)
+				}
+			}
+			if n := mcp.GroupCommitWaits(g.srv) - before; n != 0 {
+				t.Errorf("%d of tenant B's 5 group commits were held back for tenant A's call, whose record never comes to the writer", n)
+			}
+			if err := lock.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if a := <-slow; a.err != nil || a.status != http.StatusOK {
+				t.Errorf("tenant A's call: %d %v %s", a.status, a.err, a.body)
+			}
+			for key, want := range map[string]int{"slow.example": 2, "quick.example": 5} {
+				if err := g.db.Pool().QueryRow(ctx, "SELECT schema_name FROM gatehouse.tenants WHERE key = $1", key).Scan(&schema); err != nil {
+					t.Fatal(err)
+				}
+				var n int
+				if err := g.db.Pool().QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{schema, "audit_log"}.Sanitize()).Scan(&n); err != nil || n != want {
+					t.Errorf("%s: %d audit records (%v), want %d", key, n, err, want)
+				}
+			}
+		})
+	}
+}
+
+// rawRPC posts one JSON-RPC request to url with token.
+func rawRPC(url, token, body string) answer {
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+	req.Header.Set("Authorization", "Bearer "+token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return answer{err: err}
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return answer{err: fmt.Errorf("reading the answer: %w", err)}
+	}
+	return answer{status: res.StatusCode, body: string(b)}
+}
