@@ -202,8 +202,16 @@ func (g *groupCommitter) peak(now time.Time, inside int) int {
 
 // drain flushes batches until the queue is empty, then exits (no goroutine
 // outlives the work).
+//
+// A batch held back that no record joined before its flush says that the
+// calls the peak expected back are not coming (a burst has ended; the
+// clients left): the peak is forgotten, to be noted afresh, so that a
+// client calling one call after another once the others have gone is held
+// back once, not on every call until the burst's peak ages out
+// (peakPeriod).
 func (g *groupCommitter) drain() {
 	var waitFor time.Time
+	heldWith := 0 // records queued when this batch was first held back
 	for {
 		g.mu.Lock()
 		now := time.Now()
@@ -213,6 +221,7 @@ func (g *groupCommitter) drain() {
 		if until := g.hold(now, waitFor); !until.IsZero() {
 			if waitFor.Equal(now) {
 				g.waits.Add(1)
+				heldWith = len(g.queue)
 			}
 			g.mu.Unlock()
 			timer := time.NewTimer(until.Sub(now))
@@ -224,6 +233,10 @@ func (g *groupCommitter) drain() {
 			continue
 		}
 		waitFor = time.Time{}
+		if heldWith > 0 && len(g.queue) == heldWith {
+			g.peakCur, g.peakPrev = 0, 0 // no one came back: forget the peak
+		}
+		heldWith = 0
 		batch := g.queue
 		if len(batch) > groupCommitMax {
 			batch, g.queue = batch[:groupCommitMax:groupCommitMax], batch[groupCommitMax:]
