@@ -36,7 +36,8 @@ const DefaultAuditCommitWindow = 3 * time.Millisecond
 // before flushing it the writer may wait (see [groupCommitter.hold]):
 //   - while calls in flight have yet to queue their records, for them, up
 //     to groupCommitDelay (not for calls that write their records in
-//     their own transactions: see Server.writesOwnRecord);
+//     their own transactions, nor tools running on their own connections:
+//     see Server.awayFromGroupCommit);
 //   - while fewer calls are in the server than a moment ago and records
 //     arrive fast enough to expect another, for the calls on their way
 //     back, until window has passed since the previous flush began
@@ -68,12 +69,14 @@ type groupCommitter struct {
 	// be on their way.
 	inFlight func() int
 	holding  int
-	// own counts the calls in flight (among inFlight's) that write their
-	// audit record themselves, in their own transaction (a tool that
-	// changes data, a resource read, a call whose group commit failed):
-	// their records never come here, so the writer does not wait for them
-	// (see Server.writesOwnRecord).
-	own atomic.Int64
+	// away counts the calls in flight (among inFlight's) whose records
+	// will not come here soon: calls that write their audit record
+	// themselves, in their own transaction (a tool that changes data, a
+	// resource read, a call whose group commit failed), and tools running
+	// on their own connection (query), which may take up to the tool time
+	// limit before they queue theirs. The writer does not wait for them
+	// (see Server.awayFromGroupCommit).
+	away atomic.Int64
 	// lastStart is when the last flush began; peakCur and peakPrev, the
 	// most calls seen in the server (records queued and calls running) in
 	// the period that began at peakSince and in the one before.
@@ -124,24 +127,26 @@ func (g *groupCommitter) write(t *tenancy.Tenant, rec *store.AuditRecord, holds 
 	return <-p.done
 }
 
-// writesOwnRecord notes that c's call writes its audit record itself, in
-// its own transaction, not through the group commit, until done is
-// called (when the call returns): while it runs, the writer does not take
-// it for a call whose record is on its way (groupCommitter.hold), so it
-// does not hold other calls' records back for it — one tenant's slow
-// write must not delay every other tenant's answers. Only a call holding
-// its admission slot (c.slot) counts among the calls in flight, so only
-// such a call is noted. (Between done and the slot's release, a moment,
-// the call counts as running again: at worst one batch waits
-// groupCommitDelay for it, as every batch did before.)
-func (s *Server) writesOwnRecord(c *Caller) (done func()) {
+// awayFromGroupCommit notes that c's call will not queue a record for
+// the group commit soon, until done is called: it writes its audit record
+// itself, in its own transaction, or it runs on its own connection (query)
+// and may take up to the tool time limit before it queues one. Meanwhile
+// the writer does not take it for a call whose record is on its way
+// (groupCommitter.hold), so it does not hold other calls' records back for
+// it: one tenant's slow statements must not delay every other tenant's
+// answers. Only a call holding its admission slot (c.slot) counts among
+// the calls in flight, so only such a call is noted. (Between a done at
+// the call's end and the slot's release, a moment, the call counts as
+// running again: at worst one batch waits groupCommitDelay for it, as
+// every batch did before.)
+func (s *Server) awayFromGroupCommit(c *Caller) (done func()) {
 	if c.slot == nil {
 		return func() {}
 	}
 	g := s.audit.group
-	g.own.Add(1)
+	g.away.Add(1)
 	var once sync.Once
-	return func() { once.Do(func() { g.own.Add(-1) }) }
+	return func() { once.Do(func() { g.away.Add(-1) }) }
 }
 
 // hold says until when the writer waits before flushing the queue at
@@ -167,7 +172,7 @@ func (g *groupCommitter) hold(now, waitFor time.Time) time.Time {
 	var until time.Time
 	running := 0
 	if g.inFlight != nil {
-		running = max(g.inFlight()-g.holding-int(g.own.Load()), 0)
+		running = max(g.inFlight()-g.holding-int(g.away.Load()), 0)
 	}
 	if running > 0 {
 		// More records are on their way: wait for them, briefly.

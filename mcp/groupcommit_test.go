@@ -18,10 +18,12 @@ import (
 )
 
 // TestGroupCommitIgnoresOwnRecordCalls: the audit writer waits for calls
-// in flight only when their records will come to it. A call that writes
-// its record in its own transaction (a tool that changes data, a resource
-// read) never queues one, so while such a call of tenant A is in flight
-// (held inside its transaction by a table lock), tenant B's whoami calls,
+// in flight only when their records will come to it soon. A call that
+// writes its record in its own transaction (a tool that changes data, a
+// resource read) never queues one, and a tool with its own connection
+// (query, which may run for the whole tool time limit) queues one only
+// once it has run, so while such a call of tenant A is in flight (held by
+// a table lock), tenant B's whoami calls,
 // made one after another, are flushed at once: none of their group
 // commits is held back. Before, each waited groupCommitDelay (or the
 // commit window) for a record that never came: one tenant's slow
@@ -34,6 +36,9 @@ func TestGroupCommitIgnoresOwnRecordCalls(t *testing.T) {
 	}{
 		{"a tool that changes data", "todos", func(g *gatehouse, key string) answer {
 			return rawCall(&http.Client{}, g.url, key, "add_todo", `{"title":"behind a lock"}`, 1)
+		}},
+		{"a tool with its own connection (query), until it has run", "todos", func(g *gatehouse, key string) answer {
+			return rawCall(&http.Client{}, g.url, key, "query", `{"sql":"select count(*) from todos"}`, 1)
 		}},
 		{"a resource read", "documents", func(g *gatehouse, key string) answer {
 			return rawRPC(g.url, key, `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"gatehouse://documents/00000000-0000-4000-8000-000000000000"}}`)
@@ -82,7 +87,7 @@ func TestGroupCommitIgnoresOwnRecordCalls(t *testing.T) {
 				}
 			}
 			if n := mcp.GroupCommitWaits(g.srv) - before; n != 0 {
-				t.Errorf("%d of tenant B's 5 group commits were held back for tenant A's call, whose record never comes to the writer", n)
+				t.Errorf("%d of tenant B's 5 group commits were held back for tenant A's call, whose record does not come to the writer soon", n)
 			}
 			if err := lock.Rollback(ctx); err != nil {
 				t.Fatal(err)

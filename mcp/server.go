@@ -319,10 +319,10 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 	var err error
 	allowed := t.allows(c)
 	commit := func() error { return s.commitAudit(c, rec) }
-	var ownDone func() // see writesOwnRecord
+	var ownDone func() // see awayFromGroupCommit
 	ownRecord := func() {
 		if ownDone == nil {
-			ownDone = s.writesOwnRecord(c)
+			ownDone = s.awayFromGroupCommit(c)
 		}
 	}
 	defer func() {
@@ -336,7 +336,14 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		res, outcome = denial(t, c), "denied"
 		err = commit()
 	case t.ownConn || t.noTenantData:
-		if err = s.execute(ctx, nil, t, c, raw, &res, &after, rec); err == nil {
+		back := func() {}
+		if t.ownConn {
+			// It may run for the tool time limit before its record comes.
+			back = s.awayFromGroupCommit(c)
+		}
+		err = s.execute(ctx, nil, t, c, raw, &res, &after, rec)
+		back()
+		if err == nil {
 			rec.Decision = store.Allowed
 			err = commit()
 		}
