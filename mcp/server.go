@@ -340,6 +340,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		if t.ownConn {
 			// It may run for the tool time limit before its record comes.
 			back = s.awayFromGroupCommit(c)
+			defer back() // (a no-op once called; here if the tool panics)
 		}
 		err = s.execute(ctx, nil, t, c, raw, &res, &after, rec)
 		back()
