@@ -553,7 +553,7 @@ func report(rs []result, concurrency int, d time.Duration) {
 		pg, trips := "-", "-"
 		if r.pgCPU > 0 || !strings.HasPrefix(r.target, "bare") {
 			pg = fmt.Sprintf("%.0f µs", float64(r.pgCPU.Microseconds())/float64(r.requests))
-			trips = fmt.Sprintf("%.2f", float64(r.trips)/float64(r.requests))
+			trips = fmt.Sprintf("%.3f", float64(r.trips)/float64(r.requests))
 		}
 		if label, ok := strings.CutPrefix(r.target, "gatehouse@"); ok {
 			if !slices.Contains(labels, label) {
@@ -591,7 +591,7 @@ func report(rs []result, concurrency int, d time.Duration) {
 				continue
 			}
 			n := float64(r.requests)
-			fmt.Printf("| %s | %s | %s | %.2f× | %.2f× | %.2f× | %.2f (baseline %.2f) | %.2f× |\n", r.tool, r.target, label,
+			fmt.Printf("| %s | %s | %s | %.2f× | %.2f× | %.2f× | %.3f (baseline %.3f) | %.2f× |\n", r.tool, r.target, label,
 				n/r.elapsed.Seconds()/b.rps, float64(r.cpu.Microseconds())/n/b.cpu, float64(r.pgCPU.Microseconds())/n/b.pg,
 				float64(r.trips)/n, b.trips, float64(r.p99)/float64(p99[labelTool{label, r.tool}]))
 		}
