@@ -158,8 +158,9 @@ func (s *Server) awayFromGroupCommit(c *Caller) (done func()) {
 //   - fewer calls are in the server (records queued and calls running)
 //     than at the recent peak: the calls answered a moment ago are
 //     expected back from their clients. A client making one call after
-//     another is never made to wait for itself (alone, it is the peak),
-//     nor are a few clients once all of them are in;
+//     another is never made to wait for itself (alone, it is the peak;
+//     once others' burst has ended, at most once: see drain), nor are a
+//     few clients once all of them are in;
 //   - records arrive fast enough (rate) to expect one more before then.
 //
 // This is PostgreSQL's commit_delay and commit_siblings idea, bounded by
