@@ -63,10 +63,12 @@ type groupCommitter struct {
 	running bool // a writer goroutine is draining the queue
 	wake    chan struct{}
 	// inFlight counts the calls admitted and not answered; holding, the
-	// records queued whose calls are among them (calls that kept their
-	// admission slot, see Server.commitAudit). While inFlight exceeds
-	// holding, admitted calls have yet to queue their records: more may
-	// be on their way.
+	// records queued or being committed whose calls are among them (calls
+	// that kept their admission slot, see Server.commitAudit), until each
+	// such call has given its slot back (committed): a call answered
+	// after its commit is never taken for one whose record is on its way.
+	// While inFlight exceeds holding, admitted calls have yet to queue
+	// their records: more may be on their way.
 	inFlight func() int
 	holding  int
 	// away counts the calls in flight (among inFlight's) whose records
@@ -103,16 +105,16 @@ func (g *groupCommitter) signal() {
 type pendingAudit struct {
 	entry store.AuditEntry
 	done  chan error
-	holds bool // its call holds an admission slot while it waits
 }
 
 // write enqueues rec for t's audit log and waits until it is durable (or
 // could not be written). It waits even if ctx ends: the record may be
 // committing, and the call must not answer before knowing. The wait is
 // bounded by groupCommitTimeout per flush. holds says the call keeps its
-// admission slot while it waits.
+// admission slot while it waits: it counts in holding until it calls
+// committed, once it has given its slot back.
 func (g *groupCommitter) write(t *tenancy.Tenant, rec *store.AuditRecord, holds bool) error {
-	p := &pendingAudit{entry: store.AuditEntry{Tenant: t, Rec: rec}, done: make(chan error, 1), holds: holds}
+	p := &pendingAudit{entry: store.AuditEntry{Tenant: t, Rec: rec}, done: make(chan error, 1)}
 	g.mu.Lock()
 	g.queue = append(g.queue, p)
 	if holds {
@@ -125,6 +127,15 @@ func (g *groupCommitter) write(t *tenancy.Tenant, rec *store.AuditRecord, holds 
 	g.mu.Unlock()
 	g.signal()
 	return <-p.done
+}
+
+// committed notes that a call whose record was written with holds (it
+// kept its admission slot) has given its slot back: it no longer counts
+// in holding. Its slot must be released first (see Server.commitAudit).
+func (g *groupCommitter) committed() {
+	g.mu.Lock()
+	g.holding--
+	g.mu.Unlock()
 }
 
 // awayFromGroupCommit notes that c's call will not queue a record for
@@ -253,11 +264,6 @@ func (g *groupCommitter) drain() {
 			g.running = false
 			g.mu.Unlock()
 			return
-		}
-		for _, p := range batch {
-			if p.holds {
-				g.holding--
-			}
 		}
 		if d := now.Sub(g.lastStart).Seconds(); d > 0 && !g.lastStart.IsZero() {
 			g.rate += (float64(len(batch))/d - g.rate) / 4

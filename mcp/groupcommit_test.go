@@ -160,6 +160,77 @@ func TestGroupCommitForgetsAFinishedBurst(t *testing.T) {
 	}
 }
 
+// TestGroupCommitNoPhantomAfterFlush: a call that kept its admission
+// slot while it waited for its record's commit (its tenant at its bound of
+// calls waiting that way, see admitter.yield) stays in flight until it has
+// answered, after the commit; the writer must not take it, meanwhile, for
+// a call whose record is still on its way. Tenant T may have one call in
+// flight and one waiting for a commit: T's first whoami gives its slot
+// back and its commit is held; T's second keeps its slot; U's call joins
+// it; that commit (#2) is held while U's second call queues. When #2
+// ends, the writer commits U's second call at once: none of its batches
+// waits for T's answered call (window off, so only that rule could hold
+// it). Before, #2's calls left the writer's count of calls holding slots
+// when the batch was taken, while T's call still held its slot until it
+// answered, so the next batch waited groupCommitDelay for it.
+func TestGroupCommitNoPhantomAfterFlush(t *testing.T) {
+	g := newGatehouse(t, func(s *setup) {
+		s.admission = &mcp.Admission{Total: 8, Tenant: 1, Principal: 1, TenantQueue: 1, Wait: time.Minute}
+		s.options = func(o *mcp.Options) { o.AuditCommitWindow = -1 }
+	})
+	keyT := g.key(t, "t.example", tenancy.Developer)
+	keyU := g.key(t, "u.example", tenancy.Developer)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	for _, key := range []string{keyT, keyU} {
+		if a := rawCall(client, g.url, key, "whoami", `{}`, 1); a.status != http.StatusOK {
+			t.Fatalf("whoami: %d %v %s", a.status, a.err, a.body)
+		}
+	}
+	began := make(chan struct{}, 4)
+	proceed := make(chan struct{}, 4)
+	var holding atomic.Bool
+	mcp.SetBeforeGroupCommit(g.srv, func() {
+		if holding.Load() {
+			began <- struct{}{}
+			<-proceed
+		}
+	})
+	reach := func(queued int) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+			if _, _, q := mcp.AdmissionState(g.srv); q == queued {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("never %d records queued", queued)
+			}
+		}
+	}
+	holding.Store(true)
+	answers := make(chan answer, 4)
+	send := func(key string, id int) { go func() { answers <- rawCall(client, g.url, key, "whoami", `{}`, id) }() }
+	send(keyT, 2) // gives its slot back; its commit (#1) is held
+	<-began
+	send(keyT, 3) // keeps its slot (T's one call waiting for a commit is #1's)
+	send(keyU, 4)
+	reach(2)
+	proceed <- struct{}{} // #1 ends; #2 (T's second call and U's) begins, held
+	<-began
+	holding.Store(false)
+	before := mcp.GroupCommitWaits(g.srv)
+	send(keyU, 5)
+	reach(1)
+	proceed <- struct{}{} // #2 ends; U's second call is committed next
+	for range 4 {
+		if a := <-answers; a.status != http.StatusOK || a.err != nil {
+			t.Fatalf("whoami: %d %v %s", a.status, a.err, a.body)
+		}
+	}
+	if n := mcp.GroupCommitWaits(g.srv) - before; n != 0 {
+		t.Errorf("the commit after #2 was held back %d times for a call that had already been committed", n)
+	}
+}
+
 // rawRPC posts one JSON-RPC request to url with token.
 func rawRPC(url, token, body string) answer {
 	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
