@@ -83,7 +83,16 @@ func (s *Server) commitAudit(c *Caller, r *store.AuditRecord) error {
 			defer done()
 			return s.audit.group.write(c.Tenant, r, false)
 		}
-		return s.audit.group.write(c.Tenant, r, true)
+		err := s.audit.group.write(c.Tenant, r, true)
+		// Committed: its database work done, the call gives its slot back
+		// now (as a call that yielded did), and only then leaves the
+		// writer's count of calls holding slots, so that the writer never
+		// takes it for a call whose record is still to come.
+		release := c.slot
+		c.slot = nil
+		release()
+		s.audit.group.committed()
+		return err
 	}
 	return s.audit.group.write(c.Tenant, r, false)
 }

@@ -46,3 +46,7 @@ func AdmissionState(s *Server) (inFlight, waiting, queued int) {
 	s.audit.group.mu.Unlock()
 	return s.admit.inFlight(), s.admit.waiting(), queued
 }
+
+// GroupCommitWaits reports how many group commits of s were held back
+// (groupCommitter.hold) before they began.
+func GroupCommitWaits(s *Server) int64 { return s.audit.group.waits.Load() }

@@ -34,8 +34,10 @@ const DefaultAuditCommitWindow = 3 * time.Millisecond
 // round trip and one commit (store.InsertAuditBatch), and wakes the
 // callers. Records that arrive during a flush form the next batch, and
 // before flushing it the writer may wait (see [groupCommitter.hold]):
-//   - while more calls are in flight than records are queued, for them, up
-//     to groupCommitDelay;
+//   - while calls in flight have yet to queue their records, for them, up
+//     to groupCommitDelay (not for calls that write their records in
+//     their own transactions, nor tools running on their own connections:
+//     see Server.awayFromGroupCommit);
 //   - while fewer calls are in the server than a moment ago and records
 //     arrive fast enough to expect another, for the calls on their way
 //     back, until window has passed since the previous flush began
@@ -61,12 +63,22 @@ type groupCommitter struct {
 	running bool // a writer goroutine is draining the queue
 	wake    chan struct{}
 	// inFlight counts the calls admitted and not answered; holding, the
-	// records queued whose calls are among them (calls that kept their
-	// admission slot, see Server.commitAudit). While inFlight exceeds
-	// holding, admitted calls have yet to queue their records: more may
-	// be on their way.
+	// records queued or being committed whose calls are among them (calls
+	// that kept their admission slot, see Server.commitAudit), until each
+	// such call has given its slot back (committed): a call answered
+	// after its commit is never taken for one whose record is on its way.
+	// While inFlight exceeds holding, admitted calls have yet to queue
+	// their records: more may be on their way.
 	inFlight func() int
 	holding  int
+	// away counts the calls in flight (among inFlight's) whose records
+	// will not come here soon: calls that write their audit record
+	// themselves, in their own transaction (a tool that changes data, a
+	// resource read, a call whose group commit failed), and tools running
+	// on their own connection (query), which may take up to the tool time
+	// limit before they queue theirs. The writer does not wait for them
+	// (see Server.awayFromGroupCommit).
+	away atomic.Int64
 	// lastStart is when the last flush began; peakCur and peakPrev, the
 	// most calls seen in the server (records queued and calls running) in
 	// the period that began at peakSince and in the one before.
@@ -79,6 +91,7 @@ type groupCommitter struct {
 	rate float64
 
 	flushes, records atomic.Int64 // for tests and benchmarks
+	waits            atomic.Int64 // batches held back before their flush (tests)
 	beforeFlush      func()       // tests: runs as each flush begins
 }
 
@@ -92,16 +105,16 @@ func (g *groupCommitter) signal() {
 type pendingAudit struct {
 	entry store.AuditEntry
 	done  chan error
-	holds bool // its call holds an admission slot while it waits
 }
 
 // write enqueues rec for t's audit log and waits until it is durable (or
 // could not be written). It waits even if ctx ends: the record may be
 // committing, and the call must not answer before knowing. The wait is
 // bounded by groupCommitTimeout per flush. holds says the call keeps its
-// admission slot while it waits.
+// admission slot while it waits: it counts in holding until it calls
+// committed, once it has given its slot back.
 func (g *groupCommitter) write(t *tenancy.Tenant, rec *store.AuditRecord, holds bool) error {
-	p := &pendingAudit{entry: store.AuditEntry{Tenant: t, Rec: rec}, done: make(chan error, 1), holds: holds}
+	p := &pendingAudit{entry: store.AuditEntry{Tenant: t, Rec: rec}, done: make(chan error, 1)}
 	g.mu.Lock()
 	g.queue = append(g.queue, p)
 	if holds {
@@ -116,6 +129,37 @@ func (g *groupCommitter) write(t *tenancy.Tenant, rec *store.AuditRecord, holds 
 	return <-p.done
 }
 
+// committed notes that a call whose record was written with holds (it
+// kept its admission slot) has given its slot back: it no longer counts
+// in holding. Its slot must be released first (see Server.commitAudit).
+func (g *groupCommitter) committed() {
+	g.mu.Lock()
+	g.holding--
+	g.mu.Unlock()
+}
+
+// awayFromGroupCommit notes that c's call will not queue a record for
+// the group commit soon, until done is called: it writes its audit record
+// itself, in its own transaction, or it runs on its own connection (query)
+// and may take up to the tool time limit before it queues one. Meanwhile
+// the writer does not take it for a call whose record is on its way
+// (groupCommitter.hold), so it does not hold other calls' records back for
+// it: one tenant's slow statements must not delay every other tenant's
+// answers. Only a call holding its admission slot (c.slot) counts among
+// the calls in flight, so only such a call is noted. (Between a done at
+// the call's end and the slot's release, a moment, the call counts as
+// running again: at worst one batch waits groupCommitDelay for it, as
+// every batch did before.)
+func (s *Server) awayFromGroupCommit(c *Caller) (done func()) {
+	if c.slot == nil {
+		return func() {}
+	}
+	g := s.audit.group
+	g.away.Add(1)
+	var once sync.Once
+	return func() { once.Do(func() { g.away.Add(-1) }) }
+}
+
 // hold says until when the writer waits before flushing the queue at
 // now, the zero time for not at all; waitFor is when the writer began
 // waiting for this batch's calls in flight. Called with mu held.
@@ -125,8 +169,9 @@ func (g *groupCommitter) write(t *tenancy.Tenant, rec *store.AuditRecord, holds 
 //   - fewer calls are in the server (records queued and calls running)
 //     than at the recent peak: the calls answered a moment ago are
 //     expected back from their clients. A client making one call after
-//     another is never made to wait for itself (alone, it is the peak),
-//     nor are a few clients once all of them are in;
+//     another is never made to wait for itself (alone, it is the peak;
+//     once others' burst has ended, at most once: see drain), nor are a
+//     few clients once all of them are in;
 //   - records arrive fast enough (rate) to expect one more before then.
 //
 // This is PostgreSQL's commit_delay and commit_siblings idea, bounded by
@@ -139,7 +184,7 @@ func (g *groupCommitter) hold(now, waitFor time.Time) time.Time {
 	var until time.Time
 	running := 0
 	if g.inFlight != nil {
-		running = max(g.inFlight()-g.holding, 0)
+		running = max(g.inFlight()-g.holding-int(g.away.Load()), 0)
 	}
 	if running > 0 {
 		// More records are on their way: wait for them, briefly.
@@ -174,8 +219,16 @@ func (g *groupCommitter) peak(now time.Time, inside int) int {
 
 // drain flushes batches until the queue is empty, then exits (no goroutine
 // outlives the work).
+//
+// A batch held back that no record joined before its flush says that the
+// calls the peak expected back are not coming (a burst has ended; the
+// clients left): the peak is forgotten, to be noted afresh, so that a
+// client calling one call after another once the others have gone is held
+// back once, not on every call until the burst's peak ages out
+// (peakPeriod).
 func (g *groupCommitter) drain() {
 	var waitFor time.Time
+	heldWith := 0 // records queued when this batch was first held back
 	for {
 		g.mu.Lock()
 		now := time.Now()
@@ -183,6 +236,10 @@ func (g *groupCommitter) drain() {
 			waitFor = now
 		}
 		if until := g.hold(now, waitFor); !until.IsZero() {
+			if waitFor.Equal(now) {
+				g.waits.Add(1)
+				heldWith = len(g.queue)
+			}
 			g.mu.Unlock()
 			timer := time.NewTimer(until.Sub(now))
 			select {
@@ -193,6 +250,10 @@ func (g *groupCommitter) drain() {
 			continue
 		}
 		waitFor = time.Time{}
+		if heldWith > 0 && len(g.queue) == heldWith {
+			g.peakCur, g.peakPrev = 0, 0 // no one came back: forget the peak
+		}
+		heldWith = 0
 		batch := g.queue
 		if len(batch) > groupCommitMax {
 			batch, g.queue = batch[:groupCommitMax:groupCommitMax], batch[groupCommitMax:]
@@ -203,11 +264,6 @@ func (g *groupCommitter) drain() {
 			g.running = false
 			g.mu.Unlock()
 			return
-		}
-		for _, p := range batch {
-			if p.holds {
-				g.holding--
-			}
 		}
 		if d := now.Sub(g.lastStart).Seconds(); d > 0 && !g.lastStart.IsZero() {
 			g.rate += (float64(len(batch))/d - g.rate) / 4

@@ -48,7 +48,7 @@ func TestGroupCommitHold(t *testing.T) {
 			g := &groupCommitter{window: tc.window, rate: tc.rate}
 			g.queue = make([]*pendingAudit, tc.queued)
 			for i := range g.queue {
-				g.queue[i] = &pendingAudit{holds: true}
+				g.queue[i] = &pendingAudit{}
 			}
 			g.holding = tc.queued
 			g.inFlight = func() int { return tc.queued + tc.running }

@@ -257,6 +257,7 @@ func (s *Server) promptFailure(ctx context.Context, c *Caller, rec *store.AuditR
 	if refusedByInput(outcome) {
 		rec.Decision, rec.Reason = store.Denied, msg
 	}
+	defer s.awayFromGroupCommit(c)() // not through the group commit
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if _, aerr := s.db.InsertAuditRecord(rctx, c.Tenant, rec); aerr != nil {

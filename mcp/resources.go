@@ -141,6 +141,7 @@ func (s *Server) resourceCall(ctx context.Context, extra *sdk.RequestExtra, meth
 			return err
 		}
 	}
+	defer s.awayFromGroupCommit(c)() // its record goes in its own transaction
 	rec := s.audit.base(c, method, args)
 	err = s.db.WithTenant(ctx, c.Tenant, func(tx pgx.Tx) error {
 		if !c.Role.Allows(tenancy.Viewer) || !c.Principal.HasScope(identity.ScopeRead) {

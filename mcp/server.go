@@ -319,13 +319,32 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 	var err error
 	allowed := t.allows(c)
 	commit := func() error { return s.commitAudit(c, rec) }
+	var ownDone func() // see awayFromGroupCommit
+	ownRecord := func() {
+		if ownDone == nil {
+			ownDone = s.awayFromGroupCommit(c)
+		}
+	}
+	defer func() {
+		if ownDone != nil {
+			ownDone()
+		}
+	}()
 	switch {
 	case !allowed:
 		rec.Decision, rec.Reason = store.Denied, fmt.Sprintf("needs role %s and scope %s; has role %s", t.Role, t.Scope, c.Role)
 		res, outcome = denial(t, c), "denied"
 		err = commit()
 	case t.ownConn || t.noTenantData:
-		if err = s.execute(ctx, nil, t, c, raw, &res, &after, rec); err == nil {
+		back := func() {}
+		if t.ownConn {
+			// It may run for the tool time limit before its record comes.
+			back = s.awayFromGroupCommit(c)
+			defer back() // (a no-op once called; here if the tool panics)
+		}
+		err = s.execute(ctx, nil, t, c, raw, &res, &after, rec)
+		back()
+		if err == nil {
 			rec.Decision = store.Allowed
 			err = commit()
 		}
@@ -341,6 +360,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 	default:
 		// The record travels with COMMIT, the transaction's opening with
 		// the tool's first statement (store.InTenantWrite).
+		ownRecord()
 		rec.Decision = store.Allowed
 		err = s.db.InTenantWrite(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
 			after = nil
@@ -374,6 +394,7 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 			// The caller's input broke a rule: a refusal, not a failure.
 			rec.Decision, rec.Reason = store.Denied, errorText(res)
 		}
+		ownRecord()
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if _, aerr := s.db.InsertAuditRecord(rctx, c.Tenant, rec); aerr != nil {

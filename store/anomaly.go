@@ -219,7 +219,7 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 	table := pgx.Identifier{t.Schema, "audit_log"}.Sanitize()
 	var n int
 	var written []*StoredAlert
-	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	err = beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		written = nil
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.anomaly:' || $1, $2))", t.ID, seed); err != nil {
 			return err

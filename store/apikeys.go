@@ -52,7 +52,7 @@ func nullTime(t time.Time) *time.Time {
 // CreateAPIKey stores k (whose secret hash is already set) and fills in its
 // creation time.
 func (db *DB) CreateAPIKey(ctx context.Context, k *apikey.Key) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return createAPIKey(ctx, tx, k) })
+	return beginFunc(ctx, db.pool, func(tx pgx.Tx) error { return createAPIKey(ctx, tx, k) })
 }
 
 func createAPIKey(ctx context.Context, tx pgx.Tx, k *apikey.Key) error {
@@ -94,7 +94,7 @@ func (db *DB) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
 // process sharing this database to forget it (see [DB.Listen]).
 func (db *DB) RevokeAPIKey(ctx context.Context, id string) (*apikey.Key, error) {
 	var k *apikey.Key
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	err := beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "UPDATE gatehouse.api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", id); err != nil {
 			return err
 		}

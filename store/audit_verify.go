@@ -56,7 +56,7 @@ func (db *DB) VerifyAudit(ctx context.Context, t *tenancy.Tenant, keys ...AuditK
 			rank[k.ID] = i
 		}
 	}
-	err := pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	err := beginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE chain_seq IS NULL").Scan(&rep.Pending); err != nil {
 			return err
 		}

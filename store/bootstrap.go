@@ -24,7 +24,7 @@ func (db *DB) Bootstrap(ctx context.Context, key string, newKey func(tenantID st
 	if err != nil {
 		return false, err
 	}
-	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	err = beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", bootstrapLock); err != nil {
 			return err
 		}
@@ -61,7 +61,7 @@ func (db *DB) Bootstrap(ctx context.Context, key string, newKey func(tenantID st
 // issue a fresh one. Keys are stored hashed, so the secret itself cannot be
 // shown later; a new key is the only way to hand one out.
 func (db *DB) UndoBootstrap(ctx context.Context, keyID string) error {
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	err := beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", bootstrapLock); err != nil {
 			return err
 		}

@@ -36,7 +36,7 @@ func recordOperatorAction(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant, a O
 
 // RecordOperatorAction records a, about t, on its own (export).
 func (db *DB) RecordOperatorAction(ctx context.Context, t *tenancy.Tenant, a OperatorAction) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error { return recordOperatorAction(ctx, tx, t, a) })
+	return beginFunc(ctx, db.pool, func(tx pgx.Tx) error { return recordOperatorAction(ctx, tx, t, a) })
 }
 
 // OperatorRecord is a stored operator action.
@@ -61,7 +61,7 @@ func (db *DB) FindOperatorActions(ctx context.Context, limit int) ([]OperatorRec
 // SetTenantStatus suspends (every request refused with 403, nothing
 // deleted) or resumes a tenant, on every replica within a second.
 func (db *DB) SetTenantStatus(ctx context.Context, t *tenancy.Tenant, s tenancy.Status, a OperatorAction) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	return beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, "UPDATE gatehouse.tenants SET status = $2 WHERE id = $1", t.ID, s)
 		if err != nil {
 			return err
@@ -82,7 +82,7 @@ func (db *DB) SetTenantStatus(ctx context.Context, t *tenancy.Tenant, s tenancy.
 // streamed (nothing is held in memory). The export is recorded.
 func (db *DB) ExportTenant(ctx context.Context, t *tenancy.Tenant, w io.Writer, a OperatorAction) error {
 	zw := zip.NewWriter(w)
-	err := pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+	err := beginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		f, err := zw.Create("tenant.json")
 		if err != nil {
 			return err
@@ -162,7 +162,7 @@ func exportRows(ctx context.Context, tx pgx.Tx, zw *zip.Writer, name, sql string
 // transaction with the operator's
 // record of it, which stays.
 func (db *DB) DeleteTenant(ctx context.Context, t *tenancy.Tenant, a OperatorAction) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	return beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		if err := recordOperatorAction(ctx, tx, t, a); err != nil {
 			return err
 		}

@@ -48,7 +48,7 @@ func (db *DB) EnsureMember(ctx context.Context, t *tenancy.Tenant, p *identity.P
 	if err != nil {
 		return nil, err
 	}
-	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	err = beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.members:' || $1, $2))", t.ID, seed); err != nil {
 			return err
 		}

@@ -33,7 +33,7 @@ func (db *DB) MigrateControl(ctx context.Context) error {
 
 // controlStep applies the next pending control migration, if any.
 func (db *DB) controlStep(ctx context.Context, ms []migrations.Migration) (done bool, err error) {
-	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	err = beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", controlLock); err != nil {
 			return err
 		}
@@ -151,7 +151,7 @@ var tenantSchemaVersion = sync.OnceValue(func() int { return len(migrations.Tena
 func (db *DB) CatchUpTenant(ctx context.Context, id string) error { return db.migrateTenant(ctx, id) }
 
 func (db *DB) migrateTenant(ctx context.Context, id string) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	return beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		t, err := scanTenant(tx.QueryRow(ctx, selectTenant+" WHERE id = $1 FOR UPDATE", id))
 		if err != nil {
 			return fmt.Errorf("tenant %s: %w", id, err)

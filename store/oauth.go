@@ -163,7 +163,7 @@ func (db *DB) CreateCode(ctx context.Context, c *authserver.Code) error {
 func (db *DB) UseCode(ctx context.Context, hash []byte) (*authserver.Code, error) {
 	var c authserver.Code
 	var used *time.Time
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	err := beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		var id []byte
 		err := tx.QueryRow(ctx, `SELECT hash, client_id, redirect_uri, code_challenge, resource, scope, identity, family, expires_at, used_at
 			FROM gatehouse.oauth_codes WHERE hash = $1 FOR UPDATE`, hash).Scan(&c.Hash, &c.ClientID, &c.RedirectURI, &c.CodeChallenge,
@@ -210,7 +210,7 @@ func createRefresh(ctx context.Context, q execer, r *authserver.Refresh) error {
 func (db *DB) RotateRefresh(ctx context.Context, oldHash []byte, next *authserver.Refresh, check func(*authserver.Refresh) error) (*authserver.Refresh, error) {
 	var old authserver.Refresh
 	reused := false
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	err := beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		var id []byte
 		var used, revoked *time.Time
 		err := tx.QueryRow(ctx, `SELECT hash, family, client_id, resource, scope, identity, expires_at, used_at, revoked_at
@@ -258,7 +258,7 @@ func (db *DB) RevokeRefresh(ctx context.Context, hash []byte, clientID string) e
 
 // RevokeFamily implements authserver.Store.
 func (db *DB) RevokeFamily(ctx context.Context, family string) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	return beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "UPDATE gatehouse.oauth_refresh_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE family = $1", family); err != nil {
 			return err
 		}
@@ -304,7 +304,7 @@ const signingKeyLock = int64(0x6b657973) // "keys"
 
 // AddSigningKey implements authserver.Store.
 func (db *DB) AddSigningKey(ctx context.Context, k *authserver.SigningKey, need func([]*authserver.SigningKey) bool) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	return beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", signingKeyLock); err != nil {
 			return err
 		}

@@ -239,7 +239,7 @@ func (db *DB) prepareQueryLogin(ctx context.Context, t *tenancy.Tenant) (queryLo
 		}
 		tc := *t // the cached tenant is shared: never written
 		var login queryLogin
-		err = pgx.BeginFunc(sctx, db.pool, func(tx pgx.Tx) error {
+		err = beginFunc(sctx, db.pool, func(tx pgx.Tx) error {
 			if _, err := tx.Exec(sctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.query-role:' || $1, $2))", tc.ID, seed); err != nil {
 				return err
 			}

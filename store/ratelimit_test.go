@@ -183,3 +183,82 @@ func TestLeasedLimitAcrossReplicas(t *testing.T) {
 	}
 	t.Logf("admitted %d, refused %d in %v (limit: burst %d + %.0f/s)", admitted.Load(), refused.Load(), elapsed, rate.Burst, rate.PerMinute/60)
 }
+
+// TestGCRAJudgedWhenLocked: a request that waited for its key's row lock
+// while others were decided is judged by the clock once it holds the
+// lock, not by when it began. Another session holds the key's row, then
+// (after the request is seen waiting for it) charges the key itself, as a
+// request decided later would, and commits. With a limit of a billion a
+// minute and a burst of a million (60 ms of tolerance) the waiting
+// request, judged by its start 200+ ms back, found the key's timestamp
+// past its tolerance and was refused. Members: gcra (one request) and
+// gcra_lease (a replica's lease).
+func TestGCRAJudgedWhenLocked(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	iv, burst := []time.Duration{60 * time.Nanosecond}, []int{1_000_000}
+	for _, c := range []struct {
+		name string
+		call func(key string) (bool, error)
+	}{
+		{"gcra", func(key string) (bool, error) {
+			r, err := db.GCRA(ctx, []string{key}, iv, burst)
+			return r.Allowed, err
+		}},
+		{"gcra_lease", func(key string) (bool, error) {
+			r, err := db.GCRALease(ctx, []string{key}, iv, burst, []int{1})
+			return err == nil && len(r.Granted) == 1 && r.Granted[0] == 1, err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			key := "t:locked-" + c.name
+			if _, err := c.call(key); err != nil { // the key exists
+				t.Fatal(err)
+			}
+			holder, err := db.Pool().Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = holder.Rollback(ctx) }()
+			if _, err := holder.Exec(ctx, "SELECT 1 FROM gatehouse.rate_limits WHERE key = $1 FOR UPDATE", key); err != nil {
+				t.Fatal(err)
+			}
+			type result struct {
+				ok  bool
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				ok, err := c.call(key)
+				done <- result{ok, err}
+			}()
+			// Wait until the request waits for the row lock.
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				var n int
+				if err := db.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+					WHERE wait_event_type = 'Lock' AND query LIKE '%gcra%'`).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the request never waited for the row lock")
+				}
+			}
+			time.Sleep(200 * time.Millisecond) // more than the limit's 60 ms of tolerance
+			// A request decided while the first waits: it charges the key at
+			// the holder's clock, 200+ ms after the waiting one began.
+			if _, err := holder.Exec(ctx, "SELECT gatehouse.gcra($1, $2, $3)", []string{key}, []float64{60e-6}, burst); err != nil {
+				t.Fatal(err)
+			}
+			if err := holder.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			r := <-done
+			if r.err != nil || !r.ok {
+				t.Errorf("the request that waited for the lock: allowed %v (%v); a limit of a billion a minute has room", r.ok, r.err)
+			}
+		})
+	}
+}

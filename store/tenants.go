@@ -71,7 +71,7 @@ func (db *DB) EnsureTenant(ctx context.Context, key string, kind tenancy.Kind) (
 	if err != nil {
 		return nil, false, err
 	}
-	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	err = beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		t, created, err = ensureTenant(ctx, tx, seed, key, kind)
 		return err
 	})
@@ -184,14 +184,14 @@ func (db *DB) withTenantMode(ctx context.Context, pool *pgxpool.Pool, t *tenancy
 		begin += fmt.Sprintf(", set_config('role', %s, true)", quoteLiteral(t.DBRole))
 	}
 	if pool != nil {
-		return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: begin}, fn)
+		return beginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: begin}, fn)
 	}
 	c, release, err := db.work.Acquire(ctx, t.ID)
 	if err != nil {
 		return err
 	}
 	defer release()
-	return pgx.BeginTxFunc(ctx, c, pgx.TxOptions{BeginQuery: begin}, fn)
+	return connTxFunc(ctx, c.Conn(), pgx.TxOptions{BeginQuery: begin}, fn)
 }
 
 // opaqueName matches the schema and role names Gatehouse generates.
@@ -216,7 +216,7 @@ func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''
 // updateTenant runs one UPDATE of a tenant row ($1 is its id) and tells
 // every replica to reload the tenant.
 func (db *DB) updateTenant(ctx context.Context, tenantID, sql string, args ...any) error {
-	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	return beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, sql, append([]any{tenantID}, args...)...)
 		if err != nil {
 			return err
