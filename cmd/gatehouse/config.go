@@ -265,9 +265,9 @@ func loadConfig(getenv func(string) string) (*Config, error) {
 	duration("GATEHOUSE_BODY_TIMEOUT", &c.BodyTimeout)
 	if v := strings.ToLower(strings.TrimSpace(get("GATEHOUSE_AUDIT_COMMIT_WINDOW"))); v == "off" {
 		c.AuditCommitWindow = -1
-	} else if d, err := time.ParseDuration(v); err == nil && d == 0 {
+	} else if d, err := time.ParseDuration(v); err == nil && d == 0 && !strings.ContainsAny(v, "123456789") {
 		c.AuditCommitWindow = -1
-	} else if err != nil || d < 0 || d > 100*time.Millisecond {
+	} else if err != nil || d <= 0 || d > 100*time.Millisecond {
 		bad("GATEHOUSE_AUDIT_COMMIT_WINDOW", "%q is not off or a duration up to 100ms such as 3ms", get("GATEHOUSE_AUDIT_COMMIT_WINDOW"))
 	} else {
 		c.AuditCommitWindow = d

@@ -123,7 +123,8 @@ func TestBulkheadSettings(t *testing.T) {
 }
 
 // TestAuditCommitWindowSetting: the default is 3ms, off and any zero
-// turn the window off (-1), durations up to 100ms are taken, and each
+// turn the window off (-1), a nonzero value below a nanosecond is an error
+// (it would parse to zero: off), durations up to 100ms are taken, and each
 // other value is reported with the accepted forms, beside the other
 // problems.
 func TestAuditCommitWindowSetting(t *testing.T) {
@@ -138,7 +139,7 @@ func TestAuditCommitWindowSetting(t *testing.T) {
 			t.Errorf("%q: %v %v, want %v", v, c.AuditCommitWindow, err, want)
 		}
 	}
-	for _, v := range []string{"101ms", "1s", "-3ms", "fast", "3", "0x"} {
+	for _, v := range []string{"101ms", "1s", "-3ms", "fast", "3", "0x", "0.5ns"} {
 		_, err := loadConfig(func(k string) string {
 			return map[string]string{"GATEHOUSE_AUDIT_COMMIT_WINDOW": v, "GATEHOUSE_QUERY_CONNS": "many"}[k]
 		})
