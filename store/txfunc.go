@@ -42,23 +42,20 @@ func connTxFunc(ctx context.Context, conn *pgx.Conn, opts pgx.TxOptions, fn func
 	if err != nil {
 		return err
 	}
-	rollback := func() {
+	if err := fn(tx); err != nil || ctx.Err() != nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), groupRollbackTimeout)
 		defer cancel()
 		_ = tx.Rollback(rctx)
-	}
-	if err := fn(tx); err != nil {
-		rollback()
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		rollback()
+		if err == nil {
+			err = ctx.Err() // no COMMIT for a caller whose time has run out
+		}
 		return err
 	}
 	cctx, stop := commitContext(ctx, conn)
 	err = tx.Commit(cctx)
+	// A failed Commit has ended the transaction (pgx closes it, and the
+	// connection if PostgreSQL did not roll it back): nothing to roll back.
 	if cause := stop(); err != nil {
-		rollback()
 		return cancelled(cause, err)
 	}
 	return nil
