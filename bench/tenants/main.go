@@ -45,6 +45,7 @@ var (
 	serveAll     = flag.Bool("serve-all", true, "with -serve: keys for every tenant, and after the throughput runs one call in each tenant and the memory it leaves (false: keys for the -spread tenants only, throughput only)")
 	serveEnv     = flag.String("serve-env", "", "settings added to the serve's environment (space-separated NAME=value)")
 	statements   = flag.Bool("statements", false, "with -serve: print the statements that took most of PostgreSQL's time in each run, per call (needs -pg-settings shared_preload_libraries=pg_stat_statements; the bench creates the extension)")
+	cpuKinds     = flag.Bool("cpu-kinds", false, "with -serve: print after each run the cluster's CPU per call by kind of process (tool-call backends, control backends, backends started during the run, autovacuum, background), µs")
 	audited      = flag.Int("audited", 0, "write and chain one audit record in this many tenants before the dump (so that -restore verifies chains that hold records)")
 )
 

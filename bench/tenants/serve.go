@@ -84,10 +84,17 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 		if *statements {
 			_, _ = db.Pool().Exec(ctx, "SELECT pg_stat_statements_reset()")
 		}
+		var kinds *kindSampler
+		if *cpuKinds {
+			kinds = startKinds(ctx, db)
+		}
 		c0 := [3]int64{procsCPU([]int{cmd.Process.Pid}), clusterCPU(), procsCPU([]int{os.Getpid()})}
 		r, err := httpLoad(ctx, url+"/mcp", keys, d, conc)
 		c1 := [3]int64{procsCPU([]int{cmd.Process.Pid}), clusterCPU(), procsCPU([]int{os.Getpid()})}
 		calls := r * d.Seconds()
+		if *cpuKinds {
+			fmt.Fprintf(os.Stderr, "%s PostgreSQL CPU per call over %d tenants by kind (µs): %s\n", name, len(keys), kinds.finish(calls))
+		}
 		for i := range cpu {
 			cpu[i] = float64(c1[i]-c0[i]) / max(calls, 1)
 		}
