@@ -229,21 +229,37 @@ func (a *auditor) flush(ctx context.Context) {
 			a.log.Warn("audit: counting failed authentications per key failed (the anomaly detector misses them)", "error", err)
 		}
 	}
+	a.chain(ctx, dirty)
+}
+
+// chain links the new records of the dirty tenants onto their chains,
+// many tenants a transaction (store.ChainAuditTenants), again for those
+// that had more than one transaction's share, and keeps a tenant whose
+// chaining failed for the next flush.
+func (a *auditor) chain(ctx context.Context, dirty map[string]*tenancy.Tenant) {
+	ts := make([]*tenancy.Tenant, 0, len(dirty))
 	for _, t := range dirty {
-		for {
-			n, err := a.db.ChainAudit(ctx, t, a.key, 1000)
-			if err != nil {
-				a.log.Error("audit: chaining failed; will retry", "tenant", t.Key, "error", err)
+		ts = append(ts, t)
+	}
+	for len(ts) > 0 {
+		var more []*tenancy.Tenant
+		for _, r := range a.db.ChainAuditTenants(ctx, ts, a.key, chainBatch, store.ChainLimits{}) {
+			switch {
+			case r.Err != nil:
+				a.log.Error("audit: chaining failed; will retry", "tenant", r.Tenant.Key, "error", r.Err)
 				a.mu.Lock()
-				a.dirty[t.ID] = t
+				a.dirty[r.Tenant.ID] = r.Tenant
 				a.mu.Unlock()
-			}
-			if err != nil || n < 1000 {
-				break
+			case r.More:
+				more = append(more, r.Tenant)
 			}
 		}
+		ts = more
 	}
 }
+
+// chainBatch is the most records of one tenant chained in one transaction.
+const chainBatch = 1000
 
 // auditSweep is how often the tenants marked as possibly holding unchained
 // records are chained again (which also removes the marks of tenants idle

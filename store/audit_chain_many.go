@@ -1,0 +1,292 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// ChainLimits bounds the transactions of [DB.ChainAuditTenants]. Zero
+// fields take the defaults.
+type ChainLimits struct {
+	// Tenants is the most tenants chained in one transaction (default
+	// 256): the advisory locks, statements and rows it holds until its
+	// commit grow with it.
+	Tenants int
+	// Records is the most records read in one transaction (default
+	// 2,000): each tenant of a transaction of n tenants is read up to
+	// max(1, Records/n) records (and never more than the batch passed).
+	Records int
+}
+
+// Default bounds of one chaining transaction (see [ChainLimits]).
+const (
+	DefaultChainTenants = 256
+	DefaultChainRecords = 2000
+)
+
+// ChainResult is what [DB.ChainAuditTenants] did for one tenant.
+type ChainResult struct {
+	Tenant *tenancy.Tenant
+	N      int   // records chained
+	More   bool  // N reached the tenant's limit in its transaction: records may be left
+	Err    error // the tenant's chaining failed (alone, after its group failed)
+	// Group is which of the call's transactions chained the tenant (0,
+	// 1, …), or -1 when the tenant was chained alone because its group's
+	// transaction failed.
+	Group int
+}
+
+// ChainAuditTenants links the unchained audit records of several tenants
+// onto their chains as [DB.ChainAudit] does for one, but many tenants in
+// one transaction: at many quiet tenants (calls spread over 2,000 tenants
+// leave ~600 of them with about one new record each second), a
+// transaction per tenant cost a commit (a WAL flush), two round trips and
+// the statements' overhead for each record.
+//
+// The tenants are split into transactions of at most limits.Tenants
+// tenants, in tenant id order; each is two pipelined round trips: BEGIN,
+// the advisory lock of every tenant (the lock [DB.ChainAudit] takes, in
+// tenant id order, so that chainers of several replicas over overlapping
+// sets of tenants wait for each other instead of deadlocking), their
+// heads, their pending marks' ages and each tenant's unchained records
+// (up to max(1, limits.Records/n) each, and at most batch); then each
+// tenant's UPDATE, the heads, the removal of stale pending marks of the
+// tenants left with nothing to chain, and COMMIT. If a transaction fails,
+// its tenants are chained one at a time ([DB.ChainAudit]'s path), so one
+// broken tenant never stops the others' chaining; a tenant that fails
+// alone too has its error in its result.
+//
+// The results are in the order of ts. A result with More set read as many
+// records as its limit allowed: call again for those tenants.
+func (db *DB) ChainAuditTenants(ctx context.Context, ts []*tenancy.Tenant, key AuditKey, batch int, limits ChainLimits) []ChainResult {
+	if limits.Tenants <= 0 {
+		limits.Tenants = DefaultChainTenants
+	}
+	if limits.Records <= 0 {
+		limits.Records = DefaultChainRecords
+	}
+	batch = max(batch, 1)
+	// One result per distinct tenant, in tenant id order (the locks'
+	// order); a tenant named twice in ts is chained once.
+	byID := make(map[string]*ChainResult, len(ts))
+	var uniq []*ChainResult
+	for _, t := range ts {
+		if byID[t.ID] == nil {
+			r := &ChainResult{Tenant: t}
+			byID[t.ID] = r
+			uniq = append(uniq, r)
+		}
+	}
+	slices.SortFunc(uniq, func(a, b *ChainResult) int { return strings.Compare(a.Tenant.ID, b.Tenant.ID) })
+	for g := 0; len(uniq) > 0; g++ {
+		group := uniq[:min(limits.Tenants, len(uniq))]
+		uniq = uniq[len(group):]
+		limit := min(batch, max(1, limits.Records/len(group)))
+		err := db.chainGroup(ctx, group, key, limit)
+		for _, r := range group {
+			r.Group = g
+		}
+		if err == nil {
+			continue
+		}
+		for _, r := range group { // one at a time, today's path
+			r.Group = -1
+			if cerr := ctx.Err(); cerr != nil {
+				r.Err = fmt.Errorf("chaining the audit log of %s: %w", r.Tenant.Key, errors.Join(err, cerr))
+				continue
+			}
+			r.N, r.Err = db.ChainAudit(ctx, r.Tenant, key, limit)
+			r.More = r.Err == nil && r.N == limit
+		}
+	}
+	res := make([]ChainResult, len(ts))
+	for i, t := range ts {
+		res[i] = *byID[t.ID]
+		res[i].Tenant = t
+	}
+	return res
+}
+
+// The statements of a group's transaction that are the same for every
+// group (prepared once per connection, see DB.prepare). The ids are
+// passed as text in tenant id order: unnest yields them in the array's
+// order, so the locks are taken in it; WITH ORDINALITY numbers them
+// (from 1) for the answers.
+const (
+	chainLockManySQL = `SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.audit-chain:' || u.id, $2))
+		FROM unnest($1::text[]) AS u(id)`
+	chainHeadsManySQL = `SELECT u.i, h.chain_seq, h.hash FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, i)
+		JOIN gatehouse.audit_heads h ON h.tenant_id = u.id`
+	chainStaleManySQL = `SELECT u.i FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, i)
+		JOIN gatehouse.audit_pending p ON p.tenant_id = u.id WHERE p.marked_at < now() - make_interval(secs => $2)`
+	chainHeadsUpsertManySQL = `INSERT INTO gatehouse.audit_heads (tenant_id, chain_seq, hash)
+		SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[])
+		ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq, hash = excluded.hash, updated_at = now()`
+)
+
+// The per-tenant statements when they name the tenant's table through
+// search_path (DB.chainViaSearchPath): the same text for every tenant, so
+// prepared once per connection. PostgreSQL plans such a statement again
+// whenever search_path has changed since its last use (PostgreSQL
+// documentation, PREPARE), so what this saves is the parse.
+const (
+	chainRecordsSQL = "SELECT " + auditColumns + " FROM audit_log WHERE chain_seq IS NULL ORDER BY id LIMIT $1"
+	chainUpdateSQL  = `UPDATE audit_log a SET chain_seq = v.seq, key_id = $5, prev_hash = v.prev, hash = v.hash
+		FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS v(id, seq, prev, hash)
+		WHERE a.id = v.id AND a.id BETWEEN $6 AND $7`
+	chainClearSQL = `DELETE FROM gatehouse.audit_pending WHERE tenant_id = $1
+		AND marked_at < now() - make_interval(secs => $2)
+		AND NOT EXISTS (SELECT 1 FROM audit_log WHERE chain_seq IS NULL)`
+)
+
+// chainGroup chains up to limit records of each tenant of group in one
+// transaction on one connection; group is in tenant id order, without
+// duplicates. On error nothing was written (the transaction is rolled
+// back) and the results are untouched.
+func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, key AuditKey, limit int) (err error) {
+	for _, r := range group {
+		if !opaqueName.MatchString(r.Tenant.Schema) {
+			return fmt.Errorf("tenant %s: refusing unexpected schema name", r.Tenant.Key)
+		}
+	}
+	seed, err := db.lockSeed(ctx)
+	if err != nil {
+		return err
+	}
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	defer func() {
+		if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_, _ = conn.Exec(rctx, "ROLLBACK")
+		}
+	}()
+	viaPath := db.chainViaSearchPath && !db.pooled
+	sqls := []string{chainLockManySQL, chainHeadsManySQL, chainStaleManySQL, chainHeadsUpsertManySQL}
+	if viaPath {
+		sqls = append(sqls, setSearchPathSQL, chainRecordsSQL, chainUpdateSQL, chainClearSQL)
+	}
+	if err := db.prepare(ctx, conn.Conn(), group[0].Tenant.Schema, sqls...); err != nil {
+		return err
+	}
+
+	n := len(group)
+	ids := make([]string, n)
+	for i, r := range group {
+		ids[i] = r.Tenant.ID
+	}
+	seqs := make([]int64, n)
+	prevs := make([][]byte, n)
+	recs := make([][]*AuditRecord, n)
+	stale := make([]bool, n)
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(chainLockManySQL, ids, seed)
+	b.Queue(chainHeadsManySQL, ids).Query(func(rows pgx.Rows) error {
+		var i, seq int64
+		var hash []byte
+		_, err := pgx.ForEachRow(rows, []any{&i, &seq, &hash}, func() error {
+			if i < 1 || i > int64(n) {
+				return fmt.Errorf("audit heads: tenant %d of %d", i, n)
+			}
+			seqs[i-1], prevs[i-1] = seq, slices.Clone(hash)
+			return nil
+		})
+		return err
+	})
+	b.Queue(chainStaleManySQL, ids, markStale.Seconds()).Query(func(rows pgx.Rows) error {
+		var i int64
+		_, err := pgx.ForEachRow(rows, []any{&i}, func() error {
+			if i < 1 || i > int64(n) {
+				return fmt.Errorf("audit pending: tenant %d of %d", i, n)
+			}
+			stale[i-1] = true
+			return nil
+		})
+		return err
+	})
+	for i, r := range group {
+		collect := func(rows pgx.Rows) error {
+			var err error
+			recs[i], err = pgx.CollectRows(rows, scanAudit)
+			return err
+		}
+		if viaPath {
+			b.Queue(setSearchPathSQL, pgx.Identifier{r.Tenant.Schema}.Sanitize())
+			b.Queue(chainRecordsSQL, limit).Query(collect)
+			continue
+		}
+		table := pgx.Identifier{r.Tenant.Schema, "audit_log"}.Sanitize()
+		b.Queue("SELECT "+auditColumns+" FROM "+table+" WHERE chain_seq IS NULL ORDER BY id LIMIT $1", limit).Query(collect)
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+
+	b = &pgx.Batch{}
+	var headIDs []string
+	var headSeqs []int64
+	var headHashes [][]byte
+	for i, r := range group {
+		table := pgx.Identifier{r.Tenant.Schema, "audit_log"}.Sanitize()
+		clear := len(recs[i]) < limit && stale[i] // nothing left: the tenant may leave the pending list
+		if viaPath && (len(recs[i]) > 0 || clear) {
+			b.Queue(setSearchPathSQL, pgx.Identifier{r.Tenant.Schema}.Sanitize())
+		}
+		if len(recs[i]) > 0 {
+			seq, prev := seqs[i], prevs[i]
+			if prev == nil {
+				prev = []byte{}
+			}
+			m := len(recs[i])
+			rids, rseqs, rprevs, hashes := make([]int64, m), make([]int64, m), make([][]byte, m), make([][]byte, m)
+			for j, rec := range recs[i] {
+				seq++
+				h := key.link(prev, seq, rec)
+				rids[j], rseqs[j], rprevs[j], hashes[j] = rec.ID, seq, prev, h
+				prev = h
+			}
+			// As in chainAudit: the range on id lets PostgreSQL find the
+			// rows through the primary key.
+			args := []any{rids, rseqs, rprevs, hashes, key.ID, rids[0], rids[m-1]}
+			if viaPath {
+				b.Queue(chainUpdateSQL, args...)
+			} else {
+				b.Queue("UPDATE "+table+` a SET chain_seq = v.seq, key_id = $5, prev_hash = v.prev, hash = v.hash
+					FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS v(id, seq, prev, hash)
+					WHERE a.id = v.id AND a.id BETWEEN $6 AND $7`, args...)
+			}
+			headIDs, headSeqs, headHashes = append(headIDs, r.Tenant.ID), append(headSeqs, seq), append(headHashes, prev)
+		}
+		if clear {
+			if viaPath {
+				b.Queue(chainClearSQL, r.Tenant.ID, markStale.Seconds())
+			} else {
+				queueClearAuditPending(b, r.Tenant, table)
+			}
+		}
+	}
+	if len(headIDs) > 0 {
+		b.Queue(chainHeadsUpsertManySQL, headIDs, headSeqs, headHashes)
+	}
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	for i, r := range group {
+		r.N, r.More, r.Err = len(recs[i]), len(recs[i]) == limit, nil
+	}
+	return nil
+}
