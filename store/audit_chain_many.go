@@ -17,8 +17,10 @@ import (
 // fields take the defaults.
 type ChainLimits struct {
 	// Tenants is the most tenants chained in one transaction (default
-	// 256): the advisory locks, statements and rows it holds until its
-	// commit grow with it.
+	// 64): it holds about six locks per tenant until its commit (the
+	// advisory lock, the audit log and its four indexes) in PostgreSQL's
+	// lock table, which pg_dump needs too (max_locks_per_transaction ×
+	// max_connections slots: 6,400 by default).
 	Tenants int
 	// Records is the most records read in one transaction (default
 	// 2,000): each tenant of a transaction of n tenants is read up to
@@ -28,7 +30,7 @@ type ChainLimits struct {
 
 // Default bounds of one chaining transaction (see [ChainLimits]).
 const (
-	DefaultChainTenants = 256
+	DefaultChainTenants = 64
 	DefaultChainRecords = 2000
 )
 
