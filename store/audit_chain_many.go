@@ -168,6 +168,9 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, key AuditKey
 		return err
 	}
 	defer conn.Release()
+	// Meeting n tenants' audit logs gathers their caches in the backend:
+	// n uses towards ControlConnMaxUses, as n transactions of one tenant.
+	addUses(conn.Conn(), len(group))
 	defer func() {
 		if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -347,3 +347,45 @@ func TestChainAuditTenantsConcurrentChainers(t *testing.T) {
 		mustChainIntact(t, db, tn, written[i])
 	}
 }
+
+// TestChainAuditTenantsCountsUses: a chaining transaction over n tenants
+// counts as n uses of its control-pool connection (ControlConnMaxUses),
+// as n transactions of one tenant did: the backend gathers the caches of
+// every tenant it meets.
+func TestChainAuditTenantsCountsUses(t *testing.T) {
+	base := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	var ts []*tenancy.Tenant
+	for i := range 12 {
+		ts = append(ts, mustTenant(t, base, fmt.Sprintf("u%d.example", i)))
+	}
+	db, err := store.Open(ctx, base.Pool().Config().ConnString(), &store.Options{ControlConns: 1, ControlConnMaxUses: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	pid := func() (p int) {
+		t.Helper()
+		if err := db.Pool().QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	chain := func(ts []*tenancy.Tenant) {
+		t.Helper()
+		for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 10, store.ChainLimits{}) {
+			if r.Err != nil || r.Group != 0 {
+				t.Fatalf("%+v", r)
+			}
+		}
+	}
+	first := pid()
+	chain(ts[:3]) // 3 uses, with the look-ups before
+	if p := pid(); p != first {
+		t.Fatalf("connection replaced after fewer than 10 uses")
+	}
+	chain(ts) // 12 more
+	if p := pid(); p == first {
+		t.Fatalf("connection kept after a transaction over 12 tenants with at most 10 uses")
+	}
+}

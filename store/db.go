@@ -310,12 +310,34 @@ func (db *DB) CheckConnectionBudget(ctx context.Context) {
 }
 
 // limitUses makes the pool close each connection when it comes back from
-// its max-th use (pgxpool's AfterRelease hook: false destroys it).
+// its max-th use (pgxpool's AfterRelease hook: false destroys it). A use
+// that served several tenants counts as that many (see addUses).
 func limitUses(cfg *pgxpool.Config, max int) {
 	var uses sync.Map // *pgx.Conn → *atomic.Int64
 	cfg.AfterRelease = func(c *pgx.Conn) bool {
 		v, _ := uses.LoadOrStore(c, new(atomic.Int64))
-		return v.(*atomic.Int64).Add(1) < int64(max)
+		n := int64(1)
+		if extra, ok := c.PgConn().CustomData()[extraUsesKey].(int); ok {
+			n += int64(extra)
+			delete(c.PgConn().CustomData(), extraUsesKey)
+		}
+		return v.(*atomic.Int64).Add(n) < int64(max)
 	}
 	cfg.BeforeClose = func(c *pgx.Conn) { uses.Delete(c) }
+}
+
+// extraUsesKey counts, in a connection's custom data, the uses beyond one
+// of its current use (see addUses).
+const extraUsesKey = "gatehouse.extra-uses"
+
+// addUses counts the current use of a control-pool connection as n uses
+// towards ControlConnMaxUses: a use that meets n tenants' schemas (the
+// chainer's transaction over many tenants) gathers their caches in the
+// backend as n uses of one tenant each would.
+func addUses(conn *pgx.Conn, n int) {
+	if n > 1 {
+		data := conn.PgConn().CustomData()
+		extra, _ := data[extraUsesKey].(int)
+		data[extraUsesKey] = extra + n - 1
+	}
 }
