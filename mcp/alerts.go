@@ -242,7 +242,7 @@ func (d *detector) report(t *tenancy.Tenant, written []*store.StoredAlert, recs 
 		d.s.audit.emit(t.Key, r)
 	}
 	d.s.audit.mu.Lock()
-	d.s.audit.dirty[t.ID] = t
+	d.s.audit.markDirty(t, len(recs), true)
 	d.s.audit.mu.Unlock()
 }
 

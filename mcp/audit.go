@@ -27,7 +27,7 @@ type auditor struct {
 	group *groupCommitter // records of calls that change nothing
 
 	mu      sync.Mutex
-	dirty   map[string]*tenancy.Tenant // tenants with unchained records, by id
+	dirty   map[string]*dirtyTenant // tenants with unchained records, by id
 	limited map[limitedKey]*limitedAgg
 	failed  map[store.AuthFailure]*store.AuthFailure // keyed by window, IP, reason (counts zero)
 	byKey   map[keyFailure]*store.KeyFailure         // failed authentications naming a key id, per minute
@@ -44,13 +44,35 @@ type keyFailure struct {
 	id     string
 }
 
+// dirtyTenant is a tenant with records to chain: how many this process
+// wrote since it was last chained, and since when.
+type dirtyTenant struct {
+	t       *tenancy.Tenant
+	records int
+	since   time.Time // zero: chain at the next flush
+}
+
+// markDirty notes n new records in t's audit log (now: chain them at the
+// next flush, whatever their number). The caller holds a.mu.
+func (a *auditor) markDirty(t *tenancy.Tenant, n int, now bool) {
+	d := a.dirty[t.ID]
+	if d == nil {
+		d = &dirtyTenant{t: t, since: time.Now()}
+		a.dirty[t.ID] = d
+	}
+	d.records += n
+	if now {
+		d.since = time.Time{}
+	}
+}
+
 type limitedAgg struct {
 	tenant *tenancy.Tenant
 	rec    store.AuditRecord
 }
 
 func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *auditor {
-	return &auditor{db: db, key: key, out: out, log: log, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*tenancy.Tenant{},
+	return &auditor{db: db, key: key, out: out, log: log, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*dirtyTenant{},
 		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}, byKey: map[keyFailure]*store.KeyFailure{},
 		calls: map[string]int64{}}
 }
@@ -100,7 +122,7 @@ func (s *Server) commitAudit(c *Caller, r *store.AuditRecord) error {
 // written notes a record committed in t's audit log and mirrors it.
 func (a *auditor) written(t *tenancy.Tenant, r *store.AuditRecord) {
 	a.mu.Lock()
-	a.dirty[t.ID] = t
+	a.markDirty(t, 1, false)
 	a.calls[t.ID] += int64(max(r.Count, 1))
 	a.mu.Unlock()
 	a.emit(t.Key, r)
@@ -173,11 +195,14 @@ func (a *auditor) authFailed(ip, reason, userAgent, keyID string) {
 	}
 }
 
-// flush writes the aggregates and chains every tenant with new records.
-func (a *auditor) flush(ctx context.Context) {
+// flush writes the aggregates and chains the tenants with new records
+// that are due (see chainDue), or every tenant with new records when all
+// is set.
+func (a *auditor) flush(ctx context.Context, all bool) {
+	now := time.Now()
 	a.mu.Lock()
-	limited, failed, dirty, calls, byKey := a.limited, a.failed, a.dirty, a.calls, a.byKey
-	a.limited, a.failed, a.dirty, a.calls = map[limitedKey]*limitedAgg{}, map[store.AuthFailure]*store.AuthFailure{}, map[string]*tenancy.Tenant{}, map[string]int64{}
+	limited, failed, calls, byKey := a.limited, a.failed, a.calls, a.byKey
+	a.limited, a.failed, a.calls = map[limitedKey]*limitedAgg{}, map[store.AuthFailure]*store.AuthFailure{}, map[string]int64{}
 	a.byKey = map[keyFailure]*store.KeyFailure{}
 	a.mu.Unlock()
 	for _, agg := range limited {
@@ -207,7 +232,9 @@ func (a *auditor) flush(ctx context.Context) {
 		for _, rec := range recs {
 			a.emit(t.Key, rec)
 		}
-		dirty[t.ID] = t
+		a.mu.Lock()
+		a.markDirty(t, len(recs), false)
+		a.mu.Unlock()
 	}
 	if len(failed) > 0 {
 		fs := make([]store.AuthFailure, 0, len(failed))
@@ -229,18 +256,41 @@ func (a *auditor) flush(ctx context.Context) {
 			a.log.Warn("audit: counting failed authentications per key failed (the anomaly detector misses them)", "error", err)
 		}
 	}
+	a.mu.Lock()
+	dirty := make([]*tenancy.Tenant, 0, len(a.dirty))
+	for id, d := range a.dirty {
+		if all || chainDue(d, now) {
+			dirty = append(dirty, d.t)
+			delete(a.dirty, id)
+		}
+	}
+	a.mu.Unlock()
 	a.chain(ctx, dirty)
+}
+
+// A tenant's new records are chained at the first flush once this process
+// has written chainEager of them, or chainDelay after the first: a busy
+// tenant every second, a quiet one every few seconds with several records
+// at once. Most of a pass's cost is per tenant, whatever it finds (its
+// statements planned on its audit log, BenchmarkChainAuditTenants), and
+// calls spread over 2,000 tenants left ~600 of them with about one record
+// each second. Records of other replicas, of the sweep and of chaining
+// that failed are chained at the next flush.
+const (
+	chainEager = 16
+	chainDelay = 5 * time.Second
+)
+
+// chainDue says whether d's records are to be chained at a flush at now.
+func chainDue(d *dirtyTenant, now time.Time) bool {
+	return d.records >= chainEager || d.since.IsZero() || now.Sub(d.since) >= chainDelay
 }
 
 // chain links the new records of the dirty tenants onto their chains,
 // many tenants a transaction (store.ChainAuditTenants), again for those
 // that had more than one transaction's share, and keeps a tenant whose
 // chaining failed for the next flush.
-func (a *auditor) chain(ctx context.Context, dirty map[string]*tenancy.Tenant) {
-	ts := make([]*tenancy.Tenant, 0, len(dirty))
-	for _, t := range dirty {
-		ts = append(ts, t)
-	}
+func (a *auditor) chain(ctx context.Context, ts []*tenancy.Tenant) {
 	for len(ts) > 0 {
 		var more []*tenancy.Tenant
 		for _, r := range a.db.ChainAuditTenants(ctx, ts, a.key, chainBatch, store.ChainLimits{}) {
@@ -248,7 +298,7 @@ func (a *auditor) chain(ctx context.Context, dirty map[string]*tenancy.Tenant) {
 			case r.Err != nil:
 				a.log.Error("audit: chaining failed; will retry", "tenant", r.Tenant.Key, "error", r.Err)
 				a.mu.Lock()
-				a.dirty[r.Tenant.ID] = r.Tenant
+				a.markDirty(r.Tenant, 0, true)
 				a.mu.Unlock()
 			case r.More:
 				more = append(more, r.Tenant)
@@ -279,10 +329,10 @@ func (a *auditor) run(ctx context.Context, every time.Duration) {
 	for {
 		select {
 		case <-ctx.Done():
-			a.flush(context.WithoutCancel(ctx))
+			a.flush(context.WithoutCancel(ctx), true)
 			return
 		case <-t.C:
-			a.flush(ctx)
+			a.flush(ctx, false)
 		case <-s.C:
 			a.sweep(ctx)
 		}
@@ -300,7 +350,7 @@ func (a *auditor) sweep(ctx context.Context) {
 	}
 	a.mu.Lock()
 	for _, t := range ts {
-		a.dirty[t.ID] = t
+		a.markDirty(t, 0, true)
 	}
 	a.mu.Unlock()
 }
@@ -316,6 +366,7 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// FlushAudit writes pending aggregates and chains new records now (the
-// background loop does this every second).
-func (s *Server) FlushAudit(ctx context.Context) { s.audit.flush(ctx) }
+// FlushAudit writes pending aggregates and chains every new record now
+// (the background loop writes every second and chains each tenant's
+// records within chainDelay).
+func (s *Server) FlushAudit(ctx context.Context) { s.audit.flush(ctx, true) }
