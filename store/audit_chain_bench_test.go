@@ -111,11 +111,9 @@ func benchmarkChainAudit(b *testing.B, size, batch int) {
 // tenants (calls spread over 2,000 tenants leave ~600 of them with about
 // one new record each second) or 50 in each of 10, one transaction per
 // tenant (ChainAudit, the chainer before) or many tenants a transaction
-// (ChainAuditTenants: 64 tenants a transaction, the default, or 256),
-// with the tenant's table named by schema or through search_path in
-// statements prepared once per connection. The records are group-committed
-// before each pass, outside the measurement; every chain verifies at the
-// end. (The test cluster runs with fsync off: a commit's flush costs
+// (ChainAuditTenants: 64 tenants a transaction, the default, or 256).
+// The records are group-committed before each pass, outside the
+// measurement; every chain verifies at the end. (The test cluster runs with fsync off: a commit's flush costs
 // nothing here.)
 //
 //	go test ./store -run '^$' -bench ChainAuditTenants -benchtime 10x -count 3
@@ -174,12 +172,10 @@ func BenchmarkChainAuditTenants(b *testing.B) {
 		}},
 	}
 	for _, m := range []struct {
-		name    string
-		viaPath bool
-		limits  store.ChainLimits
-	}{{"many", false, store.ChainLimits{}}, {"many-256", false, store.ChainLimits{Tenants: 256}}, {"many-search_path", true, store.ChainLimits{}}} {
+		name   string
+		limits store.ChainLimits
+	}{{"many", store.ChainLimits{}}, {"many-256", store.ChainLimits{Tenants: 256}}} {
 		modes = append(modes, mode{m.name, func(ts []*tenancy.Tenant) int {
-			store.SetChainViaSearchPath(db, m.viaPath)
 			n := 0
 			for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 1000, m.limits) {
 				if r.Err != nil || r.Group < 0 || r.More {
@@ -216,7 +212,6 @@ func BenchmarkChainAuditTenants(b *testing.B) {
 			})
 		}
 	}
-	store.SetChainViaSearchPath(db, false)
 	for _, tn := range ts {
 		if rep, err := db.VerifyAudit(ctx, tn, testKey); err != nil || !rep.OK() {
 			b.Fatalf("verify %s: %+v, %v", tn.Key, rep, err)

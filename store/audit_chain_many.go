@@ -134,21 +134,6 @@ const (
 		ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq, hash = excluded.hash, updated_at = now()`
 )
 
-// The per-tenant statements when they name the tenant's table through
-// search_path (DB.chainViaSearchPath): the same text for every tenant, so
-// prepared once per connection. PostgreSQL plans such a statement again
-// whenever search_path has changed since its last use (PostgreSQL
-// documentation, PREPARE), so what this saves is the parse.
-const (
-	chainRecordsSQL = "SELECT " + auditColumns + " FROM audit_log WHERE chain_seq IS NULL ORDER BY id LIMIT $1"
-	chainUpdateSQL  = `UPDATE audit_log a SET chain_seq = v.seq, key_id = $5, prev_hash = v.prev, hash = v.hash
-		FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS v(id, seq, prev, hash)
-		WHERE a.id = v.id AND a.id BETWEEN $6 AND $7`
-	chainClearSQL = `DELETE FROM gatehouse.audit_pending WHERE tenant_id = $1
-		AND marked_at < now() - make_interval(secs => $2)
-		AND NOT EXISTS (SELECT 1 FROM audit_log WHERE chain_seq IS NULL)`
-)
-
 // chainGroup chains up to limit records of each tenant of group in one
 // transaction on one connection; group is in tenant id order, without
 // duplicates. On error nothing was written (the transaction is rolled
@@ -178,12 +163,7 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, key AuditKey
 			_, _ = conn.Exec(rctx, "ROLLBACK")
 		}
 	}()
-	viaPath := db.chainViaSearchPath && !db.pooled
-	sqls := []string{chainLockManySQL, chainHeadsManySQL, chainStaleManySQL, chainHeadsUpsertManySQL}
-	if viaPath {
-		sqls = append(sqls, setSearchPathSQL, chainRecordsSQL, chainUpdateSQL, chainClearSQL)
-	}
-	if err := db.prepare(ctx, conn.Conn(), group[0].Tenant.Schema, sqls...); err != nil {
+	if err := db.prepare(ctx, conn.Conn(), group[0].Tenant.Schema, chainLockManySQL, chainHeadsManySQL, chainStaleManySQL, chainHeadsUpsertManySQL); err != nil {
 		return err
 	}
 
@@ -222,19 +202,20 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, key AuditKey
 		})
 		return err
 	})
+	// Each tenant's statements name its table, so PostgreSQL plans them on
+	// every pass. Named through search_path instead, in statements
+	// prepared once per connection (as the group commit's INSERT is),
+	// they measured no cheaper: PostgreSQL plans a prepared statement
+	// again whenever search_path has changed since its last use
+	// (PostgreSQL documentation, PREPARE), so that saved only the parse
+	// (BenchmarkChainAuditTenants, bench/README.md).
 	for i, r := range group {
-		collect := func(rows pgx.Rows) error {
+		table := pgx.Identifier{r.Tenant.Schema, "audit_log"}.Sanitize()
+		b.Queue("SELECT "+auditColumns+" FROM "+table+" WHERE chain_seq IS NULL ORDER BY id LIMIT $1", limit).Query(func(rows pgx.Rows) error {
 			var err error
 			recs[i], err = pgx.CollectRows(rows, scanAudit)
 			return err
-		}
-		if viaPath {
-			b.Queue(setSearchPathSQL, pgx.Identifier{r.Tenant.Schema}.Sanitize())
-			b.Queue(chainRecordsSQL, limit).Query(collect)
-			continue
-		}
-		table := pgx.Identifier{r.Tenant.Schema, "audit_log"}.Sanitize()
-		b.Queue("SELECT "+auditColumns+" FROM "+table+" WHERE chain_seq IS NULL ORDER BY id LIMIT $1", limit).Query(collect)
+		})
 	}
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return err
@@ -246,10 +227,6 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, key AuditKey
 	var headHashes [][]byte
 	for i, r := range group {
 		table := pgx.Identifier{r.Tenant.Schema, "audit_log"}.Sanitize()
-		clear := len(recs[i]) < limit && stale[i] // nothing left: the tenant may leave the pending list
-		if viaPath && (len(recs[i]) > 0 || clear) {
-			b.Queue(setSearchPathSQL, pgx.Identifier{r.Tenant.Schema}.Sanitize())
-		}
 		if len(recs[i]) > 0 {
 			seq, prev := seqs[i], prevs[i]
 			if prev == nil {
@@ -265,22 +242,13 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, key AuditKey
 			}
 			// As in chainAudit: the range on id lets PostgreSQL find the
 			// rows through the primary key.
-			args := []any{rids, rseqs, rprevs, hashes, key.ID, rids[0], rids[m-1]}
-			if viaPath {
-				b.Queue(chainUpdateSQL, args...)
-			} else {
-				b.Queue("UPDATE "+table+` a SET chain_seq = v.seq, key_id = $5, prev_hash = v.prev, hash = v.hash
-					FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS v(id, seq, prev, hash)
-					WHERE a.id = v.id AND a.id BETWEEN $6 AND $7`, args...)
-			}
+			b.Queue("UPDATE "+table+` a SET chain_seq = v.seq, key_id = $5, prev_hash = v.prev, hash = v.hash
+				FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS v(id, seq, prev, hash)
+				WHERE a.id = v.id AND a.id BETWEEN $6 AND $7`, rids, rseqs, rprevs, hashes, key.ID, rids[0], rids[m-1])
 			headIDs, headSeqs, headHashes = append(headIDs, r.Tenant.ID), append(headSeqs, seq), append(headHashes, prev)
 		}
-		if clear {
-			if viaPath {
-				b.Queue(chainClearSQL, r.Tenant.ID, markStale.Seconds())
-			} else {
-				queueClearAuditPending(b, r.Tenant, table)
-			}
+		if len(recs[i]) < limit && stale[i] { // nothing left: the tenant may leave the pending list
+			queueClearAuditPending(b, r.Tenant, table)
 		}
 	}
 	if len(headIDs) > 0 {

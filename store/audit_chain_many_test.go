@@ -55,95 +55,90 @@ func mustChainIntact(t testing.TB, db *store.DB, tn *tenancy.Tenant, want int64)
 // a tenant that had more than its share is reported with More and chained
 // on the next call; the chains are what one tenant at a time would give.
 func TestChainAuditTenantsBounds(t *testing.T) {
-	for _, viaPath := range []bool{false, true} {
-		t.Run(fmt.Sprint("search_path=", viaPath), func(t *testing.T) {
-			db := storetest.MustOpenDB(t)
-			store.SetChainViaSearchPath(db, viaPath)
-			ctx := context.Background()
-			var ts []*tenancy.Tenant
-			for i := range 7 {
-				tn := mustTenant(t, db, fmt.Sprintf("many%d.example", i))
-				writeAudit(t, db, tn, i%3+1) // 1, 2 or 3 records
-				ts = append(ts, tn)
-			}
-			idle := mustTenant(t, db, "idle.example")
-			ts = append(ts, idle, ts[0]) // an idle tenant, and one named twice
-
-			// 8 distinct tenants, 3 a transaction: groups of 3, 3 and 2;
-			// 4 records a transaction: 1 each in the groups of 3, 2 in
-			// the last.
-			res := db.ChainAuditTenants(ctx, ts, testKey, 1000, store.ChainLimits{Tenants: 3, Records: 4})
-			if len(res) != len(ts) {
-				t.Fatalf("%d results for %d tenants", len(res), len(ts))
-			}
-			groups := map[int]int{}
-			chained := 0
-			for i, r := range res[:len(res)-1] {
-				if r.Tenant != ts[i] || r.Err != nil || r.Group < 0 {
-					t.Fatalf("result %d: %+v", i, r)
-				}
-				groups[r.Group]++
-				limit := 1
-				if r.Group == 2 {
-					limit = 2
-				}
-				have := 0 // the idle tenant
-				if i < 7 {
-					have = i%3 + 1
-				}
-				if want := min(have, limit); r.N != want || r.More != (r.N == limit) {
-					t.Errorf("%s (group %d): chained %d, more %v; want %d of %d", r.Tenant.Key, r.Group, r.N, r.More, want, have)
-				}
-				chained += r.N
-			}
-			if len(groups) != 3 || groups[0] != 3 || groups[1] != 3 || groups[2] != 2 {
-				t.Errorf("tenants per transaction: %v; want 3, 3, 2", groups)
-			}
-			if dup := res[len(res)-1]; dup.Tenant != ts[0] || dup.N != res[0].N || dup.Group != res[0].Group {
-				t.Errorf("the tenant named twice: %+v and %+v", res[0], dup)
-			}
-			// Again for those with More, as mcp's flush does, until none.
-			for round := 0; ; round++ {
-				var more []*tenancy.Tenant
-				seen := map[string]bool{}
-				for _, r := range res {
-					if r.More && !seen[r.Tenant.ID] {
-						seen[r.Tenant.ID] = true
-						more = append(more, r.Tenant)
-					}
-				}
-				if len(more) == 0 {
-					break
-				}
-				if round > 5 {
-					t.Fatalf("still more to chain after %d rounds: %d tenants", round, len(more))
-				}
-				res = db.ChainAuditTenants(ctx, more, testKey, 1000, store.ChainLimits{Tenants: 3, Records: 4})
-				for _, r := range res {
-					if r.Err != nil {
-						t.Fatal(r.Err)
-					}
-					chained += r.N
-				}
-			}
-			if chained != 13 {
-				t.Errorf("chained %d records in all; want 13", chained)
-			}
-			for i, tn := range ts[:7] {
-				mustChainIntact(t, db, tn, int64(i%3+1))
-			}
-			mustChainIntact(t, db, idle, 0)
-			// New records chain onto the chains left, by either path.
-			writeAudit(t, db, ts[1], 2)
-			if n, err := db.ChainAudit(ctx, ts[1], testKey, 1); err != nil || n != 1 {
-				t.Fatalf("ChainAudit: %d, %v", n, err)
-			}
-			if res := db.ChainAuditTenants(ctx, ts[:2], testKey, 10, store.ChainLimits{}); res[0].N != 0 || res[1].N != 1 || res[1].Err != nil {
-				t.Fatalf("after ChainAudit: %+v", res)
-			}
-			mustChainIntact(t, db, ts[1], 4)
-		})
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	var ts []*tenancy.Tenant
+	for i := range 7 {
+		tn := mustTenant(t, db, fmt.Sprintf("many%d.example", i))
+		writeAudit(t, db, tn, i%3+1) // 1, 2 or 3 records
+		ts = append(ts, tn)
 	}
+	idle := mustTenant(t, db, "idle.example")
+	ts = append(ts, idle, ts[0]) // an idle tenant, and one named twice
+
+	// 8 distinct tenants, 3 a transaction: groups of 3, 3 and 2;
+	// 4 records a transaction: 1 each in the groups of 3, 2 in
+	// the last.
+	res := db.ChainAuditTenants(ctx, ts, testKey, 1000, store.ChainLimits{Tenants: 3, Records: 4})
+	if len(res) != len(ts) {
+		t.Fatalf("%d results for %d tenants", len(res), len(ts))
+	}
+	groups := map[int]int{}
+	chained := 0
+	for i, r := range res[:len(res)-1] {
+		if r.Tenant != ts[i] || r.Err != nil || r.Group < 0 {
+			t.Fatalf("result %d: %+v", i, r)
+		}
+		groups[r.Group]++
+		limit := 1
+		if r.Group == 2 {
+			limit = 2
+		}
+		have := 0 // the idle tenant
+		if i < 7 {
+			have = i%3 + 1
+		}
+		if want := min(have, limit); r.N != want || r.More != (r.N == limit) {
+			t.Errorf("%s (group %d): chained %d, more %v; want %d of %d", r.Tenant.Key, r.Group, r.N, r.More, want, have)
+		}
+		chained += r.N
+	}
+	if len(groups) != 3 || groups[0] != 3 || groups[1] != 3 || groups[2] != 2 {
+		t.Errorf("tenants per transaction: %v; want 3, 3, 2", groups)
+	}
+	if dup := res[len(res)-1]; dup.Tenant != ts[0] || dup.N != res[0].N || dup.Group != res[0].Group {
+		t.Errorf("the tenant named twice: %+v and %+v", res[0], dup)
+	}
+	// Again for those with More, as mcp's flush does, until none.
+	for round := 0; ; round++ {
+		var more []*tenancy.Tenant
+		seen := map[string]bool{}
+		for _, r := range res {
+			if r.More && !seen[r.Tenant.ID] {
+				seen[r.Tenant.ID] = true
+				more = append(more, r.Tenant)
+			}
+		}
+		if len(more) == 0 {
+			break
+		}
+		if round > 5 {
+			t.Fatalf("still more to chain after %d rounds: %d tenants", round, len(more))
+		}
+		res = db.ChainAuditTenants(ctx, more, testKey, 1000, store.ChainLimits{Tenants: 3, Records: 4})
+		for _, r := range res {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+			chained += r.N
+		}
+	}
+	if chained != 13 {
+		t.Errorf("chained %d records in all; want 13", chained)
+	}
+	for i, tn := range ts[:7] {
+		mustChainIntact(t, db, tn, int64(i%3+1))
+	}
+	mustChainIntact(t, db, idle, 0)
+	// New records chain onto the chains left, by either path.
+	writeAudit(t, db, ts[1], 2)
+	if n, err := db.ChainAudit(ctx, ts[1], testKey, 1); err != nil || n != 1 {
+		t.Fatalf("ChainAudit: %d, %v", n, err)
+	}
+	if res := db.ChainAuditTenants(ctx, ts[:2], testKey, 10, store.ChainLimits{}); res[0].N != 0 || res[1].N != 1 || res[1].Err != nil {
+		t.Fatalf("after ChainAudit: %+v", res)
+	}
+	mustChainIntact(t, db, ts[1], 4)
 }
 
 // TestChainAuditTenantsBrokenTenant: a tenant whose chaining fails (its
@@ -196,50 +191,45 @@ func TestChainAuditTenantsBrokenTenant(t *testing.T) {
 // mark goes once nothing is left to chain and it has not been renewed for
 // ten minutes, as with ChainAudit; a tenant with records left keeps it.
 func TestChainAuditTenantsClearsStaleMarks(t *testing.T) {
-	for _, viaPath := range []bool{false, true} {
-		t.Run(fmt.Sprint("search_path=", viaPath), func(t *testing.T) {
-			db := storetest.MustOpenDB(t)
-			store.SetChainViaSearchPath(db, viaPath)
-			ctx := context.Background()
-			a, b, c := mustTenant(t, db, "a.example"), mustTenant(t, db, "b.example"), mustTenant(t, db, "c.example")
-			writeAudit(t, db, a, 1)
-			writeAudit(t, db, b, 3)
-			writeAudit(t, db, c, 1)
-			marked := func() int {
-				var n int
-				if err := db.Pool().QueryRow(ctx, "SELECT count(*) FROM gatehouse.audit_pending WHERE tenant_id = ANY($1::uuid[])",
-					[]string{a.ID, b.ID, c.ID}).Scan(&n); err != nil {
-					t.Fatal(err)
-				}
-				return n
-			}
-			// Fresh marks stay.
-			db.ChainAuditTenants(ctx, []*tenancy.Tenant{a}, testKey, 1000, store.ChainLimits{})
-			if n := marked(); n != 3 {
-				t.Fatalf("marks after chaining a: %d", n)
-			}
-			if _, err := db.Pool().Exec(ctx, "UPDATE gatehouse.audit_pending SET marked_at = now() - interval '11 minutes'"); err != nil {
-				t.Fatal(err)
-			}
-			// b has records left after its 2: it keeps its mark.
-			res := db.ChainAuditTenants(ctx, []*tenancy.Tenant{a, b, c}, testKey, 2, store.ChainLimits{})
-			if res[0].N != 0 || res[1].N != 2 || !res[1].More || res[2].N != 1 {
-				t.Fatalf("results %+v", res)
-			}
-			var left []string
-			rows, _ := db.Pool().Query(ctx, "SELECT t.key FROM gatehouse.audit_pending p JOIN gatehouse.tenants t ON t.id = p.tenant_id WHERE t.id = ANY($1::uuid[])",
-				[]string{a.ID, b.ID, c.ID})
-			left, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil || len(left) != 1 || left[0] != "b.example" {
-				t.Fatalf("marks left: %v, %v; want b.example", left, err)
-			}
-			db.ChainAuditTenants(ctx, []*tenancy.Tenant{b}, testKey, 2, store.ChainLimits{})
-			if n := marked(); n != 0 {
-				t.Fatalf("marks at the end: %d", n)
-			}
-			mustChainIntact(t, db, b, 3)
-		})
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	a, b, c := mustTenant(t, db, "a.example"), mustTenant(t, db, "b.example"), mustTenant(t, db, "c.example")
+	writeAudit(t, db, a, 1)
+	writeAudit(t, db, b, 3)
+	writeAudit(t, db, c, 1)
+	marked := func() int {
+		var n int
+		if err := db.Pool().QueryRow(ctx, "SELECT count(*) FROM gatehouse.audit_pending WHERE tenant_id = ANY($1::uuid[])",
+			[]string{a.ID, b.ID, c.ID}).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
+	// Fresh marks stay.
+	db.ChainAuditTenants(ctx, []*tenancy.Tenant{a}, testKey, 1000, store.ChainLimits{})
+	if n := marked(); n != 3 {
+		t.Fatalf("marks after chaining a: %d", n)
+	}
+	if _, err := db.Pool().Exec(ctx, "UPDATE gatehouse.audit_pending SET marked_at = now() - interval '11 minutes'"); err != nil {
+		t.Fatal(err)
+	}
+	// b has records left after its 2: it keeps its mark.
+	res := db.ChainAuditTenants(ctx, []*tenancy.Tenant{a, b, c}, testKey, 2, store.ChainLimits{})
+	if res[0].N != 0 || res[1].N != 2 || !res[1].More || res[2].N != 1 {
+		t.Fatalf("results %+v", res)
+	}
+	var left []string
+	rows, _ := db.Pool().Query(ctx, "SELECT t.key FROM gatehouse.audit_pending p JOIN gatehouse.tenants t ON t.id = p.tenant_id WHERE t.id = ANY($1::uuid[])",
+		[]string{a.ID, b.ID, c.ID})
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(left) != 1 || left[0] != "b.example" {
+		t.Fatalf("marks left: %v, %v; want b.example", left, err)
+	}
+	db.ChainAuditTenants(ctx, []*tenancy.Tenant{b}, testKey, 2, store.ChainLimits{})
+	if n := marked(); n != 0 {
+		t.Fatalf("marks at the end: %d", n)
+	}
+	mustChainIntact(t, db, b, 3)
 }
 
 // TestChainAuditTenantsConcurrentChainers: three replicas' chainers (each
@@ -254,13 +244,12 @@ func TestChainAuditTenantsConcurrentChainers(t *testing.T) {
 	db := storetest.MustOpenDB(t)
 	ctx := context.Background()
 	replicas := []*store.DB{db}
-	for i := range 2 {
+	for range 2 {
 		r, err := store.Open(ctx, db.Pool().Config().ConnString(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer r.Close()
-		store.SetChainViaSearchPath(r, i == 0)
 		replicas = append(replicas, r)
 	}
 	var ts []*tenancy.Tenant

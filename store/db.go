@@ -132,10 +132,6 @@ type DB struct {
 	hotMode pgx.QueryExecMode
 	// pooled: behind a transaction pooler (Options.TransactionPooler).
 	pooled bool
-	// chainViaSearchPath: ChainAuditTenants names each tenant's audit log
-	// through search_path, in statements prepared once per connection,
-	// rather than by its schema (measured by BenchmarkChainAuditTenants).
-	chainViaSearchPath bool
 	// queryLogins remembers the query roles whose login is enabled
 	// (role → password); querySetup runs one set-up per tenant at a time.
 	queryLogins sync.Map
