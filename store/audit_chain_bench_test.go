@@ -23,7 +23,7 @@ import (
 // would pay it otherwise). The records are group-committed before each
 // batch, outside the measurement.
 //
-//	go test ./store -run '^$' -bench ChainAudit -benchtime 20x -count 3
+//	go test ./store -run '^$' -bench '^BenchmarkChainAudit$' -benchtime 20x -count 3
 func BenchmarkChainAudit(b *testing.B) {
 	for _, c := range []struct{ size, batch int }{{10_000, 1000}, {100_000, 1000}, {10_000, 1}} {
 		b.Run(fmt.Sprintf("log=%d/batch=%d", c.size, c.batch), func(b *testing.B) { benchmarkChainAudit(b, c.size, c.batch) })
