@@ -28,6 +28,7 @@ type auditor struct {
 
 	mu      sync.Mutex
 	dirty   map[string]*dirtyTenant // tenants with unchained records, by id
+	failing map[string]bool         // tenants whose chaining failed last time, by id (chained alone)
 	limited map[limitedKey]*limitedAgg
 	failed  map[store.AuthFailure]*store.AuthFailure // keyed by window, IP, reason (counts zero)
 	byKey   map[keyFailure]*store.KeyFailure         // failed authentications naming a key id, per minute
@@ -72,7 +73,7 @@ type limitedAgg struct {
 }
 
 func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *auditor {
-	return &auditor{db: db, key: key, out: out, log: log, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*dirtyTenant{},
+	return &auditor{db: db, key: key, out: out, log: log, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*dirtyTenant{}, failing: map[string]bool{},
 		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}, byKey: map[keyFailure]*store.KeyFailure{},
 		calls: map[string]int64{}}
 }
@@ -289,17 +290,39 @@ func chainDue(d *dirtyTenant, now time.Time) bool {
 // chain links the new records of the dirty tenants onto their chains,
 // many tenants a transaction (store.ChainAuditTenants), again for those
 // that had more than one transaction's share, and keeps a tenant whose
-// chaining failed for the next flush.
+// chaining failed for the next flush. A tenant whose chaining failed is
+// chained alone until it succeeds again: in a group it would fail the
+// group's transaction on every pass, and the group's other tenants be
+// chained one at a time after it.
 func (a *auditor) chain(ctx context.Context, ts []*tenancy.Tenant) {
 	for len(ts) > 0 {
+		var grouped, alone []*tenancy.Tenant
+		a.mu.Lock()
+		for _, t := range ts {
+			if a.failing[t.ID] {
+				alone = append(alone, t)
+			} else {
+				grouped = append(grouped, t)
+			}
+		}
+		a.mu.Unlock()
+		results := a.db.ChainAuditTenants(ctx, grouped, a.key, chainBatch, store.ChainLimits{})
+		for _, t := range alone {
+			results = append(results, a.db.ChainAuditTenants(ctx, []*tenancy.Tenant{t}, a.key, chainBatch, store.ChainLimits{})...)
+		}
 		var more []*tenancy.Tenant
-		for _, r := range a.db.ChainAuditTenants(ctx, ts, a.key, chainBatch, store.ChainLimits{}) {
+		for _, r := range results {
+			a.mu.Lock()
+			if r.Err != nil {
+				a.failing[r.Tenant.ID] = true
+				a.markDirty(r.Tenant, 0, true)
+			} else {
+				delete(a.failing, r.Tenant.ID)
+			}
+			a.mu.Unlock()
 			switch {
 			case r.Err != nil:
 				a.log.Error("audit: chaining failed; will retry", "tenant", r.Tenant.Key, "error", r.Err)
-				a.mu.Lock()
-				a.markDirty(r.Tenant, 0, true)
-				a.mu.Unlock()
 			case r.More:
 				more = append(more, r.Tenant)
 			}

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
@@ -50,4 +53,66 @@ func TestMarkDirty(t *testing.T) {
 		t.Fatalf("marked to chain now: %+v", d)
 	}
 	a.chain(context.Background(), nil) // nothing to chain: no database needed
+}
+
+// TestChainBrokenTenantAlone: a tenant whose chaining fails is kept for
+// the next flush and chained alone from then on, the others of its group
+// are chained, and once repaired it is chained and grouped again.
+func TestChainBrokenTenantAlone(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	key := store.NewAuditKey([]byte("test audit key"))
+	var ts []*tenancy.Tenant
+	for _, k := range []string{"a.example", "b.example", "broken.example"} {
+		tn, _, err := db.EnsureTenant(ctx, k, tenancy.Organization)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, tn)
+	}
+	write := func(tn *tenancy.Tenant) {
+		t.Helper()
+		if err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+			return store.InsertAudit(ctx, tx, &store.AuditRecord{Decision: store.Allowed, Tool: "whoami", Subject: "s"})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rename := func(from, to string) {
+		t.Helper()
+		if _, err := db.Pool().Exec(ctx, "ALTER TABLE "+pgx.Identifier{ts[2].Schema, from}.Sanitize()+" RENAME TO "+to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	verified := func(tn *tenancy.Tenant, want int) {
+		t.Helper()
+		if rep, err := db.VerifyAudit(ctx, tn, key); err != nil || !rep.OK() || rep.Verified != want || rep.Pending != 0 {
+			t.Fatalf("%s: %+v, %v; want %d chained", tn.Key, rep, err, want)
+		}
+	}
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a := newAuditor(db, key, discard, discard)
+	for _, tn := range ts {
+		write(tn)
+	}
+	rename("audit_log", "audit_log_away")
+	a.chain(ctx, ts)
+	if !a.failing[ts[2].ID] || len(a.failing) != 1 || a.dirty[ts[2].ID] == nil || !chainDue(a.dirty[ts[2].ID], time.Now()) {
+		t.Fatalf("after a failed pass: failing %v, dirty %v", a.failing, a.dirty)
+	}
+	verified(ts[0], 1)
+	verified(ts[1], 1)
+	// Still broken: chained alone, the others again in a group.
+	write(ts[0])
+	a.chain(ctx, ts)
+	verified(ts[0], 2)
+	if !a.failing[ts[2].ID] {
+		t.Fatal("the broken tenant is no longer remembered as failing")
+	}
+	rename("audit_log_away", "audit_log")
+	a.chain(ctx, ts)
+	if len(a.failing) != 0 {
+		t.Fatalf("failing after the repair: %v", a.failing)
+	}
+	verified(ts[2], 1)
 }
