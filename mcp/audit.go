@@ -275,8 +275,10 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 // at once. Most of a pass's cost is per tenant, whatever it finds (its
 // statements planned on its audit log, BenchmarkChainAuditTenants), and
 // calls spread over 2,000 tenants left ~600 of them with about one record
-// each second. Records of other replicas, of the sweep and of chaining
-// that failed are chained at the next flush.
+// each second. The tenants the sweep finds (records an earlier process
+// left), ALERT records and tenants whose chaining failed are chained at
+// the next flush; a process that stops chains everything first, and one
+// that is killed leaves its tenants marked for the next start's sweep.
 const (
 	chainEager = 16
 	chainDelay = 5 * time.Second
