@@ -77,7 +77,10 @@ type Options struct {
 	// DefaultPrepareAfter). See prepared.go. Nothing is prepared behind a
 	// transaction pooler.
 	PreparedStatements, PrepareAfter int
-	Logger                           *slog.Logger
+	// CustomPlans ignores the tools' GenericPlan marks: every prepared
+	// statement is planned as the server's plan_cache_mode says (plans.go).
+	CustomPlans bool
+	Logger      *slog.Logger
 }
 
 // DefaultConnMaxUses is the default of Options.ConnMaxUses: never. A
@@ -147,6 +150,8 @@ type DB struct {
 	// preparedCap and prepareAfter: Options.PreparedStatements and
 	// Options.PrepareAfter in force (prepared.go).
 	preparedCap, prepareAfter int
+	// customPlans: Options.CustomPlans.
+	customPlans bool
 }
 
 // Open connects to the database at connString and checks that it answers.
@@ -191,7 +196,8 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 	}
 	db := &DB{pool: pool, work: work, log: log, hotMode: pgx.QueryExecModeCacheStatement, pooled: opts.TransactionPooler,
 		queryAll: semaphore.NewWeighted(int64(lim.QueryConns)), queryTenantMax: int64(lim.TenantQueryConns),
-		queryTenant: map[string]*tenantSem{}, limits: lim, preparedCap: lim.PreparedStatements, prepareAfter: lim.PrepareAfter}
+		queryTenant: map[string]*tenantSem{}, limits: lim, preparedCap: lim.PreparedStatements, prepareAfter: lim.PrepareAfter,
+		customPlans: lim.CustomPlans}
 	if opts.TransactionPooler {
 		db.hotMode = pgx.QueryExecModeExec
 	}
