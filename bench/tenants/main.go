@@ -66,7 +66,7 @@ func main() {
 	configs := flag.String("configs", "lanes=1 max-uses=-1 max-tenants=-1; lanes=0 max-uses=-1 max-tenants=-1; lanes=0 max-uses=0 max-tenants=0",
 		"tenant-pool settings whose throughput and backend memory are measured one after the other, each on new connections, separated by ';': "+
 			"lanes (store.Options.TenantLanes), max-uses (ConnMaxUses), max-tenants (ConnMaxTenants), pool (TenantConns), affinity (AffinityConns), prepared (PreparedStatements); 0: the default, -1: never/none; "+
-			"read=1: each transaction is the list_todos tool's read (InTenantReadOnly, whose statements are prepared per tenant) instead of WithTenant; an empty part: the defaults; \"none\": no store-level runs")
+			"read=1: each transaction is the list_todos tool's read (InTenantReadOnly, whose statements are prepared per tenant) instead of WithTenant; custom=1: CustomPlans (the tools' GenericPlan marks ignored); an empty part: the defaults; \"none\": no store-level runs")
 	flag.Parse()
 	if *data == "" {
 		d, err := os.MkdirTemp("", "gatehouse-tenants-")
@@ -139,6 +139,14 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 		if err := provision(ctx, smallDB, c, 10, 1); err != nil {
 			return err
 		}
+	}
+	if *plans {
+		r, err := planReport(ctx, smallDB, e.ConnString("small"))
+		if err != nil {
+			return err
+		}
+		fmt.Println(r)
+		return nil
 	}
 	if *indexRounds > 0 {
 		u, err := indexUsage(ctx, smallDB, *indexRounds)
@@ -294,6 +302,9 @@ type poolConfig struct {
 }
 
 func (pc poolConfig) path() string {
+	if pc.read && pc.opts.CustomPlans {
+		return "InTenantReadOnly, custom plans only"
+	}
 	if pc.read {
 		return "InTenantReadOnly"
 	}
@@ -328,6 +339,8 @@ func parseConfigs(s string) ([]poolConfig, error) {
 				pc.opts.PreparedStatements = n
 			case "read":
 				pc.read = n == 1
+			case "custom":
+				pc.opts.CustomPlans = n == 1
 			default:
 				return nil, fmt.Errorf("-configs: unknown setting %q", k)
 			}
