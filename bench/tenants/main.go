@@ -20,6 +20,7 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -51,6 +52,29 @@ var (
 
 // pgData is the cluster's data directory (its postmaster.pid).
 var pgData string
+
+var perfCmd = flag.String("perf-cmd", "", "a shell command started (not waited for) at the beginning of each alternating store-level run, with KIND (few or spread), ROUND and PIDS (the tenant-pool backends, comma-separated) in its environment: e.g. perf record -g -p $PIDS -o /tmp/$KIND-$ROUND.data -- sleep 5")
+
+// hook starts -perf-cmd for the run of kind in round r.
+func hook(ctx context.Context, db *store.DB, kind string, r int) {
+	if *perfCmd == "" {
+		return
+	}
+	pids, err := db.TenantBackendPIDs(ctx)
+	if err != nil {
+		return
+	}
+	var ps []string
+	for _, p := range pids {
+		ps = append(ps, strconv.Itoa(p))
+	}
+	cmd := exec.Command("sh", "-c", *perfCmd)
+	cmd.Env = append(os.Environ(), "KIND="+kind, "ROUND="+strconv.Itoa(r), "PIDS="+strings.Join(ps, ","))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err == nil {
+		go func() { _ = cmd.Wait() }()
+	}
+}
 
 var indexRounds = flag.Int("index-rounds", 0, "if > 0: seed a busy tenant (in the 10-tenant database), run the tools' reads and writes this many times and report each index's scans (pg_stat_user_indexes)")
 
@@ -269,8 +293,10 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 		// Then the two loads in turn, rounds times, so that both see the
 		// same moments of this noisy machine: the ratio of each pair.
 		var fews, manys, ratios, fewCPU, manyCPU []float64
-		for range *rounds {
+		for r := range *rounds {
+			hook(ctx, cdb, "few", r)
 			f, fc := throughput(ctx, cdb, tenants[:10], duration, conc, pc.read)
+			hook(ctx, cdb, "spread", r)
 			m, mc := throughput(ctx, cdb, tenants[:spread], duration, conc, pc.read)
 			fews, manys, ratios = append(fews, f), append(manys, m), append(ratios, m/f)
 			fewCPU, manyCPU = append(fewCPU, fc), append(manyCPU, mc)
