@@ -39,7 +39,7 @@ import (
 // The mark changes nothing for a statement that runs unprepared (its
 // first use on a connection, behind a transaction pooler, with
 // Options.PreparedStatements off): an unnamed statement is planned once
-// for its arguments either way. Options.CustomPlans ignores the marks.
+// for its arguments either way. Options.CustomPlans (GATEHOUSE_DB_GENERIC_PLANS=off) ignores the marks.
 
 // genericKey marks a statement as one planned generically (GenericPlan).
 type genericKey struct{}

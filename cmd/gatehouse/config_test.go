@@ -122,6 +122,30 @@ func TestBulkheadSettings(t *testing.T) {
 	}
 }
 
+// TestGenericPlansSetting: generic plans for the marked statements by
+// default, off gives store.Options.CustomPlans, anything else is refused.
+func TestGenericPlansSetting(t *testing.T) {
+	for v, custom := range map[string]bool{"": false, "on": false, "off": true} {
+		c, err := loadConfig(func(k string) string {
+			return map[string]string{"GATEHOUSE_DB_GENERIC_PLANS": v}[k]
+		})
+		if err != nil {
+			t.Fatalf("%q: %v", v, err)
+		}
+		if c.DB.CustomPlans != custom {
+			t.Errorf("%q: CustomPlans %v, want %v", v, c.DB.CustomPlans, custom)
+		}
+	}
+	for _, v := range []string{"true", "0", "On "} {
+		_, err := loadConfig(func(k string) string {
+			return map[string]string{"GATEHOUSE_DB_GENERIC_PLANS": v}[k]
+		})
+		if err == nil || !strings.Contains(err.Error(), "GATEHOUSE_DB_GENERIC_PLANS") || !strings.Contains(err.Error(), "on or off") {
+			t.Errorf("%q: %v", v, err)
+		}
+	}
+}
+
 // TestAuditCommitWindowSetting: the default is 3ms, off and any zero
 // turn the window off (-1), a nonzero value below a nanosecond is an error
 // (it would parse to zero: off), durations up to 100ms are taken, and each
