@@ -42,7 +42,9 @@
 // Gatehouse's own fixed statements on these paths are prepared once per
 // connection, and the tools' statements per tenant as they recur
 // (prepared.go), not behind a transaction pooler: planning them per call
-// cost more than running them.
+// cost more than running them. Those whose plan does not depend on their
+// arguments are marked [GenericPlan] and planned once per tenant and
+// connection (plans.go), not at each of their first five executions.
 //
 // A PostgreSQL backend keeps the catalog caches of every tenant schema it
 // has served (25–55 KB each, never given back), so the tenant-work pool
