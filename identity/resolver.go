@@ -57,10 +57,11 @@ type Resolver struct {
 	used sync.Map
 	// mu orders caching a validation against Forget: gen counts Forget
 	// calls, and a validation made before one is not cached after it.
-	mu   sync.Mutex
-	gen  uint64
-	stop chan struct{}
-	done chan struct{}
+	mu      sync.Mutex
+	gen     uint64
+	stop    chan struct{}
+	done    chan struct{}
+	stopped sync.Once
 }
 
 type outcome struct {
@@ -96,11 +97,14 @@ func NewResolver(opts ResolverOptions) *Resolver {
 	return r
 }
 
-// Close stops the cache's background expiry and rechecks.
+// Close stops the cache's background expiry and rechecks; calling it
+// again does nothing.
 func (r *Resolver) Close() {
-	r.cache.Stop()
-	close(r.stop)
-	<-r.done
+	r.stopped.Do(func() {
+		r.cache.Stop()
+		close(r.stop)
+		<-r.done
+	})
 }
 
 // Resolve returns the principal a credential stands for. The returned
