@@ -41,7 +41,7 @@ var envVars = []envVar{
 	{Name: "RAILWAY_GIT_COMMIT_SHA", Help: "set by Railway: the commit deployed, the version reported when the binary was built without one"},
 	{Name: "FLY_APP_NAME", Help: "set by Fly.io: the app's name; https://<it>.fly.dev is the default GATEHOUSE_PUBLIC_URL there"},
 	{Name: "GATEHOUSE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error"},
-	{Name: "GATEHOUSE_AUTH_CACHE_TTL", Default: "60s", Help: "how long a validated credential is reused (never past its expiry)"},
+	{Name: "GATEHOUSE_AUTH_CACHE_TTL", Default: "60s", Help: "how long a validated credential is reused after it was last confirmed (never past its expiry); API keys in use are confirmed again in bulk every third of it"},
 	{Name: "GATEHOUSE_TOOL_TIMEOUT", Default: "30s", Help: "time limit of one tool call"},
 	{Name: "GATEHOUSE_SHUTDOWN_GRACE", Default: "25s", Help: "how long in-flight requests may finish after SIGTERM"},
 	{Name: "GATEHOUSE_READ_HEADER_TIMEOUT", Default: "10s", Help: "time a client has to send a request's headers; slower connections are closed"},
