@@ -56,7 +56,7 @@ type Options struct {
 	// DefaultControlConnMaxTenants; negative: never). The control pool
 	// writes the group-committed audit records, chains them and runs the
 	// anomaly detector in every active tenant's schema, so its backends
-	// gather the caches of the tenants they meet (16–22 KB each: up to
+	// gather the caches of the tenants they meet (~30 KB each: up to
 	// 220 MB per connection after one call in each of 10,000 tenants).
 	ControlConnMaxTenants int
 	// ControlConnMaxUses closes a control-pool connection after that many
@@ -104,10 +104,12 @@ const DefaultConnMaxUses = -1
 const DefaultConnMaxTenants = 1000
 
 // DefaultControlConnMaxTenants is the default of
-// Options.ControlConnMaxTenants: 2,500 tenants at 16–22 KB each keep a
-// control connection under about 55 MB, and calls spread over 2,000
-// tenants keep their control connections warm.
-const DefaultControlConnMaxTenants = 2500
+// Options.ControlConnMaxTenants: measured with bench/tenants, a control
+// connection keeps ~30 KB per tenant it has served (64–79 MB after one
+// call in each of 12,000 tenants with a bound of 2,500), so 2,000 keep it
+// at about 64 MB, and calls spread over up to about 2,000 tenants keep
+// their control connections warm.
+const DefaultControlConnMaxTenants = 2000
 
 // DefaultAffinityConns is the default of Options.AffinityConns for
 // tenantConns admitted calls: as many again, at most 16 (on 16 cores:

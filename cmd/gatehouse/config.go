@@ -68,6 +68,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_DB_PREPARED_STATEMENTS", Default: "384", Help: "tool statements each tool-call connection keeps prepared for the tenants it serves (~43 KB of PostgreSQL memory each; prepared on their second use there; when full, a statement takes the place of a prepared one only if it has been used more); never behind GATEHOUSE_PGBOUNCER; off: none"},
 	{Name: "GATEHOUSE_DB_CONN_MAX_USES", Default: "off", Help: "transactions after which a tool-call connection is replaced (GATEHOUSE_DB_CONN_MAX_TENANTS is what bounds its memory); off: never"},
 	{Name: "GATEHOUSE_DB_CONTROL_CONNS", Default: "auto", Help: "database connections for the control plane (credentials, rate limits, audit, readiness), never taken by tool calls; auto: max(4, cores): 4 on 2 cores, 16 on 16"},
+	{Name: "GATEHOUSE_DB_CONTROL_CONN_MAX_TENANTS", Default: "2000", Help: "different tenants after which a control-plane connection is replaced: it writes and chains the audit records of every active tenant and keeps ~30 KB of PostgreSQL caches per tenant it has served; off: never"},
 	{Name: "GATEHOUSE_QUERY_CONNS", Default: "auto", Help: "the query tool's own logins open at once, all tenants together; auto: max(4, cores): 4 on 2 cores, 16 on 16"},
 	{Name: "GATEHOUSE_TENANT_QUERY_CONNS", Default: "2", Help: "the query tool's logins one tenant may have open at once (the role's own limit over all replicas is 4)"},
 	{Name: "GATEHOUSE_TENANT_CONCURRENCY", Default: "auto", Help: "tool calls one tenant may have in progress; auto: half of GATEHOUSE_DB_TENANT_CONNS, at least 2: 4 on 2 cores, 16 on 16"},
@@ -128,7 +129,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_EMBEDDINGS_DIMENSIONS", Help: "vector size to ask for (sent as dimensions; text-embedding-3 models can shorten theirs); needed for pgvector's HNSW index (at most 2000). Unset: the model's own size, and exact ranking"},
 	{Name: "GATEHOUSE_EMBEDDINGS_API_KEY", Secret: true, Help: "API key sent to the embeddings API (Authorization: Bearer); unset: none (local servers)"},
 	{Name: "GOGC", Default: "400", Help: "Go garbage collector target (Go's own variable); Gatehouse's default is chosen by benchmark"},
-	{Name: "GOMEMLIMIT", Help: "Go soft memory limit (Go's own variable); default 90% of the container's memory limit, if any"},
+	{Name: "GOMEMLIMIT", Help: "Go soft memory limit (Go's own variable); default: 112 MiB, or twice the live heap and 16 MiB when that is more, followed every second, at most 90% of the container's memory limit, if any"},
 }
 
 // Config is the parsed environment.
