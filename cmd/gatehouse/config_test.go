@@ -1,12 +1,13 @@
 package main
 
 import (
-	"github.com/gatehouse-mcp/gatehouse/store"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
 )
 
 func TestProviderConfiguration(t *testing.T) {
