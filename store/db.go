@@ -56,14 +56,13 @@ type Options struct {
 	// DefaultControlConnMaxTenants; negative: never). The control pool
 	// writes the group-committed audit records, chains them and runs the
 	// anomaly detector in every active tenant's schema, so its backends
-	// gather the caches of the tenants they meet (~30 KB each: up to
+	// gather the caches and buffers of the tenants they meet (up to
 	// 220 MB per connection after one call in each of 10,000 tenants).
 	ControlConnMaxTenants int
 	// ControlConnMaxUses closes a control-pool connection after that many
-	// uses (zero or negative: never). Replacing them by uses threw warm
-	// caches away at every 1,000th use (the bound before
-	// ControlConnMaxTenants): calls over 2,000 tenants then wrote their
-	// records on cold connections.
+	// uses (zero or negative: never). The bound before
+	// ControlConnMaxTenants was 1,000 uses, which also replaced the
+	// connections of a server busy with a few tenants.
 	ControlConnMaxUses int
 	// AffinityConns are tenant-pool connections beyond TenantConns (zero:
 	// DefaultAffinityConns; negative: none). mcp admits at most TenantConns calls
@@ -104,12 +103,18 @@ const DefaultConnMaxUses = -1
 const DefaultConnMaxTenants = 1000
 
 // DefaultControlConnMaxTenants is the default of
-// Options.ControlConnMaxTenants: measured with bench/tenants, a control
-// connection keeps ~30 KB per tenant it has served (64–79 MB after one
-// call in each of 12,000 tenants with a bound of 2,500), so 2,000 keep it
-// at about 64 MB, and calls spread over up to about 2,000 tenants keep
-// their control connections warm.
-const DefaultControlConnMaxTenants = 2000
+// Options.ControlConnMaxTenants: 1,000, so that a control connection is
+// replaced no later than after the 1,000 uses of the bound before it (a
+// use serves at least one tenant), never when few tenants are busy, and
+// holds what that bound held. Measured with bench/tenants at 12,000
+// tenants: with 2,000 or 2,500, calls spread over 2,000 tenants kept
+// their control connections warm and ran at 0.95–0.96× the rate over 10
+// tenants (0.70–0.73× in the same runs with main's bound), but each such
+// connection then held 64–84 MB (Private_Dirty) after one call in every
+// tenant, over the 64 MB target; keeping both needs each tenant's audit
+// work on a few of the control connections (tenant affinity), not a
+// larger bound.
+const DefaultControlConnMaxTenants = 1000
 
 // DefaultAffinityConns is the default of Options.AffinityConns for
 // tenantConns admitted calls: as many again, at most 16 (on 16 cores:
