@@ -56,8 +56,9 @@
 // most of the time. A tenant-work connection is replaced once it has
 // served [Options].ConnMaxTenants different tenants (and, if set, after
 // ConnMaxUses transactions); a control-pool connection, which writes and
-// chains audit records in every active tenant's schema, after
-// ControlConnMaxUses uses. Before a tenant transaction, a tenant not
+// chains audit records in every active tenant's schema, once it has
+// served [Options].ControlConnMaxTenants different tenants (see
+// metTenants; and, if set, after ControlConnMaxUses uses). Before a tenant transaction, a tenant not
 // marked by this process in the last minute is marked in
 // gatehouse.audit_pending on the control pool (see audit_pending.go), so
 // the audit chainer after a start asks only those tenants.
