@@ -6,7 +6,10 @@
 // provider's tokens to another) and caches the outcome: entries are keyed by
 // SHA-256 of the credential, live no longer than the credential itself,
 // are never extended on a hit, and concurrent misses for one credential
-// cause one verification.
+// cause one verification. Entries of a [Rechecker] (API keys) that are in
+// use are confirmed again in bulk, off the requests' path, and cached anew
+// for the TTL from then; a [Resolver.Forget] (a revocation) is never undone
+// by a verification or recheck that read the credential before it.
 //
 // A principal may carry the source networks its credential may be used
 // from ([Networks], parsed and normalised by [ParseNetworks]); the HTTP

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jellydator/ttlcache/v3"
@@ -32,8 +33,10 @@ type ResolverOptions struct {
 	// DefaultScopes are given to principals whose credential carries no
 	// Gatehouse scope (default mcp:read mcp:write).
 	DefaultScopes []string
-	// CacheTTL bounds how long a successful validation is reused (default
-	// 60s); an entry never outlives the credential's own expiry.
+	// CacheTTL bounds how long a successful validation is reused after
+	// its verifier last confirmed it (default 60s); an entry never
+	// outlives the credential's own expiry. Validations by a [Rechecker]
+	// that are in use are confirmed again in bulk every CacheTTL/3.
 	CacheTTL time.Duration
 	// NegativeTTL is how long a rejection is remembered (default 5s).
 	NegativeTTL time.Duration
@@ -49,11 +52,22 @@ type Resolver struct {
 	opts  ResolverOptions
 	cache *ttlcache.Cache[string, outcome]
 	group singleflight.Group
+	// used holds the cache keys of validations by a Rechecker read from
+	// the cache since the last recheck (key → struct{}).
+	used sync.Map
+	// mu orders caching a validation against Forget: gen counts Forget
+	// calls, and a validation made before one is not cached after it.
+	mu      sync.Mutex
+	gen     uint64
+	stop    chan struct{}
+	done    chan struct{}
+	stopped sync.Once
 }
 
 type outcome struct {
 	p   *Principal
 	err error
+	v   Verifier // the verifier that made it
 }
 
 // NewResolver returns a Resolver; call Close to stop its cache janitor.
@@ -73,17 +87,25 @@ func NewResolver(opts ResolverOptions) *Resolver {
 	if opts.VerifyTimeout <= 0 {
 		opts.VerifyTimeout = 10 * time.Second
 	}
-	r := &Resolver{opts: opts}
+	r := &Resolver{opts: opts, stop: make(chan struct{}), done: make(chan struct{})}
 	r.cache = ttlcache.New(
 		ttlcache.WithDisableTouchOnHit[string, outcome](),
 		ttlcache.WithCapacity[string, outcome](opts.Capacity),
 	)
 	go r.cache.Start()
+	go r.recheckEvery(max(opts.CacheTTL/3, 10*time.Millisecond))
 	return r
 }
 
-// Close stops the cache's background expiry.
-func (r *Resolver) Close() { r.cache.Stop() }
+// Close stops the cache's background expiry and rechecks; calling it
+// again does nothing.
+func (r *Resolver) Close() {
+	r.stopped.Do(func() {
+		r.cache.Stop()
+		close(r.stop)
+		<-r.done
+	})
+}
 
 // Resolve returns the principal a credential stands for. The returned
 // Principal is shared with other callers and must not be modified.
@@ -97,6 +119,10 @@ func (r *Resolver) Resolve(ctx context.Context, token string) (*Principal, error
 	item := r.cache.Get(key)
 	if item == nil {
 		item = r.load(ctx, key, token, v)
+	} else if _, ok := v.(Rechecker); ok {
+		if _, seen := r.used.Load(key); !seen {
+			r.used.Store(key, struct{}{})
+		}
 	}
 	o := item.Value()
 	if o.err != nil {
@@ -125,12 +151,19 @@ func (r *Resolver) load(ctx context.Context, key, token string, v Verifier) *ttl
 		// one caller going away must not fail the others.
 		vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.VerifyTimeout)
 		defer cancel()
+		r.mu.Lock()
+		gen := r.gen
+		r.mu.Unlock()
 		p, err := v.Verify(vctx, token)
 		if err == nil && p != nil {
 			p.Scopes = r.gatehouseScopes(p.Scopes)
 		}
-		o := outcome{p: p, err: err}
-		if ttl := r.ttl(o); ttl > 0 {
+		o := outcome{p: p, err: err, v: v}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		// A Forget meanwhile (a revocation) may concern what Verify read
+		// before it: hand the outcome to the waiters, but do not keep it.
+		if ttl := r.ttl(o); ttl > 0 && r.gen == gen {
 			return c.Set(key, o, ttl)
 		}
 		return ttlcache.NewItemWithOpts(key, o, 0) // handed to the waiters, not cached
@@ -213,6 +246,9 @@ func (r *Resolver) gatehouseScopes(scopes []string) []string {
 // Forget drops every cached principal for which match is true (for example
 // all principals of a revoked API key) and returns how many it dropped.
 func (r *Resolver) Forget(match func(*Principal) bool) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gen++
 	var keys []string
 	r.cache.Range(func(item *ttlcache.Item[string, outcome]) bool {
 		if p := item.Value().p; p != nil && match(p) {

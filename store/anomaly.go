@@ -220,6 +220,7 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 	var n int
 	var written []*StoredAlert
 	err = beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		metTenants(tx.Conn(), t.ID)
 		written = nil
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.anomaly:' || $1, $2))", t.ID, seed); err != nil {
 			return err

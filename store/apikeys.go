@@ -76,6 +76,16 @@ func (db *DB) FindAPIKeyByID(ctx context.Context, id string) (*apikey.Key, error
 	return scanAPIKey(db.pool.QueryRow(ctx, selectAPIKey+" WHERE k.id = $1", id))
 }
 
+// FindAPIKeysByID implements apikey.Store: those of the keys with these
+// ids that exist, in any order, in one statement.
+func (db *DB) FindAPIKeysByID(ctx context.Context, ids []string) ([]*apikey.Key, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, _ := db.pool.Query(ctx, selectAPIKey+" WHERE k.id = ANY($1)", ids)
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*apikey.Key, error) { return scanAPIKey(r) })
+}
+
 // FindAPIKeys returns a tenant's keys, newest first.
 func (db *DB) FindAPIKeys(ctx context.Context, tenantID string) ([]*apikey.Key, error) {
 	rows, _ := db.pool.Query(ctx, selectAPIKey+" WHERE k.tenant_id = $1 ORDER BY k.created_at DESC, k.id", tenantID)
@@ -87,6 +97,17 @@ func (db *DB) FindAPIKeys(ctx context.Context, tenantID string) ([]*apikey.Key, 
 func (db *DB) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
 	_, err := db.pool.Exec(ctx, `UPDATE gatehouse.api_keys SET last_used_at = $2
 		WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)`, id, at)
+	return err
+}
+
+// TouchAPIKeys implements apikey.Store: TouchAPIKey for each of ids, in
+// one statement.
+func (db *DB) TouchAPIKeys(ctx context.Context, ids []string, at time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := db.pool.Exec(ctx, `UPDATE gatehouse.api_keys SET last_used_at = $2
+		WHERE id = ANY($1) AND (last_used_at IS NULL OR last_used_at < $2)`, ids, at)
 	return err
 }
 

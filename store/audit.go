@@ -177,6 +177,7 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 	// Released with its transaction rolled back if anything failed (a
 	// connection still in a transaction is closed by the pool instead).
 	defer conn.Release()
+	metTenants(conn.Conn(), t.ID)
 	defer func() {
 		if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -114,6 +114,9 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error 
 		return err
 	}
 	defer conn.Release()
+	for _, g := range groups {
+		metTenants(conn.Conn(), g.t.ID)
+	}
 	if err := db.prepare(ctx, conn.Conn(), groups[0].t.Schema, setSearchPathSQL, auditBatchSQL); err != nil {
 		return err
 	}

@@ -153,9 +153,13 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, key AuditKey
 		return err
 	}
 	defer conn.Release()
-	// Meeting n tenants' audit logs gathers their caches in the backend:
-	// n uses towards ControlConnMaxUses, as n transactions of one tenant.
-	addUses(conn.Conn(), len(group))
+	// The backend gathers the caches of every tenant whose audit log it
+	// serves: all of them count towards ControlConnMaxTenants.
+	ids := make([]string, len(group))
+	for i, r := range group {
+		ids[i] = r.Tenant.ID
+	}
+	metTenants(conn.Conn(), ids...)
 	defer func() {
 		if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -168,10 +172,6 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, key AuditKey
 	}
 
 	n := len(group)
-	ids := make([]string, n)
-	for i, r := range group {
-		ids[i] = r.Tenant.ID
-	}
 	seqs := make([]int64, n)
 	prevs := make([][]byte, n)
 	recs := make([][]*AuditRecord, n)

@@ -337,18 +337,18 @@ func TestChainAuditTenantsConcurrentChainers(t *testing.T) {
 	}
 }
 
-// TestChainAuditTenantsCountsUses: a chaining transaction over n tenants
-// counts as n uses of its control-pool connection (ControlConnMaxUses),
-// as n transactions of one tenant did: the backend gathers the caches of
-// every tenant it meets.
-func TestChainAuditTenantsCountsUses(t *testing.T) {
+// TestChainAuditTenantsCountsTenants: a chaining transaction over n
+// tenants counts all n towards its control-pool connection's
+// ControlConnMaxTenants, as n transactions of one tenant do: the backend
+// gathers the caches of every tenant it meets.
+func TestChainAuditTenantsCountsTenants(t *testing.T) {
 	base := storetest.MustOpenDB(t)
 	ctx := context.Background()
 	var ts []*tenancy.Tenant
 	for i := range 12 {
 		ts = append(ts, mustTenant(t, base, fmt.Sprintf("u%d.example", i)))
 	}
-	db, err := store.Open(ctx, base.Pool().Config().ConnString(), &store.Options{ControlConns: 1, ControlConnMaxUses: 10})
+	db, err := store.Open(ctx, base.Pool().Config().ConnString(), &store.Options{ControlConns: 1, ControlConnMaxTenants: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,12 +369,13 @@ func TestChainAuditTenantsCountsUses(t *testing.T) {
 		}
 	}
 	first := pid()
-	chain(ts[:3]) // 3 uses, with the look-ups before
+	chain(ts[:3])
+	chain(ts[:3]) // the same 3 again: still 3 tenants met
 	if p := pid(); p != first {
-		t.Fatalf("connection replaced after fewer than 10 uses")
+		t.Fatalf("connection replaced after meeting 3 tenants of at most 10")
 	}
-	chain(ts) // 12 more
+	chain(ts) // 12 tenants met
 	if p := pid(); p == first {
-		t.Fatalf("connection kept after a transaction over 12 tenants with at most 10 uses")
+		t.Fatalf("connection kept after a transaction over 12 tenants with at most 10")
 	}
 }

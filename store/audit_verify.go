@@ -173,6 +173,7 @@ func (f AuditFilter) where() (string, pgx.NamedArgs) {
 // FindAudit returns up to f.Limit records of the tenant of tx and whether
 // more follow.
 func FindAudit(ctx context.Context, tx pgx.Tx, f AuditFilter) ([]*AuditRecord, bool, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	q, args := f.where()
 	args["limit"] = f.Limit + 1
 	if f.BeforeID > 0 {

@@ -51,12 +51,18 @@ type Options struct {
 	// never): the bound on the PostgreSQL memory a connection gathers
 	// that does not cost warm connections when few tenants are busy.
 	ConnMaxTenants int
+	// ControlConnMaxTenants closes a control-pool connection once it has
+	// served that many different tenants' schemas (zero:
+	// DefaultControlConnMaxTenants; negative: never). The control pool
+	// writes the group-committed audit records, chains them and runs the
+	// anomaly detector in every active tenant's schema, so its backends
+	// gather the caches and buffers of the tenants they meet (up to
+	// 220 MB per connection after one call in each of 10,000 tenants).
+	ControlConnMaxTenants int
 	// ControlConnMaxUses closes a control-pool connection after that many
-	// uses (zero: 1,000; negative: never). The control pool writes the
-	// group-committed audit records and chains them, in every active
-	// tenant's schema, so its backends too gather the caches of the
-	// tenants they meet: measured at 10,000 tenants without it, up to
-	// 160 MB per control connection after one call in every tenant.
+	// uses (zero or negative: never). The bound before
+	// ControlConnMaxTenants was 1,000 uses, which also replaced the
+	// connections of a server busy with a few tenants.
 	ControlConnMaxUses int
 	// AffinityConns are tenant-pool connections beyond TenantConns (zero:
 	// DefaultAffinityConns; negative: none). mcp admits at most TenantConns calls
@@ -77,7 +83,10 @@ type Options struct {
 	// DefaultPrepareAfter). See prepared.go. Nothing is prepared behind a
 	// transaction pooler.
 	PreparedStatements, PrepareAfter int
-	Logger                           *slog.Logger
+	// CustomPlans ignores the tools' GenericPlan marks: every prepared
+	// statement is planned as the server's plan_cache_mode says (plans.go).
+	CustomPlans bool
+	Logger      *slog.Logger
 }
 
 // DefaultConnMaxUses is the default of Options.ConnMaxUses: never. A
@@ -95,6 +104,20 @@ const DefaultConnMaxUses = -1
 // the tools it ran. With affinity, calls over 2,000 tenants never reach it
 // (a backend met ~250–300 of them: 30 MB).
 const DefaultConnMaxTenants = 1000
+
+// DefaultControlConnMaxTenants is the default of
+// Options.ControlConnMaxTenants: 1,000, so that a control connection is
+// replaced no later than after the 1,000 uses of the bound before it (a
+// use serves at least one tenant), never when few tenants are busy, and
+// holds what that bound held. Measured with bench/tenants at 12,000
+// tenants: with 2,000 or 2,500, calls spread over 2,000 tenants kept
+// their control connections warm and ran at 0.95–0.96× the rate over 10
+// tenants (0.70–0.73× in the same runs with main's bound), but each such
+// connection then held 64–84 MB (Private_Dirty) after one call in every
+// tenant, over the 64 MB target; keeping both needs each tenant's audit
+// work on a few of the control connections (tenant affinity), not a
+// larger bound.
+const DefaultControlConnMaxTenants = 1000
 
 // DefaultAffinityConns is the default of Options.AffinityConns for
 // tenantConns admitted calls: as many again, at most 16 (on 16 cores:
@@ -147,6 +170,8 @@ type DB struct {
 	// preparedCap and prepareAfter: Options.PreparedStatements and
 	// Options.PrepareAfter in force (prepared.go).
 	preparedCap, prepareAfter int
+	// customPlans: Options.CustomPlans.
+	customPlans bool
 }
 
 // Open connects to the database at connString and checks that it answers.
@@ -169,9 +194,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 	lim := withDefaults(o)
 	ccfg := cfg.Copy()
 	ccfg.MaxConns = lim.ControlConns
-	if lim.ControlConnMaxUses > 0 {
-		limitUses(ccfg, lim.ControlConnMaxUses)
-	}
+	limitControl(ccfg, lim.ControlConnMaxUses, lim.ControlConnMaxTenants)
 	pool, err := pgxpool.NewWithConfig(ctx, ccfg)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
@@ -191,7 +214,8 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 	}
 	db := &DB{pool: pool, work: work, log: log, hotMode: pgx.QueryExecModeCacheStatement, pooled: opts.TransactionPooler,
 		queryAll: semaphore.NewWeighted(int64(lim.QueryConns)), queryTenantMax: int64(lim.TenantQueryConns),
-		queryTenant: map[string]*tenantSem{}, limits: lim, preparedCap: lim.PreparedStatements, prepareAfter: lim.PrepareAfter}
+		queryTenant: map[string]*tenantSem{}, limits: lim, preparedCap: lim.PreparedStatements, prepareAfter: lim.PrepareAfter,
+		customPlans: lim.CustomPlans}
 	if opts.TransactionPooler {
 		db.hotMode = pgx.QueryExecModeExec
 	}
@@ -216,8 +240,8 @@ func withDefaults(o Options) Options {
 	if o.ConnMaxUses == 0 {
 		o.ConnMaxUses = DefaultConnMaxUses
 	}
-	if o.ControlConnMaxUses == 0 {
-		o.ControlConnMaxUses = 1000
+	if o.ControlConnMaxTenants == 0 {
+		o.ControlConnMaxTenants = DefaultControlConnMaxTenants
 	}
 	if o.ConnMaxTenants == 0 {
 		o.ConnMaxTenants = DefaultConnMaxTenants
@@ -306,34 +330,54 @@ func (db *DB) CheckConnectionBudget(ctx context.Context) {
 }
 
 // limitUses makes the pool close each connection when it comes back from
-// its max-th use (pgxpool's AfterRelease hook: false destroys it). A use
-// that served several tenants counts as that many (see addUses).
+// its max-th use (pgxpool's AfterRelease hook: false destroys it).
 func limitUses(cfg *pgxpool.Config, max int) {
 	var uses sync.Map // *pgx.Conn → *atomic.Int64
 	cfg.AfterRelease = func(c *pgx.Conn) bool {
 		v, _ := uses.LoadOrStore(c, new(atomic.Int64))
-		n := int64(1)
-		if extra, ok := c.PgConn().CustomData()[extraUsesKey].(int); ok {
-			n += int64(extra)
-			delete(c.PgConn().CustomData(), extraUsesKey)
-		}
-		return v.(*atomic.Int64).Add(n) < int64(max)
+		return v.(*atomic.Int64).Add(1) < int64(max)
 	}
 	cfg.BeforeClose = func(c *pgx.Conn) { uses.Delete(c) }
 }
 
-// extraUsesKey counts, in a connection's custom data, the uses beyond one
-// of its current use (see addUses).
-const extraUsesKey = "gatehouse.extra-uses"
+// limitControl makes the control pool close a connection when it comes
+// back having served maxTenants different tenants (see [metTenants]), or
+// from its maxUses-th use; a bound that is not positive is off.
+func limitControl(cfg *pgxpool.Config, maxUses, maxTenants int) {
+	if maxUses > 0 {
+		limitUses(cfg, maxUses)
+	}
+	if maxTenants <= 0 {
+		return
+	}
+	byUses := cfg.AfterRelease
+	cfg.AfterRelease = func(c *pgx.Conn) bool {
+		if set, _ := c.PgConn().CustomData()[metTenantsKey].(map[string]struct{}); len(set) >= maxTenants {
+			return false
+		}
+		return byUses == nil || byUses(c)
+	}
+}
 
-// addUses counts the current use of a control-pool connection as n uses
-// towards ControlConnMaxUses: a use that meets n tenants' schemas (the
-// chainer's transaction over many tenants) gathers their caches in the
-// backend as n uses of one tenant each would.
-func addUses(conn *pgx.Conn, n int) {
-	if n > 1 {
-		data := conn.PgConn().CustomData()
-		extra, _ := data[extraUsesKey].(int)
-		data[extraUsesKey] = extra + n - 1
+// metTenantsKey holds, in a control-pool connection's custom data, the
+// ids of the tenants whose schemas it has served (map[string]struct{}).
+const metTenantsKey = "gatehouse.tenants"
+
+// metTenants notes that conn, a control-pool connection held by the
+// caller, has served (or is about to serve) the schemas of the tenants
+// ids, for Options.ControlConnMaxTenants. The paths that touch tenant
+// schemas on the control pool at the rate of calls note them: the audit
+// writes (group commit, per-tenant fall-backs, WithTenantControl), the
+// chainer and the anomaly detector; the rare ones (migrations,
+// verification, provisioning) are bounded by the connections' lifetime.
+func metTenants(conn *pgx.Conn, ids ...string) {
+	data := conn.PgConn().CustomData()
+	set, _ := data[metTenantsKey].(map[string]struct{})
+	if set == nil {
+		set = map[string]struct{}{}
+		data[metTenantsKey] = set
+	}
+	for _, id := range ids {
+		set[id] = struct{}{}
 	}
 }

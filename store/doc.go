@@ -42,7 +42,9 @@
 // Gatehouse's own fixed statements on these paths are prepared once per
 // connection, and the tools' statements per tenant as they recur
 // (prepared.go), not behind a transaction pooler: planning them per call
-// cost more than running them.
+// cost more than running them. Those whose plan does not depend on their
+// arguments are marked [GenericPlan] and planned once per tenant and
+// connection (plans.go), not at each of their first five executions.
 //
 // A PostgreSQL backend keeps the catalog caches of every tenant schema it
 // has served (25–55 KB each, never given back), so the tenant-work pool
@@ -54,8 +56,9 @@
 // most of the time. A tenant-work connection is replaced once it has
 // served [Options].ConnMaxTenants different tenants (and, if set, after
 // ConnMaxUses transactions); a control-pool connection, which writes and
-// chains audit records in every active tenant's schema, after
-// ControlConnMaxUses uses. Before a tenant transaction, a tenant not
+// chains audit records in every active tenant's schema, once it has
+// served [Options].ControlConnMaxTenants different tenants (see
+// metTenants; and, if set, after ControlConnMaxUses uses). Before a tenant transaction, a tenant not
 // marked by this process in the last minute is marked in
 // gatehouse.audit_pending on the control pool (see audit_pending.go), so
 // the audit chainer after a start asks only those tenants.

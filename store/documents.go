@@ -113,6 +113,7 @@ func scanDocumentInfo(row pgx.Row) (*DocumentInfo, error) {
 // CreateDocument inserts a document in the tenant of tx. A project that
 // does not exist is ErrNotFound.
 func CreateDocument(ctx context.Context, tx pgx.Tx, n NewDocument) (*Document, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if n.ProjectID != nil && !IsUUID(*n.ProjectID) {
 		return nil, ErrNotFound
 	}
@@ -129,6 +130,7 @@ func CreateDocument(ctx context.Context, tx pgx.Tx, n NewDocument) (*Document, e
 // not exist is ErrNotFound, like a missing document: callers look the
 // project up first to tell them apart.
 func UpdateDocument(ctx context.Context, tx pgx.Tx, id string, u DocumentUpdate) (*Document, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if !IsUUID(id) || (u.ProjectID != nil && !IsUUID(*u.ProjectID)) {
 		return nil, ErrNotFound
 	}
@@ -151,6 +153,7 @@ const contentChanged = "(coalesce(@title::text, title) <> title OR coalesce(@bod
 
 // FindDocument returns the document with the given id.
 func FindDocument(ctx context.Context, tx pgx.Tx, id string) (*Document, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if !IsUUID(id) {
 		return nil, ErrNotFound
 	}
@@ -159,6 +162,7 @@ func FindDocument(ctx context.Context, tx pgx.Tx, id string) (*Document, error) 
 
 // DeleteDocument deletes a document and returns what it was.
 func DeleteDocument(ctx context.Context, tx pgx.Tx, id string) (*DocumentInfo, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if !IsUUID(id) {
 		return nil, ErrNotFound
 	}
@@ -168,6 +172,11 @@ func DeleteDocument(ctx context.Context, tx pgx.Tx, id string) (*DocumentInfo, e
 // ListDocuments returns up to f.Limit documents (without bodies), newest
 // first, and whether more follow.
 func ListDocuments(ctx context.Context, tx pgx.Tx, f DocumentFilter) (docs []*DocumentInfo, more bool, err error) {
+	if f.Tag == "" && f.ProjectID == "" {
+		// Filtered by tag or project, the best plan depends on how many
+		// documents match (plans.go): those keep custom plans.
+		ctx = GenericPlan(ctx)
+	}
 	if f.ProjectID != "" && !IsUUID(f.ProjectID) {
 		return []*DocumentInfo{}, false, nil
 	}
@@ -226,6 +235,7 @@ const headlineOptions = `StartSel=«, StopSel=», MinWords=15, MaxWords=35, MaxF
 // CountSearchTerms returns how many terms and operators query has once
 // parsed: 0 when it has only stop words or punctuation, which match nothing.
 func CountSearchTerms(ctx context.Context, tx pgx.Tx, query string) (int, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	var n int
 	err := tx.QueryRow(ctx, "SELECT numnode(websearch_to_tsquery('english'::regconfig, $1::text))", query).Scan(&n)
 	return n, err

@@ -11,6 +11,11 @@ import (
 // body's size in bytes), in one statement: for reading a set of documents
 // at once (the summarize_documents prompt).
 func ListDocumentTexts(ctx context.Context, tx pgx.Tx, f DocumentFilter, maxChars int) (docs []*Document, more bool, err error) {
+	if f.Tag == "" && f.ProjectID == "" {
+		// Filtered by tag or project, the best plan depends on how many
+		// documents match (plans.go): those keep custom plans.
+		ctx = GenericPlan(ctx)
+	}
 	if f.ProjectID != "" && !IsUUID(f.ProjectID) {
 		return []*Document{}, false, nil
 	}

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -230,16 +232,22 @@ func (db *DB) CountTenants(ctx context.Context) (map[string]TenantCounts, error)
 }
 
 // CountCalls adds calls to tenantID's counter for the hour of at (the
-// audit flush calls it with what it wrote).
+// audit flush calls it with what it wrote), in one statement whatever the
+// number of tenants: a flush after calls spread over 2,000 tenants counts
+// several hundred, which took a statement each. The rows are locked in
+// the order of the tenants' ids, so that replicas flushing at once cannot
+// deadlock.
 func (db *DB) CountCalls(ctx context.Context, counts map[string]int64, at time.Time) error {
 	if len(counts) == 0 {
 		return nil
 	}
-	b := &pgx.Batch{}
-	hour := at.Truncate(time.Hour)
-	for id, n := range counts {
-		b.Queue(`INSERT INTO gatehouse.tenant_calls (tenant_id, hour, calls) VALUES ($1, $2, $3)
-			ON CONFLICT (tenant_id, hour) DO UPDATE SET calls = tenant_calls.calls + excluded.calls`, id, hour, n)
+	ids := slices.Sorted(maps.Keys(counts))
+	ns := make([]int64, len(ids))
+	for i, id := range ids {
+		ns[i] = counts[id]
 	}
-	return db.pool.SendBatch(ctx, b).Close()
+	_, err := db.pool.Exec(ctx, `INSERT INTO gatehouse.tenant_calls (tenant_id, hour, calls)
+		SELECT u.id, $2, u.n FROM unnest($1::uuid[], $3::bigint[]) WITH ORDINALITY AS u(id, n, i) ORDER BY u.i
+		ON CONFLICT (tenant_id, hour) DO UPDATE SET calls = tenant_calls.calls + excluded.calls`, ids, at.Truncate(time.Hour), ns)
+	return err
 }

@@ -74,10 +74,11 @@ func (db *DB) writeOnce(ctx context.Context, conn *pgx.Conn, t *tenancy.Tenant, 
 	} else {
 		tx.pre = append(tx.pre, queued{sql: open, args: []any{pgx.Identifier{t.Schema}.Sanitize()}})
 	}
-	// The opening runs prepared (see DB.prepare); the tool's statements
-	// and the audit INSERT, which name the tenant's tables, are prepared
-	// per tenant as they recur (prepared.go).
-	if err := db.prepare(ctx, conn, t.Schema, open); err != nil {
+	// The opening runs prepared (see DB.prepare), with generic plans if
+	// the tool's first statement is marked so (plans.go); the tool's
+	// statements and the audit INSERT, which name the tenant's tables, are
+	// prepared per tenant as they recur (prepared.go).
+	if err := db.prepare(ctx, conn, t.Schema, open, open+planGenericSQL); err != nil {
 		return err
 	}
 	rollback := func() {
@@ -227,6 +228,10 @@ type pipeTx struct {
 	schema     string
 	unprepared bool
 	prepared   bool
+	// generic: the transaction plans its prepared statements generically
+	// (its opening set plan_cache_mode, see plans.go), until a statement
+	// not marked with GenericPlan comes.
+	generic bool
 	// rec is the write's audit record. A statement sent with a context
 	// from [Final] carries it and COMMIT (ended); committed is set once
 	// PostgreSQL has answered that COMMIT with COMMIT; endRows are that
@@ -297,13 +302,21 @@ func (tx *pipeTx) send(ctx context.Context, sql string, args []any) (br pgx.Batc
 	}
 	b := &pgx.Batch{}
 	n := 0
+	psql, pargs := tx.sql(ctx, sql, args)
 	if !tx.begun {
-		for _, q := range tx.pre {
+		tx.generic = tx.db.wantsGeneric(ctx, psql != sql)
+		for i, q := range tx.pre {
+			if i == len(tx.pre)-1 && tx.generic {
+				// The opening's set_configs (after BEGIN).
+				q.sql += planGenericSQL
+			}
 			b.Queue(q.sql, q.args...)
 		}
 		n = len(tx.pre)
+	} else if tx.leaveGeneric(ctx) {
+		b.Queue(planDefaultSQL)
+		n = 1
 	}
-	psql, pargs := tx.sql(ctx, sql, args)
 	b.Queue(psql, pargs...)
 	if final {
 		tx.queueEnd(ctx, b)
@@ -398,7 +411,35 @@ func (tx *pipeTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults 
 	// An opening that failed leaves the transaction aborted: the batch then
 	// fails with it.
 	_ = tx.begin(ctx)
+	if err := tx.planDefault(ctx); err != nil {
+		return failedBatch{err}
+	}
 	return tx.conn.SendBatch(ctx, b)
+}
+
+// leaveGeneric reports whether a statement sent with ctx in a
+// transaction planning generically is not marked so (GenericPlan): the
+// transaction must return to PostgreSQL's own choice of plans before it,
+// prepared or not (an unnamed statement too is planned generically under
+// force_generic_plan). It sets generic to false.
+func (tx *pipeTx) leaveGeneric(ctx context.Context) bool {
+	if !tx.generic || genericPlanned(ctx) {
+		return false
+	}
+	tx.generic = false
+	return true
+}
+
+// planDefault sends planDefaultSQL on its own if the statements sent next
+// with ctx are to leave the transaction's generic plans (leaveGeneric):
+// one more round trip, for a write that mixes marked and unmarked
+// statements.
+func (tx *pipeTx) planDefault(ctx context.Context) error {
+	if !tx.leaveGeneric(ctx) {
+		return nil
+	}
+	_, err := tx.conn.Exec(ctx, planDefaultSQL)
+	return err
 }
 
 func (tx *pipeTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
@@ -413,6 +454,9 @@ func (tx *pipeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 	if direct {
 		sql, args = tx.sql(ctx, sql, args)
 		if err := ctx.Err(); err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		if err := tx.planDefault(ctx); err != nil {
 			return pgconn.CommandTag{}, err
 		}
 		return tx.conn.Exec(ctx, sql, args...)
@@ -432,6 +476,9 @@ func (tx *pipeTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows,
 	if direct {
 		sql, args = tx.sql(ctx, sql, args)
 		if err := ctx.Err(); err != nil {
+			return &batchRows{err: err}, err
+		}
+		if err := tx.planDefault(ctx); err != nil {
 			return &batchRows{err: err}, err
 		}
 		return tx.conn.Query(ctx, sql, args...)

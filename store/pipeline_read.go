@@ -48,7 +48,7 @@ func (db *DB) InTenantReadOnly(ctx context.Context, t *tenancy.Tenant, fn func(c
 	if t.DBRole != "" {
 		tx.prelude = queued{sql: readOpenSQL, args: []any{pgx.Identifier{t.Schema}.Sanitize(), t.DBRole}}
 	}
-	if err := db.prepare(ctx, tx.conn, t.Schema, readOpenSQL, readOpenOwnerSQL); err != nil {
+	if err := db.prepare(ctx, tx.conn, t.Schema, readOpenSQL, readOpenOwnerSQL, readOpenSQL+planGenericSQL, readOpenOwnerSQL+planGenericSQL); err != nil {
 		return err
 	}
 	err = fn(context.WithValue(ctx, holdKey{}, true), tx)
@@ -107,27 +107,36 @@ func (tx *readTx) Prepare(context.Context, string, string) (*pgconn.StatementDes
 
 // send sends the prelude and b's statements in one batch, and reads the
 // prelude's result. b's statements run prepared for the tenant where
-// prepared.go says so, unless unprepared is set.
+// prepared.go says so, unless unprepared is set; the prelude sets generic
+// plans when every one of them runs prepared and ctx marks them so
+// (plans.go).
 func (tx *readTx) send(ctx context.Context, b *pgx.Batch, unprepared bool) (pgx.BatchResults, error) {
-	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, len(b.QueuedQueries)+1)}
-	p := tx.prelude
-	if tx.asOwner {
-		p = tx.owner
-	}
-	all.Queue(p.sql, p.args...)
+	all := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 1, len(b.QueuedQueries)+1)}
 	tx.db.startMessage(tx.conn)
 	tx.sentPrepared = false
+	generic := len(b.QueuedQueries) > 0
 	for _, q := range b.QueuedQueries {
+		prepared := false
 		if !unprepared {
 			if sql, args := tx.db.tenantSQL(ctx, tx.conn, tx.schema, q.SQL, q.Arguments, false); sql != q.SQL {
 				pq := *q
 				pq.SQL, pq.Arguments = sql, args
 				q = &pq
+				prepared = true
 				tx.sentPrepared, tx.anyPrepared = true, true
 			}
 		}
+		generic = generic && tx.db.wantsGeneric(ctx, prepared)
 		all.QueuedQueries = append(all.QueuedQueries, q)
 	}
+	p := tx.prelude
+	if tx.asOwner {
+		p = tx.owner
+	}
+	if generic {
+		p.sql += planGenericSQL
+	}
+	all.QueuedQueries[0] = &pgx.QueuedQuery{SQL: p.sql, Arguments: p.args}
 	if err := ctx.Err(); err != nil {
 		// A preparation cut short by ctx (held up by a lock, say) has
 		// closed the connection: the call's time ran out, the database

@@ -71,12 +71,14 @@ func scanProject(row pgx.Row) (*Project, error) {
 
 // CreateProject inserts a project in the tenant of tx.
 func CreateProject(ctx context.Context, tx pgx.Tx, name, description, createdBy string) (*Project, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	return scanProject(tx.QueryRow(ctx, "INSERT INTO projects (name, description, created_by) VALUES ($1, $2, $3) RETURNING "+projectColumns,
 		name, description, createdBy))
 }
 
 // FindProject returns the project with the given id.
 func FindProject(ctx context.Context, tx pgx.Tx, id string) (*Project, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if !IsUUID(id) {
 		return nil, ErrNotFound
 	}
@@ -85,6 +87,7 @@ func FindProject(ctx context.Context, tx pgx.Tx, id string) (*Project, error) {
 
 // CountProjectContents counts a project's open todos and its documents.
 func CountProjectContents(ctx context.Context, tx pgx.Tx, id string) (ProjectCounts, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	var c ProjectCounts
 	if !IsUUID(id) {
 		return c, ErrNotFound
@@ -98,6 +101,7 @@ func CountProjectContents(ctx context.Context, tx pgx.Tx, id string) (ProjectCou
 // ListProjects returns up to f.Limit projects ordered by name (ignoring
 // case), and whether more follow.
 func ListProjects(ctx context.Context, tx pgx.Tx, f ProjectFilter) (projects []*Project, more bool, err error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	args := pgx.NamedArgs{"limit": f.Limit + 1, "archived": f.IncludeArchived}
 	q := "SELECT " + projectColumns + " FROM projects WHERE (@archived::boolean OR NOT archived)"
 	if f.After != nil {
@@ -117,6 +121,7 @@ func ListProjects(ctx context.Context, tx pgx.Tx, f ProjectFilter) (projects []*
 
 // UpdateProject changes a project and returns it.
 func UpdateProject(ctx context.Context, tx pgx.Tx, id string, u ProjectUpdate) (*Project, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if !IsUUID(id) {
 		return nil, ErrNotFound
 	}
@@ -129,6 +134,7 @@ func UpdateProject(ctx context.Context, tx pgx.Tx, id string, u ProjectUpdate) (
 // ArchiveProject archives a project (idempotently) and returns it. Its
 // todos and documents keep referring to it.
 func ArchiveProject(ctx context.Context, tx pgx.Tx, id string) (*Project, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if !IsUUID(id) {
 		return nil, ErrNotFound
 	}
@@ -141,6 +147,7 @@ func ArchiveProject(ctx context.Context, tx pgx.Tx, id string) (*Project, error)
 // and returns it: ErrProjectNameTaken when an active project has taken its
 // name meanwhile.
 func UnarchiveProject(ctx context.Context, tx pgx.Tx, id string) (*Project, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if !IsUUID(id) {
 		return nil, ErrNotFound
 	}

@@ -26,6 +26,7 @@ type Suggestions struct {
 // SuggestProjectNames returns the names of active projects that start with
 // or contain typed (ignoring case), at most limit (1 to MaxSuggestions).
 func SuggestProjectNames(ctx context.Context, tx pgx.Tx, typed string, limit int) (Suggestions, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	return suggest(ctx, tx, `SELECT name FROM projects
 		WHERE NOT archived AND strpos(lower(name), lower(@typed)) > 0
 		ORDER BY strpos(lower(name), lower(@typed)) = 1 DESC, lower(name), id LIMIT @limit`, typed, limit)
@@ -44,6 +45,7 @@ const TagSuggestionWindow = 2000
 // lower case), most used first among equals, at most limit (1 to
 // MaxSuggestions).
 func SuggestTags(ctx context.Context, tx pgx.Tx, typed string, limit int) (Suggestions, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	return suggest(ctx, tx, `SELECT t FROM (SELECT tags FROM documents ORDER BY created_at DESC, id DESC LIMIT `+strconv.Itoa(TagSuggestionWindow)+`) d, unnest(d.tags) t
 		WHERE strpos(t, lower(@typed)) > 0
 		GROUP BY t ORDER BY strpos(t, lower(@typed)) = 1 DESC, count(*) DESC, t LIMIT @limit`, typed, limit)
@@ -65,5 +67,6 @@ func suggest(ctx context.Context, tx pgx.Tx, q, typed string, limit int) (Sugges
 // FindActiveProjectByName returns the active project named name (ignoring
 // case; active names are unique that way), or ErrNotFound.
 func FindActiveProjectByName(ctx context.Context, tx pgx.Tx, name string) (*Project, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	return scanProject(tx.QueryRow(ctx, "SELECT "+projectColumns+" FROM projects WHERE NOT archived AND lower(name) = lower($1)", name))
 }

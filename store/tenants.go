@@ -184,7 +184,10 @@ func (db *DB) withTenantMode(ctx context.Context, pool *pgxpool.Pool, t *tenancy
 		begin += fmt.Sprintf(", set_config('role', %s, true)", quoteLiteral(t.DBRole))
 	}
 	if pool != nil {
-		return beginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: begin}, fn)
+		return beginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: begin}, func(tx pgx.Tx) error {
+			metTenants(tx.Conn(), t.ID)
+			return fn(tx)
+		})
 	}
 	c, release, err := db.work.Acquire(ctx, t.ID)
 	if err != nil {

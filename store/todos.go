@@ -98,6 +98,7 @@ func AddTodo(ctx context.Context, tx pgx.Tx, title, notes, createdBy string) (*T
 // CreateTodo inserts a todo in the tenant of tx. A project that does not
 // exist is ErrNotFound.
 func CreateTodo(ctx context.Context, tx pgx.Tx, n NewTodo) (*Todo, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if n.ProjectID != nil && !IsUUID(*n.ProjectID) {
 		return nil, ErrNotFound
 	}
@@ -121,6 +122,7 @@ func dateArg(t *time.Time) *string {
 
 // FindTodo returns the todo with the given id.
 func FindTodo(ctx context.Context, tx pgx.Tx, id string) (*Todo, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if !IsUUID(id) {
 		return nil, ErrNotFound
 	}
@@ -129,6 +131,7 @@ func FindTodo(ctx context.Context, tx pgx.Tx, id string) (*Todo, error) {
 
 // ListTodos returns up to f.Limit todos, newest first, and whether more follow.
 func ListTodos(ctx context.Context, tx pgx.Tx, f TodoFilter) (todos []*Todo, more bool, err error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if f.ProjectID != "" && !IsUUID(f.ProjectID) {
 		return []*Todo{}, false, nil
 	}
@@ -161,6 +164,7 @@ func ListTodos(ctx context.Context, tx pgx.Tx, f TodoFilter) (todos []*Todo, mor
 // is ErrNotFound, like a missing todo: callers look the project up first
 // to tell them apart.
 func UpdateTodo(ctx context.Context, tx pgx.Tx, id string, u TodoUpdate) (*Todo, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if !IsUUID(id) || (u.ProjectID != nil && !IsUUID(*u.ProjectID)) {
 		return nil, ErrNotFound
 	}
@@ -178,6 +182,7 @@ func UpdateTodo(ctx context.Context, tx pgx.Tx, id string, u TodoUpdate) (*Todo,
 
 // CompleteTodo marks a todo done (idempotently) and returns it.
 func CompleteTodo(ctx context.Context, tx pgx.Tx, id string) (*Todo, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if !IsUUID(id) {
 		return nil, ErrNotFound
 	}
@@ -188,6 +193,7 @@ func CompleteTodo(ctx context.Context, tx pgx.Tx, id string) (*Todo, error) {
 
 // DeleteTodo deletes a todo and returns what it was.
 func DeleteTodo(ctx context.Context, tx pgx.Tx, id string) (*Todo, error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if !IsUUID(id) {
 		return nil, ErrNotFound
 	}

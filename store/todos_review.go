@@ -13,6 +13,7 @@ import (
 // more reports whether open todos were left out. For the weekly_review and
 // project_status prompts.
 func ListOpenTodosForReview(ctx context.Context, tx pgx.Tx, projectID string, day time.Time, limit int) (todos []*Todo, more bool, err error) {
+	ctx = GenericPlan(ctx) // one plan whatever the arguments (plans.go)
 	if projectID != "" && !IsUUID(projectID) {
 		return []*Todo{}, false, nil
 	}

@@ -187,3 +187,14 @@ func (k *kindSampler) finish(calls float64) string {
 	fmt.Fprintf(&b, "processes started: %d", news)
 	return b.String()
 }
+
+// kindOf is what the sampler took pid for: "tool", "control", "other" or
+// "" (never seen running a telling statement).
+func (k *kindSampler) kindOf(pid int) string {
+	if k == nil {
+		return ""
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.kind[pid]
+}

@@ -20,6 +20,7 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -52,6 +53,29 @@ var (
 // pgData is the cluster's data directory (its postmaster.pid).
 var pgData string
 
+var perfCmd = flag.String("perf-cmd", "", "a shell command started (not waited for) at the beginning of each alternating store-level run, with KIND (few or spread), ROUND and PIDS (the tenant-pool backends, comma-separated) in its environment: e.g. perf record -g -p $PIDS -o /tmp/$KIND-$ROUND.data -- sleep 5")
+
+// hook starts -perf-cmd for the run of kind in round r.
+func hook(ctx context.Context, db *store.DB, kind string, r int) {
+	if *perfCmd == "" {
+		return
+	}
+	pids, err := db.TenantBackendPIDs(ctx)
+	if err != nil {
+		return
+	}
+	var ps []string
+	for _, p := range pids {
+		ps = append(ps, strconv.Itoa(p))
+	}
+	cmd := exec.Command("sh", "-c", *perfCmd)
+	cmd.Env = append(os.Environ(), "KIND="+kind, "ROUND="+strconv.Itoa(r), "PIDS="+strings.Join(ps, ","))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err == nil {
+		go func() { _ = cmd.Wait() }()
+	}
+}
+
 var indexRounds = flag.Int("index-rounds", 0, "if > 0: seed a busy tenant (in the 10-tenant database), run the tools' reads and writes this many times and report each index's scans (pg_stat_user_indexes)")
 
 func main() {
@@ -66,7 +90,7 @@ func main() {
 	configs := flag.String("configs", "lanes=1 max-uses=-1 max-tenants=-1; lanes=0 max-uses=-1 max-tenants=-1; lanes=0 max-uses=0 max-tenants=0",
 		"tenant-pool settings whose throughput and backend memory are measured one after the other, each on new connections, separated by ';': "+
 			"lanes (store.Options.TenantLanes), max-uses (ConnMaxUses), max-tenants (ConnMaxTenants), pool (TenantConns), affinity (AffinityConns), prepared (PreparedStatements); 0: the default, -1: never/none; "+
-			"read=1: each transaction is the list_todos tool's read (InTenantReadOnly, whose statements are prepared per tenant) instead of WithTenant; an empty part: the defaults; \"none\": no store-level runs")
+			"read=1: each transaction is the list_todos tool's read (InTenantReadOnly, whose statements are prepared per tenant) instead of WithTenant; custom=1: CustomPlans (the tools' GenericPlan marks ignored); an empty part: the defaults; \"none\": no store-level runs")
 	flag.Parse()
 	if *data == "" {
 		d, err := os.MkdirTemp("", "gatehouse-tenants-")
@@ -139,6 +163,14 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 		if err := provision(ctx, smallDB, c, 10, 1); err != nil {
 			return err
 		}
+	}
+	if *plans {
+		r, err := planReport(ctx, smallDB, e.ConnString("small"))
+		if err != nil {
+			return err
+		}
+		fmt.Println(r)
+		return nil
 	}
 	if *indexRounds > 0 {
 		u, err := indexUsage(ctx, smallDB, *indexRounds)
@@ -261,8 +293,10 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 		// Then the two loads in turn, rounds times, so that both see the
 		// same moments of this noisy machine: the ratio of each pair.
 		var fews, manys, ratios, fewCPU, manyCPU []float64
-		for range *rounds {
+		for r := range *rounds {
+			hook(ctx, cdb, "few", r)
 			f, fc := throughput(ctx, cdb, tenants[:10], duration, conc, pc.read)
+			hook(ctx, cdb, "spread", r)
 			m, mc := throughput(ctx, cdb, tenants[:spread], duration, conc, pc.read)
 			fews, manys, ratios = append(fews, f), append(manys, m), append(ratios, m/f)
 			fewCPU, manyCPU = append(fewCPU, fc), append(manyCPU, mc)
@@ -294,6 +328,9 @@ type poolConfig struct {
 }
 
 func (pc poolConfig) path() string {
+	if pc.read && pc.opts.CustomPlans {
+		return "InTenantReadOnly, custom plans only"
+	}
 	if pc.read {
 		return "InTenantReadOnly"
 	}
@@ -328,6 +365,8 @@ func parseConfigs(s string) ([]poolConfig, error) {
 				pc.opts.PreparedStatements = n
 			case "read":
 				pc.read = n == 1
+			case "custom":
+				pc.opts.CustomPlans = n == 1
 			default:
 				return nil, fmt.Errorf("-configs: unknown setting %q", k)
 			}

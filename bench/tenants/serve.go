@@ -142,12 +142,14 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 	}
 	// One pass over every tenant (each key used once at least).
 	t0 := time.Now()
+	kinds := startKinds(ctx, db) // which backends are the tool calls'
 	if err := httpPass(ctx, url+"/mcp", keys, conc); err != nil {
 		return err
 	}
 	add(fmt.Sprintf("%s one call in each of %d tenants", name, len(keys)), "%v", time.Since(t0).Round(time.Millisecond))
+	kinds.finish(1)
 	add(name+" gatehouse RSS after warm-up / after calls over every tenant (VmHWM)", "%s / %s", rss0, rss(cmd.Process.Pid))
-	add(name+" its backends' private memory after calls over every tenant", "%s", gatehouseBackends(ctx, db))
+	add(name+" its backends' private memory after calls over every tenant", "%s", gatehouseBackends(ctx, db, kinds))
 	return nil
 }
 
@@ -321,28 +323,45 @@ func clusterCPU() int64 {
 }
 
 // gatehouseBackends is the private memory of the backends of the
-// gatehouse serve process (application_name gatehouse-serve): min / median / max.
-func gatehouseBackends(ctx context.Context, db *store.DB) string {
+// gatehouse serve process (application_name gatehouse-serve): min /
+// median / max of all, and of its tool-call and control backends as kinds
+// saw them.
+func gatehouseBackends(ctx context.Context, db *store.DB, kinds *kindSampler) string {
 	rows, err := db.Pool().Query(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = 'gatehouse-serve'")
 	if err != nil {
 		return err.Error()
 	}
-	var kbs []int
+	byKind := map[string][]int{}
 	for rows.Next() {
 		var pid int
 		if rows.Scan(&pid) == nil {
 			if kb, err := privateDirty(pid); err == nil {
-				kbs = append(kbs, kb)
+				byKind["all"] = append(byKind["all"], kb)
+				if k := kinds.kindOf(pid); k != "" {
+					byKind[k] = append(byKind[k], kb)
+				}
 			}
 		}
 	}
 	rows.Close()
-	if len(kbs) == 0 {
+	if len(byKind["all"]) == 0 {
 		return "none found"
 	}
-	slices.Sort(kbs)
 	mb := func(kb int) float64 { return float64(kb) / 1024 }
-	return fmt.Sprintf("%.1f / %.1f / %.1f MB (min / median / max of %d connections of both pools)", mb(kbs[0]), mb(kbs[len(kbs)/2]), mb(kbs[len(kbs)-1]), len(kbs))
+	var b strings.Builder
+	for _, k := range []string{"all", "tool", "control"} {
+		kbs := byKind[k]
+		if len(kbs) == 0 {
+			continue
+		}
+		slices.Sort(kbs)
+		if b.Len() > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s: %.1f / %.1f / %.1f MB (%d)", k, mb(kbs[0]), mb(kbs[len(kbs)/2]), mb(kbs[len(kbs)-1]), len(kbs))
+	}
+	b.WriteString(" (min / median / max, connections)")
+	return b.String()
 }
 
 // rollingMigration is a rolling deploy at scale: the running server keeps

@@ -56,7 +56,15 @@ func loadBulkheads(get func(string) string, bad func(name, format string, args .
 	}
 	db.ConnMaxUses = offOr("GATEHOUSE_DB_CONN_MAX_USES", false)
 	db.ConnMaxTenants = offOr("GATEHOUSE_DB_CONN_MAX_TENANTS", false)
+	db.ControlConnMaxTenants = offOr("GATEHOUSE_DB_CONTROL_CONN_MAX_TENANTS", false)
 	db.PreparedStatements = offOr("GATEHOUSE_DB_PREPARED_STATEMENTS", false)
+	switch v := get("GATEHOUSE_DB_GENERIC_PLANS"); v {
+	case "on":
+	case "off":
+		db.CustomPlans = true
+	default:
+		bad("GATEHOUSE_DB_GENERIC_PLANS", "%q is not on or off", v)
+	}
 	db.AffinityConns = offOr("GATEHOUSE_DB_AFFINITY_CONNS", true)
 	if db.TenantLanes = offOr("GATEHOUSE_DB_TENANT_LANES", true); db.TenantLanes < 0 {
 		db.TenantLanes = 1 // off: one lane, no affinity

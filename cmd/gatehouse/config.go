@@ -41,7 +41,7 @@ var envVars = []envVar{
 	{Name: "RAILWAY_GIT_COMMIT_SHA", Help: "set by Railway: the commit deployed, the version reported when the binary was built without one"},
 	{Name: "FLY_APP_NAME", Help: "set by Fly.io: the app's name; https://<it>.fly.dev is the default GATEHOUSE_PUBLIC_URL there"},
 	{Name: "GATEHOUSE_LOG_LEVEL", Default: "info", Help: "debug, info, warn or error"},
-	{Name: "GATEHOUSE_AUTH_CACHE_TTL", Default: "60s", Help: "how long a validated credential is reused (never past its expiry)"},
+	{Name: "GATEHOUSE_AUTH_CACHE_TTL", Default: "60s", Help: "how long a validated credential is reused after it was last confirmed (never past its expiry); API keys in use are confirmed again in bulk every third of it"},
 	{Name: "GATEHOUSE_TOOL_TIMEOUT", Default: "30s", Help: "time limit of one tool call"},
 	{Name: "GATEHOUSE_SHUTDOWN_GRACE", Default: "25s", Help: "how long in-flight requests may finish after SIGTERM"},
 	{Name: "GATEHOUSE_READ_HEADER_TIMEOUT", Default: "10s", Help: "time a client has to send a request's headers; slower connections are closed"},
@@ -66,8 +66,10 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_DB_TENANT_LANES", Default: "auto", Help: "lanes the tool-call connections are split into; each tenant prefers its own lanes and takes any free connection when they are busy, never waiting while one is free; auto: one per two connections; off: one lane (no affinity)"},
 	{Name: "GATEHOUSE_DB_CONN_MAX_TENANTS", Default: "1000", Help: "different tenants after which a tool-call connection is replaced: PostgreSQL keeps ~25–55 KB of caches per tenant a connection has served and never gives them back; off: never"},
 	{Name: "GATEHOUSE_DB_PREPARED_STATEMENTS", Default: "384", Help: "tool statements each tool-call connection keeps prepared for the tenants it serves (~43 KB of PostgreSQL memory each; prepared on their second use there; when full, a statement takes the place of a prepared one only if it has been used more); never behind GATEHOUSE_PGBOUNCER; off: none"},
+	{Name: "GATEHOUSE_DB_GENERIC_PLANS", Default: "on", Help: "the tools' statements whose plan does not depend on their arguments (lists of todos and projects, look-ups by id, inserts; not the searches) are planned once per tenant and connection when prepared, not at each of their first five executions; off: every statement as PostgreSQL's plan_cache_mode says"},
 	{Name: "GATEHOUSE_DB_CONN_MAX_USES", Default: "off", Help: "transactions after which a tool-call connection is replaced (GATEHOUSE_DB_CONN_MAX_TENANTS is what bounds its memory); off: never"},
 	{Name: "GATEHOUSE_DB_CONTROL_CONNS", Default: "auto", Help: "database connections for the control plane (credentials, rate limits, audit, readiness), never taken by tool calls; auto: max(4, cores): 4 on 2 cores, 16 on 16"},
+	{Name: "GATEHOUSE_DB_CONTROL_CONN_MAX_TENANTS", Default: "1000", Help: "different tenants after which a control-plane connection is replaced: it writes and chains the audit records of every active tenant and keeps PostgreSQL caches and buffers for each tenant it has served (~30–60 KB); a bound above the busy tenants keeps its caches warm (calls spread over 2,000 tenants ran ~1.3× faster with 2,000) for 64–84 MB per connection; off: never"},
 	{Name: "GATEHOUSE_QUERY_CONNS", Default: "auto", Help: "the query tool's own logins open at once, all tenants together; auto: max(4, cores): 4 on 2 cores, 16 on 16"},
 	{Name: "GATEHOUSE_TENANT_QUERY_CONNS", Default: "2", Help: "the query tool's logins one tenant may have open at once (the role's own limit over all replicas is 4)"},
 	{Name: "GATEHOUSE_TENANT_CONCURRENCY", Default: "auto", Help: "tool calls one tenant may have in progress; auto: half of GATEHOUSE_DB_TENANT_CONNS, at least 2: 4 on 2 cores, 16 on 16"},
@@ -128,7 +130,7 @@ var envVars = []envVar{
 	{Name: "GATEHOUSE_EMBEDDINGS_DIMENSIONS", Help: "vector size to ask for (sent as dimensions; text-embedding-3 models can shorten theirs); needed for pgvector's HNSW index (at most 2000). Unset: the model's own size, and exact ranking"},
 	{Name: "GATEHOUSE_EMBEDDINGS_API_KEY", Secret: true, Help: "API key sent to the embeddings API (Authorization: Bearer); unset: none (local servers)"},
 	{Name: "GOGC", Default: "400", Help: "Go garbage collector target (Go's own variable); Gatehouse's default is chosen by benchmark"},
-	{Name: "GOMEMLIMIT", Help: "Go soft memory limit (Go's own variable); default 90% of the container's memory limit, if any"},
+	{Name: "GOMEMLIMIT", Help: "Go soft memory limit (Go's own variable); default: 112 MiB, or twice the live heap and 16 MiB when that is more, followed every second, at most 90% of the container's memory limit, if any"},
 }
 
 // Config is the parsed environment.

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
 )
 
 func TestProviderConfiguration(t *testing.T) {
@@ -118,6 +120,44 @@ func TestBulkheadSettings(t *testing.T) {
 	for _, want := range []string{"GATEHOUSE_DB_CONTROL_CONNS", "GATEHOUSE_QUERY_CONNS", "GATEHOUSE_ADMISSION_WAIT"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s: %v", want, err)
+		}
+	}
+	// The control connections' tenant bound: a number, off (-1), or
+	// unset (its documented default); anything else is listed.
+	for v, want := range map[string]int{"": store.DefaultControlConnMaxTenants, "1500": 1500, "off": -1} {
+		c, err := loadConfig(func(k string) string { return map[string]string{"GATEHOUSE_DB_CONTROL_CONN_MAX_TENANTS": v}[k] })
+		if err != nil || c.DB.ControlConnMaxTenants != want {
+			t.Errorf("GATEHOUSE_DB_CONTROL_CONN_MAX_TENANTS=%q: %d, %v; want %d", v, c.DB.ControlConnMaxTenants, err, want)
+		}
+	}
+	for _, v := range []string{"0", "-3", "lots", "auto"} {
+		_, err := loadConfig(func(k string) string { return map[string]string{"GATEHOUSE_DB_CONTROL_CONN_MAX_TENANTS": v}[k] })
+		if err == nil || !strings.Contains(err.Error(), "GATEHOUSE_DB_CONTROL_CONN_MAX_TENANTS") {
+			t.Errorf("GATEHOUSE_DB_CONTROL_CONN_MAX_TENANTS=%q: error %v does not name it", v, err)
+		}
+	}
+}
+
+// TestGenericPlansSetting: generic plans for the marked statements by
+// default, off gives store.Options.CustomPlans, anything else is refused.
+func TestGenericPlansSetting(t *testing.T) {
+	for v, custom := range map[string]bool{"": false, "on": false, "off": true} {
+		c, err := loadConfig(func(k string) string {
+			return map[string]string{"GATEHOUSE_DB_GENERIC_PLANS": v}[k]
+		})
+		if err != nil {
+			t.Fatalf("%q: %v", v, err)
+		}
+		if c.DB.CustomPlans != custom {
+			t.Errorf("%q: CustomPlans %v, want %v", v, c.DB.CustomPlans, custom)
+		}
+	}
+	for _, v := range []string{"true", "0", "On "} {
+		_, err := loadConfig(func(k string) string {
+			return map[string]string{"GATEHOUSE_DB_GENERIC_PLANS": v}[k]
+		})
+		if err == nil || !strings.Contains(err.Error(), "GATEHOUSE_DB_GENERIC_PLANS") || !strings.Contains(err.Error(), "on or off") {
+			t.Errorf("%q: %v", v, err)
 		}
 	}
 }

@@ -78,7 +78,7 @@ func serve(ctx context.Context, e *env) error {
 	defer ln.Close()
 	log.Info("starting gatehouse", "version", buildVersion(), "public_url", cfg.PublicURL)
 	reportPublicURL(cfg, log)
-	tuneGC(e.getenv, log)
+	tuneGC(ctx, e.getenv, log)
 	db, err := openDatabase(ctx, cfg, log, true)
 	if err != nil {
 		return err

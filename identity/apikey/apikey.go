@@ -55,7 +55,13 @@ type Key struct {
 // Store reads keys for the [Verifier].
 type Store interface {
 	FindAPIKeyByID(ctx context.Context, id string) (*Key, error)
+	// FindAPIKeysByID returns those of the keys with these ids that
+	// exist, in any order, in one statement.
+	FindAPIKeysByID(ctx context.Context, ids []string) ([]*Key, error)
 	TouchAPIKey(ctx context.Context, id string, at time.Time) error
+	// TouchAPIKeys records a use of each key at at, in one statement,
+	// never moving a key's last use backwards.
+	TouchAPIKeys(ctx context.Context, ids []string, at time.Time) error
 }
 
 // New returns a new key for a tenant and its secret, which is shown to the
@@ -102,7 +108,7 @@ func NewVerifier(store Store, log *slog.Logger) *Verifier {
 	return &Verifier{store: store, log: log, now: time.Now}
 }
 
-var _ identity.Verifier = (*Verifier)(nil)
+var _ identity.Rechecker = (*Verifier)(nil)
 
 // Verify implements [identity.Verifier].
 func (v *Verifier) Verify(ctx context.Context, secret string) (*identity.Principal, error) {
@@ -128,9 +134,9 @@ func (v *Verifier) Verify(ctx context.Context, secret string) (*identity.Princip
 	case !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt):
 		return nil, identity.Invalid("the API key has expired")
 	}
-	if k.LastUsedAt.IsZero() || now.Sub(k.LastUsedAt) > time.Minute {
+	if stale(k, now) {
 		// Written lazily, off the request path: at most once a minute per key
-		// and replica, since validations are cached.
+		// and replica, since validations are cached (and then by Recheck).
 		go func() {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
@@ -139,6 +145,62 @@ func (v *Verifier) Verify(ctx context.Context, secret string) (*identity.Princip
 			}
 		}()
 	}
+	return principal(k), nil
+}
+
+// stale: k's recorded last use is over a minute before now.
+func stale(k *Key, now time.Time) bool {
+	return k.LastUsedAt.IsZero() || now.Sub(k.LastUsedAt) > time.Minute
+}
+
+// Recheck implements [identity.Rechecker]: it reads the keys again in one
+// statement and confirms each credential as Verify would (the same secret
+// hash, compared in constant time; not revoked; not expired), returning the
+// key's principal as it is now, or nil. The keys whose recorded last use
+// is over a minute old are touched, in one more statement: a recheck
+// follows a use since the previous one (at most CacheTTL/3 ago).
+func (v *Verifier) Recheck(ctx context.Context, cs []identity.Recheck) ([]*identity.Principal, error) {
+	ids := make([]string, 0, len(cs))
+	for _, c := range cs {
+		if c.Principal != nil && c.Principal.APIKeyID != "" {
+			ids = append(ids, c.Principal.APIKeyID)
+		}
+	}
+	ks, err := v.store.FindAPIKeysByID(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]*Key, len(ks))
+	for _, k := range ks {
+		byID[k.ID] = k
+	}
+	now := v.now()
+	out := make([]*identity.Principal, len(cs))
+	var touch []string
+	for i, c := range cs {
+		if c.Principal == nil {
+			continue
+		}
+		k := byID[c.Principal.APIKeyID]
+		if k == nil || subtle.ConstantTimeCompare(c.TokenHash[:], k.SecretHash) != 1 ||
+			!k.RevokedAt.IsZero() || (!k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt)) {
+			continue
+		}
+		out[i] = principal(k)
+		if stale(k, now) {
+			touch = append(touch, k.ID)
+		}
+	}
+	if len(touch) > 0 {
+		if err := v.store.TouchAPIKeys(ctx, touch, now); err != nil {
+			v.log.Warn("recording API keys' use failed", "keys", len(touch), "error", err)
+		}
+	}
+	return out, nil
+}
+
+// principal is the principal a valid key stands for.
+func principal(k *Key) *identity.Principal {
 	return &identity.Principal{
 		Provider: "apikey",
 		Subject:  "apikey:" + k.ID,
@@ -151,5 +213,5 @@ func (v *Verifier) Verify(ctx context.Context, secret string) (*identity.Princip
 		// Carried in the cached principal: the HTTP layer checks the
 		// caller's address against them on every request.
 		AllowedNetworks: k.AllowedNetworks,
-	}, nil
+	}
 }

@@ -1,0 +1,147 @@
+package store_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-mcp/gatehouse/identity"
+	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+)
+
+// TestAPIKeyRecheck: the API key verifier's bulk recheck (what keeps keys
+// in use cached without a statement each per CacheTTL) confirms exactly
+// what Verify would accept now, in one read, and records the keys' use in
+// one write.
+func TestAPIKeyRecheck(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "acme.com")
+	other := mustTenant(t, db, "other.com")
+	v := apikey.NewVerifier(db, nil)
+	type key struct {
+		secret string
+		k      *apikey.Key
+		p      *identity.Principal
+	}
+	mk := func(tenant, role string, expires time.Time) key {
+		t.Helper()
+		secret, k := apikey.New(tenant, role, []string{"mcp:read", "mcp:write"}, "k", "test", expires)
+		if err := db.CreateAPIKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		p, err := v.Verify(ctx, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key{secret, k, p}
+	}
+	good, good2 := mk(tn.ID, "developer", time.Time{}), mk(other.ID, "admin", time.Time{})
+	revoked, expiring := mk(tn.ID, "admin", time.Time{}), mk(tn.ID, "viewer", time.Now().Add(time.Hour))
+	deleted := mk(tn.ID, "viewer", time.Time{})
+	if _, err := db.RevokeAPIKey(ctx, revoked.k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool().Exec(ctx, "UPDATE gatehouse.api_keys SET expires_at = now() - interval '1 second' WHERE id = $1", expiring.k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool().Exec(ctx, "DELETE FROM gatehouse.api_keys WHERE id = $1", deleted.k.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The last use recorded by Verify's touch is in the past: old enough
+	// to be recorded again.
+	if _, err := db.Pool().Exec(ctx, "UPDATE gatehouse.api_keys SET last_used_at = now() - interval '1 hour'"); err != nil {
+		t.Fatal(err)
+	}
+	hash := func(k key) [32]byte { return sha256.Sum256([]byte(k.secret)) }
+	cs := []identity.Recheck{
+		{TokenHash: hash(good), Principal: good.p},
+		{TokenHash: hash(revoked), Principal: revoked.p},
+		{TokenHash: hash(expiring), Principal: expiring.p},
+		{TokenHash: hash(deleted), Principal: deleted.p},
+		{TokenHash: hash(good), Principal: good2.p}, // good's secret presented as good2's id
+		{TokenHash: hash(good2), Principal: good2.p},
+	}
+	before := time.Now()
+	got, err := v.Recheck(ctx, cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(cs) {
+		t.Fatalf("%d principals for %d credentials", len(got), len(cs))
+	}
+	for i, want := range []*identity.Principal{good.p, nil, nil, nil, nil, good2.p} {
+		switch {
+		case want == nil && got[i] != nil:
+			t.Errorf("credential %d: confirmed %+v, want dropped", i, got[i])
+		case want != nil && got[i] == nil:
+			t.Errorf("credential %d: dropped, want confirmed", i)
+		case want != nil && (got[i].Subject != want.Subject || got[i].TenantID != want.TenantID || got[i].Role != want.Role || !slices.Equal(got[i].Scopes, want.Scopes)):
+			t.Errorf("credential %d: %+v, want %+v", i, got[i], want)
+		}
+	}
+	// The confirmed keys' use is recorded; the others' is not.
+	for _, k := range []key{good, good2, revoked} {
+		found, err := db.FindAPIKeyByID(ctx, k.k.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		used := !found.LastUsedAt.Before(before.Add(-time.Second))
+		if want := k.k.ID != revoked.k.ID; used != want {
+			t.Errorf("key %s: last used %v (recorded: %v, want %v)", k.k.ID, found.LastUsedAt, used, want)
+		}
+	}
+	// A role changed in the database reaches the cache with the recheck.
+	if _, err := db.Pool().Exec(ctx, "UPDATE gatehouse.api_keys SET role = 'viewer' WHERE id = $1", good.k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := v.Recheck(ctx, cs[:1]); err != nil || got[0] == nil || got[0].Role != "viewer" {
+		t.Errorf("after a role change: %+v, %v", got, err)
+	}
+}
+
+func TestFindAndTouchAPIKeysInBulk(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "acme.com")
+	var ids []string
+	for range 3 {
+		_, k := apikey.New(tn.ID, "viewer", []string{"mcp:read"}, "k", "test", time.Time{})
+		if err := db.CreateAPIKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, k.ID)
+	}
+	got, err := db.FindAPIKeysByID(ctx, append([]string{"nosuchkeyaaaaaaa"}, ids[:2]...))
+	if err != nil || len(got) != 2 {
+		t.Fatalf("FindAPIKeysByID = %d keys, %v; want 2", len(got), err)
+	}
+	for _, k := range got {
+		if !slices.Contains(ids[:2], k.ID) || k.TenantKey != "acme.com" || len(k.SecretHash) != 32 {
+			t.Errorf("found %+v", k)
+		}
+	}
+	if got, err := db.FindAPIKeysByID(ctx, nil); err != nil || len(got) != 0 {
+		t.Errorf("FindAPIKeysByID(none) = %v, %v", got, err)
+	}
+	at := time.Now().Truncate(time.Microsecond)
+	if err := db.TouchAPIKeys(ctx, ids[:2], at); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.TouchAPIKeys(ctx, ids, at.Add(-time.Hour)); err != nil { // never moves backwards
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		k, _ := db.FindAPIKeyByID(ctx, id)
+		want := at
+		if i == 2 {
+			want = at.Add(-time.Hour)
+		}
+		if !k.LastUsedAt.Equal(want) {
+			t.Errorf("key %d: last used %v, want %v", i, k.LastUsedAt, want)
+		}
+	}
+}
