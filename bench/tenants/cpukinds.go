@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,11 +43,10 @@ type kindSampler struct {
 
 // startKinds begins sampling; stop it with (*kindSampler).finish.
 func startKinds(ctx context.Context, db *store.DB) *kindSampler {
-	b, err := os.ReadFile(filepath.Join(pgData, "pgdata", "postmaster.pid"))
-	if err != nil {
+	pm := postmasterPID()
+	if pm == 0 {
 		return nil
 	}
-	pm, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
 	k := &kindSampler{db: db, pm: pm, stop: make(chan struct{}), done: make(chan struct{}),
 		first: map[int]int64{}, last: map[int]int64{}, title: map[int]string{}, born: map[int]bool{}, kind: map[int]string{}}
 	k.sample(true)
@@ -74,33 +72,17 @@ func startKinds(ctx context.Context, db *store.DB) *kindSampler {
 }
 
 func (k *kindSampler) sample(start bool) {
-	procs, _ := os.ReadDir("/proc")
+	cpus := childCPU(k.pm)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile("/proc/" + p.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(st, ')')
-		f := strings.Fields(string(st[i+1:]))
-		if len(f) < 13 || f[1] != strconv.Itoa(k.pm) {
-			continue
-		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		cpu := (u + s) * 10_000
+	for pid, cpu := range cpus {
 		if _, ok := k.last[pid]; !ok {
 			if start {
 				k.first[pid] = cpu
 			} else {
 				k.born[pid] = true
 			}
-			cmd, _ := os.ReadFile("/proc/" + p.Name() + "/cmdline")
+			cmd, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 			k.title[pid] = string(bytes.TrimRight(cmd, "\x00"))
 		}
 		k.last[pid] = cpu

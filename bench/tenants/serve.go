@@ -289,28 +289,14 @@ func topStatements(ctx context.Context, db *store.DB, calls float64) string {
 // postmaster's, its children's, and that of its children that have ended
 // (cutime and cstime of the postmaster, which waits for them).
 func clusterCPU() int64 {
-	b, err := os.ReadFile(filepath.Join(pgData, "pgdata", "postmaster.pid")) // store.StartEmbedded's layout
-	if err != nil {
+	pm := postmasterPID()
+	if pm == 0 {
 		return 0
 	}
-	pm, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-	procs, _ := os.ReadDir("/proc")
-	pids := []int{pm}
-	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile("/proc/" + p.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pm) {
-			pids = append(pids, pid)
-		}
+	sum := procsCPU([]int{pm})
+	for _, cpu := range childCPU(pm) {
+		sum += cpu
 	}
-	sum := procsCPU(pids)
 	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pm) + "/stat"); err == nil {
 		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
 		if len(f) >= 15 {
@@ -320,6 +306,44 @@ func clusterCPU() int64 {
 		}
 	}
 	return sum
+}
+
+// postmasterPID is the bench cluster's postmaster (store.StartEmbedded's
+// layout), or 0 when it is not running.
+func postmasterPID() int {
+	b, err := os.ReadFile(filepath.Join(pgData, "pgdata", "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	pm, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	return pm
+}
+
+// childCPU is the CPU time, µs, of each running child of process pm, by
+// pid (utime + stime from /proc/<pid>/stat, clock ticks of 10 ms).
+func childCPU(pm int) map[int]int64 {
+	out := map[int]int64{}
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + p.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the command's closing parenthesis: the parent is
+		// the 2nd, utime and stime the 12th and 13th.
+		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		if len(f) < 13 || f[1] != strconv.Itoa(pm) {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		out[pid] = (u + s) * 10_000
+	}
+	return out
 }
 
 // gatehouseBackends is the private memory of the backends of the
