@@ -102,13 +102,11 @@ func (r *Resolver) recheck(ctx context.Context) {
 }
 
 // recached caches fresh[i] in place of chunk[i] (drops it when nil),
-// unless Forget ran since generation gen or the entry changed.
+// unless the entry changed or a Forget since generation gen concerns it
+// (see forgottenSince).
 func (r *Resolver) recached(gen uint64, rc Rechecker, chunk []recheckEntry, fresh []*Principal) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.gen != gen {
-		return
-	}
 	for i, e := range chunk {
 		if cur := r.cache.Get(e.key); cur == nil || cur.Value().p != e.p {
 			continue
@@ -116,6 +114,9 @@ func (r *Resolver) recached(gen uint64, rc Rechecker, chunk []recheckEntry, fres
 		p := fresh[i]
 		if p == nil {
 			r.cache.Delete(e.key)
+			continue
+		}
+		if r.forgottenSince(gen, e.p) || r.forgottenSince(gen, p) {
 			continue
 		}
 		p.Scopes = r.gatehouseScopes(p.Scopes)

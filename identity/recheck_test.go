@@ -236,3 +236,58 @@ func TestRecheckFailureLetsEntriesExpire(t *testing.T) {
 		t.Error("no recheck was tried")
 	}
 }
+
+// TestForgetOfOthersKeepsCaching: a Forget that concerns other principals
+// (another key revoked, a tenant's members changed) while a verification
+// is in flight does not keep its outcome out of the cache:
+// the next use is served from it, not verified again; a Forget that
+// concerns it still does (TestVerifyBeforeForgetIsNotCached,
+// TestRecheckNeverUndoesForget), as do more Forgets than are remembered.
+func TestForgetOfOthersKeepsCaching(t *testing.T) {
+	ctx := context.Background()
+	other := func(p *identity.Principal) bool { return p.APIKeyID == "gk_other" }
+	t.Run("verification", func(t *testing.T) {
+		v := newRechecking("gk_a", "gk_other")
+		v.verifyAt = make(chan struct{})
+		r := newRecheckResolver(t, v, time.Minute)
+		done := make(chan error, 1)
+		go func() { _, err := r.Resolve(ctx, "gk_a"); done <- err }()
+		for v.verifies.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		r.Forget(other)
+		close(v.verifyAt)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Resolve(ctx, "gk_a"); err != nil {
+			t.Fatal(err)
+		}
+		if n := v.verifies.Load(); n != 1 {
+			t.Errorf("%d verifications, want 1 (cached despite another key's Forget)", n)
+		}
+	})
+	t.Run("more forgets than remembered", func(t *testing.T) {
+		v := newRechecking("gk_a", "gk_other")
+		v.verifyAt = make(chan struct{})
+		r := newRecheckResolver(t, v, time.Minute)
+		done := make(chan error, 1)
+		go func() { _, err := r.Resolve(ctx, "gk_a"); done <- err }()
+		for v.verifies.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		for range 65 {
+			r.Forget(other)
+		}
+		close(v.verifyAt)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Resolve(ctx, "gk_a"); err != nil {
+			t.Fatal(err)
+		}
+		if n := v.verifies.Load(); n != 2 {
+			t.Errorf("%d verifications, want 2 (not cached: too many Forgets to judge)", n)
+		}
+	})
+}

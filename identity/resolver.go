@@ -56,9 +56,12 @@ type Resolver struct {
 	// the cache since the last recheck (key → struct{}).
 	used sync.Map
 	// mu orders caching a validation against Forget: gen counts Forget
-	// calls, and a validation made before one is not cached after it.
+	// calls, forgets holds the matches of the last maxForgets of them, and
+	// a validation made before a Forget that concerns its principal is
+	// not cached after it (see forgottenSince).
 	mu      sync.Mutex
 	gen     uint64
+	forgets []func(*Principal) bool
 	stop    chan struct{}
 	done    chan struct{}
 	stopped sync.Once
@@ -161,9 +164,10 @@ func (r *Resolver) load(ctx context.Context, key, token string, v Verifier) *ttl
 		o := outcome{p: p, err: err, v: v}
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		// A Forget meanwhile (a revocation) may concern what Verify read
-		// before it: hand the outcome to the waiters, but do not keep it.
-		if ttl := r.ttl(o); ttl > 0 && r.gen == gen {
+		// A Forget meanwhile (a revocation) of this principal may concern
+		// what Verify read before it: hand the outcome to the waiters, but
+		// do not keep it.
+		if ttl := r.ttl(o); ttl > 0 && !r.forgottenSince(gen, o.p) {
 			return c.Set(key, o, ttl)
 		}
 		return ttlcache.NewItemWithOpts(key, o, 0) // handed to the waiters, not cached
@@ -249,6 +253,10 @@ func (r *Resolver) Forget(match func(*Principal) bool) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.gen++
+	r.forgets = append(r.forgets, match)
+	if len(r.forgets) > maxForgets {
+		r.forgets = slices.Delete(r.forgets, 0, len(r.forgets)-maxForgets)
+	}
 	var keys []string
 	r.cache.Range(func(item *ttlcache.Item[string, outcome]) bool {
 		if p := item.Value().p; p != nil && match(p) {
@@ -260,4 +268,31 @@ func (r *Resolver) Forget(match func(*Principal) bool) int {
 		r.cache.Delete(k)
 	}
 	return len(keys)
+}
+
+// maxForgets bounds the Forget matches a Resolver keeps to judge the
+// validations in flight (forgottenSince); a validation that began more
+// Forgets ago than that is not cached.
+const maxForgets = 64
+
+// forgottenSince reports whether a Forget since generation gen concerns p
+// (its match is true for p), or may (more Forgets than maxForgets since),
+// so that a validation of p read before it must not be cached. A Forget of
+// other principals (another key revoked, a member's role changed
+// elsewhere) never keeps an unrelated validation out of the cache. The
+// caller holds r.mu.
+func (r *Resolver) forgottenSince(gen uint64, p *Principal) bool {
+	n := r.gen - gen
+	if n == 0 || p == nil {
+		return false
+	}
+	if n > uint64(len(r.forgets)) {
+		return true
+	}
+	for _, match := range r.forgets[len(r.forgets)-int(n):] {
+		if match(p) {
+			return true
+		}
+	}
+	return false
 }
