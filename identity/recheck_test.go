@@ -246,48 +246,36 @@ func TestRecheckFailureLetsEntriesExpire(t *testing.T) {
 func TestForgetOfOthersKeepsCaching(t *testing.T) {
 	ctx := context.Background()
 	other := func(p *identity.Principal) bool { return p.APIKeyID == "gk_other" }
-	t.Run("verification", func(t *testing.T) {
-		v := newRechecking("gk_a", "gk_other")
-		v.verifyAt = make(chan struct{})
-		r := newRecheckResolver(t, v, time.Minute)
-		done := make(chan error, 1)
-		go func() { _, err := r.Resolve(ctx, "gk_a"); done <- err }()
-		for v.verifies.Load() == 0 {
-			time.Sleep(time.Millisecond)
-		}
-		r.Forget(other)
-		close(v.verifyAt)
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-		if _, err := r.Resolve(ctx, "gk_a"); err != nil {
-			t.Fatal(err)
-		}
-		if n := v.verifies.Load(); n != 1 {
-			t.Errorf("%d verifications, want 1 (cached despite another key's Forget)", n)
-		}
-	})
-	t.Run("more forgets than remembered", func(t *testing.T) {
-		v := newRechecking("gk_a", "gk_other")
-		v.verifyAt = make(chan struct{})
-		r := newRecheckResolver(t, v, time.Minute)
-		done := make(chan error, 1)
-		go func() { _, err := r.Resolve(ctx, "gk_a"); done <- err }()
-		for v.verifies.Load() == 0 {
-			time.Sleep(time.Millisecond)
-		}
-		for range 65 {
-			r.Forget(other)
-		}
-		close(v.verifyAt)
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-		if _, err := r.Resolve(ctx, "gk_a"); err != nil {
-			t.Fatal(err)
-		}
-		if n := v.verifies.Load(); n != 2 {
-			t.Errorf("%d verifications, want 2 (not cached: too many Forgets to judge)", n)
-		}
-	})
+	for _, c := range []struct {
+		name    string
+		forgets int   // Forgets of gk_other while gk_a's verification is in flight
+		want    int64 // verifications of gk_a after a second use
+	}{
+		{"verification", 1, 1},                  // cached despite another key's Forget
+		{"more forgets than remembered", 65, 2}, // not cached: too many Forgets to judge
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v := newRechecking("gk_a", "gk_other")
+			v.verifyAt = make(chan struct{})
+			r := newRecheckResolver(t, v, time.Minute)
+			done := make(chan error, 1)
+			go func() { _, err := r.Resolve(ctx, "gk_a"); done <- err }()
+			for v.verifies.Load() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			for range c.forgets {
+				r.Forget(other)
+			}
+			close(v.verifyAt)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.Resolve(ctx, "gk_a"); err != nil {
+				t.Fatal(err)
+			}
+			if n := v.verifies.Load(); n != c.want {
+				t.Errorf("%d verifications after %d Forgets of another key, want %d", n, c.forgets, c.want)
+			}
+		})
+	}
 }
