@@ -35,6 +35,18 @@ func plansOf(t *testing.T, db *store.DB, tn *tenancy.Tenant) map[string]planCoun
 	return got
 }
 
+// checkOnlyPlans reports unless pc, the plans of what over runs runs, are
+// all generic (generic) or all custom.
+func checkOnlyPlans(t *testing.T, what string, pc planCounts, runs int64, generic bool) {
+	t.Helper()
+	switch {
+	case generic && (pc.generic != runs || pc.custom != 0):
+		t.Errorf("%s: %d generic and %d custom plans in %d runs, want only generic ones", what, pc.generic, pc.custom, runs)
+	case !generic && (pc.custom != runs || pc.generic != 0):
+		t.Errorf("%s: %d generic and %d custom plans in %d runs, want only custom ones", what, pc.generic, pc.custom, runs)
+	}
+}
+
 // plansLike returns the plans of the one prepared statement whose text
 // holds each of parts.
 func plansLike(t *testing.T, all map[string]planCounts, parts ...string) planCounts {
@@ -155,12 +167,7 @@ func TestGenericPlansForMarkedReads(t *testing.T) {
 		{"search_documents", []string{"websearch_to_tsquery", "ts_headline"}, false},
 	} {
 		pc := plansLike(t, all, c.parts...)
-		switch {
-		case c.generic && (pc.generic != runs || pc.custom != 0):
-			t.Errorf("%s: %d generic and %d custom plans in %d runs, want only generic ones", c.what, pc.generic, pc.custom, runs)
-		case !c.generic && (pc.custom != runs || pc.generic != 0):
-			t.Errorf("%s: %d generic and %d custom plans in %d runs, want only custom ones", c.what, pc.generic, pc.custom, runs)
-		}
+		checkOnlyPlans(t, c.what, pc, runs, c.generic)
 	}
 	// The setting stays in the message that needed it.
 	if got := planMode(t, db, tn, true); got != "force_generic_plan" {
@@ -238,12 +245,7 @@ func TestGenericPlansInWrites(t *testing.T) {
 			}
 			continue
 		}
-		switch {
-		case c.generic && (pc.generic != runs || pc.custom != 0):
-			t.Errorf("%s: %d generic and %d custom plans in %d runs, want only generic ones", c.what, pc.generic, pc.custom, runs)
-		case !c.generic && (pc.custom != runs || pc.generic != 0):
-			t.Errorf("%s: %d generic and %d custom plans in %d runs, want only custom ones", c.what, pc.generic, pc.custom, runs)
-		}
+		checkOnlyPlans(t, c.what, pc, runs, c.generic)
 	}
 	if got := planMode(t, db, tn, false); got != "auto" {
 		t.Errorf("after the writes, a read ran with plan_cache_mode %q, want auto", got)
