@@ -128,7 +128,23 @@ func (p *tenantPool) Size() int32 {
 // id, which orders the lanes) and the function that returns it. It waits
 // only when every connection of every lane is taken.
 func (p *tenantPool) Acquire(ctx context.Context, tenant string) (*pgxpool.Conn, func(), error) {
-	lane, err := p.takeLane(ctx, laneScores(tenant, len(p.lanes)))
+	c, release, err := p.acquireScores(ctx, laneScores(tenant, len(p.lanes)))
+	if err != nil {
+		return nil, nil, err
+	}
+	if v, ok := p.uses.Load(c.Conn()); ok {
+		if u := v.(*connUse); u.tenants != nil {
+			u.tenants[tenant] = struct{}{}
+		}
+	}
+	return c, release, nil
+}
+
+// acquireScores returns a connection of the free lane with the highest
+// score (one score per lane), waiting only when every lane is taken, and
+// the function that returns it.
+func (p *tenantPool) acquireScores(ctx context.Context, scores []uint64) (*pgxpool.Conn, func(), error) {
+	lane, err := p.takeLane(ctx, scores)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -136,11 +152,6 @@ func (p *tenantPool) Acquire(ctx context.Context, tenant string) (*pgxpool.Conn,
 	if err != nil {
 		p.giveBack(lane)
 		return nil, nil, err
-	}
-	if v, ok := p.uses.Load(c.Conn()); ok {
-		if u := v.(*connUse); u.tenants != nil {
-			u.tenants[tenant] = struct{}{}
-		}
 	}
 	return c, func() { c.Release(); p.giveBack(lane) }, nil
 }

@@ -219,8 +219,12 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 	table := pgx.Identifier{t.Schema, "audit_log"}.Sanitize()
 	var n int
 	var written []*StoredAlert
-	err = beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		metTenants(tx.Conn(), t.ID)
+	conn, release, err := db.ctl.acquireTenant(ctx, t.ID)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer release()
+	err = connTxFunc(ctx, conn.Conn(), pgx.TxOptions{}, func(tx pgx.Tx) error {
 		written = nil
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.anomaly:' || $1, $2))", t.ID, seed); err != nil {
 			return err

@@ -170,14 +170,13 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 	if err != nil {
 		return 0, err
 	}
-	conn, err := db.pool.Acquire(ctx)
+	conn, release, err := db.ctl.acquireTenant(ctx, t.ID)
 	if err != nil {
 		return 0, err
 	}
 	// Released with its transaction rolled back if anything failed (a
 	// connection still in a transaction is closed by the pool instead).
-	defer conn.Release()
-	metTenants(conn.Conn(), t.ID)
+	defer release()
 	defer func() {
 		if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

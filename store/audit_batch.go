@@ -25,16 +25,25 @@ type AuditEntry struct {
 // open one). It uses no session state, so it works through PgBouncer in
 // transaction mode.
 //
-// It runs on the control pool as the owner, into each tenant's schema
-// named by Gatehouse (never by the caller); the records' text is cleaned
-// first (see [CleanText]). On success every record has its id and time,
-// in the order given per tenant. On error nothing was written: callers
-// retry with [DB.InsertAuditRecords] per tenant, which falls back to one
-// record at a time so that one bad record never drops the others.
+// It runs on a control lane (the first tenant's: see Options.ControlLanes)
+// as the owner, into each tenant's schema named by Gatehouse (never by the
+// caller); the records' text is cleaned first (see [CleanText]). On
+// success every record has its id and time, in the order given per
+// tenant. On error nothing was written: callers retry with
+// [DB.InsertAuditRecords] per tenant, which falls back to one record at a
+// time so that one bad record never drops the others.
+// [DB.WriteAuditEntries] splits a batch by the tenants' lanes and does
+// that for each part.
 func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	return db.insertAuditBatch(ctx, entries, db.ctl.lane(entries[0].Tenant.ID))
+}
+
+// insertAuditBatch is InsertAuditBatch on a connection of lane (or of
+// another lane when it is taken).
+func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane int) error {
 	type group struct {
 		t    *tenancy.Tenant
 		recs []*AuditRecord
@@ -109,14 +118,15 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error 
 			return nil
 		})
 	}
-	conn, err := db.pool.Acquire(ctx)
+	ids := make([]string, len(groups))
+	for i, g := range groups {
+		ids[i] = g.t.ID
+	}
+	conn, release, err := db.ctl.acquire(ctx, lane, ids[0], ids...)
 	if err != nil {
 		return err
 	}
-	defer conn.Release()
-	for _, g := range groups {
-		metTenants(conn.Conn(), g.t.ID)
-	}
+	defer release()
 	if err := db.prepare(ctx, conn.Conn(), groups[0].t.Schema, setSearchPathSQL, auditBatchSQL); err != nil {
 		return err
 	}

@@ -53,8 +53,10 @@ type ChainResult struct {
 // transaction per tenant cost a commit (a WAL flush), two round trips and
 // the statements' overhead for each record.
 //
-// The tenants are split into transactions of at most limits.Tenants
-// tenants, in tenant id order; each is two pipelined round trips: BEGIN,
+// The tenants are split by control lane (each lane's on its own
+// connection: see Options.ControlLanes), then into transactions of at most
+// limits.Tenants tenants, in tenant id order; each is two pipelined round
+// trips: BEGIN,
 // the advisory lock of every tenant (the lock [DB.ChainAudit] takes, in
 // tenant id order, so that chainers of several replicas over overlapping
 // sets of tenants wait for each other instead of deadlocking), their
@@ -87,12 +89,33 @@ func (db *DB) ChainAuditTenants(ctx context.Context, ts []*tenancy.Tenant, key A
 			uniq = append(uniq, r)
 		}
 	}
-	slices.SortFunc(uniq, func(a, b *ChainResult) int { return strings.Compare(a.Tenant.ID, b.Tenant.ID) })
+	ids := make([]string, len(uniq))
+	for i, r := range uniq {
+		ids[i] = r.Tenant.ID
+	}
+	lanes := db.ctl.lanes(ids)
+	laneOf := make(map[*ChainResult]int, len(uniq))
+	for i, r := range uniq {
+		laneOf[r] = lanes[i]
+	}
+	// By lane, then by id: each transaction's tenants are of one lane and
+	// locked in id order.
+	slices.SortFunc(uniq, func(a, b *ChainResult) int {
+		if c := laneOf[a] - laneOf[b]; c != 0 {
+			return c
+		}
+		return strings.Compare(a.Tenant.ID, b.Tenant.ID)
+	})
 	for g := 0; len(uniq) > 0; g++ {
-		group := uniq[:min(limits.Tenants, len(uniq))]
-		uniq = uniq[len(group):]
+		lane := laneOf[uniq[0]]
+		n := 1
+		for n < min(limits.Tenants, len(uniq)) && laneOf[uniq[n]] == lane {
+			n++
+		}
+		group := uniq[:n]
+		uniq = uniq[n:]
 		limit := min(batch, max(1, limits.Records/len(group)))
-		err := db.chainGroup(ctx, group, key, limit)
+		err := db.chainGroup(ctx, group, lane, key, limit)
 		for _, r := range group {
 			r.Group = g
 		}
@@ -138,7 +161,7 @@ const (
 // transaction on one connection; group is in tenant id order, without
 // duplicates. On error nothing was written (the transaction is rolled
 // back) and the results are untouched.
-func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, key AuditKey, limit int) (err error) {
+func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, key AuditKey, limit int) (err error) {
 	for _, r := range group {
 		if !opaqueName.MatchString(r.Tenant.Schema) {
 			return fmt.Errorf("tenant %s: refusing unexpected schema name", r.Tenant.Key)
@@ -148,18 +171,17 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, key AuditKey
 	if err != nil {
 		return err
 	}
-	conn, err := db.pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Release()
 	// The backend gathers the caches of every tenant whose audit log it
 	// serves: all of them count towards ControlConnMaxTenants.
 	ids := make([]string, len(group))
 	for i, r := range group {
 		ids[i] = r.Tenant.ID
 	}
-	metTenants(conn.Conn(), ids...)
+	conn, release, err := db.ctl.acquire(ctx, lane, ids[0], ids...)
+	if err != nil {
+		return err
+	}
+	defer release()
 	defer func() {
 		if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -338,7 +338,7 @@ func TestChainAuditTenantsConcurrentChainers(t *testing.T) {
 }
 
 // TestChainAuditTenantsCountsTenants: a chaining transaction over n
-// tenants counts all n towards its control-pool connection's
+// tenants counts all n towards its control lane connection's
 // ControlConnMaxTenants, as n transactions of one tenant do: the backend
 // gathers the caches of every tenant it meets.
 func TestChainAuditTenantsCountsTenants(t *testing.T) {
@@ -348,18 +348,12 @@ func TestChainAuditTenantsCountsTenants(t *testing.T) {
 	for i := range 12 {
 		ts = append(ts, mustTenant(t, base, fmt.Sprintf("u%d.example", i)))
 	}
-	db, err := store.Open(ctx, base.Pool().Config().ConnString(), &store.Options{ControlConns: 1, ControlConnMaxTenants: 10})
+	db, err := store.Open(ctx, base.Pool().Config().ConnString(), &store.Options{ControlConns: 1, ControlLanes: 1, ControlConnMaxTenants: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	pid := func() (p int) {
-		t.Helper()
-		if err := db.Pool().QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&p); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	pid := func() int { return lanePID(t, db) }
 	chain := func(ts []*tenancy.Tenant) {
 		t.Helper()
 		for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 10, store.ChainLimits{}) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 
@@ -154,16 +155,65 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 	return lost, err
 }
 
-// WriteAuditEntries writes entries in one batch ([DB.InsertAuditBatch]).
-// When the batch fails while the database can be reached, each record is
+// WriteAuditEntries writes entries in one batch ([DB.InsertAuditBatch])
+// per control lane their tenants are on (one batch while few tenants are
+// busy; see Options.ControlLanes), the lanes' batches in parallel. When a
+// batch fails while the database can be reached, each of its records is
 // written alone ([DB.InsertAuditRecord], in its reduced form if need be),
 // so one bad record never takes the others with it; when it cannot be
-// reached, every entry fails at once, without a try per record. errs[i]
-// is entry i's error, nil when it was stored; retried is the batch's error
-// when the records were then written one by one (worth a warning).
+// reached, every entry of the batch fails at once, without a try per
+// record. Each batch is a transaction of its own, so one that fails never
+// undoes or repeats another's records. errs[i] is entry i's error, nil
+// when it was stored; retried joins the errors of the batches whose
+// records were then written one by one (worth a warning).
 func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs []error, retried error) {
 	errs = make([]error, len(entries))
-	err := db.InsertAuditBatch(ctx, entries)
+	if len(entries) == 0 {
+		return errs, nil
+	}
+	ids := make([]string, len(entries))
+	for i, e := range entries {
+		ids[i] = e.Tenant.ID
+	}
+	db.ctl.note(ids...)
+	lanes := db.ctl.lanes(ids)
+	// The parts, in the order of their lanes' first entries.
+	var parts [][]int // indexes into entries
+	partOf := map[int]int{}
+	for i, ln := range lanes {
+		j, ok := partOf[ln]
+		if !ok {
+			j = len(parts)
+			partOf[ln] = j
+			parts = append(parts, nil)
+		}
+		parts[j] = append(parts[j], i)
+	}
+	retries := make([]error, len(parts))
+	write := func(j int) {
+		part := make([]AuditEntry, len(parts[j]))
+		for k, i := range parts[j] {
+			part[k] = entries[i]
+		}
+		perr, r := db.writeAuditPart(ctx, part, lanes[parts[j][0]])
+		for k, i := range parts[j] {
+			errs[i] = perr[k]
+		}
+		retries[j] = r
+	}
+	var wg sync.WaitGroup
+	for j := 1; j < len(parts); j++ {
+		wg.Go(func() { write(j) })
+	}
+	write(0)
+	wg.Wait()
+	return errs, errors.Join(retries...)
+}
+
+// writeAuditPart is WriteAuditEntries for entries bound for one lane.
+func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int) (errs []error, retried error) {
+	errs = make([]error, len(entries))
+	err := db.insertAuditBatch(ctx, entries, lane)
 	switch {
 	case err == nil:
 		return errs, nil

@@ -64,6 +64,13 @@ type Options struct {
 	// ControlConnMaxTenants was 1,000 uses, which also replaced the
 	// connections of a server busy with a few tenants.
 	ControlConnMaxUses int
+	// ControlLanes is the number of control connections, beyond
+	// ControlConns, that do the control work in tenant schemas (audit
+	// writes, chaining, the anomaly detector), each tenant's on a lane of
+	// its own once many tenants are busy (lanes.go). Zero:
+	// DefaultControlLanes, or 1 behind a transaction pooler, where the
+	// pooler chooses the backend.
+	ControlLanes int
 	// AffinityConns are tenant-pool connections beyond TenantConns (zero:
 	// DefaultAffinityConns; negative: none). mcp admits at most TenantConns calls
 	// at once, so with every admitted call in flight AffinityConns
@@ -119,6 +126,11 @@ const DefaultConnMaxTenants = 1000
 // larger bound.
 const DefaultControlConnMaxTenants = 1000
 
+// DefaultControlLanes is the default of Options.ControlLanes for n cores
+// (GOMAXPROCS): max(4, n/2). Four lanes keep 2,000 busy tenants warm at
+// 500 per lane (controlLaneTenants).
+func DefaultControlLanes(n int) int { return max(4, n/2) }
+
 // DefaultAffinityConns is the default of Options.AffinityConns for
 // tenantConns admitted calls: as many again, at most 16 (on 16 cores:
 // 32 + 16 tool-call connections). Measured with 8 calls in flight over
@@ -133,13 +145,15 @@ func DefaultAffinityConns(tenantConns int32) int { return min(int(tenantConns), 
 func DefaultTenantLanes(conns int32) int { return max(1, int(conns)/2) }
 
 // DefaultLimits are the defaults of Options' connection bounds for n cores
-// (GOMAXPROCS): tenant pool max(8, 2n), control pool max(4, n), query
-// logins max(4, n) in all and 2 per tenant; the tenant pool also has
-// DefaultAffinityConns spare connections. Two cores: 8 + 8 + 4 + 4 (+1
-// for LISTEN) = 25 connections; sixteen: 32 + 16 + 16 + 16 + 1 = 81,
-// within PostgreSQL's default max_connections of 100 for one replica.
+// (GOMAXPROCS): tenant pool max(8, 2n), control pool max(4, n), control
+// lanes max(4, n/2), query logins max(4, n) in all and 2 per tenant; the
+// tenant pool also has DefaultAffinityConns spare connections. Two cores:
+// 8 + 8 + 4 + 4 + 4 (+1 for LISTEN) = 29 connections; sixteen: 32 + 16 +
+// 16 + 8 + 16 + 1 = 89, within PostgreSQL's default max_connections of
+// 100 for one replica.
 func DefaultLimits(n int) Options {
-	return Options{TenantConns: int32(max(8, 2*n)), ControlConns: int32(max(4, n)), QueryConns: max(4, n), TenantQueryConns: 2}
+	return Options{TenantConns: int32(max(8, 2*n)), ControlConns: int32(max(4, n)), ControlLanes: DefaultControlLanes(n),
+		QueryConns: max(4, n), TenantQueryConns: 2}
 }
 
 // DB is Gatehouse's database.
@@ -148,6 +162,7 @@ func DefaultLimits(n int) Options {
 // work, for tenant transactions, and pool, for everything else.
 type DB struct {
 	pool *pgxpool.Pool // control plane
+	ctl  *controlLanes // control work in tenant schemas, with tenant affinity
 	work *tenantPool   // tenant work (WithTenant), with tenant affinity
 	log  *slog.Logger
 	// hotMode runs the fixed, fully qualified statements of every request
@@ -203,8 +218,14 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("database: cannot connect to %s@%s/%s: %w", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Database, err)
 	}
+	ctl, err := newControlLanes(ctx, ccfg, lim.ControlLanes, lim.ControlConnMaxTenants)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
 	work, err := newTenantPool(ctx, cfg, lim.TenantConns+int32(lim.AffinityConns), lim.TenantLanes, lim.ConnMaxUses, lim.ConnMaxTenants)
 	if err != nil {
+		ctl.pool.Close()
 		pool.Close()
 		return nil, err
 	}
@@ -212,7 +233,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	db := &DB{pool: pool, work: work, log: log, hotMode: pgx.QueryExecModeCacheStatement, pooled: opts.TransactionPooler,
+	db := &DB{pool: pool, ctl: ctl, work: work, log: log, hotMode: pgx.QueryExecModeCacheStatement, pooled: opts.TransactionPooler,
 		queryAll: semaphore.NewWeighted(int64(lim.QueryConns)), queryTenantMax: int64(lim.TenantQueryConns),
 		queryTenant: map[string]*tenantSem{}, limits: lim, preparedCap: lim.PreparedStatements, prepareAfter: lim.PrepareAfter,
 		customPlans: lim.CustomPlans}
@@ -237,6 +258,12 @@ func withDefaults(o Options) Options {
 		o.TenantQueryConns = d.TenantQueryConns
 	}
 	o.TenantQueryConns = min(o.TenantQueryConns, o.QueryConns)
+	switch {
+	case o.ControlLanes <= 0 && o.TransactionPooler:
+		o.ControlLanes = 1
+	case o.ControlLanes <= 0:
+		o.ControlLanes = d.ControlLanes
+	}
 	if o.ConnMaxUses == 0 {
 		o.ConnMaxUses = DefaultConnMaxUses
 	}
@@ -277,7 +304,7 @@ func withDefaults(o Options) Options {
 func (db *DB) Limits() Options { return db.limits }
 
 // Close closes every connection.
-func (db *DB) Close() { db.work.Close(); db.pool.Close() }
+func (db *DB) Close() { db.work.Close(); db.ctl.pool.Close(); db.pool.Close() }
 
 // Ping checks that the database answers, over the control pool.
 func (db *DB) Ping(ctx context.Context) error { return db.pool.Ping(ctx) }
@@ -300,6 +327,18 @@ func (db *DB) TenantPoolSize() int32 { return db.work.Size() }
 // memory. Run it while no tenant work runs.
 func (db *DB) TenantBackendPIDs(ctx context.Context) ([]int, error) { return db.work.backendPIDs(ctx) }
 
+// ControlLaneBackendPIDs opens every control lane's connection (see
+// Options.ControlLanes) and returns their backends' process ids, for
+// benchmarks and tests that read the backends' memory. Run it while no
+// audit work runs.
+func (db *DB) ControlLaneBackendPIDs(ctx context.Context) ([]int, error) {
+	return db.ctl.pool.backendPIDs(ctx)
+}
+
+// ControlLanesInUse is how many control lanes the audit work is split over
+// now (1 while few tenants are busy; see Options.ControlLanes).
+func (db *DB) ControlLanesInUse() int { return db.ctl.inUse() }
+
 // EachTenantConn takes every tenant-work connection at once (opening those
 // not yet open) and calls fn with each, for tests that inspect what a
 // connection kept. Only while no tenant work runs.
@@ -313,14 +352,14 @@ func (db *DB) EachTenantConn(ctx context.Context, fn func(*pgxpool.Conn) error) 
 // process alone could exhaust them. (Replicas multiply the sum.)
 func (db *DB) CheckConnectionBudget(ctx context.Context) {
 	l := db.limits
-	mine := int(l.TenantConns) + l.AffinityConns + int(l.ControlConns) + l.QueryConns + 1
+	mine := int(l.TenantConns) + l.AffinityConns + int(l.ControlConns) + l.ControlLanes + l.QueryConns + 1
 	var maxConns, reserved int
 	err := db.pool.QueryRow(ctx, "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int").Scan(&maxConns, &reserved)
 	if err != nil {
 		db.log.Warn("cannot read max_connections", "error", err)
 		return
 	}
-	attrs := []any{"tenant_pool", l.TenantConns, "affinity_conns", l.AffinityConns, "tenant_lanes", l.TenantLanes, "control_pool", l.ControlConns, "query_logins", l.QueryConns,
+	attrs := []any{"tenant_pool", l.TenantConns, "affinity_conns", l.AffinityConns, "tenant_lanes", l.TenantLanes, "control_pool", l.ControlConns, "control_lanes", l.ControlLanes, "query_logins", l.QueryConns,
 		"query_logins_per_tenant", l.TenantQueryConns, "this_process_at_most", mine, "max_connections", maxConns, "reserved", reserved}
 	if mine > maxConns-reserved {
 		db.log.Warn("this process alone may open more connections than the database allows: lower GATEHOUSE_DB_TENANT_CONNS, GATEHOUSE_DB_CONTROL_CONNS or GATEHOUSE_QUERY_CONNS, or raise max_connections", attrs...)

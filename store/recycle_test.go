@@ -97,7 +97,17 @@ func controlPID(t *testing.T, db *store.DB) int {
 	return pid
 }
 
-// TestControlConnMaxTenants: a control-pool connection is closed once it
+// lanePID is the backend of db's one control lane.
+func lanePID(t *testing.T, db *store.DB) int {
+	t.Helper()
+	pids, err := db.ControlLaneBackendPIDs(context.Background())
+	if err != nil || len(pids) != 1 {
+		t.Fatalf("control lanes' backends: %v, %v", pids, err)
+	}
+	return pids[0]
+}
+
+// TestControlConnMaxTenants: a control lane's connection is closed once it
 // has served ControlConnMaxTenants different tenants' schemas, whichever
 // of the control plane's tenant paths served them (the group commit, the
 // chainer, WithTenantControl and the per-record fall-back, the anomaly
@@ -167,16 +177,16 @@ func TestControlConnMaxTenants(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for _, bound := range []int{3, -1} {
-				db, err := store.Open(ctx, url, &store.Options{ControlConns: 1, ControlConnMaxTenants: bound})
+				db, err := store.Open(ctx, url, &store.Options{ControlConns: 1, ControlLanes: 1, ControlConnMaxTenants: bound})
 				if err != nil {
 					t.Fatal(err)
 				}
-				before := controlPID(t, db)
+				before := lanePID(t, db)
 				for i, s := range c.steps {
 					if err := s.run(db); err != nil {
 						t.Fatalf("%s: %v", s.name, err)
 					}
-					pid := controlPID(t, db)
+					pid := lanePID(t, db)
 					if want := bound > 0 && i == c.replaced; (pid != before) != want {
 						t.Errorf("bound %d, after %q (step %d): backend replaced %v, want %v", bound, s.name, i, pid != before, want)
 					}

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -148,25 +147,22 @@ func (db *DB) WithTenant(ctx context.Context, t *tenancy.Tenant, fn func(pgx.Tx)
 	if holdsTenantConn(ctx) {
 		return ErrNestedConnection
 	}
-	return db.withTenantMode(ctx, nil, t, "BEGIN", fn)
+	return db.withTenantMode(ctx, false, t, "BEGIN", fn)
 }
 
-// WithTenantControl is [DB.WithTenant] on the control-plane pool, for the
-// little tenant-confined work that is the control plane's (aggregated audit
-// records of refused requests): it never queues behind tool calls. fn must
-// not wait for another connection.
+// WithTenantControl is [DB.WithTenant] on the tenant's control lane (see
+// Options.ControlLanes), for the little tenant-confined work that is the
+// control plane's (audit records written alone, aggregated records of
+// refused requests): it never queues behind tool calls. fn must not wait
+// for another connection.
 func (db *DB) WithTenantControl(ctx context.Context, t *tenancy.Tenant, fn func(pgx.Tx) error) error {
-	return db.withTenantOn(ctx, db.pool, t, fn)
-}
-
-func (db *DB) withTenantOn(ctx context.Context, pool *pgxpool.Pool, t *tenancy.Tenant, fn func(pgx.Tx) error) error {
-	return db.withTenantMode(ctx, pool, t, "BEGIN", fn)
+	return db.withTenantMode(ctx, true, t, "BEGIN", fn)
 }
 
 // withTenantMode runs fn in a tenant transaction opened by beginStmt on a
-// connection of pool, or of the tenant-work pool (with affinity) when pool
-// is nil.
-func (db *DB) withTenantMode(ctx context.Context, pool *pgxpool.Pool, t *tenancy.Tenant, beginStmt string, fn func(pgx.Tx) error) error {
+// connection of the tenant's control lane when control is set, else of
+// the tenant-work pool (both with tenant affinity).
+func (db *DB) withTenantMode(ctx context.Context, control bool, t *tenancy.Tenant, beginStmt string, fn func(pgx.Tx) error) error {
 	if !opaqueName.MatchString(t.Schema) || (t.DBRole != "" && !opaqueName.MatchString(t.DBRole)) {
 		return fmt.Errorf("tenant %s: refusing unexpected schema or role name", t.Key)
 	}
@@ -183,13 +179,11 @@ func (db *DB) withTenantMode(ctx context.Context, pool *pgxpool.Pool, t *tenancy
 	if t.DBRole != "" { // else: a database whose account cannot create roles: schema isolation only
 		begin += fmt.Sprintf(", set_config('role', %s, true)", quoteLiteral(t.DBRole))
 	}
-	if pool != nil {
-		return beginTxFunc(ctx, pool, pgx.TxOptions{BeginQuery: begin}, func(tx pgx.Tx) error {
-			metTenants(tx.Conn(), t.ID)
-			return fn(tx)
-		})
+	acquire := db.work.Acquire
+	if control {
+		acquire = db.ctl.acquireTenant
 	}
-	c, release, err := db.work.Acquire(ctx, t.ID)
+	c, release, err := acquire(ctx, t.ID)
 	if err != nil {
 		return err
 	}

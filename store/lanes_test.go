@@ -1,0 +1,292 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// openLanes opens db with 4 control lanes of which one serves 2 recently
+// met tenants (ControlConnMaxTenants 4), over n new tenants.
+func openLanes(t *testing.T, prefix string, n int) (*store.DB, []*tenancy.Tenant) {
+	t.Helper()
+	base := storetest.MustOpenDB(t)
+	var ts []*tenancy.Tenant
+	for i := range n {
+		ts = append(ts, mustTenant(t, base, fmt.Sprintf("%s%d.example", prefix, i)))
+	}
+	db, err := store.Open(context.Background(), base.Pool().Config().ConnString(),
+		&store.Options{ControlConns: 2, ControlLanes: 4, ControlConnMaxTenants: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db, ts
+}
+
+// entries returns one record per tenant of ts and round, request ids
+// prefix-<tenant>-<round>.
+func laneEntries(prefix string, ts []*tenancy.Tenant, rounds int) []store.AuditEntry {
+	var es []store.AuditEntry
+	for r := range rounds {
+		for i, tn := range ts {
+			es = append(es, store.AuditEntry{Tenant: tn, Rec: &store.AuditRecord{
+				RequestID: fmt.Sprintf("%s-%d-%d", prefix, i, r), Decision: store.Allowed, Tool: "whoami", Subject: "s"}})
+		}
+	}
+	return es
+}
+
+// auditTxs returns tn's audit records' request ids → the transaction that
+// wrote them (xmin), failing on a request id stored twice.
+func auditTxs(t *testing.T, db *store.DB, tn *tenancy.Tenant) map[string]string {
+	t.Helper()
+	rows, _ := db.Pool().Query(context.Background(), "SELECT request_id, xmin::text FROM "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize())
+	got := map[string]string{}
+	var id, xmin string
+	_, err := pgx.ForEachRow(rows, []any{&id, &xmin}, func() error {
+		if _, dup := got[id]; dup {
+			return fmt.Errorf("request %s stored twice", id)
+		}
+		got[id] = xmin
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", tn.Key, err)
+	}
+	return got
+}
+
+// TestControlLanesSplitGroupCommit: while few tenants are busy, a group
+// commit over them is one transaction on one control connection; once
+// more tenants are busy than a lane serves, a group commit is split into
+// one transaction per lane, each tenant's records in its own lane's, and
+// each lane's connection meets only its lane's tenants.
+func TestControlLanesSplitGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	db, ts := openLanes(t, "lanes", 10)
+	if k := db.ControlLanesInUse(); k != 1 {
+		t.Fatalf("lanes in use before any work: %d", k)
+	}
+	// Two tenants, two records each: one lane, one transaction.
+	errs, retried := db.WriteAuditEntries(ctx, laneEntries("few", ts[:2], 2))
+	for _, err := range append(errs, retried) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if k := db.ControlLanesInUse(); k != 1 {
+		t.Fatalf("lanes in use after 2 tenants: %d", k)
+	}
+	xmins := map[string]bool{}
+	for _, tn := range ts[:2] {
+		for _, x := range auditTxs(t, db, tn) {
+			xmins[x] = true
+		}
+	}
+	if len(xmins) != 1 {
+		t.Fatalf("a group commit over 2 tenants took %d transactions", len(xmins))
+	}
+
+	// Ten tenants, three records each: 4 lanes (10 tenants at 2 a lane,
+	// at most 4), a transaction per lane.
+	errs, retried = db.WriteAuditEntries(ctx, laneEntries("many", ts, 3))
+	for _, err := range append(errs, retried) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if k := db.ControlLanesInUse(); k != 4 {
+		t.Fatalf("lanes in use after 10 tenants: %d, want 4", k)
+	}
+	laneTx := map[int]string{}
+	used := map[int]bool{}
+	for i, tn := range ts {
+		lane := store.ControlLaneOf(db, tn.ID)
+		used[lane] = true
+		txs := auditTxs(t, db, tn)
+		for r := range 3 {
+			x, ok := txs[fmt.Sprintf("many-%d-%d", i, r)]
+			if !ok {
+				t.Fatalf("%s: record %d missing", tn.Key, r)
+			}
+			if prev, seen := laneTx[lane]; seen && prev != x {
+				t.Errorf("lane %d's records were written in transactions %s and %s", lane, prev, x)
+			}
+			laneTx[lane] = x
+		}
+	}
+	if len(used) < 2 {
+		t.Fatalf("10 tenants all on one of 4 lanes: the test shows nothing")
+	}
+	distinct := map[string]bool{}
+	for _, x := range laneTx {
+		distinct[x] = true
+	}
+	if len(distinct) != len(used) {
+		t.Errorf("%d lanes used, %d transactions", len(used), len(distinct))
+	}
+	met, err := store.ControlLaneMet(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for lane, set := range met {
+		for id := range set {
+			if store.ControlLaneOf(db, id) != lane && id != ts[0].ID && id != ts[1].ID { // the first two went to lane 0 with one lane in use
+				t.Errorf("lane %d's connection served tenant %s of lane %d", lane, id, store.ControlLaneOf(db, id))
+			}
+		}
+	}
+}
+
+// TestControlLanesPartFails: when one lane's part of a group commit fails
+// (a record its tenant's log refuses, a tenant whose log is gone), the
+// other lanes' records are stored once, in their own transactions, and
+// the failed part's other records are written one by one; only the bad
+// record is lost, and it is reported.
+func TestControlLanesPartFails(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name   string
+		prefix string // of the tenants' keys
+		break_ string // SQL that breaks tenant 3's log (%s: its table)
+		bad    func(store.AuditEntry) bool
+	}{
+		{"a record refused", "partrec", "ALTER TABLE %s ADD CONSTRAINT no_boom CHECK (tool <> 'boom')", func(e store.AuditEntry) bool { return e.Rec.Tool == "boom" }},
+		{"a log gone", "partgone", "DROP TABLE %s", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			db, ts := openLanes(t, c.prefix, 10)
+			// Warm up to 4 lanes.
+			if errs, _ := db.WriteAuditEntries(ctx, laneEntries("warm", ts, 1)); errs[0] != nil {
+				t.Fatal(errs[0])
+			}
+			broken := ts[3]
+			if _, err := db.Pool().Exec(ctx, fmt.Sprintf(c.break_, pgx.Identifier{broken.Schema, "audit_log"}.Sanitize())); err != nil {
+				t.Fatal(err)
+			}
+			es := laneEntries("x", ts, 2)
+			bad := c.bad
+			if bad == nil {
+				bad = func(e store.AuditEntry) bool { return e.Tenant == broken }
+			} else {
+				es[3].Rec.Tool = "boom" // tenant 3's first record
+			}
+			errs, retried := db.WriteAuditEntries(ctx, es)
+			if retried == nil {
+				t.Errorf("no error reported for the failed part")
+			}
+			for i, e := range es {
+				if (errs[i] != nil) != bad(e) {
+					t.Errorf("entry %d (%s, %s): error %v", i, e.Tenant.Key, e.Rec.Tool, errs[i])
+				}
+			}
+			for i, tn := range ts {
+				if tn == broken && c.bad == nil {
+					continue
+				}
+				txs := auditTxs(t, db, tn) // fails on a record stored twice
+				for r := range 2 {
+					id := fmt.Sprintf("x-%d-%d", i, r)
+					if _, ok := txs[id]; !ok && !(tn == broken && r == 0) {
+						t.Errorf("%s lost", id)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestControlLanesConcurrent: group commits from goroutines released
+// together, over lanes shared with chain passes, store every record once
+// and leave every tenant's chain intact.
+func TestControlLanesConcurrent(t *testing.T) {
+	ctx := context.Background()
+	db, ts := openLanes(t, "conc", 12)
+	const writers = 8
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			<-start
+			for r := range 5 {
+				errs, retried := db.WriteAuditEntries(ctx, laneEntries(fmt.Sprintf("w%d.%d", w, r), ts[w%3:], 1))
+				for _, err := range append(errs, retried) {
+					if err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		<-start
+		for range 5 {
+			for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{Tenants: 3}) {
+				if r.Err != nil {
+					t.Error(r.Err)
+				}
+			}
+		}
+	})
+	close(start)
+	wg.Wait()
+	for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 1000, store.ChainLimits{}) {
+		if r.Err != nil || r.More {
+			t.Fatalf("%+v", r)
+		}
+	}
+	for i, tn := range ts {
+		txs := auditTxs(t, db, tn)
+		want := 0
+		for w := range writers {
+			if i >= w%3 {
+				want += 5
+			}
+		}
+		if len(txs) != want {
+			t.Errorf("%s: %d records, want %d", tn.Key, len(txs), want)
+		}
+		rep, err := db.VerifyAudit(ctx, tn, testKey)
+		if err != nil || rep.Problem != "" || rep.Verified != want || rep.Pending != 0 {
+			t.Errorf("%s: %+v, %v", tn.Key, rep, err)
+		}
+	}
+}
+
+// TestChainAuditTenantsByLane: with several control lanes in use, each
+// chaining transaction holds tenants of one lane only.
+func TestChainAuditTenantsByLane(t *testing.T) {
+	ctx := context.Background()
+	db, ts := openLanes(t, "chainlane", 10)
+	if errs, _ := db.WriteAuditEntries(ctx, laneEntries("c", ts, 2)); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	if k := db.ControlLanesInUse(); k != 4 {
+		t.Fatalf("lanes in use: %d", k)
+	}
+	laneOfGroup := map[int]int{}
+	groups := map[int]bool{}
+	for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{}) {
+		if r.Err != nil || r.N != 2 || r.Group < 0 {
+			t.Fatalf("%s: %+v", r.Tenant.Key, r)
+		}
+		lane := store.ControlLaneOf(db, r.Tenant.ID)
+		if l, ok := laneOfGroup[r.Group]; ok && l != lane {
+			t.Errorf("transaction %d chained tenants of lanes %d and %d", r.Group, l, lane)
+		}
+		laneOfGroup[r.Group] = lane
+		groups[r.Group] = true
+	}
+	if len(groups) < 2 {
+		t.Errorf("10 tenants over 4 lanes chained in %d transaction(s)", len(groups))
+	}
+}
