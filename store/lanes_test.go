@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -288,5 +289,90 @@ func TestChainAuditTenantsByLane(t *testing.T) {
 	}
 	if len(groups) < 2 {
 		t.Errorf("10 tenants over 4 lanes chained in %d transaction(s)", len(groups))
+	}
+}
+
+// TestControlLanesCountEveryPath: the lanes in use grow with the tenants
+// met by any control work in tenant schemas, not only by the group
+// commit's: calls that write their records in their own transactions
+// (tools that change data, on the tenant pool) leave the chainer and the
+// anomaly detector to meet their tenants on the control lanes, and a lane
+// chosen among too few would serve them all (past ControlConnMaxTenants,
+// replaced: cold).
+func TestControlLanesCountEveryPath(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		run  func(db *store.DB, ts []*tenancy.Tenant) error
+	}{
+		{"chain passes", func(db *store.DB, ts []*tenancy.Tenant) error {
+			for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{}) {
+				if r.Err != nil {
+					return r.Err
+				}
+			}
+			return nil
+		}},
+		{"chain one tenant", func(db *store.DB, ts []*tenancy.Tenant) error {
+			for _, tn := range ts {
+				if _, err := db.ChainAudit(ctx, tn, testKey, 100); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{"anomaly passes", func(db *store.DB, ts []*tenancy.Tenant) error {
+			for _, tn := range ts {
+				if _, _, err := db.DetectAnomalies(ctx, tn, 0, 10, nil, func(store.AnomalyInput) (store.AnomalyOutput, error) {
+					return store.AnomalyOutput{}, nil
+				}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+		{"records alone", func(db *store.DB, ts []*tenancy.Tenant) error {
+			for i, tn := range ts {
+				if _, err := db.InsertAuditRecord(ctx, tn, &store.AuditRecord{RequestID: fmt.Sprintf("alone-%d", i),
+					Decision: store.Failed, Tool: "t", Subject: "s"}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			db, ts := openLanes(t, "every"+strings.ReplaceAll(c.name, " ", ""), 10)
+			// Records written by the calls themselves, on the tenant pool.
+			for i, tn := range ts {
+				if err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+					return store.InsertAudit(ctx, tx, &store.AuditRecord{RequestID: fmt.Sprintf("own-%d", i), Decision: store.Allowed, Tool: "t", Subject: "s"})
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.run(db, ts); err != nil {
+				t.Fatal(err)
+			}
+			if k := db.ControlLanesInUse(); k != 4 {
+				t.Fatalf("lanes in use after 10 tenants met: %d, want 4", k)
+			}
+			// Once the lanes are in use, each lane's connection meets its
+			// own tenants only.
+			if err := c.run(db, ts); err != nil {
+				t.Fatal(err)
+			}
+			met, err := store.ControlLaneMet(ctx, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for lane, set := range met {
+				for id := range set {
+					if l := store.ControlLaneOf(db, id); l != lane {
+						t.Errorf("lane %d's connection served tenant %s of lane %d", lane, id, l)
+					}
+				}
+			}
+		})
 	}
 }
