@@ -38,7 +38,11 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error 
 	if len(entries) == 0 {
 		return nil
 	}
-	return db.insertAuditBatch(ctx, entries, db.ctl.lane(entries[0].Tenant.ID))
+	ids := make([]string, len(entries))
+	for i, e := range entries {
+		ids[i] = e.Tenant.ID
+	}
+	return db.insertAuditBatch(ctx, entries, db.ctl.lanes(ids)[0])
 }
 
 // insertAuditBatch is InsertAuditBatch on a connection of lane (or of

@@ -175,7 +175,6 @@ func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs
 	for i, e := range entries {
 		ids[i] = e.Tenant.ID
 	}
-	db.ctl.note(ids...)
 	lanes := db.ctl.lanes(ids)
 	// The parts, in the order of their lanes' first entries.
 	var parts [][]int // indexes into entries

@@ -6,8 +6,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// ControlLaneOf is the control lane of tenant id's work now.
-func ControlLaneOf(db *DB, id string) int { return db.ctl.lane(id) }
+// ControlLaneOf is the control lane of tenant id's work now (without
+// counting it as met).
+func ControlLaneOf(db *DB, id string) int { return laneAmong(id, db.ctl.inUse()) }
 
 // ControlLaneMet returns, for each control lane (in lane order), the ids
 // of the tenants its connection has served. While no audit work runs.

@@ -24,9 +24,10 @@ import (
 // So the work has tenant affinity, as the tool calls do (affinity.go):
 // there are [Options].ControlLanes lanes of one connection each, and each
 // tenant has a lane of its own among the first k (rendezvous hashing of
-// its id), where k grows with the tenants met recently: ceil(tenants in
-// the last full period or this one (controlLanePeriod) / laneTenants),
-// between 1 and the lanes. A few busy tenants share one lane, so their
+// its id), where k grows with the tenants met recently by any of that work
+// (the chainer and the detector also meet the tenants whose calls wrote
+// their own records): ceil(tenants in the last full period or this one
+// (controlLanePeriod) / laneTenants), between 1 and the lanes. A few busy tenants share one lane, so their
 // records still go in one commit per flush; many busy tenants are split
 // over k lanes, each backend meets about 1/k of them and keeps them warm.
 // The group commit then writes one transaction per lane its batch touches,
@@ -77,14 +78,13 @@ func newControlLanes(ctx context.Context, cfg *pgxpool.Config, lanes, maxTenants
 }
 
 // note counts the tenants ids as met now, and updates the lanes in use.
+// Called with mu held.
 func (l *controlLanes) note(ids ...string) {
 	n := len(l.pool.lanes)
 	if n == 1 {
 		return
 	}
 	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if since := now.Sub(l.since); since >= 2*controlLanePeriod {
 		l.prevSeen, l.seen, l.since = 0, map[string]struct{}{}, now
 	} else if since >= controlLanePeriod {
@@ -97,18 +97,25 @@ func (l *controlLanes) note(ids ...string) {
 	l.k = max(1, min(n, (met+l.laneTenants-1)/l.laneTenants))
 }
 
-// lane returns the lane of tenant id among those in use.
+// lane counts tenant id as met now (see note) and returns its lane among
+// those in use. Every path that works in a tenant's schema on the lanes
+// chooses its lane here or in lanes, so the tenants met by any of them
+// (the chainer and the anomaly detector meet the tenants whose calls wrote
+// their own records, which the group commit never sees) count towards the
+// lanes in use.
 func (l *controlLanes) lane(id string) int {
 	l.mu.Lock()
+	l.note(id)
 	k := l.k
 	l.mu.Unlock()
 	return laneAmong(id, k)
 }
 
-// lanes returns the lanes of the tenants ids among those in use (the same
-// k for all).
+// lanes counts the tenants ids as met now and returns their lanes among
+// those in use (the same k for all; see lane).
 func (l *controlLanes) lanes(ids []string) []int {
 	l.mu.Lock()
+	l.note(ids...)
 	k := l.k
 	l.mu.Unlock()
 	lanes := make([]int, len(ids))

@@ -357,22 +357,6 @@ func TestControlLanesCountEveryPath(t *testing.T) {
 			if k := db.ControlLanesInUse(); k != 4 {
 				t.Fatalf("lanes in use after 10 tenants met: %d, want 4", k)
 			}
-			// Once the lanes are in use, each lane's connection meets its
-			// own tenants only.
-			if err := c.run(db, ts); err != nil {
-				t.Fatal(err)
-			}
-			met, err := store.ControlLaneMet(ctx, db)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for lane, set := range met {
-				for id := range set {
-					if l := store.ControlLaneOf(db, id); l != lane {
-						t.Errorf("lane %d's connection served tenant %s of lane %d", lane, id, l)
-					}
-				}
-			}
 		})
 	}
 }
