@@ -2,12 +2,17 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
@@ -356,6 +361,84 @@ func TestControlLanesCountEveryPath(t *testing.T) {
 			}
 			if k := db.ControlLanesInUse(); k != 4 {
 				t.Fatalf("lanes in use after 10 tenants met: %d, want 4", k)
+			}
+		})
+	}
+}
+
+// TestLaneWorkWithoutControlPool: once warm (the instance secrets read,
+// the tenant's audit mark fresh), work on a control lane never waits for
+// a control-pool connection while it holds its lane and its transaction's
+// locks: the control pool's holders may be waiting for those locks (calls
+// touching the API key an alert is revoking), and would wait for ever.
+// Each lane path runs while every control-pool connection is taken.
+func TestLaneWorkWithoutControlPool(t *testing.T) {
+	ctx := context.Background()
+	base := storetest.MustOpenDB(t)
+	tn := mustTenant(t, base, "nopool.example")
+	_, key := apikey.New(tn.ID, "developer", []string{"mcp:read"}, "ci", "test", time.Now().Add(time.Hour))
+	if err := base.CreateAPIKey(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	const controlConns = 2
+	// A database handle of its own: no instance secret read yet.
+	db, err := store.Open(ctx, base.Pool().Config().ConnString(), &store.Options{ControlConns: controlConns, ControlLanes: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rec := func(id string) *store.AuditRecord {
+		return &store.AuditRecord{RequestID: id, Decision: store.Allowed, Tool: "t", Subject: "s", APIKeyID: key.ID}
+	}
+	// Warm: the tenant marked, the advisory locks' seed read.
+	if _, err := db.InsertAuditRecord(ctx, tn, rec("warm")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ChainAudit(ctx, tn, testKey, 100); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		run  func(ctx context.Context) error
+	}{
+		{"group commit", func(ctx context.Context) error {
+			errs, _ := db.WriteAuditEntries(ctx, []store.AuditEntry{{Tenant: tn, Rec: rec("batch")}})
+			return errs[0]
+		}},
+		{"record alone", func(ctx context.Context) error { _, err := db.InsertAuditRecord(ctx, tn, rec("alone")); return err }},
+		{"chain pass", func(ctx context.Context) error {
+			return db.ChainAuditTenants(ctx, []*tenancy.Tenant{tn}, testKey, 100, store.ChainLimits{})[0].Err
+		}},
+		{"chain one tenant", func(ctx context.Context) error { _, err := db.ChainAudit(ctx, tn, testKey, 100); return err }},
+		{"anomaly pass revoking a key", func(ctx context.Context) error {
+			_, written, err := db.DetectAnomalies(ctx, tn, 0, 10, nil, func(store.AnomalyInput) (store.AnomalyOutput, error) {
+				return store.AnomalyOutput{Alerts: []*store.NewAlert{{Record: rec("alert"), Kind: "test", Summary: "s",
+					Evidence: json.RawMessage(`{}`), Suspend: true}}}, nil
+			})
+			if err == nil && (len(written) != 1 || !written[0].Suspended) {
+				err = fmt.Errorf("alerts written: %+v", written)
+			}
+			return err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var held []*pgxpool.Conn
+			for range controlConns {
+				conn, err := db.Pool().Acquire(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, conn)
+			}
+			defer func() {
+				for _, conn := range held {
+					conn.Release()
+				}
+			}()
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a deadlock's bound, not a timing
+			defer cancel()
+			if err := c.run(rctx); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}
