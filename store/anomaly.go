@@ -216,6 +216,13 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 	if err := db.markAuditPending(ctx, t); err != nil {
 		return 0, nil, err
 	}
+	// A revoked key's invalidation is signed with this secret (notify):
+	// read before the lane is taken, so that the transaction, once it holds
+	// the key's row lock, never waits for a control-pool connection, whose
+	// holders may be waiting for that lock (calls touching the key).
+	if _, err := db.Secret(ctx, invalidationSecret); err != nil {
+		return 0, nil, err
+	}
 	table := pgx.Identifier{t.Schema, "audit_log"}.Sanitize()
 	var n int
 	var written []*StoredAlert

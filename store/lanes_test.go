@@ -366,12 +366,14 @@ func TestControlLanesCountEveryPath(t *testing.T) {
 	}
 }
 
-// TestLaneWorkWithoutControlPool: once warm (the instance secrets read,
-// the tenant's audit mark fresh), work on a control lane never waits for
-// a control-pool connection while it holds its lane and its transaction's
-// locks: the control pool's holders may be waiting for those locks (calls
-// touching the API key an alert is revoking), and would wait for ever.
-// Each lane path runs while every control-pool connection is taken.
+// TestLaneWorkWithoutControlPool: once warm (the tenant's audit mark
+// fresh, each path run once), work on a control lane never
+// waits for a control-pool connection while it holds its lane and its
+// transaction's locks: the control pool's holders may be waiting for those
+// locks (calls touching the API key an alert is revoking), and would wait
+// for ever. Each lane path runs while every control-pool connection is
+// taken (the anomaly pass: from inside its transaction, where it holds
+// its lane, the first time it revokes a key).
 func TestLaneWorkWithoutControlPool(t *testing.T) {
 	ctx := context.Background()
 	base := storetest.MustOpenDB(t)
@@ -390,28 +392,54 @@ func TestLaneWorkWithoutControlPool(t *testing.T) {
 	rec := func(id string) *store.AuditRecord {
 		return &store.AuditRecord{RequestID: id, Decision: store.Allowed, Tool: "t", Subject: "s", APIKeyID: key.ID}
 	}
-	// Warm: the tenant marked, the advisory locks' seed read.
+	// Warm: the tenant marked, the advisory locks' seed read, an anomaly
+	// pass run (that revoked no key).
 	if _, err := db.InsertAuditRecord(ctx, tn, rec("warm")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.ChainAudit(ctx, tn, testKey, 100); err != nil {
 		t.Fatal(err)
 	}
+	if _, _, err := db.DetectAnomalies(ctx, tn, 0, 10, nil, func(store.AnomalyInput) (store.AnomalyOutput, error) {
+		return store.AnomalyOutput{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
-		run  func(ctx context.Context) error
+		// run runs the path, calling take (which takes every control-pool
+		// connection) before or during its lane work.
+		run func(ctx context.Context, take func()) error
 	}{
-		{"group commit", func(ctx context.Context) error {
+		{"group commit", func(ctx context.Context, take func()) error {
+			take()
 			errs, _ := db.WriteAuditEntries(ctx, []store.AuditEntry{{Tenant: tn, Rec: rec("batch")}})
 			return errs[0]
 		}},
-		{"record alone", func(ctx context.Context) error { _, err := db.InsertAuditRecord(ctx, tn, rec("alone")); return err }},
-		{"chain pass", func(ctx context.Context) error {
+		{"record alone", func(ctx context.Context, take func()) error {
+			take()
+			_, err := db.InsertAuditRecord(ctx, tn, rec("alone"))
+			return err
+		}},
+		{"chain pass", func(ctx context.Context, take func()) error {
+			take()
 			return db.ChainAuditTenants(ctx, []*tenancy.Tenant{tn}, testKey, 100, store.ChainLimits{})[0].Err
 		}},
-		{"chain one tenant", func(ctx context.Context) error { _, err := db.ChainAudit(ctx, tn, testKey, 100); return err }},
-		{"anomaly pass revoking a key", func(ctx context.Context) error {
+		{"chain one tenant", func(ctx context.Context, take func()) error {
+			take()
+			_, err := db.ChainAudit(ctx, tn, testKey, 100)
+			return err
+		}},
+		{"anomaly pass", func(ctx context.Context, take func()) error {
+			take()
+			_, _, err := db.DetectAnomalies(ctx, tn, 0, 10, nil, func(store.AnomalyInput) (store.AnomalyOutput, error) {
+				return store.AnomalyOutput{}, nil
+			})
+			return err
+		}},
+		{"anomaly pass revoking a key", func(ctx context.Context, take func()) error {
 			_, written, err := db.DetectAnomalies(ctx, tn, 0, 10, nil, func(store.AnomalyInput) (store.AnomalyOutput, error) {
+				take()
 				return store.AnomalyOutput{Alerts: []*store.NewAlert{{Record: rec("alert"), Kind: "test", Summary: "s",
 					Evidence: json.RawMessage(`{}`), Suspend: true}}}, nil
 			})
@@ -423,21 +451,24 @@ func TestLaneWorkWithoutControlPool(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var held []*pgxpool.Conn
-			for range controlConns {
-				conn, err := db.Pool().Acquire(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				held = append(held, conn)
-			}
 			defer func() {
 				for _, conn := range held {
 					conn.Release()
 				}
 			}()
+			take := func() {
+				for range controlConns {
+					conn, err := db.Pool().Acquire(ctx)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					held = append(held, conn)
+				}
+			}
 			rctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a deadlock's bound, not a timing
 			defer cancel()
-			if err := c.run(rctx); err != nil {
+			if err := c.run(rctx, take); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -44,8 +44,12 @@ func (db *DB) notify(ctx context.Context, tx pgx.Tx, inv Invalidation) error {
 	return err
 }
 
+// invalidationSecret names the instance secret (see [DB.Secret]) that
+// signs invalidations.
+const invalidationSecret = "invalidations"
+
 func (db *DB) invalidationMAC(ctx context.Context, inv Invalidation) (string, error) {
-	secret, err := db.Secret(ctx, "invalidations")
+	secret, err := db.Secret(ctx, invalidationSecret)
 	if err != nil {
 		return "", err
 	}
