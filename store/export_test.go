@@ -21,3 +21,10 @@ func ControlLaneMet(ctx context.Context, db *DB) ([]map[string]struct{}, error) 
 	})
 	return met, err
 }
+
+// HoldControlLane takes lane's connection until release is called, as a
+// chain pass on that lane would.
+func HoldControlLane(ctx context.Context, db *DB, lane int) (release func(), err error) {
+	_, release, err = db.ctl.acquire(ctx, lane, "")
+	return release, err
+}

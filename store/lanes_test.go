@@ -19,7 +19,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-// openLanes opens db with 4 control lanes of which one serves 2 recently
+// openLanes opens db with 5 control lanes (4 in use, 1 spare), of which one serves 2 recently
 // met tenants (ControlConnMaxTenants 4), over n new tenants.
 func openLanes(t *testing.T, prefix string, n int) (*store.DB, []*tenancy.Tenant) {
 	t.Helper()
@@ -29,7 +29,7 @@ func openLanes(t *testing.T, prefix string, n int) (*store.DB, []*tenancy.Tenant
 		ts = append(ts, mustTenant(t, base, fmt.Sprintf("%s%d.example", prefix, i)))
 	}
 	db, err := store.Open(context.Background(), base.Pool().Config().ConnString(),
-		&store.Options{ControlConns: 2, ControlLanes: 4, ControlConnMaxTenants: 4})
+		&store.Options{ControlConns: 2, ControlLanes: 5, ControlConnMaxTenants: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -472,5 +472,53 @@ func TestLaneWorkWithoutControlPool(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestControlLanesSpare: work whose lane is taken goes to the spare lane,
+// not to another lane in use (whose connection would then meet tenants
+// not its own), and never waits while a lane is free.
+func TestControlLanesSpare(t *testing.T) {
+	ctx := context.Background()
+	db, ts := openLanes(t, "spare", 10)
+	if errs, _ := db.WriteAuditEntries(ctx, laneEntries("warm", ts, 1)); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	if k := db.ControlLanesInUse(); k != 4 {
+		t.Fatalf("lanes in use: %d", k)
+	}
+	busy := store.ControlLaneOf(db, ts[5].ID)
+	release, err := store.HoldControlLane(ctx, db, busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs, retried := db.WriteAuditEntries(ctx, laneEntries("held", ts, 1))
+	for _, err := range append(errs, retried) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.ChainAudit(ctx, ts[5], testKey, 100); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	met, err := store.ControlLaneMet(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spare := len(met) - 1
+	for lane, set := range met {
+		for id := range set {
+			own := store.ControlLaneOf(db, id)
+			switch {
+			case lane == spare && own != busy:
+				t.Errorf("the spare lane served tenant %s of lane %d, which was free", id, own)
+			case lane != spare && own != lane:
+				t.Errorf("lane %d served tenant %s of lane %d", lane, id, own)
+			}
+		}
+	}
+	if _, ok := met[spare][ts[5].ID]; !ok {
+		t.Errorf("tenant %s's work, its lane taken, did not go to the spare lane: %v", ts[5].Key, met[spare])
 	}
 }
