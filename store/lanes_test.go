@@ -522,3 +522,76 @@ func TestControlLanesSpare(t *testing.T) {
 		t.Errorf("tenant %s's work, its lane taken, did not go to the spare lane: %v", ts[5].Key, met[spare])
 	}
 }
+
+// TestControlLanesBehindPooler: behind a transaction pooler (which
+// chooses the backend: no affinity to keep) the control lanes still run
+// the audit work of several tenants at once, as the control pool did
+// before there were lanes: a chain pass waiting for one tenant's lock (a
+// replica or `gatehouse audit verify` chaining it) holds one lane, and
+// the other tenants' group commits, records written alone and anomaly
+// passes go on. Many busy tenants do not split the group commit: there
+// is no backend to keep warm.
+func TestControlLanesBehindPooler(t *testing.T) {
+	ctx := context.Background()
+	base := storetest.MustOpenDB(t)
+	var ts []*tenancy.Tenant
+	for i := range 6 {
+		ts = append(ts, mustTenant(t, base, fmt.Sprintf("pooled%d.example", i)))
+	}
+	db, err := store.Open(ctx, base.Pool().Config().ConnString(), &store.Options{TransactionPooler: true, ControlConnMaxTenants: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if errs, _ := db.WriteAuditEntries(ctx, laneEntries("warm", ts, 1)); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	if k := db.ControlLanesInUse(); k != 1 {
+		t.Errorf("lanes in use behind a pooler after 6 tenants: %d, want 1", k)
+	}
+	// Tenant 0's audit log locked, as a long chaining transaction elsewhere
+	// would hold its chain lock; a chain pass over it waits, on its lane.
+	locker, err := base.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = locker.Rollback(ctx) }()
+	if _, err := locker.Exec(ctx, "LOCK TABLE "+pgx.Identifier{ts[0].Schema, "audit_log"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	chained := make(chan error, 1)
+	go func() { chained <- db.ChainAuditTenants(ctx, ts[:1], testKey, 100, store.ChainLimits{})[0].Err }()
+	for {
+		var waiting bool
+		if err := base.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%audit_log%' AND pid <> pg_backend_pid())`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second) // a deadlock's bound, not a timing
+	defer cancel()
+	errs, retried := db.WriteAuditEntries(rctx, laneEntries("meanwhile", ts[1:], 1))
+	for _, err := range append(errs, retried) {
+		if err != nil {
+			t.Errorf("group commit while a chain pass waits: %v", err)
+		}
+	}
+	if _, err := db.InsertAuditRecord(rctx, ts[2], &store.AuditRecord{RequestID: "alone", Decision: store.Failed, Tool: "t", Subject: "s"}); err != nil {
+		t.Errorf("record alone while a chain pass waits: %v", err)
+	}
+	if _, _, err := db.DetectAnomalies(rctx, ts[3], 0, 10, nil, func(store.AnomalyInput) (store.AnomalyOutput, error) {
+		return store.AnomalyOutput{}, nil
+	}); err != nil {
+		t.Errorf("anomaly pass while a chain pass waits: %v", err)
+	}
+	if err := locker.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-chained; err != nil {
+		t.Fatal(err)
+	}
+}
