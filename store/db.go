@@ -68,9 +68,15 @@ type Options struct {
 	// ControlConns, that do the control work in tenant schemas (audit
 	// writes, chaining, the anomaly detector), each tenant's on a lane of
 	// its own once many tenants are busy (lanes.go). Zero:
-	// DefaultControlLanes, or 1 behind a transaction pooler, where the
-	// pooler chooses the backend.
+	// DefaultControlLanes.
 	ControlLanes int
+	// NoControlAffinity keeps every tenant's control work on the first
+	// control lane, the other lanes taking it only while that one is taken
+	// (so several tenants' audit work still runs at once, as on the control
+	// pool), and never splits the group commit. Always so behind a
+	// transaction pooler, where the pooler chooses the backend: there is no
+	// backend's cache to keep warm.
+	NoControlAffinity bool
 	// AffinityConns are tenant-pool connections beyond TenantConns (zero:
 	// DefaultAffinityConns; negative: none). mcp admits at most TenantConns calls
 	// at once, so with every admitted call in flight AffinityConns
@@ -218,7 +224,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("database: cannot connect to %s@%s/%s: %w", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Database, err)
 	}
-	ctl, err := newControlLanes(ctx, ccfg, lim.ControlLanes, lim.ControlConnMaxTenants)
+	ctl, err := newControlLanes(ctx, ccfg, lim.ControlLanes, lim.ControlConnMaxTenants, !lim.NoControlAffinity)
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -258,11 +264,11 @@ func withDefaults(o Options) Options {
 		o.TenantQueryConns = d.TenantQueryConns
 	}
 	o.TenantQueryConns = min(o.TenantQueryConns, o.QueryConns)
-	switch {
-	case o.ControlLanes <= 0 && o.TransactionPooler:
-		o.ControlLanes = 1
-	case o.ControlLanes <= 0:
+	if o.ControlLanes <= 0 {
 		o.ControlLanes = d.ControlLanes
+	}
+	if o.TransactionPooler {
+		o.NoControlAffinity = true
 	}
 	if o.ConnMaxUses == 0 {
 		o.ConnMaxUses = DefaultConnMaxUses

@@ -45,7 +45,8 @@ import (
 type controlLanes struct {
 	pool *tenantPool // one connection per lane
 	// most is the most lanes in use: all, or all but one spare from three
-	// lanes on.
+	// lanes on; 1 without affinity (Options.NoControlAffinity), the others
+	// then all spares.
 	most int
 	// laneTenants is how many recently met tenants one lane is meant to
 	// serve (see controlLaneTenants).
@@ -76,13 +77,16 @@ func controlLaneTenants(maxTenants int) int {
 	return 500
 }
 
-func newControlLanes(ctx context.Context, cfg *pgxpool.Config, lanes, maxTenants int) (*controlLanes, error) {
+func newControlLanes(ctx context.Context, cfg *pgxpool.Config, lanes, maxTenants int, affinity bool) (*controlLanes, error) {
 	p, err := newTenantPool(ctx, cfg, int32(lanes), lanes, 0, 0)
 	if err != nil {
 		return nil, err
 	}
 	most := lanes
-	if lanes >= 3 {
+	switch {
+	case !affinity:
+		most = 1 // every tenant on lane 0; the others take it while lane 0 is taken
+	case lanes >= 3:
 		most = lanes - 1
 	}
 	return &controlLanes{pool: p, most: most, laneTenants: controlLaneTenants(maxTenants), seen: map[string]struct{}{}, k: 1}, nil

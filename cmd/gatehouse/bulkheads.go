@@ -58,7 +58,7 @@ func loadBulkheads(get func(string) string, bad func(name, format string, args .
 	db.ConnMaxTenants = offOr("GATEHOUSE_DB_CONN_MAX_TENANTS", false)
 	db.ControlConnMaxTenants = offOr("GATEHOUSE_DB_CONTROL_CONN_MAX_TENANTS", false)
 	if db.ControlLanes = offOr("GATEHOUSE_DB_CONTROL_LANES", true); db.ControlLanes < 0 {
-		db.ControlLanes = 1 // off: one lane, no affinity
+		db.ControlLanes, db.NoControlAffinity = 0, true // off: the default lanes, no affinity
 	}
 	db.PreparedStatements = offOr("GATEHOUSE_DB_PREPARED_STATEMENTS", false)
 	switch v := get("GATEHOUSE_DB_GENERIC_PLANS"); v {
