@@ -165,7 +165,8 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 // record. Each batch is a transaction of its own, so one that fails never
 // undoes or repeats another's records. errs[i] is entry i's error, nil
 // when it was stored; retried joins the errors of the batches whose
-// records were then written one by one (worth a warning).
+// records were then written one by one (worth a warning), each saying how
+// many of entries that batch held.
 func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs []error, retried error) {
 	errs = make([]error, len(entries))
 	if len(entries) == 0 {
@@ -197,6 +198,9 @@ func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs
 		perr, r := db.writeAuditPart(ctx, part, lanes[parts[j][0]])
 		for k, i := range parts[j] {
 			errs[i] = perr[k]
+		}
+		if r != nil {
+			r = fmt.Errorf("%d of %d records written one by one: %w", len(part), len(entries), r)
 		}
 		retries[j] = r
 	}
