@@ -1,0 +1,172 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// TestLaneHandOffWhenContextEnds: callers whose contexts end while they
+// wait for a lane, as a group commit's part does at groupCommitTimeout,
+// race the hand-off of returned lanes (giveBack to the longest waiting);
+// a lane handed to a caller that has just given up goes back, none is
+// held by more callers than its size, and at the end every reservation is
+// back and no waiter is left. Run with -race.
+func TestLaneHandOffWhenContextEnds(t *testing.T) {
+	p := &tenantPool{size: []int{1, 1, 1, 1}, taken: make([]int, 4)}
+	holders := make([]atomic.Int32, len(p.size))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	var gaveUp, took atomic.Int64
+	for g := range 24 {
+		wg.Go(func() {
+			<-start
+			for i := range 300 {
+				// Most give up while waiting: a deadline of 0–40 µs.
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rand.IntN(40))*time.Microsecond)
+				lane, err := p.takeLane(ctx, laneScores(fmt.Sprint(g, i), len(p.size)))
+				cancel()
+				if err != nil {
+					gaveUp.Add(1)
+					continue
+				}
+				took.Add(1)
+				if n := holders[lane].Add(1); n > int32(p.size[lane]) {
+					t.Errorf("lane %d held by %d callers", lane, n)
+				}
+				if i%3 == 0 {
+					time.Sleep(time.Duration(rand.IntN(20)) * time.Microsecond)
+				}
+				holders[lane].Add(-1)
+				p.giveBack(lane)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, n := range p.taken {
+		if n != 0 {
+			t.Errorf("lane %d: %d still taken", i, n)
+		}
+	}
+	if len(p.waiters) != 0 {
+		t.Errorf("%d waiters left", len(p.waiters))
+	}
+	if gaveUp.Load() == 0 || took.Load() == 0 {
+		t.Errorf("took %d, gave up %d: the test shows nothing", took.Load(), gaveUp.Load())
+	}
+}
+
+// TestControlLanesPeriods: the lanes in use follow the tenants met over
+// the last full period and this one. A spread raises them at once; they
+// stay up across a period's end while the spread goes on (the new period
+// has met few yet), and after it ends come back to one within two periods
+// (or at once after a quiet while); a burst within one period raises them
+// once, for at most two periods, without going up and down in between.
+func TestControlLanesPeriods(t *testing.T) {
+	newLanes := func() *controlLanes {
+		return &controlLanes{pool: &tenantPool{lanes: make([]*pgxpool.Pool, 5)}, most: 4, laneTenants: 2,
+			seen: map[string]struct{}{}, k: 1}
+	}
+	tenants := func(prefix string, n int) []string {
+		var ids []string
+		for i := range n {
+			ids = append(ids, fmt.Sprint(prefix, i))
+		}
+		return ids
+	}
+	// elapse moves l's period start back by d, as if d had passed.
+	elapse := func(l *controlLanes, d time.Duration) {
+		l.mu.Lock()
+		l.since = l.since.Add(-d)
+		l.mu.Unlock()
+	}
+	spread, few := tenants("spread", 8), tenants("few", 1)
+
+	t.Run("spread then few", func(t *testing.T) {
+		l := newLanes()
+		l.lanes(few)
+		if k := l.inUse(); k != 1 {
+			t.Fatalf("one tenant: %d lanes", k)
+		}
+		l.lanes(spread)
+		if k := l.inUse(); k != 4 {
+			t.Fatalf("8 tenants at 2 a lane: %d lanes, want 4", k)
+		}
+		// The spread goes on into the next period: nothing drops as it
+		// begins, with few tenants met in it yet.
+		elapse(l, controlLanePeriod+time.Second)
+		l.lane(spread[0])
+		if k := l.inUse(); k != 4 {
+			t.Fatalf("a period's end during the spread: %d lanes, want 4", k)
+		}
+		l.lanes(spread)
+		// The spread ends: only few tenants are busy. Still 4 lanes for the
+		// rest of this period (the last full one met 8)...
+		elapse(l, controlLanePeriod+time.Second)
+		for range 10 {
+			l.lanes(few)
+			if k := l.inUse(); k != 4 {
+				t.Fatalf("the period after the spread: %d lanes, want 4", k)
+			}
+		}
+		// ...and one lane from the next.
+		elapse(l, controlLanePeriod+time.Second)
+		l.lanes(few)
+		if k := l.inUse(); k != 1 {
+			t.Fatalf("two periods after the spread: %d lanes, want 1", k)
+		}
+	})
+	t.Run("quiet after a spread", func(t *testing.T) {
+		l := newLanes()
+		l.lanes(spread)
+		elapse(l, 2*controlLanePeriod+time.Second)
+		l.lanes(few)
+		if k := l.inUse(); k != 1 {
+			t.Fatalf("the first work after a quiet while: %d lanes, want 1", k)
+		}
+	})
+	t.Run("burst", func(t *testing.T) {
+		l := newLanes()
+		l.lanes(few)
+		l.lanes(spread[:5]) // 6 tenants: 3 lanes
+		var ks []int
+		for step := range 6 {
+			for range 5 {
+				l.lanes(few)
+				ks = append(ks, l.inUse())
+			}
+			if step%2 == 1 {
+				elapse(l, controlLanePeriod/2+time.Second)
+			} else {
+				elapse(l, controlLanePeriod/2)
+			}
+		}
+		// Up once, down once: never back up.
+		down := false
+		for i, k := range ks {
+			switch {
+			case k != 3 && k != 1:
+				t.Fatalf("after a burst of 6 tenants: %d lanes (%v)", k, ks)
+			case k == 1:
+				down = true
+			case down:
+				t.Fatalf("lanes went down and up again without a new burst: %v", ks)
+			}
+			if i == 0 && k != 3 {
+				t.Fatalf("the burst did not raise the lanes: %v", ks)
+			}
+		}
+		if !down {
+			t.Fatalf("the lanes stayed up after the burst: %v", ks)
+		}
+	})
+}
