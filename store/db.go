@@ -368,7 +368,7 @@ func (db *DB) CheckConnectionBudget(ctx context.Context) {
 	attrs := []any{"tenant_pool", l.TenantConns, "affinity_conns", l.AffinityConns, "tenant_lanes", l.TenantLanes, "control_pool", l.ControlConns, "control_lanes", l.ControlLanes, "query_logins", l.QueryConns,
 		"query_logins_per_tenant", l.TenantQueryConns, "this_process_at_most", mine, "max_connections", maxConns, "reserved", reserved}
 	if mine > maxConns-reserved {
-		db.log.Warn("this process alone may open more connections than the database allows: lower GATEHOUSE_DB_TENANT_CONNS, GATEHOUSE_DB_CONTROL_CONNS or GATEHOUSE_QUERY_CONNS, or raise max_connections", attrs...)
+		db.log.Warn("this process alone may open more connections than the database allows: lower GATEHOUSE_DB_TENANT_CONNS, GATEHOUSE_DB_CONTROL_CONNS, GATEHOUSE_DB_CONTROL_LANES or GATEHOUSE_QUERY_CONNS, or raise max_connections", attrs...)
 		return
 	}
 	db.log.Info("database connections", attrs...)
