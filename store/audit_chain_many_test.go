@@ -342,6 +342,7 @@ func TestChainAuditTenantsConcurrentChainers(t *testing.T) {
 // ControlConnMaxTenants, as n transactions of one tenant do: the backend
 // gathers the caches of every tenant it meets.
 func TestChainAuditTenantsCountsTenants(t *testing.T) {
+	store.OneConnPerControlLane(t)
 	base := storetest.MustOpenDB(t)
 	ctx := context.Background()
 	var ts []*tenancy.Tenant

@@ -64,7 +64,7 @@ type Options struct {
 	// ControlConnMaxTenants was 1,000 uses, which also replaced the
 	// connections of a server busy with a few tenants.
 	ControlConnMaxUses int
-	// ControlLanes is the number of control connections, beyond
+	// ControlLanes is the number of lanes, of two connections each beyond
 	// ControlConns, that do the control work in tenant schemas (audit
 	// writes, chaining, the anomaly detector), each tenant's on a lane of
 	// its own once many tenants are busy (lanes.go). Zero:
@@ -122,20 +122,18 @@ const DefaultConnMaxTenants = 1000
 // Options.ControlConnMaxTenants: 1,000, so that a control connection is
 // replaced no later than after the 1,000 uses of the bound before it (a
 // use serves at least one tenant), never when few tenants are busy, and
-// holds what that bound held. Measured with bench/tenants at 12,000
-// tenants: with 2,000 or 2,500, calls spread over 2,000 tenants kept
-// their control connections warm and ran at 0.95–0.96× the rate over 10
-// tenants (0.70–0.73× in the same runs with main's bound), but each such
-// connection then held 64–84 MB (Private_Dirty) after one call in every
-// tenant, over the 64 MB target; keeping both needs each tenant's audit
-// work on a few of the control connections (tenant affinity), not a
-// larger bound.
+// holds what that bound held (~30 MB). It is the control lanes (lanes.go)
+// that keep busy tenants' caches warm: with one lane, calls spread over
+// 2,000 tenants met every tenant on every control connection, which was
+// replaced, cold, every 1,000 (a bound of 2,500 kept them warm but at
+// 64–84 MB per connection after one call in each of 12,000 tenants).
 const DefaultControlConnMaxTenants = 1000
 
 // DefaultControlLanes is the default of Options.ControlLanes for n cores
-// (GOMAXPROCS): max(4, n/2). Four lanes keep 2,000 busy tenants warm at
-// 500 per lane (controlLaneTenants).
-func DefaultControlLanes(n int) int { return max(4, n/2) }
+// (GOMAXPROCS): max(3, n/4), 6 connections on 2 cores, 8 on 16. Three
+// lanes keep 2,000 busy tenants warm (about 670 a lane, within
+// DefaultControlConnMaxTenants).
+func DefaultControlLanes(n int) int { return max(3, n/4) }
 
 // DefaultAffinityConns is the default of Options.AffinityConns for
 // tenantConns admitted calls: as many again, at most 16 (on 16 cores:
@@ -152,11 +150,11 @@ func DefaultTenantLanes(conns int32) int { return max(1, int(conns)/2) }
 
 // DefaultLimits are the defaults of Options' connection bounds for n cores
 // (GOMAXPROCS): tenant pool max(8, 2n), control pool max(4, n), control
-// lanes max(4, n/2), query logins max(4, n) in all and 2 per tenant; the
-// tenant pool also has DefaultAffinityConns spare connections. Two cores:
-// 8 + 8 + 4 + 4 + 4 (+1 for LISTEN) = 29 connections; sixteen: 32 + 16 +
-// 16 + 8 + 16 + 1 = 89, within PostgreSQL's default max_connections of
-// 100 for one replica.
+// lanes max(3, n/4) of two connections, query logins max(4, n) in all and
+// 2 per tenant; the tenant pool also has DefaultAffinityConns spare
+// connections. Two cores: 8 + 8 + 4 + 6 + 4 (+1 for LISTEN) = 31
+// connections; sixteen: 32 + 16 + 16 + 8 + 16 + 1 = 89, within
+// PostgreSQL's default max_connections of 100 for one replica.
 func DefaultLimits(n int) Options {
 	return Options{TenantConns: int32(max(8, 2*n)), ControlConns: int32(max(4, n)), ControlLanes: DefaultControlLanes(n),
 		QueryConns: max(4, n), TenantQueryConns: 2}
@@ -333,7 +331,7 @@ func (db *DB) TenantPoolSize() int32 { return db.work.Size() }
 // memory. Run it while no tenant work runs.
 func (db *DB) TenantBackendPIDs(ctx context.Context) ([]int, error) { return db.work.backendPIDs(ctx) }
 
-// ControlLaneBackendPIDs opens every control lane's connection (see
+// ControlLaneBackendPIDs opens every control lane's connections (see
 // Options.ControlLanes) and returns their backends' process ids, for
 // benchmarks and tests that read the backends' memory. Run it while no
 // audit work runs.
@@ -358,7 +356,7 @@ func (db *DB) EachTenantConn(ctx context.Context, fn func(*pgxpool.Conn) error) 
 // process alone could exhaust them. (Replicas multiply the sum.)
 func (db *DB) CheckConnectionBudget(ctx context.Context) {
 	l := db.limits
-	mine := int(l.TenantConns) + l.AffinityConns + int(l.ControlConns) + l.ControlLanes + l.QueryConns + 1
+	mine := int(l.TenantConns) + l.AffinityConns + int(l.ControlConns) + controlLaneConns*l.ControlLanes + l.QueryConns + 1
 	var maxConns, reserved int
 	err := db.pool.QueryRow(ctx, "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int").Scan(&maxConns, &reserved)
 	if err != nil {

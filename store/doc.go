@@ -21,14 +21,17 @@
 //
 // # Connections
 //
-// Two pools, so that control-plane work never queues behind tenant work:
+// Three sets of connections, so that control-plane work never queues
+// behind tenant work:
 //
 //   - the tenant-work pool serves [DB.WithTenant] and [DB.InTenant], the
 //     transactions of tool calls;
+//   - the control lanes ([Options].ControlLanes, lanes.go) serve the control
+//     plane's work in tenant schemas at the rate of calls: group-committed
+//     and aggregated audit records, chaining, the anomaly detector;
 //   - the control pool serves everything else: credential and tenant
-//     look-ups, rate-limit leases, group-committed and aggregated audit
-//     records and chaining, readiness, provisioning, secrets, the query
-//     roles' set-up.
+//     look-ups, rate-limit leases, readiness, provisioning, secrets, the
+//     query roles' set-up.
 //
 // The database's share of a call is kept small (DESIGN §8c): a call that
 // changes data runs [DB.InTenantWrite], whose opening statements travel
@@ -55,10 +58,14 @@
 // connections beyond the calls mcp admits keep a tenant's own lane free
 // most of the time. A tenant-work connection is replaced once it has
 // served [Options].ConnMaxTenants different tenants (and, if set, after
-// ConnMaxUses transactions); a control-pool connection, which writes and
-// chains audit records in every active tenant's schema, once it has
-// served [Options].ControlConnMaxTenants different tenants (see
-// metTenants; and, if set, after ControlConnMaxUses uses). Before a tenant transaction, a tenant not
+// ConnMaxUses transactions). The control lanes have tenant affinity too:
+// while few tenants are busy they all share one lane (a group commit is one
+// transaction); once more are busy than a lane serves warm (500), each
+// tenant's audit work keeps to its own lane among several, one spare (so a
+// group commit is one transaction per lane, in parallel). A control
+// connection is replaced once it has served
+// [Options].ControlConnMaxTenants different tenants (see metTenants; and,
+// if set, after ControlConnMaxUses uses). Before a tenant transaction, a tenant not
 // marked by this process in the last minute is marked in
 // gatehouse.audit_pending on the control pool (see audit_pending.go), so
 // the audit chainer after a start asks only those tenants.

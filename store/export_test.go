@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -10,8 +11,9 @@ import (
 // counting it as met).
 func ControlLaneOf(db *DB, id string) int { return laneAmong(id, db.ctl.inUse()) }
 
-// ControlLaneMet returns, for each control lane (in lane order), the ids
-// of the tenants its connection has served. While no audit work runs.
+// ControlLaneMet returns, for each control lane's connection (in lane
+// order, two a lane: connection i is lane i/2's), the ids of the tenants
+// it has served. While no audit work runs.
 func ControlLaneMet(ctx context.Context, db *DB) ([]map[string]struct{}, error) {
 	var met []map[string]struct{}
 	err := db.ctl.pool.each(ctx, func(c *pgxpool.Conn) error {
@@ -22,9 +24,17 @@ func ControlLaneMet(ctx context.Context, db *DB) ([]map[string]struct{}, error) 
 	return met, err
 }
 
-// HoldControlLane takes lane's connection until release is called, as a
+// HoldControlLane takes a connection of lane until release is called, as a
 // chain pass on that lane would.
 func HoldControlLane(ctx context.Context, db *DB, lane int) (release func(), err error) {
 	_, release, err = db.ctl.acquire(ctx, lane, "")
 	return release, err
+}
+
+// OneConnPerControlLane makes the DBs opened during t have control lanes of
+// one connection, for tests that follow what one connection served.
+func OneConnPerControlLane(t testing.TB) {
+	old := controlLaneConns
+	controlLaneConns = 1
+	t.Cleanup(func() { controlLaneConns = old })
 }

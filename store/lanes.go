@@ -22,32 +22,34 @@ import (
 // the control backends).
 //
 // So the work has tenant affinity, as the tool calls do (affinity.go):
-// there are [Options].ControlLanes lanes of one connection each, and each
-// tenant has a lane of its own among the first k (rendezvous hashing of
-// its id), where k grows with the tenants met recently by any of that work
-// (the chainer and the detector also meet the tenants whose calls wrote
-// their own records): ceil(tenants in the last full period or this one
-// (controlLanePeriod) / laneTenants), between 1 and the lanes less one
-// spare (with three lanes or more). A few busy tenants share one lane, so
-// their records still go in one commit per flush; many busy tenants are split
+// there are [Options].ControlLanes lanes of two connections each (one for
+// the group commit's part, one for the chainer or the anomaly detector,
+// both warm with the lane's tenants), and each tenant has a lane of its own
+// among the first k (rendezvous hashing of its id), where k grows with the
+// tenants met recently by any of that work (the chainer and the detector
+// also meet the tenants whose calls wrote their own records): ceil(tenants
+// in the last full period or this one (controlLanePeriod) / laneTenants),
+// between 1 and the lanes. A few busy tenants share one lane, so their
+// records still go in one commit per flush; many busy tenants are split
 // over k lanes, each backend meets about 1/k of them and keeps them warm.
 // The group commit then writes one transaction per lane its batch touches,
 // the lanes' in parallel (WriteAuditEntries), each on its own: a part that
 // fails is retried record by record without touching the others, which
 // committed once.
 //
-// Affinity never makes work wait while a lane is free: work whose lane is
-// taken (say by a chain pass) takes the spare lane, or another free one;
-// only with every lane taken does it wait for the first returned. The
-// spare keeps the lanes in use from meeting each other's tenants (and so
-// from reaching ControlConnMaxTenants and being replaced, cold): measured
-// at 2,000 busy tenants, a chain pass held some lane most of the time.
+// Affinity never makes work wait while a connection is free: work whose
+// lane's connections are both taken takes another lane's free one; only
+// with every connection taken does it wait for the first returned. (With
+// lanes of one connection and a spare lane for such work instead, chain
+// passes held some lane most of the time at 2,000 busy tenants, and the
+// spare, meeting every lane's tenants, was replaced every few seconds and
+// served them cold.)
 type controlLanes struct {
-	pool *tenantPool // one connection per lane
-	// most is the most lanes in use: all, or all but one spare from three
-	// lanes on; 1 without affinity (Options.NoControlAffinity), the others
-	// then all spares.
-	most int
+	pool *tenantPool // two connections per lane
+	// affinity: each tenant's work on its own lane among k; without it
+	// (Options.NoControlAffinity) k stays 1, the other lanes taking work
+	// only while lane 0's connections are taken.
+	affinity bool
 	// laneTenants is how many recently met tenants one lane is meant to
 	// serve (see controlLaneTenants).
 	laneTenants int
@@ -58,6 +60,10 @@ type controlLanes struct {
 	since    time.Time           // when the current period began
 	k        int                 // lanes in use (1 ≤ k ≤ len(lanes))
 }
+
+// controlLaneConns is the connections of one control lane (a variable for
+// tests that follow one connection).
+var controlLaneConns = 2
 
 // controlLanePeriod is how long the tenants met count towards the lanes in
 // use (see controlLanes): long enough for calls spread over 2,000 tenants
@@ -78,25 +84,18 @@ func controlLaneTenants(maxTenants int) int {
 }
 
 func newControlLanes(ctx context.Context, cfg *pgxpool.Config, lanes, maxTenants int, affinity bool) (*controlLanes, error) {
-	p, err := newTenantPool(ctx, cfg, int32(lanes), lanes, 0, 0)
+	p, err := newTenantPool(ctx, cfg, int32(controlLaneConns*lanes), lanes, 0, 0)
 	if err != nil {
 		return nil, err
 	}
-	most := lanes
-	switch {
-	case !affinity:
-		most = 1 // every tenant on lane 0; the others take it while lane 0 is taken
-	case lanes >= 3:
-		most = lanes - 1
-	}
-	return &controlLanes{pool: p, most: most, laneTenants: controlLaneTenants(maxTenants), seen: map[string]struct{}{}, k: 1}, nil
+	return &controlLanes{pool: p, affinity: affinity, laneTenants: controlLaneTenants(maxTenants), seen: map[string]struct{}{}, k: 1}, nil
 }
 
 // note counts the tenants ids as met now, and updates the lanes in use.
 // Called with mu held.
 func (l *controlLanes) note(ids ...string) {
-	n := l.most
-	if n == 1 {
+	n := len(l.pool.lanes)
+	if n == 1 || !l.affinity {
 		return
 	}
 	now := time.Now()
@@ -157,16 +156,13 @@ func laneAmong(id string, k int) int {
 	return best
 }
 
-// acquire returns a connection of lane, or when it is taken of the spare
-// lane, or of another free lane (in tenant key's order of the lanes), and
-// the function that returns it; tenants are the ids of the tenants whose
+// acquire returns a connection of lane, or when both are taken of another
+// lane with one free (in tenant key's order of the lanes), and the
+// function that returns it; tenants are the ids of the tenants whose
 // schemas the caller will serve on it (for [Options].ControlConnMaxTenants,
 // see metTenants).
 func (l *controlLanes) acquire(ctx context.Context, lane int, key string, tenants ...string) (*pgxpool.Conn, func(), error) {
 	scores := laneScores(key, len(l.pool.lanes))
-	for i := l.most; i < len(scores); i++ {
-		scores[i] = math.MaxUint64 - 1
-	}
 	scores[lane] = math.MaxUint64
 	c, release, err := l.pool.acquireScores(ctx, scores)
 	if err != nil {

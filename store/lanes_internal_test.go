@@ -73,7 +73,7 @@ func TestLaneHandOffWhenContextEnds(t *testing.T) {
 // once, for at most two periods, without going up and down in between.
 func TestControlLanesPeriods(t *testing.T) {
 	newLanes := func() *controlLanes {
-		return &controlLanes{pool: &tenantPool{lanes: make([]*pgxpool.Pool, 5)}, most: 4, laneTenants: 2,
+		return &controlLanes{pool: &tenantPool{lanes: make([]*pgxpool.Pool, 4)}, affinity: true, laneTenants: 2,
 			seen: map[string]struct{}{}, k: 1}
 	}
 	tenants := func(prefix string, n int) []string {

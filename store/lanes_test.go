@@ -19,7 +19,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-// openLanes opens db with 5 control lanes (4 in use, 1 spare), of which one serves 2 recently
+// openLanes opens db with 4 control lanes, each meant to serve 2 recently
 // met tenants (ControlConnMaxTenants 4), over n new tenants.
 func openLanes(t *testing.T, prefix string, n int) (*store.DB, []*tenancy.Tenant) {
 	t.Helper()
@@ -29,7 +29,7 @@ func openLanes(t *testing.T, prefix string, n int) (*store.DB, []*tenancy.Tenant
 		ts = append(ts, mustTenant(t, base, fmt.Sprintf("%s%d.example", prefix, i)))
 	}
 	db, err := store.Open(context.Background(), base.Pool().Config().ConnString(),
-		&store.Options{ControlConns: 2, ControlLanes: 5, ControlConnMaxTenants: 4})
+		&store.Options{ControlConns: 2, ControlLanes: 4, ControlConnMaxTenants: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,8 @@ func TestControlLanesSplitGroupCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for lane, set := range met {
+	for conn, set := range met {
+		lane := conn / 2
 		for id := range set {
 			if store.ControlLaneOf(db, id) != lane && id != ts[0].ID && id != ts[1].ID { // the first two went to lane 0 with one lane in use
 				t.Errorf("lane %d's connection served tenant %s of lane %d", lane, id, store.ControlLaneOf(db, id))
@@ -487,8 +488,15 @@ func TestLaneWorkWithoutControlPool(t *testing.T) {
 // not to another lane in use (whose connection would then meet tenants
 // not its own), and never waits while a lane is free.
 func TestControlLanesSpare(t *testing.T) {
+}
+
+// TestControlLanesBusyLane: work whose lane has one connection taken (by
+// a chain pass, say) takes the lane's other connection, not another lane's
+// (whose backend would then meet tenants not its own); with both taken it
+// takes another lane's free connection rather than wait.
+func TestControlLanesBusyLane(t *testing.T) {
 	ctx := context.Background()
-	db, ts := openLanes(t, "spare", 10)
+	db, ts := openLanes(t, "busy", 10)
 	if errs, _ := db.WriteAuditEntries(ctx, laneEntries("warm", ts, 1)); errs[0] != nil {
 		t.Fatal(errs[0])
 	}
@@ -496,38 +504,62 @@ func TestControlLanesSpare(t *testing.T) {
 		t.Fatalf("lanes in use: %d", k)
 	}
 	busy := store.ControlLaneOf(db, ts[5].ID)
+	write := func(prefix string) {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second) // waiting for a held lane would end here
+		defer cancel()
+		errs, retried := db.WriteAuditEntries(wctx, laneEntries(prefix, ts, 1))
+		for _, err := range append(errs, retried) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.ChainAudit(wctx, ts[5], testKey, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
 	release, err := store.HoldControlLane(ctx, db, busy)
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs, retried := db.WriteAuditEntries(ctx, laneEntries("held", ts, 1))
-	for _, err := range append(errs, retried) {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := db.ChainAudit(ctx, ts[5], testKey, 100); err != nil {
-		t.Fatal(err)
-	}
+	write("one-held")
 	release()
 	met, err := store.ControlLaneMet(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
-	spare := len(met) - 1
-	for lane, set := range met {
+	for conn, set := range met {
 		for id := range set {
-			own := store.ControlLaneOf(db, id)
-			switch {
-			case lane == spare && own != busy:
-				t.Errorf("the spare lane served tenant %s of lane %d, which was free", id, own)
-			case lane != spare && own != lane:
-				t.Errorf("lane %d served tenant %s of lane %d", lane, id, own)
+			if own := store.ControlLaneOf(db, id); own != conn/2 {
+				t.Errorf("lane %d's connection served tenant %s of lane %d", conn/2, id, own)
 			}
 		}
 	}
-	if _, ok := met[spare][ts[5].ID]; !ok {
-		t.Errorf("tenant %s's work, its lane taken, did not go to the spare lane: %v", ts[5].Key, met[spare])
+
+	// Both of the lane's connections taken: another lane's, at once.
+	r1, err := store.HoldControlLane(ctx, db, busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := store.HoldControlLane(ctx, db, busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("both-held")
+	r1()
+	r2()
+	met, err = store.ControlLaneMet(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := false
+	for conn, set := range met {
+		if _, ok := set[ts[5].ID]; ok && conn/2 != busy {
+			elsewhere = true
+		}
+	}
+	if !elsewhere {
+		t.Errorf("with lane %d's connections taken, tenant %s's work was not served by another lane", busy, ts[5].Key)
 	}
 }
 

@@ -97,12 +97,13 @@ func controlPID(t *testing.T, db *store.DB) int {
 	return pid
 }
 
-// lanePID is the backend of db's one control lane.
+// lanePID is the backend of db's one control lane, opened after
+// store.OneConnPerControlLane.
 func lanePID(t *testing.T, db *store.DB) int {
 	t.Helper()
 	pids, err := db.ControlLaneBackendPIDs(context.Background())
 	if err != nil || len(pids) != 1 {
-		t.Fatalf("control lanes' backends: %v, %v", pids, err)
+		t.Fatalf("control lane's backends: %v, %v", pids, err)
 	}
 	return pids[0]
 }
@@ -114,6 +115,7 @@ func lanePID(t *testing.T, db *store.DB) int {
 // detector), however often it served the same ones; a negative bound
 // never replaces it.
 func TestControlConnMaxTenants(t *testing.T) {
+	store.OneConnPerControlLane(t)
 	ctx := context.Background()
 	url := storetest.ConnString(t)
 	setup, err := store.Open(ctx, url, nil)
