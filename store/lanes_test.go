@@ -484,12 +484,6 @@ func TestLaneWorkWithoutControlPool(t *testing.T) {
 	}
 }
 
-// TestControlLanesSpare: work whose lane is taken goes to the spare lane,
-// not to another lane in use (whose connection would then meet tenants
-// not its own), and never waits while a lane is free.
-func TestControlLanesSpare(t *testing.T) {
-}
-
 // TestControlLanesBusyLane: work whose lane has one connection taken (by
 // a chain pass, say) takes the lane's other connection, not another lane's
 // (whose backend would then meet tenants not its own); with both taken it
