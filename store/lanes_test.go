@@ -560,10 +560,10 @@ func TestControlLanesBusyLane(t *testing.T) {
 // TestControlLanesBehindPooler: behind a transaction pooler (which
 // chooses the backend: no affinity to keep) the control lanes still run
 // the audit work of several tenants at once, as the control pool did
-// before there were lanes: a chain pass waiting for one tenant's lock (a
-// replica or `gatehouse audit verify` chaining it) holds one lane, and
-// the other tenants' group commits, records written alone and anomaly
-// passes go on. Many busy tenants do not split the group commit: there
+// before there were lanes: a chain pass and an anomaly pass waiting for
+// one tenant's lock (a replica or `gatehouse audit verify` chaining it, a
+// migration altering its log) hold a connection each, and the other
+// tenants' group commits, records written alone and anomaly passes go on. Many busy tenants do not split the group commit: there
 // is no backend to keep warm.
 func TestControlLanesBehindPooler(t *testing.T) {
 	ctx := context.Background()
@@ -593,15 +593,21 @@ func TestControlLanesBehindPooler(t *testing.T) {
 	if _, err := locker.Exec(ctx, "LOCK TABLE "+pgx.Identifier{ts[0].Schema, "audit_log"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
 		t.Fatal(err)
 	}
-	chained := make(chan error, 1)
+	chained, detected := make(chan error, 1), make(chan error, 1)
 	go func() { chained <- db.ChainAuditTenants(ctx, ts[:1], testKey, 100, store.ChainLimits{})[0].Err }()
-	for {
-		var waiting bool
-		if err := base.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%audit_log%' AND pid <> pg_backend_pid())`).Scan(&waiting); err != nil {
+	go func() {
+		_, _, err := db.DetectAnomalies(ctx, ts[0], 0, 10, nil, func(store.AnomalyInput) (store.AnomalyOutput, error) {
+			return store.AnomalyOutput{}, nil
+		})
+		detected <- err
+	}()
+	for { // both waiting, each on a control connection
+		var waiting int
+		if err := base.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%audit_log%' AND pid <> pg_backend_pid()`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
-		if waiting {
+		if waiting >= 2 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -626,6 +632,9 @@ func TestControlLanesBehindPooler(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := <-chained; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-detected; err != nil {
 		t.Fatal(err)
 	}
 }
