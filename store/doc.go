@@ -61,9 +61,15 @@
 // ConnMaxUses transactions). The control lanes have tenant affinity too:
 // while few tenants are busy they all share one lane (a group commit is one
 // transaction); once more are busy than a lane serves warm (500), each
-// tenant's audit work keeps to its own lane among several, one spare (so a
-// group commit is one transaction per lane, in parallel). A control
-// connection is replaced once it has served
+// tenant's audit work keeps to its own lane among several, of two
+// connections each (so a group commit is one transaction per lane, in
+// parallel); the tenants met by any control work in their schemas count
+// (the chainer's, the anomaly detector's), not only the group commit's.
+// Without affinity (behind a transaction pooler, which chooses the
+// backends; [Options].NoControlAffinity) every tenant's work goes to the
+// first lane and the others take it while that one is busy, so several
+// tenants' audit work still runs at once. A control connection is
+// replaced once it has served
 // [Options].ControlConnMaxTenants different tenants (see metTenants; and,
 // if set, after ControlConnMaxUses uses). Before a tenant transaction, a tenant not
 // marked by this process in the last minute is marked in
