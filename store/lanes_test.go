@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -637,4 +638,75 @@ func TestControlLanesBehindPooler(t *testing.T) {
 	if err := <-detected; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestControlLanesWaitEnds: a group commit whose parts wait for lanes
+// (every connection held, as by chain passes) fails each entry with its
+// context's end once that comes, stores nothing, and leaves no lane
+// reserved: once the lanes are back, a group commit over every lane
+// stores every record.
+func TestControlLanesWaitEnds(t *testing.T) {
+	ctx := context.Background()
+	db, ts := openLanes(t, "waitends", 10)
+	if errs, _ := db.WriteAuditEntries(ctx, laneEntries("warm", ts, 1)); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	var releases []func()
+	for lane := range 4 {
+		for range 2 {
+			release, err := store.HoldControlLane(ctx, db, lane)
+			if err != nil {
+				t.Fatal(err)
+			}
+			releases = append(releases, release)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	errs, _ := db.WriteAuditEntries(wctx, laneEntries("waited", ts, 1))
+	cancel()
+	for i, err := range errs {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("entry %d: %v, want the context's end", i, err)
+		}
+	}
+	for _, release := range releases {
+		release()
+	}
+	for i, tn := range ts {
+		if _, ok := auditTxs(t, db, tn)[fmt.Sprintf("waited-%d-0", i)]; ok {
+			t.Errorf("%s: a record whose write failed was stored", tn.Key)
+		}
+	}
+	// Every lane's two connections can be taken again: none was left
+	// reserved by the parts that gave up.
+	hctx, hcancel := context.WithTimeout(ctx, 5*time.Second) // a leak's bound, not a timing
+	releases = nil
+	for lane := range 4 {
+		for range 2 {
+			release, err := store.HoldControlLane(hctx, db, lane)
+			if err != nil {
+				t.Fatalf("lane %d: %v", lane, err)
+			}
+			releases = append(releases, release)
+		}
+	}
+	hcancel()
+	for _, release := range releases {
+		release()
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Go(func() {
+			<-start
+			errs, retried := db.WriteAuditEntries(ctx, laneEntries(fmt.Sprintf("after%d", w), ts, 1))
+			for _, err := range append(errs, retried) {
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
 }
