@@ -143,7 +143,7 @@ func (a *admitter) acquire(ctx context.Context, tenant, subject string) (release
 // one acquire returned) for the time it waits for its audit record's
 // group commit, and returns the function to call when that wait ends. A
 // call waiting there holds no connection (the group commit writes on the
-// control-plane pool) and does no more database work of its own, so its
+// control lanes, store.DB.WriteAuditEntries) and does no more database work of its own, so its
 // slot is free for the next call: admission bounds connections and each
 // tenant's share of them, and one key's calls, which would otherwise wait
 // here four at a time for commits of four records, fill group commits as

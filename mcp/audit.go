@@ -98,7 +98,8 @@ func (a *auditor) base(c *Caller, tool string, args []byte) *store.AuditRecord {
 // while it waits, so it gives its admission slot to the next call first
 // (admitter.yield); it does no database work of its own afterwards, except
 // writing its record alone if the group commit failed, which happens on
-// the control-plane pool, outside admission's bounds anyway.
+// the control lanes (store.DB.InsertAuditRecord), outside admission's
+// bounds anyway.
 func (s *Server) commitAudit(c *Caller, r *store.AuditRecord) error {
 	if c.slot != nil {
 		if done := s.admit.yield(c.Tenant.ID, c.slot); done != nil {

@@ -31,8 +31,8 @@ const DefaultAuditCommitWindow = 3 * time.Millisecond
 // (whoami, reads, refusals) in shared transactions: a call enqueues its
 // record when it has run, and waits; one writer at a time takes everything
 // queued (up to groupCommitMax records, any tenants), writes it with one
-// round trip and one commit (store.InsertAuditBatch), and wakes the
-// callers. Records that arrive during a flush form the next batch, and
+// round trip and one commit (store.DB.WriteAuditEntries; one per control
+// lane, in parallel, while many tenants are busy), and wakes the callers. Records that arrive during a flush form the next batch, and
 // before flushing it the writer may wait (see [groupCommitter.hold]):
 //   - while calls in flight have yet to queue their records, for them, up
 //     to groupCommitDelay (not for calls that write their records in
