@@ -38,3 +38,13 @@ func OneConnPerControlLane(t testing.TB) {
 	controlLaneConns = 1
 	t.Cleanup(func() { controlLaneConns = old })
 }
+
+// SetControlLaneTenants sets how many recently met tenants one control
+// lane of db is meant to serve (see controlLaneTenants), so that a test
+// spreads a few tenants over several lanes without bounding the tenants a
+// connection serves.
+func SetControlLaneTenants(db *DB, n int) {
+	db.ctl.mu.Lock()
+	db.ctl.laneTenants = n
+	db.ctl.mu.Unlock()
+}

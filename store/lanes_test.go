@@ -21,7 +21,7 @@ import (
 )
 
 // openLanes opens db with 4 control lanes, each meant to serve 2 recently
-// met tenants (ControlConnMaxTenants 4), over n new tenants.
+// met tenants, over n new tenants.
 func openLanes(t *testing.T, prefix string, n int) (*store.DB, []*tenancy.Tenant) {
 	t.Helper()
 	base := storetest.MustOpenDB(t)
@@ -29,11 +29,14 @@ func openLanes(t *testing.T, prefix string, n int) (*store.DB, []*tenancy.Tenant
 	for i := range n {
 		ts = append(ts, mustTenant(t, base, fmt.Sprintf("%s%d.example", prefix, i)))
 	}
+	// No bound on the tenants a connection serves: a connection replaced
+	// mid-test would forget what it served (ControlLaneMet).
 	db, err := store.Open(context.Background(), base.Pool().Config().ConnString(),
-		&store.Options{ControlConns: 2, ControlLanes: 4, ControlConnMaxTenants: 4})
+		&store.Options{ControlConns: 2, ControlLanes: 4, ControlConnMaxTenants: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
+	store.SetControlLaneTenants(db, 2)
 	t.Cleanup(db.Close)
 	return db, ts
 }
