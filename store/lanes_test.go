@@ -41,6 +41,19 @@ func openLanes(t *testing.T, prefix string, n int) (*store.DB, []*tenancy.Tenant
 	return db, ts
 }
 
+// warmLanes writes one record in each tenant of ts (which spreads them over
+// the lanes in use) and returns the lanes in use then.
+func warmLanes(t *testing.T, db *store.DB, ts []*tenancy.Tenant) int {
+	t.Helper()
+	errs, retried := db.WriteAuditEntries(context.Background(), laneEntries("warm", ts, 1))
+	for _, err := range append(errs, retried) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return db.ControlLanesInUse()
+}
+
 // entries returns one record per tenant of ts and round, request ids
 // prefix-<tenant>-<round>.
 func laneEntries(prefix string, ts []*tenancy.Tenant, rounds int) []store.AuditEntry {
@@ -176,9 +189,7 @@ func TestControlLanesPartFails(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			db, ts := openLanes(t, c.prefix, 10)
 			// Warm up to 4 lanes.
-			if errs, _ := db.WriteAuditEntries(ctx, laneEntries("warm", ts, 1)); errs[0] != nil {
-				t.Fatal(errs[0])
-			}
+			warmLanes(t, db, ts)
 			broken := ts[3]
 			if _, err := db.Pool().Exec(ctx, fmt.Sprintf(c.break_, pgx.Identifier{broken.Schema, "audit_log"}.Sanitize())); err != nil {
 				t.Fatal(err)
@@ -495,10 +506,7 @@ func TestLaneWorkWithoutControlPool(t *testing.T) {
 func TestControlLanesBusyLane(t *testing.T) {
 	ctx := context.Background()
 	db, ts := openLanes(t, "busy", 10)
-	if errs, _ := db.WriteAuditEntries(ctx, laneEntries("warm", ts, 1)); errs[0] != nil {
-		t.Fatal(errs[0])
-	}
-	if k := db.ControlLanesInUse(); k != 4 {
+	if k := warmLanes(t, db, ts); k != 4 {
 		t.Fatalf("lanes in use: %d", k)
 	}
 	busy := store.ControlLaneOf(db, ts[5].ID)
@@ -581,10 +589,7 @@ func TestControlLanesBehindPooler(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if errs, _ := db.WriteAuditEntries(ctx, laneEntries("warm", ts, 1)); errs[0] != nil {
-		t.Fatal(errs[0])
-	}
-	if k := db.ControlLanesInUse(); k != 1 {
+	if k := warmLanes(t, db, ts); k != 1 {
 		t.Errorf("lanes in use behind a pooler after 6 tenants: %d, want 1", k)
 	}
 	// Tenant 0's audit log locked, as a long chaining transaction elsewhere
@@ -651,9 +656,7 @@ func TestControlLanesBehindPooler(t *testing.T) {
 func TestControlLanesWaitEnds(t *testing.T) {
 	ctx := context.Background()
 	db, ts := openLanes(t, "waitends", 10)
-	if errs, _ := db.WriteAuditEntries(ctx, laneEntries("warm", ts, 1)); errs[0] != nil {
-		t.Fatal(errs[0])
-	}
+	warmLanes(t, db, ts)
 	var releases []func()
 	for lane := range 4 {
 		for range 2 {
