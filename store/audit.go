@@ -164,6 +164,29 @@ const (
 		ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq, hash = excluded.hash, updated_at = now()`
 )
 
+// queueChainLinks links recs (unchained records of the audit log table, in
+// id order, at least one) onto a chain whose head is at seq with hash prev,
+// queues the UPDATE that stores the links on b, and returns the new head.
+// The range on id lets PostgreSQL find the rows through the primary key;
+// joined on id alone, it planned a hash join over a sequential scan of the
+// whole audit log, a cost that grew with the log on every pass
+// (BenchmarkChainAudit).
+func queueChainLinks(b *pgx.Batch, table string, key AuditKey, seq int64, prev []byte, recs []*AuditRecord) (int64, []byte) {
+	n := len(recs)
+	ids, seqs, prevs, hashes := make([]int64, n), make([]int64, n), make([][]byte, n), make([][]byte, n)
+	for i, r := range recs {
+		seq++
+		h := key.link(prev, seq, r)
+		ids[i], seqs[i], prevs[i], hashes[i] = r.ID, seq, prev, h
+		prev = h
+	}
+	b.Queue("UPDATE "+table+` a SET chain_seq = v.seq, key_id = $5, prev_hash = v.prev, hash = v.hash
+		FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS v(id, seq, prev, hash)
+		WHERE a.id = v.id AND a.id BETWEEN $6 AND $7`,
+		ids, seqs, prevs, hashes, key.ID, ids[0], ids[n-1])
+	return seq, prev
+}
+
 func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, batch int) (n int, err error) {
 	table := pgx.Identifier{t.Schema, "audit_log"}.Sanitize()
 	seed, err := db.lockSeed(ctx)
@@ -213,21 +236,7 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 
 	b = &pgx.Batch{}
 	if len(recs) > 0 {
-		ids, seqs, prevs, hashes := make([]int64, len(recs)), make([]int64, len(recs)), make([][]byte, len(recs)), make([][]byte, len(recs))
-		for i, r := range recs {
-			seq++
-			h := key.link(prev, seq, r)
-			ids[i], seqs[i], prevs[i], hashes[i] = r.ID, seq, prev, h
-			prev = h
-		}
-		// The range on id (the batch is in id order) lets PostgreSQL find
-		// the rows through the primary key; joined on id alone, it planned
-		// a hash join over a sequential scan of the whole audit log, a
-		// cost that grew with the log on every pass (BenchmarkChainAudit).
-		b.Queue("UPDATE "+table+` a SET chain_seq = v.seq, key_id = $5, prev_hash = v.prev, hash = v.hash
-			FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS v(id, seq, prev, hash)
-			WHERE a.id = v.id AND a.id BETWEEN $6 AND $7`,
-			ids, seqs, prevs, hashes, key.ID, ids[0], ids[len(ids)-1])
+		seq, prev = queueChainLinks(b, table, key, seq, prev, recs)
 		b.Queue(chainHeadUpsertSQL, t.ID, seq, prev)
 	}
 	if len(recs) < batch && stale { // nothing left: the tenant may leave the pending list

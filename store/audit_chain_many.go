@@ -250,23 +250,11 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	for i, r := range group {
 		table := pgx.Identifier{r.Tenant.Schema, "audit_log"}.Sanitize()
 		if len(recs[i]) > 0 {
-			seq, prev := seqs[i], prevs[i]
+			prev := prevs[i]
 			if prev == nil {
 				prev = []byte{}
 			}
-			m := len(recs[i])
-			rids, rseqs, rprevs, hashes := make([]int64, m), make([]int64, m), make([][]byte, m), make([][]byte, m)
-			for j, rec := range recs[i] {
-				seq++
-				h := key.link(prev, seq, rec)
-				rids[j], rseqs[j], rprevs[j], hashes[j] = rec.ID, seq, prev, h
-				prev = h
-			}
-			// As in chainAudit: the range on id lets PostgreSQL find the
-			// rows through the primary key.
-			b.Queue("UPDATE "+table+` a SET chain_seq = v.seq, key_id = $5, prev_hash = v.prev, hash = v.hash
-				FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS v(id, seq, prev, hash)
-				WHERE a.id = v.id AND a.id BETWEEN $6 AND $7`, rids, rseqs, rprevs, hashes, key.ID, rids[0], rids[m-1])
+			seq, prev := queueChainLinks(b, table, key, seqs[i], prev, recs[i])
 			headIDs, headSeqs, headHashes = append(headIDs, r.Tenant.ID), append(headSeqs, seq), append(headHashes, prev)
 		}
 		if len(recs[i]) < limit && stale[i] { // nothing left: the tenant may leave the pending list

@@ -243,15 +243,7 @@ func TestChainAuditTenantsClearsStaleMarks(t *testing.T) {
 func TestChainAuditTenantsConcurrentChainers(t *testing.T) {
 	db := storetest.MustOpenDB(t)
 	ctx := context.Background()
-	replicas := []*store.DB{db}
-	for range 2 {
-		r, err := store.Open(ctx, db.Pool().Config().ConnString(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		replicas = append(replicas, r)
-	}
+	replicas := withReplicas(t, db, 2)
 	var ts []*tenancy.Tenant
 	for i := range 8 {
 		ts = append(ts, mustTenant(t, db, fmt.Sprintf("c%d.example", i)))

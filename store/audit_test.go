@@ -341,15 +341,7 @@ func TestAuditChainOutOfOrderConcurrentChainers(t *testing.T) {
 	ctx := context.Background()
 	tn := mustTenant(t, db, "late.example")
 	table := pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()
-	replicas := []*store.DB{db}
-	for range 2 {
-		r, err := store.Open(ctx, db.Pool().Config().ConnString(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
-		replicas = append(replicas, r)
-	}
+	replicas := withReplicas(t, db, 2)
 	write := func(subject string) {
 		t.Helper()
 		if err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
@@ -434,4 +426,20 @@ func TestAuditChainOutOfOrderConcurrentChainers(t *testing.T) {
 	if overtaken < 40 {
 		t.Fatalf("the late records were overtaken %d times; want at least 40 (each by every record committed while it was open)", overtaken)
 	}
+}
+
+// withReplicas returns db and n more DBs on its database, as replicas of
+// one deployment would be (closed when t ends).
+func withReplicas(t *testing.T, db *store.DB, n int) []*store.DB {
+	t.Helper()
+	replicas := []*store.DB{db}
+	for range n {
+		r, err := store.Open(context.Background(), db.Pool().Config().ConnString(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Close)
+		replicas = append(replicas, r)
+	}
+	return replicas
 }
