@@ -164,14 +164,15 @@ const (
 		ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq, hash = excluded.hash, updated_at = now()`
 )
 
-// queueChainLinks links recs (unchained records of the audit log table, in
-// id order, at least one) onto a chain whose head is at seq with hash prev,
-// queues the UPDATE that stores the links on b, and returns the new head.
+// queueChainLinks links recs (unchained records of an audit log, in id
+// order, at least one) onto a chain whose head is at seq with hash prev,
+// queues update (that log's chainUpdateSQL, or the name of its prepared
+// statement) with the links on b, and returns the new head.
 // The range on id lets PostgreSQL find the rows through the primary key;
 // joined on id alone, it planned a hash join over a sequential scan of the
 // whole audit log, a cost that grew with the log on every pass
 // (BenchmarkChainAudit).
-func queueChainLinks(b *pgx.Batch, table string, key AuditKey, seq int64, prev []byte, recs []*AuditRecord) (int64, []byte) {
+func queueChainLinks(b *pgx.Batch, update string, key AuditKey, seq int64, prev []byte, recs []*AuditRecord) (int64, []byte) {
 	n := len(recs)
 	ids, seqs, prevs, hashes := make([]int64, n), make([]int64, n), make([][]byte, n), make([][]byte, n)
 	for i, r := range recs {
@@ -180,11 +181,22 @@ func queueChainLinks(b *pgx.Batch, table string, key AuditKey, seq int64, prev [
 		ids[i], seqs[i], prevs[i], hashes[i] = r.ID, seq, prev, h
 		prev = h
 	}
-	b.Queue("UPDATE "+table+` a SET chain_seq = v.seq, key_id = $5, prev_hash = v.prev, hash = v.hash
-		FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS v(id, seq, prev, hash)
-		WHERE a.id = v.id AND a.id BETWEEN $6 AND $7`,
-		ids, seqs, prevs, hashes, key.ID, ids[0], ids[n-1])
+	b.Queue(update, ids, seqs, prevs, hashes, key.ID, ids[0], ids[n-1])
 	return seq, prev
+}
+
+// chainSelectSQL reads up to $1 of the unchained records of schema's audit
+// log, oldest first (through its partial index of unchained records).
+func chainSelectSQL(schema string) string {
+	return "SELECT " + auditColumns + " FROM " + pgx.Identifier{schema, "audit_log"}.Sanitize() + " WHERE chain_seq IS NULL ORDER BY id LIMIT $1"
+}
+
+// chainUpdateSQL stores the links of records of schema's audit log (see
+// queueChainLinks for its arguments).
+func chainUpdateSQL(schema string) string {
+	return "UPDATE " + pgx.Identifier{schema, "audit_log"}.Sanitize() + ` a SET chain_seq = v.seq, key_id = $5, prev_hash = v.prev, hash = v.hash
+		FROM unnest($1::bigint[], $2::bigint[], $3::bytea[], $4::bytea[]) AS v(id, seq, prev, hash)
+		WHERE a.id = v.id AND a.id BETWEEN $6 AND $7`
 }
 
 func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, batch int) (n int, err error) {
@@ -224,7 +236,7 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 		}
 		return nil
 	})
-	b.Queue("SELECT "+auditColumns+" FROM "+table+" WHERE chain_seq IS NULL ORDER BY id LIMIT $1", batch).Query(func(rows pgx.Rows) error {
+	b.Queue(chainSelectSQL(t.Schema), batch).Query(func(rows pgx.Rows) error {
 		var err error
 		recs, err = pgx.CollectRows(rows, scanAudit)
 		return err
@@ -236,7 +248,7 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 
 	b = &pgx.Batch{}
 	if len(recs) > 0 {
-		seq, prev = queueChainLinks(b, table, key, seq, prev, recs)
+		seq, prev = queueChainLinks(b, chainUpdateSQL(t.Schema), key, seq, prev, recs)
 		b.Queue(chainHeadUpsertSQL, t.ID, seq, prev)
 	}
 	if len(recs) < batch && stale { // nothing left: the tenant may leave the pending list

@@ -192,6 +192,31 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	if err := db.prepare(ctx, conn.Conn(), group[0].Tenant.Schema, chainLockManySQL, chainHeadsManySQL, chainStaleManySQL, chainHeadsUpsertManySQL); err != nil {
 		return err
 	}
+	// Each tenant's SELECT and UPDATE name its table. They run prepared
+	// once the connection has seen them before and has room for them
+	// (laneStatement), planned generically: planned at each pass they
+	// cost PostgreSQL 82 and 175 µs per tenant, prepared 17 and 49
+	// (bench/README.md). Their names are all taken here, before the
+	// transaction: preparing one may take round trips of its own.
+	db.startLaneMessage(conn.Conn())
+	selects, updates := make([]string, len(group)), make([]string, len(group))
+	prepared := false
+	for i, r := range group {
+		s, u := chainSelectSQL(r.Tenant.Schema), chainUpdateSQL(r.Tenant.Schema)
+		selects[i] = db.laneStatement(ctx, conn.Conn(), r.Tenant.Schema, s)
+		updates[i] = db.laneStatement(ctx, conn.Conn(), r.Tenant.Schema, u)
+		prepared = prepared || selects[i] != s || updates[i] != u
+	}
+	defer func() {
+		if err != nil && prepared && staleStatement(err) {
+			// A prepared statement may have been refused (a migration
+			// changed the audit log under it): the fall-back runs
+			// unprepared, and later passes prepare afresh.
+			for _, r := range group {
+				forgetStatements(conn.Conn(), laneStatementsKey, r.Tenant.Schema)
+			}
+		}
+	}()
 
 	n := len(group)
 	seqs := make([]int64, n)
@@ -200,6 +225,9 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	stale := make([]bool, n)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
+	if prepared && !db.customPlans {
+		b.Queue(planGenericLocalSQL)
+	}
 	b.Queue(chainLockManySQL, ids, seed)
 	b.Queue(chainHeadsManySQL, ids).Query(func(rows pgx.Rows) error {
 		var i, seq int64
@@ -224,16 +252,13 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 		})
 		return err
 	})
-	// Each tenant's statements name its table, so PostgreSQL plans them on
-	// every pass. Named through search_path instead, in statements
-	// prepared once per connection (as the group commit's INSERT is),
-	// they measured no cheaper: PostgreSQL plans a prepared statement
-	// again whenever search_path has changed since its last use
-	// (PostgreSQL documentation, PREPARE), so that saved only the parse
-	// (BenchmarkChainAuditTenants, bench/README.md).
-	for i, r := range group {
-		table := pgx.Identifier{r.Tenant.Schema, "audit_log"}.Sanitize()
-		b.Queue("SELECT "+auditColumns+" FROM "+table+" WHERE chain_seq IS NULL ORDER BY id LIMIT $1", limit).Query(func(rows pgx.Rows) error {
+	// Named through search_path instead, in statements prepared once per
+	// connection for every tenant, they measured no cheaper: PostgreSQL
+	// plans a prepared statement again whenever search_path has changed
+	// since its last use (PostgreSQL documentation, PREPARE), so that
+	// saved only the parse (BenchmarkChainAuditTenants, bench/README.md).
+	for i := range group {
+		b.Queue(selects[i], limit).Query(func(rows pgx.Rows) error {
 			var err error
 			recs[i], err = pgx.CollectRows(rows, scanAudit)
 			return err
@@ -254,7 +279,7 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 			if prev == nil {
 				prev = []byte{}
 			}
-			seq, prev := queueChainLinks(b, table, key, seqs[i], prev, recs[i])
+			seq, prev := queueChainLinks(b, updates[i], key, seqs[i], prev, recs[i])
 			headIDs, headSeqs, headHashes = append(headIDs, r.Tenant.ID), append(headSeqs, seq), append(headHashes, prev)
 		}
 		if len(recs[i]) < limit && stale[i] { // nothing left: the tenant may leave the pending list

@@ -96,6 +96,13 @@ type Options struct {
 	// DefaultPrepareAfter). See prepared.go. Nothing is prepared behind a
 	// transaction pooler.
 	PreparedStatements, PrepareAfter int
+	// ControlPreparedStatements bounds the audit statements each control
+	// lane connection keeps prepared for the tenants it serves: a tenant's
+	// group-committed INSERT and its chain pass's SELECT and UPDATE (zero:
+	// DefaultControlPreparedStatements; negative: none). They are admitted
+	// as the tools' are (prepared.go, PrepareAfter). Nothing is prepared
+	// behind a transaction pooler.
+	ControlPreparedStatements int
 	// CustomPlans ignores the tools' GenericPlan marks: every prepared
 	// statement is planned as the server's plan_cache_mode says (plans.go).
 	CustomPlans bool
@@ -195,6 +202,8 @@ type DB struct {
 	// preparedCap and prepareAfter: Options.PreparedStatements and
 	// Options.PrepareAfter in force (prepared.go).
 	preparedCap, prepareAfter int
+	// lanePreparedCap: Options.ControlPreparedStatements in force.
+	lanePreparedCap int
 	// customPlans: Options.CustomPlans.
 	customPlans bool
 }
@@ -246,6 +255,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 	db := &DB{pool: pool, ctl: ctl, work: work, log: log, hotMode: pgx.QueryExecModeCacheStatement, pooled: opts.TransactionPooler,
 		queryAll: semaphore.NewWeighted(int64(lim.QueryConns)), queryTenantMax: int64(lim.TenantQueryConns),
 		queryTenant: map[string]*tenantSem{}, limits: lim, preparedCap: lim.PreparedStatements, prepareAfter: lim.PrepareAfter,
+		lanePreparedCap: lim.ControlPreparedStatements,
 		customPlans: lim.CustomPlans}
 	if opts.TransactionPooler {
 		db.hotMode = pgx.QueryExecModeExec
@@ -306,6 +316,12 @@ func withDefaults(o Options) Options {
 	}
 	if o.PrepareAfter <= 0 {
 		o.PrepareAfter = DefaultPrepareAfter
+	}
+	switch {
+	case o.ControlPreparedStatements == 0:
+		o.ControlPreparedStatements = DefaultControlPreparedStatements
+	case o.ControlPreparedStatements < 0:
+		o.ControlPreparedStatements = 0
 	}
 	return o
 }
