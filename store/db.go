@@ -256,7 +256,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 		queryAll: semaphore.NewWeighted(int64(lim.QueryConns)), queryTenantMax: int64(lim.TenantQueryConns),
 		queryTenant: map[string]*tenantSem{}, limits: lim, preparedCap: lim.PreparedStatements, prepareAfter: lim.PrepareAfter,
 		lanePreparedCap: lim.ControlPreparedStatements,
-		customPlans: lim.CustomPlans}
+		customPlans:     lim.CustomPlans}
 	if opts.TransactionPooler {
 		db.hotMode = pgx.QueryExecModeExec
 	}
