@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -47,4 +48,18 @@ func SetControlLaneTenants(db *DB, n int) {
 	db.ctl.mu.Lock()
 	db.ctl.laneTenants = n
 	db.ctl.mu.Unlock()
+}
+
+// ControlLanePrepared returns, for each control lane connection (in lane
+// order), the texts of the statements PostgreSQL holds prepared on it
+// (pg_prepared_statements). While no audit work runs.
+func ControlLanePrepared(ctx context.Context, db *DB) ([][]string, error) {
+	var all [][]string
+	err := db.ctl.pool.each(ctx, func(c *pgxpool.Conn) error {
+		rows, _ := c.Query(ctx, "SELECT statement FROM pg_prepared_statements ORDER BY statement")
+		sqls, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		all = append(all, sqls)
+		return err
+	})
+	return all, err
 }

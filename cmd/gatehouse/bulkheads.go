@@ -61,6 +61,7 @@ func loadBulkheads(get func(string) string, bad func(name, format string, args .
 		db.ControlLanes, db.NoControlAffinity = 0, true // off: the default lanes, no affinity
 	}
 	db.PreparedStatements = offOr("GATEHOUSE_DB_PREPARED_STATEMENTS", false)
+	db.ControlPreparedStatements = offOr("GATEHOUSE_DB_CONTROL_PREPARED_STATEMENTS", false)
 	switch v := get("GATEHOUSE_DB_GENERIC_PLANS"); v {
 	case "on":
 	case "off":

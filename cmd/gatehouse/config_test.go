@@ -130,6 +130,19 @@ func TestBulkheadSettings(t *testing.T) {
 			t.Errorf("GATEHOUSE_DB_CONTROL_CONN_MAX_TENANTS=%q: %d, %v; want %d", v, c.DB.ControlConnMaxTenants, err, want)
 		}
 	}
+	// The control lanes' prepared statements: the same rules.
+	for v, want := range map[string]int{"": store.DefaultControlPreparedStatements, "64": 64, "off": -1} {
+		c, err := loadConfig(func(k string) string { return map[string]string{"GATEHOUSE_DB_CONTROL_PREPARED_STATEMENTS": v}[k] })
+		if err != nil || c.DB.ControlPreparedStatements != want {
+			t.Errorf("GATEHOUSE_DB_CONTROL_PREPARED_STATEMENTS=%q: %d, %v; want %d", v, c.DB.ControlPreparedStatements, err, want)
+		}
+	}
+	for _, v := range []string{"0", "-3", "lots", "auto"} {
+		_, err := loadConfig(func(k string) string { return map[string]string{"GATEHOUSE_DB_CONTROL_PREPARED_STATEMENTS": v}[k] })
+		if err == nil || !strings.Contains(err.Error(), "GATEHOUSE_DB_CONTROL_PREPARED_STATEMENTS") {
+			t.Errorf("GATEHOUSE_DB_CONTROL_PREPARED_STATEMENTS=%q: error %v does not name it", v, err)
+		}
+	}
 	for _, v := range []string{"0", "-3", "lots", "auto"} {
 		_, err := loadConfig(func(k string) string { return map[string]string{"GATEHOUSE_DB_CONTROL_CONN_MAX_TENANTS": v}[k] })
 		if err == nil || !strings.Contains(err.Error(), "GATEHOUSE_DB_CONTROL_CONN_MAX_TENANTS") {
