@@ -22,8 +22,10 @@ type AuditEntry struct {
 // that ends with a single Sync, which PostgreSQL runs as one implicit
 // transaction (PostgreSQL documentation, "Pipelining" / "Extended Query":
 // statements up to a Sync form an implicit transaction block unless they
-// open one). It uses no session state, so it works through PgBouncer in
-// transaction mode.
+// open one). Each tenant's INSERT runs prepared on the lane's connection
+// once it recurs there (laneStatement); behind a transaction pooler it
+// uses no session state, so it works through PgBouncer in transaction
+// mode.
 //
 // It runs on a control lane (the first tenant's: see Options.ControlLanes)
 // as the owner, into each tenant's schema named by Gatehouse (never by the
@@ -84,22 +86,49 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 		return err
 	}
 	defer release()
-	// Each tenant's INSERT names its table, and runs prepared once the
+	// A tenant's INSERT that names its table runs prepared once the
 	// connection has seen it before and has room for it (laneStatement),
 	// planned generically: planned at each run, it cost PostgreSQL more
 	// than running it (128 against 57 µs per tenant, one record each).
+	// The others run as one statement prepared for every tenant, its table
+	// found through search_path set just before it (its parameters then go
+	// in binary; unprepared, pgx would send the arrays as text). They come
+	// last: a prepared statement run under a search_path other than the
+	// one it was prepared under is analysed and planned again, and the
+	// setting lasts to the end of the transaction.
 	db.startLaneMessage(conn.Conn())
 	qs := make([]string, len(groups))
-	prepared := false
+	prepared, shared := false, false
 	for i, g := range groups {
 		qs[i] = db.laneStatement(ctx, conn.Conn(), g.t.Schema, auditBatchSQL(g.t.Schema))
-		prepared = prepared || qs[i] != auditBatchSQL(g.t.Schema)
+		if qs[i] == auditBatchSQL(g.t.Schema) {
+			qs[i], shared = "", true
+		} else {
+			prepared = true
+		}
+	}
+	if shared {
+		if err := db.prepare(ctx, conn.Conn(), groups[0].t.Schema, setSearchPathSQL, auditBatchPathSQL); err != nil {
+			return err
+		}
+	}
+	order := make([]int, 0, len(groups))
+	for i := range groups {
+		if qs[i] != "" {
+			order = append(order, i)
+		}
+	}
+	for i := range groups {
+		if qs[i] == "" {
+			order = append(order, i)
+		}
 	}
 	b := &pgx.Batch{}
 	if prepared && !db.customPlans {
 		b.Queue(planGenericLocalSQL)
 	}
-	for gi, g := range groups {
+	for _, gi := range order {
+		g := groups[gi]
 		n := len(g.recs)
 		cols := make([][]string, 12)
 		for i := range cols {
@@ -122,7 +151,12 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 		args = append(args, counts)
 		recs := g.recs
 		i := 0
-		b.Queue(qs[gi], args...).Query(func(rows pgx.Rows) error {
+		q := qs[gi]
+		if q == "" {
+			b.Queue(setSearchPathSQL, pgx.Identifier{g.t.Schema}.Sanitize())
+			q = auditBatchPathSQL
+		}
+		b.Queue(q, args...).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				if i >= len(recs) {
 					return fmt.Errorf("audit batch: more rows returned than inserted")
@@ -173,6 +207,10 @@ func auditBatchSQL(schema string) string {
 	return "INSERT INTO " + pgx.Identifier{schema, "audit_log"}.Sanitize() + auditBatchValuesSQL
 }
 
+// auditBatchPathSQL is auditBatchSQL for the schema on the search_path,
+// the same text for every tenant.
+const auditBatchPathSQL = "INSERT INTO audit_log" + auditBatchValuesSQL
+
 const auditBatchValuesSQL = ` (request_id, decision, tool, subject, email,
 	provider, api_key_id, client_ip, user_agent, reason, args_digest, via, count)
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
@@ -212,8 +250,9 @@ func (db *DB) startLaneMessage(conn *pgx.Conn) {
 // prepared statement would not follow the connection. A batch sent on
 // conn then runs them prepared (pgx looks batch statements up by text),
 // parsed and planned once per connection rather than per call. Only
-// statements whose text is the same for every tenant are prepared, so
-// their number per connection stays fixed; they name tables through
+// statements whose text is the same for every tenant are prepared here, so
+// their number per connection stays fixed (each tenant's own statements go
+// through the bounded caches of prepared.go); they name tables through
 // search_path, and schema is one where those names resolve while they are
 // prepared (in a transaction of their own). PostgreSQL plans a prepared
 // statement again when search_path has changed since (PostgreSQL

@@ -100,8 +100,9 @@ type Options struct {
 	// lane connection keeps prepared for the tenants it serves: a tenant's
 	// group-committed INSERT and its chain pass's SELECT and UPDATE (zero:
 	// DefaultControlPreparedStatements; negative: none). They are admitted
-	// as the tools' are (prepared.go, PrepareAfter). Nothing is prepared
-	// behind a transaction pooler.
+	// as the tools' are (prepared.go, PrepareAfter), and planned
+	// generically (unless CustomPlans). Nothing is prepared behind a
+	// transaction pooler.
 	ControlPreparedStatements int
 	// CustomPlans ignores the tools' GenericPlan marks: every prepared
 	// statement is planned as the server's plan_cache_mode says (plans.go).

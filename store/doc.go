@@ -44,7 +44,10 @@
 // (one round trip, one commit); rate limits are leased ([DB.GCRALease]).
 // Gatehouse's own fixed statements on these paths are prepared once per
 // connection, and the tools' statements per tenant as they recur
-// (prepared.go), not behind a transaction pooler: planning them per call
+// (prepared.go), as are the control lanes' audit statements of each
+// tenant (its group-committed INSERT, its chain pass's SELECT and UPDATE:
+// [Options].ControlPreparedStatements), not behind a transaction pooler:
+// planning them per call
 // cost more than running them. Those whose plan does not depend on their
 // arguments are marked [GenericPlan] and planned once per tenant and
 // connection (plans.go), not at each of their first five executions.
@@ -119,8 +122,9 @@
 // (DB.prepare), and the tools' own statements in reads and writes are
 // prepared per tenant schema and connection once they recur, in a bounded
 // cache (prepared.go: why a tenant at another migration version, or one
-// migrating, never runs a statement bound to other tables). Neither
-// behind a transaction pooler.
+// migrating, never runs a statement bound to other tables), and so are the
+// control lanes' audit statements, which name each tenant's table with its
+// schema (laneStatement). None behind a transaction pooler.
 //
 // store imports identity and tenancy for their types; it must not import mcp.
 package store

@@ -83,8 +83,12 @@ const (
 // tenant's three (its group-committed INSERT, its chain pass's SELECT and
 // UPDATE) cost PostgreSQL 57, 17 and 49 µs prepared, against 128, 82 and
 // 175 µs planned at each run, and hold ~40 KB each with their generic
-// plans (measured on 640 of 10,000 tenants, bench/README.md).
-const DefaultControlPreparedStatements = 512
+// plans (measured on 640 of 10,000 tenants). The bound is chosen by issue
+// 17's memory target (every connection ≤ 64 MB after one call in each of
+// 12,600 tenants, bench/tenants): the largest control backend held 36 MB
+// with 256, 69 MB with 384 and 70 MB with 512 (34–45 MB with none, in
+// other runs). bench/README.md has the throughput figures.
+const DefaultControlPreparedStatements = 256
 
 // prepareRetryAfter is how many uses on a connection a statement whose
 // preparation failed runs unprepared before it is prepared again.
@@ -149,7 +153,9 @@ type tenantStatements struct {
 	bound int
 	// qualified: the statements name their tables with their schema
 	// (the control lanes'), so they are prepared under the connection's
-	// own search_path, the one they run under, rather than the tenant's.
+	// own search_path, the one they run under, rather than the tenant's;
+	// and once bound are prepared, the others run unprepared (no
+	// eviction, see cachedStatement).
 	qualified bool
 }
 
@@ -292,6 +298,16 @@ func (db *DB) cachedStatement(ctx context.Context, conn *pgx.Conn, s *tenantStat
 		return sql
 	}
 	if len(s.prepared) >= s.bound {
+		if s.qualified {
+			// The control lanes' caches evict nothing: their statements
+			// are used about evenly (every busy tenant's, once a flush or
+			// a chain pass), so a statement prepared in place of another
+			// was mostly dropped again before its next use, a preparation
+			// and a deallocation for nothing (measured: bench/README.md).
+			// The connection is replaced after ControlConnMaxTenants
+			// tenants, or an hour, with an empty cache.
+			return sql
+		}
 		victim := s.leastUsed()
 		if victim == nil || victim.uses >= e.uses {
 			// Not used more than any statement prepared here: it runs
