@@ -99,7 +99,7 @@ type Options struct {
 	// ControlPreparedStatements bounds the audit statements each control
 	// lane connection keeps prepared for the tenants it serves: a tenant's
 	// group-committed INSERT and its chain pass's SELECT and UPDATE (zero:
-	// DefaultControlPreparedStatements; negative: none). They are admitted
+	// DefaultControlPreparedStatements, none; negative: none). They are admitted
 	// as the tools' are (prepared.go, PrepareAfter), and planned
 	// generically (unless CustomPlans). Nothing is prepared behind a
 	// transaction pooler.
@@ -318,12 +318,10 @@ func withDefaults(o Options) Options {
 	if o.PrepareAfter <= 0 {
 		o.PrepareAfter = DefaultPrepareAfter
 	}
-	switch {
-	case o.ControlPreparedStatements == 0:
+	if o.ControlPreparedStatements == 0 {
 		o.ControlPreparedStatements = DefaultControlPreparedStatements
-	case o.ControlPreparedStatements < 0:
-		o.ControlPreparedStatements = 0
 	}
+	o.ControlPreparedStatements = max(o.ControlPreparedStatements, 0)
 	return o
 }
 
