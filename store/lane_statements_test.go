@@ -125,28 +125,28 @@ func TestControlLaneStatementsPrepared(t *testing.T) {
 		}
 		verifyAll(t, db, ts, 4)
 	})
-	t.Run("off", func(t *testing.T) {
-		_, db, ts := openLaneStatements(t, "lanestmtoff", 2, store.Options{ControlPreparedStatements: -1})
-		auditRound(t, db, ts, 0)
-		auditRound(t, db, ts, 1)
-		for _, tn := range ts {
-			if got := tenantStatements(t, db, tn); len(got) > 0 {
-				t.Errorf("%s: prepared %v with none allowed", tn.Key, got)
+	// Nothing prepared: off, by default, and behind a transaction pooler
+	// even with a bound (the next transaction may run on another backend).
+	for i, tc := range []struct {
+		name string
+		opts store.Options
+	}{
+		{"off", store.Options{ControlPreparedStatements: -1}},
+		{"default", store.Options{}},
+		{"behind a pooler", store.Options{TransactionPooler: true, ControlPreparedStatements: 100}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, db, ts := openLaneStatements(t, fmt.Sprintf("lanestmtnone%d-", i), 2, tc.opts)
+			auditRound(t, db, ts, 0)
+			auditRound(t, db, ts, 1)
+			for _, tn := range ts {
+				if got := tenantStatements(t, db, tn); len(got) > 0 {
+					t.Errorf("%s: prepared %v", tn.Key, got)
+				}
 			}
-		}
-		verifyAll(t, db, ts, 2)
-	})
-	t.Run("behind a pooler", func(t *testing.T) {
-		_, db, ts := openLaneStatements(t, "lanestmtpool", 2, store.Options{TransactionPooler: true})
-		auditRound(t, db, ts, 0)
-		auditRound(t, db, ts, 1)
-		for _, tn := range ts {
-			if got := tenantStatements(t, db, tn); len(got) > 0 {
-				t.Errorf("%s: prepared %v behind a transaction pooler", tn.Key, got)
-			}
-		}
-		verifyAll(t, db, ts, 2)
-	})
+			verifyAll(t, db, ts, 2)
+		})
+	}
 }
 
 // TestControlLaneStatementsAfterMigration: a migration that changes an
