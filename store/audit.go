@@ -188,8 +188,20 @@ func queueChainLinks(b *pgx.Batch, update string, key AuditKey, seq int64, prev 
 // chainSelectSQL reads up to $1 of the unchained records of schema's audit
 // log, oldest first (through its partial index of unchained records).
 func chainSelectSQL(schema string) string {
-	return "SELECT " + auditColumns + " FROM " + pgx.Identifier{schema, "audit_log"}.Sanitize() + " WHERE chain_seq IS NULL ORDER BY id LIMIT $1"
+	return "SELECT " + chainColumns + " FROM " + pgx.Identifier{schema, "audit_log"}.Sanitize() + " WHERE chain_seq IS NULL ORDER BY id LIMIT $1"
 }
+
+// chainColumns are auditColumns, each cast to the type scanAudit reads, so
+// that the result's row type is the same whatever a migration made of the
+// columns' types (a length, a precision: a cast to a type without one
+// exposes none, PostgreSQL source, parse_coerce.c, coerce_type_typmod).
+// PostgreSQL refuses to run a prepared statement whose result's row type
+// has changed since it was prepared ("cached plan must not change result
+// type"), and the chain pass's SELECT may be prepared per tenant on the
+// control lanes (laneStatement).
+const chainColumns = `id::bigint, at::timestamptz, request_id::text, decision::text, tool::text, subject::text, email::text,
+	provider::text, api_key_id::text, client_ip::text, user_agent::text, reason::text, args_digest::text, count::integer,
+	coalesce(chain_seq, 0)::bigint, via::text`
 
 // chainUpdateSQL stores the links of records of schema's audit log (see
 // queueChainLinks for its arguments).

@@ -23,7 +23,8 @@ type AuditEntry struct {
 // transaction (PostgreSQL documentation, "Pipelining" / "Extended Query":
 // statements up to a Sync form an implicit transaction block unless they
 // open one). Each tenant's INSERT runs prepared on the lane's connection
-// once it recurs there (laneStatement); behind a transaction pooler it
+// once it recurs there, while the connection has room for it
+// (laneStatement, Options.ControlPreparedStatements); behind a transaction pooler it
 // uses no session state, so it works through PgBouncer in transaction
 // mode.
 //
@@ -211,11 +212,15 @@ func auditBatchSQL(schema string) string {
 // the same text for every tenant.
 const auditBatchPathSQL = "INSERT INTO audit_log" + auditBatchValuesSQL
 
+// Its result is cast to the types read (see chainColumns): the shared
+// statement is analysed again for each tenant's table, and a row type that
+// differed from the one it was prepared with, after a migration of some
+// tenants' audit logs, would have it refused for the others.
 const auditBatchValuesSQL = ` (request_id, decision, tool, subject, email,
 	provider, api_key_id, client_ip, user_agent, reason, args_digest, via, count)
 	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
 		$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int[])
-	RETURNING id, at`
+	RETURNING id::bigint, at::timestamptz`
 
 // planGenericLocalSQL makes the rest of a control lane's transaction plan
 // its prepared statements generically (their plans do not depend on their

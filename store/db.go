@@ -99,10 +99,10 @@ type Options struct {
 	// ControlPreparedStatements bounds the audit statements each control
 	// lane connection keeps prepared for the tenants it serves: a tenant's
 	// group-committed INSERT and its chain pass's SELECT and UPDATE (zero:
-	// DefaultControlPreparedStatements, none; negative: none). They are admitted
-	// as the tools' are (prepared.go, PrepareAfter), and planned
-	// generically (unless CustomPlans). Nothing is prepared behind a
-	// transaction pooler.
+	// DefaultControlPreparedStatements; negative: none). They are prepared
+	// at their PrepareAfter-th use while there is room (nothing is evicted;
+	// prepared.go), and planned generically (unless CustomPlans). Nothing
+	// is prepared behind a transaction pooler.
 	ControlPreparedStatements int
 	// CustomPlans ignores the tools' GenericPlan marks: every prepared
 	// statement is planned as the server's plan_cache_mode says (plans.go).
@@ -318,10 +318,12 @@ func withDefaults(o Options) Options {
 	if o.PrepareAfter <= 0 {
 		o.PrepareAfter = DefaultPrepareAfter
 	}
-	if o.ControlPreparedStatements == 0 {
+	switch {
+	case o.ControlPreparedStatements == 0:
 		o.ControlPreparedStatements = DefaultControlPreparedStatements
+	case o.ControlPreparedStatements < 0:
+		o.ControlPreparedStatements = 0
 	}
-	o.ControlPreparedStatements = max(o.ControlPreparedStatements, 0)
 	return o
 }
 

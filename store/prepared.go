@@ -83,17 +83,15 @@ const (
 // tenant's three (its group-committed INSERT, its chain pass's SELECT and
 // UPDATE) cost PostgreSQL 57, 17 and 49 µs prepared, against 128, 82 and
 // 175 µs planned at each run, and hold ~40 KB each with their generic
-// plans (measured on 640 of 10,000 tenants). Zero: none by default. Issue
-// 17's memory target (every connection ≤ 64 MB after one call in each of
-// 12,600 tenants, bench/tenants) allows about 256 (the largest control
-// backend held 36 MB with 256, 69 MB with 384, 70 MB with 512; 34–45 MB
-// with none), and with 256 calls over 10 tenants cost PostgreSQL 0.64–0.97×
-// the CPU and ran at 1.03–1.20× the rate, but calls spread over 2,000
-// tenants ran at 0.81–0.99× the rate (each connection held a fraction of
-// its ~670 tenants' statements, and Gatehouse spent more CPU per call);
-// with 384 or 512, 1.01–1.08× (bench/README.md, docs/scaling.md). An
-// operator whose busy tenants are few may set it.
-const DefaultControlPreparedStatements = 0
+// plans (measured on 640 of 10,000 tenants). 256 is what issue 17's memory
+// target allows (every connection ≤ 64 MB after one call in each of
+// 12,600 tenants, bench/tenants): the largest control backend held 36 MB
+// with 256, 69 MB with 384, 70 MB with 512 (34–45 MB with none). With 256,
+// against none, in five invocations of bench/tenants: calls over 10
+// tenants cost PostgreSQL 0.68–0.73× the CPU and ran at 1.05–1.22× the
+// rate; calls spread over 2,000 tenants, of which each connection holds a
+// fraction of the statements, at 0.88–1.16× (median 1.00×; bench/README.md).
+const DefaultControlPreparedStatements = 256
 
 // prepareRetryAfter is how many uses on a connection a statement whose
 // preparation failed runs unprepared before it is prepared again.

@@ -131,7 +131,7 @@ func TestBulkheadSettings(t *testing.T) {
 		}
 	}
 	// The control lanes' prepared statements: the same rules.
-	for v, want := range map[string]int{"": -1, "64": 64, "off": -1} {
+	for v, want := range map[string]int{"": store.DefaultControlPreparedStatements, "64": 64, "off": -1} {
 		c, err := loadConfig(func(k string) string { return map[string]string{"GATEHOUSE_DB_CONTROL_PREPARED_STATEMENTS": v}[k] })
 		if err != nil || c.DB.ControlPreparedStatements != want {
 			t.Errorf("GATEHOUSE_DB_CONTROL_PREPARED_STATEMENTS=%q: %d, %v; want %d", v, c.DB.ControlPreparedStatements, err, want)
