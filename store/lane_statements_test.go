@@ -129,14 +129,13 @@ func TestControlLaneStatementsPrepared(t *testing.T) {
 		}
 		verifyAll(t, db, ts, 4)
 	})
-	// Nothing prepared: off, by default, and behind a transaction pooler
+	// Nothing prepared: off, and behind a transaction pooler
 	// even with a bound (the next transaction may run on another backend).
 	for i, tc := range []struct {
 		name string
 		opts store.Options
 	}{
 		{"off", store.Options{ControlPreparedStatements: -1}},
-		{"default", store.Options{}},
 		{"behind a pooler", store.Options{TransactionPooler: true, ControlPreparedStatements: 100}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
