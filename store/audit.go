@@ -185,6 +185,25 @@ func queueChainLinks(b *pgx.Batch, update string, key AuditKey, seq int64, prev 
 	return seq, prev
 }
 
+// queueChainLinkRows is queueChainLinks with the links stored one record
+// at a time by chainUpdateRowPathSQL, into the audit log of the schema on
+// the search_path (set by the caller).
+func queueChainLinkRows(b *pgx.Batch, key AuditKey, seq int64, prev []byte, recs []*AuditRecord) (int64, []byte) {
+	for _, r := range recs {
+		seq++
+		h := key.link(prev, seq, r)
+		b.Queue(chainUpdateRowPathSQL, r.ID, seq, prev, h, key.ID)
+		prev = h
+	}
+	return seq, prev
+}
+
+// chainUpdateRowPathSQL stores the link of record $1 of the audit log of
+// the schema on the search_path: its chain_seq $2, prev_hash $3, hash $4
+// and key_id $5. The same text for every tenant.
+const chainUpdateRowPathSQL = `UPDATE audit_log SET chain_seq = $2::bigint, prev_hash = $3::bytea, hash = $4::bytea, key_id = $5::text
+	WHERE id = $1::bigint`
+
 // chainSelectSQL reads up to $1 of the unchained records of schema's audit
 // log, oldest first (through its partial index of unchained records).
 func chainSelectSQL(schema string) string {

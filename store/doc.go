@@ -63,8 +63,9 @@
 // served [Options].ConnMaxTenants different tenants (and, if set, after
 // ConnMaxUses transactions). The control lanes have tenant affinity too:
 // while few tenants are busy they all share one lane (a group commit is one
-// transaction); once more are busy than a lane serves warm (500), each
-// tenant's audit work keeps to its own lane among several, of two
+// transaction); once more are busy than a lane serves warm (500), or new
+// tenants arrive at a rate that will make them so (see controlLanes.note),
+// each tenant's audit work keeps to its own lane among several, of two
 // connections each (so a group commit is one transaction per lane, in
 // parallel); the tenants met by any control work in their schemas count
 // (the chainer's, the anomaly detector's), not only the group commit's.

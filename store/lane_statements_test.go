@@ -259,3 +259,73 @@ func TestControlLaneStatementsMigratedTenantAmongOthers(t *testing.T) {
 		}
 	}
 }
+
+// TestControlLaneStatementsSeveralRecords: records of one tenant in one
+// group commit, and their links in one chain pass, go through the
+// statements prepared for that tenant or, for the tenants without any
+// (none prepared, or past the bound), one by one through the single-row
+// statements shared by every tenant, the two kinds in one transaction:
+// either way every record gets its id in the order given, nothing falls
+// back, and every chain verifies.
+func TestControlLaneStatementsSeveralRecords(t *testing.T) {
+	for i, tc := range []struct {
+		name string
+		opts store.Options
+	}{
+		{"prepared", store.Options{ControlPreparedStatements: 100}},
+		{"some prepared", store.Options{ControlPreparedStatements: 6}},
+		{"off", store.Options{ControlPreparedStatements: -1}},
+		{"behind a pooler", store.Options{TransactionPooler: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			_, db, ts := openLaneStatements(t, fmt.Sprintf("lanestmtrecs%d-", i), 4, tc.opts)
+			const perRound, rounds = 3, 3
+			for round := range rounds {
+				es := laneEntries(fmt.Sprint("recs", round), ts, perRound)
+				errs, retried := db.WriteAuditEntries(ctx, es)
+				for _, err := range errs {
+					if err != nil {
+						t.Fatalf("round %d: record lost: %v", round, err)
+					}
+				}
+				if retried != nil {
+					t.Errorf("round %d: the group commit fell back: %v", round, retried)
+				}
+				last := map[string]int64{}
+				for _, e := range es {
+					if e.Rec.ID <= last[e.Tenant.ID] || e.Rec.At.IsZero() {
+						t.Fatalf("round %d: %s's record %s: id %d after %d, at %v", round, e.Tenant.Key, e.Rec.RequestID, e.Rec.ID, last[e.Tenant.ID], e.Rec.At)
+					}
+					last[e.Tenant.ID] = e.Rec.ID
+				}
+				for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{}) {
+					if r.Err != nil || r.N != perRound || r.Group < 0 {
+						t.Fatalf("round %d: %s chained %d records (group %d), %v; want %d in its group", round, r.Tenant.Key, r.N, r.Group, r.Err, perRound)
+					}
+				}
+				// Each record was stored under the id it was given.
+				for _, e := range es {
+					var requestID string
+					if err := db.Pool().QueryRow(ctx, "SELECT request_id FROM "+pgx.Identifier{e.Tenant.Schema, "audit_log"}.Sanitize()+" WHERE id = $1", e.Rec.ID).Scan(&requestID); err != nil || requestID != e.Rec.RequestID {
+						t.Fatalf("%s: id %d holds %q, %v; want %q", e.Tenant.Key, e.Rec.ID, requestID, err, e.Rec.RequestID)
+					}
+				}
+			}
+			if tc.name == "some prepared" {
+				var with, without int
+				for _, tn := range ts {
+					if tenantStatements(t, db, tn)["UPDATE"] {
+						with++
+					} else {
+						without++
+					}
+				}
+				if with == 0 || without == 0 {
+					t.Errorf("%d tenants with their UPDATE prepared, %d without: the test shows no mix", with, without)
+				}
+			}
+			verifyAll(t, db, ts, perRound*rounds)
+		})
+	}
+}

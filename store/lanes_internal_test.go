@@ -170,3 +170,89 @@ func TestControlLanesPeriods(t *testing.T) {
 		}
 	})
 }
+
+// TestControlLanesRamp: when calls begin to spread over many tenants the
+// lanes go up after controlLaneRamp new tenants, not after laneTenants, so
+// lane 0 (the only lane while few tenants were busy) meets little more
+// than its share of them; tenants already met in the period before, or
+// fewer new ones than controlLaneRamp, never raise the lanes; and a burst
+// of new tenants that stops lets them come down within the period.
+func TestControlLanesRamp(t *testing.T) {
+	const lanes, busy = 3, 2000
+	newLanes := func() *controlLanes {
+		return &controlLanes{pool: &tenantPool{lanes: make([]*pgxpool.Pool, lanes)}, affinity: true, laneTenants: 500,
+			seen: map[string]struct{}{}, k: 1}
+	}
+	ids := func(prefix string, n int) []string {
+		var s []string
+		for i := range n {
+			s = append(s, fmt.Sprint(prefix, i))
+		}
+		return s
+	}
+	elapse := func(l *controlLanes, d time.Duration) {
+		l.mu.Lock()
+		l.since = l.since.Add(-d)
+		l.mu.Unlock()
+	}
+
+	t.Run("a spread begins", func(t *testing.T) {
+		l := newLanes()
+		for _, id := range ids("few", 10) {
+			l.lane(id)
+		}
+		elapse(l, controlLanePeriod+time.Second) // the few were the period before
+		onLane0 := 0
+		for i, id := range ids("spread", busy) {
+			if l.lane(id) == 0 {
+				onLane0++
+			}
+			if i == controlLaneRamp-2 && l.inUse() != 1 {
+				t.Fatalf("%d new tenants raised the lanes to %d", i+1, l.inUse())
+			}
+		}
+		if k := l.inUse(); k != lanes {
+			t.Fatalf("a spread over %d tenants: %d lanes in use, want %d", busy, k, lanes)
+		}
+		// Its share is busy/lanes; before the ramp it also took the first
+		// laneTenants (500) of the others, ~830 in all.
+		if limit := controlLaneRamp + busy/lanes*11/10; onLane0 > limit {
+			t.Errorf("lane 0 met %d of %d new tenants, want at most %d", onLane0, busy, limit)
+		}
+	})
+	t.Run("tenants met the period before", func(t *testing.T) {
+		l := newLanes()
+		steady := ids("steady", 300)
+		for _, id := range steady {
+			l.lane(id)
+		}
+		for range 3 {
+			elapse(l, controlLanePeriod+time.Second)
+			for _, id := range steady {
+				l.lane(id)
+				if k := l.inUse(); k != 1 {
+					t.Fatalf("300 tenants met again period after period: %d lanes", k)
+				}
+			}
+		}
+	})
+	t.Run("fewer new tenants than the ramp", func(t *testing.T) {
+		l := newLanes()
+		l.lanes(ids("few", controlLaneRamp-1))
+		if k := l.inUse(); k != 1 {
+			t.Fatalf("%d new tenants at once: %d lanes", controlLaneRamp-1, k)
+		}
+	})
+	t.Run("a burst that stops", func(t *testing.T) {
+		l := newLanes()
+		l.lanes(ids("burst", 2*controlLaneRamp))
+		if k := l.inUse(); k != lanes {
+			t.Fatalf("a burst of %d new tenants: %d lanes, want %d", 2*controlLaneRamp, k, lanes)
+		}
+		elapse(l, controlLanePeriod*9/10)
+		l.lane("burst0")
+		if k := l.inUse(); k != 1 {
+			t.Fatalf("9/10 of a period after a burst of %d tenants: %d lanes, want 1", 2*controlLaneRamp, k)
+		}
+	})
+}
