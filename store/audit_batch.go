@@ -100,9 +100,11 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 	// That new plan is made once per tenant, and a single-row INSERT's
 	// costs far less than the INSERT … SELECT FROM unnest(…)'s: on a warm
 	// connection, a tenant's INSERT of one record cost PostgreSQL ~50
-	// against ~150 µs (bench/README.md). Behind a transaction pooler,
-	// where nothing is prepared, the others' records go in one
-	// INSERT … SELECT FROM unnest(…) per tenant instead, planned once.
+	// against ~150 µs (bench/README.md). A tenant with more than
+	// rowPathMax records in the batch, or any behind a transaction pooler
+	// (where nothing is prepared), has them go in one INSERT … SELECT FROM
+	// unnest(…) prepared for every tenant instead, planned once: per
+	// record it costs less than single rows from ~16 records on.
 	db.startLaneMessage(conn.Conn())
 	qs := make([]string, len(groups))
 	prepared, shared := false, false
@@ -115,7 +117,7 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 		}
 	}
 	if shared {
-		if err := db.prepare(ctx, conn.Conn(), groups[0].t.Schema, setSearchPathSQL, auditRowPathSQL); err != nil {
+		if err := db.prepare(ctx, conn.Conn(), groups[0].t.Schema, setSearchPathSQL, auditRowPathSQL, auditBatchPathSQL); err != nil {
 			return err
 		}
 	}
@@ -136,7 +138,7 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 	}
 	for _, gi := range order {
 		g := groups[gi]
-		if qs[gi] == "" && !db.pooled {
+		if qs[gi] == "" && !db.pooled && len(g.recs) <= rowPathMax {
 			b.Queue(setSearchPathSQL, pgx.Identifier{g.t.Schema}.Sanitize())
 			for _, r := range g.recs {
 				b.Queue(auditRowPathSQL, r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
@@ -170,8 +172,9 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 		i := 0
 		q := qs[gi]
 		if q == "" {
-			// Behind a transaction pooler nothing is prepared, and each
-			// single-row INSERT would be planned on its own.
+			// More than rowPathMax records, or behind a transaction pooler
+			// (where nothing is prepared, and each single-row INSERT would
+			// be planned on its own).
 			b.Queue(setSearchPathSQL, pgx.Identifier{g.t.Schema}.Sanitize())
 			q = auditBatchPathSQL
 		}
@@ -229,6 +232,16 @@ func auditBatchSQL(schema string) string {
 // auditBatchPathSQL is auditBatchSQL for the schema on the search_path,
 // the same text for every tenant.
 const auditBatchPathSQL = "INSERT INTO audit_log" + auditBatchValuesSQL
+
+// rowPathMax is the most records of one tenant that the group commit and
+// the chain pass write one by one through the single-row statements
+// (auditRowPathSQL, chainUpdateRowPathSQL) when the tenant's own are not
+// prepared; more go through one multi-row statement, which costs more to
+// plan and less per record. On a warm connection, a record's INSERT and
+// link cost PostgreSQL ~130 against ~320 µs of CPU for a tenant's only
+// record, ~50 against ~80 per record for 8; in wall time, about the same
+// for 16, ~65 against ~45 µs per record for 64.
+const rowPathMax = 8
 
 // auditRowPathSQL inserts one record into the audit log of the schema on
 // the search_path (the same text for every tenant): its parameters are

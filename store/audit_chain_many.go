@@ -285,38 +285,41 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	// again too (see insertAuditBatch). Behind a transaction pooler, where
 	// nothing is prepared, each tenant's UPDATE … FROM unnest(…) is planned
 	// once instead of a plan per record.
+	// The statements that search_path does not concern (the prepared and
+	// the unprepared UPDATEs naming their tables, the heads, the pending
+	// marks of their tenants) go in b, the single-row ones (and the
+	// pending marks of their tenants, cleared only once nothing is left
+	// unchained) after them, in onPath.
 	b = &pgx.Batch{}
+	onPath := &pgx.Batch{}
 	var headIDs []string
 	var headSeqs []int64
 	var headHashes [][]byte
-	for pass := range 2 {
-		for i, r := range group {
-			onPath := updates[i] == chainUpdateSQL(r.Tenant.Schema) && !db.pooled
-			if len(recs[i]) == 0 || onPath != (pass == 1) {
-				continue
-			}
+	for i, r := range group {
+		q := b
+		if len(recs[i]) > 0 {
 			prev := prevs[i]
 			if prev == nil {
 				prev = []byte{}
 			}
 			var seq int64
-			if onPath {
-				b.Queue(setSearchPathSQL, pgx.Identifier{r.Tenant.Schema}.Sanitize())
-				seq, prev = queueChainLinkRows(b, key, seqs[i], prev, recs[i])
+			if updates[i] == chainUpdateSQL(r.Tenant.Schema) && !db.pooled && len(recs[i]) <= rowPathMax {
+				q = onPath
+				q.Queue(setSearchPathSQL, pgx.Identifier{r.Tenant.Schema}.Sanitize())
+				seq, prev = queueChainLinkRows(q, key, seqs[i], prev, recs[i])
 			} else {
-				seq, prev = queueChainLinks(b, updates[i], key, seqs[i], prev, recs[i])
+				seq, prev = queueChainLinks(q, updates[i], key, seqs[i], prev, recs[i])
 			}
 			headIDs, headSeqs, headHashes = append(headIDs, r.Tenant.ID), append(headSeqs, seq), append(headHashes, prev)
 		}
-	}
-	for i, r := range group {
-		if len(recs[i]) < limit && stale[i] { // nothing left: the tenant may leave the pending list
-			queueClearAuditPending(b, r.Tenant, pgx.Identifier{r.Tenant.Schema, "audit_log"}.Sanitize())
+		if len(recs[i]) < limit && stale[i] { // nothing left: the tenant may leave the pending list (after its links)
+			queueClearAuditPending(q, r.Tenant, pgx.Identifier{r.Tenant.Schema, "audit_log"}.Sanitize())
 		}
 	}
 	if len(headIDs) > 0 {
 		b.Queue(chainHeadsUpsertManySQL, headIDs, headSeqs, headHashes)
 	}
+	b.QueuedQueries = append(b.QueuedQueries, onPath.QueuedQueries...)
 	b.Queue("COMMIT")
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"unicode"
@@ -93,9 +94,9 @@ func (r *AuditRecord) clean() {
 	r.Reason = CleanText(r.Reason, auditReasonMax)
 	r.ArgsDigest = CleanText(r.ArgsDigest, auditShortMax)
 	r.Via = CleanText(r.Via, auditShortMax)
-	if r.Count < 1 {
-		r.Count = 1
-	}
+	// The column is an integer: a count beyond it would fail the whole
+	// batch and then its own record.
+	r.Count = min(max(r.Count, 1), math.MaxInt32)
 }
 
 // reduced is r in a form the audit table cannot refuse: a known decision,

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -268,19 +269,29 @@ func TestControlLaneStatementsMigratedTenantAmongOthers(t *testing.T) {
 // either way every record gets its id in the order given, nothing falls
 // back, and every chain verifies.
 func TestControlLaneStatementsSeveralRecords(t *testing.T) {
-	for i, tc := range []struct {
+	type mode struct {
 		name string
 		opts store.Options
-	}{
-		{"prepared", store.Options{ControlPreparedStatements: 100}},
-		{"some prepared", store.Options{ControlPreparedStatements: 6}},
-		{"off", store.Options{ControlPreparedStatements: -1}},
-		{"behind a pooler", store.Options{TransactionPooler: true}},
+		per  int // records of each tenant in each round
+	}
+	var modes []mode
+	for _, m := range []mode{
+		{name: "prepared", opts: store.Options{ControlPreparedStatements: 100}},
+		{name: "some prepared", opts: store.Options{ControlPreparedStatements: 6}},
+		{name: "off", opts: store.Options{ControlPreparedStatements: -1}},
+		{name: "behind a pooler", opts: store.Options{TransactionPooler: true}},
 	} {
+		// 3 records of a tenant go one by one when its statements are not
+		// prepared, 12 (more than rowPathMax) in one multi-row statement.
+		for _, per := range []int{3, 12} {
+			modes = append(modes, mode{fmt.Sprintf("%s/records=%d", m.name, per), m.opts, per})
+		}
+	}
+	for i, tc := range modes {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			_, db, ts := openLaneStatements(t, fmt.Sprintf("lanestmtrecs%d-", i), 4, tc.opts)
-			const perRound, rounds = 3, 3
+			perRound, rounds := tc.per, 3
 			for round := range rounds {
 				es := laneEntries(fmt.Sprint("recs", round), ts, perRound)
 				errs, retried := db.WriteAuditEntries(ctx, es)
@@ -312,7 +323,7 @@ func TestControlLaneStatementsSeveralRecords(t *testing.T) {
 					}
 				}
 			}
-			if tc.name == "some prepared" {
+			if strings.HasPrefix(tc.name, "some prepared") {
 				var with, without int
 				for _, tn := range ts {
 					if tenantStatements(t, db, tn)["UPDATE"] {
@@ -327,5 +338,89 @@ func TestControlLaneStatementsSeveralRecords(t *testing.T) {
 			}
 			verifyAll(t, db, ts, perRound*rounds)
 		})
+	}
+}
+
+// TestControlLaneStatementsClearStaleMarks: a chain pass removes the stale
+// pending marks of the tenants it leaves with nothing unchained, whether
+// their links went through their prepared UPDATEs, one by one through the
+// single-row statement shared by every tenant, or through one multi-row
+// statement (the mark's removal checks that nothing is left unchained, so
+// it must come after the tenant's links in the transaction).
+func TestControlLaneStatementsClearStaleMarks(t *testing.T) {
+	for i, tc := range []struct {
+		name string
+		opts store.Options
+		per  int
+	}{
+		{"prepared", store.Options{ControlPreparedStatements: 100}, 2},
+		{"off", store.Options{ControlPreparedStatements: -1}, 2},
+		{"off, many records", store.Options{ControlPreparedStatements: -1}, 12},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			_, db, ts := openLaneStatements(t, fmt.Sprintf("lanestmtmarks%d-", i), 3, tc.opts)
+			ids := make([]string, len(ts))
+			for j, tn := range ts {
+				ids[j] = tn.ID
+			}
+			marks := func() int {
+				var n int
+				if err := db.Pool().QueryRow(ctx, "SELECT count(*) FROM gatehouse.audit_pending WHERE tenant_id = ANY($1::uuid[])", ids).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			if errs, retried := db.WriteAuditEntries(ctx, laneEntries("marks", ts, tc.per)); retried != nil {
+				t.Fatalf("the group commit fell back: %v (%v)", retried, errs)
+			}
+			if n := marks(); n != len(ts) {
+				t.Fatalf("%d tenants marked, want %d", n, len(ts))
+			}
+			if _, err := db.Pool().Exec(ctx, "UPDATE gatehouse.audit_pending SET marked_at = now() - interval '11 minutes' WHERE tenant_id = ANY($1::uuid[])", ids); err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{}) {
+				if r.Err != nil || r.N != tc.per || r.Group < 0 {
+					t.Fatalf("%s chained %d (group %d), %v", r.Tenant.Key, r.N, r.Group, r.Err)
+				}
+			}
+			if n := marks(); n != 0 {
+				t.Errorf("%d stale marks left after every record was chained", n)
+			}
+			verifyAll(t, db, ts, tc.per)
+		})
+	}
+}
+
+// TestAuditCountBeyondInteger: a record whose count (aggregated floods)
+// exceeds the column's integer is stored with the largest count the column
+// holds, in the group commit, without a fall-back, whichever statement
+// writes it; before, it wrapped to a negative count, failed the whole
+// batch and then its own record.
+func TestAuditCountBeyondInteger(t *testing.T) {
+	for i, tc := range []struct {
+		name string
+		opts store.Options
+	}{
+		{"prepared", store.Options{ControlPreparedStatements: 100}},
+		{"off", store.Options{ControlPreparedStatements: -1}},
+		{"behind a pooler", store.Options{TransactionPooler: true}},
+	} {
+		ctx := context.Background()
+		_, db, ts := openLaneStatements(t, fmt.Sprintf("lanecount%d-", i), 2, tc.opts)
+		es := laneEntries("count", ts, 1)
+		es[0].Rec.Count = 1 << 40
+		es[1].Rec.Count = math.MaxInt32 + 1
+		errs, retried := db.WriteAuditEntries(ctx, es)
+		if retried != nil || errs[0] != nil || errs[1] != nil {
+			t.Fatalf("%s: %v, %v", tc.name, errs, retried)
+		}
+		for _, e := range es {
+			var count int64
+			if err := db.Pool().QueryRow(ctx, "SELECT count FROM "+pgx.Identifier{e.Tenant.Schema, "audit_log"}.Sanitize()+" WHERE id = $1", e.Rec.ID).Scan(&count); err != nil || count != math.MaxInt32 {
+				t.Errorf("%s: count %d, %v; want %d", tc.name, count, err, math.MaxInt32)
+			}
+		}
 	}
 }

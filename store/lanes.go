@@ -114,7 +114,12 @@ func newControlLanes(ctx context.Context, cfg *pgxpool.Config, lanes, maxTenants
 // more PostgreSQL CPU per spread call in a run of bench/tenants). The
 // count of what will be met falls as the period goes on without new
 // tenants, so a burst of new tenants that stops raises the lanes for a
-// moment, and they come down again within the period.
+// moment, and they come down again within the period. That is the price
+// of telling a spread early: a few hundred tenants that all come back at
+// once after a quiet while are split over the lanes for a few seconds
+// too (300 at once: ~6 s, two thirds of them meeting another lane's
+// connections), until their count over the period falls under
+// laneTenants.
 func (l *controlLanes) note(ids ...string) {
 	n := len(l.pool.lanes)
 	if n == 1 || !l.affinity {
