@@ -63,3 +63,16 @@ func ControlLanePrepared(ctx context.Context, db *DB) ([][]string, error) {
 	})
 	return all, err
 }
+
+// ControlLaneSettings returns, for each control lane connection, the
+// value of setting name in its session (outside any transaction).
+func ControlLaneSettings(ctx context.Context, db *DB, name string) ([]string, error) {
+	var out []string
+	err := db.ctl.pool.each(ctx, func(c *pgxpool.Conn) error {
+		var v string
+		err := c.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&v)
+		out = append(out, v)
+		return err
+	})
+	return out, err
+}
