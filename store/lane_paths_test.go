@@ -85,15 +85,7 @@ func TestControlLaneOddRecords(t *testing.T) {
 					es = append(es, store.AuditEntry{Tenant: tn, Rec: r})
 				}
 			}
-			errs, retried := db.WriteAuditEntries(ctx, es)
-			for _, err := range errs {
-				if err != nil {
-					t.Fatalf("record lost: %v", err)
-				}
-			}
-			if retried != nil {
-				t.Errorf("fell back: %v", retried)
-			}
+			writeNoFallBack(t, db, es)
 			for _, e := range es {
 				var via string
 				var count int
@@ -122,15 +114,7 @@ func TestControlLaneManyRecordsOneTenant(t *testing.T) {
 			const n = 20000
 			es := laneEntries("many", ts[:1], n)
 			es = append(es, laneEntries("other", ts[1:], 3)...)
-			errs, retried := db.WriteAuditEntries(ctx, es)
-			for _, err := range errs {
-				if err != nil {
-					t.Fatalf("record lost: %v", err)
-				}
-			}
-			if retried != nil {
-				t.Errorf("fell back: %v", retried)
-			}
+			writeNoFallBack(t, db, es)
 			var last int64
 			for _, e := range es[:n] {
 				if e.Rec.ID <= last {
@@ -202,15 +186,7 @@ func TestControlLaneChainColumnMigrations(t *testing.T) {
 				for round := 3; round < 7; round++ {
 					auditRoundNoFallBack(t, db, ts, round)
 					// the migrated tenants alone, then with others in another order
-					errs, retried := db.WriteAuditEntries(ctx, laneEntries(fmt.Sprint("alone", round), []*tenancy.Tenant{ts[2], ts[0]}, 2))
-					for _, e := range errs {
-						if e != nil {
-							t.Fatal(e)
-						}
-					}
-					if retried != nil {
-						t.Errorf("round %d: migrated alone: fell back: %v", round, retried)
-					}
+					writeNoFallBack(t, db, laneEntries(fmt.Sprint("alone", round), []*tenancy.Tenant{ts[2], ts[0]}, 2))
 					for _, r := range db.ChainAuditTenants(ctx, []*tenancy.Tenant{ts[3], ts[2], ts[0]}, testKey, 100, store.ChainLimits{}) {
 						if r.Err != nil || r.Group < 0 {
 							t.Errorf("round %d: chain %s: %+v", round, r.Tenant.Key, r)

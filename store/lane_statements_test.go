@@ -60,6 +60,22 @@ func auditRound(t *testing.T, db *store.DB, ts []*tenancy.Tenant, round int) ([]
 	return res, retried
 }
 
+// writeNoFallBack writes es through the group commit, failing on any
+// record lost and when a batch fell back to writing its records one by
+// one.
+func writeNoFallBack(t *testing.T, db *store.DB, es []store.AuditEntry) {
+	t.Helper()
+	errs, retried := db.WriteAuditEntries(context.Background(), es)
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("record lost: %v", err)
+		}
+	}
+	if retried != nil {
+		t.Errorf("the group commit fell back: %v", retried)
+	}
+}
+
 // auditRoundNoFallBack is auditRound, failing also when the group commit
 // fell back to writing records one by one or a tenant was chained alone.
 func auditRoundNoFallBack(t *testing.T, db *store.DB, ts []*tenancy.Tenant, round int) {
@@ -294,15 +310,7 @@ func TestControlLaneStatementsSeveralRecords(t *testing.T) {
 			perRound, rounds := tc.per, 3
 			for round := range rounds {
 				es := laneEntries(fmt.Sprint("recs", round), ts, perRound)
-				errs, retried := db.WriteAuditEntries(ctx, es)
-				for _, err := range errs {
-					if err != nil {
-						t.Fatalf("round %d: record lost: %v", round, err)
-					}
-				}
-				if retried != nil {
-					t.Errorf("round %d: the group commit fell back: %v", round, retried)
-				}
+				writeNoFallBack(t, db, es)
 				last := map[string]int64{}
 				for _, e := range es {
 					if e.Rec.ID <= last[e.Tenant.ID] || e.Rec.At.IsZero() {
@@ -371,9 +379,7 @@ func TestControlLaneStatementsClearStaleMarks(t *testing.T) {
 				}
 				return n
 			}
-			if errs, retried := db.WriteAuditEntries(ctx, laneEntries("marks", ts, tc.per)); retried != nil {
-				t.Fatalf("the group commit fell back: %v (%v)", retried, errs)
-			}
+			writeNoFallBack(t, db, laneEntries("marks", ts, tc.per))
 			if n := marks(); n != len(ts) {
 				t.Fatalf("%d tenants marked, want %d", n, len(ts))
 			}
@@ -412,10 +418,7 @@ func TestAuditCountBeyondInteger(t *testing.T) {
 		es := laneEntries("count", ts, 1)
 		es[0].Rec.Count = 1 << 40
 		es[1].Rec.Count = math.MaxInt32 + 1
-		errs, retried := db.WriteAuditEntries(ctx, es)
-		if retried != nil || errs[0] != nil || errs[1] != nil {
-			t.Fatalf("%s: %v, %v", tc.name, errs, retried)
-		}
+		writeNoFallBack(t, db, es)
 		for _, e := range es {
 			var count int64
 			if err := db.Pool().QueryRow(ctx, "SELECT count FROM "+pgx.Identifier{e.Tenant.Schema, "audit_log"}.Sanitize()+" WHERE id = $1", e.Rec.ID).Scan(&count); err != nil || count != math.MaxInt32 {

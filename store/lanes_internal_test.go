@@ -65,6 +65,30 @@ func TestLaneHandOffWhenContextEnds(t *testing.T) {
 	}
 }
 
+// testLanes returns control lanes without connections: n lanes, each meant
+// to serve laneTenants recently met tenants (for the tests of which lanes
+// are in use).
+func testLanes(n, laneTenants int) *controlLanes {
+	return &controlLanes{pool: &tenantPool{lanes: make([]*pgxpool.Pool, n)}, affinity: true, laneTenants: laneTenants,
+		seen: map[string]struct{}{}, k: 1}
+}
+
+// tenantIDs returns n tenant ids: prefix0, prefix1, …
+func tenantIDs(prefix string, n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprint(prefix, i)
+	}
+	return ids
+}
+
+// elapse moves l's period start back by d, as if d had passed.
+func elapse(l *controlLanes, d time.Duration) {
+	l.mu.Lock()
+	l.since = l.since.Add(-d)
+	l.mu.Unlock()
+}
+
 // TestControlLanesPeriods: the lanes in use follow the tenants met over
 // the last full period and this one. A spread raises them at once; they
 // stay up across a period's end while the spread goes on (the new period
@@ -72,24 +96,8 @@ func TestLaneHandOffWhenContextEnds(t *testing.T) {
 // (or at once after a quiet while); a burst within one period raises them
 // once, for at most two periods, without going up and down in between.
 func TestControlLanesPeriods(t *testing.T) {
-	newLanes := func() *controlLanes {
-		return &controlLanes{pool: &tenantPool{lanes: make([]*pgxpool.Pool, 4)}, affinity: true, laneTenants: 2,
-			seen: map[string]struct{}{}, k: 1}
-	}
-	tenants := func(prefix string, n int) []string {
-		var ids []string
-		for i := range n {
-			ids = append(ids, fmt.Sprint(prefix, i))
-		}
-		return ids
-	}
-	// elapse moves l's period start back by d, as if d had passed.
-	elapse := func(l *controlLanes, d time.Duration) {
-		l.mu.Lock()
-		l.since = l.since.Add(-d)
-		l.mu.Unlock()
-	}
-	spread, few := tenants("spread", 8), tenants("few", 1)
+	newLanes := func() *controlLanes { return testLanes(4, 2) }
+	spread, few := tenantIDs("spread", 8), tenantIDs("few", 1)
 
 	t.Run("spread then few", func(t *testing.T) {
 		l := newLanes()
@@ -179,22 +187,8 @@ func TestControlLanesPeriods(t *testing.T) {
 // of new tenants that stops lets them come down within the period.
 func TestControlLanesRamp(t *testing.T) {
 	const lanes, busy = 3, 2000
-	newLanes := func() *controlLanes {
-		return &controlLanes{pool: &tenantPool{lanes: make([]*pgxpool.Pool, lanes)}, affinity: true, laneTenants: 500,
-			seen: map[string]struct{}{}, k: 1}
-	}
-	ids := func(prefix string, n int) []string {
-		var s []string
-		for i := range n {
-			s = append(s, fmt.Sprint(prefix, i))
-		}
-		return s
-	}
-	elapse := func(l *controlLanes, d time.Duration) {
-		l.mu.Lock()
-		l.since = l.since.Add(-d)
-		l.mu.Unlock()
-	}
+	newLanes := func() *controlLanes { return testLanes(lanes, 500) }
+	ids := tenantIDs
 
 	t.Run("a spread begins", func(t *testing.T) {
 		l := newLanes()
@@ -255,4 +249,56 @@ func TestControlLanesRamp(t *testing.T) {
 			t.Fatalf("9/10 of a period after a burst of %d tenants: %d lanes, want 1", 2*controlLaneRamp, k)
 		}
 	})
+}
+
+// TestControlLanesRotatingSet: a steady workload whose busy tenants
+// rotate (sessions of 20 s start uniformly, 23 a second: ~450 busy
+// tenants, each called every second, under laneTenants; a quarter-second
+// step) never has the ramp (controlLaneRamp) raise the lanes above what
+// the tenants met call for: new tenants arrive all the time, but not at
+// a spread's rate.
+func TestControlLanesRotatingSet(t *testing.T) {
+	const lanes = 3
+	l := testLanes(lanes, 500)
+	const step = 250 * time.Millisecond
+	started := map[int]time.Duration{} // session -> start
+	maxK, ups := 0, 0
+	next := 0
+	for now := time.Duration(0); now < 120*time.Second; now += step {
+		for range 23 / 4 {
+			started[next] = now
+			next++
+		}
+		if int(now/step)%4 == 0 {
+			started[next] = now
+			next++
+			started[next] = now
+			next++
+			started[next] = now
+			next++
+		}
+		for id, st := range started {
+			if now-st >= 20*time.Second {
+				delete(started, id)
+				continue
+			}
+			if (now-st)%time.Second == 0 { // called every second from its start
+				l.lane(fmt.Sprint("s", id))
+			}
+		}
+		if now > 40*time.Second {
+			old := max(1, min(lanes, (max(len(l.prev), len(l.seen))+l.laneTenants-1)/l.laneTenants))
+			if k := l.inUse(); k > maxK {
+				maxK = k
+			}
+			if l.inUse() > old {
+				ups++
+			}
+		}
+		l.since = l.since.Add(-step)
+	}
+	t.Logf("%d sessions; at most %d lanes after warm-up, %d steps above the rule without projection; %d active at the end", next, maxK, ups, len(started))
+	if ups > 0 {
+		t.Errorf("a steady rotating workload: the projection raised the lanes above the tenants met in %d steps", ups)
+	}
 }
