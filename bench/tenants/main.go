@@ -595,6 +595,34 @@ func backendContents(ctx context.Context, db *store.DB) string {
 	return fmt.Sprintf("%.0f prepared statements, CacheMemoryContext %.1f MB, statements' contexts %.1f MB", median(stmts), median(cache), median(plans))
 }
 
+// ownPrivateDirty is pid's Private_Dirty outside its shared mappings, kB:
+// the backend's own memory. smaps counts a page of PostgreSQL's shared
+// memory (shared buffers) that only this process has touched as private,
+// so with tenant affinity, where each backend alone reads its tenants'
+// pages, Private_Dirty overstates what the backend itself holds.
+func ownPrivateDirty(pid int) (int, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps")
+	if err != nil {
+		return 0, err
+	}
+	shared, kb := false, 0
+	for l := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && len(f[1]) == 4 { // a mapping's header: address perms offset dev inode [path]
+			shared = f[1][3] == 's'
+			continue
+		}
+		if rest, ok := strings.CutPrefix(l, "Private_Dirty:"); ok && !shared {
+			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			if err != nil {
+				return 0, err
+			}
+			kb += n
+		}
+	}
+	return kb, nil
+}
+
 func privateDirty(pid int) (int, error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
 	if err != nil {

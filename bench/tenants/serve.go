@@ -365,6 +365,12 @@ func gatehouseBackends(ctx context.Context, db *store.DB, kinds *kindSampler) st
 					byKind[k] = append(byKind[k], kb)
 				}
 			}
+			if kb, err := ownPrivateDirty(pid); err == nil {
+				byKind["all, own"] = append(byKind["all, own"], kb)
+				if k := kinds.kindOf(pid); k != "" {
+					byKind[k+", own"] = append(byKind[k+", own"], kb)
+				}
+			}
 		}
 	}
 	rows.Close()
@@ -373,7 +379,8 @@ func gatehouseBackends(ctx context.Context, db *store.DB, kinds *kindSampler) st
 	}
 	mb := func(kb int) float64 { return float64(kb) / 1024 }
 	var b strings.Builder
-	for _, k := range []string{"all", "tool", "control"} {
+	// "own": outside the shared mappings (see ownPrivateDirty).
+	for _, k := range []string{"all", "tool", "control", "all, own", "tool, own", "control, own"} {
 		kbs := byKind[k]
 		if len(kbs) == 0 {
 			continue
