@@ -200,15 +200,17 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	// transaction: preparing one may take round trips of its own.
 	db.startLaneMessage(conn.Conn())
 	selects, updates := make([]string, len(group)), make([]string, len(group))
-	prepared, byPath := false, false
+	byPath := make([]bool, len(group)) // its UPDATE not prepared here: see below
+	prepared, anyByPath := false, false
 	for i, r := range group {
 		s, u := chainSelectSQL(r.Tenant.Schema), chainUpdateSQL(r.Tenant.Schema)
 		selects[i] = db.laneStatement(ctx, conn.Conn(), r.Tenant.Schema, s)
 		updates[i] = db.laneStatement(ctx, conn.Conn(), r.Tenant.Schema, u)
 		prepared = prepared || selects[i] != s || updates[i] != u
-		byPath = byPath || updates[i] == u
+		byPath[i] = updates[i] == u && !db.pooled
+		anyByPath = anyByPath || byPath[i]
 	}
-	if byPath {
+	if anyByPath {
 		// In a transaction of its own: before this pass's.
 		if err := db.prepare(ctx, conn.Conn(), group[0].Tenant.Schema, setSearchPathSQL, chainUpdateRowPathSQL); err != nil {
 			return err
@@ -275,21 +277,20 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 		return err
 	}
 
-	// The links of a tenant whose UPDATE is not prepared here are stored
-	// record by record, by a single-row UPDATE prepared once for every
-	// tenant, its table found through search_path: planned again for each
-	// tenant, as the UPDATE … FROM unnest(…) that names the table was
-	// planned at each pass, but at far less cost (on a warm connection,
-	// ~80 against ~190 µs per tenant; bench/README.md). They come after
-	// the prepared ones, which search_path set for them would have planned
-	// again too (see insertAuditBatch). Behind a transaction pooler, where
-	// nothing is prepared, each tenant's UPDATE … FROM unnest(…) is planned
-	// once instead of a plan per record.
-	// The statements that search_path does not concern (the prepared and
-	// the unprepared UPDATEs naming their tables, the heads, the pending
-	// marks of their tenants) go in b, the single-row ones (and the
-	// pending marks of their tenants, cleared only once nothing is left
-	// unchained) after them, in onPath.
+	// The links of a tenant whose UPDATE is not prepared here (up to
+	// rowPathMax of them) are stored record by record, by a single-row
+	// UPDATE prepared once for every tenant, its table found through
+	// search_path: planned again for each tenant, as the UPDATE … FROM
+	// unnest(…) that names the table was planned at each pass, but at far
+	// less cost (on a warm connection, ~80 against ~190 µs per tenant;
+	// bench/README.md). Behind a transaction pooler, where nothing is
+	// prepared, each tenant's UPDATE … FROM unnest(…) is planned once
+	// instead of a plan per record. Setting search_path would have every
+	// prepared statement run after it planned again (see
+	// insertAuditBatch), so b holds what it does not concern (the other
+	// UPDATEs, which name their tables, the heads, those tenants' pending
+	// marks) and onPath, sent after them, the single-row ones, each
+	// tenant's pending mark after its links.
 	b = &pgx.Batch{}
 	onPath := &pgx.Batch{}
 	var headIDs []string
@@ -303,7 +304,7 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 				prev = []byte{}
 			}
 			var seq int64
-			if updates[i] == chainUpdateSQL(r.Tenant.Schema) && !db.pooled && len(recs[i]) <= rowPathMax {
+			if byPath[i] && len(recs[i]) <= rowPathMax {
 				q = onPath
 				q.Queue(setSearchPathSQL, pgx.Identifier{r.Tenant.Schema}.Sanitize())
 				seq, prev = queueChainLinkRows(q, key, seqs[i], prev, recs[i])
