@@ -133,21 +133,28 @@ const DefaultConnMaxUses = -1
 const DefaultConnMaxTenants = 600
 
 // DefaultControlConnMaxTenants is the default of
-// Options.ControlConnMaxTenants: 1,000, so that a control connection is
-// replaced no later than after the 1,000 uses of the bound before it (a
-// use serves at least one tenant), never when few tenants are busy, and
-// holds what that bound held (~30 MB). It is the control lanes (lanes.go)
-// that keep busy tenants' caches warm: with one lane, calls spread over
-// 2,000 tenants met every tenant on every control connection, which was
-// replaced, cold, every 1,000 (a bound of 2,500 kept them warm but at
-// 64–84 MB per connection after one call in each of 12,000 tenants).
-const DefaultControlConnMaxTenants = 1000
+// Options.ControlConnMaxTenants: 500. A control backend holds 30–120 KB
+// per tenant whose audit log it has written or chained: its caches and
+// prepared statements (~35 KB) and the shared buffers it alone has read,
+// which Private_Dirty counts as its own. Measured with bench/tenants after
+// one call in each of 10,200 tenants, the largest control backend held
+// 38–120 MB with the 1,000 before (in four invocations) and 20–42 MB with
+// 450–500 (two), so 500 keep one under about 60 MB. It is the control
+// lanes (lanes.go) that keep busy tenants' caches warm within it: each
+// lane is meant for half of it (controlLaneTenants), and
+// DefaultControlLanes are enough for 2,000 busy tenants.
+const DefaultControlConnMaxTenants = 500
 
 // DefaultControlLanes is the default of Options.ControlLanes for n cores
-// (GOMAXPROCS): max(3, n/4), 6 connections on 2 cores, 8 on 16. Three
-// lanes keep 2,000 busy tenants warm (about 670 a lane, within
-// DefaultControlConnMaxTenants).
-func DefaultControlLanes(n int) int { return max(3, n/4) }
+// (GOMAXPROCS): max(8, n/4), 16 connections up to 32 cores. Eight lanes
+// keep 2,000 busy tenants warm (250 a lane, half of
+// DefaultControlConnMaxTenants); with three lanes of 670 tenants each and
+// a bound of 450, the lanes' connections were replaced, cold, during
+// spreads (bench/README.md, "2026-12-01, morning"). While fewer than 250
+// tenants are busy one lane does the work, and the other lanes'
+// connections open only to take work while its two are taken (and close
+// after 30 minutes idle).
+func DefaultControlLanes(n int) int { return max(8, n/4) }
 
 // DefaultAffinityConns is the default of Options.AffinityConns for
 // tenantConns admitted calls: as many again, at most 16 (on 16 cores:
@@ -164,11 +171,13 @@ func DefaultTenantLanes(conns int32) int { return max(1, int(conns)/2) }
 
 // DefaultLimits are the defaults of Options' connection bounds for n cores
 // (GOMAXPROCS): tenant pool max(8, 2n), control pool max(4, n), control
-// lanes max(3, n/4) of two connections, query logins max(4, n) in all and
+// lanes max(8, n/4) of two connections, query logins max(4, n) in all and
 // 2 per tenant; the tenant pool also has DefaultAffinityConns spare
-// connections. Two cores: 8 + 8 + 4 + 6 + 4 (+1 for LISTEN) = 31
-// connections; sixteen: 32 + 16 + 16 + 8 + 16 + 1 = 89, within
-// PostgreSQL's default max_connections of 100 for one replica.
+// connections. Two cores: 8 + 8 + 4 + 16 + 4 (+1 for LISTEN) = 41
+// connections; sixteen: 32 + 16 + 16 + 16 + 16 + 1 = 97, within
+// PostgreSQL's default max_connections of 100 less its 3 reserved slots
+// for one replica (the lanes beyond the first open only while many
+// tenants are busy).
 func DefaultLimits(n int) Options {
 	return Options{TenantConns: int32(max(8, 2*n)), ControlConns: int32(max(4, n)), ControlLanes: DefaultControlLanes(n),
 		QueryConns: max(4, n), TenantQueryConns: 2}
