@@ -280,6 +280,36 @@ func (db *DB) laneStatement(ctx context.Context, conn *pgx.Conn, schema, sql str
 	return db.cachedStatement(ctx, conn, db.laneStatementsOf(conn), schema, sql, false)
 }
 
+// laneStatementIfUsed is laneStatement for a statement whose use is
+// counted apart, by laneStatementUsed, once it has done work: it counts
+// no use, and is sql itself unless sql has been counted often enough
+// before (and is prepared now if it is due). A chain pass runs every
+// tenant's SELECT and UPDATE whether or not it has records to chain, and
+// the chainer also visits tenants that turn out to have none (the marks
+// swept after a start, or every five minutes): counting those visits
+// filled a connection's bound with the statements of idle tenants, which
+// nothing evicts, leaving none for the busy ones.
+func (db *DB) laneStatementIfUsed(ctx context.Context, conn *pgx.Conn, schema, sql string) string {
+	if db.pooled || db.lanePreparedCap <= 0 {
+		return sql
+	}
+	s := db.laneStatementsOf(conn)
+	e := s.byKey[stmtKey{schema, sql}]
+	if e == nil {
+		return sql
+	}
+	return db.admit(ctx, conn, s, e, false)
+}
+
+// laneStatementUsed counts one use of sql, a statement of schema's, on
+// control lane connection conn (see laneStatementIfUsed).
+func (db *DB) laneStatementUsed(conn *pgx.Conn, schema, sql string) {
+	if db.pooled || db.lanePreparedCap <= 0 {
+		return
+	}
+	db.laneStatementsOf(conn).use(stmtKey{schema, sql})
+}
+
 // startLaneMessage says that a new message is being built on control lane
 // connection conn (see [DB.startMessage]).
 func (db *DB) startLaneMessage(conn *pgx.Conn) {

@@ -193,19 +193,22 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 		return err
 	}
 	// Each tenant's SELECT and UPDATE name its table. They run prepared
-	// once the connection has seen them before and has room for them
-	// (laneStatement), planned generically: planned at each pass they
-	// cost PostgreSQL 82 and 175 µs per tenant, prepared 17 and 49
-	// (bench/README.md). Their names are all taken here, before the
+	// once the connection has chained records of the tenant before and
+	// has room for them (laneStatementIfUsed: a visit that finds nothing
+	// to chain does not count), planned generically: planned at each
+	// pass they cost PostgreSQL 82 and 175 µs per tenant, prepared 17 and
+	// 49 (bench/README.md). Their names are all taken here, before the
 	// transaction: preparing one may take round trips of its own.
 	db.startLaneMessage(conn.Conn())
 	selects, updates := make([]string, len(group)), make([]string, len(group))
 	byPath := make([]bool, len(group)) // its UPDATE not prepared here: see below
+	texts := make([][2]string, len(group))
 	prepared, anyByPath := false, false
 	for i, r := range group {
 		s, u := chainSelectSQL(r.Tenant.Schema), chainUpdateSQL(r.Tenant.Schema)
-		selects[i] = db.laneStatement(ctx, conn.Conn(), r.Tenant.Schema, s)
-		updates[i] = db.laneStatement(ctx, conn.Conn(), r.Tenant.Schema, u)
+		texts[i] = [2]string{s, u}
+		selects[i] = db.laneStatementIfUsed(ctx, conn.Conn(), r.Tenant.Schema, s)
+		updates[i] = db.laneStatementIfUsed(ctx, conn.Conn(), r.Tenant.Schema, u)
 		prepared = prepared || selects[i] != s || updates[i] != u
 		byPath[i] = updates[i] == u && !db.pooled
 		anyByPath = anyByPath || byPath[i]
@@ -291,6 +294,12 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	// UPDATEs, which name their tables, the heads, those tenants' pending
 	// marks) and onPath, sent after them, the single-row ones, each
 	// tenant's pending mark after its links.
+	for i, r := range group {
+		if len(recs[i]) > 0 {
+			db.laneStatementUsed(conn.Conn(), r.Tenant.Schema, texts[i][0])
+			db.laneStatementUsed(conn.Conn(), r.Tenant.Schema, texts[i][1])
+		}
+	}
 	b = &pgx.Batch{}
 	onPath := &pgx.Batch{}
 	var headIDs []string

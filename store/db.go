@@ -101,8 +101,11 @@ type Options struct {
 	// group-committed INSERT and its chain pass's SELECT and UPDATE (zero:
 	// DefaultControlPreparedStatements; negative: none). They are prepared
 	// at their PrepareAfter-th use while there is room (nothing is evicted;
-	// prepared.go), and planned generically (unless CustomPlans). Nothing
-	// is prepared behind a transaction pooler.
+	// prepared.go), a chain pass's once that many passes have chained
+	// records of the tenant on the connection (a pass that finds nothing
+	// does not count: laneStatementIfUsed), and planned generically
+	// (unless CustomPlans). Nothing is prepared behind a transaction
+	// pooler.
 	ControlPreparedStatements int
 	// CustomPlans ignores the tools' GenericPlan marks: every prepared
 	// statement is planned as the server's plan_cache_mode says (plans.go).

@@ -125,7 +125,8 @@
 // cache (prepared.go: why a tenant at another migration version, or one
 // migrating, never runs a statement bound to other tables), and so are the
 // control lanes' audit statements, which name each tenant's table with its
-// schema (laneStatement). None behind a transaction pooler.
+// schema (laneStatement; a chain pass's counted only when it found records
+// to chain, laneStatementIfUsed). None behind a transaction pooler.
 //
 // store imports identity and tenancy for their types; it must not import mcp.
 package store

@@ -427,3 +427,52 @@ func TestAuditCountBeyondInteger(t *testing.T) {
 		}
 	}
 }
+
+// TestControlLaneStatementsIdleTenants: chain passes over tenants with
+// nothing to chain (as the chainer's sweep of marked tenants visits them,
+// after a start and every five minutes) prepare none of their statements,
+// however often they come, so the connection's bound, which nothing
+// evicts, is left to the tenants whose records are chained there: their
+// SELECT and UPDATE are prepared once two passes have chained records of
+// theirs on it.
+func TestControlLaneStatementsIdleTenants(t *testing.T) {
+	ctx := context.Background()
+	// Room for the busy tenants' INSERT, SELECT and UPDATE, not for any
+	// idle tenant's statement besides.
+	_, db, ts := openLaneStatements(t, "lanestmtidle", 6, store.Options{ControlPreparedStatements: 6, PrepareAfter: 2})
+	idle, busy := ts[:4], ts[4:]
+	for pass := range 3 {
+		for _, r := range db.ChainAuditTenants(ctx, idle, testKey, 100, store.ChainLimits{}) {
+			if r.Err != nil || r.N != 0 {
+				t.Fatalf("pass %d: %s chained %d records, %v; want none", pass, r.Tenant.Key, r.N, r.Err)
+			}
+		}
+	}
+	for _, tn := range idle {
+		if got := tenantStatements(t, db, tn); len(got) > 0 {
+			t.Errorf("%s, never with anything to chain: prepared %v", tn.Key, got)
+		}
+	}
+	for round := range 3 {
+		auditRoundNoFallBack(t, db, busy, round)
+		// The idle tenants come again between the busy ones' passes.
+		for _, r := range db.ChainAuditTenants(ctx, idle, testKey, 100, store.ChainLimits{}) {
+			if r.Err != nil || r.N != 0 {
+				t.Fatalf("round %d: %s chained %d records, %v; want none", round, r.Tenant.Key, r.N, r.Err)
+			}
+		}
+		for _, tn := range busy {
+			got := tenantStatements(t, db, tn)
+			// Due at the third pass: the two before it chained records.
+			if want := round == 2; got["SELECT"] != want || got["UPDATE"] != want {
+				t.Errorf("round %d: %s prepared %v, want its SELECT and UPDATE %v", round, tn.Key, got, map[bool]string{true: "prepared", false: "not yet"}[want])
+			}
+		}
+	}
+	for _, tn := range idle {
+		if got := tenantStatements(t, db, tn); len(got) > 0 {
+			t.Errorf("%s, never with anything to chain: prepared %v", tn.Key, got)
+		}
+	}
+	verifyAll(t, db, busy, 3)
+}

@@ -273,14 +273,21 @@ func (db *DB) tenantStatement(ctx context.Context, conn *pgx.Conn, schema, sql s
 	return db.cachedStatement(ctx, conn, db.statementsOf(conn), schema, sql, inTx)
 }
 
-// cachedStatement returns the prepared name of sql in schema in s, conn's
-// cache, or sql itself: the admission described at the top of this file.
+// cachedStatement counts one use of sql in schema in s, conn's cache, and
+// returns its prepared name or sql itself: the admission described at the
+// top of this file.
 func (db *DB) cachedStatement(ctx context.Context, conn *pgx.Conn, s *tenantStatements, schema, sql string, inTx bool) string {
 	if db.pooled || s.bound <= 0 {
 		return sql
 	}
+	return db.admit(ctx, conn, s, s.use(stmtKey{schema, sql}), inTx)
+}
+
+// use counts one use of key in s, creating its entry (and forgetting the
+// least recently seen unprepared one beyond seenPerPrepared times the
+// bound), and returns the entry.
+func (s *tenantStatements) use(key stmtKey) *stmtEntry {
 	s.age(s.bound)
-	key := stmtKey{schema, sql}
 	e, ok := s.byKey[key]
 	if !ok {
 		e = &stmtEntry{key: key}
@@ -292,11 +299,22 @@ func (db *DB) cachedStatement(ctx context.Context, conn *pgx.Conn, s *tenantStat
 		}
 	}
 	e.uses++
+	if e.name == "" {
+		s.seen.MoveToFront(e.seen)
+	}
+	return e
+}
+
+// admit returns e's prepared name (pinned for the message being built),
+// preparing it on conn first once it has been used db.prepareAfter times
+// and s has room for it (or, on the tenant pool, it has been used more
+// than the least used prepared one), or else e's text.
+func (db *DB) admit(ctx context.Context, conn *pgx.Conn, s *tenantStatements, e *stmtEntry, inTx bool) string {
+	schema, sql := e.key.schema, e.key.sql
 	if e.name != "" {
 		s.pinned[e.name] = true
 		return e.name
 	}
-	s.seen.MoveToFront(e.seen)
 	if e.uses < db.prepareAfter {
 		return sql
 	}
@@ -319,7 +337,7 @@ func (db *DB) cachedStatement(ctx context.Context, conn *pgx.Conn, s *tenantStat
 		}
 		s.unprepare(victim, true)
 	}
-	name := statementName(key)
+	name := statementName(e.key)
 	if s.stale[name] {
 		// Dropped and back before it was deallocated: still prepared
 		// and good. The others dropped go now, as a preparation would
