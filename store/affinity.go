@@ -75,8 +75,8 @@ func newTenantPool(ctx context.Context, cfg *pgxpool.Config, total int32, lanes,
 	for i := range lanes {
 		lc := cfg.Copy()
 		lc.MaxConns = int32(p.size[i])
-		lc.MinConns = min(lc.MaxConns, (cfg.MinConns+int32(lanes)-1)/int32(lanes))
-		lc.MinIdleConns = min(lc.MaxConns, (cfg.MinIdleConns+int32(lanes)-1)/int32(lanes))
+		lc.MinConns = min(lc.MaxConns, share(cfg.MinConns, lanes, i))
+		lc.MinIdleConns = min(lc.MaxConns, share(cfg.MinIdleConns, lanes, i))
 		if maxUses > 0 || trackTenants {
 			lc.AfterConnect = chainAfterConnect(cfg.AfterConnect, func(c *pgx.Conn) {
 				u := &connUse{}
@@ -94,6 +94,16 @@ func newTenantPool(ctx context.Context, cfg *pgxpool.Config, total int32, lanes,
 		p.lanes = append(p.lanes, pool)
 	}
 	return p, nil
+}
+
+// share is lane i's share of n split over lanes (the first n%lanes lanes
+// one more), so that the lanes' shares add up to n.
+func share(n int32, lanes, i int) int32 {
+	q := n / int32(lanes)
+	if int32(i) < n%int32(lanes) {
+		q++
+	}
+	return q
 }
 
 func chainAfterConnect(first func(context.Context, *pgx.Conn) error, then func(*pgx.Conn)) func(context.Context, *pgx.Conn) error {

@@ -226,7 +226,7 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 	table := pgx.Identifier{t.Schema, "audit_log"}.Sanitize()
 	var n int
 	var written []*StoredAlert
-	conn, release, err := db.ctl.acquireTenant(ctx, t.ID)
+	conn, release, err := db.ctl.acquireTenant(ctx, t.ID, backgroundWork)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -236,7 +236,7 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 	if err != nil {
 		return 0, err
 	}
-	conn, release, err := db.ctl.acquireTenant(ctx, t.ID)
+	conn, release, err := db.ctl.acquireTenant(ctx, t.ID, backgroundWork)
 	if err != nil {
 		return 0, err
 	}

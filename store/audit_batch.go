@@ -82,7 +82,7 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 	for i, g := range groups {
 		ids[i] = g.t.ID
 	}
-	conn, release, err := db.ctl.acquire(ctx, lane, ids[0], ids...)
+	conn, release, err := db.ctl.acquire(ctx, lane, callWork, ids[0], ids...)
 	if err != nil {
 		return err
 	}

@@ -177,7 +177,7 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	for i, r := range group {
 		ids[i] = r.Tenant.ID
 	}
-	conn, release, err := db.ctl.acquire(ctx, lane, ids[0], ids...)
+	conn, release, err := db.ctl.acquire(ctx, lane, backgroundWork, ids[0], ids...)
 	if err != nil {
 		return err
 	}

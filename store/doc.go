@@ -63,11 +63,13 @@
 // served [Options].ConnMaxTenants different tenants (and, if set, after
 // ConnMaxUses transactions). The control lanes have tenant affinity too:
 // while few tenants are busy they all share one lane (a group commit is one
-// transaction); once more are busy than a lane serves warm (500), or new
+// transaction); once more are busy than a lane serves warm (half of
+// [Options].ControlConnMaxTenants, at most 500: 250 by default), or new
 // tenants arrive at a rate that will make them so (see controlLanes.note),
 // each tenant's audit work keeps to its own lane among several, of two
-// connections each (so a group commit is one transaction per lane, in
-// parallel); the tenants met by any control work in their schemas count
+// connections each, one for the group commit's part and one for the
+// chainer and the anomaly detector (laneRole; so a group commit is one
+// transaction per lane, in parallel); the tenants met by any control work in their schemas count
 // (the chainer's, the anomaly detector's), not only the group commit's.
 // Without affinity (behind a transaction pooler, which chooses the
 // backends; [Options].NoControlAffinity) every tenant's work goes to the

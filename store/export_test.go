@@ -26,9 +26,13 @@ func ControlLaneMet(ctx context.Context, db *DB) ([]map[string]struct{}, error) 
 }
 
 // HoldControlLane takes a connection of lane until release is called, as a
-// chain pass on that lane would.
-func HoldControlLane(ctx context.Context, db *DB, lane int) (release func(), err error) {
-	_, release, err = db.ctl.acquire(ctx, lane, "")
+// chain pass on that lane would (background) or a group commit's part.
+func HoldControlLane(ctx context.Context, db *DB, lane int, background bool) (release func(), err error) {
+	role := callWork
+	if background {
+		role = backgroundWork
+	}
+	_, release, err = db.ctl.acquire(ctx, lane, role, "")
 	return release, err
 }
 

@@ -365,6 +365,7 @@ func TestControlLaneStatementsClearStaleMarks(t *testing.T) {
 		{"off", store.Options{ControlPreparedStatements: -1}, 2},
 		{"off, many records", store.Options{ControlPreparedStatements: -1}, 12},
 	} {
+		prepared := tc.opts.ControlPreparedStatements > 0
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			_, db, ts := openLaneStatements(t, fmt.Sprintf("lanestmtmarks%d-", i), 3, tc.opts)
@@ -378,6 +379,20 @@ func TestControlLaneStatementsClearStaleMarks(t *testing.T) {
 					t.Fatal(err)
 				}
 				return n
+			}
+			warm := 0
+			if prepared {
+				// A pass that chains records first, so that the tenants'
+				// UPDATEs are prepared for the one that clears the marks
+				// (a chain pass's statements are prepared once passes
+				// have chained records: laneStatementIfUsed).
+				writeNoFallBack(t, db, laneEntries("warm", ts, 1))
+				for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{}) {
+					if r.Err != nil || r.N != 1 {
+						t.Fatalf("%s chained %d, %v", r.Tenant.Key, r.N, r.Err)
+					}
+				}
+				warm = 1
 			}
 			writeNoFallBack(t, db, laneEntries("marks", ts, tc.per))
 			if n := marks(); n != len(ts) {
@@ -394,7 +409,12 @@ func TestControlLaneStatementsClearStaleMarks(t *testing.T) {
 			if n := marks(); n != 0 {
 				t.Errorf("%d stale marks left after every record was chained", n)
 			}
-			verifyAll(t, db, ts, tc.per)
+			for _, tn := range ts {
+				if got := tenantStatements(t, db, tn); got["UPDATE"] != prepared {
+					t.Errorf("%s: prepared %v, want its UPDATE prepared: %v", tn.Key, got, prepared)
+				}
+			}
+			verifyAll(t, db, ts, warm+tc.per)
 		})
 	}
 }

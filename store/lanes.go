@@ -14,8 +14,9 @@ import (
 // ([DB.WriteAuditEntries], [DB.InsertAuditBatch]), the per-record
 // fall-backs ([DB.WithTenantControl]), the chainer ([DB.ChainAudit],
 // [DB.ChainAuditTenants]) and the anomaly detector. A PostgreSQL backend
-// keeps the caches of every schema it serves (25–35 KB per tenant's audit
-// log, never given back), so when calls spread over many tenants a
+// keeps the caches of every schema it serves (20–40 KB per tenant's audit
+// log, never given back) and, as /proc/<pid>/smaps counts it, the pages of
+// the shared buffers it alone has read, so when calls spread over many tenants a
 // connection that served them all would either grow past the memory bound
 // or, replaced at [Options].ControlConnMaxTenants, serve them from cold
 // caches (at 2,000 busy tenants, about 60% more PostgreSQL CPU per call in
@@ -23,8 +24,9 @@ import (
 //
 // So the work has tenant affinity, as the tool calls do (affinity.go):
 // there are [Options].ControlLanes lanes of two connections each (one for
-// the group commit's part, one for the chainer or the anomaly detector,
-// both warm with the lane's tenants), and each tenant has a lane of its own
+// the work calls wait for, the group commit's part; one for the chainer and
+// the anomaly detector; both warm with the lane's tenants: see laneRole),
+// and each tenant has a lane of its own
 // among the first k (rendezvous hashing of its id), where k grows with the
 // tenants met recently by any of that work (the chainer and the detector
 // also meet the tenants whose calls wrote their own records): ceil(tenants
@@ -38,14 +40,20 @@ import (
 // committed once.
 //
 // Affinity never makes work wait while a connection is free: work whose
-// lane's connections are both taken takes another lane's free one; only
+// connection is taken takes its lane's other one, and when both are taken
+// another lane's free one; only
 // with every connection taken does it wait for the first returned. (With
 // lanes of one connection and a spare lane for such work instead, chain
 // passes held some lane most of the time at 2,000 busy tenants, and the
 // spare, meeting every lane's tenants, was replaced every few seconds and
 // served them cold.)
 type controlLanes struct {
-	pool *tenantPool // two connections per lane
+	// pool has one lane of one connection per control lane connection:
+	// controlLaneConns of them, in a row, make up one control lane, the
+	// first for work a call waits for, the second for background work
+	// (see laneRole).
+	pool *tenantPool
+	n    int // control lanes
 	// affinity: each tenant's work on its own lane among k; without it
 	// (Options.NoControlAffinity) k stays 1, the other lanes taking work
 	// only while lane 0's connections are taken.
@@ -59,12 +67,33 @@ type controlLanes struct {
 	prev  map[string]struct{} // tenants met in the period before
 	fresh int                 // tenants in seen and not in prev
 	since time.Time           // when the current period began
-	k     int                 // lanes in use (1 ≤ k ≤ len(lanes))
+	k     int                 // lanes in use (1 ≤ k ≤ n)
 }
 
 // controlLaneConns is the connections of one control lane (a variable for
 // tests that follow one connection).
 var controlLaneConns = 2
+
+// laneRole is the kind of work a control lane connection is taken for.
+// Each has a connection of its own in every lane, the other being the
+// first taken when that one is busy: so a group commit's part never waits
+// behind a chain pass (work of the lane's tenants is kept off the other
+// lanes' connections either way), and both connections of a lane serve
+// the same tenants' tables. With either taking both kinds of work, a
+// tenant's pages in the shared buffers were often read by one of them
+// alone, which /proc/<pid>/smaps counts as that backend's Private_Dirty:
+// after one call in each of 10,200 tenants the largest control backend's
+// Private_Dirty was up to 70.6 MB at ControlConnMaxTenants 500, against
+// 21 MB of memory of its own (bench/README.md, "2026-12-01, morning").
+type laneRole int
+
+const (
+	// callWork is the work a call waits for: the group commit's part,
+	// a record written on its own (WithTenantControl).
+	callWork laneRole = iota
+	// backgroundWork is the chainer's and the anomaly detector's.
+	backgroundWork
+)
 
 // controlLanePeriod is how long the tenants met count towards the lanes in
 // use (see controlLanes): long enough for calls spread over 2,000 tenants
@@ -92,11 +121,12 @@ func controlLaneTenants(maxTenants int) int {
 }
 
 func newControlLanes(ctx context.Context, cfg *pgxpool.Config, lanes, maxTenants int, affinity bool) (*controlLanes, error) {
-	p, err := newTenantPool(ctx, cfg, int32(controlLaneConns*lanes), lanes, 0, 0)
+	lanes = max(1, lanes)
+	p, err := newTenantPool(ctx, cfg, int32(controlLaneConns*lanes), controlLaneConns*lanes, 0, 0)
 	if err != nil {
 		return nil, err
 	}
-	return &controlLanes{pool: p, affinity: affinity, laneTenants: controlLaneTenants(maxTenants), seen: map[string]struct{}{}, k: 1}, nil
+	return &controlLanes{pool: p, n: lanes, affinity: affinity, laneTenants: controlLaneTenants(maxTenants), seen: map[string]struct{}{}, k: 1}, nil
 }
 
 // note counts the tenants ids as met now, and updates the lanes in use.
@@ -121,7 +151,7 @@ func newControlLanes(ctx context.Context, cfg *pgxpool.Config, lanes, maxTenants
 // connections), until their count over the period falls under
 // laneTenants.
 func (l *controlLanes) note(ids ...string) {
-	n := len(l.pool.lanes)
+	n := l.n
 	if n == 1 || !l.affinity {
 		return
 	}
@@ -193,15 +223,13 @@ func laneAmong(id string, k int) int {
 	return best
 }
 
-// acquire returns a connection of lane, or when both are taken of another
-// lane with one free (in tenant key's order of the lanes), and the
-// function that returns it; tenants are the ids of the tenants whose
-// schemas the caller will serve on it (for [Options].ControlConnMaxTenants,
-// see metTenants).
-func (l *controlLanes) acquire(ctx context.Context, lane int, key string, tenants ...string) (*pgxpool.Conn, func(), error) {
-	scores := laneScores(key, len(l.pool.lanes))
-	scores[lane] = math.MaxUint64
-	c, release, err := l.pool.acquireScores(ctx, scores)
+// acquire returns lane's connection for role, or when it is taken the
+// lane's other connection, or when both are taken a free connection of
+// another lane (in tenant key's order of the lanes), and the function that
+// returns it; tenants are the ids of the tenants whose schemas the caller
+// will serve on it (for [Options].ControlConnMaxTenants, see metTenants).
+func (l *controlLanes) acquire(ctx context.Context, lane int, role laneRole, key string, tenants ...string) (*pgxpool.Conn, func(), error) {
+	c, release, err := l.pool.acquireScores(ctx, l.scores(lane, role, key))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -209,10 +237,33 @@ func (l *controlLanes) acquire(ctx context.Context, lane int, key string, tenant
 	return c, release, nil
 }
 
-// acquireTenant returns a connection for work in tenant id's schema (see
-// acquire).
-func (l *controlLanes) acquireTenant(ctx context.Context, id string) (*pgxpool.Conn, func(), error) {
-	return l.acquire(ctx, l.lane(id), id, id)
+// scores ranks the pool's connections for role's work of lane (see
+// acquire): the lane's connection for role, then its others, then the
+// other lanes' in key's order (rendezvous hashing), each lane's connection
+// for role before its others (so that work spilled over from its own lane
+// keeps to that lane's roles too).
+func (l *controlLanes) scores(lane int, role laneRole, key string) []uint64 {
+	per := len(l.pool.lanes) / l.n
+	mine := min(int(role), per-1) // role's connection in each lane
+	byLane := laneScores(key, l.n)
+	scores := make([]uint64, len(l.pool.lanes))
+	for i := range scores {
+		scores[i] = byLane[i/per] >> 2 << 1 // below the lane's own
+		if i%per == mine {
+			scores[i]++
+		}
+	}
+	for i := lane * per; i < (lane+1)*per; i++ {
+		scores[i] = math.MaxUint64 - 1
+	}
+	scores[lane*per+mine] = math.MaxUint64
+	return scores
+}
+
+// acquireTenant returns a connection for role's work in tenant id's
+// schema (see acquire).
+func (l *controlLanes) acquireTenant(ctx context.Context, id string, role laneRole) (*pgxpool.Conn, func(), error) {
+	return l.acquire(ctx, l.lane(id), role, id, id)
 }
 
 // inUse returns the lanes in use now (for tests).

@@ -69,7 +69,7 @@ func TestLaneHandOffWhenContextEnds(t *testing.T) {
 // to serve laneTenants recently met tenants (for the tests of which lanes
 // are in use).
 func testLanes(n, laneTenants int) *controlLanes {
-	return &controlLanes{pool: &tenantPool{lanes: make([]*pgxpool.Pool, n)}, affinity: true, laneTenants: laneTenants,
+	return &controlLanes{pool: &tenantPool{lanes: make([]*pgxpool.Pool, n)}, n: n, affinity: true, laneTenants: laneTenants,
 		seen: map[string]struct{}{}, k: 1}
 }
 

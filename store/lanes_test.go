@@ -524,7 +524,7 @@ func TestControlLanesBusyLane(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	release, err := store.HoldControlLane(ctx, db, busy)
+	release, err := store.HoldControlLane(ctx, db, busy, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,11 +543,11 @@ func TestControlLanesBusyLane(t *testing.T) {
 	}
 
 	// Both of the lane's connections taken: another lane's, at once.
-	r1, err := store.HoldControlLane(ctx, db, busy)
+	r1, err := store.HoldControlLane(ctx, db, busy, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := store.HoldControlLane(ctx, db, busy)
+	r2, err := store.HoldControlLane(ctx, db, busy, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -566,6 +566,179 @@ func TestControlLanesBusyLane(t *testing.T) {
 	}
 	if !elsewhere {
 		t.Errorf("with lane %d's connections taken, tenant %s's work was not served by another lane", busy, ts[5].Key)
+	}
+}
+
+// TestControlLanesRoles: each lane's first connection takes the work a
+// call waits for (the group commit's parts, records written alone) and
+// its second the background work (chain passes, the anomaly detector), so
+// that both serve the lane's tenants' tables and neither waits for the
+// other kind; with its own connection taken, work takes the lane's other
+// one before any other lane's.
+func TestControlLanesRoles(t *testing.T) {
+	ctx := context.Background()
+	db, ts := openLanes(t, "roles", 10)
+	if k := warmLanes(t, db, ts); k != 4 {
+		t.Fatalf("lanes in use: %d", k)
+	}
+	ids := func(set map[string]struct{}) (out []string) {
+		for _, tn := range ts {
+			if _, ok := set[tn.ID]; ok {
+				out = append(out, tn.Key)
+			}
+		}
+		return out
+	}
+	met, err := store.ControlLaneMet(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(met) != 8 {
+		t.Fatalf("%d control lane connections, want 8", len(met))
+	}
+	// warmLanes went through the group commit only.
+	for conn, set := range met {
+		if got := ids(set); conn%2 == 1 && len(got) > 0 {
+			t.Errorf("lane %d's background connection served group commits of %v", conn/2, got)
+		}
+	}
+	if _, _, err := db.DetectAnomalies(ctx, ts[3], 0, 10, nil, func(store.AnomalyInput) (store.AnomalyOutput, error) {
+		return store.AnomalyOutput{}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if met, err = store.ControlLaneMet(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	if lane := store.ControlLaneOf(db, ts[3].ID); len(ids(met[2*lane+1])) != 1 {
+		t.Errorf("after an anomaly pass over %s (lane %d), the lane's background connection served %v", ts[3].Key, lane, ids(met[2*lane+1]))
+	}
+	for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{}) {
+		if r.Err != nil || r.N != 1 {
+			t.Fatalf("%s: chained %d, %v", r.Tenant.Key, r.N, r.Err)
+		}
+	}
+	met, err = store.ControlLaneMet(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tn := range ts {
+		lane := store.ControlLaneOf(db, tn.ID)
+		if _, ok := met[2*lane+1][tn.ID]; !ok {
+			t.Errorf("%s (lane %d): its chain pass was not on the lane's background connection", tn.Key, lane)
+		}
+		for conn, set := range met {
+			if _, ok := set[tn.ID]; ok && conn/2 != lane {
+				t.Errorf("%s (lane %d) served by lane %d's connection %d", tn.Key, lane, conn/2, conn)
+			}
+		}
+	}
+
+	// Either of the lane's connections held (a long chain pass, a slow
+	// group commit): the work of both kinds keeps to the lane.
+	busy := store.ControlLaneOf(db, ts[5].ID)
+	for i, background := range []bool{true, false} {
+		release, err := store.HoldControlLane(ctx, db, busy, background)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second) // waiting for a held connection would end here
+		errs, retried := db.WriteAuditEntries(wctx, laneEntries(fmt.Sprintf("held%d", i), ts, 1))
+		for _, err := range append(errs, retried) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.ChainAudit(wctx, ts[5], testKey, 100); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		release()
+		met, err = store.ControlLaneMet(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for conn, set := range met {
+			if _, ok := set[ts[5].ID]; ok && conn/2 != busy {
+				t.Errorf("background held %v: %s (lane %d) served by lane %d", background, ts[5].Key, busy, conn/2)
+			}
+		}
+	}
+	verifyAll(t, db, ts[5:6], 3)
+
+	// On fresh connections: with the lane's call connection held, the
+	// lane's part of a group commit goes to its background connection,
+	// not to another lane's.
+	fresh, err := store.Open(ctx, db.Pool().Config().ConnString(), &store.Options{ControlConns: 2, ControlLanes: 4, ControlConnMaxTenants: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	store.SetControlLaneTenants(fresh, 2)
+	if k := warmLanes(t, fresh, ts); k != 4 {
+		t.Fatalf("lanes in use: %d", k)
+	}
+	busy = store.ControlLaneOf(fresh, ts[5].ID)
+	release, err := store.HoldControlLane(ctx, fresh, busy, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	errs, retried := fresh.WriteAuditEntries(wctx, laneEntries("callheld", ts[5:6], 1))
+	cancel()
+	release()
+	for _, err := range append(errs, retried) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if met, err = store.ControlLaneMet(ctx, fresh); err != nil {
+		t.Fatal(err)
+	}
+	for conn, set := range met {
+		_, ok := set[ts[5].ID]
+		if want := conn == 2*busy || conn == 2*busy+1; ok != want {
+			t.Errorf("call connection of lane %d held: %s served by connection %d: %v, want %v", busy, ts[5].Key, conn, ok, want)
+		}
+	}
+
+	// The same with one lane in use, which is not the lane each tenant
+	// would rank first among all four (the one its work would take next
+	// were the lane's other connection not preferred).
+	one, err := store.Open(ctx, db.Pool().Config().ConnString(), &store.Options{ControlConns: 2, ControlLanes: 4, ControlConnMaxTenants: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	store.SetControlLaneTenants(one, 1000)
+	if k := warmLanes(t, one, ts); k != 1 {
+		t.Fatalf("lanes in use: %d, want 1", k)
+	}
+	release, err = store.HoldControlLane(ctx, one, 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tn := range ts {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		errs, retried := one.WriteAuditEntries(wctx, laneEntries(fmt.Sprintf("oneheld%d", i), []*tenancy.Tenant{tn}, 1))
+		cancel()
+		for _, err := range append(errs, retried) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	release()
+	if met, err = store.ControlLaneMet(ctx, one); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(met[1]); len(got) != len(ts) {
+		t.Errorf("lane 0's call connection held: its background connection served %v, want all %d tenants", got, len(ts))
+	}
+	for conn, set := range met[2:] {
+		if got := ids(set); len(got) > 0 {
+			t.Errorf("lane 0's call connection held: lane %d's connection %d served %v", (conn+2)/2, conn+2, got)
+		}
 	}
 }
 
@@ -660,7 +833,7 @@ func TestControlLanesWaitEnds(t *testing.T) {
 	var releases []func()
 	for lane := range 4 {
 		for range 2 {
-			release, err := store.HoldControlLane(ctx, db, lane)
+			release, err := store.HoldControlLane(ctx, db, lane, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -689,7 +862,7 @@ func TestControlLanesWaitEnds(t *testing.T) {
 	releases = nil
 	for lane := range 4 {
 		for range 2 {
-			release, err := store.HoldControlLane(hctx, db, lane)
+			release, err := store.HoldControlLane(hctx, db, lane, true)
 			if err != nil {
 				t.Fatalf("lane %d: %v", lane, err)
 			}

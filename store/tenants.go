@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -181,7 +182,9 @@ func (db *DB) withTenantMode(ctx context.Context, control bool, t *tenancy.Tenan
 	}
 	acquire := db.work.Acquire
 	if control {
-		acquire = db.ctl.acquireTenant
+		acquire = func(ctx context.Context, id string) (*pgxpool.Conn, func(), error) {
+			return db.ctl.acquireTenant(ctx, id, callWork)
+		}
 	}
 	c, release, err := acquire(ctx, t.ID)
 	if err != nil {
