@@ -376,12 +376,18 @@ func parseConfigs(s string) ([]poolConfig, error) {
 	return out, nil
 }
 
+// median is the middle of xs, or the mean of the two middle values when
+// their number is even (before 2026-12-01 it was the upper of the two,
+// which overstated the ratios of an even number of pairs).
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return 0
 	}
 	s := slices.Clone(xs)
 	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
 	return s[len(s)/2]
 }
 
