@@ -67,7 +67,10 @@ type controlLanes struct {
 	prev  map[string]struct{} // tenants met in the period before
 	fresh int                 // tenants in seen and not in prev
 	since time.Time           // when the current period began
-	k     int                 // lanes in use (1 ≤ k ≤ n)
+	// recent are when the last controlLaneRamp fresh tenants came (a ring
+	// indexed by fresh).
+	recent [controlLaneRamp]time.Time
+	k      int // lanes in use (1 ≤ k ≤ n)
 }
 
 // controlLaneConns is the connections of one control lane (a variable for
@@ -136,7 +139,11 @@ func newControlLanes(ctx context.Context, cfg *pgxpool.Config, lanes, maxTenants
 // or in this one, whichever is more; and when a spread begins they go up
 // before it has met laneTenants: once controlLaneRamp tenants not met in
 // the period before have been met in this one, the tenants it will meet
-// count as those new ones at their rate so far over the whole period.
+// count as new ones coming over a whole period at the rate of the last
+// controlLaneRamp to come. (At the rate of all the period's new ones since
+// the period began, a spread that began late in a period raised the lanes
+// one at a time, each step putting tenants on a lane that was not to be
+// theirs: a sixth of them when it began 7 s in.)
 // Without that, a spread's first laneTenants tenants all went to lane 0,
 // whose connections, meeting 500 new tenants at every spread that followed
 // a quiet while, reached [Options].ControlConnMaxTenants and were replaced
@@ -146,10 +153,10 @@ func newControlLanes(ctx context.Context, cfg *pgxpool.Config, lanes, maxTenants
 // tenants, so a burst of new tenants that stops raises the lanes for a
 // moment, and they come down again within the period. That is the price
 // of telling a spread early: a few hundred tenants that all come back at
-// once after a quiet while are split over the lanes for a few seconds
-// too (300 at once: ~6 s, two thirds of them meeting another lane's
-// connections), until their count over the period falls under
-// laneTenants.
+// once after a quiet while are split over more lanes than their number
+// calls for until their rate over the period falls (300 at once, 250 a
+// lane: all eight lanes for ~1.3 s, then the two their number calls for;
+// tenants called in that while meet a lane they will leave).
 func (l *controlLanes) note(ids ...string) {
 	n := l.n
 	if n == 1 || !l.affinity {
@@ -167,13 +174,15 @@ func (l *controlLanes) note(ids ...string) {
 		}
 		l.seen[id] = struct{}{}
 		if _, ok := l.prev[id]; !ok {
+			l.recent[l.fresh%controlLaneRamp] = now
 			l.fresh++
 		}
 	}
 	met := max(len(l.prev), len(l.seen))
 	if l.fresh >= controlLaneRamp {
-		elapsed := max(now.Sub(l.since), time.Millisecond)
-		met = max(met, int(min(float64(l.fresh)*float64(controlLanePeriod)/float64(elapsed), math.MaxInt32)))
+		// Since the oldest of the last controlLaneRamp to come.
+		elapsed := max(now.Sub(l.recent[l.fresh%controlLaneRamp]), time.Millisecond)
+		met = max(met, int(min(float64(controlLaneRamp)*float64(controlLanePeriod)/float64(elapsed), math.MaxInt32)))
 	}
 	l.k = max(1, min(n, (met+l.laneTenants-1)/l.laneTenants))
 }

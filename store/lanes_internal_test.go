@@ -82,10 +82,14 @@ func tenantIDs(prefix string, n int) []string {
 	return ids
 }
 
-// elapse moves l's period start back by d, as if d had passed.
+// elapse moves l's period start and the arrivals it remembers back by d,
+// as if d had passed.
 func elapse(l *controlLanes, d time.Duration) {
 	l.mu.Lock()
 	l.since = l.since.Add(-d)
+	for i := range l.recent {
+		l.recent[i] = l.recent[i].Add(-d)
+	}
 	l.mu.Unlock()
 }
 
@@ -214,6 +218,34 @@ func TestControlLanesRamp(t *testing.T) {
 			t.Errorf("lane 0 met %d of %d new tenants, want at most %d", onLane0, busy, limit)
 		}
 	})
+	// The same spread beginning late in a period (after the few tenants'
+	// calls of 7 s): its rate is that of its own arrivals, not of the
+	// period's. Counted from the period's start, 64 new tenants 7 s in
+	// made 91 over the period, and the lanes rose one at a time as more
+	// came, each step putting tenants on a lane that was not to be theirs
+	// (their connections met hundreds of other lanes' tenants at every
+	// spread's start, and were replaced once they reached
+	// ControlConnMaxTenants).
+	t.Run("a spread begins late in a period", func(t *testing.T) {
+		l := newLanes()
+		elapse(l, controlLanePeriod+time.Second)
+		for _, id := range ids("few", 10) {
+			l.lane(id)
+		}
+		elapse(l, controlLanePeriod*7/10)
+		astray := 0
+		for _, id := range ids("spread", busy) {
+			if l.lane(id) != laneAmong(id, lanes) {
+				astray++
+			}
+		}
+		if k := l.inUse(); k != lanes {
+			t.Fatalf("a spread over %d tenants: %d lanes in use, want %d", busy, k, lanes)
+		}
+		if astray > controlLaneRamp {
+			t.Errorf("%d of %d new tenants met a lane other than theirs, want at most %d (those before the ramp)", astray, busy, controlLaneRamp)
+		}
+	})
 	t.Run("tenants met the period before", func(t *testing.T) {
 		l := newLanes()
 		steady := ids("steady", 300)
@@ -295,7 +327,7 @@ func TestControlLanesRotatingSet(t *testing.T) {
 				ups++
 			}
 		}
-		l.since = l.since.Add(-step)
+		elapse(l, step)
 	}
 	t.Logf("%d sessions; at most %d lanes after warm-up, %d steps above the rule without projection; %d active at the end", next, maxK, ups, len(started))
 	if ups > 0 {
