@@ -136,16 +136,19 @@ const DefaultConnMaxUses = -1
 const DefaultConnMaxTenants = 600
 
 // DefaultControlConnMaxTenants is the default of
-// Options.ControlConnMaxTenants: 500. A control backend holds 30–120 KB
-// per tenant whose audit log it has written or chained: its caches and
-// prepared statements (~35 KB) and the shared buffers it alone has read,
-// which Private_Dirty counts as its own. Measured with bench/tenants after
-// one call in each of 10,200 tenants, the largest control backend held
-// 38–120 MB with the 1,000 before (in four invocations) and 20–42 MB with
-// 450–500 (two), so 500 keep one under about 60 MB. It is the control
-// lanes (lanes.go) that keep busy tenants' caches warm within it: each
-// lane is meant for half of it (controlLaneTenants), and
-// DefaultControlLanes are enough for 2,000 busy tenants.
+// Options.ControlConnMaxTenants: 500. A control backend keeps 20–40 KB per
+// tenant whose audit log it has written or chained (its caches and
+// prepared statements), and /proc/<pid>/smaps counts as its Private_Dirty
+// too the pages of the shared buffers that it alone has read (up to
+// ~100 KB a tenant when either of a lane's connections took any work; see
+// laneRole). Measured with bench/tenants after one call in each of 10,200
+// tenants, the largest control backend's Private_Dirty was 27–82 MB with
+// the 1,000 before (six invocations), 24–71 MB with 500 before the lanes'
+// roles (four) and 21–30 MB with 500 and the roles (three; at most 19 MB
+// of its own). It is the control lanes (lanes.go) that keep busy tenants'
+// caches warm within it: each lane is meant for half of it
+// (controlLaneTenants), and DefaultControlLanes are enough for 2,000 busy
+// tenants.
 const DefaultControlConnMaxTenants = 500
 
 // DefaultControlLanes is the default of Options.ControlLanes for n cores
