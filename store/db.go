@@ -143,9 +143,9 @@ const DefaultConnMaxTenants = 600
 // ~100 KB a tenant when either of a lane's connections took any work; see
 // laneRole). Measured with bench/tenants after one call in each of 10,200
 // tenants, the largest control backend's Private_Dirty was 27–82 MB with
-// the 1,000 before (six invocations), 24–71 MB with 500 before the lanes'
-// roles (four) and 21–30 MB with 500 and the roles (three; at most 19 MB
-// of its own). It is the control lanes (lanes.go) that keep busy tenants'
+// the 1,000 before (seven servers), 24–71 MB with 500 before the lanes'
+// roles (four) and 21–33 MB with 500 and the roles (six; at most 21 MB of
+// its own). It is the control lanes (lanes.go) that keep busy tenants'
 // caches warm within it: each lane is meant for half of it
 // (controlLaneTenants), and DefaultControlLanes are enough for 2,000 busy
 // tenants.

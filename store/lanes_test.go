@@ -41,6 +41,24 @@ func openLanes(t *testing.T, prefix string, n int) (*store.DB, []*tenancy.Tenant
 	return db, ts
 }
 
+// reopenLanes opens another DB over db's database, as openLanes does but
+// with each lane meant to serve laneTenants recently met tenants, warms
+// its lanes with ts (warmLanes) and fails unless wantLanes are in use.
+func reopenLanes(t *testing.T, db *store.DB, ts []*tenancy.Tenant, laneTenants, wantLanes int) *store.DB {
+	t.Helper()
+	other, err := store.Open(context.Background(), db.Pool().Config().ConnString(),
+		&store.Options{ControlConns: 2, ControlLanes: 4, ControlConnMaxTenants: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Close)
+	store.SetControlLaneTenants(other, laneTenants)
+	if k := warmLanes(t, other, ts); k != wantLanes {
+		t.Fatalf("lanes in use: %d, want %d", k, wantLanes)
+	}
+	return other
+}
+
 // warmLanes writes one record in each tenant of ts (which spreads them over
 // the lanes in use) and returns the lanes in use then.
 func warmLanes(t *testing.T, db *store.DB, ts []*tenancy.Tenant) int {
@@ -669,15 +687,7 @@ func TestControlLanesRoles(t *testing.T) {
 	// On fresh connections: with the lane's call connection held, the
 	// lane's part of a group commit goes to its background connection,
 	// not to another lane's.
-	fresh, err := store.Open(ctx, db.Pool().Config().ConnString(), &store.Options{ControlConns: 2, ControlLanes: 4, ControlConnMaxTenants: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fresh.Close()
-	store.SetControlLaneTenants(fresh, 2)
-	if k := warmLanes(t, fresh, ts); k != 4 {
-		t.Fatalf("lanes in use: %d", k)
-	}
+	fresh := reopenLanes(t, db, ts, 2, 4)
 	busy = store.ControlLaneOf(fresh, ts[5].ID)
 	release, err := store.HoldControlLane(ctx, fresh, busy, false)
 	if err != nil {
@@ -705,15 +715,7 @@ func TestControlLanesRoles(t *testing.T) {
 	// The same with one lane in use, which is not the lane each tenant
 	// would rank first among all four (the one its work would take next
 	// were the lane's other connection not preferred).
-	one, err := store.Open(ctx, db.Pool().Config().ConnString(), &store.Options{ControlConns: 2, ControlLanes: 4, ControlConnMaxTenants: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer one.Close()
-	store.SetControlLaneTenants(one, 1000)
-	if k := warmLanes(t, one, ts); k != 1 {
-		t.Fatalf("lanes in use: %d, want 1", k)
-	}
+	one := reopenLanes(t, db, ts, 1000, 1)
 	release, err = store.HoldControlLane(ctx, one, 0, false)
 	if err != nil {
 		t.Fatal(err)
