@@ -200,8 +200,14 @@ func (a *auditor) authFailed(ip, reason, userAgent, keyID string) {
 // flush writes the aggregates and chains the tenants with new records
 // that are due (see chainDue), or every tenant with new records when all
 // is set.
+//
+// The aggregates are written even when ctx ends meanwhile (the process
+// stopping): they were taken out of the auditor, so a write cut short would
+// lose them, and the last flush would not see them. Chaining stops with
+// ctx; the last flush chains what is left (see interrupted).
 func (a *auditor) flush(ctx context.Context, all bool) {
 	now := time.Now()
+	write := context.WithoutCancel(ctx)
 	a.mu.Lock()
 	limited, failed, calls, byKey := a.limited, a.failed, a.calls, a.byKey
 	a.limited, a.failed, a.calls = map[limitedKey]*limitedAgg{}, map[store.AuthFailure]*store.AuthFailure{}, map[string]int64{}
@@ -210,7 +216,7 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 	for _, agg := range limited {
 		calls[agg.tenant.ID] += int64(agg.rec.Count)
 	}
-	if err := a.db.CountCalls(ctx, calls, time.Now()); err != nil {
+	if err := a.db.CountCalls(write, calls, time.Now()); err != nil {
 		a.log.Warn("audit: counting calls per tenant failed (the operators' 24-hour figure misses them)", "error", err)
 	}
 
@@ -228,7 +234,7 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 			rec := agg.rec
 			recs[i] = &rec
 		}
-		if lost, err := a.db.InsertAuditRecords(ctx, t, recs); err != nil {
+		if lost, err := a.db.InsertAuditRecords(write, t, recs); err != nil {
 			a.log.Error("audit: aggregated records (rate-limited, refused networks) not stored", "tenant", t.Key, "lost", lost, "of", len(recs), "error", err)
 		}
 		for _, rec := range recs {
@@ -242,10 +248,10 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 		fs := make([]store.AuthFailure, 0, len(failed))
 		for _, f := range failed {
 			fs = append(fs, *f)
-			a.out.LogAttrs(ctx, slog.LevelInfo, "audit", slog.String("decision", store.AuthFailed), slog.String("client_ip", f.ClientIP),
+			a.out.LogAttrs(write, slog.LevelInfo, "audit", slog.String("decision", store.AuthFailed), slog.String("client_ip", f.ClientIP),
 				slog.String("reason", f.Reason), slog.String("user_agent", f.UserAgent), slog.Int64("count", f.Count))
 		}
-		if err := a.db.RecordAuthFailures(ctx, fs); err != nil {
+		if err := a.db.RecordAuthFailures(write, fs); err != nil {
 			a.log.Error("audit: writing failed authentications failed", "error", err)
 		}
 	}
@@ -254,7 +260,7 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 		for _, k := range byKey {
 			ks = append(ks, *k)
 		}
-		if err := a.db.RecordKeyFailures(ctx, ks); err != nil {
+		if err := a.db.RecordKeyFailures(write, ks); err != nil {
 			a.log.Warn("audit: counting failed authentications per key failed (the anomaly detector misses them)", "error", err)
 		}
 	}
@@ -313,6 +319,10 @@ func (a *auditor) chain(ctx context.Context, ts []*tenancy.Tenant) {
 		for _, t := range alone {
 			results = append(results, a.db.ChainAuditTenants(ctx, []*tenancy.Tenant{t}, a.key, chainBatch, store.ChainLimits{})...)
 		}
+		if ctx.Err() != nil {
+			a.interrupted(results)
+			return
+		}
 		var more []*tenancy.Tenant
 		for _, r := range results {
 			a.mu.Lock()
@@ -331,6 +341,30 @@ func (a *auditor) chain(ctx context.Context, ts []*tenancy.Tenant) {
 			}
 		}
 		ts = more
+	}
+}
+
+// interrupted keeps the tenants of a pass whose context ended (the process
+// is stopping) for the next flush, the last one, which chains them in
+// groups: their errors are the context's, not their audit logs', so they
+// are neither logged as failures nor chained alone from then on. (At every
+// stop under load, the pass in flight had logged an ERROR "chaining
+// failed; will retry" for each of its tenants, hundreds of them, and the
+// last flush chained those tenants one transaction each.) A tenant whose
+// chaining fails for a reason of its own fails again in the last flush,
+// which logs it.
+func (a *auditor) interrupted(results []store.ChainResult) {
+	n := 0
+	a.mu.Lock()
+	for _, r := range results {
+		if r.Err != nil || r.More {
+			a.markDirty(r.Tenant, 0, true)
+			n++
+		}
+	}
+	a.mu.Unlock()
+	if n > 0 {
+		a.log.Info("audit: chaining interrupted; the last flush chains what is left", "tenants", n)
 	}
 }
 

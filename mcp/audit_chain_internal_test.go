@@ -1,14 +1,19 @@
 package mcp
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
@@ -115,4 +120,137 @@ func TestChainBrokenTenantAlone(t *testing.T) {
 		t.Fatalf("failing after the repair: %v", a.failing)
 	}
 	verified(ts[2], 1)
+}
+
+// chainFixture provisions tenants named keys, each with one audit record.
+func chainFixture(t *testing.T, db *store.DB, keys ...string) []*tenancy.Tenant {
+	t.Helper()
+	ctx := context.Background()
+	var ts []*tenancy.Tenant
+	for _, k := range keys {
+		tn, _, err := db.EnsureTenant(ctx, k, tenancy.Organization)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+			return store.InsertAudit(ctx, tx, &store.AuditRecord{Decision: store.Allowed, Tool: "whoami", Subject: "s"})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, tn)
+	}
+	return ts
+}
+
+// TestChainInterrupted: a pass whose context ends (the process stopping)
+// logs no failure and marks no tenant as failing: what it did not chain
+// is kept, due, for the last flush, which chains it. Its context ended
+// before the pass, by a deadline, and while the pass runs.
+func TestChainInterrupted(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	key := store.NewAuditKey([]byte("test audit key"))
+	cancelled := func() (context.Context, func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		return ctx, func() {}
+	}
+	expired := func() (context.Context, func()) {
+		return context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	}
+	midway := func() (context.Context, func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			time.Sleep(time.Duration(rand.Int64N(int64(20 * time.Millisecond))))
+			cancel()
+		}()
+		return ctx, cancel
+	}
+	for i, tc := range []struct {
+		name    string
+		tenants int
+		ctx     func() (context.Context, func())
+	}{
+		{"cancelled before the pass", 3, cancelled},
+		{"deadline passed", 3, expired},
+		{"cancelled during the pass", 40, midway},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var keys []string
+			for j := range tc.tenants {
+				keys = append(keys, fmt.Sprintf("t%d-%d.interrupted.example", i, j))
+			}
+			ts := chainFixture(t, db, keys...)
+			var logs bytes.Buffer
+			a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(&logs, nil)))
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			a.chain(ctx, ts)
+			if strings.Contains(logs.String(), "level=ERROR") || len(a.failing) != 0 {
+				t.Fatalf("an interrupted pass reported failures: failing %v, log:\n%s", a.failing, logs.String())
+			}
+			left := 0
+			for _, tn := range ts {
+				var pending int
+				if err := db.WithTenant(context.Background(), tn, func(tx pgx.Tx) error {
+					return tx.QueryRow(context.Background(), "SELECT count(*) FROM audit_log WHERE chain_seq IS NULL").Scan(&pending)
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if pending == 0 {
+					continue
+				}
+				left++
+				if d := a.dirty[tn.ID]; d == nil || !chainDue(d, time.Now()) {
+					t.Fatalf("%s: left unchained and not due for the next flush (%+v)", tn.Key, d)
+				}
+			}
+			if left > 0 && !strings.Contains(logs.String(), "chaining interrupted") {
+				t.Fatalf("%d tenants left, nothing said:\n%s", left, logs.String())
+			}
+			if tc.tenants == 3 && left != 3 {
+				t.Fatalf("a pass with an ended context chained %d tenants", 3-left)
+			}
+			a.flush(context.Background(), true) // the last flush
+			for _, tn := range ts {
+				if rep, err := db.VerifyAudit(context.Background(), tn, key); err != nil || !rep.OK() || rep.Verified != 1 || rep.Pending != 0 {
+					t.Fatalf("%s after the last flush: %+v, %v", tn.Key, rep, err)
+				}
+			}
+			if strings.Contains(logs.String(), "level=ERROR") {
+				t.Fatalf("log:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+// TestFlushStoppingKeepsAggregates: a flush whose context has ended (the
+// process stopping) still writes the refused calls' aggregated records it
+// took out of the auditor, which the last flush would not see.
+func TestFlushStoppingKeepsAggregates(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	key := store.NewAuditKey([]byte("test audit key"))
+	tn := chainFixture(t, db, "aggregates.stopping.example")[0]
+	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c := &Caller{Tenant: tn, Principal: &identity.Principal{Subject: "svc", Provider: "apikey"}, ClientIP: "192.0.2.7"}
+	for range 3 {
+		a.rateLimited(c, "add_todo", "tenant rate")
+	}
+	a.networkDenied(c, "add_todo", "key not allowed from this network")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	a.flush(ctx, false)
+	a.flush(context.Background(), true) // the last flush: nothing of the above left to write
+	var limited, denied int
+	if err := db.WithTenant(context.Background(), tn, func(tx pgx.Tx) error {
+		return tx.QueryRow(context.Background(), `SELECT coalesce(sum(count) FILTER (WHERE decision = $1), 0), coalesce(sum(count) FILTER (WHERE decision = $2), 0) FROM audit_log`,
+			store.RateLimited, store.Denied).Scan(&limited, &denied)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if limited != 3 || denied != 1 {
+		t.Fatalf("stored: %d rate-limited and %d denied calls, want 3 and 1", limited, denied)
+	}
+	if rep, err := db.VerifyAudit(context.Background(), tn, key); err != nil || !rep.OK() || rep.Verified != 3 {
+		t.Fatalf("%+v, %v", rep, err)
+	}
 }
