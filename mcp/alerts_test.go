@@ -493,3 +493,54 @@ func TestAlertFirstPassSkipsIdleTenants(t *testing.T) {
 		}
 	}
 }
+
+// TestAlertPassReadsEveryRecordOnce: whatever a tenant's number of new
+// records (read with other tenants, at the grouped read's limit, alone,
+// alone over several batches), one pass leaves the detector's cursor at
+// the tenant's chain head, and the next finds nothing to read.
+func TestAlertPassReadsEveryRecordOnce(t *testing.T) {
+	g := newGatehouse(t, withAlerts(mcp.AlertOptions{Settings: alertSettings()}))
+	ctx := context.Background()
+	counts := []int{1, 3, 200, 201, 2500}
+	var ts []*tenancy.Tenant
+	for i, n := range counts {
+		tn, _, err := g.db.EnsureTenant(ctx, fmt.Sprintf("once-%d.example", i), tenancy.Organization)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries := make([]store.AuditEntry, n)
+		for j := range entries {
+			entries[j] = store.AuditEntry{Tenant: tn, Rec: &store.AuditRecord{Decision: store.Allowed, Tool: "whoami",
+				Subject: "apikey:once", Provider: "apikey", APIKeyID: "once", ClientIP: "198.51.100.7", RequestID: fmt.Sprint(i, "-", j)}}
+		}
+		if err := g.db.InsertAuditBatch(ctx, entries); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.db.ChainAudit(ctx, tn, testAuditKey, n); err != nil {
+			t.Fatal(err)
+		}
+		ts = append(ts, tn)
+	}
+	if _, err := g.srv.DetectAnomalies(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, tn := range ts {
+		var cursor, head int64
+		if err := g.db.Pool().QueryRow(ctx, `SELECT coalesce((SELECT chain_seq FROM gatehouse.anomaly_cursors WHERE tenant_id = $1), -1),
+			(SELECT chain_seq FROM gatehouse.audit_heads WHERE tenant_id = $1)`, tn.ID).Scan(&cursor, &head); err != nil {
+			t.Fatal(err)
+		}
+		if cursor != head || head != int64(counts[i]) {
+			t.Errorf("%s (%d records): cursor %d, head %d", tn.Key, counts[i], cursor, head)
+		}
+	}
+	left, err := g.db.TenantsWithNewAudit(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range left {
+		if strings.HasPrefix(tc.Tenant.Key, "once-") {
+			t.Errorf("%s still has records to read: %+v", tc.Tenant.Key, tc)
+		}
+	}
+}

@@ -248,22 +248,8 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 			return err
 		}
 		n = len(recs)
-		var subjects []string
-		seen := map[string]bool{}
-		for _, r := range recs {
-			if !seen[r.Subject] {
-				seen[r.Subject] = true
-				subjects = append(subjects, r.Subject)
-			}
-		}
-		for _, f := range failures {
-			if s := "apikey:" + f.APIKeyID; !seen[s] {
-				seen[s] = true
-				subjects = append(subjects, s)
-			}
-		}
 		in := AnomalyInput{Records: recs, Failures: failures, States: map[string][]byte{}}
-		rows, _ = tx.Query(ctx, "SELECT subject, state::text FROM gatehouse.anomaly_principals WHERE tenant_id = $1 AND subject = ANY($2)", t.ID, subjects)
+		rows, _ = tx.Query(ctx, "SELECT subject, state::text FROM gatehouse.anomaly_principals WHERE tenant_id = $1 AND subject = ANY($2)", t.ID, anomalySubjects(recs, failures))
 		var subject, state string
 		if _, err := pgx.ForEachRow(rows, []any{&subject, &state}, func() error { in.States[subject] = []byte(state); return nil }); err != nil {
 			return err

@@ -1,0 +1,219 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// writeChained writes n records of alternating subjects s-a and s-b in
+// each tenant and chains them.
+func writeChained(t *testing.T, db *store.DB, n func(i int) int, ts ...*tenancy.Tenant) {
+	t.Helper()
+	ctx := context.Background()
+	var entries []store.AuditEntry
+	for i, tn := range ts {
+		for j := range n(i) {
+			entries = append(entries, store.AuditEntry{Tenant: tn, Rec: &store.AuditRecord{Decision: store.Allowed, Tool: "list_todos",
+				Subject: []string{"s-a", "s-b"}[j%2], RequestID: fmt.Sprintf("%s-%d", tn.Key, j)}})
+		}
+	}
+	if err := db.InsertAuditBatch(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 1000, store.ChainLimits{}) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+}
+
+// TestDetectAnomaliesTenants: a grouped pass gives fn each tenant's own
+// new records in chain order with its principals' states, writes what fn
+// returns (states, alerts, the cursor's advance) so that the next pass
+// reads nothing twice; a tenant named twice is read once; a tenant whose
+// audit log is broken, or for which fn fails, fails alone while the others
+// of its group are read.
+func TestDetectAnomaliesTenants(t *testing.T) {
+	db, ts := openLanes(t, "detect-many-", 6)
+	ctx := context.Background()
+	writeChained(t, db, func(i int) int { return i + 1 }, ts...)
+	in := make([]store.DetectInput, 0, len(ts)+1)
+	for _, tn := range ts {
+		in = append(in, store.DetectInput{Tenant: tn})
+	}
+	in = append(in, store.DetectInput{Tenant: ts[1]}) // named twice
+	var mu sync.Mutex
+	seen := map[int][]store.AnomalyInput{}
+	counting := func(fail int) func(int, store.AnomalyInput) (store.AnomalyOutput, error) {
+		return func(i int, a store.AnomalyInput) (store.AnomalyOutput, error) {
+			mu.Lock()
+			seen[i] = append(seen[i], a)
+			mu.Unlock()
+			if i == fail {
+				return store.AnomalyOutput{}, errors.New("the model failed")
+			}
+			out := store.AnomalyOutput{States: map[string][]byte{}}
+			for _, r := range a.Records {
+				var st struct{ N int }
+				if b, ok := out.States[r.Subject]; ok {
+					_ = json.Unmarshal(b, &st)
+				} else {
+					_ = json.Unmarshal(a.States[r.Subject], &st)
+				}
+				st.N++
+				out.States[r.Subject], _ = json.Marshal(st)
+			}
+			if i == 2 && len(a.Records) > 0 {
+				out.Alerts = []*store.NewAlert{{Record: &store.AuditRecord{Subject: "s-a", Tool: "list_todos"}, Kind: "test",
+					Summary: "grouped", Evidence: json.RawMessage(`{}`)}}
+			}
+			return out, nil
+		}
+	}
+	res := db.DetectAnomaliesTenants(ctx, in, 100, counting(-1))
+	for i, r := range res[:len(ts)] {
+		if r.Err != nil || r.N != i+1 || r.Group < 0 {
+			t.Fatalf("%s: %+v, want %d records read in a group", ts[i].Key, r, i+1)
+		}
+		if len(seen[i]) != 1 || len(seen[i][0].Records) != i+1 {
+			t.Fatalf("%s: fn saw %d passes", ts[i].Key, len(seen[i]))
+		}
+		for j, rec := range seen[i][0].Records {
+			if rec.RequestID != fmt.Sprintf("%s-%d", ts[i].Key, j) || (j > 0 && rec.ChainSeq <= seen[i][0].Records[j-1].ChainSeq) {
+				t.Fatalf("%s: record %d is %q (seq %d): not its own, or out of chain order", ts[i].Key, j, rec.RequestID, rec.ChainSeq)
+			}
+		}
+	}
+	if res[len(ts)].Err == nil || seen[len(ts)] != nil {
+		t.Fatalf("a tenant named twice: %+v, fn called %d times for it", res[len(ts)], len(seen[len(ts)]))
+	}
+	if len(res[2].Written) != 1 || res[2].Written[0].Summary != "grouped" {
+		t.Fatalf("alerts written: %+v", res[2].Written)
+	}
+
+	// The next pass reads only what is new, with the states written.
+	writeChained(t, db, func(int) int { return 2 }, ts...)
+	clear(seen)
+	res = db.DetectAnomaliesTenants(ctx, in[:len(ts)], 100, counting(-1))
+	for i, r := range res {
+		// Tenant 2's ALERT record was chained with its new records.
+		want := 2
+		if i == 2 {
+			want = 3
+		}
+		if r.Err != nil || r.N != want {
+			t.Fatalf("%s, second pass: %+v, want %d records", ts[i].Key, r, want)
+		}
+		var st struct{ N int }
+		if err := json.Unmarshal(seen[i][0].States["s-a"], &st); err != nil || st.N != (i+2)/2 {
+			t.Fatalf("%s: state of s-a %s, want N=%d (its records of the first pass)", ts[i].Key, seen[i][0].States["s-a"], (i+2)/2)
+		}
+	}
+
+	// A broken audit log and a failing model: those two fail, alone; the
+	// others of their groups are read one at a time.
+	writeChained(t, db, func(int) int { return 1 }, ts...)
+	if _, err := db.Pool().Exec(ctx, "ALTER TABLE "+pgx.Identifier{ts[3].Schema, "audit_log"}.Sanitize()+" RENAME TO audit_log_away"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if _, err := db.Pool().Exec(ctx, "ALTER TABLE "+pgx.Identifier{ts[3].Schema, "audit_log_away"}.Sanitize()+" RENAME TO audit_log"); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	clear(seen)
+	res = db.DetectAnomaliesTenants(ctx, in[:len(ts)], 100, counting(4))
+	for i, r := range res {
+		switch {
+		case i == 3 || i == 4:
+			if r.Err == nil || r.Group != -1 {
+				t.Fatalf("%s: %+v, want an error, read alone", ts[i].Key, r)
+			}
+		case r.Err != nil || r.N != map[bool]int{false: 1, true: 2}[i == 2]: // tenant 2: also the ALERT record of the pass before
+			t.Fatalf("%s beside broken tenants: %+v", ts[i].Key, r)
+		}
+	}
+	if !strings.Contains(res[4].Err.Error(), "the model failed") || !strings.Contains(res[3].Err.Error(), "audit_log") {
+		t.Fatalf("errors: %v; %v", res[3].Err, res[4].Err)
+	}
+	clear(seen)
+	again := db.DetectAnomaliesTenants(ctx, in[:len(ts)], 100, counting(-1))
+	for i, r := range again {
+		want := 0
+		if i == 4 { // its records are still unread: the failed pass wrote nothing for it
+			want = 1
+		}
+		if i != 3 && (r.Err != nil || r.N != want) {
+			t.Fatalf("%s after the failures: %+v, want %d records", ts[i].Key, r, want)
+		}
+	}
+}
+
+// TestDetectAnomaliesTenantsConcurrent: passes over overlapping sets of
+// tenants, in opposite orders, run at once (two replicas whose leases
+// overlapped): none deadlocks, and every record is read by exactly one of
+// them (so raises its alerts once).
+func TestDetectAnomaliesTenantsConcurrent(t *testing.T) {
+	db, ts := openLanes(t, "detect-race-", 8)
+	ctx := context.Background()
+	for round := range 3 {
+		writeChained(t, db, func(i int) int { return 1 + (i+round)%3 }, ts...)
+		want := 0
+		for i := range ts {
+			want += 1 + (i+round)%3
+		}
+		var mu sync.Mutex
+		read := map[string]int{}
+		fn := func(a store.AnomalyInput) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range a.Records {
+				read[r.RequestID]++
+			}
+		}
+		sets := [][]*tenancy.Tenant{ts[:6], slices.Clone(ts[2:])}
+		slices.Reverse(sets[1])
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		errs := make([]error, len(sets))
+		for k, set := range sets {
+			wg.Go(func() {
+				in := make([]store.DetectInput, len(set))
+				for i, tn := range set {
+					in[i] = store.DetectInput{Tenant: tn}
+				}
+				<-start
+				for _, r := range db.DetectAnomaliesTenants(ctx, in, 100, func(_ int, a store.AnomalyInput) (store.AnomalyOutput, error) {
+					fn(a)
+					return store.AnomalyOutput{}, nil
+				}) {
+					errs[k] = errors.Join(errs[k], r.Err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		if len(read) != want {
+			t.Fatalf("round %d: %d records read, want %d", round, len(read), want)
+		}
+		for id, n := range read {
+			if n != 1 {
+				t.Fatalf("round %d: record %s read %d times", round, id, n)
+			}
+		}
+	}
+}
