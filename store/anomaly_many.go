@@ -45,13 +45,14 @@ const DefaultDetectTenants = 64
 // The tenants are split by control lane (each lane's on its own
 // connection, as the chainer's: [DB.ChainAuditTenants]), then into
 // transactions of at most DefaultDetectTenants tenants, in tenant id
-// order. Each transaction is four round trips: BEGIN, the advisory lock of
-// every tenant (the lock DetectAnomalies takes, in tenant id order, so
+// order. Each transaction is five round trips: BEGIN; the advisory lock
+// of every tenant (the lock DetectAnomalies takes, in tenant id order, so
 // that passes over overlapping sets wait for each other instead of
 // deadlocking), their cursors and each tenant's records after its cursor
 // (up to limit each), pipelined; the states of their principals; fn for
-// each tenant in turn (in's index and its input), then its alerts, the
-// states and the cursors' advance, and COMMIT. So every record is still
+// each tenant in turn (in's index and its input), then its alerts (a
+// round trip each, rare), the states and the cursors' advance, pipelined;
+// COMMIT. So every record is still
 // read once and raises its alerts once, in the transaction that advances
 // its cursor. If a transaction fails, its tenants are read one at a time
 // (DetectAnomalies), so one broken tenant never stops the others'; a
