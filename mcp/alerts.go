@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -107,6 +108,13 @@ type detector struct {
 	raised    *prometheus.CounterVec
 	suspended *prometheus.CounterVec
 	lastPrune time.Time
+
+	// failing are the tenants whose last read failed, by id: read alone
+	// until one succeeds, so that a broken tenant does not make its whole
+	// group's transaction fail, and be read again one tenant at a time, on
+	// every pass (as the chainer does with its failing tenants).
+	mu      sync.Mutex
+	failing map[string]bool
 }
 
 func newDetector(s *Server, o *AlertOptions) (*detector, error) {
@@ -116,7 +124,7 @@ func newDetector(s *Server, o *AlertOptions) (*detector, error) {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	d := &detector{s: s, set: anomaly.DefaultSettings(), suspend: map[anomaly.Kind]bool{}, every: o.Interval,
-		holder: hex.EncodeToString(id[:]), now: time.Now}
+		holder: hex.EncodeToString(id[:]), now: time.Now, failing: map[string]bool{}}
 	if o.Settings != nil {
 		d.set = *o.Settings
 	}
@@ -200,6 +208,9 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 	// upgrade) keeps its lease, and stops if another replica has taken it
 	// meanwhile.
 	keep := func() (bool, error) {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
 		if d.now().Sub(renewed) <= d.every {
 			return true, nil
 		}
@@ -216,12 +227,24 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 	}
 	var alone []left
 	var grouped []store.TenantCursor
+	d.mu.Lock()
 	for _, tc := range tcs {
-		if tc.Head-tc.From <= alertGroupRecords {
+		if tc.Head-tc.From <= alertGroupRecords && !d.failing[tc.Tenant.ID] {
 			grouped = append(grouped, tc)
 		} else {
 			alone = append(alone, left{tc, byTenant[tc.Tenant.ID]})
 		}
+	}
+	d.mu.Unlock()
+	failed := func(t *tenancy.Tenant, err error) {
+		d.mu.Lock()
+		switch {
+		case err == nil:
+			delete(d.failing, t.ID)
+		case ctx.Err() == nil: // not the pass cut short
+			d.failing[t.ID] = true
+		}
+		d.mu.Unlock()
 	}
 	for chunk := range slices.Chunk(grouped, alertGroupChunk) {
 		if ok, err := keep(); !ok {
@@ -238,6 +261,7 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 			return out, nil
 		})
 		for i, r := range results {
+			failed(chunk[i].Tenant, r.Err)
 			if r.Err != nil {
 				errs = append(errs, r.Err)
 				continue
@@ -261,6 +285,7 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 				recs = alertRecords(out)
 				return out, nil
 			})
+			failed(l.tc.Tenant, err)
 			if err != nil {
 				errs = append(errs, err)
 				break

@@ -496,8 +496,9 @@ func TestAlertFirstPassSkipsIdleTenants(t *testing.T) {
 
 // TestAlertPassReadsEveryRecordOnce: whatever a tenant's number of new
 // records (read with other tenants, at the grouped read's limit, alone,
-// alone over several batches), one pass leaves the detector's cursor at
-// the tenant's chain head, and the next finds nothing to read.
+// alone over several batches: its cursor set at 0 first, as for a tenant
+// read before, so that all 2,500 are new), one pass leaves the detector's
+// cursor at the tenant's chain head, and the next finds nothing to read.
 func TestAlertPassReadsEveryRecordOnce(t *testing.T) {
 	g := newGatehouse(t, withAlerts(mcp.AlertOptions{Settings: alertSettings()}))
 	ctx := context.Background()
@@ -517,6 +518,9 @@ func TestAlertPassReadsEveryRecordOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 		if _, err := g.db.ChainAudit(ctx, tn, testAuditKey, n); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.db.Pool().Exec(ctx, "INSERT INTO gatehouse.anomaly_cursors (tenant_id, chain_seq) VALUES ($1, 0)", tn.ID); err != nil {
 			t.Fatal(err)
 		}
 		ts = append(ts, tn)

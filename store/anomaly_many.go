@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -27,7 +26,8 @@ type DetectResult struct {
 	Written []*StoredAlert // the alerts written
 	Err     error
 	// Group is which of the call's transactions read the tenant (0, 1, …),
-	// or -1 when it was read alone because its group's transaction failed.
+	// or -1 when it was read alone because its group's transaction failed,
+	// or was not read at all (Err says why).
 	Group int
 }
 
@@ -38,21 +38,22 @@ const DefaultDetectTenants = 64
 // DetectAnomaliesTenants does what [DB.DetectAnomalies] does for each of
 // in, many tenants a transaction: when calls spread over many tenants,
 // each pass finds most of them with a few new records, and a transaction
-// of its own per tenant cost about 1 ms of PostgreSQL CPU and 0.4 ms of
-// Gatehouse's per tenant, mostly for its commit and seven round trips
+// of its own per tenant cost about 0.8 ms of PostgreSQL CPU and 0.4 ms of
+// Gatehouse's per tenant, mostly for its eight round trips (BEGIN and
+// COMMIT among them)
 // (BenchmarkAlertPassTenants, mcp).
 //
 // The tenants are split by control lane (each lane's on its own
 // connection, as the chainer's: [DB.ChainAuditTenants]), then into
 // transactions of at most DefaultDetectTenants tenants, in tenant id
-// order. Each transaction is five round trips: BEGIN; the advisory lock
+// order. Each transaction is at most five round trips: BEGIN; the advisory lock
 // of every tenant (the lock DetectAnomalies takes, in tenant id order, so
 // that passes over overlapping sets wait for each other instead of
 // deadlocking), their cursors and each tenant's records after its cursor
 // (up to limit each), pipelined; the states of their principals; fn for
-// each tenant in turn (in's index and its input), then its alerts (a
-// round trip each, rare), the states and the cursors' advance, pipelined;
-// COMMIT. So every record is still
+// each tenant in turn (in's index and its input), then its alerts (two
+// round trips each, four when it revokes a key; rare), the states and the
+// cursors' advance, pipelined; COMMIT. So every record is still
 // read once and raises its alerts once, in the transaction that advances
 // its cursor. If a transaction fails, its tenants are read one at a time
 // (DetectAnomalies), so one broken tenant never stops the others'; a
@@ -68,19 +69,19 @@ func (db *DB) DetectAnomaliesTenants(ctx context.Context, in []DetectInput, limi
 	limit = max(limit, 1)
 	fail := func(err error, is ...int) {
 		for _, i := range is {
-			res[i].Err = fmt.Errorf("detecting anomalies in %s: %w", in[i].Tenant.Key, err)
+			res[i] = DetectResult{Group: -1, Err: fmt.Errorf("detecting anomalies in %s: %w", in[i].Tenant.Key, err)}
 		}
 	}
 	all := make([]int, 0, len(in))
 	first := map[string]int{}
 	for i, d := range in {
 		if j, ok := first[d.Tenant.ID]; ok {
-			res[i] = DetectResult{Err: fmt.Errorf("detecting anomalies in %s: read under its first entry (%d)", d.Tenant.Key, j)}
+			res[i] = DetectResult{Group: -1, Err: fmt.Errorf("detecting anomalies in %s: read under its first entry (%d)", d.Tenant.Key, j)}
 			continue
 		}
 		first[d.Tenant.ID] = i
 		if !opaqueName.MatchString(d.Tenant.Schema) {
-			res[i].Err = fmt.Errorf("tenant %s: refusing unexpected schema name", d.Tenant.Key)
+			res[i] = DetectResult{Group: -1, Err: fmt.Errorf("tenant %s: refusing unexpected schema name", d.Tenant.Key)}
 			continue
 		}
 		all = append(all, i)
@@ -136,8 +137,8 @@ func (db *DB) DetectAnomaliesTenants(ctx context.Context, in []DetectInput, limi
 		}
 		for _, i := range group { // one at a time
 			res[i] = DetectResult{Group: -1}
-			if cerr := ctx.Err(); cerr != nil {
-				fail(errors.Join(err, cerr), i)
+			if ctx.Err() != nil {
+				fail(err, i)
 				continue
 			}
 			res[i].N, res[i].Written, res[i].Err = db.DetectAnomalies(ctx, in[i].Tenant, in[i].From, limit, in[i].Failures,
