@@ -187,6 +187,7 @@ func (db *DB) detectGroup(ctx context.Context, in []DetectInput, res []DetectRes
 		cursors := make([]int64, len(group))
 		had := make([]bool, len(group))
 		recs := make([][]*AuditRecord, len(group))
+		tables := make([]string, len(group))
 		b := &pgx.Batch{}
 		b.Queue(detectLockManySQL, ids, seed)
 		b.Queue(detectCursorsManySQL, ids).Query(func(rows pgx.Rows) error {
@@ -199,8 +200,8 @@ func (db *DB) detectGroup(ctx context.Context, in []DetectInput, res []DetectRes
 			return err
 		})
 		for k, i := range group {
-			table := pgx.Identifier{in[i].Tenant.Schema, "audit_log"}.Sanitize()
-			b.Queue("SELECT "+auditColumns+" FROM "+table+` WHERE chain_seq > coalesce(
+			tables[k] = pgx.Identifier{in[i].Tenant.Schema, "audit_log"}.Sanitize()
+			b.Queue("SELECT "+auditColumns+" FROM "+tables[k]+` WHERE chain_seq > coalesce(
 				(SELECT chain_seq FROM gatehouse.anomaly_cursors WHERE tenant_id = $1), $2) ORDER BY chain_seq LIMIT $3`,
 				in[i].Tenant.ID, in[i].From, limit).Query(func(rows pgx.Rows) error {
 				var err error
@@ -212,15 +213,13 @@ func (db *DB) detectGroup(ctx context.Context, in []DetectInput, res []DetectRes
 			return err
 		}
 		// The states of every principal in the records and the failures.
-		subjects := make([][]string, len(group))
 		var stIDs, stSubjects []string
 		var stIdx []int32
 		for k, i := range group {
 			if !had[k] {
 				cursors[k] = in[i].From
 			}
-			subjects[k] = anomalySubjects(recs[k], in[i].Failures)
-			for _, s := range subjects[k] {
+			for _, s := range anomalySubjects(recs[k], in[i].Failures) {
 				stIDs, stSubjects, stIdx = append(stIDs, ids[k]), append(stSubjects, s), append(stIdx, int32(k))
 			}
 		}
@@ -251,9 +250,8 @@ func (db *DB) detectGroup(ctx context.Context, in []DetectInput, res []DetectRes
 			for s, v := range out.States {
 				saveIDs, saveSubjects, saveStates = append(saveIDs, ids[k]), append(saveSubjects, s), append(saveStates, string(v))
 			}
-			table := pgx.Identifier{in[i].Tenant.Schema, "audit_log"}.Sanitize()
 			for _, a := range out.Alerts {
-				sa, err := writeAlert(ctx, tx, db, in[i].Tenant, table, a)
+				sa, err := writeAlert(ctx, tx, db, in[i].Tenant, tables[k], a)
 				if err != nil {
 					return err
 				}
