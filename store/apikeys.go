@@ -101,13 +101,25 @@ func (db *DB) TouchAPIKey(ctx context.Context, id string, at time.Time) error {
 }
 
 // TouchAPIKeys implements apikey.Store: TouchAPIKey for each of ids, in
-// one statement.
+// one statement, skipping any key whose row another transaction holds
+// locked (FOR UPDATE SKIP LOCKED): it never waits for a row lock.
+//
+// It locks many tenants' keys in no fixed order, while the anomaly
+// detector's grouped transactions (DetectAnomaliesTenants, with
+// GATEHOUSE_ALERT_SUSPEND) revoke keys of several tenants and hold their
+// locks until they commit; waiting here could close a cycle with one of
+// them (a deadlock, which PostgreSQL would break by failing one side).
+// A skipped key keeps its older last_used_at and is touched again by the
+// next recheck that finds it stale (apikey.Verifier.Recheck): a recorded
+// use is at most one recheck late.
 func (db *DB) TouchAPIKeys(ctx context.Context, ids []string, at time.Time) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := db.pool.Exec(ctx, `UPDATE gatehouse.api_keys SET last_used_at = $2
-		WHERE id = ANY($1) AND (last_used_at IS NULL OR last_used_at < $2)`, ids, at)
+	_, err := db.pool.Exec(ctx, `WITH k AS (SELECT id FROM gatehouse.api_keys
+			WHERE id = ANY($1) AND (last_used_at IS NULL OR last_used_at < $2)
+			FOR UPDATE SKIP LOCKED)
+		UPDATE gatehouse.api_keys a SET last_used_at = $2 FROM k WHERE a.id = k.id`, ids, at)
 	return err
 }
 

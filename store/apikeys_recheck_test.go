@@ -145,3 +145,73 @@ func TestFindAndTouchAPIKeysInBulk(t *testing.T) {
 		}
 	}
 }
+
+// TestTouchAPIKeysNeverWaitsForALock: recording keys' use skips a key
+// whose row another transaction holds (as the anomaly detector's grouped
+// transaction holds the keys it revoked until it commits) instead of
+// waiting for it, so the two can never deadlock; the skipped key is
+// touched by the next call once the lock is gone.
+func TestTouchAPIKeysNeverWaitsForALock(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	var ids []string
+	for _, domain := range []string{"acme.com", "other.com", "third.com"} {
+		tn := mustTenant(t, db, domain)
+		_, k := apikey.New(tn.ID, "viewer", []string{"mcp:read"}, "k", "test", time.Time{})
+		if err := db.CreateAPIKey(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, k.ID)
+	}
+	holder, err := db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	if _, err := holder.Exec(ctx, "SELECT 1 FROM gatehouse.api_keys WHERE id = $1 FOR UPDATE", ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Truncate(time.Microsecond)
+	done := make(chan error, 1)
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	go func() { done <- db.TouchAPIKeys(tctx, ids, at) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("TouchAPIKeys beside a held key: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("TouchAPIKeys waited for a key another transaction holds")
+	}
+	// The holder now takes a key the touch took (the other half of a
+	// cycle): it must not wait either, the touch having committed.
+	if _, err := holder.Exec(ctx, "UPDATE gatehouse.api_keys SET revoked_at = now() WHERE id = $1", ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lastUsed := func() []time.Time {
+		var out []time.Time
+		for _, id := range ids {
+			k, err := db.FindAPIKeyByID(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, k.LastUsedAt)
+		}
+		return out
+	}
+	if got := lastUsed(); !got[0].Equal(at) || !got[1].IsZero() || !got[2].Equal(at) {
+		t.Errorf("last used while key 1 was held = %v; want %v, none, %v", got, at, at)
+	}
+	if err := db.TouchAPIKeys(ctx, ids, at); err != nil {
+		t.Fatal(err)
+	}
+	for i, got := range lastUsed() {
+		if !got.Equal(at) {
+			t.Errorf("key %d last used %v after the lock was gone; want %v", i, got, at)
+		}
+	}
+}

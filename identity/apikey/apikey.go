@@ -60,7 +60,9 @@ type Store interface {
 	FindAPIKeysByID(ctx context.Context, ids []string) ([]*Key, error)
 	TouchAPIKey(ctx context.Context, id string, at time.Time) error
 	// TouchAPIKeys records a use of each key at at, in one statement,
-	// never moving a key's last use backwards.
+	// never moving a key's last use backwards. It may skip a key another
+	// transaction holds locked (the caller touches it again later) rather
+	// than wait for it.
 	TouchAPIKeys(ctx context.Context, ids []string, at time.Time) error
 }
 
