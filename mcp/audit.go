@@ -25,6 +25,9 @@ type auditor struct {
 	log *slog.Logger // operational problems
 
 	group *groupCommitter // records of calls that change nothing
+	// stopWait bounds a flush's writes of aggregates, and the last
+	// flush's chaining (flushStopWait; tests shorten it).
+	stopWait time.Duration
 
 	mu      sync.Mutex
 	dirty   map[string]*dirtyTenant // tenants with unchained records, by id
@@ -73,7 +76,7 @@ type limitedAgg struct {
 }
 
 func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *auditor {
-	return &auditor{db: db, key: key, out: out, log: log, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*dirtyTenant{}, failing: map[string]bool{},
+	return &auditor{db: db, key: key, out: out, log: log, stopWait: flushStopWait, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*dirtyTenant{}, failing: map[string]bool{},
 		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}, byKey: map[keyFailure]*store.KeyFailure{},
 		calls: map[string]int64{}}
 }
@@ -203,11 +206,15 @@ func (a *auditor) authFailed(ip, reason, userAgent, keyID string) {
 //
 // The aggregates are written even when ctx ends meanwhile (the process
 // stopping): they were taken out of the auditor, so a write cut short would
-// lose them, and the last flush would not see them. Chaining stops with
+// lose them, and the last flush would not see them. Their writes are
+// bounded by stopWait instead, so that a database that hangs never holds
+// a stopping process up; what they could not store is logged (and each
+// record is on the audit log's JSON lines anyway). Chaining stops with
 // ctx; the last flush chains what is left (see interrupted).
 func (a *auditor) flush(ctx context.Context, all bool) {
 	now := time.Now()
-	write := context.WithoutCancel(ctx)
+	write, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.stopWait)
+	defer cancel()
 	a.mu.Lock()
 	limited, failed, calls, byKey := a.limited, a.failed, a.calls, a.byKey
 	a.limited, a.failed, a.calls = map[limitedKey]*limitedAgg{}, map[store.AuthFailure]*store.AuthFailure{}, map[string]int64{}
@@ -364,12 +371,19 @@ func (a *auditor) interrupted(results []store.ChainResult) {
 	}
 	a.mu.Unlock()
 	if n > 0 {
-		a.log.Info("audit: chaining interrupted; the last flush chains what is left", "tenants", n)
+		a.log.Info("audit: chaining interrupted; what is left is chained by the next flush, or after the next start", "tenants", n)
 	}
 }
 
 // chainBatch is the most records of one tenant chained in one transaction.
 const chainBatch = 1000
+
+// flushStopWait bounds the last flush's chaining, and every flush's writes
+// of aggregates: GATEHOUSE_SHUTDOWN_GRACE (25 s) plus this is still within
+// the platforms' kill timeouts in deploy/ (30 s). Records the last flush
+// leaves unchained stay marked in the control schema, and the next start's
+// sweep chains them.
+const flushStopWait = 5 * time.Second
 
 // auditSweep is how often the tenants marked as possibly holding unchained
 // records are chained again (which also removes the marks of tenants idle
@@ -379,7 +393,7 @@ const auditSweep = 5 * time.Minute
 // run flushes every interval until ctx ends, after chaining whatever an
 // earlier process left unchained (the tenants marked in the control
 // schema, not every tenant), and sweeps the marked tenants every
-// auditSweep; a last flush runs on the way out.
+// auditSweep; a last flush runs on the way out, for at most stopWait.
 func (a *auditor) run(ctx context.Context, every time.Duration) {
 	a.sweep(ctx)
 	t := time.NewTicker(every)
@@ -389,7 +403,12 @@ func (a *auditor) run(ctx context.Context, every time.Duration) {
 	for {
 		select {
 		case <-ctx.Done():
-			a.flush(context.WithoutCancel(ctx), true)
+			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.stopWait)
+			a.flush(last, true)
+			if last.Err() != nil {
+				a.log.Warn("audit: the last flush ran out of time; the records it left unchained are chained after the next start", "limit", a.stopWait.String())
+			}
+			cancel()
 			return
 		case <-t.C:
 			a.flush(ctx, false)

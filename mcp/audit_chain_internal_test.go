@@ -254,3 +254,58 @@ func TestFlushStoppingKeepsAggregates(t *testing.T) {
 		t.Fatalf("%+v, %v", rep, err)
 	}
 }
+
+// TestLastFlushBounded: a stopping process whose database hangs (here: the
+// tenant's audit log held in ACCESS EXCLUSIVE mode by another session)
+// is not held up by its last flush beyond stopWait, and says what it could
+// not store; once the database answers again, nothing is left half
+// written and the chain verifies.
+func TestLastFlushBounded(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	key := store.NewAuditKey([]byte("test audit key"))
+	ctx := context.Background()
+	tns := chainFixture(t, db, "hung.stopping.example", "other.stopping.example")
+	var logs lockedBuffer
+	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(&logs, nil)))
+	a.stopWait = 300 * time.Millisecond
+	c := &Caller{Tenant: tns[0], Principal: &identity.Principal{Subject: "svc", Provider: "apikey"}, ClientIP: "192.0.2.7"}
+	a.rateLimited(c, "add_todo", "tenant rate")
+	a.mu.Lock()
+	for _, tn := range tns {
+		a.markDirty(tn, 0, true)
+	}
+	a.mu.Unlock()
+
+	holder, err := db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	if _, err := holder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{tns[0].Schema, "audit_log"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	stop, cancel := context.WithCancel(ctx)
+	cancel()
+	done := make(chan struct{})
+	go func() { a.run(stop, time.Hour); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the last flush did not end while the database hung")
+	}
+	out := logs.String()
+	for _, want := range []string{"aggregated records (rate-limited, refused networks) not stored", "the last flush ran out of time"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.flush(ctx, true) // the next start's sweep, in effect
+	for _, tn := range tns {
+		if rep, err := db.VerifyAudit(ctx, tn, key); err != nil || !rep.OK() {
+			t.Errorf("%s: %+v, %v", tn.Key, rep, err)
+		}
+	}
+}

@@ -1,8 +1,10 @@
 package mcp
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
@@ -50,3 +52,25 @@ func AdmissionState(s *Server) (inFlight, waiting, queued int) {
 // GroupCommitWaits reports how many group commits of s were held back
 // (groupCommitter.hold) before they began.
 func GroupCommitWaits(s *Server) int64 { return s.audit.group.waits.Load() }
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers (loggers'),
+// for the tests of both packages (LockedBuffer).
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// LockedBuffer is lockedBuffer for the external tests.
+type LockedBuffer = lockedBuffer
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
