@@ -104,6 +104,9 @@ type detector struct {
 	every   time.Duration
 	holder  string
 	now     func() time.Time
+	// detectTenants reads tenants many to a transaction: the store's
+	// DetectAnomaliesTenants (tests watch which tenants it is given).
+	detectTenants func(ctx context.Context, in []store.DetectInput, limit int, fn func(int, store.AnomalyInput) (store.AnomalyOutput, error)) []store.DetectResult
 
 	raised    *prometheus.CounterVec
 	suspended *prometheus.CounterVec
@@ -124,7 +127,7 @@ func newDetector(s *Server, o *AlertOptions) (*detector, error) {
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	d := &detector{s: s, set: anomaly.DefaultSettings(), suspend: map[anomaly.Kind]bool{}, every: o.Interval,
-		holder: hex.EncodeToString(id[:]), now: time.Now, failing: map[string]bool{}}
+		holder: hex.EncodeToString(id[:]), now: time.Now, failing: map[string]bool{}, detectTenants: s.db.DetectAnomaliesTenants}
 	if o.Settings != nil {
 		d.set = *o.Settings
 	}
@@ -200,8 +203,6 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 	if err != nil {
 		return nil, err
 	}
-	var all []*store.StoredAlert
-	var errs []error
 	renewed := d.now()
 	// keep renews the lease when the pass has run for an interval, and
 	// says whether the pass may go on: a long pass (the first after an
@@ -218,9 +219,39 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 		renewed = d.now()
 		return err == nil && ok, err
 	}
-	// Tenants with few new records (most of them when calls spread over
-	// many tenants) are read many to a transaction; those with more, and
-	// those the first read left with more, alone, batch after batch.
+	all, errs, ok, err := d.read(ctx, tcs, byTenant, keep)
+	if !ok {
+		return all, err
+	}
+	if len(errs) == 0 && until.After(failuresFrom) {
+		if err := db.SetKeyFailuresRead(ctx, until); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if d.now().Sub(d.lastPrune) > time.Hour {
+		if err := db.ForgetAnomalyState(ctx); err != nil {
+			errs = append(errs, err)
+		} else {
+			d.lastPrune = d.now()
+		}
+	}
+	if len(errs) > 0 {
+		return all, fmt.Errorf("%d of %d tenants: %w", len(errs), len(tcs), errs[0])
+	}
+	return all, nil
+}
+
+// read reads the new records of tcs (with the failed authentications
+// naming their keys, byTenant) and writes their alerts, states and
+// cursors: tenants with few new records (most of them when calls spread
+// over many tenants) many to a transaction, those with more, those the
+// first read left with more, and those whose last read failed (failing)
+// alone, batch after batch. keep says before each transaction whether the
+// pass may go on. It returns the alerts written, the errors (one per
+// tenant that failed), and ok false with keep's error (nil if the lease
+// was lost) when keep stopped it.
+func (d *detector) read(ctx context.Context, tcs []store.TenantCursor, byTenant map[string][]store.KeyFailure, keep func() (bool, error)) (all []*store.StoredAlert, errs []error, ok bool, err error) {
+	db := d.s.db
 	type left struct {
 		tc    store.TenantCursor
 		fails []store.KeyFailure
@@ -248,14 +279,14 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 	}
 	for chunk := range slices.Chunk(grouped, alertGroupChunk) {
 		if ok, err := keep(); !ok {
-			return all, err
+			return all, errs, false, err
 		}
 		in := make([]store.DetectInput, len(chunk))
 		for i, tc := range chunk {
 			in[i] = store.DetectInput{Tenant: tc.Tenant, From: tc.From, Failures: byTenant[tc.Tenant.ID]}
 		}
 		recs := make([][]*store.AuditRecord, len(chunk))
-		results := db.DetectAnomaliesTenants(ctx, in, alertGroupRecords, func(i int, a store.AnomalyInput) (store.AnomalyOutput, error) {
+		results := d.detectTenants(ctx, in, alertGroupRecords, func(i int, a store.AnomalyInput) (store.AnomalyOutput, error) {
 			out := d.decide(in[i].Tenant, a)
 			recs[i] = alertRecords(out)
 			return out, nil
@@ -275,7 +306,7 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 	}
 	for _, l := range alone {
 		if ok, err := keep(); !ok {
-			return all, err
+			return all, errs, false, err
 		}
 		fails := l.fails
 		for {
@@ -298,22 +329,7 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 			}
 		}
 	}
-	if len(errs) == 0 && until.After(failuresFrom) {
-		if err := db.SetKeyFailuresRead(ctx, until); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if d.now().Sub(d.lastPrune) > time.Hour {
-		if err := db.ForgetAnomalyState(ctx); err != nil {
-			errs = append(errs, err)
-		} else {
-			d.lastPrune = d.now()
-		}
-	}
-	if len(errs) > 0 {
-		return all, fmt.Errorf("%d of %d tenants: %w", len(errs), len(tcs), errs[0])
-	}
-	return all, nil
+	return all, errs, true, nil
 }
 
 // report counts, logs and mirrors the alerts written for t, and has the

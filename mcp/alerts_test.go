@@ -5,12 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 	"github.com/gatehouse-mcp/gatehouse/mcp"
@@ -505,36 +509,13 @@ func TestAlertPassReadsEveryRecordOnce(t *testing.T) {
 	counts := []int{1, 3, 200, 201, 2500}
 	var ts []*tenancy.Tenant
 	for i, n := range counts {
-		tn, _, err := g.db.EnsureTenant(ctx, fmt.Sprintf("once-%d.example", i), tenancy.Organization)
-		if err != nil {
-			t.Fatal(err)
-		}
-		entries := make([]store.AuditEntry, n)
-		for j := range entries {
-			entries[j] = store.AuditEntry{Tenant: tn, Rec: &store.AuditRecord{Decision: store.Allowed, Tool: "whoami",
-				Subject: "apikey:once", Provider: "apikey", APIKeyID: "once", ClientIP: "198.51.100.7", RequestID: fmt.Sprint(i, "-", j)}}
-		}
-		if err := g.db.InsertAuditBatch(ctx, entries); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := g.db.ChainAudit(ctx, tn, testAuditKey, n); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := g.db.Pool().Exec(ctx, "INSERT INTO gatehouse.anomaly_cursors (tenant_id, chain_seq) VALUES ($1, 0)", tn.ID); err != nil {
-			t.Fatal(err)
-		}
-		ts = append(ts, tn)
+		ts = append(ts, unreadTenant(t, g, fmt.Sprintf("once-%d.example", i), n))
 	}
 	if _, err := g.srv.DetectAnomalies(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for i, tn := range ts {
-		var cursor, head int64
-		if err := g.db.Pool().QueryRow(ctx, `SELECT coalesce((SELECT chain_seq FROM gatehouse.anomaly_cursors WHERE tenant_id = $1), -1),
-			(SELECT chain_seq FROM gatehouse.audit_heads WHERE tenant_id = $1)`, tn.ID).Scan(&cursor, &head); err != nil {
-			t.Fatal(err)
-		}
-		if cursor != head || head != int64(counts[i]) {
+		if cursor, head := anomalyCursor(t, g, tn); cursor != head || head != int64(counts[i]) {
 			t.Errorf("%s (%d records): cursor %d, head %d", tn.Key, counts[i], cursor, head)
 		}
 	}
@@ -545,6 +526,141 @@ func TestAlertPassReadsEveryRecordOnce(t *testing.T) {
 	for _, tc := range left {
 		if strings.HasPrefix(tc.Tenant.Key, "once-") {
 			t.Errorf("%s still has records to read: %+v", tc.Tenant.Key, tc)
+		}
+	}
+}
+
+// unreadTenant provisions a tenant with n chained audit records that the
+// anomaly detector has yet to read (its cursor at 0).
+func unreadTenant(t *testing.T, g *gatehouse, key string, n int) *tenancy.Tenant {
+	t.Helper()
+	tn, _, err := g.db.EnsureTenant(context.Background(), key, tenancy.Organization)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addChainedRecords(t, g, tn, n)
+	if _, err := g.db.Pool().Exec(context.Background(), "INSERT INTO gatehouse.anomaly_cursors (tenant_id, chain_seq) VALUES ($1, 0)", tn.ID); err != nil {
+		t.Fatal(err)
+	}
+	return tn
+}
+
+// addChainedRecords writes n records of a key's calls in tn's audit log
+// and chains them.
+func addChainedRecords(t *testing.T, g *gatehouse, tn *tenancy.Tenant, n int) {
+	t.Helper()
+	ctx := context.Background()
+	entries := make([]store.AuditEntry, n)
+	for j := range entries {
+		entries[j] = store.AuditEntry{Tenant: tn, Rec: &store.AuditRecord{Decision: store.Allowed, Tool: "whoami",
+			Subject: "apikey:once", Provider: "apikey", APIKeyID: "once", ClientIP: "198.51.100.7", RequestID: fmt.Sprint(tn.Key, "-", rand.Int64())}}
+	}
+	if err := g.db.InsertAuditBatch(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.db.ChainAudit(ctx, tn, testAuditKey, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// anomalyCursor returns where the anomaly detector has read tn's audit
+// log to (-1: never), and its chain's head.
+func anomalyCursor(t *testing.T, g *gatehouse, tn *tenancy.Tenant) (cursor, head int64) {
+	t.Helper()
+	if err := g.db.Pool().QueryRow(context.Background(), `SELECT coalesce((SELECT chain_seq FROM gatehouse.anomaly_cursors WHERE tenant_id = $1), -1),
+		(SELECT chain_seq FROM gatehouse.audit_heads WHERE tenant_id = $1)`, tn.ID).Scan(&cursor, &head); err != nil {
+		t.Fatal(err)
+	}
+	return cursor, head
+}
+
+// TestAlertPassContinuesPastGroupShare: a tenant listed with few new
+// records (read in a group, at most 200 of them) that has more by the time
+// its group reads it is read on, alone, to its chain's head in the same
+// pass, beside a small tenant that its group reads whole.
+func TestAlertPassContinuesPastGroupShare(t *testing.T) {
+	g := newGatehouse(t, withAlerts(mcp.AlertOptions{Settings: alertSettings()}))
+	ctx := context.Background()
+	grows := unreadTenant(t, g, "grows.example", 150)
+	small := unreadTenant(t, g, "small.example", 3)
+	tcs, err := g.db.TenantsWithNewAudit(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addChainedRecords(t, g, grows, 300) // after the listing: 450 to read, 150 listed
+	if err := mcp.ReadNewAudit(ctx, g.srv, tcs); err != nil {
+		t.Fatal(err)
+	}
+	for tn, want := range map[*tenancy.Tenant]int64{grows: 450, small: 3} {
+		if cursor, head := anomalyCursor(t, g, tn); cursor != want || head != want {
+			t.Errorf("%s: cursor %d, head %d; want both %d", tn.Key, cursor, head, want)
+		}
+	}
+}
+
+// TestAlertPassReadsFailingTenantAlone: a tenant whose read fails (its
+// audit log renamed away) fails alone, pass after pass, while the tenants
+// beside it are read to their heads; it is read alone until a read of it
+// succeeds, and then it is no longer set apart.
+func TestAlertPassReadsFailingTenantAlone(t *testing.T) {
+	g := newGatehouse(t, withAlerts(mcp.AlertOptions{Settings: alertSettings()}))
+	ctx := context.Background()
+	var ts []*tenancy.Tenant
+	for i := range 4 {
+		ts = append(ts, unreadTenant(t, g, fmt.Sprintf("beside-%d.example", i), 3))
+	}
+	broken := ts[2]
+	table := pgx.Identifier{broken.Schema, "audit_log"}.Sanitize()
+	if _, err := g.db.Pool().Exec(ctx, "ALTER TABLE "+table+" RENAME TO audit_log_away"); err != nil {
+		t.Fatal(err)
+	}
+	var grouped [][]string // each pass's tenants read many to a transaction
+	mcp.WatchAlertGroups(g.srv, func(ids []string) { grouped = append(grouped, ids) })
+	for pass := 1; pass <= 2; pass++ {
+		grouped = nil
+		if _, err := g.srv.DetectAnomalies(ctx); err == nil || !strings.Contains(err.Error(), "1 of ") {
+			t.Fatalf("pass %d: %v; want one tenant's failure", pass, err)
+		}
+		// The first pass knows of no failure and groups all four; the
+		// second reads the failing tenant alone, the others still grouped.
+		if want := 4 - (pass - 1); len(grouped) != 1 || len(grouped[0]) != want || (pass > 1 && slices.Contains(grouped[0], broken.ID)) {
+			t.Errorf("pass %d: grouped %v; want the %d tenants other than those failing", pass, grouped, want)
+		}
+		if got := mcp.AlertFailing(g.srv); !slices.Equal(got, []string{broken.ID}) {
+			t.Fatalf("pass %d: tenants read alone for failing: %v; want %s's", pass, got, broken.Key)
+		}
+		for _, tn := range ts {
+			if tn == broken {
+				continue
+			}
+			if cursor, head := anomalyCursor(t, g, tn); cursor != head || head != int64(3*pass) {
+				t.Errorf("pass %d, %s beside a failing tenant: cursor %d, head %d", pass, tn.Key, cursor, head)
+			}
+			addChainedRecords(t, g, tn, 3)
+		}
+	}
+	if _, err := g.db.Pool().Exec(ctx, "ALTER TABLE "+pgx.Identifier{broken.Schema, "audit_log_away"}.Sanitize()+" RENAME TO audit_log"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.srv.DetectAnomalies(ctx); err != nil {
+		t.Fatalf("after the repair: %v", err)
+	}
+	if got := mcp.AlertFailing(g.srv); len(got) != 0 {
+		t.Errorf("after the repair, read alone: %v", got)
+	}
+	grouped = nil
+	for _, tn := range ts {
+		addChainedRecords(t, g, tn, 1)
+	}
+	if _, err := g.srv.DetectAnomalies(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(grouped) != 1 || len(grouped[0]) != 4 {
+		t.Errorf("once repaired, grouped %v; want all four tenants again", grouped)
+	}
+	for _, tn := range ts {
+		if cursor, head := anomalyCursor(t, g, tn); cursor != head {
+			t.Errorf("after the repair, %s: cursor %d, head %d", tn.Key, cursor, head)
 		}
 	}
 }

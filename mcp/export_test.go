@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -73,4 +75,35 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// ReadNewAudit runs s's anomaly detector on tcs (tenants and cursors the
+// caller listed with store.DB.TenantsWithNewAudit) as a pass does once it
+// has listed them: no lease, no failed authentications. It returns the
+// tenants' errors, joined.
+func ReadNewAudit(ctx context.Context, s *Server, tcs []store.TenantCursor) error {
+	_, errs, _, err := s.alerts.read(ctx, tcs, nil, func() (bool, error) { return true, nil })
+	return errors.Join(append(errs, err)...)
+}
+
+// AlertFailing returns the ids of the tenants s's anomaly detector reads
+// alone because their last read failed, sorted.
+func AlertFailing(s *Server) []string {
+	s.alerts.mu.Lock()
+	defer s.alerts.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.alerts.failing))
+}
+
+// WatchAlertGroups has s's anomaly detector call f with the ids of the
+// tenants it reads many to a transaction, each time it does.
+func WatchAlertGroups(s *Server, f func(ids []string)) {
+	detect := s.alerts.detectTenants
+	s.alerts.detectTenants = func(ctx context.Context, in []store.DetectInput, limit int, fn func(int, store.AnomalyInput) (store.AnomalyOutput, error)) []store.DetectResult {
+		ids := make([]string, len(in))
+		for i, d := range in {
+			ids[i] = d.Tenant.ID
+		}
+		f(ids)
+		return detect(ctx, in, limit, fn)
+	}
 }
