@@ -82,8 +82,10 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 	// and of this process (the callers), µs, of the last run.
 	var cpu [3]float64
 	run := func(keys []string, d time.Duration) (float64, error) {
+		var commits0 int64
 		if *statements {
 			_, _ = db.Pool().Exec(ctx, "SELECT pg_stat_statements_reset()")
+			commits0 = xactCommits(ctx, db)
 		}
 		var kinds *kindSampler
 		if *cpuKinds {
@@ -100,7 +102,8 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 			cpu[i] = float64(c1[i]-c0[i]) / max(calls, 1)
 		}
 		if *statements {
-			fmt.Fprintf(os.Stderr, "%s statements over %d tenants:\n%s", name, len(keys), topStatements(ctx, db, calls))
+			fmt.Fprintf(os.Stderr, "%s statements over %d tenants (%.3f transactions committed per call):\n%s", name, len(keys),
+				float64(xactCommits(ctx, db)-commits0)/max(calls, 1), topStatements(ctx, db, calls))
 		}
 		return r, err
 	}
@@ -281,17 +284,34 @@ func rss(pid int) string {
 	return fmt.Sprintf("%s (peak %s)", cur, peak)
 }
 
+// xactCommits is the database's count of committed transactions
+// (pg_stat_database; its statistics lag by up to half a second).
+func xactCommits(ctx context.Context, db *store.DB) int64 {
+	var n int64
+	_ = db.Pool().QueryRow(ctx, "SELECT pg_stat_clear_snapshot(), xact_commit FROM pg_stat_database WHERE datname = current_database()").Scan(nil, &n)
+	return n
+}
+
 // topStatements lists the statements (pg_stat_statements, reset before
 // the run) that took most of PostgreSQL's time, per call of the run:
-// executions, planning and execution time in µs.
+// executions, planning and execution time in µs. Statements that differ
+// only by the tenant schema they name count as one (t_*). A first line
+// gives the totals per call: statements, BEGINs, COMMITs.
 func topStatements(ctx context.Context, db *store.DB, calls float64) string {
-	rows, err := db.Pool().Query(ctx, `SELECT sum(calls)::float8, sum(total_plan_time)::float8, sum(total_exec_time)::float8, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
-		FROM pg_stat_statements GROUP BY 4 ORDER BY sum(total_plan_time + total_exec_time) DESC LIMIT 14`)
+	var b strings.Builder
+	var all, begins, commits float64
+	if err := db.Pool().QueryRow(ctx, `SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(calls) FILTER (WHERE query ILIKE 'begin%'), 0)::float8,
+		coalesce(sum(calls) FILTER (WHERE query ILIKE 'commit%'), 0)::float8 FROM pg_stat_statements`).Scan(&all, &begins, &commits); err != nil {
+		return err.Error() + "\n"
+	}
+	fmt.Fprintf(&b, "  per call: %.2f statements, %.3f BEGIN, %.3f COMMIT\n", all/calls, begins/calls, commits/calls)
+	rows, err := db.Pool().Query(ctx, `SELECT sum(calls)::float8, sum(total_plan_time)::float8, sum(total_exec_time)::float8,
+		left(regexp_replace(regexp_replace(query, '\s+', ' ', 'g'), 't_[0-9a-f]{32}', 't_*', 'g'), 110)
+		FROM pg_stat_statements GROUP BY 4 ORDER BY sum(total_plan_time + total_exec_time) DESC LIMIT 20`)
 	if err != nil {
 		return err.Error() + "\n"
 	}
 	defer rows.Close()
-	var b strings.Builder
 	var n, plan, exec float64
 	var q string
 	for rows.Next() {
