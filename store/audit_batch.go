@@ -133,8 +133,12 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 		}
 	}
 	b := &pgx.Batch{}
+	// Its lock waits are bounded (audit_busy.go), and its prepared
+	// statements planned generically, by one statement.
 	if prepared && !db.customPlans {
-		b.Queue(planGenericLocalSQL)
+		b.Queue(auditOpenGenericSQL, auditLockWaitSQL)
+	} else {
+		b.Queue(auditOpenSQL, auditLockWaitSQL)
 	}
 	for _, gi := range order {
 		g := groups[gi]
@@ -262,6 +266,14 @@ const auditBatchValuesSQL = ` (request_id, decision, tool, subject, email,
 		$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int[])
 	RETURNING id::bigint, at::timestamptz`
 
+// auditOpenSQL bounds the lock waits of the rest of a group commit's
+// transaction ($1: lock_timeout); auditOpenGenericSQL also has it plan its
+// prepared statements generically (planGenericLocalSQL).
+const (
+	auditOpenSQL        = "SELECT set_config('lock_timeout', $1, true)"
+	auditOpenGenericSQL = "SELECT set_config('lock_timeout', $1, true), set_config('plan_cache_mode', 'force_generic_plan', true)"
+)
+
 // planGenericLocalSQL makes the rest of a control lane's transaction plan
 // its prepared statements generically (their plans do not depend on their
 // arguments: look-ups by primary key, the unchained records' partial
@@ -319,6 +331,10 @@ func (db *DB) startLaneMessage(conn *pgx.Conn) {
 	clear(db.laneStatementsOf(conn).pinned)
 }
 
+// prepareOpenSQL opens the transaction in which prepare parses: the
+// schema where names resolve ($1) and a bound on lock waits ($2).
+const prepareOpenSQL = "SELECT set_config('search_path', $1, true), set_config('lock_timeout', $2, true)"
+
 // prepare prepares Gatehouse's fixed statements sqls on conn, each named
 // by its text, once per connection (remembered in the connection's custom
 // data), unless the database is behind a transaction pooler, where a
@@ -347,7 +363,9 @@ func (db *DB) prepare(ctx context.Context, conn *pgx.Conn, schema string, sqls .
 		return nil
 	}
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, setSearchPathSQL, pgx.Identifier{schema}.Sanitize()); err != nil {
+		// Parsing locks the tables named: no longer a wait than the
+		// control lanes' audit writes (audit_busy.go).
+		if _, err := tx.Exec(ctx, prepareOpenSQL, pgx.Identifier{schema}.Sanitize(), auditLockWaitSQL); err != nil {
 			return err
 		}
 		for _, sql := range missing {

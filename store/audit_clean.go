@@ -214,36 +214,63 @@ func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs
 	return errs, errors.Join(retries...)
 }
 
-// writeAuditPart is WriteAuditEntries for entries bound for one lane.
+// writeAuditPart is WriteAuditEntries for entries bound for one lane. The
+// records of a tenant whose audit log was found locked a moment ago fail
+// at once with ErrAuditLogBusy, and are not sent (audit_busy.go); when the
+// batch runs into such a lock, its records are written one by one, and
+// the locked tenant's fail.
 func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int) (errs []error, retried error) {
 	errs = make([]error, len(entries))
-	err := db.insertAuditBatch(ctx, entries, lane)
+	send := make([]AuditEntry, 0, len(entries))
+	sent := make([]int, 0, len(entries)) // send[k] is entries[sent[k]]
+	for i, e := range entries {
+		if errs[i] = db.auditBusyErr(e.Tenant); errs[i] == nil {
+			send, sent = append(send, e), append(sent, i)
+		}
+	}
+	if len(send) == 0 {
+		return errs, nil
+	}
+	err := db.insertAuditBatch(ctx, send, lane)
 	switch {
 	case err == nil:
 		return errs, nil
 	case Unavailable(err) || ctx.Err() != nil:
-		for i := range errs {
+		for _, i := range sent {
 			errs[i] = err
 		}
 		return errs, nil
 	}
-	for i, e := range entries {
+	for k, e := range send {
 		e.Rec.ID = 0
-		_, errs[i] = db.InsertAuditRecord(ctx, e.Tenant, e.Rec)
+		_, errs[sent[k]] = db.InsertAuditRecord(ctx, e.Tenant, e.Rec)
 	}
 	return errs, err
 }
 
 // InsertAuditRecord writes one record to t's audit log in a transaction of
 // its own, in its reduced form if it cannot be written as it is (reduced
-// reports that). An error means neither form could be written.
+// reports that). An error means neither form could be written. It is a
+// call's record: its lock waits are bounded, and while t's audit log is
+// locked by another session it fails with [ErrAuditLogBusy] (see
+// audit_busy.go).
 func (db *DB) InsertAuditRecord(ctx context.Context, t *tenancy.Tenant, r *AuditRecord) (reduced bool, err error) {
-	err = db.WithTenantControl(ctx, t, func(tx pgx.Tx) error { return InsertAudit(ctx, tx, r) })
+	if err := db.auditBusyErr(t); err != nil {
+		return false, err
+	}
+	write := func(r *AuditRecord) error {
+		err := db.withTenantMode(ctx, true, t, "BEGIN", auditLockWaitSQL, func(tx pgx.Tx) error { return InsertAudit(ctx, tx, r) })
+		return db.auditBusyAfter(t, err)
+	}
+	err = write(r)
 	if err == nil {
 		return false, nil
 	}
+	if errors.Is(err, ErrAuditLogBusy) {
+		return false, err
+	}
 	red := r.reduced(err)
-	if e := db.WithTenantControl(ctx, t, func(tx pgx.Tx) error { return InsertAudit(ctx, tx, red) }); e != nil {
+	if e := write(red); e != nil {
 		return false, fmt.Errorf("storing an audit record: %w (reduced form: %w)", err, e)
 	}
 	*r = *red

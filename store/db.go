@@ -214,6 +214,7 @@ type DB struct {
 	queryTenant    map[string]*tenantSem
 	secrets        sync.Map // name → []byte, see Secret
 	auditMarks     sync.Map // tenant id → *atomic.Int64: when this process last marked it (audit_pending.go)
+	auditBusy      sync.Map // tenant id → int64: until when its audit log counts as locked (audit_busy.go)
 	limits         Options  // the bounds in force
 	// preparedCap and prepareAfter: Options.PreparedStatements and
 	// Options.PrepareAfter in force (prepared.go).

@@ -309,7 +309,9 @@ func TestInsertAuditBatchCancelled(t *testing.T) {
 		entries = append(entries, store.AuditEntry{Tenant: tn, Rec: &store.AuditRecord{
 			RequestID: fmt.Sprint("batch-cancel-", i), Decision: store.Allowed, Tool: "whoami", Subject: "s", Count: 1}})
 	}
-	bctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	// Shorter than the batch's own wait for a lock (lock_timeout 200 ms,
+	// audit_busy.go), so that the deadline stops it.
+	bctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	berr := db.InsertAuditBatch(bctx, entries)
 	cancel()
 	if err := holder.Rollback(ctx); err != nil {

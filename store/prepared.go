@@ -423,8 +423,20 @@ func (db *DB) prepareTenant(ctx context.Context, conn *pgx.Conn, schema string, 
 		// Prepared under the connection's own search_path, the one the
 		// statement runs under: prepared under the tenant's, it would be
 		// analysed again at every run (plancache.c, RevalidateCachedQuery).
-		_, err := conn.Prepare(ctx, name, sql)
-		return err
+		// Parsing it locks its tables, so (on an idle connection: the
+		// control lanes') it waits for a lock no longer than the lanes'
+		// audit writes do (audit_busy.go).
+		if inTx {
+			_, err := conn.Prepare(ctx, name, sql)
+			return err
+		}
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, auditOpenSQL, auditLockWaitSQL); err != nil {
+				return err
+			}
+			_, err := conn.Prepare(ctx, name, sql)
+			return err
+		})
 	}
 	if inTx {
 		// In a savepoint: a statement that cannot be prepared must not

@@ -148,7 +148,7 @@ func (db *DB) WithTenant(ctx context.Context, t *tenancy.Tenant, fn func(pgx.Tx)
 	if holdsTenantConn(ctx) {
 		return ErrNestedConnection
 	}
-	return db.withTenantMode(ctx, false, t, "BEGIN", fn)
+	return db.withTenantMode(ctx, false, t, "BEGIN", "", fn)
 }
 
 // WithTenantControl is [DB.WithTenant] on the tenant's control lane (see
@@ -157,13 +157,14 @@ func (db *DB) WithTenant(ctx context.Context, t *tenancy.Tenant, fn func(pgx.Tx)
 // refused requests): it never queues behind tool calls. fn must not wait
 // for another connection.
 func (db *DB) WithTenantControl(ctx context.Context, t *tenancy.Tenant, fn func(pgx.Tx) error) error {
-	return db.withTenantMode(ctx, true, t, "BEGIN", fn)
+	return db.withTenantMode(ctx, true, t, "BEGIN", "", fn)
 }
 
 // withTenantMode runs fn in a tenant transaction opened by beginStmt on a
 // connection of the tenant's control lane when control is set, else of
-// the tenant-work pool (both with tenant affinity).
-func (db *DB) withTenantMode(ctx context.Context, control bool, t *tenancy.Tenant, beginStmt string, fn func(pgx.Tx) error) error {
+// the tenant-work pool (both with tenant affinity). lockWait, when not
+// empty, is the transaction's lock_timeout (e.g. "200ms").
+func (db *DB) withTenantMode(ctx context.Context, control bool, t *tenancy.Tenant, beginStmt, lockWait string, fn func(pgx.Tx) error) error {
 	if !opaqueName.MatchString(t.Schema) || (t.DBRole != "" && !opaqueName.MatchString(t.DBRole)) {
 		return fmt.Errorf("tenant %s: refusing unexpected schema or role name", t.Key)
 	}
@@ -179,6 +180,9 @@ func (db *DB) withTenantMode(ctx context.Context, control bool, t *tenancy.Tenan
 	begin += fmt.Sprintf("SELECT set_config('search_path', %s, true)", quoteLiteral(pgx.Identifier{t.Schema}.Sanitize()))
 	if t.DBRole != "" { // else: a database whose account cannot create roles: schema isolation only
 		begin += fmt.Sprintf(", set_config('role', %s, true)", quoteLiteral(t.DBRole))
+	}
+	if lockWait != "" {
+		begin += fmt.Sprintf(", set_config('lock_timeout', %s, true)", quoteLiteral(lockWait))
 	}
 	acquire := db.work.Acquire
 	if control {

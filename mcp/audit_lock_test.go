@@ -1,0 +1,119 @@
+package mcp_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// TestLockedAuditLogStallsOnlyItsTenant: while another session holds one
+// tenant's audit log locked (a migration's ALTER TABLE, VACUUM FULL), the
+// calls of other tenants, sent at the same time from goroutines released
+// together, are answered without waiting for the lock, and the locked
+// tenant's are refused as a transient outage (503, Retry-After), never as
+// an internal error. Before, one writer's group commit waited for the lock
+// and every tenant's calls waited behind it, for 5 to 10 s. Once the lock
+// is gone the locked tenant is served again, and both audit chains verify.
+func TestLockedAuditLogStallsOnlyItsTenant(t *testing.T) {
+	g := newGatehouse(t)
+	ctx := context.Background()
+	url := g.ts.URL + "/mcp"
+	client := &http.Client{Timeout: 30 * time.Second}
+	lockedKey := g.key(t, "locked.example", tenancy.Admin)
+	otherKey := g.key(t, "other.example", tenancy.Admin)
+	for _, key := range []string{lockedKey, otherKey} { // warm: prepared statements, caches
+		for _, tool := range []string{"whoami", "list_todos"} {
+			if a := rawCall(client, url, key, tool, "{}", 1); a.status != http.StatusOK || strings.Contains(a.body, `"isError":true`) {
+				t.Fatalf("%s: %d %s %v", tool, a.status, a.body, a.err)
+			}
+		}
+	}
+	locked, err := g.db.FindTenantByKey(ctx, "locked.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := g.db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	if _, err := holder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{locked.Schema, "audit_log"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+
+	type result struct {
+		locked bool
+		tool   string
+		took   time.Duration
+		a      answer
+	}
+	var mu sync.Mutex
+	var results []result
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for w := range 8 {
+		key, isLocked := otherKey, w%4 == 0
+		if isLocked {
+			key = lockedKey
+		}
+		wg.Go(func() {
+			<-start
+			for i := range 4 {
+				tool := []string{"whoami", "list_todos"}[i%2]
+				s := time.Now()
+				a := rawCall(client, url, key, tool, "{}", w*10+i)
+				mu.Lock()
+				results = append(results, result{isLocked, tool, time.Since(s), a})
+				mu.Unlock()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	// Every call above was answered while the lock was held.
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range results {
+		what := fmt.Sprintf("%s (locked tenant %v): %d, Retry-After %q, in %v: %.200s", r.tool, r.locked, r.a.status, r.a.retryAfter, r.took, r.a.body)
+		switch {
+		case r.a.err != nil:
+			t.Errorf("%s: %v", what, r.a.err)
+		case r.locked && (r.a.status != http.StatusServiceUnavailable || r.a.retryAfter == "" || strings.Contains(r.a.body, "internal error")):
+			t.Errorf("%s; want 503 with Retry-After", what)
+		case !r.locked && (r.a.status != http.StatusOK || strings.Contains(r.a.body, `"isError":true`)):
+			t.Errorf("%s; want it served", what)
+		case !r.locked && r.took >= 2500*time.Millisecond:
+			// Half the group commit's time limit (5 s), which each of
+			// these calls waited out before.
+			t.Errorf("%s: waited on another tenant's lock", what)
+		}
+	}
+
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		a := rawCall(client, url, lockedKey, "whoami", "{}", 99)
+		if a.status == http.StatusOK && !strings.Contains(a.body, `"isError":true`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the locked tenant after the lock: %d %s %v", a.status, a.body, a.err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	g.srv.FlushAudit(ctx)
+	for _, k := range []string{"locked.example", "other.example"} {
+		tn, _ := g.db.FindTenantByKey(ctx, k)
+		if rep, err := g.db.VerifyAudit(ctx, tn, testAuditKey); err != nil || !rep.OK() {
+			t.Errorf("%s: %+v, %v", k, rep, err)
+		}
+	}
+}
