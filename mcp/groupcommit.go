@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -293,6 +294,19 @@ func (g *groupCommitter) flush(batch []*pendingAudit) {
 		g.log.Warn("audit: a group commit (or its part on a control lane) failed; its records were written one by one", "batch_records", len(batch), "error", retried)
 	}
 	for i, err := range errs {
+		if errors.Is(err, store.ErrAuditProbe) {
+			// Its tenant's audit log was locked a moment ago: written
+			// alone, its outcome says whether the lock is gone, and the
+			// next flushes do not wait for it (store: audit_busy.go).
+			p := batch[i]
+			go func() {
+				pctx, cancel := context.WithTimeout(context.Background(), groupCommitTimeout)
+				defer cancel()
+				_, err := g.db.ProbeAuditRecord(pctx, p.entry.Tenant, p.entry.Rec)
+				p.done <- err
+			}()
+			continue
+		}
 		batch[i].done <- err
 	}
 }

@@ -45,12 +45,14 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error 
 	for i, e := range entries {
 		ids[i] = e.Tenant.ID
 	}
-	return db.insertAuditBatch(ctx, entries, db.ctl.lanes(ids)[0])
+	return db.insertAuditBatch(ctx, entries, db.ctl.lanes(ids)[0], true)
 }
 
 // insertAuditBatch is InsertAuditBatch on a connection of lane (or of
-// another lane when it is taken).
-func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane int) error {
+// another lane when it is taken). With calls set (the records of calls),
+// it waits at most auditLockWait for a lock, and an error that says so
+// names the tenant whose statement waited (an *auditLockError).
+func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane int, calls bool) (err error) {
 	type group struct {
 		t    *tenancy.Tenant
 		recs []*AuditRecord
@@ -117,7 +119,11 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 		}
 	}
 	if shared {
+		// Parsed under the first tenant's schema: its audit log's lock.
 		if err := db.prepare(ctx, conn.Conn(), groups[0].t.Schema, setSearchPathSQL, auditRowPathSQL, auditBatchPathSQL); err != nil {
+			if lockTimedOut(err) {
+				return &auditLockError{groups[0].t, err}
+			}
 			return err
 		}
 	}
@@ -133,13 +139,31 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 		}
 	}
 	b := &pgx.Batch{}
-	// Its lock waits are bounded (audit_busy.go), and its prepared
-	// statements planned generically, by one statement.
-	if prepared && !db.customPlans {
+	// A call's records wait for a lock no longer than auditLockWait
+	// (audit_busy.go); the prepared statements are planned generically.
+	// One statement says both.
+	switch generic := prepared && !db.customPlans; {
+	case calls && generic:
 		b.Queue(auditOpenGenericSQL, auditLockWaitSQL)
-	} else {
+	case calls:
 		b.Queue(auditOpenSQL, auditLockWaitSQL)
+	case generic:
+		b.Queue(planGenericLocalSQL)
 	}
+	// blamed is the tenant whose statement ran out of lock_timeout (the
+	// first error of a pipeline: the statements after it are not run).
+	var blamed *tenancy.Tenant
+	blame := func(t *tenancy.Tenant, err error) error {
+		if blamed == nil && lockTimedOut(err) {
+			blamed = t
+		}
+		return err
+	}
+	defer func() {
+		if err != nil && blamed != nil {
+			err = &auditLockError{blamed, err}
+		}
+	}()
 	for _, gi := range order {
 		g := groups[gi]
 		if qs[gi] == "" && !db.pooled && len(g.recs) <= rowPathMax {
@@ -147,7 +171,7 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 			for _, r := range g.recs {
 				b.Queue(auditRowPathSQL, r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
 					r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Via, int32(max(r.Count, 1))).QueryRow(func(row pgx.Row) error {
-					return row.Scan(&r.ID, &r.At)
+					return blame(g.t, row.Scan(&r.ID, &r.At))
 				})
 			}
 			continue
@@ -182,6 +206,7 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 			b.Queue(setSearchPathSQL, pgx.Identifier{g.t.Schema}.Sanitize())
 			q = auditBatchPathSQL
 		}
+		t := g.t
 		b.Queue(q, args...).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				if i >= len(recs) {
@@ -193,7 +218,7 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 				i++
 			}
 			if err := rows.Err(); err != nil {
-				return err
+				return blame(t, err)
 			}
 			if i != len(recs) {
 				return fmt.Errorf("audit batch: %d rows returned for %d records", i, len(recs))

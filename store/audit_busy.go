@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -23,14 +24,23 @@ import (
 // (measured: another tenant's calls took 5 to 10 s while one tenant's
 // audit log was locked for 12 s).
 //
-// So the writes of calls' records (the group commit's parts and the
-// records written alone after a part failed, [DB.InsertAuditRecord]) wait
-// at most auditLockWait for a lock (lock_timeout); a tenant whose write
-// ran out of it is refused for auditBusyFor with [ErrAuditLogBusy], at
-// once and without a statement, and then tried again. Its calls answer as
-// during a database outage (retry shortly); the others' records are
-// written without it. (PostgreSQL documentation, "Client Connection
-// Defaults": lock_timeout; "Explicit Locking": the lock modes.)
+// So the writes of calls' records (the group commit's parts, the records
+// written alone after a part failed, [DB.InsertAuditRecord], and the
+// preparation of the lanes' statements, whose parse locks the table) wait
+// at most auditLockWait for a lock (lock_timeout). A part that ran out of
+// it names the tenant whose statement waited (auditLockError): that
+// tenant's records fail, and the part is sent again without them (not
+// record by record, which would cost every other record a transaction of
+// its own). The tenant is then refused for auditBusyFor with
+// [ErrAuditLogBusy], at once and without a statement. After that, one of
+// its records is tried alone, outside the shared batches ([ErrAuditProbe],
+// [DB.ProbeAuditRecord]), the others refused meanwhile: only when it is
+// stored does the tenant join the batches again, so a lock that lasts
+// costs the other tenants' batches nothing. Its calls answer as during a
+// database outage (retry shortly). Records nobody waits for (the aggregated refusals written each second)
+// wait for the lock instead, within their flush's bound: refused, they
+// would be lost. (PostgreSQL documentation, "Client Connection Defaults":
+// lock_timeout; "Explicit Locking": the lock modes.)
 const (
 	auditLockWait = 200 * time.Millisecond
 	auditBusyFor  = time.Second
@@ -41,34 +51,120 @@ const (
 // [ErrUnavailable], so [Unavailable] reports it as transient.
 var ErrAuditLogBusy = fmt.Errorf("%w: the audit log is locked by another session (a migration or maintenance)", ErrUnavailable)
 
+// ErrAuditProbe is [DB.WriteAuditEntries]' error for a record it did not
+// write because its tenant's audit log was found locked a moment ago: the
+// caller writes it alone with [DB.ProbeAuditRecord], whose outcome says
+// whether the tenant's records go into shared batches again. At most one
+// record of a tenant is handed back so at a time; the others are refused
+// with ErrAuditLogBusy meanwhile.
+var ErrAuditProbe = errors.New("store: the record is to be written alone: its tenant's audit log was locked a moment ago")
+
+// auditBusyMark is a tenant's entry in DB.auditBusy: its records are
+// refused until until, then one is tried alone (probing).
+type auditBusyMark struct {
+	until   time.Time
+	probing bool
+}
+
 // auditLockWaitSQL is the lock_timeout of a call's audit write, for
 // set_config(…, true) in its transaction.
 var auditLockWaitSQL = strconv.FormatInt(auditLockWait.Milliseconds(), 10) + "ms"
 
+// auditLockError is a batch's error when a tenant's statement in it ran
+// out of lock_timeout.
+type auditLockError struct {
+	t   *tenancy.Tenant
+	err error
+}
+
+func (e *auditLockError) Error() string { return e.err.Error() }
+func (e *auditLockError) Unwrap() error { return e.err }
+
 // auditBusyErr returns the error for t's records while its audit log was
-// found locked less than auditBusyFor ago, else nil.
+// found locked less than auditBusyFor ago, or one of its records is being
+// tried alone; else nil (a write of a record alone may go ahead, and
+// settles the mark: see settleAuditBusy).
 func (db *DB) auditBusyErr(t *tenancy.Tenant) error {
 	v, ok := db.auditBusy.Load(t.ID)
 	if !ok {
 		return nil
 	}
-	if time.Now().UnixNano() < v.(int64) {
-		return fmt.Errorf("tenant %s: %w", t.Key, ErrAuditLogBusy)
+	if m := v.(auditBusyMark); m.probing || time.Now().Before(m.until) { // monotonic: a clock stepped back changes nothing
+		return busyError(t)
 	}
-	db.auditBusy.CompareAndDelete(t.ID, v)
 	return nil
 }
 
-// auditBusyAfter notes t as busy when err is a lock wait that ran out
-// (SQLSTATE 55P03, lock_not_available), and returns the error to report:
-// ErrAuditLogBusy's for a lock, err otherwise.
-func (db *DB) auditBusyAfter(t *tenancy.Tenant, err error) error {
-	if !lockTimedOut(err) {
-		return err
+// auditBatchGate says what becomes of a record of t bound for a shared
+// batch: nil, it goes; ErrAuditProbe, it is to be written alone (the first
+// after t's mark expired, which now says so); ErrAuditLogBusy's, it is
+// refused.
+func (db *DB) auditBatchGate(t *tenancy.Tenant) error {
+	v, ok := db.auditBusy.Load(t.ID)
+	if !ok {
+		return nil
 	}
-	db.auditBusy.Store(t.ID, time.Now().Add(auditBusyFor).UnixNano())
-	return fmt.Errorf("tenant %s: %w", t.Key, ErrAuditLogBusy)
+	m := v.(auditBusyMark)
+	if m.probing || time.Now().Before(m.until) {
+		return busyError(t)
+	}
+	if db.auditBusy.CompareAndSwap(t.ID, m, auditBusyMark{until: m.until, probing: true}) {
+		return ErrAuditProbe
+	}
+	return busyError(t)
 }
+
+// settleAuditBusy ends t's mark after a write of one of its records
+// alone: err nil, the tenant's records go into shared batches again; a
+// lock wait that ran out, it is refused for auditBusyFor more; another
+// error says nothing about locks, and the next record tries again.
+func (db *DB) settleAuditBusy(t *tenancy.Tenant, err error) {
+	v, ok := db.auditBusy.Load(t.ID)
+	if !ok {
+		return
+	}
+	switch {
+	case err == nil:
+		db.auditBusy.CompareAndDelete(t.ID, v)
+	case lockTimedOut(err):
+		db.auditBusy.Store(t.ID, auditBusyMark{until: time.Now().Add(auditBusyFor)})
+	default:
+		db.auditBusy.CompareAndSwap(t.ID, v, auditBusyMark{until: v.(auditBusyMark).until})
+	}
+}
+
+// markAuditBusy refuses t's records for auditBusyFor, and returns their
+// error.
+func (db *DB) markAuditBusy(t *tenancy.Tenant) error {
+	db.auditBusy.Store(t.ID, auditBusyMark{until: time.Now().Add(auditBusyFor)})
+	return busyError(t)
+}
+
+// auditBusyAfter settles t's mark after a write of a record of its alone
+// (settleAuditBusy) and returns the error to report: ErrAuditLogBusy's
+// for a lock wait that ran out (SQLSTATE 55P03, lock_not_available), err
+// otherwise.
+func (db *DB) auditBusyAfter(t *tenancy.Tenant, err error) error {
+	db.settleAuditBusy(t, err)
+	if lockTimedOut(err) {
+		if _, ok := db.auditBusy.Load(t.ID); !ok {
+			db.markAuditBusy(t)
+		}
+		return busyError(t)
+	}
+	return err
+}
+
+// ProbeAuditRecord writes r, a call's record that [DB.WriteAuditEntries]
+// handed back with [ErrAuditProbe], alone in t's audit log, as
+// [DB.InsertAuditRecord] does, and settles t's mark by the outcome: stored,
+// t's records go into shared batches again; refused by a lock, they are
+// refused for a moment more.
+func (db *DB) ProbeAuditRecord(ctx context.Context, t *tenancy.Tenant, r *AuditRecord) (reduced bool, err error) {
+	return db.writeAuditRecordAlone(ctx, t, r, true)
+}
+
+func busyError(t *tenancy.Tenant) error { return fmt.Errorf("tenant %s: %w", t.Key, ErrAuditLogBusy) }
 
 // lockTimedOut reports whether err is PostgreSQL's lock_not_available
 // (55P03): lock_timeout ran out, or NOWAIT found the lock taken.

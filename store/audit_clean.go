@@ -146,7 +146,7 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 	for i, r := range recs {
 		entries[i] = AuditEntry{Tenant: t, Rec: r}
 	}
-	errs, _ := db.WriteAuditEntries(ctx, entries)
+	errs, _ := db.writeAuditEntries(ctx, entries, false)
 	for _, e := range errs {
 		if e != nil {
 			lost++
@@ -168,7 +168,20 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 // when it was stored; retried joins the errors of the batches whose
 // records were then written one by one (worth a warning), each saying how
 // many of entries that batch held.
+//
+// Its records are calls' (the group commit's): a tenant whose audit log is
+// locked by another session has its records fail with [ErrAuditLogBusy]
+// after at most auditLockWait, and for a moment after at once, while the
+// others' are written; after that moment one of its records comes back
+// with [ErrAuditProbe], unwritten, and the caller must write it with
+// [DB.ProbeAuditRecord] (see audit_busy.go).
 func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs []error, retried error) {
+	return db.writeAuditEntries(ctx, entries, true)
+}
+
+// writeAuditEntries is WriteAuditEntries; calls says whether the records
+// are calls', whose lock waits are bounded (else they wait, within ctx).
+func (db *DB) writeAuditEntries(ctx context.Context, entries []AuditEntry, calls bool) (errs []error, retried error) {
 	errs = make([]error, len(entries))
 	if len(entries) == 0 {
 		return errs, nil
@@ -196,7 +209,7 @@ func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs
 		for k, i := range parts[j] {
 			part[k] = entries[i]
 		}
-		perr, r := db.writeAuditPart(ctx, part, lanes[parts[j][0]])
+		perr, r := db.writeAuditPart(ctx, part, lanes[parts[j][0]], calls)
 		for k, i := range parts[j] {
 			errs[i] = perr[k]
 		}
@@ -214,24 +227,43 @@ func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs
 	return errs, errors.Join(retries...)
 }
 
-// writeAuditPart is WriteAuditEntries for entries bound for one lane. The
-// records of a tenant whose audit log was found locked a moment ago fail
-// at once with ErrAuditLogBusy, and are not sent (audit_busy.go); when the
-// batch runs into such a lock, its records are written one by one, and
-// the locked tenant's fail.
-func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int) (errs []error, retried error) {
+// writeAuditPart is writeAuditEntries for entries bound for one lane.
+// With calls set, the records of a tenant whose audit log was found locked
+// a moment ago fail at once with ErrAuditLogBusy and are not sent, and when
+// the batch runs into such a lock, the tenant whose statement waited is
+// marked so, its records fail, and the batch is sent again without them
+// (audit_busy.go). Any other failure has the records written one by one.
+func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int, calls bool) (errs []error, retried error) {
 	errs = make([]error, len(entries))
 	send := make([]AuditEntry, 0, len(entries))
 	sent := make([]int, 0, len(entries)) // send[k] is entries[sent[k]]
 	for i, e := range entries {
-		if errs[i] = db.auditBusyErr(e.Tenant); errs[i] == nil {
+		if calls {
+			errs[i] = db.auditBatchGate(e.Tenant)
+		}
+		if errs[i] == nil {
 			send, sent = append(send, e), append(sent, i)
 		}
 	}
-	if len(send) == 0 {
-		return errs, nil
+	var err error
+	for len(send) > 0 {
+		err = db.insertAuditBatch(ctx, send, lane, calls)
+		var locked *auditLockError
+		if !errors.As(err, &locked) || ctx.Err() != nil {
+			break
+		}
+		busy := db.markAuditBusy(locked.t)
+		keep, kept := send[:0], sent[:0]
+		for k, e := range send {
+			if e.Tenant.ID == locked.t.ID {
+				errs[sent[k]] = busy
+			} else {
+				keep, kept = append(keep, e), append(kept, sent[k])
+			}
+		}
+		send, sent = keep, kept
+		err = nil
 	}
-	err := db.insertAuditBatch(ctx, send, lane)
 	switch {
 	case err == nil:
 		return errs, nil
@@ -243,7 +275,7 @@ func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int
 	}
 	for k, e := range send {
 		e.Rec.ID = 0
-		_, errs[sent[k]] = db.InsertAuditRecord(ctx, e.Tenant, e.Rec)
+		_, errs[sent[k]] = db.insertAuditRecord(ctx, e.Tenant, e.Rec, calls)
 	}
 	return errs, err
 }
@@ -255,12 +287,33 @@ func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int
 // locked by another session it fails with [ErrAuditLogBusy] (see
 // audit_busy.go).
 func (db *DB) InsertAuditRecord(ctx context.Context, t *tenancy.Tenant, r *AuditRecord) (reduced bool, err error) {
-	if err := db.auditBusyErr(t); err != nil {
-		return false, err
+	return db.insertAuditRecord(ctx, t, r, true)
+}
+
+// insertAuditRecord is InsertAuditRecord; calls says whether r is a
+// call's record, whose lock waits are bounded (else it waits, within ctx).
+func (db *DB) insertAuditRecord(ctx context.Context, t *tenancy.Tenant, r *AuditRecord, calls bool) (reduced bool, err error) {
+	if calls {
+		if err := db.auditBusyErr(t); err != nil {
+			return false, err
+		}
+	}
+	return db.writeAuditRecordAlone(ctx, t, r, calls)
+}
+
+// writeAuditRecordAlone is insertAuditRecord once t's mark (if any) lets
+// the write go ahead; with calls set it settles the mark by the outcome.
+func (db *DB) writeAuditRecordAlone(ctx context.Context, t *tenancy.Tenant, r *AuditRecord, calls bool) (reduced bool, err error) {
+	lockWait := ""
+	if calls {
+		lockWait = auditLockWaitSQL
 	}
 	write := func(r *AuditRecord) error {
-		err := db.withTenantMode(ctx, true, t, "BEGIN", auditLockWaitSQL, func(tx pgx.Tx) error { return InsertAudit(ctx, tx, r) })
-		return db.auditBusyAfter(t, err)
+		err := db.withTenantMode(ctx, true, t, "BEGIN", lockWait, func(tx pgx.Tx) error { return InsertAudit(ctx, tx, r) })
+		if calls {
+			err = db.auditBusyAfter(t, err)
+		}
+		return err
 	}
 	err = write(r)
 	if err == nil {
