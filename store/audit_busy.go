@@ -83,7 +83,7 @@ func (e *auditLockError) Unwrap() error { return e.err }
 // auditBusyErr returns the error for t's records while its audit log was
 // found locked less than auditBusyFor ago, or one of its records is being
 // tried alone; else nil (a write of a record alone may go ahead, and
-// settles the mark: see settleAuditBusy).
+// settles the mark: see auditBusyAfter).
 func (db *DB) auditBusyErr(t *tenancy.Tenant) error {
 	v, ok := db.auditBusy.Load(t.ID)
 	if !ok {
@@ -114,25 +114,6 @@ func (db *DB) auditBatchGate(t *tenancy.Tenant) error {
 	return busyError(t)
 }
 
-// settleAuditBusy ends t's mark after a write of one of its records
-// alone: err nil, the tenant's records go into shared batches again; a
-// lock wait that ran out, it is refused for auditBusyFor more; another
-// error says nothing about locks, and the next record tries again.
-func (db *DB) settleAuditBusy(t *tenancy.Tenant, err error) {
-	v, ok := db.auditBusy.Load(t.ID)
-	if !ok {
-		return
-	}
-	switch {
-	case err == nil:
-		db.auditBusy.CompareAndDelete(t.ID, v)
-	case lockTimedOut(err):
-		db.auditBusy.Store(t.ID, auditBusyMark{until: time.Now().Add(auditBusyFor)})
-	default:
-		db.auditBusy.CompareAndSwap(t.ID, v, auditBusyMark{until: v.(auditBusyMark).until})
-	}
-}
-
 // markAuditBusy refuses t's records for auditBusyFor, and returns their
 // error.
 func (db *DB) markAuditBusy(t *tenancy.Tenant) error {
@@ -140,17 +121,22 @@ func (db *DB) markAuditBusy(t *tenancy.Tenant) error {
 	return busyError(t)
 }
 
-// auditBusyAfter settles t's mark after a write of a record of its alone
-// (settleAuditBusy) and returns the error to report: ErrAuditLogBusy's
-// for a lock wait that ran out (SQLSTATE 55P03, lock_not_available), err
-// otherwise.
+// auditBusyAfter settles t's mark after a write of one of its records
+// alone, and returns the error to report. A lock wait that ran out
+// (SQLSTATE 55P03, lock_not_available): t is refused for auditBusyFor
+// more, with ErrAuditLogBusy's error. Stored (err nil): t's records go
+// into shared batches again. Another error says nothing about locks: the
+// next record tries again, and err is returned as it is.
 func (db *DB) auditBusyAfter(t *tenancy.Tenant, err error) error {
-	db.settleAuditBusy(t, err)
 	if lockTimedOut(err) {
-		if _, ok := db.auditBusy.Load(t.ID); !ok {
-			db.markAuditBusy(t)
+		return db.markAuditBusy(t)
+	}
+	if v, ok := db.auditBusy.Load(t.ID); ok {
+		if err == nil {
+			db.auditBusy.CompareAndDelete(t.ID, v)
+		} else {
+			db.auditBusy.CompareAndSwap(t.ID, v, auditBusyMark{until: v.(auditBusyMark).until})
 		}
-		return busyError(t)
 	}
 	return err
 }
