@@ -296,7 +296,7 @@ const auditBatchValuesSQL = ` (request_id, decision, tool, subject, email,
 // prepared statements generically (planGenericLocalSQL).
 const (
 	auditOpenSQL        = "SELECT set_config('lock_timeout', $1, true)"
-	auditOpenGenericSQL = "SELECT set_config('lock_timeout', $1, true), set_config('plan_cache_mode', 'force_generic_plan', true)"
+	auditOpenGenericSQL = auditOpenSQL + planGenericSQL
 )
 
 // planGenericLocalSQL makes the rest of a control lane's transaction plan

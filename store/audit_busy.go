@@ -66,6 +66,11 @@ type auditBusyMark struct {
 	probing bool
 }
 
+// refusing says whether the mark refuses a record outright now: until has
+// not come (monotonic time: a clock stepped back changes nothing), or a
+// record is being tried alone.
+func (m auditBusyMark) refusing() bool { return m.probing || time.Now().Before(m.until) }
+
 // auditLockWaitSQL is the lock_timeout of a call's audit write, for
 // set_config(…, true) in its transaction.
 var auditLockWaitSQL = strconv.FormatInt(auditLockWait.Milliseconds(), 10) + "ms"
@@ -89,7 +94,7 @@ func (db *DB) auditBusyErr(t *tenancy.Tenant) error {
 	if !ok {
 		return nil
 	}
-	if m := v.(auditBusyMark); m.probing || time.Now().Before(m.until) { // monotonic: a clock stepped back changes nothing
+	if v.(auditBusyMark).refusing() {
 		return busyError(t)
 	}
 	return nil
@@ -105,7 +110,7 @@ func (db *DB) auditBatchGate(t *tenancy.Tenant) error {
 		return nil
 	}
 	m := v.(auditBusyMark)
-	if m.probing || time.Now().Before(m.until) {
+	if m.refusing() {
 		return busyError(t)
 	}
 	if db.auditBusy.CompareAndSwap(t.ID, m, auditBusyMark{until: m.until, probing: true}) {
