@@ -21,7 +21,17 @@ func TestAdmissionRoundRobin(t *testing.T) {
 		}
 		running = append(running, rel)
 	}
-	order := make(chan string, 20)
+	// Each admitted call reports its tenant and its release together, so
+	// that the test frees the slots of the calls it saw admitted, in that
+	// order. (Two channels, one for each, let the release of a call
+	// admitted later arrive first, and the test then freed A's slot where
+	// it meant B's: admitted [B A A A], seen once in a thousand runs
+	// under load.)
+	type admittedCall struct {
+		tenant  string
+		release func()
+	}
+	admitted := make(chan admittedCall, 20)
 	var wg sync.WaitGroup
 	enqueue := func(tenant, subject string) {
 		before := a.waiting()
@@ -31,8 +41,7 @@ func TestAdmissionRoundRobin(t *testing.T) {
 				t.Errorf("%s refused: %+v", tenant, r)
 				return
 			}
-			order <- tenant
-			running2 <- rel
+			admitted <- admittedCall{tenant, rel}
 		})
 		for a.waiting() == before { // queued in this order
 			time.Sleep(time.Millisecond)
@@ -43,15 +52,20 @@ func TestAdmissionRoundRobin(t *testing.T) {
 	}
 	enqueue("B", "b")
 	enqueue("B", "b")
-	// Free one slot at a time and see who gets it.
-	var got []string
+	// Free one slot at a time and see who gets it: first the two A calls
+	// that filled the server, then the calls admitted since, oldest first.
+	var calls []admittedCall
 	for i := range 4 {
 		if i < 2 {
 			running[i]()
 		} else {
-			(<-running2)()
+			calls[i-2].release()
 		}
-		got = append(got, <-order)
+		calls = append(calls, <-admitted)
+	}
+	var got []string
+	for _, c := range calls {
+		got = append(got, c.tenant)
 	}
 	want := []string{"B", "A", "B", "A"}
 	for i := range want {
@@ -59,19 +73,17 @@ func TestAdmissionRoundRobin(t *testing.T) {
 			t.Fatalf("admitted %v, want %v (round-robin across tenants)", got, want)
 		}
 	}
+	for _, c := range calls[2:] {
+		c.release()
+	}
 	for range 8 {
-		(<-running2)()
+		(<-admitted).release()
 	}
 	wg.Wait()
-	for len(running2) > 0 {
-		(<-running2)()
-	}
 	if a.inFlight() != 0 || len(a.lanes) != 0 || len(a.principals) != 0 {
 		t.Errorf("after every release: %d in flight, %d lanes, %d principals", a.inFlight(), len(a.lanes), len(a.principals))
 	}
 }
-
-var running2 = make(chan func(), 20)
 
 // TestAdmissionRefusals: a call that cannot wait is refused naming the
 // bound: the principal's, the tenant's (its queue is full), the server's
