@@ -309,3 +309,53 @@ func TestLastFlushBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupCommitChainsAsItWrites: once a tenant's chain has a head, the
+// records the group commit writes for it come back chained (the auditor's
+// key, store.DB.WriteChainedAuditEntries) and leave the chainer nothing to
+// do: no dirty mark, nothing pending, the chain intact without a pass. A
+// tenant never chained has its records marked for the chainer.
+func TestGroupCommitChainsAsItWrites(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	key := store.NewAuditKey([]byte("test audit key"))
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	a := newAuditor(db, key, discard, discard)
+	ts := chainFixture(t, db, "a.example", "fresh.example")
+	a.chain(ctx, ts[:1]) // a has a head; fresh has none
+	write := func(tn *tenancy.Tenant) *store.AuditRecord {
+		t.Helper()
+		r := &store.AuditRecord{Decision: store.Allowed, Tool: "whoami", Subject: "s", RequestID: "r"}
+		if err := a.group.write(tn, r, false); err != nil {
+			t.Fatal(err)
+		}
+		a.written(tn, r)
+		return r
+	}
+	chained := 0
+	for range 8 {
+		if write(ts[0]).ChainSeq != 0 {
+			chained++
+		}
+	}
+	if chained < 4 { // the tenant's chained INSERT is prepared on its second use on a lane connection
+		t.Fatalf("%d of 8 records chained as written, want most", chained)
+	}
+	marked := 0
+	if d := a.dirty[ts[0].ID]; d != nil {
+		marked = d.records
+	}
+	rep, err := db.VerifyAudit(ctx, ts[0], key)
+	if err != nil || !rep.OK() || marked != 8-chained || rep.Pending != 8-chained || rep.Verified != 1+chained {
+		t.Fatalf("after %d of 8 records chained as written: %d marked for the chainer; verify %+v, %v", chained, marked, rep, err)
+	}
+	if r := write(ts[1]); r.ChainSeq != 0 || a.dirty[ts[1].ID] == nil {
+		t.Fatalf("a tenant without a chain head: record chained at %d, dirty %v", r.ChainSeq, a.dirty[ts[1].ID])
+	}
+	a.chain(ctx, ts)
+	for i, want := range []int{1 + 8, 1 + 1} {
+		if rep, err := db.VerifyAudit(ctx, ts[i], key); err != nil || !rep.OK() || rep.Verified != want || rep.Pending != 0 {
+			t.Fatalf("%s: %+v, %v; want %d verified", ts[i].Key, rep, err, want)
+		}
+	}
+}
