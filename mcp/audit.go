@@ -76,7 +76,7 @@ type limitedAgg struct {
 }
 
 func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *auditor {
-	return &auditor{db: db, key: key, out: out, log: log, stopWait: flushStopWait, group: &groupCommitter{db: db, key: key, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*dirtyTenant{}, failing: map[string]bool{},
+	return &auditor{db: db, key: key, out: out, log: log, stopWait: flushStopWait, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*dirtyTenant{}, failing: map[string]bool{},
 		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}, byKey: map[keyFailure]*store.KeyFailure{},
 		calls: map[string]int64{}}
 }
@@ -127,9 +127,7 @@ func (s *Server) commitAudit(c *Caller, r *store.AuditRecord) error {
 // written notes a record committed in t's audit log and mirrors it.
 func (a *auditor) written(t *tenancy.Tenant, r *store.AuditRecord) {
 	a.mu.Lock()
-	if r.ChainSeq == 0 { // else the group commit chained it (store.DB.WriteChainedAuditEntries)
-		a.markDirty(t, 1, false)
-	}
+	a.markDirty(t, 1, false)
 	a.calls[t.ID] += int64(max(r.Count, 1))
 	a.mu.Unlock()
 	a.emit(t.Key, r)

@@ -56,7 +56,6 @@ const DefaultAuditCommitWindow = 3 * time.Millisecond
 // at all they fail together at once, and their calls answer 503.
 type groupCommitter struct {
 	db     *store.DB
-	key    store.AuditKey // the records are chained with it as they are written, where they can be
 	log    *slog.Logger
 	window time.Duration // zero: no window
 
@@ -288,7 +287,7 @@ func (g *groupCommitter) flush(batch []*pendingAudit) {
 	for i, p := range batch {
 		entries[i] = p.entry
 	}
-	errs, retried := g.db.WriteChainedAuditEntries(ctx, g.key, entries)
+	errs, retried := g.db.WriteAuditEntries(ctx, entries)
 	if retried != nil {
 		// With many busy tenants a group commit is one transaction per
 		// control lane: retried says which parts failed, and their sizes.

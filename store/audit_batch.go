@@ -45,16 +45,14 @@ func (db *DB) InsertAuditBatch(ctx context.Context, entries []AuditEntry) error 
 	for i, e := range entries {
 		ids[i] = e.Tenant.ID
 	}
-	return db.insertAuditBatch(ctx, entries, db.ctl.lanes(ids)[0], true, nil)
+	return db.insertAuditBatch(ctx, entries, db.ctl.lanes(ids)[0], true)
 }
 
 // insertAuditBatch is InsertAuditBatch on a connection of lane (or of
 // another lane when it is taken). With calls set (the records of calls),
 // it waits at most auditLockWait for a lock, and an error that says so
-// names the tenant whose statement waited (an *auditLockError). With key
-// set, it chains the records it can as it writes them, with key (see
-// audit_chain_write.go); on error their ChainSeq is 0 again.
-func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane int, calls bool, key *AuditKey) (err error) {
+// names the tenant whose statement waited (an *auditLockError).
+func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane int, calls bool) (err error) {
 	type group struct {
 		t    *tenancy.Tenant
 		recs []*AuditRecord
@@ -109,41 +107,12 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 	// (where nothing is prepared), has them go in one INSERT … SELECT FROM
 	// unnest(…) prepared for every tenant instead, planned once: per
 	// record it costs less than single rows from ~16 records on.
-	//
-	// With key, the tenants with a chain head have their records chained
-	// as they are written, by a statement of their own (auditChainedSQL),
-	// when it is prepared here (audit_chain_write.go).
-	var heads []*chainWriteHead
-	var seed int64
-	if key != nil && !db.pooled && db.lanePreparedCap > 0 {
-		schemas, counts := make([]string, len(groups)), make([]int32, len(groups))
-		for i, g := range groups {
-			schemas[i], counts[i] = g.t.Schema, int32(len(g.recs))
-		}
-		if seed, err = db.lockSeed(ctx); err != nil {
-			return err
-		}
-		// An error here only means the records go unchained: the INSERTs
-		// that follow say whether the database can be reached.
-		if db.prepare(ctx, conn.Conn(), groups[0].t.Schema, chainWriteHeadsSQL) == nil {
-			heads, _ = chainWriteHeads(ctx, conn.Conn(), ids, schemas, counts, calls)
-		}
-		if db.afterChainHeads != nil {
-			db.afterChainHeads()
-		}
-	}
-	chained := func(i int) bool { return heads != nil && heads[i] != nil }
 	db.startLaneMessage(conn.Conn())
 	qs := make([]string, len(groups))
-	texts := make([]string, len(groups)) // what qs[i] runs
 	prepared, shared := false, false
 	for i, g := range groups {
-		texts[i] = auditBatchSQL(g.t.Schema)
-		if chained(i) {
-			texts[i] = auditChainedSQL(g.t.Schema)
-		}
-		qs[i] = db.laneStatement(ctx, conn.Conn(), g.t.Schema, texts[i])
-		if qs[i] == texts[i] {
+		qs[i] = db.laneStatement(ctx, conn.Conn(), g.t.Schema, auditBatchSQL(g.t.Schema))
+		if qs[i] == auditBatchSQL(g.t.Schema) {
 			qs[i], shared = "", true
 		} else {
 			prepared = true
@@ -194,13 +163,6 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 		if err != nil && blamed != nil {
 			err = &auditLockError{blamed, err}
 		}
-		if err != nil {
-			for _, g := range groups {
-				for _, r := range g.recs {
-					r.ChainSeq = 0
-				}
-			}
-		}
 	}()
 	for _, gi := range order {
 		g := groups[gi]
@@ -237,10 +199,6 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 		recs := g.recs
 		i := 0
 		q := qs[gi]
-		withSeq := q != "" && chained(gi) // auditChainedSQL, whose rows end with chain_seq
-		if withSeq {
-			args = chainedArgs(args, g.t.ID, *key, seed, heads[gi], recs)
-		}
 		if q == "" {
 			// More than rowPathMax records, or behind a transaction pooler
 			// (where nothing is prepared, and each single-row INSERT would
@@ -254,11 +212,7 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 				if i >= len(recs) {
 					return fmt.Errorf("audit batch: more rows returned than inserted")
 				}
-				dest := []any{&recs[i].ID, &recs[i].At}
-				if withSeq {
-					dest = append(dest, &recs[i].ChainSeq)
-				}
-				if err := rows.Scan(dest...); err != nil {
+				if err := rows.Scan(&recs[i].ID, &recs[i].At); err != nil {
 					return err
 				}
 				i++

@@ -146,7 +146,7 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 	for i, r := range recs {
 		entries[i] = AuditEntry{Tenant: t, Rec: r}
 	}
-	errs, _ := db.writeAuditEntries(ctx, entries, false, nil)
+	errs, _ := db.writeAuditEntries(ctx, entries, false)
 	for _, e := range errs {
 		if e != nil {
 			lost++
@@ -176,22 +176,12 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 // with [ErrAuditProbe], unwritten, and the caller must write it with
 // [DB.ProbeAuditRecord] (see audit_busy.go).
 func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs []error, retried error) {
-	return db.writeAuditEntries(ctx, entries, true, nil)
-}
-
-// WriteChainedAuditEntries is [DB.WriteAuditEntries], and chains with key
-// the records it can as it writes them (audit_chain_write.go): a record
-// written chained has its ChainSeq set; the others (ChainSeq 0) are left
-// for the chainer ([DB.ChainAuditTenants]), as WriteAuditEntries leaves
-// them all. key must be the key the chainer uses (the newest).
-func (db *DB) WriteChainedAuditEntries(ctx context.Context, key AuditKey, entries []AuditEntry) (errs []error, retried error) {
-	return db.writeAuditEntries(ctx, entries, true, &key)
+	return db.writeAuditEntries(ctx, entries, true)
 }
 
 // writeAuditEntries is WriteAuditEntries; calls says whether the records
-// are calls', whose lock waits are bounded (else they wait, within ctx);
-// key, when set, chains them as they are written.
-func (db *DB) writeAuditEntries(ctx context.Context, entries []AuditEntry, calls bool, key *AuditKey) (errs []error, retried error) {
+// are calls', whose lock waits are bounded (else they wait, within ctx).
+func (db *DB) writeAuditEntries(ctx context.Context, entries []AuditEntry, calls bool) (errs []error, retried error) {
 	errs = make([]error, len(entries))
 	if len(entries) == 0 {
 		return errs, nil
@@ -219,7 +209,7 @@ func (db *DB) writeAuditEntries(ctx context.Context, entries []AuditEntry, calls
 		for k, i := range parts[j] {
 			part[k] = entries[i]
 		}
-		perr, r := db.writeAuditPart(ctx, part, lanes[parts[j][0]], calls, key)
+		perr, r := db.writeAuditPart(ctx, part, lanes[parts[j][0]], calls)
 		for k, i := range parts[j] {
 			errs[i] = perr[k]
 		}
@@ -243,7 +233,7 @@ func (db *DB) writeAuditEntries(ctx context.Context, entries []AuditEntry, calls
 // the batch runs into such a lock, the tenant whose statement waited is
 // marked so, its records fail, and the batch is sent again without them
 // (audit_busy.go). Any other failure has the records written one by one.
-func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int, calls bool, key *AuditKey) (errs []error, retried error) {
+func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int, calls bool) (errs []error, retried error) {
 	errs = make([]error, len(entries))
 	send := make([]AuditEntry, 0, len(entries))
 	sent := make([]int, 0, len(entries)) // send[k] is entries[sent[k]]
@@ -257,7 +247,7 @@ func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int
 	}
 	var err error
 	for len(send) > 0 {
-		err = db.insertAuditBatch(ctx, send, lane, calls, key)
+		err = db.insertAuditBatch(ctx, send, lane, calls)
 		var locked *auditLockError
 		if !errors.As(err, &locked) || ctx.Err() != nil {
 			break

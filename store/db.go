@@ -223,9 +223,6 @@ type DB struct {
 	lanePreparedCap int
 	// customPlans: Options.CustomPlans.
 	customPlans bool
-	// afterChainHeads, when set (tests), runs in a group commit between
-	// reading the chain heads and the INSERTs (audit_chain_write.go).
-	afterChainHeads func()
 }
 
 // Open connects to the database at connString and checks that it answers.

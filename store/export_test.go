@@ -6,8 +6,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
 // ControlLaneOf is the control lane of tenant id's work now (without
@@ -81,26 +79,4 @@ func ControlLaneSettings(ctx context.Context, db *DB, name string) ([]string, er
 		return err
 	})
 	return out, err
-}
-
-// AfterChainHeads has fn run in each group commit of db that chains at
-// write, between reading the chain heads and the INSERTs.
-func AfterChainHeads(db *DB, fn func()) { db.afterChainHeads = fn }
-
-// HoldChainLock takes t's chain lock (the advisory lock every chain writer
-// holds to its commit) in a transaction of its own, until release.
-func HoldChainLock(ctx context.Context, db *DB, t *tenancy.Tenant) (release func(), err error) {
-	seed, err := db.lockSeed(ctx)
-	if err != nil {
-		return nil, err
-	}
-	tx, err := db.pool.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := tx.Exec(ctx, chainLockSQL, t.ID, seed); err != nil {
-		_ = tx.Rollback(ctx)
-		return nil, err
-	}
-	return func() { _ = tx.Rollback(context.Background()) }, nil
 }
