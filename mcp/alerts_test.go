@@ -664,3 +664,71 @@ func TestAlertPassReadsFailingTenantAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestAlertPassBesideLockedAuditLog: while another session holds one
+// tenant's audit log locked (DDL, VACUUM FULL), a detector pass still ends:
+// the other tenants are read to their heads, the locked one fails as
+// locked (transient) and is read alone at the next pass, and is read once
+// the lock is gone. Without a bound on the pass's lock waits, it waited as
+// long as the lock was held, and every tenant's alerts with it.
+func TestAlertPassBesideLockedAuditLog(t *testing.T) {
+	g := newGatehouse(t, withAlerts(mcp.AlertOptions{Settings: alertSettings()}))
+	ctx := context.Background()
+	var ts []*tenancy.Tenant
+	for i := range 3 {
+		ts = append(ts, unreadTenant(t, g, fmt.Sprintf("locked-beside-%d.example", i), 3))
+	}
+	locked := ts[1]
+	holder, err := g.db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx) //nolint:errcheck
+	if _, err := holder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{locked.Schema, "audit_log"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	pass := func() error {
+		t.Helper()
+		pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { _, err := g.srv.DetectAnomalies(pctx); done <- err }()
+		select {
+		case err := <-done:
+			if pctx.Err() != nil {
+				t.Fatal("the detector pass ran until its context ended")
+			}
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("the detector pass waits for the locked audit log")
+			return nil
+		}
+	}
+	for p := 1; p <= 2; p++ {
+		err := pass()
+		if err == nil || !strings.Contains(err.Error(), "1 of ") || !strings.Contains(err.Error(), "locked by another session") {
+			t.Fatalf("pass %d: %v; want the locked tenant's failure, as locked", p, err)
+		}
+		if got := mcp.AlertFailing(g.srv); !slices.Equal(got, []string{locked.ID}) {
+			t.Fatalf("pass %d: read alone for failing: %v; want %s's", p, got, locked.Key)
+		}
+		for _, tn := range ts {
+			if tn == locked {
+				continue
+			}
+			if cursor, head := anomalyCursor(t, g, tn); cursor != head || head != int64(3*p) {
+				t.Errorf("pass %d, %s beside a locked tenant: cursor %d, head %d", p, tn.Key, cursor, head)
+			}
+			addChainedRecords(t, g, tn, 3)
+		}
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pass(); err != nil {
+		t.Fatalf("after the lock: %v", err)
+	}
+	if cursor, head := anomalyCursor(t, g, locked); cursor != head || head != 3 {
+		t.Errorf("after the lock, %s: cursor %d, head %d", locked.Key, cursor, head)
+	}
+}

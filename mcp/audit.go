@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -32,6 +33,7 @@ type auditor struct {
 	mu      sync.Mutex
 	dirty   map[string]*dirtyTenant // tenants with unchained records, by id
 	failing map[string]bool         // tenants whose chaining failed last time, by id (chained alone)
+	locked  map[string]bool         // those of them whose audit log was locked by another session (logged once)
 	limited map[limitedKey]*limitedAgg
 	failed  map[store.AuthFailure]*store.AuthFailure // keyed by window, IP, reason (counts zero)
 	byKey   map[keyFailure]*store.KeyFailure         // failed authentications naming a key id, per minute
@@ -76,7 +78,7 @@ type limitedAgg struct {
 }
 
 func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *auditor {
-	return &auditor{db: db, key: key, out: out, log: log, stopWait: flushStopWait, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*dirtyTenant{}, failing: map[string]bool{},
+	return &auditor{db: db, key: key, out: out, log: log, stopWait: flushStopWait, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*dirtyTenant{}, failing: map[string]bool{}, locked: map[string]bool{},
 		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}, byKey: map[keyFailure]*store.KeyFailure{},
 		calls: map[string]int64{}}
 }
@@ -332,19 +334,33 @@ func (a *auditor) chain(ctx context.Context, ts []*tenancy.Tenant) {
 		}
 		var more []*tenancy.Tenant
 		for _, r := range results {
+			locked := errors.Is(r.Err, store.ErrAuditLogBusy)
 			a.mu.Lock()
+			wasLocked := a.locked[r.Tenant.ID]
 			if r.Err != nil {
 				a.failing[r.Tenant.ID] = true
 				a.markDirty(r.Tenant, 0, true)
 			} else {
 				delete(a.failing, r.Tenant.ID)
 			}
+			if locked {
+				a.locked[r.Tenant.ID] = true
+			} else {
+				delete(a.locked, r.Tenant.ID)
+			}
 			a.mu.Unlock()
 			switch {
+			case locked && !wasLocked: // once per lock, not at every flush while it lasts
+				a.log.Warn("audit: the tenant's audit log is locked by another session (a migration or maintenance); its records are chained once it is free",
+					"tenant", r.Tenant.Key, "error", r.Err)
+			case locked:
 			case r.Err != nil:
 				a.log.Error("audit: chaining failed; will retry", "tenant", r.Tenant.Key, "error", r.Err)
 			case r.More:
 				more = append(more, r.Tenant)
+			}
+			if wasLocked && r.Err == nil {
+				a.log.Info("audit: the tenant's audit log is free again; its records are chained", "tenant", r.Tenant.Key)
 			}
 		}
 		ts = more

@@ -309,3 +309,74 @@ func TestLastFlushBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestChainPassBesideLockedAuditLog: while another session holds one
+// tenant's audit log locked (as a migration's ALTER TABLE or VACUUM FULL
+// does), a chain pass over it and two other tenants still ends, with the
+// others chained; the locked tenant is kept, chained alone at the next
+// passes (each ending too), logged once as locked, and chained once the
+// lock is gone. Without a bound on the pass's lock waits it waited for as
+// long as the lock was held, and every other tenant's chaining with it.
+func TestChainPassBesideLockedAuditLog(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	key := store.NewAuditKey([]byte("test audit key"))
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), log)
+	ts := chainFixture(t, db, "a.example", "b.example", "locked.example")
+	holder, err := db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx) //nolint:errcheck
+	if _, err := holder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{ts[2].Schema, "audit_log"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	pass := func() {
+		t.Helper()
+		done := make(chan struct{})
+		pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		go func() { a.chain(pctx, ts); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the chain pass waits for the locked audit log")
+		}
+		if pctx.Err() != nil {
+			t.Fatal("the chain pass ran until its context ended")
+		}
+	}
+	verified := func(tn *tenancy.Tenant, want int) {
+		t.Helper()
+		if rep, err := db.VerifyAudit(ctx, tn, key); err != nil || !rep.OK() || rep.Verified != want || rep.Pending != 0 {
+			t.Fatalf("%s: %+v, %v; want %d chained", tn.Key, rep, err, want)
+		}
+	}
+	for range 3 {
+		pass()
+		verified(ts[0], 1)
+		verified(ts[1], 1)
+		a.mu.Lock()
+		failing, dirty := a.failing[ts[2].ID], a.dirty[ts[2].ID] != nil
+		a.mu.Unlock()
+		if !failing || !dirty {
+			t.Fatalf("the locked tenant is not kept for the next pass: failing %v, dirty %v", failing, dirty)
+		}
+	}
+	if n := strings.Count(logs.String(), `msg="audit: the tenant's audit log is locked`); n != 1 {
+		t.Errorf("the lock was logged %d times over three passes, want once:\n%s", n, logs.String())
+	}
+	if strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("a lock logged as an error:\n%s", logs.String())
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pass()
+	verified(ts[2], 1)
+	if a.failing[ts[2].ID] || a.locked[ts[2].ID] || !strings.Contains(logs.String(), "free again") {
+		t.Fatalf("after the lock: failing %v, locked %v; log:\n%s", a.failing, a.locked, logs.String())
+	}
+}

@@ -236,6 +236,11 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.anomaly:' || $1, $2))", t.ID, seed); err != nil {
 			return err
 		}
+		// Then no wait for a lock longer than auditLockWait: see
+		// backgroundLockWait.
+		if _, err := tx.Exec(ctx, lockWaitSQL, auditLockWaitSQL); err != nil {
+			return err
+		}
 		cursor := from
 		err := tx.QueryRow(ctx, "SELECT chain_seq FROM gatehouse.anomaly_cursors WHERE tenant_id = $1", t.ID).Scan(&cursor)
 		hadCursor := err == nil
@@ -286,7 +291,7 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 		return err
 	})
 	if err != nil {
-		return 0, nil, fmt.Errorf("detecting anomalies in %s: %w", t.Key, err)
+		return 0, nil, fmt.Errorf("detecting anomalies in %s: %w", t.Key, busyIfLocked(err))
 	}
 	return n, written, nil
 }

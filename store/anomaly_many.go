@@ -190,6 +190,7 @@ func (db *DB) detectGroup(ctx context.Context, in []DetectInput, res []DetectRes
 		tables := make([]string, len(group))
 		b := &pgx.Batch{}
 		b.Queue(detectLockManySQL, ids, seed)
+		b.Queue(lockWaitSQL, auditLockWaitSQL) // see backgroundLockWait
 		b.Queue(detectCursorsManySQL, ids).Query(func(rows pgx.Rows) error {
 			var k int
 			var seq int64

@@ -149,7 +149,7 @@ func scanAudit(row pgx.CollectableRow) (*AuditRecord, error) {
 func (db *DB) ChainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, batch int) (int, error) {
 	n, err := db.chainAudit(ctx, t, key, batch)
 	if err != nil {
-		return 0, fmt.Errorf("chaining the audit log of %s: %w", t.Key, err)
+		return 0, fmt.Errorf("chaining the audit log of %s: %w", t.Key, busyIfLocked(err))
 	}
 	return n, nil
 }
@@ -261,6 +261,7 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
 	b.Queue(chainLockSQL, t.ID, seed)
+	b.Queue(lockWaitSQL, auditLockWaitSQL) // see backgroundLockWait
 	b.Queue(chainHeadSQL, t.ID).QueryRow(func(row pgx.Row) error {
 		if err := row.Scan(&seq, &prev); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err

@@ -293,10 +293,13 @@ const auditBatchValuesSQL = ` (request_id, decision, tool, subject, email,
 
 // auditOpenSQL bounds the lock waits of the rest of a group commit's
 // transaction ($1: lock_timeout); auditOpenGenericSQL also has it plan its
-// prepared statements generically (planGenericLocalSQL).
+// prepared statements generically (planGenericLocalSQL). lockWaitSQL is
+// the same statement where it bounds a background pass's waits (see
+// backgroundLockWait).
 const (
 	auditOpenSQL        = "SELECT set_config('lock_timeout', $1, true)"
 	auditOpenGenericSQL = auditOpenSQL + planGenericSQL
+	lockWaitSQL         = auditOpenSQL
 )
 
 // planGenericLocalSQL makes the rest of a control lane's transaction plan

@@ -157,6 +157,30 @@ func (db *DB) ProbeAuditRecord(ctx context.Context, t *tenancy.Tenant, r *AuditR
 
 func busyError(t *tenancy.Tenant) error { return fmt.Errorf("tenant %s: %w", t.Key, ErrAuditLogBusy) }
 
+// backgroundLockWait: the background passes over audit logs (the chain
+// passes, [DB.ChainAudit] and [DB.ChainAuditTenants]; the anomaly
+// detector's, [DB.DetectAnomalies] and [DB.DetectAnomaliesTenants]) wait
+// without a bound for their own advisory locks (replicas take turns), then
+// at most auditLockWait for any other lock: a tenant's audit log locked by
+// DDL or maintenance (see the top of this file), or one whose INSERT or
+// UPDATE a non-concurrent CREATE INDEX holds up. Without that bound such a
+// pass waited as long as the lock was held, holding its lane's background
+// connection and the auditor's flush loop, so every other tenant's chaining
+// (and with it the alerts, which read only chained records) and the
+// aggregated records' writes waited too. A pass that runs out of it fails
+// with ErrAuditLogBusy; its group's other tenants are then passed one at a
+// time, and the locked tenant alone at each later pass until it succeeds
+// (the chainer's and the detector's failing tenants).
+
+// busyIfLocked is err, marked with ErrAuditLogBusy when it is a lock wait
+// that ran out (see backgroundLockWait).
+func busyIfLocked(err error) error {
+	if lockTimedOut(err) {
+		return fmt.Errorf("%w: %w", ErrAuditLogBusy, err)
+	}
+	return err
+}
+
 // lockTimedOut reports whether err is PostgreSQL's lock_not_available
 // (55P03): lock_timeout ran out, or NOWAIT found the lock taken.
 func lockTimedOut(err error) bool {

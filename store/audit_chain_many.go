@@ -241,6 +241,7 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 		b.Queue(planGenericLocalSQL)
 	}
 	b.Queue(chainLockManySQL, ids, seed)
+	b.Queue(lockWaitSQL, auditLockWaitSQL) // see backgroundLockWait
 	b.Queue(chainHeadsManySQL, ids).Query(func(rows pgx.Rows) error {
 		var i, seq int64
 		var hash []byte
