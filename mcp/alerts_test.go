@@ -626,18 +626,7 @@ func TestAlertPassReadsFailingTenantAlone(t *testing.T) {
 		if want := 4 - (pass - 1); len(grouped) != 1 || len(grouped[0]) != want || (pass > 1 && slices.Contains(grouped[0], broken.ID)) {
 			t.Errorf("pass %d: grouped %v; want the %d tenants other than those failing", pass, grouped, want)
 		}
-		if got := mcp.AlertFailing(g.srv); !slices.Equal(got, []string{broken.ID}) {
-			t.Fatalf("pass %d: tenants read alone for failing: %v; want %s's", pass, got, broken.Key)
-		}
-		for _, tn := range ts {
-			if tn == broken {
-				continue
-			}
-			if cursor, head := anomalyCursor(t, g, tn); cursor != head || head != int64(3*pass) {
-				t.Errorf("pass %d, %s beside a failing tenant: cursor %d, head %d", pass, tn.Key, cursor, head)
-			}
-			addChainedRecords(t, g, tn, 3)
-		}
+		readBeside(t, g, ts, broken, pass)
 	}
 	if _, err := g.db.Pool().Exec(ctx, "ALTER TABLE "+pgx.Identifier{broken.Schema, "audit_log_away"}.Sanitize()+" RENAME TO audit_log"); err != nil {
 		t.Fatal(err)
@@ -709,18 +698,7 @@ func TestAlertPassBesideLockedAuditLog(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "1 of ") || !strings.Contains(err.Error(), "locked by another session") {
 			t.Fatalf("pass %d: %v; want the locked tenant's failure, as locked", p, err)
 		}
-		if got := mcp.AlertFailing(g.srv); !slices.Equal(got, []string{locked.ID}) {
-			t.Fatalf("pass %d: read alone for failing: %v; want %s's", p, got, locked.Key)
-		}
-		for _, tn := range ts {
-			if tn == locked {
-				continue
-			}
-			if cursor, head := anomalyCursor(t, g, tn); cursor != head || head != int64(3*p) {
-				t.Errorf("pass %d, %s beside a locked tenant: cursor %d, head %d", p, tn.Key, cursor, head)
-			}
-			addChainedRecords(t, g, tn, 3)
-		}
+		readBeside(t, g, ts, locked, p)
 	}
 	if err := holder.Rollback(ctx); err != nil {
 		t.Fatal(err)
@@ -730,5 +708,25 @@ func TestAlertPassBesideLockedAuditLog(t *testing.T) {
 	}
 	if cursor, head := anomalyCursor(t, g, locked); cursor != head || head != 3 {
 		t.Errorf("after the lock, %s: cursor %d, head %d", locked.Key, cursor, head)
+	}
+}
+
+// readBeside checks the state after detector pass number pass over ts (3
+// new records each before each pass) with failing unreadable: it alone is
+// kept to be read alone, the others were read to their heads; then it adds
+// 3 records to each of the others for the next pass.
+func readBeside(t *testing.T, g *gatehouse, ts []*tenancy.Tenant, failing *tenancy.Tenant, pass int) {
+	t.Helper()
+	if got := mcp.AlertFailing(g.srv); !slices.Equal(got, []string{failing.ID}) {
+		t.Fatalf("pass %d: tenants read alone for failing: %v; want %s's", pass, got, failing.Key)
+	}
+	for _, tn := range ts {
+		if tn == failing {
+			continue
+		}
+		if cursor, head := anomalyCursor(t, g, tn); cursor != head || head != int64(3*pass) {
+			t.Errorf("pass %d, %s beside a failing tenant: cursor %d, head %d", pass, tn.Key, cursor, head)
+		}
+		addChainedRecords(t, g, tn, 3)
 	}
 }
