@@ -233,12 +233,12 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 	defer release()
 	err = connTxFunc(ctx, conn.Conn(), pgx.TxOptions{}, func(tx pgx.Tx) error {
 		written = nil
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.anomaly:' || $1, $2))", t.ID, seed); err != nil {
-			return err
-		}
-		// Then no wait for a lock longer than auditLockWait: see
-		// backgroundLockWait.
-		if _, err := tx.Exec(ctx, lockWaitSQL, auditLockWaitSQL); err != nil {
+		// The lock, then no wait for another longer than auditLockWait
+		// (backgroundLockWait), in one round trip.
+		b := &pgx.Batch{}
+		b.Queue("SELECT pg_advisory_xact_lock(hashtextextended('gatehouse.anomaly:' || $1, $2))", t.ID, seed)
+		b.Queue(lockWaitSQL, auditLockWaitSQL)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
 		cursor := from

@@ -144,9 +144,9 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 	// One statement says both.
 	switch generic := prepared && !db.customPlans; {
 	case calls && generic:
-		b.Queue(auditOpenGenericSQL, auditLockWaitSQL)
+		b.Queue(lockWaitGenericSQL, auditLockWaitSQL)
 	case calls:
-		b.Queue(auditOpenSQL, auditLockWaitSQL)
+		b.Queue(lockWaitSQL, auditLockWaitSQL)
 	case generic:
 		b.Queue(planGenericLocalSQL)
 	}
@@ -291,15 +291,13 @@ const auditBatchValuesSQL = ` (request_id, decision, tool, subject, email,
 		$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int[])
 	RETURNING id::bigint, at::timestamptz`
 
-// auditOpenSQL bounds the lock waits of the rest of a group commit's
-// transaction ($1: lock_timeout); auditOpenGenericSQL also has it plan its
-// prepared statements generically (planGenericLocalSQL). lockWaitSQL is
-// the same statement where it bounds a background pass's waits (see
-// backgroundLockWait).
+// lockWaitSQL bounds the lock waits of the rest of a transaction ($1:
+// lock_timeout): a group commit's (audit_busy.go), a background pass's
+// after its advisory locks (backgroundLockWait). lockWaitGenericSQL also
+// has it plan its prepared statements generically (planGenericLocalSQL).
 const (
-	auditOpenSQL        = "SELECT set_config('lock_timeout', $1, true)"
-	auditOpenGenericSQL = auditOpenSQL + planGenericSQL
-	lockWaitSQL         = auditOpenSQL
+	lockWaitSQL        = "SELECT set_config('lock_timeout', $1, true)"
+	lockWaitGenericSQL = lockWaitSQL + planGenericSQL
 )
 
 // planGenericLocalSQL makes the rest of a control lane's transaction plan

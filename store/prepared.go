@@ -431,7 +431,7 @@ func (db *DB) prepareTenant(ctx context.Context, conn *pgx.Conn, schema string, 
 			return err
 		}
 		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, auditOpenSQL, auditLockWaitSQL); err != nil {
+			if _, err := tx.Exec(ctx, lockWaitSQL, auditLockWaitSQL); err != nil {
 				return err
 			}
 			_, err := conn.Prepare(ctx, name, sql)
