@@ -71,6 +71,7 @@ type semantic struct {
 	enabled map[string]enabledEntry // tenant id →
 	indexed map[string]bool         // tenant schemas whose HNSW index exists
 	tooSlow map[string]time.Time    // tenant id → until when hybrid searches skip ranking by meaning
+	failing map[string]bool         // tenant ids whose last turn of the worker failed (logged once)
 
 	queries *ttlcache.Cache[[32]byte, []float32]
 	wake    chan struct{}
@@ -103,7 +104,7 @@ type enabledEntry struct {
 const enabledTTL = 5 * time.Second
 
 func newSemantic(ctx context.Context, db *store.DB, client *embeddings.Client, opts EmbedderOptions, reg prometheus.Registerer) (*semantic, error) {
-	s := &semantic{client: client, db: db, opts: opts.withDefaults(), enabled: map[string]enabledEntry{}, indexed: map[string]bool{}, tooSlow: map[string]time.Time{},
+	s := &semantic{client: client, db: db, opts: opts.withDefaults(), enabled: map[string]enabledEntry{}, indexed: map[string]bool{}, tooSlow: map[string]time.Time{}, failing: map[string]bool{},
 		wake: make(chan struct{}, 1),
 		queries: ttlcache.New(ttlcache.WithTTL[[32]byte, []float32](10*time.Minute), ttlcache.WithCapacity[[32]byte, []float32](2000),
 			ttlcache.WithDisableTouchOnHit[[32]byte, []float32]()),
@@ -282,7 +283,14 @@ func (s *semantic) pausedUntil() time.Time {
 }
 
 // round embeds one batch of each tenant with semantic search on and
-// reports whether any tenant had work.
+// reports whether any tenant had work. A tenant whose turn fails (its
+// tables locked by a migration or maintenance: the worker's transactions
+// wait at most store.BackgroundLockWait; a schema of its own that is
+// broken) is logged once, when it starts failing, and again when it
+// recovers, and the round goes on with the next tenant: it is tried
+// again at the next round. (The first tenant to fail used to end every
+// round, so the tenants after it, in creation order, were never
+// embedded.) err is the tenant list's error, or ctx's.
 func (s *semantic) round(ctx context.Context) (busy bool, err error) {
 	tenants, err := s.db.FindSemanticSearchTenants(ctx)
 	if err != nil {
@@ -297,26 +305,12 @@ func (s *semantic) round(ctx context.Context) (busy bool, err error) {
 		if t.SchemaVersion < chunksVersion {
 			continue // not migrated yet (the maintenance loop will)
 		}
-		if err := s.ensureIndex(ctx, t); err != nil {
-			return busy, err
-		}
-		did, err := s.embedBatch(ctx, t)
-		if err != nil {
-			return busy, fmt.Errorf("tenant %s: %w", t.Key, err)
-		}
+		did, err := s.turn(ctx, t, count, counts)
 		busy = busy || did
-		if count {
-			err := s.db.InTenant(ctx, t, func(ctx context.Context, tx pgx.Tx) error {
-				c, err := store.CountEmbeddingStates(ctx, tx, s.client.Model())
-				for k, v := range c {
-					counts[k] += v
-				}
-				return err
-			})
-			if err != nil {
-				return busy, err
-			}
+		if ctx.Err() != nil {
+			return busy, ctx.Err()
 		}
+		s.failed(t, err)
 	}
 	if count {
 		s.counted = time.Now()
@@ -325,6 +319,43 @@ func (s *semantic) round(ctx context.Context) (busy bool, err error) {
 		}
 	}
 	return busy, nil
+}
+
+// turn is t's part of a round: its index (once), one batch of its
+// documents, and with count its documents' states added to counts.
+func (s *semantic) turn(ctx context.Context, t *tenancy.Tenant, count bool, counts map[string]int) (did bool, err error) {
+	if err := s.ensureIndex(ctx, t); err != nil {
+		return false, err
+	}
+	if did, err = s.embedBatch(ctx, t); err != nil || !count {
+		return did, err
+	}
+	return did, s.db.InTenantBackground(ctx, t, func(ctx context.Context, tx pgx.Tx) error {
+		c, err := store.CountEmbeddingStates(ctx, tx, s.client.Model())
+		for k, v := range c {
+			counts[k] += v
+		}
+		return err
+	})
+}
+
+// failed notes the outcome of t's turn (err nil: it succeeded), logging a
+// tenant that starts failing and one that recovers.
+func (s *semantic) failed(t *tenancy.Tenant, err error) {
+	s.mu.Lock()
+	was := s.failing[t.ID]
+	if err != nil {
+		s.failing[t.ID] = true
+	} else {
+		delete(s.failing, t.ID)
+	}
+	s.mu.Unlock()
+	switch {
+	case err != nil && !was:
+		s.log.Warn("embedding worker: a tenant's turn failed; the others go on, and it is tried again at each round", "tenant", t.Key, "error", err)
+	case err == nil && was:
+		s.log.Info("embedding worker: the tenant's turn succeeded again", "tenant", t.Key)
+	}
 }
 
 // ensureIndex creates t's HNSW index once per process (pgvector only).

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/gatehouse-mcp/gatehouse/internal/embeddings"
@@ -500,5 +501,79 @@ func TestEmbeddingsProviderUnreachable(t *testing.T) {
 	}
 	if !strings.Contains(g.logs.String(), addr) {
 		t.Errorf("the log does not say which provider could not be reached")
+	}
+}
+
+// TestEmbedderBesideFailingTenant: a tenant whose turn of the embedding
+// worker fails, its documents table locked by another session or missing
+// (a broken schema), no longer stops the worker's rounds: a tenant after
+// it (in creation order) has its documents embedded, the failing tenant is
+// logged once, and its documents are embedded once it is mended.
+func TestEmbedderBesideFailingTenant(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		hold bool   // fault held by an open transaction (rolled back to mend)
+		sql  string // %[1]s: the failing tenant's schema
+		mend string
+	}{
+		{"locked", true, "LOCK TABLE %[1]s.documents IN ACCESS EXCLUSIVE MODE", ""},
+		{"broken", false, "ALTER TABLE %[1]s.documents RENAME TO documents_away", "ALTER TABLE %[1]s.documents_away RENAME TO documents"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fake := embeddingstest.New(t)
+			g := newGatehouse(t, withEmbeddings(t, fake, "model-a", ""))
+			first := g.connect(t, g.key(t, "first.example", tenancy.Admin), "") // created first: visited first
+			second := g.connect(t, g.key(t, "second.example", tenancy.Admin), "")
+			docs := map[*sdk.ClientSession]string{}
+			for _, cs := range []*sdk.ClientSession{first, second} {
+				mustCall(t, cs, "set_semantic_search", args{"enabled": true}, nil)
+				var d document
+				mustCall(t, cs, "save_document", args{"title": "Runbook", "body": "restart the web server"}, &d)
+				docs[cs] = d.ID
+			}
+			tn, err := g.db.FindTenantByKey(ctx, "first.example")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sql := fmt.Sprintf(c.sql, tn.Schema)
+			var holder pgx.Tx
+			if c.hold {
+				if holder, err = g.db.Pool().Begin(ctx); err == nil {
+					defer holder.Rollback(ctx) //nolint:errcheck
+					_, err = holder.Exec(ctx, sql)
+				}
+			} else {
+				_, err = g.db.Pool().Exec(ctx, sql)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			runEmbedder(t, g)
+			waitEmbedded(t, second, docs[second], "embedded")
+			time.Sleep(1500 * time.Millisecond) // a few more rounds, each failing for the first tenant
+			logged := func(what string) int {
+				return strings.Count(g.logs.String(), what)
+			}
+			if n := logged("a tenant's turn failed"); n != 1 {
+				t.Errorf("the failing tenant was logged %d times, want once:\n%s", n, grepLines(g.logs.String(), "embedding worker"))
+			}
+			if c.hold {
+				err = holder.Rollback(ctx)
+			} else {
+				_, err = g.db.Pool().Exec(ctx, fmt.Sprintf(c.mend, tn.Schema))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitEmbedded(t, first, docs[first], "embedded")
+			deadline := time.Now().Add(10 * time.Second)
+			for logged("turn succeeded again") == 0 && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if logged("turn succeeded again") != 1 {
+				t.Errorf("the tenant's recovery was not logged once:\n%s", grepLines(g.logs.String(), "embedding worker"))
+			}
+		})
 	}
 }

@@ -20,7 +20,7 @@ import (
 func (s *semantic) embedBatch(ctx context.Context, t *tenancy.Tenant) (bool, error) {
 	model := s.client.Model()
 	var docs []*store.DocumentToEmbed
-	err := s.db.InTenant(ctx, t, func(ctx context.Context, tx pgx.Tx) (err error) {
+	err := s.db.InTenantBackground(ctx, t, func(ctx context.Context, tx pgx.Tx) (err error) {
 		docs, err = store.ClaimDocumentsToEmbed(ctx, tx, model, s.opts.BatchDocs, s.opts.Lease)
 		return err
 	})
@@ -67,7 +67,7 @@ func (s *semantic) embedBatch(ctx context.Context, t *tenancy.Tenant) (bool, err
 	if done < len(pieces) {
 		firstUndone = pieces[done].doc
 	}
-	err = s.db.InTenant(ctx, t, func(ctx context.Context, tx pgx.Tx) error {
+	err = s.db.InTenantBackground(ctx, t, func(ctx context.Context, tx pgx.Tx) error {
 		saved, failed = saved[:0], failed[:0]
 		for i, d := range docs {
 			if i >= firstUndone {

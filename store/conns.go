@@ -52,6 +52,25 @@ func (db *DB) InTenant(ctx context.Context, t *tenancy.Tenant, fn func(ctx conte
 	})
 }
 
+// BackgroundLockWait bounds the lock waits of [DB.InTenantBackground]'s
+// transactions.
+const BackgroundLockWait = time.Second
+
+// InTenantBackground is [DB.InTenant] for background work that visits
+// tenants one after another (the embedding worker): its transaction waits
+// at most BackgroundLockWait for a lock, then fails (PostgreSQL's
+// lock_not_available, 55P03), so that one tenant's table locked by a
+// migration or maintenance (ALTER TABLE, VACUUM FULL, LOCK TABLE) costs the
+// others' turns a second, not as long as the lock lasts.
+func (db *DB) InTenantBackground(ctx context.Context, t *tenancy.Tenant, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	if holdsTenantConn(ctx) {
+		return ErrNestedConnection
+	}
+	return db.withTenantMode(ctx, false, t, "BEGIN", BackgroundLockWait.String(), func(tx pgx.Tx) error {
+		return fn(context.WithValue(ctx, holdKey{}, true), tx)
+	})
+}
+
 type tenantSem struct {
 	sem   *semaphore.Weighted
 	users int // holders and waiters; the entry goes when it drops to 0
