@@ -231,7 +231,11 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 // deploy before its first request here, and places the caller again.
 func (s *Server) catchUp(ctx context.Context, p *identity.Principal, tenantID string) (*tenancy.Membership, error) {
 	if err := s.db.CatchUpTenant(ctx, tenantID); err != nil {
-		s.log.Error("bringing a tenant schema up to date failed", "tenant_id", tenantID, "error", err)
+		level := slog.LevelError
+		if errors.Is(err, store.ErrMigrationLocked) { // transient: the call answers 503
+			level = slog.LevelWarn
+		}
+		s.log.Log(ctx, level, "bringing a tenant schema up to date failed", "tenant_id", tenantID, "error", err)
 		return nil, err
 	}
 	s.opts.Tenancy.Forget(tenantID)

@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
@@ -26,22 +28,7 @@ func TestRollingDeploy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Put the tenant back where the previous release (tenant schema 2,
-	// before the workspace migration) left it.
-	schema := pgx.Identifier{tn.Schema}.Sanitize()
-	for _, sql := range []string{
-		"DROP TABLE " + schema + ".document_chunks",
-		"DROP TABLE " + schema + ".documents",
-		"DROP FUNCTION " + schema + ".document_tags_text_" + strings.TrimPrefix(tn.Schema, "t_") + "(text[]), " + schema + ".document_tags_valid_" + strings.TrimPrefix(tn.Schema, "t_") + "(text[])",
-		"ALTER TABLE " + schema + ".todos DROP COLUMN project_id, DROP COLUMN due_on, DROP COLUMN priority, DROP COLUMN updated_at",
-		"DROP TABLE " + schema + ".projects",
-		"ALTER TABLE " + schema + ".audit_log DROP COLUMN via",
-		"UPDATE gatehouse.tenants SET schema_version = 2 WHERE id = '" + tn.ID + "'",
-	} {
-		if _, err := g.db.Pool().Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	storetest.BackToSchema2(t, g.db, tn)
 	status, body := getBody(t, g.ts.URL+"/readyz")
 	if status != http.StatusOK || !strings.Contains(body, `"tenant_schemas_catching_up":"1"`) {
 		t.Errorf("readyz with a tenant behind: %d %s", status, body)
@@ -79,4 +66,82 @@ func getBody(t *testing.T, url string) (int, string) {
 	_ = json.NewDecoder(res.Body).Decode(&v)
 	b, _ := json.Marshal(v)
 	return res.StatusCode, string(b)
+}
+
+// TestMigrationBehindALock: a tenant left behind by the previous release
+// whose todos another session is reading (a long query, a dump: ACCESS
+// SHARE held) is not brought up to date while that lasts, and nothing
+// waits on it for long: its calls answer 503 with Retry-After (its
+// migration's ALTER TABLE gave up after a bounded wait, so its queued
+// ACCESS EXCLUSIVE no longer holds every other statement on the table), a
+// reader of its table is served, another tenant behind is brought up to
+// date and served, and MigrateTenants reports only a lock (serve starts on
+// that). Once the reader is gone, its first call brings it up to date.
+func TestMigrationBehindALock(t *testing.T) {
+	g := newGatehouse(t)
+	ctx := context.Background()
+	keys := map[string]string{}
+	tenants := map[string]*tenancy.Tenant{}
+	for _, k := range []string{"behind.example", "other.example"} {
+		keys[k] = g.key(t, k, tenancy.Admin)
+		tn, err := g.db.FindTenantByKey(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		storetest.BackToSchema2(t, g.db, tn)
+		tenants[k] = tn
+	}
+	todos := pgx.Identifier{tenants["behind.example"].Schema, "todos"}.Sanitize()
+	reader, err := g.db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Rollback(ctx) //nolint:errcheck
+	if _, err := reader.Exec(ctx, "SELECT count(*) FROM "+todos); err != nil {
+		t.Fatal(err)
+	}
+	initialize := func(key string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, g.ts.URL+"/mcp", strings.NewReader(
+			`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		res, err := (&http.Client{Timeout: 20 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatalf("a call of a tenant whose migration meets a lock: %v", err)
+		}
+		res.Body.Close()
+		return res
+	}
+	if res := initialize(keys["behind.example"]); res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("a call of the tenant behind a lock: %d, Retry-After %q; want 503 with Retry-After", res.StatusCode, res.Header.Get("Retry-After"))
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := g.db.Pool().Exec(rctx, "SELECT count(*) FROM "+todos); err != nil {
+		t.Fatalf("another reader of the table after the migration gave up: %v", err)
+	}
+	if res := initialize(keys["other.example"]); res.StatusCode != http.StatusOK {
+		t.Fatalf("a call of the other tenant behind: %d", res.StatusCode)
+	}
+	err = g.db.MigrateTenants(ctx, 2, nil)
+	if !store.MigrationsOnlyLocked(err) || !store.Unavailable(err) {
+		t.Fatalf("MigrateTenants beside the reader: %v; want only the lock, as transient", err)
+	}
+	for k, want := range map[string]int{"behind.example": 2, "other.example": store.TenantSchemaVersion()} {
+		if tn, _ := g.db.FindTenantByID(ctx, tenants[k].ID); tn.SchemaVersion != want {
+			t.Errorf("%s at schema %d, want %d", k, tn.SchemaVersion, want)
+		}
+	}
+	if err := reader.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cs := g.connect(t, keys["behind.example"], "")
+	if res := call(t, cs, "create_project", map[string]any{"name": "after the reader"}, nil); res.IsError {
+		t.Fatalf("create_project once the reader is gone: %+v", res.Content)
+	}
+	if tn, _ := g.db.FindTenantByID(ctx, tenants["behind.example"].ID); tn.SchemaVersion != store.TenantSchemaVersion() {
+		t.Errorf("behind.example at schema %d after its call, want %d", tn.SchemaVersion, store.TenantSchemaVersion())
+	}
 }

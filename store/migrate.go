@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -151,13 +152,57 @@ var tenantSchemaVersion = sync.OnceValue(func() int { return len(migrations.Tena
 func (db *DB) CatchUpTenant(ctx context.Context, id string) error { return db.migrateTenant(ctx, id) }
 
 func (db *DB) migrateTenant(ctx context.Context, id string) error {
-	return beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	err := beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		t, err := scanTenant(tx.QueryRow(ctx, selectTenant+" WHERE id = $1 FOR UPDATE", id))
 		if err != nil {
 			return fmt.Errorf("tenant %s: %w", id, err)
 		}
 		return migrateTenantTx(ctx, tx, t)
 	})
+	if lockTimedOut(err) {
+		return fmt.Errorf("%w: %w", ErrMigrationLocked, err)
+	}
+	return err
+}
+
+// migrationLockWait bounds each lock wait of a tenant migration
+// (lock_timeout). A migration's ALTER TABLE waits for its table's ACCESS
+// EXCLUSIVE lock, and while it waits every other statement on that table
+// queues behind it: behind a long reader (a pg_dump, a slow query) the
+// tenant's calls stalled for as long as the reader ran, and so did the
+// start of a replica migrating at start-up (serve), or a call that brought
+// its tenant up to date (CatchUpTenant). Past it the tenant's migration
+// fails with ErrMigrationLocked, its transaction rolled back, and is tried
+// again: by the maintenance loop every 30 s, by the tenant's next call, or
+// by the next `gatehouse migrate`. (PostgreSQL documentation, "ALTER
+// TABLE" and "Explicit Locking"; lock_timeout in "Client Connection
+// Defaults".)
+const migrationLockWait = 2 * time.Second
+
+// ErrMigrationLocked is a tenant migration's error when a table it changes
+// stayed locked by another session for migrationLockWait: transient (it
+// wraps [ErrUnavailable]); the tenant stays at its schema version.
+var ErrMigrationLocked = fmt.Errorf("%w: the tenant's tables are locked by another session (a long query, a dump, maintenance); its schema is brought up to date later", ErrUnavailable)
+
+// MigrationsOnlyLocked reports whether err, from [DB.MigrateTenants], is
+// made only of [ErrMigrationLocked] failures: every tenant it could not
+// migrate was held up by a lock, none by its migration's own error.
+func MigrationsOnlyLocked(err error) bool {
+	if err == nil {
+		return false
+	}
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	for _, e := range errs {
+		if !errors.Is(e, ErrMigrationLocked) {
+			return false
+		}
+	}
+	return len(errs) > 0
 }
 
 // migrateTenantTx applies the tenant migrations t lacks, inside tx, and
@@ -167,7 +212,8 @@ func migrateTenantTx(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant) error {
 	if t.SchemaVersion >= len(ms) {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true)", pgx.Identifier{t.Schema}.Sanitize()); err != nil {
+	if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true), set_config('lock_timeout', $2, true)",
+		pgx.Identifier{t.Schema}.Sanitize(), migrationLockWait.String()); err != nil {
 		return err
 	}
 	role := "CURRENT_USER" // no tenant role (roles cannot be created here): grants to ourselves change nothing

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
@@ -254,5 +255,28 @@ func TestFindTenantsByID(t *testing.T) {
 	}
 	if got, err := db.FindTenantsByID(ctx, nil); err != nil || len(got) != 0 {
 		t.Errorf("FindTenantsByID(none) = %v, %v", got, err)
+	}
+}
+
+// TestMigrationsOnlyLocked: serve starts when the tenants it could not
+// migrate were all held up by locks, and refuses when any migration failed
+// for a reason of its own.
+func TestMigrationsOnlyLocked(t *testing.T) {
+	locked := fmt.Errorf("tenant a: %w", store.ErrMigrationLocked)
+	broken := errors.New("tenant b: migration 0009_x: syntax error")
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{locked, true},
+		{errors.Join(locked, fmt.Errorf("tenant c: %w", store.ErrMigrationLocked)), true},
+		{errors.Join(locked, broken), false},
+		{broken, false},
+		{errors.Join(broken), false},
+	} {
+		if got := store.MigrationsOnlyLocked(c.err); got != c.want {
+			t.Errorf("MigrationsOnlyLocked(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

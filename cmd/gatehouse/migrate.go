@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
 )
 
 func migrateCmd(ctx context.Context, e *env) *cobra.Command {
@@ -17,7 +19,9 @@ func migrateCmd(ctx context.Context, e *env) *cobra.Command {
 		Short: "Apply migrations to the control schema and every tenant schema",
 		Long: `Apply the migrations to the control schema and then to every tenant schema,
 several at once, with progress on stderr. Platforms run it before each release;
-serve also migrates at start.`,
+serve also migrates at start. A tenant migration waits at most 2 s for a lock on
+a table it changes; tenants held up so are tried twice more, 5 s apart, then
+reported (exit 1).`,
 		Example: `  gatehouse migrate
   gatehouse migrate --parallel 8 --json`,
 		Args: noArgs,
@@ -41,13 +45,30 @@ func migrate(ctx context.Context, e *env, parallel int, asJSON bool) error {
 		migrated := 0
 		start := time.Now()
 		var last time.Time
-		err := db.MigrateTenants(ctx, parallel, func(done, total int) {
+		progress := func(done, total int) {
 			migrated = done
 			if done == total || time.Since(last) >= time.Second {
 				last = time.Now()
 				fmt.Fprintf(e.stderr, "migrated %d/%d tenant schemas (%s)\n", done, total, time.Since(start).Round(100*time.Millisecond))
 			}
-		})
+		}
+		// A tenant whose tables another session holds locked (a long
+		// query, a dump) is tried again a few times before giving up.
+		err := db.MigrateTenants(ctx, parallel, progress)
+		for try := 1; try < migrateLockTries && store.MigrationsOnlyLocked(err); try++ {
+			fmt.Fprintf(e.stderr, "%d tenant schema(s) held up by locks; trying them again in %s\n", countErrors(err), migrateLockPause)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(migrateLockPause):
+			}
+			err = db.MigrateTenants(ctx, parallel, progress)
+		}
+		if store.MigrationsOnlyLocked(err) {
+			return fmt.Errorf("%d tenant schema(s) held up by locks after %d tries (another session is reading or maintaining their tables): "+
+				"run `gatehouse migrate` again, or deploy: the new release brings each up to date on its first call, "+
+				"or within 30 s, once the lock is gone: %w", countErrors(err), migrateLockTries, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -61,6 +82,22 @@ func migrate(ctx context.Context, e *env, parallel int, asJSON bool) error {
 		_, err = fmt.Fprintf(e.stdout, "up to date: control schema at version %d, %d tenant schema(s) migrated\n", st.Control, migrated)
 		return err
 	})
+}
+
+// migrateLockTries and migrateLockPause: how often `gatehouse migrate` tries
+// the tenants held up by locks (store.ErrMigrationLocked), and how long it
+// waits between tries.
+const (
+	migrateLockTries = 3
+	migrateLockPause = 5 * time.Second
+)
+
+// countErrors is how many errors err joins (1 for one that joins none).
+func countErrors(err error) int {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return len(j.Unwrap())
+	}
+	return 1
 }
 
 // logMigrationProgress returns a progress function for MigrateTenants that
