@@ -35,13 +35,19 @@ func TestMigrateRetriesTenantsHeldByLocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer reader.Rollback(ctx) //nolint:errcheck
 	if _, err := reader.Exec(ctx, "SELECT count(*) FROM "+pgx.Identifier{tn.Schema, "todos"}.Sanitize()); err != nil {
+		_ = reader.Rollback(ctx)
 		t.Fatal(err)
 	}
-	// Gone during the pause after the first try.
-	gone := time.AfterFunc(3*time.Second, func() { _ = reader.Rollback(context.Background()) })
-	defer gone.Stop()
+	// Gone during the pause after the first try (the transaction is used
+	// by that goroutine alone from here).
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		time.Sleep(3 * time.Second)
+		_ = reader.Rollback(context.Background())
+	}()
+	defer func() { <-gone }()
 	code, stdout, stderr := gh(t, map[string]string{"DATABASE_URL": url}, "migrate")
 	if code != 0 || !strings.Contains(stderr, "1 tenant schema(s) held up by locks; trying them again in 5s") || !strings.Contains(stdout, "up to date") {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s\nwant a retry, then success", code, stdout, stderr)
