@@ -229,18 +229,43 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 
 // catchUp migrates a tenant the previous release created during a rolling
 // deploy before its first request here, and places the caller again.
+// Concurrent calls of one tenant share one migration. One held up by a
+// lock (store.ErrMigrationLocked: another session reads or maintains the
+// tenant's tables) has the tenant's calls refused at once (503) for
+// catchUpPause before the next try: each try queues an ACCESS EXCLUSIVE
+// request that holds up every statement on the table for its lock wait,
+// and calls retrying back to back kept the table blocked.
 func (s *Server) catchUp(ctx context.Context, p *identity.Principal, tenantID string) (*tenancy.Membership, error) {
-	if err := s.db.CatchUpTenant(ctx, tenantID); err != nil {
-		level := slog.LevelError
-		if errors.Is(err, store.ErrMigrationLocked) { // transient: the call answers 503
-			level = slog.LevelWarn
+	if until, ok := s.catchUpLocked.Load(tenantID); ok && time.Now().Before(until.(time.Time)) {
+		return nil, fmt.Errorf("tenant %s: %w", tenantID, store.ErrMigrationLocked)
+	}
+	_, err, _ := s.catchUps.Do(tenantID, func() (any, error) {
+		// Not cut short by the first caller going away: the others wait on it.
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		err := s.db.CatchUpTenant(mctx, tenantID)
+		switch {
+		case errors.Is(err, store.ErrMigrationLocked): // transient: the calls answer 503
+			s.catchUpLocked.Store(tenantID, time.Now().Add(catchUpPause))
+			s.log.Warn("bringing a tenant schema up to date is held up by a lock; its calls are refused for a moment", "tenant_id", tenantID,
+				"retry_in", catchUpPause.String(), "error", err)
+		case err != nil:
+			s.log.Error("bringing a tenant schema up to date failed", "tenant_id", tenantID, "error", err)
+		default:
+			s.catchUpLocked.Delete(tenantID)
 		}
-		s.log.Log(ctx, level, "bringing a tenant schema up to date failed", "tenant_id", tenantID, "error", err)
+		return nil, err
+	})
+	if err != nil {
 		return nil, err
 	}
 	s.opts.Tenancy.Forget(tenantID)
 	return s.opts.Tenancy.Resolve(ctx, p)
 }
+
+// catchUpPause is how long a tenant whose catch-up migration was held up
+// by a lock is refused before the next try.
+const catchUpPause = 5 * time.Second
 
 // verifiedClientChain is the client certificate chain the TLS handshake
 // verified, leaf first; nil when there is none. A bearer token, when sent,

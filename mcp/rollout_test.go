@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,7 +77,9 @@ func getBody(t *testing.T, url string) (int, string) {
 // ACCESS EXCLUSIVE no longer holds every other statement on the table), a
 // reader of its table is served, another tenant behind is brought up to
 // date and served, and MigrateTenants reports only a lock (serve starts on
-// that). Once the reader is gone, its first call brings it up to date.
+// that). Calls arriving together share one try of its migration, and a
+// call soon after is refused without one. Once the reader is gone, a call
+// after the pause brings it up to date.
 func TestMigrationBehindALock(t *testing.T) {
 	g := newGatehouse(t)
 	ctx := context.Background()
@@ -114,8 +117,23 @@ func TestMigrationBehindALock(t *testing.T) {
 		res.Body.Close()
 		return res
 	}
-	if res := initialize(keys["behind.example"]); res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
-		t.Fatalf("a call of the tenant behind a lock: %d, Retry-After %q; want 503 with Retry-After", res.StatusCode, res.Header.Get("Retry-After"))
+	// Calls released together share one try; a call after it is refused
+	// without another (each try holds up the table for a lock wait).
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	codes := make([]*http.Response, 4)
+	for i := range codes {
+		wg.Go(func() { <-start; codes[i] = initialize(keys["behind.example"]) })
+	}
+	close(start)
+	wg.Wait()
+	for _, res := range append(codes, initialize(keys["behind.example"])) {
+		if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") == "" {
+			t.Fatalf("a call of the tenant behind a lock: %d, Retry-After %q; want 503 with Retry-After", res.StatusCode, res.Header.Get("Retry-After"))
+		}
+	}
+	if n := strings.Count(g.logs.String(), "held up by a lock"); n != 1 {
+		t.Errorf("%d tries of the migration for 5 calls, want 1", n)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -136,6 +154,16 @@ func TestMigrationBehindALock(t *testing.T) {
 	}
 	if err := reader.Rollback(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// As a client does after a 503: again after Retry-After (the tenant
+	// is refused without a try for a few seconds after the last one).
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		if initialize(keys["behind.example"]).StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the tenant is still refused 20 s after the reader went")
+		}
 	}
 	cs := g.connect(t, keys["behind.example"], "")
 	if res := call(t, cs, "create_project", map[string]any{"name": "after the reader"}, nil); res.IsError {

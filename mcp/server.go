@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/gatehouse-mcp/gatehouse/identity"
 	"github.com/gatehouse-mcp/gatehouse/identity/authserver"
@@ -127,6 +129,12 @@ type Server struct {
 
 	stdioToken string // the credential of a stdio session; empty over HTTP
 	canQuery   bool   // the database can confine the query tool
+
+	// catchUps runs one catch-up migration per tenant at a time (http.go,
+	// catchUp); catchUpLocked holds, by tenant id, until when a tenant
+	// whose catch-up was held up by a lock is refused without a new try.
+	catchUps      singleflight.Group
+	catchUpLocked sync.Map
 }
 
 // New assembles the server. One *sdk.Server is shared by every request.

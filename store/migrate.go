@@ -102,7 +102,11 @@ func (db *DB) MigrationStatus(ctx context.Context) (MigrationStatus, error) {
 
 // MigrateTenants brings every tenant schema up to date, parallel at a time,
 // calling progress (if not nil) after each tenant. It migrates every tenant
-// it can and returns all failures together.
+// it can and returns all failures together, except that once
+// migrationLockedMax tenants have been held up by locks it tries no more
+// (the rest fail with ErrMigrationLocked too, untried): a lock on every
+// tenant's tables (a pg_dump) would otherwise cost a lock wait per tenant,
+// an hour at 10,000 tenants, each wait holding up that tenant's calls.
 func (db *DB) MigrateTenants(ctx context.Context, parallel int, progress func(done, total int)) error {
 	rows, _ := db.pool.Query(ctx, "SELECT id FROM gatehouse.tenants WHERE schema_version < $1 ORDER BY created_at", len(migrations.Tenant()))
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
@@ -110,18 +114,32 @@ func (db *DB) MigrateTenants(ctx context.Context, parallel int, progress func(do
 		return fmt.Errorf("listing tenants to migrate: %w", err)
 	}
 	var (
-		mu   sync.Mutex
-		errs []error
-		done int
-		wg   sync.WaitGroup
-		work = make(chan string)
+		mu      sync.Mutex
+		errs    []error
+		done    int
+		locked  int
+		skipped int
+		wg      sync.WaitGroup
+		work    = make(chan string)
 	)
 	for range max(1, parallel) {
 		wg.Go(func() {
 			for id := range work {
-				err := db.migrateTenant(ctx, id)
 				mu.Lock()
-				if err != nil {
+				stop := locked >= migrationLockedMax
+				mu.Unlock()
+				var err error
+				if !stop {
+					err = db.migrateTenant(ctx, id)
+				}
+				mu.Lock()
+				switch {
+				case stop:
+					skipped++
+				case errors.Is(err, ErrMigrationLocked):
+					locked++
+					errs = append(errs, err)
+				case err != nil:
 					errs = append(errs, err)
 				}
 				done++
@@ -137,8 +155,21 @@ func (db *DB) MigrateTenants(ctx context.Context, parallel int, progress func(do
 	}
 	close(work)
 	wg.Wait()
+	if skipped > 0 {
+		errs = append(errs, fmt.Errorf("%d more tenant schema(s) not tried after %d held up by locks: %w", skipped, locked, ErrMigrationsStopped))
+	}
 	return errors.Join(errs...)
 }
+
+// migrationLockedMax is how many tenants held up by locks MigrateTenants
+// takes before it stops trying the others.
+const migrationLockedMax = 16
+
+// ErrMigrationsStopped is [DB.MigrateTenants]' error for the tenants it did
+// not try after migrationLockedMax were held up by locks: something locks
+// many tenants' tables (a pg_dump), not one tenant's maintenance. It wraps
+// [ErrMigrationLocked].
+var ErrMigrationsStopped = fmt.Errorf("%w; the others were not tried", ErrMigrationLocked)
 
 // TenantSchemaVersion is the tenant schema version this release works with.
 // Every request compares against it: read the embedded files once.
@@ -186,7 +217,8 @@ var ErrMigrationLocked = fmt.Errorf("%w: the tenant's tables are locked by anoth
 
 // MigrationsOnlyLocked reports whether err, from [DB.MigrateTenants], is
 // made only of [ErrMigrationLocked] failures: every tenant it could not
-// migrate was held up by a lock, none by its migration's own error.
+// migrate was held up by a lock (or not tried after too many were), none
+// by its migration's own error.
 func MigrationsOnlyLocked(err error) bool {
 	if err == nil {
 		return false
@@ -204,6 +236,12 @@ func MigrationsOnlyLocked(err error) bool {
 	}
 	return len(errs) > 0
 }
+
+// MigrationsHeldBack reports whether err, from [DB.MigrateTenants], says
+// that it stopped trying tenants because too many were held up by locks:
+// something locks many tenants' tables (a pg_dump), not one tenant's
+// maintenance.
+func MigrationsHeldBack(err error) bool { return errors.Is(err, ErrMigrationsStopped) }
 
 // migrateTenantTx applies the tenant migrations t lacks, inside tx, and
 // records the new version on t.

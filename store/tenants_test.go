@@ -280,3 +280,41 @@ func TestMigrationsOnlyLocked(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateTenantsStopsWhenManyAreLocked: when another session holds
+// many tenants' tables (as a pg_dump does), MigrateTenants stops trying
+// after a few of them were held up (each try holds up its tenant's calls
+// for a lock wait), and says so: the error is only locks, and held back.
+func TestMigrateTenantsStopsWhenManyAreLocked(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	reader, err := db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Rollback(ctx) //nolint:errcheck
+	const n = 24
+	for i := range n {
+		tn := mustTenant(t, db, fmt.Sprintf("locked-%d.example", i))
+		storetest.BackToSchema2(t, db, tn)
+		if _, err := reader.Exec(ctx, "SELECT count(*) FROM "+pgx.Identifier{tn.Schema, "todos"}.Sanitize()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = db.MigrateTenants(ctx, 4, nil)
+	if !store.MigrationsOnlyLocked(err) || !store.MigrationsHeldBack(err) || !store.Unavailable(err) {
+		t.Fatalf("MigrateTenants with every tenant's todos read by another session: %v; want only locks, held back", err)
+	}
+	if !strings.Contains(err.Error(), "not tried after") {
+		t.Errorf("the error does not say tenants were not tried: %v", err)
+	}
+	if st, err := db.MigrationStatus(ctx); err != nil || st.TenantsBehind != n {
+		t.Fatalf("status %v, %v; want all %d tenants still behind", st, err, n)
+	}
+	if err := reader.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
+		t.Fatalf("once the reader is gone: %v", err)
+	}
+}

@@ -42,21 +42,28 @@ func migrate(ctx context.Context, e *env, parallel int, asJSON bool) error {
 		// openDatabase has brought the control schema up to date.
 		// Progress once a second and at the end (10,000 schemas took
 		// 30–60 s on 2 cores): a line per schema would be 10,000 lines.
-		migrated := 0
+		before, err := db.MigrationStatus(ctx)
+		if err != nil {
+			return err
+		}
 		start := time.Now()
 		var last time.Time
 		progress := func(done, total int) {
-			migrated = done
 			if done == total || time.Since(last) >= time.Second {
 				last = time.Now()
 				fmt.Fprintf(e.stderr, "migrated %d/%d tenant schemas (%s)\n", done, total, time.Since(start).Round(100*time.Millisecond))
 			}
 		}
-		// A tenant whose tables another session holds locked (a long
-		// query, a dump) is tried again a few times before giving up.
-		err := db.MigrateTenants(ctx, parallel, progress)
+		// Tenants whose tables another session holds locked (a long
+		// query, a dump) are tried again a few times before giving up.
+		err = db.MigrateTenants(ctx, parallel, progress)
 		for try := 1; try < migrateLockTries && store.MigrationsOnlyLocked(err); try++ {
-			fmt.Fprintf(e.stderr, "%d tenant schema(s) held up by locks; trying them again in %s\n", countErrors(err), migrateLockPause)
+			st, serr := db.MigrationStatus(ctx)
+			if serr != nil {
+				return serr
+			}
+			fmt.Fprintf(e.stderr, "%d tenant schema(s) held up by locks (another session is reading or maintaining their tables); trying them again in %s\n",
+				st.TenantsBehind, migrateLockPause)
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -65,9 +72,8 @@ func migrate(ctx context.Context, e *env, parallel int, asJSON bool) error {
 			err = db.MigrateTenants(ctx, parallel, progress)
 		}
 		if store.MigrationsOnlyLocked(err) {
-			return fmt.Errorf("%d tenant schema(s) held up by locks after %d tries (another session is reading or maintaining their tables): "+
-				"run `gatehouse migrate` again, or deploy: the new release brings each up to date on its first call, "+
-				"or within 30 s, once the lock is gone: %w", countErrors(err), migrateLockTries, err)
+			return fmt.Errorf("tenant schemas still held up by locks after %d tries (another session is reading or maintaining their tables): "+
+				"run `gatehouse migrate` again once it is done: %w", migrateLockTries, err)
 		}
 		if err != nil {
 			return err
@@ -76,12 +82,36 @@ func migrate(ctx context.Context, e *env, parallel int, asJSON bool) error {
 		if err != nil {
 			return err
 		}
+		migrated := max(before.TenantsBehind-st.TenantsBehind, 0)
 		if asJSON {
 			return printJSON(e.stdout, map[string]int{"control_version": st.Control, "tenants_migrated": migrated, "tenants_behind": st.TenantsBehind})
 		}
 		_, err = fmt.Fprintf(e.stdout, "up to date: control schema at version %d, %d tenant schema(s) migrated\n", st.Control, migrated)
 		return err
 	})
+}
+
+// startMigrations is what a command that serves (serve, stdio) makes of
+// err, from store.DB.MigrateTenants at its start: nil to go on. A few
+// tenants held up by locks (one tenant's maintenance) are left behind with
+// a warning: each is brought up to date on its first call, or by the
+// maintenance loop within 30 s, and its calls answer 503 meanwhile. Any
+// other failure, or locks on so many tenants that the migration stopped
+// trying (a pg_dump), stops the start: a release whose tenants cannot be
+// migrated must not take over from the one serving them.
+func startMigrations(err error, log *slog.Logger) error {
+	switch {
+	case err == nil:
+		return nil
+	case store.MigrationsHeldBack(err):
+		return fmt.Errorf("migrating tenant schemas: many tenants' tables are locked by another session (a pg_dump or a long transaction?); "+
+			"start again once it has ended: %w", err)
+	case store.MigrationsOnlyLocked(err):
+		log.Warn("some tenant schemas were left behind: their tables are locked by another session; each is brought up to date on its first call or within 30 s",
+			"error", err)
+		return nil
+	}
+	return fmt.Errorf("migrating tenant schemas: %w", err)
 }
 
 // migrateLockTries and migrateLockPause: how often `gatehouse migrate` tries
@@ -91,14 +121,6 @@ const (
 	migrateLockTries = 3
 	migrateLockPause = 5 * time.Second
 )
-
-// countErrors is how many errors err joins (1 for one that joins none).
-func countErrors(err error) int {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return len(j.Unwrap())
-	}
-	return 1
-}
 
 // logMigrationProgress returns a progress function for MigrateTenants that
 // logs how far it is every 5 seconds and at the end (thousands of tenant

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -35,24 +39,66 @@ func TestMigrateRetriesTenantsHeldByLocks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reader.Exec(ctx, "SELECT count(*) FROM "+pgx.Identifier{tn.Schema, "todos"}.Sanitize()); err != nil {
+	todos := pgx.Identifier{tn.Schema, "todos"}.Sanitize()
+	if _, err := reader.Exec(ctx, "SELECT count(*) FROM "+todos); err != nil {
 		_ = reader.Rollback(ctx)
 		t.Fatal(err)
 	}
-	// Gone during the pause after the first try (the transaction is used
-	// by that goroutine alone from here).
+	// Gone during the pause after the first try: once the migration's
+	// lock request on the table has appeared and then gone (it gave up).
+	// The transaction is used by that goroutine alone from here.
 	gone := make(chan struct{})
 	go func() {
 		defer close(gone)
-		time.Sleep(3 * time.Second)
-		_ = reader.Rollback(context.Background())
+		defer func() { _ = reader.Rollback(context.Background()) }()
+		seen := false
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			var waiting bool
+			if err := db.Pool().QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE relation = $1::regclass AND NOT granted)", todos).Scan(&waiting); err != nil {
+				return
+			}
+			if waiting {
+				seen = true
+			} else if seen {
+				return
+			}
+		}
 	}()
 	defer func() { <-gone }()
 	code, stdout, stderr := gh(t, map[string]string{"DATABASE_URL": url}, "migrate")
-	if code != 0 || !strings.Contains(stderr, "1 tenant schema(s) held up by locks; trying them again in 5s") || !strings.Contains(stdout, "up to date") {
+	if code != 0 || !strings.Contains(stderr, "1 tenant schema(s) held up by locks (another session is reading or maintaining their tables); trying them again in 5s") || !strings.Contains(stdout, "up to date: control schema at version") || !strings.Contains(stdout, ", 1 tenant schema(s) migrated") {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s\nwant a retry, then success", code, stdout, stderr)
 	}
 	if after, err := db.FindTenantByID(ctx, tn.ID); err != nil || after.SchemaVersion != store.TenantSchemaVersion() {
 		t.Fatalf("tenant after migrate: %+v, %v", after, err)
+	}
+}
+
+// TestStartMigrations: serve and stdio start when a few tenants were held
+// up by locks (left behind with a warning), and refuse to start when a
+// migration failed for a reason of its own or when so many tenants were
+// locked that the migration stopped trying (a pg_dump).
+func TestStartMigrations(t *testing.T) {
+	locked := fmt.Errorf("tenant a: %w", store.ErrMigrationLocked)
+	stopped := fmt.Errorf("8 more tenant schema(s) not tried after 16 held up by locks: %w", store.ErrMigrationsStopped)
+	broken := errors.New("tenant b: migration 0009_x: syntax error")
+	for _, c := range []struct {
+		name  string
+		err   error
+		start bool
+		warn  bool
+	}{
+		{"nothing failed", nil, true, false},
+		{"a tenant locked", locked, true, true},
+		{"two tenants locked", errors.Join(locked, locked), true, true},
+		{"many locked: stopped", errors.Join(locked, stopped), false, false},
+		{"a migration broken", broken, false, false},
+		{"locked and broken", errors.Join(locked, broken), false, false},
+	} {
+		var logs bytes.Buffer
+		err := startMigrations(c.err, slog.New(slog.NewTextHandler(&logs, nil)))
+		if (err == nil) != c.start || strings.Contains(logs.String(), "left behind") != c.warn {
+			t.Errorf("%s: %v, log %q; want start %v, warning %v", c.name, err, logs.String(), c.start, c.warn)
+		}
 	}
 }

@@ -85,14 +85,8 @@ func serve(ctx context.Context, e *env) error {
 	}
 	defer db.close(ctx, log)
 	db.CheckConnectionBudget(ctx)
-	if err := db.MigrateTenants(ctx, 4, logMigrationProgress(log)); store.MigrationsOnlyLocked(err) {
-		// Tenants whose tables another session held locked: each is
-		// brought up to date on its first call, or by the maintenance
-		// loop within 30 s; their calls meanwhile answer 503.
-		log.Warn("some tenant schemas were left behind: their tables were locked by another session; they are brought up to date later",
-			"error", err)
-	} else if err != nil {
-		return fmt.Errorf("migrating tenant schemas: %w", err)
+	if err := startMigrations(db.MigrateTenants(ctx, 4, logMigrationProgress(log)), log); err != nil {
+		return err
 	}
 	if err := db.SetServedURL(ctx, cfg.PublicURL); err != nil {
 		return err

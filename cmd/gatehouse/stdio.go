@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/spf13/cobra"
 )
@@ -40,8 +39,8 @@ func serveStdio(ctx context.Context, e *env) error {
 		return err
 	}
 	defer db.close(ctx, log)
-	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
-		return fmt.Errorf("migrating tenant schemas: %w", err)
+	if err := startMigrations(db.MigrateTenants(ctx, 4, nil), log); err != nil {
+		return err
 	}
 	srv, stop, err := startServer(ctx, cfg, db, log, e.stderr)
 	if err != nil {
