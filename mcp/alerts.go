@@ -118,6 +118,14 @@ type detector struct {
 	// every pass (as the chainer does with its failing tenants).
 	mu      sync.Mutex
 	failing map[string]bool
+	// carry are failed authentications naming a tenant's keys that a
+	// pass read but could not apply (the tenant's read failed, e.g. its
+	// audit log locked), by tenant id: the next pass applies them. The
+	// pass still moves the failures' cursor on: held back for one
+	// failing tenant, every other tenant's failures were read again at
+	// each pass and counted again (false denial_burst alerts). Kept in
+	// memory: a replica that takes the lease over does not have them.
+	carry map[string][]store.KeyFailure
 }
 
 func newDetector(s *Server, o *AlertOptions) (*detector, error) {
@@ -199,8 +207,19 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 	} else if n > 0 {
 		d.s.log.Info("alerts: tenants idle for a week start at their chain's head", "tenants", n)
 	}
+	d.mu.Lock()
+	carried := d.carry
+	d.carry = nil
+	d.mu.Unlock()
+	for id, fs := range carried {
+		if byTenant[id] == nil {
+			ids = append(ids, id)
+		}
+		byTenant[id] = append(byTenant[id], fs...)
+	}
 	tcs, err := db.TenantsWithNewAudit(ctx, ids)
 	if err != nil {
+		d.keepCarry(carried)
 		return nil, err
 	}
 	renewed := d.now()
@@ -219,11 +238,13 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 		renewed = d.now()
 		return err == nil && ok, err
 	}
-	all, errs, ok, err := d.read(ctx, tcs, byTenant, keep)
+	all, errs, unapplied, ok, err := d.read(ctx, tcs, byTenant, keep)
 	if !ok {
+		d.keepCarry(carried)
 		return all, err
 	}
-	if len(errs) == 0 && until.After(failuresFrom) {
+	d.keepCarry(unapplied)
+	if until.After(failuresFrom) {
 		if err := db.SetKeyFailuresRead(ctx, until); err != nil {
 			errs = append(errs, err)
 		}
@@ -241,6 +262,22 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 	return all, nil
 }
 
+// keepCarry adds fs (failed authentications not applied yet, by tenant
+// id) to those the next pass applies.
+func (d *detector) keepCarry(fs map[string][]store.KeyFailure) {
+	if len(fs) == 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.carry == nil {
+		d.carry = map[string][]store.KeyFailure{}
+	}
+	for id, f := range fs {
+		d.carry[id] = append(d.carry[id], f...)
+	}
+}
+
 // read reads the new records of tcs (with the failed authentications
 // naming their keys, byTenant) and writes their alerts, states and
 // cursors: tenants with few new records (most of them when calls spread
@@ -248,9 +285,11 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 // first read left with more, and those whose last read failed (failing)
 // alone, batch after batch. keep says before each transaction whether the
 // pass may go on. It returns the alerts written, the errors (one per
-// tenant that failed), and ok false with keep's error (nil if the lease
-// was lost) when keep stopped it.
-func (d *detector) read(ctx context.Context, tcs []store.TenantCursor, byTenant map[string][]store.KeyFailure, keep func() (bool, error)) (all []*store.StoredAlert, errs []error, ok bool, err error) {
+// tenant that failed), the failed authentications of the tenants whose
+// read failed before applying them (unapplied, by tenant id), and ok false
+// with keep's error (nil if the lease was lost) when keep stopped it.
+func (d *detector) read(ctx context.Context, tcs []store.TenantCursor, byTenant map[string][]store.KeyFailure, keep func() (bool, error)) (all []*store.StoredAlert, errs []error, unapplied map[string][]store.KeyFailure, ok bool, err error) {
+	unapplied = map[string][]store.KeyFailure{}
 	db := d.s.db
 	type left struct {
 		tc    store.TenantCursor
@@ -279,7 +318,7 @@ func (d *detector) read(ctx context.Context, tcs []store.TenantCursor, byTenant 
 	}
 	for chunk := range slices.Chunk(grouped, alertGroupChunk) {
 		if ok, err := keep(); !ok {
-			return all, errs, false, err
+			return all, errs, unapplied, false, err
 		}
 		in := make([]store.DetectInput, len(chunk))
 		for i, tc := range chunk {
@@ -295,6 +334,9 @@ func (d *detector) read(ctx context.Context, tcs []store.TenantCursor, byTenant 
 			failed(chunk[i].Tenant, r.Err)
 			if r.Err != nil {
 				errs = append(errs, r.Err)
+				if fs := in[i].Failures; len(fs) > 0 {
+					unapplied[chunk[i].Tenant.ID] = fs
+				}
 				continue
 			}
 			d.report(chunk[i].Tenant, r.Written, recs[i])
@@ -306,7 +348,7 @@ func (d *detector) read(ctx context.Context, tcs []store.TenantCursor, byTenant 
 	}
 	for _, l := range alone {
 		if ok, err := keep(); !ok {
-			return all, errs, false, err
+			return all, errs, unapplied, false, err
 		}
 		fails := l.fails
 		for {
@@ -319,6 +361,9 @@ func (d *detector) read(ctx context.Context, tcs []store.TenantCursor, byTenant 
 			failed(l.tc.Tenant, err)
 			if err != nil {
 				errs = append(errs, err)
+				if len(fails) > 0 {
+					unapplied[l.tc.Tenant.ID] = fails
+				}
 				break
 			}
 			d.report(l.tc.Tenant, written, recs)
@@ -329,7 +374,7 @@ func (d *detector) read(ctx context.Context, tcs []store.TenantCursor, byTenant 
 			}
 		}
 	}
-	return all, errs, true, nil
+	return all, errs, unapplied, true, nil
 }
 
 // report counts, logs and mirrors the alerts written for t, and has the

@@ -730,3 +730,64 @@ func readBeside(t *testing.T, g *gatehouse, ts []*tenancy.Tenant, failing *tenan
 		addChainedRecords(t, g, tn, 3)
 	}
 }
+
+// TestFailedAuthCountedOnceBesideLockedTenant: while one tenant's read
+// fails pass after pass (its audit log locked), the failed authentications
+// naming other tenants' keys are counted once, not again at every pass
+// (3 below the limit of 5 stay below it: no alert), and the failing
+// tenant's own, read but not applied, are applied once it can be read
+// (6 raise one denial_burst, once).
+func TestFailedAuthCountedOnceBesideLockedTenant(t *testing.T) {
+	g := newGatehouse(t, withAlerts(mcp.AlertOptions{Settings: alertSettings()}))
+	ctx := context.Background()
+	secretA, ka := g.keyWith(t, "carry-a.example", tenancy.Developer, time.Time{})
+	secretB, kb := g.keyWith(t, "carry-b.example", tenancy.Developer, time.Time{})
+	for _, s := range []string{secretA, secretB} {
+		if code := g.from(t, "198.51.100.7", s, "whoami"); code != http.StatusOK {
+			t.Fatal(code)
+		}
+	}
+	g.detect(t)
+	forge := func(id string) string {
+		wrong, _ := apikey.New("", "", nil, "", "", time.Time{})
+		return apikey.Prefix + id + wrong[len(apikey.Prefix)+16:]
+	}
+	for i, id := range []string{ka.ID, ka.ID, ka.ID, ka.ID, ka.ID, ka.ID, kb.ID, kb.ID, kb.ID} {
+		if code := g.from(t, fmt.Sprintf("203.0.113.%d", 1+i), forge(id), "whoami"); code != http.StatusUnauthorized {
+			t.Fatalf("forged token: %d", code)
+		}
+	}
+	g.srv.FlushAudit(ctx)
+	mcp.SetAlertClock(g.srv, func() time.Time { return time.Now().Add(3 * time.Minute) }) // the minute is closed
+	tn, err := g.db.FindTenantByID(ctx, ka.TenantID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, err := g.db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx) //nolint:errcheck
+	if _, err := holder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	for pass := 1; pass <= 3; pass++ {
+		as, err := g.srv.DetectAnomalies(ctx)
+		if err == nil || !strings.Contains(err.Error(), "locked") {
+			t.Fatalf("pass %d beside the locked tenant: %v; want its read to fail as locked", pass, err)
+		}
+		if len(as) != 0 {
+			t.Fatalf("pass %d: alerts %+v; want none (3 failures naming carry-b's key, counted once)", pass, as)
+		}
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	as := g.detect(t)
+	if len(as) != 1 || as[0].Kind != "denial_burst" || as[0].APIKeyID != ka.ID {
+		t.Fatalf("once the lock is gone: alerts %+v; want one denial_burst for carry-a's key", as)
+	}
+	if as := g.detect(t); len(as) != 0 {
+		t.Fatalf("the pass after: %+v; want none", as)
+	}
+}

@@ -82,7 +82,7 @@ func (l *lockedBuffer) String() string {
 // has listed them: no lease, no failed authentications. It returns the
 // tenants' errors, joined.
 func ReadNewAudit(ctx context.Context, s *Server, tcs []store.TenantCursor) error {
-	_, errs, _, err := s.alerts.read(ctx, tcs, nil, func() (bool, error) { return true, nil })
+	_, errs, _, _, err := s.alerts.read(ctx, tcs, nil, func() (bool, error) { return true, nil })
 	return errors.Join(append(errs, err)...)
 }
 
