@@ -133,9 +133,26 @@ func auditVerify(ctx context.Context, e *env, tenant string, asJSON bool) error 
 			return err
 		}
 		// Chain what is pending first (with the newest key, as the servers
-		// do), so the report covers every record.
-		if _, err := db.ChainAudit(ctx, t, keys[0], 100_000); err != nil {
-			return err
+		// do), so the report covers every record. A chain pass waits at
+		// most a moment for a lock (store: backgroundLockWait); verify
+		// waits for as long as the audit log stays locked, saying so.
+		for told := false; ; {
+			_, err := db.ChainAudit(ctx, t, keys[0], 100_000)
+			if !errors.Is(err, store.ErrAuditLogBusy) {
+				if err != nil {
+					return err
+				}
+				break
+			}
+			if !told {
+				fmt.Fprintf(e.stderr, "waiting: the audit log of %s is locked by another session (a migration or maintenance)\n", t.Key)
+				told = true
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
+			}
 		}
 		rep, err := db.VerifyAudit(ctx, t, keys...)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -132,5 +133,47 @@ func TestSecretsRule(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAuditVerifyWaitsForALockedAuditLog: verify run while another session
+// holds the tenant's audit log locked (a migration, VACUUM FULL) says it
+// waits and then reports the chain, instead of failing (exit 1 is what a
+// broken chain gives, and operators alert on it).
+func TestAuditVerifyWaitsForALockedAuditLog(t *testing.T) {
+	dbURL := storetest.ConnString(t)
+	environ := map[string]string{"DATABASE_URL": dbURL, "GATEHOUSE_AUDIT_KEY": cliKey}
+	gh(t, environ, "apikey", "create", "--tenant", "acme.com", "--role", "admin")
+	ctx := context.Background()
+	db, err := store.Open(ctx, dbURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tn, _ := db.FindTenantByKey(ctx, "acme.com")
+	if err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+		return store.InsertAudit(ctx, tx, &store.AuditRecord{RequestID: "r", Decision: store.Allowed, Tool: "add_todo", Subject: "github:1"})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		_ = holder.Rollback(ctx)
+		t.Fatal(err)
+	}
+	// The transaction is that goroutine's alone from here.
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		time.Sleep(1500 * time.Millisecond)
+		_ = holder.Rollback(context.Background())
+	}()
+	defer func() { <-gone }()
+	code, out, stderr := gh(t, environ, "audit", "verify", "--tenant", "acme.com")
+	if code != 0 || !strings.Contains(out, "intact (1 records verified)") || strings.Count(stderr, "waiting: the audit log of acme.com is locked") != 1 {
+		t.Fatalf("verify beside a lock: exit %d\nstdout: %s\nstderr: %s\nwant one waiting line, then intact", code, out, stderr)
 	}
 }
