@@ -290,7 +290,8 @@ func (s *semantic) pausedUntil() time.Time {
 // recovers, and the round goes on with the next tenant: it is tried
 // again at the next round. (The first tenant to fail used to end every
 // round, so the tenants after it, in creation order, were never
-// embedded.) err is the tenant list's error, or ctx's.
+// embedded.) A database that cannot be reached still ends the round. err
+// is that, the tenant list's error, or ctx's.
 func (s *semantic) round(ctx context.Context) (busy bool, err error) {
 	tenants, err := s.db.FindSemanticSearchTenants(ctx)
 	if err != nil {
@@ -310,7 +311,13 @@ func (s *semantic) round(ctx context.Context) (busy bool, err error) {
 		if ctx.Err() != nil {
 			return busy, ctx.Err()
 		}
+		if store.Unavailable(err) && !store.LockTimedOut(err) {
+			// The database, not the tenant: every other turn would wait
+			// for it too. The loop logs it and tries again later.
+			return busy, fmt.Errorf("tenant %s: %w", t.Key, err)
+		}
 		s.failed(t, err)
+		count = count && err == nil // partial counts would make the gauges dip
 	}
 	if count {
 		s.counted = time.Now()

@@ -172,6 +172,11 @@ func busyError(t *tenancy.Tenant) error { return fmt.Errorf("tenant %s: %w", t.K
 // time, and the locked tenant alone at each later pass until it succeeds
 // (the chainer's and the detector's failing tenants).
 
+// LockTimedOut reports whether err is PostgreSQL's lock_not_available
+// (55P03): a lock wait bounded by lock_timeout ran out, or NOWAIT found
+// the lock taken.
+func LockTimedOut(err error) bool { return lockTimedOut(err) }
+
 // busyIfLocked is err, marked with ErrAuditLogBusy when it is a lock wait
 // that ran out (see backgroundLockWait).
 func busyIfLocked(err error) error {

@@ -122,6 +122,13 @@ func (db *DB) ChainAuditTenants(ctx context.Context, ts []*tenancy.Tenant, key A
 		if err == nil {
 			continue
 		}
+		if len(group) == 1 && lockTimedOut(err) {
+			// Alone and locked: the one-at-a-time path would wait for
+			// the same lock again (backgroundLockWait).
+			group[0].Group = -1
+			group[0].Err = fmt.Errorf("chaining the audit log of %s: %w", group[0].Tenant.Key, busyIfLocked(err))
+			continue
+		}
 		for _, r := range group { // one at a time, today's path
 			r.Group = -1
 			if cerr := ctx.Err(); cerr != nil {
