@@ -182,6 +182,13 @@ func (d *detector) run(ctx context.Context) {
 func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 	db := d.s.db
 	ok, failuresFrom, err := db.TakeAnomalyLease(ctx, d.holder, 3*d.every)
+	if err == nil && !ok {
+		// Another replica detects now, and moves the cursor on: what this
+		// one carried would be stale if it took the lease back.
+		d.mu.Lock()
+		d.carry = nil
+		d.mu.Unlock()
+	}
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -238,17 +245,21 @@ func (d *detector) pass(ctx context.Context) ([]*store.StoredAlert, error) {
 		renewed = d.now()
 		return err == nil && ok, err
 	}
+	// What was carried is dropped when the pass stops early or the cursor
+	// cannot be moved on: some tenants may have applied theirs, and
+	// counting a failure twice raises false alerts, while losing one
+	// (rarely) delays one. The minutes not marked read are read again.
 	all, errs, unapplied, ok, err := d.read(ctx, tcs, byTenant, keep)
 	if !ok {
-		d.keepCarry(carried)
 		return all, err
 	}
-	d.keepCarry(unapplied)
 	if until.After(failuresFrom) {
 		if err := db.SetKeyFailuresRead(ctx, until); err != nil {
 			errs = append(errs, err)
+			unapplied = nil
 		}
 	}
+	d.keepCarry(unapplied)
 	if d.now().Sub(d.lastPrune) > time.Hour {
 		if err := db.ForgetAnomalyState(ctx); err != nil {
 			errs = append(errs, err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
@@ -204,13 +205,30 @@ func (s *Server) RunMaintenance(ctx context.Context, every time.Duration) {
 	// brought up to date soon, not only on their first request.
 	catchUp := time.NewTicker(min(every, 30*time.Second))
 	defer catchUp.Stop()
+	// After a try that locks held up, the next waits longer, doubling up
+	// to 10 minutes: each try holds up a locked tenant's calls for a lock
+	// wait (store: migrationLockWait), in every replica.
+	var lockedPause time.Duration
+	var nextCatchUp time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-catchUp.C:
-			if err := s.db.MigrateTenants(ctx, 2, nil); err != nil && ctx.Err() == nil {
+			if time.Now().Before(nextCatchUp) {
+				continue
+			}
+			err := s.db.MigrateTenants(ctx, 2, nil)
+			switch {
+			case ctx.Err() != nil:
+			case store.MigrationsOnlyLocked(err):
+				lockedPause = min(max(2*lockedPause, time.Minute), 10*time.Minute)
+				nextCatchUp = time.Now().Add(lockedPause)
+				s.log.Warn("maintenance: tenant schemas held up by locks; trying them again later", "retry_in", lockedPause.String(), "error", err)
+			case err != nil:
 				s.log.Warn("maintenance: bringing tenant schemas up to date failed", "error", err)
+			default:
+				lockedPause = 0
 			}
 			continue
 		case <-t.C:

@@ -72,6 +72,9 @@ type semantic struct {
 	indexed map[string]bool         // tenant schemas whose HNSW index exists
 	tooSlow map[string]time.Time    // tenant id → until when hybrid searches skip ranking by meaning
 	failing map[string]bool         // tenant ids whose last turn of the worker failed (logged once)
+	// stateCounts are each tenant's documents by embedding state, as last
+	// counted (the gauges sum those of the tenants with semantic search on).
+	stateCounts map[string]map[string]int
 
 	queries *ttlcache.Cache[[32]byte, []float32]
 	wake    chan struct{}
@@ -105,7 +108,8 @@ const enabledTTL = 5 * time.Second
 
 func newSemantic(ctx context.Context, db *store.DB, client *embeddings.Client, opts EmbedderOptions, reg prometheus.Registerer) (*semantic, error) {
 	s := &semantic{client: client, db: db, opts: opts.withDefaults(), enabled: map[string]enabledEntry{}, indexed: map[string]bool{}, tooSlow: map[string]time.Time{}, failing: map[string]bool{},
-		wake: make(chan struct{}, 1),
+		stateCounts: map[string]map[string]int{},
+		wake:        make(chan struct{}, 1),
 		queries: ttlcache.New(ttlcache.WithTTL[[32]byte, []float32](10*time.Minute), ttlcache.WithCapacity[[32]byte, []float32](2000),
 			ttlcache.WithDisableTouchOnHit[[32]byte, []float32]()),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -298,7 +302,6 @@ func (s *semantic) round(ctx context.Context) (busy bool, err error) {
 		return false, err
 	}
 	count := time.Since(s.counted) > time.Minute
-	counts := map[string]int{store.EmbedPending: 0, store.EmbedEmbedded: 0, store.EmbedFailed: 0}
 	for _, t := range tenants {
 		if ctx.Err() != nil || time.Until(s.pausedUntil()) > 0 {
 			return false, ctx.Err()
@@ -306,7 +309,7 @@ func (s *semantic) round(ctx context.Context) (busy bool, err error) {
 		if t.SchemaVersion < chunksVersion {
 			continue // not migrated yet (the maintenance loop will)
 		}
-		did, err := s.turn(ctx, t, count, counts)
+		did, err := s.turn(ctx, t, count)
 		busy = busy || did
 		if ctx.Err() != nil {
 			return busy, ctx.Err()
@@ -317,10 +320,19 @@ func (s *semantic) round(ctx context.Context) (busy bool, err error) {
 			return busy, fmt.Errorf("tenant %s: %w", t.Key, err)
 		}
 		s.failed(t, err)
-		count = count && err == nil // partial counts would make the gauges dip
 	}
 	if count {
+		// Each tenant's last counts: one whose turn failed keeps its
+		// previous ones rather than making the gauges dip.
 		s.counted = time.Now()
+		counts := map[string]int{store.EmbedPending: 0, store.EmbedEmbedded: 0, store.EmbedFailed: 0}
+		s.mu.Lock()
+		for _, t := range tenants {
+			for k, v := range s.stateCounts[t.ID] {
+				counts[k] += v
+			}
+		}
+		s.mu.Unlock()
 		for k, v := range counts {
 			s.states.WithLabelValues(k).Set(float64(v))
 		}
@@ -329,8 +341,9 @@ func (s *semantic) round(ctx context.Context) (busy bool, err error) {
 }
 
 // turn is t's part of a round: its index (once), one batch of its
-// documents, and with count its documents' states added to counts.
-func (s *semantic) turn(ctx context.Context, t *tenancy.Tenant, count bool, counts map[string]int) (did bool, err error) {
+// documents, and with count its documents' states, kept as its last
+// counts (stateCounts).
+func (s *semantic) turn(ctx context.Context, t *tenancy.Tenant, count bool) (did bool, err error) {
 	if err := s.ensureIndex(ctx, t); err != nil {
 		return false, err
 	}
@@ -339,8 +352,10 @@ func (s *semantic) turn(ctx context.Context, t *tenancy.Tenant, count bool, coun
 	}
 	return did, s.db.InTenantBackground(ctx, t, func(ctx context.Context, tx pgx.Tx) error {
 		c, err := store.CountEmbeddingStates(ctx, tx, s.client.Model())
-		for k, v := range c {
-			counts[k] += v
+		if err == nil {
+			s.mu.Lock()
+			s.stateCounts[t.ID] = c
+			s.mu.Unlock()
 		}
 		return err
 	})

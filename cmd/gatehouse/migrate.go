@@ -62,7 +62,7 @@ func migrate(ctx context.Context, e *env, parallel int, asJSON bool) error {
 			if serr != nil {
 				return serr
 			}
-			fmt.Fprintf(e.stderr, "%d tenant schema(s) held up by locks (another session is reading or maintaining their tables); trying them again in %s\n",
+			fmt.Fprintf(e.stderr, "%d tenant schema(s) still behind, held up by locks (another session is reading or maintaining their tables); trying again in %s\n",
 				st.TenantsBehind, migrateLockPause)
 			select {
 			case <-ctx.Done():
@@ -91,7 +91,7 @@ func migrate(ctx context.Context, e *env, parallel int, asJSON bool) error {
 	})
 }
 
-// startMigrations is what a command that serves (serve, stdio) makes of
+// startMigrations is what serve makes of
 // err, from store.DB.MigrateTenants at its start: nil to go on. A few
 // tenants held up by locks (one tenant's maintenance) are left behind with
 // a warning: each is brought up to date on its first call, or by the

@@ -66,7 +66,7 @@ func TestMigrateRetriesTenantsHeldByLocks(t *testing.T) {
 	}()
 	defer func() { <-gone }()
 	code, stdout, stderr := gh(t, map[string]string{"DATABASE_URL": url}, "migrate")
-	if code != 0 || !strings.Contains(stderr, "1 tenant schema(s) held up by locks (another session is reading or maintaining their tables); trying them again in 5s") || !strings.Contains(stdout, "up to date: control schema at version") || !strings.Contains(stdout, ", 1 tenant schema(s) migrated") {
+	if code != 0 || !strings.Contains(stderr, "1 tenant schema(s) still behind, held up by locks (another session is reading or maintaining their tables); trying again in 5s") || !strings.Contains(stdout, "up to date: control schema at version") || !strings.Contains(stdout, ", 1 tenant schema(s) migrated") {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s\nwant a retry, then success", code, stdout, stderr)
 	}
 	if after, err := db.FindTenantByID(ctx, tn.ID); err != nil || after.SchemaVersion != store.TenantSchemaVersion() {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/spf13/cobra"
 )
@@ -39,8 +40,10 @@ func serveStdio(ctx context.Context, e *env) error {
 		return err
 	}
 	defer db.close(ctx, log)
-	if err := startMigrations(db.MigrateTenants(ctx, 4, nil), log); err != nil {
-		return err
+	// Strict, unlike serve: a stdio session serves its key's tenant
+	// without the HTTP path's catch-up, so every tenant must be current.
+	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
+		return fmt.Errorf("migrating tenant schemas: %w", err)
 	}
 	srv, stop, err := startServer(ctx, cfg, db, log, e.stderr)
 	if err != nil {
