@@ -130,7 +130,7 @@ func (db *DB) MigrateTenants(ctx context.Context, parallel int, progress func(do
 				mu.Unlock()
 				var err error
 				if !stop {
-					err = db.migrateTenant(ctx, id)
+					err = db.migrateTenant(ctx, id, migrationLockWait)
 				}
 				mu.Lock()
 				switch {
@@ -178,17 +178,25 @@ func TenantSchemaVersion() int { return tenantSchemaVersion() }
 var tenantSchemaVersion = sync.OnceValue(func() int { return len(migrations.Tenant()) })
 
 // CatchUpTenant migrates one tenant's schema to this release's version (a
-// tenant the previous release created during a rolling deploy). Safe to
+// tenant the previous release created during a rolling deploy), before a
+// call of that tenant: each of its lock waits lasts at most
+// catchUpLockWait, shorter than a migration run's (the caller waits, and
+// while it waits every statement on the table queues behind it). Safe to
 // run from several processes at once.
-func (db *DB) CatchUpTenant(ctx context.Context, id string) error { return db.migrateTenant(ctx, id) }
+func (db *DB) CatchUpTenant(ctx context.Context, id string) error {
+	return db.migrateTenant(ctx, id, catchUpLockWait)
+}
 
-func (db *DB) migrateTenant(ctx context.Context, id string) error {
+// catchUpLockWait bounds each lock wait of CatchUpTenant.
+const catchUpLockWait = 500 * time.Millisecond
+
+func (db *DB) migrateTenant(ctx context.Context, id string, lockWait time.Duration) error {
 	err := beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		t, err := scanTenant(tx.QueryRow(ctx, selectTenant+" WHERE id = $1 FOR UPDATE", id))
 		if err != nil {
 			return fmt.Errorf("tenant %s: %w", id, err)
 		}
-		return migrateTenantTx(ctx, tx, t)
+		return migrateTenantTx(ctx, tx, t, lockWait)
 	})
 	if lockTimedOut(err) {
 		return fmt.Errorf("%w: %w", ErrMigrationLocked, err)
@@ -243,15 +251,16 @@ func MigrationsOnlyLocked(err error) bool {
 // maintenance.
 func MigrationsHeldBack(err error) bool { return errors.Is(err, ErrMigrationsStopped) }
 
-// migrateTenantTx applies the tenant migrations t lacks, inside tx, and
-// records the new version on t.
-func migrateTenantTx(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant) error {
+// migrateTenantTx applies the tenant migrations t lacks, inside tx, each
+// lock wait of the rest of tx bounded by lockWait, and records the new
+// version on t.
+func migrateTenantTx(ctx context.Context, tx pgx.Tx, t *tenancy.Tenant, lockWait time.Duration) error {
 	ms := migrations.Tenant()
 	if t.SchemaVersion >= len(ms) {
 		return nil
 	}
 	if _, err := tx.Exec(ctx, "SELECT set_config('search_path', $1, true), set_config('lock_timeout', $2, true)",
-		pgx.Identifier{t.Schema}.Sanitize(), migrationLockWait.String()); err != nil {
+		pgx.Identifier{t.Schema}.Sanitize(), lockWait.String()); err != nil {
 		return err
 	}
 	role := "CURRENT_USER" // no tenant role (roles cannot be created here): grants to ourselves change nothing

@@ -120,7 +120,7 @@ func ensureTenant(ctx context.Context, tx pgx.Tx, lockSeed int64, key string, ki
 		return nil, false, err
 	}
 	t.ID = uuidString(b)
-	if err := migrateTenantTx(ctx, tx, t); err != nil {
+	if err := migrateTenantTx(ctx, tx, t, migrationLockWait); err != nil {
 		return nil, false, err
 	}
 	return t, true, nil
