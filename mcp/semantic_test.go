@@ -551,6 +551,19 @@ func TestEmbedderBesideFailingTenant(t *testing.T) {
 			}
 			runEmbedder(t, g)
 			waitEmbedded(t, second, docs[second], "embedded")
+			// The minute's count still counts the tenants whose turns
+			// succeeded (the failing one has never been counted here).
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				_, metrics := getText(t, g.ts.URL+"/metrics")
+				if strings.Contains(metrics, `gatehouse_embedding_documents{state="embedded"} 1`) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the documents gauge beside a failing tenant:\n%s", grepLines(metrics, "gatehouse_embedding_documents"))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 			time.Sleep(1500 * time.Millisecond) // a few more rounds, each failing for the first tenant
 			logged := func(what string) int {
 				return strings.Count(g.logs.String(), what)
@@ -567,7 +580,7 @@ func TestEmbedderBesideFailingTenant(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitEmbedded(t, first, docs[first], "embedded")
-			deadline := time.Now().Add(10 * time.Second)
+			deadline = time.Now().Add(10 * time.Second)
 			for logged("turn succeeded again") == 0 && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Millisecond)
 			}
