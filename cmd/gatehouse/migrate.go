@@ -95,7 +95,7 @@ func migrate(ctx context.Context, e *env, parallel int, asJSON bool) error {
 // err, from store.DB.MigrateTenants at its start: nil to go on. A few
 // tenants held up by locks (one tenant's maintenance) are left behind with
 // a warning: each is brought up to date on its first call, or by the
-// maintenance loop within 30 s, and its calls answer 503 meanwhile. Any
+// maintenance loop, once the lock is gone; its calls answer 503 meanwhile. Any
 // other failure, or locks on so many tenants that the migration stopped
 // trying (a pg_dump), stops the start: a release whose tenants cannot be
 // migrated must not take over from the one serving them.
@@ -107,7 +107,7 @@ func startMigrations(err error, log *slog.Logger) error {
 		return fmt.Errorf("migrating tenant schemas: many tenants' tables are locked by another session (a pg_dump or a long transaction?); "+
 			"start again once it has ended: %w", err)
 	case store.MigrationsOnlyLocked(err):
-		log.Warn("some tenant schemas were left behind: their tables are locked by another session; each is brought up to date on its first call or within 30 s",
+		log.Warn("some tenant schemas were left behind: their tables are locked by another session; each is brought up to date on its first call, or by the maintenance loop, once the lock is gone",
 			"error", err)
 		return nil
 	}
