@@ -19,6 +19,7 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/identity/apikey"
 	"github.com/gatehouse-mcp/gatehouse/mcp"
 	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 	"github.com/gatehouse-mcp/gatehouse/tenancy/anomaly"
 )
@@ -668,14 +669,7 @@ func TestAlertPassBesideLockedAuditLog(t *testing.T) {
 		ts = append(ts, unreadTenant(t, g, fmt.Sprintf("locked-beside-%d.example", i), 3))
 	}
 	locked := ts[1]
-	holder, err := g.db.Pool().Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Rollback(ctx) //nolint:errcheck
-	if _, err := holder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{locked.Schema, "audit_log"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	release := storetest.LockTable(t, g.db, locked.Schema, "audit_log")
 	pass := func() error {
 		t.Helper()
 		pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -700,7 +694,7 @@ func TestAlertPassBesideLockedAuditLog(t *testing.T) {
 		}
 		readBeside(t, g, ts, locked, p)
 	}
-	if err := holder.Rollback(ctx); err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	if err := pass(); err != nil {
@@ -763,14 +757,7 @@ func TestFailedAuthCountedOnceBesideLockedTenant(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	holder, err := g.db.Pool().Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Rollback(ctx) //nolint:errcheck
-	if _, err := holder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	release := storetest.LockTable(t, g.db, tn.Schema, "audit_log")
 	for pass := 1; pass <= 3; pass++ {
 		as, err := g.srv.DetectAnomalies(ctx)
 		if err == nil || !strings.Contains(err.Error(), "locked") {
@@ -780,7 +767,7 @@ func TestFailedAuthCountedOnceBesideLockedTenant(t *testing.T) {
 			t.Fatalf("pass %d: alerts %+v; want none (3 failures naming carry-b's key, counted once)", pass, as)
 		}
 	}
-	if err := holder.Rollback(ctx); err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	as := g.detect(t)

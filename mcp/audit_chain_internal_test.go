@@ -325,14 +325,7 @@ func TestChainPassBesideLockedAuditLog(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), log)
 	ts := chainFixture(t, db, "a.example", "b.example", "locked.example")
-	holder, err := db.Pool().Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holder.Rollback(ctx) //nolint:errcheck
-	if _, err := holder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{ts[2].Schema, "audit_log"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
+	release := storetest.LockTable(t, db, ts[2].Schema, "audit_log")
 	pass := func() {
 		t.Helper()
 		done := make(chan struct{})
@@ -371,7 +364,7 @@ func TestChainPassBesideLockedAuditLog(t *testing.T) {
 	if strings.Contains(logs.String(), "level=ERROR") {
 		t.Errorf("a lock logged as an error:\n%s", logs.String())
 	}
-	if err := holder.Rollback(ctx); err != nil {
+	if err := release(); err != nil {
 		t.Fatal(err)
 	}
 	pass()

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/gatehouse-mcp/gatehouse/internal/embeddings"
@@ -513,12 +512,12 @@ func TestEmbedderBesideFailingTenant(t *testing.T) {
 	ctx := context.Background()
 	for _, c := range []struct {
 		name string
-		hold bool   // fault held by an open transaction (rolled back to mend)
-		sql  string // %[1]s: the failing tenant's schema
+		lock string // a table of the failing tenant held locked by another session (released to mend); or
+		sql  string // a fault (%[1]s: the failing tenant's schema), mended by mend
 		mend string
 	}{
-		{"locked", true, "LOCK TABLE %[1]s.documents IN ACCESS EXCLUSIVE MODE", ""},
-		{"broken", false, "ALTER TABLE %[1]s.documents RENAME TO documents_away", "ALTER TABLE %[1]s.documents_away RENAME TO documents"},
+		{name: "locked", lock: "documents"},
+		{name: "broken", sql: "ALTER TABLE %[1]s.documents RENAME TO documents_away", mend: "ALTER TABLE %[1]s.documents_away RENAME TO documents"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fake := embeddingstest.New(t)
@@ -536,17 +535,13 @@ func TestEmbedderBesideFailingTenant(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sql := fmt.Sprintf(c.sql, tn.Schema)
-			var holder pgx.Tx
-			if c.hold {
-				if holder, err = g.db.Pool().Begin(ctx); err == nil {
-					defer holder.Rollback(ctx) //nolint:errcheck
-					_, err = holder.Exec(ctx, sql)
-				}
-			} else {
-				_, err = g.db.Pool().Exec(ctx, sql)
+			mend := func() error {
+				_, err := g.db.Pool().Exec(ctx, fmt.Sprintf(c.mend, tn.Schema))
+				return err
 			}
-			if err != nil {
+			if c.lock != "" {
+				mend = storetest.LockTable(t, g.db, tn.Schema, c.lock)
+			} else if _, err := g.db.Pool().Exec(ctx, fmt.Sprintf(c.sql, tn.Schema)); err != nil {
 				t.Fatal(err)
 			}
 			runEmbedder(t, g)
@@ -571,12 +566,7 @@ func TestEmbedderBesideFailingTenant(t *testing.T) {
 			if n := logged("a tenant's turn failed"); n != 1 {
 				t.Errorf("the failing tenant was logged %d times, want once:\n%s", n, grepLines(g.logs.String(), "embedding worker"))
 			}
-			if c.hold {
-				err = holder.Rollback(ctx)
-			} else {
-				_, err = g.db.Pool().Exec(ctx, fmt.Sprintf(c.mend, tn.Schema))
-			}
-			if err != nil {
+			if err := mend(); err != nil {
 				t.Fatal(err)
 			}
 			waitEmbedded(t, first, docs[first], "embedded")

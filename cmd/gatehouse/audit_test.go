@@ -11,24 +11,39 @@ import (
 
 	"github.com/gatehouse-mcp/gatehouse/store"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-func TestAuditCommands(t *testing.T) {
+// auditFixture is a database with tenant acme.com (made by the CLI) whose
+// audit log holds n unchained records, the CLI's environment for it, and a
+// connection to it (closed when the test ends).
+func auditFixture(t *testing.T, n int) (environ map[string]string, db *store.DB, tn *tenancy.Tenant) {
+	t.Helper()
 	dbURL := storetest.ConnString(t)
-	environ := map[string]string{"DATABASE_URL": dbURL, "GATEHOUSE_AUDIT_KEY": cliKey}
+	environ = map[string]string{"DATABASE_URL": dbURL, "GATEHOUSE_AUDIT_KEY": cliKey}
 	gh(t, environ, "apikey", "create", "--tenant", "acme.com", "--role", "admin")
 	ctx := context.Background()
 	db, err := store.Open(ctx, dbURL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	tn, _ := db.FindTenantByKey(ctx, "acme.com")
-	for i := range 4 {
-		_ = db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
-			return store.InsertAudit(ctx, tx, &store.AuditRecord{RequestID: fmt.Sprint("r", i), Decision: store.Allowed, Tool: "add_todo", Subject: "github:1"})
-		})
+	t.Cleanup(db.Close)
+	if tn, err = db.FindTenantByKey(ctx, "acme.com"); err != nil {
+		t.Fatal(err)
 	}
+	for i := range n {
+		if err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+			return store.InsertAudit(ctx, tx, &store.AuditRecord{RequestID: fmt.Sprint("r", i), Decision: store.Allowed, Tool: "add_todo", Subject: "github:1"})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return environ, db, tn
+}
+
+func TestAuditCommands(t *testing.T) {
+	environ, db, tn := auditFixture(t, 4)
+	ctx := context.Background()
 	// verify chains what is pending, then checks it.
 	if code, out, stderr := gh(t, environ, "audit", "verify", "--tenant", "acme.com"); code != 0 || !strings.Contains(out, "intact (4 records verified)") {
 		t.Fatalf("verify: %d %q %s", code, out, stderr)
@@ -141,35 +156,13 @@ func TestSecretsRule(t *testing.T) {
 // waits and then reports the chain, instead of failing (exit 1 is what a
 // broken chain gives, and operators alert on it).
 func TestAuditVerifyWaitsForALockedAuditLog(t *testing.T) {
-	dbURL := storetest.ConnString(t)
-	environ := map[string]string{"DATABASE_URL": dbURL, "GATEHOUSE_AUDIT_KEY": cliKey}
-	gh(t, environ, "apikey", "create", "--tenant", "acme.com", "--role", "admin")
-	ctx := context.Background()
-	db, err := store.Open(ctx, dbURL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	tn, _ := db.FindTenantByKey(ctx, "acme.com")
-	if err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
-		return store.InsertAudit(ctx, tx, &store.AuditRecord{RequestID: "r", Decision: store.Allowed, Tool: "add_todo", Subject: "github:1"})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	holder, err := db.Pool().Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := holder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
-		_ = holder.Rollback(ctx)
-		t.Fatal(err)
-	}
-	// The transaction is that goroutine's alone from here.
+	environ, db, tn := auditFixture(t, 1)
+	release := storetest.LockTable(t, db, tn.Schema, "audit_log")
 	gone := make(chan struct{})
 	go func() {
 		defer close(gone)
 		time.Sleep(1500 * time.Millisecond)
-		_ = holder.Rollback(context.Background())
+		_ = release()
 	}()
 	defer func() { <-gone }()
 	code, out, stderr := gh(t, environ, "audit", "verify", "--tenant", "acme.com")
