@@ -149,7 +149,7 @@ func scanAudit(row pgx.CollectableRow) (*AuditRecord, error) {
 func (db *DB) ChainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, batch int) (int, error) {
 	n, err := db.chainAudit(ctx, t, key, batch)
 	if err != nil {
-		return 0, fmt.Errorf("chaining the audit log of %s: %w", t.Key, busyIfLocked(err))
+		return 0, fmt.Errorf("chaining the audit log of %s: %w", t.Key, lockedAs(ErrAuditLogBusy, err))
 	}
 	return n, nil
 }

@@ -177,11 +177,12 @@ func busyError(t *tenancy.Tenant) error { return fmt.Errorf("tenant %s: %w", t.K
 // the lock taken.
 func LockTimedOut(err error) bool { return lockTimedOut(err) }
 
-// busyIfLocked is err, marked with ErrAuditLogBusy when it is a lock wait
-// that ran out (see backgroundLockWait).
-func busyIfLocked(err error) error {
+// lockedAs is err, marked with as when it is a lock wait that ran out
+// (55P03): ErrAuditLogBusy for the background passes over audit logs (see
+// backgroundLockWait), ErrMigrationLocked for tenant migrations.
+func lockedAs(as, err error) error {
 	if lockTimedOut(err) {
-		return fmt.Errorf("%w: %w", ErrAuditLogBusy, err)
+		return fmt.Errorf("%w: %w", as, err)
 	}
 	return err
 }

@@ -126,7 +126,7 @@ func (db *DB) ChainAuditTenants(ctx context.Context, ts []*tenancy.Tenant, key A
 			// Alone and locked: the one-at-a-time path would wait for
 			// the same lock again (backgroundLockWait).
 			group[0].Group = -1
-			group[0].Err = fmt.Errorf("chaining the audit log of %s: %w", group[0].Tenant.Key, busyIfLocked(err))
+			group[0].Err = fmt.Errorf("chaining the audit log of %s: %w", group[0].Tenant.Key, lockedAs(ErrAuditLogBusy, err))
 			continue
 		}
 		for _, r := range group { // one at a time, today's path

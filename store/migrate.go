@@ -198,10 +198,7 @@ func (db *DB) migrateTenant(ctx context.Context, id string, lockWait time.Durati
 		}
 		return migrateTenantTx(ctx, tx, t, lockWait)
 	})
-	if lockTimedOut(err) {
-		return fmt.Errorf("%w: %w", ErrMigrationLocked, err)
-	}
-	return err
+	return lockedAs(ErrMigrationLocked, err)
 }
 
 // migrationLockWait bounds each lock wait of a tenant migration
