@@ -244,11 +244,15 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	stale := make([]bool, n)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
-	if prepared && !db.customPlans {
-		b.Queue(planGenericLocalSQL)
-	}
 	b.Queue(chainLockManySQL, ids, seed)
-	b.Queue(lockWaitSQL, auditLockWaitSQL) // see backgroundLockWait
+	// Then no lock wait longer than auditLockWait (backgroundLockWait),
+	// and the tenants' prepared statements planned generically: one
+	// statement for both.
+	if prepared && !db.customPlans {
+		b.Queue(lockWaitGenericSQL, auditLockWaitSQL)
+	} else {
+		b.Queue(lockWaitSQL, auditLockWaitSQL)
+	}
 	b.Queue(chainHeadsManySQL, ids).Query(func(rows pgx.Rows) error {
 		var i, seq int64
 		var hash []byte
