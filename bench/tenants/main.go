@@ -54,7 +54,7 @@ var (
 // pgData is the cluster's data directory (its postmaster.pid).
 var pgData string
 
-var perfCmd = flag.String("perf-cmd", "", "a shell command started (not waited for) at the beginning of each alternating store-level run, with KIND (few or spread), ROUND and PIDS (the tenant-pool backends, comma-separated) in its environment: e.g. perf record -g -p $PIDS -o /tmp/$KIND-$ROUND.data -- sleep 5")
+var perfCmd = flag.String("perf-cmd", "", "a shell command started (not waited for) at the beginning of each alternating store-level run (and, with -serve, of each serve run: ROUND -1 before the counted rounds, PIDS every PostgreSQL process, GATEHOUSE_PID the server), with KIND (few or spread), ROUND and PIDS (the tenant-pool backends, comma-separated) in its environment: e.g. perf record -g -p $PIDS -o /tmp/$KIND-$ROUND.data -- sleep 5")
 
 // hook starts -perf-cmd for the run of kind in round r.
 func hook(ctx context.Context, db *store.DB, kind string, r int) {

@@ -81,7 +81,13 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 	// process of the cluster, the connections closed meanwhile included)
 	// and of this process (the callers), µs, of the last run.
 	var cpu [3]float64
+	round := -1 // -perf-cmd's ROUND: -1 for the runs before the counted rounds
 	run := func(keys []string, d time.Duration) (float64, error) {
+		kind := "few"
+		if len(keys) > 10 {
+			kind = "spread"
+		}
+		serveHook(kind, round, cmd.Process.Pid)
 		var commits0 int64
 		if *statements {
 			_, _ = db.Pool().Exec(ctx, "SELECT pg_stat_statements_reset()")
@@ -127,7 +133,8 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 	}
 	var fews, manys, ratios []float64
 	var fewCPU, manyCPU [3][]float64
-	for range rounds {
+	for r := range rounds {
+		round = r
 		f, err := run(keys[:10], d)
 		if err != nil {
 			return err
@@ -493,4 +500,23 @@ func rollingMigration(ctx context.Context, db *store.DB, url string, keys []stri
 		add(name+" rolling deploy: first failure", "%.300v", e)
 	}
 	return nil
+}
+
+// serveHook starts -perf-cmd at the beginning of a serve run of kind (few
+// or spread) in round r, with KIND, ROUND, PIDS (PostgreSQL's running
+// processes, comma-separated) and GATEHOUSE_PID in its environment.
+func serveHook(kind string, r, gatehouse int) {
+	if *perfCmd == "" {
+		return
+	}
+	var ps []string
+	for p := range childCPU(postmasterPID()) {
+		ps = append(ps, strconv.Itoa(p))
+	}
+	cmd := exec.Command("sh", "-c", *perfCmd)
+	cmd.Env = append(os.Environ(), "KIND="+kind, "ROUND="+strconv.Itoa(r), "PIDS="+strings.Join(ps, ","), "GATEHOUSE_PID="+strconv.Itoa(gatehouse))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err == nil {
+		go func() { _ = cmd.Wait() }()
+	}
 }
