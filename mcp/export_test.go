@@ -107,3 +107,7 @@ func WatchAlertGroups(s *Server, f func(ids []string)) {
 		return detect(ctx, in, limit, fn)
 	}
 }
+
+// SetVectorIndex makes s's embedding worker build v's index for each tenant
+// (tests: a build that fails, where pgvector is not installed).
+func SetVectorIndex(s *Server, v *store.VectorIndex) { s.semantic.index = v }

@@ -342,11 +342,26 @@ func (s *semantic) round(ctx context.Context) (busy bool, err error) {
 
 // turn is t's part of a round: its index (once), one batch of its
 // documents, and with count its documents' states, kept as its last
-// counts (stateCounts).
+// counts (stateCounts). The documents are embedded whether or not the
+// index could be built this round (searches rank exactly without it): a
+// build held up by another session's lock or transaction
+// (store.ErrIndexBuildLocked: a long query, a dump) is reported as the
+// turn's error once the batch is done, and one that another replica is
+// running (store.ErrIndexBuilding) is no error; both are tried again at
+// the next round.
 func (s *semantic) turn(ctx context.Context, t *tenancy.Tenant, count bool) (did bool, err error) {
-	if err := s.ensureIndex(ctx, t); err != nil {
-		return false, err
+	ierr := s.ensureIndex(ctx, t)
+	switch {
+	case errors.Is(ierr, store.ErrIndexBuilding):
+		ierr = nil
+	case store.Unavailable(ierr) && !store.LockTimedOut(ierr):
+		return false, ierr // the database, not the index
 	}
+	defer func() {
+		if !store.Unavailable(err) || store.LockTimedOut(err) {
+			err = errors.Join(err, ierr)
+		}
+	}()
 	if did, err = s.embedBatch(ctx, t); err != nil || !count {
 		return did, err
 	}

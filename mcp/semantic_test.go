@@ -580,3 +580,25 @@ func TestEmbedderBesideFailingTenant(t *testing.T) {
 		})
 	}
 }
+
+// TestEmbeddingWhileItsIndexFails: a tenant's HNSW index that cannot be
+// built (here pgvector's type is missing; in service, a build held up past
+// its bound by a long transaction or a dump, store.ErrIndexBuildLocked)
+// no longer keeps its documents from being embedded: they are embedded
+// (searches rank exactly meanwhile), and the failure is logged once, not
+// at every round.
+func TestEmbeddingWhileItsIndexFails(t *testing.T) {
+	fake := embeddingstest.New(t)
+	g := newGatehouse(t, withEmbeddings(t, fake, "model-a", ""))
+	admin := g.connect(t, g.key(t, "index.example", tenancy.Admin), "")
+	mustCall(t, admin, "set_semantic_search", args{"enabled": true}, nil)
+	var d document
+	mustCall(t, admin, "save_document", args{"title": "Runbook", "body": "restart the web server"}, &d)
+	mcp.SetVectorIndex(g.srv, &store.VectorIndex{Schema: "public", Version: "0.0", Dims: 8})
+	runEmbedder(t, g)
+	waitEmbedded(t, admin, d.ID, "embedded")
+	time.Sleep(1500 * time.Millisecond) // a few more rounds, each failing to build the index
+	if n := strings.Count(g.logs.String(), "a tenant's turn failed"); n != 1 || !strings.Contains(g.logs.String(), "HNSW index") {
+		t.Errorf("the index build's failure was logged %d times, want once, naming the index:\n%s", n, grepLines(g.logs.String(), "embedding worker"))
+	}
+}

@@ -80,3 +80,9 @@ func ControlLaneSettings(ctx context.Context, db *DB, name string) ([]string, er
 	})
 	return out, err
 }
+
+// EnsureIndexConcurrently is ensureIndexConcurrently, for tests with an
+// index of any kind (pgvector's is not installed here).
+func EnsureIndexConcurrently(ctx context.Context, db *DB, schema, table, name, using string) error {
+	return db.ensureIndexConcurrently(ctx, schema, table, name, using)
+}

@@ -49,16 +49,19 @@ func (v *VectorIndex) vectorType() string {
 	return fmt.Sprintf("%s.vector(%d)", pgx.Identifier{v.Schema}.Sanitize(), v.Dims)
 }
 
-// EnsureVectorIndex creates the tenant's HNSW index on its chunks' vectors
-// of v.Dims dimensions, if it is missing (pgvector's documentation:
-// "HNSW", cosine distance, expression and partial indexes). It builds
-// concurrently, so writes go on meanwhile.
+// EnsureVectorIndex makes sure the tenant's HNSW index on its chunks'
+// vectors of v.Dims dimensions exists and is valid (pgvector's
+// documentation: "HNSW", cosine distance, expression and partial
+// indexes), building it concurrently, so writes go on meanwhile, when it
+// is missing or a build left it invalid. It returns nil once the index is
+// valid; [ErrIndexBuilding] while another session builds it; an error
+// wrapping [ErrIndexBuildLocked] when a lock held by another session held
+// the build up for longer than its bound (see index_build.go); or the
+// build's error.
 func (db *DB) EnsureVectorIndex(ctx context.Context, schema string, v *VectorIndex) error {
-	ext := pgx.Identifier{v.Schema}.Sanitize()
-	_, err := db.pool.Exec(ctx, fmt.Sprintf(`CREATE INDEX CONCURRENTLY IF NOT EXISTS %s ON %s.document_chunks
-		USING hnsw ((embedding::%s) %s.vector_cosine_ops) WHERE cardinality(embedding) = %d`,
-		pgx.Identifier{fmt.Sprintf("document_chunks_hnsw_%d", v.Dims)}.Sanitize(), pgx.Identifier{schema}.Sanitize(), v.vectorType(), ext, v.Dims))
-	return err
+	return db.ensureIndexConcurrently(ctx, schema, "document_chunks", fmt.Sprintf("document_chunks_hnsw_%d", v.Dims),
+		fmt.Sprintf("USING hnsw ((embedding::%s) %s.vector_cosine_ops) WHERE cardinality(embedding) = %d",
+			v.vectorType(), pgx.Identifier{v.Schema}.Sanitize(), v.Dims))
 }
 
 // VectorQuery ranks a tenant's documents by their chunks' similarity to a

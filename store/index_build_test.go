@@ -1,0 +1,230 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+)
+
+// TestEnsureIndexConcurrently breaks an index build the ways a live
+// database does (a build cut short, a writer that holds the table, a lock,
+// a build in progress elsewhere, builders racing) and checks that each
+// ends with a valid index, or a prompt error the caller retries, and never
+// with an invalid index passed off as done. (EnsureVectorIndex builds its
+// HNSW index through the same function; pgvector is not installed here.)
+func TestEnsureIndexConcurrently(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "index-build.example")
+	const name, using = "todos_title_probe", "(title)"
+	table := pgx.Identifier{tn.Schema, "todos"}.Sanitize()
+	if _, err := db.Pool().Exec(ctx, "INSERT INTO "+table+" (title, created_by) SELECT 'todo ' || i, 'test' FROM generate_series(1, 500) i"); err != nil {
+		t.Fatal(err)
+	}
+	state := func() string {
+		t.Helper()
+		var valid bool
+		err := db.Pool().QueryRow(ctx, `SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+			WHERE c.relnamespace = $1::regnamespace AND c.relname = $2`, tn.Schema, name).Scan(&valid)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return "missing"
+		case err != nil:
+			t.Fatal(err)
+		case valid:
+			return "valid"
+		}
+		return "invalid"
+	}
+	ensure := func() error { return store.EnsureIndexConcurrently(ctx, db, tn.Schema, "todos", name, using) }
+	drop := func() {
+		t.Helper()
+		if _, err := db.Pool().Exec(ctx, "DROP INDEX IF EXISTS "+pgx.Identifier{tn.Schema, name}.Sanitize()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// writer holds the table as a transaction that wrote to it and has
+	// not ended: every concurrent build waits for it.
+	writer := func() (release func()) {
+		t.Helper()
+		tx, err := db.Pool().Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO "+table+" (title, created_by) VALUES ('held', 'test')"); err != nil {
+			t.Fatal(err)
+		}
+		var once sync.Once
+		release = func() { once.Do(func() { _ = tx.Rollback(ctx) }) }
+		t.Cleanup(release)
+		return release
+	}
+	// otherBuild starts a concurrent build in another session, without a
+	// bound on its waits, and returns its outcome when it ends.
+	otherBuild := func(lockTimeout string) <-chan error {
+		done := make(chan error, 1)
+		conn, err := db.Pool().Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			defer conn.Release()
+			_, err := conn.Exec(ctx, "SET lock_timeout = '"+lockTimeout+"'")
+			if err == nil {
+				_, err = conn.Exec(ctx, "CREATE INDEX CONCURRENTLY "+pgx.Identifier{name}.Sanitize()+" ON "+table+" "+using)
+			}
+			_, _ = conn.Exec(context.Background(), "RESET lock_timeout")
+			done <- err
+		}()
+		return done
+	}
+
+	t.Run("missing", func(t *testing.T) {
+		drop()
+		if err := ensure(); err != nil {
+			t.Fatal(err)
+		}
+		if s := state(); s != "valid" {
+			t.Fatalf("after a build: %s", s)
+		}
+		if err := ensure(); err != nil || state() != "valid" {
+			t.Fatalf("again: %v, %s", err, state())
+		}
+	})
+
+	t.Run("left invalid by a build that failed", func(t *testing.T) {
+		// CREATE INDEX CONCURRENTLY IF NOT EXISTS, as the index was built
+		// before, takes such a leftover for the index and does nothing.
+		drop()
+		release := writer()
+		if err := <-otherBuild("100ms"); !store.LockTimedOut(err) {
+			t.Fatalf("the other build: %v, want a lock wait that ran out", err)
+		}
+		release()
+		if s := state(); s != "invalid" {
+			t.Fatalf("the failed build left the index %s, want invalid", s)
+		}
+		if err := ensure(); err != nil {
+			t.Fatal(err)
+		}
+		if s := state(); s != "valid" {
+			t.Fatalf("after ensuring: %s, want valid", s)
+		}
+	})
+
+	t.Run("a writer holds the table", func(t *testing.T) {
+		drop()
+		release := writer()
+		t0 := time.Now()
+		err := ensure()
+		if !errors.Is(err, store.ErrIndexBuildLocked) || !store.LockTimedOut(err) || !store.Unavailable(err) {
+			t.Fatalf("ensure beside the writer: %v, want ErrIndexBuildLocked", err)
+		}
+		if d := time.Since(t0); d > 15*time.Second {
+			t.Errorf("ensure took %v beside the writer", d)
+		}
+		release()
+		if err := ensure(); err != nil {
+			t.Fatal(err)
+		}
+		if s := state(); s != "valid" {
+			t.Fatalf("after the writer: %s, want valid", s)
+		}
+	})
+
+	t.Run("the table is locked", func(t *testing.T) {
+		drop()
+		unlock := storetest.LockTable(t, db, tn.Schema, "todos")
+		err := ensure()
+		if !errors.Is(err, store.ErrIndexBuildLocked) {
+			t.Fatalf("ensure beside ACCESS EXCLUSIVE: %v, want ErrIndexBuildLocked", err)
+		}
+		if err := unlock(); err != nil {
+			t.Fatal(err)
+		}
+		if s := state(); s != "missing" {
+			t.Errorf("a build that never got its lock left the index %s", s)
+		}
+		if err := ensure(); err != nil || state() != "valid" {
+			t.Fatalf("after the lock: %v, %s", err, state())
+		}
+	})
+
+	t.Run("another session is building it", func(t *testing.T) {
+		// Its index is invalid until it ends: not a leftover to drop.
+		drop()
+		release := writer()
+		done := otherBuild("0")
+		deadline := time.Now().Add(10 * time.Second)
+		for state() != "invalid" {
+			if time.Now().After(deadline) {
+				t.Fatal("the other build never started")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := ensure(); !errors.Is(err, store.ErrIndexBuilding) {
+			t.Fatalf("ensure during another build: %v, want ErrIndexBuilding", err)
+		}
+		release()
+		if err := <-done; err != nil {
+			t.Fatalf("the other build failed: %v (was its index dropped under it?)", err)
+		}
+		if s := state(); s != "valid" {
+			t.Fatalf("after the other build: %s", s)
+		}
+	})
+
+	t.Run("builders racing", func(t *testing.T) {
+		drop()
+		const n = 4
+		start := make(chan struct{})
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				errs[i] = ensure()
+			}()
+		}
+		close(start)
+		wg.Wait()
+		built := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				built++
+			case !errors.Is(err, store.ErrIndexBuilding):
+				t.Errorf("builder %d: %v", i, err)
+			}
+		}
+		if built == 0 {
+			t.Errorf("no builder reported the index built: %v", errs)
+		}
+		if s := state(); s != "valid" {
+			t.Fatalf("after the race: %s", s)
+		}
+	})
+
+	// No connection keeps the build's session lock or lock bound.
+	conns := db.Pool().AcquireAllIdle(ctx)
+	for _, c := range conns {
+		var timeout string
+		var locks int
+		if err := c.QueryRow(ctx, "SELECT current_setting('lock_timeout'), (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())").Scan(&timeout, &locks); err != nil {
+			t.Fatal(err)
+		}
+		if timeout != "0" || locks != 0 {
+			t.Errorf("a pooled connection kept lock_timeout %s and %d advisory locks", timeout, locks)
+		}
+		c.Release()
+	}
+}
