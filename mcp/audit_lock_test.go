@@ -97,6 +97,8 @@ func TestLockedAuditLogStallsOnlyItsTenant(t *testing.T) {
 			t.Errorf("%s: %v", what, r.a.err)
 		case r.locked && (r.a.status != http.StatusServiceUnavailable || r.a.retryAfter == "" || strings.Contains(r.a.body, "internal error")):
 			t.Errorf("%s; want 503 with Retry-After", what)
+		case r.locked && !strings.Contains(r.a.body, "held by another database session"):
+			t.Errorf("%s; want it to say the tenant's data is held, not that the database is unavailable", what)
 		case !r.locked && (r.a.status != http.StatusOK || strings.Contains(r.a.body, `"isError":true`)):
 			t.Errorf("%s; want it served", what)
 		case !r.locked && r.took >= 2500*time.Millisecond:
@@ -104,6 +106,11 @@ func TestLockedAuditLogStallsOnlyItsTenant(t *testing.T) {
 			// these calls waited out before.
 			t.Errorf("%s: waited on another tenant's lock", what)
 		}
+	}
+
+	_, metrics := getText(t, g.ts.URL+"/metrics")
+	if !strings.Contains(metrics, `gatehouse_unavailable_total{dependency="database_lock"}`) || strings.Contains(metrics, `gatehouse_unavailable_total{dependency="database"}`) {
+		t.Errorf("the locked tenant's refusals, counted:\n%s", grepLines(metrics, "gatehouse_unavailable_total"))
 	}
 
 	deadline := time.Now().Add(15 * time.Second)

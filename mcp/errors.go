@@ -102,7 +102,7 @@ func toolFailure(requestID string, err error) (res *sdk.CallToolResult, outcome 
 		}
 		return errorResult(ue.msg), "error", false
 	case store.Unavailable(err):
-		return errorResult(outage{dependency: "database"}.message()), "unavailable", false
+		return errorResult(databaseOutage(err).message()), "unavailable", false
 	case errors.As(err, &busy):
 		return errorResult(fmt.Sprintf("busy: %s are all in use (%d); retry in a moment", busy.What, busy.Limit)), "busy", false
 	case errors.Is(err, context.DeadlineExceeded):

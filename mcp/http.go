@@ -231,10 +231,12 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 // deploy before its first request here, and places the caller again.
 // Concurrent calls of one tenant share one migration. One held up by a
 // lock (store.ErrMigrationLocked: another session reads or maintains the
-// tenant's tables) has the tenant's calls refused at once (503) for
-// catchUpPause before the next try: each try queues an ACCESS EXCLUSIVE
-// request that holds up every statement on the table for its lock wait,
-// and calls retrying back to back kept the table blocked.
+// tenant's tables) holds the tenant back for store.CatchUpPause on every
+// replica (store.DB.CatchUpTenant): its calls are refused at once (503)
+// meanwhile, here without even asking the database: each try queues an
+// ACCESS EXCLUSIVE request that holds up every statement on the table for
+// its lock wait, and calls retrying back to back, on one replica or
+// several, kept the table blocked.
 func (s *Server) catchUp(ctx context.Context, p *identity.Principal, tenantID string) (*tenancy.Membership, error) {
 	if until, ok := s.catchUpLocked.Load(tenantID); ok && time.Now().Before(until.(time.Time)) {
 		return nil, fmt.Errorf("tenant %s: %w", tenantID, store.ErrMigrationLocked)
@@ -244,11 +246,14 @@ func (s *Server) catchUp(ctx context.Context, p *identity.Principal, tenantID st
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		err := s.db.CatchUpTenant(mctx, tenantID)
+		var held *store.MigrationLockedError
 		switch {
-		case errors.Is(err, store.ErrMigrationLocked): // transient: the calls answer 503
-			s.catchUpLocked.Store(tenantID, time.Now().Add(catchUpPause))
-			s.log.Warn("bringing a tenant schema up to date is held up by a lock; its calls are refused for a moment", "tenant_id", tenantID,
-				"retry_in", catchUpPause.String(), "error", err)
+		case errors.As(err, &held): // transient: the calls answer 503
+			s.catchUpLocked.Store(tenantID, time.Now().Add(held.RetryAfter))
+			if held.Tried {
+				s.log.Warn("bringing a tenant schema up to date is held up by a lock; its calls are refused for a moment", "tenant_id", tenantID,
+					"retry_in", held.RetryAfter.String(), "error", err)
+			}
 		case err != nil:
 			s.log.Error("bringing a tenant schema up to date failed", "tenant_id", tenantID, "error", err)
 		default:
@@ -262,10 +267,6 @@ func (s *Server) catchUp(ctx context.Context, p *identity.Principal, tenantID st
 	s.opts.Tenancy.Forget(tenantID)
 	return s.opts.Tenancy.Resolve(ctx, p)
 }
-
-// catchUpPause is how long a tenant whose catch-up migration was held up
-// by a lock is refused before the next try.
-const catchUpPause = 5 * time.Second
 
 // verifiedClientChain is the client certificate chain the TLS handshake
 // verified, leaf first; nil when there is none. A bearer token, when sent,
@@ -294,15 +295,19 @@ func (s *Server) refuseOrOutage(c echo.Context, err error, token string) error {
 	var o outage
 	switch {
 	case store.Unavailable(err):
-		o = outage{dependency: "database"}
+		o = databaseOutage(err)
 	case errors.Is(err, identity.ErrUnavailable):
 		o = outage{dependency: "identity_provider", provider: providerClass(token, s.opts.PublicURL)}
 	default:
 		return s.refuse(c, err)
 	}
-	s.metrics.unavailable.WithLabelValues(o.dependency).Inc()
+	s.metrics.unavailable.WithLabelValues(o.label()).Inc()
 	s.metrics.authFailures.WithLabelValues("temporarily_unavailable").Inc()
-	s.log.Warn("request refused: a dependency cannot be reached", "request_id", httpx.RequestInfo(c).ID, "dependency", o.dependency, "provider", o.provider, "error", err)
+	if o.locked {
+		s.log.Warn("request refused for a moment: the tenant's tables are locked by another session", "request_id", httpx.RequestInfo(c).ID, "error", err)
+	} else {
+		s.log.Warn("request refused: a dependency cannot be reached", "request_id", httpx.RequestInfo(c).ID, "dependency", o.dependency, "provider", o.provider, "error", err)
+	}
 	return s.rpcError(c, http.StatusServiceUnavailable, o.retryAfter(), codeUnavailable, o.message(),
 		rpcErrorData{Unavailable: o.dependency, Provider: o.provider})
 }

@@ -60,7 +60,7 @@ func newMetrics() *metrics {
 			Name: "gatehouse_concurrency_refused_total", Help: "Calls refused with 429 by a concurrency bound, by its scope (tenant, principal, server).",
 		}, []string{"scope"}),
 		unavailable: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "gatehouse_unavailable_total", Help: "Requests answered 503 because a dependency could not be reached, by dependency (database, identity_provider).",
+			Name: "gatehouse_unavailable_total", Help: "Requests answered 503 because a dependency could not be reached, by dependency (database, identity_provider; database_lock: the database answered, but the tenant's tables were locked by another session for longer than Gatehouse waits).",
 		}, []string{"dependency"}),
 	}
 	m.alerts = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -233,7 +233,7 @@ func (s *Server) promptRequest(ctx context.Context, extra *sdk.RequestExtra, met
 	case err == nil:
 		return nil
 	case outcome == "unavailable":
-		return s.reportOutage(c, outage{dependency: "database"})
+		return s.reportOutage(c, databaseOutage(err))
 	case outcome == "busy":
 		var busy *store.BusyError
 		errors.As(err, &busy)

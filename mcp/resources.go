@@ -178,7 +178,7 @@ func (s *Server) resourceCall(ctx context.Context, extra *sdk.RequestExtra, meth
 	msg := res.Content[0].(*sdk.TextContent).Text
 	switch {
 	case outcome == "unavailable":
-		return s.reportOutage(c, outage{dependency: "database"})
+		return s.reportOutage(c, databaseOutage(err))
 	case outcome == "not_found" && uri != "":
 		return sdk.ResourceNotFoundError(uri)
 	case outcome == "invalid_arguments":

@@ -3,6 +3,7 @@ package mcp_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -103,6 +104,7 @@ func TestMigrationBehindALock(t *testing.T) {
 	if _, err := reader.Exec(ctx, "SELECT count(*) FROM "+todos); err != nil {
 		t.Fatal(err)
 	}
+	var lastBody string
 	initialize := func(key string) *http.Response {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, g.ts.URL+"/mcp", strings.NewReader(
@@ -114,7 +116,9 @@ func TestMigrationBehindALock(t *testing.T) {
 		if err != nil {
 			t.Fatalf("a call of a tenant whose migration meets a lock: %v", err)
 		}
+		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
+		lastBody = string(b)
 		return res
 	}
 	// Calls released together share one try; a call after it is refused
@@ -134,6 +138,18 @@ func TestMigrationBehindALock(t *testing.T) {
 	}
 	if n := strings.Count(g.logs.String(), "held up by a lock"); n != 1 {
 		t.Errorf("%d tries of the migration for 5 calls, want 1", n)
+	}
+	// A lock is not an outage: the answer says what it is, and operators
+	// count it apart from the database's outages.
+	if !strings.Contains(lastBody, "held by another database session") || !strings.Contains(lastBody, `"unavailable":"database"`) {
+		t.Errorf("the answer of a call behind the lock: %s", lastBody)
+	}
+	_, metrics := getText(t, g.ts.URL+"/metrics")
+	if !strings.Contains(metrics, `gatehouse_unavailable_total{dependency="database_lock"} 5`) || strings.Contains(metrics, `gatehouse_unavailable_total{dependency="database"}`) {
+		t.Errorf("the calls behind the lock, counted:\n%s", grepLines(metrics, "gatehouse_unavailable_total"))
+	}
+	if strings.Contains(g.logs.String(), "a dependency cannot be reached") {
+		t.Errorf("the calls behind the lock were logged as an outage:\n%s", grepLines(g.logs.String(), "cannot be reached"))
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -297,7 +297,7 @@ func (s *Server) pipeline(t *Tool) sdk.ToolHandler {
 		var busy *store.BusyError
 		switch {
 		case outcome == "unavailable":
-			return nil, s.reportOutage(c, outage{dependency: "database"})
+			return nil, s.reportOutage(c, databaseOutage(err))
 		case errors.As(err, &busy):
 			return nil, s.reportOutage(c, outage{busy: busy})
 		}
@@ -385,6 +385,8 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		res, outcome, internal = toolFailure(c.RequestID, err)
 		if internal {
 			s.log.Error("tool call failed", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "subject", c.Principal.Subject, "error", err)
+		} else if outcome == "unavailable" && store.Locked(err) {
+			s.log.Warn("tool call refused for a moment: the tenant's tables are locked by another session", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", err)
 		} else if outcome == "unavailable" {
 			s.log.Warn("tool call failed: the database is unavailable", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", err)
 		}

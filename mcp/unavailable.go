@@ -33,12 +33,34 @@ type outage struct {
 	dependency string // "database" or "identity_provider"
 	provider   string // the identity provider's class, for identity_provider
 	busy       *store.BusyError
+	// locked: the database answered, but the tenant's tables were locked
+	// by another session (store.Locked): a migration held up behind a
+	// dump, the audit log under maintenance. Clients see the database's
+	// outage (the same retry); operators a count of its own.
+	locked bool
+}
+
+// databaseOutage is the outage err, an error store.Unavailable reports,
+// stands for.
+func databaseOutage(err error) outage {
+	return outage{dependency: "database", locked: store.Locked(err)}
+}
+
+// label is o's value of gatehouse_unavailable_total's dependency label:
+// database_lock for a locked tenant, apart from the database's outages.
+func (o outage) label() string {
+	if o.locked {
+		return "database_lock"
+	}
+	return o.dependency
 }
 
 func (o outage) message() string {
 	switch {
 	case o.busy != nil:
 		return fmt.Sprintf("too many concurrent calls: %s are all in use (%d); retry in 1 s", o.busy.What, o.busy.Limit)
+	case o.locked:
+		return fmt.Sprintf("this organisation's data is held by another database session for a moment (maintenance, a migration or a backup); retry in %d s", retryDatabase)
 	case o.dependency == "database":
 		return fmt.Sprintf("the database is temporarily unavailable; retry in %d s", retryDatabase)
 	}
@@ -94,7 +116,7 @@ func (s *Server) reportOutage(c *Caller, o outage) error {
 	if o.busy != nil {
 		s.metrics.busy.WithLabelValues(o.busy.Scope).Inc()
 	} else {
-		s.metrics.unavailable.WithLabelValues(o.dependency).Inc()
+		s.metrics.unavailable.WithLabelValues(o.label()).Inc()
 	}
 	if c != nil && c.outage != nil {
 		c.outage.p.Store(&o)

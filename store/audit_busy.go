@@ -177,6 +177,16 @@ func busyError(t *tenancy.Tenant) error { return fmt.Errorf("tenant %s: %w", t.K
 // the lock taken.
 func LockTimedOut(err error) bool { return lockTimedOut(err) }
 
+// Locked reports whether err says that a tenant's tables were locked by
+// another session (a migration, a dump, maintenance) for longer than the
+// wait Gatehouse allows, rather than that the database could not be
+// reached: [ErrMigrationLocked], [ErrAuditLogBusy], [ErrIndexBuildLocked],
+// or any lock wait that ran out ([LockTimedOut]). Such errors are
+// transient ([Unavailable] reports them too), but they are not outages.
+func Locked(err error) bool {
+	return errors.Is(err, ErrMigrationLocked) || errors.Is(err, ErrAuditLogBusy) || errors.Is(err, ErrIndexBuildLocked) || lockTimedOut(err)
+}
+
 // lockedAs is err, marked with as when it is a lock wait that ran out
 // (55P03): ErrAuditLogBusy for the background passes over audit logs (see
 // backgroundLockWait), ErrMigrationLocked for tenant migrations.

@@ -130,7 +130,7 @@ func (db *DB) MigrateTenants(ctx context.Context, parallel int, progress func(do
 				mu.Unlock()
 				var err error
 				if !stop {
-					err = db.migrateTenant(ctx, id, migrationLockWait)
+					err = db.migrateTenant(ctx, id, migrationLockWait, false)
 				}
 				mu.Lock()
 				switch {
@@ -182,22 +182,100 @@ var tenantSchemaVersion = sync.OnceValue(func() int { return len(migrations.Tena
 // call of that tenant: each of its lock waits lasts at most
 // catchUpLockWait, shorter than a migration run's (the caller waits, and
 // while it waits every statement on the table queues behind it). Safe to
-// run from several processes at once.
+// run from several processes at once: they take turns on the tenant's row.
+//
+// A try held up by a lock holds the tenant back for CatchUpPause, for
+// every process on the database (gatehouse.migration_holds): tries before
+// then return at once, without queuing a lock request. Either way the
+// error is a [*MigrationLockedError] (wrapping [ErrMigrationLocked]) that
+// says until when.
 func (db *DB) CatchUpTenant(ctx context.Context, id string) error {
-	return db.migrateTenant(ctx, id, catchUpLockWait)
+	return db.migrateTenant(ctx, id, catchUpLockWait, true)
 }
 
 // catchUpLockWait bounds each lock wait of CatchUpTenant.
 const catchUpLockWait = 500 * time.Millisecond
 
-func (db *DB) migrateTenant(ctx context.Context, id string, lockWait time.Duration) error {
+// CatchUpPause is how long a tenant whose catch-up migration met a lock is
+// held back from the next try (see [DB.CatchUpTenant]).
+const CatchUpPause = 5 * time.Second
+
+// MigrationLockedError is [DB.CatchUpTenant]'s error when the tenant's
+// migration is held up by a lock: Tried, this try met it; else a try (by
+// any process) met it less than [CatchUpPause] ago and none was made.
+// Either way none is made for RetryAfter (by the database's clock). It
+// wraps [ErrMigrationLocked].
+type MigrationLockedError struct {
+	Tenant     string // the tenant's id
+	RetryAfter time.Duration
+	Tried      bool
+	err        error
+}
+
+func (e *MigrationLockedError) Error() string {
+	if e.Tried {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("tenant %s: %v; not tried again for %v", e.Tenant, e.err, e.RetryAfter.Round(time.Millisecond))
+}
+
+func (e *MigrationLockedError) Unwrap() error { return e.err }
+
+func (db *DB) migrateTenant(ctx context.Context, id string, lockWait time.Duration, hold bool) error {
+	var held *MigrationLockedError
 	err := beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		t, err := scanTenant(tx.QueryRow(ctx, selectTenant+" WHERE id = $1 FOR UPDATE", id))
 		if err != nil {
 			return fmt.Errorf("tenant %s: %w", id, err)
 		}
-		return migrateTenantTx(ctx, tx, t, lockWait)
+		if !hold {
+			return migrateTenantTx(ctx, tx, t, lockWait)
+		}
+		if t.SchemaVersion >= tenantSchemaVersion() {
+			return nil // brought up to date by another process meanwhile
+		}
+		var left float64 // seconds
+		err = tx.QueryRow(ctx, `SELECT extract(epoch FROM retry_at - now())::float8 FROM gatehouse.migration_holds
+			WHERE tenant_id = $1 AND retry_at > now()`, id).Scan(&left)
+		switch {
+		case err == nil:
+			held = &MigrationLockedError{Tenant: id, RetryAfter: time.Duration(left * float64(time.Second)), err: ErrMigrationLocked}
+			return nil
+		case !errors.Is(err, pgx.ErrNoRows):
+			return err
+		}
+		// A savepoint, so that a try that met a lock can still record the
+		// hold in this transaction, which other processes' tries wait for
+		// (the tenant's row) and then read.
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		if err := migrateTenantTx(ctx, sp, t, lockWait); err != nil {
+			if !lockTimedOut(err) {
+				return err
+			}
+			if rerr := sp.Rollback(ctx); rerr != nil {
+				return errors.Join(err, rerr)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO gatehouse.migration_holds (tenant_id, retry_at)
+				VALUES ($1, now() + make_interval(secs => $2))
+				ON CONFLICT (tenant_id) DO UPDATE SET retry_at = excluded.retry_at`,
+				id, CatchUpPause.Seconds()); err != nil {
+				return err
+			}
+			held = &MigrationLockedError{Tenant: id, RetryAfter: CatchUpPause, Tried: true, err: lockedAs(ErrMigrationLocked, err)}
+			return nil
+		}
+		if err := sp.Commit(ctx); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "DELETE FROM gatehouse.migration_holds WHERE tenant_id = $1", id)
+		return err
 	})
+	if err == nil && held != nil {
+		return held
+	}
 	return lockedAs(ErrMigrationLocked, err)
 }
 

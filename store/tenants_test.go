@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -316,5 +317,83 @@ func TestMigrateTenantsStopsWhenManyAreLocked(t *testing.T) {
 	}
 	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
 		t.Fatalf("once the reader is gone: %v", err)
+	}
+}
+
+// TestCatchUpHeldBackForEveryProcess: a tenant whose catch-up migration met
+// a lock is held back for store.CatchUpPause on every process on the
+// database, not only the one that tried: calls of two replicas released
+// together make one try between them (each try queues an ACCESS EXCLUSIVE
+// request that holds up every statement on the table for its lock wait),
+// the hold outlasts the lock by the pause, and a try after it migrates the
+// tenant and clears the hold.
+func TestCatchUpHeldBackForEveryProcess(t *testing.T) {
+	ctx := context.Background()
+	url := storetest.ConnString(t)
+	var replicas [2]*store.DB
+	for i := range replicas {
+		db, err := store.Open(ctx, url, &store.Options{Logger: storetest.Logger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(db.Close)
+		replicas[i] = db
+	}
+	tn := mustTenant(t, replicas[0], "held.example")
+	storetest.BackToSchema2(t, replicas[0], tn)
+	release := storetest.LockTable(t, replicas[0], tn.Schema, "todos")
+
+	const each = 4
+	start := make(chan struct{})
+	errs := make([]error, 2*each)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { <-start; errs[i] = replicas[i%2].CatchUpTenant(ctx, tn.ID) })
+	}
+	close(start)
+	wg.Wait()
+	tried := 0
+	for i, err := range errs {
+		var held *store.MigrationLockedError
+		if !errors.As(err, &held) || !errors.Is(err, store.ErrMigrationLocked) || !store.Locked(err) || !store.Unavailable(err) {
+			t.Fatalf("call %d (replica %d) beside the lock: %v; want a MigrationLockedError", i, i%2, err)
+		}
+		if held.RetryAfter <= 0 || held.RetryAfter > store.CatchUpPause {
+			t.Errorf("call %d: retry after %v, want within (0, %v]", i, held.RetryAfter, store.CatchUpPause)
+		}
+		if held.Tried {
+			tried++
+		}
+	}
+	if tried != 1 {
+		t.Errorf("%d tries of the migration for %d calls over two replicas, want 1", tried, len(errs))
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	// The lock is gone, but the hold lasts its pause, on both replicas.
+	for i, db := range replicas {
+		var held *store.MigrationLockedError
+		if err := db.CatchUpTenant(ctx, tn.ID); !errors.As(err, &held) || held.Tried {
+			t.Errorf("replica %d right after the lock: %v; want held back without a try", i, err)
+		}
+	}
+	deadline := time.Now().Add(3 * store.CatchUpPause)
+	for {
+		err := replicas[1].CatchUpTenant(ctx, tn.ID)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrMigrationLocked) || time.Now().After(deadline) {
+			t.Fatalf("after the pause: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got, err := replicas[0].FindTenantByID(ctx, tn.ID); err != nil || got.SchemaVersion != store.TenantSchemaVersion() {
+		t.Fatalf("tenant after the catch-up: %+v, %v", got, err)
+	}
+	var holds int
+	if err := replicas[0].Pool().QueryRow(ctx, "SELECT count(*) FROM gatehouse.migration_holds").Scan(&holds); err != nil || holds != 0 {
+		t.Errorf("holds left after a successful catch-up: %d, %v", holds, err)
 	}
 }
