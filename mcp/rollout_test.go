@@ -104,7 +104,10 @@ func TestMigrationBehindALock(t *testing.T) {
 	if _, err := reader.Exec(ctx, "SELECT count(*) FROM "+todos); err != nil {
 		t.Fatal(err)
 	}
-	var lastBody string
+	var (
+		mu       sync.Mutex
+		lastBody string // of the latest answer
+	)
 	initialize := func(key string) *http.Response {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, g.ts.URL+"/mcp", strings.NewReader(
@@ -118,7 +121,9 @@ func TestMigrationBehindALock(t *testing.T) {
 		}
 		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
+		mu.Lock()
 		lastBody = string(b)
+		mu.Unlock()
 		return res
 	}
 	// Calls released together share one try; a call after it is refused

@@ -116,11 +116,10 @@ func startMigrations(err error, log *slog.Logger) error {
 
 // migrateLockTries and migrateLockPause: how often `gatehouse migrate` tries
 // the tenants held up by locks (store.ErrMigrationLocked), and how long it
-// waits between tries.
-const (
-	migrateLockTries = 3
-	migrateLockPause = 5 * time.Second
-)
+// waits between tries (a variable: tests shorten it).
+const migrateLockTries = 3
+
+var migrateLockPause = 5 * time.Second
 
 // logMigrationProgress returns a progress function for MigrateTenants that
 // logs how far it is every 5 seconds and at the end (thousands of tenant

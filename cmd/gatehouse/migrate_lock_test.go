@@ -102,3 +102,41 @@ func TestStartMigrations(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateGivesUpOnTenantsStillLocked: a tenant whose tables stay locked
+// through every try makes `gatehouse migrate` exit 1 after its last try,
+// saying why and what to do, with the tenant left at its version (and the
+// other tenants migrated).
+func TestMigrateGivesUpOnTenantsStillLocked(t *testing.T) {
+	defer func(p time.Duration) { migrateLockPause = p }(migrateLockPause)
+	migrateLockPause = 100 * time.Millisecond
+	ctx := context.Background()
+	url := storetest.ConnString(t)
+	db, err := store.Open(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tenants := map[string]*tenancy.Tenant{}
+	for _, k := range []string{"held.example", "free.example"} {
+		tn, _, err := db.EnsureTenant(ctx, k, tenancy.Organization)
+		if err != nil {
+			t.Fatal(err)
+		}
+		storetest.BackToSchema2(t, db, tn)
+		tenants[k] = tn
+	}
+	release := storetest.LockTable(t, db, tenants["held.example"].Schema, "todos")
+	defer release() //nolint:errcheck
+	code, stdout, stderr := gh(t, map[string]string{"DATABASE_URL": url}, "migrate")
+	if code != 1 || strings.Count(stderr, "still behind, held up by locks") != migrateLockTries-1 ||
+		!strings.Contains(stderr, fmt.Sprintf("still held up by locks after %d tries", migrateLockTries)) ||
+		!strings.Contains(stderr, "run `gatehouse migrate` again once it is done") || strings.Contains(stdout, "up to date") {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s\nwant exit 1 after %d tries, saying so", code, stdout, stderr, migrateLockTries)
+	}
+	for k, want := range map[string]int{"held.example": 2, "free.example": store.TenantSchemaVersion()} {
+		if tn, err := db.FindTenantByID(ctx, tenants[k].ID); err != nil || tn.SchemaVersion != want {
+			t.Errorf("%s after migrate: %+v, %v; want schema %d", k, tn, err, want)
+		}
+	}
+}
