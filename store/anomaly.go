@@ -291,7 +291,7 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 		return err
 	})
 	if err != nil {
-		return 0, nil, fmt.Errorf("detecting anomalies in %s: %w", t.Key, lockedAs(ErrAuditLogBusy, err))
+		return 0, nil, fmt.Errorf("detecting anomalies in %s: %w", t.Key, lockedAs(ErrDetectorBusy, err))
 	}
 	return n, written, nil
 }

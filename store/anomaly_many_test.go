@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -219,5 +220,57 @@ func TestDetectAnomaliesTenantsConcurrent(t *testing.T) {
 				t.Fatalf("round %d: record %s read %d times", round, id, n)
 			}
 		}
+	}
+}
+
+// TestDetectorBesideLockedControlRow: a row the detector writes for a
+// tenant (here its cursor) held locked by another session fails that
+// tenant's read within the detector's lock bound, as ErrDetectorBusy (not
+// as a locked audit log, which it is not), while the other tenants of the
+// pass are read; once the row is free the tenant is read as usual.
+func TestDetectorBesideLockedControlRow(t *testing.T) {
+	db, ts := openLanes(t, "detect-row-", 3)
+	ctx := context.Background()
+	writeChained(t, db, func(int) int { return 2 }, ts...)
+	in := make([]store.DetectInput, len(ts))
+	for i, tn := range ts {
+		in[i] = store.DetectInput{Tenant: tn}
+	}
+	none := func(int, store.AnomalyInput) (store.AnomalyOutput, error) { return store.AnomalyOutput{}, nil }
+	for _, r := range db.DetectAnomaliesTenants(ctx, in, 100, none) { // every tenant gets its cursor
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	writeChained(t, db, func(int) int { return 2 }, ts...)
+	holder, err := db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx) //nolint:errcheck
+	if _, err := holder.Exec(ctx, "SELECT 1 FROM gatehouse.anomaly_cursors WHERE tenant_id = $1 FOR UPDATE", ts[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan []store.DetectResult, 1)
+	go func() { done <- db.DetectAnomaliesTenants(ctx, in, 100, none) }()
+	var res []store.DetectResult
+	select {
+	case res = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the detector's pass waits for the locked row")
+	}
+	for i, r := range res {
+		switch {
+		case i == 1 && (!errors.Is(r.Err, store.ErrDetectorBusy) || errors.Is(r.Err, store.ErrAuditLogBusy) || !store.Locked(r.Err)):
+			t.Errorf("the tenant whose cursor is locked: %v; want ErrDetectorBusy", r.Err)
+		case i != 1 && (r.Err != nil || r.N != 2):
+			t.Errorf("tenant %d beside it: read %d, %v; want its 2 new records", i, r.N, r.Err)
+		}
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := db.DetectAnomaliesTenants(ctx, in[1:2], 100, none)[0]; r.Err != nil || r.N != 2 {
+		t.Errorf("once the row is free: read %d, %v; want its 2 new records", r.N, r.Err)
 	}
 }

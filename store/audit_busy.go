@@ -51,6 +51,14 @@ const (
 // [ErrUnavailable], so [Unavailable] reports it as transient.
 var ErrAuditLogBusy = fmt.Errorf("%w: the audit log is locked by another session (a migration or maintenance)", ErrUnavailable)
 
+// ErrDetectorBusy is an anomaly detector pass's error for a tenant when one
+// of its lock waits ran out (see backgroundLockWait): the tenant's audit
+// log, which it reads and writes its alerts into, or a row it writes for
+// the tenant (a key an alert suspends, the tenant's cursor or principals'
+// state) was locked by another session. PostgreSQL does not say which. It
+// wraps [ErrUnavailable].
+var ErrDetectorBusy = fmt.Errorf("%w: the tenant's audit log, or a row the anomaly detector writes for it (its keys, its cursor), is locked by another session", ErrUnavailable)
+
 // ErrAuditProbe is [DB.WriteAuditEntries]' error for a record it did not
 // write because its tenant's audit log was found locked a moment ago: the
 // caller writes it alone with [DB.ProbeAuditRecord], whose outcome says
@@ -168,9 +176,10 @@ func busyError(t *tenancy.Tenant) error { return fmt.Errorf("tenant %s: %w", t.K
 // connection and the auditor's flush loop, so every other tenant's chaining
 // (and with it the alerts, which read only chained records) and the
 // aggregated records' writes waited too. A pass that runs out of it fails
-// with ErrAuditLogBusy; its group's other tenants are then passed one at a
-// time, and the locked tenant alone at each later pass until it succeeds
-// (the chainer's and the detector's failing tenants).
+// with ErrAuditLogBusy (the detector's with ErrDetectorBusy: it also
+// writes rows of the control schema); its group's other tenants are then
+// passed one at a time, and the locked tenant alone at each later pass
+// until it succeeds (the chainer's and the detector's failing tenants).
 
 // LockTimedOut reports whether err is PostgreSQL's lock_not_available
 // (55P03): a lock wait bounded by lock_timeout ran out, or NOWAIT found
@@ -180,16 +189,18 @@ func LockTimedOut(err error) bool { return lockTimedOut(err) }
 // Locked reports whether err says that a tenant's tables were locked by
 // another session (a migration, a dump, maintenance) for longer than the
 // wait Gatehouse allows, rather than that the database could not be
-// reached: [ErrMigrationLocked], [ErrAuditLogBusy], [ErrIndexBuildLocked],
+// reached: [ErrMigrationLocked], [ErrAuditLogBusy], [ErrDetectorBusy], [ErrIndexBuildLocked],
 // or any lock wait that ran out ([LockTimedOut]). Such errors are
 // transient ([Unavailable] reports them too), but they are not outages.
 func Locked(err error) bool {
-	return errors.Is(err, ErrMigrationLocked) || errors.Is(err, ErrAuditLogBusy) || errors.Is(err, ErrIndexBuildLocked) || lockTimedOut(err)
+	return errors.Is(err, ErrMigrationLocked) || errors.Is(err, ErrAuditLogBusy) || errors.Is(err, ErrDetectorBusy) ||
+		errors.Is(err, ErrIndexBuildLocked) || lockTimedOut(err)
 }
 
 // lockedAs is err, marked with as when it is a lock wait that ran out
-// (55P03): ErrAuditLogBusy for the background passes over audit logs (see
-// backgroundLockWait), ErrMigrationLocked for tenant migrations.
+// (55P03): ErrAuditLogBusy or ErrDetectorBusy for the background passes
+// over audit logs (see backgroundLockWait), ErrMigrationLocked for tenant
+// migrations, ErrIndexBuildLocked for index builds.
 func lockedAs(as, err error) error {
 	if lockTimedOut(err) {
 		return fmt.Errorf("%w: %w", as, err)
