@@ -106,7 +106,9 @@ func (db *DB) MigrationStatus(ctx context.Context) (MigrationStatus, error) {
 // migrationLockedMax tenants have been held up by locks it tries no more
 // (the rest fail with ErrMigrationLocked too, untried): a lock on every
 // tenant's tables (a pg_dump) would otherwise cost a lock wait per tenant,
-// an hour at 10,000 tenants, each wait holding up that tenant's calls.
+// an hour at 10,000 tenants, each wait holding up that tenant's calls. A
+// tenant held back after a recent try met a lock (see migrateTenant) fails
+// with a [*MigrationLockedError] without a try, and does not count.
 func (db *DB) MigrateTenants(ctx context.Context, parallel int, progress func(done, total int)) error {
 	rows, _ := db.pool.Query(ctx, "SELECT id FROM gatehouse.tenants WHERE schema_version < $1 ORDER BY created_at", len(migrations.Tenant()))
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
@@ -130,14 +132,16 @@ func (db *DB) MigrateTenants(ctx context.Context, parallel int, progress func(do
 				mu.Unlock()
 				var err error
 				if !stop {
-					err = db.migrateTenant(ctx, id, migrationLockWait, false)
+					err = db.migrateTenant(ctx, id, migrationLockWait)
 				}
 				mu.Lock()
 				switch {
 				case stop:
 					skipped++
 				case errors.Is(err, ErrMigrationLocked):
-					locked++
+					if migrationTried(err) { // a tenant held back costs no lock wait
+						locked++
+					}
 					errs = append(errs, err)
 				case err != nil:
 					errs = append(errs, err)
@@ -183,28 +187,26 @@ var tenantSchemaVersion = sync.OnceValue(func() int { return len(migrations.Tena
 // catchUpLockWait, shorter than a migration run's (the caller waits, and
 // while it waits every statement on the table queues behind it). Safe to
 // run from several processes at once: they take turns on the tenant's row.
-//
-// A try held up by a lock holds the tenant back for CatchUpPause, for
-// every process on the database (gatehouse.migration_holds): tries before
-// then return at once, without queuing a lock request. Either way the
-// error is a [*MigrationLockedError] (wrapping [ErrMigrationLocked]) that
-// says until when.
+// When the tenant is held back (see migrateTenant), or another process's
+// try holds its row past catchUpLockWait, the error is a
+// [*MigrationLockedError] (wrapping [ErrMigrationLocked]) that says for
+// how long not to try again.
 func (db *DB) CatchUpTenant(ctx context.Context, id string) error {
-	return db.migrateTenant(ctx, id, catchUpLockWait, true)
+	return db.migrateTenant(ctx, id, catchUpLockWait)
 }
 
 // catchUpLockWait bounds each lock wait of CatchUpTenant.
 const catchUpLockWait = 500 * time.Millisecond
 
-// CatchUpPause is how long a tenant whose catch-up migration met a lock is
-// held back from the next try (see [DB.CatchUpTenant]).
+// CatchUpPause is how long a tenant whose migration met a lock is held
+// back from the next try, by every process (see migrateTenant).
 const CatchUpPause = 5 * time.Second
 
-// MigrationLockedError is [DB.CatchUpTenant]'s error when the tenant's
-// migration is held up by a lock: Tried, this try met it; else a try (by
-// any process) met it less than [CatchUpPause] ago and none was made.
-// Either way none is made for RetryAfter (by the database's clock). It
-// wraps [ErrMigrationLocked].
+// MigrationLockedError is a tenant migration's error when it is held up by
+// a lock: Tried, this try met it; else a try (by any process) met it less
+// than [CatchUpPause] ago, or another process is trying now, and none was
+// made. Either way none is made for RetryAfter (by the database's clock).
+// It wraps [ErrMigrationLocked].
 type MigrationLockedError struct {
 	Tenant     string // the tenant's id
 	RetryAfter time.Duration
@@ -221,32 +223,47 @@ func (e *MigrationLockedError) Error() string {
 
 func (e *MigrationLockedError) Unwrap() error { return e.err }
 
-func (db *DB) migrateTenant(ctx context.Context, id string, lockWait time.Duration, hold bool) error {
+// migrateTenant brings tenant id's schema up to date, each lock wait
+// bounded by lockWait, the tenant's row (which another process's try
+// holds while it tries) included. A try held up by a lock holds the tenant
+// back for CatchUpPause, for every process on the database
+// (gatehouse.migration_holds, written in the try's own transaction, which
+// other tries wait for on the tenant's row and then read): tries before
+// then, by calls, the maintenance loop, a start or `gatehouse migrate`,
+// return a [*MigrationLockedError] at once, without queuing a lock request
+// that would hold up every statement on the table. (With each process
+// pausing on its own, a few replicas kept a locked tenant's table held up
+// most of the time its calls came.) The hold's times are read from
+// clock_timestamp(), not now(): a try that waited for the row would read
+// an old clock.
+func (db *DB) migrateTenant(ctx context.Context, id string, lockWait time.Duration) error {
 	var held *MigrationLockedError
 	err := beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)", lockWait.String()); err != nil {
+			return err
+		}
 		t, err := scanTenant(tx.QueryRow(ctx, selectTenant+" WHERE id = $1 FOR UPDATE", id))
+		if lockTimedOut(err) {
+			// Another process is trying this tenant now.
+			return &MigrationLockedError{Tenant: id, RetryAfter: lockWait, err: lockedAs(ErrMigrationLocked, err)}
+		}
 		if err != nil {
 			return fmt.Errorf("tenant %s: %w", id, err)
-		}
-		if !hold {
-			return migrateTenantTx(ctx, tx, t, lockWait)
 		}
 		if t.SchemaVersion >= tenantSchemaVersion() {
 			return nil // brought up to date by another process meanwhile
 		}
 		var left float64 // seconds
-		err = tx.QueryRow(ctx, `SELECT extract(epoch FROM retry_at - now())::float8 FROM gatehouse.migration_holds
-			WHERE tenant_id = $1 AND retry_at > now()`, id).Scan(&left)
+		err = tx.QueryRow(ctx, `SELECT extract(epoch FROM retry_at - clock_timestamp())::float8 FROM gatehouse.migration_holds
+			WHERE tenant_id = $1 AND retry_at > clock_timestamp()`, id).Scan(&left)
 		switch {
 		case err == nil:
-			held = &MigrationLockedError{Tenant: id, RetryAfter: time.Duration(left * float64(time.Second)), err: ErrMigrationLocked}
-			return nil
+			return &MigrationLockedError{Tenant: id, RetryAfter: time.Duration(left * float64(time.Second)), err: ErrMigrationLocked}
 		case !errors.Is(err, pgx.ErrNoRows):
 			return err
 		}
 		// A savepoint, so that a try that met a lock can still record the
-		// hold in this transaction, which other processes' tries wait for
-		// (the tenant's row) and then read.
+		// hold in this transaction.
 		sp, err := tx.Begin(ctx)
 		if err != nil {
 			return err
@@ -259,13 +276,13 @@ func (db *DB) migrateTenant(ctx context.Context, id string, lockWait time.Durati
 				return errors.Join(err, rerr)
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO gatehouse.migration_holds (tenant_id, retry_at)
-				VALUES ($1, now() + make_interval(secs => $2))
+				VALUES ($1, clock_timestamp() + make_interval(secs => $2))
 				ON CONFLICT (tenant_id) DO UPDATE SET retry_at = excluded.retry_at`,
 				id, CatchUpPause.Seconds()); err != nil {
 				return err
 			}
 			held = &MigrationLockedError{Tenant: id, RetryAfter: CatchUpPause, Tried: true, err: lockedAs(ErrMigrationLocked, err)}
-			return nil
+			return nil // commit the hold
 		}
 		if err := sp.Commit(ctx); err != nil {
 			return err
@@ -273,10 +290,20 @@ func (db *DB) migrateTenant(ctx context.Context, id string, lockWait time.Durati
 		_, err = tx.Exec(ctx, "DELETE FROM gatehouse.migration_holds WHERE tenant_id = $1", id)
 		return err
 	})
-	if err == nil && held != nil {
+	switch {
+	case err == nil && held != nil:
+		return held
+	case errors.As(err, &held):
 		return held
 	}
 	return lockedAs(ErrMigrationLocked, err)
+}
+
+// migrationTried reports whether err, a tenant migration's, comes from a
+// try: anything but a [*MigrationLockedError] that made none.
+func migrationTried(err error) bool {
+	var held *MigrationLockedError
+	return !errors.As(err, &held) || held.Tried
 }
 
 // migrationLockWait bounds each lock wait of a tenant migration
