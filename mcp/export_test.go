@@ -111,3 +111,10 @@ func WatchAlertGroups(s *Server, f func(ids []string)) {
 // SetVectorIndex makes s's embedding worker build v's index for each tenant
 // (tests: a build that fails, where pgvector is not installed).
 func SetVectorIndex(s *Server, v *store.VectorIndex) { s.semantic.index = v }
+
+// SetIndexBuild makes s's embedding worker build each tenant's index with
+// build instead of pgvector's HNSW index (tests: a build a lock holds up,
+// where pgvector is not installed).
+func SetIndexBuild(s *Server, build func(ctx context.Context, t *tenancy.Tenant) error) {
+	s.semantic.buildIndex = build
+}

@@ -70,8 +70,14 @@ type semantic struct {
 	mu      sync.Mutex
 	enabled map[string]enabledEntry // tenant id →
 	indexed map[string]bool         // tenant schemas whose HNSW index exists
-	tooSlow map[string]time.Time    // tenant id → until when hybrid searches skip ranking by meaning
-	failing map[string]bool         // tenant ids whose last turn of the worker failed (logged once)
+	// indexWait holds back the index builds of tenants whose last build a
+	// lock held up (store.ErrIndexBuildLocked), by tenant schema.
+	indexWait map[string]*indexBackoff
+	// buildIndex builds a tenant's HNSW index (store.DB.EnsureVectorIndex
+	// with index; tests replace it).
+	buildIndex func(ctx context.Context, t *tenancy.Tenant) error
+	tooSlow    map[string]time.Time // tenant id → until when hybrid searches skip ranking by meaning
+	failing    map[string]bool      // tenant ids whose last turn of the worker failed (logged once)
 	// stateCounts are each tenant's documents by embedding state, as last
 	// counted (the gauges sum those of the tenants with semantic search on).
 	stateCounts map[string]map[string]int
@@ -107,7 +113,7 @@ type enabledEntry struct {
 const enabledTTL = 5 * time.Second
 
 func newSemantic(ctx context.Context, db *store.DB, client *embeddings.Client, opts EmbedderOptions, reg prometheus.Registerer) (*semantic, error) {
-	s := &semantic{client: client, db: db, opts: opts.withDefaults(), enabled: map[string]enabledEntry{}, indexed: map[string]bool{}, tooSlow: map[string]time.Time{}, failing: map[string]bool{},
+	s := &semantic{client: client, db: db, opts: opts.withDefaults(), enabled: map[string]enabledEntry{}, indexed: map[string]bool{}, indexWait: map[string]*indexBackoff{}, tooSlow: map[string]time.Time{}, failing: map[string]bool{},
 		stateCounts: map[string]map[string]int{},
 		wake:        make(chan struct{}, 1),
 		queries: ttlcache.New(ttlcache.WithTTL[[32]byte, []float32](10*time.Minute), ttlcache.WithCapacity[[32]byte, []float32](2000),
@@ -314,7 +320,7 @@ func (s *semantic) round(ctx context.Context) (busy bool, err error) {
 		if ctx.Err() != nil {
 			return busy, ctx.Err()
 		}
-		if store.Unavailable(err) && !store.LockTimedOut(err) {
+		if store.Unavailable(err) && !store.Locked(err) {
 			// The database, not the tenant: every other turn would wait
 			// for it too. The loop logs it and tries again later.
 			return busy, fmt.Errorf("tenant %s: %w", t.Key, err)
@@ -354,11 +360,11 @@ func (s *semantic) turn(ctx context.Context, t *tenancy.Tenant, count bool) (did
 	switch {
 	case errors.Is(ierr, store.ErrIndexBuilding):
 		ierr = nil
-	case store.Unavailable(ierr) && !store.LockTimedOut(ierr):
+	case store.Unavailable(ierr) && !store.Locked(ierr):
 		return false, ierr // the database, not the index
 	}
 	defer func() {
-		if !store.Unavailable(err) || store.LockTimedOut(err) {
+		if !store.Unavailable(err) || store.Locked(err) {
 			err = errors.Join(err, ierr)
 		}
 	}()
@@ -395,22 +401,61 @@ func (s *semantic) failed(t *tenancy.Tenant, err error) {
 	}
 }
 
-// ensureIndex creates t's HNSW index once per process (pgvector only).
+// ensureIndex creates t's HNSW index once per process (pgvector only). A
+// build held up by a lock (store.ErrIndexBuildLocked: a long transaction,
+// a dump) is not tried again for indexBackoffMin, doubling at each such
+// failure up to indexBackoffMax: each try waits up to the build's lock
+// bound, twice, in every round, and a failed build may have done the
+// whole build first. Meanwhile ensureIndex returns that failure again
+// without trying (the tenant's turn stays failed, and is logged once).
 func (s *semantic) ensureIndex(ctx context.Context, t *tenancy.Tenant) error {
-	if s.index == nil {
+	if s.index == nil && s.buildIndex == nil {
 		return nil
 	}
 	s.mu.Lock()
-	done := s.indexed[t.Schema]
+	done, wait := s.indexed[t.Schema], s.indexWait[t.Schema]
 	s.mu.Unlock()
 	if done {
 		return nil
 	}
-	if err := s.db.EnsureVectorIndex(ctx, t.Schema, s.index); err != nil {
-		return fmt.Errorf("creating the HNSW index of %s: %w", t.Key, err)
+	if wait != nil && time.Now().Before(wait.next) {
+		return wait.err
+	}
+	build := s.buildIndex
+	if build == nil {
+		build = func(ctx context.Context, t *tenancy.Tenant) error {
+			return s.db.EnsureVectorIndex(ctx, t.Schema, s.index)
+		}
+	}
+	err := build(ctx, t)
+	if err != nil {
+		err = fmt.Errorf("creating the HNSW index of %s: %w", t.Key, err)
 	}
 	s.mu.Lock()
-	s.indexed[t.Schema] = true
-	s.mu.Unlock()
-	return nil
+	defer s.mu.Unlock()
+	switch {
+	case err == nil:
+		s.indexed[t.Schema] = true
+		delete(s.indexWait, t.Schema)
+	case errors.Is(err, store.ErrIndexBuildLocked):
+		d := indexBackoffMin
+		if wait != nil {
+			d = min(2*wait.d, indexBackoffMax)
+		}
+		s.indexWait[t.Schema] = &indexBackoff{next: time.Now().Add(d), d: d, err: err}
+	}
+	return err
 }
+
+// indexBackoff is a tenant's index build held back after a lock held it up.
+type indexBackoff struct {
+	next time.Time     // no try before
+	d    time.Duration // the last wait
+	err  error         // the failure, returned meanwhile
+}
+
+// Bounds of the wait between index builds that locks held up.
+const (
+	indexBackoffMin = time.Minute
+	indexBackoffMax = 30 * time.Minute
+)

@@ -8,9 +8,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/gatehouse-mcp/gatehouse/internal/embeddings"
@@ -600,5 +602,60 @@ func TestEmbeddingWhileItsIndexFails(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // a few more rounds, each failing to build the index
 	if n := strings.Count(g.logs.String(), "a tenant's turn failed"); n != 1 || !strings.Contains(g.logs.String(), "HNSW index") {
 		t.Errorf("the index build's failure was logged %d times, want once, naming the index:\n%s", n, grepLines(g.logs.String(), "embedding worker"))
+	}
+}
+
+// TestEmbeddingWhileALockHoldsUpItsIndex: a tenant's index build held up by
+// a lock (here a long REPEATABLE READ reader, whose snapshot a concurrent
+// build must wait for, as it would for a pg_dump) fails within its bound,
+// the tenant's documents are embedded all the same, the failure is logged
+// once, and the build is not tried again at every round (each try waits
+// out its bound, and may have done the whole build first).
+func TestEmbeddingWhileALockHoldsUpItsIndex(t *testing.T) {
+	ctx := context.Background()
+	fake := embeddingstest.New(t)
+	g := newGatehouse(t, withEmbeddings(t, fake, "model-a", ""))
+	admin := g.connect(t, g.key(t, "held-index.example", tenancy.Admin), "")
+	mustCall(t, admin, "set_semantic_search", args{"enabled": true}, nil)
+	var builds atomic.Int32
+	// As store.DB.EnsureVectorIndex builds (pgvector is not installed
+	// here): concurrently, each lock wait bounded.
+	mcp.SetIndexBuild(g.srv, func(ctx context.Context, tn *tenancy.Tenant) error {
+		builds.Add(1)
+		conn, err := g.db.Pool().Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Release()
+		if _, err := conn.Exec(ctx, "SET lock_timeout = '500ms'"); err != nil {
+			return err
+		}
+		defer conn.Exec(context.Background(), "RESET lock_timeout") //nolint:errcheck
+		_, err = conn.Exec(ctx, "CREATE INDEX CONCURRENTLY document_chunks_probe ON "+pgx.Identifier{tn.Schema, "document_chunks"}.Sanitize()+" (document_id)")
+		if store.LockTimedOut(err) {
+			return fmt.Errorf("%w: %w", store.ErrIndexBuildLocked, err)
+		}
+		return err
+	})
+	reader, err := g.db.Pool().BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Rollback(ctx) //nolint:errcheck
+	if _, err := reader.Exec(ctx, "SELECT count(*) FROM gatehouse.tenants"); err != nil {
+		t.Fatal(err)
+	}
+	runEmbedder(t, g)
+	for _, title := range []string{"Runbook", "Postmortem"} { // the second: more rounds, after the first build failed
+		var d document
+		mustCall(t, admin, "save_document", args{"title": title, "body": "restart the web server"}, &d)
+		waitEmbedded(t, admin, d.ID, "embedded")
+	}
+	if n := builds.Load(); n != 1 {
+		t.Errorf("the index build was tried %d times beside the reader, want once (then held back)", n)
+	}
+	logs := g.logs.String()
+	if n := strings.Count(logs, "a tenant's turn failed"); n != 1 || !strings.Contains(logs, "waited too long for a lock") {
+		t.Errorf("the held-up build was logged %d times, want once, saying it waited for a lock:\n%s", n, grepLines(logs, "embedding worker"))
 	}
 }

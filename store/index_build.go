@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // An index built on a live table is built concurrently (CREATE INDEX
@@ -32,15 +33,21 @@ import (
 //     and the caller tries again later, instead of holding its worker for
 //     as long as the other session runs.
 //   - Two builds of one index (replicas' workers) would each see the
-//     other's invalid index as a leftover. A build holds a session
-//     advisory lock per index, and an invalid index that a build in
-//     progress is working on (pg_stat_progress_create_index: an operator's
-//     too) is left alone: both return [ErrIndexBuilding] at once.
+//     other's invalid index as a leftover, and two concurrent builds on
+//     one table wait for each other's snapshots until PostgreSQL ends one
+//     as a deadlock (40P01). A build holds a session advisory lock per
+//     index; an invalid index is not dropped while any index build is in
+//     progress on its table (pg_stat_progress_create_index: an operator's
+//     too); and a build ended as a deadlock is another's: each returns
+//     [ErrIndexBuilding], to be tried again later.
 //
 // Behind a transaction pooler (Options.TransactionPooler) nothing lasts
 // from one statement to the next on a connection, so there is neither the
-// advisory lock nor the lock_timeout: the progress view alone keeps
-// builds apart, and lock waits are unbounded.
+// advisory lock nor the lock_timeout: the progress view and the deadlock
+// rule keep builds apart (a build that finished between the check and a
+// DROP can still be dropped, and is built again), and lock waits are
+// unbounded. So it is during a rolling deploy from a release without the
+// lock.
 const indexLockWait = 2 * time.Second
 
 // ErrIndexBuildLocked is the error of an index build that waited longer
@@ -114,8 +121,10 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 	case valid != nil && *valid:
 		return nil
 	case valid != nil: // left by a build that did not finish, or one in progress
-		if building, err := indexBuilding(ctx, conn.Conn(), schema, name); err != nil || building {
-			return errors.Join(err, fmt.Errorf("%s: %w", qualified, ErrIndexBuilding))
+		if building, err := indexBuilding(ctx, conn.Conn(), schema, table); err != nil {
+			return err
+		} else if building {
+			return fmt.Errorf("%s: %w", qualified, ErrIndexBuilding)
 		}
 		if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified); err != nil {
 			return fmt.Errorf("dropping the invalid index %s: %w", qualified, lockedAs(ErrIndexBuildLocked, err))
@@ -124,10 +133,18 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 	_, err = conn.Exec(ctx, "CREATE INDEX CONCURRENTLY IF NOT EXISTS "+pgx.Identifier{name}.Sanitize()+" ON "+
 		pgx.Identifier{schema, table}.Sanitize()+" "+using)
 	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "40P01" {
+			// Two builds on the table waited for each other: the other
+			// goes on (its index stays until it ends).
+			return fmt.Errorf("%s: %w (%w)", qualified, ErrIndexBuilding, err)
+		}
 		if ctx.Err() == nil {
 			// What the failed build left, dropped now if its locks allow
 			// (else before the next build).
-			if v, verr := indexValid(ctx, conn.Conn(), schema, name); verr == nil && v != nil && !*v {
+			v, verr := indexValid(ctx, conn.Conn(), schema, name)
+			building, berr := indexBuilding(ctx, conn.Conn(), schema, table)
+			if verr == nil && berr == nil && v != nil && !*v && !building {
 				_, _ = conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified)
 			}
 		}
@@ -138,8 +155,10 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 	}
 	if valid != nil && !*valid {
 		// IF NOT EXISTS found another session's build under way.
-		if building, err := indexBuilding(ctx, conn.Conn(), schema, name); err != nil || building {
-			return errors.Join(err, fmt.Errorf("%s: %w", qualified, ErrIndexBuilding))
+		if building, err := indexBuilding(ctx, conn.Conn(), schema, table); err != nil {
+			return err
+		} else if building {
+			return fmt.Errorf("%s: %w", qualified, ErrIndexBuilding)
 		}
 	}
 	if valid == nil || !*valid {
@@ -164,12 +183,13 @@ func indexValid(ctx context.Context, conn *pgx.Conn, schema, name string) (*bool
 	return &valid, nil
 }
 
-// indexBuilding reports whether a CREATE INDEX (or REINDEX) is building
-// schema's index name now, in any session (pg_stat_progress_create_index).
-func indexBuilding(ctx context.Context, conn *pgx.Conn, schema, name string) (bool, error) {
+// indexBuilding reports whether a CREATE INDEX (or REINDEX) is building an
+// index on schema's table now, in another session
+// (pg_stat_progress_create_index). It matches the table, not the index:
+// the view names the index only once the build has made it visible.
+func indexBuilding(ctx context.Context, conn *pgx.Conn, schema, table string) (bool, error) {
 	var building bool
-	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p
-		JOIN pg_class c ON c.oid = p.index_relid JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = $1 AND c.relname = $2)`, schema, name).Scan(&building)
+	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_progress_create_index
+		WHERE relid = $1::regclass AND pid <> pg_backend_pid())`, pgx.Identifier{schema, table}.Sanitize()).Scan(&building)
 	return building, err
 }

@@ -139,6 +139,29 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 		}
 	})
 
+	t.Run("an old snapshot", func(t *testing.T) {
+		// A long reader anywhere in the database (a pg_dump): the build
+		// waits for its snapshot before it may mark the index valid.
+		drop()
+		reader, err := db.Pool().BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer reader.Rollback(ctx) //nolint:errcheck
+		if _, err := reader.Exec(ctx, "SELECT count(*) FROM gatehouse.tenants"); err != nil {
+			t.Fatal(err)
+		}
+		if err := ensure(); !errors.Is(err, store.ErrIndexBuildLocked) {
+			t.Fatalf("ensure beside an old snapshot: %v, want ErrIndexBuildLocked", err)
+		}
+		if err := reader.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := ensure(); err != nil || state() != "valid" {
+			t.Fatalf("after the reader: %v, %s", err, state())
+		}
+	})
+
 	t.Run("the table is locked", func(t *testing.T) {
 		drop()
 		unlock := storetest.LockTable(t, db, tn.Schema, "todos")
@@ -211,6 +234,40 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 		}
 		if s := state(); s != "valid" {
 			t.Fatalf("after the race: %s", s)
+		}
+	})
+
+	t.Run("builders racing behind a transaction pooler", func(t *testing.T) {
+		// No advisory lock there: two builds on the table wait for each
+		// other's snapshots until PostgreSQL ends one as a deadlock.
+		drop()
+		var pooled [2]*store.DB
+		for i := range pooled {
+			p, err := store.Open(ctx, db.Pool().Config().ConnString(), &store.Options{TransactionPooler: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			pooled[i] = p
+		}
+		start := make(chan struct{})
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i := range pooled {
+			wg.Go(func() {
+				<-start
+				errs[i] = store.EnsureIndexConcurrently(ctx, pooled[i], tn.Schema, "todos", name, using)
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil && !errors.Is(err, store.ErrIndexBuilding) {
+				t.Errorf("pooled builder %d: %v", i, err)
+			}
+		}
+		if err := ensure(); err != nil || state() != "valid" {
+			t.Fatalf("after the race: %v, %s", err, state())
 		}
 	})
 
