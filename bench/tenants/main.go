@@ -77,6 +77,31 @@ func hook(ctx context.Context, db *store.DB, kind string, r int) {
 	}
 }
 
+var settle = flag.Bool("settle", false, "with -serve: before each server, VACUUM (ANALYZE) the system catalogs and ANALYZE the tables autovacuum would analyze next, so that autovacuum's backlog from earlier runs (tenant migrations, provisioning: its ANALYZE of pg_class, pg_attribute or pg_statistic took 15-21% of PostgreSQL's CPU in some 6 s windows) does not land in whichever run it happens to fall")
+
+// settleCluster does -settle's work and returns the number of user tables
+// it analyzed.
+func settleCluster(ctx context.Context, db *store.DB) (int, error) {
+	if _, err := db.Pool().Exec(ctx, `VACUUM (ANALYZE) pg_catalog.pg_statistic, pg_catalog.pg_depend, pg_catalog.pg_attribute,
+		pg_catalog.pg_class, pg_catalog.pg_attrdef, pg_catalog.pg_index, pg_catalog.pg_constraint, pg_catalog.pg_trigger,
+		pg_catalog.pg_type, pg_catalog.pg_namespace, pg_catalog.pg_proc, pg_catalog.pg_shdepend, pg_catalog.pg_authid,
+		pg_catalog.pg_auth_members`); err != nil {
+		return 0, fmt.Errorf("settling the catalogs: %w", err)
+	}
+	rows, _ := db.Pool().Query(ctx, `SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables
+		WHERE n_mod_since_analyze > 50 + 0.1 * n_live_tup`)
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range tables {
+		if _, err := db.Pool().Exec(ctx, "ANALYZE "+t); err != nil {
+			return 0, fmt.Errorf("analyzing %s: %w", t, err)
+		}
+	}
+	return len(tables), nil
+}
+
 var indexRounds = flag.Int("index-rounds", 0, "if > 0: seed a busy tenant (in the 10-tenant database), run the tools' reads and writes this many times and report each index's scans (pg_stat_user_indexes)")
 
 func main() {
@@ -270,6 +295,14 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 	for bin := range strings.SplitSeq(*serveBin, ",") {
 		if bin == "" {
 			continue
+		}
+		if *settle {
+			t0 := time.Now()
+			n, err := settleCluster(ctx, db)
+			if err != nil {
+				return err
+			}
+			add("[settle] catalogs vacuumed and analyzed, tables analyzed", "%d tables, %.1f s", n, time.Since(t0).Seconds())
 		}
 		if err := serveBench(ctx, e, db, bin, *serveEnv, tenants, min(spread, len(tenants)), duration, conc, *rounds, add); err != nil {
 			return err
