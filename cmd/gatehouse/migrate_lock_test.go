@@ -24,17 +24,8 @@ import (
 // pause, and succeeds once the reader is gone.
 func TestMigrateRetriesTenantsHeldByLocks(t *testing.T) {
 	ctx := context.Background()
-	url := storetest.ConnString(t)
-	db, err := store.Open(ctx, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	tn, _, err := db.EnsureTenant(ctx, "held.example", tenancy.Organization)
-	if err != nil {
-		t.Fatal(err)
-	}
-	storetest.BackToSchema2(t, db, tn)
+	url, db, tenants := behindFixture(t, "held.example")
+	tn := tenants[0]
 	reader, err := db.Pool().Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -111,21 +102,8 @@ func TestMigrateGivesUpOnTenantsStillLocked(t *testing.T) {
 	defer func(p time.Duration) { migrateLockPause = p }(migrateLockPause)
 	migrateLockPause = 100 * time.Millisecond
 	ctx := context.Background()
-	url := storetest.ConnString(t)
-	db, err := store.Open(ctx, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	tenants := map[string]*tenancy.Tenant{}
-	for _, k := range []string{"held.example", "free.example"} {
-		tn, _, err := db.EnsureTenant(ctx, k, tenancy.Organization)
-		if err != nil {
-			t.Fatal(err)
-		}
-		storetest.BackToSchema2(t, db, tn)
-		tenants[k] = tn
-	}
+	url, db, ts := behindFixture(t, "held.example", "free.example")
+	tenants := map[string]*tenancy.Tenant{"held.example": ts[0], "free.example": ts[1]}
 	release := storetest.LockTable(t, db, tenants["held.example"].Schema, "todos")
 	defer release() //nolint:errcheck
 	code, stdout, stderr := gh(t, map[string]string{"DATABASE_URL": url}, "migrate")
@@ -139,4 +117,28 @@ func TestMigrateGivesUpOnTenantsStillLocked(t *testing.T) {
 			t.Errorf("%s after migrate: %+v, %v; want schema %d", k, tn, err, want)
 		}
 	}
+}
+
+// behindFixture opens a new database (closed when the test ends) with a
+// tenant for each key, each set back to tenant schema 2 so that a
+// migration has work to do, and returns its URL, the handle and the
+// tenants in the order of keys.
+func behindFixture(t *testing.T, keys ...string) (string, *store.DB, []*tenancy.Tenant) {
+	t.Helper()
+	url := storetest.ConnString(t)
+	db, err := store.Open(context.Background(), url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	var ts []*tenancy.Tenant
+	for _, k := range keys {
+		tn, _, err := db.EnsureTenant(context.Background(), k, tenancy.Organization)
+		if err != nil {
+			t.Fatal(err)
+		}
+		storetest.BackToSchema2(t, db, tn)
+		ts = append(ts, tn)
+	}
+	return url, db, ts
 }
