@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // An index built on a live table is built concurrently (CREATE INDEX
@@ -133,11 +132,16 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 	_, err = conn.Exec(ctx, "CREATE INDEX CONCURRENTLY IF NOT EXISTS "+pgx.Identifier{name}.Sanitize()+" ON "+
 		pgx.Identifier{schema, table}.Sanitize()+" "+using)
 	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "40P01" {
-			// Two builds on the table waited for each other: the other
-			// goes on (its index stays until it ends).
-			return fmt.Errorf("%s: %w (%w)", qualified, ErrIndexBuilding, err)
+		if deadlocked(err) {
+			// Another build on the table, or a migration's ALTER, waited
+			// for this one while it waited for them: PostgreSQL ended one
+			// of them. If a build goes on, it is the other's turn; if not,
+			// this one was ended, and what it left is dropped below. Either
+			// way the next try builds it, without a back-off.
+			if building, berr := indexBuilding(ctx, conn.Conn(), schema, table); berr == nil && building {
+				return fmt.Errorf("%s: %w (%w)", qualified, ErrIndexBuilding, err)
+			}
+			defer func() { err = fmt.Errorf("%s: %w (%w)", qualified, ErrIndexBuilding, err) }()
 		}
 		if ctx.Err() == nil {
 			// What the failed build left, dropped now if its locks allow
@@ -154,15 +158,22 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 		return err
 	}
 	if valid != nil && !*valid {
-		// IF NOT EXISTS found another session's build under way.
-		if building, err := indexBuilding(ctx, conn.Conn(), schema, table); err != nil {
+		// IF NOT EXISTS found another session's index: its build is under
+		// way, or it ended unfinished (PostgreSQL ended it as a deadlock
+		// with this one), and what it left is dropped for the next try.
+		building, err := indexBuilding(ctx, conn.Conn(), schema, table)
+		if err != nil {
 			return err
-		} else if building {
-			return fmt.Errorf("%s: %w", qualified, ErrIndexBuilding)
 		}
+		if !building {
+			if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified); err != nil {
+				return fmt.Errorf("dropping the invalid index %s: %w", qualified, lockedAs(ErrIndexBuildLocked, err))
+			}
+		}
+		return fmt.Errorf("%s: %w", qualified, ErrIndexBuilding)
 	}
-	if valid == nil || !*valid {
-		return fmt.Errorf("building the index %s: it is not valid after the build", qualified)
+	if valid == nil {
+		return fmt.Errorf("building the index %s: it is missing after the build", qualified)
 	}
 	return nil
 }

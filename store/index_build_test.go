@@ -239,8 +239,22 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 
 	t.Run("builders racing behind a transaction pooler", func(t *testing.T) {
 		// No advisory lock there: two builds on the table wait for each
-		// other's snapshots until PostgreSQL ends one as a deadlock.
+		// other's snapshots until PostgreSQL ends one as a deadlock, after
+		// deadlock_timeout: lowered here below the build's time, so that
+		// the build ended may be the one doing the work.
 		drop()
+		var dbName string
+		if err := db.Pool().QueryRow(ctx, "SELECT current_database()").Scan(&dbName); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Pool().Exec(ctx, "ALTER DATABASE "+pgx.Identifier{dbName}.Sanitize()+" SET deadlock_timeout = '10ms'"); err != nil {
+			t.Fatal(err)
+		}
+		defer db.Pool().Exec(ctx, "ALTER DATABASE "+pgx.Identifier{dbName}.Sanitize()+" RESET deadlock_timeout") //nolint:errcheck
+		// Enough rows that a build outlasts it.
+		if _, err := db.Pool().Exec(ctx, "INSERT INTO "+table+" (title, created_by) SELECT 'more ' || i, 'test' FROM generate_series(1, 100000) i"); err != nil {
+			t.Fatal(err)
+		}
 		var pooled [2]*store.DB
 		for i := range pooled {
 			p, err := store.Open(ctx, db.Pool().Config().ConnString(), &store.Options{TransactionPooler: true})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gatehouse-mcp/gatehouse/migrations"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
@@ -242,10 +243,12 @@ func (db *DB) migrateTenant(ctx context.Context, id string, lockWait time.Durati
 		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)", lockWait.String()); err != nil {
 			return err
 		}
-		t, err := scanTenant(tx.QueryRow(ctx, selectTenant+" WHERE id = $1 FOR UPDATE", id))
+		// FOR NO KEY UPDATE: tries take turns on the row, while the
+		// inserts whose foreign keys name the tenant (FOR KEY SHARE) go on.
+		t, err := scanTenant(tx.QueryRow(ctx, selectTenant+" WHERE id = $1 FOR NO KEY UPDATE", id))
 		if lockTimedOut(err) {
 			// Another process is trying this tenant now.
-			return &MigrationLockedError{Tenant: id, RetryAfter: lockWait, err: lockedAs(ErrMigrationLocked, err)}
+			return &MigrationLockedError{Tenant: id, RetryAfter: lockWait, err: migrationLocked(err)}
 		}
 		if err != nil {
 			return fmt.Errorf("tenant %s: %w", id, err)
@@ -269,7 +272,7 @@ func (db *DB) migrateTenant(ctx context.Context, id string, lockWait time.Durati
 			return err
 		}
 		if err := migrateTenantTx(ctx, sp, t, lockWait); err != nil {
-			if !lockTimedOut(err) {
+			if !lockTimedOut(err) && !deadlocked(err) {
 				return err
 			}
 			if rerr := sp.Rollback(ctx); rerr != nil {
@@ -281,7 +284,7 @@ func (db *DB) migrateTenant(ctx context.Context, id string, lockWait time.Durati
 				id, CatchUpPause.Seconds()); err != nil {
 				return err
 			}
-			held = &MigrationLockedError{Tenant: id, RetryAfter: CatchUpPause, Tried: true, err: lockedAs(ErrMigrationLocked, err)}
+			held = &MigrationLockedError{Tenant: id, RetryAfter: CatchUpPause, Tried: true, err: migrationLocked(err)}
 			return nil // commit the hold
 		}
 		if err := sp.Commit(ctx); err != nil {
@@ -296,7 +299,28 @@ func (db *DB) migrateTenant(ctx context.Context, id string, lockWait time.Durati
 	case errors.As(err, &held):
 		return held
 	}
+	return migrationLocked(err)
+}
+
+// migrationLocked is err, a tenant migration's, marked with
+// ErrMigrationLocked when another session's lock stopped it: a lock wait
+// that ran out (55P03), or a deadlock (40P01) PostgreSQL ended it with,
+// which is what meeting a concurrent index build usually gives (the
+// build waits for the migration's snapshot while the migration's ALTER
+// waits for the build's lock, and PostgreSQL's check after
+// deadlock_timeout, 1 s by default, comes before migrationLockWait runs
+// out).
+func migrationLocked(err error) error {
+	if deadlocked(err) {
+		return fmt.Errorf("%w: %w", ErrMigrationLocked, err)
+	}
 	return lockedAs(ErrMigrationLocked, err)
+}
+
+// deadlocked reports whether err is PostgreSQL's deadlock_detected (40P01).
+func deadlocked(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "40P01"
 }
 
 // migrationTried reports whether err, a tenant migration's, comes from a

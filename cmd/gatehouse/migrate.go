@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
@@ -20,7 +21,7 @@ func migrateCmd(ctx context.Context, e *env) *cobra.Command {
 		Long: `Apply the migrations to the control schema and then to every tenant schema,
 several at once, with progress on stderr. Platforms run it before each release;
 serve also migrates at start. A tenant migration waits at most 2 s for a lock on
-a table it changes; tenants held up so are tried twice more, 5 s apart, then
+a table it changes; tenants held up so are tried twice more, 6 s apart, then
 reported (exit 1).`,
 		Example: `  gatehouse migrate
   gatehouse migrate --parallel 8 --json`,
@@ -54,23 +55,7 @@ func migrate(ctx context.Context, e *env, parallel int, asJSON bool) error {
 				fmt.Fprintf(e.stderr, "migrated %d/%d tenant schemas (%s)\n", done, total, time.Since(start).Round(100*time.Millisecond))
 			}
 		}
-		// Tenants whose tables another session holds locked (a long
-		// query, a dump) are tried again a few times before giving up.
-		err = db.MigrateTenants(ctx, parallel, progress)
-		for try := 1; try < migrateLockTries && store.MigrationsOnlyLocked(err); try++ {
-			st, serr := db.MigrationStatus(ctx)
-			if serr != nil {
-				return serr
-			}
-			fmt.Fprintf(e.stderr, "%d tenant schema(s) still behind, held up by locks (another session is reading or maintaining their tables); trying again in %s\n",
-				st.TenantsBehind, migrateLockPause)
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(migrateLockPause):
-			}
-			err = db.MigrateTenants(ctx, parallel, progress)
-		}
+		err = migrateTenantsRetrying(ctx, db.DB, parallel, progress, e.stderr)
 		if store.MigrationsOnlyLocked(err) {
 			return fmt.Errorf("tenant schemas still held up by locks after %d tries (another session is reading or maintaining their tables): "+
 				"run `gatehouse migrate` again once it is done: %w", migrateLockTries, err)
@@ -114,12 +99,39 @@ func startMigrations(err error, log *slog.Logger) error {
 	return fmt.Errorf("migrating tenant schemas: %w", err)
 }
 
-// migrateLockTries and migrateLockPause: how often `gatehouse migrate` tries
-// the tenants held up by locks (store.ErrMigrationLocked), and how long it
-// waits between tries (a variable: tests shorten it).
+// migrateTenantsRetrying is db.MigrateTenants, tried again while every
+// tenant it could not migrate was held up by a lock (another session
+// reading or maintaining its tables: a long query, a dump), up to
+// migrateLockTries times, migrateLockPause apart, saying so on w. It
+// returns the last try's error.
+func migrateTenantsRetrying(ctx context.Context, db *store.DB, parallel int, progress func(done, total int), w io.Writer) error {
+	err := db.MigrateTenants(ctx, parallel, progress)
+	for try := 1; try < migrateLockTries && store.MigrationsOnlyLocked(err); try++ {
+		st, serr := db.MigrationStatus(ctx)
+		if serr != nil {
+			return serr
+		}
+		fmt.Fprintf(w, "%d tenant schema(s) still behind, held up by locks (another session is reading or maintaining their tables); trying again in %s\n",
+			st.TenantsBehind, migrateLockPause)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(migrateLockPause):
+		}
+		err = db.MigrateTenants(ctx, parallel, progress)
+	}
+	return err
+}
+
+// migrateLockTries and migrateLockPause: how often `gatehouse migrate` and
+// `gatehouse stdio` try the tenants held up by locks
+// (store.ErrMigrationLocked), and how long they wait between tries: longer
+// than the hold a try that met a lock puts on its tenant
+// (store.CatchUpPause), so that each try is one. (A variable: tests
+// shorten it.)
 const migrateLockTries = 3
 
-var migrateLockPause = 5 * time.Second
+var migrateLockPause = store.CatchUpPause + time.Second
 
 // logMigrationProgress returns a progress function for MigrateTenants that
 // logs how far it is every 5 seconds and at the end (thousands of tenant

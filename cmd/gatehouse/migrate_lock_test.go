@@ -57,7 +57,7 @@ func TestMigrateRetriesTenantsHeldByLocks(t *testing.T) {
 	}()
 	defer func() { <-gone }()
 	code, stdout, stderr := gh(t, map[string]string{"DATABASE_URL": url}, "migrate")
-	if code != 0 || !strings.Contains(stderr, "1 tenant schema(s) still behind, held up by locks (another session is reading or maintaining their tables); trying again in 5s") || !strings.Contains(stdout, "up to date: control schema at version") || !strings.Contains(stdout, ", 1 tenant schema(s) migrated") {
+	if code != 0 || !strings.Contains(stderr, "1 tenant schema(s) still behind, held up by locks (another session is reading or maintaining their tables); trying again in 6s") || !strings.Contains(stdout, "up to date: control schema at version") || !strings.Contains(stdout, ", 1 tenant schema(s) migrated") {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s\nwant a retry, then success", code, stdout, stderr)
 	}
 	if after, err := db.FindTenantByID(ctx, tn.ID); err != nil || after.SchemaVersion != store.TenantSchemaVersion() {
@@ -99,8 +99,11 @@ func TestStartMigrations(t *testing.T) {
 // saying why and what to do, with the tenant left at its version (and the
 // other tenants migrated).
 func TestMigrateGivesUpOnTenantsStillLocked(t *testing.T) {
+	// Just past the hold a try that met the lock puts on the tenant, so
+	// that each of the three is a try (a shorter pause would find the
+	// tenant held back, untried).
 	defer func(p time.Duration) { migrateLockPause = p }(migrateLockPause)
-	migrateLockPause = 100 * time.Millisecond
+	migrateLockPause = store.CatchUpPause + 200*time.Millisecond
 	ctx := context.Background()
 	url, db, ts := behindFixture(t, "held.example", "free.example")
 	tenants := map[string]*tenancy.Tenant{"held.example": ts[0], "free.example": ts[1]}

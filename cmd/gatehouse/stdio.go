@@ -41,8 +41,10 @@ func serveStdio(ctx context.Context, e *env) error {
 	}
 	defer db.close(ctx, log)
 	// Strict, unlike serve: a stdio session serves its key's tenant
-	// without the HTTP path's catch-up, so every tenant must be current.
-	if err := db.MigrateTenants(ctx, 4, nil); err != nil {
+	// without the HTTP path's catch-up, so every tenant must be current;
+	// tenants held up by locks are tried again, as `gatehouse migrate`
+	// does, before it gives up.
+	if err := migrateTenantsRetrying(ctx, db.DB, 4, nil, e.stderr); err != nil {
 		return fmt.Errorf("migrating tenant schemas: %w", err)
 	}
 	srv, stop, err := startServer(ctx, cfg, db, log, e.stderr)
