@@ -120,13 +120,10 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 	case valid != nil && *valid:
 		return nil
 	case valid != nil: // left by a build that did not finish, or one in progress
-		if building, err := indexBuilding(ctx, conn.Conn(), schema, table); err != nil {
+		if building, err := dropAbandoned(ctx, conn.Conn(), schema, table, name); err != nil {
 			return err
 		} else if building {
 			return fmt.Errorf("%s: %w", qualified, ErrIndexBuilding)
-		}
-		if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified); err != nil {
-			return fmt.Errorf("dropping the invalid index %s: %w", qualified, lockedAs(ErrIndexBuildLocked, err))
 		}
 	}
 	_, err = conn.Exec(ctx, "CREATE INDEX CONCURRENTLY IF NOT EXISTS "+pgx.Identifier{name}.Sanitize()+" ON "+
@@ -146,10 +143,8 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 		if ctx.Err() == nil {
 			// What the failed build left, dropped now if its locks allow
 			// (else before the next build).
-			v, verr := indexValid(ctx, conn.Conn(), schema, name)
-			building, berr := indexBuilding(ctx, conn.Conn(), schema, table)
-			if verr == nil && berr == nil && v != nil && !*v && !building {
-				_, _ = conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified)
+			if v, verr := indexValid(ctx, conn.Conn(), schema, name); verr == nil && v != nil && !*v {
+				_, _ = dropAbandoned(ctx, conn.Conn(), schema, table, name)
 			}
 		}
 		return fmt.Errorf("building the index %s: %w", qualified, lockedAs(ErrIndexBuildLocked, err))
@@ -161,14 +156,8 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 		// IF NOT EXISTS found another session's index: its build is under
 		// way, or it ended unfinished (PostgreSQL ended it as a deadlock
 		// with this one), and what it left is dropped for the next try.
-		building, err := indexBuilding(ctx, conn.Conn(), schema, table)
-		if err != nil {
+		if _, err := dropAbandoned(ctx, conn.Conn(), schema, table, name); err != nil {
 			return err
-		}
-		if !building {
-			if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified); err != nil {
-				return fmt.Errorf("dropping the invalid index %s: %w", qualified, lockedAs(ErrIndexBuildLocked, err))
-			}
 		}
 		return fmt.Errorf("%s: %w", qualified, ErrIndexBuilding)
 	}
@@ -176,6 +165,21 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 		return fmt.Errorf("building the index %s: it is missing after the build", qualified)
 	}
 	return nil
+}
+
+// dropAbandoned drops schema's invalid index name (DROP INDEX
+// CONCURRENTLY) unless an index build is running on its table: then it
+// drops nothing and reports building. A drop that ran out of its lock
+// wait is an error wrapping [ErrIndexBuildLocked].
+func dropAbandoned(ctx context.Context, conn *pgx.Conn, schema, table, name string) (building bool, err error) {
+	if building, err = indexBuilding(ctx, conn, schema, table); err != nil || building {
+		return building, err
+	}
+	qualified := pgx.Identifier{schema, name}.Sanitize()
+	if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified); err != nil {
+		return false, fmt.Errorf("dropping the invalid index %s: %w", qualified, lockedAs(ErrIndexBuildLocked, err))
+	}
+	return false, nil
 }
 
 // indexValid reports whether schema's index name is valid
