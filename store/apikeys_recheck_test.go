@@ -42,6 +42,21 @@ func TestAPIKeyRecheck(t *testing.T) {
 	good, good2 := mk(tn.ID, "developer", time.Time{}), mk(other.ID, "admin", time.Time{})
 	revoked, expiring := mk(tn.ID, "admin", time.Time{}), mk(tn.ID, "viewer", time.Now().Add(time.Hour))
 	deleted := mk(tn.ID, "viewer", time.Time{})
+	// Verify records each key's first use in a goroutine of its own: wait
+	// for those writes, or one could land after the reset of last use
+	// below and read as a use the recheck recorded.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var untouched int
+		if err := db.Pool().QueryRow(ctx, "SELECT count(*) FROM gatehouse.api_keys WHERE last_used_at IS NULL").Scan(&untouched); err != nil {
+			t.Fatal(err)
+		}
+		if untouched == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys' first use still not recorded", untouched)
+		}
+	}
 	if _, err := db.RevokeAPIKey(ctx, revoked.k.ID); err != nil {
 		t.Fatal(err)
 	}
