@@ -207,7 +207,8 @@ func (s *Server) RunMaintenance(ctx context.Context, every time.Duration) {
 	defer catchUp.Stop()
 	// After a try that locks held up, the next waits longer, doubling up
 	// to 10 minutes: each try holds up a locked tenant's calls for a lock
-	// wait (store: migrationLockWait), in every replica.
+	// wait (store: migrationLockWait), in every replica. A run that tried
+	// nothing (its tenants held back by others' tries) does not count.
 	var lockedPause time.Duration
 	var nextCatchUp time.Time
 	for {
@@ -221,6 +222,9 @@ func (s *Server) RunMaintenance(ctx context.Context, every time.Duration) {
 			err := s.db.MigrateTenants(ctx, 2, nil)
 			switch {
 			case ctx.Err() != nil:
+			case store.MigrationsOnlyLocked(err) && !store.MigrationsTried(err):
+				// Only tenants held back for a moment (another try met a
+				// lock, or is under way): the next tick tries them.
 			case store.MigrationsOnlyLocked(err):
 				lockedPause = min(max(2*lockedPause, time.Minute), 10*time.Minute)
 				nextCatchUp = time.Now().Add(lockedPause)

@@ -330,6 +330,25 @@ func migrationTried(err error) bool {
 	return !errors.As(err, &held) || held.Tried
 }
 
+// MigrationsTried reports whether err, from [DB.MigrateTenants], includes a
+// tenant that was tried, rather than only tenants held back without a try
+// (a recent try met a lock, or another process was trying them).
+func MigrationsTried(err error) bool {
+	if err == nil {
+		return false
+	}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for _, e := range errs {
+		if migrationTried(e) {
+			return true
+		}
+	}
+	return false
+}
+
 // migrationLockWait bounds each lock wait of a tenant migration
 // (lock_timeout). A migration's ALTER TABLE waits for its table's ACCESS
 // EXCLUSIVE lock, and while it waits every other statement on that table

@@ -28,3 +28,25 @@ func TestMigrationLockedCountsDeadlocks(t *testing.T) {
 		t.Errorf("no error: %v", err)
 	}
 }
+
+// TestMigrationsTried: MigrateTenants' error says whether any tenant was
+// tried, or all were only held back (the maintenance loop backs off only
+// after tries).
+func TestMigrationsTried(t *testing.T) {
+	held := &MigrationLockedError{Tenant: "a", RetryAfter: CatchUpPause, err: ErrMigrationLocked}
+	tried := &MigrationLockedError{Tenant: "b", RetryAfter: CatchUpPause, Tried: true, err: migrationLocked(&pgconn.PgError{Code: "55P03"})}
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{errors.Join(held), false},
+		{errors.Join(held, held), false},
+		{errors.Join(held, tried), true},
+		{errors.Join(errors.New("tenant c: migration 0009_x: syntax error")), true},
+	} {
+		if got := MigrationsTried(c.err); got != c.want {
+			t.Errorf("MigrationsTried(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
