@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -334,19 +335,19 @@ func migrationTried(err error) bool {
 // tenant that was tried, rather than only tenants held back without a try
 // (a recent try met a lock, or another process was trying them).
 func MigrationsTried(err error) bool {
+	return slices.ContainsFunc(tenantErrors(err), migrationTried)
+}
+
+// tenantErrors splits err, from [DB.MigrateTenants] (errors.Join of the
+// tenants' errors), into those errors; nil for nil.
+func tenantErrors(err error) []error {
 	if err == nil {
-		return false
+		return nil
 	}
-	errs := []error{err}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
+		return j.Unwrap()
 	}
-	for _, e := range errs {
-		if migrationTried(e) {
-			return true
-		}
-	}
-	return false
+	return []error{err}
 }
 
 // migrationLockWait bounds each lock wait of a tenant migration
@@ -373,15 +374,7 @@ var ErrMigrationLocked = fmt.Errorf("%w: the tenant's tables are locked by anoth
 // migrate was held up by a lock (or not tried after too many were), none
 // by its migration's own error.
 func MigrationsOnlyLocked(err error) bool {
-	if err == nil {
-		return false
-	}
-	var errs []error
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs = j.Unwrap()
-	} else {
-		errs = []error{err}
-	}
+	errs := tenantErrors(err)
 	for _, e := range errs {
 		if !errors.Is(e, ErrMigrationLocked) {
 			return false
