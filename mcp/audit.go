@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -14,11 +15,15 @@ import (
 
 // auditor records every decision: tool calls in the tenant's audit log (in
 // the call's own transaction, see Server.call); rate-limited requests,
-// requests from a network their credential may not be used from, and
-// failed authentications aggregated in memory and written once a second, so
-// a flood costs a row per source and second, not a row per request. Every
-// record is also one JSON line on the audit log (stdout), which log drains
-// keep outside the database. A background loop chains new records.
+// requests from a network their credential may not be used from, requests
+// refused because their tenant's schema could not be brought up to date,
+// and failed authentications aggregated in memory and written once a
+// second, so a flood costs a row per source and second, not a row per
+// request. A tenant's record that cannot be stored when it is due (the
+// database down, the audit log locked, the schema not yet migrated) is
+// kept and tried again (audit_held.go), not dropped. Every record is also
+// one JSON line on the audit log (stdout), which log drains keep outside
+// the database. A background loop chains new records.
 type auditor struct {
 	db  *store.DB
 	key store.AuditKey
@@ -38,12 +43,17 @@ type auditor struct {
 	failed  map[store.AuthFailure]*store.AuthFailure // keyed by window, IP, reason (counts zero)
 	byKey   map[keyFailure]*store.KeyFailure         // failed authentications naming a key id, per minute
 	calls   map[string]int64                         // tool calls per tenant id since the last flush (operators' counter)
+	held    map[string]*heldTenant                   // records that could not be stored yet, by tenant id (audit_held.go)
+	heldN   int                                      // calls' records in held
+	// stopping is set before the last flush: what it cannot store is lost
+	// (logged), not kept.
+	stopping atomic.Bool
 }
 
-// limitedKey groups refusals counted in memory: rate-limited requests by
-// tenant, principal and tool; network refusals (networks.go) also by
-// client address, which their record names.
-type limitedKey struct{ tenantID, subject, tool, deniedIP string }
+// limitedKey groups refusals counted in memory: by tenant, principal,
+// tool and decision (rate-limited, denied, failed); network refusals
+// (networks.go) also by client address, which their record names.
+type limitedKey struct{ tenantID, subject, tool, deniedIP, decision string }
 
 type keyFailure struct {
 	window time.Time
@@ -73,6 +83,7 @@ func (a *auditor) markDirty(t *tenancy.Tenant, n int, now bool) {
 }
 
 type limitedAgg struct {
+	key    limitedKey
 	tenant *tenancy.Tenant
 	rec    store.AuditRecord
 }
@@ -80,7 +91,7 @@ type limitedAgg struct {
 func newAuditor(db *store.DB, key store.AuditKey, out, log *slog.Logger) *auditor {
 	return &auditor{db: db, key: key, out: out, log: log, stopWait: flushStopWait, group: &groupCommitter{db: db, log: log, wake: make(chan struct{}, 1)}, dirty: map[string]*dirtyTenant{}, failing: map[string]bool{}, locked: map[string]bool{},
 		limited: map[limitedKey]*limitedAgg{}, failed: map[store.AuthFailure]*store.AuthFailure{}, byKey: map[keyFailure]*store.KeyFailure{},
-		calls: map[string]int64{}}
+		calls: map[string]int64{}, held: map[string]*heldTenant{}}
 }
 
 // base is the record of a call by c: who, what, from where, a digest of
@@ -161,14 +172,14 @@ func (a *auditor) networkDenied(c *Caller, tool, reason string) {
 // refused counts a request refused before it ran, in one record per
 // tenant, principal, tool (and deniedIP, when not empty) each flush.
 func (a *auditor) refused(c *Caller, tool, decision, reason, deniedIP string) {
-	k := limitedKey{c.Tenant.ID, c.Principal.Subject, tool, deniedIP}
+	k := limitedKey{c.Tenant.ID, c.Principal.Subject, tool, deniedIP, decision}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	agg := a.limited[k]
 	if agg == nil {
 		rec := a.base(c, tool, nil)
 		rec.Decision, rec.Reason = decision, reason
-		agg = &limitedAgg{tenant: c.Tenant, rec: *rec}
+		agg = &limitedAgg{key: k, tenant: c.Tenant, rec: *rec}
 		a.limited[k] = agg
 	}
 	agg.rec.Count++
@@ -208,11 +219,13 @@ func (a *auditor) authFailed(ip, reason, userAgent, keyID string) {
 //
 // The aggregates are written even when ctx ends meanwhile (the process
 // stopping): they were taken out of the auditor, so a write cut short would
-// lose them, and the last flush would not see them. Their writes are
-// bounded by stopWait instead, so that a database that hangs never holds
-// a stopping process up; what they could not store is logged (and each
-// record is on the audit log's JSON lines anyway). Chaining stops with
-// ctx; the last flush chains what is left (see interrupted).
+// lose them, and the last flush would not see them. Each tenant's write is
+// bounded by heldWait instead (what it could not store is kept for a later
+// try, see audit_held.go), and the whole flush's by stopWait, so that a
+// database that hangs never holds a stopping process up; what the last
+// flush could not store is logged (and each record is on the audit log's
+// JSON lines anyway). Chaining stops with ctx; the last flush chains what
+// is left (see interrupted).
 func (a *auditor) flush(ctx context.Context, all bool) {
 	now := time.Now()
 	write, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.stopWait)
@@ -231,9 +244,12 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 
 	// One transaction per tenant for its aggregates; a batch that fails is
 	// written record by record (store.InsertAuditRecords), so one record
-	// never takes the others with it.
+	// never takes the others with it. What cannot be stored is kept for a
+	// later try (audit_held.go), with the records of tenants that have
+	// some kept already.
+	turn := newWriteTurn(a.stopping.Load() || ctx.Err() != nil, a.stopWait)
 	byTenant := map[string][]*limitedAgg{}
-	for _, agg := range limited {
+	for _, agg := range a.mergeHeld(limited, now) {
 		byTenant[agg.tenant.ID] = append(byTenant[agg.tenant.ID], agg)
 	}
 	for _, aggs := range byTenant {
@@ -243,16 +259,18 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 			rec := agg.rec
 			recs[i] = &rec
 		}
-		if lost, err := a.db.InsertAuditRecords(write, t, recs); err != nil {
-			a.log.Error("audit: aggregated records (rate-limited, refused networks) not stored", "tenant", t.Key, "lost", lost, "of", len(recs), "error", err)
+		var err error
+		if turn.skip() {
+			err = errNotTried
+		} else {
+			tctx, cancel := tryContext(write, turn.final)
+			_, err = a.db.InsertAuditRecords(tctx, t, recs)
+			cancel()
+			turn.tried(err)
 		}
-		for _, rec := range recs {
-			a.emit(t.Key, rec)
-		}
-		a.mu.Lock()
-		a.markDirty(t, len(recs), false)
-		a.mu.Unlock()
+		a.settleAggregates(t, aggs, recs, err, turn.final, now)
 	}
+	a.retryHeld(write, turn, all, now)
 	if len(failed) > 0 {
 		fs := make([]store.AuthFailure, 0, len(failed))
 		for _, f := range failed {
@@ -420,6 +438,7 @@ func (a *auditor) run(ctx context.Context, every time.Duration) {
 		select {
 		case <-ctx.Done():
 			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.stopWait)
+			a.stopping.Store(true)
 			a.flush(last, true)
 			if last.Err() != nil {
 				a.log.Warn("audit: the last flush ran out of time; the records it left unchained are chained after the next start", "limit", a.stopWait.String())
@@ -461,7 +480,8 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// FlushAudit writes pending aggregates and chains every new record now
-// (the background loop writes every second and chains each tenant's
-// records within chainDelay).
+// FlushAudit writes pending aggregates, tries the records kept because
+// they could not be stored (audit_held.go), and chains every new record
+// now (the background loop writes every second, tries kept records every
+// heldRetry, and chains each tenant's records within chainDelay).
 func (s *Server) FlushAudit(ctx context.Context) { s.audit.flush(ctx, true) }

@@ -114,17 +114,39 @@ func TestLockedAuditLogStallsOnlyItsTenant(t *testing.T) {
 	}
 
 	deadline := time.Now().Add(15 * time.Second)
+	refused := 0 // calls of the locked tenant refused, each with its record
+	for _, r := range results {
+		if r.locked {
+			refused++
+		}
+	}
 	for {
 		a := rawCall(client, url, lockedKey, "whoami", "{}", 99)
 		if a.status == http.StatusOK && !strings.Contains(a.body, `"isError":true`) {
 			break
 		}
+		refused++
 		if time.Now().After(deadline) {
 			t.Fatalf("the locked tenant after the lock: %d %s %v", a.status, a.body, a.err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	g.srv.FlushAudit(ctx)
+	// Every call refused while the lock was held has its record: the
+	// records that could not be stored then were kept, and stored now.
+	var errors int
+	if err := g.db.WithTenant(ctx, locked, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, "SELECT count(*) FROM audit_log WHERE decision = 'ERROR' AND reason = 'unavailable'").Scan(&errors)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if errors != refused {
+		t.Errorf("%d ERROR records in the locked tenant's audit log, for %d calls refused while it was locked", errors, refused)
+	}
+	if logs := g.logs.String(); !strings.Contains(logs, "kept, and tried again shortly") || strings.Contains(logs, `"msg":"audit record not stored"`) ||
+		strings.Contains(logs, "audit record not stored:") || strings.Contains(logs, "are lost") {
+		t.Errorf("the records not stored at first, logged:\n%s", grepLines(g.logs.String(), "audit"))
+	}
 	for _, k := range []string{"locked.example", "other.example"} {
 		tn, _ := g.db.FindTenantByKey(ctx, k)
 		if rep, err := g.db.VerifyAudit(ctx, tn, testAuditKey); err != nil || !rep.OK() {

@@ -170,6 +170,23 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 		}
 	}
 	g.srv.FlushAudit(ctx)
+	// The records the outage kept from being stored when their calls
+	// were refused (audit_held.go), by request id: each is stored now.
+	kept := map[string]string{} // request id → tenant
+	for line := range strings.Lines(g.logs.String()) {
+		var l struct {
+			Msg       string `json:"msg"`
+			RequestID string `json:"request_id"`
+			Tenant    string `json:"tenant"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && strings.HasPrefix(l.Msg, "audit record not stored yet; kept") {
+			kept[l.RequestID] = l.Tenant
+		}
+	}
+	if logs := g.logs.String(); strings.Contains(logs, "are lost") || strings.Contains(logs, "audit record not stored:") {
+		t.Errorf("records lost:\n%s", grepLines(logs, "lost"))
+	}
+	t.Logf("%d calls' records kept during the outage and stored after it", len(kept))
 	for _, tn := range tenants {
 		ten, err := db.FindTenantByKey(ctx, tn)
 		if err != nil {
@@ -239,11 +256,19 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 				if okIDs[id] != "" && decision == store.Allowed && tool == okIDs[id] {
 					recorded[id] = true
 				}
+				if decision == store.Failed && kept[id] == tn {
+					delete(kept, id)
+				}
 			}
 			return rows.Err()
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+		for id, kt := range kept {
+			if kt == tn {
+				t.Errorf("%s: call %s was refused during the outage, and its ERROR record, kept then, is not stored", tn, id)
+			}
 		}
 		for id, tool := range okIDs {
 			if sentIDs[id] == tn && !recorded[id] {

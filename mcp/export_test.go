@@ -77,6 +77,13 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// Reset empties the buffer.
+func (l *lockedBuffer) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
+}
+
 // ReadNewAudit runs s's anomaly detector on tcs (tenants and cursors the
 // caller listed with store.DB.TenantsWithNewAudit) as a pass does once it
 // has listed them: no lease, no failed authentications. It returns the

@@ -181,7 +181,9 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return s.refuseOrOutage(c, err, token)
 		}
 		if m.Tenant.SchemaVersion < store.TenantSchemaVersion() {
-			if m, err = s.catchUp(ctx, p, m.Tenant.ID); err != nil {
+			behind := m
+			if m, err = s.catchUp(ctx, p, behind.Tenant.ID); err != nil {
+				s.auditCatchUpRefused(c, p, behind, err)
 				return s.refuseOrOutage(c, err, token)
 			}
 		}
@@ -266,6 +268,25 @@ func (s *Server) catchUp(ctx context.Context, p *identity.Principal, tenantID st
 	}
 	s.opts.Tenancy.Forget(tenantID)
 	return s.opts.Tenancy.Resolve(ctx, p)
+}
+
+// auditCatchUpRefused records, in the tenant's audit log, a request
+// refused because its tenant's schema could not be brought up to date
+// (err, from catchUp): an ERROR record per principal and tool each flush,
+// with the count, as rate-limited requests have (auditor.refused). It is
+// written once the audit log can take it (audit_held.go): a schema a
+// release behind takes records as before (their columns are older than
+// any schema a release still serves).
+func (s *Server) auditCatchUpRefused(c echo.Context, p *identity.Principal, m *tenancy.Membership, err error) {
+	reason := "unavailable: the tenant's schema could not be brought up to date"
+	if store.Locked(err) {
+		reason = "unavailable: the tenant's schema is being brought up to date, and another database session holds its tables"
+	}
+	caller := &Caller{
+		Principal: p, Tenant: m.Tenant, Role: m.Role, MemberID: m.MemberID,
+		RequestID: httpx.RequestInfo(c).ID, ClientIP: c.RealIP(), UserAgent: c.Request().UserAgent(),
+	}
+	s.audit.refused(caller, peekRequest(c).what, store.Failed, reason, "")
 }
 
 // verifiedClientChain is the client certificate chain the TLS handshake

@@ -178,10 +178,12 @@ func TestMigrationBehindALock(t *testing.T) {
 	}
 	// As a client does after a 503: again after Retry-After (the tenant
 	// is refused without a try for a few seconds after the last one).
+	refused := len(codes) + 1
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(500 * time.Millisecond) {
 		if initialize(keys["behind.example"]).StatusCode == http.StatusOK {
 			break
 		}
+		refused++
 		if time.Now().After(deadline) {
 			t.Fatal("the tenant is still refused 20 s after the reader went")
 		}
@@ -190,7 +192,28 @@ func TestMigrationBehindALock(t *testing.T) {
 	if res := call(t, cs, "create_project", map[string]any{"name": "after the reader"}, nil); res.IsError {
 		t.Fatalf("create_project once the reader is gone: %+v", res.Content)
 	}
-	if tn, _ := g.db.FindTenantByID(ctx, tenants["behind.example"].ID); tn.SchemaVersion != store.TenantSchemaVersion() {
-		t.Errorf("behind.example at schema %d after its call, want %d", tn.SchemaVersion, store.TenantSchemaVersion())
+	behind, _ := g.db.FindTenantByID(ctx, tenants["behind.example"].ID)
+	if behind.SchemaVersion != store.TenantSchemaVersion() {
+		t.Errorf("behind.example at schema %d after its call, want %d", behind.SchemaVersion, store.TenantSchemaVersion())
+	}
+	// Each refusal is a decision on the tenant's behalf, in its audit log:
+	// one ERROR record per principal and tool, with the count.
+	g.srv.FlushAudit(ctx)
+	var (
+		records, count int
+		reason, tool   string
+	)
+	if err := g.db.WithTenant(ctx, behind, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT count(*), coalesce(sum(count), 0), coalesce(min(reason), ''), coalesce(min(tool), '')
+			FROM audit_log WHERE decision = 'ERROR'`).Scan(&records, &count, &reason, &tool)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if count != refused || records == 0 || !strings.Contains(reason, "another database session holds its tables") || tool != "initialize" {
+		t.Errorf("the refused requests' records: %d records counting %d requests (%q, tool %q); want %d requests, held by another session, initialize",
+			records, count, reason, tool, refused)
+	}
+	if rep, err := g.db.VerifyAudit(ctx, behind, testAuditKey); err != nil || !rep.OK() {
+		t.Errorf("behind.example's audit log: %+v, %v", rep, err)
 	}
 }

@@ -408,8 +408,14 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if _, aerr := s.db.InsertAuditRecord(rctx, c.Tenant, rec); aerr != nil {
-			rec.Reason += "; audit record not stored"
-			s.log.Error("audit record not stored", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", aerr)
+			// Kept and tried again by the auditor (audit_held.go): an
+			// outage or a lock that refused the call refuses its record too.
+			if s.audit.hold(c.Tenant, rec) {
+				s.log.Warn("audit record not stored yet; kept, and tried again shortly", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", aerr)
+			} else {
+				rec.Reason += "; audit record not stored"
+				s.log.Error("audit record not stored: too many kept for a later try", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "limit", maxHeldRecords, "error", aerr)
+			}
 		}
 	}
 	s.audit.written(c.Tenant, rec)

@@ -37,9 +37,11 @@ import (
 // [DB.ProbeAuditRecord]), the others refused meanwhile: only when it is
 // stored does the tenant join the batches again, so a lock that lasts
 // costs the other tenants' batches nothing. Its calls answer as during a
-// database outage (retry shortly). Records nobody waits for (the aggregated refusals written each second)
-// wait for the lock instead, within their flush's bound: refused, they
-// would be lost. (PostgreSQL documentation, "Client Connection Defaults":
+// database outage (retry shortly). Records nobody waits for (the
+// aggregated refusals written each second, the records kept because they
+// could not be stored when due) wait for the lock instead, within a bound
+// of the caller's (mcp/audit_held.go keeps what it refuses and tries again
+// later). (PostgreSQL documentation, "Client Connection Defaults":
 // lock_timeout; "Explicit Locking": the lock modes.)
 const (
 	auditLockWait = 200 * time.Millisecond
