@@ -125,3 +125,9 @@ func SetVectorIndex(s *Server, v *store.VectorIndex) { s.semantic.index = v }
 func SetIndexBuild(s *Server, build func(ctx context.Context, t *tenancy.Tenant) error) {
 	s.semantic.buildIndex = build
 }
+
+// SetIndexReady makes s's embedding worker ask ready whether a tenant's
+// index exists, instead of looking for pgvector's HNSW index.
+func SetIndexReady(s *Server, ready func(ctx context.Context, t *tenancy.Tenant) (bool, error)) {
+	s.semantic.indexReady = ready
+}

@@ -76,6 +76,9 @@ type semantic struct {
 	// buildIndex builds a tenant's HNSW index (store.DB.EnsureVectorIndex
 	// with index; tests replace it).
 	buildIndex func(ctx context.Context, t *tenancy.Tenant) error
+	// indexReady reports whether a tenant's index exists and is valid
+	// (store.DB.VectorIndexReady, unless a test sets another).
+	indexReady func(ctx context.Context, t *tenancy.Tenant) (bool, error)
 	tooSlow    map[string]time.Time // tenant id → until when hybrid searches skip ranking by meaning
 	failing    map[string]bool      // tenant ids whose last turn of the worker failed (logged once)
 	// stateCounts are each tenant's documents by embedding state, as last
@@ -407,7 +410,10 @@ func (s *semantic) failed(t *tenancy.Tenant, err error) {
 // failure up to indexBackoffMax: each try waits up to the build's lock
 // bound, twice, in every round, and a failed build may have done the
 // whole build first. Meanwhile ensureIndex returns that failure again
-// without trying (the tenant's turn stays failed, and is logged once).
+// without trying (the tenant's turn stays failed, and is logged once),
+// unless the index was built elsewhere meanwhile (another replica, an
+// operator): that is one catalog read a round (indexReady), and ends the
+// wait.
 func (s *semantic) ensureIndex(ctx context.Context, t *tenancy.Tenant) error {
 	if s.index == nil && s.buildIndex == nil {
 		return nil
@@ -419,7 +425,20 @@ func (s *semantic) ensureIndex(ctx context.Context, t *tenancy.Tenant) error {
 		return nil
 	}
 	if wait != nil && time.Now().Before(wait.next) {
-		return wait.err
+		ready := s.indexReady
+		if ready == nil {
+			ready = func(ctx context.Context, t *tenancy.Tenant) (bool, error) {
+				return s.db.VectorIndexReady(ctx, t.Schema, s.index)
+			}
+		}
+		if ok, err := ready(ctx, t); err != nil || !ok {
+			return wait.err
+		}
+		s.mu.Lock()
+		s.indexed[t.Schema] = true
+		delete(s.indexWait, t.Schema)
+		s.mu.Unlock()
+		return nil
 	}
 	build := s.buildIndex
 	if build == nil {

@@ -637,6 +637,13 @@ func TestEmbeddingWhileALockHoldsUpItsIndex(t *testing.T) {
 		}
 		return err
 	})
+	mcp.SetIndexReady(g.srv, func(ctx context.Context, tn *tenancy.Tenant) (bool, error) {
+		var valid bool
+		err := g.db.Pool().QueryRow(ctx, `SELECT coalesce(bool_and(i.indisvalid), false) FROM pg_index i
+			JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = $1 AND c.relname = 'document_chunks_probe'`, tn.Schema).Scan(&valid)
+		return valid, err
+	})
 	reader, err := g.db.Pool().BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
 	if err != nil {
 		t.Fatal(err)
@@ -657,5 +664,37 @@ func TestEmbeddingWhileALockHoldsUpItsIndex(t *testing.T) {
 	logs := g.logs.String()
 	if n := strings.Count(logs, "a tenant's turn failed"); n != 1 || !strings.Contains(logs, "waited too long for a lock") {
 		t.Errorf("the held-up build was logged %d times, want once, saying it waited for a lock:\n%s", n, grepLines(logs, "embedding worker"))
+	}
+	if strings.Contains(logs, "turn succeeded again") {
+		t.Fatal("the tenant's turn succeeded while its index could not be built")
+	}
+	// Another replica builds the index once the reader is gone: the wait
+	// ends at the next round, without a build of this process's.
+	if err := reader.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tn, err := g.db.FindTenantByKey(ctx, "held-index.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// (The failed build left an invalid index, which did not end the wait.)
+	for _, q := range []string{
+		"DROP INDEX CONCURRENTLY " + pgx.Identifier{tn.Schema, "document_chunks_probe"}.Sanitize(),
+		"CREATE INDEX CONCURRENTLY document_chunks_probe ON " + pgx.Identifier{tn.Schema, "document_chunks"}.Sanitize() + " (document_id)",
+	} {
+		if _, err := g.db.Pool().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var d document
+	mustCall(t, admin, "save_document", args{"title": "Handbook", "body": "restart the web server"}, &d)
+	waitEmbedded(t, admin, d.ID, "embedded")
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(g.logs.String(), "turn succeeded again"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the tenant's turn still failing after its index was built elsewhere:\n%s", grepLines(g.logs.String(), "embedding worker"))
+		}
+	}
+	if n := builds.Load(); n != 1 {
+		t.Errorf("the index build was tried %d times, want once: the index built elsewhere ends the wait", n)
 	}
 }

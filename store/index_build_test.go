@@ -299,3 +299,63 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 		c.Release()
 	}
 }
+
+// TestVectorIndexReady: the embedding worker's check for an index built
+// elsewhere says no while there is none or only an invalid leftover of a
+// failed build, and yes once a valid one exists. (A btree index under the
+// HNSW index's name stands in for it: pgvector is not installed here.)
+func TestVectorIndexReady(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "index-ready.example")
+	v := &store.VectorIndex{Schema: "public", Dims: 8}
+	ready := func() bool {
+		t.Helper()
+		ok, err := db.VectorIndexReady(ctx, tn.Schema, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if ready() {
+		t.Fatal("ready without an index")
+	}
+	table := pgx.Identifier{tn.Schema, "document_chunks"}.Sanitize()
+	// A build cut short by a lock (here: waiting for a writer's
+	// transaction to end) leaves an invalid index.
+	writer, err := db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Rollback(ctx) //nolint:errcheck
+	if _, err := writer.Exec(ctx, "LOCK TABLE "+table+" IN ROW EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, "SET lock_timeout = '200ms'"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(ctx, "CREATE INDEX CONCURRENTLY document_chunks_hnsw_8 ON "+table+" (document_id)")
+	if !store.LockTimedOut(err) {
+		t.Fatalf("a build beside the lock: %v", err)
+	}
+	if _, err := conn.Exec(ctx, "RESET lock_timeout"); err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ready() {
+		t.Fatal("ready with an invalid leftover")
+	}
+	if _, err := db.Pool().Exec(ctx, "REINDEX INDEX CONCURRENTLY "+pgx.Identifier{tn.Schema, "document_chunks_hnsw_8"}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	if !ready() {
+		t.Fatal("not ready with a valid index")
+	}
+}

@@ -59,9 +59,25 @@ func (v *VectorIndex) vectorType() string {
 // the build up for longer than its bound (see index_build.go); or the
 // build's error.
 func (db *DB) EnsureVectorIndex(ctx context.Context, schema string, v *VectorIndex) error {
-	return db.ensureIndexConcurrently(ctx, schema, "document_chunks", fmt.Sprintf("document_chunks_hnsw_%d", v.Dims),
+	return db.ensureIndexConcurrently(ctx, schema, "document_chunks", v.indexName(),
 		fmt.Sprintf("USING hnsw ((embedding::%s) %s.vector_cosine_ops) WHERE cardinality(embedding) = %d",
 			v.vectorType(), pgx.Identifier{v.Schema}.Sanitize(), v.Dims))
+}
+
+// indexName is the name of v's HNSW index in each tenant's schema.
+func (v *VectorIndex) indexName() string { return fmt.Sprintf("document_chunks_hnsw_%d", v.Dims) }
+
+// VectorIndexReady reports whether schema's HNSW index for v exists and is
+// valid (pg_index.indisvalid), whoever built it: this process, another
+// replica, an operator. One catalog read; it builds nothing.
+func (db *DB) VectorIndexReady(ctx context.Context, schema string, v *VectorIndex) (bool, error) {
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Release()
+	valid, err := indexValid(ctx, conn.Conn(), schema, v.indexName())
+	return valid != nil && *valid, err
 }
 
 // VectorQuery ranks a tenant's documents by their chunks' similarity to a
