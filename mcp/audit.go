@@ -220,11 +220,11 @@ func (a *auditor) authFailed(ip, reason, userAgent, keyID string) {
 // The aggregates are written even when ctx ends meanwhile (the process
 // stopping): they were taken out of the auditor, so a write cut short would
 // lose them, and the last flush would not see them. Each tenant's write is
-// bounded by heldWait instead (what it could not store is kept for a later
-// try, see audit_held.go), and the whole flush's by stopWait, so that a
-// database that hangs never holds a stopping process up; what the last
-// flush could not store is logged (and each record is on the audit log's
-// JSON lines anyway). Chaining stops with ctx; the last flush chains what
+// bounded by heldWait, and all of them by half of stopWait (what they
+// could not store is kept for a later try, see audit_held.go), and the
+// whole flush's writes by stopWait, so that a database that hangs never
+// holds a stopping process up; what the last flush could not store is
+// logged (and each record is on the audit log's JSON lines anyway). Chaining stops with ctx; the last flush chains what
 // is left (see interrupted).
 func (a *auditor) flush(ctx context.Context, all bool) {
 	now := time.Now()
@@ -246,8 +246,9 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 	// written record by record (store.InsertAuditRecords), so one record
 	// never takes the others with it. What cannot be stored is kept for a
 	// later try (audit_held.go), with the records of tenants that have
-	// some kept already.
-	turn := newWriteTurn(a.stopping.Load() || ctx.Err() != nil, a.stopWait)
+	// some kept already; those are tried after the failed authentications,
+	// which are not kept, are written.
+	turn := newWriteTurn(a.stopping.Load() || ctx.Err() != nil, a.stopWait/2)
 	byTenant := map[string][]*limitedAgg{}
 	for _, agg := range a.mergeHeld(limited, now) {
 		byTenant[agg.tenant.ID] = append(byTenant[agg.tenant.ID], agg)
@@ -259,18 +260,15 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 			rec := agg.rec
 			recs[i] = &rec
 		}
-		var err error
-		if turn.skip() {
-			err = errNotTried
-		} else {
-			tctx, cancel := tryContext(write, turn.final)
+		err := errNotTried
+		if !turn.skip() {
+			tctx, cancel := turn.context(ctx, write)
 			_, err = a.db.InsertAuditRecords(tctx, t, recs)
 			cancel()
 			turn.tried(err)
 		}
 		a.settleAggregates(t, aggs, recs, err, turn.final, now)
 	}
-	a.retryHeld(write, turn, all, now)
 	if len(failed) > 0 {
 		fs := make([]store.AuthFailure, 0, len(failed))
 		for _, f := range failed {
@@ -291,6 +289,7 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 			a.log.Warn("audit: counting failed authentications per key failed (the anomaly detector misses them)", "error", err)
 		}
 	}
+	a.retryHeld(ctx, write, turn, all, now)
 	a.mu.Lock()
 	dirty := make([]*tenancy.Tenant, 0, len(a.dirty))
 	for id, d := range a.dirty {

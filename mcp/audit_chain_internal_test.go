@@ -294,7 +294,7 @@ func TestLastFlushBounded(t *testing.T) {
 		t.Fatal("the last flush did not end while the database hung")
 	}
 	out := logs.String()
-	for _, want := range []string{"aggregated records (rate-limited, refused networks, refused calls) not stored", "the last flush ran out of time"} {
+	for _, want := range []string{"records lost: they could not be stored", "the last flush ran out of time"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}

@@ -17,31 +17,36 @@ import (
 // that write fails (the database cannot be reached, or the tenant's audit
 // log is locked by another session for longer than the write may wait),
 // the record is not dropped: it is kept in memory with its tenant and
-// tried again at the flushes that follow, every heldRetry. Each tenant's
-// try, the first included, is bounded by heldWait, so that one tenant's
-// locked audit log never holds up a flush (and with it every other
-// tenant's records and chaining). New refusals of a
-// tenant that has records kept join them rather than wait for the lock
+// tried again at the flushes that follow, every heldRetry. New refusals of
+// a tenant that has records kept join them rather than wait for the lock
 // again. A record stored late has the time of its write (at), as an
 // aggregated record always has; its request id, decision and reason are
-// the call's.
+// the call's. Whether a record was stored is decided by its write's
+// outcome (store.DB.InsertAuditRecords leaves id 0 on a record it could
+// not store, whatever a rolled-back attempt had returned), never by an id
+// left from an earlier attempt.
+//
+// A flush bounds these writes (writeTurn): each tenant's try by heldWait,
+// all of them by half the flush's bound (stopWait), the other half left
+// to the failed authentications written after them; and once a write
+// finds the database unreachable, the tenants not yet tried keep their
+// records for the next flush without a try. So an outage costs a flush
+// one failed write, a hanging database or locked audit logs at most half
+// its bound, and the chaining that follows waits no longer.
 //
 // Records are lost only when the process stops with them still kept (the
 // last flush tries them once, within its bound), when they have been kept
-// for heldFor, or when more than maxHeldRecords calls' records are kept at
-// once; each loss is logged as an error naming the tenant and the count.
-// Every record is also on the audit JSON lines: a call's when it was
-// decided, an aggregate's when it is stored or lost.
+// for heldFor, or when more than maxHeld records (calls' records and
+// aggregates together) are kept at once, the newest then being refused;
+// each loss is logged as an error naming the tenant, the count and why
+// (lostRecords). Every record is also on the audit JSON lines: a call's
+// when it was decided, an aggregate's when it is stored or lost.
 const (
-	heldRetry      = 5 * time.Second
-	heldWait       = time.Second
-	heldFor        = time.Hour
-	maxHeldRecords = 10_000
+	heldRetry = 5 * time.Second
+	heldWait  = time.Second
+	heldFor   = time.Hour
+	maxHeld   = 10_000
 )
-
-// errNotTried is the error of records left to the next flush without a
-// try (see writeTurn).
-var errNotTried = errors.New("not tried: the database could not be reached, or the flush ran out of time, before this tenant's turn")
 
 // heldTenant is one tenant's records kept for a later try.
 type heldTenant struct {
@@ -52,37 +57,71 @@ type heldTenant struct {
 	next  time.Time // the next try
 }
 
+// errNotTried is the error of records left to the next flush without a
+// try (see writeTurn).
+var errNotTried = errors.New("not tried: the database could not be reached, or the flush ran out of time, before this tenant's turn")
+
+// lostRecords logs the loss of n records of t (why: the process stopping,
+// kept too long, too many kept; err: the last write's error, if any).
+func (a *auditor) lostRecords(t *tenancy.Tenant, n int, why string, err error) {
+	a.log.Error("audit: records lost: they could not be stored", "tenant", t.Key, "lost", n, "why", why, "error", err)
+}
+
 // holdLocked keeps records of t that could not be stored; the caller holds
-// a.mu. It reports false for the calls' records beyond maxHeldRecords
-// (lost: the caller says so).
-func (a *auditor) holdLocked(t *tenancy.Tenant, recs []*store.AuditRecord, aggs []*limitedAgg, now time.Time) bool {
+// a.mu. Aggregates join the tenant's kept aggregate of the same key.
+// Entries already counted in heldN (put back after a try) are kept
+// whatever the bound; new ones only while fewer than maxHeld are kept. It
+// returns the calls' records and aggregates refused for the bound.
+func (a *auditor) holdLocked(t *tenancy.Tenant, recs []*store.AuditRecord, aggs []*limitedAgg, counted bool, now time.Time) (refused int) {
 	h := a.held[t.ID]
 	if h == nil {
 		h = &heldTenant{t: t, aggs: map[limitedKey]*limitedAgg{}, since: now, next: now.Add(heldRetry)}
 		a.held[t.ID] = h
 	}
+	room := func() bool {
+		if counted {
+			return true
+		}
+		if a.heldN >= maxHeld {
+			refused++
+			return false
+		}
+		a.heldN++
+		return true
+	}
 	for _, agg := range aggs {
 		if old := h.aggs[agg.key]; old != nil {
 			old.rec.Count += agg.rec.Count
+			if counted {
+				a.heldN-- // two counted entries became one
+			}
 			continue
 		}
-		h.aggs[agg.key] = agg
+		if room() {
+			h.aggs[agg.key] = agg
+		} else {
+			a.emit(t.Key, &agg.rec) // its only trace
+		}
 	}
-	if a.heldN+len(recs) > maxHeldRecords {
-		return false
+	for _, r := range recs {
+		if room() {
+			h.recs = append(h.recs, r)
+		}
 	}
-	h.recs = append(h.recs, recs...)
-	a.heldN += len(recs)
-	return true
+	if len(h.recs)+len(h.aggs) == 0 {
+		delete(a.held, t.ID)
+	}
+	return refused
 }
 
 // hold keeps a call's record that could not be stored (see above); false
 // means too many are kept already, and the record is lost.
 func (a *auditor) hold(t *tenancy.Tenant, r *store.AuditRecord) bool {
 	rec := *r
+	rec.ID, rec.At = 0, time.Time{} // an earlier attempt's, rolled back
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.holdLocked(t, []*store.AuditRecord{&rec}, nil, time.Now())
+	return a.holdLocked(t, []*store.AuditRecord{&rec}, nil, false, time.Now()) == 0
 }
 
 // mergeHeld moves the aggregates of tenants that have records kept into
@@ -92,12 +131,18 @@ func (a *auditor) mergeHeld(limited map[limitedKey]*limitedAgg, now time.Time) [
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := make([]*limitedAgg, 0, len(limited))
+	lost := map[*tenancy.Tenant]int{}
 	for _, agg := range limited {
 		if a.held[agg.tenant.ID] != nil {
-			a.holdLocked(agg.tenant, nil, []*limitedAgg{agg}, now)
+			if n := a.holdLocked(agg.tenant, nil, []*limitedAgg{agg}, false, now); n > 0 {
+				lost[agg.tenant] += n
+			}
 			continue
 		}
 		out = append(out, agg)
+	}
+	for t, n := range lost {
+		a.lostRecords(t, n, "too many records kept", nil)
 	}
 	return out
 }
@@ -108,21 +153,21 @@ func (a *auditor) mergeHeld(limited map[limitedKey]*limitedAgg, now time.Time) [
 // or lost when final.
 func (a *auditor) settleAggregates(t *tenancy.Tenant, aggs []*limitedAgg, recs []*store.AuditRecord, err error, final bool, now time.Time) {
 	var kept []*limitedAgg
-	stored := 0
+	stored, lost := 0, 0
 	for i, rec := range recs {
 		switch {
 		case rec.ID != 0:
 			stored++
 			a.emit(t.Key, rec)
 		case final:
+			lost++
 			a.emit(t.Key, rec)
 		default:
 			kept = append(kept, aggs[i])
 		}
 	}
-	lost := len(recs) - stored - len(kept)
 	if lost > 0 {
-		a.log.Error("audit: aggregated records (rate-limited, refused networks, refused calls) not stored", "tenant", t.Key, "lost", lost, "of", len(recs), "error", err)
+		a.lostRecords(t, lost, "the process is stopping", err)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -133,32 +178,19 @@ func (a *auditor) settleAggregates(t *tenancy.Tenant, aggs []*limitedAgg, recs [
 		if a.held[t.ID] == nil {
 			a.log.Warn("audit: records could not be stored yet; kept, and tried again shortly", "tenant", t.Key, "records", len(kept), "error", err)
 		}
-		a.holdLocked(t, nil, kept, now)
+		if n := a.holdLocked(t, nil, kept, false, now); n > 0 {
+			a.lostRecords(t, n, "too many records kept", err)
+		}
 	}
-}
-
-// tryContext bounds one tenant's write of records nobody waits for (the
-// aggregates, the kept records): by heldWait, whatever ctx says, so that
-// one tenant's locked audit log costs the others' writes nothing (what it
-// refuses is kept); in the last flush (final) by ctx, the flush's bound.
-func tryContext(ctx context.Context, final bool) (context.Context, context.CancelFunc) {
-	if final {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(context.WithoutCancel(ctx), heldWait)
 }
 
 // writeTurn is one flush's budget for the writes of records nobody waits
-// for: once the database was found unreachable, or the flush has run for
-// its bound (stopWait), the tenants not yet tried have their records kept
-// for the next flush without a try, so that an outage (each try failing
-// at once, or hanging for heldWait) costs a flush neither a try per
-// tenant nor heldWait per tenant. The last flush tries every tenant within
-// its own bound.
+// for (see above). The last flush (final) tries every tenant within the
+// flush's own bound.
 type writeTurn struct {
 	final bool
-	until time.Time
-	down  bool
+	until time.Time // the end of the tries (not final)
+	down  bool      // a write found the database unreachable
 }
 
 func newWriteTurn(final bool, bound time.Duration) *writeTurn {
@@ -176,18 +208,27 @@ func (w *writeTurn) tried(err error) {
 	}
 }
 
+// context bounds one tenant's write: by heldWait and the turn's end, and
+// by ctx's own end (a process stopping mid-flush: what the write cannot
+// store is kept, for the last flush); in the last flush by write, the
+// flush's bound, which outlives ctx.
+func (w *writeTurn) context(ctx, write context.Context) (context.Context, context.CancelFunc) {
+	if w.final {
+		return write, func() {}
+	}
+	return context.WithDeadline(ctx, minTime(time.Now().Add(heldWait), w.until))
+}
+
 // retryHeld tries the kept records of the tenants whose turn has come
-// (every one when all or final), each tenant's within heldWait (final:
-// within ctx) while turn allows, and keeps what fails again unless final
-// or kept for heldFor.
-func (a *auditor) retryHeld(ctx context.Context, turn *writeTurn, all bool, now time.Time) {
+// (every one when all or final) while turn allows, and keeps what fails
+// again unless final or kept for heldFor.
+func (a *auditor) retryHeld(ctx, write context.Context, turn *writeTurn, all bool, now time.Time) {
 	a.mu.Lock()
 	var due []*heldTenant
 	for id, h := range a.held {
-		if all || turn.final || !now.Before(h.next) {
+		if all || turn.final || !now.Before(h.next) || now.Sub(h.since) >= heldFor {
 			due = append(due, h)
-			delete(a.held, id)
-			a.heldN -= len(h.recs)
+			delete(a.held, id) // still counted in heldN while out
 		}
 	}
 	a.mu.Unlock()
@@ -200,15 +241,20 @@ func (a *auditor) retryHeld(ctx context.Context, turn *writeTurn, all bool, now 
 			recs = append(recs, &rec)
 		}
 		recs = append(recs, h.recs...)
-		if turn.skip() {
-			a.keepAgain(h, h.recs, aggs, h.next)
-			continue
+		err := errNotTried
+		if !turn.skip() {
+			tctx, cancel := turn.context(ctx, write)
+			_, err = a.db.InsertAuditRecords(tctx, h.t, recs)
+			cancel()
+			turn.tried(err)
 		}
-		tctx, cancel := tryContext(ctx, turn.final)
-		_, err := a.db.InsertAuditRecords(tctx, h.t, recs)
-		cancel()
-		turn.tried(err)
-		giveUp := turn.final || now.Sub(h.since) >= heldFor
+		why := ""
+		switch {
+		case turn.final:
+			why = "the process is stopping"
+		case now.Sub(h.since) >= heldFor:
+			why = "kept for " + heldFor.String()
+		}
 		var keptAggs []*limitedAgg
 		var keptRecs []*store.AuditRecord
 		stored, lost := 0, 0
@@ -219,7 +265,7 @@ func (a *auditor) retryHeld(ctx context.Context, turn *writeTurn, all bool, now 
 				if i < len(aggs) {
 					a.emit(h.t.Key, rec) // a call's record was mirrored when decided
 				}
-			case giveUp:
+			case why != "":
 				lost++
 				if i < len(aggs) {
 					a.emit(h.t.Key, rec)
@@ -231,36 +277,35 @@ func (a *auditor) retryHeld(ctx context.Context, turn *writeTurn, all bool, now 
 			}
 		}
 		if lost > 0 {
-			a.log.Error("audit: records kept since they could not be stored are lost", "tenant", h.t.Key, "lost", lost, "of", len(recs),
-				"kept_since", h.since.UTC().Format(time.RFC3339), "stopping", turn.final, "error", err)
+			a.lostRecords(h.t, lost, why, err)
 		}
 		if stored > 0 && len(keptAggs)+len(keptRecs) == 0 {
 			a.log.Info("audit: records kept since they could not be stored are stored now", "tenant", h.t.Key, "records", stored,
 				"kept_since", h.since.UTC().Format(time.RFC3339))
 		}
+		a.mu.Lock()
+		a.heldN -= stored + lost
 		if stored > 0 {
-			a.mu.Lock()
 			a.markDirty(h.t, stored, false)
-			a.mu.Unlock()
 		}
 		if len(keptAggs)+len(keptRecs) > 0 {
-			a.keepAgain(h, keptRecs, keptAggs, now.Add(heldRetry))
+			next := now.Add(heldRetry)
+			if err == errNotTried {
+				next = h.next // not tried: at the next flush
+			}
+			a.holdLocked(h.t, keptRecs, keptAggs, true, now)
+			// Merged with records kept meanwhile: the older time counts.
+			nh := a.held[h.t.ID]
+			nh.since = minTime(nh.since, h.since)
+			nh.next = next
 		}
+		a.mu.Unlock()
 	}
 }
 
-// keepAgain puts what is left of h (recs, aggs) back among the kept
-// records, to be tried at next, merged with any kept for its tenant since
-// it was taken out (the older time counts).
-func (a *auditor) keepAgain(h *heldTenant, recs []*store.AuditRecord, aggs []*limitedAgg, next time.Time) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if !a.holdLocked(h.t, recs, aggs, time.Now()) {
-		a.log.Error("audit: records kept since they could not be stored are lost: too many kept", "tenant", h.t.Key, "lost", len(recs), "limit", maxHeldRecords)
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
 	}
-	nh := a.held[h.t.ID]
-	if nh.since.After(h.since) {
-		nh.since = h.since
-	}
-	nh.next = next
+	return a
 }

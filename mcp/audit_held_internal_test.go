@@ -126,7 +126,7 @@ func TestKeptRecords(t *testing.T) {
 	a.held[tns[0].ID].next = time.Time{}
 	a.mu.Unlock()
 	a.flush(ctx, false)
-	if _, recs := kept(tns[0]); recs != 0 || !strings.Contains(logs.String(), "are lost") {
+	if _, recs := kept(tns[0]); recs != 0 || !strings.Contains(logs.String(), "records lost") || !strings.Contains(logs.String(), "kept for 1h0m0s") {
 		t.Errorf("a record kept for %v: %d still kept; log:\n%s", heldFor, recs, logs.String())
 	}
 
@@ -137,7 +137,7 @@ func TestKeptRecords(t *testing.T) {
 	a.rateLimited(caller(tns[0]), "add_todo", "tenant rate")
 	a.stopping.Store(true)
 	a.flush(ctx, true)
-	if aggs, recs := kept(tns[0]); aggs+recs != 0 || !strings.Contains(logs.String(), "are lost") || !strings.Contains(logs.String(), "stopping=true") {
+	if aggs, recs := kept(tns[0]); aggs+recs != 0 || !strings.Contains(logs.String(), "records lost") || !strings.Contains(logs.String(), "the process is stopping") {
 		t.Errorf("the last flush: %d, %d still kept; log:\n%s", aggs, recs, logs.String())
 	}
 	if err := release(); err != nil {
@@ -178,5 +178,144 @@ func TestWriteTurn(t *testing.T) {
 		if got := w.skip(); got != tt.skip {
 			t.Errorf("%s: skip %v, want %v", tt.name, got, tt.skip)
 		}
+	}
+}
+
+// TestKeptRecordsDecidedByTheirWrite: whether a record was stored is its
+// write's outcome, never an id it carries from an attempt that was rolled
+// back: a call's record that comes with one (its call's transaction
+// failed after the INSERT), and an aggregate whose INSERT returned its id
+// before the COMMIT was cut short (a deferred trigger standing for
+// anything between the two), are kept, and stored later. Before, both
+// were taken for stored and lost without a word.
+func TestKeptRecordsDecidedByTheirWrite(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	key := store.NewAuditKey([]byte("test audit key"))
+	ctx := context.Background()
+	tns := chainFixture(t, db, "stale-id.example", "slow-commit.example")
+	var logs lockedBuffer
+	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(&logs, nil)))
+	count := func(tn *tenancy.Tenant, where string) int {
+		t.Helper()
+		var n int
+		if err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, "SELECT count(*) FROM audit_log WHERE "+where).Scan(&n)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	release := storetest.LockTable(t, db, tns[0].Schema, "audit_log")
+	a.hold(tns[0], &store.AuditRecord{ID: 4242, RequestID: "stale-1", Decision: store.Failed, Subject: "svc", Reason: "unavailable"})
+	a.flush(ctx, true) // tried beside the lock
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	a.flush(ctx, true)
+	if n := count(tns[0], "request_id = 'stale-1'"); n != 1 {
+		t.Errorf("a call's record with an earlier attempt's id: %d stored, want 1", n)
+	}
+
+	s := pgx.Identifier{tns[1].Schema}.Sanitize()
+	for _, q := range []string{
+		`CREATE FUNCTION ` + s + `.slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$`,
+		`CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON ` + s + `.audit_log DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ` + s + `.slow()`,
+	} {
+		if _, err := db.Pool().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.rateLimited(&Caller{Tenant: tns[1], Principal: &identity.Principal{Subject: "svc", Provider: "apikey"}}, "add_todo", "tenant rate")
+	a.flush(ctx, false) // its COMMIT cut short at heldWait
+	if _, err := db.Pool().Exec(ctx, `DROP TRIGGER slow ON `+s+`.audit_log`); err != nil {
+		t.Fatal(err)
+	}
+	a.flush(ctx, true)
+	if n := count(tns[1], "decision = 'RATE_LIMITED'"); n != 1 {
+		t.Errorf("an aggregate whose COMMIT was cut short: %d stored, want 1", n)
+	}
+	if strings.Contains(logs.String(), "records lost") {
+		t.Errorf("log:\n%s", logs.String())
+	}
+}
+
+// TestKeptRecordsWithinTheFlushsBound: retries of kept records beside
+// locked audit logs, and a database found unreachable, cost a flush a
+// bounded time and a single failed write, and leave the failed
+// authentications written after the aggregates their share of it.
+func TestKeptRecordsWithinTheFlushsBound(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	key := store.NewAuditKey([]byte("test audit key"))
+	ctx := context.Background()
+	tns := chainFixture(t, db, "lock-1.example", "lock-2.example", "lock-3.example", "lock-4.example")
+	var logs lockedBuffer
+	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(&logs, nil)))
+	a.stopWait = 3 * heldWait
+	for _, tn := range tns { // warm the lanes' statements: each try then waits for its lock
+		a.rateLimited(&Caller{Tenant: tn, Principal: &identity.Principal{Subject: "svc", Provider: "apikey"}}, "warm", "warm")
+	}
+	a.flush(ctx, true)
+	// The locks' holders on connections of their own, not the auditor's.
+	holders, err := store.Open(ctx, db.Pool().Config().ConnString(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(holders.Close)
+	for _, tn := range tns {
+		storetest.LockTable(t, holders, tn.Schema, "audit_log")
+		a.hold(tn, &store.AuditRecord{RequestID: "r-" + tn.Key, Decision: store.Failed, Subject: "svc", Reason: "unavailable"})
+	}
+	a.authFailed("192.0.2.99", "invalid key", "test", "")
+	a.flush(ctx, true) // every kept record due
+	if strings.Contains(logs.String(), "writing failed authentications failed") {
+		t.Errorf("the failed authentications were not written:\n%s", logs.String())
+	}
+	var authFailures int
+	if err := db.Pool().QueryRow(ctx, "SELECT count(*) FROM gatehouse.auth_failures WHERE client_ip = '192.0.2.99'").Scan(&authFailures); err != nil {
+		t.Fatal(err)
+	}
+	if authFailures != 1 {
+		t.Errorf("%d failed authentications stored, want 1", authFailures)
+	}
+	a.mu.Lock()
+	kept := len(a.held)
+	a.mu.Unlock()
+	if kept != len(tns) {
+		t.Errorf("%d tenants' records kept after the flush, want %d (tried or not)", kept, len(tns))
+	}
+
+	// The database unreachable (here: the auditor's pool closed): the
+	// first tenant's write finds it so, the others are not tried.
+	down, err := store.Open(ctx, db.Pool().Config().ConnString(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down.Close()
+	logs.Reset()
+	b := newAuditor(down, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(&logs, nil)))
+	for _, tn := range tns {
+		b.rateLimited(&Caller{Tenant: tn, Principal: &identity.Principal{Subject: "svc", Provider: "apikey"}}, "add_todo", "tenant rate")
+	}
+	b.flush(ctx, false)
+	out := logs.String()
+	tried, notTried := 0, 0
+	for line := range strings.Lines(out) {
+		switch {
+		case !strings.Contains(line, "kept, and tried again shortly"):
+		case strings.Contains(line, "not tried"):
+			notTried++
+		case strings.Contains(line, "closed pool"):
+			tried++
+		}
+	}
+	if tried != 1 || notTried != len(tns)-1 {
+		t.Errorf("with the database unreachable: %d tenants tried, %d not, want 1 and %d:\n%s", tried, notTried, len(tns)-1, out)
+	}
+	b.mu.Lock()
+	kept = len(b.held)
+	b.mu.Unlock()
+	if kept != len(tns) {
+		t.Errorf("%d tenants' refusals kept with the database unreachable, want %d", kept, len(tns))
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -258,12 +257,7 @@ func (s *Server) promptFailure(ctx context.Context, c *Caller, rec *store.AuditR
 		rec.Decision, rec.Reason = store.Denied, msg
 	}
 	defer s.awayFromGroupCommit(c)() // not through the group commit
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, aerr := s.db.InsertAuditRecord(rctx, c.Tenant, rec); aerr != nil {
-		rec.Reason += "; audit record not stored"
-		s.log.Error("audit record not stored", "what", rec.Tool, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", aerr)
-	}
+	s.recordAlone(ctx, c, rec)
 	return outcome, msg
 }
 

@@ -405,21 +405,31 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 			rec.Decision, rec.Reason = store.Denied, errorText(res)
 		}
 		ownRecord()
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, aerr := s.db.InsertAuditRecord(rctx, c.Tenant, rec); aerr != nil {
-			// Kept and tried again by the auditor (audit_held.go): an
-			// outage or a lock that refused the call refuses its record too.
-			if s.audit.hold(c.Tenant, rec) {
-				s.log.Warn("audit record not stored yet; kept, and tried again shortly", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", aerr)
-			} else {
-				rec.Reason += "; audit record not stored"
-				s.log.Error("audit record not stored: too many kept for a later try", "tool", t.Name, "request_id", c.RequestID, "tenant", c.Tenant.Key, "limit", maxHeldRecords, "error", aerr)
-			}
-		}
+		s.recordAlone(ctx, c, rec)
 	}
 	s.audit.written(c.Tenant, rec)
 	return res, outcome, err
+}
+
+// recordAlone writes rec, the record of c's request that failed, in a
+// transaction of its own (the failure may be the group commit's, or the
+// call's transaction's). A record the database does not take (the outage
+// or the lock that failed the request refuses its record too) is kept and
+// tried again by the auditor (audit_held.go), not dropped; only beyond the
+// bound of records kept is it lost, and its reason, on the audit stream,
+// says so.
+func (s *Server) recordAlone(ctx context.Context, c *Caller, rec *store.AuditRecord) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, err := s.db.InsertAuditRecord(rctx, c.Tenant, rec)
+	switch {
+	case err == nil:
+	case s.audit.hold(c.Tenant, rec):
+		s.log.Warn("audit record not stored yet; kept, and tried again shortly", "what", rec.Tool, "request_id", c.RequestID, "tenant", c.Tenant.Key, "error", err)
+	default:
+		rec.Reason += "; audit record not stored"
+		s.audit.lostRecords(c.Tenant, 1, "too many records kept", err)
+	}
 }
 
 // execute validates the arguments and runs the tool in tx, within the tool

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -140,17 +141,19 @@ func (r *AuditRecord) reduced(cause error) *AuditRecord {
 // bad record never takes the others with it. It returns how many could not
 // be stored in any form (with the last error): only a database that cannot
 // be written at all loses them. Records are updated with their ids and
-// times, and (when reduced) with what was stored.
+// times, and (when reduced) with what was stored; a record not stored has
+// id 0 (and no time), whatever an attempt rolled back had returned.
 func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []*AuditRecord) (lost int, err error) {
 	entries := make([]AuditEntry, len(recs))
 	for i, r := range recs {
 		entries[i] = AuditEntry{Tenant: t, Rec: r}
 	}
 	errs, _ := db.writeAuditEntries(ctx, entries, false)
-	for _, e := range errs {
+	for i, e := range errs {
 		if e != nil {
 			lost++
 			err = e
+			recs[i].ID, recs[i].At = 0, time.Time{}
 		}
 	}
 	return lost, err
