@@ -44,7 +44,7 @@ type auditor struct {
 	byKey   map[keyFailure]*store.KeyFailure         // failed authentications naming a key id, per minute
 	calls   map[string]int64                         // tool calls per tenant id since the last flush (operators' counter)
 	held    map[string]*heldTenant                   // records that could not be stored yet, by tenant id (audit_held.go)
-	heldN   int                                      // calls' records in held
+	heldN   int                                      // entries (calls' records, aggregates) in held, and out of it in a retry
 	// stopping is set before the last flush: what it cannot store is lost
 	// (logged), not kept.
 	stopping atomic.Bool
@@ -213,19 +213,22 @@ func (a *auditor) authFailed(ip, reason, userAgent, keyID string) {
 	}
 }
 
-// flush writes the aggregates and chains the tenants with new records
-// that are due (see chainDue), or every tenant with new records when all
-// is set.
+// flush writes the failed authentications, the aggregates and the records
+// kept for a later try, and chains the tenants with new records that are
+// due (see chainDue), or every tenant with new records when all is set.
 //
-// The aggregates are written even when ctx ends meanwhile (the process
-// stopping): they were taken out of the auditor, so a write cut short would
-// lose them, and the last flush would not see them. Each tenant's write is
-// bounded by heldWait, and all of them by half of stopWait (what they
-// could not store is kept for a later try, see audit_held.go), and the
-// whole flush's writes by stopWait, so that a database that hangs never
-// holds a stopping process up; what the last flush could not store is
-// logged (and each record is on the audit log's JSON lines anyway). Chaining stops with ctx; the last flush chains what
-// is left (see interrupted).
+// The failed authentications come first: one statement in the control
+// schema, which no tenant's lock holds up, and which is not kept when it
+// fails. The aggregates and kept records follow (audit_held.go): each
+// tenant's write bounded by heldWait, all of them by half of stopWait, and
+// cut short with ctx (a process stopping), what they cannot store being
+// kept for a later try, or for the last flush. In the last flush (the
+// process stopping) each tenant's write is still bounded by heldWait, and
+// all of them by stopWait, so that one locked audit log costs the others
+// nothing and a database that hangs never holds a stopping process up;
+// what the last flush cannot store is logged as lost (and each record is
+// on the audit log's JSON lines anyway). Chaining stops with ctx; the last
+// flush chains what is left (see interrupted).
 func (a *auditor) flush(ctx context.Context, all bool) {
 	now := time.Now()
 	write, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.stopWait)
@@ -242,12 +245,31 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 		a.log.Warn("audit: counting calls per tenant failed (the operators' 24-hour figure misses them)", "error", err)
 	}
 
+	if len(failed) > 0 {
+		fs := make([]store.AuthFailure, 0, len(failed))
+		for _, f := range failed {
+			fs = append(fs, *f)
+			a.out.LogAttrs(write, slog.LevelInfo, "audit", slog.String("decision", store.AuthFailed), slog.String("client_ip", f.ClientIP),
+				slog.String("reason", f.Reason), slog.String("user_agent", f.UserAgent), slog.Int64("count", f.Count))
+		}
+		if err := a.db.RecordAuthFailures(write, fs); err != nil {
+			a.log.Error("audit: writing failed authentications failed", "error", err)
+		}
+	}
+	if len(byKey) > 0 {
+		ks := make([]store.KeyFailure, 0, len(byKey))
+		for _, k := range byKey {
+			ks = append(ks, *k)
+		}
+		if err := a.db.RecordKeyFailures(write, ks); err != nil {
+			a.log.Warn("audit: counting failed authentications per key failed (the anomaly detector misses them)", "error", err)
+		}
+	}
 	// One transaction per tenant for its aggregates; a batch that fails is
 	// written record by record (store.InsertAuditRecords), so one record
 	// never takes the others with it. What cannot be stored is kept for a
 	// later try (audit_held.go), with the records of tenants that have
-	// some kept already; those are tried after the failed authentications,
-	// which are not kept, are written.
+	// some kept already.
 	turn := newWriteTurn(a.stopping.Load() || ctx.Err() != nil, a.stopWait/2)
 	byTenant := map[string][]*limitedAgg{}
 	for _, agg := range a.mergeHeld(limited, now) {
@@ -268,26 +290,6 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 			turn.tried(err)
 		}
 		a.settleAggregates(t, aggs, recs, err, turn.final, now)
-	}
-	if len(failed) > 0 {
-		fs := make([]store.AuthFailure, 0, len(failed))
-		for _, f := range failed {
-			fs = append(fs, *f)
-			a.out.LogAttrs(write, slog.LevelInfo, "audit", slog.String("decision", store.AuthFailed), slog.String("client_ip", f.ClientIP),
-				slog.String("reason", f.Reason), slog.String("user_agent", f.UserAgent), slog.Int64("count", f.Count))
-		}
-		if err := a.db.RecordAuthFailures(write, fs); err != nil {
-			a.log.Error("audit: writing failed authentications failed", "error", err)
-		}
-	}
-	if len(byKey) > 0 {
-		ks := make([]store.KeyFailure, 0, len(byKey))
-		for _, k := range byKey {
-			ks = append(ks, *k)
-		}
-		if err := a.db.RecordKeyFailures(write, ks); err != nil {
-			a.log.Warn("audit: counting failed authentications per key failed (the anomaly detector misses them)", "error", err)
-		}
 	}
 	a.retryHeld(ctx, write, turn, all, now)
 	a.mu.Lock()

@@ -27,12 +27,13 @@ import (
 // left from an earlier attempt.
 //
 // A flush bounds these writes (writeTurn): each tenant's try by heldWait,
-// all of them by half the flush's bound (stopWait), the other half left
-// to the failed authentications written after them; and once a write
-// finds the database unreachable, the tenants not yet tried keep their
-// records for the next flush without a try. So an outage costs a flush
-// one failed write, a hanging database or locked audit logs at most half
-// its bound, and the chaining that follows waits no longer.
+// all of them by half the flush's bound (stopWait); and once a write finds
+// the database unreachable, the tenants not yet tried keep their records
+// for the next flush without a try. So an outage costs a flush one failed
+// write, locked audit logs at most half its bound, and the chaining that
+// follows waits no longer. The last flush tries every tenant, each within
+// heldWait, all within its bound: one locked audit log costs the others
+// one second, not their records.
 //
 // Records are lost only when the process stops with them still kept (the
 // last flush tries them once, within its bound), when they have been kept
@@ -210,11 +211,11 @@ func (w *writeTurn) tried(err error) {
 
 // context bounds one tenant's write: by heldWait and the turn's end, and
 // by ctx's own end (a process stopping mid-flush: what the write cannot
-// store is kept, for the last flush); in the last flush by write, the
-// flush's bound, which outlives ctx.
+// store is kept, for the last flush); in the last flush by heldWait and
+// write, the flush's bound, which outlives ctx.
 func (w *writeTurn) context(ctx, write context.Context) (context.Context, context.CancelFunc) {
 	if w.final {
-		return write, func() {}
+		return context.WithTimeout(write, heldWait)
 	}
 	return context.WithDeadline(ctx, minTime(time.Now().Add(heldWait), w.until))
 }

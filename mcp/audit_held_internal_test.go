@@ -241,9 +241,11 @@ func TestKeptRecordsDecidedByTheirWrite(t *testing.T) {
 }
 
 // TestKeptRecordsWithinTheFlushsBound: retries of kept records beside
-// locked audit logs, and a database found unreachable, cost a flush a
-// bounded time and a single failed write, and leave the failed
-// authentications written after the aggregates their share of it.
+// locked audit logs cost a flush at most half its bound, the failed
+// authentications are written whatever the locks, a database found
+// unreachable costs a single failed write, and the last flush of a
+// stopping process gives one locked audit log a second, not the other
+// tenants' records.
 func TestKeptRecordsWithinTheFlushsBound(t *testing.T) {
 	db := storetest.MustOpenDB(t)
 	key := store.NewAuditKey([]byte("test audit key"))
@@ -251,9 +253,12 @@ func TestKeptRecordsWithinTheFlushsBound(t *testing.T) {
 	tns := chainFixture(t, db, "lock-1.example", "lock-2.example", "lock-3.example", "lock-4.example")
 	var logs lockedBuffer
 	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(&logs, nil)))
-	a.stopWait = 3 * heldWait
+	a.stopWait = 4 * heldWait
+	caller := func(tn *tenancy.Tenant) *Caller {
+		return &Caller{Tenant: tn, Principal: &identity.Principal{Subject: "svc", Provider: "apikey"}}
+	}
 	for _, tn := range tns { // warm the lanes' statements: each try then waits for its lock
-		a.rateLimited(&Caller{Tenant: tn, Principal: &identity.Principal{Subject: "svc", Provider: "apikey"}}, "warm", "warm")
+		a.rateLimited(caller(tn), "warm", "warm")
 	}
 	a.flush(ctx, true)
 	// The locks' holders on connections of their own, not the auditor's.
@@ -262,12 +267,17 @@ func TestKeptRecordsWithinTheFlushsBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(holders.Close)
+	releases := map[string]func() error{}
 	for _, tn := range tns {
-		storetest.LockTable(t, holders, tn.Schema, "audit_log")
+		releases[tn.ID] = storetest.LockTable(t, holders, tn.Schema, "audit_log")
 		a.hold(tn, &store.AuditRecord{RequestID: "r-" + tn.Key, Decision: store.Failed, Subject: "svc", Reason: "unavailable"})
 	}
 	a.authFailed("192.0.2.99", "invalid key", "test", "")
+	began := time.Now()
 	a.flush(ctx, true) // every kept record due
+	if took := time.Since(began); took >= a.stopWait {
+		t.Errorf("a flush beside %d locked audit logs took %v, its whole bound (%v)", len(tns), took, a.stopWait)
+	}
 	if strings.Contains(logs.String(), "writing failed authentications failed") {
 		t.Errorf("the failed authentications were not written:\n%s", logs.String())
 	}
@@ -284,6 +294,36 @@ func TestKeptRecordsWithinTheFlushsBound(t *testing.T) {
 	if kept != len(tns) {
 		t.Errorf("%d tenants' records kept after the flush, want %d (tried or not)", kept, len(tns))
 	}
+
+	// The last flush, one audit log still locked, new refusals for every
+	// tenant: the others' records are all stored, the locked one's lost
+	// (and said so).
+	for _, tn := range tns[1:] {
+		if err := releases[tn.ID](); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tn := range tns {
+		a.rateLimited(caller(tn), "add_todo", "tenant rate")
+	}
+	logs.Reset()
+	a.stopping.Store(true)
+	a.flush(ctx, true)
+	for _, tn := range tns[1:] {
+		var n int
+		if err := db.WithTenant(ctx, tn, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, "SELECT count(*) FROM audit_log WHERE request_id = $1 OR (decision = 'RATE_LIMITED' AND tool = 'add_todo')", "r-"+tn.Key).Scan(&n)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n != 2 {
+			t.Errorf("%s, free: %d of its 2 records stored by the last flush", tn.Key, n)
+		}
+	}
+	if out := logs.String(); strings.Count(out, "records lost") != 1 || !strings.Contains(out, tns[0].Key) {
+		t.Errorf("the last flush's losses, want the locked tenant's only:\n%s", out)
+	}
+	a.stopping.Store(false)
 
 	// The database unreachable (here: the auditor's pool closed): the
 	// first tenant's write finds it so, the others are not tried.
@@ -317,5 +357,58 @@ func TestKeptRecordsWithinTheFlushsBound(t *testing.T) {
 	b.mu.Unlock()
 	if kept != len(tns) {
 		t.Errorf("%d tenants' refusals kept with the database unreachable, want %d", kept, len(tns))
+	}
+}
+
+// TestKeptRecordsBound: at most maxHeld records are kept at once, calls'
+// records and aggregates together; the newest beyond it are refused (and
+// said lost), and once the kept ones are stored the room is back.
+func TestKeptRecordsBound(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	key := store.NewAuditKey([]byte("test audit key"))
+	ctx := context.Background()
+	tns := chainFixture(t, db, "bound.example")
+	var logs lockedBuffer
+	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(&logs, nil)))
+	for i := range maxHeld {
+		if !a.hold(tns[0], &store.AuditRecord{RequestID: fmt.Sprintf("bound-%d", i), Decision: store.Failed, Subject: "svc", Reason: "unavailable"}) {
+			t.Fatalf("record %d refused, under the bound", i)
+		}
+	}
+	if a.hold(tns[0], &store.AuditRecord{RequestID: "bound-over", Decision: store.Failed, Subject: "svc", Reason: "unavailable"}) {
+		t.Error("a call's record kept beyond the bound")
+	}
+	a.rateLimited(&Caller{Tenant: tns[0], Principal: &identity.Principal{Subject: "svc", Provider: "apikey"}}, "add_todo", "tenant rate")
+	a.mu.Lock()
+	limited := a.limited
+	a.limited = map[limitedKey]*limitedAgg{}
+	a.mu.Unlock()
+	if rest := a.mergeHeld(limited, time.Now()); len(rest) != 0 || !strings.Contains(logs.String(), "too many records kept") {
+		t.Errorf("an aggregate beyond the bound: %d left to write; log:\n%s", len(rest), logs.String())
+	}
+	a.mu.Lock()
+	n := a.heldN
+	a.mu.Unlock()
+	if n != maxHeld {
+		t.Fatalf("%d kept, want %d", n, maxHeld)
+	}
+	a.flush(ctx, true)
+	a.mu.Lock()
+	n, kept := a.heldN, len(a.held)
+	a.mu.Unlock()
+	if n != 0 || kept != 0 {
+		t.Errorf("after they were stored: %d counted, %d tenants kept", n, kept)
+	}
+	var stored int
+	if err := db.WithTenant(ctx, tns[0], func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, "SELECT count(*) FROM audit_log WHERE request_id LIKE 'bound-%'").Scan(&stored)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if stored != maxHeld {
+		t.Errorf("%d stored, want %d", stored, maxHeld)
+	}
+	if !a.hold(tns[0], &store.AuditRecord{RequestID: "bound-after", Decision: store.Failed, Subject: "svc", Reason: "unavailable"}) {
+		t.Error("no room after the kept records were stored")
 	}
 }

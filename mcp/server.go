@@ -422,6 +422,11 @@ func (s *Server) recordAlone(ctx context.Context, c *Caller, rec *store.AuditRec
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_, err := s.db.InsertAuditRecord(rctx, c.Tenant, rec)
+	if err != nil {
+		// Not stored: no id, whatever a rolled-back attempt returned (the
+		// audit stream's line says so).
+		rec.ID, rec.At = 0, time.Time{}
+	}
 	switch {
 	case err == nil:
 	case s.audit.hold(c.Tenant, rec):
