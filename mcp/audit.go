@@ -20,8 +20,8 @@ import (
 // and failed authentications aggregated in memory and written once a
 // second, so a flood costs a row per source and second, not a row per
 // request. A tenant's record that cannot be stored when it is due (the
-// database down, the audit log locked, the schema not yet migrated) is
-// kept and tried again (audit_held.go), not dropped. Every record is also
+// database down, the audit log locked) is kept and tried again
+// (audit_held.go), not dropped. Every record is also
 // one JSON line on the audit log (stdout), which log drains keep outside
 // the database. A background loop chains new records.
 type auditor struct {
@@ -271,25 +271,17 @@ func (a *auditor) flush(ctx context.Context, all bool) {
 	// later try (audit_held.go), with the records of tenants that have
 	// some kept already.
 	turn := newWriteTurn(a.stopping.Load() || ctx.Err() != nil, a.stopWait/2)
-	byTenant := map[string][]*limitedAgg{}
+	byTenant := map[string]*heldTenant{}
 	for _, agg := range a.mergeHeld(limited, now) {
-		byTenant[agg.tenant.ID] = append(byTenant[agg.tenant.ID], agg)
+		h := byTenant[agg.tenant.ID]
+		if h == nil {
+			h = &heldTenant{t: agg.tenant, aggs: map[limitedKey]*limitedAgg{}, since: now}
+			byTenant[agg.tenant.ID] = h
+		}
+		h.aggs[agg.key] = agg
 	}
-	for _, aggs := range byTenant {
-		t := aggs[0].tenant
-		recs := make([]*store.AuditRecord, len(aggs))
-		for i, agg := range aggs {
-			rec := agg.rec
-			recs[i] = &rec
-		}
-		err := errNotTried
-		if !turn.skip() {
-			tctx, cancel := turn.context(ctx, write)
-			_, err = a.db.InsertAuditRecords(tctx, t, recs)
-			cancel()
-			turn.tried(err)
-		}
-		a.settleAggregates(t, aggs, recs, err, turn.final, now)
+	for _, h := range byTenant {
+		a.tryWrite(ctx, write, turn, h, false, now)
 	}
 	a.retryHeld(ctx, write, turn, all, now)
 	a.mu.Lock()

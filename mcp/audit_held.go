@@ -148,43 +148,6 @@ func (a *auditor) mergeHeld(limited map[limitedKey]*limitedAgg, now time.Time) [
 	return out
 }
 
-// settleAggregates handles the outcome of writing t's aggregates recs
-// (recs[i] the record of aggs[i]; err the write's error): the stored ones
-// are mirrored and counted for chaining, the others kept for a later try,
-// or lost when final.
-func (a *auditor) settleAggregates(t *tenancy.Tenant, aggs []*limitedAgg, recs []*store.AuditRecord, err error, final bool, now time.Time) {
-	var kept []*limitedAgg
-	stored, lost := 0, 0
-	for i, rec := range recs {
-		switch {
-		case rec.ID != 0:
-			stored++
-			a.emit(t.Key, rec)
-		case final:
-			lost++
-			a.emit(t.Key, rec)
-		default:
-			kept = append(kept, aggs[i])
-		}
-	}
-	if lost > 0 {
-		a.lostRecords(t, lost, "the process is stopping", err)
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if stored > 0 {
-		a.markDirty(t, stored, false)
-	}
-	if len(kept) > 0 {
-		if a.held[t.ID] == nil {
-			a.log.Warn("audit: records could not be stored yet; kept, and tried again shortly", "tenant", t.Key, "records", len(kept), "error", err)
-		}
-		if n := a.holdLocked(t, nil, kept, false, now); n > 0 {
-			a.lostRecords(t, n, "too many records kept", err)
-		}
-	}
-}
-
 // writeTurn is one flush's budget for the writes of records nobody waits
 // for (see above). The last flush (final) tries every tenant within the
 // flush's own bound.
@@ -221,8 +184,8 @@ func (w *writeTurn) context(ctx, write context.Context) (context.Context, contex
 }
 
 // retryHeld tries the kept records of the tenants whose turn has come
-// (every one when all or final) while turn allows, and keeps what fails
-// again unless final or kept for heldFor.
+// (every one when all or final, and those kept for heldFor, to be given
+// up) while turn allows.
 func (a *auditor) retryHeld(ctx, write context.Context, turn *writeTurn, all bool, now time.Time) {
 	a.mu.Lock()
 	var due []*heldTenant
@@ -234,73 +197,94 @@ func (a *auditor) retryHeld(ctx, write context.Context, turn *writeTurn, all boo
 	}
 	a.mu.Unlock()
 	for _, h := range due {
-		aggs := make([]*limitedAgg, 0, len(h.aggs))
-		recs := make([]*store.AuditRecord, 0, len(h.recs)+len(h.aggs))
-		for _, agg := range h.aggs {
-			rec := agg.rec
-			aggs = append(aggs, agg)
-			recs = append(recs, &rec)
-		}
-		recs = append(recs, h.recs...)
-		err := errNotTried
-		if !turn.skip() {
-			tctx, cancel := turn.context(ctx, write)
-			_, err = a.db.InsertAuditRecords(tctx, h.t, recs)
-			cancel()
-			turn.tried(err)
-		}
-		why := ""
+		a.tryWrite(ctx, write, turn, h, true, now)
+	}
+}
+
+// tryWrite writes h's records, its aggregates and its calls' records, in
+// one try while turn allows, and settles each by the write's outcome:
+// stored, it is mirrored on the audit stream (an aggregate; a call's record
+// was when decided) and counted for chaining; not stored, it is lost when
+// the turn is final or h was kept for heldFor (and said so), else kept for
+// the next try. counted says whether h's entries are counted in heldN
+// already (taken out of held for this try) or are new (a flush's fresh
+// aggregates, whose since is now).
+func (a *auditor) tryWrite(ctx, write context.Context, turn *writeTurn, h *heldTenant, counted bool, now time.Time) {
+	aggs := make([]*limitedAgg, 0, len(h.aggs))
+	recs := make([]*store.AuditRecord, 0, len(h.recs)+len(h.aggs))
+	for _, agg := range h.aggs {
+		rec := agg.rec
+		aggs = append(aggs, agg)
+		recs = append(recs, &rec)
+	}
+	recs = append(recs, h.recs...)
+	err := errNotTried
+	if !turn.skip() {
+		tctx, cancel := turn.context(ctx, write)
+		_, err = a.db.InsertAuditRecords(tctx, h.t, recs)
+		cancel()
+		turn.tried(err)
+	}
+	why := ""
+	switch {
+	case turn.final:
+		why = "the process is stopping"
+	case now.Sub(h.since) >= heldFor:
+		why = "kept for " + heldFor.String()
+	}
+	var keptAggs []*limitedAgg
+	var keptRecs []*store.AuditRecord
+	stored, lost := 0, 0
+	for i, rec := range recs {
 		switch {
-		case turn.final:
-			why = "the process is stopping"
-		case now.Sub(h.since) >= heldFor:
-			why = "kept for " + heldFor.String()
-		}
-		var keptAggs []*limitedAgg
-		var keptRecs []*store.AuditRecord
-		stored, lost := 0, 0
-		for i, rec := range recs {
-			switch {
-			case rec.ID != 0:
-				stored++
-				if i < len(aggs) {
-					a.emit(h.t.Key, rec) // a call's record was mirrored when decided
-				}
-			case why != "":
-				lost++
-				if i < len(aggs) {
-					a.emit(h.t.Key, rec)
-				}
-			case i < len(aggs):
-				keptAggs = append(keptAggs, aggs[i])
-			default:
-				keptRecs = append(keptRecs, rec)
+		case rec.ID != 0:
+			stored++
+			if i < len(aggs) {
+				a.emit(h.t.Key, rec)
 			}
+		case why != "":
+			lost++
+			if i < len(aggs) {
+				a.emit(h.t.Key, rec)
+			}
+		case i < len(aggs):
+			keptAggs = append(keptAggs, aggs[i])
+		default:
+			keptRecs = append(keptRecs, rec)
 		}
-		if lost > 0 {
-			a.lostRecords(h.t, lost, why, err)
-		}
-		if stored > 0 && len(keptAggs)+len(keptRecs) == 0 {
-			a.log.Info("audit: records kept since they could not be stored are stored now", "tenant", h.t.Key, "records", stored,
-				"kept_since", h.since.UTC().Format(time.RFC3339))
-		}
-		a.mu.Lock()
+	}
+	kept := len(keptAggs) + len(keptRecs)
+	if lost > 0 {
+		a.lostRecords(h.t, lost, why, err)
+	}
+	if counted && stored > 0 && kept == 0 {
+		a.log.Info("audit: records kept since they could not be stored are stored now", "tenant", h.t.Key, "records", stored,
+			"kept_since", h.since.UTC().Format(time.RFC3339))
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if counted {
 		a.heldN -= stored + lost
-		if stored > 0 {
-			a.markDirty(h.t, stored, false)
-		}
-		if len(keptAggs)+len(keptRecs) > 0 {
-			next := now.Add(heldRetry)
-			if err == errNotTried {
-				next = h.next // not tried: at the next flush
-			}
-			a.holdLocked(h.t, keptRecs, keptAggs, true, now)
-			// Merged with records kept meanwhile: the older time counts.
-			nh := a.held[h.t.ID]
-			nh.since = minTime(nh.since, h.since)
-			nh.next = next
-		}
-		a.mu.Unlock()
+	}
+	if stored > 0 {
+		a.markDirty(h.t, stored, false)
+	}
+	if kept == 0 {
+		return
+	}
+	if !counted && a.held[h.t.ID] == nil {
+		a.log.Warn("audit: records could not be stored yet; kept, and tried again shortly", "tenant", h.t.Key, "records", kept, "error", err)
+	}
+	if n := a.holdLocked(h.t, keptRecs, keptAggs, counted, now); n > 0 {
+		a.lostRecords(h.t, n, "too many records kept", err)
+	}
+	// Merged with records kept meanwhile: the older time counts. Not
+	// tried: at the next flush.
+	nh := a.held[h.t.ID]
+	nh.since = minTime(nh.since, h.since)
+	nh.next = now.Add(heldRetry)
+	if counted && err == errNotTried {
+		nh.next = h.next
 	}
 }
 

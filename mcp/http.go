@@ -273,10 +273,12 @@ func (s *Server) catchUp(ctx context.Context, p *identity.Principal, tenantID st
 // auditCatchUpRefused records, in the tenant's audit log, a request
 // refused because its tenant's schema could not be brought up to date
 // (err, from catchUp): an ERROR record per principal and tool each flush,
-// with the count, as rate-limited requests have (auditor.refused). It is
-// written once the audit log can take it (audit_held.go): a schema a
-// release behind takes records as before (their columns are older than
-// any schema a release still serves).
+// with the count, as rate-limited requests have (auditor.refused), written
+// at the next flush or, while the audit log cannot take it, kept
+// (audit_held.go). A schema behind this release's takes it: the record
+// names no column newer than the audit log's first (store.InsertAudit
+// leaves out an empty via), and a batch that names more is written record
+// by record.
 func (s *Server) auditCatchUpRefused(c echo.Context, p *identity.Principal, m *tenancy.Membership, err error) {
 	reason := "unavailable: the tenant's schema could not be brought up to date"
 	if store.Locked(err) {
