@@ -17,6 +17,18 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
+// heldFixture is an auditor (its operational log in logs) over a fresh
+// database with a tenant for each of keys.
+func heldFixture(t *testing.T, keys ...string) (*store.DB, store.AuditKey, []*tenancy.Tenant, *auditor, *lockedBuffer) {
+	t.Helper()
+	db := storetest.MustOpenDB(t)
+	key := store.NewAuditKey([]byte("test audit key"))
+	tns := chainFixture(t, db, keys...)
+	logs := &lockedBuffer{}
+	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(logs, nil)))
+	return db, key, tns, a, logs
+}
+
 // TestKeptRecords: records that cannot be stored when due (here: the
 // tenant's audit log locked by another session) are kept, not dropped:
 // the refusals that follow join them without waiting for the lock again,
@@ -26,12 +38,8 @@ import (
 // loses them, and says so. Before, each flush's aggregates and each call's
 // record that could not be stored were lost at once.
 func TestKeptRecords(t *testing.T) {
-	db := storetest.MustOpenDB(t)
-	key := store.NewAuditKey([]byte("test audit key"))
+	db, key, tns, a, logs := heldFixture(t, "kept.example", "free.example")
 	ctx := context.Background()
-	tns := chainFixture(t, db, "kept.example", "free.example")
-	var logs lockedBuffer
-	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(&logs, nil)))
 	a.stopWait = 2 * heldWait // a flush's bound: room for one tenant's try beside the lock, and the other's
 	caller := func(tn *tenancy.Tenant) *Caller {
 		return &Caller{Tenant: tn, Principal: &identity.Principal{Subject: "svc", Provider: "apikey"}, ClientIP: "192.0.2.7"}
@@ -189,12 +197,8 @@ func TestWriteTurn(t *testing.T) {
 // anything between the two), are kept, and stored later. Before, both
 // were taken for stored and lost without a word.
 func TestKeptRecordsDecidedByTheirWrite(t *testing.T) {
-	db := storetest.MustOpenDB(t)
-	key := store.NewAuditKey([]byte("test audit key"))
+	db, _, tns, a, logs := heldFixture(t, "stale-id.example", "slow-commit.example")
 	ctx := context.Background()
-	tns := chainFixture(t, db, "stale-id.example", "slow-commit.example")
-	var logs lockedBuffer
-	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(&logs, nil)))
 	count := func(tn *tenancy.Tenant, where string) int {
 		t.Helper()
 		var n int
@@ -247,12 +251,8 @@ func TestKeptRecordsDecidedByTheirWrite(t *testing.T) {
 // stopping process gives one locked audit log a second, not the other
 // tenants' records.
 func TestKeptRecordsWithinTheFlushsBound(t *testing.T) {
-	db := storetest.MustOpenDB(t)
-	key := store.NewAuditKey([]byte("test audit key"))
+	db, key, tns, a, logs := heldFixture(t, "lock-1.example", "lock-2.example", "lock-3.example", "lock-4.example")
 	ctx := context.Background()
-	tns := chainFixture(t, db, "lock-1.example", "lock-2.example", "lock-3.example", "lock-4.example")
-	var logs lockedBuffer
-	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(&logs, nil)))
 	a.stopWait = 4 * heldWait
 	caller := func(tn *tenancy.Tenant) *Caller {
 		return &Caller{Tenant: tn, Principal: &identity.Principal{Subject: "svc", Provider: "apikey"}}
@@ -333,7 +333,7 @@ func TestKeptRecordsWithinTheFlushsBound(t *testing.T) {
 	}
 	down.Close()
 	logs.Reset()
-	b := newAuditor(down, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(&logs, nil)))
+	b := newAuditor(down, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(logs, nil)))
 	for _, tn := range tns {
 		b.rateLimited(&Caller{Tenant: tn, Principal: &identity.Principal{Subject: "svc", Provider: "apikey"}}, "add_todo", "tenant rate")
 	}
@@ -364,12 +364,8 @@ func TestKeptRecordsWithinTheFlushsBound(t *testing.T) {
 // records and aggregates together; the newest beyond it are refused (and
 // said lost), and once the kept ones are stored the room is back.
 func TestKeptRecordsBound(t *testing.T) {
-	db := storetest.MustOpenDB(t)
-	key := store.NewAuditKey([]byte("test audit key"))
+	db, _, tns, a, logs := heldFixture(t, "bound.example")
 	ctx := context.Background()
-	tns := chainFixture(t, db, "bound.example")
-	var logs lockedBuffer
-	a := newAuditor(db, key, slog.New(slog.NewTextHandler(io.Discard, nil)), slog.New(slog.NewTextHandler(&logs, nil)))
 	for i := range maxHeld {
 		if !a.hold(tns[0], &store.AuditRecord{RequestID: fmt.Sprintf("bound-%d", i), Decision: store.Failed, Subject: "svc", Reason: "unavailable"}) {
 			t.Fatalf("record %d refused, under the bound", i)
