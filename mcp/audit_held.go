@@ -279,8 +279,11 @@ func (a *auditor) tryWrite(ctx, write context.Context, turn *writeTurn, h *heldT
 		a.lostRecords(h.t, n, "too many records kept", err)
 	}
 	// Merged with records kept meanwhile: the older time counts. Not
-	// tried: at the next flush.
+	// tried: at the next flush. (None kept: all refused for the bound.)
 	nh := a.held[h.t.ID]
+	if nh == nil {
+		return
+	}
 	nh.since = minTime(nh.since, h.since)
 	nh.next = now.Add(heldRetry)
 	if counted && err == errNotTried {

@@ -364,7 +364,7 @@ func TestKeptRecordsWithinTheFlushsBound(t *testing.T) {
 // records and aggregates together; the newest beyond it are refused (and
 // said lost), and once the kept ones are stored the room is back.
 func TestKeptRecordsBound(t *testing.T) {
-	db, _, tns, a, logs := heldFixture(t, "bound.example")
+	db, _, tns, a, logs := heldFixture(t, "bound.example", "bound-locked.example")
 	ctx := context.Background()
 	for i := range maxHeld {
 		if !a.hold(tns[0], &store.AuditRecord{RequestID: fmt.Sprintf("bound-%d", i), Decision: store.Failed, Subject: "svc", Reason: "unavailable"}) {
@@ -382,11 +382,24 @@ func TestKeptRecordsBound(t *testing.T) {
 	if rest := a.mergeHeld(limited, time.Now()); len(rest) != 0 || !strings.Contains(logs.String(), "too many records kept") {
 		t.Errorf("an aggregate beyond the bound: %d left to write; log:\n%s", len(rest), logs.String())
 	}
+	// Another tenant's refusal, its audit log locked, the bound full: its
+	// write fails, and it is refused (said lost), nothing else.
+	logs.Reset()
+	release := storetest.LockTable(t, db, tns[1].Schema, "audit_log")
+	a.rateLimited(&Caller{Tenant: tns[1], Principal: &identity.Principal{Subject: "svc", Provider: "apikey"}}, "add_todo", "tenant rate")
+	a.flush(ctx, false)
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	if out := logs.String(); !strings.Contains(out, "too many records kept") || !strings.Contains(out, tns[1].Key) {
+		t.Errorf("a refusal beyond the bound, its audit log locked; log:\n%s", out)
+	}
 	a.mu.Lock()
 	n := a.heldN
+	_, other := a.held[tns[1].ID]
 	a.mu.Unlock()
-	if n != maxHeld {
-		t.Fatalf("%d kept, want %d", n, maxHeld)
+	if n != maxHeld || other {
+		t.Fatalf("%d kept (want %d), the other tenant kept: %v", n, maxHeld, other)
 	}
 	a.flush(ctx, true)
 	a.mu.Lock()
