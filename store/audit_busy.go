@@ -211,8 +211,10 @@ func lockedAs(as, err error) error {
 }
 
 // lockTimedOut reports whether err is PostgreSQL's lock_not_available
-// (55P03): lock_timeout ran out, or NOWAIT found the lock taken.
+// (55P03): lock_timeout ran out, or NOWAIT found the lock taken; or a
+// statement that the watchdog of [DB.execLockBounded] cancelled for the
+// same reason, behind a transaction pooler.
 func lockTimedOut(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03" || errors.Is(err, errLockWaitRanOut)
 }

@@ -2,12 +2,16 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // An index built on a live table is built concurrently (CREATE INDEX
@@ -44,9 +48,9 @@ import (
 // from one statement to the next on a connection, so there is neither the
 // advisory lock nor the lock_timeout: the progress view and the deadlock
 // rule keep builds apart (a build that finished between the check and a
-// DROP can still be dropped, and is built again), and lock waits are
-// unbounded. So it is during a rolling deploy from a release without the
-// lock.
+// DROP can still be dropped, and is built again; so it is during a rolling
+// deploy from a release without the lock), and a watchdog bounds the lock
+// waits instead (see [DB.execLockBounded]).
 const indexLockWait = 2 * time.Second
 
 // ErrIndexBuildLocked is the error of an index build that waited longer
@@ -120,13 +124,13 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 	case valid != nil && *valid:
 		return nil
 	case valid != nil: // left by a build that did not finish, or one in progress
-		if building, err := dropAbandoned(ctx, conn.Conn(), schema, table, name); err != nil {
+		if building, err := db.dropAbandoned(ctx, conn.Conn(), schema, table, name); err != nil {
 			return err
 		} else if building {
 			return fmt.Errorf("%s: %w", qualified, ErrIndexBuilding)
 		}
 	}
-	_, err = conn.Exec(ctx, "CREATE INDEX CONCURRENTLY IF NOT EXISTS "+pgx.Identifier{name}.Sanitize()+" ON "+
+	err = db.execLockBounded(ctx, conn.Conn(), "CREATE INDEX CONCURRENTLY IF NOT EXISTS "+pgx.Identifier{name}.Sanitize()+" ON "+
 		pgx.Identifier{schema, table}.Sanitize()+" "+using)
 	if err != nil {
 		if deadlocked(err) {
@@ -144,7 +148,7 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 			// What the failed build left, dropped now if its locks allow
 			// (else before the next build).
 			if v, verr := indexValid(ctx, conn.Conn(), schema, name); verr == nil && v != nil && !*v {
-				_, _ = dropAbandoned(ctx, conn.Conn(), schema, table, name)
+				_, _ = db.dropAbandoned(ctx, conn.Conn(), schema, table, name)
 			}
 		}
 		return fmt.Errorf("building the index %s: %w", qualified, lockedAs(ErrIndexBuildLocked, err))
@@ -156,7 +160,7 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 		// IF NOT EXISTS found another session's index: its build is under
 		// way, or it ended unfinished (PostgreSQL ended it as a deadlock
 		// with this one), and what it left is dropped for the next try.
-		if _, err := dropAbandoned(ctx, conn.Conn(), schema, table, name); err != nil {
+		if _, err := db.dropAbandoned(ctx, conn.Conn(), schema, table, name); err != nil {
 			return err
 		}
 		return fmt.Errorf("%s: %w", qualified, ErrIndexBuilding)
@@ -171,12 +175,12 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 // CONCURRENTLY) unless an index build is running on its table: then it
 // drops nothing and reports building. A drop that ran out of its lock
 // wait is an error wrapping [ErrIndexBuildLocked].
-func dropAbandoned(ctx context.Context, conn *pgx.Conn, schema, table, name string) (building bool, err error) {
+func (db *DB) dropAbandoned(ctx context.Context, conn *pgx.Conn, schema, table, name string) (building bool, err error) {
 	if building, err = indexBuilding(ctx, conn, schema, table); err != nil || building {
 		return building, err
 	}
 	qualified := pgx.Identifier{schema, name}.Sanitize()
-	if _, err := conn.Exec(ctx, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified); err != nil {
+	if err := db.execLockBounded(ctx, conn, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified); err != nil {
 		return false, fmt.Errorf("dropping the invalid index %s: %w", qualified, lockedAs(ErrIndexBuildLocked, err))
 	}
 	return false, nil
@@ -207,4 +211,109 @@ func indexBuilding(ctx context.Context, conn *pgx.Conn, schema, table string) (b
 	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_progress_create_index
 		WHERE relid = $1::regclass AND pid <> pg_backend_pid())`, pgx.Identifier{schema, table}.Sanitize()).Scan(&building)
 	return building, err
+}
+
+// lockWaitPoll is how often the watchdog of [DB.execLockBounded] looks at
+// its statement's backend.
+const lockWaitPoll = 100 * time.Millisecond
+
+// errLockWaitRanOut is the error of a statement that [DB.execLockBounded]
+// cancelled because it waited for a lock longer than indexLockWait:
+// [LockTimedOut] reports it as it reports lock_timeout's 55P03.
+var errLockWaitRanOut = fmt.Errorf("the statement waited longer than %v for a lock held by another session, and was cancelled", indexLockWait)
+
+// execLockBounded runs sql on conn: a statement that cannot run inside a
+// transaction block (CREATE or DROP INDEX CONCURRENTLY), whose every lock
+// wait must last at most indexLockWait. On a direct connection
+// lock_timeout, set for the session by ensureIndexConcurrently, does
+// that. Behind a transaction pooler no session setting reaches the
+// statement (the pooler may run it on any of its server connections;
+// PgBouncer documentation, "Feature matrix for pooling modes"), and a
+// SET in the same message would make it a transaction block, which such a
+// statement refuses. There a watchdog bounds the waits instead: on a
+// connection of its own (opened for the statement, so it never waits on
+// a pool the statement's connection came from) it looks every
+// lockWaitPoll for the statement's backend in pg_stat_activity, by a
+// comment unique to this run that begins the statement's text, and once
+// it has seen it waiting for a lock (wait_event_type 'Lock': a relation,
+// another transaction, a virtual transaction) for indexLockWait without a
+// break, cancels it there (pg_cancel_backend, in the same statement that
+// finds it still waiting). The statement's error then wraps
+// errLockWaitRanOut (and the query_canceled error), which [LockTimedOut]
+// and lockedAs treat as lock_timeout's. Where pg_stat_activity does not
+// show the statement's text to Gatehouse's role (the pooler logs in to
+// PostgreSQL as another role without pg_read_all_stats), the watchdog
+// never finds it and the waits are bounded by ctx alone.
+func (db *DB) execLockBounded(ctx context.Context, conn *pgx.Conn, sql string) error {
+	if !db.pooled {
+		_, err := conn.Exec(ctx, sql)
+		return err
+	}
+	var token [12]byte
+	if _, err := rand.Read(token[:]); err != nil {
+		return err
+	}
+	mark := "/* gatehouse lock-bounded " + hex.EncodeToString(token[:]) + " */ "
+	watch, err := pgx.ConnectConfig(ctx, db.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("connecting the watchdog of the statement's lock waits: %w", err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	var cancelled atomic.Bool
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		cancelled.Store(watchLockWaits(wctx, watch, mark, indexLockWait))
+	}()
+	_, err = conn.Exec(ctx, mark+sql)
+	stop()
+	<-done
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	_ = watch.Close(cctx)
+	cancel()
+	var pgErr *pgconn.PgError
+	if err != nil && cancelled.Load() && errors.As(err, &pgErr) && pgErr.Code == "57014" { // query_canceled
+		return fmt.Errorf("%w (%w)", errLockWaitRanOut, err)
+	}
+	return err
+}
+
+// watchLockWaits watches the backend running the statement whose text
+// begins with mark (see [DB.execLockBounded]) until ctx ends, and cancels
+// it once it has been seen waiting for a lock for bound without a break.
+// It reports whether it cancelled it. A query of its own that fails
+// (ctx ended, the connection broke) ends the watch.
+func watchLockWaits(ctx context.Context, watch *pgx.Conn, mark string, bound time.Duration) bool {
+	tick := time.NewTicker(lockWaitPoll)
+	defer tick.Stop()
+	var since time.Time // when the statement was first seen in its current wait
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+		var waiting bool
+		if err := watch.QueryRow(ctx, `SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity
+			WHERE state = 'active' AND starts_with(query, $1)`, mark).Scan(&waiting); err != nil {
+			return false
+		}
+		now := time.Now()
+		switch {
+		case !waiting:
+			since = time.Time{}
+		case since.IsZero():
+			since = now
+		case now.Sub(since) >= bound:
+			var n int
+			if err := watch.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity
+				WHERE state = 'active' AND wait_event_type = 'Lock' AND starts_with(query, $1)`, mark).Scan(&n); err != nil {
+				return false
+			}
+			if n > 0 {
+				return true
+			}
+			since = time.Time{} // no longer waiting
+		}
+	}
 }

@@ -119,66 +119,162 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 		}
 	})
 
-	t.Run("a writer holds the table", func(t *testing.T) {
-		drop()
-		release := writer()
-		t0 := time.Now()
-		err := ensure()
-		if !errors.Is(err, store.ErrIndexBuildLocked) || !store.LockTimedOut(err) || !store.Unavailable(err) {
-			t.Fatalf("ensure beside the writer: %v, want ErrIndexBuildLocked", err)
-		}
-		if d := time.Since(t0); d > 15*time.Second {
-			t.Errorf("ensure took %v beside the writer", d)
-		}
-		release()
-		if err := ensure(); err != nil {
-			t.Fatal(err)
-		}
-		if s := state(); s != "valid" {
-			t.Fatalf("after the writer: %s, want valid", s)
-		}
-	})
-
-	t.Run("an old snapshot", func(t *testing.T) {
-		// A long reader anywhere in the database (a pg_dump): the build
-		// waits for its snapshot before it may mark the index valid.
-		drop()
-		reader, err := db.Pool().BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	// Each lock wait of a build is bounded: directly by lock_timeout;
+	// behind a transaction pooler, where no session setting reaches the
+	// build, by a watchdog that cancels it (execLockBounded). Pooled: a
+	// store.DB that uses no session state, on direct connections; and the
+	// same through a real PgBouncer in transaction mode.
+	pooledOn := func(t *testing.T, url string) *store.DB {
+		t.Helper()
+		p, err := store.Open(ctx, url, &store.Options{TransactionPooler: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer reader.Rollback(ctx) //nolint:errcheck
-		if _, err := reader.Exec(ctx, "SELECT count(*) FROM gatehouse.tenants"); err != nil {
-			t.Fatal(err)
+		t.Cleanup(p.Close)
+		return p
+	}
+	lockWaits := func(t *testing.T, d *store.DB, pooled bool) {
+		// ensureBounded is ensure through d, given 20 s: a build
+		// whose waits nothing bounds fails the test instead of hanging it.
+		ensureBounded := func(t *testing.T) error {
+			t.Helper()
+			bctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			t0 := time.Now()
+			err := store.EnsureIndexConcurrently(bctx, d, tn.Schema, "todos", name, using)
+			if took := time.Since(t0); took > 15*time.Second {
+				t.Errorf("ensure took %v", took)
+			}
+			// Nothing of the build is left waiting in the database.
+			var left int
+			if qerr := db.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND (query LIKE '%gatehouse lock-bounded%' OR query LIKE '%INDEX CONCURRENTLY%') AND pid <> pg_backend_pid()").Scan(&left); qerr != nil {
+				t.Fatal(qerr)
+			}
+			if left != 0 {
+				t.Errorf("%d statements of the build still running after it returned %v", left, err)
+			}
+			return err
 		}
-		if err := ensure(); !errors.Is(err, store.ErrIndexBuildLocked) {
-			t.Fatalf("ensure beside an old snapshot: %v, want ErrIndexBuildLocked", err)
-		}
-		if err := reader.Rollback(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := ensure(); err != nil || state() != "valid" {
-			t.Fatalf("after the reader: %v, %s", err, state())
-		}
-	})
 
-	t.Run("the table is locked", func(t *testing.T) {
-		drop()
-		unlock := storetest.LockTable(t, db, tn.Schema, "todos")
-		err := ensure()
-		if !errors.Is(err, store.ErrIndexBuildLocked) {
-			t.Fatalf("ensure beside ACCESS EXCLUSIVE: %v, want ErrIndexBuildLocked", err)
+		t.Run("a writer holds the table", func(t *testing.T) {
+			drop()
+			release := writer()
+			err := ensureBounded(t)
+			if !errors.Is(err, store.ErrIndexBuildLocked) || !store.LockTimedOut(err) || !store.Unavailable(err) {
+				t.Fatalf("ensure beside the writer: %v, want ErrIndexBuildLocked", err)
+			}
+			release()
+			if err := ensure(); err != nil {
+				t.Fatal(err)
+			}
+			if s := state(); s != "valid" {
+				t.Fatalf("after the writer: %s, want valid", s)
+			}
+		})
+
+		t.Run("an old snapshot", func(t *testing.T) {
+			// A long reader anywhere in the database (a pg_dump): the build
+			// waits for its snapshot before it may mark the index valid.
+			drop()
+			reader, err := db.Pool().BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reader.Rollback(ctx) //nolint:errcheck
+			if _, err := reader.Exec(ctx, "SELECT count(*) FROM gatehouse.tenants"); err != nil {
+				t.Fatal(err)
+			}
+			if err := ensureBounded(t); !errors.Is(err, store.ErrIndexBuildLocked) {
+				t.Fatalf("ensure beside an old snapshot: %v, want ErrIndexBuildLocked", err)
+			}
+			if err := reader.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := ensure(); err != nil || state() != "valid" {
+				t.Fatalf("after the reader: %v, %s", err, state())
+			}
+		})
+
+		t.Run("the table is locked", func(t *testing.T) {
+			drop()
+			unlock := storetest.LockTable(t, db, tn.Schema, "todos")
+			err := ensureBounded(t)
+			if !errors.Is(err, store.ErrIndexBuildLocked) {
+				t.Fatalf("ensure beside ACCESS EXCLUSIVE: %v, want ErrIndexBuildLocked", err)
+			}
+			if err := unlock(); err != nil {
+				t.Fatal(err)
+			}
+			if s := state(); s != "missing" {
+				t.Errorf("a build that never got its lock left the index %s", s)
+			}
+			if err := ensure(); err != nil || state() != "valid" {
+				t.Fatalf("after the lock: %v, %s", err, state())
+			}
+		})
+
+		t.Run("an invalid leftover behind a writer", func(t *testing.T) {
+			// Dropping what a failed build left waits for the writer too
+			// (DROP INDEX CONCURRENTLY): bounded the same way.
+			drop()
+			release := writer()
+			if err := <-otherBuild("100ms"); !store.LockTimedOut(err) {
+				t.Fatalf("the other build: %v, want a lock wait that ran out", err)
+			}
+			if s := state(); s != "invalid" {
+				t.Fatalf("the failed build left the index %s, want invalid", s)
+			}
+			if err := ensureBounded(t); !errors.Is(err, store.ErrIndexBuildLocked) {
+				t.Fatalf("ensure beside the writer, over an invalid leftover: %v, want ErrIndexBuildLocked", err)
+			}
+			release()
+			if err := ensure(); err != nil || state() != "valid" {
+				t.Fatalf("after the writer: %v, %s", err, state())
+			}
+		})
+
+		if !pooled {
+			return
 		}
-		if err := unlock(); err != nil {
-			t.Fatal(err)
-		}
-		if s := state(); s != "missing" {
-			t.Errorf("a build that never got its lock left the index %s", s)
-		}
-		if err := ensure(); err != nil || state() != "valid" {
-			t.Fatalf("after the lock: %v, %s", err, state())
-		}
-	})
+		t.Run("a pooled build that waits for no lock is not cancelled", func(t *testing.T) {
+			// A build that works for longer than the bound without waiting
+			// for a lock (its index expression sleeps 0.5 ms a row, over
+			// 6,000 rows): the watchdog leaves it alone.
+			drop()
+			if _, err := db.Pool().Exec(ctx, `CREATE FUNCTION public.slow_probe(text) RETURNS text IMMUTABLE LANGUAGE plpgsql
+				AS $$ BEGIN PERFORM pg_sleep(0.0005); RETURN $1; END $$`); err != nil {
+				t.Fatal(err)
+			}
+			defer db.Pool().Exec(ctx, "DROP FUNCTION public.slow_probe(text) CASCADE") //nolint:errcheck
+			if _, err := db.Pool().Exec(ctx, "INSERT INTO "+table+" (title, created_by) SELECT 'slow ' || i, 'slow' FROM generate_series(1, 6000) i"); err != nil {
+				t.Fatal(err)
+			}
+			defer db.Pool().Exec(ctx, "DELETE FROM "+table+" WHERE created_by = 'slow'") //nolint:errcheck
+			t0 := time.Now()
+			if err := store.EnsureIndexConcurrently(ctx, d, tn.Schema, "todos", name, "(public.slow_probe(title))"); err != nil {
+				t.Fatal(err)
+			}
+			if took := time.Since(t0); took < 3*time.Second {
+				t.Fatalf("the build took %v: too short to show that the watchdog leaves a working build alone", took)
+			}
+			if s := state(); s != "valid" {
+				t.Fatalf("after the long build: %s", s)
+			}
+		})
+	}
+	for _, mode := range []struct {
+		name string
+		open func(t *testing.T) *store.DB
+	}{
+		{"direct", func(*testing.T) *store.DB { return db }},
+		{"pooled", func(t *testing.T) *store.DB { return pooledOn(t, db.Pool().Config().ConnString()) }},
+		{"through PgBouncer", func(t *testing.T) *store.DB {
+			url, _ := storetest.PgBouncer(t, db.Pool().Config().ConnString()) // skips where PgBouncer is missing
+			return pooledOn(t, url)
+		}},
+	} {
+		t.Run(mode.name, func(t *testing.T) { lockWaits(t, mode.open(t), mode.name != "direct") })
+	}
 
 	t.Run("another session is building it", func(t *testing.T) {
 		// Its index is invalid until it ends: not a leftover to drop.

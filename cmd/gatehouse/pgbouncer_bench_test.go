@@ -44,7 +44,7 @@ func BenchmarkPgBouncer(b *testing.B) {
 		b.Skip("runs two servers and PgBouncer")
 	}
 	direct := storetest.ConnString(b)
-	pooled, bouncer := startPgBouncer(b, direct)
+	pooled, bouncer := storetest.PgBouncer(b, direct)
 	dir := storetest.TempDir(b)
 	env := []string{"GATEHOUSE_TENANT_RATE=off", "GATEHOUSE_PRINCIPAL_RATE=off"}
 	d := runBinaryOn(b, dir+"/direct", append(env, "DATABASE_URL="+direct, "GATEHOUSE_PGBOUNCER=false")...)

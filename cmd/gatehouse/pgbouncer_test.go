@@ -1,95 +1,16 @@
 package main
 
 import (
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"strconv"
-	"syscall"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/gatehouse-mcp/gatehouse/internal/testdeps"
 	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 )
 
-// pgBouncer starts PgBouncer (testdeps.PgBouncer: skips the test where it
-// is missing) in transaction mode in front of the test database conn, and
-// returns a connection string through it.
+// pgBouncer starts PgBouncer in transaction mode in front of the test
+// database conn (storetest.PgBouncer) and returns a connection string
+// through it.
 func pgBouncer(t testing.TB, conn string) string {
 	t.Helper()
-	pooled, _ := startPgBouncer(t, conn)
+	pooled, _ := storetest.PgBouncer(t, conn)
 	return pooled
-}
-
-// startPgBouncer is pgBouncer, also returning the PgBouncer process's id
-// (for benchmarks that read its CPU time).
-func startPgBouncer(t testing.TB, conn string) (string, int) {
-	t.Helper()
-	bin := testdeps.Need(t, testdeps.PgBouncer)
-	cfg, err := pgconn.ParseConfig(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := storetest.TempDir(t)
-	addr := freeAddr(t)
-	_, port, _ := net.SplitHostPort(addr)
-	ini := fmt.Sprintf(`[databases]
-%[1]s = host=%[2]s port=%[3]d dbname=%[1]s
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = %[4]s
-unix_socket_dir =
-auth_type = trust
-auth_file = %[5]s/userlist.txt
-pool_mode = transaction
-max_client_conn = 500
-default_pool_size = 20
-ignore_startup_parameters = extra_float_digits
-admin_users = postgres
-`, cfg.Database, cfg.Host, cfg.Port, port, dir)
-	for name, body := range map[string]string{"pgbouncer.ini": ini, "userlist.txt": `"postgres" ""` + "\n"} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cmd := exec.Command(bin, filepath.Join(dir, "pgbouncer.ini"))
-	logs := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if os.Geteuid() == 0 { // PgBouncer refuses to run as root
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatal(err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGINT)
-		_, _ = cmd.Process.Wait()
-		if t.Failed() {
-			t.Logf("pgbouncer log:\n%s", logs.String())
-		}
-	})
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pgbouncer did not start:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", addr, cfg.Database), cmd.Process.Pid
 }
