@@ -305,9 +305,15 @@ func watchLockWaits(ctx context.Context, watch *pgx.Conn, mark string, bound tim
 		case since.IsZero():
 			since = now
 		case now.Sub(since) >= bound:
+			// Not under ctx: the statement, cancelled, returns at once,
+			// and its caller ends ctx then; the answer must still be read,
+			// or a cancellation of ours would be taken for someone else's.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			var n int
-			if err := watch.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity
-				WHERE state = 'active' AND wait_event_type = 'Lock' AND starts_with(query, $1)`, mark).Scan(&n); err != nil {
+			err := watch.QueryRow(cctx, `SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity
+				WHERE state = 'active' AND wait_event_type = 'Lock' AND starts_with(query, $1)`, mark).Scan(&n)
+			cancel()
+			if err != nil {
 				return false
 			}
 			if n > 0 {

@@ -52,7 +52,7 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 	}
 	// writer holds the table as a transaction that wrote to it and has
 	// not ended: every concurrent build waits for it.
-	writer := func() (release func()) {
+	writer := func(t *testing.T) (release func()) {
 		t.Helper()
 		tx, err := db.Pool().Begin(ctx)
 		if err != nil {
@@ -68,7 +68,7 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 	}
 	// otherBuild starts a concurrent build in another session, without a
 	// bound on its waits, and returns its outcome when it ends.
-	otherBuild := func(lockTimeout string) <-chan error {
+	otherBuild := func(t *testing.T, lockTimeout string) <-chan error {
 		done := make(chan error, 1)
 		conn, err := db.Pool().Acquire(ctx)
 		if err != nil {
@@ -103,8 +103,8 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 		// CREATE INDEX CONCURRENTLY IF NOT EXISTS, as the index was built
 		// before, takes such a leftover for the index and does nothing.
 		drop()
-		release := writer()
-		if err := <-otherBuild("100ms"); !store.LockTimedOut(err) {
+		release := writer(t)
+		if err := <-otherBuild(t, "100ms"); !store.LockTimedOut(err) {
 			t.Fatalf("the other build: %v, want a lock wait that ran out", err)
 		}
 		release()
@@ -147,7 +147,7 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 			}
 			// Nothing of the build is left waiting in the database.
 			var left int
-			if qerr := db.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND (query LIKE '%gatehouse lock-bounded%' OR query LIKE '%INDEX CONCURRENTLY%') AND pid <> pg_backend_pid()").Scan(&left); qerr != nil {
+			if qerr := db.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'active' AND (query LIKE '%gatehouse lock-bounded%' OR query LIKE '%INDEX CONCURRENTLY%') AND pid <> pg_backend_pid()").Scan(&left); qerr != nil {
 				t.Fatal(qerr)
 			}
 			if left != 0 {
@@ -158,7 +158,7 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 
 		t.Run("a writer holds the table", func(t *testing.T) {
 			drop()
-			release := writer()
+			release := writer(t)
 			err := ensureBounded(t)
 			if !errors.Is(err, store.ErrIndexBuildLocked) || !store.LockTimedOut(err) || !store.Unavailable(err) {
 				t.Fatalf("ensure beside the writer: %v, want ErrIndexBuildLocked", err)
@@ -217,8 +217,8 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 			// Dropping what a failed build left waits for the writer too
 			// (DROP INDEX CONCURRENTLY): bounded the same way.
 			drop()
-			release := writer()
-			if err := <-otherBuild("100ms"); !store.LockTimedOut(err) {
+			release := writer(t)
+			if err := <-otherBuild(t, "100ms"); !store.LockTimedOut(err) {
 				t.Fatalf("the other build: %v, want a lock wait that ran out", err)
 			}
 			if s := state(); s != "invalid" {
@@ -279,8 +279,8 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 	t.Run("another session is building it", func(t *testing.T) {
 		// Its index is invalid until it ends: not a leftover to drop.
 		drop()
-		release := writer()
-		done := otherBuild("0")
+		release := writer(t)
+		done := otherBuild(t, "0")
 		deadline := time.Now().Add(10 * time.Second)
 		for state() != "invalid" {
 			if time.Now().After(deadline) {
