@@ -185,7 +185,9 @@ func busyError(t *tenancy.Tenant) error { return fmt.Errorf("tenant %s: %w", t.K
 
 // LockTimedOut reports whether err is PostgreSQL's lock_not_available
 // (55P03): a lock wait bounded by lock_timeout ran out, or NOWAIT found
-// the lock taken.
+// the lock taken; or an index build that, behind a transaction pooler,
+// was cancelled because a lock wait outlasted the same bound or could not
+// be watched (see DB.execLockBounded).
 func LockTimedOut(err error) bool { return lockTimedOut(err) }
 
 // Locked reports whether err says that a tenant's tables were locked by
@@ -216,5 +218,5 @@ func lockedAs(as, err error) error {
 // same reason, behind a transaction pooler.
 func lockTimedOut(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "55P03" || errors.Is(err, errLockWaitRanOut)
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03" || errors.Is(err, errLockWaitRanOut) || errors.Is(err, errLockWaitUnwatched)
 }

@@ -213,37 +213,64 @@ func indexBuilding(ctx context.Context, conn *pgx.Conn, schema, table string) (b
 	return building, err
 }
 
-// lockWaitPoll is how often the watchdog of [DB.execLockBounded] looks at
-// its statement's backend.
-const lockWaitPoll = 100 * time.Millisecond
+// The watchdog of [DB.execLockBounded]: how often it looks at its
+// statement's backend, how long one look may take (a pooler whose server
+// connections are all taken queues it), and how long it may go without
+// seeing the statement before it cancels it, unable to bound its waits.
+const (
+	lockWaitPoll     = 100 * time.Millisecond
+	lockWaitPollWait = 500 * time.Millisecond
+	lockWaitBlind    = 4 * indexLockWait
+)
 
 // errLockWaitRanOut is the error of a statement that [DB.execLockBounded]
-// cancelled because it waited for a lock longer than indexLockWait:
-// [LockTimedOut] reports it as it reports lock_timeout's 55P03.
-var errLockWaitRanOut = fmt.Errorf("the statement waited longer than %v for a lock held by another session, and was cancelled", indexLockWait)
+// cancelled because one of its lock waits lasted longer than
+// indexLockWait, and errLockWaitUnwatched of one it cancelled because it
+// could not see it for lockWaitBlind: [LockTimedOut] reports both as it
+// reports lock_timeout's 55P03 (try again later).
+var (
+	errLockWaitRanOut    = fmt.Errorf("the statement waited longer than %v for a lock held by another session, and was cancelled", indexLockWait)
+	errLockWaitUnwatched = fmt.Errorf("the statement's lock waits could not be watched for %v (no free connection behind the transaction pooler), and it was cancelled", lockWaitBlind)
+)
 
 // execLockBounded runs sql on conn: a statement that cannot run inside a
-// transaction block (CREATE or DROP INDEX CONCURRENTLY), whose every lock
-// wait must last at most indexLockWait. On a direct connection
+// transaction block (CREATE or DROP INDEX CONCURRENTLY), each of whose
+// lock waits must last at most indexLockWait. On a direct connection
 // lock_timeout, set for the session by ensureIndexConcurrently, does
 // that. Behind a transaction pooler no session setting reaches the
 // statement (the pooler may run it on any of its server connections;
-// PgBouncer documentation, "Feature matrix for pooling modes"), and a
-// SET in the same message would make it a transaction block, which such a
-// statement refuses. There a watchdog bounds the waits instead: on a
-// connection of its own (opened for the statement, so it never waits on
-// a pool the statement's connection came from) it looks every
-// lockWaitPoll for the statement's backend in pg_stat_activity, by a
-// comment unique to this run that begins the statement's text, and once
-// it has seen it waiting for a lock (wait_event_type 'Lock': a relation,
-// another transaction, a virtual transaction) for indexLockWait without a
-// break, cancels it there (pg_cancel_backend, in the same statement that
-// finds it still waiting). The statement's error then wraps
-// errLockWaitRanOut (and the query_canceled error), which [LockTimedOut]
-// and lockedAs treat as lock_timeout's. Where pg_stat_activity does not
-// show the statement's text to Gatehouse's role (the pooler logs in to
-// PostgreSQL as another role without pg_read_all_stats), the watchdog
-// never finds it and the waits are bounded by ctx alone.
+// PgBouncer documentation, "Feature matrix for pooling modes"), and a SET
+// in the same message would make it a transaction block, which such a
+// statement refuses. There a watchdog bounds the waits instead:
+//
+//   - It runs on a connection of its own, opened for the statement
+//     (through the pooler too, so it reaches PostgreSQL as the same role),
+//     and looks every lockWaitPoll for the statement's backend in
+//     pg_stat_activity, by a comment unique to this run that begins the
+//     statement's text.
+//   - A wait is the backend waiting for one lock (wait_event_type 'Lock';
+//     the lock it has not been granted, from pg_locks: a relation,
+//     another transaction, a virtual transaction): a wait for another
+//     lock is a new wait, as it is for lock_timeout, however close behind
+//     the previous one.
+//   - Once it has seen one wait last indexLockWait, it cancels the
+//     statement through the statement's own connection (a cancel request
+//     with its key, which a pooler forwards to the server connection the
+//     statement runs on: never another client's statement). The
+//     statement's error then wraps errLockWaitRanOut and the
+//     query_canceled error. A wait that ends just as the cancel is sent
+//     still cancels the statement, as lock_timeout's race does.
+//   - A look that fails or takes over lockWaitPollWait (the pooler has no
+//     free server connection) is retried; after lockWaitBlind without
+//     seeing the statement, it is cancelled (errLockWaitUnwatched): a
+//     statement whose waits cannot be bounded is not left to wait for as
+//     long as another session holds it up. The first such failure is
+//     logged.
+//
+// Where pg_stat_activity does not show the statement's text to the
+// watchdog's role, or track_activities is off, the watchdog never finds
+// the statement waiting, and its waits are bounded by ctx alone, as
+// before (the embedding worker's has no deadline).
 func (db *DB) execLockBounded(ctx context.Context, conn *pgx.Conn, sql string) error {
 	if !db.pooled {
 		_, err := conn.Exec(ctx, sql)
@@ -254,72 +281,106 @@ func (db *DB) execLockBounded(ctx context.Context, conn *pgx.Conn, sql string) e
 		return err
 	}
 	mark := "/* gatehouse lock-bounded " + hex.EncodeToString(token[:]) + " */ "
-	watch, err := pgx.ConnectConfig(ctx, db.pool.Config().ConnConfig.Copy())
-	if err != nil {
-		return fmt.Errorf("connecting the watchdog of the statement's lock waits: %w", err)
-	}
 	wctx, stop := context.WithCancel(ctx)
-	var cancelled atomic.Bool
+	var cancelled atomic.Pointer[error]
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		cancelled.Store(watchLockWaits(wctx, watch, mark, indexLockWait))
+		if why := db.watchLockWaits(wctx, conn.PgConn(), mark, indexLockWait); why != nil {
+			cancelled.Store(&why)
+		}
 	}()
-	_, err = conn.Exec(ctx, mark+sql)
+	_, err := conn.Exec(ctx, mark+sql)
 	stop()
 	<-done
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	_ = watch.Close(cctx)
-	cancel()
 	var pgErr *pgconn.PgError
-	if err != nil && cancelled.Load() && errors.As(err, &pgErr) && pgErr.Code == "57014" { // query_canceled
-		return fmt.Errorf("%w (%w)", errLockWaitRanOut, err)
+	if why := cancelled.Load(); err != nil && why != nil && errors.As(err, &pgErr) && pgErr.Code == "57014" { // query_canceled
+		return fmt.Errorf("%w (%w)", *why, err)
 	}
 	return err
 }
 
-// watchLockWaits watches the backend running the statement whose text
-// begins with mark (see [DB.execLockBounded]) until ctx ends, and cancels
-// it once it has been seen waiting for a lock for bound without a break.
-// It reports whether it cancelled it. A query of its own that fails
-// (ctx ended, the connection broke) ends the watch.
-func watchLockWaits(ctx context.Context, watch *pgx.Conn, mark string, bound time.Duration) bool {
+// watchedWaitSQL finds the backend running the statement whose text begins
+// with $1 while it waits for a lock, and names the lock it waits for.
+const watchedWaitSQL = `SELECT coalesce((SELECT string_agg(concat_ws(' ', l.locktype, l.database, l.relation, l.page, l.tuple,
+		l.virtualxid, l.transactionid, l.classid, l.objid, l.objsubid, l.mode), ',')
+	FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted), '')
+	FROM pg_stat_activity a WHERE a.state = 'active' AND a.wait_event_type = 'Lock' AND starts_with(a.query, $1) LIMIT 1`
+
+// watchLockWaits watches, on a connection of its own, the backend running
+// build's statement, whose text begins with mark (see
+// [DB.execLockBounded]), until ctx ends, and
+// cancels it once one of its lock waits has lasted bound, or once it has
+// gone lockWaitBlind without seeing it. It returns why it cancelled it
+// (errLockWaitRanOut, errLockWaitUnwatched), or nil.
+func (db *DB) watchLockWaits(ctx context.Context, build *pgconn.PgConn, mark string, bound time.Duration) error {
+	var watch *pgx.Conn // opened at the first look, again after it broke
+	defer func() {
+		if watch != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = watch.Close(cctx)
+			cancel()
+		}
+	}()
 	tick := time.NewTicker(lockWaitPoll)
 	defer tick.Stop()
-	var since time.Time // when the statement was first seen in its current wait
+	seen := time.Now()  // when a look last succeeded
+	var since time.Time // when the current wait was first seen
+	var waitingFor string
+	logged := false
 	for {
 		select {
 		case <-ctx.Done():
-			return false
+			return nil
 		case <-tick.C:
 		}
-		var waiting bool
-		if err := watch.QueryRow(ctx, `SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity
-			WHERE state = 'active' AND starts_with(query, $1)`, mark).Scan(&waiting); err != nil {
-			return false
+		pctx, cancel := context.WithTimeout(ctx, lockWaitPollWait)
+		var lock string
+		var err error
+		if watch == nil || watch.IsClosed() {
+			if watch, err = pgx.ConnectConfig(pctx, db.pool.Config().ConnConfig.Copy()); err != nil {
+				watch = nil
+			}
 		}
+		if watch != nil {
+			err = watch.QueryRow(pctx, watchedWaitSQL, mark).Scan(&lock)
+		}
+		cancel()
 		now := time.Now()
 		switch {
-		case !waiting:
-			since = time.Time{}
-		case since.IsZero():
-			since = now
-		case now.Sub(since) >= bound:
-			// Not under ctx: the statement, cancelled, returns at once,
-			// and its caller ends ctx then; the answer must still be read,
-			// or a cancellation of ours would be taken for someone else's.
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			var n int
-			err := watch.QueryRow(cctx, `SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM pg_stat_activity
-				WHERE state = 'active' AND wait_event_type = 'Lock' AND starts_with(query, $1)`, mark).Scan(&n)
-			cancel()
-			if err != nil {
-				return false
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, pgx.ErrNoRows): // running, not waiting for a lock (or not started, or done)
+			seen, since = now, time.Time{}
+			continue
+		case err != nil:
+			if !logged && db.log != nil {
+				logged = true
+				db.log.Warn("index build: watching its lock waits failed; trying again", "error", err)
 			}
-			if n > 0 {
-				return true
+			if now.Sub(seen) < lockWaitBlind {
+				continue
 			}
-			since = time.Time{} // no longer waiting
+			return cancelBuild(ctx, build, errLockWaitUnwatched)
+		}
+		seen = now
+		if since.IsZero() || lock != waitingFor {
+			since, waitingFor = now, lock
+			continue
+		}
+		if now.Sub(since) >= bound {
+			return cancelBuild(ctx, build, errLockWaitRanOut)
 		}
 	}
+}
+
+// cancelBuild sends build's connection a cancel request for the statement
+// it runs, and returns why when it was sent (nil when it could not be).
+func cancelBuild(ctx context.Context, build *pgconn.PgConn, why error) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := build.CancelRequest(cctx); err != nil {
+		return nil
+	}
+	return why
 }

@@ -233,6 +233,39 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 			}
 		})
 
+		t.Run("two waits, each shorter than the bound", func(t *testing.T) {
+			// As with lock_timeout, each wait has the bound, not their sum:
+			// the table locked for 1.2 s, then a reader whose snapshot the
+			// build waits for before it may mark the index valid, for 1.2 s
+			// more.
+			drop()
+			unlock := storetest.LockTable(t, db, tn.Schema, "todos")
+			reader, err := db.Pool().BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reader.Rollback(ctx) //nolint:errcheck
+			if _, err := reader.Exec(ctx, "SELECT count(*) FROM gatehouse.tenants"); err != nil {
+				t.Fatal(err)
+			}
+			released := make(chan error, 1)
+			go func() {
+				time.Sleep(1200 * time.Millisecond)
+				err := unlock()
+				time.Sleep(1200 * time.Millisecond)
+				released <- errors.Join(err, reader.Rollback(ctx))
+			}()
+			if err := ensureBounded(t); err != nil {
+				t.Fatalf("ensure beside two waits of 1.2 s: %v", err)
+			}
+			if err := <-released; err != nil {
+				t.Fatal(err)
+			}
+			if s := state(); s != "valid" {
+				t.Fatalf("after the two waits: %s, want valid", s)
+			}
+		})
+
 		if !pooled {
 			return
 		}
@@ -262,6 +295,41 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 			}
 		})
 	}
+	t.Run("through PgBouncer, with no server connection left for the watchdog", func(t *testing.T) {
+		// PgBouncer's pool (20 server connections) is taken by 19
+		// transactions, one of which holds the table as a writer; the
+		// build takes the last. The watchdog cannot look, so it cancels
+		// the build once it has been blind for its bound, rather than
+		// letting it wait for as long as the writer runs.
+		url, _ := storetest.PgBouncer(t, db.Pool().Config().ConnString())
+		bouncer := pooledOn(t, url)
+		drop()
+		for i := range 19 {
+			c, err := pgx.Connect(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close(context.Background()) })
+			if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+				t.Fatal(err)
+			}
+			q := "SELECT 1"
+			if i == 0 {
+				q = "INSERT INTO " + table + " (title, created_by) VALUES ('held', 'test')"
+			}
+			if _, err := c.Exec(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Exec(context.Background(), "ROLLBACK") }) //nolint:errcheck
+		}
+		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		err := store.EnsureIndexConcurrently(bctx, bouncer, tn.Schema, "todos", name, using)
+		if !errors.Is(err, store.ErrIndexBuildLocked) || !store.LockTimedOut(err) {
+			t.Fatalf("ensure with no connection for the watchdog: %v, want ErrIndexBuildLocked", err)
+		}
+	})
+
 	for _, mode := range []struct {
 		name string
 		open func(t *testing.T) *store.DB
