@@ -99,18 +99,25 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 		}
 	})
 
-	t.Run("left invalid by a build that failed", func(t *testing.T) {
-		// CREATE INDEX CONCURRENTLY IF NOT EXISTS, as the index was built
-		// before, takes such a leftover for the index and does nothing.
+	// leftInvalid leaves the index invalid, as a build that failed does,
+	// beside a writer that still holds the table (release ends it).
+	leftInvalid := func(t *testing.T) (release func()) {
+		t.Helper()
 		drop()
-		release := writer(t)
+		release = writer(t)
 		if err := <-otherBuild(t, "100ms"); !store.LockTimedOut(err) {
 			t.Fatalf("the other build: %v, want a lock wait that ran out", err)
 		}
-		release()
 		if s := state(); s != "invalid" {
 			t.Fatalf("the failed build left the index %s, want invalid", s)
 		}
+		return release
+	}
+
+	t.Run("left invalid by a build that failed", func(t *testing.T) {
+		// CREATE INDEX CONCURRENTLY IF NOT EXISTS, as the index was built
+		// before, takes such a leftover for the index and does nothing.
+		leftInvalid(t)()
 		if err := ensure(); err != nil {
 			t.Fatal(err)
 		}
@@ -216,14 +223,7 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 		t.Run("an invalid leftover behind a writer", func(t *testing.T) {
 			// Dropping what a failed build left waits for the writer too
 			// (DROP INDEX CONCURRENTLY): bounded the same way.
-			drop()
-			release := writer(t)
-			if err := <-otherBuild(t, "100ms"); !store.LockTimedOut(err) {
-				t.Fatalf("the other build: %v, want a lock wait that ran out", err)
-			}
-			if s := state(); s != "invalid" {
-				t.Fatalf("the failed build left the index %s, want invalid", s)
-			}
+			release := leftInvalid(t)
 			if err := ensureBounded(t); !errors.Is(err, store.ErrIndexBuildLocked) {
 				t.Fatalf("ensure beside the writer, over an invalid leftover: %v, want ErrIndexBuildLocked", err)
 			}
