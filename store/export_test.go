@@ -86,3 +86,9 @@ func ControlLaneSettings(ctx context.Context, db *DB, name string) ([]string, er
 func EnsureIndexConcurrently(ctx context.Context, db *DB, schema, table, name, using string) error {
 	return db.ensureIndexConcurrently(ctx, schema, table, name, using)
 }
+
+// The reasons the index build's watchdog gives for a cancel (execLockBounded).
+var (
+	ErrLockWaitRanOut    = errLockWaitRanOut
+	ErrLockWaitUnwatched = errLockWaitUnwatched
+)

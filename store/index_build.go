@@ -166,18 +166,30 @@ func (db *DB) ensureIndexConcurrently(ctx context.Context, schema, table, name, 
 		return fmt.Errorf("%s: %w", qualified, ErrIndexBuilding)
 	}
 	if valid == nil {
-		return fmt.Errorf("building the index %s: it is missing after the build", qualified)
+		// Built, then dropped by another session before this look: a
+		// builder behind a transaction pooler that took it for a leftover
+		// of its own failed build (see dropAbandoned), or an operator.
+		return fmt.Errorf("building the index %s: another session dropped it after it was built: %w", qualified, ErrIndexBuilding)
 	}
 	return nil
 }
 
 // dropAbandoned drops schema's invalid index name (DROP INDEX
-// CONCURRENTLY) unless an index build is running on its table: then it
-// drops nothing and reports building. A drop that ran out of its lock
-// wait is an error wrapping [ErrIndexBuildLocked].
+// CONCURRENTLY) unless an index build is running on its table (then it
+// drops nothing and reports building) or the index is, by now, valid or
+// gone (then it drops nothing). A drop that ran out of its lock wait is
+// an error wrapping [ErrIndexBuildLocked].
 func (db *DB) dropAbandoned(ctx context.Context, conn *pgx.Conn, schema, table, name string) (building bool, err error) {
 	if building, err = indexBuilding(ctx, conn, schema, table); err != nil || building {
 		return building, err
+	}
+	// A build that was running when the index was found invalid may have
+	// finished since (behind a transaction pooler no advisory lock keeps
+	// builders apart): looked at again, a valid index is left alone. A
+	// build that finishes between this look and the DROP is still lost,
+	// and built again later (PostgreSQL has no conditional DROP).
+	if valid, err := indexValid(ctx, conn, schema, name); err != nil || valid == nil || *valid {
+		return false, err
 	}
 	qualified := pgx.Identifier{schema, name}.Sanitize()
 	if err := db.execLockBounded(ctx, conn, "DROP INDEX CONCURRENTLY IF EXISTS "+qualified); err != nil {
@@ -215,11 +227,13 @@ func indexBuilding(ctx context.Context, conn *pgx.Conn, schema, table string) (b
 
 // The watchdog of [DB.execLockBounded]: how often it looks at its
 // statement's backend, how long one look may take (a pooler whose server
-// connections are all taken queues it), and how long it may go without
-// seeing the statement before it cancels it, unable to bound its waits.
+// connections are all taken queues it) and connecting its connection, and
+// how long it may go without seeing the statement before it cancels it,
+// unable to bound its waits.
 const (
 	lockWaitPoll     = 100 * time.Millisecond
 	lockWaitPollWait = 500 * time.Millisecond
+	lockWaitConnect  = 5 * time.Second
 	lockWaitBlind    = 4 * indexLockWait
 )
 
@@ -254,18 +268,24 @@ var (
 //     lock is a new wait, as it is for lock_timeout, however close behind
 //     the previous one.
 //   - Once it has seen one wait last indexLockWait, it cancels the
-//     statement through the statement's own connection (a cancel request
-//     with its key, which a pooler forwards to the server connection the
-//     statement runs on: never another client's statement). The
-//     statement's error then wraps errLockWaitRanOut and the
-//     query_canceled error. A wait that ends just as the cancel is sent
-//     still cancels the statement, as lock_timeout's race does.
+//     statement through the statement's own connection: a cancel request
+//     with its key, which PgBouncer (1.18 and later, which holds a server
+//     connection back until a cancel sent for it is done) forwards to the
+//     server connection the statement runs on, never to another client's
+//     statement. The statement's error then wraps errLockWaitRanOut and
+//     the query_canceled error. A wait that ends just as the cancel is
+//     sent still cancels the statement, as lock_timeout's race does. The
+//     watch goes on until the statement returns, and the cancel is sent
+//     again every indexLockWait: a pooler drops one for a client still
+//     queued for a server connection.
 //   - A look that fails or takes over lockWaitPollWait (the pooler has no
-//     free server connection) is retried; after lockWaitBlind without
-//     seeing the statement, it is cancelled (errLockWaitUnwatched): a
-//     statement whose waits cannot be bounded is not left to wait for as
-//     long as another session holds it up. The first such failure is
-//     logged.
+//     free server connection) is retried. After lockWaitBlind without a
+//     look, a statement last seen waiting for a lock, or never seen, is
+//     cancelled (errLockWaitUnwatched): its waits cannot be bounded, and
+//     it is not left to wait for as long as another session holds it up.
+//     One last seen working is left to work (a long build is not thrown
+//     away because the pooler is busy), though a wait it begins unseen is
+//     unbounded. The first failed look is logged.
 //
 // Where pg_stat_activity does not show the statement's text to the
 // watchdog's role, or track_activities is off, the watchdog never finds
@@ -305,15 +325,16 @@ func (db *DB) execLockBounded(ctx context.Context, conn *pgx.Conn, sql string) e
 const watchedWaitSQL = `SELECT coalesce((SELECT string_agg(concat_ws(' ', l.locktype, l.database, l.relation, l.page, l.tuple,
 		l.virtualxid, l.transactionid, l.classid, l.objid, l.objsubid, l.mode), ',')
 	FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted), '')
-	FROM pg_stat_activity a WHERE a.state = 'active' AND a.wait_event_type = 'Lock' AND starts_with(a.query, $1) LIMIT 1`
+	FROM pg_stat_activity a WHERE a.state = 'active' AND a.wait_event_type = 'Lock' AND starts_with(a.query, $1)
+		AND a.leader_pid IS NULL LIMIT 1`
 
 // watchLockWaits watches, on a connection of its own, the backend running
 // build's statement, whose text begins with mark (see
-// [DB.execLockBounded]), until ctx ends, and
-// cancels it once one of its lock waits has lasted bound, or once it has
-// gone lockWaitBlind without seeing it. It returns why it cancelled it
+// [DB.execLockBounded]), until ctx ends, and cancels it once one of its
+// lock waits has lasted bound, or once it has gone lockWaitBlind without
+// a look (unless last seen working). It returns why it last sent a cancel
 // (errLockWaitRanOut, errLockWaitUnwatched), or nil.
-func (db *DB) watchLockWaits(ctx context.Context, build *pgconn.PgConn, mark string, bound time.Duration) error {
+func (db *DB) watchLockWaits(ctx context.Context, build *pgconn.PgConn, mark string, bound time.Duration) (why error) {
 	var watch *pgx.Conn // opened at the first look, again after it broke
 	defer func() {
 		if watch != nil {
@@ -325,62 +346,74 @@ func (db *DB) watchLockWaits(ctx context.Context, build *pgconn.PgConn, mark str
 	tick := time.NewTicker(lockWaitPoll)
 	defer tick.Stop()
 	seen := time.Now()  // when a look last succeeded
+	running := false    // that look found the statement not waiting for a lock
 	var since time.Time // when the current wait was first seen
 	var waitingFor string
+	var sent time.Time // when a cancel was last sent
 	logged := false
+	cancelFor := func(reason error, now time.Time) {
+		// Sent again every bound while the statement goes on: a pooler
+		// drops a cancel request for a client still queued for a server
+		// connection (PgBouncer: "cancel request for idle client").
+		if (why == nil || now.Sub(sent) >= bound) && cancelBuild(ctx, build) {
+			why, sent = reason, now
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return why
 		case <-tick.C:
 		}
-		pctx, cancel := context.WithTimeout(ctx, lockWaitPollWait)
 		var lock string
 		var err error
 		if watch == nil || watch.IsClosed() {
-			if watch, err = pgx.ConnectConfig(pctx, db.pool.Config().ConnConfig.Copy()); err != nil {
+			cctx, cancel := context.WithTimeout(ctx, lockWaitConnect)
+			if watch, err = pgx.ConnectConfig(cctx, db.pool.Config().ConnConfig.Copy()); err != nil {
 				watch = nil
 			}
+			cancel()
 		}
 		if watch != nil {
+			pctx, cancel := context.WithTimeout(ctx, lockWaitPollWait)
 			err = watch.QueryRow(pctx, watchedWaitSQL, mark).Scan(&lock)
+			cancel()
 		}
-		cancel()
 		now := time.Now()
 		switch {
 		case ctx.Err() != nil:
-			return nil
+			return why
 		case errors.Is(err, pgx.ErrNoRows): // running, not waiting for a lock (or not started, or done)
-			seen, since = now, time.Time{}
+			seen, running, since = now, true, time.Time{}
 			continue
 		case err != nil:
 			if !logged && db.log != nil {
 				logged = true
 				db.log.Warn("index build: watching its lock waits failed; trying again", "error", err)
 			}
-			if now.Sub(seen) < lockWaitBlind {
-				continue
+			// Blind: a statement last seen working is left to work (a
+			// long build is not thrown away because the pooler is busy);
+			// one last seen waiting, or never seen, is cancelled.
+			if !running && now.Sub(seen) >= lockWaitBlind {
+				cancelFor(errLockWaitUnwatched, now)
 			}
-			return cancelBuild(ctx, build, errLockWaitUnwatched)
+			continue
 		}
-		seen = now
+		seen, running = now, false
 		if since.IsZero() || lock != waitingFor {
 			since, waitingFor = now, lock
 			continue
 		}
 		if now.Sub(since) >= bound {
-			return cancelBuild(ctx, build, errLockWaitRanOut)
+			cancelFor(errLockWaitRanOut, now)
 		}
 	}
 }
 
 // cancelBuild sends build's connection a cancel request for the statement
-// it runs, and returns why when it was sent (nil when it could not be).
-func cancelBuild(ctx context.Context, build *pgconn.PgConn, why error) error {
+// it runs, and reports whether it was sent.
+func cancelBuild(ctx context.Context, build *pgconn.PgConn) bool {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := build.CancelRequest(cctx); err != nil {
-		return nil
-	}
-	return why
+	return build.CancelRequest(cctx) == nil
 }

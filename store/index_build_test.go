@@ -163,13 +163,22 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 			return err
 		}
 
+		// wantLocked checks that err is a lock wait that ran out: behind a
+		// pooler, one the watchdog saw (not one it cancelled blind).
+		wantLocked := func(t *testing.T, what string, err error) {
+			t.Helper()
+			if !errors.Is(err, store.ErrIndexBuildLocked) || !store.LockTimedOut(err) || !store.Unavailable(err) {
+				t.Fatalf("ensure beside %s: %v, want ErrIndexBuildLocked", what, err)
+			}
+			if pooled && !errors.Is(err, store.ErrLockWaitRanOut) {
+				t.Fatalf("ensure beside %s: %v, want the watchdog to have seen the wait run out", what, err)
+			}
+		}
+
 		t.Run("a writer holds the table", func(t *testing.T) {
 			drop()
 			release := writer(t)
-			err := ensureBounded(t)
-			if !errors.Is(err, store.ErrIndexBuildLocked) || !store.LockTimedOut(err) || !store.Unavailable(err) {
-				t.Fatalf("ensure beside the writer: %v, want ErrIndexBuildLocked", err)
-			}
+			wantLocked(t, "the writer", ensureBounded(t))
 			release()
 			if err := ensure(); err != nil {
 				t.Fatal(err)
@@ -191,9 +200,7 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 			if _, err := reader.Exec(ctx, "SELECT count(*) FROM gatehouse.tenants"); err != nil {
 				t.Fatal(err)
 			}
-			if err := ensureBounded(t); !errors.Is(err, store.ErrIndexBuildLocked) {
-				t.Fatalf("ensure beside an old snapshot: %v, want ErrIndexBuildLocked", err)
-			}
+			wantLocked(t, "an old snapshot", ensureBounded(t))
 			if err := reader.Rollback(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -205,10 +212,7 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 		t.Run("the table is locked", func(t *testing.T) {
 			drop()
 			unlock := storetest.LockTable(t, db, tn.Schema, "todos")
-			err := ensureBounded(t)
-			if !errors.Is(err, store.ErrIndexBuildLocked) {
-				t.Fatalf("ensure beside ACCESS EXCLUSIVE: %v, want ErrIndexBuildLocked", err)
-			}
+			wantLocked(t, "ACCESS EXCLUSIVE", ensureBounded(t))
 			if err := unlock(); err != nil {
 				t.Fatal(err)
 			}
@@ -224,9 +228,7 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 			// Dropping what a failed build left waits for the writer too
 			// (DROP INDEX CONCURRENTLY): bounded the same way.
 			release := leftInvalid(t)
-			if err := ensureBounded(t); !errors.Is(err, store.ErrIndexBuildLocked) {
-				t.Fatalf("ensure beside the writer, over an invalid leftover: %v, want ErrIndexBuildLocked", err)
-			}
+			wantLocked(t, "the writer, over an invalid leftover", ensureBounded(t))
 			release()
 			if err := ensure(); err != nil || state() != "valid" {
 				t.Fatalf("after the writer: %v, %s", err, state())
@@ -270,12 +272,13 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 			return
 		}
 		t.Run("a pooled build that waits for no lock is not cancelled", func(t *testing.T) {
-			// A build that works for longer than the bound without waiting
-			// for a lock (its index expression sleeps 0.5 ms a row, over
-			// 6,000 rows): the watchdog leaves it alone.
+			// A build that works for longer than the bound, and than the
+			// watchdog's blind bound, without waiting for a lock (its index
+			// expression sleeps 1.5 ms a row, over 6,000 rows): the
+			// watchdog, which sees it working, leaves it alone.
 			drop()
 			if _, err := db.Pool().Exec(ctx, `CREATE FUNCTION public.slow_probe(text) RETURNS text IMMUTABLE LANGUAGE plpgsql
-				AS $$ BEGIN PERFORM pg_sleep(0.0005); RETURN $1; END $$`); err != nil {
+				AS $$ BEGIN PERFORM pg_sleep(0.0015); RETURN $1; END $$`); err != nil {
 				t.Fatal(err)
 			}
 			defer db.Pool().Exec(ctx, "DROP FUNCTION public.slow_probe(text) CASCADE") //nolint:errcheck
@@ -287,7 +290,7 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 			if err := store.EnsureIndexConcurrently(ctx, d, tn.Schema, "todos", name, "(public.slow_probe(title))"); err != nil {
 				t.Fatal(err)
 			}
-			if took := time.Since(t0); took < 3*time.Second {
+			if took := time.Since(t0); took < 9*time.Second {
 				t.Fatalf("the build took %v: too short to show that the watchdog leaves a working build alone", took)
 			}
 			if s := state(); s != "valid" {
@@ -325,8 +328,8 @@ func TestEnsureIndexConcurrently(t *testing.T) {
 		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		err := store.EnsureIndexConcurrently(bctx, bouncer, tn.Schema, "todos", name, using)
-		if !errors.Is(err, store.ErrIndexBuildLocked) || !store.LockTimedOut(err) {
-			t.Fatalf("ensure with no connection for the watchdog: %v, want ErrIndexBuildLocked", err)
+		if !errors.Is(err, store.ErrIndexBuildLocked) || !store.LockTimedOut(err) || !errors.Is(err, store.ErrLockWaitUnwatched) {
+			t.Fatalf("ensure with no connection for the watchdog: %v, want ErrIndexBuildLocked, cancelled blind", err)
 		}
 	})
 
