@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -302,20 +301,18 @@ func (db *DB) execLockBounded(ctx context.Context, conn *pgx.Conn, sql string) e
 	}
 	mark := "/* gatehouse lock-bounded " + hex.EncodeToString(token[:]) + " */ "
 	wctx, stop := context.WithCancel(ctx)
-	var cancelled atomic.Pointer[error]
+	var why error // the watchdog's reason for a cancel; read after done
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if why := db.watchLockWaits(wctx, conn.PgConn(), mark, indexLockWait); why != nil {
-			cancelled.Store(&why)
-		}
+		why = db.watchLockWaits(wctx, conn.PgConn(), mark, indexLockWait)
 	}()
 	_, err := conn.Exec(ctx, mark+sql)
 	stop()
 	<-done
 	var pgErr *pgconn.PgError
-	if why := cancelled.Load(); err != nil && why != nil && errors.As(err, &pgErr) && pgErr.Code == "57014" { // query_canceled
-		return fmt.Errorf("%w (%w)", *why, err)
+	if err != nil && why != nil && errors.As(err, &pgErr) && pgErr.Code == "57014" { // query_canceled
+		return fmt.Errorf("%w (%w)", why, err)
 	}
 	return err
 }
