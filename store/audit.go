@@ -129,7 +129,10 @@ func scanAudit(row pgx.CollectableRow) (*AuditRecord, error) {
 }
 
 // ChainAudit links up to batch of a tenant's unchained records onto its
-// chain, oldest first, and records the new head in the control schema. It
+// chain, oldest first, then up to batch of its records waiting in the audit
+// intake (inserted into its audit log already linked: audit_intake.go),
+// and records the new head in the control schema; it returns how many
+// records it chained, up to 2×batch. It
 // runs as the owner (the tenant role cannot write chain columns); replicas
 // may run it at once: a per-tenant advisory lock makes them take turns.
 // That lock is all the serialisation it needs: nothing else writes the
@@ -139,8 +142,9 @@ func scanAudit(row pgx.CollectableRow) (*AuditRecord, error) {
 // included, only for the UPDATE to write it again).
 //
 // A pass is two round trips, whatever it finds: BEGIN, the lock, the head,
-// the records and the age of the tenant's pending mark in one pipelined
-// batch; the UPDATE, the new head, the pending mark's removal (when
+// the records, the age of the tenant's pending mark and the take of its
+// intake rows in one pipelined batch; the UPDATE, the intake records'
+// INSERT, the new head, the pending mark's removal (when
 // nothing is left and the mark is stale) and COMMIT in another (it runs every second for every
 // tenant with new records, so at many quiet tenants its round trips, seven
 // or eight one by one, were most of its cost). A statement that fails
@@ -274,6 +278,8 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 		return err
 	})
 	queueStaleAuditPending(b, t, &stale)
+	moved := make([][]*AuditRecord, 1) // taken from the intake, chained after recs (audit_intake.go)
+	queueIntakeTake(b, []*tenancy.Tenant{t}, batch, moved)
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, err
 	}
@@ -281,6 +287,11 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 	b = &pgx.Batch{}
 	if len(recs) > 0 {
 		seq, prev = queueChainLinks(b, chainUpdateSQL(t.Schema), key, seq, prev, recs)
+	}
+	if len(moved[0]) > 0 {
+		seq, prev = queueIntakeMove(b, intakeMoveSQL(t.Schema), key, seq, prev, moved[0])
+	}
+	if len(recs) > 0 || len(moved[0]) > 0 {
 		b.Queue(chainHeadUpsertSQL, t.ID, seq, prev)
 	}
 	if len(recs) < batch && stale { // nothing left: the tenant may leave the pending list
@@ -290,5 +301,5 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, err
 	}
-	return len(recs), nil
+	return len(recs) + len(moved[0]), nil
 }

@@ -60,9 +60,10 @@ type ChainResult struct {
 // the advisory lock of every tenant (the lock [DB.ChainAudit] takes, in
 // tenant id order, so that chainers of several replicas over overlapping
 // sets of tenants wait for each other instead of deadlocking), their
-// heads, their pending marks' ages and each tenant's unchained records
-// (up to max(1, limits.Records/n) each, and at most batch); then each
-// tenant's UPDATE, the heads, the removal of stale pending marks of the
+// heads, their pending marks' ages, each tenant's unchained records
+// (up to max(1, limits.Records/n) each, and at most batch) and as many of
+// its records waiting in the audit intake (audit_intake.go); then each
+// tenant's UPDATE and INSERT of the intake's records, already linked, the heads, the removal of stale pending marks of the
 // tenants left with nothing to chain, and COMMIT. If a transaction fails,
 // its tenants are chained one at a time ([DB.ChainAudit]'s path), so one
 // broken tenant never stops the others' chaining; a tenant that fails
@@ -136,7 +137,7 @@ func (db *DB) ChainAuditTenants(ctx context.Context, ts []*tenancy.Tenant, key A
 				continue
 			}
 			r.N, r.Err = db.ChainAudit(ctx, r.Tenant, key, limit)
-			r.More = r.Err == nil && r.N == limit
+			r.More = r.Err == nil && r.N >= limit
 		}
 	}
 	res := make([]ChainResult, len(ts))
@@ -207,16 +208,17 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	// 49 (bench/README.md). Their names are all taken here, before the
 	// transaction: preparing one may take round trips of its own.
 	db.startLaneMessage(conn.Conn())
-	selects, updates := make([]string, len(group)), make([]string, len(group))
+	selects, updates, moves := make([]string, len(group)), make([]string, len(group)), make([]string, len(group))
 	byPath := make([]bool, len(group)) // its UPDATE not prepared here: see below
-	texts := make([][2]string, len(group))
+	texts := make([][3]string, len(group))
 	prepared, anyByPath := false, false
 	for i, r := range group {
-		s, u := chainSelectSQL(r.Tenant.Schema), chainUpdateSQL(r.Tenant.Schema)
-		texts[i] = [2]string{s, u}
+		s, u, m := chainSelectSQL(r.Tenant.Schema), chainUpdateSQL(r.Tenant.Schema), intakeMoveSQL(r.Tenant.Schema)
+		texts[i] = [3]string{s, u, m}
 		selects[i] = db.laneStatementIfUsed(ctx, conn.Conn(), r.Tenant.Schema, s)
 		updates[i] = db.laneStatementIfUsed(ctx, conn.Conn(), r.Tenant.Schema, u)
-		prepared = prepared || selects[i] != s || updates[i] != u
+		moves[i] = db.laneStatementIfUsed(ctx, conn.Conn(), r.Tenant.Schema, m)
+		prepared = prepared || selects[i] != s || updates[i] != u || moves[i] != m
 		byPath[i] = updates[i] == u && !db.pooled
 		anyByPath = anyByPath || byPath[i]
 	}
@@ -241,6 +243,11 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	seqs := make([]int64, n)
 	prevs := make([][]byte, n)
 	recs := make([][]*AuditRecord, n)
+	moved := make([][]*AuditRecord, n) // taken from the intake (audit_intake.go)
+	tenants := make([]*tenancy.Tenant, n)
+	for i, r := range group {
+		tenants[i] = r.Tenant
+	}
 	stale := make([]bool, n)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
@@ -288,6 +295,9 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 			return err
 		})
 	}
+	// Then the records waiting in the intake: chained after those, and
+	// inserted already linked.
+	queueIntakeTake(b, tenants, limit, moved)
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return err
 	}
@@ -311,6 +321,9 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 			db.laneStatementUsed(conn.Conn(), r.Tenant.Schema, texts[i][0])
 			db.laneStatementUsed(conn.Conn(), r.Tenant.Schema, texts[i][1])
 		}
+		if len(moved[i]) > 0 {
+			db.laneStatementUsed(conn.Conn(), r.Tenant.Schema, texts[i][2])
+		}
 	}
 	b = &pgx.Batch{}
 	onPath := &pgx.Batch{}
@@ -319,18 +332,22 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	var headHashes [][]byte
 	for i, r := range group {
 		q := b
-		if len(recs[i]) > 0 {
-			prev := prevs[i]
+		if len(recs[i]) > 0 || len(moved[i]) > 0 {
+			seq, prev := seqs[i], prevs[i]
 			if prev == nil {
 				prev = []byte{}
 			}
-			var seq int64
-			if byPath[i] && len(recs[i]) <= rowPathMax {
+			switch {
+			case len(recs[i]) == 0:
+			case byPath[i] && len(recs[i]) <= rowPathMax:
 				q = onPath
 				q.Queue(setSearchPathSQL, pgx.Identifier{r.Tenant.Schema}.Sanitize())
-				seq, prev = queueChainLinkRows(q, key, seqs[i], prev, recs[i])
-			} else {
-				seq, prev = queueChainLinks(q, updates[i], key, seqs[i], prev, recs[i])
+				seq, prev = queueChainLinkRows(q, key, seq, prev, recs[i])
+			default:
+				seq, prev = queueChainLinks(q, updates[i], key, seq, prev, recs[i])
+			}
+			if len(moved[i]) > 0 { // names its table: on b, whatever the links' way
+				seq, prev = queueIntakeMove(b, moves[i], key, seq, prev, moved[i])
 			}
 			headIDs, headSeqs, headHashes = append(headIDs, r.Tenant.ID), append(headSeqs, seq), append(headHashes, prev)
 		}
@@ -347,7 +364,7 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 		return err
 	}
 	for i, r := range group {
-		r.N, r.More, r.Err = len(recs[i]), len(recs[i]) == limit, nil
+		r.N, r.More, r.Err = len(recs[i])+len(moved[i]), len(recs[i]) == limit || len(moved[i]) == limit, nil
 	}
 	return nil
 }

@@ -159,24 +159,31 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 	return lost, err
 }
 
-// WriteAuditEntries writes entries in one batch ([DB.InsertAuditBatch])
-// per control lane their tenants are on (one batch while few tenants are
-// busy; see Options.ControlLanes), the lanes' batches in parallel. When a
-// batch fails while the database can be reached, each of its records is
-// written alone ([DB.InsertAuditRecord], in its reduced form if need be),
-// so one bad record never takes the others with it; when it cannot be
-// reached, every entry of the batch fails at once, without a try per
-// record. Each batch is a transaction of its own, so one that fails never
-// undoes or repeats another's records. errs[i] is entry i's error, nil
-// when it was stored; retried joins the errors of the batches whose
-// records were then written one by one (worth a warning), each saying how
-// many of entries that batch held.
+// WriteAuditEntries writes entries, calls' records, into the audit intake
+// (audit_intake.go): one INSERT per control lane their tenants are on (one
+// while few tenants are busy; see Options.ControlLanes), the lanes' in
+// parallel, each a transaction of its own. Records written there have
+// their At set and ID 0 (they get an id when they move into their
+// tenant's audit log). When a lane's INSERT fails for a reason other than
+// the database being out of reach, its records go the way that follows,
+// straight into their tenants' audit logs; when the intake is locked by
+// another session, every flush goes that way for intakeSkip.
 //
-// Its records are calls' (the group commit's): a tenant whose audit log is
-// locked by another session has its records fail with [ErrAuditLogBusy]
-// after at most auditLockWait, and for a moment after at once, while the
-// others' are written; after that moment one of its records comes back
-// with [ErrAuditProbe], unwritten, and the caller must write it with
+// That way writes them in one batch ([DB.InsertAuditBatch]) per lane.
+// When a batch fails while the database can be reached, each of its
+// records is written alone ([DB.InsertAuditRecord], in its reduced form if
+// need be), so one bad record never takes the others with it; when it
+// cannot be reached, every entry of the batch fails at once, without a try
+// per record. errs[i] is entry i's error, nil when it was stored; retried
+// joins the errors of the parts that went that way, and of the batches
+// whose records were then written one by one (worth a warning), each
+// saying how many of entries its part held.
+//
+// On that way, a tenant whose audit log is locked by another session has
+// its records fail with [ErrAuditLogBusy] after at most auditLockWait, and
+// for a moment after at once, while the others' are written; after that
+// moment one of its records comes back with [ErrAuditProbe], unwritten,
+// and the caller must write it with
 // [DB.ProbeAuditRecord] (see audit_busy.go).
 func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs []error, retried error) {
 	return db.writeAuditEntries(ctx, entries, true)
@@ -238,6 +245,24 @@ func (db *DB) writeAuditEntries(ctx context.Context, entries []AuditEntry, calls
 // (audit_busy.go). Any other failure has the records written one by one.
 func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int, calls bool) (errs []error, retried error) {
 	errs = make([]error, len(entries))
+	if calls && db.intakeOpen() {
+		// Calls' records go into the intake (audit_intake.go), in one
+		// statement whatever their tenants; the way below only when that
+		// fails for a reason of the intake's own.
+		err := db.writeIntake(ctx, entries, lane)
+		switch {
+		case err == nil:
+			return errs, nil
+		case lockTimedOut(err):
+			db.intakeSkipUntil.Store(time.Now().Add(intakeSkip).UnixNano())
+		case Unavailable(err) || ctx.Err() != nil:
+			for i := range errs {
+				errs[i] = err
+			}
+			return errs, nil
+		}
+		retried = fmt.Errorf("written into their audit logs instead of the intake: %w", err)
+	}
 	send := make([]AuditEntry, 0, len(entries))
 	sent := make([]int, 0, len(entries)) // send[k] is entries[sent[k]]
 	for i, e := range entries {
@@ -269,18 +294,18 @@ func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int
 	}
 	switch {
 	case err == nil:
-		return errs, nil
+		return errs, retried
 	case Unavailable(err) || ctx.Err() != nil:
 		for _, i := range sent {
 			errs[i] = err
 		}
-		return errs, nil
+		return errs, retried
 	}
 	for k, e := range send {
 		e.Rec.ID = 0
 		_, errs[sent[k]] = db.insertAuditRecord(ctx, e.Tenant, e.Rec, calls)
 	}
-	return errs, err
+	return errs, errors.Join(retried, err)
 }
 
 // InsertAuditRecord writes one record to t's audit log in a transaction of

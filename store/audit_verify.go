@@ -57,7 +57,9 @@ func (db *DB) VerifyAudit(ctx context.Context, t *tenancy.Tenant, keys ...AuditK
 		}
 	}
 	err := beginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE chain_seq IS NULL").Scan(&rep.Pending); err != nil {
+		// Pending: unchained in the audit log, or still in the intake
+		// (audit_intake.go).
+		if err := tx.QueryRow(ctx, "SELECT (SELECT count(*) FROM "+table+" WHERE chain_seq IS NULL) + ("+intakePendingSQL+")", t.ID).Scan(&rep.Pending); err != nil {
 			return err
 		}
 		rows, err := tx.Query(ctx, "SELECT "+auditColumns+", coalesce(key_id, ''), coalesce(prev_hash, ''), coalesce(hash, '') FROM "+table+

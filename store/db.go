@@ -208,14 +208,15 @@ type DB struct {
 	queryLogins sync.Map
 	querySetup  singleflight.Group
 	// queryAll and queryTenant bound the query tool's logins.
-	queryAll       *semaphore.Weighted
-	queryTenantMax int64
-	queryMu        sync.Mutex
-	queryTenant    map[string]*tenantSem
-	secrets        sync.Map // name → []byte, see Secret
-	auditMarks     sync.Map // tenant id → *atomic.Int64: when this process last marked it (audit_pending.go)
-	auditBusy      sync.Map // tenant id → int64: until when its audit log counts as locked (audit_busy.go)
-	limits         Options  // the bounds in force
+	queryAll        *semaphore.Weighted
+	queryTenantMax  int64
+	queryMu         sync.Mutex
+	queryTenant     map[string]*tenantSem
+	secrets         sync.Map     // name → []byte, see Secret
+	auditMarks      sync.Map     // tenant id → *atomic.Int64: when this process last marked it (audit_pending.go)
+	auditBusy       sync.Map     // tenant id → int64: until when its audit log counts as locked (audit_busy.go)
+	intakeSkipUntil atomic.Int64 // unix ns until which the group commit skips the audit intake (audit_intake.go)
+	limits          Options      // the bounds in force
 	// preparedCap and prepareAfter: Options.PreparedStatements and
 	// Options.PrepareAfter in force (prepared.go).
 	preparedCap, prepareAfter int

@@ -440,8 +440,11 @@ func TestAuditCountBeyondInteger(t *testing.T) {
 		es[1].Rec.Count = math.MaxInt32 + 1
 		writeNoFallBack(t, db, es)
 		for _, e := range es {
+			if err := db.SettleAudit(ctx, e.Tenant); err != nil { // from the intake into the log
+				t.Fatal(err)
+			}
 			var count int64
-			if err := db.Pool().QueryRow(ctx, "SELECT count FROM "+pgx.Identifier{e.Tenant.Schema, "audit_log"}.Sanitize()+" WHERE id = $1", e.Rec.ID).Scan(&count); err != nil || count != math.MaxInt32 {
+			if err := db.Pool().QueryRow(ctx, "SELECT count FROM "+pgx.Identifier{e.Tenant.Schema, "audit_log"}.Sanitize()+" WHERE request_id = $1", e.Rec.RequestID).Scan(&count); err != nil || count != math.MaxInt32 {
 				t.Errorf("%s: count %d, %v; want %d", tc.name, count, err, math.MaxInt32)
 			}
 		}

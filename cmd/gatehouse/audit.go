@@ -196,6 +196,11 @@ func auditVerify(ctx context.Context, e *env, tenant string, asJSON bool) error 
 var errTampered = errors.New("audit verification failed")
 
 func auditTail(ctx context.Context, db *database, t *tenancy.Tenant, n int, asJSON bool, e *env) error {
+	// Records still in the audit intake are moved into the log first, so
+	// the last n are the last committed.
+	if err := db.SettleAudit(ctx, t); err != nil {
+		return err
+	}
 	var recs []*store.AuditRecord
 	err := db.WithTenant(ctx, t, func(tx pgx.Tx) error {
 		var err error

@@ -1,0 +1,448 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
+	"github.com/gatehouse-mcp/gatehouse/tenancy"
+)
+
+// intakeRows counts tn's records waiting in the audit intake.
+func intakeRows(t *testing.T, db *store.DB, tn *tenancy.Tenant) int {
+	t.Helper()
+	var n int
+	if err := db.Pool().QueryRow(context.Background(), "SELECT count(*) FROM gatehouse.audit_intake WHERE tenant_id = $1", tn.ID).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// auditRows returns tn's audit log's request ids → how many rows hold
+// each, and how many rows are unchained.
+func auditRows(t *testing.T, db *store.DB, tn *tenancy.Tenant) (map[string]int, int) {
+	t.Helper()
+	rows, err := db.Pool().Query(context.Background(), "SELECT request_id, chain_seq IS NULL FROM "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, unchained := map[string]int{}, 0
+	var id string
+	var u bool
+	if _, err := pgx.ForEachRow(rows, []any{&id, &u}, func() error {
+		ids[id]++
+		if u {
+			unchained++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ids, unchained
+}
+
+// mustVerify fails unless tn's chain verifies with want records and
+// nothing pending.
+func mustVerify(t *testing.T, db *store.DB, tn *tenancy.Tenant, want int) {
+	t.Helper()
+	rep, err := db.VerifyAudit(context.Background(), tn, testKey)
+	if err != nil || !rep.OK() || rep.Verified != want || rep.Pending != 0 {
+		t.Fatalf("%s: verify %+v, %v; want %d verified, none pending", tn.Key, rep, err, want)
+	}
+}
+
+// TestAuditIntake: calls' records are committed into the audit intake, not
+// their tenants' audit logs; they count as pending; the chain passes (of
+// many tenants, and of one) move them into each audit log already chained,
+// after the log's own unchained records, within their batch; the chain
+// verifies and every record is there once.
+func TestAuditIntake(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	a, b := mustTenant(t, db, "intake-a.example"), mustTenant(t, db, "intake-b.example")
+	es := laneEntries("in", []*tenancy.Tenant{a, b}, 5)
+	before := time.Now()
+	writeNoFallBack(t, db, es)
+	for _, e := range es {
+		if e.Rec.ID != 0 || e.Rec.At.Before(before.Add(-time.Minute)) {
+			t.Fatalf("a record in the intake: id %d at %v; want id 0 and its time", e.Rec.ID, e.Rec.At)
+		}
+	}
+	for _, tn := range []*tenancy.Tenant{a, b} {
+		if n := intakeRows(t, db, tn); n != 5 {
+			t.Fatalf("%s: %d records in the intake, want 5", tn.Key, n)
+		}
+		if ids, _ := auditRows(t, db, tn); len(ids) != 0 {
+			t.Fatalf("%s: records in the audit log before any chain pass: %v", tn.Key, ids)
+		}
+		rep, err := db.VerifyAudit(ctx, tn, testKey)
+		if err != nil || !rep.OK() || rep.Pending != 5 {
+			t.Fatalf("%s: verify %+v, %v; want 5 pending", tn.Key, rep, err)
+		}
+	}
+	listed, err := db.TenantsWithUnchainedAudit(ctx)
+	if err != nil || len(listed) != 2 {
+		t.Fatalf("tenants to chain after a start: %v, %v; want both (their records are in the intake)", listed, err)
+	}
+
+	// A record of a's written straight into its audit log (an operator's
+	// action, the fall-back) before the pass: chained first.
+	direct := &store.AuditRecord{RequestID: "direct", Decision: store.Allowed, Tool: "whoami", Subject: "s"}
+	if lost, err := db.InsertAuditRecords(ctx, a, []*store.AuditRecord{direct}); lost != 0 || err != nil {
+		t.Fatal(lost, err)
+	}
+	// Batches of 2: the intake's take is bounded like the log's records.
+	res := db.ChainAuditTenants(ctx, []*tenancy.Tenant{a, b}, testKey, 2, store.ChainLimits{})
+	for _, r := range res {
+		want := 2
+		if r.Tenant == a {
+			want = 3 // the direct record, then 2 from the intake
+		}
+		if r.Err != nil || r.N != want || !r.More {
+			t.Fatalf("%s: chained %d (more %v), %v; want %d and more", r.Tenant.Key, r.N, r.More, r.Err, want)
+		}
+	}
+	if n := intakeRows(t, db, a); n != 3 {
+		t.Fatalf("intake after one pass of 2: %d, want 3", n)
+	}
+	// One tenant's pass (the fall-back's path) moves them too.
+	if n, err := db.ChainAudit(ctx, a, testKey, 2); err != nil || n != 2 {
+		t.Fatalf("ChainAudit: %d, %v; want 2", n, err)
+	}
+	for range 3 {
+		for _, r := range db.ChainAuditTenants(ctx, []*tenancy.Tenant{a, b}, testKey, 100, store.ChainLimits{}) {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		}
+	}
+	for _, tn := range []*tenancy.Tenant{a, b} {
+		want := 5
+		if tn == a {
+			want = 6
+		}
+		if n := intakeRows(t, db, tn); n != 0 {
+			t.Errorf("%s: %d records left in the intake", tn.Key, n)
+		}
+		ids, unchained := auditRows(t, db, tn)
+		if len(ids) != want || unchained != 0 {
+			t.Errorf("%s: audit log %v (%d unchained); want %d records, all chained", tn.Key, ids, unchained, want)
+		}
+		for id, n := range ids {
+			if n != 1 {
+				t.Errorf("%s: %q stored %d times", tn.Key, id, n)
+			}
+		}
+		mustVerify(t, db, tn, want)
+	}
+	// The records keep their order and times: ids, chain order and the
+	// order written agree for the intake's.
+	rows, _ := db.Pool().Query(ctx, "SELECT request_id FROM "+pgx.Identifier{b.Schema, "audit_log"}.Sanitize()+" ORDER BY chain_seq")
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range got {
+		if want := fmt.Sprintf("in-1-%d", i); id != want {
+			t.Fatalf("b's chain: %v; want in-1-0 … in-1-4 in order", got)
+		}
+	}
+	var ordered bool
+	if err := db.Pool().QueryRow(ctx, "SELECT bool_and(ok) FROM (SELECT (id > lag(id) OVER w AND at >= lag(at) OVER w) IS NOT FALSE AS ok FROM "+
+		pgx.Identifier{b.Schema, "audit_log"}.Sanitize()+" WINDOW w AS (ORDER BY chain_seq)) x").Scan(&ordered); err != nil || !ordered {
+		t.Errorf("b's ids and times do not follow its chain's order: %v", err)
+	}
+}
+
+// TestSettleAudit: a reader's settle moves a tenant's intake records into
+// its audit log, unchained, where a read in the tenant's transaction finds
+// them, and marks the tenant for the chainer, which chains them; a tenant
+// with nothing in the intake costs one query and changes nothing. The
+// export settles too, and a deleted tenant's intake records go with it.
+func TestSettleAudit(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	a, b := mustTenant(t, db, "settle-a.example"), mustTenant(t, db, "settle-b.example")
+	writeNoFallBack(t, db, laneEntries("s", []*tenancy.Tenant{a}, 3))
+	if err := db.SettleAudit(ctx, b); err != nil { // nothing to move
+		t.Fatal(err)
+	}
+	if err := db.SettleAudit(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if n := intakeRows(t, db, a); n != 0 {
+		t.Fatalf("%d records left in the intake after the settle", n)
+	}
+	var found []*store.AuditRecord
+	if err := db.WithTenant(ctx, a, func(tx pgx.Tx) error {
+		var err error
+		found, _, err = store.FindAudit(ctx, tx, store.AuditFilter{Limit: 10})
+		return err
+	}); err != nil || len(found) != 3 {
+		t.Fatalf("read after the settle: %d records, %v; want 3", len(found), err)
+	}
+	if found[0].RequestID != "s-0-2" || found[2].RequestID != "s-0-0" {
+		t.Errorf("newest first: %s … %s; want s-0-2 … s-0-0", found[0].RequestID, found[2].RequestID)
+	}
+	var marked bool
+	if err := db.Pool().QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM gatehouse.audit_pending WHERE tenant_id = $1)", a.ID).Scan(&marked); err != nil || !marked {
+		t.Fatalf("the settled tenant is not marked for the chainer: %v", err)
+	}
+	if _, unchained := auditRows(t, db, b); unchained != 0 {
+		t.Fatal("a settle with nothing in the intake wrote")
+	}
+	for _, r := range db.ChainAuditTenants(ctx, []*tenancy.Tenant{a}, testKey, 100, store.ChainLimits{}) {
+		if r.Err != nil || r.N != 3 {
+			t.Fatalf("chained %d, %v; want the 3 settled records", r.N, r.Err)
+		}
+	}
+	mustVerify(t, db, a, 3)
+
+	// The export reads what is still in the intake.
+	writeNoFallBack(t, db, laneEntries("export", []*tenancy.Tenant{a}, 1))
+	var zipped countingWriter
+	if err := db.ExportTenant(ctx, a, &zipped, store.OperatorAction{Operator: "test", Action: "export"}); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := auditRows(t, db, a); ids["export-0-0"] != 1 || intakeRows(t, db, a) != 0 {
+		t.Errorf("the export did not move the intake's record into the log first: %v", ids)
+	}
+
+	// A deleted tenant's intake records go with it.
+	writeNoFallBack(t, db, laneEntries("gone", []*tenancy.Tenant{b}, 2))
+	if err := db.DeleteTenant(ctx, b, store.OperatorAction{Operator: "test", Action: "delete"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := intakeRows(t, db, b); n != 0 {
+		t.Errorf("%d intake records of a deleted tenant left", n)
+	}
+}
+
+type countingWriter struct{ n int }
+
+func (w *countingWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p), nil }
+
+// TestAuditIntakeConcurrent: writers, two replicas' chainers (each its own
+// store.DB) and a reader's settles run at once over the same tenants,
+// released together; afterwards every record written is in its tenant's
+// audit log exactly once, chained, and every chain verifies. Moves and
+// chain passes of one tenant take turns on its chain lock, on any replica.
+func TestAuditIntakeConcurrent(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	other, err := store.Open(ctx, db.Pool().Config().ConnString(), &store.Options{Logger: storetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var ts []*tenancy.Tenant
+	for i := range 6 {
+		ts = append(ts, mustTenant(t, db, fmt.Sprintf("race-%d.example", i)))
+	}
+	var written sync.Map // request id → tenant
+	var wrote atomic.Int64
+	stop := make(chan struct{})
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			<-start
+			for r := 0; ; r++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				es := laneEntries(fmt.Sprintf("w%d.%d", w, r), ts[w%3:], 1)
+				errs, _ := db.WriteAuditEntries(ctx, es)
+				for i, e := range es {
+					if errs[i] != nil {
+						t.Errorf("record lost: %v", errs[i])
+						return
+					}
+					written.Store(e.Rec.RequestID, e.Tenant)
+					wrote.Add(1)
+				}
+			}
+		})
+	}
+	for _, chainer := range []*store.DB{db, other} {
+		wg.Go(func() {
+			<-start
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for _, r := range chainer.ChainAuditTenants(ctx, ts, testKey, 3, store.ChainLimits{}) {
+					if r.Err != nil && !errors.Is(r.Err, store.ErrAuditLogBusy) {
+						t.Errorf("chaining %s: %v", r.Tenant.Key, r.Err)
+					}
+				}
+				if _, err := chainer.ChainAudit(ctx, ts[5], testKey, 2); err != nil && !errors.Is(err, store.ErrAuditLogBusy) {
+					t.Errorf("chaining %s alone: %v", ts[5].Key, err)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		<-start
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := other.SettleAudit(ctx, ts[i%len(ts)]); err != nil && !errors.Is(err, store.ErrAuditLogBusy) {
+				t.Errorf("settling: %v", err)
+			}
+		}
+	})
+	close(start)
+	time.Sleep(3 * time.Second)
+	close(stop)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	// What is left, chained.
+	for range 1000 {
+		more := false
+		for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 1000, store.ChainLimits{}) {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+			more = more || r.More
+		}
+		if !more {
+			break
+		}
+	}
+	want := map[*tenancy.Tenant]int{}
+	written.Range(func(_, v any) bool { want[v.(*tenancy.Tenant)]++; return true })
+	total := 0
+	for _, tn := range ts {
+		ids, unchained := auditRows(t, db, tn)
+		if n := intakeRows(t, db, tn); n != 0 || unchained != 0 {
+			t.Errorf("%s: %d in the intake, %d unchained after the last passes", tn.Key, n, unchained)
+		}
+		for id, n := range ids {
+			if n != 1 {
+				t.Errorf("%s: %q stored %d times", tn.Key, id, n)
+			}
+			if v, ok := written.Load(id); !ok || v.(*tenancy.Tenant) != tn {
+				t.Errorf("%s: %q was not written for it", tn.Key, id)
+			}
+		}
+		if len(ids) != want[tn] {
+			t.Errorf("%s: %d records in its audit log, %d written", tn.Key, len(ids), want[tn])
+		}
+		total += len(ids)
+		mustVerify(t, db, tn, want[tn])
+	}
+	if total != int(wrote.Load()) || total == 0 {
+		t.Errorf("%d records stored of %d written", total, wrote.Load())
+	}
+	t.Logf("%d records over %d tenants", total, len(ts))
+}
+
+// TestAuditIntakeBesideLocks: a tenant's audit log locked by another
+// session (a migration's ALTER TABLE) no longer holds up its calls'
+// records, which wait in the intake and are chained once the lock is
+// gone, while the other tenants' are chained meanwhile; the intake itself
+// locked has records go straight into their audit logs, after one wait of
+// at most the lock wait, then at once for a moment, and through the
+// intake again after it.
+func TestAuditIntakeBesideLocks(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	locked, free := mustTenant(t, db, "held-log.example"), mustTenant(t, db, "free-log.example")
+	ts := []*tenancy.Tenant{locked, free}
+	writeNoFallBack(t, db, laneEntries("warm", ts, 1))
+
+	release := storetest.LockTable(t, db, locked.Schema, "audit_log")
+	t0 := time.Now()
+	writeNoFallBack(t, db, laneEntries("during", ts, 2))
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Errorf("writing beside a locked audit log took %v", d)
+	}
+	for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{}) {
+		switch {
+		case r.Tenant == free && (r.Err != nil || r.N != 3):
+			t.Errorf("the free tenant: chained %d, %v; want 3", r.N, r.Err)
+		case r.Tenant == locked && !errors.Is(r.Err, store.ErrAuditLogBusy):
+			t.Errorf("the locked tenant: chained %d, %v; want ErrAuditLogBusy", r.N, r.Err)
+		}
+	}
+	if err := db.SettleAudit(ctx, locked); !errors.Is(err, store.ErrAuditLogBusy) || !store.Unavailable(err) {
+		t.Errorf("settling the locked tenant: %v; want ErrAuditLogBusy", err)
+	}
+	if n := intakeRows(t, db, locked); n != 3 {
+		t.Errorf("the locked tenant's records in the intake: %d, want 3", n)
+	}
+	if err := release(); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{}) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	mustVerify(t, db, locked, 3)
+	mustVerify(t, db, free, 3)
+
+	// The intake locked.
+	holder, err := db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx) //nolint:errcheck
+	if _, err := holder.Exec(ctx, "LOCK TABLE gatehouse.audit_intake IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	for round, most := range []time.Duration{2 * time.Second, 150 * time.Millisecond} {
+		es := laneEntries(fmt.Sprint("bypass", round), ts, 1)
+		t0 := time.Now()
+		errs, retried := db.WriteAuditEntries(ctx, es)
+		took := time.Since(t0)
+		if err := errors.Join(errs...); err != nil {
+			t.Fatalf("round %d beside the locked intake: %v", round, err)
+		}
+		if took > most {
+			t.Errorf("round %d beside the locked intake took %v, want at most %v", round, took, most)
+		}
+		if round == 0 && retried == nil {
+			t.Error("the fall-back from the locked intake said nothing")
+		}
+		for _, e := range es {
+			if e.Rec.ID == 0 {
+				t.Errorf("round %d: %s's record has no id: it did not go into its audit log", round, e.Tenant.Key)
+			}
+		}
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // past the moment the intake is skipped
+	es := laneEntries("back", ts, 1)
+	writeNoFallBack(t, db, es)
+	if es[0].Rec.ID != 0 || intakeRows(t, db, locked) != 1 {
+		t.Errorf("after the intake's lock: id %d; want the record in the intake again", es[0].Rec.ID)
+	}
+	for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{}) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	mustVerify(t, db, locked, 6) // warm, 2 during, 2 beside the intake's lock, back
+	mustVerify(t, db, free, 6)
+}
