@@ -137,6 +137,16 @@ func (db *DB) ChainAuditTenants(ctx context.Context, ts []*tenancy.Tenant, key A
 				continue
 			}
 			r.N, r.Err = db.ChainAudit(ctx, r.Tenant, key, limit)
+			if r.Err != nil && !Unavailable(r.Err) && ctx.Err() == nil {
+				// A record its log refuses, moved in from the intake with
+				// the others: one at a time, reduced if need be, then
+				// chained (audit_intake.go).
+				if done, derr := db.drainIntake(ctx, r.Tenant, limit); done > 0 {
+					r.N, r.Err = db.ChainAudit(ctx, r.Tenant, key, limit)
+				} else if derr != nil {
+					r.Err = errors.Join(r.Err, derr)
+				}
+			}
 			r.More = r.Err == nil && r.N >= limit
 		}
 	}

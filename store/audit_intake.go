@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
@@ -162,7 +164,7 @@ func (db *DB) intakeOpen() bool {
 // the id, and the record's columns as scanMoved reads them.
 const intakeTakeSQL = `DELETE FROM gatehouse.audit_intake i USING (
 		SELECT u.id, u.idx, u.sq, x.seq FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(id, sq, idx)
-		CROSS JOIN LATERAL (SELECT seq FROM gatehouse.audit_intake WHERE tenant_id = u.id ORDER BY seq LIMIT $3) x
+		CROSS JOIN LATERAL (SELECT seq FROM gatehouse.audit_intake WHERE tenant_id = u.id AND refused IS NULL ORDER BY seq LIMIT $3) x
 	) s
 	WHERE i.tenant_id = s.id AND i.seq = s.seq
 	RETURNING s.idx, i.seq, nextval(s.sq::regclass), i.at, i.request_id, i.decision, i.tool, i.subject, i.email, i.provider,
@@ -280,7 +282,7 @@ func queueIntakeMove(b *pgx.Batch, stmt string, key AuditKey, seq int64, prev []
 // (unchained, ids in the rows' order) and, if it moved any, marks the
 // tenant as having unchained records (audit_pending.go).
 func settleSQL(table string) string {
-	return `WITH taken AS (DELETE FROM gatehouse.audit_intake WHERE tenant_id = $1
+	return `WITH taken AS (DELETE FROM gatehouse.audit_intake WHERE tenant_id = $1 AND refused IS NULL
 			RETURNING seq, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent,
 				reason, args_digest, via, count),
 		moved AS (INSERT INTO ` + table + ` (at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip,
@@ -307,7 +309,7 @@ func (db *DB) SettleAudit(ctx context.Context, t *tenancy.Tenant) error {
 		return fmt.Errorf("tenant %s: refusing unexpected schema name", t.Key)
 	}
 	var waiting bool
-	if err := db.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM gatehouse.audit_intake WHERE tenant_id = $1)", t.ID).Scan(&waiting); err != nil {
+	if err := db.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM gatehouse.audit_intake WHERE tenant_id = $1 AND refused IS NULL)", t.ID).Scan(&waiting); err != nil {
 		return fmt.Errorf("reading the audit intake of %s: %w", t.Key, err)
 	}
 	if !waiting {
@@ -326,11 +328,143 @@ func (db *DB) SettleAudit(ctx context.Context, t *tenancy.Tenant) error {
 		b.Queue(settleSQL(pgx.Identifier{t.Schema, "audit_log"}.Sanitize()), t.ID)
 		return tx.SendBatch(ctx, b).Close()
 	})
+	if err != nil && !Unavailable(err) && !lockTimedOut(err) && ctx.Err() == nil {
+		// A record the log refuses: one at a time, reduced or set aside
+		// (drainIntake).
+		_, err = db.drainIntake(ctx, t, math.MaxInt)
+	}
 	if err != nil {
 		return fmt.Errorf("moving the audit records of %s out of the intake: %w", t.Key, lockedAs(ErrAuditLogBusy, err))
 	}
 	return nil
 }
 
-// intakePendingSQL counts a tenant's records in the intake ($1: its id).
-const intakePendingSQL = "SELECT count(*) FROM gatehouse.audit_intake WHERE tenant_id = $1"
+// intakeCountsSQL counts a tenant's records in the intake ($1: its id):
+// those waiting to be moved, and those its audit log refused.
+const intakeCountsSQL = "SELECT count(*) FILTER (WHERE refused IS NULL), count(*) FILTER (WHERE refused IS NOT NULL) FROM gatehouse.audit_intake WHERE tenant_id = $1"
+
+// intakeNextSQL reads tenant $1's oldest intake row not refused, locked.
+const intakeNextSQL = `SELECT seq, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent,
+		reason, args_digest, count, via
+	FROM gatehouse.audit_intake WHERE tenant_id = $1 AND refused IS NULL ORDER BY seq LIMIT 1 FOR UPDATE`
+
+// intakeInsertOneSQL inserts one record taken from the intake into the
+// audit log table, unchained, with its time; via names its via column too
+// (a reduced record has none, so that it fits a log from before it).
+func intakeInsertOneSQL(table string, via bool) string {
+	if !via {
+		return `INSERT INTO ` + table + ` (at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip,
+		user_agent, reason, args_digest, count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
+	}
+	return `INSERT INTO ` + table + ` (at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip,
+		user_agent, reason, args_digest, count, via) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
+}
+
+// drainIntake moves up to limit of t's intake records into its audit log
+// one at a time, oldest first, each in a transaction of its own, unchained
+// (the chain pass that follows links them); a record the log refuses goes
+// in its reduced form (see reduced), as on the group commit's one-by-one
+// way, and one refused in both forms stays in the intake, set aside with
+// the reason (its refused column: no longer moved, reported by
+// [DB.VerifyAudit]) and logged. It runs after a chain pass or a settle of
+// t failed for another reason than a lock or an outage, so that a record
+// its log refuses (a constraint of its own) never holds up the tenant's
+// other records for good. It returns how many records it moved or set
+// aside; the error is the database's (the record then stays as it was).
+func (db *DB) drainIntake(ctx context.Context, t *tenancy.Tenant, limit int) (done int, err error) {
+	if !opaqueName.MatchString(t.Schema) {
+		return 0, fmt.Errorf("tenant %s: refusing unexpected schema name", t.Key)
+	}
+	seed, err := db.lockSeed(ctx)
+	if err != nil {
+		return 0, err
+	}
+	table := pgx.Identifier{t.Schema, "audit_log"}.Sanitize()
+	for done < limit {
+		last := false
+		err := beginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue(lockWaitSQL, auditLockWaitSQL)
+			b.Queue(chainLockSQL, t.ID, seed)
+			if err := tx.SendBatch(ctx, b).Close(); err != nil {
+				return err
+			}
+			var seq int64
+			var r AuditRecord
+			err := tx.QueryRow(ctx, intakeNextSQL, t.ID).Scan(&seq, &r.At, &r.RequestID, &r.Decision, &r.Tool, &r.Subject, &r.Email,
+				&r.Provider, &r.APIKeyID, &r.ClientIP, &r.UserAgent, &r.Reason, &r.ArgsDigest, &r.Count, &r.Via)
+			if errors.Is(err, pgx.ErrNoRows) {
+				last = true
+				return nil
+			} else if err != nil {
+				return err
+			}
+			store := func(r *AuditRecord) error {
+				sp, err := tx.Begin(ctx) // a savepoint: a refusal undoes the insert alone
+				if err != nil {
+					return err
+				}
+				args := []any{r.At, r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
+					r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Count}
+				if r.Via != "" {
+					args = append(args, r.Via)
+				}
+				if _, err := sp.Exec(ctx, intakeInsertOneSQL(table, r.Via != ""), args...); err != nil {
+					_ = sp.Rollback(ctx)
+					return err
+				}
+				return sp.Commit(ctx)
+			}
+			err = store(&r)
+			if err != nil && refusal(err) {
+				red := r.reduced(err)
+				red.At = r.At
+				if rerr := store(red); rerr == nil {
+					db.log.Warn("an audit record was refused by its tenant's audit log and stored reduced",
+						"tenant", t.Key, "request_id", red.RequestID, "error", err)
+					err = nil
+				} else if refusal(rerr) {
+					why := fmt.Sprintf("%v (reduced form: %v)", err, rerr)
+					db.log.Error("an audit record was refused by its tenant's audit log in both its forms: kept in gatehouse.audit_intake",
+						"tenant", t.Key, "request_id", red.RequestID, "seq", seq, "error", why)
+					_, err = tx.Exec(ctx, "UPDATE gatehouse.audit_intake SET refused = $3 WHERE tenant_id = $1 AND seq = $2", t.ID, seq, why)
+					return err
+				} else {
+					err = rerr
+				}
+			}
+			if err != nil {
+				return err
+			}
+			b = &pgx.Batch{}
+			b.Queue("DELETE FROM gatehouse.audit_intake WHERE tenant_id = $1 AND seq = $2", t.ID, seq)
+			b.Queue(`INSERT INTO gatehouse.audit_pending (tenant_id) VALUES ($1)
+				ON CONFLICT (tenant_id) DO UPDATE SET marked_at = now()`, t.ID)
+			return tx.SendBatch(ctx, b).Close()
+		})
+		if err != nil {
+			return done, fmt.Errorf("moving an audit record of %s out of the intake: %w", t.Key, lockedAs(ErrAuditLogBusy, err))
+		}
+		if last {
+			return done, nil
+		}
+		done++
+	}
+	return done, nil
+}
+
+// refusal reports whether err is PostgreSQL refusing a statement for what
+// it is or what it writes (a constraint, a type, a missing table): not a
+// lock, an outage or a cancel, after which trying another form of the
+// record would say nothing.
+func refusal(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || Unavailable(err) || lockTimedOut(err) {
+		return false
+	}
+	switch pgErr.Code[:2] {
+	case "22", "23", "42": // data exception, integrity constraint violation, syntax error or access rule violation
+		return true
+	}
+	return false
+}

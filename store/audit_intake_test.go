@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -445,4 +447,194 @@ func TestAuditIntakeBesideLocks(t *testing.T) {
 	}
 	mustVerify(t, db, locked, 6) // warm, 2 during, 2 beside the intake's lock, back
 	mustVerify(t, db, free, 6)
+}
+
+// TestAuditIntakeRefused: a tenant whose audit log refuses one of its
+// records (a constraint of its own), or whose log is gone, holds up no
+// other tenant: every call's record is accepted into the intake, and the
+// chain passes chain the other tenants' as usual. The refused record is
+// moved on its own, in its reduced form, and the tenant's others are
+// chained after it; one refused in both forms, and a gone log's records,
+// are kept in the intake, set aside with the reason (reported by verify,
+// never moved again), and the tenant's other records are chained.
+func TestAuditIntakeRefused(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name, prefix, break_ string
+		verified, refused    int // the broken tenant's, after the passes
+		reason               string
+	}{
+		{"stored reduced", "inred", "ALTER TABLE %s ADD CONSTRAINT no_boom CHECK (user_agent <> 'boom')", 4, 0, ""},
+		{"refused in both forms", "inrec", "ALTER TABLE %s ADD CONSTRAINT no_boom CHECK (tool <> 'boom')", 3, 1, "no_boom"},
+		{"a log gone", "ingone", "DROP TABLE %s", 0, 3, "SQLSTATE 42P01"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			db, ts := openLanes(t, c.prefix, 6)
+			warmLanes(t, db, ts)
+			for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{}) {
+				if r.Err != nil {
+					t.Fatal(r.Err)
+				}
+			}
+			broken := ts[3]
+			if _, err := db.Pool().Exec(ctx, fmt.Sprintf(c.break_, pgx.Identifier{broken.Schema, "audit_log"}.Sanitize())); err != nil {
+				t.Fatal(err)
+			}
+			es := laneEntries("x", ts, 3)
+			es[3].Rec.Tool, es[3].Rec.UserAgent = "boom", "boom" // the broken tenant's first
+			writeNoFallBack(t, db, es)
+			var brokenErr error
+			for range 3 {
+				for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{}) {
+					if r.Tenant == broken {
+						brokenErr = r.Err
+					} else if r.Err != nil {
+						t.Fatalf("%s, beside the broken tenant: %v", r.Tenant.Key, r.Err)
+					}
+				}
+			}
+			var refused int
+			var reason string
+			if err := db.Pool().QueryRow(ctx, "SELECT count(*), coalesce(min(refused), '') FROM gatehouse.audit_intake WHERE tenant_id = $1", broken.ID).Scan(&refused, &reason); err != nil {
+				t.Fatal(err)
+			}
+			if refused != c.refused || !strings.Contains(reason, c.reason) {
+				t.Errorf("kept in the intake: %d, %q; want %d saying %q", refused, reason, c.refused, c.reason)
+			}
+			if listed, err := db.TenantsWithUnchainedAudit(ctx); err != nil || len(listed) > 0 && c.refused > 0 && listed[0] == broken {
+				t.Errorf("the sweep still lists the tenant whose records were set aside: %v", err)
+			}
+			for _, tn := range ts {
+				if tn == broken {
+					continue
+				}
+				mustVerify(t, db, tn, 4)
+				ids, _ := auditRows(t, db, tn)
+				for r := range 3 {
+					if id := fmt.Sprintf("x-%d-%d", slices.Index(ts, tn), r); ids[id] != 1 {
+						t.Errorf("%s: %s stored %d times", tn.Key, id, ids[id])
+					}
+				}
+			}
+			if c.name == "a log gone" {
+				if brokenErr == nil {
+					t.Error("the gone log's chain pass said nothing")
+				}
+				return
+			}
+			if brokenErr != nil {
+				t.Errorf("the broken tenant's chain pass: %v", brokenErr)
+			}
+			rep, err := db.VerifyAudit(ctx, broken, testKey)
+			if err != nil || !rep.OK() || rep.Verified != c.verified || rep.Pending != 0 || rep.Refused != c.refused {
+				t.Errorf("the broken tenant: verify %+v, %v; want %d verified, %d refused", rep, err, c.verified, c.refused)
+			}
+			if c.refused == 0 {
+				var red string
+				if err := db.Pool().QueryRow(ctx, "SELECT reason FROM "+pgx.Identifier{broken.Schema, "audit_log"}.Sanitize()+
+					" WHERE request_id = 'x-3-0'").Scan(&red); err != nil || !strings.Contains(red, "record reduced") {
+					t.Errorf("the refused record: reason %q, %v; want it stored reduced", red, err)
+				}
+			}
+			// A reader's settle is not held up by the record set aside.
+			writeNoFallBack(t, db, laneEntries("after", []*tenancy.Tenant{broken}, 1))
+			if err := db.SettleAudit(ctx, broken); err != nil || intakeRows(t, db, broken) != c.refused {
+				t.Errorf("settling beside a record set aside: %v, %d in the intake", err, intakeRows(t, db, broken))
+			}
+			// Nor by one its log refuses, before any chain pass: it is
+			// moved reduced or set aside, and the others after it moved.
+			es = laneEntries("settle", []*tenancy.Tenant{broken}, 2)
+			es[0].Rec.Tool, es[0].Rec.UserAgent = "boom", "boom"
+			writeNoFallBack(t, db, es)
+			if err := db.SettleAudit(ctx, broken); err != nil || intakeRows(t, db, broken) != 2*c.refused {
+				t.Errorf("settling a record its log refuses: %v, %d in the intake; want %d", err, intakeRows(t, db, broken), 2*c.refused)
+			}
+			if ids, _ := auditRows(t, db, broken); ids["settle-0-1"] != 1 || ids["after-0-0"] != 1 {
+				t.Errorf("the records after it: %v", ids)
+			}
+		})
+	}
+}
+
+// TestControlLaneIntake: the intake's way in every mode of the control
+// lanes' statements (each tenant's move prepared, some, none, behind a
+// transaction pooler): odd records (NUL bytes, invalid UTF-8, a MiB-long
+// request id, counts of zero and below, empty fields) and 5,000 records of
+// one tenant beside another's few are written without a fall-back, each
+// lane's part in one transaction; the passes move them with no fall-back
+// to one tenant at a time, prepare each busy tenant's move where there is
+// room, leave the sessions' search_path alone, and the chains verify.
+func TestControlLaneIntake(t *testing.T) {
+	for i, tc := range laneStatementModes {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			_, db, ts := openLaneStatements(t, fmt.Sprintf("rvin%d-", i), 3, tc.opts)
+			store.UseIntake(db)
+			before, err := store.ControlLaneSettings(ctx, db, "search_path")
+			if err != nil {
+				t.Fatal(err)
+			}
+			chainAll := func() {
+				t.Helper()
+				for pass := 0; ; pass++ {
+					more := false
+					for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 2000, store.ChainLimits{Records: 4000}) {
+						if r.Err != nil || r.Group < 0 {
+							t.Fatalf("pass %d: %s: %+v", pass, r.Tenant.Key, r)
+						}
+						more = more || r.More
+					}
+					if !more {
+						return
+					}
+				}
+			}
+			for round := range 3 { // the moves come to be prepared
+				writeNoFallBack(t, db, laneEntries(fmt.Sprint("r", round), ts, 1))
+				chainAll()
+			}
+			var es []store.AuditEntry
+			for j, tn := range ts {
+				for k, r := range []*store.AuditRecord{
+					{RequestID: "nul\x00byte", Decision: store.Allowed, Subject: "s\x00"},
+					{RequestID: strings.Repeat("x", 1<<20), Decision: store.Denied, Subject: "s", UserAgent: strings.Repeat("é", 1<<18)},
+					{RequestID: "zero", Decision: store.RateLimited, Subject: "s", Count: 0},
+					{RequestID: "neg", Decision: store.RateLimited, Subject: "s", Count: -5},
+					{RequestID: "big", Decision: store.RateLimited, Subject: "s", Count: 1 << 40},
+					{RequestID: "bad\xff\xfeutf8", Decision: store.Allowed, Subject: "\xc3"},
+					{RequestID: "", Decision: store.Allowed, Subject: ""},
+				} {
+					r.Via = fmt.Sprint(j, k)
+					es = append(es, store.AuditEntry{Tenant: tn, Rec: r})
+				}
+			}
+			es = append(es, laneEntries("many", ts[:1], 5000)...)
+			writeNoFallBack(t, db, es)
+			// One transaction for the flush (one lane in use).
+			var txs int
+			if err := db.Pool().QueryRow(ctx, "SELECT count(DISTINCT xmin::text) FROM gatehouse.audit_intake").Scan(&txs); err != nil || txs != 1 {
+				t.Errorf("the flush was written in %d transactions, %v; want 1", txs, err)
+			}
+			chainAll()
+			for _, e := range es[:len(ts)*7] {
+				var count int
+				if err := db.Pool().QueryRow(ctx, "SELECT count FROM "+pgx.Identifier{e.Tenant.Schema, "audit_log"}.Sanitize()+" WHERE via = $1", e.Rec.Via).Scan(&count); err != nil || count < 1 {
+					t.Errorf("%s via %s: count %d, %v", e.Tenant.Key, e.Rec.Via, count, err)
+				}
+			}
+			verifyAll(t, db, ts[1:], 3+7)
+			verifyAll(t, db, ts[:1], 3+7+5000)
+			after, err := store.ControlLaneSettings(ctx, db, "search_path")
+			if err != nil || fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Errorf("search_path %v after, %v before (%v)", after, before, err)
+			}
+			if tc.name == "prepared" {
+				for _, tn := range ts {
+					if got := tenantStatements(t, db, tn); !got["INSERT"] {
+						t.Errorf("%s: prepared %v, want its move (INSERT) prepared", tn.Key, got)
+					}
+				}
+			}
+		})
+	}
 }

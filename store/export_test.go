@@ -98,3 +98,7 @@ var (
 // their tenants' audit logs, not into the audit intake, for d (as it does
 // after the intake's INSERT ran out of its lock wait).
 func SkipIntake(db *DB, d time.Duration) { db.intakeSkipUntil.Store(time.Now().Add(d).UnixNano()) }
+
+// UseIntake has the group commit of db write calls' records into the audit
+// intake again (undoing SkipIntake).
+func UseIntake(db *DB) { db.intakeSkipUntil.Store(0) }

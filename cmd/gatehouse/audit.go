@@ -172,7 +172,7 @@ func auditVerify(ctx context.Context, e *env, tenant string, asJSON bool) error 
 		}
 		if asJSON {
 			if err := printJSON(e.stdout, map[string]any{"tenant": t.Key, "ok": rep.OK(), "verified": rep.Verified,
-				"pending": rep.Pending, "problem": rep.Problem, "seq": rep.Seq, "id": rep.ID, "keys": rep.Keys,
+				"pending": rep.Pending, "refused": rep.Refused, "problem": rep.Problem, "seq": rep.Seq, "id": rep.ID, "keys": rep.Keys,
 				"unverifiable": rep.UnknownKey != "", "unknown_key_id": rep.UnknownKey}); err != nil {
 				return err
 			}
@@ -185,6 +185,9 @@ func auditVerify(ctx context.Context, e *env, tenant string, asJSON bool) error 
 			fmt.Fprintf(e.stdout, "UNVERIFIABLE: the audit log of %s cannot be checked here (%d records verified before it): %s\n", t.Key, rep.Verified, rep.Problem)
 		} else {
 			fmt.Fprintf(e.stdout, "TAMPERED: the audit log of %s is not intact: %s\n", t.Key, rep.Problem)
+		}
+		if rep.Refused > 0 && !asJSON {
+			fmt.Fprintf(e.stdout, "warning: %d audit records of %s were refused by its audit log and are kept, unchained, in gatehouse.audit_intake (docs/operations.md, \"Audit records refused by a tenant's log\")\n", rep.Refused, t.Key)
 		}
 		if !rep.OK() {
 			return errTampered

@@ -8,8 +8,8 @@
 --
 -- No foreign key to tenants: checking one takes a row lock on the tenant
 -- per record. Rows of a deleted tenant are removed with it, and any left
--- by a write racing the deletion by the chainer's sweep. The checks repeat
--- audit_log's, so that a row that got in can always be moved.
+-- by a write racing the deletion stay, unread. The checks repeat
+-- audit_log's, so that a row that got in can be moved (see refused).
 CREATE TABLE gatehouse.audit_intake (
     tenant_id   uuid NOT NULL,
     seq         bigint GENERATED ALWAYS AS IDENTITY,
@@ -27,6 +27,11 @@ CREATE TABLE gatehouse.audit_intake (
     args_digest text NOT NULL,
     via         text NOT NULL,
     count       integer NOT NULL CHECK (count > 0),
+    -- Set when the tenant's audit log refused the record in its full and
+    -- its reduced form (a constraint of its own, a log gone): why. Such a
+    -- row stays here, is no longer moved, and `gatehouse audit verify`
+    -- reports it.
+    refused     text,
     PRIMARY KEY (tenant_id, seq)
 ) WITH (
     -- A queue: every row is deleted within seconds of its insert. Vacuumed
