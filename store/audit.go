@@ -168,38 +168,66 @@ const (
 		ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq, hash = excluded.hash, updated_at = now()`
 )
 
-// queueChainLinks links recs (unchained records of an audit log, in id
-// order, at least one) onto a chain whose head is at seq with hash prev,
-// queues update (that log's chainUpdateSQL, or the name of its prepared
-// statement) with the links on b, and returns the new head.
+// chainLink is a record's place on its chain: its chain_seq, the hash
+// before it, its own.
+type chainLink struct {
+	seq        int64
+	prev, hash []byte
+}
+
+// linkByID links the records of lists (each in id order; the unchained
+// records of an audit log, those taken from the audit intake) onto a chain
+// whose head is at seq with hash prev, all of them merged in id order (ids
+// are drawn when a record is written, wherever it is written, so the chain
+// keeps the order of the writes). links[k][i] is lists[k][i]'s link; the
+// new head is returned.
+func linkByID(key AuditKey, seq int64, prev []byte, lists ...[]*AuditRecord) (links [][]chainLink, head int64, headHash []byte) {
+	links = make([][]chainLink, len(lists))
+	next := make([]int, len(lists))
+	for k, l := range lists {
+		links[k] = make([]chainLink, len(l))
+	}
+	for {
+		k := -1
+		for j, l := range lists {
+			if next[j] < len(l) && (k < 0 || l[next[j]].ID < lists[k][next[k]].ID) {
+				k = j
+			}
+		}
+		if k < 0 {
+			return links, seq, prev
+		}
+		seq++
+		h := key.link(prev, seq, lists[k][next[k]])
+		links[k][next[k]] = chainLink{seq, prev, h}
+		prev = h
+		next[k]++
+	}
+}
+
+// queueChainLinks queues update (the audit log's chainUpdateSQL, or the
+// name of its prepared statement) storing the links of recs (unchained
+// records of that log, in id order, at least one) on b.
 // The range on id lets PostgreSQL find the rows through the primary key;
 // joined on id alone, it planned a hash join over a sequential scan of the
 // whole audit log, a cost that grew with the log on every pass
 // (BenchmarkChainAudit).
-func queueChainLinks(b *pgx.Batch, update string, key AuditKey, seq int64, prev []byte, recs []*AuditRecord) (int64, []byte) {
+func queueChainLinks(b *pgx.Batch, update string, key AuditKey, recs []*AuditRecord, links []chainLink) {
 	n := len(recs)
 	ids, seqs, prevs, hashes := make([]int64, n), make([]int64, n), make([][]byte, n), make([][]byte, n)
 	for i, r := range recs {
-		seq++
-		h := key.link(prev, seq, r)
-		ids[i], seqs[i], prevs[i], hashes[i] = r.ID, seq, prev, h
-		prev = h
+		ids[i], seqs[i], prevs[i], hashes[i] = r.ID, links[i].seq, links[i].prev, links[i].hash
 	}
 	b.Queue(update, ids, seqs, prevs, hashes, key.ID, ids[0], ids[n-1])
-	return seq, prev
 }
 
 // queueChainLinkRows is queueChainLinks with the links stored one record
 // at a time by chainUpdateRowPathSQL, into the audit log of the schema on
 // the search_path (set by the caller).
-func queueChainLinkRows(b *pgx.Batch, key AuditKey, seq int64, prev []byte, recs []*AuditRecord) (int64, []byte) {
-	for _, r := range recs {
-		seq++
-		h := key.link(prev, seq, r)
-		b.Queue(chainUpdateRowPathSQL, r.ID, seq, prev, h, key.ID)
-		prev = h
+func queueChainLinkRows(b *pgx.Batch, key AuditKey, recs []*AuditRecord, links []chainLink) {
+	for i, r := range recs {
+		b.Queue(chainUpdateRowPathSQL, r.ID, links[i].seq, links[i].prev, links[i].hash, key.ID)
 	}
-	return seq, prev
 }
 
 // chainUpdateRowPathSQL stores the link of record $1 of the audit log of
@@ -285,13 +313,15 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 	}
 
 	b = &pgx.Batch{}
-	if len(recs) > 0 {
-		seq, prev = queueChainLinks(b, chainUpdateSQL(t.Schema), key, seq, prev, recs)
+	nRecs, nMoved := chainable(recs, moved[0], batch)
+	links, seq, prev := linkByID(key, seq, prev, recs[:nRecs], moved[0][:nMoved])
+	if nRecs > 0 {
+		queueChainLinks(b, chainUpdateSQL(t.Schema), key, recs[:nRecs], links[0])
 	}
 	if len(moved[0]) > 0 {
-		seq, prev = queueIntakeMove(b, intakeMoveSQL(t.Schema), key, seq, prev, moved[0])
+		queueIntakeMove(b, intakeMoveSQL(t.Schema), t, key, moved[0], links[1])
 	}
-	if len(recs) > 0 || len(moved[0]) > 0 {
+	if nRecs+nMoved > 0 {
 		b.Queue(chainHeadUpsertSQL, t.ID, seq, prev)
 	}
 	if len(recs) < batch && stale { // nothing left: the tenant may leave the pending list
@@ -301,5 +331,5 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, err
 	}
-	return len(recs) + len(moved[0]), nil
+	return nRecs + nMoved, nil
 }

@@ -340,26 +340,32 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	var headIDs []string
 	var headSeqs []int64
 	var headHashes [][]byte
+	chained := make([]int, n)
 	for i, r := range group {
 		q := b
+		nRecs, nMoved := chainable(recs[i], moved[i], limit)
+		chained[i] = nRecs + nMoved
 		if len(recs[i]) > 0 || len(moved[i]) > 0 {
-			seq, prev := seqs[i], prevs[i]
+			prev := prevs[i]
 			if prev == nil {
 				prev = []byte{}
 			}
+			links, seq, prev := linkByID(key, seqs[i], prev, recs[i][:nRecs], moved[i][:nMoved])
 			switch {
-			case len(recs[i]) == 0:
-			case byPath[i] && len(recs[i]) <= rowPathMax:
+			case nRecs == 0:
+			case byPath[i] && nRecs <= rowPathMax:
 				q = onPath
 				q.Queue(setSearchPathSQL, pgx.Identifier{r.Tenant.Schema}.Sanitize())
-				seq, prev = queueChainLinkRows(q, key, seq, prev, recs[i])
+				queueChainLinkRows(q, key, recs[i][:nRecs], links[0])
 			default:
-				seq, prev = queueChainLinks(q, updates[i], key, seq, prev, recs[i])
+				queueChainLinks(q, updates[i], key, recs[i][:nRecs], links[0])
 			}
 			if len(moved[i]) > 0 { // names its table: on b, whatever the links' way
-				seq, prev = queueIntakeMove(b, moves[i], key, seq, prev, moved[i])
+				queueIntakeMove(b, moves[i], r.Tenant, key, moved[i], links[1])
 			}
-			headIDs, headSeqs, headHashes = append(headIDs, r.Tenant.ID), append(headSeqs, seq), append(headHashes, prev)
+			if nRecs+nMoved > 0 {
+				headIDs, headSeqs, headHashes = append(headIDs, r.Tenant.ID), append(headSeqs, seq), append(headHashes, prev)
+			}
 		}
 		if len(recs[i]) < limit && stale[i] { // nothing left: the tenant may leave the pending list (after its links)
 			queueClearAuditPending(q, r.Tenant, pgx.Identifier{r.Tenant.Schema, "audit_log"}.Sanitize())
@@ -374,7 +380,7 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 		return err
 	}
 	for i, r := range group {
-		r.N, r.More, r.Err = len(recs[i])+len(moved[i]), len(recs[i]) == limit || len(moved[i]) == limit, nil
+		r.N, r.More, r.Err = chained[i], len(recs[i]) == limit || len(moved[i]) == limit, nil
 	}
 	return nil
 }

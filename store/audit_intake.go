@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,14 +26,20 @@ import (
 // CPU per call, and what kept their throughput below 0.9× of calls over
 // 10 tenants (issue 17; bench/README.md, "The audit intake").
 //
+// Each record gets its id as it is written, from its tenant's audit log's
+// own sequence (nextval: a lock on the sequence and a page, not a table's
+// and four indexes' locks, plan and pages), so ids keep the order of the
+// writes whichever table a record was written into first, and readers
+// list, page and match records by id as before.
+//
 // The chain passes ([DB.ChainAuditTenants], [DB.ChainAudit]) take a
 // tenant's intake rows (DELETE … RETURNING, up to their batch, oldest
-// first, each given an id from the audit log's own sequence) and insert
-// them into its audit_log already chained, after the log's unchained
-// records, in the same transaction: one INSERT, no UPDATE. A record is
-// therefore in exactly one of the two tables at any moment, and in its
-// tenant's audit_log within a chain pass of its write (chainDelay, a few
-// seconds).
+// first) and insert them into its audit_log already chained, with their
+// ids, in the same transaction: one INSERT, no UPDATE. The log's own
+// unchained records and the intake's are linked together in id order
+// (linkByID). A record is therefore in exactly one of the two tables at
+// any moment, and in its tenant's audit_log within a chain pass of its
+// write (chainDelay, a few seconds).
 //
 // Readers of a tenant's audit log (read_audit_log, get_usage, the console's
 // audit and usage pages, `gatehouse audit tail`, the tenant export) call
@@ -46,11 +53,7 @@ import (
 //
 // Moves take the tenant's chain lock (the advisory lock of chainLockSQL),
 // so a move and a chain pass of one tenant never interleave, on any
-// replica. Ids are given at the move: a record written straight into
-// audit_log meanwhile (the one-by-one fallback below, an operator's
-// action) may have a lower id than an intake record written before it.
-// The chain's order is its own (chain_seq), and each record keeps its
-// time (at, set at the intake's INSERT).
+// replica.
 //
 // When the intake's INSERT fails the records go the old way, straight into
 // their tenants' audit logs (writeAuditPart), so nothing is lost to a
@@ -61,12 +64,16 @@ import (
 // wait in the intake until the lock is gone.
 
 // intakeInsertSQL writes a flush's records into the intake, from one array
-// per column, and returns their times in the arrays' order.
-const intakeInsertSQL = `INSERT INTO gatehouse.audit_intake (tenant_id, request_id, decision, tool, subject, email, provider,
+// per column ($2: each record's audit log's id sequence, by qualified
+// name), and returns their ids and times in the arrays' order (unnest
+// keeps it, and INSERT … SELECT returns rows in it).
+const intakeInsertSQL = `INSERT INTO gatehouse.audit_intake (tenant_id, id, request_id, decision, tool, subject, email, provider,
 	api_key_id, client_ip, user_agent, reason, args_digest, via, count)
-	SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-		$9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::int[])
-	RETURNING at`
+	SELECT u.t, nextval(u.sq::regclass), u.r, u.d, u.tl, u.s, u.e, u.p, u.k, u.ip, u.ua, u.re, u.ad, u.v, u.c
+	FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+		$10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::int[])
+		AS u(t, sq, r, d, tl, s, e, p, k, ip, ua, re, ad, v, c)
+	RETURNING id, at`
 
 // intakeSkip is how long the group commit writes straight into the
 // tenants' audit logs after the intake's INSERT ran out of its lock wait:
@@ -76,11 +83,11 @@ const intakeSkip = time.Second
 
 // writeIntake commits entries (a lane's part of a flush) into the intake
 // in one implicit transaction on a connection of lane, and sets each
-// record's At. Their ID stays 0: it is given when the record moves into
-// its tenant's audit log. On error nothing was written.
+// record's ID and At. On error nothing was written (the ids drawn are
+// skipped, as a failed INSERT's are).
 func (db *DB) writeIntake(ctx context.Context, entries []AuditEntry, lane int) error {
 	n := len(entries)
-	ids := make([]string, n)
+	ids, seqs := make([]string, n), make([]string, n)
 	cols := make([][]string, 12)
 	for i := range cols {
 		cols[i] = make([]string, n)
@@ -89,22 +96,26 @@ func (db *DB) writeIntake(ctx context.Context, entries []AuditEntry, lane int) e
 	for j, e := range entries {
 		r := e.Rec
 		r.clean()
-		ids[j] = e.Tenant.ID
+		if !opaqueName.MatchString(e.Tenant.Schema) {
+			return fmt.Errorf("tenant %s: refusing unexpected schema name", e.Tenant.Key)
+		}
+		ids[j], seqs[j] = e.Tenant.ID, pgx.Identifier{e.Tenant.Schema, "audit_log_id_seq"}.Sanitize()
 		for i, v := range []string{r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
 			r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Via} {
 			cols[i][j] = v
 		}
 		counts[j] = int32(max(r.Count, 1))
 	}
-	args := make([]any, 0, 14)
-	args = append(args, ids)
+	args := make([]any, 0, 15)
+	args = append(args, ids, seqs)
 	for _, c := range cols {
 		args = append(args, c)
 	}
 	args = append(args, counts)
 
-	// No tenant's relations are touched: the connection gathers no
-	// tenant's caches (ControlConnMaxTenants).
+	// Of a tenant's relations only its sequence is touched: the
+	// connection's caches gather no table or index of it (so it does not
+	// count towards ControlConnMaxTenants).
 	conn, release, err := db.ctl.acquire(ctx, lane, callWork, ids[0])
 	if err != nil {
 		return err
@@ -121,7 +132,7 @@ func (db *DB) writeIntake(ctx context.Context, entries []AuditEntry, lane int) e
 			if k >= n {
 				return errors.New("audit intake: more rows returned than inserted")
 			}
-			if err := rows.Scan(&entries[k].Rec.At); err != nil {
+			if err := rows.Scan(&entries[k].Rec.ID, &entries[k].Rec.At); err != nil {
 				return err
 			}
 			k++
@@ -141,12 +152,9 @@ func (db *DB) writeIntake(ctx context.Context, entries []AuditEntry, lane int) e
 	err = conn.SendBatch(cctx, b).Close()
 	if err = cancelled(stop(), err); err != nil {
 		for _, e := range entries {
-			e.Rec.At = time.Time{}
+			e.Rec.ID, e.Rec.At = 0, time.Time{}
 		}
 		return fmt.Errorf("writing %d audit records into the intake: %w", n, err)
-	}
-	for _, e := range entries {
-		e.Rec.ID = 0
 	}
 	return nil
 }
@@ -154,31 +162,30 @@ func (db *DB) writeIntake(ctx context.Context, entries []AuditEntry, lane int) e
 // intakeOpen reports whether the group commit may write into the intake
 // now (see intakeSkip).
 func (db *DB) intakeOpen() bool {
-	return time.Now().UnixNano() >= db.intakeSkipUntil.Load()
+	return !db.noIntake && time.Now().UnixNano() >= db.intakeSkipUntil.Load()
 }
 
-// intakeTakeSQL takes up to $3 intake rows of each of the tenants $1 (in
-// the order of their ids), oldest first, each with a fresh id from its
-// tenant's audit log's id sequence ($2: the sequences' qualified names).
-// It answers with each row's tenant (its position in $1, from 1) and seq,
-// the id, and the record's columns as scanMoved reads them.
+// intakeTakeSQL takes up to $2 intake rows of each of the tenants $1 (in
+// the order of their ids), oldest first. It answers with each row's tenant
+// (its position in $1, from 1) and the record's columns.
 const intakeTakeSQL = `DELETE FROM gatehouse.audit_intake i USING (
-		SELECT u.id, u.idx, u.sq, x.seq FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS u(id, sq, idx)
-		CROSS JOIN LATERAL (SELECT seq FROM gatehouse.audit_intake WHERE tenant_id = u.id AND refused IS NULL ORDER BY seq LIMIT $3) x
+		SELECT u.tid, u.idx, x.id FROM unnest($1::uuid[]) WITH ORDINALITY AS u(tid, idx)
+		CROSS JOIN LATERAL (SELECT id FROM gatehouse.audit_intake WHERE tenant_id = u.tid AND refused IS NULL ORDER BY id LIMIT $2) x
 	) s
-	WHERE i.tenant_id = s.id AND i.seq = s.seq
-	RETURNING s.idx, i.seq, nextval(s.sq::regclass), i.at, i.request_id, i.decision, i.tool, i.subject, i.email, i.provider,
+	WHERE i.tenant_id = s.tid AND i.id = s.id
+	RETURNING s.idx, i.id, i.at, i.request_id, i.decision, i.tool, i.subject, i.email, i.provider,
 		i.api_key_id, i.client_ip, i.user_agent, i.reason, i.args_digest, i.count, i.via`
 
 // intakeMoveSQL inserts records taken from the intake, with their ids and
-// links, into schema's audit log (a name Gatehouse gave, checked by the
+// links (a NULL chain_seq: unchained), into schema's audit log (a name Gatehouse gave, checked by the
 // caller). $1 ids, $2 times, $3–$13 the texts request_id … args_digest,
 // $14 counts, $15 via, $16 the key's id, $17 chain_seqs, $18 prev_hashes,
 // $19 hashes.
 func intakeMoveSQL(schema string) string {
 	return "INSERT INTO " + pgx.Identifier{schema, "audit_log"}.Sanitize() + ` (id, at, request_id, decision, tool, subject, email,
 	provider, api_key_id, client_ip, user_agent, reason, args_digest, count, via, chain_seq, key_id, prev_hash, hash) OVERRIDING SYSTEM VALUE
-	SELECT u.id, u.at, u.r, u.d, u.t, u.s, u.e, u.p, u.k, u.ip, u.ua, u.re, u.ad, u.c, u.v, u.cs, $16::text, u.ph, u.h
+	SELECT u.id, u.at, u.r, u.d, u.t, u.s, u.e, u.p, u.k, u.ip, u.ua, u.re, u.ad, u.c, u.v, u.cs,
+		CASE WHEN u.cs IS NOT NULL THEN $16::text END, u.ph, u.h
 	FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
 		$10::text[], $11::text[], $12::text[], $13::text[], $14::int[], $15::text[], $17::bigint[], $18::bytea[], $19::bytea[])
 		AS u(id, at, r, d, t, s, e, p, k, ip, ua, re, ad, c, v, cs, ph, h)`
@@ -186,70 +193,65 @@ func intakeMoveSQL(schema string) string {
 
 // queueIntakeTake queues on b the take of up to limit intake rows of each
 // tenant of ts (in tenant id order, as their chain locks were taken):
-// moved[i] gets tenant i's records, oldest first, with their new ids in
-// the same order.
+// moved[i] gets tenant i's records, in id order.
 func queueIntakeTake(b *pgx.Batch, ts []*tenancy.Tenant, limit int, moved [][]*AuditRecord) {
-	ids, seqs := make([]string, len(ts)), make([]string, len(ts))
+	ids := make([]string, len(ts))
 	for i, t := range ts {
-		ids[i], seqs[i] = t.ID, pgx.Identifier{t.Schema, "audit_log_id_seq"}.Sanitize()
+		ids[i] = t.ID
 	}
-	type taken struct {
-		seq int64
-		r   *AuditRecord
-	}
-	b.Queue(intakeTakeSQL, ids, seqs, limit).Query(func(rows pgx.Rows) error {
-		per := make([][]taken, len(ts))
-		newIDs := make([][]int64, len(ts))
+	b.Queue(intakeTakeSQL, ids, limit).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var idx int64
-			m := taken{r: &AuditRecord{}}
-			r := m.r
-			var id int64
-			if err := rows.Scan(&idx, &m.seq, &id, &r.At, &r.RequestID, &r.Decision, &r.Tool, &r.Subject, &r.Email, &r.Provider,
+			r := &AuditRecord{}
+			if err := rows.Scan(&idx, &r.ID, &r.At, &r.RequestID, &r.Decision, &r.Tool, &r.Subject, &r.Email, &r.Provider,
 				&r.APIKeyID, &r.ClientIP, &r.UserAgent, &r.Reason, &r.ArgsDigest, &r.Count, &r.Via); err != nil {
 				return err
 			}
 			if idx < 1 || idx > int64(len(ts)) {
 				return fmt.Errorf("audit intake: tenant %d of %d", idx, len(ts))
 			}
-			per[idx-1] = append(per[idx-1], m)
-			newIDs[idx-1] = append(newIDs[idx-1], id)
+			moved[idx-1] = append(moved[idx-1], r)
 		}
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		// DELETE … RETURNING visits rows in no set order: the ids, drawn
-		// as it went, are handed out again in the records' order.
-		for i, ms := range per {
-			slices.SortFunc(ms, func(a, b taken) int { return cmpInt64(a.seq, b.seq) })
-			slices.Sort(newIDs[i])
-			moved[i] = make([]*AuditRecord, len(ms))
-			for k := range ms {
-				ms[k].r.ID = newIDs[i][k]
-				moved[i][k] = ms[k].r
-			}
+		// DELETE … RETURNING answers in no set order.
+		for _, ms := range moved {
+			slices.SortFunc(ms, func(a, b *AuditRecord) int { return cmp.Compare(a.ID, b.ID) })
 		}
 		return nil
 	})
 }
 
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// chainable returns how many of recs (a log's unchained records) and of
+// moved (taken from the intake), each in id order and read up to limit, a
+// pass may link so that the chain keeps id order: all of both, unless a
+// list came back full (more may follow it), in which case those up to the
+// lowest last id of the full lists.
+func chainable(recs, moved []*AuditRecord, limit int) (nRecs, nMoved int) {
+	cut := int64(math.MaxInt64)
+	for _, l := range [][]*AuditRecord{recs, moved} {
+		if len(l) > 0 && len(l) >= limit {
+			cut = min(cut, l[len(l)-1].ID)
+		}
 	}
-	return 0
+	for nRecs < len(recs) && recs[nRecs].ID <= cut {
+		nRecs++
+	}
+	for nMoved < len(moved) && moved[nMoved].ID <= cut {
+		nMoved++
+	}
+	return nRecs, nMoved
 }
 
-// queueIntakeMove links recs (taken from the intake, at least one) onto a
-// chain whose head is at seq with hash prev, queues stmt (the tenant's
-// intakeMoveSQL or the name of its prepared statement) inserting them on
-// b, and returns the new head.
-func queueIntakeMove(b *pgx.Batch, stmt string, key AuditKey, seq int64, prev []byte, recs []*AuditRecord) (int64, []byte) {
+// queueIntakeMove queues stmt (the tenant's intakeMoveSQL or the name of
+// its prepared statement) on b, inserting recs (taken from the intake, at
+// least one): the first len(links) with their links, the others unchained
+// (a later pass links them, in id order with the log's; see chainable), t
+// then marked as having unchained records (audit_pending.go).
+func queueIntakeMove(b *pgx.Batch, stmt string, t *tenancy.Tenant, key AuditKey, recs []*AuditRecord, links []chainLink) {
 	n := len(recs)
-	ids, seqs := make([]int64, n), make([]int64, n)
+	ids, seqs := make([]int64, n), make([]*int64, n)
 	ats := make([]time.Time, n)
 	cols := make([][]string, 12)
 	for i := range cols {
@@ -258,10 +260,10 @@ func queueIntakeMove(b *pgx.Batch, stmt string, key AuditKey, seq int64, prev []
 	counts := make([]int32, n)
 	prevs, hashes := make([][]byte, n), make([][]byte, n)
 	for j, r := range recs {
-		seq++
-		h := key.link(prev, seq, r)
-		ids[j], seqs[j], ats[j], prevs[j], hashes[j] = r.ID, seq, r.At, prev, h
-		prev = h
+		ids[j], ats[j] = r.ID, r.At
+		if j < len(links) {
+			seqs[j], prevs[j], hashes[j] = &links[j].seq, links[j].prev, links[j].hash
+		}
 		for i, v := range []string{r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
 			r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Via} {
 			cols[i][j] = v
@@ -275,20 +277,27 @@ func queueIntakeMove(b *pgx.Batch, stmt string, key AuditKey, seq int64, prev []
 	}
 	args = append(args, counts, cols[11], key.ID, seqs, prevs, hashes)
 	b.Queue(stmt, args...)
-	return seq, prev
+	if len(links) < n {
+		b.Queue(markPendingSQL, t.ID)
+	}
 }
+
+// markPendingSQL marks tenant $1 as having unchained records in its audit
+// log (audit_pending.go).
+const markPendingSQL = `INSERT INTO gatehouse.audit_pending (tenant_id) VALUES ($1)
+	ON CONFLICT (tenant_id) DO UPDATE SET marked_at = now()`
 
 // settleSQL moves every intake row of tenant $1 into the audit log table
 // (unchained, ids in the rows' order) and, if it moved any, marks the
 // tenant as having unchained records (audit_pending.go).
 func settleSQL(table string) string {
 	return `WITH taken AS (DELETE FROM gatehouse.audit_intake WHERE tenant_id = $1 AND refused IS NULL
-			RETURNING seq, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent,
+			RETURNING id, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent,
 				reason, args_digest, via, count),
-		moved AS (INSERT INTO ` + table + ` (at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip,
-				user_agent, reason, args_digest, via, count)
-			SELECT at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent,
-				reason, args_digest, via, count FROM taken ORDER BY seq
+		moved AS (INSERT INTO ` + table + ` (id, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip,
+				user_agent, reason, args_digest, via, count) OVERRIDING SYSTEM VALUE
+			SELECT id, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent,
+				reason, args_digest, via, count FROM taken
 			RETURNING 1)
 		INSERT INTO gatehouse.audit_pending (tenant_id) SELECT $1 WHERE EXISTS (SELECT 1 FROM moved)
 		ON CONFLICT (tenant_id) DO UPDATE SET marked_at = now()`
@@ -344,20 +353,21 @@ func (db *DB) SettleAudit(ctx context.Context, t *tenancy.Tenant) error {
 const intakeCountsSQL = "SELECT count(*) FILTER (WHERE refused IS NULL), count(*) FILTER (WHERE refused IS NOT NULL) FROM gatehouse.audit_intake WHERE tenant_id = $1"
 
 // intakeNextSQL reads tenant $1's oldest intake row not refused, locked.
-const intakeNextSQL = `SELECT seq, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent,
+const intakeNextSQL = `SELECT id, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip, user_agent,
 		reason, args_digest, count, via
-	FROM gatehouse.audit_intake WHERE tenant_id = $1 AND refused IS NULL ORDER BY seq LIMIT 1 FOR UPDATE`
+	FROM gatehouse.audit_intake WHERE tenant_id = $1 AND refused IS NULL ORDER BY id LIMIT 1 FOR UPDATE`
 
 // intakeInsertOneSQL inserts one record taken from the intake into the
-// audit log table, unchained, with its time; via names its via column too
-// (a reduced record has none, so that it fits a log from before it).
+// audit log table, unchained, with its id and time; via names its via
+// column too (a reduced record has none, so that it fits a log from
+// before it).
 func intakeInsertOneSQL(table string, via bool) string {
 	if !via {
-		return `INSERT INTO ` + table + ` (at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip,
-		user_agent, reason, args_digest, count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
+		return `INSERT INTO ` + table + ` (id, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip,
+		user_agent, reason, args_digest, count) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
 	}
-	return `INSERT INTO ` + table + ` (at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip,
-		user_agent, reason, args_digest, count, via) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
+	return `INSERT INTO ` + table + ` (id, at, request_id, decision, tool, subject, email, provider, api_key_id, client_ip,
+		user_agent, reason, args_digest, count, via) OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`
 }
 
 // drainIntake moves up to limit of t's intake records into its audit log
@@ -389,9 +399,8 @@ func (db *DB) drainIntake(ctx context.Context, t *tenancy.Tenant, limit int) (do
 			if err := tx.SendBatch(ctx, b).Close(); err != nil {
 				return err
 			}
-			var seq int64
 			var r AuditRecord
-			err := tx.QueryRow(ctx, intakeNextSQL, t.ID).Scan(&seq, &r.At, &r.RequestID, &r.Decision, &r.Tool, &r.Subject, &r.Email,
+			err := tx.QueryRow(ctx, intakeNextSQL, t.ID).Scan(&r.ID, &r.At, &r.RequestID, &r.Decision, &r.Tool, &r.Subject, &r.Email,
 				&r.Provider, &r.APIKeyID, &r.ClientIP, &r.UserAgent, &r.Reason, &r.ArgsDigest, &r.Count, &r.Via)
 			if errors.Is(err, pgx.ErrNoRows) {
 				last = true
@@ -404,7 +413,7 @@ func (db *DB) drainIntake(ctx context.Context, t *tenancy.Tenant, limit int) (do
 				if err != nil {
 					return err
 				}
-				args := []any{r.At, r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
+				args := []any{r.ID, r.At, r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
 					r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Count}
 				if r.Via != "" {
 					args = append(args, r.Via)
@@ -418,7 +427,7 @@ func (db *DB) drainIntake(ctx context.Context, t *tenancy.Tenant, limit int) (do
 			err = store(&r)
 			if err != nil && refusal(err) {
 				red := r.reduced(err)
-				red.At = r.At
+				red.ID, red.At = r.ID, r.At
 				if rerr := store(red); rerr == nil {
 					db.log.Warn("an audit record was refused by its tenant's audit log and stored reduced",
 						"tenant", t.Key, "request_id", red.RequestID, "error", err)
@@ -426,8 +435,8 @@ func (db *DB) drainIntake(ctx context.Context, t *tenancy.Tenant, limit int) (do
 				} else if refusal(rerr) {
 					why := fmt.Sprintf("%v (reduced form: %v)", err, rerr)
 					db.log.Error("an audit record was refused by its tenant's audit log in both its forms: kept in gatehouse.audit_intake",
-						"tenant", t.Key, "request_id", red.RequestID, "seq", seq, "error", why)
-					_, err = tx.Exec(ctx, "UPDATE gatehouse.audit_intake SET refused = $3 WHERE tenant_id = $1 AND seq = $2", t.ID, seq, why)
+						"tenant", t.Key, "request_id", red.RequestID, "id", r.ID, "error", why)
+					_, err = tx.Exec(ctx, "UPDATE gatehouse.audit_intake SET refused = $3 WHERE tenant_id = $1 AND id = $2", t.ID, r.ID, why)
 					return err
 				} else {
 					err = rerr
@@ -437,9 +446,8 @@ func (db *DB) drainIntake(ctx context.Context, t *tenancy.Tenant, limit int) (do
 				return err
 			}
 			b = &pgx.Batch{}
-			b.Queue("DELETE FROM gatehouse.audit_intake WHERE tenant_id = $1 AND seq = $2", t.ID, seq)
-			b.Queue(`INSERT INTO gatehouse.audit_pending (tenant_id) VALUES ($1)
-				ON CONFLICT (tenant_id) DO UPDATE SET marked_at = now()`, t.ID)
+			b.Queue("DELETE FROM gatehouse.audit_intake WHERE tenant_id = $1 AND id = $2", t.ID, r.ID)
+			b.Queue(markPendingSQL, t.ID)
 			return tx.SendBatch(ctx, b).Close()
 		})
 		if err != nil {

@@ -110,7 +110,12 @@ type Options struct {
 	// CustomPlans ignores the tools' GenericPlan marks: every prepared
 	// statement is planned as the server's plan_cache_mode says (plans.go).
 	CustomPlans bool
-	Logger      *slog.Logger
+	// NoAuditIntake has the group commit write calls' records straight
+	// into their tenants' audit logs, as before the audit intake
+	// (audit_intake.go): for rolling back to a release without it (the
+	// chainer still moves what the intake holds), and for comparison.
+	NoAuditIntake bool
+	Logger        *slog.Logger
 }
 
 // DefaultConnMaxUses is the default of Options.ConnMaxUses: never. A
@@ -224,6 +229,8 @@ type DB struct {
 	lanePreparedCap int
 	// customPlans: Options.CustomPlans.
 	customPlans bool
+	// noIntake: Options.NoAuditIntake.
+	noIntake bool
 }
 
 // Open connects to the database at connString and checks that it answers.
@@ -274,7 +281,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 		queryAll: semaphore.NewWeighted(int64(lim.QueryConns)), queryTenantMax: int64(lim.TenantQueryConns),
 		queryTenant: map[string]*tenantSem{}, limits: lim, preparedCap: lim.PreparedStatements, prepareAfter: lim.PrepareAfter,
 		lanePreparedCap: lim.ControlPreparedStatements,
-		customPlans:     lim.CustomPlans}
+		customPlans:     lim.CustomPlans, noIntake: lim.NoAuditIntake}
 	if opts.TransactionPooler {
 		db.hotMode = pgx.QueryExecModeExec
 	}

@@ -12,7 +12,9 @@
 -- audit_log's, so that a row that got in can be moved (see refused).
 CREATE TABLE gatehouse.audit_intake (
     tenant_id   uuid NOT NULL,
-    seq         bigint GENERATED ALWAYS AS IDENTITY,
+    -- The record's id in its tenant's audit_log, drawn from that log's
+    -- own sequence when the record is written here.
+    id          bigint NOT NULL,
     at          timestamptz NOT NULL DEFAULT clock_timestamp(),
     request_id  text NOT NULL,
     decision    text NOT NULL CHECK (decision IN ('ALLOWED', 'DENIED', 'RATE_LIMITED', 'ERROR')),
@@ -32,7 +34,7 @@ CREATE TABLE gatehouse.audit_intake (
     -- row stays here, is no longer moved, and `gatehouse audit verify`
     -- reports it.
     refused     text,
-    PRIMARY KEY (tenant_id, seq)
+    PRIMARY KEY (tenant_id, id)
 ) WITH (
     -- A queue: every row is deleted within seconds of its insert. Vacuumed
     -- after every few thousand dead rows, not after a fifth of the table.
