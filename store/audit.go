@@ -177,10 +177,12 @@ type chainLink struct {
 
 // linkByID links the records of lists (each in id order; the unchained
 // records of an audit log, those taken from the audit intake) onto a chain
-// whose head is at seq with hash prev, all of them merged in id order (ids
-// are drawn when a record is written, wherever it is written, so the chain
-// keeps the order of the writes). links[k][i] is lists[k][i]'s link; the
-// new head is returned.
+// whose head is at seq with hash prev, all of them merged in id order: ids
+// are drawn when a record is written, wherever it is written, so a pass
+// chains its records in the order they were written (as before, a record
+// committed after a pass, with a lower id than some that pass chained, is
+// chained by the next). links[k][i] is lists[k][i]'s link; the new head is
+// returned.
 func linkByID(key AuditKey, seq int64, prev []byte, lists ...[]*AuditRecord) (links [][]chainLink, head int64, headHash []byte) {
 	links = make([][]chainLink, len(lists))
 	next := make([]int, len(lists))

@@ -160,16 +160,17 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 }
 
 // WriteAuditEntries writes entries, calls' records, into the audit intake
-// (audit_intake.go): one INSERT per control lane their tenants are on (one
-// while few tenants are busy; see Options.ControlLanes), the lanes' in
-// parallel, each a transaction of its own. Records written there have
-// their At set and ID 0 (they get an id when they move into their
-// tenant's audit log). When a lane's INSERT fails for a reason other than
-// the database being out of reach, its records go the way that follows,
-// straight into their tenants' audit logs; when the intake is locked by
-// another session, every flush goes that way for intakeSkip.
+// (audit_intake.go): one INSERT, one round trip, one commit, whatever
+// their tenants, on a control lane's connection. Each record gets its ID
+// and At. When that INSERT fails for a reason other than the database
+// being out of reach, the records go the way that follows, straight into
+// their tenants' audit logs; when the intake is locked by another session,
+// every flush goes that way for intakeSkip.
 //
-// That way writes them in one batch ([DB.InsertAuditBatch]) per lane.
+// That way writes them in one batch ([DB.InsertAuditBatch]) per control
+// lane their tenants are on (one while few tenants are busy; see
+// Options.ControlLanes), the lanes' batches in parallel, each a
+// transaction of its own.
 // When a batch fails while the database can be reached, each of its
 // records is written alone ([DB.InsertAuditRecord], in its reduced form if
 // need be), so one bad record never takes the others with it; when it
@@ -186,7 +187,32 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 // and the caller must write it with
 // [DB.ProbeAuditRecord] (see audit_busy.go).
 func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs []error, retried error) {
-	return db.writeAuditEntries(ctx, entries, true)
+	if len(entries) > 0 && db.intakeOpen() {
+		ids := make([]string, len(entries))
+		for i, e := range entries {
+			ids[i] = e.Tenant.ID
+		}
+		// One statement for the whole flush, on the call connection of the
+		// first record's lane (the lanes' tenants are noted, as the way
+		// below notes them): splitting it by lane, as that way does for
+		// the tenants' own tables, cost a commit per lane for nothing.
+		err := db.writeIntake(ctx, entries, db.ctl.lanes(ids)[0])
+		switch {
+		case err == nil:
+			return make([]error, len(entries)), nil
+		case lockTimedOut(err):
+			db.intakeSkipUntil.Store(time.Now().Add(intakeSkip).UnixNano())
+		case Unavailable(err) || ctx.Err() != nil:
+			errs = make([]error, len(entries))
+			for i := range errs {
+				errs[i] = err
+			}
+			return errs, nil
+		}
+		retried = fmt.Errorf("%d records written into their audit logs instead of the intake: %w", len(entries), err)
+	}
+	errs, r := db.writeAuditEntries(ctx, entries, true)
+	return errs, errors.Join(retried, r)
 }
 
 // writeAuditEntries is WriteAuditEntries; calls says whether the records
@@ -245,24 +271,6 @@ func (db *DB) writeAuditEntries(ctx context.Context, entries []AuditEntry, calls
 // (audit_busy.go). Any other failure has the records written one by one.
 func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int, calls bool) (errs []error, retried error) {
 	errs = make([]error, len(entries))
-	if calls && db.intakeOpen() {
-		// Calls' records go into the intake (audit_intake.go), in one
-		// statement whatever their tenants; the way below only when that
-		// fails for a reason of the intake's own.
-		err := db.writeIntake(ctx, entries, lane)
-		switch {
-		case err == nil:
-			return errs, nil
-		case lockTimedOut(err):
-			db.intakeSkipUntil.Store(time.Now().Add(intakeSkip).UnixNano())
-		case Unavailable(err) || ctx.Err() != nil:
-			for i := range errs {
-				errs[i] = err
-			}
-			return errs, nil
-		}
-		retried = fmt.Errorf("written into their audit logs instead of the intake: %w", err)
-	}
 	send := make([]AuditEntry, 0, len(entries))
 	sent := make([]int, 0, len(entries)) // send[k] is entries[sent[k]]
 	for i, e := range entries {
@@ -294,18 +302,18 @@ func (db *DB) writeAuditPart(ctx context.Context, entries []AuditEntry, lane int
 	}
 	switch {
 	case err == nil:
-		return errs, retried
+		return errs, nil
 	case Unavailable(err) || ctx.Err() != nil:
 		for _, i := range sent {
 			errs[i] = err
 		}
-		return errs, retried
+		return errs, nil
 	}
 	for k, e := range send {
 		e.Rec.ID = 0
 		_, errs[sent[k]] = db.insertAuditRecord(ctx, e.Tenant, e.Rec, calls)
 	}
-	return errs, errors.Join(retried, err)
+	return errs, err
 }
 
 // InsertAuditRecord writes one record to t's audit log in a transaction of

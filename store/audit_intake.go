@@ -81,8 +81,8 @@ const intakeInsertSQL = `INSERT INTO gatehouse.audit_intake (tenant_id, id, requ
 // flush auditLockWait.
 const intakeSkip = time.Second
 
-// writeIntake commits entries (a lane's part of a flush) into the intake
-// in one implicit transaction on a connection of lane, and sets each
+// writeIntake commits entries (a flush) into the intake in one implicit
+// transaction on a connection of lane, and sets each
 // record's ID and At. On error nothing was written (the ids drawn are
 // skipped, as a failed INSERT's are).
 func (db *DB) writeIntake(ctx context.Context, entries []AuditEntry, lane int) error {
@@ -113,9 +113,11 @@ func (db *DB) writeIntake(ctx context.Context, entries []AuditEntry, lane int) e
 	}
 	args = append(args, counts)
 
-	// Of a tenant's relations only its sequence is touched: the
-	// connection's caches gather no table or index of it (so it does not
-	// count towards ControlConnMaxTenants).
+	// Of a tenant's relations only its audit log's id sequence is
+	// touched: a few KB of the backend's catalog caches, against a
+	// table's and four indexes' 25–55 KB, so the tenants do not count
+	// towards ControlConnMaxTenants (which would have the one connection
+	// that writes every tenant's records replaced over and over).
 	conn, release, err := db.ctl.acquire(ctx, lane, callWork, ids[0])
 	if err != nil {
 		return err
@@ -177,10 +179,10 @@ const intakeTakeSQL = `DELETE FROM gatehouse.audit_intake i USING (
 		i.api_key_id, i.client_ip, i.user_agent, i.reason, i.args_digest, i.count, i.via`
 
 // intakeMoveSQL inserts records taken from the intake, with their ids and
-// links (a NULL chain_seq: unchained), into schema's audit log (a name Gatehouse gave, checked by the
-// caller). $1 ids, $2 times, $3–$13 the texts request_id … args_digest,
-// $14 counts, $15 via, $16 the key's id, $17 chain_seqs, $18 prev_hashes,
-// $19 hashes.
+// links (a NULL chain_seq: unchained), into schema's audit log (a name
+// Gatehouse gave, checked by the caller). $1 ids, $2 times, $3–$13 the
+// texts request_id … args_digest, $14 counts, $15 via, $16 the key's id,
+// $17 chain_seqs, $18 prev_hashes, $19 hashes.
 func intakeMoveSQL(schema string) string {
 	return "INSERT INTO " + pgx.Identifier{schema, "audit_log"}.Sanitize() + ` (id, at, request_id, decision, tool, subject, email,
 	provider, api_key_id, client_ip, user_agent, reason, args_digest, count, via, chain_seq, key_id, prev_hash, hash) OVERRIDING SYSTEM VALUE
