@@ -192,11 +192,14 @@ func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs
 		for i, e := range entries {
 			ids[i] = e.Tenant.ID
 		}
-		// One statement for the whole flush, on the call connection of the
-		// first record's lane (the lanes' tenants are noted, as the way
-		// below notes them): splitting it by lane, as that way does for
-		// the tenants' own tables, cost a commit per lane for nothing.
-		err := db.writeIntake(ctx, entries, db.ctl.lanes(ids)[0])
+		// One statement for the whole flush, on the first lane's call
+		// connection (another's while it is taken): splitting it by lane,
+		// as the way below does for the tenants' own tables, cost a commit
+		// per lane for nothing, and one connection keeps the catalog
+		// entries of every tenant's id sequence (writeIntake). The tenants
+		// are noted for the lanes' count, as that way notes them.
+		db.ctl.lanes(ids)
+		err := db.writeIntake(ctx, entries, 0)
 		switch {
 		case err == nil:
 			return make([]error, len(entries)), nil

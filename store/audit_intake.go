@@ -114,10 +114,12 @@ func (db *DB) writeIntake(ctx context.Context, entries []AuditEntry, lane int) e
 	args = append(args, counts)
 
 	// Of a tenant's relations only its audit log's id sequence is
-	// touched: a few KB of the backend's catalog caches, against a
-	// table's and four indexes' 25–55 KB, so the tenants do not count
-	// towards ControlConnMaxTenants (which would have the one connection
-	// that writes every tenant's records replaced over and over).
+	// touched: about 2 KB of the backend's catalog caches once warm
+	// (measured: CacheMemoryContext 25 MB after nextval on 2,000 tenants'
+	// sequences, 42 MB after 10,000), against a table's and four
+	// indexes' 25–55 KB. So the tenants do not count towards
+	// ControlConnMaxTenants, which would have the connection that writes
+	// every tenant's records replaced over and over.
 	conn, release, err := db.ctl.acquire(ctx, lane, callWork, ids[0])
 	if err != nil {
 		return err
