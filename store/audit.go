@@ -151,7 +151,24 @@ func scanAudit(row pgx.CollectableRow) (*AuditRecord, error) {
 // aborts the transaction and the statements after it in its batch; the
 // transaction is then rolled back.
 func (db *DB) ChainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, batch int) (int, error) {
-	n, err := db.chainAudit(ctx, t, key, batch)
+	take := db.intakeFree()
+	n, err := db.chainAudit(ctx, t, key, batch, take)
+	if err != nil && take && lockTimedOut(err) && ctx.Err() == nil && db.intakeLocked(ctx) {
+		// The intake locked, not the log: its own records are chained.
+		db.skipIntake()
+		take = false
+		n, err = db.chainAudit(ctx, t, key, batch, false)
+	}
+	if err != nil && take && !Unavailable(err) && !lockTimedOut(err) && ctx.Err() == nil {
+		// A record its log refuses, taken from the intake with the
+		// others: moved one at a time, reduced or set aside, then the
+		// rest chained (audit_intake.go).
+		if done, derr := db.drainIntake(ctx, t, batch); done > 0 {
+			n, err = db.chainAudit(ctx, t, key, batch, take)
+		} else if derr != nil {
+			err = errors.Join(err, derr)
+		}
+	}
 	if err != nil {
 		return 0, fmt.Errorf("chaining the audit log of %s: %w", t.Key, lockedAs(ErrAuditLogBusy, err))
 	}
@@ -264,7 +281,9 @@ func chainUpdateSQL(schema string) string {
 		WHERE a.id = v.id AND a.id BETWEEN $6 AND $7`
 }
 
-func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, batch int) (n int, err error) {
+// chainAudit is one pass of ChainAudit; take says whether it takes the
+// tenant's records from the intake too.
+func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, batch int, take bool) (n int, err error) {
 	table := pgx.Identifier{t.Schema, "audit_log"}.Sanitize()
 	seed, err := db.lockSeed(ctx)
 	if err != nil {
@@ -308,8 +327,10 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 		return err
 	})
 	queueStaleAuditPending(b, t, &stale)
-	moved := make([][]*AuditRecord, 1) // taken from the intake, chained after recs (audit_intake.go)
-	queueIntakeTake(b, []*tenancy.Tenant{t}, batch, moved)
+	moved := make([][]*AuditRecord, 1) // taken from the intake (audit_intake.go)
+	if take {
+		queueIntakeTake(b, []*tenancy.Tenant{t}, batch, moved)
+	}
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, err
 	}

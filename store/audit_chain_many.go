@@ -23,8 +23,9 @@ type ChainLimits struct {
 	// max_connections slots: 6,400 by default).
 	Tenants int
 	// Records is the most records read in one transaction (default
-	// 2,000): each tenant of a transaction of n tenants is read up to
-	// max(1, Records/n) records (and never more than the batch passed).
+	// 2,000) from the audit logs, and as many from the audit intake: each
+	// tenant of a transaction of n tenants is read up to max(1,
+	// Records/n) records of each (and never more than the batch passed).
 	Records int
 }
 
@@ -116,7 +117,14 @@ func (db *DB) ChainAuditTenants(ctx context.Context, ts []*tenancy.Tenant, key A
 		group := uniq[:n]
 		uniq = uniq[n:]
 		limit := min(batch, max(1, limits.Records/len(group)))
-		err := db.chainGroup(ctx, group, lane, key, limit)
+		take := db.intakeFree()
+		err := db.chainGroup(ctx, group, lane, key, limit, take)
+		if err != nil && take && lockTimedOut(err) && ctx.Err() == nil && db.intakeLocked(ctx) {
+			// The intake locked, not a tenant's log: the logs' own
+			// records are chained, the intake's wait (intakeSkip).
+			db.skipIntake()
+			err = db.chainGroup(ctx, group, lane, key, limit, false)
+		}
 		for _, r := range group {
 			r.Group = g
 		}
@@ -136,17 +144,8 @@ func (db *DB) ChainAuditTenants(ctx context.Context, ts []*tenancy.Tenant, key A
 				r.Err = fmt.Errorf("chaining the audit log of %s: %w", r.Tenant.Key, errors.Join(err, cerr))
 				continue
 			}
+			// (Which moves a record its log refuses one at a time.)
 			r.N, r.Err = db.ChainAudit(ctx, r.Tenant, key, limit)
-			if r.Err != nil && !Unavailable(r.Err) && ctx.Err() == nil {
-				// A record its log refuses, moved in from the intake with
-				// the others: one at a time, reduced if need be, then
-				// chained (audit_intake.go).
-				if done, derr := db.drainIntake(ctx, r.Tenant, limit); done > 0 {
-					r.N, r.Err = db.ChainAudit(ctx, r.Tenant, key, limit)
-				} else if derr != nil {
-					r.Err = errors.Join(r.Err, derr)
-				}
-			}
 			r.More = r.Err == nil && r.N >= limit
 		}
 	}
@@ -179,7 +178,9 @@ const (
 // transaction on one connection; group is in tenant id order, without
 // duplicates. On error nothing was written (the transaction is rolled
 // back) and the results are untouched.
-func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, key AuditKey, limit int) (err error) {
+//
+// take says whether the group's records in the audit intake are taken too.
+func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, key AuditKey, limit int, take bool) (err error) {
 	for _, r := range group {
 		if !opaqueName.MatchString(r.Tenant.Schema) {
 			return fmt.Errorf("tenant %s: refusing unexpected schema name", r.Tenant.Key)
@@ -307,7 +308,9 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	}
 	// Then the records waiting in the intake: chained after those, and
 	// inserted already linked.
-	queueIntakeTake(b, tenants, limit, moved)
+	if take {
+		queueIntakeTake(b, tenants, limit, moved)
+	}
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return err
 	}

@@ -204,7 +204,12 @@ func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs
 		case err == nil:
 			return make([]error, len(entries)), nil
 		case lockTimedOut(err):
-			db.intakeSkipUntil.Store(time.Now().Add(intakeSkip).UnixNano())
+			// The lock waited for may be the intake's, or a tenant's id
+			// sequence (held by its deletion): only the first stops the
+			// next flushes from trying the intake.
+			if db.intakeLocked(ctx) {
+				db.skipIntake()
+			}
 		case Unavailable(err) || ctx.Err() != nil:
 			errs = make([]error, len(entries))
 			for i := range errs {

@@ -76,9 +76,12 @@ const intakeInsertSQL = `INSERT INTO gatehouse.audit_intake (tenant_id, id, requ
 	RETURNING id, at`
 
 // intakeSkip is how long the group commit writes straight into the
-// tenants' audit logs after the intake's INSERT ran out of its lock wait:
-// a lock on the intake (VACUUM FULL, an ALTER) would otherwise cost every
-// flush auditLockWait.
+// tenants' audit logs, and the chain passes chain only the logs' own
+// records, after a statement on the intake ran out of its lock wait with
+// the intake locked by another session (intakeLocked): a lock on the
+// intake (VACUUM FULL, an ALTER) would otherwise cost every flush and
+// every pass auditLockWait, and hold up the chaining of the records the
+// tools write into their logs themselves.
 const intakeSkip = time.Second
 
 // writeIntake commits entries (a flush) into the intake in one implicit
@@ -166,7 +169,20 @@ func (db *DB) writeIntake(ctx context.Context, entries []AuditEntry, lane int) e
 // intakeOpen reports whether the group commit may write into the intake
 // now (see intakeSkip).
 func (db *DB) intakeOpen() bool {
-	return !db.noIntake && time.Now().UnixNano() >= db.intakeSkipUntil.Load()
+	return !db.noIntake && db.intakeFree()
+}
+
+// intakeFree reports whether the intake has not been found locked by
+// another session in the last intakeSkip: the chain passes take from it
+// then (even with Options.NoAuditIntake, which only stops the writes).
+func (db *DB) intakeFree() bool {
+	return time.Now().UnixNano() >= db.intakeSkipUntil.Load()
+}
+
+// skipIntake has the group commit write straight into the tenants' logs,
+// and the chain passes leave the intake alone, for intakeSkip.
+func (db *DB) skipIntake() {
+	db.intakeSkipUntil.Store(time.Now().Add(intakeSkip).UnixNano())
 }
 
 // intakeTakeSQL takes up to $2 intake rows of each of the tenants $1 (in
@@ -321,35 +337,60 @@ func (db *DB) SettleAudit(ctx context.Context, t *tenancy.Tenant) error {
 	if !opaqueName.MatchString(t.Schema) {
 		return fmt.Errorf("tenant %s: refusing unexpected schema name", t.Key)
 	}
-	var waiting bool
-	if err := db.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM gatehouse.audit_intake WHERE tenant_id = $1 AND refused IS NULL)", t.ID).Scan(&waiting); err != nil {
-		return fmt.Errorf("reading the audit intake of %s: %w", t.Key, err)
-	}
-	if !waiting {
-		return nil
-	}
 	seed, err := db.lockSeed(ctx)
 	if err != nil {
 		return err
 	}
-	// Through the pool, not a lane: a read's work, which may wait for
-	// the tenant's chain pass; its lanes are the calls' records'.
-	err = pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		b.Queue(lockWaitSQL, auditLockWaitSQL)
-		b.Queue(chainLockSQL, t.ID, seed)
-		b.Queue(settleSQL(pgx.Identifier{t.Schema, "audit_log"}.Sanitize()), t.ID)
-		return tx.SendBatch(ctx, b).Close()
+	// On a connection of the tenant's own (the tenant-work pool, within
+	// the call's admission): a settle that waits for a lock holds up none
+	// of the control pool's work (credentials, rate limits, readiness),
+	// which every tenant shares.
+	conn, release, err := db.work.Acquire(ctx, t.ID)
+	if err != nil {
+		return fmt.Errorf("moving the audit records of %s out of the intake: %w", t.Key, err)
+	}
+	defer release()
+	var waiting bool
+	b := &pgx.Batch{} // one implicit transaction: the lock wait bounds the look too
+	b.Queue(lockWaitSQL, auditLockWaitSQL)
+	b.Queue("SELECT EXISTS (SELECT 1 FROM gatehouse.audit_intake WHERE tenant_id = $1 AND refused IS NULL)", t.ID).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&waiting)
 	})
-	if err != nil && !Unavailable(err) && !lockTimedOut(err) && ctx.Err() == nil {
-		// A record the log refuses: one at a time, reduced or set aside
-		// (drainIntake).
-		_, err = db.drainIntake(ctx, t, math.MaxInt)
+	err = conn.SendBatch(ctx, b).Close()
+	if err == nil && waiting {
+		err = pgx.BeginFunc(ctx, conn.Conn(), func(tx pgx.Tx) error {
+			b := &pgx.Batch{}
+			b.Queue(lockWaitSQL, auditLockWaitSQL)
+			b.Queue(chainLockSQL, t.ID, seed)
+			b.Queue(settleSQL(pgx.Identifier{t.Schema, "audit_log"}.Sanitize()), t.ID)
+			return tx.SendBatch(ctx, b).Close()
+		})
+		if err != nil && !Unavailable(err) && !lockTimedOut(err) && ctx.Err() == nil {
+			// A record the log refuses: one at a time, reduced or set
+			// aside (drainIntake).
+			_, err = db.drainIntake(ctx, t, math.MaxInt)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("moving the audit records of %s out of the intake: %w", t.Key, lockedAs(ErrAuditLogBusy, err))
 	}
 	return nil
+}
+
+// intakeLocked reports whether another session holds a lock on the intake
+// that its writers and takers would wait for (VACUUM FULL, an ALTER, a
+// LOCK TABLE): asked after a statement touching the intake ran out of its
+// lock wait, which may have been for another lock (a tenant's id sequence
+// held by its deletion, a tenant's audit log). One short transaction that
+// does not wait.
+func (db *DB) intakeLocked(ctx context.Context) bool {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	err := pgx.BeginFunc(cctx, db.pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(cctx, "LOCK TABLE gatehouse.audit_intake IN ROW EXCLUSIVE MODE NOWAIT")
+		return err
+	})
+	return lockTimedOut(err)
 }
 
 // intakeCountsSQL counts a tenant's records in the intake ($1: its id):

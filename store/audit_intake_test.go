@@ -442,6 +442,36 @@ func TestAuditIntakeBesideLocks(t *testing.T) {
 			}
 		}
 	}
+	// Meanwhile the chain passes chain the records written into the logs
+	// (here the two rounds above), leaving the intake alone, and readers
+	// are refused as a transient outage within the lock wait, on no
+	// control connection: the control pool answers at once meanwhile.
+	t0 = time.Now()
+	for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 100, store.ChainLimits{}) {
+		if r.Err != nil || r.N != 2 {
+			t.Errorf("%s beside the locked intake: chained %d, %v; want its 2 records written into its log", r.Tenant.Key, r.N, r.Err)
+		}
+	}
+	if n, err := db.ChainAudit(ctx, free, testKey, 100); err != nil || n != 0 {
+		t.Errorf("one tenant's pass beside the locked intake: %d, %v", n, err)
+	}
+	if d := time.Since(t0); d > 3*time.Second {
+		t.Errorf("the chain passes beside the locked intake took %v", d)
+	}
+	settled := make(chan error, 4)
+	for range 4 {
+		go func() { settled <- db.SettleAudit(ctx, locked) }()
+	}
+	t0 = time.Now()
+	var one int
+	if err := db.Pool().QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || time.Since(t0) > 150*time.Millisecond {
+		t.Errorf("the control pool beside 4 readers of the locked intake: %v after %v", err, time.Since(t0))
+	}
+	for range 4 {
+		if err := <-settled; !errors.Is(err, store.ErrAuditLogBusy) || !store.Unavailable(err) {
+			t.Errorf("a reader beside the locked intake: %v; want ErrAuditLogBusy", err)
+		}
+	}
 	if err := holder.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -458,6 +488,32 @@ func TestAuditIntakeBesideLocks(t *testing.T) {
 	}
 	mustVerify(t, db, locked, 6) // warm, 2 during, 2 beside the intake's lock, back
 	mustVerify(t, db, free, 6)
+
+	// A tenant's id sequence locked (its deletion's DROP SCHEMA holds it
+	// until it commits): the flush holding its record goes straight into
+	// the logs, the tenant's record refused as busy, the other's stored;
+	// the intake itself is not skipped for the next flush.
+	seqHolder, err := db.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seqHolder.Rollback(ctx) //nolint:errcheck
+	if _, err := seqHolder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{locked.Schema, "audit_log_id_seq"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	es = laneEntries("seq", ts, 1)
+	errs, _ := db.WriteAuditEntries(ctx, es)
+	if !errors.Is(errs[0], store.ErrAuditLogBusy) || errs[1] != nil {
+		t.Errorf("beside a locked id sequence: %v; want the tenant's busy, the other's stored", errs)
+	}
+	es = laneEntries("after-seq", ts[1:], 1)
+	writeNoFallBack(t, db, es)
+	if n := intakeRows(t, db, free); n != 1 {
+		t.Errorf("the next flush: %d records in the intake, want 1 (the intake was skipped for a tenant's lock)", n)
+	}
+	if err := seqHolder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestAuditIntakeRefused: a tenant whose audit log refuses one of its
@@ -525,8 +581,19 @@ func TestAuditIntakeRefused(t *testing.T) {
 			if refused != c.refused || !strings.Contains(reason, c.reason) {
 				t.Errorf("kept in the intake: %d, %q; want %d saying %q", refused, reason, c.refused, c.reason)
 			}
-			if listed, err := db.TenantsWithUnchainedAudit(ctx); err != nil || len(listed) > 0 && c.refused > 0 && listed[0] == broken {
-				t.Errorf("the sweep still lists the tenant whose records were set aside: %v", err)
+			// Records set aside do not list the tenant for the sweep (its
+			// pending mark, renewed by the moves, does until it is stale).
+			if _, err := db.Pool().Exec(ctx, "DELETE FROM gatehouse.audit_pending WHERE tenant_id = $1", broken.ID); err != nil {
+				t.Fatal(err)
+			}
+			listed, err := db.TenantsWithUnchainedAudit(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range listed {
+				if l.ID == broken.ID {
+					t.Errorf("the sweep lists the tenant whose only records left were set aside")
+				}
 			}
 			for _, tn := range ts {
 				if tn == broken {
@@ -578,6 +645,24 @@ func TestAuditIntakeRefused(t *testing.T) {
 			}
 			if ids, _ := auditRows(t, db, broken); ids["settle-0-1"] != 1 || ids["after-0-0"] != 1 {
 				t.Errorf("the records after it: %v", ids)
+			}
+			// And one tenant's pass (`gatehouse audit verify` chains so)
+			// moves such a record aside too, and chains the rest.
+			es = laneEntries("verify", []*tenancy.Tenant{broken}, 2)
+			es[0].Rec.Tool, es[0].Rec.UserAgent = "boom", "boom"
+			writeNoFallBack(t, db, es)
+			for {
+				n, err := db.ChainAudit(ctx, broken, testKey, 100)
+				if err != nil {
+					t.Fatalf("one tenant's pass beside a refused record: %v", err)
+				}
+				if n == 0 {
+					break
+				}
+			}
+			rep, err = db.VerifyAudit(ctx, broken, testKey)
+			if err != nil || !rep.OK() || rep.Pending != 0 || rep.Refused != 3*c.refused {
+				t.Errorf("after one tenant's passes: %+v, %v; want nothing pending, %d refused", rep, err, 3*c.refused)
 			}
 		})
 	}
