@@ -57,15 +57,17 @@ type ChainResult struct {
 // The tenants are split by control lane (each lane's on its own
 // connection: see Options.ControlLanes), then into transactions of at most
 // limits.Tenants tenants, in tenant id order; each is two pipelined round
-// trips: BEGIN,
-// the advisory lock of every tenant (the lock [DB.ChainAudit] takes, in
-// tenant id order, so that chainers of several replicas over overlapping
-// sets of tenants wait for each other instead of deadlocking), their
-// heads, their pending marks' ages, each tenant's unchained records
-// (up to max(1, limits.Records/n) each, and at most batch) and as many of
-// its records waiting in the audit intake (audit_intake.go); then each
-// tenant's UPDATE and INSERT of the intake's records, already linked, the heads, the removal of stale pending marks of the
-// tenants left with nothing to chain, and COMMIT. If a transaction fails,
+// trips, three when any of its tenants is marked as possibly having
+// unchained records in its log: BEGIN, the advisory lock of every tenant
+// (the lock [DB.ChainAudit] takes, in tenant id order, so that chainers of
+// several replicas over overlapping sets of tenants wait for each other
+// instead of deadlocking), their heads, their pending marks and their
+// ages, and up to max(1, limits.Records/n) (at most batch) of each
+// tenant's records waiting in the audit intake (audit_intake.go); then the
+// marked tenants' unchained records, as many each; then each tenant's
+// UPDATE and INSERT of the intake's records, already linked, the heads,
+// the removal of stale pending marks of the tenants left with nothing to
+// chain, and COMMIT. If a transaction fails,
 // its tenants are chained one at a time ([DB.ChainAudit]'s path), so one
 // broken tenant never stops the others' chaining; a tenant that fails
 // alone too has its error in its result.
@@ -167,8 +169,8 @@ const (
 		FROM unnest($1::text[]) AS u(id)`
 	chainHeadsManySQL = `SELECT u.i, h.chain_seq, h.hash FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, i)
 		JOIN gatehouse.audit_heads h ON h.tenant_id = u.id`
-	chainStaleManySQL = `SELECT u.i FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, i)
-		JOIN gatehouse.audit_pending p ON p.tenant_id = u.id WHERE p.marked_at < now() - make_interval(secs => $2)`
+	chainMarksManySQL = `SELECT u.i, p.marked_at < now() - make_interval(secs => $2) FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, i)
+		JOIN gatehouse.audit_pending p ON p.tenant_id = u.id`
 	chainHeadsUpsertManySQL = `INSERT INTO gatehouse.audit_heads (tenant_id, chain_seq, hash)
 		SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[])
 		ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq, hash = excluded.hash, updated_at = now()`
@@ -208,7 +210,7 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 			_, _ = conn.Exec(rctx, "ROLLBACK")
 		}
 	}()
-	if err := db.prepare(ctx, conn.Conn(), group[0].Tenant.Schema, chainLockManySQL, chainHeadsManySQL, chainStaleManySQL, chainHeadsUpsertManySQL); err != nil {
+	if err := db.prepare(ctx, conn.Conn(), group[0].Tenant.Schema, chainLockManySQL, chainHeadsManySQL, chainMarksManySQL, chainHeadsUpsertManySQL); err != nil {
 		return err
 	}
 	// Each tenant's SELECT and UPDATE name its table. They run prepared
@@ -283,36 +285,54 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 		})
 		return err
 	})
-	b.Queue(chainStaleManySQL, ids, markStale.Seconds()).Query(func(rows pgx.Rows) error {
+	// Which tenants are marked as possibly having unchained records in
+	// their logs, and whose marks are stale (audit_pending.go): an
+	// unmarked tenant has none (every writer of a log marks its tenant
+	// first, and a mark goes only once nothing is left), so its log is
+	// not read. Through the intake, most tenants' passes are of the
+	// intake's records alone: their logs' SELECT, one statement per
+	// tenant and pass, planned again wherever it is not prepared, was
+	// most of a spread pass's cost left.
+	marked := make([]bool, n)
+	b.Queue(chainMarksManySQL, ids, markStale.Seconds()).Query(func(rows pgx.Rows) error {
 		var i int64
-		_, err := pgx.ForEachRow(rows, []any{&i}, func() error {
+		var old bool
+		_, err := pgx.ForEachRow(rows, []any{&i, &old}, func() error {
 			if i < 1 || i > int64(n) {
 				return fmt.Errorf("audit pending: tenant %d of %d", i, n)
 			}
-			stale[i-1] = true
+			marked[i-1], stale[i-1] = true, old
 			return nil
 		})
 		return err
 	})
+	// The records waiting in the intake, inserted already linked.
+	if take {
+		queueIntakeTake(b, tenants, limit, moved)
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
 	// Named through search_path instead, in statements prepared once per
 	// connection for every tenant, they measured no cheaper: PostgreSQL
 	// plans a prepared statement again whenever search_path has changed
 	// since its last use (PostgreSQL documentation, PREPARE), so that
 	// saved only the parse (BenchmarkChainAuditTenants, bench/README.md).
+	b = &pgx.Batch{}
 	for i := range group {
+		if !marked[i] {
+			continue
+		}
 		b.Queue(selects[i], limit).Query(func(rows pgx.Rows) error {
 			var err error
 			recs[i], err = pgx.CollectRows(rows, scanAudit)
 			return err
 		})
 	}
-	// Then the records waiting in the intake: chained after those, and
-	// inserted already linked.
-	if take {
-		queueIntakeTake(b, tenants, limit, moved)
-	}
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return err
+	if b.Len() > 0 {
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
 	}
 
 	// The links of a tenant whose UPDATE is not prepared here (up to
