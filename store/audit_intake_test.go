@@ -489,16 +489,17 @@ func TestAuditIntakeBesideLocks(t *testing.T) {
 	mustVerify(t, db, locked, 6) // warm, 2 during, 2 beside the intake's lock, back
 	mustVerify(t, db, free, 6)
 
-	// A tenant's id sequence locked (its deletion's DROP SCHEMA holds it
-	// until it commits): the flush holding its record goes straight into
-	// the logs, the tenant's record refused as busy, the other's stored;
-	// the intake itself is not skipped for the next flush.
+	// A tenant being deleted (its DROP SCHEMA holds its id sequence, and
+	// its log, until it commits; rolled back here): the flush holding its
+	// record goes straight into the logs, the tenant's record refused as
+	// busy, the other's stored; the intake itself is not skipped for the
+	// next flush.
 	seqHolder, err := db.Pool().Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer seqHolder.Rollback(ctx) //nolint:errcheck
-	if _, err := seqHolder.Exec(ctx, "LOCK TABLE "+pgx.Identifier{locked.Schema, "audit_log_id_seq"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+	if _, err := seqHolder.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{locked.Schema}.Sanitize()+" CASCADE"); err != nil {
 		t.Fatal(err)
 	}
 	es = laneEntries("seq", ts, 1)
