@@ -21,10 +21,15 @@ func (c *Console) auditShow(ctx echo.Context) error {
 	}
 	v := visitorOf(ctx)
 	var rec *store.AuditRecord
-	err = c.opts.DB.WithTenant(ctx.Request().Context(), v.m.Tenant, func(tx pgx.Tx) error {
-		rec, err = store.FindAuditRecord(ctx.Request().Context(), tx, id)
-		return err
-	})
+	// A record still in the audit intake (its id is in the audit stream)
+	// is moved into the log first.
+	err = c.opts.DB.SettleAudit(ctx.Request().Context(), v.m.Tenant)
+	if err == nil {
+		err = c.opts.DB.WithTenant(ctx.Request().Context(), v.m.Tenant, func(tx pgx.Tx) error {
+			rec, err = store.FindAuditRecord(ctx.Request().Context(), tx, id)
+			return err
+		})
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return echo.NewHTTPError(http.StatusNotFound, "No such audit record in "+v.m.Tenant.Key+".")
 	}

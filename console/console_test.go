@@ -3,6 +3,7 @@ package console_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
@@ -126,5 +127,32 @@ func TestSignInCreateKeyRevoke(t *testing.T) {
 	}
 	if !bytes.Contains([]byte(b.get("/console/admin/usage").body), []byte("<svg")) {
 		t.Error("the usage page draws no chart")
+	}
+}
+
+// TestAuditRecordInTheIntake: a record still in the audit intake (its id
+// already in the audit stream, the chainer not yet by) is shown by its
+// page, and then has moved into the tenant's audit log.
+func TestAuditRecordInTheIntake(t *testing.T) {
+	s := newSite(t, siteOpts{})
+	ada := s.signedIn("ada-1", "ada@acme.example")
+	ctx := context.Background()
+	tn, err := s.db.FindTenantByKey(ctx, "acme.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &store.AuditRecord{RequestID: "in-the-intake", Decision: store.Allowed, Tool: "whoami", Subject: "corp:ada-1"}
+	if errs, _ := s.db.WriteAuditEntries(ctx, []store.AuditEntry{{Tenant: tn, Rec: rec}}); errs[0] != nil || rec.ID == 0 {
+		t.Fatalf("written: id %d, %v", rec.ID, errs[0])
+	}
+	if n := s.scalar(t, "SELECT count(*)::text FROM gatehouse.audit_intake WHERE tenant_id = $1 AND id = $2", tn.ID, rec.ID); n != "1" {
+		t.Fatalf("the record is not in the intake (%s): the test shows nothing", n)
+	}
+	p := ada.get(fmt.Sprintf("/console/admin/audit/%d", rec.ID))
+	if p.status != http.StatusOK || !strings.Contains(p.body, "in-the-intake") {
+		t.Fatalf("the record's page: %d\n%s", p.status, p.body)
+	}
+	if n := s.scalar(t, "SELECT count(*)::text FROM gatehouse.audit_intake WHERE tenant_id = $1", tn.ID); n != "0" {
+		t.Errorf("%s records left in the intake after the page", n)
 	}
 }

@@ -407,7 +407,11 @@ func TestAlertOffHoursAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Twelve days of one admin action a day, twelve hours away from now.
+	// Twelve days of one admin action a day, twelve hours away from now
+	// (the records moved out of the audit intake first, unchained).
+	if err := g.db.SettleAudit(ctx, tn); err != nil {
+		t.Fatal(err)
+	}
 	usual := time.Now().UTC().Add(-12 * time.Hour).Truncate(time.Hour)
 	if _, err := g.db.Pool().Exec(ctx, `UPDATE `+tn.Schema+`.audit_log a SET at = $1::timestamptz - make_interval(days => v.n::int)
 		FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM `+tn.Schema+`.audit_log) v WHERE a.id = v.id AND a.chain_seq IS NULL`, usual); err != nil {

@@ -11,23 +11,39 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
 // TestLockedAuditLogStallsOnlyItsTenant: while another session holds one
 // tenant's audit log locked (a migration's ALTER TABLE, VACUUM FULL), the
 // calls of other tenants, sent at the same time from goroutines released
-// together, are answered without waiting for the lock, and the locked
-// tenant's are refused as a transient outage (503, Retry-After), never as
-// an internal error: in a first burst, and in a second one after the
-// moment for which the locked tenant is refused outright (when one of its
-// records is tried alone). Before, one writer's group commit waited for
-// the lock and every tenant's calls waited behind it, for 5 to 10 s. Once
-// the lock is gone the locked tenant is served again, and both audit
-// chains verify.
+// together, are answered without waiting for the lock. Through the audit
+// intake (the default), the locked tenant's calls that change nothing are
+// served too, their records waiting in the intake, and only a read of its
+// audit log is refused as a transient outage (503, Retry-After); once the
+// lock is gone every call has its record, chained. Straight into the logs
+// (GATEHOUSE_AUDIT_INTAKE=off), the locked tenant's calls are refused as a
+// transient outage, never as an internal error: in a first burst, and in
+// a second one after the moment for which the locked tenant is refused
+// outright (when one of its records is tried alone). Before, one writer's
+// group commit waited for the lock and every tenant's calls waited behind
+// it, for 5 to 10 s. Once the lock is gone the locked tenant is served
+// again, and both audit chains verify.
 func TestLockedAuditLogStallsOnlyItsTenant(t *testing.T) {
-	g := newGatehouse(t)
+	t.Run("through the intake", func(t *testing.T) { lockedAuditLog(t, true) })
+	t.Run("straight into the logs", func(t *testing.T) { lockedAuditLog(t, false) })
+}
+
+func lockedAuditLog(t *testing.T, intake bool) {
 	ctx := context.Background()
+	db, err := store.Open(ctx, storetest.ConnString(t), &store.Options{Logger: storetest.Logger(t), PrepareAfter: 1, NoAuditIntake: !intake})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	g := newGatehouse(t, func(s *setup) { s.db = db })
 	url := g.ts.URL + "/mcp"
 	client := &http.Client{Timeout: 30 * time.Second}
 	lockedKey := g.key(t, "locked.example", tenancy.Admin)
@@ -86,6 +102,13 @@ func TestLockedAuditLogStallsOnlyItsTenant(t *testing.T) {
 	burst()
 	time.Sleep(1200 * time.Millisecond) // past the moment the locked tenant is refused outright
 	burst()
+	if intake {
+		// A read of the locked log is refused as a transient outage.
+		a := rawCall(client, url, lockedKey, "read_audit_log", "{}", 98)
+		if a.status != http.StatusServiceUnavailable || a.retryAfter == "" || !strings.Contains(a.body, "held by another database session") {
+			t.Errorf("read_audit_log of the locked tenant: %d, Retry-After %q: %.300s; want 503 saying its data is held", a.status, a.retryAfter, a.body)
+		}
+	}
 	// Every call above was answered while the lock was held.
 	if err := holder.Rollback(ctx); err != nil {
 		t.Fatal(err)
@@ -95,6 +118,11 @@ func TestLockedAuditLogStallsOnlyItsTenant(t *testing.T) {
 		switch {
 		case r.a.err != nil:
 			t.Errorf("%s: %v", what, r.a.err)
+		case intake && (r.a.status != http.StatusOK || strings.Contains(r.a.body, `"isError":true`)):
+			t.Errorf("%s; want it served, its record in the intake", what)
+		case intake && r.took >= 2500*time.Millisecond:
+			t.Errorf("%s: waited on the lock", what)
+		case intake:
 		case r.locked && (r.a.status != http.StatusServiceUnavailable || r.a.retryAfter == "" || strings.Contains(r.a.body, "internal error")):
 			t.Errorf("%s; want 503 with Retry-After", what)
 		case r.locked && !strings.Contains(r.a.body, "held by another database session"):
@@ -106,6 +134,34 @@ func TestLockedAuditLogStallsOnlyItsTenant(t *testing.T) {
 			// these calls waited out before.
 			t.Errorf("%s: waited on another tenant's lock", what)
 		}
+	}
+
+	if intake {
+		g.srv.FlushAudit(ctx)
+		// Every call has its record, chained.
+		want := map[bool]int{}
+		for _, r := range results {
+			want[r.locked]++
+		}
+		for _, k := range []string{"locked.example", "other.example"} {
+			var n int
+			for _, r := range auditRows(t, g, k) {
+				if r.Tool == "whoami" || r.Tool == "list_todos" {
+					n++
+				}
+				if r.ChainSeq == 0 {
+					t.Errorf("%s: record %d unchained after the flush", k, r.ID)
+				}
+			}
+			if n != want[k == "locked.example"]+2 { // and the warm-up's two
+				t.Errorf("%s: %d records of its calls, want %d", k, n, want[k == "locked.example"]+2)
+			}
+			tn, _ := g.db.FindTenantByKey(ctx, k)
+			if rep, err := g.db.VerifyAudit(ctx, tn, testAuditKey); err != nil || !rep.OK() || rep.Pending != 0 {
+				t.Errorf("%s: %+v, %v", k, rep, err)
+			}
+		}
+		return
 	}
 
 	_, metrics := getText(t, g.ts.URL+"/metrics")

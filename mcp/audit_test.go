@@ -13,6 +13,20 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
+// settleAudit moves a tenant's records waiting in the audit intake into its
+// audit log (store.DB.SettleAudit), for a test that reads the log's table.
+func settleAudit(t testing.TB, g *gatehouse, tenant string) {
+	t.Helper()
+	ctx := context.Background()
+	tn, err := g.db.FindTenantByKey(ctx, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.db.SettleAudit(ctx, tn); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // auditRows returns a tenant's audit records, oldest first, after a flush.
 func auditRows(t *testing.T, g *gatehouse, tenant string) []*store.AuditRecord {
 	t.Helper()

@@ -35,6 +35,8 @@ type Tool struct {
 	// opens no transaction (Call.Tx is nil) and its audit record is
 	// group-committed.
 	noTenantData bool
+	// readsAudit: the tool reads the tenant's audit log (ToolSpec.ReadsAudit).
+	readsAudit bool
 
 	def    *sdk.Tool
 	input  *jsonschema.Resolved
@@ -81,6 +83,11 @@ type ToolSpec struct {
 	// (everything it says comes from the caller): it runs outside any
 	// transaction, and Call.Tx is nil. Implies ReadOnly.
 	NoTenantData bool
+	// ReadsAudit: the tool reads the tenant's audit log through Call.Tx.
+	// Before its transaction opens, the tenant's records still in the
+	// audit intake are moved into the log (store.DB.SettleAudit), so that
+	// it reads every record committed before the call.
+	ReadsAudit bool
 }
 
 // Texter lets a tool result provide readable text next to its structured
@@ -112,6 +119,7 @@ func newTool[In, Out any](spec ToolSpec, handle func(ctx context.Context, c *Cal
 		ownConn:      spec.OwnConnection,
 		readOnly:     spec.ReadOnly || spec.NoTenantData,
 		noTenantData: spec.NoTenantData,
+		readsAudit:   spec.ReadsAudit,
 		input:        resolved,
 		output:       resolvedOut,
 		def: &sdk.Tool{

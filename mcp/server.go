@@ -357,6 +357,12 @@ func (s *Server) call(ctx context.Context, t *Tool, c *Caller, raw []byte) (*sdk
 			err = commit()
 		}
 	case t.readOnly:
+		if t.readsAudit {
+			err = s.db.SettleAudit(ctx, c.Tenant)
+		}
+		if err != nil {
+			break
+		}
 		err = s.db.InTenantReadOnly(ctx, c.Tenant, func(ctx context.Context, tx pgx.Tx) error {
 			after = nil
 			return s.execute(ctx, tx, t, c, raw, &res, &after, rec)

@@ -70,6 +70,7 @@ func readAuditLogTool() *Tool {
 		Scope:       identity.ScopeAdmin,
 		ReadOnly:    true,
 		Idempotent:  true,
+		ReadsAudit:  true,
 		Input: func(s *jsonschema.Schema) {
 			s.Properties["decision"].Enum = []any{store.Allowed, store.Denied, store.RateLimited, store.Failed, store.Alerted}
 			s.Properties["limit"].Minimum = new(1.0)

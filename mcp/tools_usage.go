@@ -50,7 +50,7 @@ func getUsageTool() *Tool {
 	return newTool(ToolSpec{
 		Name: "get_usage", Title: "Usage and limits",
 		Description: "Shows how much of the rate limits you and your organisation have left, and the tool calls of the last 24 hours.",
-		Role:        tenancy.Viewer, Scope: identity.ScopeRead, ReadOnly: true,
+		Role:        tenancy.Viewer, Scope: identity.ScopeRead, ReadOnly: true, ReadsAudit: true,
 	}, func(ctx context.Context, c *Call, _ getUsageIn) (getUsageOut, error) {
 		out := getUsageOut{TenantKey: c.Tenant.Key}
 		if l := c.srv.opts.Limiter; l != nil {

@@ -108,6 +108,7 @@ func TestAuditWaitGivesBackTheSlot(t *testing.T) {
 			if err := g.db.Pool().QueryRow(ctx, "SELECT schema_name FROM gatehouse.tenants WHERE key = 'yield.example'").Scan(&schema); err != nil {
 				t.Fatal(err)
 			}
+			settleAudit(t, g, "yield.example")
 			if err := g.db.Pool().QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{schema, "audit_log"}.Sanitize()+
 				" WHERE tool = 'whoami' AND decision = 'ALLOWED'").Scan(&n); err != nil || n != calls {
 				t.Errorf("audit records of the whoami calls: %d, %v; want %d", n, err, calls)

@@ -129,7 +129,10 @@ func scanAudit(row pgx.CollectableRow) (*AuditRecord, error) {
 }
 
 // ChainAudit links up to batch of a tenant's unchained records onto its
-// chain, oldest first, and records the new head in the control schema. It
+// chain, oldest first, then up to batch of its records waiting in the audit
+// intake (inserted into its audit log already linked: audit_intake.go),
+// and records the new head in the control schema; it returns how many
+// records it chained, up to 2×batch. It
 // runs as the owner (the tenant role cannot write chain columns); replicas
 // may run it at once: a per-tenant advisory lock makes them take turns.
 // That lock is all the serialisation it needs: nothing else writes the
@@ -139,15 +142,33 @@ func scanAudit(row pgx.CollectableRow) (*AuditRecord, error) {
 // included, only for the UPDATE to write it again).
 //
 // A pass is two round trips, whatever it finds: BEGIN, the lock, the head,
-// the records and the age of the tenant's pending mark in one pipelined
-// batch; the UPDATE, the new head, the pending mark's removal (when
+// the records, the age of the tenant's pending mark and the take of its
+// intake rows in one pipelined batch; the UPDATE, the intake records'
+// INSERT, the new head, the pending mark's removal (when
 // nothing is left and the mark is stale) and COMMIT in another (it runs every second for every
 // tenant with new records, so at many quiet tenants its round trips, seven
 // or eight one by one, were most of its cost). A statement that fails
 // aborts the transaction and the statements after it in its batch; the
 // transaction is then rolled back.
 func (db *DB) ChainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, batch int) (int, error) {
-	n, err := db.chainAudit(ctx, t, key, batch)
+	take := db.intakeFree()
+	n, err := db.chainAudit(ctx, t, key, batch, take)
+	if err != nil && take && lockTimedOut(err) && ctx.Err() == nil && db.intakeLocked(ctx) {
+		// The intake locked, not the log: its own records are chained.
+		db.skipIntake()
+		take = false
+		n, err = db.chainAudit(ctx, t, key, batch, false)
+	}
+	if err != nil && take && !Unavailable(err) && !lockTimedOut(err) && ctx.Err() == nil {
+		// A record its log refuses, taken from the intake with the
+		// others: moved one at a time, reduced or set aside, then the
+		// rest chained (audit_intake.go).
+		if done, derr := db.drainIntake(ctx, t, batch); done > 0 {
+			n, err = db.chainAudit(ctx, t, key, batch, take)
+		} else if derr != nil {
+			err = errors.Join(err, derr)
+		}
+	}
 	if err != nil {
 		return 0, fmt.Errorf("chaining the audit log of %s: %w", t.Key, lockedAs(ErrAuditLogBusy, err))
 	}
@@ -164,38 +185,68 @@ const (
 		ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq, hash = excluded.hash, updated_at = now()`
 )
 
-// queueChainLinks links recs (unchained records of an audit log, in id
-// order, at least one) onto a chain whose head is at seq with hash prev,
-// queues update (that log's chainUpdateSQL, or the name of its prepared
-// statement) with the links on b, and returns the new head.
+// chainLink is a record's place on its chain: its chain_seq, the hash
+// before it, its own.
+type chainLink struct {
+	seq        int64
+	prev, hash []byte
+}
+
+// linkByID links the records of lists (each in id order; the unchained
+// records of an audit log, those taken from the audit intake) onto a chain
+// whose head is at seq with hash prev, all of them merged in id order: ids
+// are drawn when a record is written, wherever it is written, so a pass
+// chains its records in the order they were written (as before, a record
+// committed after a pass, with a lower id than some that pass chained, is
+// chained by the next). links[k][i] is lists[k][i]'s link; the new head is
+// returned.
+func linkByID(key AuditKey, seq int64, prev []byte, lists ...[]*AuditRecord) (links [][]chainLink, head int64, headHash []byte) {
+	links = make([][]chainLink, len(lists))
+	next := make([]int, len(lists))
+	for k, l := range lists {
+		links[k] = make([]chainLink, len(l))
+	}
+	for {
+		k := -1
+		for j, l := range lists {
+			if next[j] < len(l) && (k < 0 || l[next[j]].ID < lists[k][next[k]].ID) {
+				k = j
+			}
+		}
+		if k < 0 {
+			return links, seq, prev
+		}
+		seq++
+		h := key.link(prev, seq, lists[k][next[k]])
+		links[k][next[k]] = chainLink{seq, prev, h}
+		prev = h
+		next[k]++
+	}
+}
+
+// queueChainLinks queues update (the audit log's chainUpdateSQL, or the
+// name of its prepared statement) storing the links of recs (unchained
+// records of that log, in id order, at least one) on b.
 // The range on id lets PostgreSQL find the rows through the primary key;
 // joined on id alone, it planned a hash join over a sequential scan of the
 // whole audit log, a cost that grew with the log on every pass
 // (BenchmarkChainAudit).
-func queueChainLinks(b *pgx.Batch, update string, key AuditKey, seq int64, prev []byte, recs []*AuditRecord) (int64, []byte) {
+func queueChainLinks(b *pgx.Batch, update string, key AuditKey, recs []*AuditRecord, links []chainLink) {
 	n := len(recs)
 	ids, seqs, prevs, hashes := make([]int64, n), make([]int64, n), make([][]byte, n), make([][]byte, n)
 	for i, r := range recs {
-		seq++
-		h := key.link(prev, seq, r)
-		ids[i], seqs[i], prevs[i], hashes[i] = r.ID, seq, prev, h
-		prev = h
+		ids[i], seqs[i], prevs[i], hashes[i] = r.ID, links[i].seq, links[i].prev, links[i].hash
 	}
 	b.Queue(update, ids, seqs, prevs, hashes, key.ID, ids[0], ids[n-1])
-	return seq, prev
 }
 
 // queueChainLinkRows is queueChainLinks with the links stored one record
 // at a time by chainUpdateRowPathSQL, into the audit log of the schema on
 // the search_path (set by the caller).
-func queueChainLinkRows(b *pgx.Batch, key AuditKey, seq int64, prev []byte, recs []*AuditRecord) (int64, []byte) {
-	for _, r := range recs {
-		seq++
-		h := key.link(prev, seq, r)
-		b.Queue(chainUpdateRowPathSQL, r.ID, seq, prev, h, key.ID)
-		prev = h
+func queueChainLinkRows(b *pgx.Batch, key AuditKey, recs []*AuditRecord, links []chainLink) {
+	for i, r := range recs {
+		b.Queue(chainUpdateRowPathSQL, r.ID, links[i].seq, links[i].prev, links[i].hash, key.ID)
 	}
-	return seq, prev
 }
 
 // chainUpdateRowPathSQL stores the link of record $1 of the audit log of
@@ -230,7 +281,9 @@ func chainUpdateSQL(schema string) string {
 		WHERE a.id = v.id AND a.id BETWEEN $6 AND $7`
 }
 
-func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, batch int) (n int, err error) {
+// chainAudit is one pass of ChainAudit; take says whether it takes the
+// tenant's records from the intake too.
+func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, batch int, take bool) (n int, err error) {
 	table := pgx.Identifier{t.Schema, "audit_log"}.Sanitize()
 	seed, err := db.lockSeed(ctx)
 	if err != nil {
@@ -274,13 +327,24 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 		return err
 	})
 	queueStaleAuditPending(b, t, &stale)
+	moved := make([][]*AuditRecord, 1) // taken from the intake (audit_intake.go)
+	if take {
+		queueIntakeTake(b, []*tenancy.Tenant{t}, batch, moved)
+	}
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, err
 	}
 
 	b = &pgx.Batch{}
-	if len(recs) > 0 {
-		seq, prev = queueChainLinks(b, chainUpdateSQL(t.Schema), key, seq, prev, recs)
+	nRecs, nMoved := chainable(recs, moved[0], batch)
+	links, seq, prev := linkByID(key, seq, prev, recs[:nRecs], moved[0][:nMoved])
+	if nRecs > 0 {
+		queueChainLinks(b, chainUpdateSQL(t.Schema), key, recs[:nRecs], links[0])
+	}
+	if len(moved[0]) > 0 {
+		queueIntakeMove(b, intakeMoveSQL(t.Schema), t, key, moved[0], links[1])
+	}
+	if nRecs+nMoved > 0 {
 		b.Queue(chainHeadUpsertSQL, t.ID, seq, prev)
 	}
 	if len(recs) < batch && stale { // nothing left: the tenant may leave the pending list
@@ -290,5 +354,5 @@ func (db *DB) chainAudit(ctx context.Context, t *tenancy.Tenant, key AuditKey, b
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return 0, err
 	}
-	return len(recs), nil
+	return nRecs + nMoved, nil
 }

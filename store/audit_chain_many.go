@@ -23,8 +23,9 @@ type ChainLimits struct {
 	// max_connections slots: 6,400 by default).
 	Tenants int
 	// Records is the most records read in one transaction (default
-	// 2,000): each tenant of a transaction of n tenants is read up to
-	// max(1, Records/n) records (and never more than the batch passed).
+	// 2,000) from the audit logs, and as many from the audit intake: each
+	// tenant of a transaction of n tenants is read up to max(1,
+	// Records/n) records of each (and never more than the batch passed).
 	Records int
 }
 
@@ -56,14 +57,17 @@ type ChainResult struct {
 // The tenants are split by control lane (each lane's on its own
 // connection: see Options.ControlLanes), then into transactions of at most
 // limits.Tenants tenants, in tenant id order; each is two pipelined round
-// trips: BEGIN,
-// the advisory lock of every tenant (the lock [DB.ChainAudit] takes, in
-// tenant id order, so that chainers of several replicas over overlapping
-// sets of tenants wait for each other instead of deadlocking), their
-// heads, their pending marks' ages and each tenant's unchained records
-// (up to max(1, limits.Records/n) each, and at most batch); then each
-// tenant's UPDATE, the heads, the removal of stale pending marks of the
-// tenants left with nothing to chain, and COMMIT. If a transaction fails,
+// trips, three when any of its tenants is marked as possibly having
+// unchained records in its log: BEGIN, the advisory lock of every tenant
+// (the lock [DB.ChainAudit] takes, in tenant id order, so that chainers of
+// several replicas over overlapping sets of tenants wait for each other
+// instead of deadlocking), their heads, their pending marks and their
+// ages, and up to max(1, limits.Records/n) (at most batch) of each
+// tenant's records waiting in the audit intake (audit_intake.go); then the
+// marked tenants' unchained records, as many each; then each tenant's
+// UPDATE and INSERT of the intake's records, already linked, the heads,
+// the removal of stale pending marks of the tenants left with nothing to
+// chain, and COMMIT. If a transaction fails,
 // its tenants are chained one at a time ([DB.ChainAudit]'s path), so one
 // broken tenant never stops the others' chaining; a tenant that fails
 // alone too has its error in its result.
@@ -115,7 +119,14 @@ func (db *DB) ChainAuditTenants(ctx context.Context, ts []*tenancy.Tenant, key A
 		group := uniq[:n]
 		uniq = uniq[n:]
 		limit := min(batch, max(1, limits.Records/len(group)))
-		err := db.chainGroup(ctx, group, lane, key, limit)
+		take := db.intakeFree()
+		err := db.chainGroup(ctx, group, lane, key, limit, take)
+		if err != nil && take && lockTimedOut(err) && ctx.Err() == nil && db.intakeLocked(ctx) {
+			// The intake locked, not a tenant's log: the logs' own
+			// records are chained, the intake's wait (intakeSkip).
+			db.skipIntake()
+			err = db.chainGroup(ctx, group, lane, key, limit, false)
+		}
 		for _, r := range group {
 			r.Group = g
 		}
@@ -135,8 +146,9 @@ func (db *DB) ChainAuditTenants(ctx context.Context, ts []*tenancy.Tenant, key A
 				r.Err = fmt.Errorf("chaining the audit log of %s: %w", r.Tenant.Key, errors.Join(err, cerr))
 				continue
 			}
+			// (Which moves a record its log refuses one at a time.)
 			r.N, r.Err = db.ChainAudit(ctx, r.Tenant, key, limit)
-			r.More = r.Err == nil && r.N == limit
+			r.More = r.Err == nil && r.N >= limit
 		}
 	}
 	res := make([]ChainResult, len(ts))
@@ -157,8 +169,8 @@ const (
 		FROM unnest($1::text[]) AS u(id)`
 	chainHeadsManySQL = `SELECT u.i, h.chain_seq, h.hash FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, i)
 		JOIN gatehouse.audit_heads h ON h.tenant_id = u.id`
-	chainStaleManySQL = `SELECT u.i FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, i)
-		JOIN gatehouse.audit_pending p ON p.tenant_id = u.id WHERE p.marked_at < now() - make_interval(secs => $2)`
+	chainMarksManySQL = `SELECT u.i, p.marked_at < now() - make_interval(secs => $2) FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, i)
+		JOIN gatehouse.audit_pending p ON p.tenant_id = u.id`
 	chainHeadsUpsertManySQL = `INSERT INTO gatehouse.audit_heads (tenant_id, chain_seq, hash)
 		SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bytea[])
 		ON CONFLICT (tenant_id) DO UPDATE SET chain_seq = excluded.chain_seq, hash = excluded.hash, updated_at = now()`
@@ -168,7 +180,9 @@ const (
 // transaction on one connection; group is in tenant id order, without
 // duplicates. On error nothing was written (the transaction is rolled
 // back) and the results are untouched.
-func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, key AuditKey, limit int) (err error) {
+//
+// take says whether the group's records in the audit intake are taken too.
+func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, key AuditKey, limit int, take bool) (err error) {
 	for _, r := range group {
 		if !opaqueName.MatchString(r.Tenant.Schema) {
 			return fmt.Errorf("tenant %s: refusing unexpected schema name", r.Tenant.Key)
@@ -196,7 +210,7 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 			_, _ = conn.Exec(rctx, "ROLLBACK")
 		}
 	}()
-	if err := db.prepare(ctx, conn.Conn(), group[0].Tenant.Schema, chainLockManySQL, chainHeadsManySQL, chainStaleManySQL, chainHeadsUpsertManySQL); err != nil {
+	if err := db.prepare(ctx, conn.Conn(), group[0].Tenant.Schema, chainLockManySQL, chainHeadsManySQL, chainMarksManySQL, chainHeadsUpsertManySQL); err != nil {
 		return err
 	}
 	// Each tenant's SELECT and UPDATE name its table. They run prepared
@@ -207,16 +221,17 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	// 49 (bench/README.md). Their names are all taken here, before the
 	// transaction: preparing one may take round trips of its own.
 	db.startLaneMessage(conn.Conn())
-	selects, updates := make([]string, len(group)), make([]string, len(group))
+	selects, updates, moves := make([]string, len(group)), make([]string, len(group)), make([]string, len(group))
 	byPath := make([]bool, len(group)) // its UPDATE not prepared here: see below
-	texts := make([][2]string, len(group))
+	texts := make([][3]string, len(group))
 	prepared, anyByPath := false, false
 	for i, r := range group {
-		s, u := chainSelectSQL(r.Tenant.Schema), chainUpdateSQL(r.Tenant.Schema)
-		texts[i] = [2]string{s, u}
+		s, u, m := chainSelectSQL(r.Tenant.Schema), chainUpdateSQL(r.Tenant.Schema), intakeMoveSQL(r.Tenant.Schema)
+		texts[i] = [3]string{s, u, m}
 		selects[i] = db.laneStatementIfUsed(ctx, conn.Conn(), r.Tenant.Schema, s)
 		updates[i] = db.laneStatementIfUsed(ctx, conn.Conn(), r.Tenant.Schema, u)
-		prepared = prepared || selects[i] != s || updates[i] != u
+		moves[i] = db.laneStatementIfUsed(ctx, conn.Conn(), r.Tenant.Schema, m)
+		prepared = prepared || selects[i] != s || updates[i] != u || moves[i] != m
 		byPath[i] = updates[i] == u && !db.pooled
 		anyByPath = anyByPath || byPath[i]
 	}
@@ -241,6 +256,11 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	seqs := make([]int64, n)
 	prevs := make([][]byte, n)
 	recs := make([][]*AuditRecord, n)
+	moved := make([][]*AuditRecord, n) // taken from the intake (audit_intake.go)
+	tenants := make([]*tenancy.Tenant, n)
+	for i, r := range group {
+		tenants[i] = r.Tenant
+	}
 	stale := make([]bool, n)
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
@@ -265,31 +285,54 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 		})
 		return err
 	})
-	b.Queue(chainStaleManySQL, ids, markStale.Seconds()).Query(func(rows pgx.Rows) error {
+	// Which tenants are marked as possibly having unchained records in
+	// their logs, and whose marks are stale (audit_pending.go): an
+	// unmarked tenant has none (every writer of a log marks its tenant
+	// first, and a mark goes only once nothing is left), so its log is
+	// not read. Through the intake, most tenants' passes are of the
+	// intake's records alone: their logs' SELECT, one statement per
+	// tenant and pass, planned again wherever it is not prepared, was
+	// most of a spread pass's cost left.
+	marked := make([]bool, n)
+	b.Queue(chainMarksManySQL, ids, markStale.Seconds()).Query(func(rows pgx.Rows) error {
 		var i int64
-		_, err := pgx.ForEachRow(rows, []any{&i}, func() error {
+		var old bool
+		_, err := pgx.ForEachRow(rows, []any{&i, &old}, func() error {
 			if i < 1 || i > int64(n) {
 				return fmt.Errorf("audit pending: tenant %d of %d", i, n)
 			}
-			stale[i-1] = true
+			marked[i-1], stale[i-1] = true, old
 			return nil
 		})
 		return err
 	})
+	// The records waiting in the intake, inserted already linked.
+	if take {
+		queueIntakeTake(b, tenants, limit, moved)
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
 	// Named through search_path instead, in statements prepared once per
 	// connection for every tenant, they measured no cheaper: PostgreSQL
 	// plans a prepared statement again whenever search_path has changed
 	// since its last use (PostgreSQL documentation, PREPARE), so that
 	// saved only the parse (BenchmarkChainAuditTenants, bench/README.md).
+	b = &pgx.Batch{}
 	for i := range group {
+		if !marked[i] {
+			continue
+		}
 		b.Queue(selects[i], limit).Query(func(rows pgx.Rows) error {
 			var err error
 			recs[i], err = pgx.CollectRows(rows, scanAudit)
 			return err
 		})
 	}
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return err
+	if b.Len() > 0 {
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
 	}
 
 	// The links of a tenant whose UPDATE is not prepared here (up to
@@ -311,28 +354,41 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 			db.laneStatementUsed(conn.Conn(), r.Tenant.Schema, texts[i][0])
 			db.laneStatementUsed(conn.Conn(), r.Tenant.Schema, texts[i][1])
 		}
+		if len(moved[i]) > 0 {
+			db.laneStatementUsed(conn.Conn(), r.Tenant.Schema, texts[i][2])
+		}
 	}
 	b = &pgx.Batch{}
 	onPath := &pgx.Batch{}
 	var headIDs []string
 	var headSeqs []int64
 	var headHashes [][]byte
+	chained := make([]int, n)
 	for i, r := range group {
 		q := b
-		if len(recs[i]) > 0 {
+		nRecs, nMoved := chainable(recs[i], moved[i], limit)
+		chained[i] = nRecs + nMoved
+		if len(recs[i]) > 0 || len(moved[i]) > 0 {
 			prev := prevs[i]
 			if prev == nil {
 				prev = []byte{}
 			}
-			var seq int64
-			if byPath[i] && len(recs[i]) <= rowPathMax {
+			links, seq, prev := linkByID(key, seqs[i], prev, recs[i][:nRecs], moved[i][:nMoved])
+			switch {
+			case nRecs == 0:
+			case byPath[i] && nRecs <= rowPathMax:
 				q = onPath
 				q.Queue(setSearchPathSQL, pgx.Identifier{r.Tenant.Schema}.Sanitize())
-				seq, prev = queueChainLinkRows(q, key, seqs[i], prev, recs[i])
-			} else {
-				seq, prev = queueChainLinks(q, updates[i], key, seqs[i], prev, recs[i])
+				queueChainLinkRows(q, key, recs[i][:nRecs], links[0])
+			default:
+				queueChainLinks(q, updates[i], key, recs[i][:nRecs], links[0])
 			}
-			headIDs, headSeqs, headHashes = append(headIDs, r.Tenant.ID), append(headSeqs, seq), append(headHashes, prev)
+			if len(moved[i]) > 0 { // names its table: on b, whatever the links' way
+				queueIntakeMove(b, moves[i], r.Tenant, key, moved[i], links[1])
+			}
+			if nRecs+nMoved > 0 {
+				headIDs, headSeqs, headHashes = append(headIDs, r.Tenant.ID), append(headSeqs, seq), append(headHashes, prev)
+			}
 		}
 		if len(recs[i]) < limit && stale[i] { // nothing left: the tenant may leave the pending list (after its links)
 			queueClearAuditPending(q, r.Tenant, pgx.Identifier{r.Tenant.Schema, "audit_log"}.Sanitize())
@@ -347,7 +403,7 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 		return err
 	}
 	for i, r := range group {
-		r.N, r.More, r.Err = len(recs[i]), len(recs[i]) == limit, nil
+		r.N, r.More, r.Err = chained[i], len(recs[i]) == limit || len(moved[i]) == limit, nil
 	}
 	return nil
 }

@@ -159,27 +159,68 @@ func (db *DB) InsertAuditRecords(ctx context.Context, t *tenancy.Tenant, recs []
 	return lost, err
 }
 
-// WriteAuditEntries writes entries in one batch ([DB.InsertAuditBatch])
-// per control lane their tenants are on (one batch while few tenants are
-// busy; see Options.ControlLanes), the lanes' batches in parallel. When a
-// batch fails while the database can be reached, each of its records is
-// written alone ([DB.InsertAuditRecord], in its reduced form if need be),
-// so one bad record never takes the others with it; when it cannot be
-// reached, every entry of the batch fails at once, without a try per
-// record. Each batch is a transaction of its own, so one that fails never
-// undoes or repeats another's records. errs[i] is entry i's error, nil
-// when it was stored; retried joins the errors of the batches whose
-// records were then written one by one (worth a warning), each saying how
-// many of entries that batch held.
+// WriteAuditEntries writes entries, calls' records, into the audit intake
+// (audit_intake.go): one INSERT, one round trip, one commit, whatever
+// their tenants, on a control lane's connection. Each record gets its ID
+// and At. When that INSERT fails for a reason other than the database
+// being out of reach, the records go the way that follows, straight into
+// their tenants' audit logs; when the intake is locked by another session,
+// every flush goes that way for intakeSkip.
 //
-// Its records are calls' (the group commit's): a tenant whose audit log is
-// locked by another session has its records fail with [ErrAuditLogBusy]
-// after at most auditLockWait, and for a moment after at once, while the
-// others' are written; after that moment one of its records comes back
-// with [ErrAuditProbe], unwritten, and the caller must write it with
+// That way writes them in one batch ([DB.InsertAuditBatch]) per control
+// lane their tenants are on (one while few tenants are busy; see
+// Options.ControlLanes), the lanes' batches in parallel, each a
+// transaction of its own.
+// When a batch fails while the database can be reached, each of its
+// records is written alone ([DB.InsertAuditRecord], in its reduced form if
+// need be), so one bad record never takes the others with it; when it
+// cannot be reached, every entry of the batch fails at once, without a try
+// per record. errs[i] is entry i's error, nil when it was stored; retried
+// joins the errors of the parts that went that way, and of the batches
+// whose records were then written one by one (worth a warning), each
+// saying how many of entries its part held.
+//
+// On that way, a tenant whose audit log is locked by another session has
+// its records fail with [ErrAuditLogBusy] after at most auditLockWait, and
+// for a moment after at once, while the others' are written; after that
+// moment one of its records comes back with [ErrAuditProbe], unwritten,
+// and the caller must write it with
 // [DB.ProbeAuditRecord] (see audit_busy.go).
 func (db *DB) WriteAuditEntries(ctx context.Context, entries []AuditEntry) (errs []error, retried error) {
-	return db.writeAuditEntries(ctx, entries, true)
+	if len(entries) > 0 && db.intakeOpen() {
+		ids := make([]string, len(entries))
+		for i, e := range entries {
+			ids[i] = e.Tenant.ID
+		}
+		// One statement for the whole flush, on the first lane's call
+		// connection (another's while it is taken): splitting it by lane,
+		// as the way below does for the tenants' own tables, cost a commit
+		// per lane for nothing, and one connection keeps the catalog
+		// entries of every tenant's id sequence (writeIntake). The tenants
+		// are noted for the lanes' count, as that way notes them.
+		db.ctl.lanes(ids)
+		err := db.writeIntake(ctx, entries, 0)
+		switch {
+		case err == nil:
+			return make([]error, len(entries)), nil
+		case lockTimedOut(err):
+			// The lock waited for may be the intake's, or a tenant's id
+			// sequence (held by its deletion): only the first stops the
+			// next flushes from trying the intake.
+			if db.intakeLocked(ctx) {
+				db.skipIntake()
+			}
+		case Unavailable(err) || ctx.Err() != nil:
+			errs = make([]error, len(entries))
+			for i := range errs {
+				errs[i] = err
+			}
+			return errs, nil
+		}
+		retried = fmt.Errorf("%d records written into their audit logs instead of the intake: %w", len(entries), err)
+	}
+	errs, r := db.writeAuditEntries(ctx, entries, true)
+	return errs, errors.Join(retried, r)
 }
 
 // writeAuditEntries is WriteAuditEntries; calls says whether the records

@@ -89,8 +89,12 @@ func queueClearAuditPending(b *pgx.Batch, t *tenancy.Tenant, table string) {
 // sweep every few minutes, which chains what is left and removes the marks
 // of tenants idle since. One query on the control schema, whatever the
 // number of tenants; tenants idle for markStale are not touched.
+//
+// Tenants with records in the audit intake (audit_intake.go) are listed
+// too: the intake's rows are the list of what is left to chain there.
 func (db *DB) TenantsWithUnchainedAudit(ctx context.Context) ([]*tenancy.Tenant, error) {
-	rows, _ := db.pool.Query(ctx, selectTenant+` t WHERE EXISTS (SELECT 1 FROM gatehouse.audit_pending p WHERE p.tenant_id = t.id)
+	rows, _ := db.pool.Query(ctx, selectTenant+` t WHERE (EXISTS (SELECT 1 FROM gatehouse.audit_pending p WHERE p.tenant_id = t.id)
+			OR EXISTS (SELECT 1 FROM gatehouse.audit_intake i WHERE i.tenant_id = t.id AND i.refused IS NULL))
 		AND schema_version >= 2 ORDER BY created_at`)
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (*tenancy.Tenant, error) { return scanTenant(r) })
 }

@@ -14,11 +14,16 @@ import (
 
 // AuditReport is the outcome of verifying a tenant's audit chain.
 type AuditReport struct {
-	Verified int    // chained records whose links check out
-	Pending  int    // records not chained yet (the chainer runs every second)
-	Problem  string // empty when the chain is intact; else the first problem found
-	Seq      int64  // chain position of the first bad record, if any
-	ID       int64  // its id
+	Verified int // chained records whose links check out
+	Pending  int // records not chained yet (the chainer runs every second), in the log or the audit intake
+	// Refused are records of the tenant's calls that its audit log refused
+	// in their full and their reduced form, kept in the audit intake
+	// (gatehouse.audit_intake, with the reason in its refused column) and
+	// not chained: the log's own constraints, or the log gone.
+	Refused int
+	Problem string // empty when the chain is intact; else the first problem found
+	Seq     int64  // chain position of the first bad record, if any
+	ID      int64  // its id
 	// UnknownKey is set when the chain could not be checked here: record
 	// Seq was chained with this key (its fingerprint), which was not given.
 	// Tampering cannot be told apart from a missing key.
@@ -57,9 +62,16 @@ func (db *DB) VerifyAudit(ctx context.Context, t *tenancy.Tenant, keys ...AuditK
 		}
 	}
 	err := beginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		// Pending: unchained in the audit log, or still in the intake
+		// (audit_intake.go).
+		var inIntake int
+		if err := tx.QueryRow(ctx, intakeCountsSQL, t.ID).Scan(&inIntake, &rep.Refused); err != nil {
+			return err
+		}
 		if err := tx.QueryRow(ctx, "SELECT count(*) FROM "+table+" WHERE chain_seq IS NULL").Scan(&rep.Pending); err != nil {
 			return err
 		}
+		rep.Pending += inIntake
 		rows, err := tx.Query(ctx, "SELECT "+auditColumns+", coalesce(key_id, ''), coalesce(prev_hash, ''), coalesce(hash, '') FROM "+table+
 			" WHERE chain_seq IS NOT NULL ORDER BY chain_seq")
 		if err != nil {

@@ -110,7 +110,12 @@ type Options struct {
 	// CustomPlans ignores the tools' GenericPlan marks: every prepared
 	// statement is planned as the server's plan_cache_mode says (plans.go).
 	CustomPlans bool
-	Logger      *slog.Logger
+	// NoAuditIntake has the group commit write calls' records straight
+	// into their tenants' audit logs, as before the audit intake
+	// (audit_intake.go): for rolling back to a release without it (the
+	// chainer still moves what the intake holds), and for comparison.
+	NoAuditIntake bool
+	Logger        *slog.Logger
 }
 
 // DefaultConnMaxUses is the default of Options.ConnMaxUses: never. A
@@ -208,14 +213,15 @@ type DB struct {
 	queryLogins sync.Map
 	querySetup  singleflight.Group
 	// queryAll and queryTenant bound the query tool's logins.
-	queryAll       *semaphore.Weighted
-	queryTenantMax int64
-	queryMu        sync.Mutex
-	queryTenant    map[string]*tenantSem
-	secrets        sync.Map // name → []byte, see Secret
-	auditMarks     sync.Map // tenant id → *atomic.Int64: when this process last marked it (audit_pending.go)
-	auditBusy      sync.Map // tenant id → int64: until when its audit log counts as locked (audit_busy.go)
-	limits         Options  // the bounds in force
+	queryAll        *semaphore.Weighted
+	queryTenantMax  int64
+	queryMu         sync.Mutex
+	queryTenant     map[string]*tenantSem
+	secrets         sync.Map     // name → []byte, see Secret
+	auditMarks      sync.Map     // tenant id → *atomic.Int64: when this process last marked it (audit_pending.go)
+	auditBusy       sync.Map     // tenant id → int64: until when its audit log counts as locked (audit_busy.go)
+	intakeSkipUntil atomic.Int64 // unix ns until which the group commit skips the audit intake (audit_intake.go)
+	limits          Options      // the bounds in force
 	// preparedCap and prepareAfter: Options.PreparedStatements and
 	// Options.PrepareAfter in force (prepared.go).
 	preparedCap, prepareAfter int
@@ -223,6 +229,8 @@ type DB struct {
 	lanePreparedCap int
 	// customPlans: Options.CustomPlans.
 	customPlans bool
+	// noIntake: Options.NoAuditIntake.
+	noIntake bool
 }
 
 // Open connects to the database at connString and checks that it answers.
@@ -273,7 +281,7 @@ func Open(ctx context.Context, connString string, opts *Options) (*DB, error) {
 		queryAll: semaphore.NewWeighted(int64(lim.QueryConns)), queryTenantMax: int64(lim.TenantQueryConns),
 		queryTenant: map[string]*tenantSem{}, limits: lim, preparedCap: lim.PreparedStatements, prepareAfter: lim.PrepareAfter,
 		lanePreparedCap: lim.ControlPreparedStatements,
-		customPlans:     lim.CustomPlans}
+		customPlans:     lim.CustomPlans, noIntake: lim.NoAuditIntake}
 	if opts.TransactionPooler {
 		db.hotMode = pgx.QueryExecModeExec
 	}

@@ -40,13 +40,17 @@
 // tool marks it [Final] (add_todo, create_project: one round trip); a read runs [DB.InTenantReadOnly], each of
 // its statements one round trip with no BEGIN or COMMIT (the tenant's
 // settings travel with it in one implicit transaction); audit records of
-// calls that change nothing are written together by [DB.InsertAuditBatch]
-// (one round trip, one commit); rate limits are leased ([DB.GCRALease]).
+// calls that change nothing are written together into the audit intake,
+// one table for every tenant, by [DB.WriteAuditEntries] (one statement,
+// one round trip, one commit per control lane), and moved into their
+// tenants' audit logs already chained by the chain passes
+// (audit_intake.go); rate limits are leased ([DB.GCRALease]).
 // Gatehouse's own fixed statements on these paths are prepared once per
 // connection, and the tools' statements per tenant as they recur
 // (prepared.go), as are the control lanes' audit statements of each
-// tenant (its group-committed INSERT, its chain pass's SELECT and UPDATE:
-// [Options].ControlPreparedStatements), not behind a transaction pooler:
+// tenant (its chain pass's SELECT, UPDATE and INSERT of the records moved
+// from the intake, and the INSERT of the group commit's way straight into
+// its log: [Options].ControlPreparedStatements), not behind a transaction pooler:
 // planning them per call
 // cost more than running them. Those whose plan does not depend on their
 // arguments are marked [GenericPlan] and planned once per tenant and

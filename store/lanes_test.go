@@ -44,6 +44,8 @@ func openLanes(t *testing.T, prefix string, n int) (*store.DB, []*tenancy.Tenant
 // reopenLanes opens another DB over db's database, as openLanes does but
 // with each lane meant to serve laneTenants recently met tenants, warms
 // its lanes with ts (warmLanes) and fails unless wantLanes are in use.
+// Its group commits go straight into the tenants' audit logs, not through
+// the audit intake (store.SkipIntake).
 func reopenLanes(t *testing.T, db *store.DB, ts []*tenancy.Tenant, laneTenants, wantLanes int) *store.DB {
 	t.Helper()
 	other, err := store.Open(context.Background(), db.Pool().Config().ConnString(),
@@ -53,6 +55,7 @@ func reopenLanes(t *testing.T, db *store.DB, ts []*tenancy.Tenant, laneTenants, 
 	}
 	t.Cleanup(other.Close)
 	store.SetControlLaneTenants(other, laneTenants)
+	store.SkipIntake(other, time.Hour)
 	if k := warmLanes(t, other, ts); k != wantLanes {
 		t.Fatalf("lanes in use: %d, want %d", k, wantLanes)
 	}
@@ -113,6 +116,7 @@ func auditTxs(t *testing.T, db *store.DB, tn *tenancy.Tenant) map[string]string 
 func TestControlLanesSplitGroupCommit(t *testing.T) {
 	ctx := context.Background()
 	db, ts := openLanes(t, "lanes", 10)
+	store.SkipIntake(db, time.Hour) // the way straight into the logs; TestControlLaneIntake has the intake's
 	if k := db.ControlLanesInUse(); k != 1 {
 		t.Fatalf("lanes in use before any work: %d", k)
 	}
@@ -208,6 +212,7 @@ func TestControlLanesPartFails(t *testing.T) {
 			db, ts := openLanes(t, c.prefix, 10)
 			// Warm up to 4 lanes.
 			warmLanes(t, db, ts)
+			store.SkipIntake(db, time.Hour) // the way straight into the logs; TestAuditIntakeRefused has the intake's
 			broken := ts[3]
 			if _, err := db.Pool().Exec(ctx, fmt.Sprintf(c.break_, pgx.Identifier{broken.Schema, "audit_log"}.Sanitize())); err != nil {
 				t.Fatal(err)
@@ -596,6 +601,7 @@ func TestControlLanesBusyLane(t *testing.T) {
 func TestControlLanesRoles(t *testing.T) {
 	ctx := context.Background()
 	db, ts := openLanes(t, "roles", 10)
+	store.SkipIntake(db, time.Hour) // the way straight into the logs: the intake touches no tenant's relations
 	if k := warmLanes(t, db, ts); k != 4 {
 		t.Fatalf("lanes in use: %d", k)
 	}

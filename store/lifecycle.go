@@ -81,8 +81,14 @@ func (db *DB) SetTenantStatus(ctx context.Context, t *tenancy.Tenant, s tenancy.
 // ExportTenant writes a zip archive of t: tenant.json, members.jsonl,
 // api_keys.jsonl (never secrets or their hashes), audit_log.jsonl and one
 // <table>.jsonl per workspace table, read in one consistent snapshot and
-// streamed (nothing is held in memory). The export is recorded.
+// streamed (nothing is held in memory). The export is recorded. Records
+// still in the audit intake are moved into the audit log first
+// ([DB.SettleAudit]), so that audit_log.jsonl holds every record
+// committed before the export began.
 func (db *DB) ExportTenant(ctx context.Context, t *tenancy.Tenant, w io.Writer, a OperatorAction) error {
+	if err := db.SettleAudit(ctx, t); err != nil {
+		return fmt.Errorf("exporting %s: %w", t.Key, err)
+	}
 	zw := zip.NewWriter(w)
 	err := beginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		f, err := zw.Create("tenant.json")
@@ -160,7 +166,8 @@ func exportRows(ctx context.Context, tx pgx.Tx, zw *zip.Writer, name, sql string
 
 // DeleteTenant deletes t for good: its schema (workspace and audit log),
 // its database roles, and its control-plane rows (members, identities,
-// keys, checkpoints, counters, its members' console sessions), in one
+// keys, checkpoints, counters, its members' console sessions, its records
+// still in the audit intake), in one
 // transaction with the operator's
 // record of it, which stays.
 func (db *DB) DeleteTenant(ctx context.Context, t *tenancy.Tenant, a OperatorAction) error {
@@ -176,6 +183,10 @@ func (db *DB) DeleteTenant(ctx context.Context, t *tenancy.Tenant, a OperatorAct
 			return tenancy.ErrTenantNotFound
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM gatehouse.tenant_calls WHERE tenant_id = $1", t.ID); err != nil {
+			return err
+		}
+		// No foreign key removes them (audit_intake.go).
+		if _, err := tx.Exec(ctx, "DELETE FROM gatehouse.audit_intake WHERE tenant_id = $1", t.ID); err != nil {
 			return err
 		}
 		// Its members' console sessions end with it.

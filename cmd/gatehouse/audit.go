@@ -172,7 +172,7 @@ func auditVerify(ctx context.Context, e *env, tenant string, asJSON bool) error 
 		}
 		if asJSON {
 			if err := printJSON(e.stdout, map[string]any{"tenant": t.Key, "ok": rep.OK(), "verified": rep.Verified,
-				"pending": rep.Pending, "problem": rep.Problem, "seq": rep.Seq, "id": rep.ID, "keys": rep.Keys,
+				"pending": rep.Pending, "refused": rep.Refused, "problem": rep.Problem, "seq": rep.Seq, "id": rep.ID, "keys": rep.Keys,
 				"unverifiable": rep.UnknownKey != "", "unknown_key_id": rep.UnknownKey}); err != nil {
 				return err
 			}
@@ -186,6 +186,9 @@ func auditVerify(ctx context.Context, e *env, tenant string, asJSON bool) error 
 		} else {
 			fmt.Fprintf(e.stdout, "TAMPERED: the audit log of %s is not intact: %s\n", t.Key, rep.Problem)
 		}
+		if rep.Refused > 0 && !asJSON {
+			fmt.Fprintf(e.stdout, "warning: %d audit records of %s were refused by its audit log and are kept, unchained, in gatehouse.audit_intake (docs/operations.md, \"Audit records refused by a tenant's log\")\n", rep.Refused, t.Key)
+		}
 		if !rep.OK() {
 			return errTampered
 		}
@@ -196,6 +199,11 @@ func auditVerify(ctx context.Context, e *env, tenant string, asJSON bool) error 
 var errTampered = errors.New("audit verification failed")
 
 func auditTail(ctx context.Context, db *database, t *tenancy.Tenant, n int, asJSON bool, e *env) error {
+	// Records still in the audit intake are moved into the log first, so
+	// the last n are the last committed.
+	if err := db.SettleAudit(ctx, t); err != nil {
+		return err
+	}
 	var recs []*store.AuditRecord
 	err := db.WithTenant(ctx, t, func(tx pgx.Tx) error {
 		var err error

@@ -69,6 +69,13 @@ func loadBulkheads(get func(string) string, bad func(name, format string, args .
 	default:
 		bad("GATEHOUSE_DB_GENERIC_PLANS", "%q is not on or off", v)
 	}
+	switch v := get("GATEHOUSE_AUDIT_INTAKE"); v {
+	case "on":
+	case "off":
+		db.NoAuditIntake = true
+	default:
+		bad("GATEHOUSE_AUDIT_INTAKE", "%q is not on or off", v)
+	}
 	db.AffinityConns = offOr("GATEHOUSE_DB_AFFINITY_CONNS", true)
 	if db.TenantLanes = offOr("GATEHOUSE_DB_TENANT_LANES", true); db.TenantLanes < 0 {
 		db.TenantLanes = 1 // off: one lane, no affinity
