@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -328,7 +329,9 @@ func settleSQL(table string) string {
 // committed before it (see the intake's design above). The chainer chains
 // them later, as any unchained record. One round trip when t has nothing
 // in the intake; else one more, a transaction that takes t's chain lock
-// and waits at most auditLockWait for any other lock.
+// (waiting for it up to settleLockWait: the tenant's chain passes and
+// other readers' settles hold it briefly) and waits at most auditLockWait
+// for any other lock.
 //
 // Errors: one that wraps [ErrAuditLogBusy] (a transient outage: 503 with
 // Retry-After) when t's audit log or chain is locked by another session;
@@ -359,9 +362,16 @@ func (db *DB) SettleAudit(ctx context.Context, t *tenancy.Tenant) error {
 	err = conn.SendBatch(ctx, b).Close()
 	if err == nil && waiting {
 		err = pgx.BeginFunc(ctx, conn.Conn(), func(tx pgx.Tx) error {
+			// The chain lock is held by the tenant's chain passes and
+			// other readers' settles, each a short transaction (whose own
+			// lock waits are bounded): waited for up to settleLockWait,
+			// so that readers of a busy tenant arriving together take
+			// turns instead of being refused. Any other lock: as a
+			// call's record waits.
 			b := &pgx.Batch{}
-			b.Queue(lockWaitSQL, auditLockWaitSQL)
+			b.Queue(lockWaitSQL, settleLockWaitSQL)
 			b.Queue(chainLockSQL, t.ID, seed)
+			b.Queue(lockWaitSQL, auditLockWaitSQL)
 			b.Queue(settleSQL(pgx.Identifier{t.Schema, "audit_log"}.Sanitize()), t.ID)
 			return tx.SendBatch(ctx, b).Close()
 		})
@@ -376,6 +386,11 @@ func (db *DB) SettleAudit(ctx context.Context, t *tenancy.Tenant) error {
 	}
 	return nil
 }
+
+// settleLockWait bounds a settle's wait for its tenant's chain lock.
+const settleLockWait = 5 * time.Second
+
+var settleLockWaitSQL = strconv.FormatInt(settleLockWait.Milliseconds(), 10) + "ms"
 
 // intakeLocked reports whether another session holds a lock on the intake
 // that its writers and takers would wait for (VACUUM FULL, an ALTER, a

@@ -808,3 +808,54 @@ func TestAuditIntakeChainOrder(t *testing.T) {
 		t.Fatalf("chain %v, %v; want the order written %v", got, err, want)
 	}
 }
+
+// TestSettleAuditTogether: readers of one tenant arriving together, while
+// its records are being written and chained, each settle it (taking turns
+// on its chain lock) and none is refused as busy.
+func TestSettleAuditTogether(t *testing.T) {
+	db := storetest.MustOpenDB(t)
+	ctx := context.Background()
+	tn := mustTenant(t, db, "readers.example")
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for w := range 12 {
+		wg.Go(func() {
+			<-start
+			for i := range 4 {
+				switch w % 3 {
+				case 0:
+					es := laneEntries(fmt.Sprintf("w%d.%d", w, i), []*tenancy.Tenant{tn}, 20)
+					if errs2, _ := db.WriteAuditEntries(ctx, es); errs2[0] != nil {
+						errs <- errs2[0]
+					}
+				case 1:
+					if r := db.ChainAuditTenants(ctx, []*tenancy.Tenant{tn}, testKey, 5, store.ChainLimits{})[0]; r.Err != nil {
+						errs <- r.Err
+					}
+				default:
+					if err := db.SettleAudit(ctx, tn); err != nil {
+						errs <- err
+					}
+				}
+			}
+		})
+	}
+	writeNoFallBack(t, db, laneEntries("before", []*tenancy.Tenant{tn}, 50))
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("beside other readers and passes: %v", err)
+	}
+	for {
+		r := db.ChainAuditTenants(ctx, []*tenancy.Tenant{tn}, testKey, 1000, store.ChainLimits{})[0]
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		if !r.More {
+			break
+		}
+	}
+	mustVerify(t, db, tn, 50+4*20*4)
+}
