@@ -176,19 +176,7 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 			}
 			continue
 		}
-		n := len(g.recs)
-		cols := make([][]string, 12)
-		for i := range cols {
-			cols[i] = make([]string, n)
-		}
-		counts := make([]int32, n)
-		for j, r := range g.recs {
-			for i, v := range []string{r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
-				r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Via} {
-				cols[i][j] = v
-			}
-			counts[j] = int32(max(r.Count, 1))
-		}
+		cols, counts := auditArrays(g.recs)
 		// unnest keeps the arrays' order, and INSERT … SELECT assigns ids
 		// and returns rows in that order.
 		args := make([]any, 0, 13)
@@ -246,6 +234,27 @@ func (db *DB) insertAuditBatch(ctx context.Context, entries []AuditEntry, lane i
 		}
 	}
 	return err
+}
+
+// auditArrays returns recs' text columns, one array each in the order the
+// multi-row statements read them through unnest (request_id, decision,
+// tool, subject, email, provider, api_key_id, client_ip, user_agent,
+// reason, args_digest, via), and their counts (at least 1).
+func auditArrays(recs []*AuditRecord) (cols [][]string, counts []int32) {
+	n := len(recs)
+	cols = make([][]string, 12)
+	for i := range cols {
+		cols[i] = make([]string, n)
+	}
+	counts = make([]int32, n)
+	for j, r := range recs {
+		for i, v := range []string{r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
+			r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Via} {
+			cols[i][j] = v
+		}
+		counts[j] = int32(max(r.Count, 1))
+	}
+	return cols, counts
 }
 
 // setSearchPathSQL points the rest of the transaction at one tenant's

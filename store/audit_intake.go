@@ -92,24 +92,15 @@ const intakeSkip = time.Second
 func (db *DB) writeIntake(ctx context.Context, entries []AuditEntry, lane int) error {
 	n := len(entries)
 	ids, seqs := make([]string, n), make([]string, n)
-	cols := make([][]string, 12)
-	for i := range cols {
-		cols[i] = make([]string, n)
-	}
-	counts := make([]int32, n)
+	recs := make([]*AuditRecord, n)
 	for j, e := range entries {
-		r := e.Rec
-		r.clean()
+		e.Rec.clean()
 		if !opaqueName.MatchString(e.Tenant.Schema) {
 			return fmt.Errorf("tenant %s: refusing unexpected schema name", e.Tenant.Key)
 		}
-		ids[j], seqs[j] = e.Tenant.ID, pgx.Identifier{e.Tenant.Schema, "audit_log_id_seq"}.Sanitize()
-		for i, v := range []string{r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
-			r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Via} {
-			cols[i][j] = v
-		}
-		counts[j] = int32(max(r.Count, 1))
+		ids[j], seqs[j], recs[j] = e.Tenant.ID, pgx.Identifier{e.Tenant.Schema, "audit_log_id_seq"}.Sanitize(), e.Rec
 	}
+	cols, counts := auditArrays(recs)
 	args := make([]any, 0, 15)
 	args = append(args, ids, seqs)
 	for _, c := range cols {
@@ -274,23 +265,14 @@ func queueIntakeMove(b *pgx.Batch, stmt string, t *tenancy.Tenant, key AuditKey,
 	n := len(recs)
 	ids, seqs := make([]int64, n), make([]*int64, n)
 	ats := make([]time.Time, n)
-	cols := make([][]string, 12)
-	for i := range cols {
-		cols[i] = make([]string, n)
-	}
-	counts := make([]int32, n)
 	prevs, hashes := make([][]byte, n), make([][]byte, n)
 	for j, r := range recs {
 		ids[j], ats[j] = r.ID, r.At
 		if j < len(links) {
 			seqs[j], prevs[j], hashes[j] = &links[j].seq, links[j].prev, links[j].hash
 		}
-		for i, v := range []string{r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
-			r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Via} {
-			cols[i][j] = v
-		}
-		counts[j] = int32(r.Count)
 	}
+	cols, counts := auditArrays(recs)
 	args := make([]any, 0, 19)
 	args = append(args, ids, ats)
 	for i := range 11 {
