@@ -51,6 +51,28 @@ func auditRows(t *testing.T, db *store.DB, tn *tenancy.Tenant) (map[string]int, 
 	return ids, unchained
 }
 
+// chainUntilDone runs chain passes over ts until none says more records
+// may be left, failing on any tenant's error (and, with whole set, on a
+// tenant chained alone after its group's transaction failed).
+func chainUntilDone(t *testing.T, db *store.DB, ts []*tenancy.Tenant, batch int, limits store.ChainLimits, whole bool) {
+	t.Helper()
+	for pass := 0; ; pass++ {
+		more := false
+		for _, r := range db.ChainAuditTenants(context.Background(), ts, testKey, batch, limits) {
+			if r.Err != nil || whole && r.Group < 0 {
+				t.Fatalf("pass %d: %s: %+v", pass, r.Tenant.Key, r)
+			}
+			more = more || r.More
+		}
+		if !more {
+			return
+		}
+		if pass > 10000 {
+			t.Fatal("the chain passes never end")
+		}
+	}
+}
+
 // mustVerify fails unless tn's chain verifies with want records and
 // nothing pending.
 func mustVerify(t *testing.T, db *store.DB, tn *tenancy.Tenant, want int) {
@@ -327,19 +349,7 @@ func TestAuditIntakeConcurrent(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	// What is left, chained.
-	for range 1000 {
-		more := false
-		for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 1000, store.ChainLimits{}) {
-			if r.Err != nil {
-				t.Fatal(r.Err)
-			}
-			more = more || r.More
-		}
-		if !more {
-			break
-		}
-	}
+	chainUntilDone(t, db, ts, 1000, store.ChainLimits{}, false) // what is left
 	want := map[*tenancy.Tenant]int{}
 	written.Range(func(_, v any) bool { want[v.(*tenancy.Tenant)]++; return true })
 	total := 0
@@ -687,21 +697,7 @@ func TestControlLaneIntake(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			chainAll := func() {
-				t.Helper()
-				for pass := 0; ; pass++ {
-					more := false
-					for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 2000, store.ChainLimits{Records: 4000}) {
-						if r.Err != nil || r.Group < 0 {
-							t.Fatalf("pass %d: %s: %+v", pass, r.Tenant.Key, r)
-						}
-						more = more || r.More
-					}
-					if !more {
-						return
-					}
-				}
-			}
+			chainAll := func() { chainUntilDone(t, db, ts, 2000, store.ChainLimits{Records: 4000}, true) }
 			for round := range 3 { // the moves come to be prepared
 				writeNoFallBack(t, db, laneEntries(fmt.Sprint("r", round), ts, 1))
 				chainAll()
@@ -848,14 +844,6 @@ func TestSettleAuditTogether(t *testing.T) {
 	for err := range errs {
 		t.Errorf("beside other readers and passes: %v", err)
 	}
-	for {
-		r := db.ChainAuditTenants(ctx, []*tenancy.Tenant{tn}, testKey, 1000, store.ChainLimits{})[0]
-		if r.Err != nil {
-			t.Fatal(r.Err)
-		}
-		if !r.More {
-			break
-		}
-	}
+	chainUntilDone(t, db, []*tenancy.Tenant{tn}, 1000, store.ChainLimits{}, false)
 	mustVerify(t, db, tn, 50+4*20*4)
 }
