@@ -212,10 +212,6 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 	if err != nil {
 		return 0, nil, err
 	}
-	// ALERT records are unchained: mark the tenant for the chainer's sweep.
-	if err := db.markAuditPending(ctx, t); err != nil {
-		return 0, nil, err
-	}
 	// A revoked key's invalidation is signed with this secret (notify):
 	// read before the lane is taken, so that the transaction, once it holds
 	// the key's row lock, never waits for a control-pool connection, whose
@@ -315,6 +311,16 @@ func writeAlert(ctx context.Context, tx pgx.Tx, db *DB, t *tenancy.Tenant, table
 		}
 	}
 	r.clean()
+	// The record is unchained: its tenant is marked for the chainer's
+	// sweep (audit_pending.go) in the same transaction, so the mark and
+	// the record are committed together. Marking every tenant a pass
+	// read, before its transaction, as every other writer of a log does,
+	// kept the tenants of calls that write nothing into their logs marked
+	// for good (the detector reads every busy tenant about once a
+	// minute), and every chain pass reading their logs for nothing.
+	if _, err := tx.Exec(ctx, markPendingSQL, t.ID); err != nil {
+		return nil, err
+	}
 	err := tx.QueryRow(ctx, `INSERT INTO `+table+` (request_id, decision, tool, subject, email, provider, api_key_id,
 			client_ip, user_agent, reason, args_digest, count, via)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id, at`,

@@ -95,16 +95,9 @@ func (db *DB) DetectAnomaliesTenants(ctx context.Context, in []DetectInput, limi
 		fail(err, all...)
 		return res
 	}
-	var ready []int
-	for _, i := range all {
-		// ALERT records are unchained: mark the tenant for the chainer's
-		// sweep (once a minute per tenant, see markAuditPending).
-		if err := db.markAuditPending(ctx, in[i].Tenant); err != nil {
-			fail(err, i)
-			continue
-		}
-		ready = append(ready, i)
-	}
+	// (ALERT records are unchained: writeAlert marks their tenant, in
+	// the transaction that writes them.)
+	ready := all
 	ids := make([]string, len(ready))
 	for k, i := range ready {
 		ids[k] = in[i].Tenant.ID

@@ -274,3 +274,123 @@ func TestDetectorBesideLockedControlRow(t *testing.T) {
 		t.Errorf("once the row is free: read %d, %v; want its 2 new records", r.N, r.Err)
 	}
 }
+
+// TestDetectorMarksOnlyWithAlerts: a detector pass marks a tenant as
+// having unchained records (gatehouse.audit_pending) only when it writes
+// an ALERT record into its log, and in the same transaction: a pass that
+// raises nothing leaves the tenant unmarked (so chain passes do not read
+// its log), grouped or alone; a pass whose transaction fails after the
+// record leaves neither the record nor the mark; the ALERT records are
+// then found and chained through their marks.
+func TestDetectorMarksOnlyWithAlerts(t *testing.T) {
+	db, ts := openLanes(t, "detect-mark-", 4)
+	ctx := context.Background()
+	writeChained(t, db, func(int) int { return 2 }, ts...)
+	ids := make([]string, len(ts))
+	for i, tn := range ts {
+		ids[i] = tn.ID
+	}
+	// As the chainer leaves them once the writers' marks are stale.
+	if _, err := db.Pool().Exec(ctx, "DELETE FROM gatehouse.audit_pending WHERE tenant_id = ANY($1)", ids); err != nil {
+		t.Fatal(err)
+	}
+	marked := func() map[string]bool {
+		t.Helper()
+		rows, _ := db.Pool().Query(ctx, "SELECT tenant_id::text FROM gatehouse.audit_pending WHERE tenant_id = ANY($1)", ids)
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]bool{}
+		for _, id := range got {
+			m[id] = true
+		}
+		return m
+	}
+	alerts := func(tenant string) func(store.AnomalyInput) (store.AnomalyOutput, error) {
+		return func(a store.AnomalyInput) (store.AnomalyOutput, error) {
+			if tenant == "" || len(a.Records) == 0 {
+				return store.AnomalyOutput{}, nil
+			}
+			return store.AnomalyOutput{Alerts: []*store.NewAlert{{Record: &store.AuditRecord{Subject: "s-a", Tool: "list_todos"},
+				Kind: "test", Summary: "raised for " + tenant, Evidence: json.RawMessage(`{}`)}}}, nil
+		}
+	}
+	alertRecords := func(tn *tenancy.Tenant) (all, unchained int) {
+		t.Helper()
+		if err := db.Pool().QueryRow(ctx, "SELECT count(*), count(*) FILTER (WHERE chain_seq IS NULL) FROM "+
+			pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()+" WHERE decision = 'ALERT'").Scan(&all, &unchained); err != nil {
+			t.Fatal(err)
+		}
+		return all, unchained
+	}
+
+	// Grouped: tenant 1 raises an alert, 0 and 3 nothing.
+	in := []store.DetectInput{{Tenant: ts[0]}, {Tenant: ts[1]}, {Tenant: ts[3]}}
+	res := db.DetectAnomaliesTenants(ctx, in, 100, func(i int, a store.AnomalyInput) (store.AnomalyOutput, error) {
+		return alerts(map[int]string{1: ts[1].Key}[i])(a)
+	})
+	for i, r := range res {
+		if r.Err != nil || r.N != 2 || r.Group < 0 {
+			t.Fatalf("grouped pass, %s: %+v", in[i].Tenant.Key, r)
+		}
+	}
+	if m := marked(); len(m) != 1 || !m[ts[1].ID] {
+		t.Fatalf("after a grouped pass raising one alert in %s: marked %v", ts[1].Key, m)
+	}
+
+	// Alone, failing after the ALERT record (the admins' table is gone):
+	// nothing of it stays, the mark included.
+	if _, err := db.Pool().Exec(ctx, "ALTER TABLE gatehouse.alerts RENAME TO alerts_away"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.DetectAnomalies(ctx, ts[2], 0, 100, nil, alerts(ts[2].Key)); err == nil {
+		t.Fatal("a pass whose alert cannot be written succeeded")
+	}
+	if _, err := db.Pool().Exec(ctx, "ALTER TABLE gatehouse.alerts_away RENAME TO alerts"); err != nil {
+		t.Fatal(err)
+	}
+	if m := marked(); m[ts[2].ID] {
+		t.Fatalf("a failed pass left %s marked", ts[2].Key)
+	}
+	if all, _ := alertRecords(ts[2]); all != 0 {
+		t.Fatalf("a failed pass left %d ALERT records", all)
+	}
+	// Alone, raising nothing, then raising one.
+	if n, w, err := db.DetectAnomalies(ctx, ts[0], 0, 100, nil, alerts("")); err != nil || n != 0 || len(w) != 0 {
+		t.Fatalf("a pass with nothing new: %d read, %d alerts, %v", n, len(w), err)
+	}
+	if n, w, err := db.DetectAnomalies(ctx, ts[2], 0, 100, nil, alerts(ts[2].Key)); err != nil || n != 2 || len(w) != 1 {
+		t.Fatalf("a pass raising an alert: %d read, %d alerts, %v", n, len(w), err)
+	}
+	if m := marked(); len(m) != 2 || !m[ts[1].ID] || !m[ts[2].ID] {
+		t.Fatalf("after the single passes: marked %v, want %s and %s", m, ts[1].Key, ts[2].Key)
+	}
+
+	// The marks are how a pass after a start finds the ALERT records.
+	pending, err := db.TenantsWithUnchainedAudit(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []string
+	for _, tn := range pending {
+		if slices.Contains(ids, tn.ID) {
+			found = append(found, tn.ID)
+		}
+	}
+	if slices.Sort(found); !slices.Equal(found, []string{min(ts[1].ID, ts[2].ID), max(ts[1].ID, ts[2].ID)}) {
+		t.Fatalf("tenants listed as unchained: %v, want %s and %s", found, ts[1].Key, ts[2].Key)
+	}
+	for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 1000, store.ChainLimits{}) {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	for _, tn := range ts {
+		all, unchained := alertRecords(tn)
+		want := map[bool]int{true: 1}[tn == ts[1] || tn == ts[2]]
+		if all != want || unchained != 0 {
+			t.Fatalf("%s: %d ALERT records, %d unchained; want %d, all chained", tn.Key, all, unchained, want)
+		}
+	}
+}

@@ -20,7 +20,12 @@ import (
 // markRenew: one statement on the control pool per tenant and minute, none
 // on the path of most calls (measured: marking in every transaction, even
 // as an INSERT … ON CONFLICT DO NOTHING that writes nothing, cost about
-// 40% of the throughput of a small tenant transaction). The chainer
+// 40% of the throughput of a small tenant transaction). The anomaly
+// detector, which writes into a log only when it raises an alert (rare),
+// marks the tenant in the transaction that writes the ALERT record
+// instead (writeAlert): marking every tenant it read kept the tenants of
+// read-only calls marked for good, and each chain pass reading their logs
+// for nothing (bench/README.md, "2026-12-02"). The chainer
 // removes a mark only when the tenant has nothing left to chain and the
 // mark has not been renewed for markStale: a transaction that began while
 // the mark was fresh would have to outlive markStale − markRenew (nine

@@ -301,7 +301,8 @@ func xactCommits(ctx context.Context, db *store.DB) int64 {
 
 // topStatements lists the statements (pg_stat_statements, reset before
 // the run) that took most of PostgreSQL's time, per call of the run:
-// executions, planning and execution time in µs. Statements that differ
+// executions, plannings (a prepared statement's run with its cached plan
+// is not one), planning and execution time in µs. Statements that differ
 // only by the tenant schema they name count as one (t_*). A first line
 // gives the totals per call: statements, BEGINs, COMMITs.
 func topStatements(ctx context.Context, db *store.DB, calls float64) string {
@@ -312,18 +313,18 @@ func topStatements(ctx context.Context, db *store.DB, calls float64) string {
 		return err.Error() + "\n"
 	}
 	fmt.Fprintf(&b, "  per call: %.2f statements, %.3f BEGIN, %.3f COMMIT\n", all/calls, begins/calls, commits/calls)
-	rows, err := db.Pool().Query(ctx, `SELECT sum(calls)::float8, sum(total_plan_time)::float8, sum(total_exec_time)::float8,
+	rows, err := db.Pool().Query(ctx, `SELECT sum(calls)::float8, sum(plans)::float8, sum(total_plan_time)::float8, sum(total_exec_time)::float8,
 		left(regexp_replace(regexp_replace(query, '\s+', ' ', 'g'), 't_[0-9a-f]{32}', 't_*', 'g'), 110)
-		FROM pg_stat_statements GROUP BY 4 ORDER BY sum(total_plan_time + total_exec_time) DESC LIMIT 20`)
+		FROM pg_stat_statements GROUP BY 5 ORDER BY sum(total_plan_time + total_exec_time) DESC LIMIT 20`)
 	if err != nil {
 		return err.Error() + "\n"
 	}
 	defer rows.Close()
-	var n, plan, exec float64
+	var n, plans, plan, exec float64
 	var q string
 	for rows.Next() {
-		if rows.Scan(&n, &plan, &exec, &q) == nil {
-			fmt.Fprintf(&b, "  %6.3f/call plan %6.1f exec %6.1f µs  %s\n", n/calls, plan*1000/calls, exec*1000/calls, q)
+		if rows.Scan(&n, &plans, &plan, &exec, &q) == nil {
+			fmt.Fprintf(&b, "  %6.3f/call (%5.3f planned) plan %6.1f exec %6.1f µs  %s\n", n/calls, plans/calls, plan*1000/calls, exec*1000/calls, q)
 		}
 	}
 	return b.String()
