@@ -77,7 +77,7 @@ func hook(ctx context.Context, db *store.DB, kind string, r int) {
 	}
 }
 
-var settle = flag.Bool("settle", false, "with -serve: before each server, VACUUM (ANALYZE) the system catalogs and ANALYZE the tables autovacuum would analyze next, so that autovacuum's backlog from earlier runs (tenant migrations, provisioning: its ANALYZE of pg_class, pg_attribute or pg_statistic took 15-21% of PostgreSQL's CPU in some 6 s windows) does not land in whichever run it happens to fall")
+var settle = flag.Bool("settle", false, "with -serve: before each server, VACUUM (ANALYZE) the system catalogs and ANALYZE the tables autovacuum would analyze next, so that autovacuum's backlog from earlier runs (tenant migrations, provisioning: its ANALYZE of pg_class, pg_attribute or pg_statistic took 15-21% of PostgreSQL's CPU in some 6 s windows) does not land in whichever run it happens to fall; and remove the audit marks (gatehouse.audit_pending) of tenants with nothing left to chain, which an earlier server's chainer would have removed later")
 
 // settleCluster does -settle's work and returns the number of user tables
 // it analyzed.
@@ -97,6 +97,22 @@ func settleCluster(ctx context.Context, db *store.DB) (int, error) {
 	for _, t := range tables {
 		if _, err := db.Pool().Exec(ctx, "ANALYZE "+t); err != nil {
 			return 0, fmt.Errorf("analyzing %s: %w", t, err)
+		}
+	}
+	// The marks an earlier server left (gatehouse.audit_pending) on
+	// tenants with nothing left to chain go, as its chainer would have
+	// removed them ten minutes later: else the server measured next
+	// reads those tenants' logs at every chain pass while they last.
+	rows, _ = db.Pool().Query(ctx, `SELECT p.tenant_id::text, t.schema_name FROM gatehouse.audit_pending p
+		JOIN gatehouse.tenants t ON t.id = p.tenant_id`)
+	marks, err := pgx.CollectRows(rows, pgx.RowToStructByPos[struct{ ID, Schema string }])
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range marks {
+		if _, err := db.Pool().Exec(ctx, `DELETE FROM gatehouse.audit_pending WHERE tenant_id = $1
+			AND NOT EXISTS (SELECT 1 FROM `+pgx.Identifier{m.Schema, "audit_log"}.Sanitize()+` WHERE chain_seq IS NULL)`, m.ID); err != nil {
+			return 0, fmt.Errorf("clearing %s's audit mark: %w", m.Schema, err)
 		}
 	}
 	return len(tables), nil
