@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -99,6 +100,9 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 		}
 		c0 := [3]int64{procsCPU([]int{cmd.Process.Pid}), clusterCPU(), procsCPU([]int{os.Getpid()})}
 		r, err := httpLoad(ctx, url+"/mcp", keys, d, conc)
+		if *drain && err == nil {
+			err = drainIntake(ctx, db)
+		}
 		c1 := [3]int64{procsCPU([]int{cmd.Process.Pid}), clusterCPU(), procsCPU([]int{os.Getpid()})}
 		calls := r * d.Seconds()
 		if *cpuKinds {
@@ -519,5 +523,27 @@ func serveHook(kind string, r, gatehouse int) {
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err == nil {
 		go func() { _ = cmd.Wait() }()
+	}
+}
+
+var drain = flag.Bool("drain", false, "with -serve: after each run, wait until the server has moved every record of the run out of the audit intake (into the tenants' logs, chained) and count the CPU it took towards the run, so that no run's audit work lands in the next")
+
+// drainIntake waits until gatehouse.audit_intake is empty (at most a
+// minute): the records of the run just ended have been moved into their
+// tenants' audit logs, chained.
+func drainIntake(ctx context.Context, db *store.DB) error {
+	until := time.Now().Add(time.Minute)
+	for {
+		var n int64
+		if err := db.Pool().QueryRow(ctx, "SELECT count(*) FROM gatehouse.audit_intake WHERE refused IS NULL").Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		if time.Now().After(until) {
+			return fmt.Errorf("the audit intake still holds %d records a minute after the run", n)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
