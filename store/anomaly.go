@@ -292,8 +292,9 @@ func (db *DB) DetectAnomalies(ctx context.Context, t *tenancy.Tenant, from int64
 	return n, written, nil
 }
 
-// writeAlert writes one alert: the key's suspension if asked, its ALERT
-// record, and its row for admins.
+// writeAlert writes one alert in tx: the key's suspension if asked, its
+// ALERT record (its tenant marked as having unchained records with it),
+// and its row for admins. Two round trips, four with a suspension.
 func writeAlert(ctx context.Context, tx pgx.Tx, db *DB, t *tenancy.Tenant, table string, a *NewAlert) (*StoredAlert, error) {
 	r := a.Record
 	r.Decision, r.Count = Alerted, 1
@@ -312,20 +313,23 @@ func writeAlert(ctx context.Context, tx pgx.Tx, db *DB, t *tenancy.Tenant, table
 	}
 	r.clean()
 	// The record is unchained: its tenant is marked for the chainer's
-	// sweep (audit_pending.go) in the same transaction, so the mark and
-	// the record are committed together. Marking every tenant a pass
-	// read, before its transaction, as every other writer of a log does,
-	// kept the tenants of calls that write nothing into their logs marked
-	// for good (the detector reads every busy tenant about once a
-	// minute), and every chain pass reading their logs for nothing.
-	if _, err := tx.Exec(ctx, markPendingSQL, t.ID); err != nil {
-		return nil, err
-	}
-	err := tx.QueryRow(ctx, `INSERT INTO `+table+` (request_id, decision, tool, subject, email, provider, api_key_id,
+	// sweep (audit_pending.go) in the same transaction, and the same
+	// round trip, so the mark and the record are committed together.
+	// Before, the detector marked every tenant it read, ahead of its
+	// transaction: that kept the tenants of calls that write nothing into
+	// their own logs marked for good (the detector reads every busy tenant
+	// about once a minute), and every chain pass reading their logs for
+	// nothing, a SELECT planned afresh per tenant and pass.
+	b := &pgx.Batch{}
+	b.Queue(markPendingSQL, t.ID)
+	b.Queue(`INSERT INTO `+table+` (request_id, decision, tool, subject, email, provider, api_key_id,
 			client_ip, user_agent, reason, args_digest, count, via)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id, at`,
 		r.RequestID, r.Decision, r.Tool, r.Subject, r.Email, r.Provider, r.APIKeyID,
-		r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Count, r.Via).Scan(&r.ID, &r.At)
+		r.ClientIP, r.UserAgent, r.Reason, r.ArgsDigest, r.Count, r.Via).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&r.ID, &r.At)
+	})
+	err := tx.SendBatch(ctx, b).Close()
 	if err != nil {
 		return nil, err
 	}

@@ -280,10 +280,13 @@ func TestDetectorBesideLockedControlRow(t *testing.T) {
 // an ALERT record into its log, and in the same transaction: a pass that
 // raises nothing leaves the tenant unmarked (so chain passes do not read
 // its log), grouped or alone; a pass whose transaction fails after the
-// record leaves neither the record nor the mark; the ALERT records are
-// then found and chained through their marks.
+// record, grouped (and then alone) or alone, leaves neither the record nor
+// the mark; a stale mark is renewed, not removed by the chain pass after;
+// and the ALERT records are found and chained through their marks. The
+// passes run on a DB handle of their own, which has marked nothing before
+// (marks are remembered per process for a minute).
 func TestDetectorMarksOnlyWithAlerts(t *testing.T) {
-	db, ts := openLanes(t, "detect-mark-", 4)
+	db, ts := openLanes(t, "detect-mark-", 6)
 	ctx := context.Background()
 	writeChained(t, db, func(int) int { return 2 }, ts...)
 	ids := make([]string, len(ts))
@@ -294,6 +297,11 @@ func TestDetectorMarksOnlyWithAlerts(t *testing.T) {
 	if _, err := db.Pool().Exec(ctx, "DELETE FROM gatehouse.audit_pending WHERE tenant_id = ANY($1)", ids); err != nil {
 		t.Fatal(err)
 	}
+	det, err := store.Open(ctx, db.Pool().Config().ConnString(), &store.Options{ControlConns: 2, ControlLanes: 4, ControlConnMaxTenants: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(det.Close)
 	marked := func() map[string]bool {
 		t.Helper()
 		rows, _ := db.Pool().Query(ctx, "SELECT tenant_id::text FROM gatehouse.audit_pending WHERE tenant_id = ANY($1)", ids)
@@ -307,14 +315,15 @@ func TestDetectorMarksOnlyWithAlerts(t *testing.T) {
 		}
 		return m
 	}
-	alerts := func(tenant string) func(store.AnomalyInput) (store.AnomalyOutput, error) {
-		return func(a store.AnomalyInput) (store.AnomalyOutput, error) {
-			if tenant == "" || len(a.Records) == 0 {
-				return store.AnomalyOutput{}, nil
-			}
-			return store.AnomalyOutput{Alerts: []*store.NewAlert{{Record: &store.AuditRecord{Subject: "s-a", Tool: "list_todos"},
-				Kind: "test", Summary: "raised for " + tenant, Evidence: json.RawMessage(`{}`)}}}, nil
+	raise := func(a store.AnomalyInput, why string) (store.AnomalyOutput, error) {
+		if why == "" || len(a.Records) == 0 {
+			return store.AnomalyOutput{}, nil
 		}
+		return store.AnomalyOutput{Alerts: []*store.NewAlert{{Record: &store.AuditRecord{Subject: "s-a", Tool: "list_todos"},
+			Kind: "test", Summary: why, Evidence: json.RawMessage(`{}`)}}}, nil
+	}
+	alerts := func(why string) func(store.AnomalyInput) (store.AnomalyOutput, error) {
+		return func(a store.AnomalyInput) (store.AnomalyOutput, error) { return raise(a, why) }
 	}
 	alertRecords := func(tn *tenancy.Tenant) (all, unchained int) {
 		t.Helper()
@@ -324,47 +333,80 @@ func TestDetectorMarksOnlyWithAlerts(t *testing.T) {
 		}
 		return all, unchained
 	}
+	alertsAway := func(away bool) {
+		t.Helper()
+		q := "ALTER TABLE gatehouse.alerts RENAME TO alerts_away"
+		if !away {
+			q = "ALTER TABLE gatehouse.alerts_away RENAME TO alerts"
+		}
+		if _, err := db.Pool().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
 
-	// Grouped: tenant 1 raises an alert, 0 and 3 nothing.
+	// Grouped, failing after tenant 4's ALERT record (the admins' table
+	// is gone): its group's transaction fails, it fails again alone, and
+	// nothing of it stays, the mark included; tenant 5 beside it raises
+	// nothing and stays unmarked too.
+	alertsAway(true)
+	res := det.DetectAnomaliesTenants(ctx, []store.DetectInput{{Tenant: ts[4]}, {Tenant: ts[5]}}, 100,
+		func(i int, a store.AnomalyInput) (store.AnomalyOutput, error) {
+			return raise(a, map[int]string{0: "failing"}[i])
+		})
+	alertsAway(false)
+	if res[0].Err == nil || res[0].Group != -1 || res[1].Err != nil {
+		t.Fatalf("a grouped pass whose alert cannot be written: %+v", res)
+	}
+	if m := marked(); len(m) != 0 {
+		t.Fatalf("a failed grouped pass left marks: %v", m)
+	}
+	if all, _ := alertRecords(ts[4]); all != 0 {
+		t.Fatalf("a failed grouped pass left %d ALERT records", all)
+	}
+	// Alone, failing the same way.
+	alertsAway(true)
+	if _, _, err := det.DetectAnomalies(ctx, ts[2], 0, 100, nil, alerts("failing")); err == nil {
+		t.Fatal("a pass whose alert cannot be written succeeded")
+	}
+	alertsAway(false)
+	if m := marked(); len(m) != 0 {
+		t.Fatalf("a failed pass left marks: %v", m)
+	}
+	if all, _ := alertRecords(ts[2]); all != 0 {
+		t.Fatalf("a failed pass left %d ALERT records", all)
+	}
+
+	// Grouped: tenants 1 and 3 raise an alert, 0 nothing.
 	in := []store.DetectInput{{Tenant: ts[0]}, {Tenant: ts[1]}, {Tenant: ts[3]}}
-	res := db.DetectAnomaliesTenants(ctx, in, 100, func(i int, a store.AnomalyInput) (store.AnomalyOutput, error) {
-		return alerts(map[int]string{1: ts[1].Key}[i])(a)
+	res = det.DetectAnomaliesTenants(ctx, in, 100, func(i int, a store.AnomalyInput) (store.AnomalyOutput, error) {
+		return raise(a, map[int]string{1: "one", 2: "three"}[i])
 	})
 	for i, r := range res {
 		if r.Err != nil || r.N != 2 || r.Group < 0 {
 			t.Fatalf("grouped pass, %s: %+v", in[i].Tenant.Key, r)
 		}
 	}
-	if m := marked(); len(m) != 1 || !m[ts[1].ID] {
-		t.Fatalf("after a grouped pass raising one alert in %s: marked %v", ts[1].Key, m)
+	if m := marked(); len(m) != 2 || !m[ts[1].ID] || !m[ts[3].ID] {
+		t.Fatalf("after a grouped pass raising alerts in %s and %s: marked %v", ts[1].Key, ts[3].Key, m)
 	}
-
-	// Alone, failing after the ALERT record (the admins' table is gone):
-	// nothing of it stays, the mark included.
-	if _, err := db.Pool().Exec(ctx, "ALTER TABLE gatehouse.alerts RENAME TO alerts_away"); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := db.DetectAnomalies(ctx, ts[2], 0, 100, nil, alerts(ts[2].Key)); err == nil {
-		t.Fatal("a pass whose alert cannot be written succeeded")
-	}
-	if _, err := db.Pool().Exec(ctx, "ALTER TABLE gatehouse.alerts_away RENAME TO alerts"); err != nil {
-		t.Fatal(err)
-	}
-	if m := marked(); m[ts[2].ID] {
-		t.Fatalf("a failed pass left %s marked", ts[2].Key)
-	}
-	if all, _ := alertRecords(ts[2]); all != 0 {
-		t.Fatalf("a failed pass left %d ALERT records", all)
-	}
-	// Alone, raising nothing, then raising one.
-	if n, w, err := db.DetectAnomalies(ctx, ts[0], 0, 100, nil, alerts("")); err != nil || n != 0 || len(w) != 0 {
+	// Alone, raising nothing, then raising one over a stale mark, which
+	// it renews.
+	if n, w, err := det.DetectAnomalies(ctx, ts[0], 0, 100, nil, alerts("")); err != nil || n != 0 || len(w) != 0 {
 		t.Fatalf("a pass with nothing new: %d read, %d alerts, %v", n, len(w), err)
 	}
-	if n, w, err := db.DetectAnomalies(ctx, ts[2], 0, 100, nil, alerts(ts[2].Key)); err != nil || n != 2 || len(w) != 1 {
+	if _, err := db.Pool().Exec(ctx, "INSERT INTO gatehouse.audit_pending (tenant_id, marked_at) VALUES ($1, now() - interval '1 hour')", ts[2].ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, w, err := det.DetectAnomalies(ctx, ts[2], 0, 100, nil, alerts("two")); err != nil || n != 2 || len(w) != 1 {
 		t.Fatalf("a pass raising an alert: %d read, %d alerts, %v", n, len(w), err)
 	}
-	if m := marked(); len(m) != 2 || !m[ts[1].ID] || !m[ts[2].ID] {
-		t.Fatalf("after the single passes: marked %v, want %s and %s", m, ts[1].Key, ts[2].Key)
+	var fresh bool
+	if err := db.Pool().QueryRow(ctx, "SELECT marked_at > now() - interval '1 minute' FROM gatehouse.audit_pending WHERE tenant_id = $1", ts[2].ID).Scan(&fresh); err != nil || !fresh {
+		t.Fatalf("the stale mark of a tenant given an ALERT record: renewed %v, %v", fresh, err)
+	}
+	want := []string{ts[1].ID, ts[2].ID, ts[3].ID}
+	if m := marked(); len(m) != 3 || !m[want[0]] || !m[want[1]] || !m[want[2]] {
+		t.Fatalf("after the single passes: marked %v, want %s, %s and %s", m, ts[1].Key, ts[2].Key, ts[3].Key)
 	}
 
 	// The marks are how a pass after a start finds the ALERT records.
@@ -378,8 +420,10 @@ func TestDetectorMarksOnlyWithAlerts(t *testing.T) {
 			found = append(found, tn.ID)
 		}
 	}
-	if slices.Sort(found); !slices.Equal(found, []string{min(ts[1].ID, ts[2].ID), max(ts[1].ID, ts[2].ID)}) {
-		t.Fatalf("tenants listed as unchained: %v, want %s and %s", found, ts[1].Key, ts[2].Key)
+	slices.Sort(found)
+	slices.Sort(want)
+	if !slices.Equal(found, want) {
+		t.Fatalf("tenants listed as unchained: %v, want %v", found, want)
 	}
 	for _, r := range db.ChainAuditTenants(ctx, ts, testKey, 1000, store.ChainLimits{}) {
 		if r.Err != nil {
@@ -388,9 +432,12 @@ func TestDetectorMarksOnlyWithAlerts(t *testing.T) {
 	}
 	for _, tn := range ts {
 		all, unchained := alertRecords(tn)
-		want := map[bool]int{true: 1}[tn == ts[1] || tn == ts[2]]
-		if all != want || unchained != 0 {
-			t.Fatalf("%s: %d ALERT records, %d unchained; want %d, all chained", tn.Key, all, unchained, want)
+		n := map[bool]int{true: 1}[slices.Contains(want, tn.ID)]
+		if all != n || unchained != 0 {
+			t.Fatalf("%s: %d ALERT records, %d unchained; want %d, all chained", tn.Key, all, unchained, n)
 		}
+	}
+	if m := marked(); len(m) != 3 {
+		t.Fatalf("fresh marks removed by the chain pass: %v left", m)
 	}
 }

@@ -288,7 +288,8 @@ func (db *DB) chainGroup(ctx context.Context, group []*ChainResult, lane int, ke
 	// Which tenants are marked as possibly having unchained records in
 	// their logs, and whose marks are stale (audit_pending.go): an
 	// unmarked tenant has none (every writer of a log marks its tenant
-	// first, and a mark goes only once nothing is left), so its log is
+	// before or with its records, and a mark goes only once nothing is
+	// left), so its log is
 	// not read. Through the intake, most tenants' passes are of the
 	// intake's records alone: their logs' SELECT, one statement per
 	// tenant and pass, planned again wherever it is not prepared, was

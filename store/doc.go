@@ -84,7 +84,10 @@
 // if set, after ControlConnMaxUses uses). Before a tenant transaction, a tenant not
 // marked by this process in the last minute is marked in
 // gatehouse.audit_pending on the control pool (see audit_pending.go), so
-// the audit chainer after a start asks only those tenants.
+// the audit chainer after a start asks only those tenants; the chainer's
+// moves from the audit intake, readers' settles and the anomaly
+// detector's ALERT records mark their tenants in the transaction that
+// writes the records instead.
 //
 // The query tool's sessions are logins of their own (see query.go), bounded
 // per tenant and per process ([Options].TenantQueryConns, QueryConns) and
