@@ -95,32 +95,29 @@ func (db *DB) DetectAnomaliesTenants(ctx context.Context, in []DetectInput, limi
 		fail(err, all...)
 		return res
 	}
-	// (ALERT records are unchained: writeAlert marks their tenant, in
-	// the transaction that writes them.)
-	ready := all
-	ids := make([]string, len(ready))
-	for k, i := range ready {
+	ids := make([]string, len(all))
+	for k, i := range all {
 		ids[k] = in[i].Tenant.ID
 	}
 	lanes := db.ctl.lanes(ids)
-	laneOf := make(map[int]int, len(ready))
-	for k, i := range ready {
+	laneOf := make(map[int]int, len(all))
+	for k, i := range all {
 		laneOf[i] = lanes[k]
 	}
-	slices.SortFunc(ready, func(a, b int) int {
+	slices.SortFunc(all, func(a, b int) int {
 		if c := laneOf[a] - laneOf[b]; c != 0 {
 			return c
 		}
 		return strings.Compare(in[a].Tenant.ID, in[b].Tenant.ID)
 	})
-	for g := 0; len(ready) > 0; g++ {
-		lane := laneOf[ready[0]]
+	for g := 0; len(all) > 0; g++ {
+		lane := laneOf[all[0]]
 		n := 1
-		for n < min(DefaultDetectTenants, len(ready)) && laneOf[ready[n]] == lane {
+		for n < min(DefaultDetectTenants, len(all)) && laneOf[all[n]] == lane {
 			n++
 		}
-		group := ready[:n]
-		ready = ready[n:]
+		group := all[:n]
+		all = all[n:]
 		err := db.detectGroup(ctx, in, res, group, lane, seed, limit, fn)
 		for _, i := range group {
 			res[i].Group = g
