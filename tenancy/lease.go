@@ -196,8 +196,13 @@ const maxLeaseRounds = 32
 // same keys. It returns the store's answer.
 //
 // Each request waiting for the same keys asks for one more: a lease never
-// falls short of the requests already waiting for it.
-func (l *leases) lease(ctx context.Context, now time.Time, keys []string, intervals []time.Duration, bursts, wants []int) (LeaseResult, error) {
+// falls short of the requests already waiting for it. A lease's life
+// (LeaseLife) starts when the store's answer arrives: counted from before
+// the statement, a renewal slower than LeaseLife (a loaded database)
+// added leases already expired, whose requests then found none, renewed
+// in vain and were refused while their requests, already charged, were
+// given back unused (TestSlowLeaseRenewal).
+func (l *leases) lease(ctx context.Context, keys []string, intervals []time.Duration, bursts, wants []int) (LeaseResult, error) {
 	id := strings.Join(keys, "\x00")
 	l.mu.Lock()
 	l.waiting[id]++
@@ -224,6 +229,7 @@ func (l *leases) lease(ctx context.Context, now time.Time, keys []string, interv
 		if len(res.Granted) != len(keys) || len(res.RetryAfter) != len(keys) || len(res.Remaining) != len(keys) {
 			return res, errors.New("rate limit lease: wrong number of results")
 		}
+		now := time.Now()
 		for i, k := range keys {
 			if res.Granted[i] > 0 {
 				l.add(now, k, intervals[i], res.Granted[i], res.Remaining[i])

@@ -82,3 +82,74 @@ func TestLeaseSizes(t *testing.T) {
 		t.Errorf("an occasional call leased %d, want 1", last)
 	}
 }
+
+// budgetStore is a LeaseStore holding one key's burst: it grants what is
+// left, up to what is asked, after delay (a slow database), and takes
+// back what is returned.
+type budgetStore struct {
+	grantAll
+	delay time.Duration
+	left  int
+}
+
+func (b *budgetStore) GCRALease(_ context.Context, keys []string, _ []time.Duration, _, wants []int) (LeaseResult, error) {
+	time.Sleep(b.delay)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := min(wants[0], b.left)
+	b.left -= n
+	return LeaseResult{Granted: []int{n}, RetryAfter: []time.Duration{10 * time.Second}, Remaining: []int{b.left}}, nil
+}
+
+func (b *budgetStore) GCRAReturn(_ context.Context, _ []string, _ []time.Duration, counts []int) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.left += counts[0]
+	return nil
+}
+
+// TestSlowLeaseRenewal: requests released together against a key with a
+// burst of exactly their number are all admitted, however long the
+// store's answer takes (here twice a lease's life, and then a tenth of
+// it): a lease lives LeaseLife from its grant, not from the renewal's
+// start. (Counted from the start, the slow grant arrived expired, the
+// requests renewed in vain against a spent burst and all but the first
+// few were refused: a limit of 30 admitted 3 of 90 calls in CI.)
+func TestSlowLeaseRenewal(t *testing.T) {
+	for _, delay := range []time.Duration{2 * LeaseLife, LeaseLife / 10} {
+		const n = 30
+		store := &budgetStore{delay: delay, left: n}
+		l := NewLimiter(store, Limits{})
+		tn := &Tenant{ID: "t", RateLimit: &Rate{PerMinute: 6, Burst: n}}
+		var mu sync.Mutex
+		got := 0
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				<-start
+				d, err := l.AllowRequest(context.Background(), tn, "s")
+				if err != nil {
+					t.Error(err)
+				}
+				if d.Allowed {
+					mu.Lock()
+					got++
+					mu.Unlock()
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		l.Close()
+		if got != n {
+			t.Errorf("renewals taking %v: %d of %d requests admitted within a burst of %d", delay, got, n, n)
+		}
+		// One more is over the limit: refused.
+		l = NewLimiter(store, Limits{})
+		if d, err := l.AllowRequest(context.Background(), tn, "s"); err != nil || d.Allowed {
+			t.Errorf("renewals taking %v: a request past the burst: %+v, %v; want refused", delay, d, err)
+		}
+		l.Close()
+	}
+}

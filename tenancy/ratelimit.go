@@ -290,7 +290,7 @@ func (l *Limiter) allowLeased(ctx context.Context, all []limited) (Decision, err
 		for j, i := range missing {
 			mk[j], miv[j], mb[j], mw[j] = ls[i].key, ls[i].rate.interval(), ls[i].rate.Burst, l.leases.want(ls[i].key, ls[i].rate)
 		}
-		res, err := l.leases.lease(ctx, now, mk, miv, mb, mw)
+		res, err := l.leases.lease(ctx, mk, miv, mb, mw)
 		if err != nil {
 			return Decision{Allowed: true, Remaining: -1}, fmt.Errorf("rate limit: %w", err)
 		}
