@@ -170,3 +170,49 @@ func TestAuditVerifyWaitsForALockedAuditLog(t *testing.T) {
 		t.Fatalf("verify beside a lock: exit %d\nstdout: %s\nstderr: %s\nwant one waiting line, then intact", code, out, stderr)
 	}
 }
+
+// TestAuditVerifyReportsRefusedRecords: records the tenant's audit log
+// refused in both their forms, kept out of the chain in the audit intake,
+// make verify exit 1 (INCOMPLETE, "complete": false) although the chain is
+// intact, since operators alert on the exit status; after the documented
+// repair (refused set back to NULL) verify moves and chains them and
+// exits 0.
+func TestAuditVerifyReportsRefusedRecords(t *testing.T) {
+	environ, db, tn := auditFixture(t, 2)
+	ctx := context.Background()
+	seq := pgx.Identifier{tn.Schema, "audit_log_id_seq"}.Sanitize()
+	for i := range 2 {
+		if _, err := db.Pool().Exec(ctx, `INSERT INTO gatehouse.audit_intake (tenant_id, id, request_id, decision, tool, subject, email,
+			provider, api_key_id, client_ip, user_agent, reason, args_digest, via, count, refused)
+			VALUES ($1, nextval($2::regclass), $3, 'ALLOWED', 'list_todos', 'github:1', '', '', '', '', '', '', '', 'http', 1, 'no_boom')`,
+			tn.ID, seq, fmt.Sprint("refused-", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, stderr := gh(t, environ, "audit", "verify", "--tenant", "acme.com")
+	if code != 1 || !strings.Contains(out, "intact (2 records verified)") || !strings.Contains(out, "INCOMPLETE: 2 audit records of acme.com were refused") {
+		t.Errorf("verify with refused records: exit %d\nstdout: %s\nstderr: %s\nwant exit 1, the chain intact and INCOMPLETE", code, out, stderr)
+	}
+	code, out, _ = gh(t, environ, "audit", "verify", "--tenant", "acme.com", "--json")
+	if code != 1 || !strings.Contains(out, `"ok": true`) || !strings.Contains(out, `"complete": false`) || !strings.Contains(out, `"refused": 2`) {
+		t.Errorf("verify --json with refused records: exit %d, %s", code, out)
+	}
+	// A broken chain as well: both said, exit 1.
+	if _, err := db.Pool().Exec(ctx, "UPDATE "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()+" SET tool = 'other' WHERE chain_seq = 1"); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ = gh(t, environ, "audit", "verify", "--tenant", "acme.com"); code != 1 || !strings.Contains(out, "TAMPERED") || !strings.Contains(out, "INCOMPLETE") {
+		t.Errorf("verify with a broken chain and refused records: exit %d, %s", code, out)
+	}
+	if _, err := db.Pool().Exec(ctx, "UPDATE "+pgx.Identifier{tn.Schema, "audit_log"}.Sanitize()+" SET tool = 'add_todo' WHERE chain_seq = 1"); err != nil {
+		t.Fatal(err)
+	}
+	// The repair docs/operations.md gives, once the log takes them.
+	if _, err := db.Pool().Exec(ctx, "UPDATE gatehouse.audit_intake SET refused = NULL WHERE tenant_id = $1", tn.ID); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = gh(t, environ, "audit", "verify", "--tenant", "acme.com", "--json")
+	if code != 0 || !strings.Contains(out, `"complete": true`) || !strings.Contains(out, `"verified": 4`) || !strings.Contains(out, `"refused": 0`) {
+		t.Errorf("verify after the repair: exit %d, %s", code, out)
+	}
+}
