@@ -156,3 +156,43 @@ func TestAuditRecordInTheIntake(t *testing.T) {
 		t.Errorf("%s records left in the intake after the page", n)
 	}
 }
+
+// TestAuditPageSaysIncomplete: records the tenant's audit log refused,
+// kept out of the chain in the audit intake, make the audit page say the
+// chain is incomplete after Verify now (as `gatehouse audit verify` exits
+// 1), and no longer once they are moved back.
+func TestAuditPageSaysIncomplete(t *testing.T) {
+	s := newSite(t, siteOpts{})
+	b := s.signedIn("ada-1", "ada@acme.example")
+	ctx := context.Background()
+	tn, err := s.db.FindTenantByKey(ctx, "acme.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.Pool().Exec(ctx, `INSERT INTO gatehouse.audit_intake (tenant_id, id, request_id, decision, tool, subject, email,
+		provider, api_key_id, client_ip, user_agent, reason, args_digest, via, count, refused)
+		VALUES ($1, nextval($2::regclass), 'r-refused', 'ALLOWED', 'list_todos', 'corp:ada-1', '', '', '', '', '', '', '', 'mcp', 1, 'no_boom')`,
+		tn.ID, pgx.Identifier{tn.Schema, "audit_log_id_seq"}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	verify := func() string {
+		t.Helper()
+		p := b.post("/console/admin/audit/verify", b.get("/console/admin/audit").form(t, "/console/admin/audit/verify"))
+		if p.status != http.StatusOK || !strings.Contains(p.body, "Verified:") {
+			t.Fatalf("Verify now: %d\n%s", p.status, p.body)
+		}
+		return p.body
+	}
+	if body := verify(); !strings.Contains(body, `id="chain-refused"`) || !strings.Contains(body, "Incomplete: 1 records were refused") {
+		t.Errorf("with a refused record, the audit page does not say the chain is incomplete:\n%s", body)
+	}
+	if _, err := s.db.Pool().Exec(ctx, "UPDATE gatehouse.audit_intake SET refused = NULL WHERE tenant_id = $1", tn.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.SettleAudit(ctx, tn); err != nil {
+		t.Fatal(err)
+	}
+	if body := verify(); strings.Contains(body, "chain-refused") {
+		t.Errorf("after the repair, the audit page still says incomplete:\n%s", body)
+	}
+}

@@ -48,6 +48,10 @@ type AuditCheckpoint struct {
 	Verified  int64  // chained records whose links checked out
 	BrokenSeq int64  // chain position of the first bad record; 0 when intact
 	Problem   string // what was wrong; "" when intact
+	// Refused is how many of the tenant's records its audit log had
+	// refused, kept out of the chain in the audit intake
+	// (AuditReport.Refused): the chain is intact but incomplete.
+	Refused   int
 	CheckedAt time.Time
 }
 
@@ -57,10 +61,10 @@ func (db *DB) SaveAuditCheckpoint(ctx context.Context, t *tenancy.Tenant, r *Aud
 	if !r.OK() {
 		broken = &r.Seq
 	}
-	_, err := db.pool.Exec(ctx, `INSERT INTO gatehouse.audit_checkpoints (tenant_id, verified, broken_seq, problem, checked_at)
-		VALUES ($1, $2, $3, $4, now())
+	_, err := db.pool.Exec(ctx, `INSERT INTO gatehouse.audit_checkpoints (tenant_id, verified, broken_seq, problem, refused, checked_at)
+		VALUES ($1, $2, $3, $4, $5, now())
 		ON CONFLICT (tenant_id) DO UPDATE SET verified = excluded.verified, broken_seq = excluded.broken_seq,
-			problem = excluded.problem, checked_at = excluded.checked_at`, t.ID, r.Verified, broken, r.Problem)
+			problem = excluded.problem, refused = excluded.refused, checked_at = excluded.checked_at`, t.ID, r.Verified, broken, r.Problem, r.Refused)
 	return err
 }
 
@@ -69,8 +73,8 @@ func (db *DB) SaveAuditCheckpoint(ctx context.Context, t *tenancy.Tenant, r *Aud
 func (db *DB) FindAuditCheckpoint(ctx context.Context, t *tenancy.Tenant) (*AuditCheckpoint, error) {
 	var c AuditCheckpoint
 	var broken *int64
-	err := db.pool.QueryRow(ctx, "SELECT verified, broken_seq, problem, checked_at FROM gatehouse.audit_checkpoints WHERE tenant_id = $1", t.ID).
-		Scan(&c.Verified, &broken, &c.Problem, &c.CheckedAt)
+	err := db.pool.QueryRow(ctx, "SELECT verified, broken_seq, problem, refused, checked_at FROM gatehouse.audit_checkpoints WHERE tenant_id = $1", t.ID).
+		Scan(&c.Verified, &broken, &c.Problem, &c.Refused, &c.CheckedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
