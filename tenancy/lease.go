@@ -39,6 +39,11 @@ const (
 	// is given back, so a key over its limit is refused everywhere within
 	// this time, and a replica never sits on allowance others need.
 	LeaseLife = 100 * time.Millisecond
+	// IdleLeaseLife is the life of a small lease granted while its key
+	// had at least half its burst left (see idleLeaseMax): long enough
+	// that a key called every few seconds (a tenant among thousands)
+	// takes most calls from its lease instead of renewing one per call.
+	IdleLeaseLife = 10 * time.Second
 	// leaseReturnEvery is how often expired leases are given back, all
 	// keys in one statement.
 	leaseReturnEvery = 50 * time.Millisecond
@@ -52,6 +57,8 @@ type lease struct {
 	used     int // requests taken since the last grant
 	left     int // what the store said the key admitted after the last grant
 	interval time.Duration
+	granted  time.Time // when the last grant's answer came
+	idle     bool      // the last grant lives IdleLeaseLife
 	expires  time.Time
 }
 
@@ -61,18 +68,45 @@ func leaseSize(r Rate) int {
 	return max(1, min(k, r.Burst/4))
 }
 
-// want is how many requests to lease for key: twice what its last lease
-// served (a key in use grows its leases 1, 2, 4, … up to leaseSize, so a
-// busy key costs one statement per many requests while an occasional one
-// charges no more than it uses), at least 1.
-func (l *leases) want(key string, r Rate) int {
+// idleLeaseMax is the most requests of r a lease living IdleLeaseLife
+// holds: a sixteenth of the burst, at least 1 and at most leaseSize. It
+// bounds what one replica can sit on for that long (under-admission):
+// with the default limits 6 of a principal's burst of 100 and 12 of a
+// tenant's 200.
+func idleLeaseMax(r Rate) int {
+	return max(1, min(r.Burst/16, leaseSize(r)))
+}
+
+// leaseLifeFor is the life of a lease holding n requests of a key limited
+// by r that the store says still admits left more, and whether it is the
+// long one: IdleLeaseLife for a small lease (at most idleLeaseMax) while
+// at least half the burst is left, so that no replica holds allowance for
+// long when the key nears its limit; LeaseLife otherwise.
+func leaseLifeFor(n, left int, r Rate) (time.Duration, bool) {
+	if n <= idleLeaseMax(r) && left >= (r.Burst+1)/2 {
+		return IdleLeaseLife, true
+	}
+	return LeaseLife, false
+}
+
+// want is how many requests to lease for key at now: twice what its last
+// lease served (a key in use grows its leases 1, 2, 4, … up to leaseSize,
+// so a busy key costs one statement per many requests while an occasional
+// one charges no more than it uses), at least 1. A key whose last lease was
+// a long one (IdleLeaseLife) granted longer than LeaseLife ago is an
+// occasional key, not a busy one: its leases grow only up to idleLeaseMax,
+// so that they stay long and its calls keep taking from them.
+func (l *leases) want(now time.Time, key string, r Rate) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	used := 0
+	used, most := 0, leaseSize(r)
 	if x := l.m[key]; x != nil {
 		used = x.used
+		if x.idle && now.Sub(x.granted) > LeaseLife {
+			most = idleLeaseMax(r)
+		}
 	}
-	return max(1, min(2*used, leaseSize(r)))
+	return max(1, min(2*used, most))
 }
 
 type leases struct {
@@ -120,19 +154,22 @@ func (l *leases) take(now time.Time, keys []string) (missing []int, remaining in
 	return nil, remaining
 }
 
-// add puts n granted requests into key's lease, renewing its life and
-// its estimate of what the store has left.
-func (l *leases) add(now time.Time, key string, interval time.Duration, n, left int) {
+// add puts n granted requests into the lease of key (limited by r),
+// renewing its life (leaseLifeFor) and its estimate of what the store has
+// left.
+func (l *leases) add(now time.Time, key string, r Rate, n, left int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	x := l.m[key]
 	if x == nil {
-		x = &lease{interval: interval}
+		x = &lease{interval: r.interval()}
 		l.m[key] = x
 	}
 	x.tokens += n
 	x.used = 0
-	x.expires, x.left = now.Add(LeaseLife), left
+	life, idle := leaseLifeFor(x.tokens, left, r)
+	x.granted, x.idle = now, idle
+	x.expires, x.left = now.Add(life), left
 }
 
 // run gives back expired leases every leaseReturnEvery, until stopped;
@@ -202,7 +239,11 @@ const maxLeaseRounds = 32
 // added leases already expired, whose requests then found none, renewed
 // in vain and were refused while their requests, already charged, were
 // given back unused (TestSlowLeaseRenewal).
-func (l *leases) lease(ctx context.Context, keys []string, intervals []time.Duration, bursts, wants []int) (LeaseResult, error) {
+func (l *leases) lease(ctx context.Context, keys []string, rates []Rate, wants []int) (LeaseResult, error) {
+	intervals, bursts := make([]time.Duration, len(rates)), make([]int, len(rates))
+	for i, r := range rates {
+		intervals[i], bursts[i] = r.interval(), r.Burst
+	}
 	id := strings.Join(keys, "\x00")
 	l.mu.Lock()
 	l.waiting[id]++
@@ -232,7 +273,7 @@ func (l *leases) lease(ctx context.Context, keys []string, intervals []time.Dura
 		now := time.Now()
 		for i, k := range keys {
 			if res.Granted[i] > 0 {
-				l.add(now, k, intervals[i], res.Granted[i], res.Remaining[i])
+				l.add(now, k, rates[i], res.Granted[i], res.Remaining[i])
 			}
 		}
 		return res, nil

@@ -2,6 +2,7 @@ package tenancy
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -152,4 +153,113 @@ func TestSlowLeaseRenewal(t *testing.T) {
 		}
 		l.Close()
 	}
+}
+
+// countingStore is grantAll that also counts its lease statements and
+// answers a fixed Remaining.
+type countingStore struct {
+	grantAll
+	left       int
+	statements int
+}
+
+func (c *countingStore) GCRALease(ctx context.Context, keys []string, ivs []time.Duration, bursts, wants []int) (LeaseResult, error) {
+	r, err := c.grantAll.GCRALease(ctx, keys, ivs, bursts, wants)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.statements++
+	for i := range r.Remaining {
+		r.Remaining[i] = c.left
+	}
+	return r, err
+}
+
+// TestIdleLeases: a key called now and then (each call longer than
+// LeaseLife after the last) while it has at least half its burst left
+// takes most calls from long leases (IdleLeaseLife), grown 1, 2, 4 up to
+// idleLeaseMax and no further; the same calls of a key with less than half
+// its burst left renew a short lease every time, as before.
+func TestIdleLeases(t *testing.T) {
+	rate := Rate{PerMinute: 600, Burst: 100} // the default principal limit
+	if got := idleLeaseMax(rate); got != 6 {
+		t.Fatalf("idleLeaseMax(%v) = %d, want 6", rate, got)
+	}
+	for _, c := range []struct {
+		name       string
+		left       int
+		statements int // for calls
+		wants      []int
+	}{
+		{"plenty left", 1000, 5, []int{1, 2, 4, 6, 6}},
+		{"half the burst left", 50, 5, []int{1, 2, 4, 6, 6}},
+		{"under half left", 49, 19, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const calls = 19 // 1 + 2 + 4 + 6 + 6
+			store := &countingStore{left: c.left}
+			l := NewLimiter(store, Limits{Principal: rate})
+			defer l.Close()
+			tn := &Tenant{ID: "t", RateLimit: &Rate{}} // one key: the principal's
+			for range calls {
+				if d, err := l.AllowRequest(context.Background(), tn, "s"); err != nil || !d.Allowed {
+					t.Fatal(d, err)
+				}
+				time.Sleep(LeaseLife + 20*time.Millisecond)
+			}
+			store.mu.Lock()
+			defer store.mu.Unlock()
+			if store.statements != c.statements {
+				t.Errorf("%d calls spaced %v renewed a lease %d times, want %d (leases asked for %v)", calls, LeaseLife+20*time.Millisecond, store.statements, c.statements, store.wants)
+			}
+			if c.wants != nil && !slices.Equal(store.wants, c.wants) {
+				t.Errorf("leases asked for %v, want %v", store.wants, c.wants)
+			}
+		})
+	}
+}
+
+// TestIdleLeaseBound: what a long lease lets a replica admit after another
+// replica spent the key's whole allowance is at most idleLeaseMax, and
+// nothing beyond what was charged: two limiters (replicas) share one
+// key's burst of 32; one holds a long lease from an occasional call, the
+// other spends the rest; the first then admits at most its lease.
+func TestIdleLeaseBound(t *testing.T) {
+	const burst = 32
+	rate := Rate{PerMinute: 0.6, Burst: burst} // nothing earned back during the test
+	store := &budgetStore{left: burst}
+	a, b := NewLimiter(store, Limits{}), NewLimiter(store, Limits{})
+	defer a.Close()
+	defer b.Close()
+	tn := &Tenant{ID: "t", RateLimit: &rate}
+	allowed := func(l *Limiter) bool {
+		d, err := l.AllowRequest(context.Background(), tn, "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Allowed
+	}
+	// a: four calls far apart, leasing 1, 2 and 2 (long leases, at most
+	// idleLeaseMax) and holding one.
+	const prelude = 4
+	for range prelude {
+		if !allowed(a) {
+			t.Fatal("a refused within its burst")
+		}
+		time.Sleep(LeaseLife + 20*time.Millisecond)
+	}
+	byB := 0
+	for allowed(b) {
+		byB++
+	}
+	byA := 0
+	for allowed(a) {
+		byA++
+	}
+	if byA > idleLeaseMax(rate) {
+		t.Errorf("after b spent the allowance, a admitted %d more, beyond idleLeaseMax %d", byA, idleLeaseMax(rate))
+	}
+	if total := prelude + byB + byA; total > burst {
+		t.Errorf("admitted %d in all, more than the burst of %d", total, burst)
+	}
+	t.Logf("a: %d + %d, b: %d (burst %d, idleLeaseMax %d)", prelude, byA, byB, burst, idleLeaseMax(rate))
 }

@@ -286,11 +286,11 @@ func (l *Limiter) allowLeased(ctx context.Context, all []limited) (Decision, err
 			return Decision{Allowed: true, Remaining: remaining, Limit: ls[tightest].rate, Scope: ls[tightest].scope}, nil
 		}
 		n := len(missing)
-		mk, miv, mb, mw := make([]string, n), make([]time.Duration, n), make([]int, n), make([]int, n)
+		mk, mr, mw := make([]string, n), make([]Rate, n), make([]int, n)
 		for j, i := range missing {
-			mk[j], miv[j], mb[j], mw[j] = ls[i].key, ls[i].rate.interval(), ls[i].rate.Burst, l.leases.want(ls[i].key, ls[i].rate)
+			mk[j], mr[j], mw[j] = ls[i].key, ls[i].rate, l.leases.want(now, ls[i].key, ls[i].rate)
 		}
-		res, err := l.leases.lease(ctx, mk, miv, mb, mw)
+		res, err := l.leases.lease(ctx, mk, mr, mw)
 		if err != nil {
 			return Decision{Allowed: true, Remaining: -1}, fmt.Errorf("rate limit: %w", err)
 		}
