@@ -50,6 +50,10 @@ const (
 	// leaseForget is how long after its lease expired a key's use is
 	// remembered for sizing its next lease.
 	leaseForget = time.Second
+	// idleLeaseForget is leaseForget for a key whose last lease was a
+	// long one: a key called now and then, with pauses, takes up its
+	// leases' size where it left it rather than from 1.
+	idleLeaseForget = time.Minute
 )
 
 type lease struct {
@@ -203,7 +207,11 @@ func (l *leases) giveBack(now time.Time) {
 			}
 			x.tokens = 0
 			// Its use sizes the key's next lease for a while.
-			if now.IsZero() || now.Sub(x.expires) > leaseForget {
+			forget := leaseForget
+			if x.idle {
+				forget = idleLeaseForget
+			}
+			if now.IsZero() || now.Sub(x.expires) > forget {
 				delete(l.m, k)
 			}
 		}

@@ -263,3 +263,37 @@ func TestIdleLeaseBound(t *testing.T) {
 	}
 	t.Logf("a: %d + %d, b: %d (burst %d, idleLeaseMax %d)", prelude, byA, byB, burst, idleLeaseMax(rate))
 }
+
+// TestIdleLeaseRemembered: after a pause longer than its long lease, a key
+// that took its calls from long leases starts again at the size its last
+// lease served (up to idleLeaseMax), not at 1, for idleLeaseForget; then
+// it is forgotten. A busy key's short lease is forgotten after
+// leaseForget, as before.
+func TestIdleLeaseRemembered(t *testing.T) {
+	rate := Rate{PerMinute: 600, Burst: 100}
+	l := &leases{m: map[string]*lease{}, store: &grantAll{}}
+	t0 := time.Now()
+	l.add(t0, "idle", rate, 6, 1000) // long: 6 ≤ idleLeaseMax, plenty left
+	l.add(t0, "busy", rate, 12, 1000)
+	if !l.m["idle"].idle || l.m["busy"].idle {
+		t.Fatalf("idle lease long: %v, busy lease long: %v", l.m["idle"].idle, l.m["busy"].idle)
+	}
+	for range 6 {
+		l.take(t0.Add(time.Second), []string{"idle"})
+	}
+	for range 12 {
+		l.take(t0.Add(time.Millisecond), []string{"busy"})
+	}
+	after := t0.Add(IdleLeaseLife + 30*time.Second) // past both lives and leaseForget
+	l.giveBack(after)
+	if got := l.want(after, "idle", rate); got != idleLeaseMax(rate) {
+		t.Errorf("after a pause, the idle key leases %d, want %d", got, idleLeaseMax(rate))
+	}
+	if got := l.want(after, "busy", rate); got != 1 {
+		t.Errorf("after a pause, the busy key leases %d, want 1", got)
+	}
+	l.giveBack(t0.Add(IdleLeaseLife + idleLeaseForget + time.Second))
+	if got := l.want(after, "idle", rate); got != 1 {
+		t.Errorf("after idleLeaseForget, the idle key leases %d, want 1", got)
+	}
+}
