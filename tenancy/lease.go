@@ -47,6 +47,11 @@ const (
 	// leaseReturnEvery is how often expired leases are given back, all
 	// keys in one statement.
 	leaseReturnEvery = 50 * time.Millisecond
+	// leaseSweepEvery is how often every key remembered is looked at: the
+	// long leases' returns (up to this late) and forgetting. Between
+	// sweeps only the short leases are (leases.short): the keys of the
+	// last minute can be many more.
+	leaseSweepEvery = time.Second
 	// leaseForget is how long after its lease expired a key's use is
 	// remembered for sizing its next lease.
 	leaseForget = time.Second
@@ -120,13 +125,15 @@ type leases struct {
 	renew   singleflight.Group
 	mu      sync.Mutex
 	m       map[string]*lease
-	waiting map[string]int // requests waiting for a renewal, by key set
+	short   map[string]*lease // the keys of m whose lease lives LeaseLife, until it is given back
+	waiting map[string]int    // requests waiting for a renewal, by key set
 	stop    chan struct{}
 	done    chan struct{}
 }
 
 func newLeases(s LeaseStore) *leases {
-	l := &leases{store: s, m: map[string]*lease{}, waiting: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
+	l := &leases{store: s, m: map[string]*lease{}, short: map[string]*lease{}, waiting: map[string]int{},
+		stop: make(chan struct{}), done: make(chan struct{})}
 	go l.run()
 	return l
 }
@@ -174,44 +181,62 @@ func (l *leases) add(now time.Time, key string, r Rate, n, left int) {
 	life, idle := leaseLifeFor(x.tokens, left, r)
 	x.granted, x.idle = now, idle
 	x.expires, x.left = now.Add(life), left
+	if idle {
+		delete(l.short, key)
+	} else {
+		l.short[key] = x
+	}
 }
 
-// run gives back expired leases every leaseReturnEvery, until stopped;
-// then it gives back every lease.
+// run gives back expired short leases every leaseReturnEvery and looks at
+// every key every leaseSweepEvery, until stopped; then it gives back every
+// lease.
 func (l *leases) run() {
 	defer close(l.done)
 	t := time.NewTicker(leaseReturnEvery)
 	defer t.Stop()
+	var swept time.Time
 	for {
 		select {
 		case <-l.stop:
-			l.giveBack(time.Time{})
+			l.giveBack(time.Time{}, true)
 			return
 		case now := <-t.C:
-			l.giveBack(now)
+			sweep := now.Sub(swept) >= leaseSweepEvery
+			if sweep {
+				swept = now
+			}
+			l.giveBack(now, sweep)
 		}
 	}
 }
 
-// giveBack returns the unused requests of leases expired at now (of all
-// leases when now is zero), in one statement.
-func (l *leases) giveBack(now time.Time) {
+// giveBack returns the unused requests of the leases expired at now, in one
+// statement: of the short leases only (leases.short), or with sweep of
+// every key's, forgetting the keys unused for long enough (leaseForget,
+// idleLeaseForget); of every lease when now is zero.
+func (l *leases) giveBack(now time.Time, sweep bool) {
 	var keys []string
 	var ivs []time.Duration
 	var counts []int
 	l.mu.Lock()
-	for k, x := range l.m {
+	set := l.short
+	if sweep || now.IsZero() {
+		set = l.m
+	}
+	for k, x := range set {
 		if now.IsZero() || !now.Before(x.expires) {
 			if x.tokens > 0 {
 				keys, ivs, counts = append(keys, k), append(ivs, x.interval), append(counts, x.tokens)
 			}
 			x.tokens = 0
+			delete(l.short, k)
 			// Its use sizes the key's next lease for a while.
 			forget := leaseForget
 			if x.idle {
 				forget = idleLeaseForget
 			}
-			if now.IsZero() || now.Sub(x.expires) > forget {
+			if (sweep || now.IsZero()) && (now.IsZero() || now.Sub(x.expires) > forget) {
 				delete(l.m, k)
 			}
 		}

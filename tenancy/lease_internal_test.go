@@ -8,10 +8,12 @@ import (
 	"time"
 )
 
-// grantAll is a LeaseStore that grants whatever is asked and records it.
+// grantAll is a LeaseStore that grants whatever is asked and records it,
+// answering that the key still admits left more (1,000 when 0).
 type grantAll struct {
 	mu    sync.Mutex
 	wants []int
+	left  int
 }
 
 func (g *grantAll) GCRA(context.Context, []string, []time.Duration, []int) (GCRAResult, error) {
@@ -22,9 +24,13 @@ func (g *grantAll) GCRALease(_ context.Context, keys []string, _ []time.Duration
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.wants = append(g.wants, wants[0])
+	left := g.left
+	if left == 0 {
+		left = 1000
+	}
 	r := LeaseResult{}
 	for range keys {
-		r.Granted, r.RetryAfter, r.Remaining = append(r.Granted, wants[0]), append(r.RetryAfter, 0), append(r.Remaining, 1000)
+		r.Granted, r.RetryAfter, r.Remaining = append(r.Granted, wants[0]), append(r.RetryAfter, 0), append(r.Remaining, left)
 	}
 	return r, nil
 }
@@ -50,7 +56,9 @@ func TestLeaseSizes(t *testing.T) {
 		}
 	}
 
-	store := &grantAll{}
+	// Under half the burst left: short leases only (a long one could be
+	// taken for an occasional key's if the machine stalled a call).
+	store := &grantAll{left: 40}
 	l := NewLimiter(store, Limits{Principal: Rate{PerMinute: 600, Burst: 100}})
 	defer l.Close()
 	tn := &Tenant{ID: "t", RateLimit: &Rate{}} // no tenant limit: one key
@@ -78,9 +86,25 @@ func TestLeaseSizes(t *testing.T) {
 		t.Fatal(err)
 	}
 	store.mu.Lock()
-	defer store.mu.Unlock()
 	if last := store.wants[len(store.wants)-1]; last != 1 {
 		t.Errorf("an occasional call leased %d, want 1", last)
+	}
+	store.mu.Unlock()
+
+	// With plenty left its first leases are long ones, yet a busy key's
+	// leases still grow to leaseSize, past idleLeaseMax.
+	plenty := &grantAll{}
+	lp := NewLimiter(plenty, Limits{Principal: Rate{PerMinute: 600, Burst: 100}})
+	defer lp.Close()
+	for range 60 {
+		if d, err := lp.AllowRequest(context.Background(), tn, "s"); err != nil || !d.Allowed {
+			t.Fatal(d, err)
+		}
+	}
+	plenty.mu.Lock()
+	defer plenty.mu.Unlock()
+	if most := slices.Max(plenty.wants); most != 12 {
+		t.Errorf("a busy key with plenty left leased at most %d (%v), want 12", most, plenty.wants)
 	}
 }
 
@@ -155,11 +179,9 @@ func TestSlowLeaseRenewal(t *testing.T) {
 	}
 }
 
-// countingStore is grantAll that also counts its lease statements and
-// answers a fixed Remaining.
+// countingStore is grantAll that also counts its lease statements.
 type countingStore struct {
 	grantAll
-	left       int
 	statements int
 }
 
@@ -168,9 +190,6 @@ func (c *countingStore) GCRALease(ctx context.Context, keys []string, ivs []time
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.statements++
-	for i := range r.Remaining {
-		r.Remaining[i] = c.left
-	}
 	return r, err
 }
 
@@ -196,7 +215,7 @@ func TestIdleLeases(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			const calls = 19 // 1 + 2 + 4 + 6 + 6
-			store := &countingStore{left: c.left}
+			store := &countingStore{grantAll: grantAll{left: c.left}}
 			l := NewLimiter(store, Limits{Principal: rate})
 			defer l.Close()
 			tn := &Tenant{ID: "t", RateLimit: &Rate{}} // one key: the principal's
@@ -271,7 +290,7 @@ func TestIdleLeaseBound(t *testing.T) {
 // leaseForget, as before.
 func TestIdleLeaseRemembered(t *testing.T) {
 	rate := Rate{PerMinute: 600, Burst: 100}
-	l := &leases{m: map[string]*lease{}, store: &grantAll{}}
+	l := &leases{m: map[string]*lease{}, short: map[string]*lease{}, store: &grantAll{}}
 	t0 := time.Now()
 	l.add(t0, "idle", rate, 6, 1000) // long: 6 ≤ idleLeaseMax, plenty left
 	l.add(t0, "busy", rate, 12, 1000)
@@ -285,15 +304,46 @@ func TestIdleLeaseRemembered(t *testing.T) {
 		l.take(t0.Add(time.Millisecond), []string{"busy"})
 	}
 	after := t0.Add(IdleLeaseLife + 30*time.Second) // past both lives and leaseForget
-	l.giveBack(after)
+	l.giveBack(after, true)
 	if got := l.want(after, "idle", rate); got != idleLeaseMax(rate) {
 		t.Errorf("after a pause, the idle key leases %d, want %d", got, idleLeaseMax(rate))
 	}
 	if got := l.want(after, "busy", rate); got != 1 {
 		t.Errorf("after a pause, the busy key leases %d, want 1", got)
 	}
-	l.giveBack(t0.Add(IdleLeaseLife + idleLeaseForget + time.Second))
+	l.giveBack(t0.Add(IdleLeaseLife+idleLeaseForget+time.Second), true)
 	if got := l.want(after, "idle", rate); got != 1 {
 		t.Errorf("after idleLeaseForget, the idle key leases %d, want 1", got)
+	}
+}
+
+// TestLeaseReturns: between sweeps only the short leases are looked at and
+// given back once expired; a long lease is given back by the first sweep
+// after it expired, its key kept for sizing, and a short lease's key unused
+// for longer than leaseForget is forgotten.
+func TestLeaseReturns(t *testing.T) {
+	rate := Rate{PerMinute: 600, Burst: 100}
+	l := &leases{m: map[string]*lease{}, short: map[string]*lease{}, store: &grantAll{}}
+	t0 := time.Now()
+	l.add(t0, "short", rate, 12, 1000)
+	l.add(t0, "long", rate, 3, 1000)
+	if len(l.short) != 1 || l.short["short"] == nil {
+		t.Fatalf("short leases: %v", l.short)
+	}
+	l.giveBack(t0.Add(LeaseLife), false)
+	if l.m["short"].tokens != 0 || len(l.short) != 0 || l.m["long"].tokens != 3 {
+		t.Errorf("after LeaseLife: short lease %d left, %d short leases, long lease %d left; want 0, 0, 3", l.m["short"].tokens, len(l.short), l.m["long"].tokens)
+	}
+	end := t0.Add(IdleLeaseLife)
+	l.giveBack(end, false)
+	if l.m["long"].tokens != 3 {
+		t.Errorf("the long lease was given back between sweeps")
+	}
+	l.giveBack(end, true)
+	if x := l.m["long"]; x == nil || x.tokens != 0 {
+		t.Errorf("the long lease after the sweep: %+v, want kept with no tokens", x)
+	}
+	if l.m["short"] != nil {
+		t.Error("the sweep kept a short lease's key unused for longer than leaseForget")
 	}
 }
