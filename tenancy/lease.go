@@ -53,7 +53,8 @@ const (
 	// last minute can be many more.
 	leaseSweepEvery = time.Second
 	// leaseForget is how long after its lease expired a key's use is
-	// remembered for sizing its next lease.
+	// remembered for sizing its next lease (at least; the first sweep
+	// after that forgets it).
 	leaseForget = time.Second
 	// idleLeaseForget is leaseForget for a key whose last lease was a
 	// long one: a key called now and then, with pauses, takes up its

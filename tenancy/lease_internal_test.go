@@ -80,8 +80,10 @@ func TestLeaseSizes(t *testing.T) {
 		}
 	}
 
-	// Idle past its lease and leaseForget: the next call leases one again.
-	time.Sleep(LeaseLife + leaseForget + 3*leaseReturnEvery)
+	// Idle past its lease and leaseForget, and the sweep after that
+	// (keys are forgotten only by the sweeps, leaseSweepEvery apart): the
+	// next call leases one again.
+	time.Sleep(LeaseLife + leaseForget + leaseSweepEvery + 3*leaseReturnEvery)
 	if _, err := l.AllowRequest(context.Background(), tn, "s"); err != nil {
 		t.Fatal(err)
 	}
