@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/gatehouse-mcp/gatehouse/store"
+	"github.com/gatehouse-mcp/gatehouse/store/storetest"
 )
 
 var secretOnPage = regexp.MustCompile(`<pre id="secret">([^<]+)</pre>`)
@@ -169,12 +170,7 @@ func TestAuditPageSaysIncomplete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.db.Pool().Exec(ctx, `INSERT INTO gatehouse.audit_intake (tenant_id, id, request_id, decision, tool, subject, email,
-		provider, api_key_id, client_ip, user_agent, reason, args_digest, via, count, refused)
-		VALUES ($1, nextval($2::regclass), 'r-refused', 'ALLOWED', 'list_todos', 'corp:ada-1', '', '', '', '', '', '', '', 'mcp', 1, 'no_boom')`,
-		tn.ID, pgx.Identifier{tn.Schema, "audit_log_id_seq"}.Sanitize()); err != nil {
-		t.Fatal(err)
-	}
+	storetest.RefuseIntakeRecord(t, s.db, tn, "r-refused", "corp:ada-1")
 	verify := func() string {
 		t.Helper()
 		p := b.post("/console/admin/audit/verify", b.get("/console/admin/audit").form(t, "/console/admin/audit/verify"))

@@ -180,14 +180,8 @@ func TestAuditVerifyWaitsForALockedAuditLog(t *testing.T) {
 func TestAuditVerifyReportsRefusedRecords(t *testing.T) {
 	environ, db, tn := auditFixture(t, 2)
 	ctx := context.Background()
-	seq := pgx.Identifier{tn.Schema, "audit_log_id_seq"}.Sanitize()
 	for i := range 2 {
-		if _, err := db.Pool().Exec(ctx, `INSERT INTO gatehouse.audit_intake (tenant_id, id, request_id, decision, tool, subject, email,
-			provider, api_key_id, client_ip, user_agent, reason, args_digest, via, count, refused)
-			VALUES ($1, nextval($2::regclass), $3, 'ALLOWED', 'list_todos', 'github:1', '', '', '', '', '', '', '', 'http', 1, 'no_boom')`,
-			tn.ID, seq, fmt.Sprint("refused-", i)); err != nil {
-			t.Fatal(err)
-		}
+		storetest.RefuseIntakeRecord(t, db, tn, fmt.Sprint("refused-", i), "github:1")
 	}
 	code, out, stderr := gh(t, environ, "audit", "verify", "--tenant", "acme.com")
 	if code != 1 || !strings.Contains(out, "intact (2 records verified)") || !strings.Contains(out, "INCOMPLETE: 2 audit records of acme.com were refused") {
