@@ -235,14 +235,25 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 	if err := dropSampled(ctx, smallDB); err != nil {
 		return err
 	}
+	// Two rounds of 20 pairs. The first, right after the cluster's start,
+	// reads the large database's catalogs (345,000 relations: pg_class,
+	// pg_attribute, pg_depend and their indexes) into shared_buffers,
+	// while the small one's fit at once: on 2026-12-02 that round read
+	// 1.13–1.42× where the warm one, next, read 1.03–1.04×
+	// (bench/README.md). A server provisions tenants on a cluster that
+	// has been running, so the second round, with the small database back
+	// at its 10 tenants, is the one compared with issue 17's limit; both
+	// are printed.
 	smallN := count(ctx, smallDB)
-	small, large := sample(ctx, smallDB, db, 20)
-	add(fmt.Sprintf("EnsureTenant, one at a time, in a database of %d tenants (mean; first sample)", smallN), "%.1f ms; %.1f ms", ms(mean(small)), ms(small[0]))
-	add(fmt.Sprintf("EnsureTenant, one at a time, in a database of %d tenants (interleaved with the above; mean; first sample)", count(ctx, db)),
-		"%.1f ms; %.1f ms (%.2f× the cost at 10, means; the median of the %d pairs' ratios %.2f×)",
-		ms(mean(large)), ms(large[0]), float64(mean(large))/float64(max(mean(small), 1)), len(small), pairRatio(small, large))
-	if err := dropSampled(ctx, smallDB); err != nil {
-		return err
+	for _, round := range []string{"right after the cluster's start", "warm"} {
+		small, large := sample(ctx, smallDB, db, 20)
+		add(fmt.Sprintf("EnsureTenant, one at a time, %s, in a database of %d tenants (mean; first sample)", round, smallN), "%.1f ms; %.1f ms", ms(mean(small)), ms(small[0]))
+		add(fmt.Sprintf("EnsureTenant, one at a time, %s, in a database of %d tenants (interleaved with the above; mean; first sample)", round, count(ctx, db)),
+			"%.1f ms; %.1f ms (%.2f× the cost at %d, means; the median of the %d pairs' ratios %.2f×)",
+			ms(mean(large)), ms(large[0]), float64(mean(large))/float64(max(mean(small), 1)), smallN, len(small), pairRatio(small, large))
+		if err := dropSampled(ctx, smallDB); err != nil {
+			return err
+		}
 	}
 	var rels int
 	_ = db.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_class").Scan(&rels)
