@@ -239,7 +239,7 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 	// reads the large database's catalogs (345,000 relations: pg_class,
 	// pg_attribute, pg_depend and their indexes) into shared_buffers,
 	// while the small one's fit at once: on 2026-12-02 that round read
-	// 1.13–1.42× where the warm one, next, read 1.03–1.04×
+	// 1.08–1.42× where the warm one, next, read 1.03–1.11×
 	// (bench/README.md). A server provisions tenants on a cluster that
 	// has been running, so the second round, with the small database back
 	// at its 10 tenants, is the one compared with issue 17's limit; both
