@@ -134,6 +134,9 @@ func main() {
 			"lanes (store.Options.TenantLanes), max-uses (ConnMaxUses), max-tenants (ConnMaxTenants), pool (TenantConns), affinity (AffinityConns), prepared (PreparedStatements); 0: the default, -1: never/none; "+
 			"read=1: each transaction is the list_todos tool's read (InTenantReadOnly, whose statements are prepared per tenant) instead of WithTenant; custom=1: CustomPlans (the tools' GenericPlan marks ignored); an empty part: the defaults; \"none\": no store-level runs")
 	flag.Parse()
+	if *serveTool != "list_todos" && *serveTool != "whoami" {
+		log.Fatalf("-serve-tool %q: want list_todos or whoami", *serveTool)
+	}
 	if *data == "" {
 		d, err := os.MkdirTemp("", "gatehouse-tenants-")
 		if err != nil {

@@ -28,8 +28,8 @@ import (
 	"github.com/gatehouse-mcp/gatehouse/tenancy"
 )
 
-// serveBench runs `bin serve` on the bench's cluster and sends list_todos
-// through HTTP with one API key per tenant: a first run over spread
+// serveBench runs `bin serve` on the bench's cluster and sends -serve-tool
+// calls (list_todos by default) through HTTP with one API key per tenant: a first run over spread
 // tenants, -warm-passes passes over them, alternating runs over 10
 // tenants and over spread, then one pass over every tenant, and reports
 // calls/s and CPU per call (and their ratios), the server's RSS and its
@@ -155,8 +155,8 @@ func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env s
 		}
 		fews, manys, ratios = append(fews, f), append(manys, m), append(ratios, m/f)
 	}
-	add(name+" list_todos calls/s over "+strconv.Itoa(spread)+" tenants, first run", "%.0f (%.2f× the median over 10)", cold, cold/median(fews))
-	add(fmt.Sprintf("%s list_todos calls/s over 10 / over %d tenants, %d alternating runs (median)", name, spread, rounds), "%.0f / %.0f: %.2f× (ratios %s)", median(fews), median(manys), median(ratios), fmtList(ratios))
+	add(name+" "+*serveTool+" calls/s over "+strconv.Itoa(spread)+" tenants, first run", "%.0f (%.2f× the median over 10)", cold, cold/median(fews))
+	add(fmt.Sprintf("%s %s calls/s over 10 / over %d tenants, %d alternating runs (median)", name, *serveTool, spread, rounds), "%.0f / %.0f: %.2f× (ratios %s)", median(fews), median(manys), median(ratios), fmtList(ratios))
 	add(fmt.Sprintf("%s CPU per call over 10 / over %d tenants (medians): gatehouse; PostgreSQL (the whole cluster); the callers", name, spread), "%.0f / %.0f; %.0f / %.0f; %.0f / %.0f µs",
 		median(fewCPU[0]), median(manyCPU[0]), median(fewCPU[1]), median(manyCPU[1]), median(fewCPU[2]), median(manyCPU[2]))
 	// The same comparison by CPU: on a machine whose cores all go to the
@@ -208,8 +208,15 @@ func benchKeys(ctx context.Context, db *store.DB, ts []*tenancy.Tenant) ([]strin
 
 var httpClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 
+// serveTool is the tool the -serve runs call, without arguments. Only
+// tools that write nothing but their audit record are offered: a tool
+// that writes (add_todo) would grow the ten busy tenants' tables by
+// every run's calls, and later runs would measure larger tenants.
+var serveTool = flag.String("serve-tool", "list_todos", "with -serve: the tool called, list_todos (reads the tenant's todos) or whoami (reads nothing in the tenant's schema; each call still writes its audit record)")
+
+// callTool calls *serveTool once with key, as JSON-RPC request id.
 func callTool(ctx context.Context, url, key string, id int64) error {
-	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"list_todos","arguments":{}}}`, id)
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":%q,"arguments":{}}}`, id, *serveTool)
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
@@ -222,12 +229,12 @@ func callTool(ctx context.Context, url, key string, id int64) error {
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
 	if res.StatusCode != http.StatusOK || strings.Contains(string(b), `"isError":true`) || strings.Contains(string(b), `"error":`) {
-		return fmt.Errorf("list_todos: HTTP %d: %.300s", res.StatusCode, b)
+		return fmt.Errorf("%s: HTTP %d: %.300s", *serveTool, res.StatusCode, b)
 	}
 	return nil
 }
 
-// httpLoad sends list_todos from conc callers for d, each call with the
+// httpLoad sends *serveTool calls from conc callers for d, each call with the
 // next key, and returns calls/s.
 func httpLoad(ctx context.Context, url string, keys []string, d time.Duration, conc int) (float64, error) {
 	var calls, next atomic.Int64
