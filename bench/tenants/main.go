@@ -40,7 +40,7 @@ import (
 var (
 	rounds       = flag.Int("rounds", 3, "alternating runs over 10 and over -spread tenants, per configuration")
 	restore      = flag.Bool("restore", false, "with -dump: restore the dump (and the roles) into a fresh cluster as docs/operations.md says, then verify every tenant's audit chain there")
-	serveBin     = flag.String("serve", "", "also measure `gatehouse serve` (these binaries, comma-separated, one after the other) on the cluster: list_todos over HTTP, one API key per tenant, then its RSS")
+	serveBin     = flag.String("serve", "", "also measure `gatehouse serve` (these binaries, comma-separated, one after the other) on the cluster: -serve-tool calls (list_todos by default) over HTTP, one API key per tenant, then its RSS")
 	serveMigrate = flag.Bool("serve-migrate", false, "with -serve: instead of the throughput runs, apply one tenant migration to every schema while the server serves calls over -spread tenants (a rolling deploy), and count failed calls")
 	pgSettings   = flag.String("pg-settings", "", "server settings for the embedded cluster (name=value,name=value), e.g. shared_buffers=128MB,max_files_per_process=1000 for PostgreSQL's defaults instead of store.EmbeddedSizing's")
 	serveAll     = flag.Bool("serve-all", true, "with -serve: keys for every tenant, and after the throughput runs one call in each tenant and the memory it leaves (false: keys for the -spread tenants only, throughput only)")
@@ -241,12 +241,11 @@ func run(n int, data string, parallel, spread int, duration time.Duration, conc 
 	// Two rounds of 20 pairs. The first, right after the cluster's start,
 	// reads the large database's catalogs (345,000 relations: pg_class,
 	// pg_attribute, pg_depend and their indexes) into shared_buffers,
-	// while the small one's fit at once: on 2026-12-02 that round read
-	// 1.08–1.42× where the warm one, next, read 1.03–1.11×
-	// (bench/README.md). A server provisions tenants on a cluster that
-	// has been running, so the second round, with the small database back
-	// at its 10 tenants, is the one compared with issue 17's limit; both
-	// are printed.
+	// while the small one's fit at once, and reads higher than the warm
+	// one after it (bench/README.md, "2026-12-02, late morning"). A
+	// server provisions tenants on a cluster that has been running, so
+	// the second round, with the small database back at its 10 tenants,
+	// is the one compared with issue 17's limit; both are printed.
 	smallN := count(ctx, smallDB)
 	for _, round := range []string{"right after the cluster's start", "warm"} {
 		small, large := sample(ctx, smallDB, db, 20)
