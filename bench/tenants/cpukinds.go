@@ -91,7 +91,8 @@ func (k *kindSampler) sample(start bool) {
 
 // classify tells the server's tool-call backends from its control
 // backends by the statement each is running or ran last: the tools' read
-// (list_todos, the bench's tool) or the control schema and audit logs.
+// (list_todos; with -serve-tool whoami no tool reads anything, and the
+// tool-call backends stay idle) or the control schema and audit logs.
 func (k *kindSampler) classify(ctx context.Context) {
 	rows, err := k.db.Pool().Query(ctx, "SELECT pid, application_name, left(query, 80) FROM pg_stat_activity WHERE backend_type = 'client backend'")
 	if err != nil {

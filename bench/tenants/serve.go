@@ -29,11 +29,12 @@ import (
 )
 
 // serveBench runs `bin serve` on the bench's cluster and sends -serve-tool
-// calls (list_todos by default) through HTTP with one API key per tenant: a first run over spread
-// tenants, -warm-passes passes over them, alternating runs over 10
-// tenants and over spread, then one pass over every tenant, and reports
-// calls/s and CPU per call (and their ratios), the server's RSS and its
-// backends' private memory. env adds settings to the server's environment.
+// calls (list_todos by default) through HTTP with one API key per tenant:
+// a first run over spread tenants, -warm-passes passes over them,
+// alternating runs over 10 tenants and over spread, then one pass over
+// every tenant, and reports calls/s and CPU per call (and their ratios),
+// the server's RSS and its backends' private memory. env adds settings to
+// the server's environment.
 func serveBench(ctx context.Context, e *store.Embedded, db *store.DB, bin, env string, ts []*tenancy.Tenant, spread int, d time.Duration, conc, rounds int, add func(what, format string, args ...any)) error {
 	if !*serveAll {
 		ts = ts[:spread]
